@@ -1,0 +1,1 @@
+"""The tile IR grammar (xbar.lark) and its reference (SPEC.md), shipped as package data."""

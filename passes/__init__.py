@@ -1,0 +1,1 @@
+"""Compiler passes over the tile IR, and the pass manager that runs pipeline strings."""

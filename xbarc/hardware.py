@@ -1,0 +1,166 @@
+"""Hardware description: tile types, cells, converters and the cost constants.
+
+Every cost constant is a named field carrying its unit in the name and its source in the
+comment beside it. Defaults are the ISAAC figures (Shafiee et al., ISCA 2016, Table 6) as
+carried by PUMA and MNSIM, for 32 nm at 1.2 GHz: a 128x128 crossbar read takes 100 ns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from xbarc.diagnostics import XbarcError
+
+SignedEncoding = Literal["differential", "offset"]
+AdcRange = Literal["fixed", "calibrated", "dynamic"]
+SIGNED_ENCODINGS: tuple[str, ...] = ("differential", "offset")
+ADC_RANGES: tuple[str, ...] = ("fixed", "calibrated", "dynamic")
+
+
+@dataclass(frozen=True, slots=True)
+class TileType:
+    """A kind of physical crossbar tile: `count` tiles of `rows` x `cols` cells."""
+
+    name: str
+    rows: int
+    cols: int
+    count: int
+
+    @property
+    def cells(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True, slots=True)
+class CellSpec:
+    """One RRAM cell: `bits` bits per cell, conductance range in microsiemens."""
+
+    bits: int = 2
+    g_min_us: float = 2.5  # on/off ratio 10 (aihwkit, CrossSim defaults)
+    g_max_us: float = 25.0  # aihwkit single-pair default g_max
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits
+
+
+@dataclass(frozen=True, slots=True)
+class DacSpec:
+    """Input converter: `bits` of input resolution fed `slice_bits` at a time (bit-serial)."""
+
+    bits: int = 8
+    slice_bits: int = 1  # ISAAC streams inputs one bit per cycle
+
+    @property
+    def input_slices(self) -> int:
+        return -(-self.bits // self.slice_bits)
+
+
+@dataclass(frozen=True, slots=True)
+class AdcSpec:
+    """Output converter shared by `cols_per_adc` columns of a tile."""
+
+    bits: int = 8
+    range: AdcRange = "calibrated"
+    cols_per_adc: int = 16  # ISAAC: 8 ADCs serve 8 arrays of 128 columns -> 128 columns per ADC
+
+
+@dataclass(frozen=True, slots=True)
+class CostParams:
+    """Energy, latency and area constants (ISAAC Table 6 unless said otherwise)."""
+
+    xbar_read_energy_pj: float = 30.0  # 128x128 array 0.3 mW x 100 ns
+    xbar_read_latency_ns: float = 100.0  # one array read cycle
+    xbar_area_um2: float = 25.0  # 8 arrays in 0.0002 mm^2
+    adc_energy_pj: float = 1.56  # 8-bit ADC 2 mW at 1.28 GS/s
+    adc_rate_gsps: float = 1.28
+    adc_area_um2: float = 1200.0  # 8 ADCs in 0.0096 mm^2
+    dac_power_uw: float = 3.9  # 1-bit DAC, 1024 in 4 mW
+    dac_area_um2: float = 0.166  # 1024 DACs in 0.00017 mm^2
+    shift_add_power_mw: float = 0.05  # 4 units in 0.2 mW
+    shift_add_area_um2: float = 60.0  # 4 units in 0.00024 mm^2
+    edram_access_pj: float = 17.2  # per 256-bit access (ISAAC eDRAM buffer)
+    write_pulse_ns: float = 50.0  # assumption: program pulse
+    write_verify_ns: float = 10.0  # assumption: verify read
+    write_pv_iterations: int = 10  # assumption: program-and-verify iterations per row
+    write_pulse_energy_pj: float = 1.0  # per cell pulse; published range 0.2 to 3.3 pJ
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """The chip a program targets. Physical tile ids run over `tile_types` in order."""
+
+    tile_types: tuple[TileType, ...]
+    cell: CellSpec = field(default_factory=CellSpec)
+    encoding: SignedEncoding = "differential"
+    dac: DacSpec = field(default_factory=DacSpec)
+    adc: AdcSpec = field(default_factory=AdcSpec)
+    cost: CostParams = field(default_factory=CostParams)
+
+    def tile_type(self, name: str) -> TileType:
+        for tile_type in self.tile_types:
+            if tile_type.name == name:
+                return tile_type
+        known = ", ".join(t.name for t in self.tile_types)
+        raise XbarcError(f"unknown tile type {name!r}", hint=f"known tile types: {known}")
+
+    def tile_ids(self, name: str) -> range:
+        """The physical tile ids of tile type `name`."""
+        start = 0
+        for tile_type in self.tile_types:
+            if tile_type.name == name:
+                return range(start, start + tile_type.count)
+            start += tile_type.count
+        raise XbarcError(f"unknown tile type {name!r}")
+
+    def tile_type_of(self, tile_id: int) -> TileType:
+        start = 0
+        for tile_type in self.tile_types:
+            if start <= tile_id < start + tile_type.count:
+                return tile_type
+            start += tile_type.count
+        raise XbarcError(f"tile t{tile_id} does not exist (the chip has {start} tiles)")
+
+    @property
+    def tile_count(self) -> int:
+        return sum(t.count for t in self.tile_types)
+
+
+def tile_type_name(rows: int, cols: int) -> str:
+    """The conventional name of a rows x cols tile type, e.g. `t128x128`."""
+    return f"t{rows}x{cols}"
+
+
+def make_hardware(
+    tiles: int,
+    tile_rows: int = 128,
+    tile_cols: int = 128,
+    cell_bits: int = 2,
+    encoding: str = "differential",
+) -> Hardware:
+    """A chip with one tile type, checking every number a user can get wrong."""
+    check_positive("--tiles", tiles)
+    check_positive("tile rows", tile_rows)
+    check_positive("tile columns", tile_cols)
+    check_positive("--cell-bits", cell_bits)
+    if encoding not in SIGNED_ENCODINGS:
+        raise XbarcError(
+            f"unknown signed encoding {encoding!r}",
+            hint="use differential or offset",
+        )
+    tile_type = TileType(tile_type_name(tile_rows, tile_cols), tile_rows, tile_cols, tiles)
+    return Hardware(
+        tile_types=(tile_type,),
+        cell=CellSpec(bits=cell_bits),
+        encoding=encoding,  # type: ignore[arg-type]
+    )
+
+
+def check_positive(what: str, value: int) -> None:
+    if value < 1:
+        raise XbarcError(f"{what} must be at least 1, got {value}")
+
+
+def cost_field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(CostParams))

@@ -1,0 +1,166 @@
+"""The tensor sidecar: constants of a program, saved as `.npz` and never pickled.
+
+Each tensor is declared in the program text with its element type, shape and the sha256
+digest of its bytes; loading checks all three. Element types numpy cannot store natively
+(bfloat16, float8, ...) are kept as their raw bytes (u8) and reinterpreted on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.types import NUMPY_DTYPES, dtype_name
+
+
+def digest(array: np.ndarray) -> str:
+    """sha256 of the C-order bytes of `array`."""
+    data = np.ascontiguousarray(array)
+    if data.dtype.kind == "U":
+        return hashlib.sha256(data.tobytes()).hexdigest()
+    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
+
+
+class TensorStore(Mapping[str, np.ndarray]):
+    """An immutable name -> array mapping; `with_tensors` returns a new store."""
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: Mapping[str, np.ndarray] | None = None):
+        self._arrays: dict[str, np.ndarray] = dict(arrays or {})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def with_tensors(self, arrays: Mapping[str, np.ndarray]) -> TensorStore:
+        merged = dict(self._arrays)
+        merged.update(arrays)
+        return TensorStore(merged)
+
+    def only(self, names: set[str]) -> TensorStore:
+        return TensorStore({k: v for k, v in self._arrays.items() if k in names})
+
+
+def element_type(array: np.ndarray) -> str:
+    """The short element type name of an array (see xbarc.ir.types)."""
+    try:
+        return dtype_name(array.dtype)
+    except ValueError:
+        from onnx import helper
+
+        for code in range(1, 64):
+            try:
+                if helper.tensor_dtype_to_np_dtype(code) == array.dtype:
+                    from xbarc.ir.types import onnx_dtype_name
+
+                    return onnx_dtype_name(code)
+            except (KeyError, ValueError, TypeError):
+                continue
+        raise
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    if array.dtype in NUMPY_DTYPES.values() or array.dtype.kind == "U":
+        return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array).view(np.uint8)  # exotic: raw bytes
+
+
+def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
+    """Write all tensors of `store` to `path` atomically (temporary file, then rename)."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **{name: _storable(a) for name, a in store.items()})
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_npz(path: Path, expected: Mapping[str, tuple[str, tuple[int, ...], str]]) -> TensorStore:
+    """Load the tensors named in `expected` (name -> (dtype, shape, digest)) from `path`,
+    checking each; refuses pickled objects."""
+    path = Path(path)
+    if not path.exists():
+        raise XbarcError(
+            f"tensor file {path} is missing",
+            hint="keep the .xbar.npz next to its .xbar, or recompile",
+        )
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stored = set(npz.files)
+            for name, (dtype, shape, want_digest) in expected.items():
+                if name not in stored:
+                    raise XbarcError(
+                        f"tensor {name!r} is missing", where=path, hint="recompile the model"
+                    )
+                arrays[name] = _check_tensor(path, name, npz[name], dtype, shape, want_digest)
+    except XbarcError:
+        raise
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise XbarcError(
+                "the tensor file holds pickled objects, which xbarc never loads",
+                where=path,
+                hint="recompile the model to get a clean tensor file",
+            ) from None
+        raise XbarcError(f"not a readable tensor file: {error}", where=path) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise XbarcError(
+            f"not a readable tensor file ({error})", where=path, hint="recompile the model"
+        ) from None
+    return TensorStore(arrays)
+
+
+def _check_tensor(
+    path: Path, name: str, data: np.ndarray, dtype: str, shape: tuple[int, ...], want: str
+) -> np.ndarray:
+    if dtype not in NUMPY_DTYPES and dtype != "str":
+        data = _reinterpret(data, dtype, shape)
+    if tuple(data.shape) != tuple(shape):
+        raise XbarcError(
+            f"tensor {name!r} has shape {list(data.shape)}, the program declares {list(shape)}",
+            where=path,
+            hint="the tensor file does not belong to this program; recompile",
+        )
+    got = element_type(data)
+    if got != dtype:
+        raise XbarcError(
+            f"tensor {name!r} has element type {got}, the program declares {dtype}",
+            where=path,
+            hint="the tensor file does not belong to this program; recompile",
+        )
+    if digest(data) != want:
+        raise XbarcError(
+            f"tensor {name!r} does not match its hash in the program",
+            where=path,
+            hint="the tensor file was changed or belongs to another program; recompile",
+        )
+    return data
+
+
+def _reinterpret(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    from onnx import helper
+
+    code = int(dtype.removeprefix("onnx")) if dtype.startswith("onnx") else None
+    if code is None:
+        from xbarc.ir.types import ONNX_DTYPES
+
+        code = ONNX_DTYPES[dtype]
+    np_dtype = helper.tensor_dtype_to_np_dtype(code)
+    return raw.view(np_dtype).reshape(shape)

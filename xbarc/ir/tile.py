@@ -1,0 +1,355 @@
+"""The tile IR: a compiled program for a tiled crossbar chip, as immutable values.
+
+A `Program` is read top to bottom the way the chip runs it:
+
+- `hardware`: the chip (tile types, cells, converters, cost constants);
+- `tensors`: declarations of the constants kept in the `.npz` sidecar (name, type, hash);
+- the **graph**: `inputs`, `ops` in execution order (crossbar layers and digital ops),
+  `outputs`; this alone is the graph IR that `--emit graph` prints;
+- `arrays`: quantized weight matrices, each cut into `slices` of cell width;
+- `blocks`: rectangles of one slice placed on a virtual tile at a row/column offset;
+- `combines`: layers computed by basis combination (BasisN) instead of their own array;
+- `phases`: programming epochs that write virtual tiles onto physical tiles, then run the
+  layers whose blocks they hold, one `Cycle` (one tile read per tile) at a time.
+
+Passes rebuild programs with `dataclasses.replace`; nothing here mutates. Tensor data lives
+in a `TensorStore` beside the program: equality of programs compares declarations, whose
+content hash stands for the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from xbarc.hardware import Hardware
+from xbarc.ir.tensors import TensorStore, digest, element_type
+from xbarc.ir.types import TensorType
+
+FORMAT_VERSION = 1
+
+LayerKind = Literal["conv", "conv_transpose", "gemm", "matmul"]
+LAYER_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "gemm", "matmul")
+Polarity = Literal["+", "-"]
+
+
+# --- constants and operands -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TensorDecl:
+    """A constant tensor stored in the sidecar under `name`, with its sha256 digest."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    digest: str
+
+    @property
+    def size(self) -> int:
+        size = 1
+        for dim in self.shape:
+            size *= dim
+        return size
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """An activation: the output of an op or a graph input (printed `%name`)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """A constant tensor of the sidecar (printed `@name`)."""
+
+    name: str
+
+
+Operand = Value | Const | None  # None is an omitted optional ONNX input (printed `_`)
+
+
+# --- graph ops ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """An ONNX attribute carried verbatim.
+
+    `kind` is the ONNX attribute type name in lower case (`int`, `float`, `string`, `ints`,
+    `floats`, `strings`, `tensor`) or `proto` for anything else (graphs, sparse tensors,
+    type protos), whose serialized AttributeProto bytes sit in the sidecar as a u8 tensor.
+    `tensor` and `proto` values are `Const` references.
+    """
+
+    name: str
+    kind: str
+    value: int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...] | Const
+
+
+@dataclass(frozen=True, slots=True)
+class DigitalOp:
+    """A non-crossbar ONNX node, executed by the host. An output name "" is an unused slot."""
+
+    name: str
+    op_type: str
+    domain: str
+    opset: int
+    inputs: tuple[Operand, ...]
+    outputs: tuple[str, ...]
+    output_types: tuple[TensorType | None, ...]
+    attributes: tuple[Attribute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConvGeometry:
+    """How a convolution unfolds its input. `pads` is begins then ends, per spatial axis."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    output_padding: tuple[int, ...] = ()  # ConvTranspose only
+
+
+@dataclass(frozen=True, slots=True)
+class CrossbarLayer:
+    """An op whose weights go on crossbars: y = unfold(x) @ W[g] + bias, per group g.
+
+    `weight` is an f32 constant of shape [groups, rows, cols]: rows are the unfolded inputs
+    of a group (Cin/g * prod(kernel), channel-major im2col order; Cin/g for ConvTranspose,
+    K for Gemm/MatMul), cols its outputs (Cout/g; Cout/g * prod(kernel) for ConvTranspose,
+    whose outputs are then folded back by col2im). `bias` has one value per output channel.
+    """
+
+    name: str
+    kind: LayerKind
+    input: str
+    output: str
+    output_type: TensorType
+    weight: str
+    bias: str | None
+    groups: int
+    rows: int
+    cols: int
+    geometry: ConvGeometry | None = None
+    source: str = ""  # the ONNX node(s) it came from, for messages
+
+    @property
+    def weight_count(self) -> int:
+        return self.groups * self.rows * self.cols
+
+
+Op = CrossbarLayer | DigitalOp
+
+
+# --- quantized arrays, slices and blocks -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Cells holding bits [shift, shift+bits) of the magnitude of one polarity of an array.
+
+    Differential encoding: `+` cells hold the positive part, `-` cells the negative part.
+    Offset encoding: the single polarity `+` holds level + 2^(weight_bits-1).
+    The periphery adds slice outputs weighted by (+1 or -1) * 2^shift.
+    """
+
+    index: int
+    polarity: Polarity
+    shift: int
+    bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class Array:
+    """A quantized logical weight matrix: integer `levels` [groups, rows, cols] and a scale.
+
+    The real weight is level * scale, where `scale` is a float (per tensor) or a constant
+    of shape [groups, cols] (per column). `values` is the float matrix it quantizes. A
+    `basis` array holds BasisN basis vectors as columns instead of a layer's weights.
+    """
+
+    name: str
+    kind: Literal["weights", "basis"]
+    groups: int
+    rows: int
+    cols: int
+    weight_bits: int
+    encoding: Literal["differential", "offset"]
+    scale: float | Const
+    values: str
+    levels: str
+    slices: tuple[Slice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The contiguous index range [start, stop)."""
+
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class IndexTable:
+    """An explicit, strictly increasing index list held in the sidecar (i32[count])."""
+
+    tensor: str
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+Indices = Span | IndexTable
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Rows x cols of one slice of one group of an array, placed on virtual tile `vtile`
+    (of type `tile_type`) with its first row at `row_offset` and first column at
+    `col_offset`. Blocks are numbered 0..n-1 in program order (printed `b<index>`)."""
+
+    index: int
+    array: str
+    slice: int
+    group: int
+    rows: Indices
+    cols: Indices
+    tile_type: str
+    vtile: int
+    row_offset: int
+    col_offset: int
+
+    @property
+    def cells(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+@dataclass(frozen=True, slots=True)
+class BasisCombine:
+    """Layer `layer` computed from basis responses (BasisN): its weight column n over input
+    segment s (rows [s*segment_rows, (s+1)*segment_rows)) is sum_k coef[g, s, k, n] *
+    basis[:, k] * scale; `coefficients` is an integer constant [groups, segments, K, cols]
+    of `coef_bits` bits."""
+
+    layer: str
+    basis: str
+    segment_rows: int
+    coefficients: str
+    coef_bits: int
+    scale: float | Const
+
+
+# --- schedule ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TileWrite:
+    """Program virtual tile `vtile` onto physical tile `tile` (erasing what it held)."""
+
+    vtile: int
+    tile: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """Blocks read together in one array cycle for every unfolded input vector (patch).
+
+    Each tile does one read per cycle: blocks on the same tile in one cycle either share
+    their input rows or sit on disjoint rows, and never share columns."""
+
+    blocks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRun:
+    """The part of a layer's work done in one phase: its cycles, looped over all patches
+    of the whole batch. Partial sums carry over to the layer's next run; the layer's
+    output is final after its last run."""
+
+    layer: str
+    cycles: tuple[Cycle, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """A programming epoch: write tiles, then run layers (batch-major)."""
+
+    index: int
+    writes: tuple[TileWrite, ...]
+    runs: tuple[LayerRun, ...]
+
+
+# --- the program -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GraphInput:
+    name: str
+    type: TensorType
+
+
+@dataclass(frozen=True)
+class Program:
+    """A whole compiled (or partly compiled) program. See the module docstring."""
+
+    hardware: Hardware
+    tensors: tuple[TensorDecl, ...] = ()
+    inputs: tuple[GraphInput, ...] = ()
+    ops: tuple[Op, ...] = ()
+    outputs: tuple[str, ...] = ()
+    arrays: tuple[Array, ...] = ()
+    blocks: tuple[Block, ...] = ()
+    combines: tuple[BasisCombine, ...] = ()
+    phases: tuple[Phase, ...] = ()
+    store: TensorStore = field(default_factory=TensorStore, compare=False, repr=False)
+
+    def layers(self) -> Iterator[CrossbarLayer]:
+        for op in self.ops:
+            if isinstance(op, CrossbarLayer):
+                yield op
+
+    def layer(self, name: str) -> CrossbarLayer:
+        for layer in self.layers():
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def array(self, name: str) -> Array:
+        for array in self.arrays:
+            if array.name == name:
+                return array
+        raise KeyError(name)
+
+    def tensor(self, name: str) -> TensorDecl:
+        for decl in self.tensors:
+            if decl.name == name:
+                return decl
+        raise KeyError(name)
+
+    @property
+    def vtile_count(self) -> int:
+        return 1 + max((b.vtile for b in self.blocks), default=-1)
+
+
+def with_tensors(program: Program, arrays: dict[str, np.ndarray]) -> Program:
+    """`program` with the tensors `arrays` added (or replaced), declarations included."""
+    decls = {decl.name: decl for decl in program.tensors}
+    for name, data in arrays.items():
+        decls[name] = TensorDecl(name, element_type(data), tuple(data.shape), digest(data))
+    return replace(program, tensors=tuple(decls.values()), store=program.store.with_tensors(arrays))
+
+
+def without_unused_tensors(program: Program, used: set[str]) -> Program:
+    """`program` keeping only the tensors named in `used`."""
+    kept = tuple(decl for decl in program.tensors if decl.name in used)
+    return replace(program, tensors=kept, store=program.store.only(used))

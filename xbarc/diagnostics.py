@@ -36,11 +36,8 @@ class XbarcError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        text = self.message
-        if self.where is not None:
-            text = f"{self.where}: error: {text}"
-        else:
-            text = f"error: {text}"
+        prefix = f"{self.where}: error" if self.where is not None else "error"
+        text = f"{prefix}: {self.message}"
         if self.hint:
             text = f"{text} ({self.hint})"
         return text

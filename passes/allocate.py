@@ -1,0 +1,134 @@
+"""allocate: place virtual tiles on the chip's physical tiles, in phases when they do not fit.
+
+    Blocks on virtual tiles  ->  Phases(writes v -> t, runs of layers in cycles)
+
+Layers are visited in graph order; each layer's virtual tiles are written onto free
+physical tiles of their type. When the chip is full, the phase closes and the next one
+rewrites the tiles from the first, so a layer larger than the chip is split over phases
+that accumulate its partial sums. Phases run batch-major: each write serves the whole
+batch. A model that fits the budget gets exactly one phase.
+
+Within a layer's run, blocks are grouped greedily into cycles: blocks on different tiles
+always share a cycle; blocks on one tile share it only if `can_share_cycle` allows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from xbarc.diagnostics import XbarcError
+from xbarc.hardware import Hardware
+from xbarc.ir.tile import Block, Cycle, LayerRun, Phase, Program, TileWrite
+from xbarc.ir.verifier import can_share_cycle
+
+
+@dataclass(frozen=True, slots=True)
+class Allocate:
+    """Assign virtual tiles to physical tiles over as few phases as the budget allows."""
+
+    name: ClassVar[str] = "allocate"
+    tiles: int | None = None  # default: the hardware's count; given: rewrites the hardware
+
+    def apply(self, program: Program) -> Program:
+        hardware = with_tile_budget(program.hardware, self.tiles)
+        program = replace(program, hardware=hardware)
+        return replace(program, phases=tuple(allocate_phases(program)))
+
+
+def with_tile_budget(hardware: Hardware, tiles: int | None) -> Hardware:
+    if tiles is None:
+        return hardware
+    if tiles < 1:
+        raise XbarcError(f"the tile budget must be at least 1, got {tiles}")
+    if len(hardware.tile_types) != 1:
+        raise XbarcError(
+            "allocate{tiles=N} needs a chip with one tile type",
+            hint="give each tile type's count in the hardware instead",
+        )
+    only = replace(hardware.tile_types[0], count=tiles)
+    return replace(hardware, tile_types=(only,))
+
+
+def layer_blocks(program: Program) -> dict[str, list[Block]]:
+    """The blocks each layer reads, in block order: its own array's, or its basis'."""
+    by_array: dict[str, list[Block]] = defaultdict(list)
+    for block in program.blocks:
+        by_array[block.array].append(block)
+    reads = {layer.name: by_array.get(layer.name, []) for layer in program.layers()}
+    for combine in program.combines:
+        reads[combine.layer] = by_array.get(combine.basis, [])
+    return reads
+
+
+class _PhaseBuilder:
+    """Collects the writes and runs of phases while tiles are handed out."""
+
+    def __init__(self, hardware: Hardware):
+        self.hardware = hardware
+        self.phases: list[Phase] = []
+        self.open_phase()
+
+    def open_phase(self) -> None:
+        self.writes: list[TileWrite] = []
+        self.runs: list[LayerRun] = []
+        self.resident: dict[int, int] = {}  # vtile -> physical tile
+        self.free = {t.name: list(self.hardware.tile_ids(t.name)) for t in self.hardware.tile_types}
+        for ids in self.free.values():
+            ids.reverse()  # pop() hands out the lowest id first
+
+    def close_phase(self) -> None:
+        if self.writes or self.runs:
+            self.phases.append(Phase(len(self.phases), tuple(self.writes), tuple(self.runs)))
+        self.open_phase()
+
+    def place(self, block: Block) -> bool:
+        """Make the block's vtile resident; False when its tile type is full."""
+        if block.vtile in self.resident:
+            return True
+        free = self.free[block.tile_type]
+        if not free:
+            return False
+        tile = free.pop()
+        self.resident[block.vtile] = tile
+        self.writes.append(TileWrite(block.vtile, tile))
+        return True
+
+
+def allocate_phases(program: Program) -> list[Phase]:
+    builder = _PhaseBuilder(program.hardware)
+    reads = layer_blocks(program)
+    for layer in program.layers():
+        pending = reads[layer.name]
+        while pending:
+            placed = 0
+            while placed < len(pending) and builder.place(pending[placed]):
+                placed += 1
+            if placed == 0:
+                builder.close_phase()
+                continue
+            cycles = assign_cycles(pending[:placed])
+            builder.runs.append(LayerRun(layer.name, cycles))
+            pending = pending[placed:]
+            if pending:
+                builder.close_phase()
+    builder.close_phase()
+    return builder.phases
+
+
+def assign_cycles(blocks: list[Block]) -> tuple[Cycle, ...]:
+    """Greedy first-fit of blocks into cycles, keeping block order within each cycle."""
+    cycles: list[list[int]] = []
+    on_tile: list[dict[int, list[Block]]] = []  # per cycle: vtile -> its blocks
+    for block in blocks:
+        for members, tiles in zip(cycles, on_tile, strict=True):
+            neighbours = tiles.get(block.vtile, [])
+            if all(can_share_cycle(block, other) for other in neighbours):
+                members.append(block.index)
+                tiles.setdefault(block.vtile, []).append(block)
+                break
+        else:
+            cycles.append([block.index])
+            on_tile.append({block.vtile: [block]})
+    return tuple(Cycle(tuple(members)) for members in cycles)

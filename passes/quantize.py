@@ -1,0 +1,142 @@
+"""quantize: float weight matrices -> integer levels cut into cell-width slices.
+
+    CrossbarLayer(weight=W)  ->  CrossbarLayer + Array(levels=round(W/scale), slices)
+
+Symmetric linear quantization to `weight-bits` bits: levels in +-(2^(B-1)-1), scale per
+tensor or per output column. Signed encoding:
+- differential: G+ holds max(level, 0), G- holds max(-level, 0); each polarity's B-1
+  magnitude bits are cut into slices of `cell-bits` bits (least significant first);
+- offset: cells hold level + 2^(B-1) (B unsigned bits), cut the same way; the periphery
+  subtracts 2^(B-1) * sum(inputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+from xbarc.hardware import SIGNED_ENCODINGS
+from xbarc.ir.tile import Array, Const, Program, Slice, with_tensors
+
+MAX_WEIGHT_BITS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Quantize:
+    """Quantize every crossbar layer's weights and slice them into cells."""
+
+    name: ClassVar[str] = "quantize"
+    weight_bits: int = 8
+    cell_bits: int | None = None  # default: the hardware's; given: rewrites the hardware
+    scale: str = "tensor"  # tensor | column
+    encoding: str | None = None  # default: the hardware's; given: rewrites the hardware
+
+    def apply(self, program: Program) -> Program:
+        hardware = program.hardware
+        cell_bits = self.cell_bits if self.cell_bits is not None else hardware.cell.bits
+        encoding = self.encoding if self.encoding is not None else hardware.encoding
+        check_options(self.weight_bits, cell_bits, self.scale, encoding)
+        cell = replace(hardware.cell, bits=cell_bits)
+        program = replace(program, hardware=replace(hardware, cell=cell, encoding=encoding))
+        arrays: list[Array] = []
+        tensors: dict[str, np.ndarray] = {}
+        for layer in program.layers():
+            weight = program.store[layer.weight]
+            levels, scale = quantize_levels(
+                weight, self.weight_bits, per_column=self.scale == "column"
+            )
+            levels_name = f"{layer.name}.levels"
+            tensors[levels_name] = levels
+            if isinstance(scale, np.ndarray):
+                scale_name = f"{layer.name}.scale"
+                tensors[scale_name] = scale
+                scale_ref: float | Const = Const(scale_name)
+            else:
+                scale_ref = scale
+            arrays.append(
+                Array(
+                    name=layer.name,
+                    kind="weights",
+                    groups=layer.groups,
+                    rows=layer.rows,
+                    cols=layer.cols,
+                    weight_bits=self.weight_bits,
+                    encoding=encoding,  # type: ignore[arg-type]
+                    scale=scale_ref,
+                    values=layer.weight,
+                    levels=levels_name,
+                    slices=make_slices(self.weight_bits, cell_bits, encoding),
+                )
+            )
+        program = with_tensors(program, tensors)
+        return replace(program, arrays=tuple(arrays), blocks=(), phases=())
+
+
+def check_options(weight_bits: int, cell_bits: int, scale: str, encoding: str) -> None:
+    if not 2 <= weight_bits <= MAX_WEIGHT_BITS:
+        raise XbarcError(f"weight bits must be between 2 and {MAX_WEIGHT_BITS}, got {weight_bits}")
+    if cell_bits < 1:
+        raise XbarcError(f"cell bits must be at least 1, got {cell_bits}")
+    if cell_bits > weight_bits:
+        raise XbarcError(
+            f"cell bits ({cell_bits}) exceed weight bits ({weight_bits})",
+            hint="a cell cannot hold more bits than a weight has; lower --cell-bits",
+        )
+    if scale not in ("tensor", "column"):
+        raise XbarcError(f"unknown scale mode {scale!r}", hint="use tensor or column")
+    if encoding not in SIGNED_ENCODINGS:
+        raise XbarcError(f"unknown signed encoding {encoding!r}", hint="use differential or offset")
+
+
+def quantize_levels(
+    weight: np.ndarray, weight_bits: int, per_column: bool
+) -> tuple[np.ndarray, float | np.ndarray]:
+    """Symmetric quantization of a [groups, rows, cols] matrix to signed integer levels.
+
+    Returns the levels and the scale: a float, or f32[groups, cols] per column. A zero
+    tensor or column gets scale 1 (its levels are all zero either way)."""
+    max_level = 2 ** (weight_bits - 1) - 1
+    magnitude = np.abs(weight)
+    if per_column:
+        peak = magnitude.max(axis=1)  # [groups, cols]
+        scale = np.where(peak > 0, peak / max_level, 1.0).astype(np.float32)
+        divisor = scale[:, None, :]
+    else:
+        peak_value = float(magnitude.max()) if weight.size else 0.0
+        scale = float(np.float32(peak_value / max_level)) if peak_value > 0 else 1.0
+        divisor = np.float32(scale)
+    levels = np.rint(weight / divisor)
+    np.clip(levels, -max_level, max_level, out=levels)
+    return levels.astype(level_dtype(weight_bits)), scale
+
+
+def level_dtype(weight_bits: int) -> np.dtype:
+    if weight_bits <= 8:
+        return np.dtype(np.int8)
+    return np.dtype(np.int16)
+
+
+def make_slices(weight_bits: int, cell_bits: int, encoding: str) -> tuple[Slice, ...]:
+    """Slices of cell width covering each polarity's magnitude bits, least significant first."""
+    if encoding == "differential":
+        polarities, magnitude_bits = ("+", "-"), weight_bits - 1
+    else:
+        polarities, magnitude_bits = ("+",), weight_bits
+    slices: list[Slice] = []
+    for polarity in polarities:
+        for shift in range(0, magnitude_bits, cell_bits):
+            bits = min(cell_bits, magnitude_bits - shift)
+            slices.append(Slice(len(slices), polarity, shift, bits))  # type: ignore[arg-type]
+    return tuple(slices)
+
+
+def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: str) -> np.ndarray:
+    """The cell values (0 .. 2^bits - 1) that slice `piece` holds for integer `levels`."""
+    if encoding == "differential":
+        magnitude = np.maximum(levels, 0) if piece.polarity == "+" else np.maximum(-levels, 0)
+    else:
+        magnitude = levels.astype(np.int32) + 2 ** (weight_bits - 1)
+    return (magnitude.astype(np.int32) >> piece.shift) & ((1 << piece.bits) - 1)

@@ -1,0 +1,160 @@
+"""The quantize, tile and allocate passes, checked against independent numpy references."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.programs import depthwise_program, layers_program
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.tile import Span
+from xbarc.ir.verifier import verify
+from xbarc.passes.manager import parse_pipeline, run_pipeline
+from xbarc.passes.quantize import make_slices, quantize_levels, slice_cells
+from xbarc.report import report
+
+
+def compile_program(program, pipeline):
+    return run_pipeline(program, parse_pipeline(pipeline))
+
+
+def test_quantize_per_tensor_matches_numpy_reference():
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(1, 50, 30)).astype(np.float32)
+    levels, scale = quantize_levels(weight, 8, per_column=False)
+    expected_scale = np.float32(np.abs(weight).max() / 127)
+    assert scale == pytest.approx(float(expected_scale))
+    expected = np.clip(np.round(weight / expected_scale), -127, 127)
+    np.testing.assert_array_equal(levels, expected)
+    assert levels.dtype == np.int8
+    assert np.max(np.abs(levels * scale - weight)) <= scale / 2 + 1e-7
+
+
+def test_quantize_per_column_scales_each_column_to_full_range():
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(2, 40, 7)).astype(np.float32) * np.arange(1, 8)
+    levels, scale = quantize_levels(weight, 6, per_column=True)
+    assert scale.shape == (2, 7)
+    assert np.all(np.abs(levels).max(axis=1) == 31)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    weight_bits=st.integers(2, 12),
+    cell_bits=st.integers(1, 4),
+    encoding=st.sampled_from(["differential", "offset"]),
+    seed=st.integers(0, 2**16),
+)
+def test_slices_recombine_to_levels(weight_bits, cell_bits, encoding, seed):
+    if cell_bits > weight_bits:
+        return
+    rng = np.random.default_rng(seed)
+    max_level = 2 ** (weight_bits - 1) - 1
+    levels = rng.integers(-max_level, max_level + 1, size=(3, 5, 4))
+    total = np.zeros(levels.shape, dtype=np.int64)
+    for piece in make_slices(weight_bits, cell_bits, encoding):
+        cells = slice_cells(levels, piece, weight_bits, encoding)
+        assert cells.min() >= 0 and cells.max() < 2**piece.bits
+        sign = 1 if piece.polarity == "+" else -1
+        total += sign * (cells.astype(np.int64) << piece.shift)
+    if encoding == "offset":
+        total -= 2 ** (weight_bits - 1)
+    np.testing.assert_array_equal(total, levels)
+
+
+def test_dense_tiling_covers_every_weight_of_every_slice_once():
+    rng = np.random.default_rng(3)
+    program = layers_program([rng.normal(size=(1, 300, 200))], tiles=1000)
+    program = compile_program(program, "quantize{weight-bits=8,cell-bits=2},tile,allocate")
+    array = program.arrays[0]
+    assert len(array.slices) == 8  # 7 magnitude bits in 2-bit cells, two polarities
+    covered = np.zeros((len(array.slices), 300, 200), dtype=np.int32)
+    for block in program.blocks:
+        assert isinstance(block.rows, Span) and isinstance(block.cols, Span)
+        assert len(block.rows) <= 128 and len(block.cols) <= 128
+        covered[block.slice, block.rows.start : block.rows.stop, block.cols.start : block.cols.stop] += 1
+    assert np.all(covered == 1)
+    # 300 rows -> 3 row blocks, 200 columns -> 2 column blocks, 8 slices
+    assert len(program.blocks) == 3 * 2 * 8
+    assert program.vtile_count == len(program.blocks)
+
+
+def test_enough_tiles_gives_one_phase_and_writes_each_cell_once():
+    rng = np.random.default_rng(4)
+    program = layers_program([rng.normal(size=(1, 100, 60)), rng.normal(size=(1, 60, 10))])
+    program = compile_program(program, "quantize,tile{rows=64,cols=64},allocate{tiles=64}")
+    assert len(program.phases) == 1
+    summary = report(program)
+    slices = len(program.arrays[0].slices)
+    assert summary.cell_writes == (100 * 60 + 60 * 10) * slices
+    assert summary.phases == 1
+
+
+def test_too_few_tiles_gives_phases_that_rewrite_tiles():
+    rng = np.random.default_rng(5)
+    program = layers_program([rng.normal(size=(1, 300, 300)), rng.normal(size=(1, 300, 40))])
+    program = compile_program(program, "quantize,tile,allocate{tiles=5}")
+    # (3x3 + 3x1 blocks) x 8 slices = 96 vtiles; layers share a phase when they fit
+    assert program.vtile_count == 96
+    assert len(program.phases) == 20
+    written = Counter(write.tile for phase in program.phases for write in phase.writes)
+    assert set(written) <= set(range(5))
+    assert max(written.values()) > 1  # tiles are reprogrammed
+    summary = report(program)
+    slices = len(program.arrays[0].slices)
+    assert summary.cell_writes == (300 * 300 + 300 * 40) * slices
+    runs = [run.layer for phase in program.phases for run in phase.runs]
+    assert runs == sorted(runs)  # graph order
+    verify(program)
+
+
+def test_depthwise_groups_share_tiles_on_the_diagonal():
+    program = compile_program(depthwise_program(32), "quantize,tile,allocate{tiles=100}")
+    slices = len(program.arrays[0].slices)
+    # 14 groups of 9 rows fit one 128-row tile: ceil(32 / 14) = 3 tiles per slice
+    assert program.vtile_count == 3 * slices
+    assert len(program.phases) == 1
+    run = program.phases[0].runs[0]
+    assert len(run.cycles) == 1  # groups sit on disjoint rows and columns
+    separate = compile_program(depthwise_program(32), "quantize,tile{groups=separate},allocate")
+    assert separate.vtile_count == 32 * slices
+
+
+def test_report_counts_cycles_per_inference():
+    program = compile_program(depthwise_program(32), "quantize,tile,allocate{tiles=100}")
+    summary = report(program)
+    # 64 output pixels, one cycle each, 8 bit-serial input slices
+    assert summary.layers[0].cycles == 64 * 1 * 8
+    assert summary.layers[0].utilization == pytest.approx(
+        (32 * 9 * slices_of(program)) / (program.vtile_count * 128 * 128)
+    )
+
+
+def slices_of(program):
+    return len(program.arrays[0].slices)
+
+
+@pytest.mark.parametrize(
+    "pipeline, message",
+    [
+        ("quantize{weight-bits=1}", "weight bits must be between 2"),
+        ("quantize{cell-bits=9}", "cell bits (9) exceed weight bits (8)"),
+        ("quantize{scale=row}", "unknown scale mode"),
+        ("quantize{bits=3}", "pass quantize has no option 'bits'"),
+        ("quantise", "unknown pass 'quantise'"),
+        ("quantize,tile{rows=0}", "tile size must be at least 1x1"),
+        ("quantize,tile,allocate{tiles=0}", "tile budget must be at least 1"),
+        ("quantize{weight-bits=eight}", "must be int"),
+        ("quantize{weight-bits=8", "cannot read the pipeline"),
+    ],
+)
+def test_bad_pipelines_say_what_is_wrong(pipeline, message):
+    rng = np.random.default_rng(6)
+    program = layers_program([rng.normal(size=(1, 10, 10))])
+    with pytest.raises(XbarcError) as error:
+        compile_program(program, pipeline)
+    assert message in str(error.value)

@@ -1,0 +1,208 @@
+"""The `xbarc` command line: compile ONNX models to tile programs and inspect them.
+
+User errors print one line (`where: error: what (hint)`) and exit 1; usage errors exit 2;
+a bug in xbarc itself says so, and shows its traceback only with XBARC_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from xbarc import __version__
+from xbarc.diagnostics import XbarcError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except XbarcError as error:
+        print(f"xbarc: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("xbarc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as error:  # a bug of ours: say so plainly
+        if os.environ.get("XBARC_DEBUG"):
+            raise
+        print(
+            f"xbarc: internal error: {type(error).__name__}: {error} "
+            "(this is a bug in xbarc; rerun with XBARC_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xbarc",
+        description="Compile ONNX models to crossbar tile programs for RRAM in-memory computing.",
+    )
+    parser.add_argument("--version", action="version", version=f"xbarc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compile_parser = commands.add_parser(
+        "compile",
+        help="compile an ONNX model to a tile program (.xbar + .xbar.npz)",
+        description="Lower an ONNX model to the tile IR, run the pass pipeline, and write "
+        "the program text (.xbar) and its tensors (.xbar.npz).",
+    )
+    compile_parser.add_argument("model", type=Path, help="the ONNX model (.onnx)")
+    compile_parser.add_argument(
+        "--tiles", type=int, default=128, help="physical crossbar tiles on the chip (default 128)"
+    )
+    compile_parser.add_argument(
+        "--tile-size", default="128x128", metavar="RxC", help="tile rows x columns (128x128)"
+    )
+    compile_parser.add_argument(
+        "--weight-bits", type=int, default=8, metavar="B", help="weight bits (default 8)"
+    )
+    compile_parser.add_argument(
+        "--cell-bits", type=int, default=2, metavar="C", help="bits per RRAM cell (default 2)"
+    )
+    compile_parser.add_argument(
+        "--encoding",
+        choices=("differential", "offset"),
+        default="differential",
+        help="signed weights as differential pairs or with an offset (default differential)",
+    )
+    compile_parser.add_argument(
+        "--scale",
+        choices=("tensor", "column"),
+        default="tensor",
+        help="quantization scale per tensor or per output column (default tensor)",
+    )
+    compile_parser.add_argument(
+        "--pipeline",
+        metavar="PASSES",
+        help="pass pipeline, e.g. 'quantize{weight-bits=8},tile{rows=128,cols=128},"
+        "allocate{tiles=128}' (default: built from the options above)",
+    )
+    compile_parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="shape of a model input with symbolic dims, e.g. data=1x3x224x224 (repeatable)",
+    )
+    compile_parser.add_argument(
+        "--emit",
+        choices=("graph", "tile"),
+        default="tile",
+        help="stop after lowering (graph) or run the pipeline (tile, default)",
+    )
+    compile_parser.add_argument(
+        "--print-ir-after-all", action="store_true", help="print the program after every pass"
+    )
+    compile_parser.add_argument(
+        "-o", "--output", type=Path, help="output program (default: ./MODEL.xbar)"
+    )
+    compile_parser.set_defaults(handler=run_compile)
+
+    inspect_parser = commands.add_parser(
+        "inspect",
+        help="show how a program lands on the chip, per layer and in total",
+        description="Per layer: matrix shape, weights, slices, blocks, tiles, cell "
+        "utilization, phases, cell writes and array cycles; then the totals.",
+    )
+    inspect_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
+    inspect_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect_parser.set_defaults(handler=run_inspect)
+    return parser
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from xbarc.compiler import CompileOptions, compile_onnx
+    from xbarc.ir.io import save_program
+    from xbarc.ir.printer import print_program
+    from xbarc.report import report
+
+    started = time.perf_counter()
+    rows, cols = parse_tile_size(args.tile_size)
+    options = CompileOptions(
+        tiles=args.tiles,
+        tile_rows=rows,
+        tile_cols=cols,
+        weight_bits=args.weight_bits,
+        cell_bits=args.cell_bits,
+        encoding=args.encoding,
+        scale=args.scale,
+        pipeline=args.pipeline,
+        input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
+    )
+    output = args.output or Path(args.model.stem + ".xbar")
+    check_output(args.model, output)
+
+    def print_after(pass_object, program) -> None:
+        print(f"// ----- IR after {pass_object.name} -----")
+        print(print_program(program))
+
+    after_pass = print_after if args.print_ir_after_all else None
+    program = compile_onnx(args.model, options, emit=args.emit, after_pass=after_pass)
+    save_program(output, program)
+    elapsed = time.perf_counter() - started
+    summary = report(program)
+    print(
+        f"wrote {output} (+ {output.name}.npz) in {elapsed:.2f} s: "
+        f"{len(summary.layers)} crossbar layers, {summary.weights} weights, "
+        f"{summary.blocks} blocks on {summary.vtiles} virtual tiles, "
+        f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
+        f"{summary.cell_writes} cell writes"
+    )
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from xbarc.ir.io import load_program
+    from xbarc.report import format_report, report
+
+    program = load_program(args.program)
+    result = report(program)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def parse_tile_size(text: str) -> tuple[int, int]:
+    rows, sep, cols = text.lower().partition("x")
+    if not sep or not rows.isdigit() or not cols.isdigit() or int(rows) < 1 or int(cols) < 1:
+        raise XbarcError(f"--tile-size {text!r} is not ROWSxCOLS", hint="e.g. --tile-size 128x128")
+    return int(rows), int(cols)
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    parts = dims.replace(",", "x").split("x")
+    if not sep or not name or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise XbarcError(
+            f"--input-shape {text!r} is not NAME=DIMS",
+            hint="e.g. --input-shape data=1x3x224x224",
+        )
+    return name, tuple(int(p) for p in parts)
+
+
+def check_output(model: Path, output: Path) -> None:
+    if output.suffix == ".onnx" or (model.exists() and output.resolve() == model.resolve()):
+        raise XbarcError(
+            f"refusing to write the program to {output}", hint="give -o a path ending in .xbar"
+        )
+    if not output.parent.exists() and str(output.parent) not in ("", "."):
+        raise XbarcError(f"the folder {output.parent} does not exist", hint="create it first")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""The verifier: checks every invariant of a tile program and says where it breaks.
+
+`verify(program, locate)` raises `XbarcError` for the first broken invariant; `locate`
+maps an entity key such as ("block", 12) to its position in the text it was parsed from,
+so that errors in a `.xbar` file carry file:line:column. The invariants are listed in
+`ir_spec/SPEC.md`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable
+
+import numpy as np
+
+from xbarc.diagnostics import Location, XbarcError
+from xbarc.ir.tile import (
+    LAYER_KINDS,
+    Array,
+    Block,
+    Const,
+    CrossbarLayer,
+    DigitalOp,
+    Indices,
+    Program,
+    Span,
+    Value,
+)
+
+Locate = Callable[[tuple[str, Hashable]], Location | None]
+
+
+def verify(program: Program, locate: Locate | None = None) -> None:
+    """Raise XbarcError at the first broken invariant of `program`."""
+    _Verifier(program, locate or (lambda key: None)).run()
+
+
+class _Verifier:
+    def __init__(self, program: Program, locate: Locate):
+        self.program = program
+        self.locate = locate
+        self.tensors = {decl.name: decl for decl in program.tensors}
+        self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
+
+    def fail(self, key: tuple[str, Hashable], message: str, hint: str = "") -> None:
+        raise XbarcError(message, where=self.locate(key), hint=hint)
+
+    def run(self) -> None:
+        self.check_hardware()
+        self.check_tensors()
+        self.check_graph()
+        self.check_arrays()
+        self.check_blocks()
+        self.check_combines()
+        self.check_phases()
+
+    # --- hardware and tensors -------------------------------------------------------------
+
+    def check_hardware(self) -> None:
+        hardware = self.program.hardware
+        names = [t.name for t in hardware.tile_types]
+        if not names:
+            self.fail(("hardware", None), "the hardware declares no tile type")
+        if len(set(names)) != len(names):
+            self.fail(("hardware", None), f"duplicate tile type names in {names}")
+        for tile_type in hardware.tile_types:
+            if min(tile_type.rows, tile_type.cols, tile_type.count) < 1:
+                self.fail(("hardware", None), f"tile type {tile_type.name} has a zero size")
+        if hardware.cell.bits < 1 or hardware.dac.bits < 1 or hardware.adc.bits < 1:
+            self.fail(("hardware", None), "cell, DAC and ADC bits must be at least 1")
+
+    def check_tensors(self) -> None:
+        if len(self.tensors) != len(self.program.tensors):
+            seen: set[str] = set()
+            for decl in self.program.tensors:
+                if decl.name in seen:
+                    self.fail(("tensor", decl.name), f"tensor @{decl.name} is declared twice")
+                seen.add(decl.name)
+        store = self.program.store
+        for decl in self.program.tensors:
+            if decl.name not in store:
+                continue  # structure-only programs carry no data
+            data = store[decl.name]
+            if tuple(data.shape) != decl.shape:
+                self.fail(
+                    ("tensor", decl.name),
+                    f"tensor @{decl.name} holds shape {list(data.shape)}, "
+                    f"declared {list(decl.shape)}",
+                )
+
+    def require_tensor(self, key: tuple[str, Hashable], name: str, shape=None, dtype=None):
+        decl = self.tensors.get(name)
+        if decl is None:
+            self.fail(key, f"@{name} is not a declared tensor")
+            raise AssertionError  # unreachable: fail raises
+        if shape is not None and decl.shape != tuple(shape):
+            self.fail(key, f"tensor @{name} has shape {list(decl.shape)}, expected {list(shape)}")
+        if dtype is not None and decl.dtype not in dtype:
+            self.fail(key, f"tensor @{name} has element type {decl.dtype}, expected {dtype[0]}")
+        return decl
+
+    # --- graph ----------------------------------------------------------------------------
+
+    def check_graph(self) -> None:
+        defined: set[str] = set()
+        for graph_input in self.program.inputs:
+            if graph_input.name in defined:
+                self.fail(("input", graph_input.name), f"input %{graph_input.name} twice")
+            defined.add(graph_input.name)
+        layer_names: set[str] = set()
+        for op in self.program.ops:
+            if isinstance(op, CrossbarLayer):
+                self.check_layer(op, defined)
+                if op.name in layer_names:
+                    self.fail(("op", op.output), f"layer @{op.name} is defined twice")
+                layer_names.add(op.name)
+                outputs: tuple[str, ...] = (op.output,)
+            else:
+                self.check_digital(op, defined)
+                outputs = op.outputs
+            for output in outputs:
+                if not output:
+                    continue
+                if output in defined:
+                    self.fail(("op", output), f"value %{output} is defined twice")
+                defined.add(output)
+        for output in self.program.outputs:
+            if output not in defined:
+                self.fail(("output", output), f"output %{output} is never defined")
+
+    def check_layer(self, layer: CrossbarLayer, defined: set[str]) -> None:
+        key = ("op", layer.output)
+        if layer.kind not in LAYER_KINDS:
+            self.fail(key, f"layer @{layer.name} has unknown kind {layer.kind!r}")
+        if layer.input not in defined:
+            self.fail(key, f"layer @{layer.name} reads %{layer.input} before it is defined")
+        if min(layer.groups, layer.rows, layer.cols) < 1:
+            self.fail(key, f"layer @{layer.name} has an empty weight matrix")
+        shape = (layer.groups, layer.rows, layer.cols)
+        self.require_tensor(key, layer.weight, shape, ("f32",))
+        if layer.bias is not None:
+            self.require_tensor(key, layer.bias, (output_channels(layer),), ("f32",))
+        is_conv = layer.kind in ("conv", "conv_transpose")
+        if is_conv != (layer.geometry is not None):
+            self.fail(key, f"layer @{layer.name}: geometry must be given for convolutions only")
+        if layer.geometry is not None:
+            rank = len(layer.geometry.kernel)
+            geometry = layer.geometry
+            if (
+                len(geometry.strides) != rank
+                or len(geometry.dilations) != rank
+                or len(geometry.pads) != 2 * rank
+            ):
+                self.fail(key, f"layer @{layer.name}: geometry fields disagree in rank")
+
+    def check_digital(self, op: DigitalOp, defined: set[str]) -> None:
+        key = ("op", next((o for o in op.outputs if o), op.name))
+        if len(op.outputs) != len(op.output_types):
+            self.fail(key, f"op {op.op_type}: {len(op.outputs)} outputs but "
+                      f"{len(op.output_types)} types")
+        for operand in op.inputs:
+            if isinstance(operand, Value) and operand.name not in defined:
+                self.fail(key, f"op {op.op_type} reads %{operand.name} before it is defined")
+            if isinstance(operand, Const):
+                self.require_tensor(key, operand.name)
+        for attribute in op.attributes:
+            if isinstance(attribute.value, Const):
+                self.require_tensor(key, attribute.value.name)
+
+    # --- arrays and blocks ----------------------------------------------------------------
+
+    def check_arrays(self) -> None:
+        seen: set[str] = set()
+        layers = {layer.name: layer for layer in self.program.layers()}
+        for array in self.program.arrays:
+            key = ("array", array.name)
+            if array.name in seen:
+                self.fail(key, f"array @{array.name} is defined twice")
+            seen.add(array.name)
+            if array.kind == "weights":
+                layer = layers.get(array.name)
+                if layer is None:
+                    self.fail(key, f"array @{array.name} names no crossbar layer")
+                    continue
+                if (layer.groups, layer.rows, layer.cols) != (
+                    array.groups,
+                    array.rows,
+                    array.cols,
+                ):
+                    self.fail(key, f"array @{array.name} does not match its layer's shape")
+            shape = (array.groups, array.rows, array.cols)
+            self.require_tensor(key, array.values, shape, ("f32",))
+            self.require_tensor(key, array.levels, shape, ("i8", "i16", "i32"))
+            if isinstance(array.scale, Const):
+                self.require_tensor(key, array.scale.name, (array.groups, array.cols), ("f32",))
+            self.check_slices(array)
+            self.check_levels(array)
+
+    def check_slices(self, array: Array) -> None:
+        key = ("array", array.name)
+        if array.weight_bits < 2:
+            self.fail(key, f"array @{array.name}: weight_bits must be at least 2")
+        polarities = ("+", "-") if array.encoding == "differential" else ("+",)
+        magnitude_bits = array.weight_bits - 1 if array.encoding == "differential" else (
+            array.weight_bits
+        )
+        for position, piece in enumerate(array.slices):
+            if piece.index != position:
+                self.fail(key, f"array @{array.name}: slice {piece.index} is out of order")
+            if piece.polarity not in polarities:
+                self.fail(key, f"array @{array.name}: slice {piece.index} has polarity "
+                          f"{piece.polarity} under {array.encoding} encoding")
+            if not 1 <= piece.bits <= self.program.hardware.cell.bits:
+                self.fail(key, f"array @{array.name}: slice {piece.index} holds {piece.bits} "
+                          f"bits but cells hold {self.program.hardware.cell.bits}")
+        for polarity in polarities:
+            covered = sorted(
+                (s.shift, s.shift + s.bits) for s in array.slices if s.polarity == polarity
+            )
+            expected_start = 0
+            for start, stop in covered:
+                if start != expected_start:
+                    self.fail(key, f"array @{array.name}: {polarity} slices leave bits "
+                              f"{expected_start}..{start - 1} uncovered or overlap")
+                expected_start = stop
+            if expected_start != magnitude_bits:
+                self.fail(key, f"array @{array.name}: {polarity} slices cover "
+                          f"{expected_start} of {magnitude_bits} magnitude bits")
+
+    def check_levels(self, array: Array) -> None:
+        if array.levels not in self.program.store:
+            return
+        levels = self.program.store[array.levels]
+        limit = 2 ** (array.weight_bits - 1) - 1
+        if levels.size and int(np.abs(levels).max()) > limit:
+            self.fail(("array", array.name), f"array @{array.name}: levels exceed "
+                      f"{array.weight_bits}-bit range +-{limit}")
+
+    def check_blocks(self) -> None:
+        arrays = {array.name: array for array in self.program.arrays}
+        vtile_types: dict[int, str] = {}  # first type seen per vtile
+        cells_by_vtile: dict[int, list[Block]] = defaultdict(list)
+        for position, block in enumerate(self.program.blocks):
+            key = ("block", block.index)
+            if block.index != position:
+                self.fail(key, f"block b{block.index} is out of order (expected b{position})")
+            array = arrays.get(block.array)
+            if array is None:
+                self.fail(key, f"block b{block.index} names no array @{block.array}")
+                continue
+            if not 0 <= block.slice < len(array.slices):
+                self.fail(key, f"block b{block.index}: array @{array.name} has no slice "
+                          f"{block.slice}")
+            if not 0 <= block.group < array.groups:
+                self.fail(key, f"block b{block.index}: array @{array.name} has no group "
+                          f"{block.group}")
+            self.check_indices(key, block, "rows", block.rows, array.rows)
+            self.check_indices(key, block, "cols", block.cols, array.cols)
+            try:
+                tile_type = self.program.hardware.tile_type(block.tile_type)
+            except XbarcError as error:
+                self.fail(key, f"block b{block.index}: {error.message}")
+                continue
+            if block.row_offset < 0 or block.row_offset + len(block.rows) > tile_type.rows:
+                self.fail(key, f"block b{block.index}: rows {block.row_offset}.."
+                          f"{block.row_offset + len(block.rows) - 1} exceed the "
+                          f"{tile_type.rows} rows of {tile_type.name}")
+            if block.col_offset < 0 or block.col_offset + len(block.cols) > tile_type.cols:
+                self.fail(key, f"block b{block.index}: columns {block.col_offset}.."
+                          f"{block.col_offset + len(block.cols) - 1} exceed the "
+                          f"{tile_type.cols} columns of {tile_type.name}")
+            known_type = vtile_types.setdefault(block.vtile, block.tile_type)
+            if known_type != block.tile_type:
+                self.fail(key, f"block b{block.index}: v{block.vtile} is a {known_type} tile, "
+                          f"not {block.tile_type}")
+            cells_by_vtile[block.vtile].append(block)
+        for blocks in cells_by_vtile.values():
+            self.check_no_overlap(blocks)
+
+    def check_indices(self, key, block: Block, what: str, indices: Indices, limit: int) -> None:
+        if isinstance(indices, Span):
+            if not 0 <= indices.start < indices.stop <= limit:
+                self.fail(key, f"block b{block.index}: {what} [{indices.start}:{indices.stop}] "
+                          f"are not within 0..{limit}")
+            return
+        self.require_tensor(key, indices.tensor, (indices.count,), ("i32",))
+        if indices.count < 1:
+            self.fail(key, f"block b{block.index}: {what} table is empty")
+        if indices.tensor in self.program.store:
+            table = self.program.store[indices.tensor]
+            if table[0] < 0 or table[-1] >= limit or np.any(np.diff(table) <= 0):
+                self.fail(key, f"block b{block.index}: {what} table @{indices.tensor} must "
+                          f"increase strictly within 0..{limit - 1}")
+
+    def check_no_overlap(self, blocks: list[Block]) -> None:
+        if len(blocks) < 2:
+            return
+        ordered = sorted(blocks, key=lambda b: (b.row_offset, b.col_offset))
+        for i, first in enumerate(ordered):
+            for second in ordered[i + 1 :]:
+                if second.row_offset >= first.row_offset + len(first.rows):
+                    break
+                if _overlap(first.col_offset, len(first.cols), second.col_offset,
+                            len(second.cols)):
+                    self.fail(("block", second.index), f"blocks b{first.index} and "
+                              f"b{second.index} overlap on v{first.vtile}")
+
+    def check_combines(self) -> None:
+        arrays = {array.name: array for array in self.program.arrays}
+        layers = {layer.name: layer for layer in self.program.layers()}
+        for combine in self.program.combines:
+            key = ("combine", combine.layer)
+            layer = layers.get(combine.layer)
+            basis = arrays.get(combine.basis)
+            if layer is None:
+                self.fail(key, f"combine names no crossbar layer @{combine.layer}")
+                continue
+            if basis is None or basis.kind != "basis":
+                self.fail(key, f"combine @{combine.layer}: @{combine.basis} is no basis array")
+                continue
+            if combine.segment_rows != basis.rows:
+                self.fail(key, f"combine @{combine.layer}: segments of {combine.segment_rows} "
+                          f"rows but the basis has {basis.rows}")
+            segments = -(-layer.rows // combine.segment_rows)
+            shape = (layer.groups, segments, basis.cols, layer.cols)
+            self.require_tensor(key, combine.coefficients, shape, ("i8", "i16", "i32"))
+            if isinstance(combine.scale, Const):
+                self.require_tensor(key, combine.scale.name, (layer.groups, layer.cols))
+
+    # --- phases ---------------------------------------------------------------------------
+
+    def check_phases(self) -> None:
+        if not self.program.phases:
+            return
+        blocks = self.program.blocks
+        readers = self.block_readers()
+        order = {op.name: i for i, op in enumerate(self.program.ops)}
+        resident: dict[int, int] = {}  # physical tile -> vtile it holds
+        run_count: dict[tuple[str, int], int] = defaultdict(int)
+        last_layer_position = -1
+        for position, phase in enumerate(self.program.phases):
+            key = ("phase", phase.index)
+            if phase.index != position:
+                self.fail(key, f"phase {phase.index} is out of order (expected {position})")
+            self.check_writes(key, phase.index, phase.writes, resident)
+            holding = set(resident.values())
+            for run in phase.runs:
+                if run.layer not in order:
+                    self.fail(key, f"phase {phase.index} runs unknown layer @{run.layer}")
+                if order[run.layer] < last_layer_position:
+                    self.fail(key, f"phase {phase.index} runs @{run.layer} out of graph order")
+                last_layer_position = order[run.layer]
+                for cycle in run.cycles:
+                    for index in cycle.blocks:
+                        if not 0 <= index < len(blocks):
+                            self.fail(key, f"phase {phase.index} runs unknown block b{index}")
+                        block = blocks[index]
+                        if run.layer not in readers.get(block.array, ()):
+                            self.fail(key, f"@{run.layer} reads b{index}, which holds "
+                                      f"@{block.array}")
+                        if block.vtile not in holding:
+                            self.fail(key, f"phase {phase.index} reads b{index} but "
+                                      f"v{block.vtile} is not on any tile then")
+                        run_count[(run.layer, index)] += 1
+                    self.check_cycle(key, [blocks[i] for i in cycle.blocks])
+        for block in blocks:
+            for layer in readers.get(block.array, ()):
+                count = run_count[(layer, block.index)]
+                if count != 1:
+                    self.fail(("block", block.index), f"block b{block.index} is read "
+                              f"{count} times by @{layer}, not once")
+
+    def check_writes(self, key, phase: int, writes, resident: dict[int, int]) -> None:
+        hardware = self.program.hardware
+        vtiles_written: set[int] = set()
+        tiles_written: set[int] = set()
+        for write in writes:
+            if write.tile in tiles_written or write.vtile in vtiles_written:
+                self.fail(key, f"phase {phase} writes v{write.vtile} -> t{write.tile} "
+                          "but that tile or vtile is already written in this phase")
+            tiles_written.add(write.tile)
+            vtiles_written.add(write.vtile)
+            if not 0 <= write.tile < hardware.tile_count:
+                self.fail(key, f"phase {phase}: tile t{write.tile} does not exist "
+                          f"(the chip has {hardware.tile_count} tiles)")
+            vtype = self.vtile_type(write.vtile)
+            if vtype is None:
+                self.fail(key, f"phase {phase} writes v{write.vtile}, which holds no block")
+            ptype = hardware.tile_type_of(write.tile).name
+            if vtype != ptype:
+                self.fail(key, f"phase {phase}: v{write.vtile} is a {vtype} tile but "
+                          f"t{write.tile} is a {ptype} tile")
+            for tile, vtile in list(resident.items()):
+                if vtile == write.vtile:
+                    del resident[tile]  # a vtile lives on one tile at a time
+            resident[write.tile] = write.vtile
+
+    def block_readers(self) -> dict[str, tuple[str, ...]]:
+        """array name -> the layers whose runs read its blocks."""
+        readers: dict[str, list[str]] = defaultdict(list)
+        for array in self.program.arrays:
+            if array.kind == "weights":
+                readers[array.name].append(array.name)
+        for combine in self.program.combines:
+            readers[combine.basis].append(combine.layer)
+        return {name: tuple(layers) for name, layers in readers.items()}
+
+    def vtile_type(self, vtile: int) -> str | None:
+        return self.vtile_types.get(vtile)
+
+    def check_cycle(self, key, blocks: list[Block]) -> None:
+        by_vtile: dict[int, list[Block]] = defaultdict(list)
+        for block in blocks:
+            by_vtile[block.vtile].append(block)
+        for group in by_vtile.values():
+            for i, first in enumerate(group):
+                for second in group[i + 1 :]:
+                    if not can_share_cycle(first, second):
+                        self.fail(key, f"b{first.index} and b{second.index} share "
+                                  f"v{first.vtile} in one cycle but need different inputs "
+                                  "on the same rows or read the same columns")
+
+
+def can_share_cycle(first: Block, second: Block) -> bool:
+    """Whether two blocks on the same tile can be read in one cycle: never the same
+    columns; the same rows only when they carry the same input segment."""
+    if _overlap(first.col_offset, len(first.cols), second.col_offset, len(second.cols)):
+        return False
+    if not _overlap(first.row_offset, len(first.rows), second.row_offset, len(second.rows)):
+        return True
+    return (first.array, first.group, first.rows, first.row_offset) == (
+        second.array,
+        second.group,
+        second.rows,
+        second.row_offset,
+    )
+
+
+def _overlap(start_a: int, length_a: int, start_b: int, length_b: int) -> bool:
+    return start_a < start_b + length_b and start_b < start_a + length_a
+
+
+def output_channels(layer: CrossbarLayer) -> int:
+    """Output channels of a layer (ConvTranspose columns also carry the kernel positions)."""
+    if layer.kind == "conv_transpose" and layer.geometry is not None:
+        kernel_size = int(np.prod(layer.geometry.kernel))
+        return layer.groups * layer.cols // kernel_size
+    return layer.groups * layer.cols
+

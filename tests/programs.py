@@ -10,7 +10,10 @@ from xbarc.ir.types import TensorType
 
 
 def layers_program(
-    weights: list[np.ndarray], tiles: int = 128, tile_rows: int = 128, tile_cols: int = 128,
+    weights: list[np.ndarray],
+    tiles: int = 128,
+    tile_rows: int = 128,
+    tile_cols: int = 128,
     cell_bits: int = 2,
 ) -> Program:
     """A chain of matmul layers, one per weight tensor [groups, rows, cols]."""

@@ -76,7 +76,9 @@ def test_dense_tiling_covers_every_weight_of_every_slice_once():
     for block in program.blocks:
         assert isinstance(block.rows, Span) and isinstance(block.cols, Span)
         assert len(block.rows) <= 128 and len(block.cols) <= 128
-        covered[block.slice, block.rows.start : block.rows.stop, block.cols.start : block.cols.stop] += 1
+        rows = slice(block.rows.start, block.rows.stop)
+        cols = slice(block.cols.start, block.cols.stop)
+        covered[block.slice, rows, cols] += 1
     assert np.all(covered == 1)
     # 300 rows -> 3 row blocks, 200 columns -> 2 column blocks, 8 slices
     assert len(program.blocks) == 3 * 2 * 8

@@ -63,7 +63,7 @@ class AdcSpec:
 
     bits: int = 8
     range: AdcRange = "calibrated"
-    cols_per_adc: int = 16  # ISAAC: 8 ADCs serve 8 arrays of 128 columns -> 128 columns per ADC
+    cols_per_adc: int = 128  # ISAAC: one 1.28 GS/s ADC reads a 128-column array in 100 ns
 
 
 @dataclass(frozen=True, slots=True)

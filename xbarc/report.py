@@ -2,7 +2,7 @@
 
 All figures are derived from the program itself (blocks, phases, value shapes), never
 stored: weights, slices, blocks, virtual and physical tiles, cell utilization, the phases
-a layer runs in, cells written per pass over the program, and array cycles per inference.
+a layer runs in, cells written per pass over the program, and array cycles per forward pass.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from xbarc.cost import program_cost
 from xbarc.ir.tile import CrossbarLayer, Program
 from xbarc.ir.types import TensorType
 
@@ -34,6 +35,8 @@ class LayerReport:
     cell_writes: int
     patches: int
     cycles: int
+    energy_nj: float
+    latency_us: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,14 @@ class ProgramReport:
     phases: int
     cell_writes: int
     cycles: int
+    energy_uj: float
+    latency_us: float
+    write_energy_uj: float
+    write_latency_us: float
+    writes_per_pass: bool
+    area_mm2: float
+    edap: float
+    tops_per_watt: float
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -70,6 +81,14 @@ TOTAL_KEYS = (
     "phases",
     "cell_writes",
     "cycles",
+    "energy_uj",
+    "latency_us",
+    "write_energy_uj",
+    "write_latency_us",
+    "writes_per_pass",
+    "area_mm2",
+    "edap",
+    "tops_per_watt",
 )
 
 
@@ -99,13 +118,16 @@ def report(program: Program) -> ProgramReport:
             cycles_by_layer[run.layer] += len(run.cycles)
 
     input_slices = hardware.dac.input_slices
+    patches_by_layer = {layer.name: layer_patches(layer, types) for layer in program.layers()}
+    cost = program_cost(program, patches_by_layer)
+    layer_costs = {c.name: c for c in cost.layers}
     layers = []
     for layer in program.layers():
         blocks = blocks_by_array.get(layer.name, [])
         vtiles = {b.vtile for b in blocks}
         cells_used = sum(b.cells for b in blocks)
         cells_available = sum(vtile_cells[v] for v in vtiles)
-        patches = layer_patches(layer, types)
+        patches = patches_by_layer[layer.name]
         array = next((a for a in program.arrays if a.name == layer.name), None)
         layers.append(
             LayerReport(
@@ -126,6 +148,8 @@ def report(program: Program) -> ProgramReport:
                 cell_writes=writes_by_array[layer.name],
                 patches=patches,
                 cycles=patches * cycles_by_layer[layer.name] * input_slices,
+                energy_nj=layer_costs[layer.name].energy_pj * 1e-3,
+                latency_us=layer_costs[layer.name].latency_ns * 1e-3,
             )
         )
     all_vtiles = {b.vtile for b in program.blocks}
@@ -147,6 +171,14 @@ def report(program: Program) -> ProgramReport:
         phases=len(program.phases),
         cell_writes=sum(writes_by_array.values()),
         cycles=sum(r.cycles for r in layers),
+        energy_uj=cost.energy_pj * 1e-6,
+        latency_us=cost.latency_ns * 1e-3,
+        write_energy_uj=cost.write_energy_pj * 1e-6,
+        write_latency_us=cost.write_latency_ns * 1e-3,
+        writes_per_pass=cost.writes_per_pass,
+        area_mm2=cost.area_mm2,
+        edap=cost.edap,
+        tops_per_watt=cost.tops_per_watt,
     )
 
 
@@ -194,7 +226,7 @@ def format_report(result: ProgramReport) -> str:
     header = (
         f"{'layer':<28} {'kind':<8} {'matrix':>16} {'weights':>10} {'slices':>6} "
         f"{'blocks':>7} {'vtiles':>7} {'tiles':>6} {'util':>6} {'phases':>9} "
-        f"{'cell writes':>12} {'cycles':>12}"
+        f"{'cell writes':>12} {'cycles':>12} {'energy nJ':>11} {'latency us':>11}"
     )
     lines = [
         f"chip: {result.tile_types} ({result.tile_budget} tiles)",
@@ -207,13 +239,14 @@ def format_report(result: ProgramReport) -> str:
             f"{_clip(layer.name, 28):<28} {layer.kind:<8} {matrix:>16} {layer.weights:>10} "
             f"{layer.slices:>6} {layer.blocks:>7} {layer.vtiles:>7} {layer.tiles:>6} "
             f"{layer.utilization:>6.1%} {_clip(layer.phases, 9):>9} {layer.cell_writes:>12} "
-            f"{layer.cycles:>12}"
+            f"{layer.cycles:>12} {layer.energy_nj:>11.1f} {layer.latency_us:>11.2f}"
         )
     lines.append("-" * len(header))
     lines.append(
         f"{'total':<28} {'':<8} {'':>16} {result.weights:>10} {'':>6} {result.blocks:>7} "
         f"{result.vtiles:>7} {result.tiles:>6} {result.utilization:>6.1%} "
-        f"{result.phases:>9} {result.cell_writes:>12} {result.cycles:>12}"
+        f"{result.phases:>9} {result.cell_writes:>12} {result.cycles:>12} "
+        f"{result.energy_uj * 1e3:>11.1f} {result.latency_us:>11.2f}"
     )
     lines.append("")
     lines.append(
@@ -221,7 +254,14 @@ def format_report(result: ProgramReport) -> str:
         f"{result.weights} weights in {result.cells_used} cells on {result.vtiles} virtual "
         f"tiles ({result.utilization:.1%} of their cells); {result.phases} phase(s) on "
         f"{result.tiles} physical tiles; {result.cell_writes} cell writes per pass over "
-        f"the program; {result.cycles} array cycles per inference"
+        f"the program; {result.cycles} array cycles per forward pass"
+    )
+    writes = "every pass (several phases)" if result.writes_per_pass else "once (one phase)"
+    lines.append(
+        f"per forward pass: energy {result.energy_uj:.3f} uJ, latency {result.latency_us:.2f} us, "
+        f"{result.tops_per_watt:.2f} TOPS/W; chip area {result.area_mm2:.3f} mm^2; "
+        f"EDAP {result.edap:.4g} pJ*ns*mm^2; writes {result.write_energy_uj:.3f} uJ and "
+        f"{result.write_latency_us:.2f} us, paid {writes}"
     )
     return "\n".join(lines)
 

@@ -1,0 +1,66 @@
+"""The cost model against hand-computed figures from the ISAAC constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.programs import layers_program
+from xbarc.cost import program_cost, union_length
+from xbarc.passes.manager import parse_pipeline, run_pipeline
+from xbarc.report import report
+
+
+def one_layer(tiles: int):
+    weight = np.random.default_rng(0).normal(size=(1, 128, 128))
+    program = layers_program([weight], tiles=tiles)
+    pipeline = "quantize{weight-bits=8,cell-bits=2},tile,allocate"
+    return run_pipeline(program, parse_pipeline(pipeline))
+
+
+def test_one_layer_energy_latency_and_area_by_hand():
+    program = one_layer(tiles=8)
+    cost = program_cost(program, {"fc0": 1})
+    # 8 slices on 8 tiles read in one cycle, for each of 8 bit-serial input slices
+    assert cost.layers[0].read_energy_pj == pytest.approx(8 * 8 * 30.0)
+    assert cost.layers[0].adc_energy_pj == pytest.approx(8 * 8 * 128 * 1.56)
+    # a 1-bit DAC at 3.9 uW for a 100 ns read: 0.39 pJ per driven row
+    assert cost.layers[0].dac_energy_pj == pytest.approx(8 * 8 * 128 * 0.39)
+    assert cost.layers[0].latency_ns == pytest.approx(8 * 100.0)
+    # one phase: programming is paid once, not per pass
+    assert not cost.writes_per_pass
+    assert cost.energy_pj == pytest.approx(cost.compute_energy_pj)
+    assert cost.write_energy_pj == pytest.approx(8 * 128 * 128 * 10 * 1.0)
+    assert cost.write_latency_ns == pytest.approx(128 * 10 * 60.0)
+    tile_um2 = 25.0 + 1200.0 + 128 * 0.166 + 60.0
+    assert cost.area_mm2 == pytest.approx(8 * tile_um2 * 1e-6)
+    assert cost.tops_per_watt == pytest.approx(2 * 128 * 128 / cost.energy_pj)
+
+
+def test_phases_make_writes_recur_on_every_pass():
+    program = one_layer(tiles=2)
+    assert len(program.phases) == 4
+    cost = program_cost(program, {"fc0": 1})
+    assert cost.writes_per_pass
+    assert cost.energy_pj == pytest.approx(cost.compute_energy_pj + cost.write_energy_pj)
+    # four phases, each writing two full tiles in parallel
+    assert cost.write_latency_ns == pytest.approx(4 * 128 * 10 * 60.0)
+    # four runs of one cycle each now serialize
+    assert cost.layers[0].latency_ns == pytest.approx(4 * 8 * 100.0)
+
+
+def test_report_totals_add_up_over_layers():
+    rng = np.random.default_rng(1)
+    program = layers_program([rng.normal(size=(1, 300, 70)), rng.normal(size=(1, 70, 9))], tiles=7)
+    program = run_pipeline(program, parse_pipeline("quantize,tile,allocate"))
+    result = report(program)
+    assert result.weights == 300 * 70 + 70 * 9
+    assert result.cell_writes == sum(layer.cell_writes for layer in result.layers)
+    assert result.cycles == sum(layer.cycles for layer in result.layers)
+    layer_energy = sum(layer.energy_nj for layer in result.layers) * 1e-3
+    assert result.energy_uj == pytest.approx(layer_energy + result.write_energy_uj)
+
+
+def test_union_length():
+    assert union_length({(0, 10), (5, 10), (30, 2)}) == 17
+    assert union_length(set()) == 0

@@ -1,0 +1,111 @@
+"""The verifier rejects each broken invariant with a message that names the culprit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tests.programs import depthwise_program, layers_program
+from xbarc.diagnostics import Location, XbarcError
+from xbarc.ir.tile import Cycle, LayerRun, Phase, Slice, Span, TileWrite
+from xbarc.ir.verifier import verify
+from xbarc.passes.manager import parse_pipeline, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    rng = np.random.default_rng(0)
+    program = layers_program([rng.normal(size=(1, 200, 100)), rng.normal(size=(1, 100, 10))])
+    pipeline = "quantize{weight-bits=4,cell-bits=2},tile,allocate"
+    return run_pipeline(program, parse_pipeline(pipeline))
+
+
+def expect_error(program, message):
+    with pytest.raises(XbarcError) as error:
+        verify(program)
+    assert message in str(error.value)
+
+
+def test_compiled_program_verifies(compiled):
+    verify(compiled)
+
+
+def test_block_outside_its_array(compiled):
+    block = replace(compiled.blocks[0], rows=Span(100, 260))
+    blocks = (block,) + compiled.blocks[1:]
+    expect_error(replace(compiled, blocks=blocks), "b0: rows [100:260] are not within 0..200")
+
+
+def test_block_beyond_tile_edge(compiled):
+    block = replace(compiled.blocks[0], row_offset=60)
+    expect_error(replace(compiled, blocks=(block,) + compiled.blocks[1:]), "exceed the 128 rows")
+
+
+def test_overlapping_blocks(compiled):
+    second = replace(compiled.blocks[1], vtile=compiled.blocks[0].vtile)
+    blocks = (compiled.blocks[0], second) + compiled.blocks[2:]
+    expect_error(replace(compiled, blocks=blocks), "blocks b0 and b1 overlap")
+
+
+def test_slices_must_cover_magnitude_bits(compiled):
+    array = compiled.arrays[0]
+    broken = replace(array, slices=(Slice(0, "+", 0, 2), Slice(1, "-", 0, 2), Slice(2, "-", 2, 1)))
+    expect_error(replace(compiled, arrays=(broken,) + compiled.arrays[1:]), "+ slices cover 2 of 3")
+
+
+def test_block_read_twice(compiled):
+    phase = compiled.phases[0]
+    extra = LayerRun("fc1", (Cycle((compiled.blocks[-1].index,)),))
+    broken = replace(phase, runs=phase.runs + (extra,))
+    expect_error(replace(compiled, phases=(broken,)), "is read 2 times by @fc1")
+
+
+def test_block_read_when_its_tile_is_not_resident(compiled):
+    phase = compiled.phases[0]
+    broken = replace(phase, writes=phase.writes[1:])
+    expect_error(replace(compiled, phases=(broken,)), "v0 is not on any tile then")
+
+
+def test_write_onto_a_tile_that_does_not_exist(compiled):
+    phase = compiled.phases[0]
+    writes = (TileWrite(0, 999),) + phase.writes[1:]
+    expect_error(replace(compiled, phases=(replace(phase, writes=writes),)), "t999 does not exist")
+
+
+def test_layers_run_in_graph_order(compiled):
+    phase = compiled.phases[0]
+    broken = replace(phase, runs=tuple(reversed(phase.runs)))
+    expect_error(replace(compiled, phases=(broken,)), "out of graph order")
+
+
+def test_blocks_sharing_columns_cannot_share_a_cycle():
+    program = run_pipeline(depthwise_program(16), parse_pipeline("quantize,tile,allocate"))
+    first, second = program.blocks[0], program.blocks[1]
+    moved = replace(second, col_offset=first.col_offset, row_offset=first.row_offset + 9)
+    blocks = list(program.blocks)
+    blocks[1] = moved
+    expect_error(replace(program, blocks=tuple(blocks)), "share v0 in one cycle")
+
+
+def test_missing_phase_index_and_value_use_before_definition(compiled):
+    bad_phase = replace(compiled.phases[0], index=3)
+    expect_error(replace(compiled, phases=(bad_phase,)), "phase 3 is out of order")
+    layer = replace(compiled.ops[0], input="nowhere")
+    expect_error(replace(compiled, ops=(layer,) + compiled.ops[1:]), "reads %nowhere before")
+
+
+def test_errors_carry_the_location_given_by_locate(compiled):
+    block = replace(compiled.blocks[0], rows=Span(0, 300))
+    program = replace(compiled, blocks=(block,) + compiled.blocks[1:])
+    with pytest.raises(XbarcError) as error:
+        verify(program, lambda key: Location("model.xbar", 12, 3) if key == ("block", 0) else None)
+    assert str(error.value).startswith("model.xbar:12:3: error: block b0")
+
+
+def test_phases_with_no_runs_for_a_block():
+    program = run_pipeline(depthwise_program(16), parse_pipeline("quantize,tile,allocate"))
+    phase = program.phases[0]
+    emptied = Phase(0, phase.writes, ())
+    expect_error(replace(program, phases=(emptied,)), "is read 0 times")

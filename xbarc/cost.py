@@ -1,0 +1,203 @@
+"""The cost model: energy, latency and area of a compiled program, per layer and in total.
+
+Figures come from the program's schedule and the hardware's `CostParams` (ISAAC numbers,
+see xbarc/hardware.py). Per forward pass of the program's input shape:
+
+- a layer reads P patches (unfolded input vectors), each fed as S input slices by the DAC;
+  every cycle of its runs reads each tile it touches once per patch and input slice;
+- crossbar read energy scales with tile cells (30 pJ for a 128x128 read); every column
+  read is one ADC conversion (energy doubling per ADC bit, 1.56 pJ at 8 bits) plus a
+  shift-and-add; every driven row is one DAC conversion;
+- a cycle lasts max(array read, the cols_per_adc conversions of one shared ADC);
+- layers run one after another; writes (program-and-verify, row by row, tiles in
+  parallel) are one-time programming for a one-phase program and recur every pass over
+  the program when it has several phases;
+- area: every physical tile with its ADCs, DACs and shift-and-add units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from xbarc.hardware import Hardware, TileType
+from xbarc.ir.tile import Block, Program
+
+REFERENCE_CELLS = 128 * 128  # the array size the ISAAC figures are quoted for
+REFERENCE_ADC_BITS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    name: str
+    macs: int
+    read_energy_pj: float
+    adc_energy_pj: float
+    dac_energy_pj: float
+    shift_add_energy_pj: float
+    latency_ns: float
+
+    @property
+    def energy_pj(self) -> float:
+        return (
+            self.read_energy_pj
+            + self.adc_energy_pj
+            + self.dac_energy_pj
+            + (self.shift_add_energy_pj)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramCost:
+    layers: tuple[LayerCost, ...]
+    write_energy_pj: float  # all phases' writes, once
+    write_latency_ns: float
+    writes_per_pass: bool  # several phases: the writes recur on every pass
+    area_mm2: float
+
+    @property
+    def compute_energy_pj(self) -> float:
+        return sum(layer.energy_pj for layer in self.layers)
+
+    @property
+    def energy_pj(self) -> float:
+        """Energy of one forward pass (writes included when they recur)."""
+        writes = self.write_energy_pj if self.writes_per_pass else 0.0
+        return self.compute_energy_pj + writes
+
+    @property
+    def latency_ns(self) -> float:
+        writes = self.write_latency_ns if self.writes_per_pass else 0.0
+        return sum(layer.latency_ns for layer in self.layers) + writes
+
+    @property
+    def edp(self) -> float:
+        """Energy-delay product in pJ x ns."""
+        return self.energy_pj * self.latency_ns
+
+    @property
+    def edap(self) -> float:
+        """Energy-delay-area product in pJ x ns x mm^2."""
+        return self.edp * self.area_mm2
+
+    @property
+    def tops_per_watt(self) -> float:
+        macs = sum(layer.macs for layer in self.layers)
+        return 2 * macs / self.energy_pj if self.energy_pj else 0.0  # ops/pJ == TOPS/W
+
+
+def adc_energy_pj(hardware: Hardware) -> float:
+    """Energy per conversion; doubles per bit (Walden figure of merit) from the 8-bit point."""
+    return hardware.cost.adc_energy_pj * 2.0 ** (hardware.adc.bits - REFERENCE_ADC_BITS)
+
+
+def cycle_ns(hardware: Hardware) -> float:
+    conversions = hardware.adc.cols_per_adc / hardware.cost.adc_rate_gsps
+    return max(hardware.cost.xbar_read_latency_ns, conversions)
+
+
+def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
+    """Cost of `program`; `patches` gives each layer's input vectors per forward pass."""
+    hardware = program.hardware
+    cost = hardware.cost
+    tile_types = {t.name: t for t in hardware.tile_types}
+    blocks = program.blocks
+    input_slices = hardware.dac.input_slices
+    per_adc = adc_energy_pj(hardware)
+    dac_pj = cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3  # uW x ns = fJ
+    shift_add_pj = cost.shift_add_power_mw / cost.adc_rate_gsps  # mW x ns = pJ
+
+    reads: dict[str, float] = defaultdict(float)
+    columns: dict[str, int] = defaultdict(int)
+    rows: dict[str, int] = defaultdict(int)
+    cycles: dict[str, int] = defaultdict(int)
+    for phase in program.phases:
+        for run in phase.runs:
+            cycles[run.layer] += len(run.cycles)
+            for cycle in run.cycles:
+                on_tile: dict[int, list[Block]] = defaultdict(list)
+                for index in cycle.blocks:
+                    on_tile[blocks[index].vtile].append(blocks[index])
+                for tile_blocks in on_tile.values():
+                    tile_type = tile_types[tile_blocks[0].tile_type]
+                    reads[run.layer] += cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS
+                    columns[run.layer] += sum(len(b.cols) for b in tile_blocks)
+                    rows[run.layer] += driven_rows(tile_blocks)
+
+    layers = []
+    for layer in program.layers():
+        repeats = patches.get(layer.name, 0) * input_slices
+        layers.append(
+            LayerCost(
+                name=layer.name,
+                macs=patches.get(layer.name, 0) * layer.weight_count,
+                read_energy_pj=repeats * reads[layer.name],
+                adc_energy_pj=repeats * columns[layer.name] * per_adc,
+                dac_energy_pj=repeats * rows[layer.name] * dac_pj,
+                shift_add_energy_pj=repeats * columns[layer.name] * shift_add_pj,
+                latency_ns=repeats * cycles[layer.name] * cycle_ns(hardware),
+            )
+        )
+    write_energy, write_latency = write_cost(program)
+    return ProgramCost(
+        layers=tuple(layers),
+        write_energy_pj=write_energy,
+        write_latency_ns=write_latency,
+        writes_per_pass=len(program.phases) > 1,
+        area_mm2=chip_area_mm2(hardware),
+    )
+
+
+def driven_rows(tile_blocks: list[Block]) -> int:
+    """Rows a tile drives in one cycle: blocks that share an input share its rows."""
+    return union_length({(b.row_offset, len(b.rows)) for b in tile_blocks})
+
+
+def union_length(spans: set[tuple[int, int]]) -> int:
+    """Length of the union of (start, length) intervals."""
+    total = 0
+    reached = -1
+    for start, length in sorted(spans):
+        stop = start + length
+        if stop > reached:
+            total += stop - max(start, reached)
+            reached = stop
+    return total
+
+
+def write_cost(program: Program) -> tuple[float, float]:
+    """(energy pJ, latency ns) of every phase's writes: program-and-verify, row by row."""
+    cost = program.hardware.cost
+    by_vtile: dict[int, list[Block]] = defaultdict(list)
+    for block in program.blocks:
+        by_vtile[block.vtile].append(block)
+    row_ns = cost.write_pv_iterations * (cost.write_pulse_ns + cost.write_verify_ns)
+    energy = 0.0
+    latency = 0.0
+    for phase in program.phases:
+        slowest_tile_rows = 0
+        for write in phase.writes:
+            tile_blocks = by_vtile[write.vtile]
+            cells = sum(b.cells for b in tile_blocks)
+            energy += cells * cost.write_pv_iterations * cost.write_pulse_energy_pj
+            written_rows = union_length({(b.row_offset, len(b.rows)) for b in tile_blocks})
+            slowest_tile_rows = max(slowest_tile_rows, written_rows)
+        latency += slowest_tile_rows * row_ns  # tiles are written in parallel
+    return energy, latency
+
+
+def tile_area_um2(hardware: Hardware, tile_type: TileType) -> float:
+    cost = hardware.cost
+    adcs = math.ceil(tile_type.cols / hardware.adc.cols_per_adc)
+    adc_scale = 2.0 ** (hardware.adc.bits - REFERENCE_ADC_BITS)
+    return (
+        cost.xbar_area_um2 * tile_type.cells / REFERENCE_CELLS
+        + adcs * cost.adc_area_um2 * adc_scale
+        + tile_type.rows * cost.dac_area_um2
+        + adcs * cost.shift_add_area_um2
+    )
+
+
+def chip_area_mm2(hardware: Hardware) -> float:
+    return sum(t.count * tile_area_um2(hardware, t) for t in hardware.tile_types) * 1e-6

@@ -40,7 +40,8 @@ class Quantize:
         encoding = self.encoding if self.encoding is not None else hardware.encoding
         check_options(self.weight_bits, cell_bits, self.scale, encoding)
         cell = replace(hardware.cell, bits=cell_bits)
-        program = replace(program, hardware=replace(hardware, cell=cell, encoding=encoding))
+        hardware = replace(hardware, cell=cell, encoding=encoding)  # type: ignore[arg-type]
+        program = replace(program, hardware=hardware)
         arrays: list[Array] = []
         tensors: dict[str, np.ndarray] = {}
         for layer in program.layers():
@@ -102,15 +103,18 @@ def quantize_levels(
     magnitude = np.abs(weight)
     if per_column:
         peak = magnitude.max(axis=1)  # [groups, cols]
-        scale = np.where(peak > 0, peak / max_level, 1.0).astype(np.float32)
-        divisor = scale[:, None, :]
-    else:
-        peak_value = float(magnitude.max()) if weight.size else 0.0
-        scale = float(np.float32(peak_value / max_level)) if peak_value > 0 else 1.0
-        divisor = np.float32(scale)
+        column_scale = np.where(peak > 0, peak / max_level, 1.0).astype(np.float32)
+        return _levels(weight, column_scale[:, None, :], weight_bits), column_scale
+    peak_value = float(magnitude.max()) if weight.size else 0.0
+    scale = float(np.float32(peak_value / max_level)) if peak_value > 0 else 1.0
+    return _levels(weight, np.float32(scale), weight_bits), scale
+
+
+def _levels(weight: np.ndarray, divisor, weight_bits: int) -> np.ndarray:
+    max_level = 2 ** (weight_bits - 1) - 1
     levels = np.rint(weight / divisor)
     np.clip(levels, -max_level, max_level, out=levels)
-    return levels.astype(level_dtype(weight_bits)), scale
+    return levels.astype(level_dtype(weight_bits))
 
 
 def level_dtype(weight_bits: int) -> np.dtype:
@@ -121,10 +125,8 @@ def level_dtype(weight_bits: int) -> np.dtype:
 
 def make_slices(weight_bits: int, cell_bits: int, encoding: str) -> tuple[Slice, ...]:
     """Slices of cell width covering each polarity's magnitude bits, least significant first."""
-    if encoding == "differential":
-        polarities, magnitude_bits = ("+", "-"), weight_bits - 1
-    else:
-        polarities, magnitude_bits = ("+",), weight_bits
+    polarities: tuple[str, ...] = ("+", "-") if encoding == "differential" else ("+",)
+    magnitude_bits = weight_bits - 1 if encoding == "differential" else weight_bits
     slices: list[Slice] = []
     for polarity in polarities:
         for shift in range(0, magnitude_bits, cell_bits):

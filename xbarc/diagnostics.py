@@ -6,6 +6,7 @@ as `XbarcError`; the CLI prints `str(error)` and exits non-zero, never a traceba
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -29,7 +30,9 @@ class Location:
 class XbarcError(Exception):
     """An error caused by the user's input, reported as `where: error: what (hint)`."""
 
-    def __init__(self, message: str, *, where: Location | str | None = None, hint: str = ""):
+    def __init__(
+        self, message: str, *, where: Location | str | os.PathLike | None = None, hint: str = ""
+    ):
         super().__init__(message)
         self.message = message
         self.where = where
@@ -42,7 +45,7 @@ class XbarcError(Exception):
             text = f"{text} ({self.hint})"
         return text
 
-    def at(self, where: Location | str) -> XbarcError:
+    def at(self, where: Location | str | os.PathLike) -> XbarcError:
         """The same error, located at `where` when it has no location yet."""
         if self.where is not None:
             return self

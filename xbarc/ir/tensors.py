@@ -25,7 +25,7 @@ def digest(array: np.ndarray) -> str:
     data = np.ascontiguousarray(array)
     if data.dtype.kind == "U":
         return hashlib.sha256(data.tobytes()).hexdigest()
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
+    return hashlib.sha256(data.data.cast("B")).hexdigest()
 
 
 class TensorStore(Mapping[str, np.ndarray]):
@@ -84,7 +84,8 @@ def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **{name: _storable(a) for name, a in store.items()})
+            arrays = {name: _storable(a) for name, a in store.items()}
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -19,12 +19,15 @@ from xbarc.ir.tile import Span
 
 def onnx_weight_count(model: onnx.ModelProto) -> int:
     """Weights of the Conv/ConvTranspose/Gemm/MatMul nodes, read straight from the ONNX graph
-    (the light models build their weights with ConstantOfShape of a constant shape)."""
+    (the light models build their weights with ConstantOfShape of a constant shape, some
+    then Reshape them)."""
     initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     shapes = {name: value.shape for name, value in initializers.items()}
     for node in model.graph.node:
         if node.op_type == "ConstantOfShape" and node.input[0] in initializers:
             shapes[node.output[0]] = tuple(int(d) for d in initializers[node.input[0]])
+        if node.op_type == "Reshape" and node.input[0] in shapes:  # keeps the count
+            shapes[node.output[0]] = (math.prod(shapes[node.input[0]]),)
     total = 0
     for node in model.graph.node:
         if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):

@@ -1,1 +1,39 @@
-"""ONNX frontend: load, check, infer shapes, fold constants and lower to the graph IR."""
+"""ONNX frontend: load, check, infer shapes, fold constants and lower to the graph IR.
+
+    import_onnx(path, hardware, input_shapes) -> Program (hardware, tensors, inputs, ops,
+    outputs; no arrays, blocks or phases yet)
+
+Identity and inference-mode Dropout are folded away by rewiring their consumers to their
+input (they stay, as digital ops, when their output is a graph output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from xbarc.frontend.fold import fold_graph
+from xbarc.frontend.load import build_graph, infer_types, input_types, load_model
+from xbarc.frontend.lower import lower_graph
+from xbarc.hardware import Hardware
+from xbarc.ir.tile import Program
+
+__all__ = ["import_onnx"]
+
+
+def import_onnx(
+    path: str | Path,
+    hardware: Hardware,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> Program:
+    """The graph part of a Program for the ONNX model at `path`.
+
+    `input_shapes` fixes input dimensions (name -> dims), e.g. a symbolic batch size.
+    Raises XbarcError, naming the file and the node, for anything wrong with the model.
+    """
+    where = str(path)
+    model = load_model(path)
+    inputs = input_types(model, input_shapes or {}, where)
+    graph = build_graph(model, inputs, where)
+    fold_graph(graph, lambda g: infer_types(g, model, where), where)
+    return lower_graph(graph, hardware, where)

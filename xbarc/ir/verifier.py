@@ -371,7 +371,10 @@ class _Verifier:
                               f"{count} times by @{layer}, not once")
 
     def check_writes(self, key, phase: int, writes, resident: dict[int, int]) -> None:
+        """Apply one phase's writes to `resident` (physical tile -> vtile), checking each."""
         hardware = self.program.hardware
+        tile_count = hardware.tile_count
+        where_is = {vtile: tile for tile, vtile in resident.items()}
         vtiles_written: set[int] = set()
         tiles_written: set[int] = set()
         for write in writes:
@@ -380,9 +383,9 @@ class _Verifier:
                           "but that tile or vtile is already written in this phase")
             tiles_written.add(write.tile)
             vtiles_written.add(write.vtile)
-            if not 0 <= write.tile < hardware.tile_count:
+            if not 0 <= write.tile < tile_count:
                 self.fail(key, f"phase {phase}: tile t{write.tile} does not exist "
-                          f"(the chip has {hardware.tile_count} tiles)")
+                          f"(the chip has {tile_count} tiles)")
             vtype = self.vtile_type(write.vtile)
             if vtype is None:
                 self.fail(key, f"phase {phase} writes v{write.vtile}, which holds no block")
@@ -390,10 +393,14 @@ class _Verifier:
             if vtype != ptype:
                 self.fail(key, f"phase {phase}: v{write.vtile} is a {vtype} tile but "
                           f"t{write.tile} is a {ptype} tile")
-            for tile, vtile in list(resident.items()):
-                if vtile == write.vtile:
-                    del resident[tile]  # a vtile lives on one tile at a time
+            previous_tile = where_is.pop(write.vtile, None)
+            if previous_tile is not None:
+                del resident[previous_tile]  # a vtile lives on one tile at a time
+            overwritten = resident.get(write.tile)
+            if overwritten is not None:
+                del where_is[overwritten]
             resident[write.tile] = write.vtile
+            where_is[write.vtile] = write.tile
 
     def block_readers(self) -> dict[str, tuple[str, ...]]:
         """array name -> the layers whose runs read its blocks."""

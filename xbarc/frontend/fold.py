@@ -1,0 +1,600 @@
+"""Fold what is known at compile time, so that only real computation is left to lower.
+
+Rewrites of the working graph, in place:
+
+- constant folding: `op(constants...) -> constant`; `Shape(x)` and `Size(x)` also fold
+  when the static shape of `x` is known. Common ops are evaluated with numpy (the light
+  ONNX zoo models build their 25 M weights with ConstantOfShape); the others with onnx's
+  reference evaluator, one node at a time. Random ops and ops with subgraphs never fold.
+- identity removal: `Identity(x) -> x`, and `Dropout(x) -> x` (inference mode, mask
+  unused): consumers read `x` directly. An Identity or Dropout whose output is a graph
+  output stays, as a digital op.
+- dead node removal: a node none of whose outputs is used goes away.
+- layer folding: `layer(x, W, b) -> BatchNormalization -> layer(x, W', b')` for Conv,
+  ConvTranspose, Gemm and MatMul with a constant weight (`MatMul -> BN` becomes a Gemm),
+  and `Conv(x, W, b) -> Mul(., m) / Add(., a) -> Conv(x, W', b')` for per-output-channel
+  constants. Folded weights are computed in float64 and stored as float32.
+
+Shape inference runs again after every round that changed the graph, so shapes that
+folding makes known are used by the next round.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+from onnx import helper
+
+from xbarc.diagnostics import XbarcError
+from xbarc.frontend.load import to_array
+from xbarc.ir.graph import Graph, Node
+from xbarc.ir.types import NUMPY_DTYPES, TensorType, onnx_dtype_name
+
+MAX_ROUNDS = 16
+RANDOM_OPS = frozenset(
+    {
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
+)
+SHAPE_OPS = frozenset({"Shape", "Size"})
+LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+FLOAT_KINDS = "f"
+BN_DEFAULT_EPSILON = 1e-5
+
+Arrays = Sequence[np.ndarray | None]
+Evaluator = Callable[[Node, Arrays, int], list[np.ndarray] | None]
+InferTypes = Callable[[Graph], dict[str, TensorType]]
+
+
+def fold_graph(graph: Graph, infer_types: InferTypes, where: str) -> None:
+    """Fold constants, identities and dead nodes to a fixed point, then fold layers."""
+    for _ in range(MAX_ROUNDS):
+        graph.types = infer_types(graph)
+        changed = fold_constants(graph, where)
+        changed |= remove_identities(graph)
+        changed |= remove_dead_nodes(graph)
+        if not changed:
+            break
+    fold_layers(graph)
+    drop_unused_constants(graph)
+
+
+# --- constant folding ------------------------------------------------------------------
+
+
+def fold_constants(graph: Graph, where: str) -> bool:
+    """Evaluate every node whose inputs are known; True when any was folded."""
+    changed = False
+    for node in graph.live_nodes():
+        outputs = _evaluate(graph, node, where)
+        if outputs is None:
+            continue
+        graph.remove(node.name)
+        for name, array in zip(node.outputs, outputs, strict=False):
+            if name:
+                graph.constants[name] = array
+        changed = True
+    return changed
+
+
+def _evaluate(graph: Graph, node: Node, where: str) -> list[np.ndarray] | None:
+    if not _can_fold(graph, node):
+        return None
+    args = [_argument(graph, node, value) for value in node.inputs]
+    opset = graph.opset(node.domain)
+    evaluator = NUMPY_EVALUATORS.get(node.op_type)
+    if evaluator is not None:
+        try:
+            with np.errstate(all="ignore"):
+                results = evaluator(node, args, opset)
+        except (ValueError, IndexError, TypeError, KeyError, ArithmeticError, MemoryError) as error:
+            raise XbarcError(
+                f"node {node.label}: cannot evaluate it on its constant inputs ({error})",
+                where=where,
+                hint="the model is invalid; check that it runs in onnxruntime",
+            ) from None
+        if results is not None:
+            return [np.asarray(result) for result in results]
+    return _evaluate_with_reference(node, args, opset)
+
+
+def _can_fold(graph: Graph, node: Node) -> bool:
+    if not node.is_default_domain or node.has_subgraph or node.implicit_inputs:
+        return False
+    if node.op_type in RANDOM_OPS or _is_training_dropout(graph, node):
+        return False
+    if node.op_type in SHAPE_OPS:
+        known = graph.type_of(node.input(0))
+        return known is not None and known.is_static
+    return all(not value or value in graph.constants for value in node.inputs)
+
+
+def _is_training_dropout(graph: Graph, node: Node) -> bool:
+    if node.op_type != "Dropout" or not node.input(2):
+        return False
+    training = graph.constants.get(node.input(2))
+    return training is None or bool(training.size and training.reshape(-1)[0])
+
+
+def _argument(graph: Graph, node: Node, value: str) -> np.ndarray | None:
+    if not value:
+        return None
+    if value in graph.constants:
+        return graph.constants[value]
+    # Shape and Size of an activation only need its shape: a zero-stride stand-in
+    shape = graph.types[value].static_shape()
+    return np.broadcast_to(np.zeros((), np.float32), shape)
+
+
+def _evaluate_with_reference(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
+    from onnx.reference import ReferenceEvaluator  # slow to import; rarely needed
+
+    feeds = {name: array for name, array in zip(node.inputs, args, strict=True) if name}
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            results = ReferenceEvaluator(node.to_proto(), opsets={"": opset}).run(None, feeds)
+    except Exception:  # not implemented, or an unusual type: the node stays digital
+        return None
+    if len(results) != len(node.outputs):
+        return None
+    if not all(isinstance(result, np.ndarray) for result in results):
+        return None  # sequences, maps, optionals are not constants of a program
+    return list(results)
+
+
+# --- numpy evaluators, one per common op -----------------------------------------------
+
+
+def _constant(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
+    if len(node.attributes) != 1:
+        return None
+    attr = node.attributes[0]
+    if attr.name == "value":
+        return [to_array(attr.t)]
+    if attr.name == "value_float":
+        return [np.array(attr.f, np.float32)]
+    if attr.name == "value_floats":
+        return [np.array(attr.floats, np.float32)]
+    if attr.name == "value_int":
+        return [np.array(attr.i, np.int64)]
+    if attr.name == "value_ints":
+        return [np.array(attr.ints, np.int64)]
+    return None  # strings and sparse values: the reference evaluator knows them
+
+
+def _constant_of_shape(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    value = node.attribute("value")
+    fill = np.zeros(1, np.float32) if value is None else to_array(value)
+    shape = tuple(int(dim) for dim in _required(args[0]).reshape(-1))
+    return [np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)]
+
+
+def _shape(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    dims = np.array(_required(args[0]).shape, dtype=np.int64)
+    return [dims[node.attribute("start", 0) : node.attribute("end", None)]]
+
+
+def _size(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    return [np.array(_required(args[0]).size, dtype=np.int64)]
+
+
+def _gather(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    data, indices = _required(args[0]), _required(args[1])
+    return [np.take(data, indices.astype(np.int64), axis=node.attribute("axis", 0))]
+
+
+def _concat(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    return [np.concatenate([_required(a) for a in args], axis=node.attribute("axis"))]
+
+
+def _cast(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
+    data = _required(args[0])
+    target = NUMPY_DTYPES.get(onnx_dtype_name(node.attribute("to")))
+    if target is None or data.dtype not in NUMPY_DTYPES.values():
+        return None  # strings, bfloat16, float8...: the reference evaluator knows the rules
+    return [data.astype(target)]
+
+
+def _identity(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    data = _required(args[0])
+    if node.op_type == "Dropout" and len(node.outputs) > 1:
+        return [data, np.ones(data.shape, dtype=bool)]
+    return [data]
+
+
+def _reshape(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    data = _required(args[0])
+    dims = [int(dim) for dim in _required(args[1]).reshape(-1)]
+    if not node.attribute("allowzero", 0):
+        dims = [data.shape[axis] if dim == 0 else dim for axis, dim in enumerate(dims)]
+    return [data.reshape(dims)]
+
+
+def _axes(node: Node, args: Arrays, opset: int) -> tuple[int, ...] | None:
+    """Unsqueeze/Squeeze axes: an attribute before opset 13, an input since."""
+    axes = node.attribute("axes") if opset < 13 else (args[1] if len(args) > 1 else None)
+    return None if axes is None else tuple(int(axis) for axis in np.reshape(axes, -1))
+
+
+def _unsqueeze(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    axes = _axes(node, args, opset)
+    if axes is None:
+        raise ValueError("Unsqueeze needs axes")
+    return [np.expand_dims(_required(args[0]), axes)]
+
+
+def _squeeze(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    return [np.squeeze(_required(args[0]), axis=_axes(node, args, opset))]
+
+
+def _transpose(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    return [np.transpose(_required(args[0]), node.attribute("perm"))]
+
+
+def _slice(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    data = _required(args[0])
+    if opset < 10:  # bounds were attributes before opset 10
+        starts, ends = node.attribute("starts"), node.attribute("ends")
+        given_axes, given_steps = node.attribute("axes"), None
+    else:
+        starts, ends = _required(args[1]), _required(args[2])
+        given_axes = args[3] if len(args) > 3 else None
+        given_steps = args[4] if len(args) > 4 else None
+    axes = range(len(starts)) if given_axes is None else given_axes
+    steps = [1] * len(starts) if given_steps is None else given_steps
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[int(axis)] = _slice_range(int(start), int(end), int(step), data.shape[int(axis)])
+    return [data[tuple(index)]]
+
+
+def _slice_range(start: int, end: int, step: int, dim: int) -> slice:
+    """The Python slice of ONNX Slice bounds, which clamp instead of wrapping."""
+    if step == 0:
+        raise ValueError("Slice step must not be 0")
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
+    start, end = min(start, dim - 1), max(end, -1)
+    if start < 0:
+        return slice(0, 0)
+    return slice(start, None if end < 0 else end, step)
+
+
+def _arithmetic(ufunc: np.ufunc) -> Evaluator:
+    def evaluate(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
+        left, right = _required(args[0]), _required(args[1])
+        if ufunc is np.divide and left.dtype.kind not in FLOAT_KINDS:
+            return None  # integer division truncates toward zero in ONNX
+        return [np.asarray(ufunc(left, right)).astype(left.dtype, copy=False)]
+
+    return evaluate
+
+
+def _range(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    start, limit, delta = (_required(a).reshape(()) for a in args)
+    if start.dtype.kind in "iu":
+        count = -((int(start) - int(limit)) // int(delta))  # ceil((limit - start) / delta)
+    else:
+        count = math.ceil((float(limit) - float(start)) / float(delta))
+    steps = np.arange(max(count, 0), dtype=start.dtype)
+    return [(start + steps * delta).astype(start.dtype)]
+
+
+def _expand(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    data = _required(args[0])
+    shape = tuple(int(dim) for dim in _required(args[1]).reshape(-1))
+    return [np.broadcast_to(data, np.broadcast_shapes(data.shape, shape))]
+
+
+def _flatten(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
+    data = _required(args[0])
+    axis = node.attribute("axis", 1)
+    axis = axis + data.ndim if axis < 0 else axis
+    outer = math.prod(data.shape[:axis])
+    return [data.reshape(outer, math.prod(data.shape[axis:]))]
+
+
+def _required(array: np.ndarray | None) -> np.ndarray:
+    if array is None:
+        raise ValueError("a required input is missing")
+    return array
+
+
+NUMPY_EVALUATORS: dict[str, Evaluator] = {
+    "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape,
+    "Shape": _shape,
+    "Size": _size,
+    "Gather": _gather,
+    "Concat": _concat,
+    "Cast": _cast,
+    "Identity": _identity,
+    "Dropout": _identity,
+    "Reshape": _reshape,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Transpose": _transpose,
+    "Slice": _slice,
+    "Add": _arithmetic(np.add),
+    "Sub": _arithmetic(np.subtract),
+    "Mul": _arithmetic(np.multiply),
+    "Div": _arithmetic(np.divide),
+    "Range": _range,
+    "Expand": _expand,
+    "Flatten": _flatten,
+}
+
+
+# --- identities and dead nodes ---------------------------------------------------------
+
+
+def remove_identities(graph: Graph) -> bool:
+    """Make consumers of Identity(x) and inference Dropout(x) read x; True if any went."""
+    changed = False
+    for node in graph.live_nodes():
+        if not _is_removable_identity(graph, node):
+            continue
+        graph.rewire(node.outputs[0], node.inputs[0])
+        graph.remove(node.name)
+        changed = True
+    return changed
+
+
+def _is_removable_identity(graph: Graph, node: Node) -> bool:
+    if not node.is_default_domain or node.op_type not in ("Identity", "Dropout"):
+        return False
+    if node.op_type == "Dropout" and _is_training_dropout(graph, node):
+        return False
+    if not node.inputs or not node.outputs or not node.inputs[0]:
+        return False
+    output = node.outputs[0]
+    if output in graph.outputs or any(graph.is_used(mask) for mask in node.outputs[1:] if mask):
+        return False
+    # a subgraph reading the output by name cannot be rewired
+    return all(output not in consumer.implicit_inputs for consumer in graph.consumers(output))
+
+
+def remove_dead_nodes(graph: Graph) -> bool:
+    """Remove nodes none of whose outputs is used; True if any went."""
+    changed = False
+    for node in reversed(graph.nodes()):  # consumers first, so chains go in one sweep
+        if any(graph.is_used(output) for output in node.outputs if output):
+            continue
+        graph.remove(node.name)
+        changed = True
+    return changed
+
+
+def drop_unused_constants(graph: Graph) -> None:
+    used = {v for node in graph.nodes() for v in (*node.inputs, *node.implicit_inputs)}
+    used |= set(graph.outputs)
+    graph.constants = {name: a for name, a in graph.constants.items() if name in used}
+
+
+# --- layer folding ---------------------------------------------------------------------
+
+
+def fold_layers(graph: Graph) -> None:
+    """Fold BatchNormalization, and per-channel Mul/Add after a Conv, into the layer."""
+    for node in graph.live_nodes():
+        if not node.is_default_domain:
+            continue
+        with np.errstate(all="ignore"):  # a negative variance gives NaN, as at run time
+            if node.op_type == "BatchNormalization":
+                _fold_batch_norm(graph, node)
+            elif node.op_type in ("Mul", "Add") and len(node.inputs) == 2:
+                _fold_channel_affine(graph, node)
+
+
+def _fold_batch_norm(graph: Graph, norm: Node) -> None:
+    if norm.attribute("training_mode", 0):
+        return
+    if any(graph.is_used(output) for output in norm.outputs[1:] if output):
+        return  # training-style running statistics are read
+    layer = _layer_feeding(graph, norm.input(0), norm)
+    params = [graph.constants.get(norm.input(index)) for index in range(1, 5)]
+    if layer is None or any(param is None for param in params):
+        return
+    gamma, beta, mean, variance = (np.asarray(p, np.float64).reshape(-1) for p in params)
+    if len({gamma.size, beta.size, mean.size, variance.size}) != 1:
+        return  # inconsistent statistics: left to the runtime to refuse
+    if layer.op_type == "MatMul" and _rank(graph, layer.outputs[0]) != 2:
+        return  # BN normalizes axis 1, which is the MatMul's output axis only in 2-D
+    epsilon = norm.attribute("epsilon", BN_DEFAULT_EPSILON)
+    scale = gamma / np.sqrt(variance + epsilon)
+    _fold_into(graph, layer, norm, scale, beta - mean * scale)
+
+
+def _fold_channel_affine(graph: Graph, node: Node) -> None:
+    for data, other in ((0, 1), (1, 0)):
+        constant = graph.constants.get(node.inputs[other])
+        layer = _layer_feeding(graph, node.inputs[data], node)
+        if constant is None or layer is None or layer.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        weight = graph.constants[layer.input(1)]
+        vector = _per_channel(constant, weight.ndim, _output_channels(layer, weight))
+        if vector is None:
+            continue
+        if node.op_type == "Mul":
+            _fold_into(graph, layer, node, vector, np.zeros(1))
+        else:
+            _fold_into(graph, layer, node, None, vector)
+        return
+
+
+def _fold_into(
+    graph: Graph, layer: Node, follower: Node, scale: np.ndarray | None, shift: np.ndarray
+) -> None:
+    """Replace `layer -> follower` by the layer computing follower(layer(x)) =
+    layer(x) * scale + shift per output channel (scale None: 1)."""
+    folded = _scaled_layer(graph, layer, scale, shift)
+    if folded is None:
+        return
+    graph.remove(follower.name)
+    sources = (*layer.source_labels, follower.source)
+    folded = replace(folded, outputs=(follower.outputs[0],), sources=sources)
+    graph.replace(layer.name, folded)
+
+
+def _layer_feeding(graph: Graph, value: str, consumer: Node) -> Node | None:
+    """The foldable layer producing `value` when `consumer` is the only one reading it."""
+    if not value or value in graph.outputs:
+        return None
+    if [node.name for node in graph.consumers(value)] != [consumer.name]:
+        return None
+    layer = graph.producer(value)
+    if layer is None or not layer.is_default_domain or layer.op_type not in LAYER_OPS:
+        return None
+    if layer.outputs[0] != value or not _has_constant_weights(graph, layer):
+        return None
+    return layer
+
+
+def _has_constant_weights(graph: Graph, layer: Node) -> bool:
+    weight = graph.constants.get(layer.input(1))
+    if weight is None or weight.dtype.kind != FLOAT_KINDS:
+        return False
+    if layer.input(0) in graph.constants:
+        return False
+    bias = layer.input(2)
+    if bias and bias not in graph.constants:
+        return False
+    if layer.op_type == "ConvTranspose":
+        groups = layer.attribute("group", 1)
+        return weight.ndim >= 3 and groups >= 1 and weight.shape[0] % groups == 0
+    if layer.op_type == "Conv":
+        return weight.ndim >= 3
+    return weight.ndim == 2
+
+
+def _rank(graph: Graph, value: str) -> int | None:
+    known = graph.type_of(value)
+    return None if known is None or known.shape is None else len(known.shape)
+
+
+def _output_channels(layer: Node, weight: np.ndarray) -> int:
+    if layer.op_type == "Conv":
+        return weight.shape[0]
+    if layer.op_type == "ConvTranspose":
+        return weight.shape[1] * layer.attribute("group", 1)
+    if layer.op_type == "Gemm" and layer.attribute("transB", 0):
+        return weight.shape[0]
+    return weight.shape[1]
+
+
+def _per_channel(constant: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
+    """`constant` as one value per channel, when it broadcasts to [1, C, 1, ...] of an
+    output of rank `rank` without growing it; else None."""
+    if constant.ndim > rank or constant.dtype.kind != FLOAT_KINDS:
+        return None
+    shape = (1,) * (rank - constant.ndim) + constant.shape
+    if any(dim != 1 for axis, dim in enumerate(shape) if axis != 1):
+        return None
+    if shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(constant.reshape(-1).astype(np.float64), (channels,))
+
+
+def _scaled_layer(
+    graph: Graph, layer: Node, scale: np.ndarray | None, shift: np.ndarray
+) -> Node | None:
+    """`layer` with weight and bias constants that compute layer(x) * scale + shift."""
+    weight = graph.constants[layer.input(1)]
+    channels = _output_channels(layer, weight)
+    if (scale is not None and scale.size not in (1, channels)) or shift.size not in (1, channels):
+        return None
+    scale_vector = None if scale is None else np.broadcast_to(scale, (channels,))
+    shift_vector = np.broadcast_to(shift, (channels,))
+    if layer.op_type in ("Conv", "ConvTranspose"):
+        bias = _float64_or_zeros(graph.constants.get(layer.input(2)), (channels,))
+        if bias.shape != (channels,):
+            return None  # an invalid bias: lowering reports it
+        new_weight = _scaled_weight(layer, weight, scale_vector)
+        new_bias = (bias if scale_vector is None else bias * scale_vector) + shift_vector
+        return _with_weights(graph, layer, new_weight, new_bias.astype(np.float32))
+    # Gemm, or MatMul, which becomes a Gemm to carry the bias
+    addend = _gemm_addend(graph, layer)
+    if not _broadcasts(addend.shape, (channels,)):
+        return None
+    new_weight = _scaled_weight(layer, weight, scale_vector)
+    new_bias = (addend if scale_vector is None else addend * scale_vector) + shift_vector
+    gemm = _as_gemm(layer)
+    return _with_weights(graph, gemm, new_weight, new_bias.astype(np.float32))
+
+
+def _broadcasts(*shapes: tuple[int, ...]) -> bool:
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        return False
+    return True
+
+
+def _gemm_addend(graph: Graph, layer: Node) -> np.ndarray:
+    """beta * C of a Gemm (0 when absent), in float64."""
+    bias = graph.constants.get(layer.input(2))
+    if layer.op_type == "MatMul" or bias is None:
+        return np.zeros(1)
+    return layer.attribute("beta", 1.0) * bias.astype(np.float64)
+
+
+def _as_gemm(layer: Node) -> Node:
+    """A Gemm node equal to `layer` whose C will be added with beta = 1."""
+    if layer.op_type == "MatMul":
+        return replace(layer, op_type="Gemm", attributes=(), sources=layer.source_labels)
+    kept = tuple(attr for attr in layer.attributes if attr.name != "beta")
+    return replace(layer, attributes=(*kept, helper.make_attribute("beta", 1.0)))
+
+
+def _scaled_weight(layer: Node, weight: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """The weight with each output channel multiplied by its scale (float64, then f32)."""
+    if scale is None:
+        return weight
+    shape = weight.shape
+    if layer.op_type == "Conv":
+        factor = scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    elif layer.op_type == "ConvTranspose":
+        groups = layer.attribute("group", 1)
+        weight = weight.reshape(groups, shape[0] // groups, shape[1], -1)
+        factor = scale.reshape(groups, 1, shape[1], 1)
+    elif layer.op_type == "Gemm" and layer.attribute("transB", 0):
+        factor = scale.reshape(-1, 1)
+    else:
+        factor = scale.reshape(1, -1)
+    return product_float32(weight, factor).reshape(shape)
+
+
+def product_float32(weight: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """weight * factor computed in float64 and rounded once to float32 (the ufunc casts
+    buffer by buffer, so no float64 copy of the whole weight is made)."""
+    out = np.empty(np.broadcast_shapes(weight.shape, factor.shape), np.float32)
+    np.multiply(weight, factor, out=out, dtype=np.float64, casting="unsafe")
+    return out
+
+
+def _float64_or_zeros(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if array is None:
+        return np.zeros(shape)
+    return array.astype(np.float64)
+
+
+def _with_weights(graph: Graph, layer: Node, weight: np.ndarray, bias: np.ndarray) -> Node:
+    weight_name = layer.input(1)
+    if weight is not graph.constants[weight_name]:
+        weight_name = graph.fresh_name(f"{layer.name}_folded_weight")
+        graph.constants[weight_name] = weight
+    bias_name = graph.fresh_name(f"{layer.name}_folded_bias")
+    graph.constants[bias_name] = bias
+    return replace(layer, inputs=(layer.input(0), weight_name, bias_name))

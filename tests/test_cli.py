@@ -77,8 +77,8 @@ def test_inspect_prints_per_layer_table_and_json_totals_agree(resnet_program, ca
 
 
 def test_enough_tiles_gives_one_phase(tmp_path, capsys):
-    output = tmp_path / "alexnet.xbar"
-    model = light_model("bvlc_alexnet")
+    output = tmp_path / "squeezenet.xbar"
+    model = light_model("squeezenet")
     status, _, _ = run_cli(capsys, "compile", model, "--tiles", "100000", "-o", output)
     assert status == 0
     _, raw, _ = run_cli(capsys, "inspect", output, "--json")

@@ -18,7 +18,7 @@ from xbarc.ir.printer import print_program
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("XBARC_UPDATE_GOLDEN") == "1"
-PIPELINE = "quantize{weight-bits=4,cell-bits=2},tile{rows=16,cols=8},allocate{tiles=3}"
+PIPELINE = "quantize{weight-bits=4,cell-bits=2},tile{rows=32,cols=8},allocate{tiles=6}"
 STAGES = ("graph", "quantize", "tile", "allocate")
 
 

@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -22,10 +23,12 @@ from xbarc.ir.types import NUMPY_DTYPES, dtype_name
 
 def digest(array: np.ndarray) -> str:
     """sha256 of the C-order bytes of `array`."""
-    data = np.ascontiguousarray(array)
+    data = np.asarray(array, order="C")
     if data.dtype.kind == "U":
         return hashlib.sha256(data.tobytes()).hexdigest()
-    return hashlib.sha256(data.data.cast("B")).hexdigest()
+    # bytes through a flat u8 view: memoryview casts fail on empty shapes and on dtypes
+    # without a buffer format (bfloat16, float8)
+    return hashlib.sha256(data.reshape(-1).view(np.uint8).data).hexdigest()
 
 
 class TensorStore(Mapping[str, np.ndarray]):
@@ -73,9 +76,10 @@ def element_type(array: np.ndarray) -> str:
 
 
 def _storable(array: np.ndarray) -> np.ndarray:
-    if array.dtype in NUMPY_DTYPES.values() or array.dtype.kind == "U":
-        return np.ascontiguousarray(array)
-    return np.ascontiguousarray(array).view(np.uint8)  # exotic: raw bytes
+    data = np.asarray(array, order="C")  # not ascontiguousarray: it turns scalars into [1]
+    if data.dtype in NUMPY_DTYPES.values() or data.dtype.kind == "U":
+        return data
+    return data.reshape(-1).view(np.uint8)  # exotic: raw bytes
 
 
 def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
@@ -84,12 +88,20 @@ def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as handle:
-            arrays = {name: _storable(a) for name, a in store.items()}
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
+            _write_npz(handle, store)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _write_npz(handle: BinaryIO, store: Mapping[str, np.ndarray]) -> None:
+    """What np.savez writes, for any tensor names: np.savez takes the names `file` and
+    `allow_pickle` as its own arguments (and silently drops a tensor named allow_pickle)."""
+    with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in store.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, _storable(array), allow_pickle=False)
 
 
 def load_npz(path: Path, expected: Mapping[str, tuple[str, tuple[int, ...], str]]) -> TensorStore:
@@ -101,9 +113,14 @@ def load_npz(path: Path, expected: Mapping[str, tuple[str, tuple[int, ...], str]
             f"tensor file {path} is missing",
             hint="keep the .xbar.npz next to its .xbar, or recompile",
         )
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy or try to unpickle it
+        raise XbarcError(
+            "not a readable tensor file (not a zip archive)", where=path, hint="recompile the model"
+        )
     arrays: dict[str, np.ndarray] = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # open the file ourselves: np.load leaks its own handle when the zip is corrupt
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
             stored = set(npz.files)
             for name, (dtype, shape, want_digest) in expected.items():
                 if name not in stored:

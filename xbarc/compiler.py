@@ -1,7 +1,7 @@
 """The public compile API: ONNX model -> tile program, through a pass pipeline.
 
-    program = compile_onnx("model.onnx", CompileOptions(tiles=128))
-    save_program("model.xbar", program)
+`compile_onnx("model.onnx", CompileOptions(tiles=128))` returns the program;
+`xbarc.ir.io.save_program("model.xbar", program)` writes it with its tensors.
 """
 
 from __future__ import annotations

@@ -156,8 +156,9 @@ class _Verifier:
     def check_digital(self, op: DigitalOp, defined: set[str]) -> None:
         key = ("op", next((o for o in op.outputs if o), op.name))
         if len(op.outputs) != len(op.output_types):
-            self.fail(key, f"op {op.op_type}: {len(op.outputs)} outputs but "
-                      f"{len(op.output_types)} types")
+            self.fail(
+                key, f"op {op.op_type}: {len(op.outputs)} outputs but {len(op.output_types)} types"
+            )
         for operand in op.inputs:
             if isinstance(operand, Value) and operand.name not in defined:
                 self.fail(key, f"op {op.op_type} reads %{operand.name} before it is defined")
@@ -201,18 +202,24 @@ class _Verifier:
         if array.weight_bits < 2:
             self.fail(key, f"array @{array.name}: weight_bits must be at least 2")
         polarities = ("+", "-") if array.encoding == "differential" else ("+",)
-        magnitude_bits = array.weight_bits - 1 if array.encoding == "differential" else (
-            array.weight_bits
+        magnitude_bits = (
+            array.weight_bits - 1 if array.encoding == "differential" else (array.weight_bits)
         )
         for position, piece in enumerate(array.slices):
             if piece.index != position:
                 self.fail(key, f"array @{array.name}: slice {piece.index} is out of order")
             if piece.polarity not in polarities:
-                self.fail(key, f"array @{array.name}: slice {piece.index} has polarity "
-                          f"{piece.polarity} under {array.encoding} encoding")
+                self.fail(
+                    key,
+                    f"array @{array.name}: slice {piece.index} has polarity "
+                    f"{piece.polarity} under {array.encoding} encoding",
+                )
             if not 1 <= piece.bits <= self.program.hardware.cell.bits:
-                self.fail(key, f"array @{array.name}: slice {piece.index} holds {piece.bits} "
-                          f"bits but cells hold {self.program.hardware.cell.bits}")
+                self.fail(
+                    key,
+                    f"array @{array.name}: slice {piece.index} holds {piece.bits} "
+                    f"bits but cells hold {self.program.hardware.cell.bits}",
+                )
         for polarity in polarities:
             covered = sorted(
                 (s.shift, s.shift + s.bits) for s in array.slices if s.polarity == polarity
@@ -220,12 +227,18 @@ class _Verifier:
             expected_start = 0
             for start, stop in covered:
                 if start != expected_start:
-                    self.fail(key, f"array @{array.name}: {polarity} slices leave bits "
-                              f"{expected_start}..{start - 1} uncovered or overlap")
+                    self.fail(
+                        key,
+                        f"array @{array.name}: {polarity} slices leave bits "
+                        f"{expected_start}..{start - 1} uncovered or overlap",
+                    )
                 expected_start = stop
             if expected_start != magnitude_bits:
-                self.fail(key, f"array @{array.name}: {polarity} slices cover "
-                          f"{expected_start} of {magnitude_bits} magnitude bits")
+                self.fail(
+                    key,
+                    f"array @{array.name}: {polarity} slices cover "
+                    f"{expected_start} of {magnitude_bits} magnitude bits",
+                )
 
     def check_levels(self, array: Array) -> None:
         if array.levels not in self.program.store:
@@ -233,8 +246,10 @@ class _Verifier:
         levels = self.program.store[array.levels]
         limit = 2 ** (array.weight_bits - 1) - 1
         if levels.size and int(np.abs(levels).max()) > limit:
-            self.fail(("array", array.name), f"array @{array.name}: levels exceed "
-                      f"{array.weight_bits}-bit range +-{limit}")
+            self.fail(
+                ("array", array.name),
+                f"array @{array.name}: levels exceed {array.weight_bits}-bit range +-{limit}",
+            )
 
     def check_blocks(self) -> None:
         arrays = {array.name: array for array in self.program.arrays}
@@ -249,11 +264,13 @@ class _Verifier:
                 self.fail(key, f"block b{block.index} names no array @{block.array}")
                 continue
             if not 0 <= block.slice < len(array.slices):
-                self.fail(key, f"block b{block.index}: array @{array.name} has no slice "
-                          f"{block.slice}")
+                self.fail(
+                    key, f"block b{block.index}: array @{array.name} has no slice {block.slice}"
+                )
             if not 0 <= block.group < array.groups:
-                self.fail(key, f"block b{block.index}: array @{array.name} has no group "
-                          f"{block.group}")
+                self.fail(
+                    key, f"block b{block.index}: array @{array.name} has no group {block.group}"
+                )
             self.check_indices(key, block, "rows", block.rows, array.rows)
             self.check_indices(key, block, "cols", block.cols, array.cols)
             try:
@@ -262,17 +279,26 @@ class _Verifier:
                 self.fail(key, f"block b{block.index}: {error.message}")
                 continue
             if block.row_offset < 0 or block.row_offset + len(block.rows) > tile_type.rows:
-                self.fail(key, f"block b{block.index}: rows {block.row_offset}.."
-                          f"{block.row_offset + len(block.rows) - 1} exceed the "
-                          f"{tile_type.rows} rows of {tile_type.name}")
+                self.fail(
+                    key,
+                    f"block b{block.index}: rows {block.row_offset}.."
+                    f"{block.row_offset + len(block.rows) - 1} exceed the "
+                    f"{tile_type.rows} rows of {tile_type.name}",
+                )
             if block.col_offset < 0 or block.col_offset + len(block.cols) > tile_type.cols:
-                self.fail(key, f"block b{block.index}: columns {block.col_offset}.."
-                          f"{block.col_offset + len(block.cols) - 1} exceed the "
-                          f"{tile_type.cols} columns of {tile_type.name}")
+                self.fail(
+                    key,
+                    f"block b{block.index}: columns {block.col_offset}.."
+                    f"{block.col_offset + len(block.cols) - 1} exceed the "
+                    f"{tile_type.cols} columns of {tile_type.name}",
+                )
             known_type = vtile_types.setdefault(block.vtile, block.tile_type)
             if known_type != block.tile_type:
-                self.fail(key, f"block b{block.index}: v{block.vtile} is a {known_type} tile, "
-                          f"not {block.tile_type}")
+                self.fail(
+                    key,
+                    f"block b{block.index}: v{block.vtile} is a {known_type} tile, "
+                    f"not {block.tile_type}",
+                )
             cells_by_vtile[block.vtile].append(block)
         for blocks in cells_by_vtile.values():
             self.check_no_overlap(blocks)
@@ -280,8 +306,11 @@ class _Verifier:
     def check_indices(self, key, block: Block, what: str, indices: Indices, limit: int) -> None:
         if isinstance(indices, Span):
             if not 0 <= indices.start < indices.stop <= limit:
-                self.fail(key, f"block b{block.index}: {what} [{indices.start}:{indices.stop}] "
-                          f"are not within 0..{limit}")
+                self.fail(
+                    key,
+                    f"block b{block.index}: {what} [{indices.start}:{indices.stop}] "
+                    f"are not within 0..{limit}",
+                )
             return
         self.require_tensor(key, indices.tensor, (indices.count,), ("i32",))
         if indices.count < 1:
@@ -289,8 +318,11 @@ class _Verifier:
         if indices.tensor in self.program.store:
             table = self.program.store[indices.tensor]
             if table[0] < 0 or table[-1] >= limit or np.any(np.diff(table) <= 0):
-                self.fail(key, f"block b{block.index}: {what} table @{indices.tensor} must "
-                          f"increase strictly within 0..{limit - 1}")
+                self.fail(
+                    key,
+                    f"block b{block.index}: {what} table @{indices.tensor} must "
+                    f"increase strictly within 0..{limit - 1}",
+                )
 
     def check_no_overlap(self, blocks: list[Block]) -> None:
         if len(blocks) < 2:
@@ -300,10 +332,11 @@ class _Verifier:
             for second in ordered[i + 1 :]:
                 if second.row_offset >= first.row_offset + len(first.rows):
                     break
-                if _overlap(first.col_offset, len(first.cols), second.col_offset,
-                            len(second.cols)):
-                    self.fail(("block", second.index), f"blocks b{first.index} and "
-                              f"b{second.index} overlap on v{first.vtile}")
+                if _overlap(first.col_offset, len(first.cols), second.col_offset, len(second.cols)):
+                    self.fail(
+                        ("block", second.index),
+                        f"blocks b{first.index} and b{second.index} overlap on v{first.vtile}",
+                    )
 
     def check_combines(self) -> None:
         arrays = {array.name: array for array in self.program.arrays}
@@ -319,8 +352,11 @@ class _Verifier:
                 self.fail(key, f"combine @{combine.layer}: @{combine.basis} is no basis array")
                 continue
             if combine.segment_rows != basis.rows:
-                self.fail(key, f"combine @{combine.layer}: segments of {combine.segment_rows} "
-                          f"rows but the basis has {basis.rows}")
+                self.fail(
+                    key,
+                    f"combine @{combine.layer}: segments of {combine.segment_rows} "
+                    f"rows but the basis has {basis.rows}",
+                )
             segments = -(-layer.rows // combine.segment_rows)
             shape = (layer.groups, segments, basis.cols, layer.cols)
             self.require_tensor(key, combine.coefficients, shape, ("i8", "i16", "i32"))
@@ -356,19 +392,25 @@ class _Verifier:
                             self.fail(key, f"phase {phase.index} runs unknown block b{index}")
                         block = blocks[index]
                         if run.layer not in readers.get(block.array, ()):
-                            self.fail(key, f"@{run.layer} reads b{index}, which holds "
-                                      f"@{block.array}")
+                            self.fail(
+                                key, f"@{run.layer} reads b{index}, which holds @{block.array}"
+                            )
                         if block.vtile not in holding:
-                            self.fail(key, f"phase {phase.index} reads b{index} but "
-                                      f"v{block.vtile} is not on any tile then")
+                            self.fail(
+                                key,
+                                f"phase {phase.index} reads b{index} but "
+                                f"v{block.vtile} is not on any tile then",
+                            )
                         run_count[(run.layer, index)] += 1
                     self.check_cycle(key, [blocks[i] for i in cycle.blocks])
         for block in blocks:
             for layer in readers.get(block.array, ()):
                 count = run_count[(layer, block.index)]
                 if count != 1:
-                    self.fail(("block", block.index), f"block b{block.index} is read "
-                              f"{count} times by @{layer}, not once")
+                    self.fail(
+                        ("block", block.index),
+                        f"block b{block.index} is read {count} times by @{layer}, not once",
+                    )
 
     def check_writes(self, key, phase: int, writes, resident: dict[int, int]) -> None:
         """Apply one phase's writes to `resident` (physical tile -> vtile), checking each."""
@@ -379,20 +421,29 @@ class _Verifier:
         tiles_written: set[int] = set()
         for write in writes:
             if write.tile in tiles_written or write.vtile in vtiles_written:
-                self.fail(key, f"phase {phase} writes v{write.vtile} -> t{write.tile} "
-                          "but that tile or vtile is already written in this phase")
+                self.fail(
+                    key,
+                    f"phase {phase} writes v{write.vtile} -> t{write.tile} "
+                    "but that tile or vtile is already written in this phase",
+                )
             tiles_written.add(write.tile)
             vtiles_written.add(write.vtile)
             if not 0 <= write.tile < tile_count:
-                self.fail(key, f"phase {phase}: tile t{write.tile} does not exist "
-                          f"(the chip has {tile_count} tiles)")
+                self.fail(
+                    key,
+                    f"phase {phase}: tile t{write.tile} does not exist "
+                    f"(the chip has {tile_count} tiles)",
+                )
             vtype = self.vtile_type(write.vtile)
             if vtype is None:
                 self.fail(key, f"phase {phase} writes v{write.vtile}, which holds no block")
             ptype = hardware.tile_type_of(write.tile).name
             if vtype != ptype:
-                self.fail(key, f"phase {phase}: v{write.vtile} is a {vtype} tile but "
-                          f"t{write.tile} is a {ptype} tile")
+                self.fail(
+                    key,
+                    f"phase {phase}: v{write.vtile} is a {vtype} tile but "
+                    f"t{write.tile} is a {ptype} tile",
+                )
             previous_tile = where_is.pop(write.vtile, None)
             if previous_tile is not None:
                 del resident[previous_tile]  # a vtile lives on one tile at a time
@@ -423,9 +474,12 @@ class _Verifier:
             for i, first in enumerate(group):
                 for second in group[i + 1 :]:
                     if not can_share_cycle(first, second):
-                        self.fail(key, f"b{first.index} and b{second.index} share "
-                                  f"v{first.vtile} in one cycle but need different inputs "
-                                  "on the same rows or read the same columns")
+                        self.fail(
+                            key,
+                            f"b{first.index} and b{second.index} share "
+                            f"v{first.vtile} in one cycle but need different inputs "
+                            "on the same rows or read the same columns",
+                        )
 
 
 def can_share_cycle(first: Block, second: Block) -> bool:
@@ -453,4 +507,3 @@ def output_channels(layer: CrossbarLayer) -> int:
         kernel_size = int(np.prod(layer.geometry.kernel))
         return layer.groups * layer.cols // kernel_size
     return layer.groups * layer.cols
-

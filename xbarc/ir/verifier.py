@@ -471,15 +471,38 @@ class _Verifier:
         for block in blocks:
             by_vtile[block.vtile].append(block)
         for group in by_vtile.values():
-            for i, first in enumerate(group):
-                for second in group[i + 1 :]:
-                    if not can_share_cycle(first, second):
-                        self.fail(
-                            key,
-                            f"b{first.index} and b{second.index} share "
-                            f"v{first.vtile} in one cycle but need different inputs "
-                            "on the same rows or read the same columns",
-                        )
+            clash = cycle_clash(group)
+            if clash is not None:
+                first, second = clash
+                self.fail(
+                    key,
+                    f"b{first.index} and b{second.index} share "
+                    f"v{first.vtile} in one cycle but need different inputs "
+                    "on the same rows or read the same columns",
+                )
+
+
+def cycle_clash(tile_blocks: list[Block]) -> tuple[Block, Block] | None:
+    """Two blocks of one tile that cannot be read in the same cycle, if any.
+
+    In O(k log k): sorted by start, a set of intervals overlaps somewhere only if two
+    neighbours overlap. Columns must never overlap; rows may overlap only between blocks
+    that carry the same input, so blocks with the same input count once."""
+    by_cols = sorted(tile_blocks, key=lambda b: b.col_offset)
+    for first, second in zip(by_cols, by_cols[1:], strict=False):
+        if second.col_offset < first.col_offset + len(first.cols):
+            return first, second
+    one_per_input = {input_key(b): b for b in tile_blocks}
+    by_rows = sorted(one_per_input.values(), key=lambda b: b.row_offset)
+    for first, second in zip(by_rows, by_rows[1:], strict=False):
+        if second.row_offset < first.row_offset + len(first.rows):
+            return first, second
+    return None
+
+
+def input_key(block: Block) -> tuple:
+    """What a block's rows receive: blocks with equal keys share their input."""
+    return (block.array, block.group, block.rows, block.row_offset)
 
 
 def can_share_cycle(first: Block, second: Block) -> bool:
@@ -489,12 +512,7 @@ def can_share_cycle(first: Block, second: Block) -> bool:
         return False
     if not _overlap(first.row_offset, len(first.rows), second.row_offset, len(second.rows)):
         return True
-    return (first.array, first.group, first.rows, first.row_offset) == (
-        second.array,
-        second.group,
-        second.rows,
-        second.row_offset,
-    )
+    return input_key(first) == input_key(second)
 
 
 def _overlap(start_a: int, length_a: int, start_b: int, length_b: int) -> bool:

@@ -62,7 +62,7 @@ class AdcSpec:
     """Output converter shared by `cols_per_adc` columns of a tile."""
 
     bits: int = 8
-    range: AdcRange = "calibrated"
+    range: AdcRange = "fixed"  # full scale = the largest partial sum a read can produce
     cols_per_adc: int = 128  # ISAAC: one 1.28 GS/s ADC reads a 128-column array in 100 ns
 
 

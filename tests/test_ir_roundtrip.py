@@ -193,7 +193,7 @@ hardware {
   cell bits=2 g_min_us=2.5 g_max_us=25.0
   encoding differential
   dac bits=8 slice_bits=1
-  adc bits=8 range=calibrated cols_per_adc=128
+  adc bits=8 range=fixed cols_per_adc=128
   cost xbar_read_energy_pj=30.0 xbar_read_latency_ns=100.0 xbar_area_um2=25.0
        adc_energy_pj=1.56 adc_rate_gsps=1.28 adc_area_um2=1200.0
        dac_power_uw=3.9 dac_area_um2=0.166 shift_add_power_mw=0.05

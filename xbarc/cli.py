@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -120,7 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
     inspect_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect_parser.set_defaults(handler=run_inspect)
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run a compiled program on inputs from an .npz file",
+        description="Program a simulated chip with the program and run one batch.",
+    )
+    run_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
+    run_parser.add_argument(
+        "--input", type=Path, required=True, help=".npz with one array per program input"
+    )
+    run_parser.add_argument("-o", "--output", type=Path, help="write the outputs to this .npz")
+    add_noise_options(run_parser)
+    run_parser.set_defaults(handler=run_run)
+
+    eval_parser = commands.add_parser(
+        "eval",
+        help="compare a compiled program with its float model on a data set",
+        description="Run the program and the reference ONNX model (onnxruntime) on every "
+        "sample; report per output the error, SNR and top-1 agreement, and the accuracy "
+        "against labels.",
+    )
+    eval_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
+    eval_parser.add_argument("--reference", type=Path, required=True, help="the float ONNX model")
+    eval_parser.add_argument(
+        "--data", type=Path, required=True, help=".npz with one array per input (samples first)"
+    )
+    eval_parser.add_argument("--labels", metavar="KEY", help="array of integer labels in --data")
+    eval_parser.add_argument(
+        "--batch-size", type=int, help="samples per run (default: the program's batch dim)"
+    )
+    eval_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_noise_options(eval_parser)
+    eval_parser.set_defaults(handler=run_eval)
     return parser
+
+
+def add_noise_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--noise",
+        choices=("ideal", "quant"),
+        default="ideal",
+        help="ideal: the float model through the tiles; quant: weights, DAC and ADC "
+        "quantized as compiled (default ideal)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -175,6 +220,78 @@ def run_inspect(args: argparse.Namespace) -> int:
     else:
         print(format_report(result))
     return 0
+
+
+def run_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from xbarc.evaluate import load_data
+    from xbarc.ir.tensors import save_npz
+    from xbarc.session import InferenceSession
+
+    session = InferenceSession(args.program, noise=args.noise, seed=args.seed)
+    feeds = load_data(args.input)
+    outputs = session.get_outputs()
+    results = session.run(None, feeds)
+    for arg, value in zip(outputs, results, strict=True):
+        print(f"{arg.name}: {value.dtype}{list(value.shape)} {summarize(value)}")
+    if args.output is not None:
+        arrays = {arg.name: np.asarray(v) for arg, v in zip(outputs, results, strict=True)}
+        save_npz(args.output, arrays)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def summarize(value) -> str:
+    if value.size == 0 or value.dtype.kind not in "biuf":
+        return ""
+    flat = value.reshape(-1)
+    return f"min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g}"
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from xbarc.evaluate import evaluate, format_eval
+
+    bar = progress_bar("eval")
+    try:
+        report = evaluate(
+            args.program,
+            args.reference,
+            args.data,
+            noise=args.noise,
+            seed=args.seed,
+            labels_key=args.labels,
+            batch_size=args.batch_size,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(finite_json(report.to_json()), indent=2))
+    else:
+        print(format_eval(report))
+    return 0
+
+
+def progress_bar(label: str):
+    """A progress bar on an interactive terminal; nothing in pipes, files and CI."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc=label, unit="sample", file=sys.stderr, leave=False)
+
+
+def finite_json(value):
+    """JSON has no infinity: write it as the strings "inf" and "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def parse_tile_size(text: str) -> tuple[int, int]:

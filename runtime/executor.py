@@ -1,0 +1,439 @@
+"""The executor: program a simulated chip with a compiled program and run its schedule.
+
+    Executor(program, profile="ideal").run({"x": batch}) -> {"y": result}
+
+Programming walks the phases: each write erases a physical tile and sets the cells of
+every block on the written virtual tile from its slice of the array. Each layer run of a
+phase is then turned into a *read plan* taken from the programmed tiles (never from the
+weights directly, so a mapping bug shows up as a wrong answer): the blocks of the run
+grouped by the input they read (same group and source rows), with their cells side by
+side and, per read column, the output column, the slice's signed significance and the
+ADC full scale.
+
+Profiles (both deterministic):
+- `ideal`: no quantization. Cells hold the real magnitude w/scale cut into the same
+  slices (integer digits, the fraction in the least significant slice), inputs are not
+  converted, the ADC is transparent; slices that read the same input are linear, so
+  their cells are summed by significance into one matrix per read.
+- `quant`: cells hold the integer slice levels; inputs are quantized symmetrically to the
+  DAC's bits (range: the layer input's largest magnitude in the batch, an oracle until
+  calibration exists) and fed bit-serially, `slice_bits` at a time, positive and
+  negative parts apart; every read goes through the ADC (`bits` over the full scale of
+  the read, or lossless with `adc_bits=0`), and partial sums are accumulated as exact
+  integers before dequantization.
+
+Layers run in graph order, each over all its runs in phase order (phases are batch-major:
+the whole batch passes each programming); digital ops run on the host in between.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.tile import (
+    Array,
+    Block,
+    Const,
+    CrossbarLayer,
+    DigitalOp,
+    Indices,
+    Program,
+    Slice,
+    Span,
+    Value,
+)
+from xbarc.runtime import kernels
+
+PROFILES = ("ideal", "quant")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """What the runtime simulates. `adc_bits=0` is a lossless ADC."""
+
+    profile: str = "ideal"
+    dac_bits: int | None = None  # None: the program's hardware
+    adc_bits: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.profile == "quant"
+
+
+@dataclass
+class ReadPlan:
+    """The blocks of one run that read the same input: rows of one group, one matrix."""
+
+    group: int
+    rows: slice | np.ndarray  # source rows of the unfolded input
+    cells: np.ndarray  # float32 [len(rows), M]
+    target: np.ndarray | slice  # int64 [M] or a slice: output column of each read column
+    factor: np.ndarray  # int64 [M] (quant) / float32 (ideal): signed slice significance
+    full_scale: np.ndarray  # int64 [M]: largest partial sum per unit input (quant)
+    offset_columns: np.ndarray  # output columns that get the offset correction
+
+
+@dataclass
+class LayerPlan:
+    layer: CrossbarLayer
+    array: Array
+    reads: list[ReadPlan] = field(default_factory=list)
+
+
+def row_indices(indices: Indices, store) -> slice | np.ndarray:
+    if isinstance(indices, Span):
+        return slice(indices.start, indices.stop)
+    return np.asarray(store[indices.tensor], dtype=np.int64)
+
+
+def column_indices(indices: Indices, store) -> np.ndarray:
+    if isinstance(indices, Span):
+        return np.arange(indices.start, indices.stop, dtype=np.int64)
+    return np.asarray(store[indices.tensor], dtype=np.int64)
+
+
+class Executor:
+    """Runs one compiled program; programming happens once, at construction."""
+
+    def __init__(self, program: Program, settings: RuntimeSettings | None = None):
+        self.program = program
+        self.settings = settings or RuntimeSettings()
+        if self.settings.profile not in PROFILES:
+            raise XbarcError(
+                f"unknown noise profile {self.settings.profile!r}",
+                hint=f"use one of {', '.join(PROFILES)}",
+            )
+        if not program.phases and any(True for _ in program.layers()):
+            raise XbarcError(
+                "the program has no schedule (no phases)",
+                hint="compile it through the allocate pass (the default pipeline does)",
+            )
+        hardware = program.hardware
+        self.dac_bits = self.settings.dac_bits or hardware.dac.bits
+        adc_bits = hardware.adc.bits if self.settings.adc_bits is None else self.settings.adc_bits
+        self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
+        self.plans = self._program_chip()
+
+    # --- programming ----------------------------------------------------------------------
+
+    def _program_chip(self) -> dict[str, list[LayerPlan]]:
+        """Write every phase's tiles and take each run's read plan from them."""
+        program = self.program
+        hardware = program.hardware
+        arrays = {array.name: array for array in program.arrays}
+        blocks_on: dict[int, list[Block]] = defaultdict(list)
+        for block in program.blocks:
+            blocks_on[block.vtile].append(block)
+        tiles: dict[int, np.ndarray] = {}
+        block_cells = BlockCells(program, self.settings.quantized)
+        plans: dict[str, list[LayerPlan]] = defaultdict(list)
+        for phase in program.phases:
+            for write in phase.writes:
+                tile_type = hardware.tile_type_of(write.tile)
+                state = tiles.get(write.tile)
+                if state is None:
+                    state = np.zeros((tile_type.rows, tile_type.cols), dtype=np.float32)
+                    tiles[write.tile] = state
+                state[...] = 0.0  # programming erases the tile
+                for block in blocks_on[write.vtile]:
+                    rows = slice(block.row_offset, block.row_offset + len(block.rows))
+                    cols = slice(block.col_offset, block.col_offset + len(block.cols))
+                    state[rows, cols] = block_cells.cells(block)
+            where = {write.vtile: write.tile for write in phase.writes}
+            for run in phase.runs:
+                layer = program.layer(run.layer)
+                plan = LayerPlan(layer, arrays[layer.name])
+                run_blocks = [program.blocks[i] for cycle in run.cycles for i in cycle.blocks]
+                plan.reads = self._read_plans(plan.array, run_blocks, tiles, where)
+                plans[layer.name].append(plan)
+        return plans
+
+    def _read_plans(
+        self, array: Array, blocks: list[Block], tiles: dict[int, np.ndarray], where
+    ) -> list[ReadPlan]:
+        """One read plan per input a run's blocks read (a group and its source rows)."""
+        by_input: dict[tuple, list[Block]] = defaultdict(list)
+        for block in blocks:
+            by_input[(block.group, block.rows)].append(block)
+        build = self._quantized_read if self.settings.quantized else self._ideal_read
+        reads = []
+        for (group, rows), members in by_input.items():
+            regions = [programmed_region(tiles[where[b.vtile]], b) for b in members]
+            reads.append(
+                build(array, group, row_indices(rows, self.program.store), members, regions)
+            )
+        return reads
+
+    def _quantized_read(self, array, group, rows, members, regions) -> ReadPlan:
+        """Every block's cells side by side; each read column keeps its own slice."""
+        store = self.program.store
+        max_input = 2**self.program.hardware.dac.slice_bits - 1
+        targets, factors, full_scales, offset_columns = [], [], [], []
+        for block in members:
+            piece = array.slices[block.slice]
+            columns = column_indices(block.cols, store)
+            sign = 1 if piece.polarity == "+" else -1
+            largest = max_input * (2**piece.bits - 1) * len(block.rows)
+            targets.append(columns)
+            factors.append(np.full(len(columns), sign * 2**piece.shift, dtype=np.int64))
+            full_scales.append(np.full(len(columns), largest, dtype=np.int64))
+            if array.encoding == "offset" and piece.shift == 0:
+                offset_columns.append(columns)
+        return ReadPlan(
+            group,
+            rows,
+            np.concatenate(regions, axis=1),
+            np.concatenate(targets),
+            np.concatenate(factors),
+            np.concatenate(full_scales),
+            np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
+        )
+
+    def _ideal_read(self, array, group, rows, members, regions) -> ReadPlan:
+        """Ideal reads are linear: the slices of each output column, summed by their
+        significance, make one matrix."""
+        store = self.program.store
+        block_columns = [column_indices(block.cols, store) for block in members]
+        columns = np.unique(np.concatenate(block_columns))
+        merged = np.zeros((regions[0].shape[0], len(columns)), dtype=np.float64)
+        offset_columns = []
+        for block, region, own in zip(members, regions, block_columns, strict=True):
+            piece = array.slices[block.slice]
+            significance = (1 if piece.polarity == "+" else -1) * 2.0**piece.shift
+            merged[:, as_slice(np.searchsorted(columns, own))] += significance * region
+            if array.encoding == "offset" and piece.shift == 0:
+                offset_columns.append(own)
+        return ReadPlan(
+            group,
+            rows,
+            merged.astype(np.float32),
+            as_slice(columns),
+            np.ones(len(columns), dtype=np.float32),
+            np.zeros(len(columns), dtype=np.int64),
+            np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
+        )
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """All graph outputs for one batch of inputs."""
+        values = self.run_all(feeds)
+        return {name: values[name] for name in self.program.outputs}
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every value of the graph (inputs, layer and op results) for one batch."""
+        values: dict[str, np.ndarray] = dict(feeds)
+        store = self.program.store
+        for op in self.program.ops:
+            if isinstance(op, CrossbarLayer):
+                values[op.output] = self.run_layer(op, values[op.input])
+                continue
+            results = run_digital_op(op, values, store)
+            for name, result in zip(op.outputs, results, strict=True):
+                if name:
+                    values[name] = result
+        return values
+
+    def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        unfolded, restore = unfold_input(layer, x)
+        plans = self.plans.get(layer.name, [])
+        if not plans:
+            raise XbarcError(f"layer @{layer.name} has no runs in the schedule")
+        array = plans[0].array
+        if self.settings.quantized:
+            peak = float(np.abs(x).max()) if x.size else 0.0
+            accumulated = self._accumulate_quantized(plans, array, unfolded, peak)
+        else:
+            accumulated = self._accumulate_ideal(plans, array, unfolded)
+        result = restore(accumulated)
+        if layer.bias is not None:
+            bias = self.program.store[layer.bias].astype(np.float32)
+            shape = (1, -1) + (1,) * (result.ndim - 2) if layer.geometry else (-1,)
+            result = result + bias.reshape(shape)
+        return result.astype(np.float32, copy=False)
+
+    def _accumulate_ideal(self, plans, array: Array, unfolded: np.ndarray) -> np.ndarray:
+        groups, patches, _ = unfolded.shape
+        acc = np.zeros((groups, patches, array.cols), dtype=np.float32)
+        offset = 2.0 ** (array.weight_bits - 1)
+        for plan in plans:
+            for read in plan.reads:
+                x = unfolded[read.group][:, read.rows]
+                acc[read.group][:, read.target] += x @ read.cells
+                if len(read.offset_columns):
+                    total = x.sum(axis=1, dtype=np.float32)[:, None]
+                    acc[read.group][:, read.offset_columns] -= np.float32(offset) * total
+        return acc * self.weight_scale(array)
+
+    def _accumulate_quantized(
+        self, plans, array: Array, unfolded: np.ndarray, peak: float
+    ) -> np.ndarray:
+        """Integer accumulation of bit-serial reads through the ADC; `peak` is the largest
+        input magnitude, the DAC's full scale."""
+        hardware = self.program.hardware
+        groups, patches, _ = unfolded.shape
+        magnitude_max = 2 ** (self.dac_bits - 1) - 1
+        input_scale = peak / magnitude_max if peak > 0 else 1.0
+        levels = kernels.quantize_inputs(unfolded, input_scale, self.dac_bits)
+        slice_bits = hardware.dac.slice_bits
+        input_slices = -(-(self.dac_bits - 1) // slice_bits)
+        parts = [(1, np.maximum(levels, 0)), (-1, np.maximum(-levels, 0))]
+        acc = np.zeros((groups, patches, array.cols), dtype=np.int64)
+        adc_unit = self.adc_levels or 1
+        offset = 2 ** (array.weight_bits - 1)
+        for sign, part in parts:
+            if not part.any():
+                continue  # e.g. no negative inputs after a ReLU: those reads are skipped
+            bits = kernels.bit_slices(part, slice_bits, input_slices, dtype=np.float32)
+            for plan in plans:
+                for read in plan.reads:
+                    for j in range(input_slices):
+                        x = bits[j][read.group][:, read.rows]
+                        if not x.any():
+                            continue
+                        partial = x @ read.cells
+                        factor = read.factor * (sign << (j * slice_bits))
+                        kernels.adc_accumulate(
+                            partial,
+                            read.target,
+                            factor,
+                            read.full_scale,
+                            self.adc_levels,
+                            acc[read.group],
+                        )
+                    if len(read.offset_columns):
+                        rows_sum = part[read.group][:, read.rows].astype(np.int64).sum(axis=1)
+                        correction = sign * offset * adc_unit * rows_sum
+                        acc[read.group][:, read.offset_columns] -= correction[:, None]
+        dequantized = acc.astype(np.float64) / adc_unit * input_scale
+        return (dequantized * self.weight_scale(array)).astype(np.float32)
+
+    def weight_scale(self, array: Array) -> np.ndarray | float:
+        if isinstance(array.scale, Const):
+            return self.program.store[array.scale.name][:, None, :]  # [groups, 1, cols]
+        return array.scale
+
+
+class BlockCells:
+    """The values a block's cells are programmed to, per profile."""
+
+    def __init__(self, program: Program, quantized: bool):
+        self.store = program.store
+        self.quantized = quantized
+        self.arrays = {array.name: array for array in program.arrays}
+
+    def cells(self, block: Block) -> np.ndarray:
+        array = self.arrays[block.array]
+        piece = array.slices[block.slice]
+        rows = row_indices(block.rows, self.store)
+        cols = column_indices(block.cols, self.store)
+        if self.quantized:
+            levels = self.store[array.levels][block.group][rows][:, cols]
+            return slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float32)
+        values = self.store[array.values][block.group][rows][:, cols].astype(np.float64)
+        scale = array.scale
+        if isinstance(scale, Const):
+            divisor = self.store[scale.name][block.group][cols].astype(np.float64)
+        else:
+            divisor = np.float64(scale)
+        return real_slice_cells(values / divisor, piece, array)
+
+
+def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: str) -> np.ndarray:
+    from xbarc.passes.quantize import slice_cells as integer_slice_cells
+
+    return integer_slice_cells(levels, piece, weight_bits, encoding)
+
+
+def real_slice_cells(magnitude_signed: np.ndarray, piece: Slice, array: Array) -> np.ndarray:
+    """Cells of `piece` for real (unquantized) weights in level units: the integer digits
+    of the magnitude, plus the fraction in the least significant slice."""
+    if array.encoding == "differential":
+        sign = 1.0 if piece.polarity == "+" else -1.0
+        magnitude = np.maximum(sign * magnitude_signed, 0.0)
+    else:
+        magnitude = magnitude_signed + 2.0 ** (array.weight_bits - 1)
+    whole = np.floor(magnitude)
+    digits = (whole.astype(np.int64) >> piece.shift) & ((1 << piece.bits) - 1)
+    cells = digits.astype(np.float64)
+    lowest = min(s.shift for s in array.slices if s.polarity == piece.polarity)
+    if piece.shift == lowest:
+        cells += magnitude - whole
+    return cells.astype(np.float32)
+
+
+def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:
+    """The cells of a programmed tile that hold `block`."""
+    return state[
+        block.row_offset : block.row_offset + len(block.rows),
+        block.col_offset : block.col_offset + len(block.cols),
+    ]
+
+
+def as_slice(columns: np.ndarray) -> np.ndarray | slice:
+    """A run of consecutive columns as a slice (a view instead of a fancy-index copy)."""
+    if len(columns) and columns[-1] - columns[0] == len(columns) - 1:
+        return slice(int(columns[0]), int(columns[-1]) + 1)
+    return columns
+
+
+def unfold_input(layer: CrossbarLayer, x: np.ndarray):
+    """The layer input as [groups, patches, rows], and the function that turns the
+    accumulated [groups, patches, cols] back into the layer's output layout."""
+    if layer.kind == "conv":
+        geometry = layer.geometry
+        assert geometry is not None
+        batch = x.shape[0]
+        out_spatial = kernels.conv_output_spatial(
+            x.shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
+        )
+        unfolded = kernels.unfold(
+            x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations, layer.groups
+        )
+        return unfolded, lambda acc: kernels.patches_to_image(acc, batch, out_spatial)
+    if layer.kind == "conv_transpose":
+        geometry = layer.geometry
+        assert geometry is not None
+        batch, in_spatial = x.shape[0], x.shape[2:]
+        rows = kernels.image_to_rows(x)  # [N*P, Cin]
+        grouped = rows.reshape(rows.shape[0], layer.groups, layer.rows).transpose(1, 0, 2)
+        cout_per_group = layer.cols // math.prod(geometry.kernel)
+
+        def fold(acc: np.ndarray) -> np.ndarray:
+            return kernels.fold(
+                np.ascontiguousarray(acc, dtype=np.float32),
+                batch,
+                in_spatial,
+                cout_per_group,
+                geometry.kernel,
+                geometry.strides,
+                geometry.pads,
+                geometry.dilations,
+                geometry.output_padding or (0,) * len(geometry.kernel),
+                layer.groups,
+            )
+
+        return np.ascontiguousarray(grouped), fold
+    leading = x.shape[:-1]
+    flat = x.reshape(1, -1, x.shape[-1])
+    return flat, lambda acc: acc[0].reshape(*leading, acc.shape[-1])
+
+
+def run_digital_op(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:
+    from xbarc.runtime.digital import run_digital
+
+    inputs = []
+    for operand in op.inputs:
+        if operand is None:
+            inputs.append(None)
+        elif isinstance(operand, Value):
+            inputs.append(values[operand.name])
+        else:
+            inputs.append(store[operand.name])
+    return run_digital(op, inputs, lambda name: store[name])

@@ -1,0 +1,266 @@
+"""The executor: `ideal` against onnxruntime, `quant` bit for bit against an independent
+numpy reference of the same quantization, over dense, sliced, grouped and phased programs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.onnx_models import im2col, parse, random, run_onnxruntime, save
+from xbarc.compiler import CompileOptions, compile_onnx
+from xbarc.ir.tile import Const, CrossbarLayer, Span
+from xbarc.runtime.executor import Executor, RuntimeSettings
+
+CNN = """
+cnn (float[2,3,9,9] x) => (float y)
+{
+  c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <group = 6, strides = [2, 2], pads = [1, 0, 1, 0]> (r1, w2)
+  c3 = Conv <group = 3, dilations = [2, 2]> (c2, w3, b3)
+  p = GlobalAveragePool (c3)
+  f = Flatten (p)
+  s = Slice (f, starts, ends)
+  y = Gemm (s, w4, b4)
+}
+"""
+CNN_WEIGHTS = {
+    "w1": (6, 3, 3, 3),
+    "b1": (6,),
+    "w2": (6, 1, 3, 3),
+    "w3": (24, 2, 2, 2),
+    "b3": (24,),
+    "w4": (4, 5),
+    "b4": (5,),
+}
+
+
+def cnn_model():
+    weights = {
+        name: random(shape, seed=i + 1) for i, (name, shape) in enumerate(CNN_WEIGHTS.items())
+    }
+    weights["starts"] = np.array([0], dtype=np.int64)
+    weights["ends"] = np.array([4], dtype=np.int64)
+    return parse(CNN, weights)
+
+
+CONV_TRANSPOSE = """
+up (float[1,4,5,5] x) => (float y)
+{
+  y = ConvTranspose <group = 2, strides = [2, 2], pads = [1, 0, 0, 1],
+                     output_padding = [1, 1]> (x, w, b)
+}
+"""
+
+MATMUL = """
+mm (float[2,3,20] x) => (float y)
+{
+  y = MatMul (x, w)
+}
+"""
+
+PIPELINES = {
+    "one phase": "quantize{weight-bits=8,cell-bits=2},tile{rows=8,cols=4},allocate{tiles=10000}",
+    "phases": "quantize{weight-bits=6,cell-bits=2},tile{rows=8,cols=4},allocate{tiles=3}",
+    "unsliced": "quantize{weight-bits=4,cell-bits=4},tile{rows=16,cols=16},allocate",
+    "offset": "quantize{weight-bits=5,cell-bits=2,encoding=offset},tile{rows=8,cols=8},allocate",
+    "per column": "quantize{weight-bits=8,cell-bits=3,scale=column},tile,allocate{tiles=5}",
+    "separate groups": "quantize,tile{rows=16,cols=8,groups=separate},allocate{tiles=7}",
+}
+
+
+def compiled(model, pipeline, tmp_path, name="model"):
+    path = save(model, tmp_path, f"{name}.onnx")
+    return compile_onnx(path, CompileOptions(pipeline=pipeline))
+
+
+def models():
+    return {
+        "cnn": (cnn_model(), {"x": random((2, 3, 9, 9), seed=10)}),
+        "conv transpose": (
+            parse(CONV_TRANSPOSE, {"w": random((4, 3, 3, 3), 3), "b": random((6,), 4)}),
+            {"x": random((1, 4, 5, 5), seed=11)},
+        ),
+        "matmul": (parse(MATMUL, {"w": random((20, 7), 5)}), {"x": random((2, 3, 20), 12)}),
+    }
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("model_name", ["cnn", "conv transpose", "matmul"])
+def test_ideal_equals_onnxruntime(model_name, pipeline, tmp_path):
+    model, feeds = models()[model_name]
+    program = compiled(model, PIPELINES[pipeline], tmp_path)
+    got = Executor(program).run(feeds)
+    (want,) = run_onnxruntime(model, feeds)
+    (name,) = program.outputs
+    np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("adc_bits", [0, 8, 4])
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("model_name", ["cnn", "conv transpose", "matmul"])
+def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits, tmp_path):
+    model, feeds = models()[model_name]
+    program = compiled(model, PIPELINES[pipeline], tmp_path)
+    executor = Executor(program, RuntimeSettings("quant", adc_bits=adc_bits))
+    values = executor.run_all(feeds)
+    for layer in program.layers():
+        want = quant_layer_reference(program, layer, values[layer.input], adc_bits)
+        np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
+
+
+def test_quant_is_deterministic_and_close_to_ideal(tmp_path):
+    model, feeds = models()["cnn"]
+    program = compiled(model, PIPELINES["one phase"], tmp_path)
+    first = Executor(program, RuntimeSettings("quant")).run(feeds)
+    second = Executor(program, RuntimeSettings("quant")).run(feeds)
+    ideal = Executor(program).run(feeds)
+    (name,) = program.outputs
+    np.testing.assert_array_equal(first[name], second[name])
+    error = np.abs(first[name] - ideal[name]).max() / np.abs(ideal[name]).max()
+    assert 0 < error < 0.1  # quantized, but not broken
+
+
+def test_lossless_adc_gives_the_same_answer_for_any_tiling(tmp_path):
+    """With a lossless ADC, how weights are cut into blocks and phases cannot matter."""
+    model, feeds = models()["cnn"]
+    results = []
+    for rows, cols, tiles in ((8, 4, 10000), (16, 16, 2), (128, 128, 128)):
+        pipeline = f"quantize{{weight-bits=6,cell-bits=2}},tile{{rows={rows},cols={cols}}}"
+        program = compiled(model, f"{pipeline},allocate{{tiles={tiles}}}", tmp_path)
+        results.append(Executor(program, RuntimeSettings("quant", adc_bits=0)).run(feeds))
+    (name,) = program.outputs
+    for other in results[1:]:
+        np.testing.assert_array_equal(other[name], results[0][name])
+
+
+def test_a_misplaced_block_gives_a_wrong_answer(tmp_path):
+    """The executor reads the programmed tiles, so a mapping bug cannot hide."""
+    from dataclasses import replace
+
+    model, feeds = models()["matmul"]
+    program = compiled(model, PIPELINES["one phase"], tmp_path)
+    (name,) = program.outputs
+    right = Executor(program).run(feeds)[name]
+    blocks = list(program.blocks)
+    blocks[0] = replace(blocks[0], rows=Span(1, 1 + len(blocks[0].rows)))
+    wrong = Executor(replace(program, blocks=tuple(blocks))).run(feeds)[name]
+    assert not np.allclose(right, wrong, rtol=1e-3)
+
+
+# --- an independent numpy reference of the quantized crossbar ----------------------------
+
+
+def quant_layer_reference(program, layer: CrossbarLayer, x: np.ndarray, adc_bits: int):
+    """Block by block, input bit by input bit, as the SPEC describes, in plain numpy."""
+    hardware = program.hardware
+    store = program.store
+    array = program.array(layer.name)
+    x = x.astype(np.float32)
+    rows_per_group = reference_rows(layer, x)  # [groups, P, rows]
+    dac_bits, slice_bits = hardware.dac.bits, hardware.dac.slice_bits
+    limit = 2 ** (dac_bits - 1) - 1
+    peak = float(np.abs(x).max())
+    input_scale = peak / limit if peak > 0 else 1.0
+    levels_in = np.clip(np.rint(rows_per_group / input_scale), -limit, limit).astype(np.int64)
+    input_slices = -(-(dac_bits - 1) // slice_bits)
+    adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
+    unit = adc_levels or 1
+    acc = np.zeros(rows_per_group.shape[:2] + (array.cols,), dtype=np.int64)
+    levels = store[array.levels].astype(np.int64)
+    offset = 2 ** (array.weight_bits - 1)
+    lowest = {
+        p: min(s.shift for s in array.slices if s.polarity == p)
+        for p in "+-"
+        if any(s.polarity == p for s in array.slices)
+    }
+    for block in program.blocks:
+        if block.array != layer.name:
+            continue
+        piece = array.slices[block.slice]
+        rows = indices(block.rows, store)
+        cols = indices(block.cols, store)
+        weights = levels[block.group][np.ix_(rows, cols)]
+        if array.encoding == "offset":
+            magnitude = weights + offset
+        else:
+            magnitude = np.maximum(weights if piece.polarity == "+" else -weights, 0)
+        cells = (magnitude >> piece.shift) & (2**piece.bits - 1)
+        significance = (1 if piece.polarity == "+" else -1) * 2**piece.shift
+        full_scale = (2**slice_bits - 1) * (2**piece.bits - 1) * len(rows)
+        for sign in (1, -1):
+            part = np.maximum(sign * levels_in[block.group], 0)[:, rows]
+            for j in range(input_slices):
+                bits = (part >> (j * slice_bits)) & (2**slice_bits - 1)
+                sums = bits @ cells
+                if adc_levels:
+                    codes = np.clip(np.rint(sums * adc_levels / full_scale), 0, adc_levels)
+                    sums = codes.astype(np.int64) * full_scale
+                acc[block.group][:, cols] += sign * significance * 2 ** (j * slice_bits) * sums
+            if array.encoding == "offset" and piece.shift == lowest[piece.polarity]:
+                acc[block.group][:, cols] -= (sign * offset * unit * part.sum(axis=1))[:, None]
+    scale = array.scale
+    weight_scale = store[scale.name][:, None, :] if isinstance(scale, Const) else scale
+    result = (acc.astype(np.float64) / unit * input_scale * weight_scale).astype(np.float32)
+    return reference_output(layer, result, x, store)
+
+
+def indices(span_or_table, store) -> np.ndarray:
+    if isinstance(span_or_table, Span):
+        return np.arange(span_or_table.start, span_or_table.stop)
+    return store[span_or_table.tensor].astype(np.int64)
+
+
+def reference_rows(layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
+    if layer.kind == "conv":
+        geometry = layer.geometry
+        per_group = x.shape[1] // layer.groups
+        parts = []
+        for g in range(layer.groups):
+            cols, _ = im2col(
+                x[:, g * per_group : (g + 1) * per_group],
+                geometry.kernel,
+                geometry.strides,
+                geometry.pads,
+                geometry.dilations,
+            )
+            parts.append(cols.reshape(-1, cols.shape[-1]))
+        return np.stack(parts)
+    if layer.kind == "conv_transpose":
+        pixels = x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1).reshape(-1, x.shape[1])
+        return pixels.reshape(pixels.shape[0], layer.groups, layer.rows).transpose(1, 0, 2)
+    return x.reshape(1, -1, x.shape[-1])
+
+
+def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, store):
+    """Lay the accumulated [groups, P, cols] out as the layer output, bias added."""
+    from xbarc.runtime import kernels
+
+    if layer.kind == "conv":
+        geometry = layer.geometry
+        out = kernels.conv_output_spatial(
+            x.shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
+        )
+        groups, _, cols = result.shape
+        image = result.reshape(groups, x.shape[0], -1, cols).transpose(1, 0, 3, 2)
+        y = image.reshape(x.shape[0], groups * cols, *out)
+    elif layer.kind == "conv_transpose":
+        g = layer.geometry
+        y = kernels.fold_numpy(
+            result,
+            x.shape[0],
+            x.shape[2:],
+            layer.cols // int(np.prod(g.kernel)),
+            g.kernel,
+            g.strides,
+            g.pads,
+            g.dilations,
+            g.output_padding,
+            layer.groups,
+        )
+    else:
+        y = result[0].reshape(*x.shape[:-1], result.shape[-1])
+    if layer.bias is not None:
+        bias = store[layer.bias].astype(np.float32)
+        y = y + (bias.reshape((1, -1) + (1,) * (y.ndim - 2)) if layer.geometry else bias)
+    return y.astype(np.float32)

@@ -1,0 +1,133 @@
+"""`xbarc.InferenceSession`: run a compiled program the way onnxruntime runs a model.
+
+    session = xbarc.InferenceSession("model.xbar", noise="quant")
+    (logits,) = session.run(None, {"x": batch})
+
+Inputs are checked before anything runs: every input named, no unknown names, the
+declared element type, the declared shape (the batch dimension, the first, may differ),
+and no NaN or infinity (a crossbar has no way to represent them; clean the data first).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.tile import Program
+from xbarc.ir.types import NUMPY_DTYPES, TensorType
+
+
+@dataclass(frozen=True, slots=True)
+class NodeArg:
+    """Name, shape and element type of an input or output, like onnxruntime's NodeArg."""
+
+    name: str
+    shape: list[int | None] | None
+    type: str
+
+
+class InferenceSession:
+    """A compiled program loaded, programmed onto a simulated chip, ready to run."""
+
+    def __init__(
+        self,
+        program: str | os.PathLike | Program,
+        noise: str = "ideal",
+        seed: int = 0,
+        adc_bits: int | None = None,
+    ):
+        from xbarc.runtime.executor import Executor, RuntimeSettings
+
+        if isinstance(program, Program):
+            self.program = program
+        else:
+            from xbarc.ir.io import load_program
+
+            self.program = load_program(program)
+        self.noise = noise
+        self.seed = seed  # every draw of the noisy profiles derives from it
+        self._executor = Executor(self.program, RuntimeSettings(noise, adc_bits=adc_bits))
+        self._types = output_types(self.program)
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [node_arg(i.name, i.type) for i in self.program.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [node_arg(name, self._types.get(name)) for name in self.program.outputs]
+
+    def run(
+        self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """The requested outputs (all when `output_names` is None) for one batch."""
+        wanted = list(output_names) if output_names else list(self.program.outputs)
+        unknown = [name for name in wanted if name not in self.program.outputs]
+        if unknown:
+            raise XbarcError(
+                f"unknown output {unknown[0]!r}",
+                hint=f"the outputs are {', '.join(self.program.outputs)}",
+            )
+        checked = check_feeds(self.program, feeds)
+        results = self._executor.run(checked)
+        return [results[name] for name in wanted]
+
+
+def node_arg(name: str, tensor_type: TensorType | None) -> NodeArg:
+    if tensor_type is None:
+        return NodeArg(name, None, "unknown")
+    shape = None if tensor_type.shape is None else list(tensor_type.shape)
+    return NodeArg(name, shape, tensor_type.dtype)
+
+
+def output_types(program: Program) -> dict[str, TensorType]:
+    from xbarc.report import value_types
+
+    return value_types(program)
+
+
+def check_feeds(program: Program, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds as arrays of the declared types, or a one-line error saying what is wrong."""
+    declared = {i.name: i.type for i in program.inputs}
+    names = ", ".join(declared) or "(none)"
+    for name in feeds:
+        if name not in declared:
+            raise XbarcError(f"unknown input {name!r}", hint=f"the program's inputs are {names}")
+    missing = [name for name in declared if name not in feeds]
+    if missing:
+        raise XbarcError(f"input {missing[0]!r} is missing", hint=f"the inputs are {names}")
+    checked = {}
+    for name, tensor_type in declared.items():
+        checked[name] = check_feed(name, np.asarray(feeds[name]), tensor_type)
+    return checked
+
+
+def check_feed(name: str, value: np.ndarray, tensor_type: TensorType) -> np.ndarray:
+    expected = NUMPY_DTYPES.get(tensor_type.dtype)
+    if expected is not None and value.dtype != expected:
+        raise XbarcError(
+            f"input {name!r} is {value.dtype}, the program expects {tensor_type.dtype}",
+            hint=f"convert it, e.g. x.astype(np.{expected})",
+        )
+    if tensor_type.shape is not None:
+        want = list(tensor_type.shape)
+        got = list(value.shape)
+        same_rank = len(want) == len(got)
+        same_dims = same_rank and all(
+            w is None or w == g for i, (w, g) in enumerate(zip(want, got, strict=True)) if i > 0
+        )
+        if not same_dims:
+            shown = "x".join("?" if d is None else str(d) for d in want)
+            raise XbarcError(
+                f"input {name!r} has shape {'x'.join(map(str, got)) or 'scalar'}, "
+                f"the program expects {shown}",
+                hint="only the first (batch) dimension may differ",
+            )
+    if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+        raise XbarcError(
+            f"input {name!r} holds NaN or infinite values",
+            hint="crossbars cannot represent them; clean the data first",
+        )
+    return value

@@ -789,12 +789,17 @@ def test_too_new_opset_is_refused(tmp_path):
         compile_model(model, tmp_path)
 
 
-def test_too_old_opset_is_refused(tmp_path):
+def test_opsets_older_than_9_are_converted(tmp_path):
     model = parse(
-        '<ir_version: 3, opset_import: ["" : 8]>\ng (float[2] x) => (float y) { y = Relu (x) }'
+        '<ir_version: 4, opset_import: ["" : 6]>\n'
+        "g (float[1,4] x) => (float y) { h = Relu (x) y = Gemm (h, w, c) }",
+        {"w": random((4, 3), 1), "c": random((3,), 2)},
     )
-    with pytest.raises(XbarcError, match="opset 8; xbarc reads opset 9 to .*version_converter"):
-        compile_model(model, tmp_path)
+    program = compile_model(model, tmp_path)
+    (layer,) = program.layers()
+    assert layer.kind == "gemm"
+    relu = program.ops[0]
+    assert relu.op_type == "Relu" and relu.opset == 9
 
 
 def test_corrupt_initializer_is_reported(tmp_path):

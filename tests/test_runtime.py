@@ -20,7 +20,7 @@ cnn (float[2,3,9,9] x) => (float y)
   c3 = Conv <group = 3, dilations = [2, 2]> (c2, w3, b3)
   p = GlobalAveragePool (c3)
   f = Flatten (p)
-  s = Slice (f, starts, ends)
+  s = Slice (f, starts, ends, axes)
   y = Gemm (s, w4, b4)
 }
 """
@@ -41,6 +41,7 @@ def cnn_model():
     }
     weights["starts"] = np.array([0], dtype=np.int64)
     weights["ends"] = np.array([4], dtype=np.int64)
+    weights["axes"] = np.array([1], dtype=np.int64)
     return parse(CNN, weights)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import (
     AttributeProto,
     GraphProto,
@@ -56,7 +57,7 @@ def load_model(path: str | Path) -> ModelProto:
     _check_opsets(model, where)
     _load_external_data(model, path, where)
     _check_model(model, path, where)
-    return model
+    return _upgraded(model, where)
 
 
 def _read_model(path: Path, where: str) -> ModelProto:
@@ -86,13 +87,29 @@ def _check_opsets(model: ModelProto, where: str) -> None:
                 where=where,
                 hint=f"upgrade the onnx package, or export the model with opset {newest} or older",
             )
-        if opset.version < OLDEST_OPSET:
-            raise XbarcError(
-                f"the model uses ONNX opset {opset.version}; xbarc reads opset "
-                f"{OLDEST_OPSET} to {newest}",
-                where=where,
-                hint="convert it with onnx.version_converter.convert_version(model, 13)",
-            )
+
+
+def _default_opset(model: ModelProto) -> int | None:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    return None
+
+
+def _upgraded(model: ModelProto, where: str) -> ModelProto:
+    """Models older than opset 9 converted by onnx's version converter (in memory)."""
+    version = _default_opset(model)
+    if version is None or version >= OLDEST_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, OLDEST_OPSET)
+    except Exception as error:  # the converter raises plain RuntimeErrors
+        raise XbarcError(
+            f"the model uses ONNX opset {version}, and converting it to opset "
+            f"{OLDEST_OPSET} failed ({_first_line(error)})",
+            where=where,
+            hint="export the model with opset 9 or newer",
+        ) from None
 
 
 def _load_external_data(model: ModelProto, path: Path, where: str) -> None:

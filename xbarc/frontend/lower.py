@@ -517,11 +517,11 @@ class _Lowering:
             )
         ]
         totals = [full - want for full, want in zip(natural, wanted, strict=True)]
-        if node.attribute("output_shape") is not None and min(totals) < 0:
-            raise self.error(
-                node,
-                f"output_shape {wanted} is larger than the full output {natural}; "
-                "use output_padding to grow the output",
+        if node.attribute("output_shape") is not None:
+            # an output_shape beyond the full output grows it at the end with zeros, as
+            # onnx's reference does: that is output padding
+            output_padding = tuple(
+                extra + max(-total, 0) for extra, total in zip(output_padding, totals, strict=True)
             )
         # SAME asking for more than the full output gets the full output (as onnxruntime)
         totals = [max(total, 0) for total in totals]

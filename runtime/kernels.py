@@ -1,0 +1,702 @@
+"""Array kernels of the runtime: unfold (im2col), fold (col2im), layout changes, ADC read-out.
+
+Kernels take arrays and numbers, never IR objects. Each public kernel dispatches to a Numba
+implementation or to its numpy twin (same name with the suffix `_numpy`), chosen with
+`set_backend`; tests hold the two to bit-identical results. Numba is imported on the first
+call of a Numba kernel, so importing this module stays cheap; compiled code is cached on
+disk next to this file.
+
+Layouts. A crossbar layer computes, per group g, `y[g] = unfold(x)[g] @ W[g]`:
+- `unfold` gives `[groups, N*P, C/groups*prod(kernel)]`, patch `p = n*P + output pixel`
+  (row-major), patch entries in channel-major order `(c, k0, k1, ...)`;
+- `patches_to_image` turns `[groups, N*P, cols]` into the conv result `[N, groups*cols, ...]`;
+- for ConvTranspose, `image_to_rows` gives one row per input pixel, channels last, and
+  `fold` adds the products `[groups, N*P_in, cout_per_group*prod(kernel)]` back into the
+  output image (col2im).
+
+Spatial ranks 1 to 3 run through one rank-3 kernel: lower ranks get leading axes of size 1.
+`pads` are ONNX ordered: all begins, then all ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+import numpy as np
+
+BACKENDS = ("numba", "numpy")
+KERNEL_RANK = 3
+_backend = "numba"
+
+
+def set_backend(name: str) -> None:
+    """Make the public kernels run on `name`: "numba" (the default) or "numpy"."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; expected one of {BACKENDS}")
+    _backend = name
+
+
+def backend() -> str:
+    return _backend
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry
+
+
+def conv_output_spatial(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+) -> tuple[int, ...]:
+    """Output extent of a convolution per spatial axis (ONNX Conv, explicit pads)."""
+    rank = len(spatial)
+    return tuple(
+        (spatial[a] + pads[a] + pads[rank + a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a]
+        + 1
+        for a in range(rank)
+    )
+
+
+def conv_transpose_output_spatial(
+    in_spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+) -> tuple[int, ...]:
+    """Output extent of a transposed convolution per spatial axis (ONNX ConvTranspose)."""
+    rank = len(in_spatial)
+    return tuple(
+        (in_spatial[a] - 1) * strides[a]
+        - pads[a]
+        - pads[rank + a]
+        + dilations[a] * (kernel[a] - 1)
+        + output_padding[a]
+        + 1
+        for a in range(rank)
+    )
+
+
+def _check_geometry(
+    op: str,
+    rank: int,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+) -> None:
+    if not 1 <= rank <= KERNEL_RANK:
+        raise ValueError(f"{op}: {rank} spatial axes; 1 to {KERNEL_RANK} are supported")
+    lengths = (len(kernel), len(strides), len(pads), len(dilations))
+    if lengths != (rank, rank, 2 * rank, rank):
+        raise ValueError(
+            f"{op}: kernel, strides, pads, dilations have lengths {lengths}; "
+            f"expected {(rank, rank, 2 * rank, rank)} for {rank} spatial axes"
+        )
+    if min(kernel) < 1 or min(strides) < 1 or min(dilations) < 1 or min(pads) < 0:
+        raise ValueError(
+            f"{op}: kernel {tuple(kernel)}, strides {tuple(strides)} and dilations "
+            f"{tuple(dilations)} must be positive and pads {tuple(pads)} non-negative"
+        )
+
+
+def _lift(values: Sequence[int], fill: int) -> tuple[int, ...]:
+    """Per-axis values for the rank-3 kernels: leading axes of size 1 get `fill`."""
+    return (fill,) * (KERNEL_RANK - len(values)) + tuple(int(v) for v in values)
+
+
+def _lift_pads(pads: Sequence[int]) -> tuple[int, ...]:
+    rank = len(pads) // 2
+    return _lift(pads[:rank], 0) + _lift(pads[rank:], 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Public kernels
+
+
+def unfold(
+    x: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    groups: int,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """im2col: x [N, C, *spatial] -> float32 [groups, N*prod(out), C/groups*prod(kernel)].
+
+    Patch p = n*prod(out) + output pixel (row-major); its entries run over
+    (channel in group, k0, k1, ...); positions in the padding read zero. `out`, a
+    C-contiguous float32 array of the result's shape, is filled and returned instead of a
+    new array (reusing a buffer saves the page faults of a fresh large allocation).
+    """
+    out_spatial = _check_unfold(x, kernel, strides, pads, dilations, groups)
+    if _backend == "numpy":
+        return unfold_numpy(x, kernel, strides, pads, dilations, groups, out=out)
+    shape = _unfold_shape(x.shape, kernel, groups, out_spatial)
+    out = _output_buffer("unfold", out, shape)
+    x3 = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[:2] + _lift(x.shape[2:], 1))
+    _numba().unfold(
+        x3,
+        _lift(kernel, 1),
+        _lift(strides, 1),
+        _lift_pads(pads),
+        _lift(dilations, 1),
+        _lift(out_spatial, 1),
+        out,
+    )
+    return out
+
+
+def fold(
+    columns: np.ndarray,
+    batch: int,
+    in_spatial: Sequence[int],
+    cout_per_group: int,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+    groups: int,
+) -> np.ndarray:
+    """col2im: float32 [groups, N*prod(in), cout_per_group*prod(kernel)] -> y [N, Cout, *out].
+
+    The product of input pixel i and kernel tap k lands on output i*stride + k*dilation -
+    pad_begin per axis; products landing in the padding are dropped. Each output sums its
+    products in increasing tap order (that order makes the two backends bit-identical).
+    """
+    geometry = (
+        batch,
+        in_spatial,
+        cout_per_group,
+        kernel,
+        strides,
+        pads,
+        dilations,
+        output_padding,
+        groups,
+    )
+    if _backend == "numpy":
+        return fold_numpy(columns, *geometry)
+    out_spatial = _check_fold(columns, *geometry)
+    y = _numba().fold(
+        np.ascontiguousarray(columns, dtype=np.float32),
+        int(batch),
+        _lift(in_spatial, 1),
+        int(cout_per_group),
+        _lift(kernel, 1),
+        _lift(strides, 1),
+        _lift_pads(pads),
+        _lift(dilations, 1),
+        _lift(out_spatial, 1),
+        int(groups),
+    )
+    return y.reshape(batch, groups * cout_per_group, *out_spatial)
+
+
+def patches_to_image(y: np.ndarray, batch: int, out_spatial: Sequence[int]) -> np.ndarray:
+    """Conv result layout: [groups, N*P, cols] -> [N, groups*cols, *out_spatial]."""
+    groups, patches, cols = y.shape
+    pixels = math.prod(out_spatial)
+    if patches != batch * pixels:
+        raise ValueError(
+            f"patches_to_image: {patches} patches, expected batch {batch} x "
+            f"{pixels} pixels of {tuple(out_spatial)}"
+        )
+    if _backend == "numpy":
+        return patches_to_image_numpy(y, batch, out_spatial)
+    blocks = np.ascontiguousarray(y).reshape(groups, batch, pixels, cols)
+    return _numba().swap_transpose(blocks).reshape(batch, groups * cols, *out_spatial)
+
+
+def image_to_rows(x: np.ndarray) -> np.ndarray:
+    """ConvTranspose input rows: [N, C, *spatial] -> [N*prod(spatial), C], channels last."""
+    if x.ndim < 2:
+        raise ValueError(f"image_to_rows: input of shape {x.shape} has no channel axis")
+    if _backend == "numpy":
+        return image_to_rows_numpy(x)
+    batch, channels = x.shape[:2]
+    pixels = math.prod(x.shape[2:])
+    planes = np.ascontiguousarray(x).reshape(1, batch, channels, pixels)
+    return _numba().swap_transpose(planes).reshape(batch * pixels, channels)
+
+
+def adc_accumulate(
+    partial: np.ndarray,
+    target: np.ndarray,
+    factor: np.ndarray,
+    full_scale: np.ndarray,
+    levels: int,
+    acc: np.ndarray,
+) -> None:
+    """Quantized read-out of crossbar columns, added into `acc` in place.
+
+    `partial` [P, M] holds exact non-negative integer column sums. Per column m:
+    code = clip(rint(partial * levels / full_scale[m]), 0, levels) in float64 (half to
+    even), then acc[p, target[m]] += factor[m] * code * full_scale[m], so acc / levels is
+    the dequantized sum. levels == 0 is a lossless ADC: acc += factor[m] * partial.
+    `target`, `factor`, `full_scale` are int64 [M]; `acc` is int64 [P, N_out].
+    """
+    _check_adc(partial, target, factor, full_scale, levels, acc)
+    if _backend == "numpy":
+        adc_accumulate_numpy(partial, target, factor, full_scale, levels, acc)
+        return
+    _numba().adc_accumulate(partial, target, factor, full_scale, int(levels), acc)
+
+
+def quantize_inputs(x: np.ndarray, scale: float | np.ndarray, bits: int) -> np.ndarray:
+    """Symmetric DAC levels: clip(rint(x / scale), -(2^(bits-1)-1), 2^(bits-1)-1) as int32."""
+    if not 2 <= bits <= 32:
+        raise ValueError(f"quantize_inputs: {bits} bits; expected 2 to 32")
+    limit = 2 ** (bits - 1) - 1
+    levels = np.divide(x, scale)
+    np.rint(levels, out=levels)
+    np.clip(levels, -limit, limit, out=levels)
+    return levels.astype(np.int32)
+
+
+def bit_slices(
+    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: type = np.uint8
+) -> np.ndarray:
+    """Slices of non-negative integers, least significant first: [count, *levels.shape].
+
+    Slice j is (v >> (j*slice_bits)) & (2^slice_bits - 1), stored as `dtype`.
+    """
+    levels = _check_bit_slices(levels_nonneg, slice_bits, count)
+    if _backend == "numpy":
+        return bit_slices_numpy(levels, slice_bits, count, dtype)
+    out = np.empty((count, levels.size), dtype=dtype)
+    _numba().bit_slices(np.ascontiguousarray(levels).reshape(-1), int(slice_bits), out)
+    return out.reshape((count, *levels.shape))
+
+
+# ---------------------------------------------------------------------------------------
+# Argument checks shared by both backends
+
+
+def _check_unfold(x, kernel, strides, pads, dilations, groups) -> tuple[int, ...]:
+    rank = x.ndim - 2
+    _check_geometry("unfold", rank, kernel, strides, pads, dilations)
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"unfold: {x.shape[1]} channels do not split into {groups} groups")
+    out_spatial = conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
+    if min(out_spatial) < 1:
+        raise ValueError(
+            f"unfold: kernel {tuple(kernel)} with dilations {tuple(dilations)} does not fit "
+            f"input {x.shape[2:]} padded by {tuple(pads)}"
+        )
+    return out_spatial
+
+
+def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int]:
+    batch, channels = x_shape[:2]
+    return (groups, batch * math.prod(out_spatial), channels // groups * math.prod(kernel))
+
+
+def _output_buffer(op: str, out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"{op}: out is {out.dtype} {out.shape}; expected C-contiguous float32 {shape}"
+        )
+    return out
+
+
+def _check_fold(
+    columns,
+    batch,
+    in_spatial,
+    cout_per_group,
+    kernel,
+    strides,
+    pads,
+    dilations,
+    output_padding,
+    groups,
+) -> tuple[int, ...]:
+    rank = len(in_spatial)
+    _check_geometry("fold", rank, kernel, strides, pads, dilations)
+    if len(output_padding) != rank or min(output_padding) < 0:
+        raise ValueError(
+            f"fold: output_padding {tuple(output_padding)} must be {rank} non-negative values"
+        )
+    expected = (groups, batch * math.prod(in_spatial), cout_per_group * math.prod(kernel))
+    if columns.shape != expected:
+        raise ValueError(f"fold: columns have shape {columns.shape}, expected {expected}")
+    out_spatial = conv_transpose_output_spatial(
+        in_spatial, kernel, strides, pads, dilations, output_padding
+    )
+    if min(out_spatial) < 1:
+        raise ValueError(f"fold: pads {tuple(pads)} leave an empty output {out_spatial}")
+    return out_spatial
+
+
+def _check_bit_slices(levels_nonneg, slice_bits: int, count: int) -> np.ndarray:
+    levels = np.asarray(levels_nonneg)
+    if not 1 <= slice_bits <= 8 or count < 0:
+        raise ValueError(
+            f"bit_slices: {count} slices of {slice_bits} bits; expected widths of 1 to 8 bits"
+        )
+    if levels.dtype.kind not in "iu":
+        raise ValueError(f"bit_slices: levels are {levels.dtype}; expected integers")
+    if levels.size and levels.min() < 0:
+        raise ValueError("bit_slices: levels must be non-negative; split signs first")
+    return levels
+
+
+def _check_adc(partial, target, factor, full_scale, levels, acc) -> None:
+    if partial.ndim != 2:
+        raise ValueError(f"adc_accumulate: partial sums of shape {partial.shape}; expected 2-D")
+    columns = partial.shape[1]
+    for name, array in (("target", target), ("factor", factor), ("full_scale", full_scale)):
+        if array.shape != (columns,) or array.dtype != np.int64:
+            raise ValueError(
+                f"adc_accumulate: {name} is {array.dtype} {array.shape}; "
+                f"expected int64 ({columns},)"
+            )
+    if acc.dtype != np.int64 or acc.ndim != 2 or acc.shape[0] != partial.shape[0]:
+        raise ValueError(
+            f"adc_accumulate: acc is {acc.dtype} {acc.shape}; "
+            f"expected int64 ({partial.shape[0]}, outputs)"
+        )
+    if columns and (target.min() < 0 or target.max() >= acc.shape[1]):
+        raise ValueError(f"adc_accumulate: targets outside the {acc.shape[1]} output columns")
+    if levels < 0:
+        raise ValueError(f"adc_accumulate: {levels} ADC levels; expected >= 0")
+    if levels and columns and full_scale.min() <= 0:
+        raise ValueError("adc_accumulate: full scales must be positive")
+
+
+# ---------------------------------------------------------------------------------------
+# Numpy twins: the reference semantics
+
+
+def unfold_numpy(
+    x: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    groups: int,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    out_spatial = _check_unfold(x, kernel, strides, pads, dilations, groups)
+    rank = x.ndim - 2
+    batch, channels = x.shape[:2]
+    padded = np.pad(
+        np.asarray(x, dtype=np.float32),
+        [(0, 0), (0, 0)] + [(pads[a], pads[rank + a]) for a in range(rank)],
+    )
+    # taps [N, C, *kernel, *out]: one strided window of the padded input per kernel tap
+    taps = np.empty((batch, channels, *kernel, *out_spatial), dtype=np.float32)
+    for tap in np.ndindex(*kernel):
+        window = tuple(
+            slice(
+                tap[a] * dilations[a],
+                tap[a] * dilations[a] + strides[a] * (out_spatial[a] - 1) + 1,
+                strides[a],
+            )
+            for a in range(rank)
+        )
+        taps[(slice(None), slice(None), *tap)] = padded[(slice(None), slice(None), *window)]
+    # -> [N, *out, C, *kernel] -> [N*P, groups, C/groups*K] -> [groups, N*P, C/groups*K]
+    order = (0, *range(2 + rank, 2 + 2 * rank), 1, *range(2, 2 + rank))
+    rows = taps.transpose(order).reshape(batch * math.prod(out_spatial), groups, -1)
+    out = _output_buffer("unfold", out, _unfold_shape(x.shape, kernel, groups, out_spatial))
+    out[...] = rows.transpose(1, 0, 2)
+    return out
+
+
+def fold_numpy(
+    columns: np.ndarray,
+    batch: int,
+    in_spatial: Sequence[int],
+    cout_per_group: int,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+    groups: int,
+) -> np.ndarray:
+    out_spatial = _check_fold(
+        columns,
+        batch,
+        in_spatial,
+        cout_per_group,
+        kernel,
+        strides,
+        pads,
+        dilations,
+        output_padding,
+        groups,
+    )
+    rank = len(in_spatial)
+    products = np.asarray(columns, dtype=np.float32).reshape(
+        groups, batch, *in_spatial, cout_per_group, *kernel
+    )
+    # The canvas holds every product position i*stride + k*dilation; the output is the
+    # canvas shifted by pad_begin (output_padding may reach past the last product).
+    canvas_spatial = [
+        max((in_spatial[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1,
+            pads[a] + out_spatial[a])
+        for a in range(rank)
+    ]  # fmt: skip
+    canvas = np.zeros((batch, groups, cout_per_group, *canvas_spatial), dtype=np.float32)
+    # a tap's products [groups, N, *in, cout] -> [N, groups, cout, *in]
+    order = (1, 0, 2 + rank, *range(2, 2 + rank))
+    for tap in np.ndindex(*kernel):
+        window = tuple(
+            slice(
+                tap[a] * dilations[a],
+                tap[a] * dilations[a] + strides[a] * (in_spatial[a] - 1) + 1,
+                strides[a],
+            )
+            for a in range(rank)
+        )
+        tap_products = products[(slice(None),) * (3 + rank) + tap]
+        canvas[(slice(None),) * 3 + window] += tap_products.transpose(order)
+    crop = tuple(slice(pads[a], pads[a] + out_spatial[a]) for a in range(rank))
+    image = canvas[(slice(None),) * 3 + crop]
+    return np.ascontiguousarray(image).reshape(batch, groups * cout_per_group, *out_spatial)
+
+
+def patches_to_image_numpy(y: np.ndarray, batch: int, out_spatial: Sequence[int]) -> np.ndarray:
+    groups, _, cols = y.shape
+    blocks = y.reshape(groups, batch, math.prod(out_spatial), cols)
+    image = np.ascontiguousarray(blocks.transpose(1, 0, 3, 2))
+    return image.reshape(batch, groups * cols, *out_spatial)
+
+
+def image_to_rows_numpy(x: np.ndarray) -> np.ndarray:
+    batch, channels = x.shape[:2]
+    planes = x.reshape(batch, channels, -1)
+    return np.ascontiguousarray(planes.transpose(0, 2, 1)).reshape(-1, channels)
+
+
+def adc_accumulate_numpy(
+    partial: np.ndarray,
+    target: np.ndarray,
+    factor: np.ndarray,
+    full_scale: np.ndarray,
+    levels: int,
+    acc: np.ndarray,
+) -> None:
+    _check_adc(partial, target, factor, full_scale, levels, acc)
+    if levels == 0:
+        contributions = factor * partial.astype(np.int64)
+    else:
+        codes = np.rint(partial.astype(np.float64) * levels / full_scale)
+        np.clip(codes, 0, levels, out=codes)
+        contributions = factor * codes.astype(np.int64) * full_scale
+    # Sum the columns sharing a target, then add once per target (integer sums are exact).
+    order = np.argsort(target, kind="stable")
+    sorted_targets = target[order]
+    starts = np.flatnonzero(np.diff(sorted_targets, prepend=-1))
+    if not starts.size:
+        return
+    sums = np.add.reduceat(contributions[:, order], starts, axis=1)
+    acc[:, sorted_targets[starts]] += sums
+
+
+def bit_slices_numpy(
+    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: type = np.uint8
+) -> np.ndarray:
+    levels = _check_bit_slices(levels_nonneg, slice_bits, count)
+    shifts = (np.arange(count, dtype=levels.dtype) * slice_bits).reshape(
+        (count,) + (1,) * levels.ndim
+    )
+    mask = (1 << slice_bits) - 1
+    return ((levels[np.newaxis] >> shifts) & mask).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Numba implementations, compiled on first use
+
+
+@functools.cache
+def _numba() -> SimpleNamespace:
+    """Compile (or load from the on-disk cache) the Numba kernels."""
+    import numba
+    from numba import prange
+
+    jit = numba.njit(cache=True, parallel=True)
+
+    @jit
+    def unfold_kernel(x, kernel, strides, pads, dilations, out_spatial, out):
+        batch, channels, in_d, in_h, in_w = x.shape
+        k_d, k_h, k_w = kernel
+        s_d, s_h, s_w = strides
+        d_d, d_h, d_w = dilations
+        out_d, out_h, out_w = out_spatial
+        groups, patches, row_length = out.shape
+        group_channels = channels // groups
+        plane_size = in_d * in_h * in_w
+        # Flat indices: array views would count references in the hot loop.
+        source = x.reshape(-1)
+        dest = out.reshape(-1)
+        # Where each patch entry sits relative to the patch's first input element. The
+        # indices are unsigned so that LLVM can vectorize the gather (signed indices carry
+        # a negative-index wraparound).
+        offsets = np.empty(row_length, np.uint64)
+        entry = 0
+        for c in range(group_channels):
+            for t_d in range(k_d):
+                for t_h in range(k_h):
+                    for t_w in range(k_w):
+                        offset = ((c * in_d + t_d * d_d) * in_h + t_h * d_h) * in_w + t_w * d_w
+                        offsets[entry] = offset
+                        entry += 1
+        # One task per row of output pixels; each patch is written once, contiguously.
+        for task in prange(batch * out_d * out_h):
+            n = task // (out_d * out_h)
+            corner_d = task // out_h % out_d * s_d - pads[0]
+            corner_h = task % out_h * s_h - pads[1]
+            rows_inside = (
+                corner_d >= 0
+                and corner_d + (k_d - 1) * d_d < in_d
+                and corner_h >= 0
+                and corner_h + (k_h - 1) * d_h < in_h
+            )
+            for g in range(groups):
+                first_channel = (n * channels + g * group_channels) * plane_size
+                for o_w in range(out_w):
+                    corner_w = o_w * s_w - pads[2]
+                    at = (g * patches + task * out_w + o_w) * row_length
+                    if rows_inside and corner_w >= 0 and corner_w + (k_w - 1) * d_w < in_w:
+                        corner = first_channel + (corner_d * in_h + corner_h) * in_w + corner_w
+                        for entry in range(row_length):
+                            dest[np.uint64(at + entry)] = source[np.uint64(corner) + offsets[entry]]
+                        continue
+                    # the patch overlaps the padding: check every tap
+                    for c in range(group_channels):
+                        plane = first_channel + c * plane_size
+                        for t_d in range(k_d):
+                            i_d = corner_d + t_d * d_d
+                            for t_h in range(k_h):
+                                i_h = corner_h + t_h * d_h
+                                line_inside = 0 <= i_d < in_d and 0 <= i_h < in_h
+                                line = plane + (i_d * in_h + i_h) * in_w
+                                for t_w in range(k_w):
+                                    i_w = corner_w + t_w * d_w
+                                    inside = line_inside and 0 <= i_w < in_w
+                                    dest[at] = source[line + i_w] if inside else 0.0
+                                    at += 1
+
+    @jit
+    def fold_kernel(
+        columns,
+        batch,
+        in_spatial,
+        cout_per_group,
+        kernel,
+        strides,
+        pads,
+        dilations,
+        out_spatial,
+        groups,
+    ):
+        in_d, in_h, in_w = in_spatial
+        k_d, k_h, k_w = kernel
+        s_d, s_h, s_w = strides
+        d_d, d_h, d_w = dilations
+        out_d, out_h, out_w = out_spatial
+        y = np.empty((batch, groups * cout_per_group, out_d, out_h, out_w), np.float32)
+        # Gather form of col2im: each output sums its products in increasing tap order,
+        # like the numpy twin's loop over taps; one task per output row, so no races.
+        for task in prange(batch * out_d * out_h):
+            n = task // (out_d * out_h)
+            o_d = task // out_h % out_d
+            o_h = task % out_h
+            for g in range(groups):
+                for co in range(cout_per_group):
+                    for o_w in range(out_w):
+                        total = np.float32(0.0)
+                        for t_d in range(k_d):
+                            span_d = o_d + pads[0] - t_d * d_d
+                            i_d = span_d // s_d
+                            if span_d < 0 or span_d % s_d or i_d >= in_d:
+                                continue
+                            for t_h in range(k_h):
+                                span_h = o_h + pads[1] - t_h * d_h
+                                i_h = span_h // s_h
+                                if span_h < 0 or span_h % s_h or i_h >= in_h:
+                                    continue
+                                row_base = ((n * in_d + i_d) * in_h + i_h) * in_w
+                                col_base = ((co * k_d + t_d) * k_h + t_h) * k_w
+                                for t_w in range(k_w):
+                                    span_w = o_w + pads[2] - t_w * d_w
+                                    i_w = span_w // s_w
+                                    if span_w < 0 or span_w % s_w or i_w >= in_w:
+                                        continue
+                                    total += columns[g, row_base + i_w, col_base + t_w]
+                        y[n, g * cout_per_group + co, o_d, o_h, o_w] = total
+        return y
+
+    @jit
+    def swap_transpose(a):
+        """[A, B, R, C] -> [B, A, C, R], copied in cache-sized tiles."""
+        outer, inner, rows, cols = a.shape
+        out = np.empty((inner, outer, cols, rows), a.dtype)
+        tile = 32
+        row_tiles = (rows + tile - 1) // tile
+        for task in prange(outer * inner * row_tiles):
+            i = task // (inner * row_tiles)
+            j = task // row_tiles % inner
+            r0 = task % row_tiles * tile
+            r1 = min(r0 + tile, rows)
+            for c0 in range(0, cols, tile):
+                c1 = min(c0 + tile, cols)
+                for c in range(c0, c1):
+                    for r in range(r0, r1):
+                        out[j, i, c, r] = a[i, j, r, c]
+        return out
+
+    @jit
+    def adc_accumulate_kernel(partial, target, factor, full_scale, levels, acc):
+        patches, columns = partial.shape
+        # Parallel over patches: columns sharing a target stay in one task, so no races.
+        if levels == 0:
+            for p in prange(patches):
+                for m in range(columns):
+                    acc[p, target[m]] += factor[m] * np.int64(partial[p, m])
+            return
+        for p in prange(patches):
+            for m in range(columns):
+                code = np.rint(np.float64(partial[p, m]) * levels / np.float64(full_scale[m]))
+                code = min(max(code, 0.0), np.float64(levels))
+                acc[p, target[m]] += factor[m] * np.int64(code) * full_scale[m]
+
+    @jit
+    def bit_slices_kernel(levels, slice_bits, out):
+        count, size = out.shape
+        mask = (1 << slice_bits) - 1
+        chunk = 4096
+        # chunks of consecutive values keep the inner loop simple enough to vectorize
+        for first in prange((size + chunk - 1) // chunk):
+            start = first * chunk
+            stop = min(start + chunk, size)
+            for j in range(count):
+                shift = j * slice_bits
+                for i in range(start, stop):
+                    out[j, i] = (levels[i] >> shift) & mask
+
+    return SimpleNamespace(
+        bit_slices=bit_slices_kernel,
+        unfold=unfold_kernel,
+        fold=fold_kernel,
+        swap_transpose=swap_transpose,
+        adc_accumulate=adc_accumulate_kernel,
+    )

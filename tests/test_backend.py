@@ -1,0 +1,57 @@
+"""ONNX conformance through onnx's own backend test runner, in the `ideal` profile.
+
+Included: the node tests of the crossbar ops (Conv, ConvTranspose, Gemm, MatMul), the
+`pytorch-converted` and `pytorch-operator` suites, and the nine light model tests. Every
+excluded test is listed in EXCLUDED with the reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import onnx.backend.test
+
+import xbarc.backend
+
+INCLUDED = (
+    r"^test_conv_",
+    r"^test_convtranspose",
+    r"^test_gemm_",
+    r"^test_matmul_",
+    r"^test_(bvlc_alexnet|densenet121|inception_v1|inception_v2|resnet50|shufflenet"
+    r"|squeezenet|vgg19|zfnet512)_",
+)
+PYTORCH_SUITES = ("pytorch-converted", "pytorch-operator")
+
+# test name pattern -> why it is excluded
+EXCLUDED: dict[str, str] = {}
+
+
+def backend_tests() -> dict[str, type]:
+    with warnings.catch_warnings():
+        # onnx generates its node test cases on import, and some of them overflow casts
+        # on purpose; those warnings are onnx's, not ours
+        warnings.simplefilter("ignore", RuntimeWarning)
+        runner = onnx.backend.test.BackendTest(xbarc.backend.XbarcBackend, __name__)
+    for pattern in INCLUDED:
+        runner.include(pattern)
+    for suite in PYTORCH_SUITES:
+        for case in onnx.backend.test.loader.load_model_tests(kind=suite):
+            runner.include(f"^{case.name}_")
+    for pattern in EXCLUDED:
+        runner.exclude(pattern)
+    return runner.test_cases
+
+
+globals().update(backend_tests())
+
+
+def test_the_suites_are_not_empty():
+    cases = backend_tests()
+    methods = [
+        name
+        for case in cases.values()
+        for name in dir(case)
+        if name.startswith("test_") and name.endswith("_cpu")
+    ]
+    assert len(methods) > 150

@@ -1,0 +1,381 @@
+"""Runtime kernels: Numba against the numpy twins, convolutions against onnxruntime, the ADC
+read-out against a plain loop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from xbarc.runtime import kernels
+
+PROPERTY = settings(max_examples=40, deadline=None)
+
+
+@pytest.fixture(params=kernels.BACKENDS)
+def backend(request):
+    kernels.set_backend(request.param)
+    yield request.param
+    kernels.set_backend("numba")
+
+
+def random_floats(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Convolution through the kernels vs onnxruntime
+
+
+def run_onnx(op: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, **attributes) -> np.ndarray:
+    node = helper.make_node(op, ["x", "w", "b"], ["y"], **attributes)
+    graph = helper.make_graph(
+        [node],
+        op.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def conv_by_kernels(x, w, b, strides, pads, dilations, groups) -> np.ndarray:
+    """Conv as a crossbar layer: y[g] = unfold(x)[g] @ W[g] + bias."""
+    cout, kernel = w.shape[0], w.shape[2:]
+    per_group = cout // groups
+    # W[g] = w[g*Ng:(g+1)*Ng].reshape(Ng, -1).T
+    weights = w.reshape(groups, per_group, -1).transpose(0, 2, 1)
+    y = kernels.unfold(x, kernel, strides, pads, dilations, groups) @ weights
+    y += b.reshape(groups, 1, per_group)
+    out_spatial = kernels.conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
+    return kernels.patches_to_image(y, x.shape[0], out_spatial)
+
+
+def conv_transpose_by_kernels(x, w, b, strides, pads, dilations, output_padding, groups):
+    """ConvTranspose as a crossbar layer: per-pixel rows @ W[g], then col2im."""
+    cin, cout_per_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
+    in_group = cin // groups
+    rows = kernels.image_to_rows(x)
+    grouped_rows = rows.reshape(len(rows), groups, in_group).transpose(1, 0, 2)
+    columns = grouped_rows @ w.reshape(groups, in_group, -1)  # W[g] = w[g*Cg:(g+1)*Cg]
+    y = kernels.fold(
+        columns,
+        x.shape[0],
+        x.shape[2:],
+        cout_per_group,
+        kernel,
+        strides,
+        pads,
+        dilations,
+        output_padding,
+        groups,
+    )
+    return y + b.reshape(1, -1, *(1,) * len(kernel))
+
+
+CONV_CASES = {
+    # name: (x shape, w shape, strides, pads, dilations, groups)
+    "1d": ((2, 4, 11), (6, 4, 3), (1,), (1, 1), (1,), 1),
+    "1d-strided-dilated-asymmetric": ((2, 4, 13), (6, 2, 3), (2,), (2, 0), (2,), 2),
+    "2d": ((1, 3, 9, 8), (4, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "2d-pointwise-strided": ((2, 8, 7, 7), (5, 8, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "2d-grouped-asymmetric": ((2, 4, 10, 9), (6, 2, 3, 2), (2, 1), (0, 1, 2, 0), (1, 2), 2),
+    "2d-depthwise-strided": ((1, 5, 12, 11), (5, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 5),
+    "2d-depthwise-multiplier": ((1, 3, 8, 8), (6, 1, 3, 3), (1, 1), (1, 2, 1, 0), (1, 1), 3),
+    "2d-dilated": ((1, 3, 13, 12), (4, 3, 3, 3), (1, 2), (2, 3, 1, 0), (2, 3), 1),
+    "2d-large-kernel-stride": ((2, 3, 23, 21), (4, 3, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_conv_by_unfold_matches_onnxruntime(case, backend):
+    x_shape, w_shape, strides, pads, dilations, groups = case
+    x = random_floats(x_shape, seed=1)
+    w = random_floats(w_shape, seed=2)
+    b = random_floats(w_shape[:1], seed=3)
+    expected = run_onnx(
+        "Conv",
+        x,
+        w,
+        b,
+        kernel_shape=w_shape[2:],
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=groups,
+    )
+    actual = conv_by_kernels(x, w, b, strides, pads, dilations, groups)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+CONV_TRANSPOSE_CASES = {
+    # name: (x shape, w shape, strides, pads, dilations, output_padding, groups)
+    "1d": ((2, 3, 6), (3, 4, 3), (1,), (0, 0), (1,), (0,), 1),
+    "1d-strided-padded": ((2, 4, 5), (4, 3, 4), (3,), (1, 2), (1,), (2,), 2),
+    "2d": ((1, 3, 5, 4), (3, 2, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (0, 0), 1),
+    "2d-output-padding": ((2, 4, 4, 5), (4, 3, 3, 2), (2, 3), (1, 0, 0, 1), (1, 1), (1, 2), 1),
+    "2d-dilated-grouped": ((1, 6, 5, 5), (6, 2, 3, 3), (2, 2), (2, 1, 0, 2), (2, 3), (1, 0), 3),
+    "2d-depthwise": ((1, 4, 6, 6), (4, 1, 4, 4), (2, 2), (1, 1, 1, 1), (1, 1), (0, 0), 4),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CONV_TRANSPOSE_CASES.values(), ids=CONV_TRANSPOSE_CASES.keys())
+def test_conv_transpose_by_fold_matches_onnxruntime(case, backend):
+    x_shape, w_shape, strides, pads, dilations, output_padding, groups = case
+    x = random_floats(x_shape, seed=4)
+    w = random_floats(w_shape, seed=5)
+    b = random_floats((w_shape[1] * groups,), seed=6)
+    expected = run_onnx(
+        "ConvTranspose",
+        x,
+        w,
+        b,
+        kernel_shape=w_shape[2:],
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        output_padding=output_padding,
+        group=groups,
+    )
+    actual = conv_transpose_by_kernels(x, w, b, strides, pads, dilations, output_padding, groups)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernels vs their numpy twins
+
+
+@st.composite
+def conv_geometries(draw):
+    rank = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3))
+    channels = groups * draw(st.integers(1, 3))
+    kernel = draw(st.tuples(*[st.integers(1, 3)] * rank))
+    strides = draw(st.tuples(*[st.integers(1, 3)] * rank))
+    dilations = draw(st.tuples(*[st.integers(1, 2)] * rank))
+    pads = draw(st.tuples(*[st.integers(0, 2)] * (2 * rank)))
+    # smallest input the dilated kernel fits in once padded, plus some room
+    spatial = tuple(
+        max(1, dilations[a] * (kernel[a] - 1) + 1 - pads[a] - pads[rank + a])
+        + draw(st.integers(0, 6 if rank < 3 else 3))
+        for a in range(rank)
+    )
+    batch = draw(st.integers(1, 2))
+    return (batch, channels, *spatial), kernel, strides, pads, dilations, groups
+
+
+@PROPERTY
+@given(conv_geometries(), st.integers(0, 2**16))
+def test_unfold_numba_equals_numpy(geometry, seed):
+    shape, kernel, strides, pads, dilations, groups = geometry
+    x = random_floats(shape, seed)
+    expected = kernels.unfold_numpy(x, kernel, strides, pads, dilations, groups)
+    actual = kernels.unfold(x, kernel, strides, pads, dilations, groups)
+    np.testing.assert_array_equal(actual, expected, strict=True)
+
+
+def test_unfold_fills_a_given_buffer():
+    x = random_floats((2, 4, 6, 5))
+    expected = kernels.unfold_numpy(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2)
+    buffer = np.full(expected.shape, np.nan, dtype=np.float32)
+    actual = kernels.unfold(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2, out=buffer)
+    assert actual is buffer
+    np.testing.assert_array_equal(buffer, expected)
+    with pytest.raises(ValueError, match="out is float32"):
+        kernels.unfold(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2, out=buffer[:1])
+
+
+@st.composite
+def fold_geometries(draw):
+    rank = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3))
+    cout_per_group = draw(st.integers(1, 3))
+    kernel = draw(st.tuples(*[st.integers(1, 3)] * rank))
+    strides = draw(st.tuples(*[st.integers(1, 3)] * rank))
+    dilations = draw(st.tuples(*[st.integers(1, 2)] * rank))
+    pads = draw(st.tuples(*[st.integers(0, 2)] * (2 * rank)))
+    output_padding = draw(st.tuples(*[st.integers(0, 2)] * rank))
+    in_spatial = draw(st.tuples(*[st.integers(1, 5 if rank < 3 else 3)] * rank))
+    out_spatial = kernels.conv_transpose_output_spatial(
+        in_spatial, kernel, strides, pads, dilations, output_padding
+    )
+    assume(min(out_spatial) >= 1)
+    batch = draw(st.integers(1, 2))
+    return (
+        batch,
+        in_spatial,
+        cout_per_group,
+        kernel,
+        strides,
+        pads,
+        dilations,
+        output_padding,
+        groups,
+    )
+
+
+@PROPERTY
+@given(fold_geometries(), st.integers(0, 2**16))
+def test_fold_numba_equals_numpy(geometry, seed):
+    batch, in_spatial, cout_per_group, kernel, *_, groups = geometry
+    shape = (groups, batch * np.prod(in_spatial), cout_per_group * np.prod(kernel))
+    columns = random_floats(shape, seed)
+    expected = kernels.fold_numpy(columns, *geometry)
+    actual = kernels.fold(columns, *geometry)
+    np.testing.assert_array_equal(actual, expected, strict=True)
+
+
+def test_fold_adds_overlapping_products_and_drops_the_padding():
+    # 1-D, kernel 3, stride 1, pads 1/1: output j = sum over taps k of column (j + 1 - k, k)
+    columns = np.arange(12, dtype=np.float32).reshape(1, 4, 3)
+    y = kernels.fold(columns, 1, (4,), 1, (3,), (1,), (1, 1), (1,), (0,), 1)
+    by_hand = [columns[0, 0, 1] + columns[0, 1, 0]]
+    by_hand += [columns[0, j - 1, 2] + columns[0, j, 1] + columns[0, j + 1, 0] for j in (1, 2)]
+    by_hand += [columns[0, 2, 2] + columns[0, 3, 1]]
+    np.testing.assert_array_equal(y, np.array(by_hand, dtype=np.float32).reshape(1, 1, 4))
+
+
+@PROPERTY
+@given(
+    st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)),
+    st.integers(0, 2),
+)
+def test_layout_kernels_numba_equal_numpy(sizes, spatial_rank):
+    groups, batch, pixels, cols = sizes
+    out_spatial = (pixels,) if spatial_rank < 2 else (1, pixels)
+    y = random_floats((groups, batch * pixels, cols))
+    image = kernels.patches_to_image(y, batch, out_spatial)
+    np.testing.assert_array_equal(
+        image, kernels.patches_to_image_numpy(y, batch, out_spatial), strict=True
+    )
+    assert image[batch - 1, groups * cols - 1, ..., -1] == y[-1, -1, -1]
+    rows = kernels.image_to_rows(image)
+    np.testing.assert_array_equal(rows, kernels.image_to_rows_numpy(image), strict=True)
+    assert rows.shape == (batch * pixels, groups * cols)
+
+
+def test_layout_kernels_keep_integer_dtypes():
+    y = np.arange(2 * 6 * 3, dtype=np.int64).reshape(2, 6, 3)
+    image = kernels.patches_to_image(y, 2, (3,))
+    np.testing.assert_array_equal(image, kernels.patches_to_image_numpy(y, 2, (3,)), strict=True)
+
+
+# ---------------------------------------------------------------------------------------
+# ADC read-out
+
+
+def adc_by_loop(partial, target, factor, full_scale, levels, acc) -> np.ndarray:
+    """The read-out in plain Python: float division, round half to even, exact ints."""
+    acc = acc.copy()
+    for p in range(partial.shape[0]):
+        for m in range(partial.shape[1]):
+            if levels == 0:
+                acc[p, target[m]] += int(factor[m]) * int(partial[p, m])
+                continue
+            ratio = float(partial[p, m]) * levels / int(full_scale[m])
+            code = min(max(round(ratio), 0), levels)
+            acc[p, target[m]] += int(factor[m]) * code * int(full_scale[m])
+    return acc
+
+
+@st.composite
+def adc_reads(draw):
+    patches = draw(st.integers(1, 12))
+    columns = draw(st.integers(1, 20))
+    outputs = draw(st.integers(1, 6))
+    levels = draw(st.sampled_from([0, 1, 3, 15, 255]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    full_scale = rng.integers(1, 500, size=columns)
+    # partial sums up to twice the full scale, so that some clip
+    partial = np.floor(rng.random((patches, columns)) * 2 * full_scale).astype(np.float32)
+    target = rng.integers(0, outputs, size=columns)  # repeats are likely
+    factor = rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 12, size=columns)
+    acc = rng.integers(-1000, 1000, size=(patches, outputs))
+    return partial, target, factor, full_scale, levels, acc
+
+
+@PROPERTY
+@given(adc_reads())
+def test_adc_accumulate_numba_numpy_and_loop_agree(read):
+    partial, target, factor, full_scale, levels, acc = read
+    expected = adc_by_loop(*read)
+    by_numpy = acc.copy()
+    kernels.adc_accumulate_numpy(partial, target, factor, full_scale, levels, by_numpy)
+    by_numba = acc.copy()
+    kernels.adc_accumulate(partial, target, factor, full_scale, levels, by_numba)
+    np.testing.assert_array_equal(by_numpy, expected, strict=True)
+    np.testing.assert_array_equal(by_numba, expected, strict=True)
+
+
+@pytest.mark.parametrize("levels", [0, 4])
+def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(levels, backend):
+    # full scale 8 at 4 levels: codes of 1, 3, 5, 12 are rint(0.5, 1.5, 2.5, 6) -> 0, 2, 2, 4
+    partial = np.array([[1, 3], [5, 12]], dtype=np.float32)
+    target = np.array([0, 0])
+    factor = np.array([1, -2])
+    full_scale = np.array([8, 8])
+    acc = np.zeros((2, 1), dtype=np.int64)
+    kernels.adc_accumulate(partial, target, factor, full_scale, levels, acc)
+    if levels == 0:
+        assert acc.tolist() == [[1 - 2 * 3], [5 - 2 * 12]]
+    else:
+        assert acc.tolist() == [[(0 - 2 * 2) * 8], [(2 - 2 * 4) * 8]]
+
+
+def test_adc_accumulate_rejects_mismatched_tables():
+    partial = np.zeros((2, 3), dtype=np.float32)
+    acc = np.zeros((2, 2), dtype=np.int64)
+    ones = np.ones(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="target is int32"):
+        kernels.adc_accumulate(partial, ones.astype(np.int32), ones, ones, 4, acc)
+    with pytest.raises(ValueError, match="targets outside"):
+        kernels.adc_accumulate(partial, ones * 2, ones, ones, 4, acc)
+
+
+# ---------------------------------------------------------------------------------------
+# Input quantization and slicing
+
+
+def test_quantize_inputs_rounds_half_to_even_and_clips_symmetrically():
+    x = np.array([0.5, 1.5, -2.5, 200.0, -200.0, 0.26], dtype=np.float32)
+    levels = kernels.quantize_inputs(x, 1.0, 8)
+    assert levels.dtype == np.int32
+    assert levels.tolist() == [0, 2, -2, 127, -127, 0]
+
+
+@PROPERTY
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**16))
+def test_bit_slices_recompose(slice_bits, count, seed):
+    top = 2 ** (slice_bits * count)
+    levels = np.random.default_rng(seed).integers(0, top, size=(3, 5))
+    slices = kernels.bit_slices(levels, slice_bits, count)
+    assert slices.shape == (count, 3, 5) and slices.dtype == np.uint8
+    assert slices.max() < 2**slice_bits
+    weights = (2 ** (slice_bits * np.arange(count))).reshape(-1, 1, 1)
+    np.testing.assert_array_equal((slices.astype(np.int64) * weights).sum(axis=0), levels)
+
+
+# ---------------------------------------------------------------------------------------
+# Module behaviour
+
+
+def test_importing_the_kernels_leaves_numba_unloaded():
+    code = "import sys, xbarc.runtime.kernels; sys.exit('numba' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_unknown_backend_and_bad_groups_are_refused():
+    with pytest.raises(ValueError, match="unknown kernel backend 'cuda'"):
+        kernels.set_backend("cuda")
+    with pytest.raises(ValueError, match="5 channels do not split into 2 groups"):
+        kernels.unfold(np.zeros((1, 5, 4, 4)), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2)

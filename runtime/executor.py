@@ -79,10 +79,21 @@ class ReadPlan:
 
 
 @dataclass
+class DensePlan:
+    """An ideal run: its blocks' cells summed by significance into one matrix per group,
+    over the rows and columns the run covers."""
+
+    rows: slice | np.ndarray  # source rows of the unfolded input
+    cols: slice | np.ndarray  # output columns
+    weights: np.ndarray  # float32 [groups, len(rows), len(cols)]
+
+
+@dataclass
 class LayerPlan:
     layer: CrossbarLayer
     array: Array
-    reads: list[ReadPlan] = field(default_factory=list)
+    reads: list[ReadPlan] = field(default_factory=list)  # quant: one per input read
+    dense: DensePlan | None = None  # ideal
 
 
 def row_indices(indices: Indices, store) -> slice | np.ndarray:
@@ -149,74 +160,77 @@ class Executor:
                 layer = program.layer(run.layer)
                 plan = LayerPlan(layer, arrays[layer.name])
                 run_blocks = [program.blocks[i] for cycle in run.cycles for i in cycle.blocks]
-                plan.reads = self._read_plans(plan.array, run_blocks, tiles, where)
+                if self.settings.quantized:
+                    plan.reads = self._read_plans(plan.array, run_blocks, tiles, where)
+                else:
+                    plan.dense = self._dense_plan(plan.array, run_blocks, tiles, where)
                 plans[layer.name].append(plan)
         return plans
 
     def _read_plans(
         self, array: Array, blocks: list[Block], tiles: dict[int, np.ndarray], where
     ) -> list[ReadPlan]:
-        """One read plan per input a run's blocks read (a group and its source rows)."""
+        """One read plan per input a run's blocks read (a group and its source rows):
+        every block's cells side by side, each read column keeping its own slice."""
+        store = self.program.store
+        max_input = 2**self.program.hardware.dac.slice_bits - 1
         by_input: dict[tuple, list[Block]] = defaultdict(list)
         for block in blocks:
             by_input[(block.group, block.rows)].append(block)
-        build = self._quantized_read if self.settings.quantized else self._ideal_read
         reads = []
         for (group, rows), members in by_input.items():
+            targets, factors, full_scales, offset_columns = [], [], [], []
+            for block in members:
+                piece = array.slices[block.slice]
+                columns = column_indices(block.cols, store)
+                sign = 1 if piece.polarity == "+" else -1
+                largest = max_input * (2**piece.bits - 1) * len(block.rows)
+                targets.append(columns)
+                factors.append(np.full(len(columns), sign * 2**piece.shift, dtype=np.int64))
+                full_scales.append(np.full(len(columns), largest, dtype=np.int64))
+                if array.encoding == "offset" and piece.shift == 0:
+                    offset_columns.append(columns)
             regions = [programmed_region(tiles[where[b.vtile]], b) for b in members]
             reads.append(
-                build(array, group, row_indices(rows, self.program.store), members, regions)
+                ReadPlan(
+                    group,
+                    row_indices(rows, store),
+                    np.concatenate(regions, axis=1),
+                    np.concatenate(targets),
+                    np.concatenate(factors),
+                    np.concatenate(full_scales),
+                    np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
+                )
             )
         return reads
 
-    def _quantized_read(self, array, group, rows, members, regions) -> ReadPlan:
-        """Every block's cells side by side; each read column keeps its own slice."""
+    def _dense_plan(
+        self, array: Array, blocks: list[Block], tiles: dict[int, np.ndarray], where
+    ) -> DensePlan:
+        """Ideal reads are linear, so a run's blocks add up to one matrix per group: each
+        block's programmed cells times its slice's signed significance, at its rows and
+        columns (the offset of offset encoding is taken off where the digital correction
+        would take it off)."""
         store = self.program.store
-        max_input = 2**self.program.hardware.dac.slice_bits - 1
-        targets, factors, full_scales, offset_columns = [], [], [], []
-        for block in members:
-            piece = array.slices[block.slice]
-            columns = column_indices(block.cols, store)
-            sign = 1 if piece.polarity == "+" else -1
-            largest = max_input * (2**piece.bits - 1) * len(block.rows)
-            targets.append(columns)
-            factors.append(np.full(len(columns), sign * 2**piece.shift, dtype=np.int64))
-            full_scales.append(np.full(len(columns), largest, dtype=np.int64))
-            if array.encoding == "offset" and piece.shift == 0:
-                offset_columns.append(columns)
-        return ReadPlan(
-            group,
-            rows,
-            np.concatenate(regions, axis=1),
-            np.concatenate(targets),
-            np.concatenate(factors),
-            np.concatenate(full_scales),
-            np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
-        )
-
-    def _ideal_read(self, array, group, rows, members, regions) -> ReadPlan:
-        """Ideal reads are linear: the slices of each output column, summed by their
-        significance, make one matrix."""
-        store = self.program.store
-        block_columns = [column_indices(block.cols, store) for block in members]
-        columns = np.unique(np.concatenate(block_columns))
-        merged = np.zeros((regions[0].shape[0], len(columns)), dtype=np.float64)
-        offset_columns = []
-        for block, region, own in zip(members, regions, block_columns, strict=True):
+        block_rows = [column_indices(block.rows, store) for block in blocks]
+        block_cols = [column_indices(block.cols, store) for block in blocks]
+        rows = np.unique(np.concatenate(block_rows))
+        cols = np.unique(np.concatenate(block_cols))
+        weights = np.zeros((array.groups, len(rows), len(cols)), dtype=np.float32)
+        offset = 2.0 ** (array.weight_bits - 1)
+        for block, own_rows, own_cols in zip(blocks, block_rows, block_cols, strict=True):
             piece = array.slices[block.slice]
             significance = (1 if piece.polarity == "+" else -1) * 2.0**piece.shift
-            merged[:, as_slice(np.searchsorted(columns, own))] += significance * region
+            region = programmed_region(tiles[where[block.vtile]], block) * significance
             if array.encoding == "offset" and piece.shift == 0:
-                offset_columns.append(own)
-        return ReadPlan(
-            group,
-            rows,
-            merged.astype(np.float32),
-            as_slice(columns),
-            np.ones(len(columns), dtype=np.float32),
-            np.zeros(len(columns), dtype=np.int64),
-            np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
-        )
+                region = region - offset
+            row_position = as_slice(np.searchsorted(rows, own_rows))
+            col_position = as_slice(np.searchsorted(cols, own_cols))
+            if isinstance(row_position, slice) and isinstance(col_position, slice):
+                weights[block.group, row_position, col_position] += region
+            else:
+                weights[block.group][np.ix_(np.r_[row_position], np.r_[col_position])] += region
+        return DensePlan(as_slice(rows), as_slice(cols), weights)
 
     # --- running --------------------------------------------------------------------------
 
@@ -261,14 +275,13 @@ class Executor:
     def _accumulate_ideal(self, plans, array: Array, unfolded: np.ndarray) -> np.ndarray:
         groups, patches, _ = unfolded.shape
         acc = np.zeros((groups, patches, array.cols), dtype=np.float32)
-        offset = 2.0 ** (array.weight_bits - 1)
         for plan in plans:
-            for read in plan.reads:
-                x = unfolded[read.group][:, read.rows]
-                acc[read.group][:, read.target] += x @ read.cells
-                if len(read.offset_columns):
-                    total = x.sum(axis=1, dtype=np.float32)[:, None]
-                    acc[read.group][:, read.offset_columns] -= np.float32(offset) * total
+            dense = plan.dense
+            product = np.matmul(unfolded[:, :, dense.rows], dense.weights)
+            if isinstance(dense.cols, slice) and dense.cols == slice(0, array.cols):
+                acc += product
+            else:
+                acc[:, :, dense.cols] += product
         return acc * self.weight_scale(array)
 
     def _accumulate_quantized(
@@ -321,28 +334,45 @@ class Executor:
 
 
 class BlockCells:
-    """The values a block's cells are programmed to, per profile."""
+    """The values a block's cells are programmed to, per profile.
+
+    The slices of one weight block come one after another, so the block's weights (in
+    level units) are kept from one slice to the next."""
 
     def __init__(self, program: Program, quantized: bool):
         self.store = program.store
         self.quantized = quantized
         self.arrays = {array.name: array for array in program.arrays}
+        self._last: tuple | None = None
+        self._weights: np.ndarray | None = None
 
     def cells(self, block: Block) -> np.ndarray:
         array = self.arrays[block.array]
         piece = array.slices[block.slice]
+        weights = self.weights(array, block)
+        if self.quantized:
+            return slice_cells(weights, piece, array.weight_bits, array.encoding).astype(np.float32)
+        return real_slice_cells(weights, piece, array)
+
+    def weights(self, array: Array, block: Block) -> np.ndarray:
+        """Integer levels (quant) or real weights over the scale (ideal) of the block."""
+        key = (block.array, block.group, block.rows, block.cols)
+        if key == self._last and self._weights is not None:
+            return self._weights
         rows = row_indices(block.rows, self.store)
         cols = column_indices(block.cols, self.store)
         if self.quantized:
-            levels = self.store[array.levels][block.group][rows][:, cols]
-            return slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float32)
-        values = self.store[array.values][block.group][rows][:, cols].astype(np.float64)
-        scale = array.scale
-        if isinstance(scale, Const):
-            divisor = self.store[scale.name][block.group][cols].astype(np.float64)
+            weights = self.store[array.levels][block.group][rows][:, cols]
         else:
-            divisor = np.float64(scale)
-        return real_slice_cells(values / divisor, piece, array)
+            values = self.store[array.values][block.group][rows][:, cols].astype(np.float64)
+            scale = array.scale
+            if isinstance(scale, Const):
+                divisor = self.store[scale.name][block.group][cols].astype(np.float64)
+            else:
+                divisor = np.float64(scale)
+            weights = values / divisor
+        self._last, self._weights = key, weights
+        return weights
 
 
 def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: str) -> np.ndarray:

@@ -24,7 +24,11 @@ INCLUDED = (
 PYTORCH_SUITES = ("pytorch-converted", "pytorch-operator")
 
 # test name pattern -> why it is excluded
-EXCLUDED: dict[str, str] = {}
+EXCLUDED: dict[str, str] = {
+    r"^test_PReLU_[123]d_multiparam_": "opset 6 PRelu with a per-channel slope [C]: onnx's "
+    "version converter keeps the slope shape when it lifts the model to opset 9, where the "
+    "slope broadcasts from the last axis, and onnxruntime refuses the converted node",
+}
 
 
 def backend_tests() -> dict[str, type]:

@@ -84,9 +84,10 @@ class XbarcRep(BackendRep):
 
         model = ModelProto()
         model.CopyFrom(self.model)
-        bound_inputs = [i for i in model.graph.input if i.name not in weights]
-        del model.graph.input[:]
-        model.graph.input.extend(bound_inputs)
+        if model.ir_version >= 4:  # older IR versions list initializers as inputs too
+            kept = [i for i in model.graph.input if i.name not in weights]
+            del model.graph.input[:]
+            model.graph.input.extend(kept)
         for name, value in weights.items():
             model.graph.initializer.append(numpy_helper.from_array(value, name))
         shapes = {name: tuple(value.shape) for name, value in feeds.items()}

@@ -345,6 +345,7 @@ class BlockCells:
         self.arrays = {array.name: array for array in program.arrays}
         self._last: tuple | None = None
         self._weights: np.ndarray | None = None
+        self._digits: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per polarity
 
     def cells(self, block: Block) -> np.ndarray:
         array = self.arrays[block.array]
@@ -352,7 +353,10 @@ class BlockCells:
         weights = self.weights(array, block)
         if self.quantized:
             return slice_cells(weights, piece, array.weight_bits, array.encoding).astype(np.float32)
-        return real_slice_cells(weights, piece, array)
+        digits = self._digits.get(piece.polarity)
+        if digits is None:
+            digits = self._digits[piece.polarity] = real_digits(weights, piece.polarity, array)
+        return real_slice_cells(digits, piece, array)
 
     def weights(self, array: Array, block: Block) -> np.ndarray:
         """Integer levels (quant) or real weights over the scale (ideal) of the block."""
@@ -372,6 +376,7 @@ class BlockCells:
                 divisor = np.float64(scale)
             weights = values / divisor
         self._last, self._weights = key, weights
+        self._digits = {}
         return weights
 
 
@@ -381,21 +386,28 @@ def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: st
     return integer_slice_cells(levels, piece, weight_bits, encoding)
 
 
-def real_slice_cells(magnitude_signed: np.ndarray, piece: Slice, array: Array) -> np.ndarray:
-    """Cells of `piece` for real (unquantized) weights in level units: the integer digits
-    of the magnitude, plus the fraction in the least significant slice."""
+def real_digits(weights: np.ndarray, polarity: str, array: Array) -> tuple[np.ndarray, np.ndarray]:
+    """The magnitude one polarity holds of real weights in level units, as its integer
+    part (int32) and its fraction (float32)."""
     if array.encoding == "differential":
-        sign = 1.0 if piece.polarity == "+" else -1.0
-        magnitude = np.maximum(sign * magnitude_signed, 0.0)
+        magnitude = np.maximum(weights if polarity == "+" else -weights, 0.0)
     else:
-        magnitude = magnitude_signed + 2.0 ** (array.weight_bits - 1)
+        magnitude = weights + 2.0 ** (array.weight_bits - 1)
     whole = np.floor(magnitude)
-    digits = (whole.astype(np.int64) >> piece.shift) & ((1 << piece.bits) - 1)
-    cells = digits.astype(np.float64)
+    return whole.astype(np.int32), (magnitude - whole).astype(np.float32)
+
+
+def real_slice_cells(
+    digits: tuple[np.ndarray, np.ndarray], piece: Slice, array: Array
+) -> np.ndarray:
+    """Cells of `piece` for real (unquantized) weights: its bits of the integer part, plus
+    the fraction in the least significant slice."""
+    whole, fraction = digits
+    cells = ((whole >> piece.shift) & ((1 << piece.bits) - 1)).astype(np.float32)
     lowest = min(s.shift for s in array.slices if s.polarity == piece.polarity)
     if piece.shift == lowest:
-        cells += magnitude - whole
-    return cells.astype(np.float32)
+        cells += fraction
+    return cells
 
 
 def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:

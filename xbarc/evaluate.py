@@ -125,14 +125,19 @@ def evaluate(
 
     session = InferenceSession(program_path, noise=noise, seed=seed)
     load_model(reference_path)  # the same checks and messages as compile
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings would garble our report
     reference = onnxruntime.InferenceSession(
-        str(reference_path), providers=["CPUExecutionProvider"]
+        str(reference_path), options, providers=["CPUExecutionProvider"]
     )
     data = load_data(data_path)
     input_names = [i.name for i in session.get_inputs()]
     model_inputs(data, input_names, data_path)
     declared_batch = session.get_inputs()[0].shape
-    size = batch_size or (declared_batch[0] if declared_batch and declared_batch[0] else 1)
+    if batch_size is not None:
+        size = batch_size
+    else:
+        size = declared_batch[0] if declared_batch and declared_batch[0] else 1
     if size < 1:
         raise XbarcError(f"--batch-size must be at least 1, got {size}")
     labels = None

@@ -9,7 +9,9 @@ through onnxruntime as a one-node model instead (`run_onnxruntime`), with one ca
 session per op signature so that every input shape reuses it.
 
 Outputs may share memory with inputs (Identity, Reshape, Transpose return views): treat
-them as read-only.
+them as read-only. Tensors numpy cannot hold natively (bfloat16, float8, int4, int2) cannot
+cross onnxruntime's Python boundary either, so ops producing or reading them fail with an
+XbarcError.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from onnx import AttributeProto, ModelProto, TensorProto, ValueInfoProto, helper, numpy_helper
 
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.graph import outer_references
-from xbarc.ir.tile import Attribute, DigitalOp
+from xbarc.ir.tile import Attribute, Const, DigitalOp
 
 Array = np.ndarray
 Constant = Callable[[str], np.ndarray]
@@ -123,31 +125,28 @@ class _Call:
                 return attribute.value
         return None
 
-    def has(self, name: str) -> bool:
-        return any(attribute.name == name for attribute in self.op.attributes)
-
-    def int(self, name: str, default: int) -> int:
+    def int_attr(self, name: str, default: int) -> int:
         value = self._value(name)
         return default if value is None else int(value)
 
-    def float(self, name: str, default: float) -> float:
+    def float_attr(self, name: str, default: float) -> float:
         """A float attribute rounded to float32, as ONNX stores it."""
         value = self._value(name)
         return float(np.float32(default if value is None else value))
 
-    def string(self, name: str, default: str) -> str:
+    def string_attr(self, name: str, default: str) -> str:
         value = self._value(name)
         return default if value is None else str(value)
 
-    def ints(self, name: str) -> list[int] | None:
+    def ints_attr(self, name: str) -> list[int] | None:
         value = self._value(name)
         return None if value is None else [int(v) for v in value]
 
-    def floats(self, name: str) -> list[float] | None:
+    def floats_attr(self, name: str) -> list[float] | None:
         value = self._value(name)
         return None if value is None else [float(np.float32(v)) for v in value]
 
-    def tensor(self, name: str) -> Array | None:
+    def tensor_attr(self, name: str) -> Array | None:
         value = self._value(name)
         return None if value is None else np.asarray(self.constant(value.name))
 
@@ -189,7 +188,7 @@ def _relu(call: _Call) -> list[Array | None]:
 @_kernel("LeakyRelu")
 def _leaky_relu(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    alpha = x.dtype.type(call.float("alpha", 0.01))
+    alpha = x.dtype.type(call.float_attr("alpha", 0.01))
     return [np.where(x >= 0, x, x * alpha)]
 
 
@@ -208,7 +207,10 @@ def _hard_sigmoid(call: _Call) -> list[Array | None]:
     if call.op.op_type == "HardSwish":  # fixed alpha and beta, no attributes
         alpha, beta = x.dtype.type(1 / 6), x.dtype.type(0.5)
     else:
-        alpha, beta = x.dtype.type(call.float("alpha", 0.2)), x.dtype.type(call.float("beta", 0.5))
+        alpha, beta = (
+            x.dtype.type(call.float_attr("alpha", 0.2)),
+            x.dtype.type(call.float_attr("beta", 0.5)),
+        )
     gate = np.minimum(np.maximum(alpha * x + beta, x.dtype.type(0)), x.dtype.type(1))
     return [x * gate if call.op.op_type == "HardSwish" else gate]
 
@@ -219,8 +221,8 @@ def _clip(call: _Call) -> list[Array | None]:
     # onnxruntime clips to the type's range when a bound is absent, so +-inf become finite
     info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
     if call.opset < 11:
-        low = call.float("min", float(np.finfo(np.float32).min))
-        high = call.float("max", float(np.finfo(np.float32).max))
+        low = call.float_attr("min", float(np.finfo(np.float32).min))
+        high = call.float_attr("max", float(np.finfo(np.float32).max))
     else:
         low_input, high_input = call.optional(1), call.optional(2)
         low = info.min if low_input is None else low_input.reshape(()).item()
@@ -272,7 +274,7 @@ def _variadic(call: _Call) -> list[Array | None]:
     result = reduce(_VARIADIC[call.op.op_type], operands)
     if call.op.op_type == "Mean":
         result = result / result.dtype.type(len(operands))
-    return [np.array(result, copy=True)]
+    return [result]
 
 
 @_kernel("MatMul")
@@ -307,14 +309,13 @@ class PoolAxis:
         reads = slice(start + first * self.stride, start + last * self.stride + 1, self.stride)
         return slice(first, last + 1), reads
 
-    def valid_counts(self) -> Array:
-        """How many taps of each output's window land inside the input."""
-        counts = np.zeros(self.output, dtype=np.int64)
-        for tap in range(self.kernel):
-            reach = self.tap(tap)
-            if reach is not None:
-                counts[reach[0]] += 1
-        return counts
+    def tap_counts(self, count_padding: bool) -> Array:
+        """How many taps of each output's window land inside the input, or inside the
+        padded input when `count_padding` (taps past the end padding never count)."""
+        low, high = (-self.pad_begin, self.size + self.pad_end) if count_padding else (0, self.size)
+        starts = np.arange(self.output, dtype=np.int64) * self.stride - self.pad_begin
+        reads = starts[:, None] + np.arange(self.kernel, dtype=np.int64) * self.dilation
+        return np.count_nonzero((reads >= low) & (reads < high), axis=1)
 
 
 def pool_axes(
@@ -345,61 +346,78 @@ def pool_axes(
         if span < 0:
             raise _NotNative  # the window is wider than the padded input
         output = (-(-span // stride) if ceil_mode else span // stride) + 1
+        if ceil_mode and (output - 1) * stride >= size + pad_begin:
+            output -= 1  # onnxruntime drops a last window that would start in the end padding
         axes.append(PoolAxis(size, taps, stride, dilation, pad_begin, pad_end, output))
     return axes
 
 
 def _pool_geometry(call: _Call, x: Array) -> list[PoolAxis]:
-    kernel = call.ints("kernel_shape")
+    kernel = call.ints_attr("kernel_shape")
     if kernel is None or x.ndim != len(kernel) + 2:
         raise _NotNative
     rank = len(kernel)
-    auto_pad = call.string("auto_pad", "NOTSET")
+    auto_pad = call.string_attr("auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         raise _NotNative
-    pads = call.ints("pads") or [0] * (2 * rank)
+    pads = call.ints_attr("pads") or [0] * (2 * rank)
     if any(pad >= size for pad, size in zip(pads, kernel * 2, strict=True)):
         raise _NotNative  # onnxruntime rejects pads as large as the kernel
     return pool_axes(
         x.shape[2:],
         kernel,
-        call.ints("strides") or [1] * rank,
-        call.ints("dilations") or [1] * rank,
+        call.ints_attr("strides") or [1] * rank,
+        call.ints_attr("dilations") or [1] * rank,
         pads,
         auto_pad,
-        bool(call.int("ceil_mode", 0)),
+        bool(call.int_attr("ceil_mode", 0)),
     )
 
 
 def _taps(axes: Sequence[PoolAxis]) -> Iterator[tuple[tuple[slice, ...], tuple[slice, ...]]]:
     """(output region, input region) for each kernel tap in row-major order, skipping taps
     that only ever read padding; regions index the spatial axes after (N, C)."""
-    for taps in itertools.product(*(range(axis.kernel) for axis in axes)):
-        reaches = [axis.tap(tap) for axis, tap in zip(axes, taps, strict=True)]
-        if any(reach is None for reach in reaches):
-            continue
-        present = [reach for reach in reaches if reach is not None]
+    reaching = [[r for r in map(axis.tap, range(axis.kernel)) if r is not None] for axis in axes]
+    for reaches in itertools.product(*reaching):
         yield (
-            (slice(None), slice(None), *(reach[0] for reach in present)),
-            (slice(None), slice(None), *(reach[1] for reach in present)),
+            (slice(None), slice(None), *(outputs for outputs, _ in reaches)),
+            (slice(None), slice(None), *(reads for _, reads in reaches)),
         )
+
+
+_BLOCK_BYTES = 1 << 19
 
 
 def _lowest(dtype: np.dtype) -> Any:
     return np.finfo(dtype).min if dtype.kind == "f" else np.iinfo(dtype).min
 
 
+def _plane_blocks(x: Array, result: Array) -> Iterator[tuple[Array, Array]]:
+    """Matching runs of (n, c) planes of `x` and `result`, each a few hundred kilobytes of
+    input, so that the taps of a window re-read the input from cache rather than memory."""
+    planes = x.reshape((-1, 1) + x.shape[2:])
+    results = result.reshape((-1, 1) + result.shape[2:])
+    step = max(1, _BLOCK_BYTES // max(planes[:1].nbytes, 1))
+    for start in range(0, planes.shape[0], step):
+        yield planes[start : start + step], results[start : start + step]
+
+
 def max_pool(x: Array, axes: Sequence[PoolAxis]) -> Array:
     """Max over each window; windows with no input hold the type's lowest value."""
     result = np.full(x.shape[:2] + tuple(axis.output for axis in axes), _lowest(x.dtype), x.dtype)
-    for outputs, reads in _taps(axes):
-        np.maximum(result[outputs], x[reads], out=result[outputs])
+    taps = list(_taps(axes))
+    for planes, results in _plane_blocks(x, result):
+        for outputs, reads in taps:
+            np.maximum(results[outputs], planes[reads], out=results[outputs])
     return result
 
 
-def max_pool_indices(x: Array, axes: Sequence[PoolAxis], column_major: bool) -> Array:
-    """The flat input index of each window's first maximum, as onnxruntime numbers them:
-    (n*C + c) * spatial size + the position in row-major (or column-major) order."""
+def max_pool_with_indices(
+    x: Array, axes: Sequence[PoolAxis], column_major: bool
+) -> tuple[Array, Array]:
+    """Max over each window and the flat input index of its first maximum, as onnxruntime
+    numbers them: (n*C + c) * spatial size + the position in row-major (or column-major)
+    order."""
     spatial = x.shape[2:]
     if column_major:
         steps = [math.prod(spatial[:axis]) for axis in range(len(spatial))]
@@ -422,22 +440,22 @@ def max_pool_indices(x: Array, axes: Sequence[PoolAxis], column_major: bool) -> 
             flat = flat + positions.reshape(shape) * steps[axis]
         np.copyto(best[outputs], window, where=better)
         np.copyto(indices[outputs], np.broadcast_to(flat, window.shape), where=better)
-    return indices
+    return best, indices
 
 
 def average_pool(x: Array, axes: Sequence[PoolAxis], count_include_pad: bool) -> Array:
-    """Mean over each window, dividing by the taps inside the input, or by the whole kernel
-    when padding counts (onnxruntime counts taps past the end padding too)."""
+    """Mean over each window: the sum of its taps inside the input over their count, or
+    over the count of its taps inside the padded input when padding counts."""
     total = np.zeros(x.shape[:2] + tuple(axis.output for axis in axes), x.dtype)
-    for outputs, reads in _taps(axes):
-        np.add(total[outputs], x[reads], out=total[outputs])
-    if count_include_pad:
-        return total / x.dtype.type(math.prod(axis.kernel for axis in axes))
+    taps = list(_taps(axes))
+    for planes, totals in _plane_blocks(x, total):
+        for outputs, reads in taps:
+            np.add(totals[outputs], planes[reads], out=totals[outputs])
     counts = np.ones((1, 1) + (1,) * len(axes), dtype=np.int64)
     for index, axis in enumerate(axes):
         shape = [1] * (2 + len(axes))
         shape[2 + index] = axis.output
-        counts = counts * axis.valid_counts().reshape(shape)
+        counts = counts * axis.tap_counts(count_include_pad).reshape(shape)
     return total / counts.astype(x.dtype)
 
 
@@ -449,9 +467,8 @@ def _max_pool(call: _Call) -> list[Array | None]:
         return [max_pool(x, axes)]
     if x.dtype != np.float32:
         raise _NotNative
-    column_major = call.int("storage_order", 0) == 1
-    indices = max_pool_indices(x, axes, column_major)
-    return [np.take(x.reshape(-1), indices), indices]
+    column_major = call.int_attr("storage_order", 0) == 1
+    return list(max_pool_with_indices(x, axes, column_major))
 
 
 @_kernel("AveragePool")
@@ -460,7 +477,7 @@ def _average_pool(call: _Call) -> list[Array | None]:
     if x.dtype.kind != "f":
         raise _NotNative
     axes = _pool_geometry(call, x)
-    return [average_pool(x, axes, bool(call.int("count_include_pad", 0)))]
+    return [average_pool(x, axes, bool(call.int_attr("count_include_pad", 0)))]
 
 
 @_kernel("GlobalAveragePool", "GlobalMaxPool")
@@ -478,14 +495,17 @@ def _global_pool(call: _Call) -> list[Array | None]:
 @_kernel("Flatten")
 def _flatten(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    axis = _axis(call.int("axis", 1), x.ndim + 1) if x.ndim else 0
+    axis = call.int_attr("axis", 1)
+    if not -x.ndim <= axis <= x.ndim:
+        raise ValueError(f"axis {axis} is out of range for rank {x.ndim}")
+    axis = axis + x.ndim if axis < 0 else axis
     return [x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))]
 
 
 @_kernel("Reshape")
 def _reshape(call: _Call) -> list[Array | None]:
     x, shape = call.input(0), _int_list(call.input(1))
-    if not call.int("allowzero", 0):
+    if not call.int_attr("allowzero", 0):
         shape = [x.shape[index] if dim == 0 else dim for index, dim in enumerate(shape)]
     return [x.reshape(shape)]
 
@@ -493,35 +513,42 @@ def _reshape(call: _Call) -> list[Array | None]:
 @_kernel("Transpose")
 def _transpose(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    return [np.transpose(x, call.ints("perm") or None)]
+    return [np.transpose(x, call.ints_attr("perm") or None)]
 
 
 @_kernel("Concat")
 def _concat(call: _Call) -> list[Array | None]:
     parts = [call.input(index) for index in range(len(call.inputs))]
-    return [np.concatenate(parts, axis=_axis(call.int("axis", 0), parts[0].ndim))]
+    return [np.concatenate(parts, axis=_axis(call.int_attr("axis", 0), parts[0].ndim))]
 
 
 @_kernel("Split")
 def _split(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    axis = _axis(call.int("axis", 0), x.ndim)
-    sizes = call.ints("split") if call.opset < 13 else None
+    axis = _axis(call.int_attr("axis", 0), x.ndim)
+    sizes = call.ints_attr("split") if call.opset < 13 else None
     if call.opset >= 13 and call.optional(1) is not None:
         sizes = _int_list(call.input(1))
     if not sizes:
-        parts = call.int("num_outputs", len(call.op.outputs))
+        parts = call.int_attr("num_outputs", len(call.op.outputs))
+        if call.opset < 18 and x.shape[axis] % parts:
+            raise ValueError(f"axis size {x.shape[axis]} does not split into {parts} equal parts")
         chunk = -(-x.shape[axis] // parts)  # the last part is smaller when uneven (opset 18)
-        sizes = [min(chunk, max(x.shape[axis] - chunk * index, 0)) for index in range(parts)]
-    if sum(sizes) != x.shape[axis]:
+        sizes = [min(chunk, x.shape[axis] - chunk * index) for index in range(parts)]
+    if sum(sizes) != x.shape[axis] or min(sizes) < 0:
         raise ValueError(f"split sizes {sizes} do not add up to axis size {x.shape[axis]}")
     return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+_TO_THE_END = (2**31 - 1, 2**63 - 1)  # ends that mean "through the last element" either way
 
 
 def _slice_bounds(start: int, end: int, step: int, size: int) -> slice:
     """ONNX Slice bounds (clamped, negatives from the end) as a Python slice."""
     if step == 0:
         raise ValueError("slice step cannot be 0")
+    if end in _TO_THE_END:
+        end = size if step > 0 else -size - 1
     start = start + size if start < 0 else start
     end = end + size if end < 0 else end
     if step > 0:
@@ -535,8 +562,8 @@ def _slice_bounds(start: int, end: int, step: int, size: int) -> slice:
 def _slice(call: _Call) -> list[Array | None]:
     x = call.input(0)
     if call.opset < 10:
-        starts, ends = call.ints("starts") or [], call.ints("ends") or []
-        axes, steps = call.ints("axes"), None
+        starts, ends = call.ints_attr("starts") or [], call.ints_attr("ends") or []
+        axes, steps = call.ints_attr("axes"), None
     else:
         starts, ends = _int_list(call.input(1)), _int_list(call.input(2))
         axes_input, steps_input = call.optional(3), call.optional(4)
@@ -554,7 +581,7 @@ def _slice(call: _Call) -> list[Array | None]:
 def _axes_operand(call: _Call) -> list[int] | None:
     """`axes` of Squeeze and Unsqueeze: an attribute before opset 13, an input after."""
     if call.opset < 13:
-        return call.ints("axes")
+        return call.ints_attr("axes")
     axes = call.optional(1)
     return None if axes is None else _int_list(axes)
 
@@ -580,7 +607,7 @@ def _pad_widths(call: _Call, x: Array) -> list[int]:
     """Begins then ends for every axis of `x`, from the attribute (opset < 11) or the
     input, spread over `axes` (opset 18)."""
     if call.opset < 11:
-        return call.ints("pads") or [0] * (2 * x.ndim)
+        return call.ints_attr("pads") or [0] * (2 * x.ndim)
     pads = _int_list(call.input(1))
     axes_input = call.optional(3)
     if axes_input is None:
@@ -592,43 +619,61 @@ def _pad_widths(call: _Call, x: Array) -> list[int]:
     return widths
 
 
+_PAD_MODES: dict[str, Literal["constant", "reflect", "edge", "wrap"]] = {
+    "constant": "constant",
+    "reflect": "reflect",
+    "edge": "edge",
+    "wrap": "wrap",
+}
+
+
 @_kernel("Pad")
 def _pad(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    mode = call.string("mode", "constant")
-    if mode not in ("constant", "reflect", "edge", "wrap"):
+    mode = _PAD_MODES.get(call.string_attr("mode", "constant"))
+    if mode is None:
         raise _NotNative
     widths = _pad_widths(call, x)
     if len(widths) != 2 * x.ndim:
         raise ValueError(f"pads has {len(widths)} values for a rank {x.ndim} input")
     begins, ends = widths[: x.ndim], widths[x.ndim :]
+    if any(n + b + e < 0 for b, e, n in zip(begins, ends, x.shape, strict=True)):
+        raise ValueError(f"pads {widths} crop more than the input holds")
     # negative pads crop before anything is added
-    crop = tuple(slice(-min(b, 0), size + min(e, 0)) for b, e, size in zip(begins, ends, x.shape))
-    x = x[crop]
+    crop = [slice(-min(b, 0), n + min(e, 0)) for b, e, n in zip(begins, ends, x.shape, strict=True)]
+    x = x[tuple(crop)]
     pad_width = [(max(b, 0), max(e, 0)) for b, e in zip(begins, ends, strict=True)]
     if mode == "constant":
-        value = call.float("value", 0.0) if call.opset < 11 else 0
-        fill = call.optional(2) if call.opset >= 11 else None
-        if fill is not None and fill.size:
-            value = fill.reshape(-1)[0].item()
-        return [np.pad(x, pad_width, mode="constant", constant_values=x.dtype.type(value))]
-    limit = (lambda size: size - 1) if mode == "reflect" else (lambda size: size)
-    if any(max(pad) > limit(size) for pad, size in zip(pad_width, x.shape) if max(pad)):
-        raise _NotNative  # numpy repeats the pattern where onnxruntime refuses
+        return [np.pad(x, pad_width, mode=mode, constant_values=_pad_value(call, x.dtype))]
+    # numpy mirrors or wraps again past the far edge and pads empty axes, where onnxruntime
+    # refuses or wraps its own way
+    reach = {"reflect": lambda size: size - 1, "wrap": lambda size: size}.get(mode)
+    if x.size == 0 or (
+        reach and any(max(p) > reach(n) for p, n in zip(pad_width, x.shape, strict=True))
+    ):
+        raise _NotNative
     return [np.pad(x, pad_width, mode=mode)]
+
+
+def _pad_value(call: _Call, dtype: np.dtype) -> Any:
+    """The constant fill: the `value` attribute before opset 11, else the optional input."""
+    if call.opset < 11:
+        return dtype.type(call.float_attr("value", 0.0))
+    fill = call.optional(2)
+    return dtype.type(0) if fill is None or not fill.size else fill.reshape(-1)[0]
 
 
 @_kernel("Shape")
 def _shape(call: _Call) -> list[Array | None]:
     shape = call.input(0).shape
-    start, end = call.int("start", 0), call.int("end", len(shape))
+    start, end = call.int_attr("start", 0), call.int_attr("end", len(shape))
     return [np.array(shape[_slice_bounds(start, end, 1, len(shape))], dtype=np.int64)]
 
 
 @_kernel("Gather")
 def _gather(call: _Call) -> list[Array | None]:
     data, indices = call.input(0), call.input(1)
-    axis = _axis(call.int("axis", 0), data.ndim)
+    axis = _axis(call.int_attr("axis", 0), data.ndim)
     if indices.size and (indices.min() < -data.shape[axis] or indices.max() >= data.shape[axis]):
         raise IndexError(f"gather indices out of range [-{data.shape[axis]}, {data.shape[axis]})")
     return [np.take(data, indices.astype(np.int64), axis=axis)]
@@ -654,7 +699,7 @@ _CASTABLE = frozenset(
 
 @_kernel("Cast")
 def _cast(call: _Call) -> list[Array | None]:
-    x, target = call.input(0), call.int("to", 0)
+    x, target = call.input(0), call.int_attr("to", 0)
     if target not in _CASTABLE or x.dtype.kind not in "fiub":
         raise _NotNative  # strings, bfloat16, float8 and int4 follow onnxruntime's rules
     return [x.astype(helper.tensor_dtype_to_np_dtype(target))]
@@ -663,7 +708,7 @@ def _cast(call: _Call) -> list[Array | None]:
 @_kernel("ConstantOfShape")
 def _constant_of_shape(call: _Call) -> list[Array | None]:
     shape = _int_list(call.input(0))
-    value = call.tensor("value")
+    value = call.tensor_attr("value")
     if value is None:
         value = np.zeros(1, dtype=np.float32)
     return [np.full(shape, value.reshape(-1)[0], dtype=value.dtype)]
@@ -689,24 +734,28 @@ def _dropout(call: _Call) -> list[Array | None]:
 @_kernel("BatchNormalization")
 def _batch_normalization(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    training = call.int("training_mode", 0) if call.opset >= 14 else 0
-    if training or any(call.wants(index) for index in range(1, 5)) or x.ndim < 2:
+    training = call.int_attr("training_mode", 0) if call.opset >= 14 else 0
+    if training or any(call.wants(index) for index in range(1, 5)):
         raise _NotNative  # training statistics
+    if x.ndim < 2 or not call.int_attr("spatial", 1):
+        raise _NotNative  # per-element statistics (spatial=0, before opset 9)
     scale, bias, mean, var = (call.input(index).astype(x.dtype) for index in range(1, 5))
-    epsilon = x.dtype.type(call.float("epsilon", 1e-5))
+    epsilon = x.dtype.type(call.float_attr("epsilon", 1e-5))
     # the same association as onnxruntime: x * (scale / std) + (bias - mean * scale / std)
     new_scale = np.reciprocal(np.sqrt(var + epsilon)) * scale
     new_bias = bias - mean * new_scale
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    return [x * new_scale.reshape(shape) + new_bias.reshape(shape)]
+    result = x * new_scale.reshape(shape)
+    result += new_bias.reshape(shape)  # in place: one temporary less on large activations
+    return [result]
 
 
 def _softmax_axis(call: _Call, x: Array) -> tuple[Array, int]:
     """`x` viewed so that softmax runs along one axis: opset 13+ uses `axis` itself, older
     opsets flatten to 2-D at `axis` and normalize each row."""
     if call.opset >= 13:
-        return x, _axis(call.int("axis", -1), x.ndim)
-    axis = _axis(call.int("axis", 1), x.ndim) if x.ndim else 0
+        return x, _axis(call.int_attr("axis", -1), x.ndim)
+    axis = _axis(call.int_attr("axis", 1), x.ndim) if x.ndim else 0
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:])), 1
 
 
@@ -729,9 +778,18 @@ def _softmax(call: _Call) -> list[Array | None]:
 _F32 = np.float32
 
 
-def resize_source_coordinates(
-    mode: str, output_size: int, input_size: int, scale: float
-) -> Array:
+_COORDINATE_MODES = (
+    "asymmetric",
+    "half_pixel",
+    "pytorch_half_pixel",
+    "tf_half_pixel_for_nn",
+    "align_corners",
+    "half_pixel_symmetric",
+)
+_NEAREST_MODES = ("simple", "floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
+
+
+def resize_source_coordinates(mode: str, output_size: int, input_size: int, scale: float) -> Array:
     """The input coordinate (float32, unclamped) each output position samples, computed in
     the order onnxruntime does so that nearest neighbours round the same way."""
     resized = np.arange(output_size, dtype=_F32)
@@ -751,11 +809,14 @@ def resize_source_coordinates(
         if output_size == 1:
             return np.zeros(1, dtype=_F32)
         return resized * (input_f - _F32(1)) / (output_f - _F32(1))
-    if mode == "half_pixel_symmetric":
+    if mode == "half_pixel_symmetric":  # the offset in float32, the rest in double
         adjustment = output_f / (scale_f * input_f)
         offset = float(input_f / _F32(2) * (_F32(1) - adjustment))
         return (offset + (resized.astype(np.float64) + 0.5) / float(scale_f) - 0.5).astype(_F32)
-    raise _NotNative  # tf_crop_and_resize reads the region of interest
+    raise ValueError(f"unknown coordinate_transformation_mode {mode}")
+
+
+_NEAR_TIE = 1e-5  # relative distance from a rounding tie that onnxruntime may round either way
 
 
 def nearest_indices(coordinates: Array, nearest_mode: str, downsampling: bool, size: int) -> Array:
@@ -767,11 +828,19 @@ def nearest_indices(coordinates: Array, nearest_mode: str, downsampling: bool, s
     elif nearest_mode == "ceil":
         picked = np.ceil(coordinates)
     elif nearest_mode in ("round_prefer_floor", "round_prefer_ceil"):
+        from_half = np.abs(coordinates - np.floor(coordinates) - _F32(0.5))
+        near_tie = (from_half > 0) & (from_half <= _NEAR_TIE * np.maximum(1, np.abs(coordinates)))
+        if near_tie.any():
+            # onnxruntime rounds some coordinates a few ulps below a tie up, some not
+            # (1/(2/7) picks 4, 3/(2/7) picks 10): leave those scales to it
+            raise _NotNative
         halfway = coordinates == np.trunc(coordinates) + _F32(0.5)
-        tie = np.floor(coordinates) if nearest_mode == "round_prefer_floor" else np.ceil(coordinates)
+        tie = (
+            np.floor(coordinates) if nearest_mode == "round_prefer_floor" else np.ceil(coordinates)
+        )
         picked = np.where(halfway, tie, np.round(coordinates))
     else:
-        raise _NotNative
+        raise ValueError(f"unknown nearest_mode {nearest_mode}")
     return np.clip(picked.astype(np.int64), 0, size - 1)
 
 
@@ -789,20 +858,22 @@ def linear_weights(coordinates: Array, size: int) -> tuple[Array, Array, Array, 
 
 
 @dataclass(frozen=True, slots=True)
-class _ResizePlan:
+class ResizePlan:
+    """What a Resize or Upsample does: per-axis float32 scales and output sizes, how output
+    positions map back to input coordinates, and how nearest rounds them."""
+
     scales: list[float]
     sizes: list[int]
     coordinate_mode: str
     nearest_mode: str
 
 
-def _resize_plan(call: _Call, x: Array) -> _ResizePlan:
-    """Per-axis float32 scales and output sizes, and the coordinate and rounding modes, for
-    Resize (any opset) and Upsample."""
+def _resize_plan(call: _Call, x: Array) -> ResizePlan:
+    """The plan of a Resize (any opset) or Upsample on `x`, from `scales` or `sizes`."""
     scales_values: list[float] | None
     sizes_values: list[int] | None = None
     if call.op.op_type == "Upsample" and call.opset < 9:
-        scales_values = call.floats("scales")
+        scales_values = call.floats_attr("scales")
     elif call.op.op_type == "Upsample" or call.opset < 11:
         scales_values = [float(v) for v in call.input(1).reshape(-1)]
     else:
@@ -812,9 +883,10 @@ def _resize_plan(call: _Call, x: Array) -> _ResizePlan:
             scales_values = [float(v) for v in scales_input.reshape(-1)]
         if sizes_input is not None and sizes_input.size:
             sizes_values = _int_list(sizes_input)
-    if call.string("keep_aspect_ratio_policy", "stretch") != "stretch" or call.int("antialias", 0):
-        raise _NotNative
-    axes = [_axis(axis, x.ndim) for axis in call.ints("axes") or range(x.ndim)]
+    policy = call.string_attr("keep_aspect_ratio_policy", "stretch")
+    if policy != "stretch" or call.int_attr("antialias", 0):
+        raise _NotNative  # onnxruntime's own rules for aspect ratios and antialiasing
+    axes = [_axis(axis, x.ndim) for axis in call.ints_attr("axes") or range(x.ndim)]
     scales = [1.0] * x.ndim
     sizes = list(x.shape)
     for index, axis in enumerate(axes):
@@ -827,26 +899,32 @@ def _resize_plan(call: _Call, x: Array) -> _ResizePlan:
             sizes[axis] = int(_F32(scales[axis]) * _F32(size))
         else:
             raise _NotNative
-    legacy = call.op.op_type == "Upsample" or call.opset < 11
-    if legacy and any(scale < 1 for scale in scales):
+    if call.op.op_type == "Upsample" and any(scale < 1 for scale in scales):
         raise _NotNative  # Upsample refuses to shrink
-    mode = "asymmetric" if legacy else call.string("coordinate_transformation_mode", "half_pixel")
-    nearest = "simple" if legacy else call.string("nearest_mode", "round_prefer_floor")
-    return _ResizePlan(scales, sizes, mode, nearest)
+    # before opset 11 there was one coordinate mode and one rounding rule
+    legacy = call.op.op_type == "Upsample" or call.opset < 11
+    mode = call.string_attr("coordinate_transformation_mode", "half_pixel")
+    nearest = call.string_attr("nearest_mode", "round_prefer_floor")
+    if legacy:
+        mode, nearest = "asymmetric", "simple"
+    if mode not in _COORDINATE_MODES or nearest not in _NEAREST_MODES:
+        raise _NotNative  # tf_crop_and_resize reads the region of interest
+    return ResizePlan(scales, sizes, mode, nearest)
 
 
-def resize_nearest(x: Array, plan: _ResizePlan) -> Array:
+def resize_nearest(x: Array, plan: ResizePlan) -> Array:
+    """Nearest-neighbour resize: one gather of input indices per resized axis."""
     result = x
     for axis, (scale, size) in enumerate(zip(plan.scales, plan.sizes, strict=True)):
-        if scale == 1 and size == x.shape[axis] and plan.coordinate_mode != "tf_half_pixel_for_nn":
-            continue  # every mode but tf_half_pixel_for_nn maps a unit scale onto itself
+        if scale == 1 and size == x.shape[axis]:
+            continue  # onnxruntime leaves unit-scale axes alone, even in tf_half_pixel_for_nn
         coordinates = resize_source_coordinates(plan.coordinate_mode, size, x.shape[axis], scale)
         picks = nearest_indices(coordinates, plan.nearest_mode, scale < 1, x.shape[axis])
         result = np.take(result, picks, axis=axis)
     return result
 
 
-def resize_linear(x: Array, plan: _ResizePlan) -> Array:
+def resize_linear(x: Array, plan: ResizePlan) -> Array:
     """Linear interpolation along each resized axis, last axis first as onnxruntime does."""
     result = x
     for axis in reversed(range(x.ndim)):
@@ -869,7 +947,9 @@ def resize_linear(x: Array, plan: _ResizePlan) -> Array:
 def _resize(call: _Call) -> list[Array | None]:
     x = call.input(0)
     plan = _resize_plan(call, x)
-    mode = call.string("mode", "nearest")
+    mode = call.string_attr("mode", "nearest")
+    if plan.sizes == list(x.shape):
+        return [x]  # onnxruntime copies whatever the scales when the shape does not change
     if mode == "nearest":
         return [resize_nearest(x, plan)]
     # onnxruntime interpolates floats only on the two innermost axes of 2-D or 4-D inputs
@@ -893,9 +973,10 @@ _SIMPLE_ATTRIBUTE_TYPES = {
 # A custom domain still needs the default domain imported; its version does not matter to a
 # node of another domain, so any version onnxruntime supports will do.
 _COMPANION_OPSET = 17
-_MIN_IR_VERSION = 7
+_MIN_IR_VERSION = 8  # late enough for every attribute type (type protos came in IR 8)
 
 _SESSIONS: dict[tuple, Any] = {}
+_NEEDS_STATIC_SHAPES = object()  # a session signature that only works with exact shapes
 
 
 def run_onnxruntime(
@@ -906,7 +987,7 @@ def run_onnxruntime(
     unknown dims, so one session serves every input shape."""
     # np.ascontiguousarray would turn scalars into 1-element vectors
     arrays = [None if value is None else np.require(value, requirements="C") for value in inputs]
-    session = _session(op, arrays, constant)
+    session = cached_session(op, arrays, constant)
     feeds = {f"x{index}": array for index, array in enumerate(arrays) if array is not None}
     try:
         results = session.run(None, feeds)
@@ -919,13 +1000,10 @@ def run_onnxruntime(
     return [np.asarray(next(produced)) if name else None for name in op.outputs]
 
 
-def session_cache_size() -> int:
-    """How many onnxruntime sessions the fallback holds (for tests and reports)."""
-    return len(_SESSIONS)
-
-
-def _session(op: DigitalOp, arrays: Sequence[Array | None], constant: Constant) -> Any:
-    key = (
+def cached_session(op: DigitalOp, arrays: Sequence[Array | None], constant: Constant) -> Any:
+    """The onnxruntime session that runs `op` on inputs like `arrays`: one per signature,
+    whatever the dims, unless shape inference insists on exact dims (then one per shape)."""
+    signature = (
         op.domain,
         op.op_type,
         op.opset,
@@ -933,25 +1011,44 @@ def _session(op: DigitalOp, arrays: Sequence[Array | None], constant: Constant) 
         tuple(None if a is None else (a.dtype.str, a.ndim) for a in arrays),
         tuple(bool(name) for name in op.outputs),
     )
-    if key not in _SESSIONS:
-        _SESSIONS[key] = _new_session(op, arrays, constant)
-    return _SESSIONS[key]
+    if _SESSIONS.get(signature) is not _NEEDS_STATIC_SHAPES:
+        if signature in _SESSIONS:
+            return _SESSIONS[signature]
+        try:
+            _SESSIONS[signature] = _new_session(op, arrays, constant, static_shapes=False)
+            return _SESSIONS[signature]
+        except XbarcError:
+            # some shape inference (Resize's `sizes`) rejects inputs of unknown length
+            _SESSIONS[signature] = _NEEDS_STATIC_SHAPES
+    static = (*signature, tuple(None if a is None else a.shape for a in arrays))
+    if static not in _SESSIONS:
+        _SESSIONS[static] = _new_session(op, arrays, constant, static_shapes=True)
+    return _SESSIONS[static]
 
 
 def _attribute_key(attribute: Attribute, constant: Constant) -> tuple:
     """An attribute by content: tensor names differ between programs, their data decides."""
     if attribute.kind not in ("tensor", "proto"):
         return (attribute.name, attribute.kind, attribute.value)
-    data = np.asarray(constant(attribute.value.name))  # type: ignore[union-attr]
+    data = _attribute_data(attribute, constant)
     return (attribute.name, attribute.kind, data.dtype.str, data.shape, data.tobytes())
 
 
-def _new_session(op: DigitalOp, arrays: Sequence[Array | None], constant: Constant) -> Any:
+def _attribute_data(attribute: Attribute, constant: Constant) -> Array:
+    """The program tensor a tensor or proto attribute refers to."""
+    if not isinstance(attribute.value, Const):
+        raise XbarcError(f'{attribute.kind} attribute "{attribute.name}" must name a tensor')
+    return np.asarray(constant(attribute.value.name))
+
+
+def _new_session(
+    op: DigitalOp, arrays: Sequence[Array | None], constant: Constant, static_shapes: bool
+) -> Any:
     import onnxruntime  # imported on first use: it is slow to load
 
-    model = one_node_model(op, arrays, constant)
+    model = one_node_model(op, arrays, constant, static_shapes)
     options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # deprecation notices are not the user's business here
+    options.log_severity_level = 4  # failures surface as XbarcError, notices are noise
     try:
         return onnxruntime.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
@@ -965,15 +1062,21 @@ def _new_session(op: DigitalOp, arrays: Sequence[Array | None], constant: Consta
 
 
 def one_node_model(
-    op: DigitalOp, arrays: Sequence[Array | None], constant: Constant
+    op: DigitalOp,
+    arrays: Sequence[Array | None],
+    constant: Constant,
+    static_shapes: bool = False,
 ) -> ModelProto:
-    """A model holding just `op`: inputs x<i> of the given dtypes and ranks with unknown
-    dims, untyped outputs y<i>, and the op's opset."""
+    """A model holding just `op`: inputs x<i> of the dtypes and ranks of `arrays` with
+    unknown dims (their exact dims if `static_shapes`), untyped outputs y<i>, and the op's
+    opset. Omitted inputs are "" except at the end, where they are dropped."""
     attributes = [_attribute_proto(attribute, constant) for attribute in op.attributes]
     _check_self_contained(op, attributes)
+    present = [index for index, array in enumerate(arrays) if array is not None]
+    input_count = present[-1] + 1 if present else 0
     node = helper.make_node(
         op.op_type,
-        inputs=[f"x{index}" if array is not None else "" for index, array in enumerate(arrays)],
+        inputs=[f"x{i}" if arrays[i] is not None else "" for i in range(input_count)],
         outputs=_node_outputs(op.outputs),
         name=op.name,
         domain=op.domain,
@@ -984,7 +1087,9 @@ def one_node_model(
         "digital_op",
         [
             helper.make_tensor_value_info(
-                f"x{index}", helper.np_dtype_to_tensor_dtype(array.dtype), [None] * array.ndim
+                f"x{index}",
+                helper.np_dtype_to_tensor_dtype(array.dtype),
+                array.shape if static_shapes else [None] * array.ndim,
             )
             for index, array in enumerate(arrays)
             if array is not None
@@ -1018,12 +1123,11 @@ def _companion_opset(domain: str, version: int) -> int:
 
 def _attribute_proto(attribute: Attribute, constant: Constant) -> AttributeProto:
     if attribute.kind == "proto":
-        data = np.asarray(constant(attribute.value.name))  # type: ignore[union-attr]
-        proto = AttributeProto.FromString(data.tobytes())
+        proto = AttributeProto.FromString(_attribute_data(attribute, constant).tobytes())
         proto.name = attribute.name
         return proto
     if attribute.kind == "tensor":
-        data = np.asarray(constant(attribute.value.name))  # type: ignore[union-attr]
+        data = _attribute_data(attribute, constant)
         return helper.make_attribute(attribute.name, numpy_helper.from_array(data))
     attr_type = _SIMPLE_ATTRIBUTE_TYPES.get(attribute.kind)
     if attr_type is None:
@@ -1035,9 +1139,9 @@ def _check_self_contained(op: DigitalOp, attributes: Sequence[AttributeProto]) -
     """Subgraphs (If, Loop, Scan bodies) must not read values of the enclosing graph: a
     one-node model has none to give them."""
     for attribute in attributes:
-        graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else attribute.graphs
         if attribute.type not in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
             continue
+        graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else attribute.graphs
         outer = sorted(set().union(*(outer_references(graph) for graph in graphs)))
         if outer:
             raise XbarcError(

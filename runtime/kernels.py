@@ -2,9 +2,10 @@
 
 Kernels take arrays and numbers, never IR objects. Each public kernel dispatches to a Numba
 implementation or to its numpy twin (same name with the suffix `_numpy`), chosen with
-`set_backend`; tests hold the two to bit-identical results. Numba is imported on the first
-call of a Numba kernel, so importing this module stays cheap; compiled code is cached on
-disk next to this file.
+`set_backend`; tests hold the two to bit-identical results (`quantize_inputs` is numpy
+only). Numba is imported on the first call of a Numba kernel, so importing this module stays
+cheap; compiled code is cached on disk next to this file. Hot loops index with unsigned
+integers where it matters: Numba wraps negative signed indices, which blocks vectorization.
 
 Layouts. A crossbar layer computes, per group g, `y[g] = unfold(x)[g] @ W[g]`:
 - `unfold` gives `[groups, N*P, C/groups*prod(kernel)]`, patch `p = n*P + output pixel`
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
+import numpy.typing as npt
 
 BACKENDS = ("numba", "numpy")
 KERNEL_RANK = 3
@@ -113,6 +115,17 @@ def _lift(values: Sequence[int], fill: int) -> tuple[int, ...]:
     return (fill,) * (KERNEL_RANK - len(values)) + tuple(int(v) for v in values)
 
 
+def _tap_sources(
+    out_length: int, in_length: int, kernel: int, stride: int, dilation: int, pad_begin: int
+) -> np.ndarray:
+    """[out_length, kernel]: the input index whose product with tap t lands on output o
+    of a transposed convolution (o = i*stride + t*dilation - pad_begin), or -1."""
+    span = np.arange(out_length)[:, None] + pad_begin - np.arange(kernel)[None, :] * dilation
+    source = span // stride
+    lands = (span >= 0) & (span % stride == 0) & (source < in_length)
+    return np.where(lands, source, -1)
+
+
 def _lift_pads(pads: Sequence[int]) -> tuple[int, ...]:
     rank = len(pads) // 2
     return _lift(pads[:rank], 0) + _lift(pads[rank:], 0)
@@ -189,15 +202,22 @@ def fold(
     if _backend == "numpy":
         return fold_numpy(columns, *geometry)
     out_spatial = _check_fold(columns, *geometry)
+    axes = zip(
+        _lift(out_spatial, 1),
+        _lift(in_spatial, 1),
+        _lift(kernel, 1),
+        _lift(strides, 1),
+        _lift(dilations, 1),
+        _lift_pads(pads)[:KERNEL_RANK],
+        strict=True,
+    )
+    sources = tuple(_tap_sources(*axis) for axis in axes)
     y = _numba().fold(
         np.ascontiguousarray(columns, dtype=np.float32),
         int(batch),
-        _lift(in_spatial, 1),
         int(cout_per_group),
-        _lift(kernel, 1),
-        _lift(strides, 1),
-        _lift_pads(pads),
-        _lift(dilations, 1),
+        _lift(in_spatial, 1),
+        sources,
         _lift(out_spatial, 1),
         int(groups),
     )
@@ -266,7 +286,7 @@ def quantize_inputs(x: np.ndarray, scale: float | np.ndarray, bits: int) -> np.n
 
 
 def bit_slices(
-    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: type = np.uint8
+    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: npt.DTypeLike = np.uint8
 ) -> np.ndarray:
     """Slices of non-negative integers, least significant first: [count, *levels.shape].
 
@@ -512,7 +532,7 @@ def adc_accumulate_numpy(
 
 
 def bit_slices_numpy(
-    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: type = np.uint8
+    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: npt.DTypeLike = np.uint8
 ) -> np.ndarray:
     levels = _check_bit_slices(levels_nonneg, slice_bits, count)
     shifts = (np.arange(count, dtype=levels.dtype) * slice_bits).reshape(
@@ -596,22 +616,10 @@ def _numba() -> SimpleNamespace:
                                     at += 1
 
     @jit
-    def fold_kernel(
-        columns,
-        batch,
-        in_spatial,
-        cout_per_group,
-        kernel,
-        strides,
-        pads,
-        dilations,
-        out_spatial,
-        groups,
-    ):
+    def fold_kernel(columns, batch, cout_per_group, in_spatial, sources, out_spatial, groups):
         in_d, in_h, in_w = in_spatial
-        k_d, k_h, k_w = kernel
-        s_d, s_h, s_w = strides
-        d_d, d_h, d_w = dilations
+        source_d, source_h, source_w = sources
+        k_d, k_h, k_w = source_d.shape[1], source_h.shape[1], source_w.shape[1]
         out_d, out_h, out_w = out_spatial
         y = np.empty((batch, groups * cout_per_group, out_d, out_h, out_w), np.float32)
         # Gather form of col2im: each output sums its products in increasing tap order,
@@ -625,23 +633,19 @@ def _numba() -> SimpleNamespace:
                     for o_w in range(out_w):
                         total = np.float32(0.0)
                         for t_d in range(k_d):
-                            span_d = o_d + pads[0] - t_d * d_d
-                            i_d = span_d // s_d
-                            if span_d < 0 or span_d % s_d or i_d >= in_d:
+                            i_d = source_d[o_d, t_d]
+                            if i_d < 0:
                                 continue
                             for t_h in range(k_h):
-                                span_h = o_h + pads[1] - t_h * d_h
-                                i_h = span_h // s_h
-                                if span_h < 0 or span_h % s_h or i_h >= in_h:
+                                i_h = source_h[o_h, t_h]
+                                if i_h < 0:
                                     continue
-                                row_base = ((n * in_d + i_d) * in_h + i_h) * in_w
-                                col_base = ((co * k_d + t_d) * k_h + t_h) * k_w
+                                row = ((n * in_d + i_d) * in_h + i_h) * in_w
+                                col = ((co * k_d + t_d) * k_h + t_h) * k_w
                                 for t_w in range(k_w):
-                                    span_w = o_w + pads[2] - t_w * d_w
-                                    i_w = span_w // s_w
-                                    if span_w < 0 or span_w % s_w or i_w >= in_w:
-                                        continue
-                                    total += columns[g, row_base + i_w, col_base + t_w]
+                                    i_w = source_w[o_w, t_w]
+                                    if i_w >= 0:
+                                        total += columns[g, row + i_w, col + t_w]
                         y[n, g * cout_per_group + co, o_d, o_h, o_w] = total
         return y
 
@@ -682,16 +686,18 @@ def _numba() -> SimpleNamespace:
     @jit
     def bit_slices_kernel(levels, slice_bits, out):
         count, size = out.shape
-        mask = (1 << slice_bits) - 1
+        mask = np.int32((1 << slice_bits) - 1)
+        dest = out.reshape(-1)
         chunk = 4096
-        # chunks of consecutive values keep the inner loop simple enough to vectorize
+        # Chunks of consecutive values, unsigned indices: the inner loop vectorizes.
         for first in prange((size + chunk - 1) // chunk):
             start = first * chunk
             stop = min(start + chunk, size)
             for j in range(count):
-                shift = j * slice_bits
+                shift = np.int32(j * slice_bits)
+                row = np.uint64(j * size)
                 for i in range(start, stop):
-                    out[j, i] = (levels[i] >> shift) & mask
+                    dest[row + np.uint64(i)] = (levels[np.uint64(i)] >> shift) & mask
 
     return SimpleNamespace(
         bit_slices=bit_slices_kernel,

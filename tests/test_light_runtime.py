@@ -70,6 +70,12 @@ def with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
+def ill_conditioned(logits: np.ndarray) -> bool:
+    """Whether float32 rounding of the logits (2^-24 relative) can move their Softmax by
+    more than the tolerance."""
+    return float(np.abs(logits).max()) * 2.0**-24 > RELATIVE_ERROR
+
+
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
 
@@ -87,6 +93,13 @@ def test_ideal_light_model_equals_onnxruntime(name, weights, tmp_path):
     got = Executor(program).run({graph_input.name: x})
     want = run_onnxruntime(model, {graph_input.name: x})
     assert len(program.outputs) == len(want)
+    logits = want[-1] if len(want) > 1 else None
     for output, expected in zip(program.outputs, want, strict=True):
         assert np.abs(expected).max() > 0, output
+        if output == program.outputs[0] and logits is not None and ill_conditioned(logits):
+            # constant weights make all logits equal and huge (squeezenet: 6.7e9): float32
+            # rounding alone then moves the Softmax by far more than 1e-4, whoever computes
+            # it; the logits themselves are still checked below
+            assert weights == "constant", "random weights must give well-conditioned logits"
+            continue
         assert relative_error(got[output], expected) <= RELATIVE_ERROR, output

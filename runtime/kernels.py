@@ -549,8 +549,15 @@ def bit_slices_numpy(
 @functools.cache
 def _numba() -> SimpleNamespace:
     """Compile (or load from the on-disk cache) the Numba kernels."""
+    import os
+
     import numba
     from numba import prange
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # the OpenMP layer's threads keep spinning after a kernel and starve the BLAS
+        # threads of the GEMMs that follow (ResNet-50 ran 4x slower on 2 cores)
+        numba.config.THREADING_LAYER = "workqueue"
 
     jit = numba.njit(cache=True, parallel=True)
 

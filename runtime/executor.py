@@ -13,8 +13,9 @@ ADC full scale.
 Profiles (both deterministic):
 - `ideal`: no quantization. Cells hold the real magnitude w/scale cut into the same
   slices (integer digits, the fraction in the least significant slice), inputs are not
-  converted, the ADC is transparent; slices that read the same input are linear, so
-  their cells are summed by significance into one matrix per read.
+  converted, the ADC is transparent. Reads are then linear, so the cells a layer's runs
+  read (every block, at its gathered rows and scattered columns, from the tiles as each
+  phase programmed them) are summed by significance into one matrix per group.
 - `quant`: cells hold the integer slice levels; inputs are quantized symmetrically to the
   DAC's bits (range: the layer input's largest magnitude in the batch, an oracle until
   calibration exists) and fed bit-serially, `slice_bits` at a time, positive and
@@ -86,6 +87,17 @@ class DensePlan:
     rows: slice | np.ndarray  # source rows of the unfolded input
     cols: slice | np.ndarray  # output columns
     weights: np.ndarray  # float32 [groups, len(rows), len(cols)]
+
+    def transposed(self, scale: float | np.ndarray) -> np.ndarray:
+        """The matrices dequantized (times the array's scale) as [groups, cols, rows],
+        contiguous, made once: dequantizing is linear too."""
+        cached = getattr(self, "_transposed", None)
+        if cached is None:
+            if isinstance(scale, np.ndarray):  # per column: [groups, 1, all cols]
+                scale = scale[:, :, self.cols]
+            cached = np.ascontiguousarray((self.weights * scale).transpose(0, 2, 1))
+            self._transposed = cached
+        return cached
 
 
 @dataclass
@@ -165,6 +177,8 @@ class Executor:
                 else:
                     plan.dense = self._dense_plan(plan.array, run_blocks, tiles, where)
                 plans[layer.name].append(plan)
+        if not self.settings.quantized:
+            plans = {name: [merge_runs(runs)] for name, runs in plans.items()}
         return plans
 
     def _read_plans(
@@ -255,22 +269,56 @@ class Executor:
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        unfolded, restore = unfold_input(layer, x)
         plans = self.plans.get(layer.name, [])
         if not plans:
             raise XbarcError(f"layer @{layer.name} has no runs in the schedule")
         array = plans[0].array
+        if layer.kind == "conv" and not self.settings.quantized:
+            result = self._ideal_conv(layer, plans[0], x)
+            return self._plus_bias(layer, result)
+        unfolded, restore = unfold_input(layer, x)
         if self.settings.quantized:
             peak = float(np.abs(x).max()) if x.size else 0.0
             accumulated = self._accumulate_quantized(plans, array, unfolded, peak)
         else:
             accumulated = self._accumulate_ideal(plans, array, unfolded)
-        result = restore(accumulated)
+        return self._plus_bias(layer, restore(accumulated))
+
+    def _plus_bias(self, layer: CrossbarLayer, result: np.ndarray) -> np.ndarray:
+        """The result with the layer's bias added (in place: the result is ours)."""
+        result = result.astype(np.float32, copy=False)
         if layer.bias is not None:
-            bias = self.program.store[layer.bias].astype(np.float32)
+            bias = self.program.store[layer.bias]
             shape = (1, -1) + (1,) * (result.ndim - 2) if layer.geometry else (-1,)
-            result = result + bias.reshape(shape)
-        return result.astype(np.float32, copy=False)
+            result += bias.reshape(shape)
+        return result
+
+    def _ideal_conv(self, layer: CrossbarLayer, plan: LayerPlan, x: np.ndarray) -> np.ndarray:
+        """An ideal convolution in image layout: W^T [cols, rows] @ patches^T [rows, pixels]
+        per image and group gives the output channels' planes without transposing them
+        (a 1x1 convolution reads its input planes as they are)."""
+        geometry, dense = layer.geometry, plan.dense
+        assert geometry is not None and dense is not None
+        batch, groups = x.shape[0], layer.groups
+        out_spatial = kernels.conv_output_spatial(
+            x.shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
+        )
+        pixels = math.prod(out_spatial)
+        pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)
+        if pointwise and not any(geometry.pads):
+            patches = x.reshape(batch, groups, layer.rows, pixels)
+        else:
+            unfolded = kernels.unfold(
+                x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations, groups
+            )
+            patches = unfolded.reshape(groups, batch, pixels, layer.rows).transpose(1, 0, 3, 2)
+        matrices = dense.transposed(self.weight_scale(plan.array))
+        product = np.matmul(matrices, patches[:, :, dense.rows, :])  # [N, G, cols, P]
+        if not (isinstance(dense.cols, slice) and dense.cols == slice(0, layer.cols)):
+            full = np.zeros((batch, groups, layer.cols, pixels), dtype=np.float32)
+            full[:, :, dense.cols, :] = product
+            product = full
+        return product.reshape(batch, groups * layer.cols, *out_spatial)
 
     def _accumulate_ideal(self, plans, array: Array, unfolded: np.ndarray) -> np.ndarray:
         groups, patches, _ = unfolded.shape
@@ -408,6 +456,32 @@ def real_slice_cells(
     if piece.shift == lowest:
         cells += fraction
     return cells
+
+
+def merge_runs(runs: list[LayerPlan]) -> LayerPlan:
+    """One dense plan for all of a layer's runs: ideal reads are linear, so the partial
+    sums the runs accumulate phase after phase add up to one product with the summed
+    matrices (each taken from the tiles as its phase programmed them)."""
+    if len(runs) == 1:
+        return runs[0]
+    plans = [run.dense for run in runs]
+    assert all(plan is not None for plan in plans)
+    row_sets = [
+        np.arange(p.rows.start, p.rows.stop) if isinstance(p.rows, slice) else p.rows for p in plans
+    ]
+    col_sets = [
+        np.arange(p.cols.start, p.cols.stop) if isinstance(p.cols, slice) else p.cols for p in plans
+    ]
+    rows = np.unique(np.concatenate(row_sets))
+    cols = np.unique(np.concatenate(col_sets))
+    groups = plans[0].weights.shape[0]
+    weights = np.zeros((groups, len(rows), len(cols)), dtype=np.float32)
+    for plan, own_rows, own_cols in zip(plans, row_sets, col_sets, strict=True):
+        row_position = np.searchsorted(rows, own_rows)
+        col_position = np.searchsorted(cols, own_cols)
+        weights[:, row_position[:, None], col_position[None, :]] += plan.weights
+    merged = DensePlan(as_slice(rows), as_slice(cols), weights)
+    return LayerPlan(runs[0].layer, runs[0].array, dense=merged)
 
 
 def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:

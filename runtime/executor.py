@@ -321,16 +321,19 @@ class Executor:
         return product.reshape(batch, groups * layer.cols, *out_spatial)
 
     def _accumulate_ideal(self, plans, array: Array, unfolded: np.ndarray) -> np.ndarray:
+        """[groups, patches, cols] as W^T @ x^T: every output column is then one dot
+        product over its rows, all in the same order (columns of equal weights give equal
+        results, as onnxruntime's do; a column-blocked GEMM would not)."""
+        (plan,) = plans  # ideal runs are merged per layer
+        dense = plan.dense
         groups, patches, _ = unfolded.shape
+        matrices = dense.transposed(self.weight_scale(array))
+        product = np.matmul(matrices, unfolded[:, :, dense.rows].transpose(0, 2, 1))
+        if isinstance(dense.cols, slice) and dense.cols == slice(0, array.cols):
+            return product.transpose(0, 2, 1)
         acc = np.zeros((groups, patches, array.cols), dtype=np.float32)
-        for plan in plans:
-            dense = plan.dense
-            product = np.matmul(unfolded[:, :, dense.rows], dense.weights)
-            if isinstance(dense.cols, slice) and dense.cols == slice(0, array.cols):
-                acc += product
-            else:
-                acc[:, :, dense.cols] += product
-        return acc * self.weight_scale(array)
+        acc[:, :, dense.cols] = product.transpose(0, 2, 1)
+        return acc
 
     def _accumulate_quantized(
         self, plans, array: Array, unfolded: np.ndarray, peak: float

@@ -68,14 +68,15 @@ class RuntimeSettings:
 
 @dataclass
 class ReadPlan:
-    """The blocks of one run that read the same input: rows of one group, one matrix."""
+    """Quant: the blocks of one run that read the same input (rows of one group), their
+    cells side by side."""
 
     group: int
     rows: slice | np.ndarray  # source rows of the unfolded input
     cells: np.ndarray  # float32 [len(rows), M]
-    target: np.ndarray | slice  # int64 [M] or a slice: output column of each read column
-    factor: np.ndarray  # int64 [M] (quant) / float32 (ideal): signed slice significance
-    full_scale: np.ndarray  # int64 [M]: largest partial sum per unit input (quant)
+    target: np.ndarray  # int64 [M]: output column of each read column
+    factor: np.ndarray  # int64 [M]: signed significance of the slice each column holds
+    full_scale: np.ndarray  # int64 [M]: the ADC full scale, the largest sum of the read
     offset_columns: np.ndarray  # output columns that get the offset correction
 
 
@@ -467,8 +468,8 @@ def merge_runs(runs: list[LayerPlan]) -> LayerPlan:
     matrices (each taken from the tiles as its phase programmed them)."""
     if len(runs) == 1:
         return runs[0]
-    plans = [run.dense for run in runs]
-    assert all(plan is not None for plan in plans)
+    plans = [run.dense for run in runs if run.dense is not None]
+    assert len(plans) == len(runs), "ideal runs carry dense plans"
     row_sets = [
         np.arange(p.rows.start, p.rows.stop) if isinstance(p.rows, slice) else p.rows for p in plans
     ]
@@ -547,7 +548,7 @@ def unfold_input(layer: CrossbarLayer, x: np.ndarray):
 def run_digital_op(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:
     from xbarc.runtime.digital import run_digital
 
-    inputs = []
+    inputs: list[np.ndarray | None] = []
     for operand in op.inputs:
         if operand is None:
             inputs.append(None)

@@ -557,7 +557,7 @@ def _numba() -> SimpleNamespace:
     if "NUMBA_THREADING_LAYER" not in os.environ:
         # the OpenMP layer's threads keep spinning after a kernel and starve the BLAS
         # threads of the GEMMs that follow (ResNet-50 ran 4x slower on 2 cores)
-        numba.config.THREADING_LAYER = "workqueue"
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
     jit = numba.njit(cache=True, parallel=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +118,7 @@ class XbarcBackend(Backend):
         return cls.prepare(model, device, **kwargs).run(inputs)
 
     @classmethod
-    def run_node(
-        cls, node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU", **kwargs
-    ) -> tuple[np.ndarray, ...]:
+    def run_node(cls, node, inputs, device="CPU", outputs_info=None, **kwargs):  # type: ignore[override]
         raise NotImplementedError("xbarc runs whole models; onnx's runner uses run_model")
 
     @classmethod

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.types import NUMPY_DTYPES, dtype_name
+from xbarc.ir.types import NUMPY_DTYPES, dtype_name, onnx_dtype_name
 
 
 def digest(array: np.ndarray) -> str:
@@ -62,17 +62,9 @@ def element_type(array: np.ndarray) -> str:
     try:
         return dtype_name(array.dtype)
     except ValueError:
-        from onnx import helper
+        from onnx import helper  # exotic types (bfloat16, float8, ...) via ml_dtypes
 
-        for code in range(1, 64):
-            try:
-                if helper.tensor_dtype_to_np_dtype(code) == array.dtype:
-                    from xbarc.ir.types import onnx_dtype_name
-
-                    return onnx_dtype_name(code)
-            except (KeyError, ValueError, TypeError):
-                continue
-        raise
+        return onnx_dtype_name(helper.np_dtype_to_tensor_dtype(array.dtype))
 
 
 def _storable(array: np.ndarray) -> np.ndarray:

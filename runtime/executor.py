@@ -48,6 +48,7 @@ from xbarc.ir.tile import (
     Span,
     Value,
 )
+from xbarc.passes.quantize import slice_cells
 from xbarc.runtime import kernels
 
 PROFILES = ("ideal", "quant")
@@ -115,7 +116,7 @@ def row_indices(indices: Indices, store) -> slice | np.ndarray:
     return np.asarray(store[indices.tensor], dtype=np.int64)
 
 
-def column_indices(indices: Indices, store) -> np.ndarray:
+def index_array(indices: Indices, store) -> np.ndarray:
     if isinstance(indices, Span):
         return np.arange(indices.start, indices.stop, dtype=np.int64)
     return np.asarray(store[indices.tensor], dtype=np.int64)
@@ -197,7 +198,7 @@ class Executor:
             targets, factors, full_scales, offset_columns = [], [], [], []
             for block in members:
                 piece = array.slices[block.slice]
-                columns = column_indices(block.cols, store)
+                columns = index_array(block.cols, store)
                 sign = 1 if piece.polarity == "+" else -1
                 largest = max_input * (2**piece.bits - 1) * len(block.rows)
                 targets.append(columns)
@@ -227,20 +228,18 @@ class Executor:
         columns (the offset of offset encoding is taken off where the digital correction
         would take it off)."""
         store = self.program.store
-        block_rows = [column_indices(block.rows, store) for block in blocks]
-        block_cols = [column_indices(block.cols, store) for block in blocks]
-        rows = np.unique(np.concatenate(block_rows))
-        cols = np.unique(np.concatenate(block_cols))
+        rows, row_positions = union_positions([index_array(b.rows, store) for b in blocks])
+        cols, col_positions = union_positions([index_array(b.cols, store) for b in blocks])
         weights = np.zeros((array.groups, len(rows), len(cols)), dtype=np.float32)
         offset = 2.0 ** (array.weight_bits - 1)
-        for block, own_rows, own_cols in zip(blocks, block_rows, block_cols, strict=True):
+        for block, own_rows, own_cols in zip(blocks, row_positions, col_positions, strict=True):
             piece = array.slices[block.slice]
             significance = (1 if piece.polarity == "+" else -1) * 2.0**piece.shift
             region = programmed_region(tiles[where[block.vtile]], block) * significance
             if array.encoding == "offset" and piece.shift == 0:
                 region = region - offset
-            row_position = as_slice(np.searchsorted(rows, own_rows))
-            col_position = as_slice(np.searchsorted(cols, own_cols))
+            row_position = as_slice(own_rows)
+            col_position = as_slice(own_cols)
             if isinstance(row_position, slice) and isinstance(col_position, slice):
                 weights[block.group, row_position, col_position] += region
             else:
@@ -416,7 +415,7 @@ class BlockCells:
         if key == self._last and self._weights is not None:
             return self._weights
         rows = row_indices(block.rows, self.store)
-        cols = column_indices(block.cols, self.store)
+        cols = index_array(block.cols, self.store)
         if self.quantized:
             weights = self.store[array.levels][block.group][rows][:, cols]
         else:
@@ -430,12 +429,6 @@ class BlockCells:
         self._last, self._weights = key, weights
         self._digits = {}
         return weights
-
-
-def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: str) -> np.ndarray:
-    from xbarc.passes.quantize import slice_cells as integer_slice_cells
-
-    return integer_slice_cells(levels, piece, weight_bits, encoding)
 
 
 def real_digits(weights: np.ndarray, polarity: str, array: Array) -> tuple[np.ndarray, np.ndarray]:
@@ -470,20 +463,12 @@ def merge_runs(runs: list[LayerPlan]) -> LayerPlan:
         return runs[0]
     plans = [run.dense for run in runs if run.dense is not None]
     assert len(plans) == len(runs), "ideal runs carry dense plans"
-    row_sets = [
-        np.arange(p.rows.start, p.rows.stop) if isinstance(p.rows, slice) else p.rows for p in plans
-    ]
-    col_sets = [
-        np.arange(p.cols.start, p.cols.stop) if isinstance(p.cols, slice) else p.cols for p in plans
-    ]
-    rows = np.unique(np.concatenate(row_sets))
-    cols = np.unique(np.concatenate(col_sets))
+    rows, row_positions = union_positions([as_array(plan.rows) for plan in plans])
+    cols, col_positions = union_positions([as_array(plan.cols) for plan in plans])
     groups = plans[0].weights.shape[0]
     weights = np.zeros((groups, len(rows), len(cols)), dtype=np.float32)
-    for plan, own_rows, own_cols in zip(plans, row_sets, col_sets, strict=True):
-        row_position = np.searchsorted(rows, own_rows)
-        col_position = np.searchsorted(cols, own_cols)
-        weights[:, row_position[:, None], col_position[None, :]] += plan.weights
+    for plan, own_rows, own_cols in zip(plans, row_positions, col_positions, strict=True):
+        weights[:, own_rows[:, None], own_cols[None, :]] += plan.weights
     merged = DensePlan(as_slice(rows), as_slice(cols), weights)
     return LayerPlan(runs[0].layer, runs[0].array, dense=merged)
 
@@ -494,6 +479,19 @@ def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:
         block.row_offset : block.row_offset + len(block.rows),
         block.col_offset : block.col_offset + len(block.cols),
     ]
+
+
+def union_positions(index_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The sorted union of several index sets, and where each set's indices sit in it."""
+    union = np.unique(np.concatenate(index_sets))
+    return union, [np.searchsorted(union, own) for own in index_sets]
+
+
+def as_array(selection: slice | np.ndarray) -> np.ndarray:
+    """The indices a slice (from `as_slice`) or an index array selects."""
+    if isinstance(selection, slice):
+        return np.arange(selection.start, selection.stop, dtype=np.int64)
+    return selection
 
 
 def as_slice(columns: np.ndarray) -> np.ndarray | slice:

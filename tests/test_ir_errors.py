@@ -338,11 +338,11 @@ def test_a_failed_save_keeps_the_old_files_and_leaves_no_temporaries(
 ) -> None:
     before = {path.name: path.read_bytes() for path in saved.parent.iterdir()}
 
-    def disk_full(path: Path, store: object) -> None:
-        Path(path).write_bytes(b"half")
+    def disk_full(handle, store: object) -> None:
+        handle.write(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(program_io, "save_npz", disk_full)
+    monkeypatch.setattr(program_io, "write_npz", disk_full)
     with pytest.raises(XbarcError) as caught:
         save_program(saved, Program(make_hardware(3)))
     assert str(caught.value) == f"error: cannot write {saved}: No space left on device"

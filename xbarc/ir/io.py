@@ -17,7 +17,7 @@ from pathlib import Path
 from xbarc.diagnostics import Location, XbarcError
 from xbarc.ir.parser import ParsedProgram, parse_program
 from xbarc.ir.printer import const_ref, print_program
-from xbarc.ir.tensors import TensorStore, load_npz, save_npz
+from xbarc.ir.tensors import TensorStore, load_npz, write_npz
 from xbarc.ir.tile import Program, TensorDecl
 from xbarc.ir.types import NUMPY_DTYPES
 
@@ -41,7 +41,8 @@ def save_program(path: PathLike, program: Program) -> None:
         sidecar_tmp = _temporary_beside(sidecar, temporaries)
         with open(text_tmp, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
-        save_npz(sidecar_tmp, tensors)
+        with open(sidecar_tmp, "wb") as handle:  # already a temporary file
+            write_npz(handle, tensors)
         # the text goes last: should the process die in between, the old text meets the
         # new sidecar and loading reports the hash mismatch instead of mixing programs
         os.replace(sidecar_tmp, sidecar)

@@ -80,14 +80,14 @@ def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as handle:
-            _write_npz(handle, store)
+            write_npz(handle, store)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
 
 
-def _write_npz(handle: BinaryIO, store: Mapping[str, np.ndarray]) -> None:
+def write_npz(handle: BinaryIO, store: Mapping[str, np.ndarray]) -> None:
     """What np.savez writes, for any tensor names: np.savez takes the names `file` and
     `allow_pickle` as its own arguments (and silently drops a tensor named allow_pickle)."""
     with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

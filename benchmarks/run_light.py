@@ -28,7 +28,7 @@ from results import record  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.hardware import DacSpec  # noqa: E402
-from xbarc.runtime.executor import Executor, RuntimeSettings  # noqa: E402
+from xbarc.runtime.executor import Executor, RuntimeSettings, layer_columns  # noqa: E402
 
 LIGHT = Path(onnxruntime.__file__).parent.parent / "onnx" / "backend" / "test" / "data" / "light"
 
@@ -44,30 +44,31 @@ def best_time(function, repeat: int) -> float:
 
 
 def gemm_rate(shapes: list[tuple[int, int, int]], repeat: int) -> float:
-    """float32 FLOP/s of numpy's GEMM on the given (P, R, M) shapes."""
+    """float32 FLOP/s of numpy's GEMM on the given (M, R, P) shapes: [M, R] @ [R, P]."""
     operands = [
-        (np.random.rand(p, r).astype(np.float32), np.random.rand(r, m).astype(np.float32))
-        for p, r, m in shapes
+        (np.random.rand(m, r).astype(np.float32), np.random.rand(r, p).astype(np.float32))
+        for m, r, p in shapes
     ]
-    flops = sum(2 * p * r * m for p, r, m in shapes)
+    flops = sum(2 * p * r * m for m, r, p in shapes)
     seconds = best_time(lambda: [a @ b for a, b in operands], repeat)
     return flops / seconds
 
 
 def decomposed_shapes(executor: Executor, feeds) -> list[tuple[int, int, int]]:
-    """The (patches, rows, read columns) of every GEMM the quantized run issues."""
+    """The (read columns, rows, patches) of every GEMM the quantized run issues per input
+    bit: each read's cells [M, rows] times its input columns [rows, N*P]."""
     values = executor.run_all(feeds)
     hardware = executor.program.hardware
     input_slices = -(-(executor.dac_bits - 1) // hardware.dac.slice_bits)
     shapes = []
     for layer in executor.program.layers():
-        from xbarc.runtime.executor import unfold_input
-
-        unfolded, _ = unfold_input(layer, np.asarray(values[layer.input], dtype=np.float32))
-        patches = unfolded.shape[1]
+        x = np.asarray(values[layer.input], dtype=np.float32)
+        columns, _ = layer_columns(layer, x.shape)
+        batch, _, _, pixels = columns(x).shape
         for plan in executor.plans[layer.name]:
             for read in plan.reads:
-                shapes.extend([(patches, read.cells.shape[0], read.cells.shape[1])] * input_slices)
+                columns_read, rows = read.cells_t.shape
+                shapes.extend([(columns_read, rows, batch * pixels)] * input_slices)
     return shapes
 
 
@@ -93,7 +94,7 @@ def measure(name: str, repeat: int) -> tuple:
     bit_sliced = Executor(sliced, RuntimeSettings("quant"))
     sliced_s = best_time(lambda: bit_sliced.run(feeds), max(1, repeat // 2))
     shapes = decomposed_shapes(bit_sliced, feeds)
-    flops = sum(2 * p * r * m for p, r, m in shapes)
+    flops = sum(2 * m * r * p for m, r, p in shapes)
     fraction = flops / sliced_s / gemm_rate(shapes, 1)
     print(
         f"{name:<14} onnxruntime {ort_s * 1e3:8.1f} ms  ideal {ideal_s * 1e3:8.1f} ms "

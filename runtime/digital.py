@@ -12,6 +12,14 @@ Outputs may share memory with inputs (Identity, Reshape, Transpose return views)
 them as read-only. Tensors numpy cannot hold natively (bfloat16, float8, int4, int2) cannot
 cross onnxruntime's Python boundary either, so ops producing or reading them fail with an
 XbarcError.
+
+Buffer donation: `run_digital(..., donated={i, ...})` tells the kernels that the caller will
+never read inputs i again. Elementwise kernels (Relu, LeakyRelu, Sigmoid, HardSigmoid,
+HardSwish, Clip, Tanh, Exp, Log, Sqrt, Neg, Abs, Add, Sub, Mul, Div, Sum, Max, Min, Mean)
+then write their result into a donated input that fits it exactly (shape, dtype, writable,
+C-contiguous, not aliased by another input) instead of a fresh array, which saves the
+allocation and its page faults; the bits are the same either way. Pools run in Numba for
+float32 and float64 (`xbarc.runtime.pool_kernels`), with the numpy code here as their twin.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import reduce
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +36,7 @@ from onnx import AttributeProto, ModelProto, TensorProto, ValueInfoProto, helper
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.graph import outer_references
 from xbarc.ir.tile import Attribute, Const, DigitalOp
+from xbarc.runtime import pool_kernels
 
 Array = np.ndarray
 Constant = Callable[[str], np.ndarray]
@@ -38,11 +46,23 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def run_digital(
-    op: DigitalOp, inputs: Sequence[Array | None], constant: Constant
+    op: DigitalOp,
+    inputs: Sequence[Array | None],
+    constant: Constant,
+    *,
+    donated: frozenset[int] = frozenset(),
 ) -> list[Array | None]:
     """Execute `op` on `inputs` (aligned with `op.inputs`, None for omitted ones); one array
     per output of `op`, None for unused ("") outputs. `constant(name)` reads the program's
-    tensors for tensor and proto attributes."""
+    tensors for tensor and proto attributes.
+
+    `donated` holds the indices of inputs the caller will never read again: an elementwise
+    kernel may write its result into one of them (and return it) rather than allocate,
+    when that input is a writable C-contiguous array of exactly the result's shape and
+    dtype and no other input of the op shares its memory. The caller must also know that
+    no array it still reads is a view of a donated one (Reshape and Identity results are).
+    Results are the same bits either way."""
+    # np.asarray returns an ndarray itself: donated buffers stay the caller's objects
     arrays = [None if value is None else np.asarray(value) for value in inputs]
     kernel = _KERNELS.get(op.op_type) if op.domain in DEFAULT_DOMAINS else None
     if kernel is None:
@@ -50,7 +70,7 @@ def run_digital(
     try:
         # onnxruntime computes IEEE infinities and NaNs silently; so do the kernels
         with np.errstate(all="ignore"):
-            results = kernel(_Call(op, arrays, constant))
+            results = kernel(_Call(op, arrays, constant, donated))
     except _NotNative:
         return run_onnxruntime(op, arrays, constant)
     except (ValueError, IndexError) as error:
@@ -102,10 +122,27 @@ class _Call:
     op: DigitalOp
     inputs: Sequence[Array | None]
     constant: Constant
+    donated: frozenset[int] = frozenset()
 
     @property
     def opset(self) -> int:
         return self.op.opset
+
+    def out(self, shape: tuple[int, ...], dtype: np.dtype, among: Sequence[int] = (0,)) -> Array:
+        """Where to write a result of `shape` and `dtype`: a donated input among `among`
+        that can take it in place (see `run_digital`), else a new array."""
+        for index in among:
+            array = self.optional(index)
+            if index not in self.donated or array is None:
+                continue
+            if array.shape != shape or array.dtype != dtype:
+                continue
+            if not (array.flags.writeable and array.flags.c_contiguous):
+                continue
+            others = (a for i, a in enumerate(self.inputs) if i != index and a is not None)
+            if not any(np.may_share_memory(array, other) for other in others):
+                return array
+        return np.empty(shape, dtype)
 
     def input(self, index: int) -> Array:
         value = self.optional(index)
@@ -163,56 +200,75 @@ def _axis(axis: int, rank: int) -> int:
 
 # --- elementwise -------------------------------------------------------------------------
 
-_UNARY: dict[str, Callable[[Array], Array]] = {
+_UNARY: dict[str, np.ufunc] = {
     "Tanh": np.tanh,
     "Exp": np.exp,
     "Log": np.log,
     "Sqrt": np.sqrt,
     "Neg": np.negative,
     "Abs": np.absolute,
-    "Identity": lambda x: x,
 }
 
 
 @_kernel(*_UNARY)
 def _unary(call: _Call) -> list[Array | None]:
-    return [_UNARY[call.op.op_type](call.input(0))]
+    x = call.input(0)
+    return [_UNARY[call.op.op_type](x, out=call.out(x.shape, x.dtype))]
+
+
+@_kernel("Identity")
+def _identity(call: _Call) -> list[Array | None]:
+    return [call.input(0)]
 
 
 @_kernel("Relu")
 def _relu(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    return [np.maximum(x, x.dtype.type(0))]
+    return [np.maximum(x, x.dtype.type(0), out=call.out(x.shape, x.dtype))]
 
 
 @_kernel("LeakyRelu")
 def _leaky_relu(call: _Call) -> list[Array | None]:
     x = call.input(0)
     alpha = x.dtype.type(call.float_attr("alpha", 0.01))
-    return [np.where(x >= 0, x, x * alpha)]
+    scaled = x < 0  # NaN is left as it is, as NaN * alpha would be
+    result = call.out(x.shape, x.dtype)
+    if result is not x:
+        np.copyto(result, x)
+    return [np.multiply(result, alpha, out=result, where=scaled)]
 
 
 @_kernel("Sigmoid")
 def _sigmoid(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    # exp of -|x| never overflows; the two branches are the same function
-    decay = np.exp(-np.abs(x))
+    # exp of -|x| never overflows; 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below
+    positive = x >= 0
+    decay = np.absolute(x, out=np.empty(x.shape, x.dtype))
+    np.negative(decay, out=decay)
+    np.exp(decay, out=decay)
     one = x.dtype.type(1)
-    return [np.where(x >= 0, one / (one + decay), decay / (one + decay))]
+    denominator = np.add(decay, one, out=call.out(x.shape, x.dtype))
+    np.copyto(decay, one, where=positive)
+    return [np.divide(decay, denominator, out=denominator)]
 
 
 @_kernel("HardSigmoid", "HardSwish")
 def _hard_sigmoid(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    if call.op.op_type == "HardSwish":  # fixed alpha and beta, no attributes
+    swish = call.op.op_type == "HardSwish"
+    if swish:  # fixed alpha and beta, no attributes
         alpha, beta = x.dtype.type(1 / 6), x.dtype.type(0.5)
     else:
         alpha, beta = (
             x.dtype.type(call.float_attr("alpha", 0.2)),
             x.dtype.type(call.float_attr("beta", 0.5)),
         )
-    gate = np.minimum(np.maximum(alpha * x + beta, x.dtype.type(0)), x.dtype.type(1))
-    return [x * gate if call.op.op_type == "HardSwish" else gate]
+    out = call.out(x.shape, x.dtype)
+    gate = np.multiply(x, alpha, out=np.empty(x.shape, x.dtype) if swish else out)
+    np.add(gate, beta, out=gate)
+    np.maximum(gate, x.dtype.type(0), out=gate)
+    np.minimum(gate, x.dtype.type(1), out=gate)
+    return [np.multiply(x, gate, out=out) if swish else gate]
 
 
 @_kernel("Clip")
@@ -227,19 +283,20 @@ def _clip(call: _Call) -> list[Array | None]:
         low_input, high_input = call.optional(1), call.optional(2)
         low = info.min if low_input is None else low_input.reshape(()).item()
         high = info.max if high_input is None else high_input.reshape(()).item()
-    return [np.minimum(np.maximum(x, x.dtype.type(low)), x.dtype.type(high))]
+    result = np.maximum(x, x.dtype.type(low), out=call.out(x.shape, x.dtype))
+    return [np.minimum(result, x.dtype.type(high), out=result)]
 
 
-def _divide(a: Array, b: Array) -> Array:
+def _divide(a: Array, b: Array, out: Array) -> Array:
     if a.dtype.kind == "f":
-        return np.divide(a, b)
+        return np.divide(a, b, out=out)
     # integer division truncates toward zero in onnxruntime (C++), numpy floors
     quotient = np.floor_divide(a, b)
     inexact = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
-    return quotient + inexact.astype(quotient.dtype)
+    return np.add(quotient, inexact.astype(quotient.dtype), out=out)
 
 
-_BINARY: dict[str, Callable[[Array, Array], Array]] = {
+_BINARY: dict[str, Callable[..., Array]] = {
     "Add": np.add,
     "Sub": np.subtract,
     "Mul": np.multiply,
@@ -249,7 +306,9 @@ _BINARY: dict[str, Callable[[Array, Array], Array]] = {
 
 @_kernel(*_BINARY)
 def _binary(call: _Call) -> list[Array | None]:
-    return [_BINARY[call.op.op_type](call.input(0), call.input(1))]
+    a, b = call.input(0), call.input(1)
+    out = call.out(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b), among=(0, 1))
+    return [_BINARY[call.op.op_type](a, b, out=out)]
 
 
 @_kernel("Pow")
@@ -260,7 +319,7 @@ def _pow(call: _Call) -> list[Array | None]:
     return [np.power(base, exponent.astype(base.dtype))]
 
 
-_VARIADIC: dict[str, Callable[[Array, Array], Array]] = {
+_VARIADIC: dict[str, np.ufunc] = {
     "Sum": np.add,
     "Mean": np.add,
     "Max": np.maximum,
@@ -271,9 +330,18 @@ _VARIADIC: dict[str, Callable[[Array, Array], Array]] = {
 @_kernel(*_VARIADIC)
 def _variadic(call: _Call) -> list[Array | None]:
     operands = [call.input(index) for index in range(len(call.inputs))]
-    result = reduce(_VARIADIC[call.op.op_type], operands)
-    if call.op.op_type == "Mean":
-        result = result / result.dtype.type(len(operands))
+    function, mean = _VARIADIC[call.op.op_type], call.op.op_type == "Mean"
+    if len(operands) == 1 and not mean:
+        return [operands[0]]
+    shape = np.broadcast_shapes(*(operand.shape for operand in operands))
+    dtype = np.result_type(*operands)
+    # folded left to right: only the first two operands are read before the first write
+    out = call.out(shape, dtype, among=(0, 1))
+    result = operands[0]
+    for operand in operands[1:]:
+        result = function(result, operand, out=out)
+    if mean:
+        result = np.divide(result, dtype.type(len(operands)), out=out)
     return [result]
 
 
@@ -403,7 +471,15 @@ def _plane_blocks(x: Array, result: Array) -> Iterator[tuple[Array, Array]]:
 
 
 def max_pool(x: Array, axes: Sequence[PoolAxis]) -> Array:
-    """Max over each window; windows with no input hold the type's lowest value."""
+    """Max over each window; windows with no input hold the type's lowest value. Float32
+    and float64 run in Numba, other types in numpy (the same bits)."""
+    if x.dtype in pool_kernels.NUMBA_DTYPES:
+        return pool_kernels.max_pool_numba(x, axes)
+    return max_pool_numpy(x, axes)
+
+
+def max_pool_numpy(x: Array, axes: Sequence[PoolAxis]) -> Array:
+    """`max_pool` in numpy: each tap in row-major order updates every output it reaches."""
     result = np.full(x.shape[:2] + tuple(axis.output for axis in axes), _lowest(x.dtype), x.dtype)
     taps = list(_taps(axes))
     for planes, results in _plane_blocks(x, result):
@@ -445,18 +521,35 @@ def max_pool_with_indices(
 
 def average_pool(x: Array, axes: Sequence[PoolAxis], count_include_pad: bool) -> Array:
     """Mean over each window: the sum of its taps inside the input over their count, or
-    over the count of its taps inside the padded input when padding counts."""
+    over the count of its taps inside the padded input when padding counts. Float32 and
+    float64 run in Numba, other types in numpy (the same bits)."""
+    counts = window_counts(axes, count_include_pad, x.dtype)
+    if x.dtype in pool_kernels.NUMBA_DTYPES:
+        return pool_kernels.average_pool_numba(x, axes, counts)
+    return average_pool_numpy(x, axes, counts)
+
+
+def window_counts(axes: Sequence[PoolAxis], count_padding: bool, dtype: np.dtype) -> Array:
+    """The divisor of each output of an average pool, in `dtype`, shaped as the output's
+    spatial axes (see `PoolAxis.tap_counts`)."""
+    counts = np.ones((1,) * len(axes), dtype=np.int64)
+    for index, axis in enumerate(axes):
+        shape = [1] * len(axes)
+        shape[index] = axis.output
+        counts = counts * axis.tap_counts(count_padding).reshape(shape)
+    return counts.astype(dtype)
+
+
+def average_pool_numpy(x: Array, axes: Sequence[PoolAxis], counts: Array) -> Array:
+    """`average_pool` in numpy: each tap in row-major order adds into every output it
+    reaches, then each sum is divided by its entry of `counts`."""
     total = np.zeros(x.shape[:2] + tuple(axis.output for axis in axes), x.dtype)
     taps = list(_taps(axes))
     for planes, totals in _plane_blocks(x, total):
         for outputs, reads in taps:
             np.add(totals[outputs], planes[reads], out=totals[outputs])
-    counts = np.ones((1, 1) + (1,) * len(axes), dtype=np.int64)
-    for index, axis in enumerate(axes):
-        shape = [1] * (2 + len(axes))
-        shape[2 + index] = axis.output
-        counts = counts * axis.tap_counts(count_include_pad).reshape(shape)
-    return total / counts.astype(x.dtype)
+    total /= counts
+    return total
 
 
 @_kernel("MaxPool")
@@ -483,10 +576,20 @@ def _average_pool(call: _Call) -> list[Array | None]:
 @_kernel("GlobalAveragePool", "GlobalMaxPool")
 def _global_pool(call: _Call) -> list[Array | None]:
     x = call.input(0)
-    spatial = tuple(range(2, x.ndim))
+    if x.ndim < 2:
+        raise _NotNative
+    size = math.prod(x.shape[2:])
+    planes = x.reshape(x.shape[:2] + (size,))
+    kept = x.shape[:2] + (1,) * (x.ndim - 2)
     if call.op.op_type == "GlobalMaxPool":
-        return [np.max(x, axis=spatial, keepdims=True)]
-    return [np.mean(x, axis=spatial, keepdims=True, dtype=x.dtype)]
+        return [np.maximum.reduce(planes, axis=2).reshape(kept)]
+    if x.dtype not in (np.float32, np.float64):
+        return [np.mean(planes, axis=2, dtype=x.dtype).reshape(kept)]
+    # einsum sums short planes several times faster than np.mean, whose reduction pays a
+    # call per plane (2048 planes of 7x7 in ResNet-50)
+    total = np.einsum("ncp->nc", planes)
+    total /= x.dtype.type(size)
+    return [total.reshape(kept)]
 
 
 # --- shapes and layout -------------------------------------------------------------------

@@ -15,7 +15,8 @@ Profiles (both deterministic):
   slices (integer digits, the fraction in the least significant slice), inputs are not
   converted, the ADC is transparent. Reads are then linear, so the cells a layer's runs
   read (every block, at its gathered rows and scattered columns, from the tiles as each
-  phase programmed them) are summed by significance into one matrix per group.
+  phase programmed them) are summed by significance into one effective matrix per group,
+  and the network runs with those matrices as one onnxruntime model (`effective.py`).
 - `quant`: cells hold the integer slice levels; inputs are quantized symmetrically to the
   DAC's bits (range: the layer input's largest magnitude in the batch, an oracle until
   calibration exists) and fed bit-serially, `slice_bits` at a time, positive and
@@ -23,8 +24,9 @@ Profiles (both deterministic):
   the read, or lossless with `adc_bits=0`), and partial sums are accumulated as exact
   integers before dequantization.
 
-Layers run in graph order, each over all its runs in phase order (phases are batch-major:
-the whole batch passes each programming); digital ops run on the host in between.
+In `quant`, layers run in graph order, each over all its runs in phase order (phases are
+batch-major: the whole batch passes each programming); digital ops run on the host in
+between.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from xbarc.ir.tile import (
 )
 from xbarc.passes.quantize import slice_cells
 from xbarc.runtime import kernels
+from xbarc.runtime.effective import IdealGraph
 
 PROFILES = ("ideal", "quant")
 
@@ -74,7 +77,7 @@ class ReadPlan:
 
     group: int
     rows: slice | np.ndarray  # source rows of the unfolded input
-    cells: np.ndarray  # float32 [len(rows), M]
+    cells_t: np.ndarray  # float32 [M, len(rows)]: the read columns' cells, one row each
     target: np.ndarray  # int64 [M]: output column of each read column
     factor: np.ndarray  # int64 [M]: signed significance of the slice each column holds
     full_scale: np.ndarray  # int64 [M]: the ADC full scale, the largest sum of the read
@@ -89,17 +92,6 @@ class DensePlan:
     rows: slice | np.ndarray  # source rows of the unfolded input
     cols: slice | np.ndarray  # output columns
     weights: np.ndarray  # float32 [groups, len(rows), len(cols)]
-
-    def transposed(self, scale: float | np.ndarray) -> np.ndarray:
-        """The matrices dequantized (times the array's scale) as [groups, cols, rows],
-        contiguous, made once: dequantizing is linear too."""
-        cached = getattr(self, "_transposed", None)
-        if cached is None:
-            if isinstance(scale, np.ndarray):  # per column: [groups, 1, all cols]
-                scale = scale[:, :, self.cols]
-            cached = np.ascontiguousarray((self.weights * scale).transpose(0, 2, 1))
-            self._transposed = cached
-        return cached
 
 
 @dataclass
@@ -143,6 +135,11 @@ class Executor:
         adc_bits = hardware.adc.bits if self.settings.adc_bits is None else self.settings.adc_bits
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
         self.plans = self._program_chip()
+        self._ideal: IdealGraph | None = None
+        self._buffer = np.empty(0, np.float32)  # quant: the partial sums of a read
+        if not self.settings.quantized:
+            weights = {name: self.effective_weights(plan) for name, (plan,) in self.plans.items()}
+            self._ideal = IdealGraph(program, weights)
 
     # --- programming ----------------------------------------------------------------------
 
@@ -207,14 +204,18 @@ class Executor:
                 if array.encoding == "offset" and piece.shift == 0:
                     offset_columns.append(columns)
             regions = [programmed_region(tiles[where[b.vtile]], b) for b in members]
+            # read columns sorted by output column: the ADC kernel reads out each output's
+            # columns together
+            target = np.concatenate(targets)
+            order = np.argsort(target, kind="stable")
             reads.append(
                 ReadPlan(
                     group,
                     row_indices(rows, store),
-                    np.concatenate(regions, axis=1),
-                    np.concatenate(targets),
-                    np.concatenate(factors),
-                    np.concatenate(full_scales),
+                    np.ascontiguousarray(np.concatenate(regions, axis=1).T[order]),
+                    target[order],
+                    np.concatenate(factors)[order],
+                    np.concatenate(full_scales)[order],
                     np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
                 )
             )
@@ -250,12 +251,24 @@ class Executor:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """All graph outputs for one batch of inputs."""
+        outputs = self.program.outputs
+        if self._ideal is not None:
+            return dict(zip(outputs, self._ideal.run(feeds, outputs), strict=True))
         values = self.run_all(feeds)
-        return {name: values[name] for name in self.program.outputs}
+        return {name: values[name] for name in outputs}
 
     def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every value of the graph (inputs, layer and op results) for one batch."""
         values: dict[str, np.ndarray] = dict(feeds)
+        if self._ideal is not None:
+            names = [
+                name
+                for op in self.program.ops
+                for name in ((op.output,) if isinstance(op, CrossbarLayer) else op.outputs)
+                if name and name not in values
+            ]
+            values.update(zip(names, self._ideal.run(feeds, names), strict=True))
+            return values
         store = self.program.store
         for op in self.program.ops:
             if isinstance(op, CrossbarLayer):
@@ -268,20 +281,13 @@ class Executor:
         return values
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
+        """One crossbar layer on its input, read by read (`quant`)."""
         x = np.asarray(x, dtype=np.float32)
         plans = self.plans.get(layer.name, [])
         if not plans:
             raise XbarcError(f"layer @{layer.name} has no runs in the schedule")
-        array = plans[0].array
-        if layer.kind == "conv" and not self.settings.quantized:
-            result = self._ideal_conv(layer, plans[0], x)
-            return self._plus_bias(layer, result)
-        unfolded, restore = unfold_input(layer, x)
-        if self.settings.quantized:
-            peak = float(np.abs(x).max()) if x.size else 0.0
-            accumulated = self._accumulate_quantized(plans, array, unfolded, peak)
-        else:
-            accumulated = self._accumulate_ideal(plans, array, unfolded)
+        columns, restore = layer_columns(layer, x.shape)
+        accumulated = self._accumulate_quantized(plans, columns, x)
         return self._plus_bias(layer, restore(accumulated))
 
     def _plus_bias(self, layer: CrossbarLayer, result: np.ndarray) -> np.ndarray:
@@ -293,94 +299,96 @@ class Executor:
             result += bias.reshape(shape)
         return result
 
-    def _ideal_conv(self, layer: CrossbarLayer, plan: LayerPlan, x: np.ndarray) -> np.ndarray:
-        """An ideal convolution in image layout: W^T [cols, rows] @ patches^T [rows, pixels]
-        per image and group gives the output channels' planes without transposing them
-        (a 1x1 convolution reads its input planes as they are)."""
-        geometry, dense = layer.geometry, plan.dense
-        assert geometry is not None and dense is not None
-        batch, groups = x.shape[0], layer.groups
-        out_spatial = kernels.conv_output_spatial(
-            x.shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
-        )
-        pixels = math.prod(out_spatial)
-        pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)
-        if pointwise and not any(geometry.pads):
-            patches = x.reshape(batch, groups, layer.rows, pixels)
-        else:
-            unfolded = kernels.unfold(
-                x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations, groups
-            )
-            patches = unfolded.reshape(groups, batch, pixels, layer.rows).transpose(1, 0, 3, 2)
-        matrices = dense.transposed(self.weight_scale(plan.array))
-        product = np.matmul(matrices, patches[:, :, dense.rows, :])  # [N, G, cols, P]
-        if not (isinstance(dense.cols, slice) and dense.cols == slice(0, layer.cols)):
-            full = np.zeros((batch, groups, layer.cols, pixels), dtype=np.float32)
-            full[:, :, dense.cols, :] = product
-            product = full
-        return product.reshape(batch, groups * layer.cols, *out_spatial)
-
-    def _accumulate_ideal(self, plans, array: Array, unfolded: np.ndarray) -> np.ndarray:
-        """[groups, patches, cols] as W^T @ x^T: every output column is then one dot
-        product over its rows, all in the same order (columns of equal weights give equal
-        results, as onnxruntime's do; a column-blocked GEMM would not)."""
-        (plan,) = plans  # ideal runs are merged per layer
-        dense = plan.dense
-        groups, patches, _ = unfolded.shape
-        matrices = dense.transposed(self.weight_scale(array))
-        product = np.matmul(matrices, unfolded[:, :, dense.rows].transpose(0, 2, 1))
-        if isinstance(dense.cols, slice) and dense.cols == slice(0, array.cols):
-            return product.transpose(0, 2, 1)
-        acc = np.zeros((groups, patches, array.cols), dtype=np.float32)
-        acc[:, :, dense.cols] = product.transpose(0, 2, 1)
-        return acc
-
-    def _accumulate_quantized(
-        self, plans, array: Array, unfolded: np.ndarray, peak: float
-    ) -> np.ndarray:
-        """Integer accumulation of bit-serial reads through the ADC; `peak` is the largest
-        input magnitude, the DAC's full scale."""
+    def _accumulate_quantized(self, plans, columns, x: np.ndarray) -> np.ndarray:
+        """Integer accumulation of bit-serial reads through the ADC. The DAC's full scale is
+        the largest input magnitude; inputs are quantized before they are unfolded (the
+        padding quantizes to zero either way)."""
         hardware = self.program.hardware
-        groups, patches, _ = unfolded.shape
+        array = plans[0].array
+        peak = float(np.abs(x).max()) if x.size else 0.0
         magnitude_max = 2 ** (self.dac_bits - 1) - 1
         input_scale = peak / magnitude_max if peak > 0 else 1.0
-        levels = kernels.quantize_inputs(unfolded, input_scale, self.dac_bits)
+        levels = kernels.quantize_inputs(x, input_scale, self.dac_bits)
         slice_bits = hardware.dac.slice_bits
         input_slices = -(-(self.dac_bits - 1) // slice_bits)
-        parts = [(1, np.maximum(levels, 0)), (-1, np.maximum(-levels, 0))]
-        acc = np.zeros((groups, patches, array.cols), dtype=np.int64)
+        accs: list[np.ndarray] = []  # per group: int64 [N, cols, P]
         adc_unit = self.adc_levels or 1
         offset = 2 ** (array.weight_bits - 1)
-        for sign, part in parts:
+        for sign, part in ((1, np.maximum(levels, 0)), (-1, np.maximum(-levels, 0))):
             if not part.any():
                 continue  # e.g. no negative inputs after a ReLU: those reads are skipped
-            bits = kernels.bit_slices(part, slice_bits, input_slices, dtype=np.float32)
+            planes = kernels.bit_slices(part, slice_bits, input_slices, dtype=np.float32)
+            unfolded = [columns(plane) for plane in planes]  # each [N, G, rows, P]
+            if not accs:
+                batch, groups, _, patches = unfolded[0].shape
+                shape = (batch, array.cols, patches)
+                accs = [kernels.touched(shape, np.int64) for _ in range(groups)]
             for plan in plans:
                 for read in plan.reads:
-                    for j in range(input_slices):
-                        x = bits[j][read.group][:, read.rows]
-                        if not x.any():
+                    acc = accs[read.group]
+                    for j, bits in enumerate(unfolded):
+                        driven = bits[:, read.group, read.rows, :]  # [N, rows, P]
+                        if not driven.any():
                             continue
-                        partial = x @ read.cells
-                        factor = read.factor * (sign << (j * slice_bits))
+                        partial = self._scratch(driven.shape[0], len(read.target), driven.shape[2])
+                        np.matmul(read.cells_t, driven, out=partial)
                         kernels.adc_accumulate(
                             partial,
                             read.target,
-                            factor,
+                            read.factor * (sign << (j * slice_bits)),
                             read.full_scale,
                             self.adc_levels,
-                            acc[read.group],
+                            acc,
                         )
                     if len(read.offset_columns):
-                        rows_sum = part[read.group][:, read.rows].astype(np.int64).sum(axis=1)
-                        correction = sign * offset * adc_unit * rows_sum
-                        acc[read.group][:, read.offset_columns] -= correction[:, None]
-        dequantized = acc.astype(np.float64) / adc_unit * input_scale
-        return (dequantized * self.weight_scale(array)).astype(np.float32)
+                        driven_sum = sum(
+                            bits[:, read.group, read.rows, :].sum(axis=1, dtype=np.float64)
+                            * 2 ** (j * slice_bits)
+                            for j, bits in enumerate(unfolded)
+                        )
+                        correction = sign * offset * adc_unit * driven_sum.astype(np.int64)
+                        acc[:, read.offset_columns, :] -= correction[:, None, :]
+        if not accs:  # an all-zero input
+            batch, groups, _, patches = columns(x).shape
+            accs = [kernels.touched((batch, array.cols, patches), np.int64) for _ in range(groups)]
+        scale = self.weight_scale(array)
+        result = np.empty((accs[0].shape[0], len(accs), *accs[0].shape[1:]), np.float32)
+        for group, acc in enumerate(accs):
+            dequantized = acc.astype(np.float64)
+            dequantized /= adc_unit
+            dequantized *= input_scale
+            dequantized *= scale[group][:, None] if isinstance(scale, np.ndarray) else scale
+            result[:, group] = dequantized
+        return result
+
+    def _scratch(self, *shape: int) -> np.ndarray:
+        """A float32 array of `shape` in memory reused from read to read: a fresh product
+        would take its page faults in the BLAS threads, slowly, and leave the cache."""
+        size = math.prod(shape)
+        if self._buffer.size < size:
+            self._buffer = kernels.touched((size,), np.float32)
+        return self._buffer[:size].reshape(shape)
+
+    def effective_weights(self, plan: LayerPlan) -> np.ndarray:
+        """An ideal layer's matrix as its merged runs read it, dequantized: float32
+        [groups, rows, cols], zero where no block covers a weight."""
+        dense, array = plan.dense, plan.array
+        assert dense is not None
+        scale = self.weight_scale(array)
+        if isinstance(scale, np.ndarray):  # per column: [groups, cols]
+            scale = scale[:, None, dense.cols]
+        matrix = np.zeros((array.groups, array.rows, array.cols), dtype=np.float32)
+        if isinstance(dense.rows, slice) and isinstance(dense.cols, slice):
+            matrix[:, dense.rows, dense.cols] = dense.weights * scale
+        else:
+            rows, cols = as_array(dense.rows), as_array(dense.cols)
+            matrix[:, rows[:, None], cols[None, :]] = dense.weights * scale
+        return matrix
 
     def weight_scale(self, array: Array) -> np.ndarray | float:
+        """The array's dequantization scale: a number, or one per column as [groups, cols]."""
         if isinstance(array.scale, Const):
-            return self.program.store[array.scale.name][:, None, :]  # [groups, 1, cols]
+            return self.program.store[array.scale.name]
         return array.scale
 
 
@@ -501,26 +509,36 @@ def as_slice(columns: np.ndarray) -> np.ndarray | slice:
     return columns
 
 
-def unfold_input(layer: CrossbarLayer, x: np.ndarray):
-    """The layer input as [groups, patches, rows], and the function that turns the
-    accumulated [groups, patches, cols] back into the layer's output layout."""
+def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
+    """How a layer's input of `shape` drives the crossbar rows: a function from an array of
+    that shape to its columns [N, groups, rows, P] (one column per patch), and the function
+    that lays the accumulated [N, groups, cols, P] out as the layer's output."""
+    geometry = layer.geometry
     if layer.kind == "conv":
-        geometry = layer.geometry
         assert geometry is not None
-        batch = x.shape[0]
+        batch = shape[0]
         out_spatial = kernels.conv_output_spatial(
-            x.shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
+            shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
         )
-        unfolded = kernels.unfold(
-            x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations, layer.groups
-        )
-        return unfolded, lambda acc: kernels.patches_to_image(acc, batch, out_spatial)
+        pixels = math.prod(out_spatial)
+        pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)
+
+        def unfold(x: np.ndarray) -> np.ndarray:
+            if pointwise and not any(geometry.pads):  # the input planes as they are
+                return x.reshape(batch, layer.groups, layer.rows, pixels)
+            return kernels.unfold(
+                x,
+                geometry.kernel,
+                geometry.strides,
+                geometry.pads,
+                geometry.dilations,
+                layer.groups,
+            )
+
+        return unfold, lambda acc: acc.reshape(batch, -1, *out_spatial)
     if layer.kind == "conv_transpose":
-        geometry = layer.geometry
         assert geometry is not None
-        batch, in_spatial = x.shape[0], x.shape[2:]
-        rows = kernels.image_to_rows(x)  # [N*P, Cin]
-        grouped = rows.reshape(rows.shape[0], layer.groups, layer.rows).transpose(1, 0, 2)
+        batch, in_spatial = shape[0], shape[2:]
         cout_per_group = layer.cols // math.prod(geometry.kernel)
 
         def fold(acc: np.ndarray) -> np.ndarray:
@@ -537,10 +555,15 @@ def unfold_input(layer: CrossbarLayer, x: np.ndarray):
                 layer.groups,
             )
 
-        return np.ascontiguousarray(grouped), fold
-    leading = x.shape[:-1]
-    flat = x.reshape(1, -1, x.shape[-1])
-    return flat, lambda acc: acc[0].reshape(*leading, acc.shape[-1])
+        planes = (batch, layer.groups, layer.rows, math.prod(in_spatial))
+        return lambda x: x.reshape(planes), fold
+    # Gemm / MatMul: each row of the input is one patch
+    leading, features = shape[:-1], shape[-1]
+
+    def restore(acc: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(acc[0, 0].T).reshape(*leading, acc.shape[2])
+
+    return lambda x: x.reshape(-1, features).T[None, None], restore
 
 
 def run_digital_op(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:

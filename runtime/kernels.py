@@ -1,4 +1,4 @@
-"""Array kernels of the runtime: unfold (im2col), fold (col2im), layout changes, ADC read-out.
+"""Array kernels of the runtime: unfold (im2col), fold (col2im), DAC input slices, ADC read-out.
 
 Kernels take arrays and numbers, never IR objects. Each public kernel dispatches to a Numba
 implementation or to its numpy twin (same name with the suffix `_numpy`), chosen with
@@ -7,13 +7,17 @@ only). Numba is imported on the first call of a Numba kernel, so importing this 
 cheap; compiled code is cached on disk next to this file. Hot loops index with unsigned
 integers where it matters: Numba wraps negative signed indices, which blocks vectorization.
 
-Layouts. A crossbar layer computes, per group g, `y[g] = unfold(x)[g] @ W[g]`:
-- `unfold` gives `[groups, N*P, C/groups*prod(kernel)]`, patch `p = n*P + output pixel`
-  (row-major), patch entries in channel-major order `(c, k0, k1, ...)`;
-- `patches_to_image` turns `[groups, N*P, cols]` into the conv result `[N, groups*cols, ...]`;
-- for ConvTranspose, `image_to_rows` gives one row per input pixel, channels last, and
-  `fold` adds the products `[groups, N*P_in, cout_per_group*prod(kernel)]` back into the
-  output image (col2im).
+Layouts ("columns": one row per crossbar row, one column per patch). A crossbar layer
+computes, per image n and group g, `y[n, g] = W[g]^T @ columns[n, g]`:
+- `unfold` gives `[N, groups, C/groups*prod(kernel), prod(out)]`: row `(c, k0, k1, ...)`
+  (channel in group, then kernel taps, row-major), column = output pixel (row-major), so
+  the products `[N, groups, cols, prod(out)]` are the conv result's memory as they stand;
+- for ConvTranspose, the rows are the input itself, `[N, groups, C/groups, prod(in)]`, and
+  `fold` adds the products `[N, groups, cout_per_group*prod(kernel), prod(in)]` into the
+  output image (col2im);
+- `adc_accumulate` reads out products `[N, read columns, P]` into `[N, outputs, P]`.
+Patches run along the last, contiguous axis, so per-column work (ADC, accumulation)
+vectorizes over them.
 
 Spatial ranks 1 to 3 run through one rank-3 kernel: lower ranks get leading axes of size 1.
 `pads` are ONNX ordered: all begins, then all ends.
@@ -32,6 +36,13 @@ import numpy.typing as npt
 BACKENDS = ("numba", "numpy")
 KERNEL_RANK = 3
 _backend = "numba"
+
+
+def touched(shape: tuple[int, ...], dtype: npt.DTypeLike, fill: float = 0) -> np.ndarray:
+    """A new array filled on the calling thread. Parallel kernels write their outputs from
+    several threads, and a fresh allocation's first-touch page faults taken there cost
+    ~20x more than one memset here (5 ms instead of 0.2 ms for 1.4 MB on 2 cores)."""
+    return np.full(shape, fill, dtype=dtype)
 
 
 def set_backend(name: str) -> None:
@@ -145,12 +156,12 @@ def unfold(
     *,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """im2col: x [N, C, *spatial] -> float32 [groups, N*prod(out), C/groups*prod(kernel)].
+    """im2col: x [N, C, *spatial] -> [N, groups, C/groups*prod(kernel), prod(out)], float32.
 
-    Patch p = n*prod(out) + output pixel (row-major); its entries run over
-    (channel in group, k0, k1, ...); positions in the padding read zero. `out`, a
-    C-contiguous float32 array of the result's shape, is filled and returned instead of a
-    new array (reusing a buffer saves the page faults of a fresh large allocation).
+    Row (channel in group, k0, k1, ...), column = output pixel (row-major); positions in
+    the padding read zero. `out`, a C-contiguous float32 array of the result's shape, is
+    filled and returned instead of a new array (reusing a buffer saves the page faults of a
+    fresh large allocation).
     """
     out_spatial = _check_unfold(x, kernel, strides, pads, dilations, groups)
     if _backend == "numpy":
@@ -182,7 +193,7 @@ def fold(
     output_padding: Sequence[int],
     groups: int,
 ) -> np.ndarray:
-    """col2im: float32 [groups, N*prod(in), cout_per_group*prod(kernel)] -> y [N, Cout, *out].
+    """col2im: [N, groups, cout_per_group*prod(kernel), prod(in)] -> y [N, Cout, *out].
 
     The product of input pixel i and kernel tap k lands on output i*stride + k*dilation -
     pad_begin per axis; products landing in the padding are dropped. Each output sums its
@@ -212,7 +223,8 @@ def fold(
         strict=True,
     )
     sources = tuple(_tap_sources(*axis) for axis in axes)
-    y = _numba().fold(
+    y = touched((batch, groups * cout_per_group, *_lift(out_spatial, 1)), np.float32)
+    _numba().fold(
         np.ascontiguousarray(columns, dtype=np.float32),
         int(batch),
         int(cout_per_group),
@@ -220,35 +232,9 @@ def fold(
         sources,
         _lift(out_spatial, 1),
         int(groups),
+        y,
     )
     return y.reshape(batch, groups * cout_per_group, *out_spatial)
-
-
-def patches_to_image(y: np.ndarray, batch: int, out_spatial: Sequence[int]) -> np.ndarray:
-    """Conv result layout: [groups, N*P, cols] -> [N, groups*cols, *out_spatial]."""
-    groups, patches, cols = y.shape
-    pixels = math.prod(out_spatial)
-    if patches != batch * pixels:
-        raise ValueError(
-            f"patches_to_image: {patches} patches, expected batch {batch} x "
-            f"{pixels} pixels of {tuple(out_spatial)}"
-        )
-    if _backend == "numpy":
-        return patches_to_image_numpy(y, batch, out_spatial)
-    blocks = np.ascontiguousarray(y).reshape(groups, batch, pixels, cols)
-    return _numba().swap_transpose(blocks).reshape(batch, groups * cols, *out_spatial)
-
-
-def image_to_rows(x: np.ndarray) -> np.ndarray:
-    """ConvTranspose input rows: [N, C, *spatial] -> [N*prod(spatial), C], channels last."""
-    if x.ndim < 2:
-        raise ValueError(f"image_to_rows: input of shape {x.shape} has no channel axis")
-    if _backend == "numpy":
-        return image_to_rows_numpy(x)
-    batch, channels = x.shape[:2]
-    pixels = math.prod(x.shape[2:])
-    planes = np.ascontiguousarray(x).reshape(1, batch, channels, pixels)
-    return _numba().swap_transpose(planes).reshape(batch * pixels, channels)
 
 
 def adc_accumulate(
@@ -261,17 +247,27 @@ def adc_accumulate(
 ) -> None:
     """Quantized read-out of crossbar columns, added into `acc` in place.
 
-    `partial` [P, M] holds exact non-negative integer column sums. Per column m:
-    code = clip(rint(partial * levels / full_scale[m]), 0, levels) in float64 (half to
-    even), then acc[p, target[m]] += factor[m] * code * full_scale[m], so acc / levels is
-    the dequantized sum. levels == 0 is a lossless ADC: acc += factor[m] * partial.
-    `target`, `factor`, `full_scale` are int64 [M]; `acc` is int64 [P, N_out].
+    `partial` [N, M, P] holds exact non-negative integer sums of M read columns over P
+    patches. Per column m: code = clip(rint(partial * levels / full_scale[m]), 0, levels)
+    in float64 (half to even), then acc[n, target[m], p] += factor[m] * full_scale[m] *
+    code, so acc / levels is the dequantized sum. levels == 0 is a lossless ADC:
+    acc += factor[m] * partial. `target`, `factor`, `full_scale` are int64 [M]; `acc` is
+    int64 [N, outputs, P]. Columns are fastest sorted by target (the Numba kernel reads
+    out the columns of one target together, in parallel over targets and patches; it sorts
+    unsorted columns first, at the cost of a copy).
     """
     _check_adc(partial, target, factor, full_scale, levels, acc)
     if _backend == "numpy":
         adc_accumulate_numpy(partial, target, factor, full_scale, levels, acc)
         return
-    _numba().adc_accumulate(partial, target, factor, full_scale, int(levels), acc)
+    if len(target) > 1 and np.any(target[1:] < target[:-1]):
+        order = np.argsort(target, kind="stable")
+        partial, target = partial[:, order], target[order]
+        factor, full_scale = factor[order], full_scale[order]
+    runs = np.flatnonzero(np.diff(target, prepend=-1, append=-1)).astype(np.int64)
+    _numba().adc_accumulate(
+        np.ascontiguousarray(partial), target, factor, full_scale, int(levels), runs, acc
+    )
 
 
 def quantize_inputs(x: np.ndarray, scale: float | np.ndarray, bits: int) -> np.ndarray:
@@ -295,7 +291,7 @@ def bit_slices(
     levels = _check_bit_slices(levels_nonneg, slice_bits, count)
     if _backend == "numpy":
         return bit_slices_numpy(levels, slice_bits, count, dtype)
-    out = np.empty((count, levels.size), dtype=dtype)
+    out = touched((count, levels.size), dtype)
     _numba().bit_slices(np.ascontiguousarray(levels).reshape(-1), int(slice_bits), out)
     return out.reshape((count, *levels.shape))
 
@@ -318,14 +314,14 @@ def _check_unfold(x, kernel, strides, pads, dilations, groups) -> tuple[int, ...
     return out_spatial
 
 
-def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int]:
+def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int, int]:
     batch, channels = x_shape[:2]
-    return (groups, batch * math.prod(out_spatial), channels // groups * math.prod(kernel))
+    return (batch, groups, channels // groups * math.prod(kernel), math.prod(out_spatial))
 
 
 def _output_buffer(op: str, out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     if out is None:
-        return np.empty(shape, dtype=np.float32)
+        return touched(shape, np.float32)
     if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(
             f"{op}: out is {out.dtype} {out.shape}; expected C-contiguous float32 {shape}"
@@ -351,7 +347,7 @@ def _check_fold(
         raise ValueError(
             f"fold: output_padding {tuple(output_padding)} must be {rank} non-negative values"
         )
-    expected = (groups, batch * math.prod(in_spatial), cout_per_group * math.prod(kernel))
+    expected = (batch, groups, cout_per_group * math.prod(kernel), math.prod(in_spatial))
     if columns.shape != expected:
         raise ValueError(f"fold: columns have shape {columns.shape}, expected {expected}")
     out_spatial = conv_transpose_output_spatial(
@@ -376,19 +372,24 @@ def _check_bit_slices(levels_nonneg, slice_bits: int, count: int) -> np.ndarray:
 
 
 def _check_adc(partial, target, factor, full_scale, levels, acc) -> None:
-    if partial.ndim != 2:
-        raise ValueError(f"adc_accumulate: partial sums of shape {partial.shape}; expected 2-D")
-    columns = partial.shape[1]
+    if partial.ndim != 3:
+        raise ValueError(f"adc_accumulate: partial sums of shape {partial.shape}; expected 3-D")
+    batch, columns, patches = partial.shape
     for name, array in (("target", target), ("factor", factor), ("full_scale", full_scale)):
         if array.shape != (columns,) or array.dtype != np.int64:
             raise ValueError(
                 f"adc_accumulate: {name} is {array.dtype} {array.shape}; "
                 f"expected int64 ({columns},)"
             )
-    if acc.dtype != np.int64 or acc.ndim != 2 or acc.shape[0] != partial.shape[0]:
+    if (
+        acc.dtype != np.int64
+        or acc.ndim != 3
+        or (acc.shape[0], acc.shape[2]) != (batch, patches)
+        or not (acc.flags.writeable and acc.flags.c_contiguous)
+    ):
         raise ValueError(
             f"adc_accumulate: acc is {acc.dtype} {acc.shape}; "
-            f"expected int64 ({partial.shape[0]}, outputs)"
+            f"expected writable C-contiguous int64 ({batch}, outputs, {patches})"
         )
     if columns and (target.min() < 0 or target.max() >= acc.shape[1]):
         raise ValueError(f"adc_accumulate: targets outside the {acc.shape[1]} output columns")
@@ -431,11 +432,10 @@ def unfold_numpy(
             for a in range(rank)
         )
         taps[(slice(None), slice(None), *tap)] = padded[(slice(None), slice(None), *window)]
-    # -> [N, *out, C, *kernel] -> [N*P, groups, C/groups*K] -> [groups, N*P, C/groups*K]
-    order = (0, *range(2 + rank, 2 + 2 * rank), 1, *range(2, 2 + rank))
-    rows = taps.transpose(order).reshape(batch * math.prod(out_spatial), groups, -1)
-    out = _output_buffer("unfold", out, _unfold_shape(x.shape, kernel, groups, out_spatial))
-    out[...] = rows.transpose(1, 0, 2)
+    # [N, C, *kernel, *out] is [N, groups, C/groups*K, P] in memory already
+    shape = _unfold_shape(x.shape, kernel, groups, out_spatial)
+    out = _output_buffer("unfold", out, shape)
+    out[...] = taps.reshape(shape)
     return out
 
 
@@ -465,7 +465,7 @@ def fold_numpy(
     )
     rank = len(in_spatial)
     products = np.asarray(columns, dtype=np.float32).reshape(
-        groups, batch, *in_spatial, cout_per_group, *kernel
+        batch, groups, cout_per_group, *kernel, *in_spatial
     )
     # The canvas holds every product position i*stride + k*dilation; the output is the
     # canvas shifted by pad_begin (output_padding may reach past the last product).
@@ -475,8 +475,6 @@ def fold_numpy(
         for a in range(rank)
     ]  # fmt: skip
     canvas = np.zeros((batch, groups, cout_per_group, *canvas_spatial), dtype=np.float32)
-    # a tap's products [groups, N, *in, cout] -> [N, groups, cout, *in]
-    order = (1, 0, 2 + rank, *range(2, 2 + rank))
     for tap in np.ndindex(*kernel):
         window = tuple(
             slice(
@@ -486,24 +484,10 @@ def fold_numpy(
             )
             for a in range(rank)
         )
-        tap_products = products[(slice(None),) * (3 + rank) + tap]
-        canvas[(slice(None),) * 3 + window] += tap_products.transpose(order)
+        canvas[(slice(None),) * 3 + window] += products[(slice(None),) * 3 + tap]
     crop = tuple(slice(pads[a], pads[a] + out_spatial[a]) for a in range(rank))
     image = canvas[(slice(None),) * 3 + crop]
     return np.ascontiguousarray(image).reshape(batch, groups * cout_per_group, *out_spatial)
-
-
-def patches_to_image_numpy(y: np.ndarray, batch: int, out_spatial: Sequence[int]) -> np.ndarray:
-    groups, _, cols = y.shape
-    blocks = y.reshape(groups, batch, math.prod(out_spatial), cols)
-    image = np.ascontiguousarray(blocks.transpose(1, 0, 3, 2))
-    return image.reshape(batch, groups * cols, *out_spatial)
-
-
-def image_to_rows_numpy(x: np.ndarray) -> np.ndarray:
-    batch, channels = x.shape[:2]
-    planes = x.reshape(batch, channels, -1)
-    return np.ascontiguousarray(planes.transpose(0, 2, 1)).reshape(-1, channels)
 
 
 def adc_accumulate_numpy(
@@ -516,11 +500,11 @@ def adc_accumulate_numpy(
 ) -> None:
     _check_adc(partial, target, factor, full_scale, levels, acc)
     if levels == 0:
-        contributions = factor * partial.astype(np.int64)
+        contributions = factor[:, None] * partial.astype(np.int64)
     else:
-        codes = np.rint(partial.astype(np.float64) * levels / full_scale)
+        codes = np.rint(partial.astype(np.float64) * levels / full_scale[:, None])
         np.clip(codes, 0, levels, out=codes)
-        contributions = factor * codes.astype(np.int64) * full_scale
+        contributions = (factor * full_scale)[:, None] * codes.astype(np.int64)
     # Sum the columns sharing a target, then add once per target (integer sums are exact).
     order = np.argsort(target, kind="stable")
     sorted_targets = target[order]
@@ -554,10 +538,12 @@ def _numba() -> SimpleNamespace:
     import numba
     from numba import prange
 
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        # the OpenMP layer's threads keep spinning after a kernel and starve the BLAS
-        # threads of the GEMMs that follow (ResNet-50 ran 4x slower on 2 cores)
-        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
+    # Threading layer: Numba's default choice (TBB if installed, else OpenMP), but GNU
+    # OpenMP's threads must not keep spinning after a kernel: they starve the BLAS threads
+    # of the GEMMs that follow (ResNet-50 ran 4x slower on 2 cores). A short spin keeps
+    # launches at ~2 us (the `workqueue` layer takes ~140 us per launch). The variable is
+    # read when OpenMP starts, at the first parallel launch.
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
     jit = numba.njit(cache=True, parallel=True)
 
@@ -568,67 +554,53 @@ def _numba() -> SimpleNamespace:
         s_d, s_h, s_w = strides
         d_d, d_h, d_w = dilations
         out_d, out_h, out_w = out_spatial
-        groups, patches, row_length = out.shape
+        _, groups, row_length, pixels = out.shape
         group_channels = channels // groups
-        plane_size = in_d * in_h * in_w
+        taps = k_d * k_h * k_w
         # Flat indices: array views would count references in the hot loop.
         source = x.reshape(-1)
         dest = out.reshape(-1)
-        # Where each patch entry sits relative to the patch's first input element. The
-        # indices are unsigned so that LLVM can vectorize the gather (signed indices carry
-        # a negative-index wraparound).
-        offsets = np.empty(row_length, np.uint64)
-        entry = 0
-        for c in range(group_channels):
-            for t_d in range(k_d):
-                for t_h in range(k_h):
-                    for t_w in range(k_w):
-                        offset = ((c * in_d + t_d * d_d) * in_h + t_h * d_h) * in_w + t_w * d_w
-                        offsets[entry] = offset
-                        entry += 1
-        # One task per row of output pixels; each patch is written once, contiguously.
-        for task in prange(batch * out_d * out_h):
-            n = task // (out_d * out_h)
-            corner_d = task // out_h % out_d * s_d - pads[0]
-            corner_h = task % out_h * s_h - pads[1]
-            rows_inside = (
-                corner_d >= 0
-                and corner_d + (k_d - 1) * d_d < in_d
-                and corner_h >= 0
-                and corner_h + (k_h - 1) * d_h < in_h
-            )
-            for g in range(groups):
-                first_channel = (n * channels + g * group_channels) * plane_size
-                for o_w in range(out_w):
-                    corner_w = o_w * s_w - pads[2]
-                    at = (g * patches + task * out_w + o_w) * row_length
-                    if rows_inside and corner_w >= 0 and corner_w + (k_w - 1) * d_w < in_w:
-                        corner = first_channel + (corner_d * in_h + corner_h) * in_w + corner_w
-                        for entry in range(row_length):
-                            dest[np.uint64(at + entry)] = source[np.uint64(corner) + offsets[entry]]
+        # One task per row of the result (image, channel, tap): a strided copy of the input
+        # plane per output line, zeros where the tap reads the padding.
+        for task in prange(batch * channels * taps):
+            n = task // (channels * taps)
+            c = task // taps % channels
+            tap = task % taps
+            t_d = tap // (k_h * k_w)
+            t_h = tap // k_w % k_h
+            t_w = tap % k_w
+            g = c // group_channels
+            row = (c % group_channels) * taps + tap
+            first = ((n * groups + g) * row_length + row) * pixels
+            plane = (n * channels + c) * in_d * in_h * in_w
+            # output columns whose input column o_w*s_w + shift lies inside [0, in_w)
+            shift = t_w * d_w - pads[2]
+            inside_from = min(out_w, max(0, -(shift // s_w)))
+            inside_to = max(inside_from, min(out_w, -((shift - in_w) // s_w)))
+            for o_d in range(out_d):
+                i_d = o_d * s_d - pads[0] + t_d * d_d
+                for o_h in range(out_h):
+                    i_h = o_h * s_h - pads[1] + t_h * d_h
+                    at = first + (o_d * out_h + o_h) * out_w
+                    if not (0 <= i_d < in_d and 0 <= i_h < in_h):
+                        for o_w in range(out_w):
+                            dest[at + o_w] = 0.0
                         continue
-                    # the patch overlaps the padding: check every tap
-                    for c in range(group_channels):
-                        plane = first_channel + c * plane_size
-                        for t_d in range(k_d):
-                            i_d = corner_d + t_d * d_d
-                            for t_h in range(k_h):
-                                i_h = corner_h + t_h * d_h
-                                line_inside = 0 <= i_d < in_d and 0 <= i_h < in_h
-                                line = plane + (i_d * in_h + i_h) * in_w
-                                for t_w in range(k_w):
-                                    i_w = corner_w + t_w * d_w
-                                    inside = line_inside and 0 <= i_w < in_w
-                                    dest[at] = source[line + i_w] if inside else 0.0
-                                    at += 1
+                    for o_w in range(inside_from):
+                        dest[at + o_w] = 0.0
+                    # unsigned indices: LLVM can then vectorize the gather
+                    line = np.uint64(plane + (i_d * in_h + i_h) * in_w + shift)
+                    for o_w in range(inside_from, inside_to):
+                        dest[np.uint64(at + o_w)] = source[line + np.uint64(o_w * s_w)]
+                    for o_w in range(inside_to, out_w):
+                        dest[at + o_w] = 0.0
 
     @jit
-    def fold_kernel(columns, batch, cout_per_group, in_spatial, sources, out_spatial, groups):
+    def fold_kernel(columns, batch, cout_per_group, in_spatial, sources, out_spatial, groups, y):
         in_d, in_h, in_w = in_spatial
         source_d, source_h, source_w = sources
         k_d, k_h, k_w = source_d.shape[1], source_h.shape[1], source_w.shape[1]
         out_d, out_h, out_w = out_spatial
-        y = np.empty((batch, groups * cout_per_group, out_d, out_h, out_w), np.float32)
         # Gather form of col2im: each output sums its products in increasing tap order,
         # like the numpy twin's loop over taps; one task per output row, so no races.
         for task in prange(batch * out_d * out_h):
@@ -647,48 +619,47 @@ def _numba() -> SimpleNamespace:
                                 i_h = source_h[o_h, t_h]
                                 if i_h < 0:
                                     continue
-                                row = ((n * in_d + i_d) * in_h + i_h) * in_w
-                                col = ((co * k_d + t_d) * k_h + t_h) * k_w
+                                pixel = (i_d * in_h + i_h) * in_w
+                                row = ((co * k_d + t_d) * k_h + t_h) * k_w
                                 for t_w in range(k_w):
                                     i_w = source_w[o_w, t_w]
                                     if i_w >= 0:
-                                        total += columns[g, row + i_w, col + t_w]
+                                        total += columns[n, g, row + t_w, pixel + i_w]
                         y[n, g * cout_per_group + co, o_d, o_h, o_w] = total
-        return y
 
     @jit
-    def swap_transpose(a):
-        """[A, B, R, C] -> [B, A, C, R], copied in cache-sized tiles."""
-        outer, inner, rows, cols = a.shape
-        out = np.empty((inner, outer, cols, rows), a.dtype)
-        tile = 32
-        row_tiles = (rows + tile - 1) // tile
-        for task in prange(outer * inner * row_tiles):
-            i = task // (inner * row_tiles)
-            j = task // row_tiles % inner
-            r0 = task % row_tiles * tile
-            r1 = min(r0 + tile, rows)
-            for c0 in range(0, cols, tile):
-                c1 = min(c0 + tile, cols)
-                for c in range(c0, c1):
-                    for r in range(r0, r1):
-                        out[j, i, c, r] = a[i, j, r, c]
-        return out
-
-    @jit
-    def adc_accumulate_kernel(partial, target, factor, full_scale, levels, acc):
-        patches, columns = partial.shape
-        # Parallel over patches: columns sharing a target stay in one task, so no races.
-        if levels == 0:
-            for p in prange(patches):
-                for m in range(columns):
-                    acc[p, target[m]] += factor[m] * np.int64(partial[p, m])
-            return
-        for p in prange(patches):
-            for m in range(columns):
-                code = np.rint(np.float64(partial[p, m]) * levels / np.float64(full_scale[m]))
-                code = min(max(code, 0.0), np.float64(levels))
-                acc[p, target[m]] += factor[m] * np.int64(code) * full_scale[m]
+    def adc_accumulate_kernel(partial, target, factor, full_scale, levels, runs, acc):
+        batch, columns, patches = partial.shape
+        outputs = acc.shape[1]
+        source = partial.reshape(-1)
+        dest = acc.reshape(-1)
+        top = np.float64(levels)
+        chunk = 512
+        chunks = (patches + chunk - 1) // chunk
+        targets = len(runs) - 1  # columns runs[k]:runs[k+1] share one target
+        # One task per (image, target, run of patches): the columns of one target stay in
+        # one task (they would race otherwise) and their sums in one cache-resident run of
+        # `acc`. The patch loop runs over contiguous memory with unsigned flat indices, so
+        # it vectorizes.
+        for task in prange(batch * targets * chunks):
+            n = task // (targets * chunks)
+            k = task // chunks % targets
+            start = task % chunks * chunk
+            length = min(start + chunk, patches) - start
+            into = np.uint64((n * outputs + target[runs[k]]) * patches + start)
+            for m in range(runs[k], runs[k + 1]):
+                read = np.uint64((n * columns + m) * patches + start)
+                if levels == 0:
+                    for i in range(length):
+                        at = np.uint64(i)
+                        dest[into + at] += factor[m] * np.int64(source[read + at])
+                    continue
+                step = factor[m] * full_scale[m]
+                scale = np.float64(full_scale[m])
+                for i in range(length):
+                    at = np.uint64(i)
+                    code = np.rint(np.float64(source[read + at]) * top / scale)
+                    dest[into + at] += step * np.int64(min(max(code, 0.0), top))
 
     @jit
     def bit_slices_kernel(levels, slice_bits, out):
@@ -710,6 +681,5 @@ def _numba() -> SimpleNamespace:
         bit_slices=bit_slices_kernel,
         unfold=unfold_kernel,
         fold=fold_kernel,
-        swap_transpose=swap_transpose,
         adc_accumulate=adc_accumulate_kernel,
     )

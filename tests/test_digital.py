@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Attribute, Const, DigitalOp, Value
-from xbarc.runtime import digital
+from xbarc.runtime import digital, pool_kernels
 from xbarc.runtime.digital import cached_session, run_digital, run_onnxruntime
 
 NEWEST = 26  # the newest opset onnxruntime supports
@@ -264,6 +264,124 @@ def test_matmul_integers():
     check("MatMul", [randint(3, 4, seed=1), randint(4, 2, seed=2)], 13)
 
 
+# --- buffer donation ---------------------------------------------------------------------
+
+SPECIAL_FLOATS = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+
+
+def special(x: np.ndarray) -> np.ndarray:
+    """`x` with a NaN, infinities and signed zeros at its start (floats only)."""
+    if x.dtype.kind == "f" and x.size >= 5:
+        x.reshape(-1)[:5] = SPECIAL_FLOATS
+    return x
+
+
+POSITIVE = np.abs(randn(2, 3, 5)) + 0.01
+DONATING: list[tuple[str, list[np.ndarray], dict]] = [
+    ("Relu", [randn(2, 3, 5)], {}),
+    ("Relu", [randint(2, 3, 5)], {}),
+    ("Relu", [randn()], {}),
+    ("LeakyRelu", [randn(2, 3, 5)], {"alpha": 0.1}),
+    ("Sigmoid", [randn(2, 3, 5) * 30], {}),
+    ("HardSigmoid", [randn(2, 3, 5) * 5], {"alpha": 0.3}),
+    ("HardSwish", [randn(2, 3, 5) * 5], {}),
+    ("Clip", [randn(2, 3, 5), floats(-0.5).reshape(()), floats(0.3).reshape(())], {}),
+    ("Clip", [randn(7, dtype=np.float64)], {}),
+    ("Tanh", [randn(2, 3, 5)], {}),
+    ("Exp", [randn(2, 3, 5)], {}),
+    ("Log", [POSITIVE], {}),
+    ("Sqrt", [POSITIVE], {}),
+    ("Neg", [randn(2, 3, 5)], {}),
+    ("Abs", [randint(2, 3, 5)], {}),
+    ("Add", [randn(2, 3, 5, seed=1), randn(2, 3, 5, seed=2)], {}),
+    ("Sub", [randn(2, 3, 5, seed=1), randn(3, 5, seed=2)], {}),
+    ("Mul", [randn(2, 1, 5, seed=1), randn(2, 3, 5, seed=2)], {}),
+    ("Div", [randn(2, 3, 5, seed=1), randn(2, 3, 5, seed=2)], {}),
+    ("Div", [randint(2, 3, 5, seed=1), randint(5, low=1, seed=2)], {}),
+    ("Sum", [randn(2, 3, 5, seed=1), randn(2, 3, 5, seed=2)], {}),
+    ("Sum", [randn(3, 5, seed=1), randn(2, 3, 5, seed=2), randn(5, seed=3)], {}),
+    ("Max", [randn(2, 3, 5, seed=1), randn(2, 3, 5, seed=2), randn(2, 3, 5, seed=3)], {}),
+    ("Min", [randint(2, 3, 5, seed=1), randint(2, 3, 5, seed=2)], {}),
+    ("Mean", [randn(2, 3, 5, seed=1), randn(1, 5, seed=2), randn(2, 3, 5, seed=3)], {}),
+    ("Mean", [randn(2, 3, 5)], {}),
+]
+
+
+def run_donating(
+    op_type: str, inputs: Sequence[np.ndarray], attributes: dict, donated: frozenset[int]
+) -> np.ndarray:
+    op, store = digital_op(op_type, inputs, NEWEST, **attributes)
+    with native_only():
+        (result,) = run_digital(op, inputs, store.__getitem__, donated=donated)
+    assert result is not None
+    return result
+
+
+@pytest.mark.parametrize(("op_type", "inputs", "attributes"), DONATING)
+def test_donated_inputs_take_the_result_with_the_same_bits(op_type, inputs, attributes):
+    originals = [special(x.copy()) for x in inputs]
+    want = run_donating(op_type, [x.copy() for x in originals], attributes, frozenset())
+    takers = 0
+    for index in range(len(inputs)):
+        fresh = [x.copy() for x in originals]
+        got = run_donating(op_type, fresh, attributes, frozenset({index}))
+        assert_same_bits(got, want)
+        fitting = fresh[index].shape == want.shape and fresh[index].dtype == want.dtype
+        # an n-ary fold can only write into one of the two operands it reads first
+        fitting = fitting and (index < 2 or op_type not in ("Sum", "Max", "Min", "Mean"))
+        assert np.shares_memory(got, fresh[index]) == fitting
+        takers += fitting
+        for other, (array, original) in enumerate(zip(fresh, originals, strict=True)):
+            if other != index or not fitting:
+                assert_same_bits(array, original)  # what is not donated or not taken is kept
+    assert takers
+
+
+@pytest.mark.parametrize(("op_type", "inputs", "attributes"), DONATING)
+def test_inputs_are_kept_without_donation(op_type, inputs, attributes):
+    fresh = [special(x.copy()) for x in inputs]
+    originals = [x.copy() for x in fresh]
+    got = run_donating(op_type, fresh, attributes, frozenset())
+    for array, original in zip(fresh, originals, strict=True):
+        assert not np.shares_memory(got, array)
+        assert_same_bits(array, original)
+
+
+def unfit_donations() -> list[tuple[str, list[np.ndarray]]]:
+    """Donated inputs an op cannot write into: broadcast, of another dtype, read-only,
+    strided, or also passed as another input of the op."""
+    a, b = randn(3, 4, seed=1), randn(3, 4, seed=2)
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    return [
+        ("Add", [randn(3, 1, seed=1), b]),
+        ("Add", [a.astype(np.float16), b]),
+        ("Add", [read_only, b]),
+        ("Add", [randn(4, 3, seed=1).T, b]),
+        ("Add", [a, a]),
+        ("Sum", [a, b, a]),
+        ("Relu", [randn(4, 6)[:, ::2]]),
+    ]
+
+
+@pytest.mark.parametrize(("op_type", "inputs"), unfit_donations())
+def test_unfit_donations_are_not_taken(op_type, inputs):
+    originals = [x.copy() for x in inputs]
+    want = run_donating(op_type, originals, {}, frozenset())
+    got = run_donating(op_type, inputs, {}, frozenset({0}))
+    assert_same_bits(got, want)
+    assert not np.shares_memory(got, inputs[0])
+    for array, original in zip(inputs, originals, strict=True):
+        assert_same_bits(array, original)
+
+
+def test_views_are_unaffected_by_donation():
+    x = randn(2, 6)
+    op, store = digital_op("Reshape", [x, ints(3, 4)], NEWEST)
+    (y,) = run_digital(op, [x, ints(3, 4)], store.__getitem__, donated=frozenset({0, 1}))
+    assert y is not None and y.base is x
+
+
 # --- pooling -----------------------------------------------------------------------------
 
 POOLS_2D = [
@@ -386,10 +504,92 @@ def test_pools_match_onnxruntime_on_random_geometries(case, count_include_pad, i
     check("AveragePool", [x], 19, count_include_pad=count_include_pad, **params)
 
 
+def test_max_pool_in_double():
+    # onnxruntime has no double AveragePool: the kernel tests below hold it to its twin
+    x = randn(2, 3, 11, 10, dtype=np.float64)
+    check("MaxPool", [x], 12, kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 1, 1], ceil_mode=1)
+
+
 @pytest.mark.parametrize("op_type", ["GlobalAveragePool", "GlobalMaxPool"])
-@pytest.mark.parametrize("shape", [(2, 3, 7), (1, 16, 7, 7), (2, 2, 3, 4, 5)])
+@pytest.mark.parametrize("shape", [(2, 3, 7), (1, 16, 7, 7), (2, 2, 3, 4, 5), (0, 3, 4, 4)])
 def test_global_pools(op_type, shape):
     check(op_type, [randn(*shape)], 9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_global_average_pool_of_other_floats(dtype):
+    # onnxruntime has no double or half kernel to compare with
+    x = randn(2, 5, 3, 4, dtype=dtype)
+    op, store = digital_op("GlobalAveragePool", [x], 9)
+    with native_only():
+        (y,) = run_digital(op, [x], store.__getitem__)
+    assert y is not None and (y.dtype, y.shape) == (x.dtype, (2, 5, 1, 1))
+    want = np.mean(x.astype(np.float64), axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(y, want, rtol=1e-2 if dtype == np.float16 else 1e-12)
+
+
+@st.composite
+def pool_geometries(draw) -> tuple[np.ndarray, list[digital.PoolAxis]]:
+    """1 to 3 spatial axes of any geometry `pool_axes` accepts, windows that read only
+    padding included, and float32 or float64 data sprinkled with NaN, infinities and
+    signed zeros."""
+    rank = draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 4)) for _ in range(rank)]
+    dilations = [draw(st.integers(1, 3)) for _ in range(rank)]
+    reach = [d * (k - 1) + 1 for d, k in zip(dilations, kernel, strict=True)]
+    pads = [draw(st.integers(0, r)) for r in reach * 2]
+    spatial = [
+        draw(st.integers(max(1, r - pads[a] - pads[a + rank]), r + 6)) for a, r in enumerate(reach)
+    ]
+    strides = [draw(st.integers(1, 4)) for _ in range(rank)]
+    axes = digital.pool_axes(
+        spatial, kernel, strides, dilations, pads, "NOTSET", draw(st.booleans())
+    )
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = randn(
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 3)),
+        *spatial,
+        seed=draw(st.integers(0, 9)),
+        dtype=dtype,
+    )
+    rng = np.random.default_rng(draw(st.integers(0, 9)))
+    specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
+    x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
+    return x, axes
+
+
+def assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
+    assert (got.dtype, got.shape) == (want.dtype, want.shape)
+    unsigned = np.dtype(f"u{want.dtype.itemsize}")
+    np.testing.assert_array_equal(got.view(unsigned), want.view(unsigned))
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=pool_geometries())
+def test_max_pool_kernel_gives_the_numpy_twins_bits(case):
+    x, axes = case
+    assert_same_bits(pool_kernels.max_pool_numba(x, axes), digital.max_pool_numpy(x, axes))
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=pool_geometries(), count_padding=st.booleans())
+def test_average_pool_kernel_gives_the_numpy_twins_bits(case, count_padding):
+    x, axes = case
+    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
+    counts = digital.window_counts(axes, count_padding, x.dtype)
+    with np.errstate(all="ignore"):  # empty windows divide 0 by 0
+        want = digital.average_pool_numpy(x, axes, counts)
+    assert_same_bits(pool_kernels.average_pool_numba(x, axes, counts), want)
+
+
+def test_pools_of_other_types_run_in_numpy():
+    x = randn(1, 2, 6, 6, dtype=np.float16)
+    axes = digital.pool_axes([6, 6], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], "NOTSET", False)
+    with mock.patch.object(pool_kernels, "_numba", side_effect=AssertionError("ran Numba")):
+        assert digital.max_pool(x, axes).dtype == np.float16
+        assert digital.average_pool(x, axes, False).dtype == np.float16
+        assert digital.max_pool(x.astype(np.int8), axes).dtype == np.int8
 
 
 # --- shapes and layout -------------------------------------------------------------------

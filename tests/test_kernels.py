@@ -48,24 +48,23 @@ def run_onnx(op: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, **attributes)
 
 
 def conv_by_kernels(x, w, b, strides, pads, dilations, groups) -> np.ndarray:
-    """Conv as a crossbar layer: y[g] = unfold(x)[g] @ W[g] + bias."""
+    """Conv as a crossbar layer: y[n, g] = W[g]^T @ unfold(x)[n, g] + bias."""
     cout, kernel = w.shape[0], w.shape[2:]
-    per_group = cout // groups
-    # W[g] = w[g*Ng:(g+1)*Ng].reshape(Ng, -1).T
-    weights = w.reshape(groups, per_group, -1).transpose(0, 2, 1)
-    y = kernels.unfold(x, kernel, strides, pads, dilations, groups) @ weights
-    y += b.reshape(groups, 1, per_group)
+    # W[g]^T = w[g*Ng:(g+1)*Ng].reshape(Ng, -1)
+    transposed = w.reshape(groups, cout // groups, -1)
+    y = transposed @ kernels.unfold(x, kernel, strides, pads, dilations, groups)
     out_spatial = kernels.conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
-    return kernels.patches_to_image(y, x.shape[0], out_spatial)
+    return y.reshape(x.shape[0], cout, *out_spatial) + b.reshape(1, -1, *(1,) * len(kernel))
 
 
 def conv_transpose_by_kernels(x, w, b, strides, pads, dilations, output_padding, groups):
-    """ConvTranspose as a crossbar layer: per-pixel rows @ W[g], then col2im."""
+    """ConvTranspose as a crossbar layer: W[g]^T @ input planes[n, g], then col2im."""
     cin, cout_per_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
     in_group = cin // groups
-    rows = kernels.image_to_rows(x)
-    grouped_rows = rows.reshape(len(rows), groups, in_group).transpose(1, 0, 2)
-    columns = grouped_rows @ w.reshape(groups, in_group, -1)  # W[g] = w[g*Cg:(g+1)*Cg]
+    planes = x.reshape(x.shape[0], groups, in_group, -1)
+    # W[g] = w[g*Cg:(g+1)*Cg].reshape(Cg, -1)
+    transposed = w.reshape(groups, in_group, -1).transpose(0, 2, 1)
+    columns = transposed @ planes
     y = kernels.fold(
         columns,
         x.shape[0],
@@ -228,7 +227,7 @@ def fold_geometries(draw):
 @given(fold_geometries(), st.integers(0, 2**16))
 def test_fold_numba_equals_numpy(geometry, seed):
     batch, in_spatial, cout_per_group, kernel, *_, groups = geometry
-    shape = (groups, batch * np.prod(in_spatial), cout_per_group * np.prod(kernel))
+    shape = (batch, groups, cout_per_group * np.prod(kernel), np.prod(in_spatial))
     columns = random_floats(shape, seed)
     expected = kernels.fold_numpy(columns, *geometry)
     actual = kernels.fold(columns, *geometry)
@@ -236,38 +235,24 @@ def test_fold_numba_equals_numpy(geometry, seed):
 
 
 def test_fold_adds_overlapping_products_and_drops_the_padding():
-    # 1-D, kernel 3, stride 1, pads 1/1: output j = sum over taps k of column (j + 1 - k, k)
-    columns = np.arange(12, dtype=np.float32).reshape(1, 4, 3)
+    # 1-D, kernel 3, stride 1, pads 1/1: output j sums tap k of input pixel j + 1 - k
+    columns = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
     y = kernels.fold(columns, 1, (4,), 1, (3,), (1,), (1, 1), (1,), (0,), 1)
-    by_hand = [columns[0, 0, 1] + columns[0, 1, 0]]
-    by_hand += [columns[0, j - 1, 2] + columns[0, j, 1] + columns[0, j + 1, 0] for j in (1, 2)]
-    by_hand += [columns[0, 2, 2] + columns[0, 3, 1]]
+    c = columns[0, 0]  # [tap, input pixel]
+    by_hand = [c[1, 0] + c[0, 1]]
+    by_hand += [c[2, j - 1] + c[1, j] + c[0, j + 1] for j in (1, 2)]
+    by_hand += [c[2, 2] + c[1, 3]]
     np.testing.assert_array_equal(y, np.array(by_hand, dtype=np.float32).reshape(1, 1, 4))
 
 
-@PROPERTY
-@given(
-    st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)),
-    st.integers(0, 2),
-)
-def test_layout_kernels_numba_equal_numpy(sizes, spatial_rank):
-    groups, batch, pixels, cols = sizes
-    out_spatial = (pixels,) if spatial_rank < 2 else (1, pixels)
-    y = random_floats((groups, batch * pixels, cols))
-    image = kernels.patches_to_image(y, batch, out_spatial)
-    np.testing.assert_array_equal(
-        image, kernels.patches_to_image_numpy(y, batch, out_spatial), strict=True
-    )
-    assert image[batch - 1, groups * cols - 1, ..., -1] == y[-1, -1, -1]
-    rows = kernels.image_to_rows(image)
-    np.testing.assert_array_equal(rows, kernels.image_to_rows_numpy(image), strict=True)
-    assert rows.shape == (batch * pixels, groups * cols)
-
-
-def test_layout_kernels_keep_integer_dtypes():
-    y = np.arange(2 * 6 * 3, dtype=np.int64).reshape(2, 6, 3)
-    image = kernels.patches_to_image(y, 2, (3,))
-    np.testing.assert_array_equal(image, kernels.patches_to_image_numpy(y, 2, (3,)), strict=True)
+def test_unfold_layout_puts_taps_on_rows_and_pixels_on_columns(backend):
+    # 1-D, 2 channels in 2 groups, kernel 2, stride 2, pad 1 at the start
+    x = np.arange(10, dtype=np.float32).reshape(1, 2, 5)
+    columns = kernels.unfold(x, (2,), (2,), (1, 0), (1,), 2)
+    assert columns.shape == (1, 2, 2, 3)  # [N, groups, (channel, tap), output pixels]
+    # output pixel o reads inputs 2o - 1 and 2o; input -1 is padding
+    np.testing.assert_array_equal(columns[0, 0], [[0, 1, 3], [0, 2, 4]])
+    np.testing.assert_array_equal(columns[0, 1], [[0, 6, 8], [5, 7, 9]])
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,30 +262,31 @@ def test_layout_kernels_keep_integer_dtypes():
 def adc_by_loop(partial, target, factor, full_scale, levels, acc) -> np.ndarray:
     """The read-out in plain Python: float division, round half to even, exact ints."""
     acc = acc.copy()
-    for p in range(partial.shape[0]):
-        for m in range(partial.shape[1]):
-            if levels == 0:
-                acc[p, target[m]] += int(factor[m]) * int(partial[p, m])
-                continue
-            ratio = float(partial[p, m]) * levels / int(full_scale[m])
-            code = min(max(round(ratio), 0), levels)
-            acc[p, target[m]] += int(factor[m]) * code * int(full_scale[m])
+    for n, m, p in np.ndindex(*partial.shape):
+        if levels == 0:
+            acc[n, target[m], p] += int(factor[m]) * int(partial[n, m, p])
+            continue
+        ratio = float(partial[n, m, p]) * levels / int(full_scale[m])
+        code = min(max(round(ratio), 0), levels)
+        acc[n, target[m], p] += int(factor[m]) * code * int(full_scale[m])
     return acc
 
 
 @st.composite
 def adc_reads(draw):
-    patches = draw(st.integers(1, 12))
+    batch = draw(st.integers(1, 2))
+    patches = draw(st.sampled_from([1, 5, 12, 1500]))  # 1500: more than one task per image
     columns = draw(st.integers(1, 20))
     outputs = draw(st.integers(1, 6))
     levels = draw(st.sampled_from([0, 1, 3, 15, 255]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     full_scale = rng.integers(1, 500, size=columns)
     # partial sums up to twice the full scale, so that some clip
-    partial = np.floor(rng.random((patches, columns)) * 2 * full_scale).astype(np.float32)
+    partial = rng.random((batch, columns, patches)) * 2 * full_scale[:, None]
+    partial = np.floor(partial).astype(np.float32)
     target = rng.integers(0, outputs, size=columns)  # repeats are likely
     factor = rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 12, size=columns)
-    acc = rng.integers(-1000, 1000, size=(patches, outputs))
+    acc = rng.integers(-1000, 1000, size=(batch, outputs, patches))
     return partial, target, factor, full_scale, levels, acc
 
 
@@ -320,21 +306,22 @@ def test_adc_accumulate_numba_numpy_and_loop_agree(read):
 @pytest.mark.parametrize("levels", [0, 4])
 def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(levels, backend):
     # full scale 8 at 4 levels: codes of 1, 3, 5, 12 are rint(0.5, 1.5, 2.5, 6) -> 0, 2, 2, 4
-    partial = np.array([[1, 3], [5, 12]], dtype=np.float32)
+    # two read columns (rows here), two patches (columns)
+    partial = np.array([[[1, 5], [3, 12]]], dtype=np.float32)
     target = np.array([0, 0])
     factor = np.array([1, -2])
     full_scale = np.array([8, 8])
-    acc = np.zeros((2, 1), dtype=np.int64)
+    acc = np.zeros((1, 1, 2), dtype=np.int64)
     kernels.adc_accumulate(partial, target, factor, full_scale, levels, acc)
     if levels == 0:
-        assert acc.tolist() == [[1 - 2 * 3], [5 - 2 * 12]]
+        assert acc.tolist() == [[[1 - 2 * 3, 5 - 2 * 12]]]
     else:
-        assert acc.tolist() == [[(0 - 2 * 2) * 8], [(2 - 2 * 4) * 8]]
+        assert acc.tolist() == [[[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]]
 
 
 def test_adc_accumulate_rejects_mismatched_tables():
-    partial = np.zeros((2, 3), dtype=np.float32)
-    acc = np.zeros((2, 2), dtype=np.int64)
+    partial = np.zeros((1, 3, 2), dtype=np.float32)
+    acc = np.zeros((1, 2, 2), dtype=np.int64)
     ones = np.ones(3, dtype=np.int64)
     with pytest.raises(ValueError, match="target is int32"):
         kernels.adc_accumulate(partial, ones.astype(np.int32), ones, ones, 4, acc)

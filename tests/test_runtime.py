@@ -247,8 +247,10 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
         y = image.reshape(x.shape[0], groups * cols, *out)
     elif layer.kind == "conv_transpose":
         g = layer.geometry
+        groups, _, cols = result.shape
+        columns = result.reshape(groups, x.shape[0], -1, cols).transpose(1, 0, 3, 2)
         y = kernels.fold_numpy(
-            result,
+            columns,
             x.shape[0],
             x.shape[2:],
             layer.cols // int(np.prod(g.kernel)),

@@ -1,0 +1,159 @@
+"""Numba kernels of MaxPool and AveragePool on float32 and float64 tensors [N, C, *spatial].
+
+`max_pool_numba` and `average_pool_numba` walk the window geometry of
+`xbarc.runtime.digital.PoolAxis` (one per spatial axis, 1 to 3 axes) and give the same bits
+as the numpy twins there (`max_pool_numpy`, `average_pool_numpy`): every output folds the
+taps of its window that land inside the input in row-major tap order, starting from the
+type's lowest value (max) or zero (sum), and the mean divides the sum by the same count
+array. The max folds as numpy's `maximum` does on x86: a NaN wins (the running one if both
+are), equal values (+0 and -0) give the tap. Lower ranks run through the rank-3 kernel with
+leading axes of size 1.
+
+The kernel runs on one thread: a ResNet-50 pool takes about 0.5 ms, memory-bound, and
+measured no faster in parallel. Numba is imported on the first call, so importing this module stays
+cheap; compiled code is cached on disk next to this file.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from xbarc.runtime.digital import PoolAxis
+
+KERNEL_RANK = 3
+NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def max_pool_numba(x: np.ndarray, axes: Sequence[PoolAxis]) -> np.ndarray:
+    """Max over each window of `x`; windows with no input hold the type's lowest value."""
+    lowest = np.finfo(x.dtype).min
+    no_counts = np.ones((1, 1, 1), x.dtype)
+    return _pool(x, axes, lowest, no_counts, average=False)
+
+
+def average_pool_numba(x: np.ndarray, axes: Sequence[PoolAxis], counts: np.ndarray) -> np.ndarray:
+    """The sum over each window of `x` divided by `counts`, an array of `x`'s dtype that
+    broadcasts to the output's spatial shape."""
+    spatial = tuple(axis.output for axis in axes)
+    counts = np.array(np.broadcast_to(counts, spatial), dtype=x.dtype, order="C")
+    return _pool(x, axes, 0, counts.reshape(_lift(spatial, 1)), average=True)
+
+
+def _pool(
+    x: np.ndarray, axes: Sequence[PoolAxis], initial: float, counts: np.ndarray, average: bool
+) -> np.ndarray:
+    """Fold each window of `x` from `initial`: sums divided by `counts` [D, H, W] if
+    `average`, else maxima."""
+    if x.dtype not in NUMBA_DTYPES:
+        raise ValueError(f"pooling kernels take float32 or float64, not {x.dtype}")
+    if not 1 <= len(axes) <= KERNEL_RANK or x.ndim != len(axes) + 2:
+        raise ValueError(
+            f"pooling kernels take [N, C, *spatial] with 1 to {KERNEL_RANK} spatial axes, "
+            f"not {len(axes)} axes over shape {x.shape}"
+        )
+    spatial = tuple(axis.output for axis in axes)
+    out = np.empty(x.shape[:2] + spatial, x.dtype)
+    single_tap = np.array([[0, 1, 0]], dtype=np.int64)
+    taps = [single_tap] * (KERNEL_RANK - len(axes)) + [_tap_table(axis) for axis in axes]
+    _numba().pool(
+        np.ascontiguousarray(x).reshape(x.shape[:2] + _lift(x.shape[2:], 1)),
+        *taps,
+        _lift([axis.stride for axis in axes], 1),
+        x.dtype.type(initial),
+        counts,
+        average,
+        out.reshape(x.shape[:2] + _lift(spatial, 1)),
+    )
+    return out
+
+
+def _tap_table(axis: PoolAxis) -> np.ndarray:
+    """[taps, 3] int64, one row per tap reaching the input, in tap order: the first output
+    it reaches, one past the last, and the input it reads for output 0 (output o reads that
+    plus o * stride)."""
+    rows = []
+    for tap in range(axis.kernel):
+        reach = axis.tap(tap)
+        if reach is not None:
+            outputs, _ = reach
+            rows.append((outputs.start, outputs.stop, tap * axis.dilation - axis.pad_begin))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _lift(values: Sequence[int], fill: int) -> tuple[int, ...]:
+    """Per-axis values for the rank-3 kernel: leading axes of size 1 get `fill`."""
+    return (fill,) * (KERNEL_RANK - len(values)) + tuple(int(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------
+# Numba implementations, compiled on first use
+
+
+@functools.cache
+def _numba() -> SimpleNamespace:
+    """Compile (or load from the on-disk cache) the Numba kernels."""
+    import numba
+
+    # the numpy error model: 0 / 0 is NaN, as in numpy, not ZeroDivisionError
+    @numba.njit(cache=True, error_model="numpy")
+    def pool_kernel(x, taps_d, taps_h, taps_w, strides, initial, counts, average, out):
+        batch, channels, in_d, in_h, in_w = x.shape
+        out_d, out_h, out_w = out.shape[2:]
+        s_d, s_h, s_w = strides
+        source = x.reshape(-1)
+        dest = out.reshape(-1)
+        # Row by row of outputs, which takes the taps in row-major order, each over the
+        # whole row: every output sees its taps in the numpy twin's order.
+        for task in range(batch * channels * out_d * out_h):
+            plane = task // (out_d * out_h)
+            o_d = task // out_h % out_d
+            o_h = task % out_h
+            row = np.uint64(task * out_w)
+            for o_w in range(out_w):
+                dest[row + np.uint64(o_w)] = initial
+            for t_d in range(taps_d.shape[0]):
+                if not taps_d[t_d, 0] <= o_d < taps_d[t_d, 1]:
+                    continue
+                i_d = taps_d[t_d, 2] + o_d * s_d
+                for t_h in range(taps_h.shape[0]):
+                    if not taps_h[t_h, 0] <= o_h < taps_h[t_h, 1]:
+                        continue
+                    line = ((plane * in_d + i_d) * in_h + taps_h[t_h, 2] + o_h * s_h) * in_w
+                    for t_w in range(taps_w.shape[0]):
+                        first, stop = taps_w[t_w, 0], taps_w[t_w, 1]
+                        read = np.uint64(line + taps_w[t_w, 2] + first * s_w)
+                        at = row + np.uint64(first)
+                        count, stride = np.uint64(stop - first), np.uint64(s_w)
+                        # a literal stride vectorizes better (1.5x at stride 2)
+                        if average and s_w == 1:
+                            for k in range(count):
+                                dest[at + k] += source[read + k]
+                        elif average and s_w == 2:
+                            for k in range(count):
+                                dest[at + k] += source[read + k * np.uint64(2)]
+                        elif average:
+                            for k in range(count):
+                                dest[at + k] += source[read + k * stride]
+                        elif s_w == 1:
+                            for k in range(count):
+                                best, value = dest[at + k], source[read + k]
+                                dest[at + k] = best if best > value or best != best else value
+                        elif s_w == 2:
+                            for k in range(count):
+                                best, value = dest[at + k], source[read + k * np.uint64(2)]
+                                dest[at + k] = best if best > value or best != best else value
+                        else:
+                            for k in range(count):
+                                best, value = dest[at + k], source[read + k * stride]
+                                dest[at + k] = best if best > value or best != best else value
+            if average:
+                for o_w in range(out_w):
+                    dest[row + np.uint64(o_w)] /= counts[o_d, o_h, o_w]
+
+    return SimpleNamespace(pool=pool_kernel)

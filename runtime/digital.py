@@ -1096,7 +1096,7 @@ def run_onnxruntime(
         results = session.run(None, feeds)
     except Exception as error:  # onnxruntime raises its own exception types
         raise XbarcError(
-            f'op "{op.name}" ({op.op_type}) failed in onnxruntime: {_first_line(error)}',
+            f'op "{op.name}" ({op.op_type}) failed in onnxruntime: {first_line(error)}',
             hint="check the model's input shapes and values",
         ) from error
     produced = iter(results)
@@ -1159,7 +1159,7 @@ def _new_session(
     except Exception as error:  # onnxruntime raises its own exception types
         raise XbarcError(
             f'op "{op.name}" ({op.op_type}) of domain "{op.domain or "ai.onnx"}" opset '
-            f"{op.opset} cannot run on the host: onnxruntime rejects it: {_first_line(error)}",
+            f"{op.opset} cannot run on the host: onnxruntime rejects it: {first_line(error)}",
             hint="replace the op in the model, or add a kernel for it to xbarc.runtime.digital",
         ) from error
 
@@ -1173,7 +1173,7 @@ def one_node_model(
     """A model holding just `op`: inputs x<i> of the dtypes and ranks of `arrays` with
     unknown dims (their exact dims if `static_shapes`), untyped outputs y<i>, and the op's
     opset. Omitted inputs are "" except at the end, where they are dropped."""
-    attributes = [_attribute_proto(attribute, constant) for attribute in op.attributes]
+    attributes = [attribute_proto(attribute, constant) for attribute in op.attributes]
     _check_self_contained(op, attributes)
     present = [index for index, array in enumerate(arrays) if array is not None]
     input_count = present[-1] + 1 if present else 0
@@ -1224,7 +1224,9 @@ def _companion_opset(domain: str, version: int) -> int:
     return _COMPANION_OPSET
 
 
-def _attribute_proto(attribute: Attribute, constant: Constant) -> AttributeProto:
+def attribute_proto(attribute: Attribute, constant: Constant) -> AttributeProto:
+    """The ONNX attribute of an op's IR attribute; tensor and proto attributes read their
+    data with `constant(name)`."""
     if attribute.kind == "proto":
         proto = AttributeProto.FromString(_attribute_data(attribute, constant).tobytes())
         proto.name = attribute.name
@@ -1255,6 +1257,7 @@ def _check_self_contained(op: DigitalOp, attributes: Sequence[AttributeProto]) -
             )
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
+    """The first line of an error's message (onnxruntime's run on for pages)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

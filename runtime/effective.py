@@ -25,8 +25,7 @@ from onnx import ModelProto, TensorProto, ValueInfoProto, helper, numpy_helper
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Const, CrossbarLayer, DigitalOp, Program, Value
 from xbarc.ir.types import ONNX_DTYPES
-from xbarc.runtime.digital import DEFAULT_DOMAINS
-from xbarc.runtime.digital import _attribute_proto as attribute_proto  # noqa: PLC2701
+from xbarc.runtime.digital import DEFAULT_DOMAINS, attribute_proto, first_line
 
 # The opset of the crossbar layers' ops when no digital op fixes one: Conv, ConvTranspose
 # and MatMul mean the same from opset 11 to the latest.
@@ -183,7 +182,7 @@ class IdealGraph:
             return session.run(list(outputs), dict(feeds))
         except Exception as error:  # onnxruntime raises its own exception types
             raise XbarcError(
-                f"onnxruntime failed to run the ideal chip graph: {_first_line(error)}",
+                f"onnxruntime failed to run the ideal chip graph: {first_line(error)}",
                 hint="check the inputs' names, shapes and dtypes against the program's",
             ) from error
 
@@ -201,12 +200,8 @@ class IdealGraph:
                 )
             except Exception as error:
                 raise XbarcError(
-                    f"onnxruntime rejects the ideal chip graph: {_first_line(error)}",
+                    f"onnxruntime rejects the ideal chip graph: {first_line(error)}",
                     hint="run the program with --noise quant, or report the model",
                 ) from error
             self._sessions[outputs] = session
         return session
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -81,7 +81,7 @@ class ReadPlan:
     target: np.ndarray  # int64 [M]: output column of each read column
     factor: np.ndarray  # int64 [M]: signed significance of the slice each column holds
     full_scale: np.ndarray  # int64 [M]: the ADC full scale, the largest sum of the read
-    offset_columns: np.ndarray  # output columns that get the offset correction
+    offset_columns: slice | np.ndarray | None  # output columns with the offset correction
 
 
 @dataclass
@@ -136,7 +136,9 @@ class Executor:
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
         self.plans = self._program_chip()
         self._ideal: IdealGraph | None = None
-        self._buffer = np.empty(0, np.float32)  # quant: the partial sums of a read
+        self._buffer = np.empty(0, np.float32)  # quant: partial sums of reads
+        self._acc_buffer = np.empty(0, np.int64)  # quant: a layer group's accumulator
+        self._sole_consumer = sole_consumers(program)
         if not self.settings.quantized:
             weights = {name: self.effective_weights(plan) for name, (plan,) in self.plans.items()}
             self._ideal = IdealGraph(program, weights)
@@ -204,19 +206,15 @@ class Executor:
                 if array.encoding == "offset" and piece.shift == 0:
                     offset_columns.append(columns)
             regions = [programmed_region(tiles[where[b.vtile]], b) for b in members]
-            # read columns sorted by output column: the ADC kernel reads out each output's
-            # columns together
-            target = np.concatenate(targets)
-            order = np.argsort(target, kind="stable")
             reads.append(
                 ReadPlan(
                     group,
                     row_indices(rows, store),
-                    np.ascontiguousarray(np.concatenate(regions, axis=1).T[order]),
-                    target[order],
-                    np.concatenate(factors)[order],
-                    np.concatenate(full_scales)[order],
-                    np.concatenate(offset_columns) if offset_columns else np.empty(0, np.int64),
+                    np.ascontiguousarray(np.concatenate(regions, axis=1).T),
+                    np.concatenate(targets),
+                    np.concatenate(factors),
+                    np.concatenate(full_scales),
+                    as_slice(np.unique(np.concatenate(offset_columns))) if offset_columns else None,
                 )
             )
         return reads
@@ -254,11 +252,17 @@ class Executor:
         outputs = self.program.outputs
         if self._ideal is not None:
             return dict(zip(outputs, self._ideal.run(feeds, outputs), strict=True))
-        values = self.run_all(feeds)
+        values = self._run_graph(feeds, donate=True)
         return {name: values[name] for name in outputs}
 
     def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every value of the graph (inputs, layer and op results) for one batch."""
+        return self._run_graph(feeds, donate=False)
+
+    def _run_graph(self, feeds: dict[str, np.ndarray], donate: bool) -> dict[str, np.ndarray]:
+        """The values of the graph for one batch. With `donate`, digital ops may overwrite
+        an input that nothing else reads (a layer's output going into a Relu), so values
+        other than the outputs may be clobbered."""
         values: dict[str, np.ndarray] = dict(feeds)
         if self._ideal is not None:
             names = [
@@ -270,14 +274,27 @@ class Executor:
             values.update(zip(names, self._ideal.run(feeds, names), strict=True))
             return values
         store = self.program.store
+        owned: set[str] = set()  # values whose arrays are ours alone: safe to overwrite
         for op in self.program.ops:
             if isinstance(op, CrossbarLayer):
                 values[op.output] = self.run_layer(op, values[op.input])
+                owned.add(op.output)
                 continue
-            results = run_digital_op(op, values, store)
+            donated_names = {
+                index: operand.name
+                for index, operand in enumerate(op.inputs)
+                if donate
+                and isinstance(operand, Value)
+                and operand.name in owned
+                and self._sole_consumer.get(operand.name) == id(op)
+            }
+            results = run_digital_op(op, values, store, frozenset(donated_names))
             for name, result in zip(op.outputs, results, strict=True):
                 if name:
                     values[name] = result
+                    # a result written into a donated buffer is ours too
+                    if any(result is values[donor] for donor in donated_names.values()):
+                        owned.add(name)
         return values
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
@@ -300,74 +317,84 @@ class Executor:
         return result
 
     def _accumulate_quantized(self, plans, columns, x: np.ndarray) -> np.ndarray:
-        """Integer accumulation of bit-serial reads through the ADC. The DAC's full scale is
-        the largest input magnitude; inputs are quantized before they are unfolded (the
-        padding quantizes to zero either way)."""
+        """Integer accumulation of bit-serial reads through the ADC, [groups, cols, P].
+
+        The DAC's full scale is the largest input magnitude; inputs are quantized before
+        they are unfolded (the padding quantizes to zero either way). Integer sums do not
+        depend on their order, so reads are taken group by group and their partial sums
+        buffered, to pass through the ADC kernel many reads at a time."""
         hardware = self.program.hardware
         array = plans[0].array
-        peak = float(np.abs(x).max()) if x.size else 0.0
+        peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
         magnitude_max = 2 ** (self.dac_bits - 1) - 1
         input_scale = peak / magnitude_max if peak > 0 else 1.0
-        levels = kernels.quantize_inputs(x, input_scale, self.dac_bits)
         slice_bits = hardware.dac.slice_bits
         input_slices = -(-(self.dac_bits - 1) // slice_bits)
-        accs: list[np.ndarray] = []  # per group: int64 [N, cols, P]
+        planes, nonzero = kernels.dac_planes(
+            x, input_scale, self.dac_bits, slice_bits, input_slices
+        )
+        inputs = []  # (sign, unfolded input slices [groups, rows, P] by significance)
+        for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
+            if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
+                inputs.append((sign, [columns(plane) for plane in part]))
+        if inputs:
+            groups, _, patches = inputs[0][1][0].shape
+        else:  # an all-zero input: nothing to read
+            groups, _, patches = columns(x).shape
         adc_unit = self.adc_levels or 1
         offset = 2 ** (array.weight_bits - 1)
-        for sign, part in ((1, np.maximum(levels, 0)), (-1, np.maximum(-levels, 0))):
-            if not part.any():
-                continue  # e.g. no negative inputs after a ReLU: those reads are skipped
-            planes = kernels.bit_slices(part, slice_bits, input_slices, dtype=np.float32)
-            unfolded = [columns(plane) for plane in planes]  # each [N, G, rows, P]
-            if not accs:
-                batch, groups, _, patches = unfolded[0].shape
-                shape = (batch, array.cols, patches)
-                accs = [kernels.touched(shape, np.int64) for _ in range(groups)]
-            for plan in plans:
-                for read in plan.reads:
-                    acc = accs[read.group]
-                    for j, bits in enumerate(unfolded):
-                        driven = bits[:, read.group, read.rows, :]  # [N, rows, P]
-                        if not driven.any():
-                            continue
-                        partial = self._scratch(driven.shape[0], len(read.target), driven.shape[2])
-                        np.matmul(read.cells_t, driven, out=partial)
-                        kernels.adc_accumulate(
-                            partial,
-                            read.target,
-                            read.factor * (sign << (j * slice_bits)),
-                            read.full_scale,
-                            self.adc_levels,
-                            acc,
-                        )
-                    if len(read.offset_columns):
-                        driven_sum = sum(
-                            bits[:, read.group, read.rows, :].sum(axis=1, dtype=np.float64)
-                            * 2 ** (j * slice_bits)
-                            for j, bits in enumerate(unfolded)
-                        )
-                        correction = sign * offset * adc_unit * driven_sum.astype(np.int64)
-                        acc[:, read.offset_columns, :] -= correction[:, None, :]
-        if not accs:  # an all-zero input
-            batch, groups, _, patches = columns(x).shape
-            accs = [kernels.touched((batch, array.cols, patches), np.int64) for _ in range(groups)]
+        reads = [read for plan in plans for read in plan.reads]
         scale = self.weight_scale(array)
-        result = np.empty((accs[0].shape[0], len(accs), *accs[0].shape[1:]), np.float32)
-        for group, acc in enumerate(accs):
-            dequantized = acc.astype(np.float64)
-            dequantized /= adc_unit
-            dequantized *= input_scale
-            dequantized *= scale[group][:, None] if isinstance(scale, np.ndarray) else scale
-            result[:, group] = dequantized
+        if not isinstance(scale, np.ndarray):
+            scale = np.full((groups, array.cols), scale)
+        result = np.empty((groups, array.cols, patches), np.float32)
+        for group in range(groups):
+            acc = self._accumulator(array.cols, patches)
+            readout = ReadOut(self, acc)
+            corrections: dict[tuple | bytes, tuple[slice | np.ndarray, np.ndarray]] = {}
+            for sign, unfolded in inputs:
+                for read in reads:
+                    if read.group != group:
+                        continue
+                    for j, bits in enumerate(unfolded):
+                        driven = bits[group, read.rows]  # [rows, P]
+                        significance = sign << (j * slice_bits)
+                        if read.offset_columns is not None:
+                            # the digital offset correction needs the input sums (float32
+                            # sums of at most a tile's rows of small integers are exact)
+                            sums = driven.sum(axis=0)
+                            if not sums.any():
+                                continue
+                            key = index_key(read.offset_columns)
+                            total = corrections.setdefault(
+                                key, (read.offset_columns, np.zeros(patches, np.int64))
+                            )[1]
+                            total += significance * sums.astype(np.int64)
+                        elif not driven.any():
+                            continue
+                        readout.add(read, driven, read.factor * significance)
+            readout.flush()
+            for offset_columns, total in corrections.values():
+                acc[offset_columns] -= offset * adc_unit * total
+            column_scale = scale[group].astype(np.float64)
+            kernels.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
 
-    def _scratch(self, *shape: int) -> np.ndarray:
-        """A float32 array of `shape` in memory reused from read to read: a fresh product
-        would take its page faults in the BLAS threads, slowly, and leave the cache."""
-        size = math.prod(shape)
+    def _accumulator(self, cols: int, patches: int) -> np.ndarray:
+        """A zeroed int64 [cols, patches] in memory reused from layer to layer."""
+        size = cols * patches
+        if self._acc_buffer.size < size:
+            self._acc_buffer = kernels.touched((size,), np.int64)
+        acc = self._acc_buffer[:size].reshape(cols, patches)
+        acc.fill(0)
+        return acc
+
+    def _scratch(self, size: int) -> np.ndarray:
+        """A flat float32 array of at least `size` in memory reused from read to read: fresh
+        products would take their page faults in the BLAS threads, slowly."""
         if self._buffer.size < size:
             self._buffer = kernels.touched((size,), np.float32)
-        return self._buffer[:size].reshape(shape)
+        return self._buffer
 
     def effective_weights(self, plan: LayerPlan) -> np.ndarray:
         """An ideal layer's matrix as its merged runs read it, dequantized: float32
@@ -390,6 +417,46 @@ class Executor:
         if isinstance(array.scale, Const):
             return self.program.store[array.scale.name]
         return array.scale
+
+
+# Partial sums buffered before they pass through the ADC together (float32 values: 32 MB).
+READOUT_BUDGET = 1 << 23
+
+
+class ReadOut:
+    """Reads of one group whose partial sums wait in the executor's scratch buffer to pass
+    through the ADC in one kernel call (a parallel kernel launch costs as much as reading
+    out a small read)."""
+
+    def __init__(self, executor: Executor, acc: np.ndarray):
+        self.executor = executor
+        self.acc = acc
+        self.used = 0
+        self.columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, read: ReadPlan, driven: np.ndarray, factor: np.ndarray) -> None:
+        """Read `driven` [rows, P] through `read`'s cells, with its columns' factors."""
+        size = len(read.target) * driven.shape[1]
+        if self.used and self.used + size > READOUT_BUDGET:
+            self.flush()
+        buffer = self.executor._scratch(max(READOUT_BUDGET, size))
+        partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
+        np.matmul(read.cells_t, driven, out=partial)
+        self.columns.append((read.target, factor, read.full_scale))
+        self.used += size
+
+    def flush(self) -> None:
+        if not self.used:
+            return
+        targets, factors, full_scales = (
+            np.concatenate(parts) for parts in zip(*self.columns, strict=True)
+        )
+        partial = self.executor._buffer[: self.used].reshape(len(targets), -1)
+        kernels.adc_accumulate(
+            partial, targets, factors, full_scales, self.executor.adc_levels, self.acc
+        )
+        self.used = 0
+        self.columns = []
 
 
 class BlockCells:
@@ -495,6 +562,13 @@ def union_positions(index_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.n
     return union, [np.searchsorted(union, own) for own in index_sets]
 
 
+def index_key(selection: slice | np.ndarray) -> tuple | bytes:
+    """A dictionary key for a slice (from `as_slice`) or an index array."""
+    if isinstance(selection, slice):
+        return (selection.start, selection.stop)
+    return selection.tobytes()
+
+
 def as_array(selection: slice | np.ndarray) -> np.ndarray:
     """The indices a slice (from `as_slice`) or an index array selects."""
     if isinstance(selection, slice):
@@ -511,31 +585,30 @@ def as_slice(columns: np.ndarray) -> np.ndarray | slice:
 
 def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
     """How a layer's input of `shape` drives the crossbar rows: a function from an array of
-    that shape to its columns [N, groups, rows, P] (one column per patch), and the function
-    that lays the accumulated [N, groups, cols, P] out as the layer's output."""
+    that shape to its columns [groups, rows, P] (one column per patch, P = batch x pixels),
+    and the function that lays the accumulated [groups, cols, P] out as the layer's output."""
     geometry = layer.geometry
+    groups = layer.groups
     if layer.kind == "conv":
         assert geometry is not None
         batch = shape[0]
         out_spatial = kernels.conv_output_spatial(
             shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
         )
-        pixels = math.prod(out_spatial)
         pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)
 
         def unfold(x: np.ndarray) -> np.ndarray:
-            if pointwise and not any(geometry.pads):  # the input planes as they are
-                return x.reshape(batch, layer.groups, layer.rows, pixels)
+            if pointwise and not any(geometry.pads):  # the input planes (a view at batch 1)
+                return channels_first(x, groups)
             return kernels.unfold(
-                x,
-                geometry.kernel,
-                geometry.strides,
-                geometry.pads,
-                geometry.dilations,
-                layer.groups,
+                x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations, groups
             )
 
-        return unfold, lambda acc: acc.reshape(batch, -1, *out_spatial)
+        def image(acc: np.ndarray) -> np.ndarray:
+            planes = acc.reshape(groups, layer.cols, batch, -1).transpose(2, 0, 1, 3)
+            return planes.reshape(batch, groups * layer.cols, *out_spatial)
+
+        return unfold, image
     if layer.kind == "conv_transpose":
         assert geometry is not None
         batch, in_spatial = shape[0], shape[2:]
@@ -552,21 +625,45 @@ def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
                 geometry.pads,
                 geometry.dilations,
                 geometry.output_padding or (0,) * len(geometry.kernel),
-                layer.groups,
+                groups,
             )
 
-        planes = (batch, layer.groups, layer.rows, math.prod(in_spatial))
-        return lambda x: x.reshape(planes), fold
+        return lambda x: channels_first(x, groups), fold
     # Gemm / MatMul: each row of the input is one patch
     leading, features = shape[:-1], shape[-1]
 
-    def restore(acc: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(acc[0, 0].T).reshape(*leading, acc.shape[2])
+    def rows(acc: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(acc[0].T).reshape(*leading, acc.shape[1])
 
-    return lambda x: x.reshape(-1, features).T[None, None], restore
+    return lambda x: x.reshape(-1, features).T[None], rows
 
 
-def run_digital_op(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:
+def channels_first(x: np.ndarray, groups: int) -> np.ndarray:
+    """[N, C, *spatial] -> [groups, C/groups, N*pixels]: a view at batch 1, else a copy."""
+    batch, channels = x.shape[:2]
+    planes = x.reshape(batch, groups, channels // groups, -1).transpose(1, 2, 0, 3)
+    return planes.reshape(groups, channels // groups, -1)
+
+
+def sole_consumers(program: Program) -> dict[str, int]:
+    """Values read by exactly one op, once, and not graph outputs: id of that op. Such a
+    value's array can be handed to its consumer to overwrite (no view of it can outlive it)."""
+    readers: dict[str, list[int]] = defaultdict(list)
+    for op in program.ops:
+        names = (
+            [op.input]
+            if isinstance(op, CrossbarLayer)
+            else [operand.name for operand in op.inputs if isinstance(operand, Value)]
+        )
+        for name in names:
+            readers[name].append(id(op))
+    outputs = set(program.outputs)
+    return {name: ops[0] for name, ops in readers.items() if len(ops) == 1 and name not in outputs}
+
+
+def run_digital_op(
+    op: DigitalOp, values: dict[str, np.ndarray], store, donated: frozenset[int] = frozenset()
+) -> list:
     from xbarc.runtime.digital import run_digital
 
     inputs: list[np.ndarray | None] = []
@@ -577,4 +674,4 @@ def run_digital_op(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:
             inputs.append(values[operand.name])
         else:
             inputs.append(store[operand.name])
-    return run_digital(op, inputs, lambda name: store[name])
+    return run_digital(op, inputs, lambda name: store[name], donated=donated)

@@ -8,14 +8,13 @@ cheap; compiled code is cached on disk next to this file. Hot loops index with u
 integers where it matters: Numba wraps negative signed indices, which blocks vectorization.
 
 Layouts ("columns": one row per crossbar row, one column per patch). A crossbar layer
-computes, per image n and group g, `y[n, g] = W[g]^T @ columns[n, g]`:
-- `unfold` gives `[N, groups, C/groups*prod(kernel), prod(out)]`: row `(c, k0, k1, ...)`
-  (channel in group, then kernel taps, row-major), column = output pixel (row-major), so
-  the products `[N, groups, cols, prod(out)]` are the conv result's memory as they stand;
-- for ConvTranspose, the rows are the input itself, `[N, groups, C/groups, prod(in)]`, and
-  `fold` adds the products `[N, groups, cout_per_group*prod(kernel), prod(in)]` into the
-  output image (col2im);
-- `adc_accumulate` reads out products `[N, read columns, P]` into `[N, outputs, P]`.
+computes, per group g, `y[g] = W[g]^T @ columns[g]`, one GEMM for the whole batch:
+- `unfold` gives `[groups, C/groups*prod(kernel), N*prod(out)]`: row `(c, k0, k1, ...)`
+  (channel in group, then kernel taps, row-major), column `n*prod(out) + output pixel`;
+- for ConvTranspose, the rows are the input channels, `[groups, C/groups, N*prod(in)]`,
+  and `fold` adds the products `[groups, cout_per_group*prod(kernel), N*prod(in)]` into
+  the output image (col2im);
+- `adc_accumulate` reads out products `[read columns, P]` into `[outputs, P]`.
 Patches run along the last, contiguous axis, so per-column work (ADC, accumulation)
 vectorizes over them.
 
@@ -156,12 +155,11 @@ def unfold(
     *,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """im2col: x [N, C, *spatial] -> [N, groups, C/groups*prod(kernel), prod(out)], float32.
+    """im2col: x [N, C, *spatial] -> [groups, C/groups*prod(kernel), N*prod(out)], float32.
 
-    Row (channel in group, k0, k1, ...), column = output pixel (row-major); positions in
-    the padding read zero. `out`, a C-contiguous float32 array of the result's shape, is
-    filled and returned instead of a new array (reusing a buffer saves the page faults of a
-    fresh large allocation).
+    Row (channel in group, k0, k1, ...), column n*prod(out) + output pixel (row-major);
+    positions in the padding read zero. `out`, a C-contiguous float32 array of the result's
+    shape, is filled and returned instead of a new array.
     """
     out_spatial = _check_unfold(x, kernel, strides, pads, dilations, groups)
     if _backend == "numpy":
@@ -193,7 +191,7 @@ def fold(
     output_padding: Sequence[int],
     groups: int,
 ) -> np.ndarray:
-    """col2im: [N, groups, cout_per_group*prod(kernel), prod(in)] -> y [N, Cout, *out].
+    """col2im: [groups, cout_per_group*prod(kernel), N*prod(in)] -> y [N, Cout, *out].
 
     The product of input pixel i and kernel tap k lands on output i*stride + k*dilation -
     pad_begin per axis; products landing in the padding are dropped. Each output sums its
@@ -247,26 +245,22 @@ def adc_accumulate(
 ) -> None:
     """Quantized read-out of crossbar columns, added into `acc` in place.
 
-    `partial` [N, M, P] holds exact non-negative integer sums of M read columns over P
+    `partial` [M, P] holds exact non-negative integer sums of M read columns over P
     patches. Per column m: code = clip(rint(partial * levels / full_scale[m]), 0, levels)
-    in float64 (half to even), then acc[n, target[m], p] += factor[m] * full_scale[m] *
-    code, so acc / levels is the dequantized sum. levels == 0 is a lossless ADC:
+    in float64 (half to even), then acc[target[m], p] += factor[m] * full_scale[m] * code,
+    so acc / levels is the dequantized sum. levels == 0 is a lossless ADC:
     acc += factor[m] * partial. `target`, `factor`, `full_scale` are int64 [M]; `acc` is
-    int64 [N, outputs, P]. Columns are fastest sorted by target (the Numba kernel reads
-    out the columns of one target together, in parallel over targets and patches; it sorts
-    unsorted columns first, at the cost of a copy).
+    int64 [outputs, P]. The Numba kernel reads out the columns of one target together, in
+    parallel over targets and runs of patches: one call for many reads costs one launch.
     """
     _check_adc(partial, target, factor, full_scale, levels, acc)
     if _backend == "numpy":
         adc_accumulate_numpy(partial, target, factor, full_scale, levels, acc)
         return
-    if len(target) > 1 and np.any(target[1:] < target[:-1]):
-        order = np.argsort(target, kind="stable")
-        partial, target = partial[:, order], target[order]
-        factor, full_scale = factor[order], full_scale[order]
-    runs = np.flatnonzero(np.diff(target, prepend=-1, append=-1)).astype(np.int64)
+    order = np.argsort(target, kind="stable")
+    runs = np.flatnonzero(np.diff(target[order], prepend=-1, append=-1)).astype(np.int64)
     _numba().adc_accumulate(
-        np.ascontiguousarray(partial), target, factor, full_scale, int(levels), runs, acc
+        np.ascontiguousarray(partial), order, runs, target, factor, full_scale, int(levels), acc
     )
 
 
@@ -279,6 +273,46 @@ def quantize_inputs(x: np.ndarray, scale: float | np.ndarray, bits: int) -> np.n
     np.rint(levels, out=levels)
     np.clip(levels, -limit, limit, out=levels)
     return levels.astype(np.int32)
+
+
+def dac_planes(
+    x: np.ndarray, scale: float, bits: int, slice_bits: int, count: int
+) -> tuple[np.ndarray, tuple[bool, bool]]:
+    """The DAC's input slices of `x`, in one pass: float32 [2, count, *x.shape], [0] the
+    slices of the positive part of `quantize_inputs(x, scale, bits)`, [1] those of the
+    negative part's magnitude (as `bit_slices`), and whether each part has a non-zero."""
+    x = np.asarray(x, dtype=np.float32)
+    if _backend == "numpy":
+        return dac_planes_numpy(x, scale, bits, slice_bits, count)
+    if not 2 <= bits <= 32 or not 1 <= slice_bits <= 8 or count < 0:
+        raise ValueError(f"dac_planes: {bits} bits in {count} slices of {slice_bits} bits")
+    out = touched((2, count, x.size), np.float32)
+    nonzero = np.zeros(2, np.int64)
+    _numba().dac_planes(
+        np.ascontiguousarray(x).reshape(-1),
+        np.float32(scale),
+        np.float32(2 ** (bits - 1) - 1),
+        int(slice_bits),
+        out,
+        nonzero,
+    )
+    return out.reshape(2, count, *x.shape), (bool(nonzero[0]), bool(nonzero[1]))
+
+
+def dequantize(
+    acc: np.ndarray, unit: int, input_scale: float, column_scale: np.ndarray, out: np.ndarray
+) -> None:
+    """out[c, p] = float32(float64(acc[c, p]) / unit * input_scale * column_scale[c]), the
+    operations in this order in float64; `acc` int64 [C, P], `column_scale` float64 [C],
+    `out` float32 [C, P]."""
+    if acc.shape != out.shape or column_scale.shape != acc.shape[:1]:
+        raise ValueError(
+            f"dequantize: acc {acc.shape}, column scales {column_scale.shape}, out {out.shape}"
+        )
+    if _backend == "numpy":
+        dequantize_numpy(acc, unit, input_scale, column_scale, out)
+        return
+    _numba().dequantize(acc, np.float64(unit), np.float64(input_scale), column_scale, out)
 
 
 def bit_slices(
@@ -314,9 +348,9 @@ def _check_unfold(x, kernel, strides, pads, dilations, groups) -> tuple[int, ...
     return out_spatial
 
 
-def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int, int]:
+def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int]:
     batch, channels = x_shape[:2]
-    return (batch, groups, channels // groups * math.prod(kernel), math.prod(out_spatial))
+    return (groups, channels // groups * math.prod(kernel), batch * math.prod(out_spatial))
 
 
 def _output_buffer(op: str, out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -347,7 +381,7 @@ def _check_fold(
         raise ValueError(
             f"fold: output_padding {tuple(output_padding)} must be {rank} non-negative values"
         )
-    expected = (batch, groups, cout_per_group * math.prod(kernel), math.prod(in_spatial))
+    expected = (groups, cout_per_group * math.prod(kernel), batch * math.prod(in_spatial))
     if columns.shape != expected:
         raise ValueError(f"fold: columns have shape {columns.shape}, expected {expected}")
     out_spatial = conv_transpose_output_spatial(
@@ -372,9 +406,9 @@ def _check_bit_slices(levels_nonneg, slice_bits: int, count: int) -> np.ndarray:
 
 
 def _check_adc(partial, target, factor, full_scale, levels, acc) -> None:
-    if partial.ndim != 3:
-        raise ValueError(f"adc_accumulate: partial sums of shape {partial.shape}; expected 3-D")
-    batch, columns, patches = partial.shape
+    if partial.ndim != 2:
+        raise ValueError(f"adc_accumulate: partial sums of shape {partial.shape}; expected 2-D")
+    columns, patches = partial.shape
     for name, array in (("target", target), ("factor", factor), ("full_scale", full_scale)):
         if array.shape != (columns,) or array.dtype != np.int64:
             raise ValueError(
@@ -383,16 +417,16 @@ def _check_adc(partial, target, factor, full_scale, levels, acc) -> None:
             )
     if (
         acc.dtype != np.int64
-        or acc.ndim != 3
-        or (acc.shape[0], acc.shape[2]) != (batch, patches)
+        or acc.ndim != 2
+        or acc.shape[1] != patches
         or not (acc.flags.writeable and acc.flags.c_contiguous)
     ):
         raise ValueError(
             f"adc_accumulate: acc is {acc.dtype} {acc.shape}; "
-            f"expected writable C-contiguous int64 ({batch}, outputs, {patches})"
+            f"expected writable C-contiguous int64 (outputs, {patches})"
         )
-    if columns and (target.min() < 0 or target.max() >= acc.shape[1]):
-        raise ValueError(f"adc_accumulate: targets outside the {acc.shape[1]} output columns")
+    if columns and (target.min() < 0 or target.max() >= acc.shape[0]):
+        raise ValueError(f"adc_accumulate: targets outside the {acc.shape[0]} output rows")
     if levels < 0:
         raise ValueError(f"adc_accumulate: {levels} ADC levels; expected >= 0")
     if levels and columns and full_scale.min() <= 0:
@@ -432,10 +466,11 @@ def unfold_numpy(
             for a in range(rank)
         )
         taps[(slice(None), slice(None), *tap)] = padded[(slice(None), slice(None), *window)]
-    # [N, C, *kernel, *out] is [N, groups, C/groups*K, P] in memory already
+    # [N, C, *kernel, *out] -> [groups, C/groups*K, N, P]
     shape = _unfold_shape(x.shape, kernel, groups, out_spatial)
     out = _output_buffer("unfold", out, shape)
-    out[...] = taps.reshape(shape)
+    rows = taps.reshape(batch, groups, shape[1], -1).transpose(1, 2, 0, 3)
+    out.reshape(groups, shape[1], batch, -1)[...] = rows
     return out
 
 
@@ -465,8 +500,10 @@ def fold_numpy(
     )
     rank = len(in_spatial)
     products = np.asarray(columns, dtype=np.float32).reshape(
-        batch, groups, cout_per_group, *kernel, *in_spatial
+        groups, cout_per_group, *kernel, batch, *in_spatial
     )
+    # -> [N, groups, cout, *kernel, *in]
+    products = np.moveaxis(products, 2 + rank, 0)
     # The canvas holds every product position i*stride + k*dilation; the output is the
     # canvas shifted by pad_begin (output_padding may reach past the last product).
     canvas_spatial = [
@@ -511,8 +548,27 @@ def adc_accumulate_numpy(
     starts = np.flatnonzero(np.diff(sorted_targets, prepend=-1))
     if not starts.size:
         return
-    sums = np.add.reduceat(contributions[:, order], starts, axis=1)
-    acc[:, sorted_targets[starts]] += sums
+    sums = np.add.reduceat(contributions[order], starts, axis=0)
+    acc[sorted_targets[starts]] += sums
+
+
+def dac_planes_numpy(
+    x: np.ndarray, scale: float, bits: int, slice_bits: int, count: int
+) -> tuple[np.ndarray, tuple[bool, bool]]:
+    levels = quantize_inputs(x, scale, bits)
+    parts = (np.maximum(levels, 0), np.maximum(-levels, 0))
+    planes = np.stack([bit_slices_numpy(part, slice_bits, count, np.float32) for part in parts])
+    return planes, (bool(parts[0].any()), bool(parts[1].any()))
+
+
+def dequantize_numpy(
+    acc: np.ndarray, unit: int, input_scale: float, column_scale: np.ndarray, out: np.ndarray
+) -> None:
+    values = acc.astype(np.float64)
+    values /= unit
+    values *= input_scale
+    values *= column_scale[:, None]
+    out[...] = values
 
 
 def bit_slices_numpy(
@@ -554,7 +610,8 @@ def _numba() -> SimpleNamespace:
         s_d, s_h, s_w = strides
         d_d, d_h, d_w = dilations
         out_d, out_h, out_w = out_spatial
-        _, groups, row_length, pixels = out.shape
+        groups, row_length, _ = out.shape
+        pixels = out_d * out_h * out_w
         group_channels = channels // groups
         taps = k_d * k_h * k_w
         # Flat indices: array views would count references in the hot loop.
@@ -571,7 +628,7 @@ def _numba() -> SimpleNamespace:
             t_w = tap % k_w
             g = c // group_channels
             row = (c % group_channels) * taps + tap
-            first = ((n * groups + g) * row_length + row) * pixels
+            first = ((g * row_length + row) * batch + n) * pixels
             plane = (n * channels + c) * in_d * in_h * in_w
             # output columns whose input column o_w*s_w + shift lies inside [0, in_w)
             shift = t_w * d_w - pads[2]
@@ -619,36 +676,35 @@ def _numba() -> SimpleNamespace:
                                 i_h = source_h[o_h, t_h]
                                 if i_h < 0:
                                     continue
-                                pixel = (i_d * in_h + i_h) * in_w
+                                pixel = ((n * in_d + i_d) * in_h + i_h) * in_w
                                 row = ((co * k_d + t_d) * k_h + t_h) * k_w
                                 for t_w in range(k_w):
                                     i_w = source_w[o_w, t_w]
                                     if i_w >= 0:
-                                        total += columns[n, g, row + t_w, pixel + i_w]
+                                        total += columns[g, row + t_w, pixel + i_w]
                         y[n, g * cout_per_group + co, o_d, o_h, o_w] = total
 
     @jit
-    def adc_accumulate_kernel(partial, target, factor, full_scale, levels, runs, acc):
-        batch, columns, patches = partial.shape
-        outputs = acc.shape[1]
+    def adc_accumulate_kernel(partial, order, runs, target, factor, full_scale, levels, acc):
+        columns, patches = partial.shape
         source = partial.reshape(-1)
         dest = acc.reshape(-1)
         top = np.float64(levels)
         chunk = 512
         chunks = (patches + chunk - 1) // chunk
-        targets = len(runs) - 1  # columns runs[k]:runs[k+1] share one target
-        # One task per (image, target, run of patches): the columns of one target stay in
-        # one task (they would race otherwise) and their sums in one cache-resident run of
+        targets = len(runs) - 1  # columns order[runs[k]:runs[k+1]] share one target
+        # One task per (target, run of patches): the columns of one target stay in one
+        # task (they would race otherwise) and their sums in one cache-resident run of
         # `acc`. The patch loop runs over contiguous memory with unsigned flat indices, so
         # it vectorizes.
-        for task in prange(batch * targets * chunks):
-            n = task // (targets * chunks)
-            k = task // chunks % targets
+        for task in prange(targets * chunks):
+            k = task // chunks
             start = task % chunks * chunk
             length = min(start + chunk, patches) - start
-            into = np.uint64((n * outputs + target[runs[k]]) * patches + start)
-            for m in range(runs[k], runs[k + 1]):
-                read = np.uint64((n * columns + m) * patches + start)
+            into = np.uint64(target[order[runs[k]]] * patches + start)
+            for index in range(runs[k], runs[k + 1]):
+                m = order[index]
+                read = np.uint64(m * patches + start)
                 if levels == 0:
                     for i in range(length):
                         at = np.uint64(i)
@@ -660,6 +716,34 @@ def _numba() -> SimpleNamespace:
                     at = np.uint64(i)
                     code = np.rint(np.float64(source[read + at]) * top / scale)
                     dest[into + at] += step * np.int64(min(max(code, 0.0), top))
+
+    @jit
+    def dac_planes_kernel(x, scale, limit, slice_bits, out, nonzero):
+        _, count, size = out.shape
+        mask = np.int32((1 << slice_bits) - 1)
+        positive = 0
+        negative = 0
+        for i in prange(size):
+            # float32 arithmetic, as numpy's x / scale with a float32 x
+            level = np.int32(min(max(np.rint(x[i] / scale), -limit), limit))
+            up = max(level, 0)
+            down = max(-level, 0)
+            positive += up
+            negative += down
+            for j in range(count):
+                shift = np.int32(j * slice_bits)
+                out[0, j, i] = np.float32((up >> shift) & mask)
+                out[1, j, i] = np.float32((down >> shift) & mask)
+        nonzero[0] = positive
+        nonzero[1] = negative
+
+    @jit
+    def dequantize_kernel(acc, unit, input_scale, column_scale, out):
+        columns, patches = acc.shape
+        for c in prange(columns):
+            scale = column_scale[c]
+            for p in range(patches):
+                out[c, p] = np.float32(np.float64(acc[c, p]) / unit * input_scale * scale)
 
     @jit
     def bit_slices_kernel(levels, slice_bits, out):
@@ -682,4 +766,6 @@ def _numba() -> SimpleNamespace:
         unfold=unfold_kernel,
         fold=fold_kernel,
         adc_accumulate=adc_accumulate_kernel,
+        dac_planes=dac_planes_kernel,
+        dequantize=dequantize_kernel,
     )

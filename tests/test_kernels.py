@@ -48,20 +48,23 @@ def run_onnx(op: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, **attributes)
 
 
 def conv_by_kernels(x, w, b, strides, pads, dilations, groups) -> np.ndarray:
-    """Conv as a crossbar layer: y[n, g] = W[g]^T @ unfold(x)[n, g] + bias."""
-    cout, kernel = w.shape[0], w.shape[2:]
+    """Conv as a crossbar layer: y[g] = W[g]^T @ unfold(x)[g] + bias."""
+    batch, (cout, kernel) = x.shape[0], (w.shape[0], w.shape[2:])
     # W[g]^T = w[g*Ng:(g+1)*Ng].reshape(Ng, -1)
     transposed = w.reshape(groups, cout // groups, -1)
-    y = transposed @ kernels.unfold(x, kernel, strides, pads, dilations, groups)
+    y = transposed @ kernels.unfold(x, kernel, strides, pads, dilations, groups)  # [G, Ng, NP]
     out_spatial = kernels.conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
-    return y.reshape(x.shape[0], cout, *out_spatial) + b.reshape(1, -1, *(1,) * len(kernel))
+    image = y.reshape(cout, batch, -1).transpose(1, 0, 2).reshape(batch, cout, *out_spatial)
+    return image + b.reshape(1, -1, *(1,) * len(kernel))
 
 
 def conv_transpose_by_kernels(x, w, b, strides, pads, dilations, output_padding, groups):
     """ConvTranspose as a crossbar layer: W[g]^T @ input planes[n, g], then col2im."""
     cin, cout_per_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
     in_group = cin // groups
-    planes = x.reshape(x.shape[0], groups, in_group, -1)
+    # [groups, Cin/groups, N*pixels]
+    planes = x.reshape(x.shape[0], groups, in_group, -1).transpose(1, 2, 0, 3)
+    planes = planes.reshape(groups, in_group, -1)
     # W[g] = w[g*Cg:(g+1)*Cg].reshape(Cg, -1)
     transposed = w.reshape(groups, in_group, -1).transpose(0, 2, 1)
     columns = transposed @ planes
@@ -227,7 +230,7 @@ def fold_geometries(draw):
 @given(fold_geometries(), st.integers(0, 2**16))
 def test_fold_numba_equals_numpy(geometry, seed):
     batch, in_spatial, cout_per_group, kernel, *_, groups = geometry
-    shape = (batch, groups, cout_per_group * np.prod(kernel), np.prod(in_spatial))
+    shape = (groups, cout_per_group * np.prod(kernel), batch * np.prod(in_spatial))
     columns = random_floats(shape, seed)
     expected = kernels.fold_numpy(columns, *geometry)
     actual = kernels.fold(columns, *geometry)
@@ -236,9 +239,9 @@ def test_fold_numba_equals_numpy(geometry, seed):
 
 def test_fold_adds_overlapping_products_and_drops_the_padding():
     # 1-D, kernel 3, stride 1, pads 1/1: output j sums tap k of input pixel j + 1 - k
-    columns = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
+    columns = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
     y = kernels.fold(columns, 1, (4,), 1, (3,), (1,), (1, 1), (1,), (0,), 1)
-    c = columns[0, 0]  # [tap, input pixel]
+    c = columns[0]  # [tap, input pixel]
     by_hand = [c[1, 0] + c[0, 1]]
     by_hand += [c[2, j - 1] + c[1, j] + c[0, j + 1] for j in (1, 2)]
     by_hand += [c[2, 2] + c[1, 3]]
@@ -246,13 +249,13 @@ def test_fold_adds_overlapping_products_and_drops_the_padding():
 
 
 def test_unfold_layout_puts_taps_on_rows_and_pixels_on_columns(backend):
-    # 1-D, 2 channels in 2 groups, kernel 2, stride 2, pad 1 at the start
-    x = np.arange(10, dtype=np.float32).reshape(1, 2, 5)
+    # 1-D, 2 images, 2 channels in 2 groups, kernel 2, stride 2, pad 1 at the start
+    x = np.arange(20, dtype=np.float32).reshape(2, 2, 5)
     columns = kernels.unfold(x, (2,), (2,), (1, 0), (1,), 2)
-    assert columns.shape == (1, 2, 2, 3)  # [N, groups, (channel, tap), output pixels]
+    assert columns.shape == (2, 2, 6)  # [groups, (channel, tap), (image, output pixel)]
     # output pixel o reads inputs 2o - 1 and 2o; input -1 is padding
-    np.testing.assert_array_equal(columns[0, 0], [[0, 1, 3], [0, 2, 4]])
-    np.testing.assert_array_equal(columns[0, 1], [[0, 6, 8], [5, 7, 9]])
+    np.testing.assert_array_equal(columns[0], [[0, 1, 3, 0, 11, 13], [0, 2, 4, 10, 12, 14]])
+    np.testing.assert_array_equal(columns[1], [[0, 6, 8, 0, 16, 18], [5, 7, 9, 15, 17, 19]])
 
 
 # ---------------------------------------------------------------------------------------
@@ -262,31 +265,30 @@ def test_unfold_layout_puts_taps_on_rows_and_pixels_on_columns(backend):
 def adc_by_loop(partial, target, factor, full_scale, levels, acc) -> np.ndarray:
     """The read-out in plain Python: float division, round half to even, exact ints."""
     acc = acc.copy()
-    for n, m, p in np.ndindex(*partial.shape):
+    for m, p in np.ndindex(*partial.shape):
         if levels == 0:
-            acc[n, target[m], p] += int(factor[m]) * int(partial[n, m, p])
+            acc[target[m], p] += int(factor[m]) * int(partial[m, p])
             continue
-        ratio = float(partial[n, m, p]) * levels / int(full_scale[m])
+        ratio = float(partial[m, p]) * levels / int(full_scale[m])
         code = min(max(round(ratio), 0), levels)
-        acc[n, target[m], p] += int(factor[m]) * code * int(full_scale[m])
+        acc[target[m], p] += int(factor[m]) * code * int(full_scale[m])
     return acc
 
 
 @st.composite
 def adc_reads(draw):
-    batch = draw(st.integers(1, 2))
-    patches = draw(st.sampled_from([1, 5, 12, 1500]))  # 1500: more than one task per image
+    patches = draw(st.sampled_from([1, 5, 12, 1500]))  # 1500: several runs of patches
     columns = draw(st.integers(1, 20))
     outputs = draw(st.integers(1, 6))
     levels = draw(st.sampled_from([0, 1, 3, 15, 255]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     full_scale = rng.integers(1, 500, size=columns)
     # partial sums up to twice the full scale, so that some clip
-    partial = rng.random((batch, columns, patches)) * 2 * full_scale[:, None]
+    partial = rng.random((columns, patches)) * 2 * full_scale[:, None]
     partial = np.floor(partial).astype(np.float32)
     target = rng.integers(0, outputs, size=columns)  # repeats are likely
     factor = rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 12, size=columns)
-    acc = rng.integers(-1000, 1000, size=(batch, outputs, patches))
+    acc = rng.integers(-1000, 1000, size=(outputs, patches))
     return partial, target, factor, full_scale, levels, acc
 
 
@@ -307,21 +309,21 @@ def test_adc_accumulate_numba_numpy_and_loop_agree(read):
 def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(levels, backend):
     # full scale 8 at 4 levels: codes of 1, 3, 5, 12 are rint(0.5, 1.5, 2.5, 6) -> 0, 2, 2, 4
     # two read columns (rows here), two patches (columns)
-    partial = np.array([[[1, 5], [3, 12]]], dtype=np.float32)
+    partial = np.array([[1, 5], [3, 12]], dtype=np.float32)
     target = np.array([0, 0])
     factor = np.array([1, -2])
     full_scale = np.array([8, 8])
-    acc = np.zeros((1, 1, 2), dtype=np.int64)
+    acc = np.zeros((1, 2), dtype=np.int64)
     kernels.adc_accumulate(partial, target, factor, full_scale, levels, acc)
     if levels == 0:
-        assert acc.tolist() == [[[1 - 2 * 3, 5 - 2 * 12]]]
+        assert acc.tolist() == [[1 - 2 * 3, 5 - 2 * 12]]
     else:
-        assert acc.tolist() == [[[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]]
+        assert acc.tolist() == [[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]
 
 
 def test_adc_accumulate_rejects_mismatched_tables():
-    partial = np.zeros((1, 3, 2), dtype=np.float32)
-    acc = np.zeros((1, 2, 2), dtype=np.int64)
+    partial = np.zeros((3, 2), dtype=np.float32)
+    acc = np.zeros((2, 2), dtype=np.int64)
     ones = np.ones(3, dtype=np.int64)
     with pytest.raises(ValueError, match="target is int32"):
         kernels.adc_accumulate(partial, ones.astype(np.int32), ones, ones, 4, acc)
@@ -355,6 +357,42 @@ def test_bit_slices_recompose_and_numba_equals_numpy(slice_bits, count, seed, ra
     np.testing.assert_array_equal(as_floats, slices.astype(np.float32), strict=True)
     weights = (2 ** (slice_bits * np.arange(count))).reshape((count,) + (1,) * rank)
     np.testing.assert_array_equal((slices.astype(np.int64) * weights).sum(axis=0), levels)
+
+
+@PROPERTY
+@given(st.integers(2, 9), st.integers(1, 8), st.integers(0, 2**16))
+def test_dac_planes_split_signs_slice_and_numba_equals_numpy(bits, slice_bits, seed):
+    count = -(-(bits - 1) // slice_bits)
+    scale = 0.05
+    x = random_floats((3, 40), seed) * 2
+    x[0, :6] = np.array([0.5, -0.5, 1.5, -2.5, 0.0, 1e9], dtype=np.float32) * scale  # ties
+    planes, nonzero = kernels.dac_planes(x, scale, bits, slice_bits, count)
+    expected, expected_nonzero = kernels.dac_planes_numpy(x, scale, bits, slice_bits, count)
+    np.testing.assert_array_equal(planes, expected, strict=True)
+    assert nonzero == expected_nonzero == (True, True)
+    weights = (2.0 ** (slice_bits * np.arange(count))).reshape(count, 1, 1)
+    recomposed = (planes[0] * weights).sum(axis=0) - (planes[1] * weights).sum(axis=0)
+    np.testing.assert_array_equal(recomposed, kernels.quantize_inputs(x, scale, bits))
+
+
+def test_dac_planes_report_a_missing_sign():
+    planes, nonzero = kernels.dac_planes(np.array([0.0, 1.0, 2.0]), 0.1, 8, 1, 7)
+    assert nonzero == (True, False) and not planes[1].any()
+
+
+@PROPERTY
+@given(st.integers(1, 255), st.floats(1e-6, 1e3), st.integers(0, 2**16))
+def test_dequantize_numba_equals_numpy(unit, input_scale, seed):
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**40), 2**40, size=(7, 33))
+    column_scale = rng.random(7).astype(np.float32).astype(np.float64)
+    by_numba = np.empty(acc.shape, np.float32)
+    by_numpy = np.empty(acc.shape, np.float32)
+    kernels.dequantize(acc, unit, input_scale, column_scale, by_numba)
+    kernels.dequantize_numpy(acc, unit, input_scale, column_scale, by_numpy)
+    np.testing.assert_array_equal(by_numba, by_numpy, strict=True)
+    want = (acc / unit * input_scale * column_scale[:, None]).astype(np.float32)
+    np.testing.assert_array_equal(by_numba, want)
 
 
 def test_bit_slices_refuse_negative_levels():

@@ -122,6 +122,35 @@ def test_quant_is_deterministic_and_close_to_ideal(tmp_path):
     assert 0 < error < 0.1  # quantized, but not broken
 
 
+def test_quant_run_lets_a_relu_overwrite_only_the_layer_output_it_alone_reads(
+    tmp_path, monkeypatch
+):
+    from xbarc.runtime import digital
+
+    model, feeds = models()["cnn"]
+    program = compiled(model, PIPELINES["one phase"], tmp_path)
+    executor = Executor(program, RuntimeSettings("quant"))
+    kept = {name: array.copy() for name, array in feeds.items()}
+    (name,) = program.outputs
+    values = executor.run_all(feeds)
+    assert (values["c1"] < 0).any()  # run_all keeps every value as computed
+    donations = []
+    run_digital = digital.run_digital
+
+    def spy(op, inputs, constant, *, donated=frozenset()):
+        donations.append((op.op_type, sorted(donated)))
+        return run_digital(op, inputs, constant, donated=donated)
+
+    monkeypatch.setattr(digital, "run_digital", spy)
+    got = executor.run(feeds)
+    # offered: the layer outputs one op reads alone (c1 by the Relu, c3 by the pool)
+    offered = [(op_type, donated) for op_type, donated in donations if donated]
+    assert offered == [("Relu", [0]), ("GlobalAveragePool", [0])]
+    np.testing.assert_array_equal(got[name], values[name])
+    for key, array in feeds.items():
+        np.testing.assert_array_equal(array, kept[key])
+
+
 def test_lossless_adc_gives_the_same_answer_for_any_tiling(tmp_path):
     """With a lossless ADC, how weights are cut into blocks and phases cannot matter."""
     model, feeds = models()["cnn"]
@@ -247,10 +276,8 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
         y = image.reshape(x.shape[0], groups * cols, *out)
     elif layer.kind == "conv_transpose":
         g = layer.geometry
-        groups, _, cols = result.shape
-        columns = result.reshape(groups, x.shape[0], -1, cols).transpose(1, 0, 3, 2)
         y = kernels.fold_numpy(
-            columns,
+            result.transpose(0, 2, 1),
             x.shape[0],
             x.shape[2:],
             layer.cols // int(np.prod(g.kernel)),

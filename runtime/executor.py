@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,8 @@ from xbarc.runtime import kernels
 from xbarc.runtime.effective import IdealGraph
 
 PROFILES = ("ideal", "quant")
+
+Memory = Callable[[tuple[int, ...]], np.ndarray]  # a float32 buffer of the given shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +139,10 @@ class Executor:
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
         self.plans = self._program_chip()
         self._ideal: IdealGraph | None = None
-        self._buffer = np.empty(0, np.float32)  # quant: partial sums of reads
-        self._acc_buffer = np.empty(0, np.int64)  # quant: a layer group's accumulator
+        # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
+        # partial sums of reads, an accumulator): fresh arrays would take their page
+        # faults in the kernels' threads, where they cost ~20x more than a memset here
+        self._workspace: dict[Hashable, np.ndarray] = {}
         self._sole_consumer = sole_consumers(program)
         if not self.settings.quantized:
             weights = {name: self.effective_weights(plan) for name, (plan,) in self.plans.items()}
@@ -330,13 +335,18 @@ class Executor:
         input_scale = peak / magnitude_max if peak > 0 else 1.0
         slice_bits = hardware.dac.slice_bits
         input_slices = -(-(self.dac_bits - 1) // slice_bits)
-        planes, nonzero = kernels.dac_planes(
-            x, input_scale, self.dac_bits, slice_bits, input_slices
+        planes = self.workspace("input slices", (2, input_slices, *x.shape), np.float32)
+        nonzero = kernels.dac_planes(
+            x, input_scale, self.dac_bits, slice_bits, input_slices, out=planes
         )
         inputs = []  # (sign, unfolded input slices [groups, rows, P] by significance)
         for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
             if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
-                inputs.append((sign, [columns(plane) for plane in part]))
+                unfolded = [
+                    columns(plane, lambda shape, key=(sign, j): self.workspace(key, shape))
+                    for j, plane in enumerate(part)
+                ]
+                inputs.append((sign, unfolded))
         if inputs:
             groups, _, patches = inputs[0][1][0].shape
         else:  # an all-zero input: nothing to read
@@ -347,9 +357,10 @@ class Executor:
         scale = self.weight_scale(array)
         if not isinstance(scale, np.ndarray):
             scale = np.full((groups, array.cols), scale)
-        result = np.empty((groups, array.cols, patches), np.float32)
+        result = kernels.touched((groups, array.cols, patches), np.float32)
         for group in range(groups):
-            acc = self._accumulator(array.cols, patches)
+            acc = self.workspace("accumulator", (array.cols, patches), np.int64)
+            acc.fill(0)
             readout = ReadOut(self, acc)
             corrections: dict[tuple | bytes, tuple[slice | np.ndarray, np.ndarray]] = {}
             for sign, unfolded in inputs:
@@ -380,21 +391,14 @@ class Executor:
             kernels.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
 
-    def _accumulator(self, cols: int, patches: int) -> np.ndarray:
-        """A zeroed int64 [cols, patches] in memory reused from layer to layer."""
-        size = cols * patches
-        if self._acc_buffer.size < size:
-            self._acc_buffer = kernels.touched((size,), np.int64)
-        acc = self._acc_buffer[:size].reshape(cols, patches)
-        acc.fill(0)
-        return acc
-
-    def _scratch(self, size: int) -> np.ndarray:
-        """A flat float32 array of at least `size` in memory reused from read to read: fresh
-        products would take their page faults in the BLAS threads, slowly."""
-        if self._buffer.size < size:
-            self._buffer = kernels.touched((size,), np.float32)
-        return self._buffer
+    def workspace(self, name: Hashable, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """An array of `shape` in the memory kept under `name`, grown when too small; its
+        contents are whatever was left there."""
+        size = math.prod(shape)
+        buffer = self._workspace.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = self._workspace[name] = kernels.touched((size,), dtype)
+        return buffer[:size].reshape(shape)
 
     def effective_weights(self, plan: LayerPlan) -> np.ndarray:
         """An ideal layer's matrix as its merged runs read it, dequantized: float32
@@ -419,8 +423,9 @@ class Executor:
         return array.scale
 
 
-# Partial sums buffered before they pass through the ADC together (float32 values: 32 MB).
-READOUT_BUDGET = 1 << 23
+# Partial sums buffered before they pass through the ADC together (float32 values: 4 MB,
+# so that they are still in the cache).
+READOUT_BUDGET = 1 << 20
 
 
 class ReadOut:
@@ -439,7 +444,7 @@ class ReadOut:
         size = len(read.target) * driven.shape[1]
         if self.used and self.used + size > READOUT_BUDGET:
             self.flush()
-        buffer = self.executor._scratch(max(READOUT_BUDGET, size))
+        buffer = self.executor.workspace("partial sums", (max(READOUT_BUDGET, size),), np.float32)
         partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
         np.matmul(read.cells_t, driven, out=partial)
         self.columns.append((read.target, factor, read.full_scale))
@@ -451,7 +456,8 @@ class ReadOut:
         targets, factors, full_scales = (
             np.concatenate(parts) for parts in zip(*self.columns, strict=True)
         )
-        partial = self.executor._buffer[: self.used].reshape(len(targets), -1)
+        buffer = self.executor.workspace("partial sums", (self.used,), np.float32)
+        partial = buffer.reshape(len(targets), -1)
         kernels.adc_accumulate(
             partial, targets, factors, full_scales, self.executor.adc_levels, self.acc
         )
@@ -585,8 +591,9 @@ def as_slice(columns: np.ndarray) -> np.ndarray | slice:
 
 def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
     """How a layer's input of `shape` drives the crossbar rows: a function from an array of
-    that shape to its columns [groups, rows, P] (one column per patch, P = batch x pixels),
-    and the function that lays the accumulated [groups, cols, P] out as the layer's output."""
+    that shape to its columns [groups, rows, P] (one column per patch, P = batch x pixels;
+    where they are not a view of the input, they go into `memory(shape)` if given), and the
+    function that lays the accumulated [groups, cols, P] out as the layer's output."""
     geometry = layer.geometry
     groups = layer.groups
     if layer.kind == "conv":
@@ -597,11 +604,18 @@ def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
         )
         pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)
 
-        def unfold(x: np.ndarray) -> np.ndarray:
+        def unfold(x: np.ndarray, memory: Memory | None = None) -> np.ndarray:
             if pointwise and not any(geometry.pads):  # the input planes (a view at batch 1)
                 return channels_first(x, groups)
+            shape = (groups, layer.rows, batch * math.prod(out_spatial))
             return kernels.unfold(
-                x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations, groups
+                x,
+                geometry.kernel,
+                geometry.strides,
+                geometry.pads,
+                geometry.dilations,
+                groups,
+                out=None if memory is None else memory(shape),
             )
 
         def image(acc: np.ndarray) -> np.ndarray:
@@ -628,14 +642,14 @@ def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
                 groups,
             )
 
-        return lambda x: channels_first(x, groups), fold
+        return lambda x, memory=None: channels_first(x, groups), fold
     # Gemm / MatMul: each row of the input is one patch
     leading, features = shape[:-1], shape[-1]
 
     def rows(acc: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(acc[0].T).reshape(*leading, acc.shape[1])
 
-    return lambda x: x.reshape(-1, features).T[None], rows
+    return lambda x, memory=None: x.reshape(-1, features).T[None], rows
 
 
 def channels_first(x: np.ndarray, groups: int) -> np.ndarray:

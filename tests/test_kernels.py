@@ -366,8 +366,10 @@ def test_dac_planes_split_signs_slice_and_numba_equals_numpy(bits, slice_bits, s
     scale = 0.05
     x = random_floats((3, 40), seed) * 2
     x[0, :6] = np.array([0.5, -0.5, 1.5, -2.5, 0.0, 1e9], dtype=np.float32) * scale  # ties
-    planes, nonzero = kernels.dac_planes(x, scale, bits, slice_bits, count)
-    expected, expected_nonzero = kernels.dac_planes_numpy(x, scale, bits, slice_bits, count)
+    planes = np.full((2, count, *x.shape), np.nan, np.float32)  # every entry is written
+    expected = planes.copy()
+    nonzero = kernels.dac_planes(x, scale, bits, slice_bits, count, out=planes)
+    expected_nonzero = kernels.dac_planes_numpy(x, scale, bits, slice_bits, count, out=expected)
     np.testing.assert_array_equal(planes, expected, strict=True)
     assert nonzero == expected_nonzero == (True, True)
     weights = (2.0 ** (slice_bits * np.arange(count))).reshape(count, 1, 1)
@@ -376,8 +378,11 @@ def test_dac_planes_split_signs_slice_and_numba_equals_numpy(bits, slice_bits, s
 
 
 def test_dac_planes_report_a_missing_sign():
-    planes, nonzero = kernels.dac_planes(np.array([0.0, 1.0, 2.0]), 0.1, 8, 1, 7)
+    planes = np.empty((2, 7, 3), np.float32)
+    nonzero = kernels.dac_planes(np.array([0.0, 1.0, 2.0]), 0.1, 8, 1, 7, out=planes)
     assert nonzero == (True, False) and not planes[1].any()
+    with pytest.raises(ValueError, match="out must be float32"):
+        kernels.dac_planes(np.zeros(3), 0.1, 8, 1, 7, out=planes[:, :6])
 
 
 @PROPERTY

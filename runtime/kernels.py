@@ -53,7 +53,8 @@ PARALLEL_WORK = 1 << 22
 
 def _use_threads(work: int) -> None:
     """Set the threads of the next Numba kernel, which produces `work` elements: one below
-    PARALLEL_WORK, else all that Numba was configured with (NUMBA_NUM_THREADS)."""
+    PARALLEL_WORK, else all that Numba was configured with (NUMBA_NUM_THREADS). This is
+    Numba's setting for the calling thread: it stays in effect after the kernel."""
     import numba
 
     threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]

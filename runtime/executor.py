@@ -80,7 +80,8 @@ class ReadPlan:
 
     group: int
     rows: slice | np.ndarray  # source rows of the unfolded input
-    cells_t: np.ndarray  # float32 [M, len(rows)]: the read columns' cells, one row each
+    cells_t: np.ndarray  # [M, len(rows)]: the read columns' cells, one row each (uint8 for
+    # integer reads, else float32)
     target: np.ndarray  # int64 [M]: output column of each read column
     factor: np.ndarray  # int64 [M]: signed significance of the slice each column holds
     full_scale: np.ndarray  # int64 [M]: the ADC full scale, the largest sum of the read
@@ -137,6 +138,7 @@ class Executor:
         self.dac_bits = self.settings.dac_bits or hardware.dac.bits
         adc_bits = hardware.adc.bits if self.settings.adc_bits is None else self.settings.adc_bits
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
+        self.integer = self.settings.quantized and self._integer_reads()
         self.plans = self._program_chip()
         self._ideal: IdealGraph | None = None
         # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
@@ -147,6 +149,14 @@ class Executor:
         if not self.settings.quantized:
             weights = {name: self.effective_weights(plan) for name, (plan,) in self.plans.items()}
             self._ideal = IdealGraph(program, weights)
+
+    def _integer_reads(self) -> bool:
+        """Whether quantized reads can run as exact integer GEMMs: cells of at most 8 bits
+        (uint8), DAC steps of at most 7 bits (int8), and an exact integer kernel here."""
+        slice_bits = self.program.hardware.dac.slice_bits
+        digit_bits = min(slice_bits, self.dac_bits - 1)
+        cell_bits = max((s.bits for a in self.program.arrays for s in a.slices), default=0)
+        return cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact()
 
     # --- programming ----------------------------------------------------------------------
 
@@ -215,7 +225,10 @@ class Executor:
                 ReadPlan(
                     group,
                     row_indices(rows, store),
-                    np.ascontiguousarray(np.concatenate(regions, axis=1).T),
+                    np.ascontiguousarray(
+                        np.concatenate(regions, axis=1).T,
+                        dtype=np.uint8 if self.integer else np.float32,
+                    ),
                     np.concatenate(targets),
                     np.concatenate(factors),
                     np.concatenate(full_scales),
@@ -335,7 +348,9 @@ class Executor:
         input_scale = peak / magnitude_max if peak > 0 else 1.0
         slice_bits = hardware.dac.slice_bits
         input_slices = -(-(self.dac_bits - 1) // slice_bits)
-        planes = self.workspace("input slices", (2, input_slices, *x.shape), np.float32)
+        digits = np.int8 if self.integer else np.float32
+        digit_max = min(2**slice_bits, 2 ** (self.dac_bits - 1)) - 1
+        planes = self.workspace("input slices", (2, input_slices, *x.shape), digits)
         nonzero = kernels.dac_planes(
             x, input_scale, self.dac_bits, slice_bits, input_slices, out=planes
         )
@@ -343,7 +358,7 @@ class Executor:
         for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
             if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
                 unfolded = [
-                    columns(plane, lambda shape, key=(sign, j): self.workspace(key, shape))
+                    columns(plane, lambda shape, key=(sign, j): self.workspace(key, shape, digits))
                     for j, plane in enumerate(part)
                 ]
                 inputs.append((sign, unfolded))
@@ -371,9 +386,8 @@ class Executor:
                         driven = bits[group, read.rows]  # [rows, P]
                         significance = sign << (j * slice_bits)
                         if read.offset_columns is not None:
-                            # the digital offset correction needs the input sums (float32
-                            # sums of at most a tile's rows of small integers are exact)
-                            sums = driven.sum(axis=0)
+                            # the digital offset correction needs the input sums
+                            sums = driven.sum(axis=0, dtype=sum_type(driven, digit_max))
                             if not sums.any():
                                 continue
                             key = index_key(read.offset_columns)
@@ -438,15 +452,21 @@ class ReadOut:
         self.acc = acc
         self.used = 0
         self.columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # exact integer sums either way: int32 from the integer GEMM, float32 below 2^24
+        self.dtype = np.int32 if executor.integer else np.float32
 
     def add(self, read: ReadPlan, driven: np.ndarray, factor: np.ndarray) -> None:
         """Read `driven` [rows, P] through `read`'s cells, with its columns' factors."""
         size = len(read.target) * driven.shape[1]
         if self.used and self.used + size > READOUT_BUDGET:
             self.flush()
-        buffer = self.executor.workspace("partial sums", (max(READOUT_BUDGET, size),), np.float32)
+        room = (max(READOUT_BUDGET, size),)
+        buffer = self.executor.workspace("partial sums", room, self.dtype)
         partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
-        np.matmul(read.cells_t, driven, out=partial)
+        if self.executor.integer:
+            kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
+        else:
+            np.matmul(read.cells_t, driven, out=partial)
         self.columns.append((read.target, factor, read.full_scale))
         self.used += size
 
@@ -456,7 +476,7 @@ class ReadOut:
         targets, factors, full_scales = (
             np.concatenate(parts) for parts in zip(*self.columns, strict=True)
         )
-        buffer = self.executor.workspace("partial sums", (self.used,), np.float32)
+        buffer = self.executor.workspace("partial sums", (self.used,), self.dtype)
         partial = buffer.reshape(len(targets), -1)
         kernels.adc_accumulate(
             partial, targets, factors, full_scales, self.executor.adc_levels, self.acc
@@ -566,6 +586,14 @@ def union_positions(index_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.n
     """The sorted union of several index sets, and where each set's indices sit in it."""
     union = np.unique(np.concatenate(index_sets))
     return union, [np.searchsorted(union, own) for own in index_sets]
+
+
+def sum_type(driven: np.ndarray, digit_max: int) -> type:
+    """The narrowest exact type for column sums of `driven` [rows, P] (digits of at most
+    `digit_max`): narrow sums are the fast ones."""
+    if driven.dtype == np.float32:
+        return np.float32  # exact: a tile's rows of small integers stay below 2^24
+    return np.int16 if driven.shape[0] * digit_max < 2**15 else np.int32
 
 
 def index_key(selection: slice | np.ndarray) -> tuple | bytes:

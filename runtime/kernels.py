@@ -172,18 +172,20 @@ def unfold(
     *,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """im2col: x [N, C, *spatial] -> [groups, C/groups*prod(kernel), N*prod(out)], float32.
+    """im2col: x [N, C, *spatial] -> [groups, C/groups*prod(kernel), N*prod(out)], float32
+    (int8 for an int8 `x`: DAC digits).
 
     Row (channel in group, k0, k1, ...), column n*prod(out) + output pixel (row-major);
-    positions in the padding read zero. `out`, a C-contiguous float32 array of the result's
-    shape, is filled and returned instead of a new array.
+    positions in the padding read zero. `out`, a C-contiguous array of the result's shape
+    and type, is filled and returned instead of a new array.
     """
     out_spatial = _check_unfold(x, kernel, strides, pads, dilations, groups)
     if _backend == "numpy":
         return unfold_numpy(x, kernel, strides, pads, dilations, groups, out=out)
     shape = _unfold_shape(x.shape, kernel, groups, out_spatial)
-    out = _output_buffer("unfold", out, shape)
-    x3 = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[:2] + _lift(x.shape[2:], 1))
+    dtype = unfold_dtype(x)
+    out = _output_buffer("unfold", out, shape, dtype)
+    x3 = np.ascontiguousarray(x, dtype=dtype).reshape(x.shape[:2] + _lift(x.shape[2:], 1))
     _use_threads(out.size)
     _numba().unfold(
         x3,
@@ -284,6 +286,78 @@ def adc_accumulate(
     )
 
 
+def integer_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b, exactly: `a` uint8 [M, K], `b` int8 [K, N], `out` int32 [M, N], all
+    C-contiguous. Runs onnxruntime's MatMulInteger (its VNNI kernels take the work of a
+    float32 GEMM in a third of the time); the numpy backend multiplies int64 copies. Check
+    `integer_matmul_exact()` first: x86 kernels without VNNI saturate 16-bit sums."""
+    m, k = a.shape
+    if (
+        a.dtype != np.uint8
+        or b.dtype != np.int8
+        or out.dtype != np.int32
+        or b.shape[0] != k
+        or out.shape != (m, b.shape[1])
+        or not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous)
+    ):
+        raise ValueError(
+            f"integer_matmul: {a.dtype} {a.shape} @ {b.dtype} {b.shape} -> {out.dtype} "
+            f"{out.shape}; expected C-contiguous uint8 @ int8 -> int32"
+        )
+    if _backend == "numpy":
+        np.matmul(a.astype(np.int64), b.astype(np.int64), out=out, casting="unsafe")
+        return
+    session = _integer_matmul_session()
+    binding = session.io_binding()
+    binding.bind_input("a", "cpu", 0, np.uint8, a.shape, a.ctypes.data)
+    binding.bind_input("b", "cpu", 0, np.int8, b.shape, b.ctypes.data)
+    binding.bind_output("y", "cpu", 0, np.int32, out.shape, out.ctypes.data)
+    session.run_with_iobinding(binding)
+
+
+@functools.cache
+def integer_matmul_exact() -> bool:
+    """Whether `integer_matmul` is exact on this machine over the whole uint8 x int8 range
+    (probed once: all-extreme operands, then random ones)."""
+    rng = np.random.default_rng(0)
+    cases = [
+        (np.full((8, 256), 255, np.uint8), np.full((256, 8), 127, np.int8)),
+        (np.full((8, 256), 255, np.uint8), np.full((256, 8), -128, np.int8)),
+        (
+            rng.integers(0, 256, (33, 129)).astype(np.uint8),
+            rng.integers(-128, 128, (129, 17)).astype(np.int8),
+        ),
+    ]
+    for a, b in cases:
+        out = np.empty((a.shape[0], b.shape[1]), np.int32)
+        integer_matmul(a, b, out)
+        if not np.array_equal(out, a.astype(np.int64) @ b.astype(np.int64)):
+            return False
+    return True
+
+
+@functools.cache
+def _integer_matmul_session():
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "integer_matmul",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [None, None]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [None, None]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [None, None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
 def quantize_inputs(x: np.ndarray, scale: float | np.ndarray, bits: int) -> np.ndarray:
     """Symmetric DAC levels: clip(rint(x / scale), -(2^(bits-1)-1), 2^(bits-1)-1) as int32."""
     if not 2 <= bits <= 32:
@@ -304,16 +378,22 @@ def dac_planes(
     *,
     out: np.ndarray | None = None,
 ) -> tuple[bool, bool]:
-    """The DAC's input slices of `x`, in one pass, into `out` (float32 [2, count, *x.shape],
-    C-contiguous): [0] the slices of the positive part of `quantize_inputs(x, scale,
-    bits)`, [1] those of the negative part's magnitude (as `bit_slices`). Returns whether
-    each part has a non-zero."""
+    """The DAC's input slices of `x`, in one pass, into `out` ([2, count, *x.shape],
+    C-contiguous float32, or int8 for slices of up to 7 bits): [0] the slices of the
+    positive part of `quantize_inputs(x, scale, bits)`, [1] those of the negative part's
+    magnitude (as `bit_slices`). Returns whether each part has a non-zero."""
     x = np.asarray(x, dtype=np.float32)
     if not 2 <= bits <= 32 or not 1 <= slice_bits <= 8 or count < 0:
         raise ValueError(f"dac_planes: {bits} bits in {count} slices of {slice_bits} bits")
     shape = (2, count, *x.shape)
-    if out is None or out.shape != shape or out.dtype != np.float32:
-        raise ValueError(f"dac_planes: out must be float32 {shape}")
+    small = min(slice_bits, bits - 1) <= 7
+    if (
+        out is None
+        or out.shape != shape
+        or not (out.dtype == np.float32 or (out.dtype == np.int8 and small))
+        or not out.flags.c_contiguous
+    ):
+        raise ValueError(f"dac_planes: out must be float32 {shape} (int8 for digits < 128)")
     if _backend == "numpy":
         return dac_planes_numpy(x, scale, bits, slice_bits, count, out=out)
     nonzero = np.zeros(2, np.int64)  # per sign: how many runs of values hold a non-zero
@@ -385,12 +465,19 @@ def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int]:
     return (groups, channels // groups * math.prod(kernel), batch * math.prod(out_spatial))
 
 
-def _output_buffer(op: str, out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+def unfold_dtype(x: np.ndarray) -> np.dtype:
+    """The element type `unfold` gives for `x`: int8 for int8 digits, else float32."""
+    return np.dtype(np.int8) if x.dtype == np.int8 else np.dtype(np.float32)
+
+
+def _output_buffer(
+    op: str, out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
     if out is None:
-        return touched(shape, np.float32)
-    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        return touched(shape, dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError(
-            f"{op}: out is {out.dtype} {out.shape}; expected C-contiguous float32 {shape}"
+            f"{op}: out is {out.dtype} {out.shape}; expected C-contiguous {dtype} {shape}"
         )
     return out
 
@@ -482,12 +569,13 @@ def unfold_numpy(
     out_spatial = _check_unfold(x, kernel, strides, pads, dilations, groups)
     rank = x.ndim - 2
     batch, channels = x.shape[:2]
+    dtype = unfold_dtype(x)
     padded = np.pad(
-        np.asarray(x, dtype=np.float32),
+        np.asarray(x, dtype=dtype),
         [(0, 0), (0, 0)] + [(pads[a], pads[rank + a]) for a in range(rank)],
     )
     # taps [N, C, *kernel, *out]: one strided window of the padded input per kernel tap
-    taps = np.empty((batch, channels, *kernel, *out_spatial), dtype=np.float32)
+    taps = np.empty((batch, channels, *kernel, *out_spatial), dtype=dtype)
     for tap in np.ndindex(*kernel):
         window = tuple(
             slice(
@@ -500,7 +588,7 @@ def unfold_numpy(
         taps[(slice(None), slice(None), *tap)] = padded[(slice(None), slice(None), *window)]
     # [N, C, *kernel, *out] -> [groups, C/groups*K, N, P]
     shape = _unfold_shape(x.shape, kernel, groups, out_spatial)
-    out = _output_buffer("unfold", out, shape)
+    out = _output_buffer("unfold", out, shape, dtype)
     rows = taps.reshape(batch, groups, shape[1], -1).transpose(1, 2, 0, 3)
     out.reshape(groups, shape[1], batch, -1)[...] = rows
     return out
@@ -590,7 +678,7 @@ def dac_planes_numpy(
     levels = quantize_inputs(x, scale, bits)
     parts = (np.maximum(levels, 0), np.maximum(-levels, 0))
     for sign, part in enumerate(parts):
-        out[sign] = bit_slices_numpy(part, slice_bits, count, np.float32)
+        out[sign] = bit_slices_numpy(part, slice_bits, count, out.dtype)
     return bool(parts[0].any()), bool(parts[1].any())
 
 
@@ -674,16 +762,16 @@ def _numba() -> SimpleNamespace:
                     at = first + (o_d * out_h + o_h) * out_w
                     if not (0 <= i_d < in_d and 0 <= i_h < in_h):
                         for o_w in range(out_w):
-                            dest[at + o_w] = 0.0
+                            dest[at + o_w] = 0
                         continue
                     for o_w in range(inside_from):
-                        dest[at + o_w] = 0.0
+                        dest[at + o_w] = 0
                     # unsigned indices: LLVM can then vectorize the gather
                     line = np.uint64(plane + (i_d * in_h + i_h) * in_w + shift)
                     for o_w in range(inside_from, inside_to):
                         dest[np.uint64(at + o_w)] = source[line + np.uint64(o_w * s_w)]
                     for o_w in range(inside_to, out_w):
-                        dest[at + o_w] = 0.0
+                        dest[at + o_w] = 0
 
     @jit
     def fold_kernel(columns, batch, cout_per_group, in_spatial, sources, out_spatial, groups, y):
@@ -777,8 +865,8 @@ def _numba() -> SimpleNamespace:
                     down = max(-level, np.int32(0))
                     any_up |= up
                     any_down |= down
-                    dest[up_row + at] = np.float32((up >> shift) & mask)
-                    dest[down_row + at] = np.float32((down >> shift) & mask)
+                    dest[up_row + at] = (up >> shift) & mask
+                    dest[down_row + at] = (down >> shift) & mask
             flags[task, 0] = any_up
             flags[task, 1] = any_down
         nonzero[0] = flags[:, 0].sum()

@@ -385,6 +385,17 @@ def test_dac_planes_report_a_missing_sign():
         kernels.dac_planes(np.zeros(3), 0.1, 8, 1, 7, out=planes[:, :6])
 
 
+@pytest.mark.parametrize("slice_bits", [1, 2, 7])
+def test_dac_planes_into_int8_equal_the_float_planes(slice_bits, backend):
+    x = random_floats((2, 3, 11), seed=slice_bits)
+    count = -(-7 // slice_bits)
+    as_float = np.empty((2, count, *x.shape), np.float32)
+    as_int8 = np.empty((2, count, *x.shape), np.int8)
+    assert kernels.dac_planes(x, 0.02, 8, slice_bits, count, out=as_float) == (True, True)
+    assert kernels.dac_planes(x, 0.02, 8, slice_bits, count, out=as_int8) == (True, True)
+    np.testing.assert_array_equal(as_int8.astype(np.float32), as_float)
+
+
 @PROPERTY
 @given(st.integers(1, 255), st.floats(1e-6, 1e3), st.integers(0, 2**16))
 def test_dequantize_numba_equals_numpy(unit, input_scale, seed):
@@ -398,6 +409,38 @@ def test_dequantize_numba_equals_numpy(unit, input_scale, seed):
     np.testing.assert_array_equal(by_numba, by_numpy, strict=True)
     want = (acc / unit * input_scale * column_scale[:, None]).astype(np.float32)
     np.testing.assert_array_equal(by_numba, want)
+
+
+@pytest.mark.skipif(
+    not kernels.integer_matmul_exact(), reason="onnxruntime's integer GEMM saturates here"
+)
+@PROPERTY
+@given(st.integers(1, 70), st.integers(1, 300), st.integers(1, 70), st.integers(0, 2**16))
+def test_integer_matmul_is_exact_and_numba_backend_equals_numpy(m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    a[0] = 255  # extreme rows: a non-VNNI kernel would saturate here
+    b[:, 0] = 127
+    out = np.full((m, n), -1, np.int32)
+    kernels.integer_matmul(a, b, out)
+    np.testing.assert_array_equal(out, a.astype(np.int64) @ b.astype(np.int64))
+
+
+def test_integer_matmul_refuses_other_types():
+    with pytest.raises(ValueError, match="expected C-contiguous uint8 @ int8 -> int32"):
+        kernels.integer_matmul(
+            np.zeros((2, 3), np.float32), np.zeros((3, 2), np.int8), np.zeros((2, 2), np.int32)
+        )
+
+
+def test_unfold_keeps_int8_digits(backend):
+    x = np.arange(-8, 10, dtype=np.int8).reshape(1, 2, 9)
+    columns = kernels.unfold(x, (3,), (2,), (1, 1), (1,), 1)
+    assert columns.dtype == np.int8
+    np.testing.assert_array_equal(
+        columns, kernels.unfold_numpy(x.astype(np.float32), (3,), (2,), (1, 1), (1,), 1)
+    )
 
 
 def test_bit_slices_refuse_negative_levels():

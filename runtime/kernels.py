@@ -48,7 +48,7 @@ def touched(shape: tuple[int, ...], dtype: npt.DTypeLike, fill: float = 0) -> np
 # sleeping worker threads costs ~0.2 ms, and they then compete with BLAS's threads for the
 # cores: on 2 cores, ResNet-50 in `quant` ran fastest with kernels under 4M elements on
 # one thread (154 ms, against 174 ms all parallel).
-PARALLEL_WORK = 1 << 22
+PARALLEL_WORK = 1 << 20
 
 
 def _use_threads(work: int) -> None:
@@ -280,7 +280,7 @@ def adc_accumulate(
         return
     order = np.argsort(target, kind="stable")
     runs = np.flatnonzero(np.diff(target[order], prepend=-1, append=-1)).astype(np.int64)
-    _use_threads(partial.size)
+    _use_threads(PARALLEL_WORK)  # conversions pay for a parallel launch at any size
     _numba().adc_accumulate(
         np.ascontiguousarray(partial), order, runs, target, factor, full_scale, int(levels), acc
     )
@@ -353,6 +353,7 @@ def _integer_matmul_session():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )

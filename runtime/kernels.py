@@ -44,10 +44,9 @@ def touched(shape: tuple[int, ...], dtype: npt.DTypeLike, fill: float = 0) -> np
     return np.full(shape, fill, dtype=dtype)
 
 
-# Work (output elements) below which a kernel runs on the calling thread alone. Waking
-# sleeping worker threads costs ~0.2 ms, and they then compete with BLAS's threads for the
-# cores: on 2 cores, ResNet-50 in `quant` ran fastest with kernels under 4M elements on
-# one thread (154 ms, against 174 ms all parallel).
+# Work (output elements) below which a copying kernel runs on the calling thread alone:
+# waking sleeping worker threads costs ~0.2 ms. The ADC read-out, the costliest kernel per
+# element, always runs in parallel.
 PARALLEL_WORK = 1 << 20
 
 
@@ -353,6 +352,8 @@ def _integer_matmul_session():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    # Its threads must not spin after a product: they would take the cores from the
+    # parallel ADC kernel that follows (bit-sliced SqueezeNet: 0.34 s instead of 0.46 s).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]

@@ -140,9 +140,10 @@ def main() -> None:
         "cells, the 8-bit input in one DAC step, 8-bit ADC, 128x128 tiles) with differential "
         "pairs (two columns per weight) and with offset encoding (one column); `GEMMs` is "
         "the time numpy's float32 GEMM takes for that program's reads alone (every 128-row "
-        "block of every layer read separately, as its ADC needs), the floor of any "
-        "implementation built on it. `bit-sliced` runs the default program read bit by bit "
-        "(2-bit cells, 1-bit DAC steps), its rate a fraction of numpy's GEMM rate on the same "
+        "block of every layer read separately, as its ADC needs), for scale: xbarc runs those "
+        "reads as exact integer GEMMs (uint8 cells, int8 DAC digits) on onnxruntime's "
+        "MatMulInteger. `bit-sliced` runs the default program read bit by bit (2-bit cells, "
+        "1-bit DAC steps), its speed a fraction of numpy's float32 GEMM rate on the same "
         "decomposed shapes.",
         "",
         "| model | onnxruntime | ideal | quant differential | GEMMs | quant offset | GEMMs | "

@@ -26,7 +26,11 @@ Profiles (both deterministic):
 
 In `quant`, layers run in graph order, each over all its runs in phase order (phases are
 batch-major: the whole batch passes each programming); digital ops run on the host in
-between.
+between. A read is one GEMM over the whole batch: the read's cells [columns, rows] times
+the input's DAC digits [rows, batch x patches], as an exact integer GEMM (uint8 cells,
+int8 digits) where onnxruntime's integer kernel is exact on the machine, else in float32
+(exact too: the sums stay below 2^24). Partial sums of many reads wait in a buffer and pass
+through the ADC kernel together; integer sums do not depend on their order.
 """
 
 from __future__ import annotations
@@ -138,7 +142,9 @@ class Executor:
         self.dac_bits = self.settings.dac_bits or hardware.dac.bits
         adc_bits = hardware.adc.bits if self.settings.adc_bits is None else self.settings.adc_bits
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
-        self.integer = self.settings.quantized and self._integer_reads()
+        # quant: element types of a read's cells, DAC digits and partial sums
+        self.cell_type, self.digit_type, self.sum_type = self._read_types()
+        self.integer = self.cell_type == np.uint8
         self.plans = self._program_chip()
         self._ideal: IdealGraph | None = None
         # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
@@ -150,13 +156,20 @@ class Executor:
             weights = {name: self.effective_weights(plan) for name, (plan,) in self.plans.items()}
             self._ideal = IdealGraph(program, weights)
 
-    def _integer_reads(self) -> bool:
-        """Whether quantized reads can run as exact integer GEMMs: cells of at most 8 bits
-        (uint8), DAC steps of at most 7 bits (int8), and an exact integer kernel here."""
-        slice_bits = self.program.hardware.dac.slice_bits
-        digit_bits = min(slice_bits, self.dac_bits - 1)
+    def _read_types(self) -> tuple[type, type, type]:
+        """The element types of quantized reads (cells, DAC digits, partial sums), the
+        fastest exact ones: integer GEMMs for cells of at most 8 bits (uint8) and DAC steps
+        of at most 7 bits (int8) where the machine's integer kernel is exact, else float32
+        while the largest sum of a read stays below 2^24, else float64."""
+        hardware = self.program.hardware
+        digit_bits = min(hardware.dac.slice_bits, self.dac_bits - 1)
         cell_bits = max((s.bits for a in self.program.arrays for s in a.slices), default=0)
-        return cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact()
+        if cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
+            return np.uint8, np.int8, np.int32
+        rows = max(tile_type.rows for tile_type in hardware.tile_types)
+        if (2**digit_bits - 1) * (2**cell_bits - 1) * rows < 2**24:
+            return np.float32, np.float32, np.float32
+        return np.float64, np.float64, np.float64
 
     # --- programming ----------------------------------------------------------------------
 
@@ -227,7 +240,7 @@ class Executor:
                     row_indices(rows, store),
                     np.ascontiguousarray(
                         np.concatenate(regions, axis=1).T,
-                        dtype=np.uint8 if self.integer else np.float32,
+                        dtype=self.cell_type,
                     ),
                     np.concatenate(targets),
                     np.concatenate(factors),
@@ -348,7 +361,7 @@ class Executor:
         input_scale = peak / magnitude_max if peak > 0 else 1.0
         slice_bits = hardware.dac.slice_bits
         input_slices = -(-(self.dac_bits - 1) // slice_bits)
-        digits = np.int8 if self.integer else np.float32
+        digits = self.digit_type
         digit_max = min(2**slice_bits, 2 ** (self.dac_bits - 1)) - 1
         planes = self.workspace("input slices", (2, input_slices, *x.shape), digits)
         nonzero = kernels.dac_planes(
@@ -452,8 +465,7 @@ class ReadOut:
         self.acc = acc
         self.used = 0
         self.columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        # exact integer sums either way: int32 from the integer GEMM, float32 below 2^24
-        self.dtype = np.int32 if executor.integer else np.float32
+        self.dtype = executor.sum_type
 
     def add(self, read: ReadPlan, driven: np.ndarray, factor: np.ndarray) -> None:
         """Read `driven` [rows, P] through `read`'s cells, with its columns' factors."""
@@ -591,8 +603,8 @@ def union_positions(index_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.n
 def sum_type(driven: np.ndarray, digit_max: int) -> type:
     """The narrowest exact type for column sums of `driven` [rows, P] (digits of at most
     `digit_max`): narrow sums are the fast ones."""
-    if driven.dtype == np.float32:
-        return np.float32  # exact: a tile's rows of small integers stay below 2^24
+    if driven.dtype.kind == "f":
+        return driven.dtype.type  # exact: float32 reads keep every sum below 2^24
     return np.int16 if driven.shape[0] * digit_max < 2**15 else np.int32
 
 

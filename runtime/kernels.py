@@ -172,7 +172,7 @@ def unfold(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """im2col: x [N, C, *spatial] -> [groups, C/groups*prod(kernel), N*prod(out)], float32
-    (int8 for an int8 `x`: DAC digits).
+    (int8 and float64 `x` keep their type: DAC digits).
 
     Row (channel in group, k0, k1, ...), column n*prod(out) + output pixel (row-major);
     positions in the padding read zero. `out`, a C-contiguous array of the result's shape
@@ -381,7 +381,7 @@ def dac_planes(
     out: np.ndarray | None = None,
 ) -> tuple[bool, bool]:
     """The DAC's input slices of `x`, in one pass, into `out` ([2, count, *x.shape],
-    C-contiguous float32, or int8 for slices of up to 7 bits): [0] the slices of the
+    C-contiguous float32 or float64, or int8 for digits below 128): [0] the slices of the
     positive part of `quantize_inputs(x, scale, bits)`, [1] those of the negative part's
     magnitude (as `bit_slices`). Returns whether each part has a non-zero."""
     x = np.asarray(x, dtype=np.float32)
@@ -392,7 +392,7 @@ def dac_planes(
     if (
         out is None
         or out.shape != shape
-        or not (out.dtype == np.float32 or (out.dtype == np.int8 and small))
+        or not (out.dtype in (np.float32, np.float64) or (out.dtype == np.int8 and small))
         or not out.flags.c_contiguous
     ):
         raise ValueError(f"dac_planes: out must be float32 {shape} (int8 for digits < 128)")
@@ -468,8 +468,8 @@ def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int]:
 
 
 def unfold_dtype(x: np.ndarray) -> np.dtype:
-    """The element type `unfold` gives for `x`: int8 for int8 digits, else float32."""
-    return np.dtype(np.int8) if x.dtype == np.int8 else np.dtype(np.float32)
+    """The element type `unfold` gives for `x`: int8 and float64 stay, the rest is float32."""
+    return x.dtype if x.dtype in (np.int8, np.float64) else np.dtype(np.float32)
 
 
 def _output_buffer(

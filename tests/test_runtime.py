@@ -3,11 +3,14 @@ numpy reference of the same quantization, over dense, sliced, grouped and phased
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from tests.onnx_models import im2col, parse, random, run_onnxruntime, save
 from xbarc.compiler import CompileOptions, compile_onnx
+from xbarc.hardware import DacSpec
 from xbarc.ir.tile import Const, CrossbarLayer, Span
 from xbarc.runtime.executor import Executor, RuntimeSettings
 
@@ -67,6 +70,9 @@ PIPELINES = {
     "offset": "quantize{weight-bits=5,cell-bits=2,encoding=offset},tile{rows=8,cols=8},allocate",
     "per column": "quantize{weight-bits=8,cell-bits=3,scale=column},tile,allocate{tiles=5}",
     "separate groups": "quantize,tile{rows=16,cols=8,groups=separate},allocate{tiles=7}",
+    # 11-bit cell levels on 128-row tiles, 7-bit DAC steps (below): the sums of a read can
+    # pass 2^24, so reads are float64
+    "wide cells": "quantize{weight-bits=12,cell-bits=12},tile{rows=128,cols=16},allocate",
 }
 
 
@@ -115,8 +121,14 @@ def reads(request, monkeypatch):
 def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits, reads, tmp_path):
     model, feeds = models()[model_name]
     program = compiled(model, PIPELINES[pipeline], tmp_path)
+    if pipeline == "wide cells":
+        hardware = replace(program.hardware, dac=DacSpec(bits=8, slice_bits=8))
+        program = replace(program, hardware=hardware)
     executor = Executor(program, RuntimeSettings("quant", adc_bits=adc_bits))
-    assert executor.integer == (reads == "integer")
+    if pipeline == "wide cells":
+        assert executor.cell_type == np.float64
+    else:
+        assert executor.cell_type == (np.uint8 if reads == "integer" else np.float32)
     values = executor.run_all(feeds)
     for layer in program.layers():
         want = quant_layer_reference(program, layer, values[layer.input], adc_bits)

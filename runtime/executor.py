@@ -354,27 +354,10 @@ class Executor:
         they are unfolded (the padding quantizes to zero either way). Integer sums do not
         depend on their order, so reads are taken group by group and their partial sums
         buffered, to pass through the ADC kernel many reads at a time."""
-        hardware = self.program.hardware
         array = plans[0].array
-        peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
-        magnitude_max = 2 ** (self.dac_bits - 1) - 1
-        input_scale = peak / magnitude_max if peak > 0 else 1.0
-        slice_bits = hardware.dac.slice_bits
-        input_slices = -(-(self.dac_bits - 1) // slice_bits)
-        digits = self.digit_type
+        slice_bits = self.program.hardware.dac.slice_bits
         digit_max = min(2**slice_bits, 2 ** (self.dac_bits - 1)) - 1
-        planes = self.workspace("input slices", (2, input_slices, *x.shape), digits)
-        nonzero = kernels.dac_planes(
-            x, input_scale, self.dac_bits, slice_bits, input_slices, out=planes
-        )
-        inputs = []  # (sign, unfolded input slices [groups, rows, P] by significance)
-        for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
-            if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
-                unfolded = [
-                    columns(plane, lambda shape, key=(sign, j): self.workspace(key, shape, digits))
-                    for j, plane in enumerate(part)
-                ]
-                inputs.append((sign, unfolded))
+        input_scale, inputs = self._dac_inputs(columns, x)
         if inputs:
             groups, _, patches = inputs[0][1][0].shape
         else:  # an all-zero input: nothing to read
@@ -417,6 +400,26 @@ class Executor:
             column_scale = scale[group].astype(np.float64)
             kernels.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
+
+    def _dac_inputs(self, columns, x: np.ndarray) -> tuple[float, list]:
+        """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
+        least significant first, [groups, rows, P]])] for the signs that occur."""
+        peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+        input_scale = peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
+        slice_bits = self.program.hardware.dac.slice_bits
+        count = -(-(self.dac_bits - 1) // slice_bits)
+        digits = self.digit_type
+        planes = self.workspace("input slices", (2, count, *x.shape), digits)
+        nonzero = kernels.dac_planes(x, input_scale, self.dac_bits, slice_bits, count, out=planes)
+        inputs = []
+        for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
+            if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
+                unfolded = [
+                    columns(plane, lambda shape, key=(sign, j): self.workspace(key, shape, digits))
+                    for j, plane in enumerate(part)
+                ]
+                inputs.append((sign, unfolded))
+        return input_scale, inputs
 
     def workspace(self, name: Hashable, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         """An array of `shape` in the memory kept under `name`, grown when too small; its

@@ -23,8 +23,8 @@ import numpy as np
 from onnx import ModelProto, TensorProto, ValueInfoProto, helper, numpy_helper
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.tile import Const, CrossbarLayer, DigitalOp, Program, Value
-from xbarc.ir.types import ONNX_DTYPES
+from xbarc.ir.tile import CrossbarLayer, DigitalOp, Program, Value
+from xbarc.ir.types import ONNX_DTYPES, TensorType
 from xbarc.runtime.digital import DEFAULT_DOMAINS, attribute_proto, first_line
 
 # The opset of the crossbar layers' ops when no digital op fixes one: Conv, ConvTranspose
@@ -49,6 +49,7 @@ def effective_model(
         return key
 
     nodes = []
+    types = _value_types(program)
     for op in program.ops:
         if isinstance(op, CrossbarLayer):
             weight_name = f"weight:{op.name}"
@@ -58,13 +59,14 @@ def effective_model(
             bias = constant(op.bias) if op.bias is not None else None
             nodes.extend(layer_nodes(op, weight_name, bias))
             continue
-        inputs = [
-            "" if operand is None else operand.name if isinstance(operand, Value) else ""
-            for operand in op.inputs
-        ]
-        for index, operand in enumerate(op.inputs):
-            if isinstance(operand, Const):
-                inputs[index] = constant(operand.name)
+        inputs = []
+        for operand in op.inputs:
+            if operand is None:
+                inputs.append("")  # an omitted optional input
+            elif isinstance(operand, Value):
+                inputs.append(operand.name)
+            else:
+                inputs.append(constant(operand.name))
         node = helper.make_node(
             op.op_type,
             inputs=_trimmed(inputs),
@@ -84,7 +86,7 @@ def effective_model(
             )
             for graph_input in program.inputs
         ],
-        [ValueInfoProto(name=name) for name in (outputs or program.outputs)],
+        [_output(name, types) for name in (outputs or program.outputs)],
         initializer=list(initializers.values()),
     )
     opsets = [helper.make_opsetid(domain, version) for domain, version in _opsets(program).items()]
@@ -136,6 +138,29 @@ def layer_nodes(layer: CrossbarLayer, weight: str, bias: str | None) -> list:
         helper.make_node("MatMul", [layer.input, weight], [product], name=layer.name),
         helper.make_node("Add", [product, bias], [layer.output], name=f"{layer.name}:bias"),
     ]
+
+
+def _value_types(program: Program) -> dict[str, TensorType]:
+    """The element type of every value the ops produce, where the program records it."""
+    types: dict[str, TensorType] = {g.name: g.type for g in program.inputs}
+    for op in program.ops:
+        if isinstance(op, CrossbarLayer):
+            types[op.output] = op.output_type
+            continue
+        for name, value_type in zip(op.outputs, op.output_types, strict=True):
+            if name and value_type is not None:
+                types[name] = value_type
+    return types
+
+
+def _output(name: str, types: Mapping[str, TensorType]) -> ValueInfoProto:
+    """A graph output with its element type and rank if known (dims left open: the
+    batch may differ from the model's)."""
+    value_type = types.get(name)
+    if value_type is None or value_type.shape is None:
+        return ValueInfoProto(name=name)
+    rank = len(value_type.shape)
+    return helper.make_tensor_value_info(name, ONNX_DTYPES[value_type.dtype], [None] * rank)
 
 
 def _any_batch(graph_input) -> list | None:

@@ -103,6 +103,25 @@ def test_ideal_equals_onnxruntime(model_name, pipeline, tmp_path):
     np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+def test_ideal_graph_is_a_valid_model_holding_the_weights_read_from_the_tiles(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from xbarc.runtime.effective import effective_model
+
+    model, _ = models()["cnn"]
+    program = compiled(model, PIPELINES["phases"], tmp_path)
+    executor = Executor(program)
+    weights = {name: executor.effective_weights(plan) for name, (plan,) in executor.plans.items()}
+    ideal = effective_model(program, weights)
+    onnx.checker.check_model(ideal, full_check=True)
+    stored = {tensor.name: numpy_helper.to_array(tensor) for tensor in ideal.graph.initializer}
+    original = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    (first_conv, *_) = (node for node in ideal.graph.node if node.op_type == "Conv")
+    # 8-bit weights in 2-bit slices: the slices of |w|/scale add back up to w
+    np.testing.assert_allclose(stored[first_conv.input[1]], original["w1"], rtol=1e-6, atol=1e-7)
+
+
 @pytest.fixture(params=["integer", "float"])
 def reads(request, monkeypatch):
     """Quantized reads as integer GEMMs (where the machine's kernel is exact) or float32."""

@@ -1152,6 +1152,8 @@ def _new_session(
     model = one_node_model(op, arrays, constant, static_shapes)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # failures surface as XbarcError, notices are noise
+    # one small op at a time: threads spinning after it would slow the kernels that follow
+    options.intra_op_num_threads = 1
     try:
         return onnxruntime.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]

@@ -49,7 +49,7 @@ def effective_model(
         return key
 
     nodes = []
-    types = _value_types(program)
+    types = program.value_types()
     for op in program.ops:
         if isinstance(op, CrossbarLayer):
             weight_name = f"weight:{op.name}"
@@ -138,19 +138,6 @@ def layer_nodes(layer: CrossbarLayer, weight: str, bias: str | None) -> list:
         helper.make_node("MatMul", [layer.input, weight], [product], name=layer.name),
         helper.make_node("Add", [product, bias], [layer.output], name=f"{layer.name}:bias"),
     ]
-
-
-def _value_types(program: Program) -> dict[str, TensorType]:
-    """The element type of every value the ops produce, where the program records it."""
-    types: dict[str, TensorType] = {g.name: g.type for g in program.inputs}
-    for op in program.ops:
-        if isinstance(op, CrossbarLayer):
-            types[op.output] = op.output_type
-            continue
-        for name, value_type in zip(op.outputs, op.output_types, strict=True):
-            if name and value_type is not None:
-                types[name] = value_type
-    return types
 
 
 def _output(name: str, types: Mapping[str, TensorType]) -> ValueInfoProto:

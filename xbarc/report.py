@@ -95,7 +95,7 @@ TOTAL_KEYS = (
 def report(program: Program) -> ProgramReport:
     hardware = program.hardware
     tile_cells = {t.name: t.cells for t in hardware.tile_types}
-    types = value_types(program)
+    types = program.value_types()
     vtile_cells = {b.vtile: tile_cells[b.tile_type] for b in program.blocks}
     blocks_by_array: dict[str, list] = defaultdict(list)
     for block in program.blocks:
@@ -180,18 +180,6 @@ def report(program: Program) -> ProgramReport:
         edap=cost.edap,
         tops_per_watt=cost.tops_per_watt,
     )
-
-
-def value_types(program: Program) -> dict[str, TensorType]:
-    types = {graph_input.name: graph_input.type for graph_input in program.inputs}
-    for op in program.ops:
-        if isinstance(op, CrossbarLayer):
-            types[op.output] = op.output_type
-            continue
-        for output, output_type in zip(op.outputs, op.output_types, strict=True):
-            if output and output_type is not None:
-                types[output] = output_type
-    return types
 
 
 def layer_patches(layer: CrossbarLayer, types: dict[str, TensorType]) -> int:

@@ -51,7 +51,7 @@ class InferenceSession:
         self.noise = noise
         self.seed = seed  # every draw of the noisy profiles derives from it
         self._executor = Executor(self.program, RuntimeSettings(noise, adc_bits=adc_bits))
-        self._types = output_types(self.program)
+        self._types = self.program.value_types()
 
     def get_inputs(self) -> list[NodeArg]:
         return [node_arg(i.name, i.type) for i in self.program.inputs]
@@ -80,12 +80,6 @@ def node_arg(name: str, tensor_type: TensorType | None) -> NodeArg:
         return NodeArg(name, None, "unknown")
     shape = None if tensor_type.shape is None else list(tensor_type.shape)
     return NodeArg(name, shape, tensor_type.dtype)
-
-
-def output_types(program: Program) -> dict[str, TensorType]:
-    from xbarc.report import value_types
-
-    return value_types(program)
 
 
 def check_feeds(program: Program, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -318,6 +318,18 @@ class Program:
             if isinstance(op, CrossbarLayer):
                 yield op
 
+    def value_types(self) -> dict[str, TensorType]:
+        """The type of every graph input and op result, where the program records it."""
+        types = {graph_input.name: graph_input.type for graph_input in self.inputs}
+        for op in self.ops:
+            if isinstance(op, CrossbarLayer):
+                types[op.output] = op.output_type
+                continue
+            for output, output_type in zip(op.outputs, op.output_types, strict=True):
+                if output and output_type is not None:
+                    types[output] = output_type
+        return types
+
     def layer(self, name: str) -> CrossbarLayer:
         for layer in self.layers():
             if layer.name == name:

@@ -2,10 +2,11 @@
 
 Kernels take arrays and numbers, never IR objects. Each public kernel dispatches to a Numba
 implementation or to its numpy twin (same name with the suffix `_numpy`), chosen with
-`set_backend`; tests hold the two to bit-identical results (`quantize_inputs` is numpy
-only). Numba is imported on the first call of a Numba kernel, so importing this module stays
-cheap; compiled code is cached on disk next to this file. Hot loops index with unsigned
-integers where it matters: Numba wraps negative signed indices, which blocks vectorization.
+`set_backend`; tests hold the two to bit-identical results (`quantize_inputs` and
+`bit_slices` are numpy only). Numba is imported on the first call of a Numba kernel, so
+importing this module stays cheap; compiled code is cached on disk next to this file. Hot
+loops index with unsigned integers where it matters: Numba wraps negative signed indices,
+which blocks vectorization.
 
 Layouts ("columns": one row per crossbar row, one column per patch). A crossbar layer
 computes, per group g, `y[g] = W[g]^T @ columns[g]`, one GEMM for the whole batch:
@@ -428,22 +429,6 @@ def dequantize(
     _numba().dequantize(acc, np.float64(unit), np.float64(input_scale), column_scale, out)
 
 
-def bit_slices(
-    levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: npt.DTypeLike = np.uint8
-) -> np.ndarray:
-    """Slices of non-negative integers, least significant first: [count, *levels.shape].
-
-    Slice j is (v >> (j*slice_bits)) & (2^slice_bits - 1), stored as `dtype`.
-    """
-    levels = _check_bit_slices(levels_nonneg, slice_bits, count)
-    if _backend == "numpy":
-        return bit_slices_numpy(levels, slice_bits, count, dtype)
-    out = touched((count, levels.size), dtype)
-    _use_threads(out.size)
-    _numba().bit_slices(np.ascontiguousarray(levels).reshape(-1), int(slice_bits), out)
-    return out.reshape((count, *levels.shape))
-
-
 # ---------------------------------------------------------------------------------------
 # Argument checks shared by both backends
 
@@ -680,7 +665,7 @@ def dac_planes_numpy(
     levels = quantize_inputs(x, scale, bits)
     parts = (np.maximum(levels, 0), np.maximum(-levels, 0))
     for sign, part in enumerate(parts):
-        out[sign] = bit_slices_numpy(part, slice_bits, count, out.dtype)
+        out[sign] = bit_slices(part, slice_bits, count, out.dtype)
     return bool(parts[0].any()), bool(parts[1].any())
 
 
@@ -694,9 +679,14 @@ def dequantize_numpy(
     out[...] = values
 
 
-def bit_slices_numpy(
+def bit_slices(
     levels_nonneg: np.ndarray, slice_bits: int, count: int, dtype: npt.DTypeLike = np.uint8
 ) -> np.ndarray:
+    """Slices of non-negative integers, least significant first: [count, *levels.shape].
+
+    Slice j is (v >> (j*slice_bits)) & (2^slice_bits - 1), stored as `dtype`. Numpy only:
+    the reference of `dac_planes`, whose Numba kernel slices in the same pass.
+    """
     levels = _check_bit_slices(levels_nonneg, slice_bits, count)
     shifts = (np.arange(count, dtype=levels.dtype) * slice_bits).reshape(
         (count,) + (1,) * levels.ndim
@@ -882,24 +872,7 @@ def _numba() -> SimpleNamespace:
             for p in range(patches):
                 out[c, p] = np.float32(np.float64(acc[c, p]) / unit * input_scale * scale)
 
-    @jit
-    def bit_slices_kernel(levels, slice_bits, out):
-        count, size = out.shape
-        mask = np.int32((1 << slice_bits) - 1)
-        dest = out.reshape(-1)
-        chunk = 4096
-        # Chunks of consecutive values, unsigned indices: the inner loop vectorizes.
-        for first in prange((size + chunk - 1) // chunk):
-            start = first * chunk
-            stop = min(start + chunk, size)
-            for j in range(count):
-                shift = np.int32(j * slice_bits)
-                row = np.uint64(j * size)
-                for i in range(start, stop):
-                    dest[row + np.uint64(i)] = (levels[np.uint64(i)] >> shift) & mask
-
     return SimpleNamespace(
-        bit_slices=bit_slices_kernel,
         unfold=unfold_kernel,
         fold=fold_kernel,
         adc_accumulate=adc_accumulate_kernel,

@@ -344,15 +344,12 @@ def test_quantize_inputs_rounds_half_to_even_and_clips_symmetrically():
 
 @PROPERTY
 @given(st.integers(1, 4), st.integers(0, 4), st.integers(0, 2**16), st.integers(0, 3))
-def test_bit_slices_recompose_and_numba_equals_numpy(slice_bits, count, seed, rank):
+def test_bit_slices_recompose(slice_bits, count, seed, rank):
     top = 2 ** (slice_bits * count)
     shape = (3, 5, 7)[:rank]
     levels = np.random.default_rng(seed).integers(0, top, size=shape).astype(np.int32)
     slices = kernels.bit_slices(levels, slice_bits, count)
     assert slices.shape == (count, *shape) and slices.dtype == np.uint8
-    np.testing.assert_array_equal(
-        slices, kernels.bit_slices_numpy(levels, slice_bits, count), strict=True
-    )
     as_floats = kernels.bit_slices(levels, slice_bits, count, dtype=np.float32)
     np.testing.assert_array_equal(as_floats, slices.astype(np.float32), strict=True)
     weights = (2 ** (slice_bits * np.arange(count))).reshape((count,) + (1,) * rank)

@@ -144,7 +144,6 @@ class Executor:
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
         # quant: element types of a read's cells, DAC digits and partial sums
         self.cell_type, self.digit_type, self.sum_type = self._read_types()
-        self.integer = self.cell_type == np.uint8
         self.plans = self._program_chip()
         self._ideal: IdealGraph | None = None
         # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
@@ -160,7 +159,10 @@ class Executor:
         """The element types of quantized reads (cells, DAC digits, partial sums), the
         fastest exact ones: integer GEMMs for cells of at most 8 bits (uint8) and DAC steps
         of at most 7 bits (int8) where the machine's integer kernel is exact, else float32
-        while the largest sum of a read stays below 2^24, else float64."""
+        while the largest sum of a read stays below 2^24, else float64. (`ideal` reads no
+        cells this way: float32, without probing the integer kernel.)"""
+        if not self.settings.quantized:
+            return np.float32, np.float32, np.float32
         hardware = self.program.hardware
         digit_bits = min(hardware.dac.slice_bits, self.dac_bits - 1)
         cell_bits = max((s.bits for a in self.program.arrays for s in a.slices), default=0)
@@ -478,7 +480,7 @@ class ReadOut:
         room = (max(READOUT_BUDGET, size),)
         buffer = self.executor.workspace("partial sums", room, self.dtype)
         partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
-        if self.executor.integer:
+        if self.executor.cell_type == np.uint8:  # integer reads
             kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
         else:
             np.matmul(read.cells_t, driven, out=partial)

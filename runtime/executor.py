@@ -4,8 +4,8 @@
 
 Programming walks the phases: each write erases a physical tile and sets the cells of
 every block on the written virtual tile from its slice of the array. Each layer run of a
-phase is then turned into a *read plan* taken from the programmed tiles (never from the
-weights directly, so a mapping bug shows up as a wrong answer): the blocks of the run
+phase is then read off the programmed tiles (never from the weights directly, so a mapping
+bug shows up as a wrong answer). In `quant` it becomes *read plans*: the blocks of the run
 grouped by the input they read (same group and source rows), with their cells side by
 side and, per read column, the output column, the slice's signed significance and the
 ADC full scale.
@@ -93,21 +93,12 @@ class ReadPlan:
 
 
 @dataclass
-class DensePlan:
-    """An ideal run: its blocks' cells summed by significance into one matrix per group,
-    over the rows and columns the run covers."""
-
-    rows: slice | np.ndarray  # source rows of the unfolded input
-    cols: slice | np.ndarray  # output columns
-    weights: np.ndarray  # float32 [groups, len(rows), len(cols)]
-
-
-@dataclass
 class LayerPlan:
+    """Quant: one run of a layer, its reads one per input they take."""
+
     layer: CrossbarLayer
     array: Array
-    reads: list[ReadPlan] = field(default_factory=list)  # quant: one per input read
-    dense: DensePlan | None = None  # ideal
+    reads: list[ReadPlan] = field(default_factory=list)
 
 
 def row_indices(indices: Indices, store) -> slice | np.ndarray:
@@ -144,7 +135,7 @@ class Executor:
         self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
         # quant: element types of a read's cells, DAC digits and partial sums
         self.cell_type, self.digit_type, self.sum_type = self._read_types()
-        self.plans = self._program_chip()
+        self.plans, matrices = self._program_chip()
         self._ideal: IdealGraph | None = None
         # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
         # partial sums of reads, an accumulator): fresh arrays would take their page
@@ -152,8 +143,11 @@ class Executor:
         self._workspace: dict[Hashable, np.ndarray] = {}
         self._sole_consumer = sole_consumers(program)
         if not self.settings.quantized:
-            weights = {name: self.effective_weights(plan) for name, (plan,) in self.plans.items()}
-            self._ideal = IdealGraph(program, weights)
+            self.effective_weights = {
+                name: self._dequantized(program.array(name), matrix)
+                for name, matrix in matrices.items()
+            }
+            self._ideal = IdealGraph(program, self.effective_weights)
 
     def _read_types(self) -> tuple[type, type, type]:
         """The element types of quantized reads (cells, DAC digits, partial sums), the
@@ -175,8 +169,9 @@ class Executor:
 
     # --- programming ----------------------------------------------------------------------
 
-    def _program_chip(self) -> dict[str, list[LayerPlan]]:
-        """Write every phase's tiles and take each run's read plan from them."""
+    def _program_chip(self) -> tuple[dict[str, list[LayerPlan]], dict[str, np.ndarray]]:
+        """Write every phase's tiles and read each run off them: `quant` takes its read
+        plans, `ideal` adds what it reads into each layer's matrix (in level units)."""
         program = self.program
         hardware = program.hardware
         arrays = {array.name: array for array in program.arrays}
@@ -186,6 +181,7 @@ class Executor:
         tiles: dict[int, np.ndarray] = {}
         block_cells = BlockCells(program, self.settings.quantized)
         plans: dict[str, list[LayerPlan]] = defaultdict(list)
+        matrices: dict[str, np.ndarray] = {}
         for phase in program.phases:
             for write in phase.writes:
                 tile_type = hardware.tile_type_of(write.tile)
@@ -201,16 +197,18 @@ class Executor:
             where = {write.vtile: write.tile for write in phase.writes}
             for run in phase.runs:
                 layer = program.layer(run.layer)
-                plan = LayerPlan(layer, arrays[layer.name])
+                array = arrays[layer.name]
                 run_blocks = [program.blocks[i] for cycle in run.cycles for i in cycle.blocks]
                 if self.settings.quantized:
-                    plan.reads = self._read_plans(plan.array, run_blocks, tiles, where)
-                else:
-                    plan.dense = self._dense_plan(plan.array, run_blocks, tiles, where)
-                plans[layer.name].append(plan)
-        if not self.settings.quantized:
-            plans = {name: [merge_runs(runs)] for name, runs in plans.items()}
-        return plans
+                    reads = self._read_plans(array, run_blocks, tiles, where)
+                    plans[layer.name].append(LayerPlan(layer, array, reads))
+                    continue
+                matrix = matrices.get(layer.name)
+                if matrix is None:
+                    shape = (array.groups, array.rows, array.cols)
+                    matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float32)
+                self._add_reads(matrix, array, run_blocks, tiles, where)
+        return plans, matrices
 
     def _read_plans(
         self, array: Array, blocks: list[Block], tiles: dict[int, np.ndarray], where
@@ -252,31 +250,27 @@ class Executor:
             )
         return reads
 
-    def _dense_plan(
-        self, array: Array, blocks: list[Block], tiles: dict[int, np.ndarray], where
-    ) -> DensePlan:
-        """Ideal reads are linear, so a run's blocks add up to one matrix per group: each
-        block's programmed cells times its slice's signed significance, at its rows and
-        columns (the offset of offset encoding is taken off where the digital correction
-        would take it off)."""
+    def _add_reads(
+        self, matrix: np.ndarray, array: Array, blocks: list[Block], tiles, where
+    ) -> None:
+        """Ideal reads are linear, so the partial sums of a layer's runs add up to one
+        matrix per group: each block's programmed cells times its slice's signed
+        significance, added at its rows and columns (the offset of offset encoding is taken
+        off where the digital correction would take it off)."""
         store = self.program.store
-        rows, row_positions = union_positions([index_array(b.rows, store) for b in blocks])
-        cols, col_positions = union_positions([index_array(b.cols, store) for b in blocks])
-        weights = np.zeros((array.groups, len(rows), len(cols)), dtype=np.float32)
         offset = 2.0 ** (array.weight_bits - 1)
-        for block, own_rows, own_cols in zip(blocks, row_positions, col_positions, strict=True):
+        for block in blocks:
             piece = array.slices[block.slice]
             significance = (1 if piece.polarity == "+" else -1) * 2.0**piece.shift
             region = programmed_region(tiles[where[block.vtile]], block) * significance
             if array.encoding == "offset" and piece.shift == 0:
                 region = region - offset
-            row_position = as_slice(own_rows)
-            col_position = as_slice(own_cols)
-            if isinstance(row_position, slice) and isinstance(col_position, slice):
-                weights[block.group, row_position, col_position] += region
+            rows = row_indices(block.rows, store)
+            cols = as_slice(index_array(block.cols, store))
+            if isinstance(rows, slice) and isinstance(cols, slice):
+                matrix[block.group, rows, cols] += region
             else:
-                weights[block.group][np.ix_(np.r_[row_position], np.r_[col_position])] += region
-        return DensePlan(as_slice(rows), as_slice(cols), weights)
+                matrix[block.group][np.ix_(np.r_[rows], np.r_[cols])] += region
 
     # --- running --------------------------------------------------------------------------
 
@@ -432,21 +426,12 @@ class Executor:
             buffer = self._workspace[name] = kernels.touched((size,), dtype)
         return buffer[:size].reshape(shape)
 
-    def effective_weights(self, plan: LayerPlan) -> np.ndarray:
-        """An ideal layer's matrix as its merged runs read it, dequantized: float32
-        [groups, rows, cols], zero where no block covers a weight."""
-        dense, array = plan.dense, plan.array
-        assert dense is not None
+    def _dequantized(self, array: Array, matrix: np.ndarray) -> np.ndarray:
+        """An ideal layer's matrix times the array's scale: float32 [groups, rows, cols]."""
         scale = self.weight_scale(array)
         if isinstance(scale, np.ndarray):  # per column: [groups, cols]
-            scale = scale[:, None, dense.cols]
-        matrix = np.zeros((array.groups, array.rows, array.cols), dtype=np.float32)
-        if isinstance(dense.rows, slice) and isinstance(dense.cols, slice):
-            matrix[:, dense.rows, dense.cols] = dense.weights * scale
-        else:
-            rows, cols = as_array(dense.rows), as_array(dense.cols)
-            matrix[:, rows[:, None], cols[None, :]] = dense.weights * scale
-        return matrix
+            scale = scale[:, None, :]
+        return matrix * scale
 
     def weight_scale(self, array: Array) -> np.ndarray | float:
         """The array's dequantization scale: a number, or one per column as [groups, cols]."""
@@ -573,36 +558,12 @@ def real_slice_cells(
     return cells
 
 
-def merge_runs(runs: list[LayerPlan]) -> LayerPlan:
-    """One dense plan for all of a layer's runs: ideal reads are linear, so the partial
-    sums the runs accumulate phase after phase add up to one product with the summed
-    matrices (each taken from the tiles as its phase programmed them)."""
-    if len(runs) == 1:
-        return runs[0]
-    plans = [run.dense for run in runs if run.dense is not None]
-    assert len(plans) == len(runs), "ideal runs carry dense plans"
-    rows, row_positions = union_positions([as_array(plan.rows) for plan in plans])
-    cols, col_positions = union_positions([as_array(plan.cols) for plan in plans])
-    groups = plans[0].weights.shape[0]
-    weights = np.zeros((groups, len(rows), len(cols)), dtype=np.float32)
-    for plan, own_rows, own_cols in zip(plans, row_positions, col_positions, strict=True):
-        weights[:, own_rows[:, None], own_cols[None, :]] += plan.weights
-    merged = DensePlan(as_slice(rows), as_slice(cols), weights)
-    return LayerPlan(runs[0].layer, runs[0].array, dense=merged)
-
-
 def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:
     """The cells of a programmed tile that hold `block`."""
     return state[
         block.row_offset : block.row_offset + len(block.rows),
         block.col_offset : block.col_offset + len(block.cols),
     ]
-
-
-def union_positions(index_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The sorted union of several index sets, and where each set's indices sit in it."""
-    union = np.unique(np.concatenate(index_sets))
-    return union, [np.searchsorted(union, own) for own in index_sets]
 
 
 def sum_type(driven: np.ndarray, digit_max: int) -> type:
@@ -618,13 +579,6 @@ def index_key(selection: slice | np.ndarray) -> tuple | bytes:
     if isinstance(selection, slice):
         return (selection.start, selection.stop)
     return selection.tobytes()
-
-
-def as_array(selection: slice | np.ndarray) -> np.ndarray:
-    """The indices a slice (from `as_slice`) or an index array selects."""
-    if isinstance(selection, slice):
-        return np.arange(selection.start, selection.stop, dtype=np.int64)
-    return selection
 
 
 def as_slice(columns: np.ndarray) -> np.ndarray | slice:

@@ -112,8 +112,7 @@ def test_ideal_graph_is_a_valid_model_holding_the_weights_read_from_the_tiles(tm
     model, _ = models()["cnn"]
     program = compiled(model, PIPELINES["phases"], tmp_path)
     executor = Executor(program)
-    weights = {name: executor.effective_weights(plan) for name, (plan,) in executor.plans.items()}
-    ideal = effective_model(program, weights)
+    ideal = effective_model(program, executor.effective_weights)
     onnx.checker.check_model(ideal, full_check=True)
     stored = {tensor.name: numpy_helper.to_array(tensor) for tensor in ideal.graph.initializer}
     original = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}

@@ -137,7 +137,7 @@ def _check_geometry(
         )
 
 
-def _lift(values: Sequence[int], fill: int) -> tuple[int, ...]:
+def lift(values: Sequence[int], fill: int) -> tuple[int, ...]:
     """Per-axis values for the rank-3 kernels: leading axes of size 1 get `fill`."""
     return (fill,) * (KERNEL_RANK - len(values)) + tuple(int(v) for v in values)
 
@@ -155,7 +155,7 @@ def _tap_sources(
 
 def _lift_pads(pads: Sequence[int]) -> tuple[int, ...]:
     rank = len(pads) // 2
-    return _lift(pads[:rank], 0) + _lift(pads[rank:], 0)
+    return lift(pads[:rank], 0) + lift(pads[rank:], 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,15 +185,15 @@ def unfold(
     shape = _unfold_shape(x.shape, kernel, groups, out_spatial)
     dtype = unfold_dtype(x)
     out = _output_buffer("unfold", out, shape, dtype)
-    x3 = np.ascontiguousarray(x, dtype=dtype).reshape(x.shape[:2] + _lift(x.shape[2:], 1))
+    x3 = np.ascontiguousarray(x, dtype=dtype).reshape(x.shape[:2] + lift(x.shape[2:], 1))
     _use_threads(out.size)
     _numba().unfold(
         x3,
-        _lift(kernel, 1),
-        _lift(strides, 1),
+        lift(kernel, 1),
+        lift(strides, 1),
         _lift_pads(pads),
-        _lift(dilations, 1),
-        _lift(out_spatial, 1),
+        lift(dilations, 1),
+        lift(out_spatial, 1),
         out,
     )
     return out
@@ -232,24 +232,24 @@ def fold(
         return fold_numpy(columns, *geometry)
     out_spatial = _check_fold(columns, *geometry)
     axes = zip(
-        _lift(out_spatial, 1),
-        _lift(in_spatial, 1),
-        _lift(kernel, 1),
-        _lift(strides, 1),
-        _lift(dilations, 1),
+        lift(out_spatial, 1),
+        lift(in_spatial, 1),
+        lift(kernel, 1),
+        lift(strides, 1),
+        lift(dilations, 1),
         _lift_pads(pads)[:KERNEL_RANK],
         strict=True,
     )
     sources = tuple(_tap_sources(*axis) for axis in axes)
-    y = touched((batch, groups * cout_per_group, *_lift(out_spatial, 1)), np.float32)
+    y = touched((batch, groups * cout_per_group, *lift(out_spatial, 1)), np.float32)
     _use_threads(y.size * math.prod(kernel))
     _numba().fold(
         np.ascontiguousarray(columns, dtype=np.float32),
         int(batch),
         int(cout_per_group),
-        _lift(in_spatial, 1),
+        lift(in_spatial, 1),
         sources,
-        _lift(out_spatial, 1),
+        lift(out_spatial, 1),
         int(groups),
         y,
     )

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xbarc.runtime.kernels import KERNEL_RANK, lift
+
 if TYPE_CHECKING:
     from xbarc.runtime.digital import PoolAxis
 
-KERNEL_RANK = 3
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -42,7 +43,7 @@ def average_pool_numba(x: np.ndarray, axes: Sequence[PoolAxis], counts: np.ndarr
     broadcasts to the output's spatial shape."""
     spatial = tuple(axis.output for axis in axes)
     counts = np.array(np.broadcast_to(counts, spatial), dtype=x.dtype, order="C")
-    return _pool(x, axes, 0, counts.reshape(_lift(spatial, 1)), average=True)
+    return _pool(x, axes, 0, counts.reshape(lift(spatial, 1)), average=True)
 
 
 def _pool(
@@ -62,13 +63,13 @@ def _pool(
     single_tap = np.array([[0, 1, 0]], dtype=np.int64)
     taps = [single_tap] * (KERNEL_RANK - len(axes)) + [_tap_table(axis) for axis in axes]
     _numba().pool(
-        np.ascontiguousarray(x).reshape(x.shape[:2] + _lift(x.shape[2:], 1)),
+        np.ascontiguousarray(x).reshape(x.shape[:2] + lift(x.shape[2:], 1)),
         *taps,
-        _lift([axis.stride for axis in axes], 1),
+        lift([axis.stride for axis in axes], 1),
         x.dtype.type(initial),
         counts,
         average,
-        out.reshape(x.shape[:2] + _lift(spatial, 1)),
+        out.reshape(x.shape[:2] + lift(spatial, 1)),
     )
     return out
 
@@ -84,11 +85,6 @@ def _tap_table(axis: PoolAxis) -> np.ndarray:
             outputs, _ = reach
             rows.append((outputs.start, outputs.stop, tap * axis.dilation - axis.pad_begin))
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
-
-
-def _lift(values: Sequence[int], fill: int) -> tuple[int, ...]:
-    """Per-axis values for the rank-3 kernel: leading axes of size 1 get `fill`."""
-    return (fill,) * (KERNEL_RANK - len(values)) + tuple(int(v) for v in values)
 
 
 # ---------------------------------------------------------------------------------------

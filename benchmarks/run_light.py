@@ -5,9 +5,10 @@
 For each model: onnxruntime's time per batch; xbarc's `ideal` (the default program: 8-bit
 weights in 2-bit cells); `quant` with 8-bit DAC/ADC on 128x128 tiles (unsliced programs:
 8-bit cells, the whole input in one DAC step), with differential and with offset encoding,
-each beside the time numpy's GEMM alone takes for the reads it makes; and a bit-sliced
-`quant` run (the default program, 1-bit DAC steps) whose speed is given as a fraction of
-numpy's GEMM on the same decomposed work (every read of every input bit and weight slice,
+each beside the time its reads alone take as numpy float32 GEMMs and as xbarc's integer
+GEMMs, and the number of ADC conversions they need; and a bit-sliced `quant` run (the
+default program, 1-bit DAC steps) whose speed is given as a fraction of numpy's GEMM on the
+same decomposed work (every read of every input bit and weight slice,
 zero inputs included). Programming the chip happens once per session and is timed apart.
 Goals (issue 3): ideal at most 1.5x onnxruntime, quant at most 3x, the bit-sliced run at
 least half the GEMM rate.
@@ -29,6 +30,7 @@ from results import record  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.hardware import DacSpec  # noqa: E402
+from xbarc.runtime import kernels  # noqa: E402
 from xbarc.runtime.executor import Executor, RuntimeSettings, layer_columns  # noqa: E402
 
 LIGHT = Path(onnxruntime.__file__).parent.parent / "onnx" / "backend" / "test" / "data" / "light"
@@ -86,6 +88,23 @@ def gemm_time(shapes: list[tuple[int, int, int]], repeat: int) -> float:
     return best_time(lambda: [np.matmul(a, b, out=c) for a, b, c in products], repeat)
 
 
+def integer_gemm_time(shapes: list[tuple[int, int, int]], repeat: int) -> float:
+    """Seconds xbarc's exact integer GEMM (uint8 cells x int8 digits -> int32, onnxruntime's
+    MatMulInteger) takes for the given products alone, into preallocated outputs: the
+    floor under the quantized run, before any ADC conversion."""
+    rng = np.random.default_rng(0)
+    operands = {
+        (m, r, p): (
+            rng.integers(0, 256, (m, r), dtype=np.uint8),
+            rng.integers(0, 128, (r, p), dtype=np.int8),
+            np.ones((m, p), np.int32),
+        )
+        for m, r, p in set(shapes)
+    }
+    products = [operands[shape] for shape in shapes]
+    return best_time(lambda: [kernels.integer_matmul(a, b, c) for a, b, c in products], repeat)
+
+
 def measure(name: str, repeat: int) -> dict:
     path = LIGHT / f"light_{name}.onnx"
     reference = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -104,7 +123,11 @@ def measure(name: str, repeat: int) -> dict:
     for encoding in ("differential", "offset"):
         quant = Executor(unsliced(path, encoding), RuntimeSettings("quant"))
         row[encoding] = best_time(lambda: quant.run(feeds), repeat)  # noqa: B023
-        row[f"{encoding} gemm"] = gemm_time(decomposed_shapes(quant, feeds), repeat)
+        shapes = decomposed_shapes(quant, feeds)
+        row[f"{encoding} gemm"] = gemm_time(shapes, repeat)
+        exact = kernels.integer_matmul_exact()  # else xbarc reads in float
+        row[f"{encoding} integer"] = integer_gemm_time(shapes, repeat) if exact else None
+        row[f"{encoding} conversions"] = sum(m * p for m, _, p in shapes)
 
     bit_sliced = Executor(sliced, RuntimeSettings("quant"))
     row["sliced"] = best_time(lambda: bit_sliced.run(feeds), max(1, repeat // 2))
@@ -113,15 +136,26 @@ def measure(name: str, repeat: int) -> dict:
     # onnxruntime timed before and after xbarc, the better kept (what ran before slows
     # it down at times)
     row["ort"] = ort = min(ort_before, best_time(lambda: reference.run(None, feeds), repeat))
+    quant = "  ".join(
+        f"{encoding} {row[encoding] / ort:.2f}x (float32 GEMMs {row[f'{encoding} gemm'] / ort:.2f}x"
+        f", integer {ratio(row[f'{encoding} integer'], ort)})"
+        for encoding in ("differential", "offset")
+    )
     print(
         f"{name:<14} onnxruntime {ort * 1e3:7.1f} ms  ideal {row['ideal'] / ort:.2f}x  "
-        f"quant differential {row['differential'] / ort:.2f}x (its GEMMs alone "
-        f"{row['differential gemm'] / ort:.2f}x)  offset {row['offset'] / ort:.2f}x (GEMMs "
-        f"{row['offset gemm'] / ort:.2f}x)  bit-sliced {row['sliced']:.2f} s at "
-        f"{row['fraction']:.2f} of GEMM rate  (programming {row['programming']:.2f} s)",
+        f"quant {quant}  bit-sliced {row['sliced']:.2f} s at {row['fraction']:.2f} of GEMM "
+        f"rate  (programming {row['programming']:.2f} s)",
         flush=True,
     )
     return row
+
+
+def ratio(seconds: float | None, reference: float) -> str:
+    return "n/a" if seconds is None else f"{seconds / reference:.2f}x"
+
+
+def cell(seconds: float | None, reference: float) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.1f} ({seconds / reference:.2f}x)"
 
 
 def main() -> None:
@@ -136,31 +170,41 @@ def main() -> None:
         "",
         f"Batch 1, best of {args.repeat}; times in ms and as ratios to onnxruntime's, "
         "measured in the same run. `ideal` runs the default program (8-bit weights in 2-bit "
-        "cells) as its effective graph on onnxruntime. `quant` runs unsliced programs (8-bit "
-        "cells, the 8-bit input in one DAC step, 8-bit ADC, 128x128 tiles) with differential "
-        "pairs (two columns per weight) and with offset encoding (one column); `GEMMs` is "
-        "the time numpy's float32 GEMM takes for that program's reads alone (every 128-row "
-        "block of every layer read separately, as its ADC needs), for scale: xbarc runs those "
-        "reads as exact integer GEMMs (uint8 cells, int8 DAC digits) on onnxruntime's "
-        "MatMulInteger. `bit-sliced` runs the default program read bit by bit (2-bit cells, "
-        "1-bit DAC steps), its speed a fraction of numpy's float32 GEMM rate on the same "
-        "decomposed shapes.",
+        "cells) as its effective graph on onnxruntime. `bit-sliced` runs the same program in "
+        "`quant`, read bit by bit (2-bit cells, 1-bit DAC steps); its speed is given as a "
+        "fraction of numpy's float32 GEMM rate on the same decomposed shapes.",
         "",
-        "| model | onnxruntime | ideal | quant differential | GEMMs | quant offset | GEMMs | "
-        "bit-sliced s | of GEMM rate | programming s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | onnxruntime | ideal | bit-sliced s | of GEMM rate | programming s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ort = row["ort"]
-
-        def cell(key: str, ort: float = ort, row: dict = row) -> str:
-            return f"{row[key] * 1e3:.1f} ({row[key] / ort:.2f}x)"
-
         lines.append(
-            f"| {row['model']} | {ort * 1e3:.1f} | {cell('ideal')} | {cell('differential')} | "
-            f"{cell('differential gemm')} | {cell('offset')} | {cell('offset gemm')} | "
+            f"| {row['model']} | {ort * 1e3:.1f} | {cell(row['ideal'], ort)} | "
             f"{row['sliced']:.2f} | {row['fraction']:.2f} | {row['programming']:.2f} |"
         )
+    lines += [
+        "",
+        "`quant` runs unsliced programs (8-bit cells, the 8-bit input in one DAC step, 8-bit "
+        "ADC, 128x128 tiles) with differential pairs (two columns per weight) and with offset "
+        "encoding (one column). Every 128-row block of every layer is read separately, as "
+        "its ADC needs, and each column of each read is one ADC conversion. Beside the run, "
+        "for scale, the time those reads alone take as numpy float32 GEMMs and as the exact "
+        "integer GEMMs xbarc runs (uint8 cells x int8 DAC digits on onnxruntime's "
+        "MatMulInteger), into preallocated outputs, before any conversion.",
+        "",
+        "| model | encoding | quant | float32 GEMMs | integer GEMMs | ADC conversions |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ort = row["ort"]
+        for encoding in ("differential", "offset"):
+            lines.append(
+                f"| {row['model']} | {encoding} | {cell(row[encoding], ort)} | "
+                f"{cell(row[f'{encoding} gemm'], ort)} | "
+                f"{cell(row[f'{encoding} integer'], ort)} | "
+                f"{row[f'{encoding} conversions'] / 1e6:.1f} M |"
+            )
     lines += ["", "Goals: ideal <= 1.5x, quant <= 3x onnxruntime; bit-sliced >= 0.5 of GEMM rate."]
     if not args.no_record:
         record("run_light", "\n".join(lines))

@@ -31,7 +31,8 @@ from results import record  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.hardware import DacSpec  # noqa: E402
 from xbarc.runtime import kernels  # noqa: E402
-from xbarc.runtime.executor import Executor, RuntimeSettings, layer_columns  # noqa: E402
+from xbarc.runtime.executor import Executor, layer_columns  # noqa: E402
+from xbarc.runtime.noise import noise_settings  # noqa: E402
 
 LIGHT = Path(onnxruntime.__file__).parent.parent / "onnx" / "backend" / "test" / "data" / "light"
 
@@ -121,7 +122,7 @@ def measure(name: str, repeat: int) -> dict:
     row["ideal"] = best_time(lambda: ideal.run(feeds), repeat)
 
     for encoding in ("differential", "offset"):
-        quant = Executor(unsliced(path, encoding), RuntimeSettings("quant"))
+        quant = Executor(unsliced(path, encoding), noise_settings("quant"))
         row[encoding] = best_time(lambda: quant.run(feeds), repeat)  # noqa: B023
         shapes = decomposed_shapes(quant, feeds)
         row[f"{encoding} gemm"] = gemm_time(shapes, repeat)
@@ -129,7 +130,7 @@ def measure(name: str, repeat: int) -> dict:
         row[f"{encoding} integer"] = integer_gemm_time(shapes, repeat) if exact else None
         row[f"{encoding} conversions"] = sum(m * p for m, _, p in shapes)
 
-    bit_sliced = Executor(sliced, RuntimeSettings("quant"))
+    bit_sliced = Executor(sliced, noise_settings("quant"))
     row["sliced"] = best_time(lambda: bit_sliced.run(feeds), max(1, repeat // 2))
     shapes = decomposed_shapes(bit_sliced, feeds)
     row["fraction"] = gemm_time(shapes, 1) / row["sliced"]

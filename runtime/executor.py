@@ -57,24 +57,11 @@ from xbarc.ir.tile import (
 )
 from xbarc.passes.quantize import slice_cells
 from xbarc.runtime import kernels
+from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
-
-PROFILES = ("ideal", "quant")
+from xbarc.runtime.noise import NoiseSettings, Seeds
 
 Memory = Callable[[tuple[int, ...]], np.ndarray]  # a float32 buffer of the given shape
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeSettings:
-    """What the runtime simulates. `adc_bits=0` is a lossless ADC."""
-
-    profile: str = "ideal"
-    dac_bits: int | None = None  # None: the program's hardware
-    adc_bits: int | None = None
-
-    @property
-    def quantized(self) -> bool:
-        return self.profile == "quant"
 
 
 @dataclass
@@ -116,23 +103,45 @@ def index_array(indices: Indices, store) -> np.ndarray:
 class Executor:
     """Runs one compiled program; programming happens once, at construction."""
 
-    def __init__(self, program: Program, settings: RuntimeSettings | None = None):
+    def __init__(
+        self,
+        program: Program,
+        settings: NoiseSettings | None = None,
+        seeds: Seeds | None = None,
+    ):
         self.program = program
-        self.settings = settings or RuntimeSettings()
-        if self.settings.profile not in PROFILES:
-            raise XbarcError(
-                f"unknown noise profile {self.settings.profile!r}",
-                hint=f"use one of {', '.join(PROFILES)}",
-            )
+        self.settings = settings = settings or NoiseSettings()
+        self.seeds = seeds or Seeds.derive(0)
         if not program.phases and any(True for _ in program.layers()):
             raise XbarcError(
                 "the program has no schedule (no phases)",
                 hint="compile it through the allocate pass (the default pipeline does)",
             )
+        if settings.reads_noisy and not settings.quantized:
+            raise XbarcError(
+                f"profile {settings.profile!r}: input, read and output noise need "
+                "quantized = true (they act on the DAC's and ADC's signals)",
+                hint='start the profile from quant (base = "quant")',
+            )
         hardware = program.hardware
-        self.dac_bits = self.settings.dac_bits or hardware.dac.bits
-        adc_bits = hardware.adc.bits if self.settings.adc_bits is None else self.settings.adc_bits
-        self.adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
+        self.dac_bits = settings.dac_bits or hardware.dac.bits
+        adc_bits = hardware.adc.bits if settings.adc_bits is None else settings.adc_bits
+        self.adc_levels = 0 if isinstance(adc_bits, str) else 2**adc_bits - 1  # "exact": 0
+        if self.adc_levels == 0 and (settings.cells_noisy or settings.reads_noisy):
+            raise XbarcError(
+                f'profile {settings.profile!r}: a lossless ADC (adc_bits = "exact") sums '
+                "exact integers, which noisy cells and reads do not give",
+                hint="give the ADC bits, e.g. --set adc_bits=8",
+            )
+        self._chip = None
+        if settings.cells_noisy:
+            cell = hardware.cell
+            self._chip = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
+        # per-MVM noise: one stream for the executor's life, drawn in schedule order
+        self.reads_noisy = settings.reads_noisy
+        self._read_rng = self.seeds.rng("read")
+        self.cell_max = 2**hardware.cell.bits - 1
+        self.digit_max = min(2**hardware.dac.slice_bits, 2 ** (self.dac_bits - 1)) - 1
         # quant: element types of a read's cells, DAC digits and partial sums
         self.cell_type, self.digit_type, self.sum_type = self._read_types()
         self.plans, matrices = self._program_chip()
@@ -153,14 +162,17 @@ class Executor:
         """The element types of quantized reads (cells, DAC digits, partial sums), the
         fastest exact ones: integer GEMMs for cells of at most 8 bits (uint8) and DAC steps
         of at most 7 bits (int8) where the machine's integer kernel is exact, else float32
-        while the largest sum of a read stays below 2^24, else float64. (`ideal` reads no
-        cells this way: float32, without probing the integer kernel.)"""
-        if not self.settings.quantized:
+        while the largest sum of a read stays below 2^24, else float64. Noisy cells or reads
+        are not integers: float32 (float64 as before). (`ideal` reads no cells this way:
+        float32, without probing the integer kernel.)"""
+        settings = self.settings
+        if not settings.quantized:
             return np.float32, np.float32, np.float32
         hardware = self.program.hardware
         digit_bits = min(hardware.dac.slice_bits, self.dac_bits - 1)
         cell_bits = max((s.bits for a in self.program.arrays for s in a.slices), default=0)
-        if cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
+        noisy = settings.cells_noisy or settings.reads_noisy
+        if not noisy and cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
             return np.uint8, np.int8, np.int32
         rows = max(tile_type.rows for tile_type in hardware.tile_types)
         if (2**digit_bits - 1) * (2**cell_bits - 1) * rows < 2**24:
@@ -194,6 +206,8 @@ class Executor:
                     rows = slice(block.row_offset, block.row_offset + len(block.rows))
                     cols = slice(block.col_offset, block.col_offset + len(block.cols))
                     state[rows, cols] = block_cells.cells(block)
+                if self._chip is not None:
+                    state[...] = self._chip.program(write.tile, state)
             where = {write.vtile: write.tile for write in phase.writes}
             for run in phase.runs:
                 layer = program.layer(run.layer)
@@ -352,7 +366,7 @@ class Executor:
         buffered, to pass through the ADC kernel many reads at a time."""
         array = plans[0].array
         slice_bits = self.program.hardware.dac.slice_bits
-        digit_max = min(2**slice_bits, 2 ** (self.dac_bits - 1)) - 1
+        digit_max = self.digit_max
         input_scale, inputs = self._dac_inputs(columns, x)
         if inputs:
             groups, _, patches = inputs[0][1][0].shape
@@ -417,6 +431,18 @@ class Executor:
                 inputs.append((sign, unfolded))
         return input_scale, inputs
 
+    def noisy_read(self, cells_t: np.ndarray, driven: np.ndarray, out: np.ndarray) -> None:
+        """out = cells_t @ driven as the analog read gives it: the DAC's output with input
+        noise, then read and output noise on every column sum (`devices.read_noise_sigma`),
+        all drawn from the read seed in schedule order."""
+        settings, rng = self.settings, self._read_rng
+        if settings.input_noise > 0:
+            sigma = settings.input_noise * self.digit_max
+            driven = driven + sigma * rng.standard_normal(driven.shape, dtype=np.float32)
+        np.matmul(cells_t, driven, out=out)
+        sigma = read_noise_sigma(settings, driven, cells_t, self.cell_max, self.digit_max)
+        out += (sigma * rng.standard_normal(sigma.shape)).astype(out.dtype)
+
     def workspace(self, name: Hashable, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         """An array of `shape` in the memory kept under `name`, grown when too small; its
         contents are whatever was left there."""
@@ -467,6 +493,8 @@ class ReadOut:
         partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
         if self.executor.cell_type == np.uint8:  # integer reads
             kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
+        elif self.executor.reads_noisy:
+            self.executor.noisy_read(read.cells_t, driven, partial)
         else:
             np.matmul(read.cells_t, driven, out=partial)
         self.columns.append((read.target, factor, read.full_scale))

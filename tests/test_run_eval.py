@@ -80,8 +80,8 @@ def test_unknown_output_and_profile(model_and_program):
     session = xbarc.InferenceSession(program)
     with pytest.raises(XbarcError, match="unknown output 'q'"):
         session.run(["q"], {"x": random((4, 6))})
-    with pytest.raises(XbarcError, match="unknown noise profile 'rram'"):
-        xbarc.InferenceSession(program, noise="rram")
+    with pytest.raises(XbarcError, match="unknown noise profile 'reram'"):
+        xbarc.InferenceSession(program, noise="reram")
 
 
 def test_run_command_writes_outputs(model_and_program, tmp_path, capsys):
@@ -172,3 +172,45 @@ def test_run_program_with_tampered_tensors(model_and_program, tmp_path, capsys):
     status = main(["run", str(copy), "--input", str(inputs)])
     err = capsys.readouterr().err
     assert status == 1 and "does not match its hash" in err
+
+
+def test_noise_profiles_from_the_command_line(model_and_program, tmp_path, capsys):
+    model_path, program = model_and_program
+    data = tmp_path / "data.npz"
+    np.savez(data, x=random((8, 6), 7))
+    run = ["run", str(program), "--input", str(data), "--noise", "rram", "--seed", "5"]
+    outputs = []
+    for _ in range(2):
+        out = tmp_path / "y.npz"
+        assert main([*run, "--set", "adc_bits=6", "-o", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "noise profile rram" in text and "adc_bits=6" in text and "p_sa0=0.001" in text
+        with np.load(out) as npz:
+            outputs.append(npz["p"])
+    assert np.array_equal(outputs[0], outputs[1])
+    arguments = ["eval", str(program), "--reference", str(model_path), "--data", str(data)]
+    assert main([*arguments, "--noise", "pcm", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["noise"] == "pcm" and report["settings"]["drift"] == "pcm"
+    assert set(report["seeds"]) == {"chip", "time", "read"}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--noise", "reram"], "unknown noise profile 'reram'"),
+        (["--noise", "rram", "--set", "p_sa1=2"], "p_sa1 = 2: a probability must be at most 1"),
+        (["--noise", "rram", "--set", "read_sigma=-1"], "read_sigma = -1"),
+        (["--noise", "quant", "--set", "adc_bits=0"], "adc_bits = 0"),
+        (["--noise", "quant", "--set", "colour=red"], "unknown noise field 'colour'"),
+    ],
+)
+def test_bad_noise_options(model_and_program, tmp_path, capsys, extra, message):
+    _, program = model_and_program
+    data = tmp_path / "data.npz"
+    np.savez(data, x=random((4, 6), 7))
+    status = main(["run", str(program), "--input", str(data), *extra])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

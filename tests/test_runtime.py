@@ -12,7 +12,8 @@ from tests.onnx_models import im2col, parse, random, run_onnxruntime, save
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.hardware import DacSpec
 from xbarc.ir.tile import Const, CrossbarLayer, Span
-from xbarc.runtime.executor import Executor, RuntimeSettings
+from xbarc.runtime.executor import Executor
+from xbarc.runtime.noise import noise_settings
 
 CNN = """
 cnn (float[2,3,9,9] x) => (float y)
@@ -142,7 +143,7 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     if pipeline == "wide cells":
         hardware = replace(program.hardware, dac=DacSpec(bits=8, slice_bits=8))
         program = replace(program, hardware=hardware)
-    executor = Executor(program, RuntimeSettings("quant", adc_bits=adc_bits))
+    executor = Executor(program, noise_settings("quant", adc_bits=adc_bits or "exact"))
     if pipeline == "wide cells":
         assert executor.cell_type == np.float64
     else:
@@ -156,8 +157,8 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
 def test_quant_is_deterministic_and_close_to_ideal(tmp_path):
     model, feeds = models()["cnn"]
     program = compiled(model, PIPELINES["one phase"], tmp_path)
-    first = Executor(program, RuntimeSettings("quant")).run(feeds)
-    second = Executor(program, RuntimeSettings("quant")).run(feeds)
+    first = Executor(program, noise_settings("quant")).run(feeds)
+    second = Executor(program, noise_settings("quant")).run(feeds)
     ideal = Executor(program).run(feeds)
     (name,) = program.outputs
     np.testing.assert_array_equal(first[name], second[name])
@@ -172,7 +173,7 @@ def test_quant_run_lets_a_relu_overwrite_only_the_layer_output_it_alone_reads(
 
     model, feeds = models()["cnn"]
     program = compiled(model, PIPELINES["one phase"], tmp_path)
-    executor = Executor(program, RuntimeSettings("quant"))
+    executor = Executor(program, noise_settings("quant"))
     kept = {name: array.copy() for name, array in feeds.items()}
     (name,) = program.outputs
     values = executor.run_all(feeds)
@@ -201,7 +202,7 @@ def test_lossless_adc_gives_the_same_answer_for_any_tiling(tmp_path):
     for rows, cols, tiles in ((8, 4, 10000), (16, 16, 2), (128, 128, 128)):
         pipeline = f"quantize{{weight-bits=6,cell-bits=2}},tile{{rows={rows},cols={cols}}}"
         program = compiled(model, f"{pipeline},allocate{{tiles={tiles}}}", tmp_path)
-        results.append(Executor(program, RuntimeSettings("quant", adc_bits=0)).run(feeds))
+        results.append(Executor(program, noise_settings("quant", adc_bits="exact")).run(feeds))
     (name,) = program.outputs
     for other in results[1:]:
         np.testing.assert_array_equal(other[name], results[0][name])

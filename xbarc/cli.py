@@ -160,12 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
 def add_noise_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--noise",
-        choices=("ideal", "quant"),
         default="ideal",
-        help="ideal: the float model through the tiles; quant: weights, DAC and ADC "
-        "quantized as compiled (default ideal)",
+        metavar="PROFILE",
+        help="ideal (the float model through the tiles), quant (weights, DAC and ADC "
+        "quantized as compiled), rram, pcm (quant plus device noise), or a profile .toml "
+        "file (default ideal)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the noise profile, e.g. --set adc_bits=6 (repeatable)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every random draw (chip, drift and read seeds derive from it)",
+    )
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -223,16 +237,23 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     import numpy as np
 
-    from xbarc.evaluate import load_data
+    from xbarc.evaluate import load_data, settings_lines
     from xbarc.ir.tensors import save_npz
     from xbarc.session import InferenceSession
 
-    session = InferenceSession(args.program, noise=args.noise, seed=args.seed)
+    session = InferenceSession(
+        args.program, noise=args.noise, seed=args.seed, overrides=args.overrides
+    )
     feeds = load_data(args.input)
     outputs = session.get_outputs()
     results = session.run(None, feeds)
+    print(f"noise profile {session.settings.profile}")
+    for line in settings_lines(asdict(session.settings), asdict(session.seeds)):
+        print(line)
     for arg, value in zip(outputs, results, strict=True):
         print(f"{arg.name}: {value.dtype}{list(value.shape)} {summarize(value)}")
     if args.output is not None:
@@ -260,6 +281,7 @@ def run_eval(args: argparse.Namespace) -> int:
             args.data,
             noise=args.noise,
             seed=args.seed,
+            overrides=args.overrides,
             labels_key=args.labels,
             batch_size=args.batch_size,
             progress=bar.update if bar is not None else None,

@@ -8,7 +8,7 @@ the last axis with the reference, and, given labels, the accuracy of both.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,8 @@ class EvalReport:
     samples: int
     batch_size: int
     outputs: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # the noise profile's effective fields
+    seeds: dict = field(default_factory=dict)  # chip, time and read
     accuracy: float | None = None
     reference_accuracy: float | None = None
 
@@ -114,6 +116,7 @@ def evaluate(
     data_path: Path,
     noise: str = "ideal",
     seed: int = 0,
+    overrides: Sequence[str] = (),
     labels_key: str | None = None,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -123,7 +126,7 @@ def evaluate(
     from xbarc.frontend.load import load_model
     from xbarc.session import InferenceSession
 
-    session = InferenceSession(program_path, noise=noise, seed=seed)
+    session = InferenceSession(program_path, noise=noise, seed=seed, overrides=overrides)
     load_model(reference_path)  # the same checks and messages as compile
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings would garble our report
@@ -164,10 +167,12 @@ def evaluate(
     report = EvalReport(
         str(program_path),
         str(reference_path),
-        noise,
+        session.settings.profile,
         samples,
         size,
         [s.finish() for s in stats.values()],
+        settings=asdict(session.settings),
+        seeds=asdict(session.seeds),
     )
     if labels is not None and samples:
         report.accuracy = correct / samples
@@ -175,10 +180,26 @@ def evaluate(
     return report
 
 
+def settings_lines(settings: dict, seeds: dict) -> list[str]:
+    """The effective noise settings and seeds, wrapped for a terminal."""
+    from xbarc.runtime.noise import format_value
+
+    items = [f"{key}={format_value(value)}" for key, value in settings.items() if key != "profile"]
+    items += [f"{key}_seed={value}" for key, value in seeds.items()]
+    lines, line = [], "  settings:"
+    for item in items:
+        if len(line) + len(item) + 1 > 96:
+            lines.append(line)
+            line = "   "
+        line += " " + item
+    return [*lines, line]
+
+
 def format_eval(report: EvalReport) -> str:
     lines = [
         f"{report.program} against {report.reference}: {report.samples} samples in batches "
         f"of {report.batch_size}, noise profile {report.noise}",
+        *settings_lines(report.settings, report.seeds),
         f"{'output':<32} {'max abs error':>14} {'relative':>10} {'SNR dB':>8} {'top-1 agree':>12}",
     ]
     for row in report.outputs:

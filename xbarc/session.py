@@ -2,6 +2,11 @@
 
     session = xbarc.InferenceSession("model.xbar", noise="quant")
     (logits,) = session.run(None, {"x": batch})
+    noisy = xbarc.InferenceSession("model.xbar", noise="rram", seed=3, overrides=["adc_bits=6"])
+
+`noise` is a profile name (ideal, quant, rram, pcm), the path of a profile TOML file, or
+`NoiseSettings`; `seed` derives the chip, time and read seeds (or give `Seeds`). Each run
+draws fresh read noise; the same seeds and the same sequence of runs give the same bits.
 
 Inputs are checked before anything runs: every input named, no unknown names, the
 declared element type, the declared shape (the batch dimension, the first, may differ),
@@ -19,6 +24,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Program
 from xbarc.ir.types import NUMPY_DTYPES, TensorType
+from xbarc.runtime.noise import NoiseSettings, Seeds, load_profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +42,11 @@ class InferenceSession:
     def __init__(
         self,
         program: str | os.PathLike | Program,
-        noise: str = "ideal",
-        seed: int = 0,
-        adc_bits: int | None = None,
+        noise: str | os.PathLike | NoiseSettings = "ideal",
+        seed: int | Seeds = 0,
+        overrides: Sequence[str] = (),
     ):
-        from xbarc.runtime.executor import Executor, RuntimeSettings
+        from xbarc.runtime.executor import Executor
 
         if isinstance(program, Program):
             self.program = program
@@ -48,9 +54,12 @@ class InferenceSession:
             from xbarc.ir.io import load_program
 
             self.program = load_program(program)
-        self.noise = noise
-        self.seed = seed  # every draw of the noisy profiles derives from it
-        self._executor = Executor(self.program, RuntimeSettings(noise, adc_bits=adc_bits))
+        if isinstance(noise, NoiseSettings):
+            self.settings = noise
+        else:
+            self.settings = load_profile(noise, tuple(overrides))
+        self.seeds = seed if isinstance(seed, Seeds) else Seeds.derive(seed)
+        self._executor = Executor(self.program, self.settings, self.seeds)
         self._types = self.program.value_types()
 
     def get_inputs(self) -> list[NodeArg]:

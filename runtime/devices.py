@@ -1,0 +1,189 @@
+"""Device models: what a programmed RRAM/PCM cell conducts, and what a read adds.
+
+Each function takes arrays, numbers and a numpy Generator, never IR objects; the executor
+decides which tile and which seed (`noise.Seeds`). Conductances are in microsiemens.
+
+Mapping (aihwkit's single pair, CrossSim): a cell at level L of `cell_max` targets
+G = g_min + (g_max - g_min) L / cell_max. The periphery takes the g_min baseline off every
+read (its contribution is known from the inputs, as the offset correction is), so a read
+sees the *effective level* (G - g_min) / (g_max - g_min) * cell_max: L itself when the
+cell holds its target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xbarc.runtime.noise import NoiseSettings
+
+# sigma(G) polynomials in x = G / g_max, microsiemens at their reference g_max
+# (aihwkit's ReRamWan2022NoiseModel at 1 s, and PCMLikeNoiseModel)
+PROGRAMMING_POLYNOMIALS = {
+    "rram": ((0.348, 16.030, -43.853, 45.393, -16.815), 40.0),
+    "pcm": ((0.26348, 1.9650, -1.1731), 25.0),
+}
+
+
+def target_conductance(levels: np.ndarray, cell_max: int, g_min: float, g_max) -> np.ndarray:
+    """G = g_min + (g_max - g_min) * levels / cell_max (g_max may be per cell)."""
+    return g_min + (np.asarray(g_max) - g_min) * (np.asarray(levels, np.float64) / cell_max)
+
+
+def effective_levels(g: np.ndarray, cell_max: int, g_min: float, g_max: float) -> np.ndarray:
+    """What a read sees of conductances `g`, in level units of the nominal range."""
+    return ((g - g_min) * (cell_max / (g_max - g_min))).astype(np.float32)
+
+
+def programming_sigma(settings: NoiseSettings, g: np.ndarray, g_max: float) -> np.ndarray:
+    """The standard deviation of programming a cell to target `g` (uS)."""
+    model = settings.programming
+    if model == "none":
+        return np.zeros_like(g)
+    if model == "relative":
+        sigma = settings.programming_relative * np.abs(g)
+    else:
+        coefficients, reference = PROGRAMMING_POLYNOMIALS[model]
+        x = g / g_max
+        sigma = np.zeros_like(g)
+        for coefficient in reversed(coefficients):  # Horner
+            sigma = sigma * x + coefficient
+        sigma = np.maximum(sigma, 0.0) * (g_max / reference)
+    return settings.programming_scale * sigma
+
+
+def device_g_max(
+    settings: NoiseSettings, shape: tuple[int, ...], g_min: float, g_max: float, rng
+) -> np.ndarray | float:
+    """Each device's own g_max (device-to-device spread, a property of the chip): g_max
+    (1 + g_max_spread xi), kept above g_min."""
+    if settings.g_max_spread == 0:
+        return g_max
+    spread = g_max * (1.0 + settings.g_max_spread * rng.standard_normal(shape))
+    return np.maximum(spread, g_min)
+
+
+def stuck_cells(settings: NoiseSettings, shape: tuple[int, ...], rng) -> np.ndarray:
+    """Per cell: 0 healthy, 1 stuck at g_min (SA0, probability p_sa0), 2 stuck at g_max
+    (SA1, p_sa1): a property of the chip, the same at every programming."""
+    u = rng.random(shape)
+    state = np.zeros(shape, np.int8)
+    state[u < settings.p_sa0] = 1
+    state[(u >= settings.p_sa0) & (u < settings.p_sa0 + settings.p_sa1)] = 2
+    return state
+
+
+def program(
+    target: np.ndarray,
+    settings: NoiseSettings,
+    g_min: float,
+    g_max: float,
+    rng,
+    *,
+    stuck: np.ndarray | None = None,
+) -> np.ndarray:
+    """Programmed conductances for `target` (uS): Gaussian programming noise of
+    `programming_sigma`, clipped at 0 (aihwkit), then the stuck cells at their rails."""
+    g = target + programming_sigma(settings, target, g_max) * rng.standard_normal(target.shape)
+    np.maximum(g, 0.0, out=g)
+    if stuck is not None:
+        g[stuck == 1] = g_min
+        g[stuck == 2] = g_max
+    return g
+
+
+def drift_exponents(settings: NoiseSettings, target: np.ndarray, g_max: float, rng) -> np.ndarray:
+    """Each cell's drift exponent nu >= 0: |N(drift_nu, drift_nu_std)| (`constant`), or
+    aihwkit's PCM fit |N(mu(x), sigma(x))| with x = G_target / g_max,
+    mu = clip(-0.0155 ln x + 0.0244, 0.049, 0.1), sigma = clip(-0.0125 ln x - 0.0059,
+    0.008, 0.045)."""
+    if settings.drift == "constant":
+        mean = np.full(target.shape, settings.drift_nu)
+        std = np.full(target.shape, settings.drift_nu_std)
+    else:
+        x = np.maximum(np.abs(target / g_max), 1e-7)
+        mean = np.clip(-0.0155 * np.log(x) + 0.0244, 0.049, 0.1)
+        std = np.clip(-0.0125 * np.log(x) - 0.0059, 0.008, 0.045)
+    return np.abs(mean + std * rng.standard_normal(target.shape))
+
+
+def drifted(g: np.ndarray, nu: np.ndarray, t: float, t0: float) -> np.ndarray:
+    """G(t) = G ((t + t0) / t0)^-nu, `t` seconds after programming."""
+    return g * ((t + t0) / t0) ** (-nu)
+
+
+def read_noise_sigma(
+    settings: NoiseSettings,
+    drive: np.ndarray,
+    cells: np.ndarray,
+    cell_max: int,
+    digit_max: int,
+) -> np.ndarray:
+    """Per read column and patch, the standard deviation the read adds (before the ADC), in
+    the read's units (levels x DAC digits). `drive` [rows, P] holds the DAC digits and
+    `cells` [M, rows] the effective levels. In normalized units (weights |W| <= 1, inputs
+    |x| <= 1, one cell at g_max driven at full scale = 1):
+    additive: read_sigma |x|_2; pcm: read_sigma sqrt(sum |W| x^2); then output_noise,
+    independent, added in quadrature."""
+    unit = cell_max * digit_max  # one full cell at full drive, in read units
+    columns, patches = cells.shape[0], drive.shape[1]
+    variance = np.zeros((columns, patches))
+    if settings.read_noise == "additive":
+        norm = np.sqrt(np.square(drive, dtype=np.float64).sum(axis=0)) / digit_max
+        variance += np.square(settings.read_sigma * norm)[None, :]
+    elif settings.read_noise == "pcm":
+        x2 = np.square(drive, dtype=np.float64) / digit_max**2
+        weighted = np.abs(cells.astype(np.float64)) @ x2 / cell_max
+        variance += np.square(settings.read_sigma) * weighted
+    variance += np.square(settings.output_noise)
+    return unit * np.sqrt(variance)
+
+
+class Chip:
+    """The devices of one simulated chip: per physical tile, its stuck cells and g_max
+    spread (drawn once from the chip seed), a fresh programming-noise draw at every
+    programming of the tile (chip seed, keyed by tile and programming count) and drift to
+    `t_inference` (time seed, same keys). Works in effective levels."""
+
+    def __init__(self, settings: NoiseSettings, seeds, cell_bits: int, g_min: float, g_max: float):
+        self.settings = settings
+        self.seeds = seeds
+        self.cell_max = 2**cell_bits - 1
+        self.g_min = g_min
+        self.g_max = g_max
+        self._devices: dict[int, tuple[np.ndarray | None, np.ndarray | float]] = {}
+        self._programmed: dict[int, int] = {}  # tile -> times programmed
+
+    def devices(self, tile: int, shape: tuple[int, int]):
+        """The tile's stuck cells (or None) and per-cell g_max."""
+        found = self._devices.get(tile)
+        if found is None:
+            rng = self.seeds.rng("chip", tile, 0)
+            settings = self.settings
+            stuck = stuck_cells(settings, shape, rng) if settings.p_sa0 + settings.p_sa1 else None
+            g_max = device_g_max(settings, shape, self.g_min, self.g_max, rng)
+            found = self._devices[tile] = (stuck, g_max)
+        return found
+
+    def program(self, tile: int, levels: np.ndarray) -> np.ndarray:
+        """Effective levels a read sees after programming `tile` to `levels` [rows, cols]
+        (level units of cell_max, float) and letting it drift to t_inference."""
+        settings = self.settings
+        count = self._programmed.get(tile, 0) + 1
+        self._programmed[tile] = count
+        stuck, g_max = self.devices(tile, levels.shape)
+        target = target_conductance(levels, self.cell_max, self.g_min, g_max)
+        g = program(
+            target, settings, self.g_min, g_max, self.seeds.rng("chip", tile, count), stuck=stuck
+        )
+        if settings.drift != "none" and settings.t_inference > 0:
+            rng = self.seeds.rng("time", tile, count)
+            nu = drift_exponents(settings, target, self.g_max, rng)
+            programmed = g
+            g = drifted(g, nu, settings.t_inference, settings.t0)
+            if settings.drift_compensation:
+                # a reference read of the whole tile (all rows driven) right after
+                # programming and now: the periphery rescales by their ratio
+                now = g.sum()
+                if now > 0:
+                    g = g * (programmed.sum() / now)
+        return effective_levels(g, self.cell_max, self.g_min, self.g_max)

@@ -1,0 +1,249 @@
+"""Noise profiles: which non-idealities a run simulates, with what numbers and seeds.
+
+    settings = load_profile("rram", overrides=["adc_bits=6", "p_sa0=0.01"])
+
+A profile is a TOML file of `NoiseSettings` fields. Four ship with xbarc (`ideal`,
+`quant`, `rram`, `pcm`, in `runtime/profiles/`); a user's file is named by its path and
+may start from a shipped one with `base = "rram"`. Overrides (`--set field=value` on the
+command line) come last. Every field is checked when the profile is read: an unknown
+field, a wrong type or a value out of range is a one-line error naming the field and
+where it was set.
+
+Random draws come from three seeds (DESIGN.md section 5): `chip` (programming noise and
+faults, drawn again at every re-programming of a tile), `time` (drift) and `read` (input,
+read and output noise, per MVM). `Seeds.derive(s)` makes the three from one number.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+SHIPPED = ("ideal", "quant", "rram", "pcm")
+
+PROGRAMMING_MODELS = ("none", "relative", "rram", "pcm")
+DRIFT_MODELS = ("none", "constant", "pcm")
+READ_MODELS = ("none", "additive", "pcm")
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseSettings:
+    """What a run simulates. Conductances are in microsiemens, times in seconds; the
+    conductance range (g_min, g_max) is the program's hardware."""
+
+    profile: str = "ideal"
+    # quantization: weights, DAC and ADC exactly as compiled (ideal: none of them)
+    quantized: bool = False
+    dac_bits: int | None = None  # None: the program's hardware
+    adc_bits: int | str | None = None  # None: the program's hardware; "exact": lossless
+    # programming (chip seed): Gaussian, sigma(G) per model, times programming_scale
+    programming: str = "none"  # none | relative (sigma = programming_relative * G) | rram | pcm
+    programming_scale: float = 1.0
+    programming_relative: float = 0.0
+    # faults (chip seed): stuck at g_min (SA0) or at g_max (SA1)
+    p_sa0: float = 0.0
+    p_sa1: float = 0.0
+    # device-to-device spread of each cell's g_max (chip seed), relative sigma
+    g_max_spread: float = 0.0
+    # drift (time seed): G(t) = G_p ((t + t0) / t0)^-nu
+    drift: str = "none"  # none | constant (nu ~ |N(drift_nu, drift_nu_std)|) | pcm
+    drift_nu: float = 0.0
+    drift_nu_std: float = 0.0
+    t_inference: float = 0.0  # seconds after programming
+    t0: float = 20.0
+    drift_compensation: bool = False  # global: each tile's read rescaled by a reference read
+    # per MVM (read seed)
+    input_noise: float = 0.0  # sigma of the DAC output, relative to its full scale
+    read_noise: str = "none"  # none | additive (sigma |x|_2) | pcm (sigma sqrt(sum |W| x^2))
+    read_sigma: float = 0.0
+    output_noise: float = 0.0  # sigma relative to one cell at g_max driven at full scale
+
+    @property
+    def cells_noisy(self) -> bool:
+        """Whether programmed conductances differ from their targets."""
+        return (
+            self.programming != "none"
+            or self.p_sa0 > 0
+            or self.p_sa1 > 0
+            or self.g_max_spread > 0
+            or (self.drift != "none" and self.t_inference > 0)
+        )
+
+    @property
+    def reads_noisy(self) -> bool:
+        return self.input_noise > 0 or self.read_noise != "none" or self.output_noise > 0
+
+    def lines(self) -> list[str]:
+        """The settings as `field = value` lines, for reports."""
+        return [f"{f.name} = {format_value(getattr(self, f.name))}" for f in fields(self)]
+
+
+@dataclass(frozen=True, slots=True)
+class Seeds:
+    """The three seeds of a noisy run."""
+
+    chip: int = 0
+    time: int = 0
+    read: int = 0
+
+    @classmethod
+    def derive(cls, seed: int) -> Seeds:
+        """Three independent seeds from one (numpy's SeedSequence spawning)."""
+        children = np.random.SeedSequence(seed).spawn(3)
+        chip, time, read = (int(child.generate_state(1, np.uint64)[0]) for child in children)
+        return cls(chip, time, read)
+
+    def rng(self, stream: str, *key: int) -> np.random.Generator:
+        """A generator for `stream` ("chip", "time", "read"), keyed further by `key` (e.g. a
+        tile and its programming count), the same bits in any process."""
+        return np.random.Generator(np.random.PCG64([getattr(self, stream), *key]))
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if value is None:
+        return "(hardware)"
+    return repr(value)
+
+
+def load_profile(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()):
+    """The settings of a shipped profile (by name) or a user's TOML file (by path), with
+    `field=value` overrides applied last."""
+    values, where = read_profile(name, seen=())
+    for text in overrides:
+        key, value = parse_override(text)
+        values[key] = (value, f"--set {text}")
+    return build_settings(values, where)
+
+
+def read_profile(name: str | os.PathLike, seen: tuple[str, ...]) -> tuple[dict, str]:
+    """Field values of a profile with where each was set, following `base = ...`."""
+    text_name = os.fspath(name)
+    if text_name in SHIPPED:
+        path = PROFILE_DIR / f"{text_name}.toml"
+    elif text_name.endswith(".toml") or os.sep in text_name:
+        path = Path(text_name)
+    else:
+        raise XbarcError(
+            f"unknown noise profile {text_name!r}",
+            hint=f"use one of {', '.join(SHIPPED)}, or the path of a .toml file",
+        )
+    if str(path) in seen:
+        raise XbarcError("profile bases form a cycle", where=path)
+    try:
+        with open(path, "rb") as stream:
+            table = tomllib.load(stream)
+    except FileNotFoundError:
+        raise XbarcError("no such noise profile file", where=path) from None
+    except tomllib.TOMLDecodeError as error:
+        raise XbarcError(f"not valid TOML: {error}", where=path) from None
+    values: dict = {}
+    base = table.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise XbarcError("base must be a profile name or path", where=path)
+        values, _ = read_profile(base, (*seen, str(path)))
+    for key, value in table.items():
+        values[key] = (value, str(path))
+    if "profile" not in table:
+        values["profile"] = (path.stem, str(path))
+    return values, str(path)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`field=value`, the value read as TOML (a bare word is a string)."""
+    key, equals, raw = text.partition("=")
+    key = key.strip()
+    if not equals or not key:
+        raise XbarcError(f"--set {text!r}: expected field=value", hint="e.g. --set adc_bits=6")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: programming=pcm
+    return key, value
+
+
+def build_settings(values: dict, where: str) -> NoiseSettings:
+    """NoiseSettings from {field: (value, where it was set)}, every field checked."""
+    known = {f.name: f for f in fields(NoiseSettings)}
+    checked = {}
+    for key, (value, origin) in values.items():
+        if key not in known:
+            raise XbarcError(
+                f"unknown noise field {key!r}",
+                where=origin,
+                hint=f"the fields are {', '.join(known)}",
+            )
+        checked[key] = check_field(key, value, origin)
+    settings = NoiseSettings(**checked)
+    if settings.p_sa0 + settings.p_sa1 > 1:
+        raise XbarcError("p_sa0 + p_sa1 is above 1", where=where)
+    return settings
+
+
+def check_field(key: str, value, origin: str):
+    """`value` for field `key`, or a one-line error naming the field."""
+
+    given = value
+
+    def fail(message: str):
+        return XbarcError(f"{key} = {given!r}: {message}", where=origin)
+
+    if key == "profile":
+        if not isinstance(value, str):
+            raise fail("expected a name")
+        return value
+    if key in ("quantized", "drift_compensation"):
+        if not isinstance(value, bool):
+            raise fail("expected true or false")
+        return value
+    if key in ("programming", "drift", "read_noise"):
+        choices = {
+            "programming": PROGRAMMING_MODELS,
+            "drift": DRIFT_MODELS,
+            "read_noise": READ_MODELS,
+        }[key]
+        if value not in choices:
+            raise fail(f"expected one of {', '.join(choices)}")
+        return value
+    if key == "dac_bits":
+        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 24:
+            raise fail("expected whole DAC bits from 2 to 24")
+        return value
+    if key == "adc_bits":
+        if value == "exact":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 24:
+            raise fail('expected whole ADC bits from 1 to 24, or "exact" for a lossless ADC')
+        return value
+    # the rest are non-negative numbers
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail("expected a number")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise fail("must be a finite number >= 0")
+    if key in ("p_sa0", "p_sa1") and value > 1:
+        raise fail("a probability must be at most 1")
+    if key == "t0" and value == 0:
+        raise fail("must be above 0")
+    return value
+
+
+def noise_settings(profile: str | os.PathLike = "ideal", **changes) -> NoiseSettings:
+    """A profile's settings with fields changed, each checked as in a profile file:
+    `noise_settings("quant", adc_bits=4)`."""
+    values, where = read_profile(profile, seen=())
+    for key, value in changes.items():
+        values[key] = (value, f"{key}=")
+    return build_settings(values, where)

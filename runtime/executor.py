@@ -108,8 +108,12 @@ class Executor:
         program: Program,
         settings: NoiseSettings | None = None,
         seeds: Seeds | None = None,
+        noisy_layers: frozenset[str] | None = None,
     ):
+        """`noisy_layers`: the crossbar layers that get the profile's device and read
+        noise (None: all); the others run as `quant` (for per-layer sensitivity)."""
         self.program = program
+        self.noisy_layers = noisy_layers
         self.settings = settings = settings or NoiseSettings()
         self.seeds = seeds or Seeds.derive(0)
         if not program.phases and any(True for _ in program.layers()):
@@ -139,6 +143,7 @@ class Executor:
             self._chip = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
         # per-MVM noise: one stream for the executor's life, drawn in schedule order
         self.reads_noisy = settings.reads_noisy
+        self.layer_reads_noisy = False  # whether the layer being read gets read noise
         self._read_rng = self.seeds.rng("read")
         self.cell_max = 2**hardware.cell.bits - 1
         self.digit_max = min(2**hardware.dac.slice_bits, 2 ** (self.dac_bits - 1)) - 1
@@ -181,6 +186,23 @@ class Executor:
 
     # --- programming ----------------------------------------------------------------------
 
+    def _is_noisy(self, layer: str) -> bool:
+        return self.noisy_layers is None or layer in self.noisy_layers
+
+    def _program_noisy(self, tile: int, state: np.ndarray, blocks: list[Block]) -> None:
+        """Program `tile` to `state` through the device models, in place; the blocks of
+        layers outside `noisy_layers` keep their targets."""
+        assert self._chip is not None
+        targets = state.copy()
+        state[...] = self._chip.program(tile, targets)
+        for block in blocks:
+            if not self._is_noisy(block.array):
+                region = (
+                    slice(block.row_offset, block.row_offset + len(block.rows)),
+                    slice(block.col_offset, block.col_offset + len(block.cols)),
+                )
+                state[region] = targets[region]
+
     def _program_chip(self) -> tuple[dict[str, list[LayerPlan]], dict[str, np.ndarray]]:
         """Write every phase's tiles and read each run off them: `quant` takes its read
         plans, `ideal` adds what it reads into each layer's matrix (in level units)."""
@@ -207,7 +229,7 @@ class Executor:
                     cols = slice(block.col_offset, block.col_offset + len(block.cols))
                     state[rows, cols] = block_cells.cells(block)
                 if self._chip is not None:
-                    state[...] = self._chip.program(write.tile, state)
+                    self._program_noisy(write.tile, state, blocks_on[write.vtile])
             where = {write.vtile: write.tile for write in phase.writes}
             for run in phase.runs:
                 layer = program.layer(run.layer)
@@ -340,6 +362,7 @@ class Executor:
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
         """One crossbar layer on its input, read by read (`quant`)."""
+        self.layer_reads_noisy = self.reads_noisy and self._is_noisy(layer.name)
         x = np.asarray(x, dtype=np.float32)
         plans = self.plans.get(layer.name, [])
         if not plans:
@@ -493,7 +516,7 @@ class ReadOut:
         partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
         if self.executor.cell_type == np.uint8:  # integer reads
             kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
-        elif self.executor.reads_noisy:
+        elif self.executor.layer_reads_noisy:
             self.executor.noisy_read(read.cells_t, driven, partial)
         else:
             np.matmul(read.cells_t, driven, out=partial)

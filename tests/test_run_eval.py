@@ -214,3 +214,56 @@ def test_bad_noise_options(model_and_program, tmp_path, capsys, extra, message):
     assert status == 1
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_eval_over_chip_instances_and_per_layer_sensitivity(model_and_program, tmp_path, capsys):
+    model_path, program = model_and_program
+    data = tmp_path / "data.npz"
+    np.savez(data, x=random((16, 6), 8), y=np.random.default_rng(1).integers(0, 3, 16))
+    arguments = ["eval", str(program), "--reference", str(model_path), "--data", str(data)]
+    arguments += ["--labels", "y", "--json", "--seed", "4"]
+    assert main([*arguments, "--noise", "quant"]) == 0
+    quant = json.loads(capsys.readouterr().out)
+    noisy = [*arguments, "--noise", "rram", "--set", "output_noise=0.2", "--seeds", "3"]
+    assert main([*noisy, "--sensitivity"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["seed"] for row in report["instances"]] == [4, 5, 6]
+    accuracies = [row["accuracy"] for row in report["instances"]]
+    summary = report["summary"]["accuracy"]
+    assert summary["mean"] == pytest.approx(np.mean(accuracies))
+    assert summary["std"] == pytest.approx(np.std(accuracies))
+    assert (summary["min"], summary["max"]) == (min(accuracies), max(accuracies))
+    assert report["accuracy"] == pytest.approx(summary["mean"])
+    # instances differ from each other and from quant; the same command gives the same bits
+    errors = [row["relative_error"] for row in report["instances"]]
+    assert len(set(errors)) == 3
+    assert min(errors) > quant["instances"][0]["relative_error"]
+    assert main([*noisy, "--sensitivity"]) == 0
+    assert json.loads(capsys.readouterr().out) == report
+    rows = report["sensitivity"]
+    assert len(rows) == 2  # the two Gemm layers
+    for row in rows:  # one noisy layer adds error to quant's
+        assert quant["instances"][0]["relative_error"] < row["relative_error"]
+    text_arguments = [a for a in noisy if a != "--json"]
+    assert main([*text_arguments, "--sensitivity"]) == 0
+    text = capsys.readouterr().out
+    assert "over 3 chip instances (seeds 4..6" in text
+    assert "per-layer sensitivity" in text and "accuracy" in text
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--noise", "quant", "--sensitivity"], "--sensitivity needs device or read noise"),
+    ],
+)
+def test_eval_bad_instance_options(model_and_program, tmp_path, capsys, extra, message):
+    model_path, program = model_and_program
+    data = tmp_path / "data.npz"
+    np.savez(data, x=random((4, 6), 8))
+    status = main(
+        ["eval", str(program), "--reference", str(model_path), "--data", str(data), *extra]
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and message in err and len(err.strip().splitlines()) == 1

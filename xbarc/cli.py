@@ -153,6 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_noise_options(eval_parser)
+    eval_parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="chip instances to run (seeds --seed, --seed + 1, ...): accuracy and agreement "
+        "as mean, std, min and max over them",
+    )
+    eval_parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also run each crossbar layer alone noisy (the rest quant) and tabulate the "
+        "error it adds (one more pass over the data per layer and instance)",
+    )
     eval_parser.set_defaults(handler=run_eval)
     return parser
 
@@ -282,6 +296,8 @@ def run_eval(args: argparse.Namespace) -> int:
             noise=args.noise,
             seed=args.seed,
             overrides=args.overrides,
+            instances=args.seeds,
+            sensitivity=args.sensitivity,
             labels_key=args.labels,
             batch_size=args.batch_size,
             progress=bar.update if bar is not None else None,

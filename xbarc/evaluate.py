@@ -58,6 +58,10 @@ class OutputStats:
 
 @dataclass
 class EvalReport:
+    """What `xbarc eval` found. With several chip instances, `outputs` pools the errors of
+    all of them, `instances` has one row per instance and `accuracy` and `agreement` are
+    their means (`summary`: mean, std, min and max over instances)."""
+
     program: str
     reference: str
     noise: str
@@ -65,9 +69,12 @@ class EvalReport:
     batch_size: int
     outputs: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # the noise profile's effective fields
-    seeds: dict = field(default_factory=dict)  # chip, time and read
+    seeds: dict = field(default_factory=dict)  # chip, time and read of the first instance
     accuracy: float | None = None
     reference_accuracy: float | None = None
+    instances: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    sensitivity: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -120,13 +127,26 @@ def evaluate(
     labels_key: str | None = None,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    instances: int = 1,
+    sensitivity: bool = False,
 ) -> EvalReport:
+    """Run the program on `instances` chip instances (seeds seed, seed + 1, ...) and the
+    reference once; with `sensitivity`, also each crossbar layer alone noisy (the others
+    as `quant`) on the same instances."""
     import onnxruntime
 
     from xbarc.frontend.load import load_model
     from xbarc.session import InferenceSession
 
+    if instances < 1:
+        raise XbarcError(f"--seeds must be at least 1, got {instances}")
     session = InferenceSession(program_path, noise=noise, seed=seed, overrides=overrides)
+    settings = session.settings
+    if sensitivity and not (settings.cells_noisy or settings.reads_noisy):
+        raise XbarcError(
+            f"--sensitivity needs device or read noise; profile {settings.profile!r} has none",
+            hint="e.g. --noise rram",
+        )
     load_model(reference_path)  # the same checks and messages as compile
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings would garble our report
@@ -147,37 +167,97 @@ def evaluate(
     if labels_key is not None:
         if labels_key not in data:
             raise XbarcError(f"the data has no array named {labels_key!r}", where=data_path)
-        labels = data[labels_key]
+        labels = np.asarray(data[labels_key])
     outputs = [o.name for o in session.get_outputs()]
-    stats = {name: OutputStats(name) for name in outputs}
-    correct = reference_correct = samples = 0
-    for batch in batches(data, input_names, size):
-        got = session.run(outputs, batch)
-        want = reference.run(outputs, batch)
-        for name, mine, theirs in zip(outputs, got, want, strict=True):
-            stats[name].add(mine, theirs)
-        count = len(next(iter(batch.values())))
-        if labels is not None:
-            truth = labels[samples : samples + count]
-            correct += int((got[0].reshape(count, -1).argmax(-1) == truth).sum())
-            reference_correct += int((want[0].reshape(count, -1).argmax(-1) == truth).sum())
-        samples += count
-        if progress is not None:
-            progress(count)
+    feeds = list(batches(data, input_names, size))
+    wanted = [reference.run(outputs, batch) for batch in feeds]
+    samples = sum(len(next(iter(batch.values()))) for batch in feeds)
+
+    def measure(run: InferenceSession, pooled: dict[str, OutputStats]) -> dict:
+        """One pass over the data: the figures of this instance, its errors also added
+        into `pooled`."""
+        stats = {name: OutputStats(name) for name in outputs}
+        correct = 0
+        done = 0
+        for batch, theirs in zip(feeds, wanted, strict=True):
+            got = run.run(outputs, batch)
+            for name, mine, want in zip(outputs, got, theirs, strict=True):
+                stats[name].add(mine, want)
+                pooled[name].add(mine, want)
+            count = len(next(iter(batch.values())))
+            if labels is not None:
+                truth = labels[done : done + count]
+                correct += int((got[0].reshape(count, -1).argmax(-1) == truth).sum())
+            done += count
+            if progress is not None:
+                progress(count)
+        first = stats[outputs[0]].finish()
+        return {
+            "seed": run.seed_number,
+            "accuracy": correct / samples if labels is not None and samples else None,
+            "agreement": first["top1_agreement"],
+            "relative_error": first["relative_error"],
+            "snr_db": first["snr_db"],
+        }
+
+    def chip(number: int, layers: Sequence[str] | None = None) -> InferenceSession:
+        if number == seed and layers is None:
+            return session
+        return InferenceSession(session.program, settings, number, noisy_layers=layers)
+
+    pooled = {name: OutputStats(name) for name in outputs}
+    rows = [measure(chip(seed + k), pooled) for k in range(instances)]
     report = EvalReport(
         str(program_path),
         str(reference_path),
-        session.settings.profile,
+        settings.profile,
         samples,
         size,
-        [s.finish() for s in stats.values()],
-        settings=asdict(session.settings),
+        [stats.finish() for stats in pooled.values()],
+        settings=asdict(settings),
         seeds=asdict(session.seeds),
+        instances=rows,
+        summary={key: spread([row[key] for row in rows]) for key in ("accuracy", "agreement")},
     )
+    report.accuracy = report.summary["accuracy"]["mean"] if labels is not None else None
     if labels is not None and samples:
-        report.accuracy = correct / samples
-        report.reference_accuracy = reference_correct / samples
+        predicted = [want[0].reshape(len(want[0]), -1).argmax(-1) for want in wanted]
+        report.reference_accuracy = float(np.mean(np.concatenate(predicted) == labels[:samples]))
+    if sensitivity:
+        for layer in session.program.layers():
+            scratch = {name: OutputStats(name) for name in outputs}
+            per_seed = [measure(chip(seed + k, [layer.name]), scratch) for k in range(instances)]
+            report.sensitivity.append(
+                {
+                    "layer": layer.name,
+                    "source": layer.source,
+                    **{
+                        key: mean_of([row[key] for row in per_seed])
+                        for key in ("relative_error", "snr_db", "agreement", "accuracy")
+                    },
+                }
+            )
     return report
+
+
+def spread(values: list) -> dict:
+    """Mean, standard deviation, min and max of the values that are numbers."""
+    numbers = [v for v in values if v is not None]
+    if not numbers:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    array = np.asarray(numbers, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std()),
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
+
+
+def mean_of(values: list) -> float | None:
+    """The mean of the values (SNRs in dB averaged as dB; an infinite one stays so)."""
+    numbers = [v for v in values if v is not None]
+    return float(np.mean(numbers)) if numbers else None
 
 
 def settings_lines(settings: dict, seeds: dict) -> list[str]:
@@ -196,6 +276,7 @@ def settings_lines(settings: dict, seeds: dict) -> list[str]:
 
 
 def format_eval(report: EvalReport) -> str:
+    count = len(report.instances)
     lines = [
         f"{report.program} against {report.reference}: {report.samples} samples in batches "
         f"of {report.batch_size}, noise profile {report.noise}",
@@ -208,6 +289,32 @@ def format_eval(report: EvalReport) -> str:
             f"{row['output'][:32]:<32} {row['max_abs_error']:>14.4g} "
             f"{row['relative_error']:>10.3g} {row['snr_db']:>8.1f} {agreement:>12}"
         )
+    if count > 1:
+        first, last = report.instances[0]["seed"], report.instances[-1]["seed"]
+        lines.append(f"over {count} chip instances (seeds {first}..{last}; errors pooled):")
+        for key, label in (("accuracy", "accuracy"), ("agreement", "top-1 agreement")):
+            figures = report.summary[key]
+            if figures["mean"] is not None:
+                lines.append(
+                    f"  {label:<16} mean {figures['mean']:.2%}  std {figures['std']:.2%}  "
+                    f"min {figures['min']:.2%}  max {figures['max']:.2%}"
+                )
     if report.accuracy is not None:
-        lines.append(f"accuracy {report.accuracy:.2%} (reference {report.reference_accuracy:.2%})")
+        mean = " (mean over instances)" if count > 1 else ""
+        lines.append(
+            f"accuracy {report.accuracy:.2%}{mean} (reference {report.reference_accuracy:.2%})"
+        )
+    if report.sensitivity:
+        over = f", mean over {count} instances" if count > 1 else ""
+        lines.append(f"per-layer sensitivity (only that layer noisy, the rest quant{over}):")
+        lines.append(
+            f"  {'layer':<28} {'relative':>10} {'SNR dB':>8} {'top-1 agree':>12} {'accuracy':>9}"
+        )
+        for row in report.sensitivity:
+            agreement = "-" if row["agreement"] is None else f"{row['agreement']:.2%}"
+            accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+            lines.append(
+                f"  {row['layer'][:28]:<28} {row['relative_error']:>10.3g} "
+                f"{row['snr_db']:>8.1f} {agreement:>12} {accuracy:>9}"
+            )
     return "\n".join(lines)

@@ -7,6 +7,8 @@
 `noise` is a profile name (ideal, quant, rram, pcm), the path of a profile TOML file, or
 `NoiseSettings`; `seed` derives the chip, time and read seeds (or give `Seeds`). Each run
 draws fresh read noise; the same seeds and the same sequence of runs give the same bits.
+`noisy_layers` limits device and read noise to those crossbar layers (the rest run as
+`quant`).
 
 Inputs are checked before anything runs: every input named, no unknown names, the
 declared element type, the declared shape (the batch dimension, the first, may differ),
@@ -45,6 +47,7 @@ class InferenceSession:
         noise: str | os.PathLike | NoiseSettings = "ideal",
         seed: int | Seeds = 0,
         overrides: Sequence[str] = (),
+        noisy_layers: Sequence[str] | None = None,
     ):
         from xbarc.runtime.executor import Executor
 
@@ -59,7 +62,9 @@ class InferenceSession:
         else:
             self.settings = load_profile(noise, tuple(overrides))
         self.seeds = seed if isinstance(seed, Seeds) else Seeds.derive(seed)
-        self._executor = Executor(self.program, self.settings, self.seeds)
+        self.seed_number = None if isinstance(seed, Seeds) else seed
+        layers = None if noisy_layers is None else frozenset(noisy_layers)
+        self._executor = Executor(self.program, self.settings, self.seeds, layers)
         self._types = self.program.value_types()
 
     def get_inputs(self) -> list[NodeArg]:

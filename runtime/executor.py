@@ -1,6 +1,6 @@
 """The executor: program a simulated chip with a compiled program and run its schedule.
 
-    Executor(program, profile="ideal").run({"x": batch}) -> {"y": result}
+    Executor(program, load_profile("rram"), Seeds.derive(3)).run({"x": batch}) -> {"y": result}
 
 Programming walks the phases: each write erases a physical tile and sets the cells of
 every block on the written virtual tile from its slice of the array. Each layer run of a
@@ -10,7 +10,7 @@ grouped by the input they read (same group and source rows), with their cells si
 side and, per read column, the output column, the slice's signed significance and the
 ADC full scale.
 
-Profiles (both deterministic):
+Settings (`noise.NoiseSettings`, from a profile):
 - `ideal`: no quantization. Cells hold the real magnitude w/scale cut into the same
   slices (integer digits, the fraction in the least significant slice), inputs are not
   converted, the ADC is transparent. Reads are then linear, so the cells a layer's runs
@@ -18,11 +18,16 @@ Profiles (both deterministic):
   phase programmed them) are summed by significance into one effective matrix per group,
   and the network runs with those matrices as one onnxruntime model (`effective.py`).
 - `quant`: cells hold the integer slice levels; inputs are quantized symmetrically to the
-  DAC's bits (range: the layer input's largest magnitude in the batch, an oracle until
-  calibration exists) and fed bit-serially, `slice_bits` at a time, positive and
-  negative parts apart; every read goes through the ADC (`bits` over the full scale of
-  the read, or lossless with `adc_bits=0`), and partial sums are accumulated as exact
-  integers before dequantization.
+  DAC's bits (range: the layer input's largest magnitude in the batch, an oracle, or the
+  calibrated or a fixed range) and fed bit-serially, `slice_bits` at a time, positive and
+  negative parts apart; every read goes through the ADC (`bits` over the read's full
+  scale: fixed, calibrated or the read's own largest sum; or lossless with
+  `adc_bits="exact"`), and partial sums are accumulated as exact integers before
+  dequantization. Deterministic.
+- noisy profiles (`rram`, `pcm`): `quant` on a chip whose tiles are programmed through
+  the device models (`devices.Chip`: conductances, programming noise, stuck cells, drift)
+  and whose reads add input, read and output noise, all from the seeds. Reads then run
+  in float32.
 
 In `quant`, layers run in graph order, each over all its runs in phase order (phases are
 batch-major: the whole batch passes each programming); digital ops run on the host in
@@ -50,6 +55,7 @@ from xbarc.ir.tile import (
     CrossbarLayer,
     DigitalOp,
     Indices,
+    LayerRange,
     Program,
     Slice,
     Span,
@@ -137,6 +143,8 @@ class Executor:
                 "exact integers, which noisy cells and reads do not give",
                 hint="give the ADC bits, e.g. --set adc_bits=8",
             )
+        self.adc_range = settings.adc_range or hardware.adc.range
+        self._check_calibration()
         self._chip = None
         if settings.cells_noisy:
             cell = hardware.cell
@@ -144,6 +152,9 @@ class Executor:
         # per-MVM noise: one stream for the executor's life, drawn in schedule order
         self.reads_noisy = settings.reads_noisy
         self.layer_reads_noisy = False  # whether the layer being read gets read noise
+        # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
+        # before each batch of reads passes through the ADC
+        self.on_read_sums: Callable[[str, np.ndarray, np.ndarray], None] | None = None
         self._read_rng = self.seeds.rng("read")
         self.cell_max = 2**hardware.cell.bits - 1
         self.digit_max = min(2**hardware.dac.slice_bits, 2 ** (self.dac_bits - 1)) - 1
@@ -183,6 +194,35 @@ class Executor:
         if (2**digit_bits - 1) * (2**cell_bits - 1) * rows < 2**24:
             return np.float32, np.float32, np.float32
         return np.float64, np.float64, np.float64
+
+    def _calibrated(self, layer: str) -> LayerRange | None:
+        calibration = self.program.calibration
+        return None if calibration is None else calibration.of(layer)
+
+    def _check_calibration(self) -> None:
+        """Calibrated converter ranges need the program's calibration for every layer."""
+        wanted = [
+            what
+            for what, mode in (
+                ("input_range", self.settings.input_range),
+                ("adc_range", self.adc_range),
+            )
+            if mode == "calibrated"
+        ]
+        if not wanted or not self.settings.quantized:
+            return
+        calibration = self.program.calibration
+        missing = [
+            layer.name
+            for layer in self.program.layers()
+            if calibration is None or calibration.of(layer.name) is None
+        ]
+        if missing:
+            raise XbarcError(
+                f'{wanted[0]} = "calibrated", but the program has no calibrated range for '
+                f"layer @{missing[0]}",
+                hint="run xbarc calibrate PROGRAM --data SAMPLES.npz first",
+            )
 
     # --- programming ----------------------------------------------------------------------
 
@@ -264,6 +304,9 @@ class Executor:
                 columns = index_array(block.cols, store)
                 sign = 1 if piece.polarity == "+" else -1
                 largest = max_input * (2**piece.bits - 1) * len(block.rows)
+                calibrated = self._calibrated(array.name)
+                if self.adc_range == "calibrated" and calibrated is not None:
+                    largest = max(1, math.ceil(calibrated.adc_range * largest))
                 targets.append(columns)
                 factors.append(np.full(len(columns), sign * 2**piece.shift, dtype=np.int64))
                 full_scales.append(np.full(len(columns), largest, dtype=np.int64))
@@ -390,7 +433,7 @@ class Executor:
         array = plans[0].array
         slice_bits = self.program.hardware.dac.slice_bits
         digit_max = self.digit_max
-        input_scale, inputs = self._dac_inputs(columns, x)
+        input_scale, inputs = self._dac_inputs(plans[0].layer.name, columns, x)
         if inputs:
             groups, _, patches = inputs[0][1][0].shape
         else:  # an all-zero input: nothing to read
@@ -405,7 +448,7 @@ class Executor:
         for group in range(groups):
             acc = self.workspace("accumulator", (array.cols, patches), np.int64)
             acc.fill(0)
-            readout = ReadOut(self, acc)
+            readout = ReadOut(self, acc, plans[0].layer.name)
             corrections: dict[tuple | bytes, tuple[slice | np.ndarray, np.ndarray]] = {}
             for sign, unfolded in inputs:
                 for read in reads:
@@ -434,10 +477,20 @@ class Executor:
             kernels.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
 
-    def _dac_inputs(self, columns, x: np.ndarray) -> tuple[float, list]:
+    def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
         """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
-        least significant first, [groups, rows, P]])] for the signs that occur."""
-        peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+        least significant first, [groups, rows, P]])] for the signs that occur. The full
+        scale is the batch's largest |x| (`dynamic`, an oracle), the layer's calibrated
+        range (inputs beyond it clip) or a fixed number."""
+        mode = self.settings.input_range
+        if mode == "dynamic":
+            peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+        elif mode == "calibrated":
+            calibrated = self._calibrated(layer)
+            assert calibrated is not None  # checked at construction
+            peak = calibrated.input_range
+        else:
+            peak = float(mode)
         input_scale = peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
         slice_bits = self.program.hardware.dac.slice_bits
         count = -(-(self.dac_bits - 1) // slice_bits)
@@ -499,9 +552,10 @@ class ReadOut:
     through the ADC in one kernel call (a parallel kernel launch costs as much as reading
     out a small read)."""
 
-    def __init__(self, executor: Executor, acc: np.ndarray):
+    def __init__(self, executor: Executor, acc: np.ndarray, layer: str):
         self.executor = executor
         self.acc = acc
+        self.layer = layer
         self.used = 0
         self.columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.dtype = executor.sum_type
@@ -520,7 +574,11 @@ class ReadOut:
             self.executor.noisy_read(read.cells_t, driven, partial)
         else:
             np.matmul(read.cells_t, driven, out=partial)
-        self.columns.append((read.target, factor, read.full_scale))
+        full_scale = read.full_scale
+        if self.executor.adc_range == "dynamic":  # an oracle: the read's own largest sum
+            largest = max(1, math.ceil(float(partial.max(initial=0))))
+            full_scale = np.full(len(read.target), largest, dtype=np.int64)
+        self.columns.append((read.target, factor, full_scale))
         self.used += size
 
     def flush(self) -> None:
@@ -531,6 +589,8 @@ class ReadOut:
         )
         buffer = self.executor.workspace("partial sums", (self.used,), self.dtype)
         partial = buffer.reshape(len(targets), -1)
+        if self.executor.on_read_sums is not None:
+            self.executor.on_read_sums(self.layer, partial, full_scales)
         kernels.adc_accumulate(
             partial, targets, factors, full_scales, self.executor.adc_levels, self.acc
         )

@@ -31,6 +31,7 @@ SHIPPED = ("ideal", "quant", "rram", "pcm")
 PROGRAMMING_MODELS = ("none", "relative", "rram", "pcm")
 DRIFT_MODELS = ("none", "constant", "pcm")
 READ_MODELS = ("none", "additive", "pcm")
+ADC_RANGES = ("fixed", "calibrated", "dynamic")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,11 @@ class NoiseSettings:
     quantized: bool = False
     dac_bits: int | None = None  # None: the program's hardware
     adc_bits: int | str | None = None  # None: the program's hardware; "exact": lossless
+    # converter ranges: the DAC's full scale per layer input, the ADC's per read
+    input_range: str | float = (
+        "dynamic"  # dynamic (oracle: the batch's max |x|) | calibrated | a number
+    )
+    adc_range: str | None = None  # None: the program's hardware | fixed | calibrated | dynamic
     # programming (chip seed): Gaussian, sigma(G) per model, times programming_scale
     programming: str = "none"  # none | relative (sigma = programming_relative * G) | rram | pcm
     programming_scale: float = 1.0
@@ -207,6 +213,18 @@ def check_field(key: str, value, origin: str):
     if key in ("quantized", "drift_compensation"):
         if not isinstance(value, bool):
             raise fail("expected true or false")
+        return value
+    if key == "input_range":
+        if value in ("dynamic", "calibrated"):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise fail('expected "dynamic", "calibrated" or a full scale above 0')
+        if not np.isfinite(value):
+            raise fail("expected a finite full scale")
+        return float(value)
+    if key == "adc_range":
+        if value not in ADC_RANGES:
+            raise fail(f"expected one of {', '.join(ADC_RANGES)}")
         return value
     if key in ("programming", "drift", "read_noise"):
         choices = {

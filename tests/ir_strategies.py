@@ -1,7 +1,7 @@
 """Hypothesis strategies for random, well-formed tile IR programs.
 
 "Well-formed" means what the parser demands: names unique in their namespace (values,
-layers, arrays, tensors, tile types, combines, blocks, phases, slices of an array,
+layers, arrays, tensors, tile types, combines, calibration, blocks, phases, slices of an array,
 attributes of an op) and every reference pointing at something of the right kind that
 exists (ops read earlier values, blocks sit on declared tile types, runs name layers,
 cycles name blocks). Numbers are not checked against the hardware: these programs
@@ -38,6 +38,7 @@ from xbarc.ir.tile import (
     Attribute,
     BasisCombine,
     Block,
+    Calibration,
     Const,
     ConvGeometry,
     CrossbarLayer,
@@ -45,6 +46,7 @@ from xbarc.ir.tile import (
     DigitalOp,
     GraphInput,
     IndexTable,
+    LayerRange,
     LayerRun,
     Op,
     Phase,
@@ -382,6 +384,14 @@ def programs(draw: Draw) -> Program:
         )
         for layer in combine_layers
     )
+    calibration = None
+    if draw(st.booleans()):
+        ranged = draw(st.lists(st.sampled_from(layer_names), unique=True)) if layer_names else []
+        calibration = Calibration(
+            draw(any_floats),
+            draw(small_ints),
+            tuple(LayerRange(name, draw(any_floats), draw(any_floats)) for name in ranged),
+        )
     phase_indices = draw(st.lists(small_ints, max_size=3, unique=True))
     phases = tuple(draw(phase(index, layer_names, len(blocks) or 1)) for index in phase_indices)
     return Program(
@@ -393,5 +403,6 @@ def programs(draw: Draw) -> Program:
         arrays=arrays,
         blocks=blocks,
         combines=combines,
+        calibration=calibration,
         phases=phases,
     )

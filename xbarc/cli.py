@@ -135,6 +135,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(run_parser)
     run_parser.set_defaults(handler=run_run)
 
+    calibrate_parser = commands.add_parser(
+        "calibrate",
+        help="measure converter ranges on calibration data and store them in the program",
+        description="Run the program on calibration samples and store per layer the DAC "
+        "input range and the ADC range (a percentile of what occurs) in its calibration "
+        "section; runs use them with --set input_range=calibrated --set adc_range=calibrated.",
+    )
+    calibrate_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
+    calibrate_parser.add_argument(
+        "--data", type=Path, required=True, help=".npz with one array per input (samples first)"
+    )
+    calibrate_parser.add_argument(
+        "--percentile", type=float, default=99.99, help="percentile kept (default 99.99)"
+    )
+    calibrate_parser.add_argument(
+        "--samples", type=int, metavar="N", help="use the first N samples (default all)"
+    )
+    calibrate_parser.add_argument(
+        "--batch-size", type=int, default=32, help="samples per run (default 32)"
+    )
+    calibrate_parser.add_argument(
+        "-o", "--output", type=Path, help="write the calibrated program here (default: in place)"
+    )
+    calibrate_parser.set_defaults(handler=run_calibrate)
+
     eval_parser = commands.add_parser(
         "eval",
         help="compare a compiled program with its float model on a data set",
@@ -282,6 +307,40 @@ def summarize(value) -> str:
         return ""
     flat = value.reshape(-1)
     return f"min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g}"
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from xbarc.calibrate import calibrate
+    from xbarc.evaluate import load_data
+    from xbarc.ir.io import load_program, save_program
+
+    program = load_program(args.program)
+    data = load_data(args.data)
+    bar = progress_bar("calibrate")
+    try:
+        calibrated = calibrate(
+            program,
+            data,
+            percentile=args.percentile,
+            samples=args.samples,
+            batch_size=args.batch_size,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    output = args.output or args.program
+    save_program(output, calibrated)
+    assert calibrated.calibration is not None
+    print(
+        f"calibrated {len(calibrated.calibration.layers)} layers on "
+        f"{calibrated.calibration.samples} samples at the {args.percentile:g}th percentile"
+    )
+    print(f"{'layer':<32} {'input range':>12} {'ADC range':>10}")
+    for entry in calibrated.calibration.layers:
+        print(f"{entry.layer[:32]:<32} {entry.input_range:>12.4g} {entry.adc_range:>10.4g}")
+    print(f"wrote {output}")
+    return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:

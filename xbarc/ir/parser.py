@@ -44,6 +44,7 @@ from xbarc.ir.tile import (
     Attribute,
     BasisCombine,
     Block,
+    Calibration,
     Const,
     ConvGeometry,
     CrossbarLayer,
@@ -51,6 +52,7 @@ from xbarc.ir.tile import (
     DigitalOp,
     GraphInput,
     IndexTable,
+    LayerRange,
     LayerRun,
     Op,
     Operand,
@@ -522,6 +524,18 @@ class _Builder(Transformer):
         )
         return "combine", combine, _position(keyword)
 
+    def layer_range(self, children: list[Any]) -> tuple[LayerRange, Position]:
+        layer, input_range, adc_range = children
+        entry = LayerRange(_ref(layer), _number(input_range), _number(adc_range))
+        return entry, _position(layer)
+
+    def calibration(self, children: list[Any]) -> tuple[str, Calibration, Position, list]:
+        keyword, percentile, samples, *ranges = children
+        calibration = Calibration(
+            _number(percentile), int(samples), tuple(entry for entry, _ in ranges)
+        )
+        return "calibration", calibration, _position(keyword), ranges
+
     def write_entry(self, children: list[Token]) -> list[TileWrite]:
         vtiles, tiles = children
         vtile_range, tile_range = _expand(vtiles), _expand(tiles)
@@ -595,6 +609,7 @@ def _assemble(statements: list[Any]) -> tuple[Program, dict[LocationKey, Positio
     arrays: list[Array] = []
     blocks: list[Block] = []
     combines: list[BasisCombine] = []
+    calibration: Calibration | None = None
     phases: list[Phase] = []
     for statement in rest:
         if statement is None:
@@ -609,6 +624,12 @@ def _assemble(statements: list[Any]) -> tuple[Program, dict[LocationKey, Positio
             _define(locations, ("combine", combine.layer), position,
                     f"the combine of {const_ref(combine.layer)}")  # fmt: skip
             combines.append(combine)
+        elif kind == "calibration":
+            _, calibration, position, ranges = statement
+            locations[("calibration", None)] = position
+            for entry, entry_position in ranges:
+                _define(locations, ("range", entry.layer), entry_position,
+                        f"the range of {const_ref(entry.layer)}")  # fmt: skip
         else:
             phases.append(_place_phase(statement, locations))
     program = Program(
@@ -620,6 +641,7 @@ def _assemble(statements: list[Any]) -> tuple[Program, dict[LocationKey, Positio
         arrays=tuple(arrays),
         blocks=tuple(blocks),
         combines=tuple(combines),
+        calibration=calibration,
         phases=tuple(phases),
     )
     return program, locations

@@ -23,6 +23,7 @@ from xbarc.ir.tile import (
     Attribute,
     BasisCombine,
     Block,
+    Calibration,
     Const,
     CrossbarLayer,
     DigitalOp,
@@ -58,6 +59,8 @@ def print_program(program: Program) -> str:
     if program.combines:
         lines.append("")
         lines.extend(_combine_line(combine) for combine in program.combines)
+    if program.calibration is not None:
+        _print_calibration(lines, program.calibration)
     cells_per_vtile = _cells_per_vtile(program.blocks)
     for phase in program.phases:
         _print_phase(lines, phase, cells_per_vtile)
@@ -317,6 +320,20 @@ def _print_blocks(lines: list[str], blocks: Sequence[Block]) -> None:
             f" rows={_format_indices(block.rows)} cols={_format_indices(block.cols)}"
             f" on v{block.vtile}:{format_name(block.tile_type)}"
             f" at {block.row_offset},{block.col_offset}"
+        )
+    lines.append("}")
+
+
+def _print_calibration(lines: list[str], calibration: Calibration) -> None:
+    lines.append("")
+    lines.append(
+        f"calibration percentile={format_float(calibration.percentile)}"
+        f" samples={calibration.samples} {{"
+    )
+    for entry in calibration.layers:
+        lines.append(
+            f"  {const_ref(entry.layer)} input_range={format_float(entry.input_range)}"
+            f" adc_range={format_float(entry.adc_range)}"
         )
     lines.append("}")
 

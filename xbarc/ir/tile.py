@@ -249,6 +249,34 @@ class BasisCombine:
     scale: float | Const
 
 
+# --- calibration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRange:
+    """Calibrated converter ranges of one crossbar layer."""
+
+    layer: str
+    input_range: float  # DAC full scale: the layer input's |x| at the percentile
+    adc_range: float  # ADC full scale as a fraction of the largest sum a read can produce
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Converter ranges measured on calibration data (`xbarc calibrate`): the given
+    percentile of |input| and of read sums over `samples` samples."""
+
+    percentile: float
+    samples: int
+    layers: tuple[LayerRange, ...]
+
+    def of(self, layer: str) -> LayerRange | None:
+        for entry in self.layers:
+            if entry.layer == layer:
+                return entry
+        return None
+
+
 # --- schedule ----------------------------------------------------------------------------
 
 
@@ -310,6 +338,7 @@ class Program:
     arrays: tuple[Array, ...] = ()
     blocks: tuple[Block, ...] = ()
     combines: tuple[BasisCombine, ...] = ()
+    calibration: Calibration | None = None
     phases: tuple[Phase, ...] = ()
     store: TensorStore = field(default_factory=TensorStore, compare=False, repr=False)
 

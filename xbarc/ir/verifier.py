@@ -8,6 +8,7 @@ so that errors in a `.xbar` file carry file:line:column. The invariants are list
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 
@@ -52,6 +53,7 @@ class _Verifier:
         self.check_arrays()
         self.check_blocks()
         self.check_combines()
+        self.check_calibration()
         self.check_phases()
 
     # --- hardware and tensors -------------------------------------------------------------
@@ -364,6 +366,25 @@ class _Verifier:
                 self.require_tensor(key, combine.scale.name, (layer.groups, layer.cols))
 
     # --- phases ---------------------------------------------------------------------------
+
+    def check_calibration(self) -> None:
+        calibration = self.program.calibration
+        if calibration is None:
+            return
+        key = ("calibration", None)
+        if not (0 < calibration.percentile <= 100):
+            self.fail(key, f"calibration percentile {calibration.percentile} is not in (0, 100]")
+        if calibration.samples < 1:
+            self.fail(key, f"calibration from {calibration.samples} samples")
+        layers = {layer.name for layer in self.program.layers()}
+        for entry in calibration.layers:
+            where = ("range", entry.layer)
+            if entry.layer not in layers:
+                self.fail(where, f"calibration names no crossbar layer @{entry.layer}")
+            if not (math.isfinite(entry.input_range) and entry.input_range > 0):
+                self.fail(where, f"@{entry.layer}: input_range {entry.input_range} is not > 0")
+            if not (0 < entry.adc_range <= 1):
+                self.fail(where, f"@{entry.layer}: adc_range {entry.adc_range} is not in (0, 1]")
 
     def check_phases(self) -> None:
         if not self.program.phases:

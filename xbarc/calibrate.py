@@ -1,0 +1,125 @@
+"""`xbarc calibrate`: converter ranges measured on calibration data, stored in the program.
+
+    xbarc calibrate model.xbar --data calib.npz [--percentile 99.99] [--samples 256]
+
+Two passes over the samples:
+1. Input ranges: the program runs in `ideal`; each crossbar layer's DAC full scale is the
+   chosen percentile of |x| over its inputs (an all-zero input gets 1.0).
+2. ADC ranges: the program runs in `quant` with those input ranges and the fixed ADC
+   range; each layer's ADC full scale is the percentile of its reads' sums as a fraction
+   of the largest sum a read can produce (rounded up to 1/1024), so that the ADC's codes
+   cover the sums that occur instead of the ones that could.
+
+The result is the program's `calibration` section (ir_spec/SPEC.md); runs use it with
+`--set input_range=calibrated --set adc_range=calibrated`. Calibration is noise-free and
+deterministic: the same data give the same ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.tile import Calibration, LayerRange, Program
+
+ADC_BINS = 1024  # resolution of the ADC range: 1/1024 of the largest sum
+INPUT_SAMPLE = 1 << 21  # |x| values kept per layer for its percentile (a seeded subsample)
+
+
+def calibrate(
+    program: Program,
+    data: Mapping[str, np.ndarray],
+    percentile: float = 99.99,
+    samples: int | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> Program:
+    """`program` with a calibration from the first `samples` samples of `data` (all by
+    default): one array per program input, samples first."""
+    from xbarc.runtime.executor import Executor
+    from xbarc.runtime.noise import noise_settings
+
+    if not 0 < percentile <= 100:
+        raise XbarcError(f"--percentile must be in (0, 100], got {percentile}")
+    if batch_size < 1:
+        raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
+    names = [graph_input.name for graph_input in program.inputs]
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise XbarcError(
+            f"the calibration data has no array named {missing[0]!r}",
+            hint=f"name the arrays after the program's inputs ({', '.join(names)})",
+        )
+    available = min(len(data[name]) for name in names)
+    count = available if samples is None else min(samples, available)
+    if count < 1:
+        raise XbarcError("no calibration samples", hint="--samples and the data need at least 1")
+    batches = [
+        {name: np.asarray(data[name][start : start + batch_size]) for name in names}
+        for start in range(0, count, batch_size)
+    ]
+    layers = list(program.layers())
+
+    # 1. input ranges, from the float activations
+    ideal = Executor(program)
+    rng = np.random.default_rng(0)
+    kept = max(1, INPUT_SAMPLE // len(batches))
+    magnitudes: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
+    for batch in batches:
+        values = ideal.run_all(batch)
+        for layer in layers:
+            flat = np.abs(np.asarray(values[layer.input], dtype=np.float32)).reshape(-1)
+            if flat.size > kept:
+                flat = rng.choice(flat, kept, replace=False)
+            magnitudes[layer.name].append(flat)
+        if progress is not None:
+            progress(len(next(iter(batch.values()))))
+    input_ranges = {}
+    for name, parts in magnitudes.items():
+        value = float(np.percentile(np.concatenate(parts), percentile))
+        input_ranges[name] = value if value > 0 else 1.0
+
+    # 2. ADC ranges, from the read sums of the quantized run with those input ranges
+    staged = replace(
+        program,
+        calibration=Calibration(
+            percentile,
+            count,
+            tuple(LayerRange(layer.name, input_ranges[layer.name], 1.0) for layer in layers),
+        ),
+    )
+    quant = Executor(staged, noise_settings("quant", input_range="calibrated", adc_range="fixed"))
+    histograms = {layer.name: np.zeros(ADC_BINS, dtype=np.int64) for layer in layers}
+
+    def record(layer: str, sums: np.ndarray, full_scale: np.ndarray) -> None:
+        fraction = sums / full_scale[:, None].astype(np.float64)
+        bins = np.clip((fraction * ADC_BINS).astype(np.int64), 0, ADC_BINS - 1)
+        histograms[layer] += np.bincount(bins.reshape(-1), minlength=ADC_BINS)
+
+    quant.on_read_sums = record
+    for batch in batches:
+        quant.run(batch)
+        if progress is not None:
+            progress(len(next(iter(batch.values()))))
+    ranges = tuple(
+        LayerRange(
+            layer.name, input_ranges[layer.name], adc_fraction(histograms[layer.name], percentile)
+        )
+        for layer in layers
+    )
+    return replace(program, calibration=Calibration(percentile, count, ranges))
+
+
+def adc_fraction(histogram: np.ndarray, percentile: float) -> float:
+    """The upper edge of the bin holding the percentile of the histogrammed fractions (1.0
+    when nothing was read)."""
+    total = int(histogram.sum())
+    if total == 0:
+        return 1.0
+    needed = math.ceil(total * percentile / 100)
+    index = int(np.searchsorted(np.cumsum(histogram), needed))
+    return min(1.0, (index + 1) / len(histogram))

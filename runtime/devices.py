@@ -141,8 +141,9 @@ def read_noise_sigma(
 class Chip:
     """The devices of one simulated chip: per physical tile, its stuck cells and g_max
     spread (drawn once from the chip seed), a fresh programming-noise draw at every
-    programming of the tile (chip seed, keyed by tile and programming count) and drift to
-    `t_inference` (time seed, same keys). Works in effective levels."""
+    programming of the tile (chip seed, keyed by tile and programming count), drift to
+    `t_inference` (time seed, same keys) and first-order IR drop. Works in effective
+    levels."""
 
     def __init__(self, settings: NoiseSettings, seeds, cell_bits: int, g_min: float, g_max: float):
         self.settings = settings
@@ -186,4 +187,87 @@ class Chip:
                 now = g.sum()
                 if now > 0:
                     g = g * (programmed.sum() / now)
+        if settings.wire_resistance > 0:
+            g = ir_drop_first_order(g, settings.wire_resistance)
         return effective_levels(g, self.cell_max, self.g_min, self.g_max)
+
+
+# --- IR drop ----------------------------------------------------------------------------
+#
+# A tile: rows (word lines) driven from the left at column 0, columns (bit lines) sensed at
+# the bottom, below row R-1, at virtual ground; every wire segment between neighbouring
+# cells (and from the driver or to the sense amplifier) has resistance r.
+
+
+def ir_drop_first_order(g: np.ndarray, r: float) -> np.ndarray:
+    """Effective conductances (same units as `g`, r in ohms, g in uS) of a tile under
+    first-order IR drop: the cell currents of an ideal read, I = G x, flowing through the
+    wires, lower each cell's voltage by r times the currents of the segments between it
+    and the driver (word line) and between it and the sense amplifier (bit line). To
+    first order the read stays linear in x, y_j = sum_i x_i G_ij (1 - r (A_ij + D_ij)),
+    with A_ij = sum_j' G_ij' (min(j, j') + 1) and D_ij = sum_i' G_i'j (R - max(i, i')),
+    so a tile's IR drop is one attenuation per cell, computed once per programming."""
+    g = np.asarray(g, dtype=np.float64)
+    rows, cols = g.shape
+    siemens = g * 1e-6
+    j = np.arange(cols)
+    i = np.arange(rows)
+    word = np.minimum(j[:, None], j[None, :]) + 1  # [j, j']
+    bit = rows - np.maximum(i[:, None], i[None, :])  # [i, i']
+    a = siemens @ word.T  # A_ij = sum_j' G_ij' (min(j, j') + 1)
+    d = bit @ siemens  # D_ij = sum_i' (R - max(i, i')) G_i'j
+    return g * (1.0 - r * (a + d))
+
+
+def ir_drop_nodal(
+    g: np.ndarray, x: np.ndarray, r: float, tolerance: float = 1e-12, sweeps: int = 10_000
+) -> np.ndarray:
+    """Column currents (uS x volts) of a tile with conductances `g` (uS) driven by `x`
+    (volts, one per row), solving Kirchhoff's current law at every word-line and bit-line
+    node: block Gauss-Seidel, each sweep solving every word line given the bit lines and
+    then every bit line given the word lines (tridiagonal systems). The reference that
+    validates `ir_drop_first_order`."""
+    siemens = np.asarray(g, dtype=np.float64) * 1e-6
+    x = np.asarray(x, dtype=np.float64)
+    rows, cols = siemens.shape
+    wire = 1.0 / r
+    word = np.repeat(x[:, None], cols, axis=1)  # word-line node voltages [R, C]
+    bit = np.zeros((rows, cols))  # bit-line node voltages [R, C]
+    for _ in range(sweeps):
+        # word line i: -w U[j-1] + (2w + G) U[j] - w U[j+1] = G W[j] (+ w x at j = 0);
+        # the far end (j = C-1) is open: (w + G) U - w U[j-1]
+        diagonal = 2 * wire + siemens
+        diagonal[:, -1] -= wire
+        right = siemens * bit
+        right[:, 0] += wire * x
+        new_word = _tridiagonal(diagonal, -wire, right, axis=1)
+        # bit line j: the top end (i = 0) is open, the bottom one (below R-1) grounded
+        diagonal = 2 * wire + siemens
+        diagonal[0, :] -= wire
+        new_bit = _tridiagonal(diagonal, -wire, siemens * new_word, axis=0)
+        change = max(np.abs(new_word - word).max(), np.abs(new_bit - bit).max())
+        word, bit = new_word, new_bit
+        if change <= tolerance * max(1.0, float(np.abs(x).max())):
+            break
+    return wire * bit[-1] * 1e6  # the current into each sense amplifier, in uS x volts
+
+
+def _tridiagonal(diagonal: np.ndarray, off: float, right: np.ndarray, axis: int) -> np.ndarray:
+    """Solve the symmetric tridiagonal systems (constant off-diagonal `off`) along `axis`
+    of [R, C] arrays, all at once (Thomas algorithm)."""
+    if axis == 0:
+        return _tridiagonal(diagonal.T, off, right.T, axis=1).T
+    n = diagonal.shape[1]
+    c = np.empty_like(diagonal)
+    d = np.empty_like(right)
+    c[:, 0] = off / diagonal[:, 0]
+    d[:, 0] = right[:, 0] / diagonal[:, 0]
+    for k in range(1, n):
+        denominator = diagonal[:, k] - off * c[:, k - 1]
+        c[:, k] = off / denominator
+        d[:, k] = (right[:, k] - off * d[:, k - 1]) / denominator
+    out = np.empty_like(right)
+    out[:, -1] = d[:, -1]
+    for k in range(n - 2, -1, -1):
+        out[:, k] = d[:, k] - c[:, k] * out[:, k + 1]
+    return out

@@ -65,6 +65,8 @@ class NoiseSettings:
     t_inference: float = 0.0  # seconds after programming
     t0: float = 20.0
     drift_compensation: bool = False  # global: each tile's read rescaled by a reference read
+    # IR drop (first order, per tile): ohms of each wire segment between neighbouring cells
+    wire_resistance: float = 0.0
     # per MVM (read seed)
     input_noise: float = 0.0  # sigma of the DAC output, relative to its full scale
     read_noise: str = "none"  # none | additive (sigma |x|_2) | pcm (sigma sqrt(sum |W| x^2))
@@ -80,6 +82,7 @@ class NoiseSettings:
             or self.p_sa1 > 0
             or self.g_max_spread > 0
             or (self.drift != "none" and self.t_inference > 0)
+            or self.wire_resistance > 0
         )
 
     @property

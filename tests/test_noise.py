@@ -332,3 +332,94 @@ def test_read_noise_statistics(mlp_program, model, input_noise):
     error = reads - exact
     assert np.all(np.abs(error.mean(axis=0)) <= 5 * sigma / math.sqrt(draws))
     assert np.all(np.abs(error.std(axis=0) - sigma) <= 5 * sigma / math.sqrt(2 * draws))
+
+
+# --- IR drop ------------------------------------------------------------------------------------
+
+
+def nodal_direct(g: np.ndarray, x: np.ndarray, r: float) -> np.ndarray:
+    """Column currents of a tile by one dense solve of Kirchhoff's law at its 2 R C nodes
+    (word-line nodes first, then bit-line nodes): the independent reference."""
+    rows, cols = g.shape
+    siemens, wire = g * 1e-6, 1.0 / r
+    n = rows * cols
+    matrix = np.zeros((2 * n, 2 * n))
+    right = np.zeros(2 * n)
+
+    def word(i, j):
+        return i * cols + j
+
+    def bit(i, j):
+        return n + i * cols + j
+
+    for i in range(rows):
+        for j in range(cols):
+            u, w, cell = word(i, j), bit(i, j), siemens[i, j]
+            # word-line node: to its left neighbour (or the driver), its right one, the cell
+            matrix[u, u] += wire + cell
+            matrix[u, w] -= cell
+            if j == 0:
+                right[u] += wire * x[i]
+            else:
+                matrix[u, word(i, j - 1)] -= wire
+            if j + 1 < cols:
+                matrix[u, u] += wire
+                matrix[u, word(i, j + 1)] -= wire
+            # bit-line node: to the node above, below (or ground at the bottom), the cell
+            matrix[w, w] += wire + cell
+            matrix[w, u] -= cell
+            if i + 1 < rows:
+                matrix[w, bit(i + 1, j)] -= wire
+            if i > 0:
+                matrix[w, w] += wire
+                matrix[w, bit(i - 1, j)] -= wire
+    voltages = np.linalg.solve(matrix, right)
+    return wire * voltages[n + (rows - 1) * cols : n + rows * cols] * 1e6
+
+
+def test_nodal_solver_equals_a_direct_solve():
+    rng = np.random.default_rng(10)
+    g = rng.uniform(G_MIN, G_MAX, (6, 5))
+    x = rng.uniform(0, 0.2, 6)
+    want = nodal_direct(g, x, 5.0)
+    assert np.allclose(devices.ir_drop_nodal(g, x, 5.0), want, rtol=1e-9, atol=0)
+    assert np.all(want < x @ g)  # IR drop only ever loses current
+
+
+@pytest.mark.parametrize("size, r", [(32, 1.0), (64, 1.0), (128, 0.5)])
+def test_first_order_ir_drop_agrees_with_the_nodal_solver(size, r):
+    """On random arrays whose IR drop stays under 10 % of the output, the first-order
+    model's error is at most 10 % of the drop itself (it is of second order)."""
+    rng = np.random.default_rng(size)
+    for _ in range(3):
+        g = rng.uniform(G_MIN, G_MAX, (size, size))
+        x = rng.uniform(0, 0.2, size)
+        ideal, nodal = x @ g, devices.ir_drop_nodal(g, x, r)
+        first = x @ devices.ir_drop_first_order(g, r)
+        drop = np.abs(ideal - nodal)
+        assert drop.max() < 0.1 * np.abs(ideal).max()
+        assert np.abs(first - nodal).max() <= 0.1 * drop.max()
+        assert np.all(first < ideal)
+
+
+def test_ir_drop_grows_with_distance_from_driver_and_sense_amplifier():
+    g = np.full((64, 64), G_MAX)
+    attenuation = 1 - devices.ir_drop_first_order(g, 1.0) / g
+    assert attenuation[0, 0] < attenuation[0, -1]  # farther along the word line
+    assert attenuation[-1, 0] < attenuation[0, 0]  # farther from the bit line's end
+    assert attenuation.max() == attenuation[0, -1]
+
+
+def test_ir_drop_in_a_run_is_deterministic_and_shrinks_the_weights(mlp_program):
+    x = {"x": random((4, 24), 5)}
+    settings = noise_settings("quant", wire_resistance=2.0, adc_bits=12)
+    dropped = Executor(mlp_program, settings, Seeds.derive(1)).run_all(x)
+    again = Executor(mlp_program, settings, Seeds.derive(2)).run_all(x)  # no random draw
+    quant = Executor(mlp_program, noise_settings("quant", adc_bits=12)).run_all(x)
+    first = next(mlp_program.layers())
+    bias = mlp_program.store[first.bias]
+    assert np.array_equal(dropped[first.output], again[first.output])
+    # every cell conducts less, so both polarities shrink: the layer's response moves
+    assert not np.array_equal(dropped[first.output], quant[first.output])
+    shrink = np.abs(dropped[first.output] - bias).mean() / np.abs(quant[first.output] - bias).mean()
+    assert 0.5 < shrink < 1.0

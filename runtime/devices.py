@@ -118,23 +118,20 @@ def read_noise_sigma(
     cell_max: int,
     digit_max: int,
 ) -> np.ndarray:
-    """Per read column and patch, the standard deviation the read adds (before the ADC), in
-    the read's units (levels x DAC digits). `drive` [rows, P] holds the DAC digits and
-    `cells` [M, rows] the effective levels. In normalized units (weights |W| <= 1, inputs
-    |x| <= 1, one cell at g_max driven at full scale = 1):
-    additive: read_sigma |x|_2; pcm: read_sigma sqrt(sum |W| x^2); then output_noise,
-    independent, added in quadrature."""
+    """The standard deviation a read adds to each column sum before the ADC, in the
+    read's units (levels x DAC digits): [1, P] (the same for every column) or [M, P].
+    `drive` [rows, P] holds the DAC digits and `cells` [M, rows] the effective levels. In
+    normalized units (weights |W| <= 1, inputs |x| <= 1, one cell at g_max driven at full
+    scale = 1): additive: read_sigma |x|_2; pcm: read_sigma sqrt(sum |W| x^2); then
+    output_noise, independent, added in quadrature."""
     unit = cell_max * digit_max  # one full cell at full drive, in read units
-    columns, patches = cells.shape[0], drive.shape[1]
-    variance = np.zeros((columns, patches))
+    x2 = np.square(drive, dtype=np.float64) / digit_max**2
+    variance = np.full((1, drive.shape[1]), np.square(settings.output_noise))
     if settings.read_noise == "additive":
-        norm = np.sqrt(np.square(drive, dtype=np.float64).sum(axis=0)) / digit_max
-        variance += np.square(settings.read_sigma * norm)[None, :]
+        variance = variance + np.square(settings.read_sigma) * x2.sum(axis=0)[None, :]
     elif settings.read_noise == "pcm":
-        x2 = np.square(drive, dtype=np.float64) / digit_max**2
         weighted = np.abs(cells.astype(np.float64)) @ x2 / cell_max
-        variance += np.square(settings.read_sigma) * weighted
-    variance += np.square(settings.output_noise)
+        variance = variance + np.square(settings.read_sigma) * weighted
     return unit * np.sqrt(variance)
 
 

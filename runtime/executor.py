@@ -62,7 +62,7 @@ from xbarc.ir.tile import (
     Value,
 )
 from xbarc.passes.quantize import slice_cells
-from xbarc.runtime import kernels
+from xbarc.runtime import gaussian, kernels
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
 from xbarc.runtime.noise import NoiseSettings, Seeds
@@ -155,7 +155,7 @@ class Executor:
         # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
         # before each batch of reads passes through the ADC
         self.on_read_sums: Callable[[str, np.ndarray, np.ndarray], None] | None = None
-        self._read_rng = self.seeds.rng("read")
+        self._reads = 0  # noisy reads so far: each one's draws are keyed by its number
         self.cell_max = 2**hardware.cell.bits - 1
         self.digit_max = min(2**hardware.dac.slice_bits, 2 ** (self.dac_bits - 1)) - 1
         # quant: element types of a read's cells, DAC digits and partial sums
@@ -509,15 +509,23 @@ class Executor:
 
     def noisy_read(self, cells_t: np.ndarray, driven: np.ndarray, out: np.ndarray) -> None:
         """out = cells_t @ driven as the analog read gives it: the DAC's output with input
-        noise, then read and output noise on every column sum (`devices.read_noise_sigma`),
-        all drawn from the read seed in schedule order."""
-        settings, rng = self.settings, self._read_rng
+        noise, then read and output noise on every column sum (`devices.read_noise_sigma`).
+        Each draw is keyed by the read seed and the read's number in the executor's life
+        (`gaussian`): the same seeds and runs give the same bits on any thread count."""
+        settings = self.settings
         if settings.input_noise > 0:
-            sigma = settings.input_noise * self.digit_max
-            driven = driven + sigma * rng.standard_normal(driven.shape, dtype=np.float32)
+            noisy = self.workspace("noisy drive", driven.shape, np.float32)
+            noisy[...] = driven
+            sigma_in = np.full((1, driven.shape[1]), settings.input_noise * self.digit_max)
+            gaussian.add_noise(noisy, sigma_in, self._next_read_key())
+            driven = noisy
         np.matmul(cells_t, driven, out=out)
         sigma = read_noise_sigma(settings, driven, cells_t, self.cell_max, self.digit_max)
-        out += (sigma * rng.standard_normal(sigma.shape)).astype(out.dtype)
+        gaussian.add_noise(out, sigma, self._next_read_key())
+
+    def _next_read_key(self) -> int:
+        self._reads += 1
+        return gaussian.stream_key(self.seeds.read, self._reads)
 
     def workspace(self, name: Hashable, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         """An array of `shape` in the memory kept under `name`, grown when too small; its

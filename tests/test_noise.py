@@ -317,10 +317,11 @@ def test_read_noise_statistics(mlp_program, model, input_noise):
     cells = rng.integers(0, cell_max + 1, (3, 32)).astype(np.float32)
     drive = rng.integers(0, digit_max + 1, (32, 4)).astype(np.float32)
     exact = cells @ drive
-    draws = 20_000
-    reads = np.empty((draws, 3, 4), np.float32)
-    for k in range(draws):
-        executor.noisy_read(cells, drive, reads[k])
+    draws = 20_000  # each of the 4 input columns repeated: one read gives every draw
+    wide = np.ascontiguousarray(np.repeat(drive, draws, axis=1))
+    out = np.empty((3, 4 * draws), np.float32)
+    executor.noisy_read(cells, wide, out)
+    reads = out.reshape(3, 4, draws).transpose(2, 0, 1)  # [draw, column, input]
     w, x = cells / cell_max, drive / digit_max
     variance = np.full((3, 4), 0.01**2)
     if model == "additive":

@@ -83,6 +83,8 @@ class ReadPlan:
     factor: np.ndarray  # int64 [M]: signed significance of the slice each column holds
     full_scale: np.ndarray  # int64 [M]: the ADC full scale, the largest sum of the read
     offset_columns: slice | np.ndarray | None  # output columns with the offset correction
+    # differential sensing: each column's cells |G+| + |G-| (for PCM-style read noise)
+    magnitude_t: np.ndarray | None = None
 
 
 @dataclass
@@ -137,6 +139,11 @@ class Executor:
         self.dac_bits = settings.dac_bits or hardware.dac.bits
         adc_bits = hardware.adc.bits if settings.adc_bits is None else settings.adc_bits
         self.adc_levels = 0 if isinstance(adc_bits, str) else 2**adc_bits - 1  # "exact": 0
+        self.differential_adc = settings.quantized and settings.adc_placement == "differential"
+        if self.differential_adc:
+            self._check_differential(adc_bits)
+            if isinstance(adc_bits, int):  # a signed ADC: as many levels either side of 0
+                self.adc_levels = 2 ** (adc_bits - 1) - 1
         if self.adc_levels == 0 and (settings.cells_noisy or settings.reads_noisy):
             raise XbarcError(
                 f'profile {settings.profile!r}: a lossless ADC (adc_bits = "exact") sums '
@@ -187,13 +194,30 @@ class Executor:
         hardware = self.program.hardware
         digit_bits = min(hardware.dac.slice_bits, self.dac_bits - 1)
         cell_bits = max((s.bits for a in self.program.arrays for s in a.slices), default=0)
+        # noisy or differential reads (signed cells) are not uint8 x int8 GEMMs
         noisy = settings.cells_noisy or settings.reads_noisy
+        if settings.adc_placement == "differential":
+            noisy = True
         if not noisy and cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
             return np.uint8, np.int8, np.int32
         rows = max(tile_type.rows for tile_type in hardware.tile_types)
         if (2**digit_bits - 1) * (2**cell_bits - 1) * rows < 2**24:
             return np.float32, np.float32, np.float32
         return np.float64, np.float64, np.float64
+
+    def _check_differential(self, adc_bits) -> None:
+        if isinstance(adc_bits, int) and adc_bits < 2:
+            raise XbarcError(
+                'adc_placement = "differential" needs a signed ADC of at least 2 bits',
+                hint="--set adc_bits=2 or more",
+            )
+        offset = [array.name for array in self.program.arrays if array.encoding == "offset"]
+        if offset:
+            raise XbarcError(
+                f'adc_placement = "differential" senses differential pairs, but array '
+                f"@{offset[0]} uses offset encoding",
+                hint="compile with --encoding differential, or keep adc_placement=polarity",
+            )
 
     def _calibrated(self, layer: str) -> LayerRange | None:
         calibration = self.program.calibration
@@ -327,6 +351,8 @@ class Executor:
                     as_slice(np.unique(np.concatenate(offset_columns))) if offset_columns else None,
                 )
             )
+        if self.differential_adc:
+            reads = [differential(read) for read in reads]
         return reads
 
     def _add_reads(
@@ -507,7 +533,13 @@ class Executor:
                 inputs.append((sign, unfolded))
         return input_scale, inputs
 
-    def noisy_read(self, cells_t: np.ndarray, driven: np.ndarray, out: np.ndarray) -> None:
+    def noisy_read(
+        self,
+        cells_t: np.ndarray,
+        driven: np.ndarray,
+        out: np.ndarray,
+        magnitude_t: np.ndarray | None = None,
+    ) -> None:
         """out = cells_t @ driven as the analog read gives it: the DAC's output with input
         noise, then read and output noise on every column sum (`devices.read_noise_sigma`).
         Each draw is keyed by the read seed and the read's number in the executor's life
@@ -520,7 +552,8 @@ class Executor:
             gaussian.add_noise(noisy, sigma_in, self._next_read_key())
             driven = noisy
         np.matmul(cells_t, driven, out=out)
-        sigma = read_noise_sigma(settings, driven, cells_t, self.cell_max, self.digit_max)
+        magnitude = cells_t if magnitude_t is None else magnitude_t
+        sigma = read_noise_sigma(settings, driven, magnitude, self.cell_max, self.digit_max)
         gaussian.add_noise(out, sigma, self._next_read_key())
 
     def _next_read_key(self) -> int:
@@ -579,7 +612,7 @@ class ReadOut:
         if self.executor.cell_type == np.uint8:  # integer reads
             kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
         elif self.executor.layer_reads_noisy:
-            self.executor.noisy_read(read.cells_t, driven, partial)
+            self.executor.noisy_read(read.cells_t, driven, partial, read.magnitude_t)
         else:
             np.matmul(read.cells_t, driven, out=partial)
         full_scale = read.full_scale
@@ -600,7 +633,13 @@ class ReadOut:
         if self.executor.on_read_sums is not None:
             self.executor.on_read_sums(self.layer, partial, full_scales)
         kernels.adc_accumulate(
-            partial, targets, factors, full_scales, self.executor.adc_levels, self.acc
+            partial,
+            targets,
+            factors,
+            full_scales,
+            self.executor.adc_levels,
+            self.acc,
+            signed=self.executor.differential_adc,
         )
         self.used = 0
         self.columns = []
@@ -675,6 +714,49 @@ def real_slice_cells(
     if piece.shift == lowest:
         cells += fraction
     return cells
+
+
+def differential(read: ReadPlan) -> ReadPlan:
+    """`read` sensed differentially: each + column and the - column of the same output and
+    significance become one signed column, their cells' difference (the currents subtract
+    before the ADC); a column without its partner stays as it is."""
+    dtype = read.cells_t.dtype  # float: signed differences (float64 for large sums)
+    partner: dict[tuple[int, int], int] = {}
+    for m, (target, factor) in enumerate(zip(read.target, read.factor, strict=True)):
+        if factor < 0:
+            partner[(int(target), int(-factor))] = m
+    rows, magnitudes, keep = [], [], []
+    paired = set()
+    for m, (target, factor) in enumerate(zip(read.target, read.factor, strict=True)):
+        if factor < 0:
+            continue
+        other = partner.get((int(target), int(factor)))
+        cells = read.cells_t[m]
+        if other is None:
+            rows.append(cells)
+            magnitudes.append(np.abs(cells))
+        else:
+            paired.add(other)
+            opposite = read.cells_t[other]
+            rows.append(cells - opposite)
+            magnitudes.append(np.abs(cells) + np.abs(opposite))
+        keep.append(m)
+    for m in range(len(read.target)):
+        if read.factor[m] < 0 and m not in paired:  # a - column alone
+            rows.append(read.cells_t[m])
+            magnitudes.append(np.abs(rows[-1]))
+            keep.append(m)
+    order = np.asarray(keep, dtype=np.int64)
+    return ReadPlan(
+        read.group,
+        read.rows,
+        np.ascontiguousarray(np.stack(rows), dtype=dtype),
+        read.target[order],
+        read.factor[order],
+        read.full_scale[order],
+        read.offset_columns,
+        np.ascontiguousarray(np.stack(magnitudes), dtype=dtype),
+    )
 
 
 def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:

@@ -263,26 +263,36 @@ def adc_accumulate(
     full_scale: np.ndarray,
     levels: int,
     acc: np.ndarray,
+    signed: bool = False,
 ) -> None:
     """Quantized read-out of crossbar columns, added into `acc` in place.
 
-    `partial` [M, P] holds exact non-negative integer sums of M read columns over P
-    patches. Per column m: code = clip(rint(partial * levels / full_scale[m]), 0, levels)
-    in float64 (half to even), then acc[target[m], p] += factor[m] * full_scale[m] * code,
-    so acc / levels is the dequantized sum. levels == 0 is a lossless ADC:
-    acc += factor[m] * partial. `target`, `factor`, `full_scale` are int64 [M]; `acc` is
-    int64 [outputs, P]. The Numba kernel reads out the columns of one target together, in
-    parallel over targets and runs of patches: one call for many reads costs one launch.
+    `partial` [M, P] holds the sums of M read columns over P patches (exact integers in
+    `quant`). Per column m: code = clip(rint(partial * levels / full_scale[m]), low,
+    levels) in float64 (half to even), low = -levels for a `signed` (differential) ADC
+    else 0, then acc[target[m], p] += factor[m] * full_scale[m] * code, so acc / levels is
+    the dequantized sum. levels == 0 is a lossless ADC: acc += factor[m] * partial.
+    `target`, `factor`, `full_scale` are int64 [M]; `acc` is int64 [outputs, P]. The Numba
+    kernel reads out the columns of one target together, in parallel over targets and runs
+    of patches: one call for many reads costs one launch.
     """
     _check_adc(partial, target, factor, full_scale, levels, acc)
     if _backend == "numpy":
-        adc_accumulate_numpy(partial, target, factor, full_scale, levels, acc)
+        adc_accumulate_numpy(partial, target, factor, full_scale, levels, acc, signed)
         return
     order = np.argsort(target, kind="stable")
     runs = np.flatnonzero(np.diff(target[order], prepend=-1, append=-1)).astype(np.int64)
     _use_threads(PARALLEL_WORK)  # conversions pay for a parallel launch at any size
     _numba().adc_accumulate(
-        np.ascontiguousarray(partial), order, runs, target, factor, full_scale, int(levels), acc
+        np.ascontiguousarray(partial),
+        order,
+        runs,
+        target,
+        factor,
+        full_scale,
+        int(levels),
+        -float(levels) if signed else 0.0,
+        acc,
     )
 
 
@@ -641,13 +651,14 @@ def adc_accumulate_numpy(
     full_scale: np.ndarray,
     levels: int,
     acc: np.ndarray,
+    signed: bool = False,
 ) -> None:
     _check_adc(partial, target, factor, full_scale, levels, acc)
     if levels == 0:
         contributions = factor[:, None] * partial.astype(np.int64)
     else:
         codes = np.rint(partial.astype(np.float64) * levels / full_scale[:, None])
-        np.clip(codes, 0, levels, out=codes)
+        np.clip(codes, -levels if signed else 0, levels, out=codes)
         contributions = (factor * full_scale)[:, None] * codes.astype(np.int64)
     # Sum the columns sharing a target, then add once per target (integer sums are exact).
     order = np.argsort(target, kind="stable")
@@ -798,7 +809,7 @@ def _numba() -> SimpleNamespace:
                         y[n, g * cout_per_group + co, o_d, o_h, o_w] = total
 
     @jit
-    def adc_accumulate_kernel(partial, order, runs, target, factor, full_scale, levels, acc):
+    def adc_accumulate_kernel(partial, order, runs, target, factor, full_scale, levels, low, acc):
         columns, patches = partial.shape
         source = partial.reshape(-1)
         dest = acc.reshape(-1)
@@ -828,7 +839,7 @@ def _numba() -> SimpleNamespace:
                 for i in range(length):
                     at = np.uint64(i)
                     code = np.rint(np.float64(source[read + at]) * top / scale)
-                    dest[into + at] += step * np.int64(min(max(code, 0.0), top))
+                    dest[into + at] += step * np.int64(min(max(code, low), top))
 
     @jit
     def dac_planes_kernel(x, scale, limit, slice_bits, out, nonzero):

@@ -32,6 +32,7 @@ PROGRAMMING_MODELS = ("none", "relative", "rram", "pcm")
 DRIFT_MODELS = ("none", "constant", "pcm")
 READ_MODELS = ("none", "additive", "pcm")
 ADC_RANGES = ("fixed", "calibrated", "dynamic")
+ADC_PLACEMENTS = ("polarity", "differential")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class NoiseSettings:
         "dynamic"  # dynamic (oracle: the batch's max |x|) | calibrated | a number
     )
     adc_range: str | None = None  # None: the program's hardware | fixed | calibrated | dynamic
+    # polarity: each column of a differential pair converted apart; differential: the pair's
+    # currents subtracted first, one signed conversion (2^(bits-1) - 1 levels a side)
+    adc_placement: str = "polarity"
     # programming (chip seed): Gaussian, sigma(G) per model, times programming_scale
     programming: str = "none"  # none | relative (sigma = programming_relative * G) | rram | pcm
     programming_scale: float = 1.0
@@ -225,6 +229,10 @@ def check_field(key: str, value, origin: str):
         if not np.isfinite(value):
             raise fail("expected a finite full scale")
         return float(value)
+    if key == "adc_placement":
+        if value not in ADC_PLACEMENTS:
+            raise fail(f"expected one of {', '.join(ADC_PLACEMENTS)}")
+        return value
     if key == "adc_range":
         if value not in ADC_RANGES:
             raise fail(f"expected one of {', '.join(ADC_RANGES)}")

@@ -321,6 +321,21 @@ def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(leve
         assert acc.tolist() == [[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]
 
 
+def test_signed_adc_clips_both_ways(backend):
+    # a differential read: sums of either sign; full scale 8 at 4 levels a side
+    partial = np.array([[-1, -5, -20, 20], [3, -12, 0.5, -0.5]], dtype=np.float32)
+    target = np.array([0, 1])
+    factor = np.array([1, 2])
+    full_scale = np.array([8, 8])
+    acc = np.zeros((2, 4), dtype=np.int64)
+    kernels.adc_accumulate(partial, target, factor, full_scale, 4, acc, signed=True)
+    # codes rint(x / 2) clipped to [-4, 4]: [-0, -2, -4, 4], [2, -4, 0, -0]
+    assert acc.tolist() == [[0, -2 * 8, -4 * 8, 4 * 8], [2 * 2 * 8, -4 * 2 * 8, 0, 0]]
+    unsigned = np.zeros((2, 4), dtype=np.int64)
+    kernels.adc_accumulate(partial, target, factor, full_scale, 4, unsigned)
+    assert unsigned.tolist() == [[0, 0, 0, 4 * 8], [2 * 2 * 8, 0, 0, 0]]
+
+
 def test_adc_accumulate_rejects_mismatched_tables():
     partial = np.zeros((3, 2), dtype=np.float32)
     acc = np.zeros((2, 2), dtype=np.int64)

@@ -274,6 +274,17 @@ def test_all_cells_stuck_at_g_min_leave_only_the_bias(mlp_program):
     assert np.array_equal(executor.run_all(x)[first.output], np.broadcast_to(bias, (4, 40)))
 
 
+def test_differential_adc_needs_pairs_and_two_bits(mlp_program, tmp_path):
+    with pytest.raises(XbarcError, match="signed ADC of at least 2 bits"):
+        Executor(mlp_program, noise_settings("quant", adc_placement="differential", adc_bits=1))
+    model = parse(MLP, {"w1": random((24, 40), 1), "b1": random((40,), 2),
+                        "w2": random((40, 10), 3), "b2": random((10,), 4)})  # fmt: skip
+    path = save(model, tmp_path)
+    offset = compile_onnx(path, CompileOptions(tiles=16, encoding="offset"))
+    with pytest.raises(XbarcError, match="uses offset encoding"):
+        Executor(offset, noise_settings("quant", adc_placement="differential"))
+
+
 def test_noise_needs_quantized_signals_and_a_finite_adc(mlp_program):
     with pytest.raises(XbarcError, match="need quantized = true"):
         Executor(mlp_program, noise_settings("ideal", output_noise=0.1))

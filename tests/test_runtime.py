@@ -154,6 +154,25 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
         np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
 
 
+@pytest.mark.parametrize("adc_bits", [0, 8, 4])
+@pytest.mark.parametrize(
+    "pipeline", ["one phase", "phases", "unsliced", "per column", "wide cells"]
+)
+@pytest.mark.parametrize("model_name", ["cnn", "matmul"])
+def test_differential_adc_equals_numpy_reference(model_name, pipeline, adc_bits, tmp_path):
+    model, feeds = models()[model_name]
+    program = compiled(model, PIPELINES[pipeline], tmp_path)
+    settings = noise_settings("quant", adc_bits=adc_bits or "exact", adc_placement="differential")
+    values = Executor(program, settings).run_all(feeds)
+    for layer in program.layers():
+        want = quant_layer_reference(program, layer, values[layer.input], adc_bits, True)
+        np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
+    if adc_bits == 0:  # a lossless ADC does not care where it sits
+        per_polarity = Executor(program, noise_settings("quant", adc_bits="exact")).run(feeds)
+        for name, value in Executor(program, settings).run(feeds).items():
+            np.testing.assert_array_equal(value, per_polarity[name])
+
+
 def test_quant_is_deterministic_and_close_to_ideal(tmp_path):
     model, feeds = models()["cnn"]
     program = compiled(model, PIPELINES["one phase"], tmp_path)
@@ -225,8 +244,13 @@ def test_a_misplaced_block_gives_a_wrong_answer(tmp_path):
 # --- an independent numpy reference of the quantized crossbar ----------------------------
 
 
-def quant_layer_reference(program, layer: CrossbarLayer, x: np.ndarray, adc_bits: int):
-    """Block by block, input bit by input bit, as the SPEC describes, in plain numpy."""
+def quant_layer_reference(
+    program, layer: CrossbarLayer, x: np.ndarray, adc_bits: int, differential: bool = False
+):
+    """Block by block, input bit by input bit, as the SPEC describes, in plain numpy. With
+    `differential`, a + block and the - block at the same rows, columns and shift, read in
+    the same run, are read as one: their sums subtract before a signed ADC of
+    2^(bits-1) - 1 levels a side."""
     hardware = program.hardware
     store = program.store
     array = program.array(layer.name)
@@ -239,6 +263,8 @@ def quant_layer_reference(program, layer: CrossbarLayer, x: np.ndarray, adc_bits
     levels_in = np.clip(np.rint(rows_per_group / input_scale), -limit, limit).astype(np.int64)
     input_slices = -(-(dac_bits - 1) // slice_bits)
     adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
+    if differential and adc_bits:
+        adc_levels = 2 ** (adc_bits - 1) - 1
     unit = adc_levels or 1
     acc = np.zeros(rows_per_group.shape[:2] + (array.cols,), dtype=np.int64)
     levels = store[array.levels].astype(np.int64)
@@ -248,18 +274,44 @@ def quant_layer_reference(program, layer: CrossbarLayer, x: np.ndarray, adc_bits
         for p in "+-"
         if any(s.polarity == p for s in array.slices)
     }
-    for block in program.blocks:
-        if block.array != layer.name:
-            continue
+    mine = [block for block in program.blocks if block.array == layer.name]
+    run_of = {  # a pair is sensed together only when both are read in the same run
+        index: (phase.index, number)
+        for phase in program.phases
+        for number, run in enumerate(phase.runs)
+        for cycle in run.cycles
+        for index in cycle.blocks
+    }
+
+    def place(block):
         piece = array.slices[block.slice]
-        rows = indices(block.rows, store)
-        cols = indices(block.cols, store)
+        return (run_of[block.index], block.group, piece.shift,
+                tuple(indices(block.rows, store)), tuple(indices(block.cols, store)))  # fmt: skip
+
+    negative = {place(b): b for b in mine if array.slices[b.slice].polarity == "-"}
+
+    def block_cells(block):
+        piece = array.slices[block.slice]
+        rows, cols = indices(block.rows, store), indices(block.cols, store)
         weights = levels[block.group][np.ix_(rows, cols)]
         if array.encoding == "offset":
             magnitude = weights + offset
         else:
             magnitude = np.maximum(weights if piece.polarity == "+" else -weights, 0)
-        cells = (magnitude >> piece.shift) & (2**piece.bits - 1)
+        return (magnitude >> piece.shift) & (2**piece.bits - 1)
+
+    paired = set()
+    for block in mine:
+        piece = array.slices[block.slice]
+        partner = negative.get(place(block)) if differential and piece.polarity == "+" else None
+        if block.index in paired:
+            continue
+        rows = indices(block.rows, store)
+        cols = indices(block.cols, store)
+        cells = block_cells(block)
+        if partner is not None:
+            paired.add(partner.index)
+            cells = cells - block_cells(partner)
         significance = (1 if piece.polarity == "+" else -1) * 2**piece.shift
         full_scale = (2**slice_bits - 1) * (2**piece.bits - 1) * len(rows)
         for sign in (1, -1):
@@ -268,7 +320,8 @@ def quant_layer_reference(program, layer: CrossbarLayer, x: np.ndarray, adc_bits
                 bits = (part >> (j * slice_bits)) & (2**slice_bits - 1)
                 sums = bits @ cells
                 if adc_levels:
-                    codes = np.clip(np.rint(sums * adc_levels / full_scale), 0, adc_levels)
+                    low = -adc_levels if differential else 0
+                    codes = np.clip(np.rint(sums * adc_levels / full_scale), low, adc_levels)
                     sums = codes.astype(np.int64) * full_scale
                 acc[block.group][:, cols] += sign * significance * 2 ** (j * slice_bits) * sums
             if array.encoding == "offset" and piece.shift == lowest[piece.polarity]:

@@ -16,8 +16,10 @@ read and output noise, per MVM). `Seeds.derive(s)` makes the three from one numb
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -93,6 +95,16 @@ class NoiseSettings:
     def reads_noisy(self) -> bool:
         return self.input_noise > 0 or self.read_noise != "none" or self.output_noise > 0
 
+    def resolved(self, hardware) -> NoiseSettings:
+        """These settings with the fields left to the program's hardware filled in from
+        it (`hardware`: an `xbarc.hardware.Hardware`): what a run actually uses."""
+        return dataclasses.replace(
+            self,
+            dac_bits=self.dac_bits or hardware.dac.bits,
+            adc_bits=hardware.adc.bits if self.adc_bits is None else self.adc_bits,
+            adc_range=self.adc_range or hardware.adc.range,
+        )
+
     def lines(self) -> list[str]:
         """The settings as `field = value` lines, for reports."""
         return [f"{f.name} = {format_value(getattr(self, f.name))}" for f in fields(self)]
@@ -129,7 +141,7 @@ def format_value(value) -> str:
     return repr(value)
 
 
-def load_profile(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()):
+def load_profile(name: str | os.PathLike, overrides: Sequence[str] = ()) -> NoiseSettings:
     """The settings of a shipped profile (by name) or a user's TOML file (by path), with
     `field=value` overrides applied last."""
     values, where = read_profile(name, seen=())

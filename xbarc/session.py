@@ -57,10 +57,8 @@ class InferenceSession:
             from xbarc.ir.io import load_program
 
             self.program = load_program(program)
-        if isinstance(noise, NoiseSettings):
-            self.settings = noise
-        else:
-            self.settings = load_profile(noise, tuple(overrides))
+        settings = noise if isinstance(noise, NoiseSettings) else load_profile(noise, overrides)
+        self.settings = settings.resolved(self.program.hardware)  # what the run uses
         self.seeds = seed if isinstance(seed, Seeds) else Seeds.derive(seed)
         self.seed_number = None if isinstance(seed, Seeds) else seed
         layers = None if noisy_layers is None else frozenset(noisy_layers)

@@ -1,6 +1,6 @@
 """Accuracy under device noise on the trained digits fixtures (seed 000's methodology).
 
-    python benchmarks/noise_study.py [--seeds 5] [--models lenet,mlp,...] [--no-record]
+    python benchmarks/noise_study.py [--seeds 5] [--models lenet,mlp,...] [--no-record] [--replot]
 
 Every point is the held-out accuracy (tests/fixtures/digits/digits_test.npz, 360 images)
 as mean +- std over `--seeds` chip instances of the `rram` profile, with one knob moved
@@ -118,7 +118,8 @@ def write_csv(rows: list[dict]) -> None:
 
 
 def plot(rows: list[dict]) -> bool:
-    """Four panels, one per sweep; False when matplotlib is missing."""
+    """Four panels, one per sweep, each model in its own colour (dashed: 90 % pruned);
+    False when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -127,27 +128,30 @@ def plot(rows: list[dict]) -> bool:
     except ImportError:
         return False
     sweeps = ["tile size", "adc bits", "fault rate", "programming scale"]
-    figure, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    bases = list(dict.fromkeys(r["model"].removesuffix("_p90") for r in rows))
+    colours = {base: f"C{i}" for i, base in enumerate(bases)}
+    figure, axes = plt.subplots(1, 4, figsize=(18, 4.4))
     for axis, sweep in zip(axes, sweeps, strict=True):
         chosen = [r for r in rows if r["sweep"] == sweep and r["profile"] == "rram"]
         for model in dict.fromkeys(r["model"] for r in chosen):
             series = [r for r in chosen if r["model"] == model]
-            labels = [str(r["value"]) for r in series]
             axis.errorbar(
                 range(len(series)),
-                [r["accuracy_mean"] for r in series],
-                yerr=[r["accuracy_std"] for r in series],
+                [float(r["accuracy_mean"]) for r in series],
+                yerr=[float(r["accuracy_std"]) for r in series],
                 marker="o",
                 capsize=3,
+                color=colours[model.removesuffix("_p90")],
+                linestyle="--" if model.endswith("_p90") else "-",
                 label=model,
             )
-            axis.set_xticks(range(len(series)), labels)
+            axis.set_xticks(range(len(series)), [str(r["value"]) for r in series])
         axis.set_title(f"rram: accuracy vs {sweep}")
         axis.set_xlabel(sweep)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower left")
     axes[0].set_ylabel("held-out accuracy (mean +- std over chips)")
-    axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(PLOT, dpi=110)
     return True
@@ -206,7 +210,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--models", default="mlp,lenet,resnet,mobilenet")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--replot", action="store_true", help="redraw the PNG from the CSV")
     args = parser.parse_args()
+    if args.replot:
+        with open(CSV, newline="") as stream:
+            plot(list(csv.DictReader(stream)))
+        return
     started = time.perf_counter()
     rows = study(args.models.split(","), args.seeds)
     seconds = time.perf_counter() - started

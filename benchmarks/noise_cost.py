@@ -63,10 +63,10 @@ def noise_share(executor: Executor, feeds) -> float:
     spent = 0.0
     original = gaussian.add_noise
 
-    def timed(*args):
+    def timed(*args, **keywords):
         nonlocal spent
         started = time.perf_counter()
-        original(*args)
+        original(*args, **keywords)
         spent += time.perf_counter() - started
 
     gaussian.add_noise = timed

@@ -125,13 +125,14 @@ def read_noise_sigma(
     scale = 1): additive: read_sigma |x|_2; pcm: read_sigma sqrt(sum |W| x^2); then
     output_noise, independent, added in quadrature."""
     unit = cell_max * digit_max  # one full cell at full drive, in read units
-    x2 = np.square(drive, dtype=np.float64) / digit_max**2
     variance = np.full((1, drive.shape[1]), np.square(settings.output_noise))
     if settings.read_noise == "additive":
-        variance = variance + np.square(settings.read_sigma) * x2.sum(axis=0)[None, :]
+        squares = np.einsum("rp,rp->p", drive, drive).astype(np.float64)  # one pass
+        variance = variance + np.square(settings.read_sigma / digit_max) * squares[None, :]
     elif settings.read_noise == "pcm":
-        weighted = np.abs(cells.astype(np.float64)) @ x2 / cell_max
-        variance = variance + np.square(settings.read_sigma) * weighted
+        weighted = np.abs(cells) @ np.square(drive)  # sum |W| x^2, in level x digit^2 units
+        scale = np.square(settings.read_sigma) / (cell_max * digit_max**2)
+        variance = variance + scale * weighted.astype(np.float64)
     return unit * np.sqrt(variance)
 
 

@@ -533,30 +533,31 @@ class Executor:
                 inputs.append((sign, unfolded))
         return input_scale, inputs
 
-    def noisy_read(
+    def analog_read(
         self,
         cells_t: np.ndarray,
         driven: np.ndarray,
         out: np.ndarray,
         magnitude_t: np.ndarray | None = None,
-    ) -> None:
-        """out = cells_t @ driven as the analog read gives it: the DAC's output with input
-        noise, then read and output noise on every column sum (`devices.read_noise_sigma`).
-        Each draw is keyed by the read seed and the read's number in the executor's life
-        (`gaussian`): the same seeds and runs give the same bits on any thread count."""
+    ) -> np.ndarray:
+        """out = cells_t @ driven as the analog read gives it, the DAC's output with input
+        noise; returns the standard deviation of the read and output noise each column sum
+        gets before the ADC (`devices.read_noise_sigma`, [1, P] or [M, P]), which the
+        read-out draws for many reads at once. Every draw is keyed by the read seed and a
+        count of draws in the executor's life (`gaussian`): the same seeds and runs give
+        the same bits on any thread count."""
         settings = self.settings
         if settings.input_noise > 0:
             noisy = self.workspace("noisy drive", driven.shape, np.float32)
             noisy[...] = driven
             sigma_in = np.full((1, driven.shape[1]), settings.input_noise * self.digit_max)
-            gaussian.add_noise(noisy, sigma_in, self._next_read_key())
+            gaussian.add_noise(noisy, sigma_in, key=self.next_read_key())
             driven = noisy
-        np.matmul(cells_t, driven, out=out)
+        kernels.float_matmul(cells_t, driven, out)
         magnitude = cells_t if magnitude_t is None else magnitude_t
-        sigma = read_noise_sigma(settings, driven, magnitude, self.cell_max, self.digit_max)
-        gaussian.add_noise(out, sigma, self._next_read_key())
+        return read_noise_sigma(settings, driven, magnitude, self.cell_max, self.digit_max)
 
-    def _next_read_key(self) -> int:
+    def next_read_key(self) -> int:
         self._reads += 1
         return gaussian.stream_key(self.seeds.read, self._reads)
 
@@ -599,50 +600,75 @@ class ReadOut:
         self.layer = layer
         self.used = 0
         self.columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.sigmas: list[tuple[np.ndarray, int]] = []  # noisy reads: (sigma, columns)
         self.dtype = executor.sum_type
 
     def add(self, read: ReadPlan, driven: np.ndarray, factor: np.ndarray) -> None:
         """Read `driven` [rows, P] through `read`'s cells, with its columns' factors."""
+        executor = self.executor
         size = len(read.target) * driven.shape[1]
         if self.used and self.used + size > READOUT_BUDGET:
             self.flush()
         room = (max(READOUT_BUDGET, size),)
-        buffer = self.executor.workspace("partial sums", room, self.dtype)
+        buffer = executor.workspace("partial sums", room, self.dtype)
         partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
-        if self.executor.cell_type == np.uint8:  # integer reads
+        if executor.cell_type == np.uint8:  # integer reads
             kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
-        elif self.executor.layer_reads_noisy:
-            self.executor.noisy_read(read.cells_t, driven, partial, read.magnitude_t)
+        elif executor.layer_reads_noisy:
+            sigma = executor.analog_read(read.cells_t, driven, partial, read.magnitude_t)
+            self.sigmas.append((sigma, len(read.target)))
         else:
             np.matmul(read.cells_t, driven, out=partial)
-        full_scale = read.full_scale
-        if self.executor.adc_range == "dynamic":  # an oracle: the read's own largest sum
-            largest = max(1, math.ceil(float(partial.max(initial=0))))
-            full_scale = np.full(len(read.target), largest, dtype=np.int64)
-        self.columns.append((read.target, factor, full_scale))
+        self.columns.append((read.target, factor, read.full_scale))
         self.used += size
 
     def flush(self) -> None:
         if not self.used:
             return
+        executor = self.executor
         targets, factors, full_scales = (
             np.concatenate(parts) for parts in zip(*self.columns, strict=True)
         )
-        buffer = self.executor.workspace("partial sums", (self.used,), self.dtype)
+        buffer = executor.workspace("partial sums", (self.used,), self.dtype)
         partial = buffer.reshape(len(targets), -1)
-        if self.executor.on_read_sums is not None:
-            self.executor.on_read_sums(self.layer, partial, full_scales)
+        if self.sigmas:  # the reads' noise, drawn for all of them in one kernel call
+            sigma, rows = stacked_sigmas(self.sigmas)
+            gaussian.add_noise(partial, sigma, rows, key=executor.next_read_key())
+        if executor.adc_range == "dynamic":  # an oracle: each read's own largest sum
+            start = 0
+            full_scales = full_scales.copy()
+            for target, _, _ in self.columns:
+                stop = start + len(target)
+                full_scales[start:stop] = max(1, math.ceil(float(partial[start:stop].max())))
+                start = stop
+        if executor.on_read_sums is not None:
+            executor.on_read_sums(self.layer, partial, full_scales)
         kernels.adc_accumulate(
             partial,
             targets,
             factors,
             full_scales,
-            self.executor.adc_levels,
+            executor.adc_levels,
             self.acc,
-            signed=self.executor.differential_adc,
+            signed=executor.differential_adc,
         )
         self.used = 0
         self.columns = []
+        self.sigmas = []
+
+
+def stacked_sigmas(sigmas: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The sigmas of consecutive reads (each [1, P], shared by the read's columns, or one
+    row per column) as one array of distinct rows, and the row each read column uses."""
+    rows, index, count = [], [], 0
+    for sigma, columns in sigmas:
+        rows.append(sigma)
+        if len(sigma) == 1:
+            index.append(np.full(columns, count, dtype=np.int64))
+        else:
+            index.append(np.arange(count, count + columns, dtype=np.int64))
+        count += len(sigma)
+    return np.concatenate(rows), np.concatenate(index)
 
 
 class BlockCells:

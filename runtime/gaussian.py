@@ -1,6 +1,6 @@
 """Counter-based Gaussian noise, the same bits on any number of threads.
 
-    add_noise(out, sigma, key)   # out[m, p] += sigma[m or 0, p] * z(key, m * P + p)
+    add_noise(out, sigma, rows, key)   # out[m, p] += sigma[rows[m], p] * z(key, m * P + p)
 
 Each normal z is a pure function of a 64-bit key and the element's index: the splitmix64
 hash of the two gives the random bits, Marsaglia and Tsang's ziggurat (128 layers) turns
@@ -55,24 +55,31 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 KN, WN, FN = _tables()
 
 
-def add_noise(out: np.ndarray, sigma: np.ndarray, key: int) -> None:
-    """out[m, p] += float32(sigma[m, p] * z), z the standard normal of (key, m * P + p);
-    `out` float32 [M, P] C-contiguous, `sigma` [M, P] or [1, P] (one per patch)."""
+def add_noise(
+    out: np.ndarray, sigma: np.ndarray, rows: np.ndarray | None = None, key: int = 0
+) -> None:
+    """out[m, p] += sigma[rows[m], p] * z (summed in float64, rounded once), z the standard
+    normal of (key, m * P + p); `out` float32 or float64 [M, P] C-contiguous, `sigma` [R, P], `rows`
+    int64 [M] (default: row m, or row 0 for all when R is 1)."""
     if (
         out.ndim != 2
-        or out.dtype != np.float32
+        or out.dtype not in (np.float32, np.float64)
         or not out.flags.c_contiguous
         or sigma.ndim != 2
         or sigma.shape[1] != out.shape[1]
-        or sigma.shape[0] not in (1, out.shape[0])
     ):
         raise ValueError(f"add_noise: out {out.dtype} {out.shape}, sigma {sigma.shape}")
+    if rows is None:
+        rows = np.arange(len(out)) if len(sigma) == len(out) else np.zeros(len(out), np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.shape != (len(out),) or (rows.size and not 0 <= rows.min() <= rows.max() < len(sigma)):
+        raise ValueError(f"add_noise: rows must pick one of {len(sigma)} sigma rows per row")
     sigma = np.ascontiguousarray(sigma, dtype=np.float64)
     if kernels.backend() == "numpy":
-        add_noise_numpy(out, sigma, key)
+        add_noise_numpy(out, sigma, rows, key)
         return
     kernels._use_threads(kernels.PARALLEL_WORK)
-    _numba()(out, sigma, np.uint64(key % 2**64), KN, WN, FN)
+    _numba()(out, sigma, rows, np.uint64(key % 2**64), KN, WN, FN)
 
 
 def stream_key(seed: int, counter: int) -> int:
@@ -87,10 +94,10 @@ def standard_normals(key: int, count: int) -> np.ndarray:
     return _normals_numpy(np.uint64(key % 2**64), np.arange(count))
 
 
-def add_noise_numpy(out: np.ndarray, sigma: np.ndarray, key: int) -> None:
-    rows, patches = out.shape
-    z = _normals_numpy(np.uint64(key % 2**64), np.arange(rows * patches)).reshape(rows, patches)
-    out += (sigma * z).astype(np.float32)
+def add_noise_numpy(out: np.ndarray, sigma: np.ndarray, rows: np.ndarray, key: int) -> None:
+    count, patches = out.shape
+    z = _normals_numpy(np.uint64(key % 2**64), np.arange(count * patches)).reshape(count, -1)
+    out[...] = out + sigma[rows] * z  # summed in float64, rounded once, as the kernel does
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -190,11 +197,10 @@ def _numba():
                 return hz * wn[iz]
 
     @numba.njit(cache=True, parallel=True)
-    def add_noise_kernel(out, sigma, key, kn, wn, fn):
-        rows, patches = out.shape
-        stride = 1 if sigma.shape[0] == rows else 0  # sigma per row, or one row for all
-        for m in prange(rows):
-            s = m * stride
+    def add_noise_kernel(out, sigma, rows, key, kn, wn, fn):
+        count, patches = out.shape
+        for m in prange(count):
+            s = rows[m]
             for p in range(patches):
                 base = key + np.uint64(m * patches + p) * GOLDEN
                 h = mix(base)
@@ -202,6 +208,6 @@ def _numba():
                 iz = np.int64((h >> np.uint64(32)) & np.uint64(LAYERS - 1))
                 fast = abs(hz) < kn[iz]  # about 99 % of draws
                 z = hz * wn[iz] if fast else slow_normal(base, hz, iz, kn, wn, fn)
-                out[m, p] += np.float32(sigma[s, p] * z)
+                out[m, p] += sigma[s, p] * z
 
     return add_noise_kernel

@@ -348,7 +348,6 @@ def integer_matmul_exact() -> bool:
 
 @functools.cache
 def _integer_matmul_session():
-    import onnxruntime
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -361,14 +360,72 @@ def _integer_matmul_session():
         [helper.make_tensor_value_info("y", TensorProto.INT32, [None, None])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _quiet_session(model)
+
+
+def _quiet_session(model):
+    """An onnxruntime session for a one-node product whose threads do not spin after a
+    product: they would take the cores from the parallel ADC kernel that follows
+    (bit-sliced SqueezeNet: 0.34 s instead of 0.46 s)."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    # Its threads must not spin after a product: they would take the cores from the
-    # parallel ADC kernel that follows (bit-sliced SqueezeNet: 0.34 s instead of 0.46 s).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+
+
+def float_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b in float32 or float64 (all three of one type): onnxruntime's GEMM, whose
+    threads sleep after a product; numpy's BLAS threads keep spinning and take the cores
+    from the parallel kernels that follow (a noisy ResNet read-out ran 5x slower). The
+    numpy backend uses numpy."""
+    dtype = out.dtype
+    if (
+        dtype not in (np.float32, np.float64)
+        or a.dtype != dtype
+        or b.dtype != dtype
+        or a.ndim != 2
+        or b.ndim != 2
+        or out.shape != (a.shape[0], b.shape[1])
+        or a.shape[1] != b.shape[0]
+        or not out.flags.c_contiguous
+    ):
+        raise ValueError(
+            f"float_matmul: {a.dtype} {a.shape} @ {b.dtype} {b.shape} -> {out.dtype} "
+            f"{out.shape}; expected one float type, C-contiguous out"
+        )
+    if _backend == "numpy":
+        np.matmul(a, b, out=out)
+        return
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    session = _matmul_session(np.dtype(dtype).name)
+    binding = session.io_binding()
+    binding.bind_input("a", "cpu", 0, dtype, a.shape, a.ctypes.data)
+    binding.bind_input("b", "cpu", 0, dtype, b.shape, b.ctypes.data)
+    binding.bind_output("y", "cpu", 0, dtype, out.shape, out.ctypes.data)
+    session.run_with_iobinding(binding)
+
+
+@functools.cache
+def _matmul_session(dtype: str):
+    from onnx import TensorProto, helper
+
+    element = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[dtype]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "float_matmul",
+        [
+            helper.make_tensor_value_info("a", element, [None, None]),
+            helper.make_tensor_value_info("b", element, [None, None]),
+        ],
+        [helper.make_tensor_value_info("y", element, [None, None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _quiet_session(model)
 
 
 def quantize_inputs(x: np.ndarray, scale: float | np.ndarray, bits: int) -> np.ndarray:

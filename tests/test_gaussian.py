@@ -22,7 +22,7 @@ def numpy_backend():
 
 def draws(key: int, shape=(16, COUNT // 16), sigma=None) -> np.ndarray:
     out = np.zeros(shape, np.float32)
-    gaussian.add_noise(out, np.ones((1, shape[1])) if sigma is None else sigma, key)
+    gaussian.add_noise(out, np.ones((1, shape[1])) if sigma is None else sigma, key=key)
     return out.astype(np.float64)
 
 
@@ -49,6 +49,18 @@ def test_keys_give_independent_streams_and_sigma_scales():
     scaled = draws(3, (16, 4096), sigma)
     unit = draws(3, (16, 4096))
     assert np.allclose(scaled, (sigma * unit).astype(np.float32), rtol=1e-6)
+
+
+def test_rows_pick_sigma_rows():
+    sigma = np.array([[1.0] * 64, [3.0] * 64])
+    rows = np.array([1, 0, 1])
+    picked = np.zeros((3, 64), np.float32)
+    gaussian.add_noise(picked, sigma, rows, key=9)
+    unit = np.zeros((3, 64), np.float32)
+    gaussian.add_noise(unit, np.ones((1, 64)), key=9)
+    assert np.allclose(picked, unit * np.array([[3.0], [1.0], [3.0]]), rtol=1e-6)
+    with pytest.raises(ValueError, match="rows must pick"):
+        gaussian.add_noise(picked, sigma, np.array([0, 1, 2]), key=9)
 
 
 def test_numpy_twin_gives_the_same_bits(numpy_backend):

@@ -14,7 +14,7 @@ from tests.onnx_models import parse, random, save
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.io import save_program
-from xbarc.runtime import devices
+from xbarc.runtime import devices, gaussian
 from xbarc.runtime.executor import Executor
 from xbarc.runtime.noise import NoiseSettings, Seeds, load_profile, noise_settings
 
@@ -331,7 +331,8 @@ def test_read_noise_statistics(mlp_program, model, input_noise):
     draws = 20_000  # each of the 4 input columns repeated: one read gives every draw
     wide = np.ascontiguousarray(np.repeat(drive, draws, axis=1))
     out = np.empty((3, 4 * draws), np.float32)
-    executor.noisy_read(cells, wide, out)
+    sigma = executor.analog_read(cells, wide, out)
+    gaussian.add_noise(out, sigma, key=executor.next_read_key())
     reads = out.reshape(3, 4, draws).transpose(2, 0, 1)  # [draw, column, input]
     w, x = cells / cell_max, drive / digit_max
     variance = np.full((3, 4), 0.01**2)

@@ -617,8 +617,8 @@ class ReadOut:
         elif executor.layer_reads_noisy:
             sigma = executor.analog_read(read.cells_t, driven, partial, read.magnitude_t)
             self.sigmas.append((sigma, len(read.target)))
-        else:
-            np.matmul(read.cells_t, driven, out=partial)
+        else:  # float reads of integers, exact in any order (sums below 2^24 or 2^53)
+            kernels.float_matmul(read.cells_t, driven, partial)
         self.columns.append((read.target, factor, read.full_scale))
         self.used += size
 

@@ -321,6 +321,21 @@ def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(leve
         assert acc.tolist() == [[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_matmul_equals_numpy(dtype, backend):
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4, (37, 129)).astype(dtype)
+    b = rng.integers(0, 2, (129, 300)).astype(dtype)
+    out = np.empty((37, 300), dtype)
+    kernels.float_matmul(a, b, out)
+    np.testing.assert_array_equal(out, a @ b)  # integer sums: exact in any order
+    c = rng.standard_normal((129, 300)).astype(dtype)
+    kernels.float_matmul(a, c, out)
+    np.testing.assert_allclose(out, a @ c, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="expected one float type"):
+        kernels.float_matmul(a.astype(np.float16), b, out)
+
+
 def test_signed_adc_clips_both_ways(backend):
     # a differential read: sums of either sign; full scale 8 at 4 levels a side
     partial = np.array([[-1, -5, -20, 20], [3, -12, 0.5, -0.5]], dtype=np.float32)

@@ -57,7 +57,6 @@ from xbarc.ir.tile import (
     Indices,
     LayerRange,
     Program,
-    Slice,
     Span,
     Value,
 )
@@ -674,72 +673,110 @@ def stacked_sigmas(sigmas: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np
 class BlockCells:
     """The values a block's cells are programmed to, per profile.
 
-    The slices of one weight block come one after another, so the block's weights (in
-    level units) are kept from one slice to the next."""
+    `quant`: the slice's bits of the integer level. `ideal`: the same bits plus the rest of
+    the real weight, v - level (at most half a level), added to the least significant slice
+    that holds the weight (a compacted program may hold only some slices of a weight), so
+    the cells still sum to v exactly; a weight with no cell at all (a zero level dropped by
+    sparse mapping) loses what is below half a level. The slices of one weight block come
+    one after another, so the block's weights are kept from one slice to the next."""
 
     def __init__(self, program: Program, quantized: bool):
+        self.program = program
         self.store = program.store
         self.quantized = quantized
         self.arrays = {array.name: array for array in program.arrays}
         self._last: tuple | None = None
-        self._weights: np.ndarray | None = None
-        self._digits: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per polarity
+        self._weights: tuple[np.ndarray, np.ndarray] | None = None
+        self._lowest: dict[str, LowestSlices] = {}
 
     def cells(self, block: Block) -> np.ndarray:
         array = self.arrays[block.array]
         piece = array.slices[block.slice]
-        weights = self.weights(array, block)
-        if self.quantized:
-            return slice_cells(weights, piece, array.weight_bits, array.encoding).astype(np.float32)
-        digits = self._digits.get(piece.polarity)
-        if digits is None:
-            digits = self._digits[piece.polarity] = real_digits(weights, piece.polarity, array)
-        return real_slice_cells(digits, piece, array)
+        values, levels = self.weights(array, block)
+        cells = slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float64)
+        if not self.quantized:
+            lowest = self._lowest.get(array.name)
+            if lowest is None:
+                lowest = self._lowest[array.name] = LowestSlices(self.program, array)
+            rows = index_array(block.rows, self.store)
+            cols = index_array(block.cols, self.store)
+            home = lowest.home(block.group, rows, cols, levels, values - levels)
+            remainder = (values - levels) if piece.polarity == "+" else (levels - values)
+            cells += np.where(home[piece.polarity] == piece.shift, remainder, 0.0) / 2**piece.shift
+        return cells.astype(np.float32)
 
-    def weights(self, array: Array, block: Block) -> np.ndarray:
-        """Integer levels (quant) or real weights over the scale (ideal) of the block."""
+    def weights(self, array: Array, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """The block's real weights over the scale (ideal; None in quant) and levels."""
         key = (block.array, block.group, block.rows, block.cols)
         if key == self._last and self._weights is not None:
             return self._weights
         rows = row_indices(block.rows, self.store)
         cols = index_array(block.cols, self.store)
-        if self.quantized:
-            weights = self.store[array.levels][block.group][rows][:, cols]
-        else:
+        levels = self.store[array.levels][block.group][rows][:, cols].astype(np.int64)
+        values = levels
+        if not self.quantized:
             values = self.store[array.values][block.group][rows][:, cols].astype(np.float64)
             scale = array.scale
             if isinstance(scale, Const):
-                divisor = self.store[scale.name][block.group][cols].astype(np.float64)
+                values = values / self.store[scale.name][block.group][cols].astype(np.float64)
             else:
-                divisor = np.float64(scale)
-            weights = values / divisor
-        self._last, self._weights = key, weights
-        self._digits = {}
-        return weights
+                values = values / np.float64(scale)
+        self._last, self._weights = key, (values, levels)
+        return values, levels
 
 
-def real_digits(weights: np.ndarray, polarity: str, array: Array) -> tuple[np.ndarray, np.ndarray]:
-    """The magnitude one polarity holds of real weights in level units, as its integer
-    part (int32) and its fraction (float32)."""
-    if array.encoding == "differential":
-        magnitude = np.maximum(weights if polarity == "+" else -weights, 0.0)
-    else:
-        magnitude = weights + 2.0 ** (array.weight_bits - 1)
-    whole = np.floor(magnitude)
-    return whole.astype(np.int32), (magnitude - whole).astype(np.float32)
+class LowestSlices:
+    """Per weight of an array, the shift of the least significant slice of each polarity
+    that a block holds (-1: none), for the rest of an ideal weight to go to."""
 
+    def __init__(self, program: Program, array: Array):
+        store = program.store
+        self.array = array
+        self.full: dict[str, int] = {}  # polarity -> lowest shift, when blocks hold every weight
+        self.maps: dict[str, np.ndarray] = {}
+        polarities = sorted({piece.polarity for piece in array.slices})
+        blocks = [b for b in program.blocks if b.array == array.name]
+        covered = {piece.index: 0 for piece in array.slices}
+        for block in blocks:
+            covered[block.slice] += len(block.rows) * len(block.cols)
+        total = array.groups * array.rows * array.cols
+        if all(count >= total for count in covered.values()):  # dense: scalars will do
+            for polarity in polarities:
+                shifts = [p.shift for p in array.slices if p.polarity == polarity]
+                self.full[polarity] = min(shifts)
+            return
+        none = np.iinfo(np.int16).max
+        for polarity in polarities:
+            self.maps[polarity] = np.full((array.groups, array.rows, array.cols), none, np.int16)
+        for block in blocks:
+            piece = array.slices[block.slice]
+            region = np.ix_(index_array(block.rows, store), index_array(block.cols, store))
+            target = self.maps[piece.polarity][block.group]
+            target[region] = np.minimum(target[region], piece.shift)
+        for lowest in self.maps.values():
+            lowest[lowest == none] = -1
 
-def real_slice_cells(
-    digits: tuple[np.ndarray, np.ndarray], piece: Slice, array: Array
-) -> np.ndarray:
-    """Cells of `piece` for real (unquantized) weights: its bits of the integer part, plus
-    the fraction in the least significant slice."""
-    whole, fraction = digits
-    cells = ((whole >> piece.shift) & ((1 << piece.bits) - 1)).astype(np.float32)
-    lowest = min(s.shift for s in array.slices if s.polarity == piece.polarity)
-    if piece.shift == lowest:
-        cells += fraction
-    return cells
+    def home(self, group, rows, cols, levels, remainder) -> dict[str, np.ndarray]:
+        """Per polarity, the shift of the slice that takes each weight's remainder (-1
+        where that polarity does not take it): + for positive weights, - for negative
+        ones, else whichever the weight has a slice of."""
+        shape = levels.shape
+        lowest = {}
+        for polarity in ("+", "-"):
+            if polarity in self.full:
+                lowest[polarity] = np.full(shape, self.full[polarity])
+            elif polarity in self.maps:
+                lowest[polarity] = self.maps[polarity][group][np.ix_(rows, cols)]
+            else:
+                lowest[polarity] = np.full(shape, -1)
+        plus_first = (levels > 0) | ((levels == 0) & (remainder >= 0))
+        has_plus, has_minus = lowest["+"] >= 0, lowest["-"] >= 0
+        to_plus = (plus_first & has_plus) | (~plus_first & ~has_minus & has_plus)
+        to_minus = ~to_plus & has_minus
+        return {
+            "+": np.where(to_plus, lowest["+"], -1),
+            "-": np.where(to_minus, lowest["-"], -1),
+        }
 
 
 def differential(read: ReadPlan) -> ReadPlan:

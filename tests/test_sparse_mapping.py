@@ -1,0 +1,97 @@
+"""Sparse mapping and squeeze-out: compaction only removes zero cells, so with a lossless
+ADC every mapping gives the same bits; on pruned networks it saves tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.onnx_models import parse, random, save
+from xbarc.compiler import CompileOptions, compile_onnx
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.tile import IndexTable
+from xbarc.runtime.executor import Executor
+from xbarc.runtime.noise import noise_settings
+
+DIGITS = Path(__file__).parent / "fixtures" / "digits"
+MATMUL = """
+mm (float[4,40] x) => (float y)
+{
+  y = MatMul (x, w)
+}
+"""
+
+
+def pipeline(mapping: str, tile: int, group_cols: int, encoding: str = "differential") -> str:
+    return (
+        f"quantize{{weight-bits=8,cell-bits=2,encoding={encoding}}},"
+        f"tile{{rows={tile},cols={tile},mapping={mapping},group-cols={group_cols}}},"
+        "allocate{tiles=6}"
+    )
+
+
+def tiles_of(program) -> int:
+    return len({block.vtile for block in program.blocks})
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+@pytest.mark.parametrize("tile, group_cols", [(8, 1), (8, 3), (16, 8), (16, 16)])
+def test_mappings_compute_the_same_bits_with_a_lossless_adc(sparsity, tile, group_cols, tmp_path):
+    rng = np.random.default_rng(int(sparsity * 10) + tile + group_cols)
+    weights = random((40, 24), 3)
+    weights[rng.random(weights.shape) < sparsity] = 0.0
+    weights[:, 5] = 0.0  # an empty column
+    weights[7] = 0.0  # an empty row
+    path = save(parse(MATMUL, {"w": weights}), tmp_path)
+    feeds = {"x": random((4, 40), 4)}
+    exact = noise_settings("quant", adc_bits="exact")
+    results, programs = {}, {}
+    for mapping in ("dense", "sparse", "squeeze"):
+        options = CompileOptions(pipeline=pipeline(mapping, tile, group_cols))
+        programs[mapping] = program = compile_onnx(path, options)
+        results[mapping] = Executor(program, exact).run(feeds)["y"]
+    np.testing.assert_array_equal(results["sparse"], results["dense"])
+    np.testing.assert_array_equal(results["squeeze"], results["dense"])
+    assert any(isinstance(b.rows, IndexTable) for b in programs["sparse"].blocks)
+    cells = {m: sum(len(b.rows) * len(b.cols) for b in p.blocks) for m, p in programs.items()}
+    assert cells["squeeze"] < cells["sparse"] < cells["dense"]
+    # a lossy ADC sees different sums per conversion: the results may differ, and do here
+    lossy = noise_settings("quant", adc_bits=4)
+    dense = Executor(programs["dense"], lossy).run(feeds)["y"]
+    assert not np.array_equal(Executor(programs["squeeze"], lossy).run(feeds)["y"], dense)
+
+
+def compile_digits(name: str, tile: int, mapping: str):
+    options = CompileOptions(
+        input_shapes={"x": (1, 1, 8, 8)},
+        pipeline=f"quantize{{weight-bits=8,cell-bits=2}},tile{{rows={tile},cols={tile},"
+        f"mapping={mapping},group-cols=8}},allocate{{tiles=4096}}",
+    )
+    return compile_onnx(DIGITS / f"{name}.onnx", options)
+
+
+@pytest.mark.parametrize("tile", [32, 128])
+def test_sparse_mapping_halves_the_tiles_of_the_pruned_lenet(tile):
+    dense = tiles_of(compile_digits("lenet_p90", tile, "dense"))
+    sparse = tiles_of(compile_digits("lenet_p90", tile, "sparse"))
+    assert sparse <= dense / 2
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet", "resnet", "mobilenet"])
+def test_squeeze_out_saves_tiles_of_every_trained_fixture(name):
+    dense = tiles_of(compile_digits(name, 32, "dense"))
+    squeezed = tiles_of(compile_digits(name, 32, "squeeze"))
+    assert squeezed < dense
+
+
+def test_bad_mapping_options(tmp_path):
+    path = save(parse(MATMUL, {"w": random((40, 24), 3)}), tmp_path)
+    for text, message in [
+        ("quantize,tile{mapping=scattered},allocate", "unknown mapping 'scattered'"),
+        ("quantize,tile{mapping=sparse,group-cols=0},allocate", "group-cols must be at least 1"),
+        (pipeline("sparse", 8, 4, encoding="offset"), "uses offset encoding"),
+    ]:
+        with pytest.raises(XbarcError, match=message):
+            compile_onnx(path, CompileOptions(pipeline=text))

@@ -86,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="quantization scale per tensor or per output column (default tensor)",
     )
     compile_parser.add_argument(
+        "--mapping",
+        choices=("dense", "sparse", "squeeze"),
+        default="dense",
+        help="dense: every block, zeros included; sparse: drop zero rows and columns per "
+        "column group; squeeze: the same per bit slice (default dense)",
+    )
+    compile_parser.add_argument(
+        "--group-cols",
+        type=int,
+        metavar="G",
+        help="sparse/squeeze: adjacent columns sharing one row-gather table (default: the "
+        "tile width)",
+    )
+    compile_parser.add_argument(
         "--pipeline",
         metavar="PASSES",
         help="pass pipeline, e.g. 'quantize{weight-bits=8},tile{rows=128,cols=128},"
@@ -237,6 +251,8 @@ def run_compile(args: argparse.Namespace) -> int:
         cell_bits=args.cell_bits,
         encoding=args.encoding,
         scale=args.scale,
+        mapping=args.mapping,
+        group_cols=args.group_cols,
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )

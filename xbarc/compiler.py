@@ -29,15 +29,22 @@ class CompileOptions:
     cell_bits: int = 2
     encoding: str = "differential"
     scale: str = "tensor"
+    mapping: str = "dense"  # dense | sparse | squeeze (see passes/tile.py)
+    group_cols: int | None = None  # sparse, squeeze: columns per column group (tile width)
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def default_pipeline(options: CompileOptions) -> str:
+    tile = f"rows={options.tile_rows},cols={options.tile_cols}"
+    if options.mapping != "dense":
+        tile += f",mapping={options.mapping}"
+    if options.group_cols is not None:
+        tile += f",group-cols={options.group_cols}"
     return (
         f"quantize{{weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
         f"scale={options.scale},encoding={options.encoding}}},"
-        f"tile{{rows={options.tile_rows},cols={options.tile_cols}}},"
+        f"tile{{{tile}}},"
         f"allocate{{tiles={options.tiles}}}"
     )
 

@@ -36,7 +36,7 @@ def calibrate(
     percentile: float = 99.99,
     samples: int | None = None,
     batch_size: int = 32,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Program:
     """`program` with a calibration from the first `samples` samples of `data` (all by
     default): one array per program input, samples first."""

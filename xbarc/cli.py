@@ -7,12 +7,13 @@ a bug in xbarc itself says so, and shows its traceback only with XBARC_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from xbarc import __version__
@@ -332,19 +333,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     program = load_program(args.program)
     data = load_data(args.data)
-    bar = progress_bar("calibrate")
-    try:
+    with progress_bar("calibrate") as update:
         calibrated = calibrate(
             program,
             data,
             percentile=args.percentile,
             samples=args.samples,
             batch_size=args.batch_size,
-            progress=bar.update if bar is not None else None,
+            progress=update,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     output = args.output or args.program
     save_program(output, calibrated)
     assert calibrated.calibration is not None
@@ -362,8 +359,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from xbarc.evaluate import evaluate, format_eval
 
-    bar = progress_bar("eval")
-    try:
+    with progress_bar("eval") as update:
         report = evaluate(
             args.program,
             args.reference,
@@ -375,11 +371,8 @@ def run_eval(args: argparse.Namespace) -> int:
             sensitivity=args.sensitivity,
             labels_key=args.labels,
             batch_size=args.batch_size,
-            progress=bar.update if bar is not None else None,
+            progress=update,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     if args.json:
         print(json.dumps(finite_json(report.to_json()), indent=2))
     else:
@@ -387,13 +380,20 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_bar(label: str):
-    """A progress bar on an interactive terminal; nothing in pipes, files and CI."""
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int], object] | None]:
+    """A progress bar on an interactive terminal (its `update`); None in pipes, files and
+    CI. The bar is cleared when the block ends, however it ends."""
     if not sys.stderr.isatty():
-        return None
+        yield None
+        return
     from tqdm import tqdm
 
-    return tqdm(desc=label, unit="sample", file=sys.stderr, leave=False)
+    bar = tqdm(desc=label, unit="sample", file=sys.stderr, leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def finite_json(value):

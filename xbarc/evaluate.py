@@ -126,7 +126,7 @@ def evaluate(
     overrides: Sequence[str] = (),
     labels_key: str | None = None,
     batch_size: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     instances: int = 1,
     sensitivity: bool = False,
 ) -> EvalReport:

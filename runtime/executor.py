@@ -686,34 +686,33 @@ class BlockCells:
         self.quantized = quantized
         self.arrays = {array.name: array for array in program.arrays}
         self._last: tuple | None = None
-        self._weights: tuple[np.ndarray, np.ndarray] | None = None
+        self._weights: tuple | None = None
         self._lowest: dict[str, LowestSlices] = {}
 
     def cells(self, block: Block) -> np.ndarray:
         array = self.arrays[block.array]
         piece = array.slices[block.slice]
-        values, levels = self.weights(array, block)
-        cells = slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float64)
-        if not self.quantized:
-            lowest = self._lowest.get(array.name)
-            if lowest is None:
-                lowest = self._lowest[array.name] = LowestSlices(self.program, array)
-            rows = index_array(block.rows, self.store)
-            cols = index_array(block.cols, self.store)
-            home = lowest.home(block.group, rows, cols, levels, values - levels)
-            remainder = (values - levels) if piece.polarity == "+" else (levels - values)
-            cells += np.where(home[piece.polarity] == piece.shift, remainder, 0.0) / 2**piece.shift
-        return cells.astype(np.float32)
+        levels, rest = self.weights(array, block)
+        cells = slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float32)
+        if rest is not None:  # ideal: the rest of each weight, in its home slice
+            home, remainder = rest
+            takes = home[piece.polarity] == piece.shift
+            sign = 1.0 if piece.polarity == "+" else -1.0
+            cells[takes] += (sign / 2**piece.shift * remainder[takes]).astype(np.float32)
+        return cells
 
-    def weights(self, array: Array, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """The block's real weights over the scale (ideal; None in quant) and levels."""
+    def weights(self, array: Array, block: Block):
+        """The block's integer levels and, in ideal, where each weight's rest goes (per
+        polarity, the shift of the slice that takes it, -1 for none) and the rest itself
+        (v - level, v the real weight over the scale); computed once for the slices of
+        one weight block."""
         key = (block.array, block.group, block.rows, block.cols)
         if key == self._last and self._weights is not None:
             return self._weights
-        rows = row_indices(block.rows, self.store)
+        rows = row_indices(block.rows, self.store)  # a slice where it can: a view
         cols = index_array(block.cols, self.store)
         levels = self.store[array.levels][block.group][rows][:, cols].astype(np.int64)
-        values = levels
+        rest = None
         if not self.quantized:
             values = self.store[array.values][block.group][rows][:, cols].astype(np.float64)
             scale = array.scale
@@ -721,8 +720,13 @@ class BlockCells:
                 values = values / self.store[scale.name][block.group][cols].astype(np.float64)
             else:
                 values = values / np.float64(scale)
-        self._last, self._weights = key, (values, levels)
-        return values, levels
+            lowest = self._lowest.get(array.name)
+            if lowest is None:
+                lowest = self._lowest[array.name] = LowestSlices(self.program, array)
+            remainder = values - levels
+            rest = (lowest.home(block.group, rows, cols, levels, remainder), remainder)
+        self._last, self._weights = key, (levels, rest)
+        return self._weights
 
 
 class LowestSlices:
@@ -766,7 +770,7 @@ class LowestSlices:
             if polarity in self.full:
                 lowest[polarity] = np.full(shape, self.full[polarity])
             elif polarity in self.maps:
-                lowest[polarity] = self.maps[polarity][group][np.ix_(rows, cols)]
+                lowest[polarity] = self.maps[polarity][group][rows][:, cols]
             else:
                 lowest[polarity] = np.full(shape, -1)
         plus_first = (levels > 0) | ((levels == 0) & (remainder >= 0))

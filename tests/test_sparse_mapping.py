@@ -95,3 +95,22 @@ def test_bad_mapping_options(tmp_path):
     ]:
         with pytest.raises(XbarcError, match=message):
             compile_onnx(path, CompileOptions(pipeline=text))
+
+
+def test_compare_mappings(tmp_path, capsys):
+    from xbarc.cli import main
+
+    model = str(DIGITS / "lenet_p90.onnx")
+    arguments = ["compile", model, "--input-shape", "x=1x1x8x8", "--tile-size", "32x32"]
+    out = str(tmp_path / "lenet.xbar")
+    assert main([*arguments, "--group-cols", "8", "--compare-mappings", "-o", out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = {line.split()[0]: line.split() for line in lines[2:]}
+    assert list(table) == ["dense", "sparse", "bit-sliced", "squeezed"]
+    crossbars = {name: int(row[3]) for name, row in table.items()}
+    assert crossbars["squeezed"] < crossbars["bit-sliced"]
+    assert crossbars["sparse"] <= crossbars["dense"] / 2
+    dense = compile_digits("lenet_p90", 32, "dense")
+    assert crossbars["dense"] == tiles_of(dense)
+    status = main([*arguments, "--compare-mappings", "--pipeline", "quantize,tile,allocate"])
+    assert status == 1 and "builds its own pipelines" in capsys.readouterr().err

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "tile width)",
     )
     compile_parser.add_argument(
+        "--compare-mappings",
+        action="store_true",
+        help="also print the crossbars, cells and cycles of the dense, sparse, bit-sliced "
+        "(1-bit cells) and squeezed mappings side by side",
+    )
+    compile_parser.add_argument(
         "--pipeline",
         metavar="PASSES",
         help="pass pipeline, e.g. 'quantize{weight-bits=8},tile{rows=128,cols=128},"
@@ -276,6 +282,10 @@ def run_compile(args: argparse.Namespace) -> int:
         f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
         f"{summary.cell_writes} cell writes"
     )
+    if args.compare_mappings:
+        from xbarc.compiler import compare_mappings, format_comparison
+
+        print(format_comparison(compare_mappings(args.model, options)))
     return 0
 
 

@@ -67,3 +67,55 @@ def compile_onnx(
     if emit == "graph":
         return program
     return run_pipeline(program, pipeline, after_pass)
+
+
+# (label, mapping, one-bit cells): seed 003's comparison, dense -> bit-sliced -> squeezed,
+# with seed 000's sparse mapping at the program's own cell width between
+COMPARED_MAPPINGS = (
+    ("dense", "dense", False),
+    ("sparse", "sparse", False),
+    ("bit-sliced", "dense", True),
+    ("squeezed", "squeeze", True),
+)
+
+
+def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[dict]:
+    """The crossbar cost of the model under each mapping of COMPARED_MAPPINGS, compiled
+    from `options` (their pipeline is built from the options, so none may be given)."""
+    from dataclasses import replace
+
+    from xbarc.report import report
+
+    if options.pipeline is not None:
+        raise XbarcError("--compare-mappings builds its own pipelines", hint="drop --pipeline")
+    rows = []
+    for label, mapping, one_bit in COMPARED_MAPPINGS:
+        variant = replace(options, mapping=mapping, cell_bits=1 if one_bit else options.cell_bits)
+        summary = report(compile_onnx(model_path, variant))
+        rows.append(
+            {
+                "mapping": label,
+                "cell_bits": variant.cell_bits,
+                "blocks": summary.blocks,
+                "crossbars": summary.vtiles,
+                "cells": summary.cells_used,
+                "utilization": summary.utilization,
+                "cycles": summary.cycles,
+            }
+        )
+    return rows
+
+
+def format_comparison(rows: list[dict]) -> str:
+    dense = rows[0]["crossbars"]
+    lines = [
+        f"{'mapping':<12} {'cell bits':>9} {'blocks':>8} {'crossbars':>10} {'vs dense':>9} "
+        f"{'cells used':>11} {'utilization':>12} {'cycles/inference':>17}"
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['mapping']:<12} {row['cell_bits']:>9} {row['blocks']:>8} "
+            f"{row['crossbars']:>10} {dense / max(row['crossbars'], 1):>8.2f}x "
+            f"{row['cells']:>11} {row['utilization']:>11.1%} {row['cycles']:>17}"
+        )
+    return "\n".join(lines)

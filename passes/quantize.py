@@ -8,6 +8,10 @@ tensor or per output column. Signed encoding:
   magnitude bits are cut into slices of `cell-bits` bits (least significant first);
 - offset: cells hold level + 2^(B-1) (B unsigned bits), cut the same way; the periphery
   subtracts 2^(B-1) * sum(inputs).
+
+`max-ones=m` (SME's bit-sparse quantization, seed 003): each level's magnitude becomes the
+nearest number with at most m one bits (the smaller one on a tie), so the bit planes hold
+fewer ones and squeeze-out saves more crossbars; `weight_error` measures what it costs.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ class Quantize:
     cell_bits: int | None = None  # default: the hardware's; given: rewrites the hardware
     scale: str = "tensor"  # tensor | column
     encoding: str | None = None  # default: the hardware's; given: rewrites the hardware
+    max_ones: int | None = None  # at most this many one bits per level's magnitude
 
     def apply(self, program: Program) -> Program:
         hardware = program.hardware
         cell_bits = self.cell_bits if self.cell_bits is not None else hardware.cell.bits
         encoding = self.encoding if self.encoding is not None else hardware.encoding
         check_options(self.weight_bits, cell_bits, self.scale, encoding)
+        check_max_ones(self.max_ones, self.weight_bits, encoding)
         cell = replace(hardware.cell, bits=cell_bits)
         hardware = replace(hardware, cell=cell, encoding=encoding)  # type: ignore[arg-type]
         program = replace(program, hardware=hardware)
@@ -49,6 +55,8 @@ class Quantize:
             levels, scale = quantize_levels(
                 weight, self.weight_bits, per_column=self.scale == "column"
             )
+            if self.max_ones is not None:
+                levels = with_few_ones(levels, self.max_ones, self.weight_bits)
             levels_name = f"{layer.name}.levels"
             tensors[levels_name] = levels
             if isinstance(scale, np.ndarray):
@@ -90,6 +98,53 @@ def check_options(weight_bits: int, cell_bits: int, scale: str, encoding: str) -
         raise XbarcError(f"unknown scale mode {scale!r}", hint="use tensor or column")
     if encoding not in SIGNED_ENCODINGS:
         raise XbarcError(f"unknown signed encoding {encoding!r}", hint="use differential or offset")
+
+
+def check_max_ones(max_ones: int | None, weight_bits: int, encoding: str) -> None:
+    if max_ones is None:
+        return
+    if not 1 <= max_ones <= weight_bits - 1:
+        raise XbarcError(
+            f"max-ones must be between 1 and {weight_bits - 1} (the magnitude bits of "
+            f"{weight_bits}-bit weights), got {max_ones}"
+        )
+    if encoding != "differential":
+        raise XbarcError(
+            "max-ones keeps few one bits per sign-magnitude weight, which needs "
+            "differential encoding",
+            hint="--encoding differential",
+        )
+
+
+def with_few_ones(levels: np.ndarray, max_ones: int, weight_bits: int) -> np.ndarray:
+    """`levels` with each magnitude replaced by the nearest number of at most `max_ones`
+    one bits (the smaller on a tie), signs kept."""
+    top = 2 ** (weight_bits - 1) - 1
+    allowed = np.array([v for v in range(top + 1) if bin(v).count("1") <= max_ones])
+    magnitudes = np.arange(top + 1)
+    # nearest allowed value per magnitude: the first allowed value above, or the one below
+    above = allowed[np.minimum(np.searchsorted(allowed, magnitudes), len(allowed) - 1)]
+    below = allowed[np.maximum(np.searchsorted(allowed, magnitudes, side="right") - 1, 0)]
+    nearest = np.where(above - magnitudes < magnitudes - below, above, below)
+    magnitude = nearest[np.abs(levels.astype(np.int64))]
+    return (np.sign(levels) * magnitude).astype(levels.dtype)
+
+
+def weight_error(program: Program) -> float:
+    """The quantized weights' RMS error relative to the float weights' RMS, over every
+    array of the program."""
+    error = total = 0.0
+    for array in program.arrays:
+        values = program.store[array.values].astype(np.float64)
+        scale: float | np.ndarray = (
+            program.store[array.scale.name][:, None, :].astype(np.float64)
+            if isinstance(array.scale, Const)
+            else array.scale
+        )
+        quantized = program.store[array.levels].astype(np.float64) * scale
+        error += float(np.square(quantized - values).sum())
+        total += float(np.square(values).sum())
+    return float(np.sqrt(error / total)) if total else 0.0
 
 
 def quantize_levels(

@@ -114,3 +114,44 @@ def test_compare_mappings(tmp_path, capsys):
     assert crossbars["dense"] == tiles_of(dense)
     status = main([*arguments, "--compare-mappings", "--pipeline", "quantize,tile,allocate"])
     assert status == 1 and "builds its own pipelines" in capsys.readouterr().err
+
+
+def test_max_ones_keeps_the_nearest_level_with_few_one_bits():
+    from xbarc.passes.quantize import with_few_ones
+
+    levels = np.arange(-127, 128).astype(np.int8)
+    for m in (1, 2, 3, 7):
+        got = with_few_ones(levels, m, 8)
+        allowed = [v for v in range(128) if bin(v).count("1") <= m]
+        for level, value in zip(levels.tolist(), got.tolist(), strict=True):
+            assert bin(abs(value)).count("1") <= m and np.sign(value) == np.sign(level)
+            best = min(abs(abs(level) - a) for a in allowed)
+            assert abs(abs(level) - abs(value)) == best
+    np.testing.assert_array_equal(with_few_ones(levels, 7, 8), levels)  # all bits: as is
+
+
+def test_max_ones_trades_weight_error_for_crossbars(tmp_path):
+    from xbarc.passes.quantize import weight_error
+
+    def compiled(extra: str):
+        options = CompileOptions(
+            input_shapes={"x": (1, 1, 8, 8)},
+            pipeline=f"quantize{{weight-bits=8,cell-bits=1{extra}}},"
+            "tile{rows=32,cols=32,mapping=squeeze,group-cols=8},allocate{tiles=4096}",
+        )
+        return compile_onnx(DIGITS / "resnet.onnx", options)
+
+    plain, three, two = compiled(""), compiled(",max-ones=3"), compiled(",max-ones=2")
+    assert weight_error(plain) < weight_error(three) < weight_error(two)
+    assert tiles_of(two) < tiles_of(three) < tiles_of(plain)
+    path = save(parse(MATMUL, {"w": random((40, 24), 3)}), tmp_path)
+    bad = [
+        (",max-ones=0", "max-ones must be between 1 and 7"),
+        (",max-ones=8", "max-ones must be between 1 and 7"),
+        (",max-ones=2,encoding=offset", "needs differential encoding"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(XbarcError, match=message):
+            compile_onnx(
+                path, CompileOptions(pipeline=f"quantize{{weight-bits=8{extra}}},tile,allocate")
+            )

@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tile width)",
     )
     compile_parser.add_argument(
+        "--max-ones",
+        type=int,
+        metavar="M",
+        help="bit-sparse quantization: at most M one bits per weight magnitude (SME); the "
+        "weight error it causes is printed",
+    )
+    compile_parser.add_argument(
         "--compare-mappings",
         action="store_true",
         help="also print the crossbars, cells and cycles of the dense, sparse, bit-sliced "
@@ -258,6 +265,7 @@ def run_compile(args: argparse.Namespace) -> int:
         cell_bits=args.cell_bits,
         encoding=args.encoding,
         scale=args.scale,
+        max_ones=args.max_ones,
         mapping=args.mapping,
         group_cols=args.group_cols,
         pipeline=args.pipeline,
@@ -282,6 +290,17 @@ def run_compile(args: argparse.Namespace) -> int:
         f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
         f"{summary.cell_writes} cell writes"
     )
+    if args.max_ones is not None and program.arrays:
+        from dataclasses import replace
+
+        from xbarc.passes.quantize import weight_error
+
+        plain = compile_onnx(args.model, replace(options, max_ones=None, mapping="dense"))
+        print(
+            f"at most {args.max_ones} one bits per weight: weight RMS error "
+            f"{weight_error(program):.2%} of the weights' RMS ({weight_error(plain):.2%} "
+            "without)"
+        )
     if args.compare_mappings:
         from xbarc.compiler import compare_mappings, format_comparison
 

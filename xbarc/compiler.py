@@ -29,6 +29,7 @@ class CompileOptions:
     cell_bits: int = 2
     encoding: str = "differential"
     scale: str = "tensor"
+    max_ones: int | None = None  # at most this many one bits per weight (bit-sparse)
     mapping: str = "dense"  # dense | sparse | squeeze (see passes/tile.py)
     group_cols: int | None = None  # sparse, squeeze: columns per column group (tile width)
     pipeline: str | None = None  # None: the default pipeline built from the options above
@@ -41,12 +42,13 @@ def default_pipeline(options: CompileOptions) -> str:
         tile += f",mapping={options.mapping}"
     if options.group_cols is not None:
         tile += f",group-cols={options.group_cols}"
-    return (
-        f"quantize{{weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
-        f"scale={options.scale},encoding={options.encoding}}},"
-        f"tile{{{tile}}},"
-        f"allocate{{tiles={options.tiles}}}"
+    quantize = (
+        f"weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
+        f"scale={options.scale},encoding={options.encoding}"
     )
+    if options.max_ones is not None:
+        quantize += f",max-ones={options.max_ones}"
+    return f"quantize{{{quantize}}},tile{{{tile}}},allocate{{tiles={options.tiles}}}"
 
 
 def compile_onnx(

@@ -113,7 +113,7 @@ def main() -> None:
         "",
         "Crossbars are virtual tiles (the chip a program needs without reprogramming). "
         "For comparison, the SME paper cuts crossbars up to 8.7x on ResNet-50 and 2.1x on "
-        "MobileNet-v2 (ImageNet, squeezed against bit-sliced).",
+        "MobileNet-v2 on ImageNet (its abstract does not name the baseline mapping).",
     ]
     lines += crossbar_rows()
     lines += accuracy_rows(args.seeds)

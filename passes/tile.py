@@ -202,8 +202,7 @@ def sparse_blocks(
 ) -> list[Block]:
     """The compacted blocks of `array`, packed side by side on its own virtual tiles; the
     index tables they need go into `tables`."""
-    # per block: slice, group, rows, columns, row count, column count
-    pieces: list[tuple[int, int, Indices, Indices, int, int]] = []
+    pieces: list[tuple[int, int, Indices, Indices]] = []  # per block: slice, group, rows, cols
     for group in range(array.groups):
         for first in range(0, array.cols, layout.group_cols):
             columns = np.arange(first, min(first + layout.group_cols, array.cols))
@@ -231,7 +230,7 @@ def sparse_blocks(
                     rows = indices(chunk, f"{name}.r{start}", tables)
                     slices = [s.index for s in array.slices] if index is None else [index]
                     for piece in slices:
-                        pieces.append((piece, group, rows, cols, len(chunk), len(kept_cols)))
+                        pieces.append((piece, group, rows, cols))
     return pack(array, pieces, tile_type, layout)
 
 
@@ -248,7 +247,8 @@ def pack(array: Array, pieces, tile_type: TileType, layout: SparseLayout) -> lis
     tiles: a block goes to the first of them with room for its columns."""
     used: list[int] = []  # columns taken on each of this array's virtual tiles
     blocks: list[Block] = []
-    for piece, group, rows, cols, _, width in pieces:
+    for piece, group, rows, cols in pieces:
+        width = len(cols)
         slot = next((i for i, taken in enumerate(used) if taken + width <= tile_type.cols), None)
         if slot is None:
             slot = len(used)

@@ -121,7 +121,8 @@ class Executor:
         noise (None: all); the others run as `quant` (for per-layer sensitivity)."""
         self.program = program
         self.noisy_layers = noisy_layers
-        self.settings = settings = settings or NoiseSettings()
+        # the fields a profile leaves to the hardware (bits, ADC range) filled in from it
+        self.settings = settings = (settings or NoiseSettings()).resolved(program.hardware)
         self.seeds = seeds or Seeds.derive(0)
         if not program.phases and any(True for _ in program.layers()):
             raise XbarcError(
@@ -135,8 +136,9 @@ class Executor:
                 hint='start the profile from quant (base = "quant")',
             )
         hardware = program.hardware
-        self.dac_bits = settings.dac_bits or hardware.dac.bits
-        adc_bits = hardware.adc.bits if settings.adc_bits is None else settings.adc_bits
+        assert settings.dac_bits is not None and settings.adc_bits is not None  # resolved
+        self.dac_bits: int = settings.dac_bits
+        adc_bits = settings.adc_bits
         self.adc_levels = 0 if isinstance(adc_bits, str) else 2**adc_bits - 1  # "exact": 0
         self.differential_adc = settings.quantized and settings.adc_placement == "differential"
         if self.differential_adc:
@@ -149,14 +151,12 @@ class Executor:
                 "exact integers, which noisy cells and reads do not give",
                 hint="give the ADC bits, e.g. --set adc_bits=8",
             )
-        self.adc_range = settings.adc_range or hardware.adc.range
+        self.adc_range = settings.adc_range
         self._check_calibration()
         self._chip = None
         if settings.cells_noisy:
             cell = hardware.cell
             self._chip = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
-        # per-MVM noise: one stream for the executor's life, drawn in schedule order
-        self.reads_noisy = settings.reads_noisy
         self.layer_reads_noisy = False  # whether the layer being read gets read noise
         # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
         # before each batch of reads passes through the ADC
@@ -193,11 +193,12 @@ class Executor:
         hardware = self.program.hardware
         digit_bits = min(hardware.dac.slice_bits, self.dac_bits - 1)
         cell_bits = max((s.bits for a in self.program.arrays for s in a.slices), default=0)
-        # noisy or differential reads (signed cells) are not uint8 x int8 GEMMs
-        noisy = settings.cells_noisy or settings.reads_noisy
-        if settings.adc_placement == "differential":
-            noisy = True
-        if not noisy and cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
+        # noisy cells and reads are real numbers, differential reads signed: neither is a
+        # uint8 x int8 GEMM
+        integer = not (
+            settings.cells_noisy or settings.reads_noisy or settings.adc_placement == "differential"
+        )
+        if integer and cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
             return np.uint8, np.int8, np.int32
         rows = max(tile_type.rows for tile_type in hardware.tile_types)
         if (2**digit_bits - 1) * (2**cell_bits - 1) * rows < 2**24:
@@ -260,11 +261,7 @@ class Executor:
         state[...] = self._chip.program(tile, targets)
         for block in blocks:
             if not self._is_noisy(block.array):
-                region = (
-                    slice(block.row_offset, block.row_offset + len(block.rows)),
-                    slice(block.col_offset, block.col_offset + len(block.cols)),
-                )
-                state[region] = targets[region]
+                programmed_region(state, block)[...] = programmed_region(targets, block)
 
     def _program_chip(self) -> tuple[dict[str, list[LayerPlan]], dict[str, np.ndarray]]:
         """Write every phase's tiles and read each run off them: `quant` takes its read
@@ -288,9 +285,7 @@ class Executor:
                     tiles[write.tile] = state
                 state[...] = 0.0  # programming erases the tile
                 for block in blocks_on[write.vtile]:
-                    rows = slice(block.row_offset, block.row_offset + len(block.rows))
-                    cols = slice(block.col_offset, block.col_offset + len(block.cols))
-                    state[rows, cols] = block_cells.cells(block)
+                    programmed_region(state, block)[...] = block_cells.cells(block)
                 if self._chip is not None:
                     self._program_noisy(write.tile, state, blocks_on[write.vtile])
             where = {write.vtile: write.tile for write in phase.writes}
@@ -430,7 +425,7 @@ class Executor:
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
         """One crossbar layer on its input, read by read (`quant`)."""
-        self.layer_reads_noisy = self.reads_noisy and self._is_noisy(layer.name)
+        self.layer_reads_noisy = self.settings.reads_noisy and self._is_noisy(layer.name)
         x = np.asarray(x, dtype=np.float32)
         plans = self.plans.get(layer.name, [])
         if not plans:

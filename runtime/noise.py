@@ -105,10 +105,6 @@ class NoiseSettings:
             adc_range=self.adc_range or hardware.adc.range,
         )
 
-    def lines(self) -> list[str]:
-        """The settings as `field = value` lines, for reports."""
-        return [f"{f.name} = {format_value(getattr(self, f.name))}" for f in fields(self)]
-
 
 @dataclass(frozen=True, slots=True)
 class Seeds:

@@ -58,11 +58,11 @@ class InferenceSession:
 
             self.program = load_program(program)
         settings = noise if isinstance(noise, NoiseSettings) else load_profile(noise, overrides)
-        self.settings = settings.resolved(self.program.hardware)  # what the run uses
         self.seeds = seed if isinstance(seed, Seeds) else Seeds.derive(seed)
         self.seed_number = None if isinstance(seed, Seeds) else seed
         layers = None if noisy_layers is None else frozenset(noisy_layers)
-        self._executor = Executor(self.program, self.settings, self.seeds, layers)
+        self._executor = Executor(self.program, settings, self.seeds, layers)
+        self.settings = self._executor.settings  # what the run uses, hardware fields filled
         self._types = self.program.value_types()
 
     def get_inputs(self) -> list[NodeArg]:

@@ -1,29 +1,33 @@
 """tile: map every array slice onto virtual tiles, dense or sparse (seed 000, seed 003).
 
-    Array(groups, rows, cols, slices)  ->  Blocks of at most R x C cells
+    Array(groups, rows, cols, slices)  ->  Blocks of at most R x C cells on virtual tiles
 
 `mapping=dense` (seed 000's dense scheme): each slice of each group is cut into R x C
-blocks, zeros included, one virtual tile each. Grouped and depthwise convolutions whose
-group matrix fits a tile are packed block-diagonally: groups side by side on the diagonal
-of a tile, on disjoint rows and columns, so one read serves them all (`groups=diagonal`,
-the default); `groups=separate` gives every group its own tiles. Blocks are ordered by
-array, group, row block, column block, then slice, so the slices of one weight block sit
-on neighbouring tiles.
+blocks, zeros included. Grouped and depthwise convolutions whose group matrix fits a tile
+are placed block-diagonally: groups side by side on the diagonal of a tile, on disjoint
+rows and columns, so one read serves them all (`groups=diagonal`, the default);
+`groups=separate` gives every group its own blocks. Blocks are ordered by array, group,
+row block, column block, then slice, so the slices of one weight block sit together.
 
 `mapping=sparse` (pruning-aware, seed 000): the columns of each group are cut into column
 groups of `group-cols` adjacent columns; each column group keeps only its columns that
 hold a non-zero weight and the rows non-zero somewhere in them (a row-gather table and a
 column-scatter table), cut into blocks of at most R rows; empty column groups take no
 cells. `mapping=squeeze` (SME's squeeze-out, seed 003) compacts each slice (bit plane) on
-its own, so the high-order planes, mostly zeros, shrink the most. Compacted blocks of one
-array are packed side by side on shared tiles; blocks on one tile that read different
-inputs take separate cycles (the allocate pass orders them, inspect counts them).
-Compaction only removes zero cells, so with a lossless ADC every mapping computes the
-same sums.
+its own, so the high-order planes, mostly zeros, shrink the most. Without `group-cols`,
+each layer's group width is chosen by the tiles-versus-cycles trade-off (see
+`choose_group_cols`) and recorded on its array. Compaction only removes zero cells, so
+with a lossless ADC every mapping computes the same sums.
+
+`pack` places blocks on virtual tiles: `off` gives every block its own tile (dense's
+default); `layer` (sparse's default) and `model` pack them by shelf first-fit (`Packer`),
+the blocks of one layer or of the whole model sharing tiles. Blocks on one tile that read
+different inputs take separate cycles: the allocate pass orders them, inspect counts them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -31,10 +35,21 @@ import numpy as np
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware, TileType, tile_type_name
-from xbarc.ir.tile import Array, Block, IndexTable, Indices, Program, Span, with_tensors
-from xbarc.passes.quantize import slice_cells
+from xbarc.ir.tile import (
+    Array,
+    Block,
+    CrossbarLayer,
+    IndexTable,
+    Indices,
+    Program,
+    Span,
+    with_tensors,
+)
+from xbarc.passes.allocate import assign_cycles
 
 MAPPINGS = ("dense", "sparse", "squeeze")
+PACKINGS = ("off", "layer", "model")
+NARROWEST_GROUP = 8  # the narrowest column group the automatic choice tries
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,53 +63,56 @@ class Tile:
     cols: int | None = None
     groups: str = "diagonal"  # diagonal | separate
     mapping: str = "dense"  # dense | sparse | squeeze
-    group_cols: int | None = None  # sparse, squeeze: columns per column group (tile width)
+    group_cols: int | None = None  # sparse, squeeze: columns per group; default: per layer
+    # (dense mapping ignores it)
+    pack: str | None = None  # off | layer | model; default: off for dense, layer otherwise
 
     def apply(self, program: Program) -> Program:
-        if self.groups not in ("diagonal", "separate"):
-            raise XbarcError(
-                f"unknown group mapping {self.groups!r}", hint="use diagonal or separate"
-            )
-        if self.mapping not in MAPPINGS:
-            raise XbarcError(
-                f"unknown mapping {self.mapping!r}", hint=f"use one of {', '.join(MAPPINGS)}"
-            )
-        if self.group_cols is not None and self.group_cols < 1:
-            raise XbarcError(f"group-cols must be at least 1, got {self.group_cols}")
+        self.check()
         if not program.arrays and any(True for _ in program.layers()):
             raise XbarcError("tile needs quantized arrays", hint="run quantize before tile")
         hardware = with_tile_size(program.hardware, self.rows, self.cols)
         program = replace(program, hardware=hardware)
         tile_type = choose_tile_type(hardware, self.rows, self.cols)
+        pack = self.pack or ("off" if self.mapping == "dense" else "layer")
         if self.mapping != "dense":
-            offset = [a.name for a in program.arrays if a.encoding == "offset"]
-            if offset:
-                raise XbarcError(
-                    f"mapping={self.mapping} drops zero cells, but array @{offset[0]} uses "
-                    "offset encoding, whose zero weights are not zero cells",
-                    hint="quantize with encoding=differential (--encoding differential)",
-                )
+            check_sparse_encoding(program, self.mapping)
+            compactor = Compactor(program, tile_type, self.mapping == "squeeze")
+            if self.group_cols is None:
+                widths = choose_group_cols(program, compactor)
+            else:
+                width = min(self.group_cols, tile_type.cols)
+                widths = {array.name: width for array in program.arrays}
+            arrays = tuple(replace(a, group_cols=widths[a.name]) for a in program.arrays)
+            program = replace(program, arrays=arrays)
+        packer = Packer(tile_type, pack)
         blocks: list[Block] = []
         tables: dict[str, np.ndarray] = {}
-        next_vtile = 0
         for array in program.arrays:
+            if self.mapping == "dense" and diagonal_fits(array, tile_type, self.groups):
+                blocks += diagonal_blocks(array, tile_type, len(blocks), packer)
+                continue
             if self.mapping == "dense":
-                placed = dense_blocks(
-                    array, tile_type, len(blocks), next_vtile, self.groups == "diagonal"
-                )
+                pieces = dense_pieces(array, tile_type)
             else:
-                width = min(self.group_cols or tile_type.cols, tile_type.cols)
-                placed = sparse_blocks(
-                    array,
-                    program.store[array.levels],
-                    tile_type,
-                    SparseLayout(len(blocks), next_vtile, width, self.mapping == "squeeze"),
-                    tables,
-                )
-            blocks.extend(placed)
-            next_vtile = 1 + max((b.vtile for b in blocks), default=-1)
+                pieces, array_tables = compactor.pieces(array, array.group_cols or tile_type.cols)
+                tables.update(array_tables)
+            blocks += packer.place_all(pieces, len(blocks))
+            if pack == "layer":
+                packer.close()
         program = with_tensors(program, tables) if tables else program
         return replace(program, blocks=tuple(blocks), phases=())
+
+    def check(self) -> None:
+        for option, value, known in (
+            ("group mapping", self.groups, ("diagonal", "separate")),
+            ("mapping", self.mapping, MAPPINGS),
+            ("packing", self.pack or "off", PACKINGS),
+        ):
+            if value not in known:
+                raise XbarcError(f"unknown {option} {value!r}", hint=f"use {' or '.join(known)}")
+        if self.group_cols is not None and self.group_cols < 1:
+            raise XbarcError(f"group-cols must be at least 1, got {self.group_cols}")
 
 
 def with_tile_size(hardware: Hardware, rows: int | None, cols: int | None) -> Hardware:
@@ -123,49 +141,61 @@ def choose_tile_type(hardware: Hardware, rows: int | None, cols: int | None) -> 
     )
 
 
-def dense_blocks(
-    array: Array, tile_type: TileType, first_block: int, first_vtile: int, pack_groups: bool
-) -> list[Block]:
-    """All blocks of `array`, numbered from `first_block`, on vtiles from `first_vtile`."""
-    fits = array.rows <= tile_type.rows and array.cols <= tile_type.cols
-    if pack_groups and array.groups > 1 and fits:
-        return _diagonal_blocks(array, tile_type, first_block, first_vtile)
-    blocks: list[Block] = []
-    vtile = first_vtile
+def check_sparse_encoding(program: Program, mapping: str) -> None:
+    offset = [a.name for a in program.arrays if a.encoding == "offset"]
+    if offset:
+        raise XbarcError(
+            f"mapping={mapping} drops zero cells, but array @{offset[0]} uses "
+            "offset encoding, whose zero weights are not zero cells",
+            hint="quantize with encoding=differential (--encoding differential)",
+        )
+
+
+# --- pieces: blocks before placement -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A block before it is placed: rows x cols of one slice of one group of an array."""
+
+    array: str
+    slice: int
+    group: int
+    rows: Indices
+    cols: Indices
+
+
+def dense_pieces(array: Array, tile_type: TileType) -> list[Piece]:
+    pieces = []
     for group in range(array.groups):
         for row_start in range(0, array.rows, tile_type.rows):
-            row_span = Span(row_start, min(row_start + tile_type.rows, array.rows))
+            rows = Span(row_start, min(row_start + tile_type.rows, array.rows))
             for col_start in range(0, array.cols, tile_type.cols):
-                col_span = Span(col_start, min(col_start + tile_type.cols, array.cols))
-                for piece in array.slices:
-                    blocks.append(
-                        Block(
-                            first_block + len(blocks),
-                            array.name,
-                            piece.index,
-                            group,
-                            row_span,
-                            col_span,
-                            tile_type.name,
-                            vtile,
-                            0,
-                            0,
-                        )
-                    )
-                    vtile += 1
-    return blocks
+                cols = Span(col_start, min(col_start + tile_type.cols, array.cols))
+                pieces += [Piece(array.name, s.index, group, rows, cols) for s in array.slices]
+    return pieces
 
 
-def _diagonal_blocks(
-    array: Array, tile_type: TileType, first_block: int, first_vtile: int
+def diagonal_fits(array: Array, tile_type: TileType, groups: str) -> bool:
+    return (
+        groups == "diagonal"
+        and array.groups > 1
+        and array.rows <= tile_type.rows
+        and array.cols <= tile_type.cols
+    )
+
+
+def diagonal_blocks(
+    array: Array, tile_type: TileType, first_block: int, packer: Packer
 ) -> list[Block]:
+    """Groups on the diagonal of whole tiles of their own, one tile per chunk and slice."""
     per_tile = min(tile_type.rows // array.rows, tile_type.cols // array.cols)
     blocks: list[Block] = []
-    vtile = first_vtile
     rows, cols = Span(0, array.rows), Span(0, array.cols)
     for chunk_start in range(0, array.groups, per_tile):
         chunk = range(chunk_start, min(chunk_start + per_tile, array.groups))
         for piece in array.slices:
+            vtile = packer.whole_tile()
             for position, group in enumerate(chunk):
                 blocks.append(
                     Block(
@@ -181,91 +211,312 @@ def _diagonal_blocks(
                         position * array.cols,
                     )
                 )
-            vtile += 1
     return blocks
+
+
+class Compactor:
+    """The compacted pieces of sparse and squeezed arrays and the index tables they need,
+    computed once per array and column-group width."""
+
+    def __init__(self, program: Program, tile_type: TileType, per_slice: bool):
+        self.program = program
+        self.tile_type = tile_type
+        self.per_slice = per_slice
+        self.found: dict[tuple[str, int], tuple[list[Piece], dict[str, np.ndarray]]] = {}
+
+    def planes(self, array: Array, width: int) -> list[tuple[int | None, np.ndarray, np.ndarray]]:
+        """Per plane: its slice (None: all slices at once), whether each row of each column
+        group holds a non-zero cell [groups, rows, column groups], and whether each column
+        does [groups, column groups, width].
+
+        The magnitudes of each polarity are OR-ed over each column group's columns and over
+        its rows once; a slice's plane is then the bits it holds of those ORs."""
+        column_groups = -(-array.cols // width)
+        padding = column_groups * width - array.cols
+        reduced = {}
+        for polarity, magnitude in magnitudes(
+            self.program.store[array.levels], self.per_slice
+        ).items():
+            if padding:
+                magnitude = np.pad(magnitude, ((0, 0), (0, 0), (0, padding)))
+            grouped = magnitude.reshape(array.groups, array.rows, column_groups, width)
+            reduced[polarity] = (
+                np.bitwise_or.reduce(grouped, axis=3),
+                np.bitwise_or.reduce(grouped, axis=1),
+            )
+        if not self.per_slice:
+            rows_or, cols_or = reduced[""]
+            return [(None, rows_or != 0, cols_or != 0)]
+        planes: list[tuple[int | None, np.ndarray, np.ndarray]] = []
+        for piece in array.slices:
+            rows_or, cols_or = reduced[piece.polarity]
+            bitmask = ((1 << piece.bits) - 1) << piece.shift
+            planes.append((piece.index, (rows_or & bitmask) != 0, (cols_or & bitmask) != 0))
+        return planes
+
+    def least_cells(self, array: Array) -> int:
+        """A lower bound on the cells `array` keeps at any column grouping: one per non-zero
+        weight (in each slice, unless every slice is compacted on its own)."""
+        nonzero = int(np.count_nonzero(self.program.store[array.levels]))
+        return nonzero if self.per_slice else nonzero * len(array.slices)
+
+    def pieces(self, array: Array, width: int) -> tuple[list[Piece], dict[str, np.ndarray]]:
+        """The pieces of `array` in column groups of `width`, by group, column group, plane,
+        then row chunk; and the index tables they name."""
+        key = (array.name, width)
+        if key not in self.found:
+            self.found[key] = self._compact(array, width)
+        return self.found[key]
+
+    def _compact(self, array: Array, width: int) -> tuple[list[Piece], dict[str, np.ndarray]]:
+        tables: dict[str, np.ndarray] = {}
+        known: dict[bytes, str] = {}
+        found: dict[tuple[int, int], list[Piece]] = {}
+        for index, row_used, col_used in self.planes(array, width):
+            slices = [s.index for s in array.slices] if index is None else [index]
+            for group, column_group in zip(*np.nonzero(col_used.any(axis=2)), strict=True):
+                first = int(column_group) * width
+                name = f"{array.name}.g{group}.c{first}" + ("" if index is None else f".s{index}")
+                kept_cols = first + np.flatnonzero(col_used[group, column_group])
+                kept_rows = np.flatnonzero(row_used[group, :, column_group])
+                cols = indices(kept_cols, f"{name}.cols", tables, known)
+                chunks = found.setdefault((int(group), first), [])
+                for start in range(0, len(kept_rows), self.tile_type.rows):
+                    chunk = kept_rows[start : start + self.tile_type.rows]
+                    rows = indices(chunk, f"{name}.r{start}", tables, known)
+                    chunks += [Piece(array.name, s, int(group), rows, cols) for s in slices]
+        return [piece for key in sorted(found) for piece in found[key]], tables
+
+
+# --- the column-group width: tiles against cycles -----------------------------------------
+
+
+def group_widths(tile_cols: int) -> list[int]:
+    """The widths the automatic choice tries, widest first: the tile's width, halved down
+    to NARROWEST_GROUP columns."""
+    widths = [tile_cols]
+    while widths[-1] // 2 >= NARROWEST_GROUP:
+        widths.append(widths[-1] // 2)
+    return widths
 
 
 @dataclass(frozen=True, slots=True)
-class SparseLayout:
-    first_block: int
-    first_vtile: int
-    group_cols: int
-    per_slice: bool  # squeeze: each slice compacted on its own
+class Fit:
+    """One layer compacted at one column-group width and packed on tiles of its own."""
+
+    tiles: int
+    cycles: int  # per inference: cycles per read x the input vectors read
 
 
-def sparse_blocks(
-    array: Array,
-    levels: np.ndarray,
-    tile_type: TileType,
-    layout: SparseLayout,
-    tables: dict[str, np.ndarray],
-) -> list[Block]:
-    """The compacted blocks of `array`, packed side by side on its own virtual tiles; the
-    index tables they need go into `tables`."""
-    pieces: list[tuple[int, int, Indices, Indices]] = []  # per block: slice, group, rows, cols
-    for group in range(array.groups):
-        for first in range(0, array.cols, layout.group_cols):
-            columns = np.arange(first, min(first + layout.group_cols, array.cols))
-            weights = levels[group][:, columns]
-            masks: list[tuple[int | None, np.ndarray]]  # (slice or all slices, non-zero)
-            if layout.per_slice:
-                masks = [
-                    (
-                        piece.index,
-                        slice_cells(weights, piece, array.weight_bits, "differential") != 0,
-                    )
-                    for piece in array.slices
-                ]
-            else:
-                masks = [(None, weights != 0)]
-            for index, mask in masks:
-                kept_cols = columns[mask.any(axis=0)]
-                kept_rows = np.flatnonzero(mask.any(axis=1))
-                if not kept_cols.size:
-                    continue  # an empty column group takes no cells
-                name = f"{array.name}.g{group}.c{first}" + ("" if index is None else f".s{index}")
-                cols = indices(kept_cols, f"{name}.cols", tables)
-                for start in range(0, len(kept_rows), tile_type.rows):
-                    chunk = kept_rows[start : start + tile_type.rows]
-                    rows = indices(chunk, f"{name}.r{start}", tables)
-                    slices = [s.index for s in array.slices] if index is None else [index]
-                    for piece in slices:
-                        pieces.append((piece, group, rows, cols))
-    return pack(array, pieces, tile_type, layout)
+def choose_group_cols(program: Program, compactor: Compactor) -> dict[str, int]:
+    """Each array's column-group width when none is given: wider groups keep more zero
+    cells (more tiles), narrower ones give each tile more inputs to read one after another
+    (more cycles) and more index tables. A tile saved costs about a cycle added, so:
+
+    - the widest groups, one per tile width (SME's squeeze-out per crossbar), when the
+      model fits the chip's tiles in one phase with them, or cannot fit even with the
+      narrowest (it is reprogrammed either way);
+    - otherwise narrower groups until it fits, one layer at a time: each step in the
+      layer that saves the most tiles per cycle it adds to an inference."""
+    from xbarc.report import layer_patches
+
+    tile_type = compactor.tile_type
+    widths = group_widths(tile_type.cols)
+    widest = {array.name: widths[0] for array in program.arrays}
+    budget = tile_type.count
+    tile_cells = tile_type.rows * tile_type.cols
+    least_cells = sum(compactor.least_cells(array) for array in program.arrays)
+    if len(widths) == 1 or least_cells > budget * tile_cells:
+        return widest  # even the non-zero weights alone need more tiles
+    layers = {layer.name: layer for layer in program.layers()}
+    types = program.value_types()
+    fits: dict[tuple[str, int], Fit] = {}
+
+    def fit(array: Array, choice: int) -> Fit:
+        key = (array.name, choice)
+        if key not in fits:
+            pieces, _ = compactor.pieces(array, widths[choice])
+            packer = Packer(tile_type, "layer")
+            blocks = packer.place_all(pieces, 0)
+            layer: CrossbarLayer | None = layers.get(array.name)
+            reads = max(1, layer_patches(layer, types)) if layer is not None else 1
+            fits[key] = Fit(packer.vtiles, len(assign_cycles(blocks)) * reads)
+        return fits[key]
+
+    arrays = program.arrays
+    choice = {array.name: 0 for array in arrays}
+    if sum(fit(a, len(widths) - 1).tiles for a in arrays) > budget:
+        return widest
+    while sum(fit(a, choice[a.name]).tiles for a in arrays) > budget:
+        steps = [
+            (saved / max(fit(a, k).cycles - now.cycles, 0.5), a.name, k)
+            for a in arrays
+            for now in [fit(a, choice[a.name])]
+            for k in range(choice[a.name] + 1, len(widths))
+            if (saved := now.tiles - fit(a, k).tiles) > 0
+        ]
+        _, name, k = max(steps)  # some step saves tiles, as the narrowest groups fit
+        choice[name] = k
+    return {name: widths[k] for name, k in choice.items()}
 
 
-def indices(selected: np.ndarray, name: str, tables: dict[str, np.ndarray]) -> Indices:
-    """A run of consecutive indices as a span, anything else as an index table."""
+def magnitudes(levels: np.ndarray, per_polarity: bool) -> dict[str, np.ndarray]:
+    """The magnitudes of integer `levels` as unsigned integers of the same width: of the
+    positive and the negative levels apart ("+", "-"), or of all ("")."""
+    unsigned = levels.dtype.str.replace("i", "u")  # |level| < 2^(bits-1): no overflow
+    if per_polarity:
+        return {
+            "+": np.maximum(levels, 0).view(unsigned),
+            "-": np.maximum(-levels, 0).view(unsigned),
+        }
+    return {"": np.abs(levels).view(unsigned)}
+
+
+def indices(
+    selected: np.ndarray, name: str, tables: dict[str, np.ndarray], known: dict[bytes, str]
+) -> Indices:
+    """A run of consecutive indices as a span, anything else as an index table, shared
+    with an earlier table of the same indices (`known`: content -> table name)."""
     if selected[-1] - selected[0] == len(selected) - 1:
         return Span(int(selected[0]), int(selected[-1]) + 1)
-    tables[name] = selected.astype(np.int32)
+    table = selected.astype(np.int32)
+    name = known.setdefault(table.tobytes(), name)
+    tables.setdefault(name, table)
     return IndexTable(name, len(selected))
 
 
-def pack(array: Array, pieces, tile_type: TileType, layout: SparseLayout) -> list[Block]:
-    """Blocks placed side by side, first fit along the columns of the array's virtual
-    tiles: a block goes to the first of them with room for its columns."""
-    used: list[int] = []  # columns taken on each of this array's virtual tiles
-    blocks: list[Block] = []
-    for piece, group, rows, cols in pieces:
-        width = len(cols)
-        slot = next((i for i, taken in enumerate(used) if taken + width <= tile_type.cols), None)
+# --- packing -----------------------------------------------------------------------------
+
+
+class FirstFit:
+    """Capacities of bins in order, answering "the first bin with at least `need` left"
+    in O(log n) through a max segment tree over them."""
+
+    def __init__(self) -> None:
+        self.size = 1
+        self.tree = [0, 0]  # 1-based heap: node n has children 2n, 2n+1; leaves from `size`
+        self.count = 0
+
+    def append(self, capacity: int) -> int:
+        if self.count == self.size:
+            leaves = self.tree[self.size :]
+            self.size *= 2
+            self.tree = [0] * self.size + leaves + [0] * (self.size - len(leaves))
+            for node in range(self.size - 1, 0, -1):
+                self.tree[node] = max(self.tree[2 * node], self.tree[2 * node + 1])
+        self.count += 1
+        self.set(self.count - 1, capacity)
+        return self.count - 1
+
+    def capacity(self, index: int) -> int:
+        return self.tree[self.size + index]
+
+    def set(self, index: int, capacity: int) -> None:
+        tree = self.tree
+        node = self.size + index
+        tree[node] = capacity
+        node //= 2
+        while node:
+            left, right = tree[2 * node], tree[2 * node + 1]
+            best = left if left > right else right
+            if tree[node] == best:
+                break
+            tree[node] = best
+            node //= 2
+
+    def first(self, need: int) -> int | None:
+        tree = self.tree
+        if tree[1] < need:
+            return None
+        node = 1
+        while node < self.size:
+            node *= 2
+            if tree[node] < need:
+                node += 1
+        return node - self.size
+
+
+NO_SHELVES: tuple[list[tuple[int, int]], FirstFit] = ([], FirstFit())
+
+
+class Packer:
+    """Shelf first-fit 2-D packing of blocks onto virtual tiles of one type.
+
+    A tile is cut into shelves, row bands stacked from row 0; a block goes into the first
+    shelf with room for its columns of its height class (its rows rounded up to a
+    sixteenth of the tile) or, failing that, of the next taller class; else into a new
+    shelf on the first tile with rows left for it, else onto a new tile. With `pack=off`
+    every block takes a tile of its own; `close` stops packing into the tiles handed out
+    so far (`pack=layer` closes after each layer)."""
+
+    def __init__(self, tile_type: TileType, pack: str):
+        self.tile_type = tile_type
+        self.pack = pack
+        self.quantum = max(1, tile_type.rows // 16)
+        self.vtiles = 0
+        self.close()
+
+    def close(self) -> None:
+        self.first_open = self.vtiles  # tiles before this one take no more blocks
+        self.free_rows = FirstFit()  # per open tile: rows not in any shelf
+        self.shelves: dict[int, tuple[list[tuple[int, int]], FirstFit]] = {}
+
+    def whole_tile(self) -> int:
+        """A new virtual tile that takes no packed blocks."""
+        self.free_rows.append(0)
+        self.vtiles += 1
+        return self.vtiles - 1
+
+    def place(self, height: int, width: int) -> tuple[int, int, int]:
+        """(vtile, row offset, column offset) for a block of height x width cells."""
+        rows, cols = self.tile_type.rows, self.tile_type.cols
+        shelf_height = min(rows, -(-height // self.quantum) * self.quantum)
+        if self.pack == "off" or (width == cols and shelf_height == rows):
+            return self.whole_tile(), 0, 0
+        if width == cols:  # a shelf that takes nothing more
+            slot, row = self.new_shelf(shelf_height)
+            return self.first_open + slot, row, 0
+        for taller in range(shelf_height, rows + 1, self.quantum):
+            places, free_cols = self.shelves.get(taller, NO_SHELVES)
+            shelf = free_cols.first(width)
+            if shelf is not None:
+                break
+        else:
+            places, free_cols = self.shelves.setdefault(shelf_height, ([], FirstFit()))
+            places.append(self.new_shelf(shelf_height))
+            shelf = free_cols.append(cols)
+        slot, row = places[shelf]
+        free = free_cols.capacity(shelf)
+        free_cols.set(shelf, free - width)
+        return self.first_open + slot, row, cols - free
+
+    def new_shelf(self, height: int) -> tuple[int, int]:
+        """(open tile, first row) of a new shelf of `height` rows."""
+        rows = self.tile_type.rows
+        slot = self.free_rows.first(height)
         if slot is None:
-            slot = len(used)
-            used.append(0)
-        blocks.append(
-            Block(
-                layout.first_block + len(blocks),
-                array.name,
-                piece,
-                group,
-                rows,
-                cols,
-                tile_type.name,
-                layout.first_vtile + slot,
-                0,
-                used[slot],
+            slot = self.free_rows.append(rows)
+            self.vtiles += 1
+        row = rows - self.free_rows.capacity(slot)
+        self.free_rows.set(slot, rows - row - height)
+        return slot, row
+
+    def place_all(self, pieces: Iterable[Piece], first_block: int) -> list[Block]:
+        blocks: list[Block] = []
+        for piece in pieces:
+            vtile, row, column = self.place(len(piece.rows), len(piece.cols))
+            blocks.append(
+                Block(
+                    first_block + len(blocks),
+                    piece.array,
+                    piece.slice,
+                    piece.group,
+                    piece.rows,
+                    piece.cols,
+                    self.tile_type.name,
+                    vtile,
+                    row,
+                    column,
+                )
             )
-        )
-        used[slot] += width
-    return blocks
+        return blocks

@@ -297,6 +297,7 @@ def array(draw: Draw, name: str, const_names: list[str]) -> Array:
             Slice(index, draw(st.sampled_from("+-")), draw(small_ints), draw(small_ints))
             for index in slice_indices
         ),
+        group_cols=draw(st.none() | small_ints),
     )
 
 

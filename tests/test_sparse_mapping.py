@@ -63,11 +63,11 @@ def test_mappings_compute_the_same_bits_with_a_lossless_adc(sparsity, tile, grou
     assert not np.array_equal(Executor(programs["squeeze"], lossy).run(feeds)["y"], dense)
 
 
-def compile_digits(name: str, tile: int, mapping: str):
+def compile_digits(name: str, tile: int, mapping: str, extra: str = ""):
     options = CompileOptions(
         input_shapes={"x": (1, 1, 8, 8)},
         pipeline=f"quantize{{weight-bits=8,cell-bits=2}},tile{{rows={tile},cols={tile},"
-        f"mapping={mapping},group-cols=8}},allocate{{tiles=4096}}",
+        f"mapping={mapping},group-cols=8{extra}}},allocate{{tiles=4096}}",
     )
     return compile_onnx(DIGITS / f"{name}.onnx", options)
 
@@ -155,3 +155,115 @@ def test_max_ones_trades_weight_error_for_crossbars(tmp_path):
             compile_onnx(
                 path, CompileOptions(pipeline=f"quantize{{weight-bits=8{extra}}},tile,allocate")
             )
+
+
+@pytest.mark.parametrize("name", ["lenet_p90", "mlp_p80"])
+def test_every_mapping_and_packing_of_a_pruned_fixture_gives_the_same_bits(name):
+    with np.load(DIGITS / "digits_test.npz", allow_pickle=False) as data:
+        feeds = {"x": data["x"][:32]}
+    exact = noise_settings("quant", adc_bits="exact")
+    outputs = {}
+    for cell_bits, mapping, extra in [
+        (2, "dense", ""),
+        (2, "dense", ",pack=layer"),
+        (2, "sparse", ",group-cols=8"),
+        (2, "sparse", ",group-cols=4,pack=model"),
+        (1, "dense", ""),
+        (1, "squeeze", ",group-cols=8"),
+        (1, "squeeze", ",pack=model"),
+        (1, "squeeze", ",group-cols=2,pack=off"),
+    ]:
+        options = CompileOptions(
+            input_shapes={"x": (1, 1, 8, 8)},
+            pipeline=f"quantize{{weight-bits=8,cell-bits={cell_bits}}},"
+            f"tile{{rows=32,cols=32,mapping={mapping}{extra}}},allocate{{tiles=16}}",
+        )
+        program = compile_onnx(DIGITS / f"{name}.onnx", options)
+        outputs[(cell_bits, mapping, extra)] = Executor(program, exact).run(feeds)
+    reference = next(iter(outputs.values()))
+    for variant, result in outputs.items():
+        for key, value in result.items():
+            np.testing.assert_array_equal(value, reference[key], err_msg=str(variant))
+
+
+def test_first_fit_finds_the_first_bin_with_room():
+    from xbarc.passes.tile import FirstFit
+
+    rng = np.random.default_rng(5)
+    bins = FirstFit()
+    capacities: list[int] = []
+    for _ in range(400):
+        if not capacities or rng.random() < 0.3:
+            capacities.append(int(rng.integers(0, 64)))
+            assert bins.append(capacities[-1]) == len(capacities) - 1
+        else:
+            index = int(rng.integers(len(capacities)))
+            capacities[index] = int(rng.integers(0, 64))
+            bins.set(index, capacities[index])
+        need = int(rng.integers(1, 70))
+        expected = next((i for i, c in enumerate(capacities) if c >= need), None)
+        assert bins.first(need) == expected
+
+
+@pytest.mark.parametrize("pack", ["off", "layer", "model"])
+def test_packed_blocks_stay_inside_their_tiles_and_never_overlap(pack):
+    program = compile_digits("resnet_p80", 32, "squeeze", extra=f",pack={pack}")
+    cells: dict[int, np.ndarray] = {}
+    for block in program.blocks:
+        grid = cells.setdefault(block.vtile, np.zeros((32, 32), dtype=int))
+        rows = slice(block.row_offset, block.row_offset + len(block.rows))
+        cols = slice(block.col_offset, block.col_offset + len(block.cols))
+        assert rows.stop <= 32 and cols.stop <= 32
+        grid[rows, cols] += 1
+    assert max(grid.max() for grid in cells.values()) == 1
+    arrays_on = {}
+    for block in program.blocks:
+        arrays_on.setdefault(block.vtile, set()).add(block.array)
+    shared = sum(len(names) > 1 for names in arrays_on.values())
+    if pack == "off":
+        assert len(cells) == len(program.blocks)
+    assert (shared > 0) == (pack == "model")
+
+
+def test_packing_trades_tiles_for_cycles(tmp_path):
+    from xbarc.report import report
+
+    summaries = {
+        pack: report(compile_digits("resnet_p90", 32, "squeeze", extra=f",pack={pack}"))
+        for pack in ("off", "layer", "model")
+    }
+    assert summaries["model"].vtiles <= summaries["layer"].vtiles < summaries["off"].vtiles
+    assert summaries["off"].vtiles == summaries["off"].blocks
+    assert summaries["off"].cycles == summaries["off"].cycles_unpacked
+    assert summaries["layer"].cycles > summaries["layer"].cycles_unpacked
+    assert summaries["layer"].cycles_unpacked == summaries["off"].cycles
+
+
+def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsys):
+    from xbarc.cli import main
+
+    def compiled(tiles: int):
+        options = CompileOptions(
+            tiles=tiles,  # the chip the tile pass chooses the column groups for
+            input_shapes={"x": (1, 1, 8, 8)},
+            pipeline="quantize{weight-bits=8,cell-bits=1},tile{rows=32,cols=32,mapping=squeeze},"
+            "allocate",
+        )
+        return compile_onnx(DIGITS / "lenet_p90.onnx", options)
+
+    roomy, tight, hopeless = compiled(4096), compiled(12), compiled(4)
+    assert {a.group_cols for a in roomy.arrays} == {32}
+    assert {a.group_cols for a in hopeless.arrays} == {32}  # reprogrammed either way
+    assert min(a.group_cols for a in tight.arrays) < 32
+    assert tiles_of(tight) <= 12 < tiles_of(roomy)
+    assert len(tight.phases) == 1 and len(hopeless.phases) > 1
+    model = str(DIGITS / "lenet_p90.onnx")
+    out = str(tmp_path / "lenet.xbar")
+    arguments = ["compile", model, "--input-shape", "x=1x1x8x8", "--tile-size", "32x32"]
+    assert main([*arguments, "--mapping", "squeeze", "--tiles", "12", "-o", out]) == 0
+    printed = capsys.readouterr().out
+    assert "column groups: 32 columns in" in printed and "fits 12 tiles in one phase" in printed
+    assert main(["inspect", out]) == 0
+    inspected = capsys.readouterr().out
+    assert "col group" in inspected and "index-table entries" in inspected
+    assert "with a tile per block they would take" in inspected

@@ -97,8 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-cols",
         type=int,
         metavar="G",
-        help="sparse/squeeze: adjacent columns sharing one row-gather table (default: the "
-        "tile width)",
+        help="sparse/squeeze: adjacent columns sharing one row-gather table (default: "
+        "chosen per layer, the widest with which the model fits the chip in one phase)",
+    )
+    compile_parser.add_argument(
+        "--pack",
+        choices=("off", "layer", "model"),
+        help="share tiles between blocks: off (a tile per block), layer (the blocks of one "
+        "layer), model (of any layers) (default: off for dense, layer for sparse/squeeze)",
     )
     compile_parser.add_argument(
         "--max-ones",
@@ -268,6 +274,7 @@ def run_compile(args: argparse.Namespace) -> int:
         max_ones=args.max_ones,
         mapping=args.mapping,
         group_cols=args.group_cols,
+        pack=args.pack,
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )
@@ -290,6 +297,8 @@ def run_compile(args: argparse.Namespace) -> int:
         f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
         f"{summary.cell_writes} cell writes"
     )
+    if args.mapping != "dense" and args.pipeline is None and program.arrays:
+        print(describe_group_cols(program, chosen=args.group_cols is None))
     if args.max_ones is not None and program.arrays:
         from dataclasses import replace
 
@@ -306,6 +315,31 @@ def run_compile(args: argparse.Namespace) -> int:
 
         print(format_comparison(compare_mappings(args.model, options)))
     return 0
+
+
+def describe_group_cols(program, chosen: bool) -> str:
+    """The column-group widths of a sparse program's layers, and how they were chosen."""
+    from collections import Counter
+
+    widths = Counter(array.group_cols for array in program.arrays)
+    parts = [
+        f"{width} columns in {count} layer{'s' if count != 1 else ''}"
+        for width, count in sorted(widths.items(), key=lambda item: -(item[0] or 0))
+    ]
+    tiles = program.hardware.tile_count
+    if not chosen:
+        how = "as given by --group-cols"
+    elif len(program.phases) <= 1:
+        how = (
+            "chosen per layer: the widest groups, for the fewest cycles, with which the "
+            f"model fits {tiles} tiles in one phase; --group-cols sets them"
+        )
+    else:
+        how = (
+            f"chosen: the widest, as the model cannot fit {tiles} tiles in one phase even "
+            "with the narrowest groups; --group-cols sets them"
+        )
+    return f"column groups: {', '.join(parts)} ({how})"
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -31,7 +31,8 @@ class CompileOptions:
     scale: str = "tensor"
     max_ones: int | None = None  # at most this many one bits per weight (bit-sparse)
     mapping: str = "dense"  # dense | sparse | squeeze (see passes/tile.py)
-    group_cols: int | None = None  # sparse, squeeze: columns per column group (tile width)
+    group_cols: int | None = None  # sparse, squeeze: columns per column group (None: chosen)
+    pack: str | None = None  # off | layer | model (None: off for dense, layer otherwise)
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -40,8 +41,10 @@ def default_pipeline(options: CompileOptions) -> str:
     tile = f"rows={options.tile_rows},cols={options.tile_cols}"
     if options.mapping != "dense":
         tile += f",mapping={options.mapping}"
-    if options.group_cols is not None:
+    if options.group_cols is not None and options.mapping != "dense":
         tile += f",group-cols={options.group_cols}"
+    if options.pack is not None:
+        tile += f",pack={options.pack}"
     quantize = (
         f"weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
         f"scale={options.scale},encoding={options.encoding}"

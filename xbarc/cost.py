@@ -32,6 +32,7 @@ REFERENCE_ADC_BITS = 8
 class LayerCost:
     name: str
     macs: int
+    conversions: int  # ADC conversions per forward pass
     read_energy_pj: float
     adc_energy_pj: float
     dac_energy_pj: float
@@ -132,6 +133,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
             LayerCost(
                 name=layer.name,
                 macs=patches.get(layer.name, 0) * layer.weight_count,
+                conversions=repeats * columns[layer.name],
                 read_energy_pj=repeats * reads[layer.name],
                 adc_energy_pj=repeats * columns[layer.name] * per_adc,
                 dac_energy_pj=repeats * rows[layer.name] * dac_pj,

@@ -2,7 +2,10 @@
 
 All figures are derived from the program itself (blocks, phases, value shapes), never
 stored: weights, slices, blocks, virtual and physical tiles, cell utilization, the phases
-a layer runs in, cells written per pass over the program, and array cycles per forward pass.
+a layer runs in, cells written per pass over the program, array cycles per forward pass
+(and what they would be without packing, every block on a tile of its own), and the
+periphery a sparse mapping adds: its column-group width, the entries of its index tables,
+and the ADC conversions per forward pass.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 from xbarc.cost import program_cost
-from xbarc.ir.tile import CrossbarLayer, Program
+from xbarc.ir.tile import Block, CrossbarLayer, IndexTable, Program
 from xbarc.ir.types import TensorType
 
 
@@ -35,6 +38,10 @@ class LayerReport:
     cell_writes: int
     patches: int
     cycles: int
+    cycles_unpacked: int  # with every block on a tile of its own
+    group_cols: int | None
+    index_entries: int
+    conversions: int
     energy_nj: float
     latency_us: float
 
@@ -55,6 +62,9 @@ class ProgramReport:
     phases: int
     cell_writes: int
     cycles: int
+    cycles_unpacked: int
+    index_entries: int
+    conversions: int
     energy_uj: float
     latency_us: float
     write_energy_uj: float
@@ -81,6 +91,9 @@ TOTAL_KEYS = (
     "phases",
     "cell_writes",
     "cycles",
+    "cycles_unpacked",
+    "index_entries",
+    "conversions",
     "energy_uj",
     "latency_us",
     "write_energy_uj",
@@ -108,6 +121,7 @@ def report(program: Program) -> ProgramReport:
     tiles_by_array: dict[str, set[int]] = defaultdict(set)
     phases_by_layer: dict[str, list[int]] = defaultdict(list)
     cycles_by_layer: dict[str, int] = defaultdict(int)
+    runs_by_layer: dict[str, int] = defaultdict(int)
     for phase in program.phases:
         for write in phase.writes:
             for block in block_cells_on_vtile[write.vtile]:
@@ -116,6 +130,7 @@ def report(program: Program) -> ProgramReport:
         for run in phase.runs:
             phases_by_layer[run.layer].append(phase.index)
             cycles_by_layer[run.layer] += len(run.cycles)
+            runs_by_layer[run.layer] += 1
 
     input_slices = hardware.dac.input_slices
     patches_by_layer = {layer.name: layer_patches(layer, types) for layer in program.layers()}
@@ -148,6 +163,10 @@ def report(program: Program) -> ProgramReport:
                 cell_writes=writes_by_array[layer.name],
                 patches=patches,
                 cycles=patches * cycles_by_layer[layer.name] * input_slices,
+                cycles_unpacked=patches * runs_by_layer[layer.name] * input_slices,
+                group_cols=array.group_cols if array else None,
+                index_entries=index_entries(blocks),
+                conversions=layer_costs[layer.name].conversions,
                 energy_nj=layer_costs[layer.name].energy_pj * 1e-3,
                 latency_us=layer_costs[layer.name].latency_ns * 1e-3,
             )
@@ -171,6 +190,9 @@ def report(program: Program) -> ProgramReport:
         phases=len(program.phases),
         cell_writes=sum(writes_by_array.values()),
         cycles=sum(r.cycles for r in layers),
+        cycles_unpacked=sum(r.cycles_unpacked for r in layers),
+        index_entries=sum(r.index_entries for r in layers),
+        conversions=sum(r.conversions for r in layers),
         energy_uj=cost.energy_pj * 1e-6,
         latency_us=cost.latency_ns * 1e-3,
         write_energy_uj=cost.write_energy_pj * 1e-6,
@@ -180,6 +202,17 @@ def report(program: Program) -> ProgramReport:
         edap=cost.edap,
         tops_per_watt=cost.tops_per_watt,
     )
+
+
+def index_entries(blocks: list[Block]) -> int:
+    """Entries of the distinct index tables the blocks gather rows and scatter columns by."""
+    tables = {
+        (indices.tensor, indices.count)
+        for block in blocks
+        for indices in (block.rows, block.cols)
+        if isinstance(indices, IndexTable)
+    }
+    return sum(count for _, count in tables)
 
 
 def layer_patches(layer: CrossbarLayer, types: dict[str, TensorType]) -> int:
@@ -210,12 +243,17 @@ def phase_ranges(indices: list[int]) -> str:
 
 
 def format_report(result: ProgramReport) -> str:
-    """The per-layer table and the totals, as fixed-width text."""
+    """The per-layer table and the totals, as fixed-width text. Programs with sparse or
+    squeezed layers get three more columns: column-group width, index-table entries, and
+    ADC conversions per forward pass."""
+    sparse = any(layer.group_cols is not None for layer in result.layers)
     header = (
         f"{'layer':<28} {'kind':<8} {'matrix':>16} {'weights':>10} {'slices':>6} "
         f"{'blocks':>7} {'vtiles':>7} {'tiles':>6} {'util':>6} {'phases':>9} "
         f"{'cell writes':>12} {'cycles':>12} {'energy nJ':>11} {'latency us':>11}"
     )
+    if sparse:
+        header += f" {'col group':>9} {'index':>8} {'conversions':>13}"
     lines = [
         f"chip: {result.tile_types} ({result.tile_budget} tiles)",
         header,
@@ -223,19 +261,26 @@ def format_report(result: ProgramReport) -> str:
     ]
     for layer in result.layers:
         matrix = f"{layer.rows}x{layer.cols}" + (f"x{layer.groups}g" if layer.groups > 1 else "")
-        lines.append(
+        line = (
             f"{_clip(layer.name, 28):<28} {layer.kind:<8} {matrix:>16} {layer.weights:>10} "
             f"{layer.slices:>6} {layer.blocks:>7} {layer.vtiles:>7} {layer.tiles:>6} "
             f"{layer.utilization:>6.1%} {_clip(layer.phases, 9):>9} {layer.cell_writes:>12} "
             f"{layer.cycles:>12} {layer.energy_nj:>11.1f} {layer.latency_us:>11.2f}"
         )
+        if sparse:
+            group = "-" if layer.group_cols is None else str(layer.group_cols)
+            line += f" {group:>9} {layer.index_entries:>8} {layer.conversions:>13}"
+        lines.append(line)
     lines.append("-" * len(header))
-    lines.append(
+    total = (
         f"{'total':<28} {'':<8} {'':>16} {result.weights:>10} {'':>6} {result.blocks:>7} "
         f"{result.vtiles:>7} {result.tiles:>6} {result.utilization:>6.1%} "
         f"{result.phases:>9} {result.cell_writes:>12} {result.cycles:>12} "
         f"{result.energy_uj * 1e3:>11.1f} {result.latency_us:>11.2f}"
     )
+    if sparse:
+        total += f" {'':>9} {result.index_entries:>8} {result.conversions:>13}"
+    lines.append(total)
     lines.append("")
     lines.append(
         f"{len(result.layers)} crossbar layers, {result.digital_ops} digital ops; "
@@ -244,6 +289,17 @@ def format_report(result: ProgramReport) -> str:
         f"{result.tiles} physical tiles; {result.cell_writes} cell writes per pass over "
         f"the program; {result.cycles} array cycles per forward pass"
     )
+    if result.blocks != result.vtiles:
+        lines.append(
+            f"packing: {result.blocks} blocks share {result.vtiles} virtual tiles; with a "
+            f"tile per block they would take {result.blocks} tiles and "
+            f"{result.cycles_unpacked} cycles per forward pass (against {result.cycles})"
+        )
+    if sparse:
+        lines.append(
+            f"sparse periphery: {result.index_entries} index-table entries gather rows and "
+            f"scatter columns; {result.conversions} ADC conversions per forward pass"
+        )
     writes = "every pass (several phases)" if result.writes_per_pass else "once (one phase)"
     lines.append(
         f"per forward pass: energy {result.energy_uj:.3f} uJ, latency {result.latency_us:.2f} us, "

@@ -467,7 +467,7 @@ class _Builder(Transformer):
 
     def array(self, children: list[Any]) -> tuple[str, Array, Position, list[Any]]:
         (keyword, name, kind, groups, rows, cols, weight_bits, encoding, scale,
-         values, levels, *slices) = children  # fmt: skip
+         values, levels, group_cols, *slices) = children  # fmt: skip
         array = Array(
             name=_ref(name),
             kind=_choice(kind, ARRAY_KINDS, "array kind"),  # type: ignore[arg-type]
@@ -480,6 +480,7 @@ class _Builder(Transformer):
             values=_ref(values),
             levels=_ref(levels),
             slices=tuple(piece for piece, _ in slices),
+            group_cols=None if group_cols is None else int(group_cols),
         )
         return "array", array, _position(keyword), slices
 
@@ -758,7 +759,8 @@ _MAX_EXPECTED = 8
 
 def _syntax_error(error: UnexpectedInput, text: str, filename: str) -> XbarcError:
     line, column = error.line, error.column
-    character = text[error.pos_in_stream or 0] if text else ""
+    position = error.pos_in_stream or 0
+    character = text[position] if position < len(text) else ""
     if isinstance(error, UnexpectedToken) and error.token.type != "$END":
         found = _quote_found(str(error.token))
     elif isinstance(error, UnexpectedCharacters) and character == '"':

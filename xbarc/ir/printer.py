@@ -292,6 +292,7 @@ def _format_attribute(attribute: Attribute) -> str:
 
 
 def _print_array(lines: list[str], array: Array, block_count: int) -> None:
+    group_cols = "" if array.group_cols is None else f" group_cols={array.group_cols}"
     lines.append("")
     lines.append(
         f"array {const_ref(array.name)} {array.kind} groups={array.groups} rows={array.rows}"
@@ -299,7 +300,7 @@ def _print_array(lines: list[str], array: Array, block_count: int) -> None:
     )
     lines.append(
         f"      scale={_format_scale(array.scale)} values={const_ref(array.values)}"
-        f" levels={const_ref(array.levels)} {{    # {_count(block_count, 'block')}"
+        f" levels={const_ref(array.levels)}{group_cols} {{    # {_count(block_count, 'block')}"
     )
     for piece in array.slices:
         lines.append(

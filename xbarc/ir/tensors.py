@@ -8,6 +8,7 @@ digest of its bytes; loading checks all three. Element types numpy cannot store 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 import zipfile
@@ -92,8 +93,24 @@ def write_npz(handle: BinaryIO, store: Mapping[str, np.ndarray]) -> None:
     `allow_pickle` as its own arguments (and silently drops a tensor named allow_pickle)."""
     with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, array in store.items():
+            array = _storable(array)
+            if array.nbytes < SMALL_TENSOR_BYTES:  # one write, no seeking back
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, array, allow_pickle=False)
+                archive.writestr(_member_info(name + ".npy"), buffer.getvalue())
+                continue
             with archive.open(name + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, _storable(array), allow_pickle=False)
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+SMALL_TENSOR_BYTES = 1 << 20
+
+
+def _member_info(name: str) -> zipfile.ZipInfo:
+    """A stored (uncompressed) member with a fixed date, as `archive.open` writes it."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    return info
 
 
 def load_npz(path: Path, expected: Mapping[str, tuple[str, tuple[int, ...], str]]) -> TensorStore:

@@ -185,6 +185,7 @@ class Array:
     values: str
     levels: str
     slices: tuple[Slice, ...]
+    group_cols: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

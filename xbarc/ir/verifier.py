@@ -196,6 +196,8 @@ class _Verifier:
             self.require_tensor(key, array.levels, shape, ("i8", "i16", "i32"))
             if isinstance(array.scale, Const):
                 self.require_tensor(key, array.scale.name, (array.groups, array.cols), ("f32",))
+            if array.group_cols is not None and array.group_cols < 1:
+                self.fail(key, f"array @{array.name}: group_cols must be at least 1")
             self.check_slices(array)
             self.check_levels(array)
 
@@ -327,7 +329,18 @@ class _Verifier:
                 )
 
     def check_no_overlap(self, blocks: list[Block]) -> None:
+        """No cell of a virtual tile holds two blocks: counted on a grid of its cells, the
+        pair found only when some cell is taken twice."""
         if len(blocks) < 2:
+            return
+        rows = max(b.row_offset + len(b.rows) for b in blocks)
+        cols = max(b.col_offset + len(b.cols) for b in blocks)
+        taken = np.zeros((rows, cols), dtype=np.int32)
+        for b in blocks:
+            taken[
+                b.row_offset : b.row_offset + len(b.rows), b.col_offset : b.col_offset + len(b.cols)
+            ] += 1
+        if taken.max() <= 1:
             return
         ordered = sorted(blocks, key=lambda b: (b.row_offset, b.col_offset))
         for i, first in enumerate(ordered):

@@ -52,27 +52,24 @@ print(json.dumps({"status": status, "compile_s": done - imported, "import_s": im
 """
 
 
-def compile_once(model: Path, folder: Path) -> dict:
+OPTIONS = (
+    "--tiles",
+    "128",
+    "--tile-size",
+    "128x128",
+    "--weight-bits",
+    "8",
+    "--cell-bits",
+    "2",
+    "--encoding",
+    "differential",
+)
+
+
+def compile_once(model: Path, folder: Path, options: tuple[str, ...] = OPTIONS) -> dict:
+    """`xbarc compile model` with `options` in a fresh process: its figures (see CHILD)."""
     output = folder / (model.stem + ".xbar")
-    command = [
-        sys.executable,
-        "-c",
-        CHILD,
-        "compile",
-        str(model),
-        "--tiles",
-        "128",
-        "--tile-size",
-        "128x128",
-        "--weight-bits",
-        "8",
-        "--cell-bits",
-        "2",
-        "--encoding",
-        "differential",
-        "-o",
-        str(output),
-    ]
+    command = [sys.executable, "-c", CHILD, "compile", str(model), *options, "-o", str(output)]
     started = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started

@@ -9,7 +9,8 @@ that accumulate its partial sums. Phases run batch-major: each write serves the 
 batch. A model that fits the budget gets exactly one phase.
 
 Within a layer's run, blocks are grouped greedily into cycles: blocks on different tiles
-always share a cycle; blocks on one tile share it only if `can_share_cycle` allows.
+always share a cycle; blocks on one tile share it only if `can_share_cycle` (in
+xbarc/ir/verifier.py) allows: never the same columns, the same rows only with the same input.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import ClassVar
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware
 from xbarc.ir.tile import Block, Cycle, LayerRun, Phase, Program, TileWrite
-from xbarc.ir.verifier import can_share_cycle
+from xbarc.ir.verifier import input_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +119,45 @@ def allocate_phases(program: Program) -> list[Phase]:
 
 
 def assign_cycles(blocks: list[Block]) -> tuple[Cycle, ...]:
-    """Greedy first-fit of blocks into cycles, keeping block order within each cycle."""
+    """Greedy first-fit of blocks into cycles, keeping block order within each cycle.
+
+    A block joins the first cycle that does not use its tile, or that uses it only with
+    blocks it can share a cycle with (`can_share_cycle`), so only the cycles its own tile
+    is in are checked, each against the tile's occupied rows and columns as bit masks."""
     cycles: list[list[int]] = []
-    on_tile: list[dict[int, list[Block]]] = []  # per cycle: vtile -> its blocks
+    on_tile: dict[int, dict[int, _Occupied]] = defaultdict(dict)  # vtile -> cycle -> use
     for block in blocks:
-        for members, tiles in zip(cycles, on_tile, strict=True):
-            neighbours = tiles.get(block.vtile, [])
-            if all(can_share_cycle(block, other) for other in neighbours):
-                members.append(block.index)
-                tiles.setdefault(block.vtile, []).append(block)
-                break
-        else:
-            cycles.append([block.index])
-            on_tile.append({block.vtile: [block]})
+        used = on_tile[block.vtile]
+        cols = ((1 << len(block.cols)) - 1) << block.col_offset
+        rows = ((1 << len(block.rows)) - 1) << block.row_offset
+        key = input_key(block)
+        cycle = 0
+        while cycle in used and not used[cycle].admits(cols, rows, key):
+            cycle += 1
+        if cycle == len(cycles):
+            cycles.append([])
+        cycles[cycle].append(block.index)
+        used.setdefault(cycle, _Occupied()).add(cols, rows, key)
     return tuple(Cycle(tuple(members)) for members in cycles)
+
+
+class _Occupied:
+    """The columns and rows of one tile that one cycle reads, as bit masks: columns never
+    shared, rows shared only by blocks with the same input (so within a cycle the rows of
+    different inputs are disjoint)."""
+
+    def __init__(self) -> None:
+        self.cols = 0
+        self.rows = 0
+        self.rows_by_input: dict[tuple, int] = {}
+
+    def admits(self, cols: int, rows: int, key: tuple) -> bool:
+        if self.cols & cols:
+            return False
+        other_inputs = self.rows & ~self.rows_by_input.get(key, 0)
+        return not other_inputs & rows
+
+    def add(self, cols: int, rows: int, key: tuple) -> None:
+        self.cols |= cols
+        self.rows |= rows
+        self.rows_by_input[key] = self.rows_by_input.get(key, 0) | rows

@@ -269,23 +269,44 @@ class Compactor:
         return self.found[key]
 
     def _compact(self, array: Array, width: int) -> tuple[list[Piece], dict[str, np.ndarray]]:
-        tables: dict[str, np.ndarray] = {}
-        known: dict[bytes, str] = {}
+        tables = IndexTables(f"{array.name}.index")
         found: dict[tuple[int, int], list[Piece]] = {}
         for index, row_used, col_used in self.planes(array, width):
             slices = [s.index for s in array.slices] if index is None else [index]
             for group, column_group in zip(*np.nonzero(col_used.any(axis=2)), strict=True):
                 first = int(column_group) * width
-                name = f"{array.name}.g{group}.c{first}" + ("" if index is None else f".s{index}")
-                kept_cols = first + np.flatnonzero(col_used[group, column_group])
+                cols = tables.indices(first + np.flatnonzero(col_used[group, column_group]))
                 kept_rows = np.flatnonzero(row_used[group, :, column_group])
-                cols = indices(kept_cols, f"{name}.cols", tables, known)
                 chunks = found.setdefault((int(group), first), [])
                 for start in range(0, len(kept_rows), self.tile_type.rows):
-                    chunk = kept_rows[start : start + self.tile_type.rows]
-                    rows = indices(chunk, f"{name}.r{start}", tables, known)
+                    rows = tables.indices(kept_rows[start : start + self.tile_type.rows])
                     chunks += [Piece(array.name, s, int(group), rows, cols) for s in slices]
-        return [piece for key in sorted(found) for piece in found[key]], tables
+        pieces = [piece for key in sorted(found) for piece in found[key]]
+        return pieces, tables.tensors()
+
+
+class IndexTables:
+    """The index tables of one array as runs of one i32 vector, each distinct table once."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+        self.known: dict[bytes, int] = {}  # table content -> its start in the vector
+
+    def indices(self, selected: np.ndarray) -> Indices:
+        """A run of consecutive indices as a span, anything else as an index table."""
+        if selected[-1] - selected[0] == len(selected) - 1:
+            return Span(int(selected[0]), int(selected[-1]) + 1)
+        table = selected.astype(np.int32)
+        start = self.known.setdefault(table.tobytes(), self.size)
+        if start == self.size:
+            self.parts.append(table)
+            self.size += len(table)
+        return IndexTable(self.name, len(table), start)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {self.name: np.concatenate(self.parts)} if self.parts else {}
 
 
 # --- the column-group width: tiles against cycles -----------------------------------------
@@ -370,19 +391,6 @@ def magnitudes(levels: np.ndarray, per_polarity: bool) -> dict[str, np.ndarray]:
             "-": np.maximum(-levels, 0).view(unsigned),
         }
     return {"": np.abs(levels).view(unsigned)}
-
-
-def indices(
-    selected: np.ndarray, name: str, tables: dict[str, np.ndarray], known: dict[bytes, str]
-) -> Indices:
-    """A run of consecutive indices as a span, anything else as an index table, shared
-    with an earlier table of the same indices (`known`: content -> table name)."""
-    if selected[-1] - selected[0] == len(selected) - 1:
-        return Span(int(selected[0]), int(selected[-1]) + 1)
-    table = selected.astype(np.int32)
-    name = known.setdefault(table.tobytes(), name)
-    tables.setdefault(name, table)
-    return IndexTable(name, len(selected))
 
 
 # --- packing -----------------------------------------------------------------------------

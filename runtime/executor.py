@@ -98,13 +98,13 @@ class LayerPlan:
 def row_indices(indices: Indices, store) -> slice | np.ndarray:
     if isinstance(indices, Span):
         return slice(indices.start, indices.stop)
-    return np.asarray(store[indices.tensor], dtype=np.int64)
+    return np.asarray(indices.entries(store), dtype=np.int64)
 
 
 def index_array(indices: Indices, store) -> np.ndarray:
     if isinstance(indices, Span):
         return np.arange(indices.start, indices.stop, dtype=np.int64)
-    return np.asarray(store[indices.tensor], dtype=np.int64)
+    return np.asarray(indices.entries(store), dtype=np.int64)
 
 
 class Executor:

@@ -305,7 +305,7 @@ def indices(const_names: list[str]) -> st.SearchStrategy[Span | IndexTable]:
     const = st.sampled_from(const_names) if const_names else names
     return st.one_of(
         st.tuples(small_ints, small_ints).map(lambda ends: Span(min(ends), max(ends))),
-        st.builds(IndexTable, const, small_ints),
+        st.builds(IndexTable, const, small_ints, small_ints),
     )
 
 

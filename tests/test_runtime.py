@@ -361,7 +361,7 @@ def quant_layer_reference(
 def indices(span_or_table, store) -> np.ndarray:
     if isinstance(span_or_table, Span):
         return np.arange(span_or_table.start, span_or_table.stop)
-    return store[span_or_table.tensor].astype(np.int64)
+    return span_or_table.entries(store).astype(np.int64)
 
 
 def reference_rows(layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:

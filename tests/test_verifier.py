@@ -109,3 +109,19 @@ def test_phases_with_no_runs_for_a_block():
     phase = program.phases[0]
     emptied = Phase(0, phase.writes, ())
     expect_error(replace(program, phases=(emptied,)), "is read 0 times")
+
+
+def test_index_tables_must_increase_within_their_array_and_vector(compiled):
+    from xbarc.ir.tile import IndexTable, with_tensors
+
+    program = with_tensors(compiled, {"fc1.index": np.array([0, 3, 9, 4, 5, 250], np.int32)})
+
+    def with_rows(table: IndexTable):
+        block = replace(program.blocks[0], rows=table)
+        return replace(program, blocks=(block,) + program.blocks[1:])
+
+    verify(with_rows(IndexTable("fc1.index", 3)))  # 0, 3, 9
+    verify(with_rows(IndexTable("fc1.index", 2, 3)))  # 4, 5
+    expect_error(with_rows(IndexTable("fc1.index", 3, 1)), "must increase strictly within 0..199")
+    expect_error(with_rows(IndexTable("fc1.index", 2, 4)), "must increase strictly within 0..199")
+    expect_error(with_rows(IndexTable("fc1.index", 4, 3)), "has no entries 3..6 (shape [6])")

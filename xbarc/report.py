@@ -207,12 +207,12 @@ def report(program: Program) -> ProgramReport:
 def index_entries(blocks: list[Block]) -> int:
     """Entries of the distinct index tables the blocks gather rows and scatter columns by."""
     tables = {
-        (indices.tensor, indices.count)
+        indices
         for block in blocks
         for indices in (block.rows, block.cols)
         if isinstance(indices, IndexTable)
     }
-    return sum(count for _, count in tables)
+    return sum(table.count for table in tables)
 
 
 def layer_patches(layer: CrossbarLayer, types: dict[str, TensorType]) -> int:

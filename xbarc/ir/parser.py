@@ -490,7 +490,10 @@ class _Builder(Transformer):
         return Span(int(children[0]), int(children[1]))
 
     def index_table(self, children: list[Token]) -> IndexTable:
-        return IndexTable(_ref(children[0]), int(children[1]))
+        if len(children) == 2:  # @t[count]
+            return IndexTable(_ref(children[0]), int(children[1]))
+        name, start, stop = children  # @t[start:stop]
+        return IndexTable(_ref(name), int(stop) - int(start), int(start))
 
     def block(self, children: list[Any]) -> tuple[Block, Position]:
         name, array, piece, group, rows, cols, vtile, tile_type, row_offset, col_offset = children

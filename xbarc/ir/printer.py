@@ -132,7 +132,9 @@ def _format_scale(scale: float | Const) -> str:
 def _format_indices(indices: Indices) -> str:
     if isinstance(indices, Span):
         return f"[{indices.start}:{indices.stop}]"
-    return f"{const_ref(indices.tensor)}[{indices.count}]"
+    if indices.start == 0:
+        return f"{const_ref(indices.tensor)}[{indices.count}]"
+    return f"{const_ref(indices.tensor)}[{indices.start}:{indices.stop}]"
 
 
 def consecutive_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:

@@ -201,13 +201,23 @@ class Span:
 
 @dataclass(frozen=True, slots=True)
 class IndexTable:
-    """An explicit, strictly increasing index list held in the sidecar (i32[count])."""
+    """An explicit, strictly increasing index list held in the sidecar: entries
+    start .. start+count-1 of the i32 vector `tensor` (one vector may hold the tables of
+    many blocks)."""
 
     tensor: str
     count: int
+    start: int = 0
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count
+
+    def entries(self, store) -> np.ndarray:
+        return store[self.tensor][self.start : self.stop]
 
 
 Indices = Span | IndexTable

@@ -22,6 +22,7 @@ from xbarc.ir.tile import (
     Const,
     CrossbarLayer,
     DigitalOp,
+    IndexTable,
     Indices,
     Program,
     Span,
@@ -42,6 +43,8 @@ class _Verifier:
         self.locate = locate
         self.tensors = {decl.name: decl for decl in program.tensors}
         self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
+        self.tables_checked: set[tuple[IndexTable, int]] = set()
+        self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def fail(self, key: tuple[str, Hashable], message: str, hint: str = "") -> None:
         raise XbarcError(message, where=self.locate(key), hint=hint)
@@ -316,17 +319,36 @@ class _Verifier:
                     f"are not within 0..{limit}",
                 )
             return
-        self.require_tensor(key, indices.tensor, (indices.count,), ("i32",))
-        if indices.count < 1:
+        if (indices, limit) in self.tables_checked:  # blocks share tables: check each once
+            return
+        self.tables_checked.add((indices, limit))
+        decl = self.require_tensor(key, indices.tensor, None, ("i32",))
+        if indices.count < 1 or indices.start < 0:
             self.fail(key, f"block b{block.index}: {what} table is empty")
-        if indices.tensor in self.program.store:
-            table = self.program.store[indices.tensor]
-            if table[0] < 0 or table[-1] >= limit or np.any(np.diff(table) <= 0):
+        if len(decl.shape) != 1 or indices.stop > decl.shape[0]:
+            self.fail(
+                key,
+                f"block b{block.index}: {what} table @{indices.tensor} has no entries "
+                f"{indices.start}..{indices.stop - 1} (shape {list(decl.shape)})",
+            )
+        if indices.tensor in self.program.store and indices.count >= 1:
+            vector, falls = self.table_steps(indices.tensor)
+            first, last = vector[indices.start], vector[indices.stop - 1]
+            if first < 0 or last >= limit or falls[indices.stop - 1] != falls[indices.start]:
                 self.fail(
                     key,
                     f"block b{block.index}: {what} table @{indices.tensor} must "
                     f"increase strictly within 0..{limit - 1}",
                 )
+
+    def table_steps(self, tensor: str) -> tuple[np.ndarray, np.ndarray]:
+        """An index vector and, at each entry, how many steps before it do not increase:
+        a run of entries increases strictly when that count is the same at both ends."""
+        if tensor not in self.steps:
+            vector = self.program.store[tensor].ravel()
+            falls = np.concatenate(([0], np.cumsum(np.diff(vector) <= 0)))
+            self.steps[tensor] = (vector, falls)
+        return self.steps[tensor]
 
     def check_no_overlap(self, blocks: list[Block]) -> None:
         """No cell of a virtual tile holds two blocks: counted on a grid of its cells, the

@@ -126,11 +126,12 @@ def assign_cycles(blocks: list[Block]) -> tuple[Cycle, ...]:
     is in are checked, each against the tile's occupied rows and columns as bit masks."""
     cycles: list[list[int]] = []
     on_tile: dict[int, dict[int, _Occupied]] = defaultdict(dict)  # vtile -> cycle -> use
+    inputs: dict[tuple, int] = {}  # input key -> a small number standing for it
     for block in blocks:
         used = on_tile[block.vtile]
         cols = ((1 << len(block.cols)) - 1) << block.col_offset
         rows = ((1 << len(block.rows)) - 1) << block.row_offset
-        key = input_key(block)
+        key = inputs.setdefault(input_key(block), len(inputs))
         cycle = 0
         while cycle in used and not used[cycle].admits(cols, rows, key):
             cycle += 1
@@ -149,15 +150,15 @@ class _Occupied:
     def __init__(self) -> None:
         self.cols = 0
         self.rows = 0
-        self.rows_by_input: dict[tuple, int] = {}
+        self.rows_by_input: dict[int, int] = {}
 
-    def admits(self, cols: int, rows: int, key: tuple) -> bool:
+    def admits(self, cols: int, rows: int, key: int) -> bool:
         if self.cols & cols:
             return False
         other_inputs = self.rows & ~self.rows_by_input.get(key, 0)
         return not other_inputs & rows
 
-    def add(self, cols: int, rows: int, key: tuple) -> None:
+    def add(self, cols: int, rows: int, key: int) -> None:
         self.cols |= cols
         self.rows |= rows
         self.rows_by_input[key] = self.rows_by_input.get(key, 0) | rows

@@ -10,7 +10,8 @@ rows and columns, so one read serves them all (`groups=diagonal`, the default);
 row block, column block, then slice, so the slices of one weight block sit together.
 
 `mapping=sparse` (pruning-aware, seed 000): the columns of each group are cut into column
-groups of `group-cols` adjacent columns; each column group keeps only its columns that
+groups of `group-cols` adjacent columns (with `reorder=true`, columns that use the same
+rows grouped together, see `similar_columns`); each column group keeps only its columns that
 hold a non-zero weight and the rows non-zero somewhere in them (a row-gather table and a
 column-scatter table), cut into blocks of at most R rows; empty column groups take no
 cells. `mapping=squeeze` (SME's squeeze-out, seed 003) compacts each slice (bit plane) on
@@ -66,6 +67,7 @@ class Tile:
     group_cols: int | None = None  # sparse, squeeze: columns per group; default: per layer
     # (dense mapping ignores it)
     pack: str | None = None  # off | layer | model; default: off for dense, layer otherwise
+    reorder: bool = False  # sparse, squeeze: group columns by the rows they use
 
     def apply(self, program: Program) -> Program:
         self.check()
@@ -77,9 +79,9 @@ class Tile:
         pack = self.pack or ("off" if self.mapping == "dense" else "layer")
         if self.mapping != "dense":
             check_sparse_encoding(program, self.mapping)
-            compactor = Compactor(program, tile_type, self.mapping == "squeeze")
+            compactor = Compactor(program, tile_type, self.mapping == "squeeze", self.reorder)
             if self.group_cols is None:
-                widths = choose_group_cols(program, compactor)
+                widths = choose_group_cols(program, compactor, pack)
             else:
                 width = min(self.group_cols, tile_type.cols)
                 widths = {array.name: width for array in program.arrays}
@@ -214,44 +216,93 @@ def diagonal_blocks(
     return blocks
 
 
+@dataclass(frozen=True, slots=True)
+class Plane:
+    """What a compacted plane keeps in column groups: `slice` (None: all slices at once);
+    whether each row of each column group holds a non-zero cell, [groups, rows, column
+    groups]; whether each column does, [groups, column groups, width]; and `order`,
+    [groups, cols], the array columns in the order they were cut into column groups."""
+
+    slice: int | None
+    row_used: np.ndarray
+    col_used: np.ndarray
+    order: np.ndarray
+
+
+def in_column_groups(values: np.ndarray, column_groups: int, width: int) -> np.ndarray:
+    """[groups, rows, cols] -> [groups, rows, column groups, width], zero-padded."""
+    groups, rows, cols = values.shape
+    padding = column_groups * width - cols
+    if padding:
+        values = np.pad(values, ((0, 0), (0, 0), (0, padding)))
+    return values.reshape(groups, rows, column_groups, width)
+
+
 class Compactor:
     """The compacted pieces of sparse and squeezed arrays and the index tables they need,
     computed once per array and column-group width."""
 
-    def __init__(self, program: Program, tile_type: TileType, per_slice: bool):
+    def __init__(self, program: Program, tile_type: TileType, per_slice: bool, reorder: bool):
         self.program = program
         self.tile_type = tile_type
         self.per_slice = per_slice
+        self.reorder = reorder
         self.found: dict[tuple[str, int], tuple[list[Piece], dict[str, np.ndarray]]] = {}
 
-    def planes(self, array: Array, width: int) -> list[tuple[int | None, np.ndarray, np.ndarray]]:
-        """Per plane: its slice (None: all slices at once), whether each row of each column
-        group holds a non-zero cell [groups, rows, column groups], and whether each column
-        does [groups, column groups, width].
-
-        The magnitudes of each polarity are OR-ed over each column group's columns and over
-        its rows once; a slice's plane is then the bits it holds of those ORs."""
+    def planes(self, array: Array, width: int) -> list[Plane]:
+        """The planes compacted on their own: one per slice for squeeze, else all slices as
+        one. Without `reorder`, the magnitudes of each polarity are OR-ed over each column
+        group's columns and over its rows once, and a slice's plane is the bits it holds of
+        those ORs; with it, each plane's columns are grouped by `similar_columns` where that
+        keeps fewer cells than their own order."""
+        if self.reorder and width < array.cols:
+            return self._reordered_planes(array, width)
         column_groups = -(-array.cols // width)
-        padding = column_groups * width - array.cols
+        order = np.broadcast_to(np.arange(array.cols), (array.groups, array.cols))
         reduced = {}
         for polarity, magnitude in magnitudes(
             self.program.store[array.levels], self.per_slice
         ).items():
-            if padding:
-                magnitude = np.pad(magnitude, ((0, 0), (0, 0), (0, padding)))
-            grouped = magnitude.reshape(array.groups, array.rows, column_groups, width)
+            grouped = in_column_groups(magnitude, column_groups, width)
             reduced[polarity] = (
                 np.bitwise_or.reduce(grouped, axis=3),
                 np.bitwise_or.reduce(grouped, axis=1),
             )
         if not self.per_slice:
             rows_or, cols_or = reduced[""]
-            return [(None, rows_or != 0, cols_or != 0)]
-        planes: list[tuple[int | None, np.ndarray, np.ndarray]] = []
+            return [Plane(None, rows_or != 0, cols_or != 0, order)]
+        planes = []
         for piece in array.slices:
             rows_or, cols_or = reduced[piece.polarity]
             bitmask = ((1 << piece.bits) - 1) << piece.shift
-            planes.append((piece.index, (rows_or & bitmask) != 0, (cols_or & bitmask) != 0))
+            planes.append(Plane(piece.index, rows_or & bitmask != 0, cols_or & bitmask != 0, order))
+        return planes
+
+    def _reordered_planes(self, array: Array, width: int) -> list[Plane]:
+        levels = self.program.store[array.levels]
+        masks: list[tuple[int | None, np.ndarray]]
+        if self.per_slice:
+            unsigned = magnitudes(levels, True)
+            masks = [
+                (piece.index, unsigned[piece.polarity] & (((1 << piece.bits) - 1) << piece.shift))
+                for piece in array.slices
+            ]
+        else:
+            masks = [(None, levels)]
+        column_groups = -(-array.cols // width)
+        natural = np.broadcast_to(np.arange(array.cols), (array.groups, array.cols))
+        planes = []
+        for index, values in masks:
+            nonzero = values != 0
+            similar = np.stack([similar_columns(nonzero[g], width) for g in range(array.groups)])
+            options = []
+            for order in (natural, similar):
+                reordered = np.take_along_axis(nonzero, order[:, None, :], axis=2)
+                grouped = in_column_groups(reordered, column_groups, width)
+                row_used, col_used = np.any(grouped, axis=3), np.any(grouped, axis=1)
+                cells = int((row_used.sum(axis=1) * col_used.sum(axis=2)).sum())
+                options.append((cells, Plane(index, row_used, col_used, order)))
+            planes.append(min(options, key=lambda option: option[0])[1])  # natural on a tie
         return planes
 
     def least_cells(self, array: Array) -> int:
@@ -271,18 +322,43 @@ class Compactor:
     def _compact(self, array: Array, width: int) -> tuple[list[Piece], dict[str, np.ndarray]]:
         tables = IndexTables(f"{array.name}.index")
         found: dict[tuple[int, int], list[Piece]] = {}
-        for index, row_used, col_used in self.planes(array, width):
+        for plane in self.planes(array, width):
+            index = plane.slice
             slices = [s.index for s in array.slices] if index is None else [index]
-            for group, column_group in zip(*np.nonzero(col_used.any(axis=2)), strict=True):
+            for group, column_group in zip(*np.nonzero(plane.col_used.any(axis=2)), strict=True):
                 first = int(column_group) * width
-                cols = tables.indices(first + np.flatnonzero(col_used[group, column_group]))
-                kept_rows = np.flatnonzero(row_used[group, :, column_group])
+                kept = first + np.flatnonzero(plane.col_used[group, column_group])
+                cols = tables.indices(np.sort(plane.order[group, kept]))
+                kept_rows = np.flatnonzero(plane.row_used[group, :, column_group])
                 chunks = found.setdefault((int(group), first), [])
                 for start in range(0, len(kept_rows), self.tile_type.rows):
                     rows = tables.indices(kept_rows[start : start + self.tile_type.rows])
                     chunks += [Piece(array.name, s, int(group), rows, cols) for s in slices]
         pieces = [piece for key in sorted(found) for piece in found[key]]
         return pieces, tables.tensors()
+
+
+def similar_columns(nonzero: np.ndarray, width: int) -> np.ndarray:
+    """An order of the columns of `nonzero` [rows, cols] that puts columns with non-zeros on
+    the same rows into the same group of `width`, so each group's row-gather table keeps
+    fewer rows: a group starts from the remaining column with the most non-zeros and
+    takes the `width - 1` remaining columns that add the fewest rows to it (most shared
+    rows on a tie). One matrix-vector product per group."""
+    weights = nonzero.astype(np.float32)
+    counts = weights.sum(axis=0)
+    left = np.ones(nonzero.shape[1], dtype=bool)
+    order: list[int] = []
+    while left.any():
+        candidates = np.flatnonzero(left)
+        seed = int(candidates[np.argmax(counts[candidates])])
+        left[seed] = False
+        candidates = candidates[candidates != seed]
+        shared = weights[:, seed] @ weights[:, candidates]
+        added = counts[candidates] - shared
+        chosen = candidates[np.lexsort((-shared, added))[: width - 1]]
+        left[chosen] = False
+        order += [seed, *chosen.tolist()]
+    return np.array(order)
 
 
 class IndexTables:
@@ -329,7 +405,7 @@ class Fit:
     cycles: int  # per inference: cycles per read x the input vectors read
 
 
-def choose_group_cols(program: Program, compactor: Compactor) -> dict[str, int]:
+def choose_group_cols(program: Program, compactor: Compactor, pack: str) -> dict[str, int]:
     """Each array's column-group width when none is given: wider groups keep more zero
     cells (more tiles), narrower ones give each tile more inputs to read one after another
     (more cycles) and more index tables. A tile saved costs about a cycle added, so:
@@ -338,7 +414,10 @@ def choose_group_cols(program: Program, compactor: Compactor) -> dict[str, int]:
       model fits the chip's tiles in one phase with them, or cannot fit even with the
       narrowest (it is reprogrammed either way);
     - otherwise narrower groups until it fits, one layer at a time: each step in the
-      layer that saves the most tiles per cycle it adds to an inference."""
+      layer that saves the most tiles per cycle it adds to an inference.
+
+    Each layer's tiles are counted packed on tiles of its own (`pack=off`: a tile per
+    block), so `pack=model` may end up with fewer."""
     from xbarc.report import layer_patches
 
     tile_type = compactor.tile_type
@@ -357,7 +436,7 @@ def choose_group_cols(program: Program, compactor: Compactor) -> dict[str, int]:
         key = (array.name, choice)
         if key not in fits:
             pieces, _ = compactor.pieces(array, widths[choice])
-            packer = Packer(tile_type, "layer")
+            packer = Packer(tile_type, "off" if pack == "off" else "layer")
             blocks = packer.place_all(pieces, 0)
             layer: CrossbarLayer | None = layers.get(array.name)
             reads = max(1, layer_patches(layer, types)) if layer is not None else 1
@@ -510,7 +589,11 @@ class Packer:
         return slot, row
 
     def place_all(self, pieces: Iterable[Piece], first_block: int) -> list[Block]:
+        """Blocks for `pieces`, numbered from `first_block`, tallest first (first-fit
+        decreasing height packs shelves tighter), in their own order on a tie."""
         blocks: list[Block] = []
+        if self.pack != "off":
+            pieces = sorted(pieces, key=lambda piece: -len(piece.rows))
         for piece in pieces:
             vtile, row, column = self.place(len(piece.rows), len(piece.cols))
             blocks.append(

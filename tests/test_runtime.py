@@ -79,6 +79,10 @@ PIPELINES = {
     "allocate{tiles=4}",
     "squeeze": "quantize{weight-bits=8,cell-bits=2},tile{rows=8,cols=8,mapping=squeeze,"
     "group-cols=2},allocate",
+    # blocks of several layers share tiles, rewritten in each phase that needs them
+    "packed dense": "quantize,tile{rows=16,cols=16,pack=model},allocate{tiles=3}",
+    "packed squeeze": "quantize{weight-bits=8,cell-bits=1},tile{rows=8,cols=8,mapping=squeeze,"
+    "pack=model},allocate{tiles=3}",
 }
 
 
@@ -101,7 +105,7 @@ def models():
 # Compacted programs hold no cell for a weight whose quantized level is zero, so in
 # `ideal` such a weight's real value (below half a level) is gone: tested apart, on pruned
 # weights.
-DENSE = [name for name in PIPELINES if name not in ("sparse", "squeeze")]
+DENSE = [name for name in PIPELINES if name not in ("sparse", "squeeze", "packed squeeze")]
 
 
 @pytest.mark.parametrize("pipeline", DENSE)
@@ -115,7 +119,7 @@ def test_ideal_equals_onnxruntime(model_name, pipeline, tmp_path):
     np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("pipeline", ["sparse", "squeeze"])
+@pytest.mark.parametrize("pipeline", ["sparse", "squeeze", "packed squeeze"])
 def test_ideal_on_compacted_programs(pipeline, tmp_path):
     """A pruned network (exact zeros) mapped sparse or squeezed is still the float model in
     `ideal`: each weight's rest beyond its level sits in the lowest slice it kept."""

@@ -63,10 +63,10 @@ def test_mappings_compute_the_same_bits_with_a_lossless_adc(sparsity, tile, grou
     assert not np.array_equal(Executor(programs["squeeze"], lossy).run(feeds)["y"], dense)
 
 
-def compile_digits(name: str, tile: int, mapping: str, extra: str = ""):
+def compile_digits(name: str, tile: int, mapping: str, extra: str = "", cell_bits: int = 2):
     options = CompileOptions(
         input_shapes={"x": (1, 1, 8, 8)},
-        pipeline=f"quantize{{weight-bits=8,cell-bits=2}},tile{{rows={tile},cols={tile},"
+        pipeline=f"quantize{{weight-bits=8,cell-bits={cell_bits}}},tile{{rows={tile},cols={tile},"
         f"mapping={mapping},group-cols=8{extra}}},allocate{{tiles=4096}}",
     )
     return compile_onnx(DIGITS / f"{name}.onnx", options)
@@ -79,11 +79,12 @@ def test_sparse_mapping_halves_the_tiles_of_the_pruned_lenet(tile):
     assert sparse <= dense / 2
 
 
+@pytest.mark.parametrize("cell_bits", [1, 2])
 @pytest.mark.parametrize("name", ["mlp", "lenet", "resnet", "mobilenet"])
-def test_squeeze_out_saves_tiles_of_every_trained_fixture(name):
-    dense = tiles_of(compile_digits(name, 32, "dense"))
-    squeezed = tiles_of(compile_digits(name, 32, "squeeze"))
-    assert squeezed < dense
+def test_squeeze_out_saves_tiles_of_every_trained_fixture(name, cell_bits):
+    sliced = tiles_of(compile_digits(name, 32, "dense", cell_bits=cell_bits))
+    squeezed = tiles_of(compile_digits(name, 32, "squeeze", cell_bits=cell_bits))
+    assert squeezed < sliced
 
 
 def test_bad_mapping_options(tmp_path):
@@ -172,6 +173,8 @@ def test_every_mapping_and_packing_of_a_pruned_fixture_gives_the_same_bits(name)
         (1, "squeeze", ",group-cols=8"),
         (1, "squeeze", ",pack=model"),
         (1, "squeeze", ",group-cols=2,pack=off"),
+        (1, "squeeze", ",group-cols=4,reorder=true"),
+        (2, "sparse", ",group-cols=8,reorder=true,pack=model"),
     ]:
         options = CompileOptions(
             input_shapes={"x": (1, 1, 8, 8)},
@@ -267,3 +270,29 @@ def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsy
     inspected = capsys.readouterr().out
     assert "col group" in inspected and "index-table entries" in inspected
     assert "with a tile per block they would take" in inspected
+
+
+def test_reordering_groups_columns_that_use_the_same_rows(tmp_path):
+    from xbarc.passes.tile import similar_columns
+
+    # columns 0, 2, 4, 6 use rows 0-9, columns 1, 3, 5, 7 rows 10-19
+    weights = np.zeros((20, 8), dtype=np.float32)
+    weights[:10, 0::2] = random((10, 4), 1)
+    weights[10:, 1::2] = random((10, 4), 2)
+    order = similar_columns(weights != 0, 4)
+    assert sorted(order[:4]) in ([0, 2, 4, 6], [1, 3, 5, 7])
+    assert sorted(order.tolist()) == list(range(8))
+    path = save(parse(MATMUL.replace("float[4,40]", "float[4,20]"), {"w": weights}), tmp_path)
+    feeds = {"x": random((4, 20), 4)}
+    exact = noise_settings("quant", adc_bits="exact")
+    cells, outputs = {}, {}
+    for reorder in ("false", "true"):
+        pipeline = (
+            "quantize{weight-bits=8,cell-bits=2},"
+            f"tile{{rows=32,cols=32,mapping=sparse,group-cols=4,reorder={reorder}}},allocate"
+        )
+        program = compile_onnx(path, CompileOptions(pipeline=pipeline))
+        cells[reorder] = sum(block.cells for block in program.blocks)
+        outputs[reorder] = Executor(program, exact).run(feeds)["y"]
+    assert cells["true"] == cells["false"] // 2  # each group keeps 10 rows, not 20
+    np.testing.assert_array_equal(outputs["true"], outputs["false"])

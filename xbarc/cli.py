@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "chosen per layer, the widest with which the model fits the chip in one phase)",
     )
     compile_parser.add_argument(
+        "--reorder-cols",
+        action="store_true",
+        help="sparse/squeeze: put columns that use the same rows into the same column group",
+    )
+    compile_parser.add_argument(
         "--pack",
         choices=("off", "layer", "model"),
         help="share tiles between blocks: off (a tile per block), layer (the blocks of one "
@@ -275,6 +280,7 @@ def run_compile(args: argparse.Namespace) -> int:
         mapping=args.mapping,
         group_cols=args.group_cols,
         pack=args.pack,
+        reorder_cols=args.reorder_cols,
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )

@@ -33,6 +33,7 @@ class CompileOptions:
     mapping: str = "dense"  # dense | sparse | squeeze (see passes/tile.py)
     group_cols: int | None = None  # sparse, squeeze: columns per column group (None: chosen)
     pack: str | None = None  # off | layer | model (None: off for dense, layer otherwise)
+    reorder_cols: bool = False  # sparse, squeeze: group columns by the rows they use
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -45,6 +46,8 @@ def default_pipeline(options: CompileOptions) -> str:
         tile += f",group-cols={options.group_cols}"
     if options.pack is not None:
         tile += f",pack={options.pack}"
+    if options.reorder_cols:
+        tile += ",reorder=true"
     quantize = (
         f"weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
         f"scale={options.scale},encoding={options.encoding}"
@@ -106,6 +109,8 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
                 "cells": summary.cells_used,
                 "utilization": summary.utilization,
                 "cycles": summary.cycles,
+                "conversions": summary.conversions,
+                "index_entries": summary.index_entries,
             }
         )
     return rows
@@ -115,12 +120,14 @@ def format_comparison(rows: list[dict]) -> str:
     dense = rows[0]["crossbars"]
     lines = [
         f"{'mapping':<12} {'cell bits':>9} {'blocks':>8} {'crossbars':>10} {'vs dense':>9} "
-        f"{'cells used':>11} {'utilization':>12} {'cycles/inference':>17}"
+        f"{'cells used':>11} {'utilization':>12} {'cycles/inference':>17} "
+        f"{'ADC conv/inference':>19} {'index entries':>14}"
     ]
     for row in rows:
         lines.append(
             f"{row['mapping']:<12} {row['cell_bits']:>9} {row['blocks']:>8} "
             f"{row['crossbars']:>10} {dense / max(row['crossbars'], 1):>8.2f}x "
-            f"{row['cells']:>11} {row['utilization']:>11.1%} {row['cycles']:>17}"
+            f"{row['cells']:>11} {row['utilization']:>11.1%} {row['cycles']:>17} "
+            f"{row['conversions']:>19} {row['index_entries']:>14}"
         )
     return "\n".join(lines)

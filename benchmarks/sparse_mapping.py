@@ -6,13 +6,15 @@
    versions, at 32x32 and 128x128 tiles, column groups of 8: `dense` and `sparse` with the
    default 2-bit cells, `bit-sliced` (1-bit cells, dense) and `squeezed` (1-bit cells,
    each bit plane compacted), as `xbarc compile --compare-mappings` prints them.
+   Then packing (none, per layer, across layers) and column reordering on the pruned
+   fixtures, crossbars against cycles.
 2. The same for the nine onnx light topologies with trained-like weights
    (benchmarks/trained_like.py: Laplace, He-scaled, log-normal channel gains), as drawn
-   and magnitude-pruned to 90 %, at 128x128 tiles with column groups of 128 (a tile's
-   width: squeeze-out per crossbar, as SME does).
+   and magnitude-pruned to 90 %, at 128x128 tiles with column groups of 8.
 3. Compile time of ResNet-50: `xbarc compile` in a fresh process, best of --repeat, dense
-   against bit-sliced and squeezed, with the shipped constant weights and trained-like
-   ones. Goal (issue 5): squeezed within 1.5x of dense.
+   against bit-sliced and squeezed (column groups chosen by default, and of 8), with the
+   shipped constant weights and trained-like ones. Goal (issue 5): squeezed within 1.5x
+   of dense.
 4. What a lossy ADC does to each mapping: with quantized inputs and weights and no device
    noise (`quant`), accuracy and the logits' relative error against a lossless ADC
    (`adc_bits=exact`, where all mappings agree bit for bit) at 8, 6 and 4 ADC bits.
@@ -27,6 +29,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ from results import record  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compare_mappings, compile_onnx  # noqa: E402
+from xbarc.report import report  # noqa: E402
 from xbarc.runtime.executor import Executor  # noqa: E402
 from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 
@@ -91,10 +95,38 @@ def crossbar_rows() -> list[str]:
     return lines
 
 
+PACKINGS = (
+    ("a tile per block", "off", False),
+    ("packed per layer", "layer", False),
+    ("packed across layers", "model", False),
+    ("per layer, columns reordered", "layer", True),
+)
+
+
+def packing_rows() -> list[str]:
+    lines = [
+        "",
+        "Packing and column reordering, squeezed (1-bit cells), 32x32 tiles, column groups "
+        "of 8: crossbars / array cycles per inference",
+        "",
+        "| model | " + " | ".join(label for label, _, _ in PACKINGS) + " |",
+        "|---|" + "---:|" * len(PACKINGS),
+    ]
+    for name in ("mlp_p90", "lenet_p90", "resnet_p90", "mobilenet_p90"):
+        cells = []
+        for _, pack, reorder in PACKINGS:
+            variant = replace(options(32, "squeeze"), cell_bits=1, pack=pack, reorder_cols=reorder)
+            summary = report(compile_onnx(DIGITS / f"{name}.onnx", variant))
+            cells.append(f"{summary.vtiles} / {summary.cycles}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def light_rows(folder: Path) -> list[str]:
     lines = [
         "",
-        "onnx light models with trained-like weights, 128x128 tiles, column groups of 128: "
+        "onnx light models with trained-like weights, 128x128 tiles, column groups of 8: "
         "crossbars (reduction against dense)",
         "",
         "| model | pruned | dense | sparse | bit-sliced | squeezed | squeezed vs bit-sliced |",
@@ -104,7 +136,7 @@ def light_rows(folder: Path) -> list[str]:
         for pruning in (0.0, 0.9):
             path = folder / f"{name}_p{int(pruning * 100)}.onnx"
             onnx.save(trained_like(onnx.load(LIGHT / f"light_{name}.onnx"), 0, pruning), path)
-            light = CompileOptions(tiles=4096, group_cols=128)
+            light = CompileOptions(tiles=4096, group_cols=8)
             rows = {row["mapping"]: row for row in compare_mappings(path, light)}
             dense = rows["dense"]["crossbars"]
             cells = [
@@ -125,6 +157,10 @@ COMPILE_VARIANTS = (
     ("dense, 2-bit cells", ("--mapping", "dense", "--cell-bits", "2")),
     ("bit-sliced (dense, 1-bit cells)", ("--mapping", "dense", "--cell-bits", "1")),
     ("squeezed (1-bit cells)", ("--mapping", "squeeze", "--cell-bits", "1")),
+    (
+        "squeezed, column groups of 8",
+        ("--mapping", "squeeze", "--cell-bits", "1", "--group-cols", "8"),
+    ),
 )
 
 
@@ -239,6 +275,7 @@ def main() -> None:
         "MobileNet-v2 on ImageNet (its abstract does not name the baseline mapping).",
     ]
     lines += crossbar_rows()
+    lines += packing_rows()
     with tempfile.TemporaryDirectory() as folder:
         lines += light_rows(Path(folder))
         lines += compile_time_rows(Path(folder), args.repeat)

@@ -93,6 +93,8 @@ def test_bad_mapping_options(tmp_path):
         ("quantize,tile{mapping=scattered},allocate", "unknown mapping 'scattered'"),
         ("quantize,tile{mapping=sparse,group-cols=0},allocate", "group-cols must be at least 1"),
         (pipeline("sparse", 8, 4, encoding="offset"), "uses offset encoding"),
+        ("quantize,tile{mapping=sparse,pack=tight},allocate", "unknown packing 'tight'"),
+        ("quantize,tile{mapping=sparse,reorder=maybe},allocate", "must be bool, got 'maybe'"),
     ]:
         with pytest.raises(XbarcError, match=message):
             compile_onnx(path, CompileOptions(pipeline=text))

@@ -64,3 +64,23 @@ def test_report_totals_add_up_over_layers():
 def test_union_length():
     assert union_length({(0, 10), (5, 10), (30, 2)}) == 17
     assert union_length(set()) == 0
+
+
+def test_index_tables_are_read_once_per_patch_at_edram_cost():
+    # rows 1, 4, 6, 7 and columns 1, 5 all zero: one column group of 8 keeps a 6-entry
+    # row-gather table (4-bit entries for 10 rows) and a 6-entry column-scatter table
+    # (3-bit entries for 8 columns), shared by the 8 slices that sit on one tile
+    weight = np.zeros((1, 10, 8))
+    kept_rows, kept_cols = [0, 2, 3, 5, 8, 9], [0, 2, 3, 4, 6, 7]
+    weight[0][np.ix_(kept_rows, kept_cols)] = np.arange(1, 37).reshape(6, 6)
+    program = layers_program([weight], tiles=4)
+    pipeline = "quantize,tile{rows=64,cols=64,mapping=sparse,group-cols=8},allocate"
+    program = run_pipeline(program, parse_pipeline(pipeline))
+    assert [len(run.cycles) for run in program.phases[0].runs] == [1]
+    cost = program_cost(program, {"fc0": 3})
+    bits = 6 * 4 + 6 * 3
+    assert cost.layers[0].index_energy_pj == pytest.approx(3 * bits / 256 * 17.2)
+    assert report(program).index_energy_uj == pytest.approx(bits / 256 * 17.2 * 1e-6)  # 1 patch
+    dense = layers_program([weight], tiles=4)
+    dense = run_pipeline(dense, parse_pipeline("quantize,tile,allocate"))
+    assert program_cost(dense, {"fc0": 3}).layers[0].index_energy_pj == 0.0

@@ -111,6 +111,7 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
                 "cycles": summary.cycles,
                 "conversions": summary.conversions,
                 "index_entries": summary.index_entries,
+                "energy_uj": summary.energy_uj,
             }
         )
     return rows
@@ -121,13 +122,13 @@ def format_comparison(rows: list[dict]) -> str:
     lines = [
         f"{'mapping':<12} {'cell bits':>9} {'blocks':>8} {'crossbars':>10} {'vs dense':>9} "
         f"{'cells used':>11} {'utilization':>12} {'cycles/inference':>17} "
-        f"{'ADC conv/inference':>19} {'index entries':>14}"
+        f"{'ADC conv/inference':>19} {'index entries':>14} {'energy uJ/inference':>20}"
     ]
     for row in rows:
         lines.append(
             f"{row['mapping']:<12} {row['cell_bits']:>9} {row['blocks']:>8} "
             f"{row['crossbars']:>10} {dense / max(row['crossbars'], 1):>8.2f}x "
             f"{row['cells']:>11} {row['utilization']:>11.1%} {row['cycles']:>17} "
-            f"{row['conversions']:>19} {row['index_entries']:>14}"
+            f"{row['conversions']:>19} {row['index_entries']:>14} {row['energy_uj']:>20.3f}"
         )
     return "\n".join(lines)

@@ -8,6 +8,10 @@ see xbarc/hardware.py). Per forward pass of the program's input shape:
 - crossbar read energy scales with tile cells (30 pJ for a 128x128 read); every column
   read is one ADC conversion (energy doubling per ADC bit, 1.56 pJ at 8 bits) plus a
   shift-and-add; every driven row is one DAC conversion;
+- a compacted block gathers its rows and scatters its columns by index tables: every
+  entry it uses is read from the eDRAM buffer once per patch (the input register then
+  holds the gathered vector for all input slices), an entry of ceil(log2(extent)) bits
+  for a table into `extent` rows or columns, at ISAAC's 17.2 pJ per 256-bit access;
 - a cycle lasts max(array read, the cols_per_adc conversions of one shared ADC);
 - layers run one after another; writes (program-and-verify, row by row, tiles in
   parallel) are one-time programming for a one-phase program and recur every pass over
@@ -22,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from xbarc.hardware import Hardware, TileType
-from xbarc.ir.tile import Block, Program
+from xbarc.ir.tile import Array, Block, IndexTable, Program
 
 REFERENCE_CELLS = 128 * 128  # the array size the ISAAC figures are quoted for
 REFERENCE_ADC_BITS = 8
@@ -37,6 +41,7 @@ class LayerCost:
     adc_energy_pj: float
     dac_energy_pj: float
     shift_add_energy_pj: float
+    index_energy_pj: float  # reading the index tables of compacted blocks
     latency_ns: float
 
     @property
@@ -45,7 +50,8 @@ class LayerCost:
             self.read_energy_pj
             + self.adc_energy_pj
             + self.dac_energy_pj
-            + (self.shift_add_energy_pj)
+            + self.shift_add_energy_pj
+            + self.index_energy_pj
         )
 
 
@@ -108,18 +114,22 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     per_adc = adc_energy_pj(hardware)
     dac_pj = cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3  # uW x ns = fJ
     shift_add_pj = cost.shift_add_power_mw / cost.adc_rate_gsps  # mW x ns = pJ
+    arrays = {array.name: array for array in program.arrays}
 
     reads: dict[str, float] = defaultdict(float)
     columns: dict[str, int] = defaultdict(int)
     rows: dict[str, int] = defaultdict(int)
     cycles: dict[str, int] = defaultdict(int)
+    index_bits: dict[str, int] = defaultdict(int)
     for phase in program.phases:
         for run in phase.runs:
             cycles[run.layer] += len(run.cycles)
             for cycle in run.cycles:
+                cycle_blocks = [blocks[index] for index in cycle.blocks]
                 on_tile: dict[int, list[Block]] = defaultdict(list)
-                for index in cycle.blocks:
-                    on_tile[blocks[index].vtile].append(blocks[index])
+                for block in cycle_blocks:
+                    on_tile[block.vtile].append(block)
+                index_bits[run.layer] += table_bits(cycle_blocks, arrays)
                 for tile_blocks in on_tile.values():
                     tile_type = tile_types[tile_blocks[0].tile_type]
                     reads[run.layer] += cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS
@@ -138,6 +148,9 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                 adc_energy_pj=repeats * columns[layer.name] * per_adc,
                 dac_energy_pj=repeats * rows[layer.name] * dac_pj,
                 shift_add_energy_pj=repeats * columns[layer.name] * shift_add_pj,
+                index_energy_pj=(
+                    patches.get(layer.name, 0) * index_bits[layer.name] / 256 * cost.edram_access_pj
+                ),
                 latency_ns=repeats * cycles[layer.name] * cycle_ns(hardware),
             )
         )
@@ -149,6 +162,25 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
         writes_per_pass=len(program.phases) > 1,
         area_mm2=chip_area_mm2(hardware),
     )
+
+
+def table_bits(cycle_blocks: list[Block], arrays: dict[str, Array]) -> int:
+    """Bits of the index-table entries one cycle reads: the row-gather and column-scatter
+    tables of its blocks, each distinct table once (slices of one column group share
+    theirs), each entry wide enough to address its array's rows or columns."""
+    tables: dict[IndexTable, int] = {}
+    for block in cycle_blocks:
+        array = arrays[block.array]
+        if isinstance(block.rows, IndexTable):
+            tables[block.rows] = address_bits(array.rows)
+        if isinstance(block.cols, IndexTable):
+            tables[block.cols] = address_bits(array.cols)
+    return sum(len(table) * bits for table, bits in tables.items())
+
+
+def address_bits(extent: int) -> int:
+    """Bits that address `extent` positions (at least one)."""
+    return max(1, (extent - 1).bit_length())
 
 
 def driven_rows(tile_blocks: list[Block]) -> int:

@@ -4,8 +4,8 @@ All figures are derived from the program itself (blocks, phases, value shapes), 
 stored: weights, slices, blocks, virtual and physical tiles, cell utilization, the phases
 a layer runs in, cells written per pass over the program, array cycles per forward pass
 (and what they would be without packing, every block on a tile of its own), and the
-periphery a sparse mapping adds: its column-group width, the entries of its index tables,
-and the ADC conversions per forward pass.
+periphery a sparse mapping adds: its column-group width, the entries of its index tables
+and the energy of reading them, and the ADC conversions per forward pass.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class ProgramReport:
     cycles_unpacked: int
     index_entries: int
     conversions: int
+    index_energy_uj: float  # reading the index tables, part of energy_uj
     energy_uj: float
     latency_us: float
     write_energy_uj: float
@@ -94,6 +95,7 @@ TOTAL_KEYS = (
     "cycles_unpacked",
     "index_entries",
     "conversions",
+    "index_energy_uj",
     "energy_uj",
     "latency_us",
     "write_energy_uj",
@@ -193,6 +195,7 @@ def report(program: Program) -> ProgramReport:
         cycles_unpacked=sum(r.cycles_unpacked for r in layers),
         index_entries=sum(r.index_entries for r in layers),
         conversions=sum(r.conversions for r in layers),
+        index_energy_uj=sum(layer.index_energy_pj for layer in cost.layers) * 1e-6,
         energy_uj=cost.energy_pj * 1e-6,
         latency_us=cost.latency_ns * 1e-3,
         write_energy_uj=cost.write_energy_pj * 1e-6,
@@ -298,7 +301,8 @@ def format_report(result: ProgramReport) -> str:
     if sparse:
         lines.append(
             f"sparse periphery: {result.index_entries} index-table entries gather rows and "
-            f"scatter columns; {result.conversions} ADC conversions per forward pass"
+            f"scatter columns, read from the buffer for {result.index_energy_uj * 1e3:.1f} nJ "
+            f"per forward pass; {result.conversions} ADC conversions per forward pass"
         )
     writes = "every pass (several phases)" if result.writes_per_pass else "once (one phase)"
     lines.append(

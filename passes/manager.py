@@ -119,10 +119,11 @@ def run_pipeline(
     """Run every pass, verifying the program after each; `after_pass` sees each result."""
     passes = pipeline.passes if isinstance(pipeline, Pipeline) else tuple(pipeline)
     ran: list[str] = []
+    verified: Program | None = None
     for pass_object in passes:
         program = pass_object.apply(program)
         try:
-            verify(program)
+            verify(program, verified=verified)
         except XbarcError as error:
             before = ", ".join(ran) or "none"
             raise XbarcError(
@@ -130,6 +131,7 @@ def run_pipeline(
                 f"{error.message} (passes run before it: {before})",
                 hint="please report this with the model",
             ) from None
+        verified = program
         ran.append(pass_spec(pass_object))
         if after_pass is not None:
             after_pass(pass_object, program)

@@ -125,3 +125,26 @@ def test_index_tables_must_increase_within_their_array_and_vector(compiled):
     expect_error(with_rows(IndexTable("fc1.index", 3, 1)), "must increase strictly within 0..199")
     expect_error(with_rows(IndexTable("fc1.index", 2, 4)), "must increase strictly within 0..199")
     expect_error(with_rows(IndexTable("fc1.index", 4, 3)), "has no entries 3..6 (shape [6])")
+
+
+def test_blocks_a_pass_kept_are_not_checked_again_unless_what_they_rest_on_changed(
+    compiled, monkeypatch
+):
+    from xbarc.hardware import TileType
+    from xbarc.ir import verifier
+
+    checked = []
+    original = verifier._Verifier.check_blocks
+    monkeypatch.setattr(
+        verifier._Verifier, "check_blocks", lambda self: checked.append(1) or original(self)
+    )
+    rerun = replace(compiled, phases=compiled.phases[:])
+    verify(rerun, verified=compiled)
+    assert checked == []  # the same blocks, arrays, tensors and tile shapes
+    verify(replace(compiled, blocks=compiled.blocks[:1] + compiled.blocks[1:]), verified=compiled)
+    assert checked == [1]  # a new blocks tuple is checked
+    tile_type = compiled.hardware.tile_types[0]
+    smaller = (TileType(tile_type.name, 64, tile_type.cols, tile_type.count),)
+    shrunk = replace(compiled, hardware=replace(compiled.hardware, tile_types=smaller))
+    with pytest.raises(XbarcError, match="exceed the 64 rows"):
+        verify(shrunk, verified=compiled)

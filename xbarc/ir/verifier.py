@@ -32,15 +32,18 @@ from xbarc.ir.tile import (
 Locate = Callable[[tuple[str, Hashable]], Location | None]
 
 
-def verify(program: Program, locate: Locate | None = None) -> None:
-    """Raise XbarcError at the first broken invariant of `program`."""
-    _Verifier(program, locate or (lambda key: None)).run()
+def verify(program: Program, locate: Locate | None = None, verified: Program | None = None) -> None:
+    """Raise XbarcError at the first broken invariant of `program`. `verified`, a program
+    that passed before (the one a pass started from), lets the checks of the parts that
+    `program` still shares with it be skipped: its blocks, when the pass kept them."""
+    _Verifier(program, locate or (lambda key: None), verified).run()
 
 
 class _Verifier:
-    def __init__(self, program: Program, locate: Locate):
+    def __init__(self, program: Program, locate: Locate, verified: Program | None = None):
         self.program = program
         self.locate = locate
+        self.verified = verified
         self.tensors = {decl.name: decl for decl in program.tensors}
         self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
         self.tables_checked: set[tuple[IndexTable, int]] = set()
@@ -54,7 +57,8 @@ class _Verifier:
         self.check_tensors()
         self.check_graph()
         self.check_arrays()
-        self.check_blocks()
+        if not self.blocks_verified():
+            self.check_blocks()
         self.check_combines()
         self.check_calibration()
         self.check_phases()
@@ -257,6 +261,21 @@ class _Verifier:
                 ("array", array.name),
                 f"array @{array.name}: levels exceed {array.weight_bits}-bit range +-{limit}",
             )
+
+    def blocks_verified(self) -> bool:
+        """Whether the blocks and everything they are checked against (arrays, tensors,
+        tile shapes) are the very objects of the verified program."""
+        before, now = self.verified, self.program
+        if before is None:
+            return False
+        shapes = [(t.name, t.rows, t.cols) for t in now.hardware.tile_types]
+        return (
+            now.blocks is before.blocks
+            and now.arrays is before.arrays
+            and now.tensors is before.tensors
+            and now.store is before.store
+            and shapes == [(t.name, t.rows, t.cols) for t in before.hardware.tile_types]
+        )
 
     def check_blocks(self) -> None:
         arrays = {array.name: array for array in self.program.arrays}

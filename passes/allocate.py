@@ -32,9 +32,12 @@ class Allocate:
     name: ClassVar[str] = "allocate"
     tiles: int | None = None  # default: the hardware's count; given: rewrites the hardware
 
+    def plan_hardware(self, hardware: Hardware) -> Hardware:
+        """The chip with this pass's tile budget, for the passes that run before it."""
+        return with_tile_budget(hardware, self.tiles)
+
     def apply(self, program: Program) -> Program:
-        hardware = with_tile_budget(program.hardware, self.tiles)
-        program = replace(program, hardware=hardware)
+        program = replace(program, hardware=self.plan_hardware(program.hardware))
         return replace(program, phases=tuple(allocate_phases(program)))
 
 

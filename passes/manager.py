@@ -4,7 +4,10 @@
 
 A pass is a frozen dataclass with a kebab-case `name`, its options as fields (written in
 kebab-case in pipelines) and `apply(program) -> program`. Passes never mutate: they
-return a rebuilt program.
+return a rebuilt program. A pass that sets the chip the whole pipeline targets also has
+`plan_hardware(hardware) -> hardware`, applied before any pass runs: allocate{tiles=N}
+sets the tile budget, so the passes before it (tile's choice of column groups) plan for
+the same chip.
 """
 
 from __future__ import annotations
@@ -118,6 +121,10 @@ def run_pipeline(
 ) -> Program:
     """Run every pass, verifying the program after each; `after_pass` sees each result."""
     passes = pipeline.passes if isinstance(pipeline, Pipeline) else tuple(pipeline)
+    for pass_object in passes:
+        plan_hardware = getattr(pass_object, "plan_hardware", None)
+        if plan_hardware is not None:
+            program = dataclasses.replace(program, hardware=plan_hardware(program.hardware))
     ran: list[str] = []
     verified: Program | None = None
     for pass_object in passes:

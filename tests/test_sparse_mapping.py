@@ -262,6 +262,18 @@ def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsy
     assert min(a.group_cols for a in tight.arrays) < 32
     assert tiles_of(tight) <= 12 < tiles_of(roomy)
     assert len(tight.phases) == 1 and len(hopeless.phases) > 1
+    # a pipeline's allocate{tiles=N} is the budget the tile pass plans for, too
+    budgeted = compile_onnx(
+        DIGITS / "lenet_p90.onnx",
+        CompileOptions(
+            tiles=4096,
+            input_shapes={"x": (1, 1, 8, 8)},
+            pipeline="quantize{weight-bits=8,cell-bits=1},tile{rows=32,cols=32,mapping=squeeze},"
+            "allocate{tiles=12}",
+        ),
+    )
+    assert [a.group_cols for a in budgeted.arrays] == [a.group_cols for a in tight.arrays]
+    assert budgeted.hardware.tile_count == 12 and len(budgeted.phases) == 1
     model = str(DIGITS / "lenet_p90.onnx")
     out = str(tmp_path / "lenet.xbar")
     arguments = ["compile", model, "--input-shape", "x=1x1x8x8", "--tile-size", "32x32"]

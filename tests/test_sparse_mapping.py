@@ -110,7 +110,8 @@ def test_compare_mappings(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     table = {line.split()[0]: line.split() for line in lines[2:]}
     assert list(table) == ["dense", "sparse", "bit-sliced", "squeezed"]
-    crossbars = {name: int(row[3]) for name, row in table.items()}
+    crossbars = {name: int(row[4]) for name, row in table.items()}
+    assert [row[2] for row in table.values()] == ["off", "layer", "off", "layer"]  # packing
     assert crossbars["squeezed"] < crossbars["bit-sliced"]
     assert crossbars["sparse"] <= crossbars["dense"] / 2
     dense = compile_digits("lenet_p90", 32, "dense")

@@ -104,6 +104,7 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
             {
                 "mapping": label,
                 "cell_bits": variant.cell_bits,
+                "packing": variant.pack or ("off" if mapping == "dense" else "layer"),
                 "blocks": summary.blocks,
                 "crossbars": summary.vtiles,
                 "cells": summary.cells_used,
@@ -120,13 +121,13 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
 def format_comparison(rows: list[dict]) -> str:
     dense = rows[0]["crossbars"]
     lines = [
-        f"{'mapping':<12} {'cell bits':>9} {'blocks':>8} {'crossbars':>10} {'vs dense':>9} "
-        f"{'cells used':>11} {'utilization':>12} {'cycles/inference':>17} "
+        f"{'mapping':<12} {'cell bits':>9} {'packing':>8} {'blocks':>8} {'crossbars':>10} "
+        f"{'vs dense':>9} {'cells used':>11} {'utilization':>12} {'cycles/inference':>17} "
         f"{'ADC conv/inference':>19} {'index entries':>14} {'energy uJ/inference':>20}"
     ]
     for row in rows:
         lines.append(
-            f"{row['mapping']:<12} {row['cell_bits']:>9} {row['blocks']:>8} "
+            f"{row['mapping']:<12} {row['cell_bits']:>9} {row['packing']:>8} {row['blocks']:>8} "
             f"{row['crossbars']:>10} {dense / max(row['crossbars'], 1):>8.2f}x "
             f"{row['cells']:>11} {row['utilization']:>11.1%} {row['cycles']:>17} "
             f"{row['conversions']:>19} {row['index_entries']:>14} {row['energy_uj']:>20.3f}"

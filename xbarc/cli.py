@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument(
         "--compare-mappings",
         action="store_true",
-        help="also print the crossbars, cells and cycles of the dense, sparse, bit-sliced "
-        "(1-bit cells) and squeezed mappings side by side",
+        help="also print the crossbars, cells, cycles, ADC conversions, index entries and "
+        "energy of the dense, sparse, bit-sliced (1-bit cells) and squeezed mappings side "
+        "by side",
     )
     compile_parser.add_argument(
         "--pipeline",

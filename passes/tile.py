@@ -17,18 +17,20 @@ column-scatter table), cut into blocks of at most R rows; empty column groups ta
 cells. `mapping=squeeze` (SME's squeeze-out, seed 003) compacts each slice (bit plane) on
 its own, so the high-order planes, mostly zeros, shrink the most. Without `group-cols`,
 each layer's group width is chosen by the tiles-versus-cycles trade-off (see
-`choose_group_cols`) and recorded on its array. Compaction only removes zero cells, so
+`choose_layouts`) and recorded on its array. Compaction only removes zero cells, so
 with a lossless ADC every mapping computes the same sums.
 
 `pack` places blocks on virtual tiles: `off` gives every block its own tile (dense's
 default); `layer` (sparse's default) and `model` pack them by shelf first-fit (`Packer`),
-the blocks of one layer or of the whole model sharing tiles. Blocks on one tile that read
-different inputs take separate cycles: the allocate pass orders them, inspect counts them.
+the blocks of one layer or of the whole model sharing tiles; `auto` packs a layer only
+where the model needs it to fit the chip in one phase (see `choose_layouts`). Blocks on
+one tile that read different inputs take separate cycles: the allocate pass orders them,
+inspect counts them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -49,7 +51,7 @@ from xbarc.ir.tile import (
 from xbarc.passes.allocate import assign_cycles
 
 MAPPINGS = ("dense", "sparse", "squeeze")
-PACKINGS = ("off", "layer", "model")
+PACKINGS = ("off", "layer", "model", "auto")
 NARROWEST_GROUP = 8  # the narrowest column group the automatic choice tries
 
 
@@ -66,7 +68,7 @@ class Tile:
     mapping: str = "dense"  # dense | sparse | squeeze
     group_cols: int | None = None  # sparse, squeeze: columns per group; default: per layer
     # (dense mapping ignores it)
-    pack: str | None = None  # off | layer | model; default: off for dense, layer otherwise
+    pack: str | None = None  # off | layer | model | auto; default: off for dense, else layer
     reorder: bool = False  # sparse, squeeze: group columns by the rows they use
 
     def apply(self, program: Program) -> Program:
@@ -77,33 +79,66 @@ class Tile:
         program = replace(program, hardware=hardware)
         tile_type = choose_tile_type(hardware, self.rows, self.cols)
         pack = self.pack or ("off" if self.mapping == "dense" else "layer")
+        compactor = None
         if self.mapping != "dense":
             check_sparse_encoding(program, self.mapping)
             compactor = Compactor(program, tile_type, self.mapping == "squeeze", self.reorder)
-            if self.group_cols is None:
-                widths = choose_group_cols(program, compactor, pack)
-            else:
-                width = min(self.group_cols, tile_type.cols)
-                widths = {array.name: width for array in program.arrays}
-            arrays = tuple(replace(a, group_cols=widths[a.name]) for a in program.arrays)
+        layouts = self.layouts(program, tile_type, compactor, pack)
+        if compactor is not None:
+            arrays = tuple(
+                replace(a, group_cols=layouts[a.name].group_cols) for a in program.arrays
+            )
             program = replace(program, arrays=arrays)
-        packer = Packer(tile_type, pack)
+        packer = Packer(tile_type)
         blocks: list[Block] = []
         tables: dict[str, np.ndarray] = {}
         for array in program.arrays:
-            if self.mapping == "dense" and diagonal_fits(array, tile_type, self.groups):
-                blocks += diagonal_blocks(array, tile_type, len(blocks), packer)
-                continue
-            if self.mapping == "dense":
-                pieces = dense_pieces(array, tile_type)
-            else:
-                pieces, array_tables = compactor.pieces(array, array.group_cols or tile_type.cols)
-                tables.update(array_tables)
-            blocks += packer.place_all(pieces, len(blocks))
-            if pack == "layer":
+            layout = layouts[array.name]
+            placed, array_tables = self.place_layer(array, layout, compactor, packer, len(blocks))
+            blocks += placed
+            tables.update(array_tables)
+            if pack != "model":
                 packer.close()
         program = with_tensors(program, tables) if tables else program
         return replace(program, blocks=tuple(blocks), phases=())
+
+    def layouts(
+        self, program: Program, tile_type: TileType, compactor: Compactor | None, pack: str
+    ) -> dict[str, Layout]:
+        """Each array's column-group width and packing: as given, or chosen (see
+        `choose_layouts`) where the options leave a choice."""
+        if compactor is None:
+            widths: list[int | None] = [None]
+        elif self.group_cols is None:
+            widths = list(group_widths(tile_type.cols))
+        else:
+            widths = [min(self.group_cols, tile_type.cols)]
+        packings = [False, True] if pack == "auto" else [pack != "off"]
+        if len(widths) == 1 and len(packings) == 1:
+            return {array.name: Layout(widths[0], packings[0]) for array in program.arrays}
+
+        def place(array: Array, layout: Layout, packer: Packer) -> list[Block]:
+            return self.place_layer(array, layout, compactor, packer, 0)[0]
+
+        return choose_layouts(program, tile_type, widths, packings, place, compactor)
+
+    def place_layer(
+        self,
+        array: Array,
+        layout: Layout,
+        compactor: Compactor | None,
+        packer: Packer,
+        first_block: int,
+    ) -> tuple[list[Block], dict[str, np.ndarray]]:
+        """The blocks of one array, numbered from `first_block`, and its index tables."""
+        tile_type = packer.tile_type
+        if compactor is None:
+            if diagonal_fits(array, tile_type, self.groups):
+                return diagonal_blocks(array, tile_type, first_block, packer), {}
+            pieces = dense_pieces(array, tile_type)
+            return packer.place_all(pieces, first_block, layout.packed), {}
+        pieces, tables = compactor.pieces(array, layout.group_cols or tile_type.cols)
+        return packer.place_all(pieces, first_block, layout.packed), tables
 
     def check(self) -> None:
         for option, value, known in (
@@ -398,66 +433,84 @@ def group_widths(tile_cols: int) -> list[int]:
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """How one array lands on tiles: its column-group width (compacted mappings; None
+    for dense) and whether its blocks share tiles."""
+
+    group_cols: int | None
+    packed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Fit:
-    """One layer compacted at one column-group width and packed on tiles of its own."""
+    """One array laid out on tiles of its own."""
 
     tiles: int
     cycles: int  # per inference: cycles per read x the input vectors read
 
 
-def choose_group_cols(program: Program, compactor: Compactor, pack: str) -> dict[str, int]:
-    """Each array's column-group width when none is given: wider groups keep more zero
-    cells (more tiles), narrower ones give each tile more inputs to read one after another
-    (more cycles) and more index tables. A tile saved costs about a cycle added, so:
+def choose_layouts(
+    program: Program,
+    tile_type: TileType,
+    widths: list[int | None],
+    packings: list[bool],
+    place: Callable[[Array, Layout, Packer], list[Block]],
+    compactor: Compactor | None,
+) -> dict[str, Layout]:
+    """Each array's layout when the options leave a choice of column-group width (`widths`,
+    widest first) or of packing (`packings`, unpacked first). Wider groups keep more zero
+    cells and packing fewer blocks per tile take more tiles; narrower groups and packed
+    tiles give a tile more inputs to read one after another: more cycles (and narrower
+    groups more index tables). A tile saved costs about a cycle added, so:
 
-    - the widest groups, one per tile width (SME's squeeze-out per crossbar), when the
-      model fits the chip's tiles in one phase with them, or cannot fit even with the
-      narrowest (it is reprogrammed either way);
-    - otherwise narrower groups until it fits, one layer at a time: each step in the
-      layer that saves the most tiles per cycle it adds to an inference.
+    - the fastest layout (widest groups, one per tile width as in SME's squeeze-out,
+      unpacked) when the model fits the chip's tiles in one phase with it;
+    - the widest groups, packed, when it cannot fit even with the tightest layout (it is
+      reprogrammed either way, and packed tiles take fewer phases);
+    - otherwise tighter layouts until it fits, one layer at a time: each step in the layer
+      that saves the most tiles per cycle it adds to an inference.
 
-    Each layer's tiles are counted packed on tiles of its own (`pack=off`: a tile per
-    block), so `pack=model` may end up with fewer."""
+    Each array's tiles are counted packed on tiles of its own, so `pack=model` may end up
+    with fewer."""
     from xbarc.report import layer_patches
 
-    tile_type = compactor.tile_type
-    widths = group_widths(tile_type.cols)
-    widest = {array.name: widths[0] for array in program.arrays}
     budget = tile_type.count
-    tile_cells = tile_type.rows * tile_type.cols
-    least_cells = sum(compactor.least_cells(array) for array in program.arrays)
-    if len(widths) == 1 or least_cells > budget * tile_cells:
-        return widest  # even the non-zero weights alone need more tiles
+    hopeless = {array.name: Layout(widths[0], packings[-1]) for array in program.arrays}
+    if compactor is not None:
+        least_cells = sum(compactor.least_cells(array) for array in program.arrays)
+        if least_cells > budget * tile_type.rows * tile_type.cols:
+            return hopeless  # even the non-zero weights alone need more tiles
     layers = {layer.name: layer for layer in program.layers()}
     types = program.value_types()
-    fits: dict[tuple[str, int], Fit] = {}
+    options = [(k, p) for k in range(len(widths)) for p in range(len(packings))]
+    fits: dict[tuple[str, int, int], Fit] = {}
 
-    def fit(array: Array, choice: int) -> Fit:
-        key = (array.name, choice)
+    def fit(array: Array, option: tuple[int, int]) -> Fit:
+        key = (array.name, *option)
         if key not in fits:
-            pieces, _ = compactor.pieces(array, widths[choice])
-            packer = Packer(tile_type, "off" if pack == "off" else "layer")
-            blocks = packer.place_all(pieces, 0)
+            layout = Layout(widths[option[0]], packings[option[1]])
+            blocks = place(array, layout, packer := Packer(tile_type))
             layer: CrossbarLayer | None = layers.get(array.name)
             reads = max(1, layer_patches(layer, types)) if layer is not None else 1
             fits[key] = Fit(packer.vtiles, len(assign_cycles(blocks)) * reads)
         return fits[key]
 
     arrays = program.arrays
-    choice = {array.name: 0 for array in arrays}
-    if sum(fit(a, len(widths) - 1).tiles for a in arrays) > budget:
-        return widest
+    if sum(fit(a, options[-1]).tiles for a in arrays) > budget:
+        return hopeless
+    choice = {array.name: options[0] for array in arrays}
     while sum(fit(a, choice[a.name]).tiles for a in arrays) > budget:
         steps = [
-            (saved / max(fit(a, k).cycles - now.cycles, 0.5), a.name, k)
+            (saved / max(fit(a, option).cycles - now.cycles, 0.5), a.name, option)
             for a in arrays
             for now in [fit(a, choice[a.name])]
-            for k in range(choice[a.name] + 1, len(widths))
-            if (saved := now.tiles - fit(a, k).tiles) > 0
+            for option in options
+            if option[0] >= choice[a.name][0] and option[1] >= choice[a.name][1]
+            if (saved := now.tiles - fit(a, option).tiles) > 0
         ]
-        _, name, k = max(steps)  # some step saves tiles, as the narrowest groups fit
-        choice[name] = k
-    return {name: widths[k] for name, k in choice.items()}
+        _, name, option = max(steps)  # some step saves tiles, as the tightest layout fits
+        choice[name] = option
+    return {name: Layout(widths[k], packings[p]) for name, (k, p) in choice.items()}
 
 
 def magnitudes(levels: np.ndarray, per_polarity: bool) -> dict[str, np.ndarray]:
@@ -532,13 +585,12 @@ class Packer:
     A tile is cut into shelves, row bands stacked from row 0; a block goes into the first
     shelf with room for its columns of its height class (its rows rounded up to a
     sixteenth of the tile) or, failing that, of the next taller class; else into a new
-    shelf on the first tile with rows left for it, else onto a new tile. With `pack=off`
-    every block takes a tile of its own; `close` stops packing into the tiles handed out
+    shelf on the first tile with rows left for it, else onto a new tile. Blocks placed
+    unpacked take a tile of their own; `close` stops packing into the tiles handed out
     so far (`pack=layer` closes after each layer)."""
 
-    def __init__(self, tile_type: TileType, pack: str):
+    def __init__(self, tile_type: TileType):
         self.tile_type = tile_type
-        self.pack = pack
         self.quantum = max(1, tile_type.rows // 16)
         self.vtiles = 0
         self.close()
@@ -554,11 +606,12 @@ class Packer:
         self.vtiles += 1
         return self.vtiles - 1
 
-    def place(self, height: int, width: int) -> tuple[int, int, int]:
-        """(vtile, row offset, column offset) for a block of height x width cells."""
+    def place(self, height: int, width: int, packed: bool = True) -> tuple[int, int, int]:
+        """(vtile, row offset, column offset) for a block of height x width cells, on a
+        tile of its own unless `packed`."""
         rows, cols = self.tile_type.rows, self.tile_type.cols
         shelf_height = min(rows, -(-height // self.quantum) * self.quantum)
-        if self.pack == "off" or (width == cols and shelf_height == rows):
+        if not packed or (width == cols and shelf_height == rows):
             return self.whole_tile(), 0, 0
         if width == cols:  # a shelf that takes nothing more
             slot, row = self.new_shelf(shelf_height)
@@ -588,14 +641,14 @@ class Packer:
         self.free_rows.set(slot, rows - row - height)
         return slot, row
 
-    def place_all(self, pieces: Iterable[Piece], first_block: int) -> list[Block]:
-        """Blocks for `pieces`, numbered from `first_block`, tallest first (first-fit
+    def place_all(self, pieces: Iterable[Piece], first_block: int, packed: bool) -> list[Block]:
+        """Blocks for `pieces`, numbered from `first_block`; packed, tallest first (first-fit
         decreasing height packs shelves tighter), in their own order on a tie."""
         blocks: list[Block] = []
-        if self.pack != "off":
+        if packed:
             pieces = sorted(pieces, key=lambda piece: -len(piece.rows))
         for piece in pieces:
-            vtile, row, column = self.place(len(piece.rows), len(piece.cols))
+            vtile, row, column = self.place(len(piece.rows), len(piece.cols), packed)
             blocks.append(
                 Block(
                     first_block + len(blocks),

@@ -12,6 +12,7 @@ from tests.onnx_models import parse, random, save
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import IndexTable
+from xbarc.report import report
 from xbarc.runtime.executor import Executor
 from xbarc.runtime.noise import noise_settings
 
@@ -178,6 +179,8 @@ def test_every_mapping_and_packing_of_a_pruned_fixture_gives_the_same_bits(name)
         (1, "squeeze", ",group-cols=2,pack=off"),
         (1, "squeeze", ",group-cols=4,reorder=true"),
         (2, "sparse", ",group-cols=8,reorder=true,pack=model"),
+        (1, "squeeze", ",pack=auto"),
+        (2, "dense", ",pack=auto"),
     ]:
         options = CompileOptions(
             input_shapes={"x": (1, 1, 8, 8)},
@@ -311,3 +314,25 @@ def test_reordering_groups_columns_that_use_the_same_rows(tmp_path):
         outputs[reorder] = Executor(program, exact).run(feeds)["y"]
     assert cells["true"] == cells["false"] // 2  # each group keeps 10 rows, not 20
     np.testing.assert_array_equal(outputs["true"], outputs["false"])
+
+
+def test_auto_packing_packs_only_the_layers_the_chip_needs_packed():
+    def compiled(tiles: int, pack: str):
+        options = CompileOptions(
+            input_shapes={"x": (1, 1, 8, 8)},
+            pipeline="quantize{weight-bits=8,cell-bits=1},"
+            f"tile{{rows=64,cols=64,mapping=squeeze,pack={pack}}},allocate{{tiles={tiles}}}",
+        )
+        return report(compile_onnx(DIGITS / "resnet_p90.onnx", options))
+
+    roomy = compiled(4096, "auto")  # fits unpacked: every block on a tile of its own
+    assert roomy.blocks == roomy.vtiles and roomy.cycles == compiled(4096, "off").cycles
+    layer = compiled(64, "layer")
+    auto = compiled(64, "auto")  # fits, but not unpacked: some layers packed, not all
+    assert compiled(64, "off").phases > 1 and auto.phases == 1 and auto.vtiles <= 64
+    shared = [r.blocks > r.vtiles for r in auto.layers]
+    assert any(shared) and not all(shared)
+    assert layer.cycles > auto.cycles > roomy.cycles
+    hopeless = compiled(8, "auto")  # cannot fit in one phase: packed as pack=layer packs
+    packed = compiled(8, "layer")
+    assert (hopeless.vtiles, hopeless.cycles) == (packed.vtiles, packed.cycles)

@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument(
         "--pack",
-        choices=("off", "layer", "model"),
+        choices=("off", "layer", "model", "auto"),
         help="share tiles between blocks: off (a tile per block), layer (the blocks of one "
-        "layer), model (of any layers) (default: off for dense, layer for sparse/squeeze)",
+        "layer), model (of any layers), auto (per layer, only where the model needs it to "
+        "fit the chip in one phase) (default: off for dense, layer for sparse/squeeze)",
     )
     compile_parser.add_argument(
         "--max-ones",
@@ -306,6 +307,8 @@ def run_compile(args: argparse.Namespace) -> int:
     )
     if args.mapping != "dense" and args.pipeline is None and program.arrays:
         print(describe_group_cols(program, chosen=args.group_cols is None))
+    if args.pack == "auto" and args.pipeline is None and program.arrays:
+        print(describe_packing(summary))
     if args.max_ones is not None and program.arrays:
         from dataclasses import replace
 
@@ -347,6 +350,24 @@ def describe_group_cols(program, chosen: bool) -> str:
             "with the narrowest groups; --group-cols sets them"
         )
     return f"column groups: {', '.join(parts)} ({how})"
+
+
+def describe_packing(summary) -> str:
+    """Which layers `pack=auto` packed, and what that costs in cycles."""
+    packed = sum(1 for layer in summary.layers if layer.blocks > layer.vtiles)
+    layers = len(summary.layers)
+    if summary.phases > 1:
+        how = (
+            f"the model cannot fit {summary.tile_budget} tiles in one phase even packed, so "
+            "every layer is"
+        )
+    else:
+        how = f"only where needed to fit {summary.tile_budget} tiles in one phase"
+    return (
+        f"packing: {packed} of {layers} layer{'s' if layers != 1 else ''} share tiles "
+        f"(chosen per layer, {how}); {summary.cycles} cycles per forward pass, "
+        f"{summary.cycles_unpacked} with a tile per block"
+    )
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ class CompileOptions:
     max_ones: int | None = None  # at most this many one bits per weight (bit-sparse)
     mapping: str = "dense"  # dense | sparse | squeeze (see passes/tile.py)
     group_cols: int | None = None  # sparse, squeeze: columns per column group (None: chosen)
-    pack: str | None = None  # off | layer | model (None: off for dense, layer otherwise)
+    pack: str | None = None  # off | layer | model | auto (None: off for dense, else layer)
     reorder_cols: bool = False  # sparse, squeeze: group columns by the rows they use
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)

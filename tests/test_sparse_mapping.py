@@ -316,7 +316,9 @@ def test_reordering_groups_columns_that_use_the_same_rows(tmp_path):
     np.testing.assert_array_equal(outputs["true"], outputs["false"])
 
 
-def test_auto_packing_packs_only_the_layers_the_chip_needs_packed():
+def test_auto_packing_packs_only_the_layers_the_chip_needs_packed(tmp_path, capsys):
+    from xbarc.cli import main
+
     def compiled(tiles: int, pack: str):
         options = CompileOptions(
             input_shapes={"x": (1, 1, 8, 8)},
@@ -336,3 +338,10 @@ def test_auto_packing_packs_only_the_layers_the_chip_needs_packed():
     hopeless = compiled(8, "auto")  # cannot fit in one phase: packed as pack=layer packs
     packed = compiled(8, "layer")
     assert (hopeless.vtiles, hopeless.cycles) == (packed.vtiles, packed.cycles)
+    arguments = ["compile", str(DIGITS / "resnet_p90.onnx"), "--input-shape", "x=1x1x8x8"]
+    arguments += ["--tile-size", "64x64", "--cell-bits", "1", "--mapping", "squeeze"]
+    out = str(tmp_path / "resnet.xbar")
+    assert main([*arguments, "--tiles", "64", "--pack", "auto", "-o", out]) == 0
+    printed = capsys.readouterr().out
+    assert f"packing: {sum(shared)} of 9 layers share tiles" in printed
+    assert "only where needed to fit 64 tiles in one phase" in printed

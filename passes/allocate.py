@@ -4,9 +4,11 @@
 
 Layers are visited in graph order; each layer's virtual tiles are written onto free
 physical tiles of their type. When the chip is full, the phase closes and the next one
-rewrites the tiles from the first, so a layer larger than the chip is split over phases
-that accumulate its partial sums. Phases run batch-major: each write serves the whole
-batch. A model that fits the budget gets exactly one phase.
+rewrites tiles, first those whose vtiles no later run reads, so a layer larger than the
+chip is split over phases that accumulate its partial sums. A vtile still on the chip
+from an earlier phase (a packed tile that several layers share, or one a layer's run was
+split across) is read where it is, without a second write. Phases run batch-major: each
+write serves the whole batch. A model that fits the budget gets exactly one phase.
 
 Within a layer's run, blocks are grouped greedily into cycles: blocks on different tiles
 always share a cycle; blocks on one tile share it only if `can_share_cycle` (in
@@ -15,7 +17,7 @@ xbarc/ir/verifier.py) allows: never the same columns, the same rows only with th
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -67,20 +69,32 @@ def layer_blocks(program: Program) -> dict[str, list[Block]]:
 
 
 class _PhaseBuilder:
-    """Collects the writes and runs of phases while tiles are handed out."""
+    """Collects the writes and runs of phases while tiles are handed out. A tile keeps
+    what was last written to it, so a vtile still on the chip from an earlier phase is
+    read where it is, without a write; a new phase hands out empty tiles and tiles whose
+    vtile no run still to come reads first, lowest id first."""
 
-    def __init__(self, hardware: Hardware):
+    def __init__(self, hardware: Hardware, unread: Counter[int]):
         self.hardware = hardware
+        self.unread = unread  # vtile -> reads of its blocks not yet in a run
+        self.chip: dict[int, int] = {}  # physical tile -> the vtile last written to it
         self.phases: list[Phase] = []
         self.open_phase()
 
     def open_phase(self) -> None:
         self.writes: list[TileWrite] = []
         self.runs: list[LayerRun] = []
-        self.resident: dict[int, int] = {}  # vtile -> physical tile
-        self.free = {t.name: list(self.hardware.tile_ids(t.name)) for t in self.hardware.tile_types}
-        for ids in self.free.values():
-            ids.reverse()  # pop() hands out the lowest id first
+        self.resident: dict[int, int] = {}  # vtile -> physical tile, in this phase
+        self.on_chip = {vtile: tile for tile, vtile in self.chip.items()}
+        self.taken: set[int] = set()  # tiles this phase has used
+        self.free = {}
+        for tile_type in self.hardware.tile_types:
+            ids = sorted(self.hardware.tile_ids(tile_type.name), key=self.hand_out_order)
+            self.free[tile_type.name] = ids[::-1]  # pop() hands out the first
+
+    def hand_out_order(self, tile: int) -> tuple[bool, int]:
+        vtile = self.chip.get(tile)
+        return vtile is not None and self.unread[vtile] > 0, tile
 
     def close_phase(self) -> None:
         if self.writes or self.runs:
@@ -91,18 +105,31 @@ class _PhaseBuilder:
         """Make the block's vtile resident; False when its tile type is full."""
         if block.vtile in self.resident:
             return True
+        kept = self.on_chip.get(block.vtile)
+        if kept is not None:  # on the chip since an earlier phase: no write
+            self.taken.add(kept)
+            self.resident[block.vtile] = kept
+            return True
         free = self.free[block.tile_type]
+        while free and free[-1] in self.taken:
+            free.pop()
         if not free:
             return False
         tile = free.pop()
+        self.taken.add(tile)
+        overwritten = self.chip.get(tile)
+        if overwritten is not None:
+            del self.on_chip[overwritten]
+        self.chip[tile] = block.vtile
         self.resident[block.vtile] = tile
         self.writes.append(TileWrite(block.vtile, tile))
         return True
 
 
 def allocate_phases(program: Program) -> list[Phase]:
-    builder = _PhaseBuilder(program.hardware)
     reads = layer_blocks(program)
+    unread = Counter(block.vtile for blocks in reads.values() for block in blocks)
+    builder = _PhaseBuilder(program.hardware, unread)
     for layer in program.layers():
         pending = reads[layer.name]
         while pending:
@@ -114,6 +141,7 @@ def allocate_phases(program: Program) -> list[Phase]:
                 continue
             cycles = assign_cycles(pending[:placed])
             builder.runs.append(LayerRun(layer.name, cycles))
+            unread.subtract(block.vtile for block in pending[:placed])
             pending = pending[placed:]
             if pending:
                 builder.close_phase()

@@ -276,8 +276,14 @@ class Executor:
         block_cells = BlockCells(program, self.settings.quantized)
         plans: dict[str, list[LayerPlan]] = defaultdict(list)
         matrices: dict[str, np.ndarray] = {}
+        where: dict[int, int] = {}  # vtile -> the tile holding it now (phases may keep tiles)
+        holds: dict[int, int] = {}  # tile -> the vtile last written to it
         for phase in program.phases:
             for write in phase.writes:
+                where.pop(holds.get(write.tile, -1), None)
+                where.pop(write.vtile, None)  # a vtile lives on one tile at a time
+                holds[write.tile] = write.vtile
+                where[write.vtile] = write.tile
                 tile_type = hardware.tile_type_of(write.tile)
                 state = tiles.get(write.tile)
                 if state is None:
@@ -288,7 +294,6 @@ class Executor:
                     programmed_region(state, block)[...] = block_cells.cells(block)
                 if self._chip is not None:
                     self._program_noisy(write.tile, state, blocks_on[write.vtile])
-            where = {write.vtile: write.tile for write in phase.writes}
             for run in phase.runs:
                 layer = program.layer(run.layer)
                 array = arrays[layer.name]

@@ -114,6 +114,41 @@ def test_too_few_tiles_gives_phases_that_rewrite_tiles():
     verify(program)
 
 
+def test_a_vtile_still_on_the_chip_is_read_there_not_written_again():
+    rng = np.random.default_rng(8)
+    weights = []
+    for shape in [(1, 60, 20), (1, 20, 30), (1, 30, 10)]:
+        weight = rng.normal(size=shape)
+        weight[rng.random(shape) < 0.8] = 0.0
+        weights.append(weight)
+    pipeline = "quantize{weight-bits=8,cell-bits=1},tile{rows=8,cols=8,mapping=squeeze,pack=model},"
+    program = compile_program(layers_program(weights), pipeline + "allocate{tiles=3}")
+    verify(program)
+    assert len(program.phases) > 1
+    on_chip: dict[int, int] = {}  # tile -> vtile
+    kept = 0
+    for phase in program.phases:
+        for write in phase.writes:
+            assert write.vtile not in on_chip.values()  # never written while still there
+            on_chip[write.tile] = write.vtile
+        written = {write.vtile for write in phase.writes}
+        reads = {
+            program.blocks[i].vtile for run in phase.runs for c in run.cycles for i in c.blocks
+        }
+        assert reads <= set(on_chip.values())
+        kept += len(reads - written)
+    assert kept > 0  # tiles that layers share are read again in later phases as they are
+    writes = sum(len(phase.writes) for phase in program.phases)
+    needed = sum(
+        len(phase_reads)
+        for phase_reads in [
+            {program.blocks[i].vtile for run in phase.runs for c in run.cycles for i in c.blocks}
+            for phase in program.phases
+        ]
+    )
+    assert writes == needed - kept
+
+
 def test_depthwise_groups_share_tiles_on_the_diagonal():
     program = compile_program(depthwise_program(32), "quantize,tile,allocate{tiles=100}")
     slices = len(program.arrays[0].slices)

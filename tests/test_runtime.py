@@ -79,7 +79,7 @@ PIPELINES = {
     "allocate{tiles=4}",
     "squeeze": "quantize{weight-bits=8,cell-bits=2},tile{rows=8,cols=8,mapping=squeeze,"
     "group-cols=2},allocate",
-    # blocks of several layers share tiles, rewritten in each phase that needs them
+    # blocks of several layers share tiles over several phases (kept on the chip where they can be)
     "packed dense": "quantize,tile{rows=16,cols=16,pack=model},allocate{tiles=3}",
     "packed squeeze": "quantize{weight-bits=8,cell-bits=1},tile{rows=8,cols=8,mapping=squeeze,"
     "pack=model},allocate{tiles=3}",

@@ -345,3 +345,52 @@ def test_auto_packing_packs_only_the_layers_the_chip_needs_packed(tmp_path, caps
     printed = capsys.readouterr().out
     assert f"packing: {sum(shared)} of 9 layers share tiles" in printed
     assert "only where needed to fit 64 tiles in one phase" in printed
+
+
+def test_inspect_per_tile_shows_what_each_virtual_tile_holds(tmp_path, capsys):
+    import json
+
+    from xbarc.cli import main
+
+    out = str(tmp_path / "lenet.xbar")
+    arguments = ["compile", str(DIGITS / "lenet_p90.onnx"), "--input-shape", "x=1x1x8x8"]
+    arguments += ["--tile-size", "32x32", "--tiles", "12", "--mapping", "squeeze"]
+    assert main([*arguments, "--pack", "model", "-o", out]) == 0
+    capsys.readouterr()
+    from xbarc.ir.io import load_program
+
+    program = load_program(out)
+    assert main(["inspect", out, "--tiles", "--json"]) == 0
+    tiles = json.loads(capsys.readouterr().out)
+    assert [t["vtile"] for t in tiles] == sorted({b.vtile for b in program.blocks})
+    for tile in tiles:
+        held = [b for b in program.blocks if b.vtile == tile["vtile"]]
+        assert tile["blocks"] == len(held) == sum(a["blocks"] for a in tile["arrays"])
+        assert tile["cells_used"] == sum(len(b.rows) * len(b.cols) for b in held)
+        writes = [
+            {"phase": p.index, "tile": w.tile}
+            for p in program.phases
+            for w in p.writes
+            if w.vtile == tile["vtile"]
+        ]
+        assert tile["placements"] == writes
+    assert any(len(t["arrays"]) > 1 for t in tiles)  # packed across layers
+    assert main(["inspect", out, "--tiles"]) == 0
+    assert "holding blocks of several layers" in capsys.readouterr().out
+    # the map of a 32x32 tile draws a character per cell: each block's label fills its cells
+    vtile = tiles[0]["vtile"]
+    assert main(["inspect", out, "--tile", f"v{vtile}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    grid = [line.strip() for line in lines[1:33]]
+    legend = lines[33:]
+    held = [b for b in program.blocks if b.vtile == vtile]
+    assert len(grid) == 32 and all(len(row) == 32 for row in grid) and len(legend) == len(held)
+    for entry, block in zip(legend, held, strict=True):
+        label = entry.split()[0]
+        assert f"b{block.index} " in entry
+        assert sum(row.count(label) for row in grid) == len(block.rows) * len(block.cols)
+        assert grid[block.row_offset][block.col_offset] == label
+    assert main(["inspect", out, "--tile", "v999"]) == 1
+    assert "has no virtual tile v999" in capsys.readouterr().err
+    assert main(["inspect", out, "--tile", "x"]) == 1
+    assert "is not a virtual tile" in capsys.readouterr().err

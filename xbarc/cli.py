@@ -157,10 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         help="show how a program lands on the chip, per layer and in total",
         description="Per layer: matrix shape, weights, slices, blocks, tiles, cell "
-        "utilization, phases, cell writes and array cycles; then the totals.",
+        "utilization, phases, cell writes and array cycles; then the totals. With --tiles, "
+        "the same per virtual tile; with --tile V, a drawing of one tile's blocks.",
     )
     inspect_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
     inspect_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect_parser.add_argument(
+        "--tiles",
+        action="store_true",
+        help="per virtual tile instead: where it is written, blocks, cells, utilization, "
+        "reads and the layers it holds",
+    )
+    inspect_parser.add_argument(
+        "--tile",
+        metavar="V",
+        help="draw where the blocks of virtual tile V (e.g. v3 or 3) sit on its cells",
+    )
     inspect_parser.set_defaults(handler=run_inspect)
 
     run_parser = commands.add_parser(
@@ -372,15 +384,39 @@ def describe_packing(summary) -> str:
 
 def run_inspect(args: argparse.Namespace) -> int:
     from xbarc.ir.io import load_program
-    from xbarc.report import format_report, report
+    from xbarc.report import (
+        format_report,
+        format_tile_reports,
+        report,
+        tile_map,
+        tile_reports,
+    )
 
     program = load_program(args.program)
+    if args.tile is not None:
+        print(tile_map(program, vtile_number(args.tile)))
+        return 0
+    if args.tiles:
+        tiles = tile_reports(program)
+        if args.json:
+            print(json.dumps([tile.to_json() for tile in tiles], indent=2))
+        else:
+            print(format_tile_reports(tiles))
+        return 0
     result = report(program)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(format_report(result))
     return 0
+
+
+def vtile_number(text: str) -> int:
+    """'v3' or '3' -> 3."""
+    digits = text[1:] if text.startswith("v") else text
+    if not digits.isdigit():
+        raise XbarcError(f"--tile {text!r} is not a virtual tile", hint="give it as v3 or 3")
+    return int(digits)
 
 
 def run_run(args: argparse.Namespace) -> int:

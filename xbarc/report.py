@@ -14,7 +14,10 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from xbarc.cost import program_cost
+from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Block, CrossbarLayer, IndexTable, Program
 from xbarc.ir.types import TensorType
 
@@ -316,3 +319,140 @@ def format_report(result: ProgramReport) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
+
+
+# --- per virtual tile ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TileReport:
+    """One virtual tile: where it is written, what it holds and how often it is read."""
+
+    vtile: int
+    tile_type: str
+    placements: tuple[tuple[int, int], ...]  # (phase, physical tile) of each write
+    blocks: int
+    cells_used: int
+    cells: int
+    reads: int  # cycles that read it, per input vector of the layers reading it
+    arrays: tuple[tuple[str, int], ...]  # (array, its blocks here), in program order
+
+    @property
+    def utilization(self) -> float:
+        return self.cells_used / self.cells if self.cells else 0.0
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["placements"] = [{"phase": p, "tile": t} for p, t in self.placements]
+        data["arrays"] = [{"array": a, "blocks": n} for a, n in self.arrays]
+        data["utilization"] = self.utilization
+        return data
+
+
+def tile_reports(program: Program) -> list[TileReport]:
+    """Every virtual tile of `program`, in vtile order."""
+    tile_cells = {t.name: t.cells for t in program.hardware.tile_types}
+    on_vtile: dict[int, list[Block]] = defaultdict(list)
+    for block in program.blocks:
+        on_vtile[block.vtile].append(block)
+    placements: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    reads: dict[int, int] = defaultdict(int)
+    for phase in program.phases:
+        for write in phase.writes:
+            placements[write.vtile].append((phase.index, write.tile))
+        for run in phase.runs:
+            for cycle in run.cycles:
+                for vtile in {program.blocks[i].vtile for i in cycle.blocks}:
+                    reads[vtile] += 1
+    result = []
+    for vtile in sorted(on_vtile):
+        blocks = on_vtile[vtile]
+        arrays: dict[str, int] = {}
+        for block in blocks:
+            arrays[block.array] = arrays.get(block.array, 0) + 1
+        result.append(
+            TileReport(
+                vtile=vtile,
+                tile_type=blocks[0].tile_type,
+                placements=tuple(placements[vtile]),
+                blocks=len(blocks),
+                cells_used=sum(b.cells for b in blocks),
+                cells=tile_cells[blocks[0].tile_type],
+                reads=reads[vtile],
+                arrays=tuple(arrays.items()),
+            )
+        )
+    return result
+
+
+def format_tile_reports(tiles: list[TileReport]) -> str:
+    """One line per virtual tile: type, (phase:tile) of its writes, blocks, cells,
+    utilization, reads per input vector, and the arrays (layers) it holds."""
+    header = (
+        f"{'vtile':>7} {'type':<10} {'written (phase:tile)':<22} {'blocks':>6} {'cells':>7} "
+        f"{'util':>6} {'reads':>6}  arrays (blocks)"
+    )
+    lines = [header, "-" * len(header)]
+    for tile in tiles:
+        written = ",".join(f"{phase}:t{where}" for phase, where in tile.placements) or "-"
+        arrays = ", ".join(f"@{name} ({count})" for name, count in tile.arrays)
+        lines.append(
+            f"{'v' + str(tile.vtile):>7} {tile.tile_type:<10} {_clip(written, 22):<22} "
+            f"{tile.blocks:>6} {tile.cells_used:>7} {tile.utilization:>6.1%} {tile.reads:>6}  "
+            f"{arrays}"
+        )
+    shared = sum(1 for tile in tiles if len(tile.arrays) > 1)
+    lines.append("")
+    lines.append(
+        f"{len(tiles)} virtual tiles, {shared} holding blocks of several layers; reads: the "
+        "cycles that read a tile for one input vector of its layers"
+    )
+    return "\n".join(lines)
+
+
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def tile_map(program: Program, vtile: int, width: int = 64, height: int = 32) -> str:
+    """Where the blocks of `vtile` sit on its cells, drawn in at most `width` x `height`
+    characters (each standing for a patch of cells, marked by the block holding most of
+    its cells, '.' where no block is), then a legend of the blocks."""
+    blocks = [b for b in program.blocks if b.vtile == vtile]
+    if not blocks:
+        known = len({b.vtile for b in program.blocks})
+        raise XbarcError(
+            f"the program has no virtual tile v{vtile}", hint=f"virtual tiles are v0..v{known - 1}"
+        )
+    tile_type = program.hardware.tile_type(blocks[0].tile_type)
+    rows_per_char = -(-tile_type.rows // height)
+    cols_per_char = -(-tile_type.cols // width)
+    grid = np.full((tile_type.rows, tile_type.cols), -1, dtype=np.int64)
+    for position, block in enumerate(blocks):
+        grid[
+            block.row_offset : block.row_offset + len(block.rows),
+            block.col_offset : block.col_offset + len(block.cols),
+        ] = position
+    label = {p: LABELS[p] if p < len(LABELS) else "#" for p in range(len(blocks))}
+    lines = [
+        f"v{vtile}: {tile_type.name}, {tile_type.rows}x{tile_type.cols} cells, one character "
+        f"per {rows_per_char}x{cols_per_char} cells"
+    ]
+    for row in range(0, tile_type.rows, rows_per_char):
+        chars = []
+        for col in range(0, tile_type.cols, cols_per_char):
+            patch = grid[row : row + rows_per_char, col : col + cols_per_char].ravel()
+            held = patch[patch >= 0]
+            chars.append(label[int(np.bincount(held).argmax())] if held.size else ".")
+        lines.append("  " + "".join(chars))
+    arrays = {array.name: array for array in program.arrays}
+    for position, block in enumerate(blocks):
+        piece = arrays[block.array].slices[block.slice]
+        rows = "table" if isinstance(block.rows, IndexTable) else "range"
+        cols = "table" if isinstance(block.cols, IndexTable) else "range"
+        lines.append(
+            f"  {label[position]} b{block.index} @{block.array} slice {block.slice} "
+            f"({piece.polarity}, shift {piece.shift}) group {block.group}: "
+            f"{len(block.rows)} rows ({rows}) x {len(block.cols)} cols ({cols}) "
+            f"at {block.row_offset},{block.col_offset}"
+        )
+    return "\n".join(lines)

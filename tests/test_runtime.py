@@ -152,6 +152,32 @@ def test_ideal_graph_is_a_valid_model_holding_the_weights_read_from_the_tiles(tm
     np.testing.assert_allclose(stored[first_conv.input[1]], original["w1"], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("noise", ["ideal", "quant"])
+@pytest.mark.parametrize("model_name", ["cnn", "conv transpose"])
+def test_tiles_kept_across_phases_compute_what_one_phase_computes(model_name, noise, tmp_path):
+    """Blocks of several layers share tiles; on three tiles the phases read some of them
+    again without writing them (they are still on the chip), on many tiles all is written
+    once: the same blocks, so the same outputs (to float round-off: runs split over phases
+    add their partial sums in another order)."""
+    model, feeds = models()[model_name]
+    tile = "quantize{weight-bits=8,cell-bits=1},tile{rows=8,cols=8,mapping=squeeze,"
+    tile += "group-cols=4,pack=model},"
+    phased = compiled(model, tile + "allocate{tiles=3}", tmp_path)
+    single = compiled(model, tile + "allocate{tiles=1000}", tmp_path)
+    assert phased.blocks == single.blocks and len(single.phases) == 1
+    kept = 0
+    for phase in phased.phases:
+        written = {write.vtile for write in phase.writes}
+        read = {phased.blocks[i].vtile for run in phase.runs for c in run.cycles for i in c.blocks}
+        kept += len(read - written)
+    assert kept > 0
+    settings = noise_settings(noise, **({"adc_bits": "exact"} if noise == "quant" else {}))
+    got = Executor(phased, settings).run(feeds)
+    want = Executor(single, settings).run(feeds)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6 * np.abs(value).max())
+
+
 @pytest.fixture(params=["integer", "float"])
 def reads(request, monkeypatch):
     """Quantized reads as integer GEMMs (where the machine's kernel is exact) or float32."""

@@ -78,7 +78,7 @@ class Tile:
         hardware = with_tile_size(program.hardware, self.rows, self.cols)
         program = replace(program, hardware=hardware)
         tile_type = choose_tile_type(hardware, self.rows, self.cols)
-        pack = self.pack or ("off" if self.mapping == "dense" else "layer")
+        pack = self.pack or default_packing(self.mapping)
         compactor = None
         if self.mapping != "dense":
             check_sparse_encoding(program, self.mapping)
@@ -150,6 +150,11 @@ class Tile:
                 raise XbarcError(f"unknown {option} {value!r}", hint=f"use {' or '.join(known)}")
         if self.group_cols is not None and self.group_cols < 1:
             raise XbarcError(f"group-cols must be at least 1, got {self.group_cols}")
+
+
+def default_packing(mapping: str) -> str:
+    """Dense blocks each take a tile of their own; compacted ones are packed per layer."""
+    return "off" if mapping == "dense" else "layer"
 
 
 def with_tile_size(hardware: Hardware, rows: int | None, cols: int | None) -> Hardware:

@@ -92,6 +92,7 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
     from `options` (their pipeline is built from the options, so none may be given)."""
     from dataclasses import replace
 
+    from xbarc.passes.tile import default_packing
     from xbarc.report import report
 
     if options.pipeline is not None:
@@ -104,7 +105,7 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
             {
                 "mapping": label,
                 "cell_bits": variant.cell_bits,
-                "packing": variant.pack or ("off" if mapping == "dense" else "layer"),
+                "packing": variant.pack or default_packing(mapping),
                 "blocks": summary.blocks,
                 "crossbars": summary.vtiles,
                 "cells": summary.cells_used,

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware
-from xbarc.ir.tile import Block, Cycle, LayerRun, Phase, Program, TileWrite
+from xbarc.ir.tile import Block, ChipState, Cycle, LayerRun, Phase, Program, TileWrite
 from xbarc.ir.verifier import input_key
 
 
@@ -77,7 +77,7 @@ class _PhaseBuilder:
     def __init__(self, hardware: Hardware, unread: Counter[int]):
         self.hardware = hardware
         self.unread = unread  # vtile -> reads of its blocks not yet in a run
-        self.chip: dict[int, int] = {}  # physical tile -> the vtile last written to it
+        self.chip = ChipState()
         self.phases: list[Phase] = []
         self.open_phase()
 
@@ -85,7 +85,6 @@ class _PhaseBuilder:
         self.writes: list[TileWrite] = []
         self.runs: list[LayerRun] = []
         self.resident: dict[int, int] = {}  # vtile -> physical tile, in this phase
-        self.on_chip = {vtile: tile for tile, vtile in self.chip.items()}
         self.taken: set[int] = set()  # tiles this phase has used
         self.free = {}
         for tile_type in self.hardware.tile_types:
@@ -93,7 +92,7 @@ class _PhaseBuilder:
             self.free[tile_type.name] = ids[::-1]  # pop() hands out the first
 
     def hand_out_order(self, tile: int) -> tuple[bool, int]:
-        vtile = self.chip.get(tile)
+        vtile = self.chip.vtile_on.get(tile)
         return vtile is not None and self.unread[vtile] > 0, tile
 
     def close_phase(self) -> None:
@@ -105,7 +104,7 @@ class _PhaseBuilder:
         """Make the block's vtile resident; False when its tile type is full."""
         if block.vtile in self.resident:
             return True
-        kept = self.on_chip.get(block.vtile)
+        kept = self.chip.tile_of.get(block.vtile)
         if kept is not None:  # on the chip since an earlier phase: no write
             self.taken.add(kept)
             self.resident[block.vtile] = kept
@@ -117,10 +116,7 @@ class _PhaseBuilder:
             return False
         tile = free.pop()
         self.taken.add(tile)
-        overwritten = self.chip.get(tile)
-        if overwritten is not None:
-            del self.on_chip[overwritten]
-        self.chip[tile] = block.vtile
+        self.chip.write(block.vtile, tile)
         self.resident[block.vtile] = tile
         self.writes.append(TileWrite(block.vtile, tile))
         return True

@@ -51,6 +51,7 @@ from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import (
     Array,
     Block,
+    ChipState,
     Const,
     CrossbarLayer,
     DigitalOp,
@@ -276,14 +277,11 @@ class Executor:
         block_cells = BlockCells(program, self.settings.quantized)
         plans: dict[str, list[LayerPlan]] = defaultdict(list)
         matrices: dict[str, np.ndarray] = {}
-        where: dict[int, int] = {}  # vtile -> the tile holding it now (phases may keep tiles)
-        holds: dict[int, int] = {}  # tile -> the vtile last written to it
+        chip = ChipState()  # later phases may read tiles where earlier ones left them
+        where = chip.tile_of
         for phase in program.phases:
             for write in phase.writes:
-                where.pop(holds.get(write.tile, -1), None)
-                where.pop(write.vtile, None)  # a vtile lives on one tile at a time
-                holds[write.tile] = write.vtile
-                where[write.vtile] = write.tile
+                chip.write(write.vtile, write.tile)
                 tile_type = hardware.tile_type_of(write.tile)
                 state = tiles.get(write.tile)
                 if state is None:

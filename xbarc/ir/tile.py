@@ -328,6 +328,26 @@ class Phase:
     runs: tuple[LayerRun, ...]
 
 
+class ChipState:
+    """What the physical tiles hold as the phases' writes are applied in order: a tile
+    keeps what was last written to it (later phases may read it there), and a vtile lives
+    on one tile at a time, so writing it elsewhere moves it."""
+
+    def __init__(self) -> None:
+        self.vtile_on: dict[int, int] = {}  # physical tile -> the vtile it holds
+        self.tile_of: dict[int, int] = {}  # vtile -> the physical tile holding it
+
+    def write(self, vtile: int, tile: int) -> None:
+        moved_from = self.tile_of.pop(vtile, None)
+        if moved_from is not None:
+            del self.vtile_on[moved_from]
+        overwritten = self.vtile_on.get(tile)
+        if overwritten is not None:
+            del self.tile_of[overwritten]
+        self.vtile_on[tile] = vtile
+        self.tile_of[vtile] = tile
+
+
 # --- the program -------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from xbarc.ir.tile import (
     LAYER_KINDS,
     Array,
     Block,
+    ChipState,
     Const,
     CrossbarLayer,
     DigitalOp,
@@ -446,15 +447,15 @@ class _Verifier:
         blocks = self.program.blocks
         readers = self.block_readers()
         order = {op.name: i for i, op in enumerate(self.program.ops)}
-        resident: dict[int, int] = {}  # physical tile -> vtile it holds
+        chip = ChipState()
         run_count: dict[tuple[str, int], int] = defaultdict(int)
         last_layer_position = -1
         for position, phase in enumerate(self.program.phases):
             key = ("phase", phase.index)
             if phase.index != position:
                 self.fail(key, f"phase {phase.index} is out of order (expected {position})")
-            self.check_writes(key, phase.index, phase.writes, resident)
-            holding = set(resident.values())
+            self.check_writes(key, phase.index, phase.writes, chip)
+            holding = chip.tile_of
             for run in phase.runs:
                 if run.layer not in order:
                     self.fail(key, f"phase {phase.index} runs unknown layer @{run.layer}")
@@ -487,11 +488,10 @@ class _Verifier:
                         f"block b{block.index} is read {count} times by @{layer}, not once",
                     )
 
-    def check_writes(self, key, phase: int, writes, resident: dict[int, int]) -> None:
-        """Apply one phase's writes to `resident` (physical tile -> vtile), checking each."""
+    def check_writes(self, key, phase: int, writes, chip: ChipState) -> None:
+        """Apply one phase's writes to `chip`, checking each."""
         hardware = self.program.hardware
         tile_count = hardware.tile_count
-        where_is = {vtile: tile for tile, vtile in resident.items()}
         vtiles_written: set[int] = set()
         tiles_written: set[int] = set()
         for write in writes:
@@ -519,14 +519,7 @@ class _Verifier:
                     f"phase {phase}: v{write.vtile} is a {vtype} tile but "
                     f"t{write.tile} is a {ptype} tile",
                 )
-            previous_tile = where_is.pop(write.vtile, None)
-            if previous_tile is not None:
-                del resident[previous_tile]  # a vtile lives on one tile at a time
-            overwritten = resident.get(write.tile)
-            if overwritten is not None:
-                del where_is[overwritten]
-            resident[write.tile] = write.vtile
-            where_is[write.vtile] = write.tile
+            chip.write(write.vtile, write.tile)
 
     def block_readers(self) -> dict[str, tuple[str, ...]]:
         """array name -> the layers whose runs read its blocks."""

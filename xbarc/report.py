@@ -419,10 +419,8 @@ def tile_map(program: Program, vtile: int, width: int = 64, height: int = 32) ->
     its cells, '.' where no block is), then a legend of the blocks."""
     blocks = [b for b in program.blocks if b.vtile == vtile]
     if not blocks:
-        known = len({b.vtile for b in program.blocks})
-        raise XbarcError(
-            f"the program has no virtual tile v{vtile}", hint=f"virtual tiles are v0..v{known - 1}"
-        )
+        hint = f"virtual tiles are numbered up to v{program.vtile_count - 1}"
+        raise XbarcError(f"the program has no virtual tile v{vtile}", hint=hint)
     tile_type = program.hardware.tile_type(blocks[0].tile_type)
     rows_per_char = -(-tile_type.rows // height)
     cols_per_char = -(-tile_type.cols // width)

@@ -23,7 +23,8 @@ import numpy as np
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import SIGNED_ENCODINGS
-from xbarc.ir.tile import Array, Const, Program, Slice, with_tensors
+from xbarc.ir.cells import level_dtype, make_slices
+from xbarc.ir.tile import Array, Const, Program, with_tensors
 
 MAX_WEIGHT_BITS = 16
 
@@ -170,30 +171,3 @@ def _levels(weight: np.ndarray, divisor, weight_bits: int) -> np.ndarray:
     levels = np.rint(weight / divisor)
     np.clip(levels, -max_level, max_level, out=levels)
     return levels.astype(level_dtype(weight_bits))
-
-
-def level_dtype(weight_bits: int) -> np.dtype:
-    if weight_bits <= 8:
-        return np.dtype(np.int8)
-    return np.dtype(np.int16)
-
-
-def make_slices(weight_bits: int, cell_bits: int, encoding: str) -> tuple[Slice, ...]:
-    """Slices of cell width covering each polarity's magnitude bits, least significant first."""
-    polarities: tuple[str, ...] = ("+", "-") if encoding == "differential" else ("+",)
-    magnitude_bits = weight_bits - 1 if encoding == "differential" else weight_bits
-    slices: list[Slice] = []
-    for polarity in polarities:
-        for shift in range(0, magnitude_bits, cell_bits):
-            bits = min(cell_bits, magnitude_bits - shift)
-            slices.append(Slice(len(slices), polarity, shift, bits))  # type: ignore[arg-type]
-    return tuple(slices)
-
-
-def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: str) -> np.ndarray:
-    """The cell values (0 .. 2^bits - 1) that slice `piece` holds for integer `levels`."""
-    if encoding == "differential":
-        magnitude = np.maximum(levels, 0) if piece.polarity == "+" else np.maximum(-levels, 0)
-    else:
-        magnitude = levels.astype(np.int32) + 2 ** (weight_bits - 1)
-    return (magnitude.astype(np.int32) >> piece.shift) & ((1 << piece.bits) - 1)

@@ -38,6 +38,7 @@ import numpy as np
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware, TileType, tile_type_name
+from xbarc.ir.geometry import layer_patches
 from xbarc.ir.tile import (
     Array,
     Block,
@@ -477,7 +478,6 @@ def choose_layouts(
 
     Each array's tiles are counted packed on tiles of its own, so `pack=model` may end up
     with fewer."""
-    from xbarc.report import layer_patches
 
     budget = tile_type.count
     hopeless = {array.name: Layout(widths[0], packings[-1]) for array in program.arrays}

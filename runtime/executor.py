@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
+from xbarc.ir.cells import slice_cells
+from xbarc.ir.geometry import conv_output_spatial
 from xbarc.ir.tile import (
     Array,
     Block,
@@ -61,7 +63,6 @@ from xbarc.ir.tile import (
     Span,
     Value,
 )
-from xbarc.passes.quantize import slice_cells
 from xbarc.runtime import gaussian, kernels
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
@@ -864,7 +865,7 @@ def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
     if layer.kind == "conv":
         assert geometry is not None
         batch = shape[0]
-        out_spatial = kernels.conv_output_spatial(
+        out_spatial = conv_output_spatial(
             shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
         )
         pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)

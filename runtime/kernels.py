@@ -33,6 +33,8 @@ from types import SimpleNamespace
 import numpy as np
 import numpy.typing as npt
 
+from xbarc.ir.geometry import conv_output_spatial, conv_transpose_output_spatial
+
 BACKENDS = ("numba", "numpy")
 KERNEL_RANK = 3
 _backend = "numba"
@@ -75,43 +77,6 @@ def backend() -> str:
 
 # ---------------------------------------------------------------------------------------
 # Geometry
-
-
-def conv_output_spatial(
-    spatial: Sequence[int],
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    pads: Sequence[int],
-    dilations: Sequence[int],
-) -> tuple[int, ...]:
-    """Output extent of a convolution per spatial axis (ONNX Conv, explicit pads)."""
-    rank = len(spatial)
-    return tuple(
-        (spatial[a] + pads[a] + pads[rank + a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a]
-        + 1
-        for a in range(rank)
-    )
-
-
-def conv_transpose_output_spatial(
-    in_spatial: Sequence[int],
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    pads: Sequence[int],
-    dilations: Sequence[int],
-    output_padding: Sequence[int],
-) -> tuple[int, ...]:
-    """Output extent of a transposed convolution per spatial axis (ONNX ConvTranspose)."""
-    rank = len(in_spatial)
-    return tuple(
-        (in_spatial[a] - 1) * strides[a]
-        - pads[a]
-        - pads[rank + a]
-        + dilations[a] * (kernel[a] - 1)
-        + output_padding[a]
-        + 1
-        for a in range(rank)
-    )
 
 
 def _check_geometry(

@@ -13,6 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from xbarc.ir.geometry import conv_output_spatial, conv_transpose_output_spatial
 from xbarc.runtime import kernels
 
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -53,7 +54,7 @@ def conv_by_kernels(x, w, b, strides, pads, dilations, groups) -> np.ndarray:
     # W[g]^T = w[g*Ng:(g+1)*Ng].reshape(Ng, -1)
     transposed = w.reshape(groups, cout // groups, -1)
     y = transposed @ kernels.unfold(x, kernel, strides, pads, dilations, groups)  # [G, Ng, NP]
-    out_spatial = kernels.conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
+    out_spatial = conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
     image = y.reshape(cout, batch, -1).transpose(1, 0, 2).reshape(batch, cout, *out_spatial)
     return image + b.reshape(1, -1, *(1,) * len(kernel))
 
@@ -208,7 +209,7 @@ def fold_geometries(draw):
     pads = draw(st.tuples(*[st.integers(0, 2)] * (2 * rank)))
     output_padding = draw(st.tuples(*[st.integers(0, 2)] * rank))
     in_spatial = draw(st.tuples(*[st.integers(1, 5 if rank < 3 else 3)] * rank))
-    out_spatial = kernels.conv_transpose_output_spatial(
+    out_spatial = conv_transpose_output_spatial(
         in_spatial, kernel, strides, pads, dilations, output_padding
     )
     assume(min(out_spatial) >= 1)

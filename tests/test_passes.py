@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from tests.programs import depthwise_program, layers_program
 from xbarc.diagnostics import XbarcError
+from xbarc.ir.cells import make_slices, slice_cells
 from xbarc.ir.tile import Span
 from xbarc.ir.verifier import verify
 from xbarc.passes.manager import parse_pipeline, run_pipeline
-from xbarc.passes.quantize import make_slices, quantize_levels, slice_cells
+from xbarc.passes.quantize import quantize_levels
 from xbarc.report import report
 
 

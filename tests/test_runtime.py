@@ -11,6 +11,7 @@ import pytest
 from tests.onnx_models import im2col, parse, random, run_onnxruntime, save
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.hardware import DacSpec
+from xbarc.ir.geometry import conv_output_spatial
 from xbarc.ir.tile import Const, CrossbarLayer, Span
 from xbarc.runtime.executor import Executor
 from xbarc.runtime.noise import noise_settings
@@ -421,7 +422,7 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
 
     if layer.kind == "conv":
         geometry = layer.geometry
-        out = kernels.conv_output_spatial(
+        out = conv_output_spatial(
             x.shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
         )
         groups, _, cols = result.shape

@@ -10,7 +10,6 @@ and the energy of reading them, and the ADC conversions per forward pass.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
@@ -18,8 +17,8 @@ import numpy as np
 
 from xbarc.cost import program_cost
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.tile import Block, CrossbarLayer, IndexTable, Program
-from xbarc.ir.types import TensorType
+from xbarc.ir.geometry import layer_patches
+from xbarc.ir.tile import Block, IndexTable, Program
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,17 +218,6 @@ def index_entries(blocks: list[Block]) -> int:
         if isinstance(indices, IndexTable)
     }
     return sum(table.count for table in tables)
-
-
-def layer_patches(layer: CrossbarLayer, types: dict[str, TensorType]) -> int:
-    """Input vectors the layer's crossbars read in one forward pass (0 if unknown)."""
-    source = types.get(layer.input) if layer.kind == "conv_transpose" else layer.output_type
-    if source is None or not source.is_static:
-        return 0
-    shape = source.static_shape()
-    if layer.kind in ("conv", "conv_transpose"):
-        return shape[0] * math.prod(shape[2:])
-    return math.prod(shape[:-1])
 
 
 def phase_ranges(indices: list[int]) -> str:

@@ -10,9 +10,10 @@ from an earlier phase (a packed tile that several layers share, or one a layer's
 split across) is read where it is, without a second write. Phases run batch-major: each
 write serves the whole batch. A model that fits the budget gets exactly one phase.
 
-Within a layer's run, blocks are grouped greedily into cycles: blocks on different tiles
-always share a cycle; blocks on one tile share it only if `can_share_cycle` (in
-xbarc/ir/verifier.py) allows: never the same columns, the same rows only with the same input.
+Within a layer's run, each block is read once with its own input, and the reads are
+grouped greedily into cycles (`assign_cycles` in xbarc/ir/schedule.py): reads of different
+tiles always share a cycle; reads of one tile only with different columns, and the same
+rows only with the same input.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import ClassVar
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware
-from xbarc.ir.tile import Block, ChipState, Cycle, LayerRun, Phase, Program, TileWrite
-from xbarc.ir.verifier import input_key
+from xbarc.ir.schedule import assign_cycles
+from xbarc.ir.tile import Block, ChipState, LayerRun, Phase, Program, TileWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,49 +144,3 @@ def allocate_phases(program: Program) -> list[Phase]:
                 builder.close_phase()
     builder.close_phase()
     return builder.phases
-
-
-def assign_cycles(blocks: list[Block]) -> tuple[Cycle, ...]:
-    """Greedy first-fit of blocks into cycles, keeping block order within each cycle.
-
-    A block joins the first cycle that does not use its tile, or that uses it only with
-    blocks it can share a cycle with (`can_share_cycle`), so only the cycles its own tile
-    is in are checked, each against the tile's occupied rows and columns as bit masks."""
-    cycles: list[list[int]] = []
-    on_tile: dict[int, dict[int, _Occupied]] = defaultdict(dict)  # vtile -> cycle -> use
-    inputs: dict[tuple, int] = {}  # input key -> a small number standing for it
-    for block in blocks:
-        used = on_tile[block.vtile]
-        cols = ((1 << len(block.cols)) - 1) << block.col_offset
-        rows = ((1 << len(block.rows)) - 1) << block.row_offset
-        key = inputs.setdefault(input_key(block), len(inputs))
-        cycle = 0
-        while cycle in used and not used[cycle].admits(cols, rows, key):
-            cycle += 1
-        if cycle == len(cycles):
-            cycles.append([])
-        cycles[cycle].append(block.index)
-        used.setdefault(cycle, _Occupied()).add(cols, rows, key)
-    return tuple(Cycle(tuple(members)) for members in cycles)
-
-
-class _Occupied:
-    """The columns and rows of one tile that one cycle reads, as bit masks: columns never
-    shared, rows shared only by blocks with the same input (so within a cycle the rows of
-    different inputs are disjoint)."""
-
-    def __init__(self) -> None:
-        self.cols = 0
-        self.rows = 0
-        self.rows_by_input: dict[int, int] = {}
-
-    def admits(self, cols: int, rows: int, key: int) -> bool:
-        if self.cols & cols:
-            return False
-        other_inputs = self.rows & ~self.rows_by_input.get(key, 0)
-        return not other_inputs & rows
-
-    def add(self, cols: int, rows: int, key: int) -> None:
-        self.cols |= cols
-        self.rows |= rows
-        self.rows_by_input[key] = self.rows_by_input.get(key, 0) | rows

@@ -39,6 +39,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware, TileType, tile_type_name
 from xbarc.ir.geometry import layer_patches
+from xbarc.ir.schedule import assign_cycles
 from xbarc.ir.tile import (
     Array,
     Block,
@@ -49,7 +50,6 @@ from xbarc.ir.tile import (
     Span,
     with_tensors,
 )
-from xbarc.passes.allocate import assign_cycles
 
 MAPPINGS = ("dense", "sparse", "squeeze")
 PACKINGS = ("off", "layer", "model", "auto")

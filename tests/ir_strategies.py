@@ -51,6 +51,8 @@ from xbarc.ir.tile import (
     Op,
     Phase,
     Program,
+    Read,
+    Segment,
     Slice,
     Span,
     TensorDecl,
@@ -334,7 +336,19 @@ def runs_of_numbers(max_runs: int = 4) -> st.SearchStrategy[list[int]]:
 
 
 @st.composite
-def phase(draw: Draw, index: int, layer_names: list[str], block_count: int) -> Phase:
+def cycle(draw: Draw, block_ids: st.SearchStrategy[list[int]], consts: list[str]) -> Cycle:
+    """Reads in groups that share an input segment, as the printer groups them."""
+    reads = []
+    for ids in draw(st.lists(block_ids, max_size=3)):
+        segment = Segment(draw(small_ints), draw(indices(consts)))
+        reads += [Read(block, segment) for block in ids]
+    return Cycle(tuple(reads))
+
+
+@st.composite
+def phase(
+    draw: Draw, index: int, layer_names: list[str], block_count: int, consts: list[str]
+) -> Phase:
     vtiles = draw(runs_of_numbers())
     tiles = draw(st.one_of(runs_of_numbers(), st.lists(small_ints, max_size=20)))
     writes = tuple(TileWrite(v, t) for v, t in zip(vtiles, tiles, strict=False))
@@ -343,7 +357,7 @@ def phase(draw: Draw, index: int, layer_names: list[str], block_count: int) -> P
     )
     runs = []
     for layer in draw(st.lists(st.sampled_from(layer_names), max_size=3)) if layer_names else []:
-        cycles = tuple(Cycle(tuple(ids)) for ids in draw(st.lists(block_ids, max_size=4)))
+        cycles = tuple(draw(st.lists(cycle(block_ids, consts), max_size=4)))
         runs.append(LayerRun(layer, cycles))
     return Phase(index, writes, tuple(runs))
 
@@ -394,7 +408,9 @@ def programs(draw: Draw) -> Program:
             tuple(LayerRange(name, draw(any_floats), draw(any_floats)) for name in ranged),
         )
     phase_indices = draw(st.lists(small_ints, max_size=3, unique=True))
-    phases = tuple(draw(phase(index, layer_names, len(blocks) or 1)) for index in phase_indices)
+    phases = tuple(
+        draw(phase(index, layer_names, len(blocks) or 1, tensor_names)) for index in phase_indices
+    )
     return Program(
         hardware=chip,
         tensors=tensors,

@@ -54,7 +54,7 @@ def resnet_program(tmp_path_factory) -> Path:
 def test_compile_resnet50_writes_text_and_tensors(resnet_program):
     assert resnet_program.exists()
     assert Path(f"{resnet_program}.npz").exists()
-    assert resnet_program.read_text().startswith("xbar 1")
+    assert resnet_program.read_text().startswith("xbar 2")
 
 
 def test_inspect_prints_per_layer_table_and_json_totals_agree(resnet_program, capsys):

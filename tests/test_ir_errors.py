@@ -16,7 +16,7 @@ from xbarc.ir.io import load_program, load_program_text, save_program, sidecar_p
 from xbarc.ir.parser import parse_program
 from xbarc.ir.tile import Program, with_tensors
 
-HARDWARE = "xbar 1\nhardware {\n  tile t rows=4 cols=4 count=2\n}\n"  # lines 1-4
+HARDWARE = "xbar 2\nhardware {\n  tile t rows=4 cols=4 count=2\n}\n"  # lines 1-4
 ZEROS = "0" * 64
 
 
@@ -28,7 +28,7 @@ def error_of(text: str) -> str:
 
 SYNTAX_ERRORS = {
     "misspelt keyword": (
-        "xbar 1\nhardware {\n  tile t rowz=4 cols=4 count=2\n}\n",
+        "xbar 2\nhardware {\n  tile t rowz=4 cols=4 count=2\n}\n",
         "m.xbar:3:10: error: found 'rowz', expected 'rows'",
     ),
     "a longer word is not its keyword prefix": (
@@ -68,7 +68,7 @@ SYNTAX_ERRORS = {
 
 MEANING_ERRORS = {
     "unknown encoding": (
-        "xbar 1\nhardware {\n  encoding diff\n}\n",
+        "xbar 2\nhardware {\n  encoding diff\n}\n",
         "m.xbar:3:12: error: unknown encoding 'diff' (use differential or offset)",
     ),
     "unknown array encoding": (
@@ -77,9 +77,19 @@ MEANING_ERRORS = {
         "m.xbar:6:12: error: unknown encoding 'foo' (use differential or offset)",
     ),
     "newer format": (
-        "xbar 2\nhardware { }\n",
-        "m.xbar:1:6: error: format version 2 is not supported"
-        " (this xbarc reads version 1; recompile the model)",
+        "xbar 3\nhardware { }\n",
+        "m.xbar:1:6: error: format version 3 is not supported (recompile the model with this"
+        " xbarc: it reads version 2, in which every read of a cycle names its input)",
+    ),
+    "version 1 program, before reads named their inputs": (
+        "# compiled last year\nxbar 1\nhardware {\n  tile t rows=4 cols=4 count=2\n}\n"
+        "phase 0 {\n  run @l { cycle b0..b3 }\n}\n",
+        "m.xbar:2:6: error: format version 1 is not supported (recompile the model with this"
+        " xbarc: it reads version 2, in which every read of a cycle names its input)",
+    ),
+    "cycle read without its input": (
+        HARDWARE + "phase 0 {\n  run @l { cycle b0..b3 }\n}\n",
+        "m.xbar:6:25: error: found '}', expected ',' or '<-'",
     ),
     "duplicate tensor": (
         HARDWARE + f"tensors {{\n  @w : f32[2] sha256={ZEROS}\n  @w : f32[3] sha256={ZEROS}\n}}\n",
@@ -101,7 +111,7 @@ MEANING_ERRORS = {
         " (the two ranges of a write pair up one to one)",
     ),
     "range counting down": (
-        HARDWARE + "phase 0 {\n  run @l { cycle b5..b2 }\n}\n",
+        HARDWARE + "phase 0 {\n  run @l { cycle b5..b2 <- g0[0:4] }\n}\n",
         "m.xbar:6:18: error: range b5..b2 counts down; write it upward",
     ),
     "unknown element type": (
@@ -116,11 +126,11 @@ MEANING_ERRORS = {
         "m.xbar:6:3: error: a crossbar layer has exactly one named result",
     ),
     "float for an integer cost": (
-        "xbar 1\nhardware {\n  cost write_pv_iterations=2.5\n}\n",
+        "xbar 2\nhardware {\n  cost write_pv_iterations=2.5\n}\n",
         "m.xbar:3:28: error: write_pv_iterations must be an integer, found 2.5",
     ),
     "repeated hardware line": (
-        "xbar 1\nhardware {\n  dac bits=8 slice_bits=1\n  dac bits=4 slice_bits=1\n}\n",
+        "xbar 2\nhardware {\n  dac bits=8 slice_bits=1\n  dac bits=4 slice_bits=1\n}\n",
         "m.xbar:4:3: error: the 'dac' line is defined twice (first at line 3, column 3)",
     ),
     "repeated attribute": (
@@ -147,7 +157,7 @@ def test_meaning_error_points_at_the_token(case: str) -> None:
 
 
 def test_unknown_cost_parameter_lists_the_known_ones() -> None:
-    message = error_of("xbar 1\nhardware {\n  cost adc_enrgy_pj=2.0\n}\n")
+    message = error_of("xbar 2\nhardware {\n  cost adc_enrgy_pj=2.0\n}\n")
     assert message.startswith("m.xbar:3:8: error: unknown cost parameter 'adc_enrgy_pj' (use ")
     assert "adc_energy_pj" in message
 
@@ -178,7 +188,7 @@ def test_folder_instead_of_program_file(tmp_path: Path) -> None:
 
 def test_program_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "bad.xbar"
-    path.write_bytes(b"xbar 1\nhardware {\n  tile t\xe9 rows=4\n")
+    path.write_bytes(b"xbar 2\nhardware {\n  tile t\xe9 rows=4\n")
     with pytest.raises(XbarcError) as caught:
         load_program(path)
     assert str(caught.value) == (
@@ -189,7 +199,7 @@ def test_program_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 def test_syntax_error_in_a_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "typo.xbar"
-    path.write_text("xbar 1\nhardware {\n  tile t rows=4 cols=4 cout=2\n}\n", "utf-8")
+    path.write_text("xbar 2\nhardware {\n  tile t rows=4 cols=4 cout=2\n}\n", "utf-8")
     with pytest.raises(XbarcError) as caught:
         load_program(path)
     assert str(caught.value) == f"{path}:3:24: error: found 'cout', expected 'count'"
@@ -360,7 +370,7 @@ def test_saving_into_a_missing_folder(tmp_path: Path) -> None:
 
 def test_unreadable_program_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "locked.xbar"
-    path.write_text("xbar 1\n", "utf-8")
+    path.write_text("xbar 2\n", "utf-8")
 
     def refuse(self: Path) -> bytes:
         raise PermissionError(13, "Permission denied", str(self))

@@ -37,10 +37,13 @@ from xbarc.ir.tile import (
     LayerRun,
     Phase,
     Program,
+    Read,
+    Segment,
     Slice,
     Span,
     TileWrite,
     Value,
+    own_input,
     with_tensors,
 )
 from xbarc.ir.types import TensorType
@@ -135,6 +138,10 @@ def kitchen_sink() -> Program:
     blocks = tuple(
         Block(i, "conv 1", i % 2, 0, Span(0, 8), Span(0, 8), "t8x8", i, 0, 0) for i in range(4)
     ) + (Block(4, "fc", 0, 0, IndexTable("fc.rows", 5), Span(0, 4), "t4x4", 4, 0, 0),)
+
+    def own(index: int) -> Read:
+        return Read(index, own_input(blocks[index]))
+
     return Program(
         hardware=hardware,
         inputs=(GraphInput("x", TensorType("f32", (1, 2, 4, 4))),),
@@ -174,19 +181,22 @@ def kitchen_sink() -> Program:
             Phase(
                 0,
                 (TileWrite(0, 0), TileWrite(1, 1), TileWrite(2, 2), TileWrite(4, 4)),
-                (LayerRun("conv 1", (Cycle((0, 1)), Cycle((2,)))),),
+                (LayerRun("conv 1", (Cycle((own(0), own(1))), Cycle((own(2),)))),),
             ),
             Phase(
                 1,
                 (TileWrite(3, 0),),
-                (LayerRun("conv 1", (Cycle((3,)),)), LayerRun("fc", (Cycle(()),))),
+                (
+                    LayerRun("conv 1", (Cycle((own(3),)),)),
+                    LayerRun("fc", (Cycle((own(4), Read(4, Segment(1, Span(3, 8))))), Cycle(()))),
+                ),
             ),
         ),
     )
 
 
 KITCHEN_SINK_TEXT = """\
-xbar 1
+xbar 2
 hardware {
   tile t8x8 rows=8 cols=8 count=4
   tile t4x4 rows=4 cols=4 count=2
@@ -254,18 +264,19 @@ combine @fc basis=@fc segment_rows=8 coefficients=@fc.coef coef_bits=4 scale=nan
 phase 0 {
   write v0..v2 -> t0..t2, v4 -> t4
   run @"conv 1" {
-    cycle b0..b1
-    cycle b2
+    cycle b0..b1 <- g0[0:8]
+    cycle b2 <- g0[0:8]
   }
 }
 
-# phase 1: 1 tile written (64 cells in blocks), 2 layer runs, 2 cycles per input vector
+# phase 1: 1 tile written (64 cells in blocks), 2 layer runs, 3 cycles per input vector
 phase 1 {
   write v3 -> t0
   run @"conv 1" {
-    cycle b3
+    cycle b3 <- g0[0:8]
   }
   run @fc {
+    cycle b4 <- g0 @fc.rows[5]; b4 <- g1[3:8]
     cycle
   }
 }
@@ -280,7 +291,7 @@ def test_every_construct_prints_as_documented() -> None:
 
 def test_hand_written_text_may_omit_defaults_and_comments_and_reorder_hardware() -> None:
     text = """
-    xbar 1   # the format version
+    xbar 2   # the format version
     hardware { encoding offset tile t rows=4 cols=4 count=1 cost write_pv_iterations=3 }
     graph { input %x : f32[] }
     """
@@ -294,13 +305,17 @@ def test_hand_written_text_may_omit_defaults_and_comments_and_reorder_hardware()
 
 
 def test_ranges_expand_in_order() -> None:
-    text = """xbar 1
+    text = """xbar 2
     hardware { tile t rows=4 cols=4 count=8 }
-    phase 3 { write v5..v7 -> t0..t2, v1 -> t7 write v0 -> t6 run @l { cycle b4..b6, b0, b2..b3 } }
+    phase 3 { write v5..v7 -> t0..t2, v1 -> t7 write v0 -> t6
+              run @l { cycle b4..b6, b0 <- g0[0:4]; b2..b3 <- g1 @r[4:8] } }
     """
     phase = parse_program(text).program.phases[0]
     assert [(w.vtile, w.tile) for w in phase.writes] == [(5, 0), (6, 1), (7, 2), (1, 7), (0, 6)]
-    assert phase.runs[0].cycles[0].blocks == (4, 5, 6, 0, 2, 3)
+    reads = phase.runs[0].cycles[0].reads
+    assert [read.block for read in reads] == [4, 5, 6, 0, 2, 3]
+    assert {read.input for read in reads[:4]} == {Segment(0, Span(0, 4))}
+    assert {read.input for read in reads[4:]} == {Segment(1, IndexTable("r", 4, 4))}
 
 
 def test_locations_point_at_statements() -> None:
@@ -324,6 +339,8 @@ def test_locations_point_at_statements() -> None:
     assert line_of("write", 0, 3).startswith("write v0..v2")
     assert line_of("run", 1, 1).startswith("run @fc")
     assert line_of("cycle", 0, 0, 1).startswith("cycle b2")
+    assert line_of("read", 1, 1, 0, 0).startswith("b4 <- g0 @fc.rows[5]")
+    assert line_of("read", 1, 1, 0, 1).startswith("b4 <- g1[3:8]")
     assert parsed.location("block", 99) == parsed.location("nothing")
     assert str(parsed.location("block", 99)) == "sink.xbar"
 

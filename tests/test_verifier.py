@@ -9,8 +9,11 @@ import pytest
 
 from tests.programs import depthwise_program, layers_program
 from xbarc.diagnostics import Location, XbarcError
-from xbarc.ir.tile import Cycle, LayerRun, Phase, Slice, Span, TileWrite
+from xbarc.ir.parser import parse_program
+from xbarc.ir.printer import print_program
+from xbarc.ir.tile import Cycle, LayerRun, Phase, Read, Segment, Slice, Span, TileWrite, own_input
 from xbarc.ir.verifier import verify
+from xbarc.passes.allocate import Allocate
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 
 
@@ -55,11 +58,74 @@ def test_slices_must_cover_magnitude_bits(compiled):
     expect_error(replace(compiled, arrays=(broken,) + compiled.arrays[1:]), "+ slices cover 2 of 3")
 
 
+def with_read(program, read: Read, cycle_position: int = 0):
+    """`program` with the first read of cycle `cycle_position` of its first run replaced."""
+    phase = program.phases[0]
+    run = phase.runs[0]
+    cycle = run.cycles[cycle_position]
+    cycles = list(run.cycles)
+    cycles[cycle_position] = replace(cycle, reads=(read,) + cycle.reads[1:])
+    runs = (replace(run, cycles=tuple(cycles)),) + phase.runs[1:]
+    return replace(program, phases=(replace(phase, runs=runs),) + program.phases[1:])
+
+
 def test_block_read_twice(compiled):
     phase = compiled.phases[0]
-    extra = LayerRun("fc1", (Cycle((compiled.blocks[-1].index,)),))
+    last = compiled.blocks[-1]
+    extra = LayerRun("fc1", (Cycle((Read(last.index, own_input(last)),)),))
     broken = replace(phase, runs=phase.runs + (extra,))
     expect_error(replace(compiled, phases=(broken,)), "is read 2 times by @fc1")
+
+
+def test_a_weight_block_reads_the_input_rows_its_weights_multiply(compiled):
+    first = compiled.blocks[0]
+    assert compiled.phases[0].runs[0].cycles[0].reads[0] == Read(0, Segment(0, Span(0, 128)))
+    shifted = Read(0, Segment(0, Span(1, 129)))
+    expect_error(
+        with_read(compiled, shifted),
+        "the read of b0 must drive the input rows its weights multiply: g0[0:128]",
+    )
+    expect_error(
+        with_read(compiled, Read(0, Segment(1, first.rows))),
+        "the read of b0: @fc0 has no input group g1",
+    )
+    expect_error(
+        with_read(compiled, Read(0, Segment(0, Span(100, 201)))),
+        "the read of b0: input rows [100:201] are not within 0..200",
+    )
+    expect_error(
+        with_read(compiled, Read(0, Segment(0, Span(0, 100)))),
+        "the read of b0 drives 100 input rows onto its 128 rows",
+    )
+
+
+def test_a_block_is_read_at_most_once_per_cycle(compiled):
+    cycle = compiled.phases[0].runs[0].cycles[0]
+    twice = with_read(compiled, cycle.reads[1])
+    expect_error(twice, f"b{cycle.reads[1].block} is read twice in one cycle")
+
+
+def test_reads_of_one_tile_drive_one_input_vector():
+    program = run_pipeline(depthwise_program(16), parse_pipeline("quantize,tile,allocate"))
+    first, second = program.blocks[0], program.blocks[1]
+    assert first.vtile == second.vtile and first.group != second.group
+    # the second group's block moved onto the first one's rows: two inputs on those rows
+    moved = replace(second, row_offset=first.row_offset)
+    blocks = list(program.blocks)
+    blocks[1] = moved
+    expect_error(replace(program, blocks=tuple(blocks)), "need different inputs on the same rows")
+
+
+def test_read_errors_point_at_the_read_in_the_text(compiled):
+    text = print_program(compiled)
+    assert "    cycle b0..b3 <- g0[0:128]; b4..b7 <- g0[128:200]" in text
+    broken = text.replace("b4..b7 <- g0[128:200]", "b4..b7 <- g0[127:199]", 1)
+    parsed = parse_program(broken, "m.xbar")
+    with pytest.raises(XbarcError) as error:
+        verify(parsed.program, parsed.locate)
+    line = next(i for i, text in enumerate(broken.splitlines(), 1) if "g0[127:199]" in text)
+    column = broken.splitlines()[line - 1].index("b4..b7") + 1
+    assert str(error.value).startswith(f"m.xbar:{line}:{column}: error: the read of b4 must")
 
 
 def test_block_read_when_its_tile_is_not_resident(compiled):
@@ -118,7 +184,7 @@ def test_index_tables_must_increase_within_their_array_and_vector(compiled):
 
     def with_rows(table: IndexTable):
         block = replace(program.blocks[0], rows=table)
-        return replace(program, blocks=(block,) + program.blocks[1:])
+        return Allocate().apply(replace(program, blocks=(block,) + program.blocks[1:]))
 
     verify(with_rows(IndexTable("fc1.index", 3)))  # 0, 3, 9
     verify(with_rows(IndexTable("fc1.index", 2, 3)))  # 4, 5

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from xbarc.hardware import Hardware, TileType
-from xbarc.ir.tile import Array, Block, IndexTable, Program
+from xbarc.ir.tile import Array, Block, Cycle, IndexTable, Program
 
 REFERENCE_CELLS = 128 * 128  # the array size the ISAAC figures are quoted for
 REFERENCE_ADC_BITS = 8
@@ -129,7 +129,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                 on_tile: dict[int, list[Block]] = defaultdict(list)
                 for block in cycle_blocks:
                     on_tile[block.vtile].append(block)
-                index_bits[run.layer] += table_bits(cycle_blocks, arrays)
+                index_bits[run.layer] += table_bits(cycle, blocks, arrays)
                 for tile_blocks in on_tile.values():
                     tile_type = tile_types[tile_blocks[0].tile_type]
                     reads[run.layer] += cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS
@@ -164,15 +164,17 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     )
 
 
-def table_bits(cycle_blocks: list[Block], arrays: dict[str, Array]) -> int:
-    """Bits of the index-table entries one cycle reads: the row-gather and column-scatter
-    tables of its blocks, each distinct table once (slices of one column group share
-    theirs), each entry wide enough to address its array's rows or columns."""
+def table_bits(cycle: Cycle, blocks: tuple[Block, ...], arrays: dict[str, Array]) -> int:
+    """Bits of the index-table entries one cycle reads: the row-gather tables of its
+    inputs and the column-scatter tables of its blocks, each distinct table once (slices
+    of one column group share theirs), each entry wide enough to address its array's rows
+    or columns."""
     tables: dict[IndexTable, int] = {}
-    for block in cycle_blocks:
+    for read in cycle.reads:
+        block = blocks[read.block]
         array = arrays[block.array]
-        if isinstance(block.rows, IndexTable):
-            tables[block.rows] = address_bits(array.rows)
+        if isinstance(read.input.rows, IndexTable):
+            tables[read.input.rows] = address_bits(array.rows)
         if isinstance(block.cols, IndexTable):
             tables[block.cols] = address_bits(array.cols)
     return sum(len(table) * bits for table, bits in tables.items())

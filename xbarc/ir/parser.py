@@ -58,6 +58,8 @@ from xbarc.ir.tile import (
     Operand,
     Phase,
     Program,
+    Read,
+    Segment,
     Slice,
     Span,
     TensorDecl,
@@ -89,9 +91,11 @@ class ParsedProgram:
     wins when names clash); ("layer", name),
     ("array", name), ("slice", array, index), ("block", index), ("combine", layer),
     ("phase", index), ("write", phase, position), ("run", phase, position),
-    ("cycle", phase, run position, cycle position).
+    ("cycle", phase, run position, cycle position),
+    ("read", phase, run position, cycle position, read position).
     Every position is the statement's first token; `position`s in keys are 0-based
-    indices into the phase's `writes`, `runs` and the run's `cycles`.
+    indices into the phase's `writes`, `runs`, the run's `cycles` and the cycle's `reads`
+    (a read's position is that of its group `b0..b3 <- g0[0:9]`).
     """
 
     program: Program
@@ -112,6 +116,7 @@ class ParsedProgram:
 
 def parse_program(text: str, filename: str = "<string>") -> ParsedProgram:
     """Parse `text` (the contents of `filename`) into a program with an empty store."""
+    _check_version(text, filename)
     try:
         statements = cast(list[Any], _parser().parse(text))  # `start` returns its children
         program, locations = _assemble(statements)
@@ -121,6 +126,25 @@ def parse_program(text: str, filename: str = "<string>") -> ParsedProgram:
         where = Location(filename, error.position[0], error.position[1])
         raise XbarcError(error.message, where=where, hint=error.hint) from None
     return ParsedProgram(program, locations, filename)
+
+
+_HEADER = re.compile(r"(?:\s|#[^\n]*)*xbar[ \t]+([0-9]+)\b")
+
+
+def _check_version(text: str, filename: str) -> None:
+    """Refuse another format version before parsing: its syntax may differ, and "recompile"
+    is more use than a syntax error in the middle of the file."""
+    header = _HEADER.match(text)
+    if header is None or int(header.group(1)) == FORMAT_VERSION:
+        return  # no header: the parser reports what it expected
+    line = text.count("\n", 0, header.start(1)) + 1
+    column = header.start(1) - (text.rfind("\n", 0, header.start(1)) + 1) + 1
+    raise XbarcError(
+        f"format version {header.group(1)} is not supported",
+        where=Location(filename, line, column),
+        hint=f"recompile the model with this xbarc: it reads version {FORMAT_VERSION}, in which "
+        "every read of a cycle names its input",
+    )
 
 
 # --- the lark parser, built once ---------------------------------------------------------
@@ -181,7 +205,7 @@ def _ref(token: Token) -> str:
 
 
 def _index(token: Token) -> int:
-    """The number in a `b3`, `v3` or `t3` token."""
+    """The number in a `b3`, `g3`, `v3` or `t3` token."""
     return int(token[1:])
 
 
@@ -264,13 +288,7 @@ class _Builder(Transformer):
     # --- header and hardware
 
     def header(self, children: list[Token]) -> tuple[int, Position]:
-        keyword, version = children
-        if int(version) != FORMAT_VERSION:
-            raise _BuildError(
-                f"format version {version} is not supported",
-                _position(version),
-                hint=f"this xbarc reads version {FORMAT_VERSION}; recompile the model",
-            )
+        keyword, version = children  # checked by _check_version before parsing
         return int(version), _position(keyword)
 
     def tile_type(self, children: list[Token]) -> tuple[str, TileType, Position]:
@@ -556,15 +574,26 @@ class _Builder(Transformer):
         keyword, *entries = children
         return "write", [write for entry in entries for write in entry], _position(keyword)
 
-    def cycle(self, children: list[Any]) -> tuple[Cycle, Position]:
-        keyword, *refs = children
-        blocks = tuple(i for ref in refs if ref is not None for i in _expand(ref))
-        return Cycle(blocks), _position(keyword)
+    def reads(self, children: list[Any]) -> tuple[list[Read], Position]:
+        *refs, group, rows = children
+        segment = Segment(_index(group), rows)
+        return [Read(i, segment) for ref in refs for i in _expand(ref)], _position(refs[0])
+
+    def cycle(self, children: list[Any]) -> tuple[Cycle, Position, list[Position]]:
+        keyword, *groups = children
+        reads = [read for group in groups if group is not None for read in group[0]]
+        positions = [
+            position
+            for group in groups
+            if group is not None
+            for position in [group[1]] * len(group[0])
+        ]
+        return Cycle(tuple(reads)), _position(keyword), positions
 
     def run(self, children: list[Any]) -> tuple[str, LayerRun, Position, list[Position]]:
         keyword, layer, *cycles = children
-        run = LayerRun(_ref(layer), tuple(cycle for cycle, _ in cycles))
-        return "run", run, _position(keyword), [position for _, position in cycles]
+        run = LayerRun(_ref(layer), tuple(cycle for cycle, _, _ in cycles))
+        return "run", run, _position(keyword), [located[1:] for located in cycles]
 
     def phase(self, children: list[Any]) -> tuple[str, Phase, Position, list[Any]]:
         keyword, index, *statements = children
@@ -731,8 +760,11 @@ def _place_phase(statement: Any, locations: dict[LocationKey, Position]) -> Phas
                 write_count += 1
             continue
         locations[("run", phase.index, run_count)] = statement_position
-        for cycle_index, cycle_position in enumerate(extra[0]):
+        for cycle_index, (cycle_position, read_positions) in enumerate(extra[0]):
             locations[("cycle", phase.index, run_count, cycle_index)] = cycle_position
+            for read_index, read_position in enumerate(read_positions):
+                key = ("read", phase.index, run_count, cycle_index, read_index)
+                locations[key] = read_position
         run_count += 1
     return phase
 
@@ -751,6 +783,7 @@ _TERMINAL_WORDS = {
     "HEX": "a sha256 digest",
     "BLOCK": "a block (b0)",
     "BLOCKS_RANGE": "a block or block range (b0..b7)",
+    "GROUP": "an input group (g0)",
     "VTILE": "a virtual tile (v0)",
     "VTILES": "a virtual tile or range (v0..v7)",
     "TILES": "a physical tile or range (t0..t7)",

@@ -31,6 +31,7 @@ from xbarc.ir.tile import (
     Operand,
     Phase,
     Program,
+    Read,
     Span,
     TensorDecl,
     TileWrite,
@@ -38,7 +39,7 @@ from xbarc.ir.tile import (
 from xbarc.ir.types import TensorType
 
 _BARE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
-_LINE_WIDTH = 100  # soft: only attribute lists wrap at it
+_LINE_WIDTH = 100  # soft: only attribute lists and cycles wrap at it
 _WRITES_PER_LINE = 8
 _COST_FIELDS_PER_LINE = 3
 _COST_FIELD_IS_INT = {f.name: isinstance(f.default, int) for f in fields(CostParams)}
@@ -379,10 +380,47 @@ def _print_phase(lines: list[str], phase: Phase, cells_per_vtile: dict[int, int]
     for run in phase.runs:
         lines.append(f"  run {const_ref(run.layer)} {{")
         for cycle in run.cycles:
-            refs = ", ".join(_format_run("b", a, b) for a, b in consecutive_runs(cycle.blocks))
-            lines.append(f"    cycle {refs}" if refs else "    cycle")
+            groups = [_format_reads(group) for group in _by_input(cycle.reads)]
+            lines.extend(_wrapped("    cycle", groups, "; "))
         lines.append("  }")
     lines.append("}")
+
+
+def _wrapped(head: str, items: list[str], separator: str) -> list[str]:
+    """`head item; item; ...`, continued on lines indented past `head` where a line would
+    pass the line width (items are never split)."""
+    lines = [head]
+    for position, item in enumerate(items):
+        text = item + (separator.rstrip() if position < len(items) - 1 else "")
+        if len(lines[-1]) > len(head) and len(lines[-1]) + 1 + len(text) > _LINE_WIDTH:
+            lines.append(" " * len(head))
+        lines[-1] += " " + text
+    return lines
+
+
+def _by_input(reads: Sequence[Read]) -> list[list[Read]]:
+    """Consecutive reads with the same input, grouped (printed as one `b.. <- g..`)."""
+    groups: list[list[Read]] = []
+    for read in reads:
+        if groups and groups[-1][0].input == read.input:
+            groups[-1].append(read)
+        else:
+            groups.append([read])
+    return groups
+
+
+def _format_reads(group: list[Read]) -> str:
+    """`b0..b3, b7 <- g0[0:128]`: blocks read with one input segment."""
+    blocks = ", ".join(
+        _format_run("b", a, b) for a, b in consecutive_runs([r.block for r in group])
+    )
+    segment = group[0].input
+    return f"{blocks} <- g{segment.group}{_format_segment_rows(segment.rows)}"
+
+
+def _format_segment_rows(rows: Indices) -> str:
+    text = _format_indices(rows)
+    return text if isinstance(rows, Span) else " " + text
 
 
 def _write_entries(writes: Sequence[TileWrite]) -> list[str]:

@@ -10,7 +10,8 @@ A `Program` is read top to bottom the way the chip runs it:
 - `blocks`: rectangles of one slice placed on a virtual tile at a row/column offset;
 - `combines`: layers computed by basis combination (BasisN) instead of their own array;
 - `phases`: programming epochs that write virtual tiles onto physical tiles, then run the
-  layers whose blocks they hold, one `Cycle` (one tile read per tile) at a time.
+  layers whose blocks they hold, one `Cycle` (one read per tile, each `Read` naming a
+  block and the input `Segment` it drives) at a time.
 
 Passes rebuild programs with `dataclasses.replace`; nothing here mutates. Tensor data lives
 in a `TensorStore` beside the program: equality of programs compares declarations, whose
@@ -29,7 +30,7 @@ from xbarc.hardware import Hardware
 from xbarc.ir.tensors import TensorStore, digest, element_type
 from xbarc.ir.types import TensorType
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: cycles list their reads, each with the input it drives
 
 LayerKind = Literal["conv", "conv_transpose", "gemm", "matmul"]
 LAYER_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "gemm", "matmul")
@@ -300,13 +301,45 @@ class TileWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Segment:
+    """Input rows `rows` of group `group` of a layer's unfolded input vector (printed
+    `g<group>[start:stop]` or `g<group> @table[start:stop]`): what a read drives onto the
+    rows of a block, entry i onto the block's row i."""
+
+    group: int
+    rows: Indices
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One read of block `block` in a cycle, with `input` driven on its rows, for every
+    unfolded input vector (patch) of the running layer. A block of the layer's own array
+    reads the input rows its weights multiply (`own_input`); a basis block (BasisN) may
+    be read against any segment of the layer's input, in several cycles."""
+
+    block: int
+    input: Segment
+
+
+@dataclass(frozen=True, slots=True)
 class Cycle:
-    """Blocks read together in one array cycle for every unfolded input vector (patch).
+    """Reads done together in one array cycle for every unfolded input vector (patch).
 
-    Each tile does one read per cycle: blocks on the same tile in one cycle either share
-    their input rows or sit on disjoint rows, and never share columns."""
+    Each tile does one read per cycle, with one input vector on its rows: reads of one
+    tile in a cycle never sense the same columns, and drive the same rows only with the
+    same input segment at the same offset."""
 
-    blocks: tuple[int, ...]
+    reads: tuple[Read, ...]
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """The blocks read, in read order."""
+        return tuple(read.block for read in self.reads)
+
+
+def own_input(block: Block) -> Segment:
+    """The input a block of a layer's own array reads: the rows its weights multiply."""
+    return Segment(block.group, block.rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 import numpy as np
 
 from xbarc.diagnostics import Location, XbarcError
+from xbarc.ir.schedule import ScheduledRead, cycle_clash
 from xbarc.ir.tile import (
     LAYER_KINDS,
     Array,
@@ -26,11 +27,13 @@ from xbarc.ir.tile import (
     IndexTable,
     Indices,
     Program,
+    Read,
     Span,
     Value,
+    own_input,
 )
 
-Locate = Callable[[tuple[str, Hashable]], Location | None]
+Locate = Callable[[tuple[Hashable, ...]], Location | None]
 
 
 def verify(program: Program, locate: Locate | None = None, verified: Program | None = None) -> None:
@@ -50,7 +53,7 @@ class _Verifier:
         self.tables_checked: set[tuple[IndexTable, int]] = set()
         self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def fail(self, key: tuple[str, Hashable], message: str, hint: str = "") -> None:
+    def fail(self, key: tuple[Hashable, ...], message: str, hint: str = "") -> None:
         raise XbarcError(message, where=self.locate(key), hint=hint)
 
     def run(self) -> None:
@@ -98,7 +101,7 @@ class _Verifier:
                     f"declared {list(decl.shape)}",
                 )
 
-    def require_tensor(self, key: tuple[str, Hashable], name: str, shape=None, dtype=None):
+    def require_tensor(self, key: tuple[Hashable, ...], name: str, shape=None, dtype=None):
         decl = self.tensors.get(name)
         if decl is None:
             self.fail(key, f"@{name} is not a declared tensor")
@@ -298,8 +301,9 @@ class _Verifier:
                 self.fail(
                     key, f"block b{block.index}: array @{array.name} has no group {block.group}"
                 )
-            self.check_indices(key, block, "rows", block.rows, array.rows)
-            self.check_indices(key, block, "cols", block.cols, array.cols)
+            subject = f"block b{block.index}"
+            self.check_indices(key, subject, "rows", block.rows, array.rows)
+            self.check_indices(key, subject, "cols", block.cols, array.cols)
             try:
                 tile_type = self.program.hardware.tile_type(block.tile_type)
             except XbarcError as error:
@@ -330,13 +334,12 @@ class _Verifier:
         for blocks in cells_by_vtile.values():
             self.check_no_overlap(blocks)
 
-    def check_indices(self, key, block: Block, what: str, indices: Indices, limit: int) -> None:
+    def check_indices(self, key, subject: str, what: str, indices: Indices, limit: int) -> None:
         if isinstance(indices, Span):
             if not 0 <= indices.start < indices.stop <= limit:
                 self.fail(
                     key,
-                    f"block b{block.index}: {what} [{indices.start}:{indices.stop}] "
-                    f"are not within 0..{limit}",
+                    f"{subject}: {what} [{indices.start}:{indices.stop}] are not within 0..{limit}",
                 )
             return
         if (indices, limit) in self.tables_checked:  # blocks share tables: check each once
@@ -344,11 +347,11 @@ class _Verifier:
         self.tables_checked.add((indices, limit))
         decl = self.require_tensor(key, indices.tensor, None, ("i32",))
         if indices.count < 1 or indices.start < 0:
-            self.fail(key, f"block b{block.index}: {what} table is empty")
+            self.fail(key, f"{subject}: {what} table is empty")
         if len(decl.shape) != 1 or indices.stop > decl.shape[0]:
             self.fail(
                 key,
-                f"block b{block.index}: {what} table @{indices.tensor} has no entries "
+                f"{subject}: {what} table @{indices.tensor} has no entries "
                 f"{indices.start}..{indices.stop - 1} (shape {list(decl.shape)})",
             )
         if indices.tensor in self.program.store and indices.count >= 1:
@@ -357,7 +360,7 @@ class _Verifier:
             if first < 0 or last >= limit or falls[indices.stop - 1] != falls[indices.start]:
                 self.fail(
                     key,
-                    f"block b{block.index}: {what} table @{indices.tensor} must "
+                    f"{subject}: {what} table @{indices.tensor} must "
                     f"increase strictly within 0..{limit - 1}",
                 )
 
@@ -444,49 +447,86 @@ class _Verifier:
     def check_phases(self) -> None:
         if not self.program.phases:
             return
-        blocks = self.program.blocks
         readers = self.block_readers()
+        layers = {layer.name: layer for layer in self.program.layers()}
         order = {op.name: i for i, op in enumerate(self.program.ops)}
         chip = ChipState()
-        run_count: dict[tuple[str, int], int] = defaultdict(int)
+        read_count: dict[tuple[str, int], int] = defaultdict(int)
         last_layer_position = -1
         for position, phase in enumerate(self.program.phases):
             key = ("phase", phase.index)
             if phase.index != position:
                 self.fail(key, f"phase {phase.index} is out of order (expected {position})")
             self.check_writes(key, phase.index, phase.writes, chip)
-            holding = chip.tile_of
-            for run in phase.runs:
-                if run.layer not in order:
-                    self.fail(key, f"phase {phase.index} runs unknown layer @{run.layer}")
+            for run_position, run in enumerate(phase.runs):
+                run_key = ("run", phase.index, run_position)
+                layer = layers.get(run.layer)
+                if layer is None:
+                    self.fail(run_key, f"phase {phase.index} runs unknown layer @{run.layer}")
+                    continue
                 if order[run.layer] < last_layer_position:
-                    self.fail(key, f"phase {phase.index} runs @{run.layer} out of graph order")
+                    self.fail(run_key, f"phase {phase.index} runs @{run.layer} out of graph order")
                 last_layer_position = order[run.layer]
-                for cycle in run.cycles:
-                    for index in cycle.blocks:
-                        if not 0 <= index < len(blocks):
-                            self.fail(key, f"phase {phase.index} runs unknown block b{index}")
-                        block = blocks[index]
-                        if run.layer not in readers.get(block.array, ()):
-                            self.fail(
-                                key, f"@{run.layer} reads b{index}, which holds @{block.array}"
-                            )
-                        if block.vtile not in holding:
-                            self.fail(
-                                key,
-                                f"phase {phase.index} reads b{index} but "
-                                f"v{block.vtile} is not on any tile then",
-                            )
-                        run_count[(run.layer, index)] += 1
-                    self.check_cycle(key, [blocks[i] for i in cycle.blocks])
-        for block in blocks:
-            for layer in readers.get(block.array, ()):
-                count = run_count[(layer, block.index)]
+                for cycle_position, cycle in enumerate(run.cycles):
+                    where = (phase.index, run_position, cycle_position)
+                    scheduled: list[ScheduledRead] = []
+                    for read_position, read in enumerate(cycle.reads):
+                        read_key = ("read", *where, read_position)
+                        block = self.check_read(read_key, phase.index, layer, read, chip, readers)
+                        if read.block in {b.index for b, _ in scheduled}:
+                            self.fail(read_key, f"b{read.block} is read twice in one cycle")
+                        scheduled.append((block, read.input))
+                        read_count[(run.layer, read.block)] += 1
+                    self.check_cycle(("cycle", *where), scheduled)
+        for block in self.program.blocks:
+            for layer_name in readers.get(block.array, ()):
+                count = read_count[(layer_name, block.index)]
                 if count != 1:
                     self.fail(
                         ("block", block.index),
-                        f"block b{block.index} is read {count} times by @{layer}, not once",
+                        f"block b{block.index} is read {count} times by @{layer_name}, not once",
                     )
+
+    def check_read(
+        self,
+        key,
+        phase: int,
+        layer: CrossbarLayer,
+        read: Read,
+        chip: ChipState,
+        readers: dict[str, tuple[str, ...]],
+    ) -> Block:
+        """One read of a run of `layer`: its block is one the layer reads and is on the chip,
+        and its input is a segment of the layer's input as long as the block's rows (for a
+        block of the layer's own array, exactly the rows its weights multiply)."""
+        blocks = self.program.blocks
+        if not 0 <= read.block < len(blocks):
+            self.fail(key, f"phase {phase} runs unknown block b{read.block}")
+        block = blocks[read.block]
+        if layer.name not in readers.get(block.array, ()):
+            self.fail(key, f"@{layer.name} reads b{block.index}, which holds @{block.array}")
+        if block.vtile not in chip.tile_of:
+            self.fail(
+                key,
+                f"phase {phase} reads b{block.index} but v{block.vtile} is not on any tile then",
+            )
+        segment = read.input
+        subject = f"the read of b{block.index}"
+        if not 0 <= segment.group < layer.groups:
+            self.fail(key, f"{subject}: @{layer.name} has no input group g{segment.group}")
+        self.check_indices(key, subject, "input rows", segment.rows, layer.rows)
+        if len(segment.rows) != len(block.rows):
+            self.fail(
+                key,
+                f"{subject} drives {len(segment.rows)} input rows onto its {len(block.rows)} rows",
+            )
+        if block.array == layer.name and segment != own_input(block):
+            self.fail(
+                key,
+                f"{subject} must drive the input rows its weights multiply: "
+                f"g{block.group}{_indices_text(block.rows)}",
+            )
+        return block
 
     def check_writes(self, key, phase: int, writes, chip: ChipState) -> None:
         """Apply one phase's writes to `chip`, checking each."""
@@ -534,12 +574,14 @@ class _Verifier:
     def vtile_type(self, vtile: int) -> str | None:
         return self.vtile_types.get(vtile)
 
-    def check_cycle(self, key, blocks: list[Block]) -> None:
-        by_vtile: dict[int, list[Block]] = defaultdict(list)
-        for block in blocks:
-            by_vtile[block.vtile].append(block)
-        for group in by_vtile.values():
-            clash = cycle_clash(group)
+    def check_cycle(self, key, reads: list[ScheduledRead]) -> None:
+        """One input vector per tile per cycle: `cycle_clash` finds two reads of one tile
+        that sense the same columns or drive the same rows with different inputs."""
+        by_vtile: dict[int, list[ScheduledRead]] = defaultdict(list)
+        for block, segment in reads:
+            by_vtile[block.vtile].append((block, segment))
+        for tile_reads in by_vtile.values():
+            clash = cycle_clash(tile_reads)
             if clash is not None:
                 first, second = clash
                 self.fail(
@@ -550,37 +592,10 @@ class _Verifier:
                 )
 
 
-def cycle_clash(tile_blocks: list[Block]) -> tuple[Block, Block] | None:
-    """Two blocks of one tile that cannot be read in the same cycle, if any.
-
-    In O(k log k): sorted by start, a set of intervals overlaps somewhere only if two
-    neighbours overlap. Columns must never overlap; rows may overlap only between blocks
-    that carry the same input, so blocks with the same input count once."""
-    by_cols = sorted(tile_blocks, key=lambda b: b.col_offset)
-    for first, second in zip(by_cols, by_cols[1:], strict=False):
-        if second.col_offset < first.col_offset + len(first.cols):
-            return first, second
-    one_per_input = {input_key(b): b for b in tile_blocks}
-    by_rows = sorted(one_per_input.values(), key=lambda b: b.row_offset)
-    for first, second in zip(by_rows, by_rows[1:], strict=False):
-        if second.row_offset < first.row_offset + len(first.rows):
-            return first, second
-    return None
-
-
-def input_key(block: Block) -> tuple:
-    """What a block's rows receive: blocks with equal keys share their input."""
-    return (block.array, block.group, block.rows, block.row_offset)
-
-
-def can_share_cycle(first: Block, second: Block) -> bool:
-    """Whether two blocks on the same tile can be read in one cycle: never the same
-    columns; the same rows only when they carry the same input segment."""
-    if _overlap(first.col_offset, len(first.cols), second.col_offset, len(second.cols)):
-        return False
-    if not _overlap(first.row_offset, len(first.rows), second.row_offset, len(second.rows)):
-        return True
-    return input_key(first) == input_key(second)
+def _indices_text(indices: Indices) -> str:
+    if isinstance(indices, Span):
+        return f"[{indices.start}:{indices.stop}]"
+    return f" @{indices.tensor}[{indices.start}:{indices.stop}]"
 
 
 def _overlap(start_a: int, length_a: int, start_b: int, length_b: int) -> bool:

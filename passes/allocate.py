@@ -33,14 +33,13 @@ class Allocate:
     """Assign virtual tiles to physical tiles over as few phases as the budget allows."""
 
     name: ClassVar[str] = "allocate"
-    tiles: int | None = None  # default: the hardware's count; given: rewrites the hardware
+    tiles: int | None = None  # chip option: the tile budget (default: the chip's count)
 
-    def plan_hardware(self, hardware: Hardware) -> Hardware:
-        """The chip with this pass's tile budget, for the passes that run before it."""
+    def target(self, hardware: Hardware) -> Hardware:
+        """The chip with the tile budget this pass names."""
         return with_tile_budget(hardware, self.tiles)
 
     def apply(self, program: Program) -> Program:
-        program = replace(program, hardware=self.plan_hardware(program.hardware))
         return replace(program, phases=tuple(allocate_phases(program)))
 
 

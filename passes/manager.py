@@ -4,10 +4,14 @@
 
 A pass is a frozen dataclass with a kebab-case `name`, its options as fields (written in
 kebab-case in pipelines) and `apply(program) -> program`. Passes never mutate: they
-return a rebuilt program. A pass that sets the chip the whole pipeline targets also has
-`plan_hardware(hardware) -> hardware`, applied before any pass runs: allocate{tiles=N}
-sets the tile budget, so the passes before it (tile's choice of column groups) plan for
-the same chip.
+return a rebuilt program.
+
+The chip is set once, before any pass runs, and no pass changes it. Some options describe
+the chip rather than the pass's work (quantize{cell-bits,encoding}, tile{rows,cols},
+allocate{tiles}); their pass declares them with `target(hardware) -> hardware`, and
+`target_chip` applies every pass's `target` in pipeline order. So the tile pass chooses
+column groups for the tile budget allocate will have, and a pass that rewrote the chip
+in `apply` would be reported as a bug.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from xbarc.diagnostics import XbarcError
+from xbarc.hardware import Hardware
 from xbarc.ir.tile import Program
 from xbarc.ir.verifier import verify
 from xbarc.passes.allocate import Allocate
@@ -114,6 +119,15 @@ def pass_spec(pass_object: Any) -> str:
     return pass_object.name + (f"{{{','.join(options)}}}" if options else "")
 
 
+def target_chip(hardware: Hardware, passes: Sequence[Any]) -> Hardware:
+    """The chip a pipeline targets: `hardware` with the chip options of its passes."""
+    for pass_object in passes:
+        target = getattr(pass_object, "target", None)
+        if target is not None:
+            hardware = target(hardware)
+    return hardware
+
+
 def run_pipeline(
     program: Program,
     pipeline: Pipeline | Sequence[Any],
@@ -121,15 +135,15 @@ def run_pipeline(
 ) -> Program:
     """Run every pass, verifying the program after each; `after_pass` sees each result."""
     passes = pipeline.passes if isinstance(pipeline, Pipeline) else tuple(pipeline)
-    for pass_object in passes:
-        plan_hardware = getattr(pass_object, "plan_hardware", None)
-        if plan_hardware is not None:
-            program = dataclasses.replace(program, hardware=plan_hardware(program.hardware))
+    program = dataclasses.replace(program, hardware=target_chip(program.hardware, passes))
     ran: list[str] = []
     verified: Program | None = None
     for pass_object in passes:
+        chip = program.hardware
         program = pass_object.apply(program)
         try:
+            if program.hardware != chip:
+                raise XbarcError("it changed the chip, which is set once before any pass runs")
             verify(program, verified=verified)
         except XbarcError as error:
             before = ", ".join(ran) or "none"

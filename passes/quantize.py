@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.hardware import SIGNED_ENCODINGS
+from xbarc.hardware import SIGNED_ENCODINGS, Hardware
 from xbarc.ir.cells import level_dtype, make_slices
 from xbarc.ir.tile import Array, Const, Program, with_tensors
 
@@ -35,20 +35,24 @@ class Quantize:
 
     name: ClassVar[str] = "quantize"
     weight_bits: int = 8
-    cell_bits: int | None = None  # default: the hardware's; given: rewrites the hardware
+    cell_bits: int | None = None  # chip option: bits per cell (default: the chip's)
     scale: str = "tensor"  # tensor | column
-    encoding: str | None = None  # default: the hardware's; given: rewrites the hardware
+    encoding: str | None = None  # chip option: signed encoding (default: the chip's)
     max_ones: int | None = None  # at most this many one bits per level's magnitude
 
-    def apply(self, program: Program) -> Program:
-        hardware = program.hardware
+    def target(self, hardware: Hardware) -> Hardware:
+        """The chip with the cell width and signed encoding this pass names."""
         cell_bits = self.cell_bits if self.cell_bits is not None else hardware.cell.bits
         encoding = self.encoding if self.encoding is not None else hardware.encoding
         check_options(self.weight_bits, cell_bits, self.scale, encoding)
-        check_max_ones(self.max_ones, self.weight_bits, encoding)
         cell = replace(hardware.cell, bits=cell_bits)
-        hardware = replace(hardware, cell=cell, encoding=encoding)  # type: ignore[arg-type]
-        program = replace(program, hardware=hardware)
+        return replace(hardware, cell=cell, encoding=encoding)  # type: ignore[arg-type]
+
+    def apply(self, program: Program) -> Program:
+        hardware = program.hardware
+        cell_bits, encoding = hardware.cell.bits, hardware.encoding
+        check_options(self.weight_bits, cell_bits, self.scale, encoding)
+        check_max_ones(self.max_ones, self.weight_bits, encoding)
         arrays: list[Array] = []
         tensors: dict[str, np.ndarray] = {}
         for layer in program.layers():

@@ -72,13 +72,15 @@ class Tile:
     pack: str | None = None  # off | layer | model | auto; default: off for dense, else layer
     reorder: bool = False  # sparse, squeeze: group columns by the rows they use
 
+    def target(self, hardware: Hardware) -> Hardware:
+        """The chip with the tile size this pass names (on a chip of one tile type)."""
+        return with_tile_size(hardware, self.rows, self.cols)
+
     def apply(self, program: Program) -> Program:
         self.check()
         if not program.arrays and any(True for _ in program.layers()):
             raise XbarcError("tile needs quantized arrays", hint="run quantize before tile")
-        hardware = with_tile_size(program.hardware, self.rows, self.cols)
-        program = replace(program, hardware=hardware)
-        tile_type = choose_tile_type(hardware, self.rows, self.cols)
+        tile_type = choose_tile_type(program.hardware, self.rows, self.cols)
         pack = self.pack or default_packing(self.mapping)
         compactor = None
         if self.mapping != "dense":

@@ -427,10 +427,10 @@ def run_opt(args: argparse.Namespace) -> int:
     if output is not None:
         check_program_output(output)
     program = load_program(args.program)
-    finished: list[str] = []
+    finished: list[object] = []  # the passes that ran, verified
 
     def after_pass(pass_object, result) -> None:
-        finished.append(pass_spec(pass_object))
+        finished.append(pass_object)
         if args.print_ir_after_all:
             print(f"// ----- IR after {pass_object.name} -----")
             print(print_program(result), end="")
@@ -463,12 +463,13 @@ def check_planned_hardware(program, passes, path: Path) -> None:
     every plan first, so that a bad one is reported with the pass that asked for it."""
     from xbarc.passes.manager import pass_spec
 
+    hardware = program.hardware
     for pass_object in passes:
         plan_hardware = getattr(pass_object, "plan_hardware", None)
         if plan_hardware is None:
             continue
         try:
-            plan_hardware(program.hardware)
+            hardware = plan_hardware(hardware)
         except XbarcError as error:
             message = f"pass {pass_spec(pass_object)}: {error.message}"
             raise XbarcError(message, where=path, hint=error.hint) from None

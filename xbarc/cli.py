@@ -153,6 +153,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.set_defaults(handler=run_compile)
 
+    opt_parser = commands.add_parser(
+        "opt",
+        help="run passes on a saved program (.xbar + .xbar.npz), like xdsl-opt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load a program, run the pass pipeline on it (verifying the program after\n"
+        "every pass) and print the result, or write it with -o. Without --pipeline the\n"
+        "program is only loaded, verified and printed again.",
+        epilog="example:\n  xbarc compile model.onnx --emit graph -o model.xbar\n"
+        "  xbarc opt model.xbar --pipeline 'quantize{weight-bits=4},tile{rows=32,cols=32,"
+        "mapping=sparse}' -o sparse.xbar\n"
+        "  xbarc opt sparse.xbar --pipeline 'allocate{tiles=16}'",
+    )
+    opt_parser.add_argument("program", type=Path, help="the input program (.xbar)")
+    opt_parser.add_argument(
+        "--pipeline",
+        metavar="PASSES",
+        help="pass pipeline, e.g. 'quantize{weight-bits=4},tile{rows=8,cols=8},"
+        "allocate{tiles=4}' (passes: quantize, tile, allocate)",
+    )
+    opt_parser.add_argument(
+        "--print-ir-after-all",
+        action="store_true",
+        help="print the program after every pass (to stdout; without -o the last one is the "
+        "result)",
+    )
+    opt_parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.xbar",
+        help="write the result here and its tensors to OUT.xbar.npz, atomically (may be the "
+        "input itself); '-' or no -o prints the text only, to stdout",
+    )
+    opt_parser.set_defaults(handler=run_opt)
+
     inspect_parser = commands.add_parser(
         "inspect",
         help="show how a program lands on the chip, per layer and in total",
@@ -380,6 +414,74 @@ def describe_packing(summary) -> str:
         f"(chosen per layer, {how}); {summary.cycles} cycles per forward pass, "
         f"{summary.cycles_unpacked} with a tile per block"
     )
+
+
+def run_opt(args: argparse.Namespace) -> int:
+    from xbarc.ir.io import load_program, save_program
+    from xbarc.ir.printer import print_program
+    from xbarc.passes.manager import Pipeline, parse_pipeline, pass_spec, run_pipeline
+
+    started = time.perf_counter()
+    pipeline = parse_pipeline(args.pipeline) if args.pipeline is not None else Pipeline(())
+    output = None if args.output in (None, "-") else Path(args.output)
+    if output is not None:
+        check_program_output(output)
+    program = load_program(args.program)
+    finished: list[object] = []  # the passes that ran, verified
+
+    def after_pass(pass_object, result) -> None:
+        finished.append(pass_object)
+        if args.print_ir_after_all:
+            print(f"// ----- IR after {pass_object.name} -----")
+            print(print_program(result), end="")
+
+    check_planned_hardware(program, pipeline.passes, args.program)
+    try:
+        program = run_pipeline(program, pipeline, after_pass=after_pass)
+    except XbarcError as error:
+        # a pass's own error knows neither the pass nor the program it was given
+        failing = pass_spec(pipeline.passes[len(finished)])
+        message = f"pass {failing}: {error.message}"
+        raise XbarcError(message, where=error.where or args.program, hint=error.hint) from None
+    if output is None:
+        if not (args.print_ir_after_all and finished):  # else the last dump is the result
+            print(print_program(program), end="")
+        return 0
+    save_program(output, program)
+    elapsed = time.perf_counter() - started
+    print(
+        f"wrote {output} (+ {output.name}.npz) in {elapsed:.2f} s after "
+        f"{pipeline if finished else 'no passes'}: {len(program.arrays)} arrays, "
+        f"{len(program.blocks)} blocks on {program.vtile_count} virtual tiles, "
+        f"{len(program.phases)} phase(s)"
+    )
+    return 0
+
+
+def check_planned_hardware(program, passes, path: Path) -> None:
+    """The chip each pass plans for (allocate{tiles=N}) is set before any pass runs: try
+    every plan first, so that a bad one is reported with the pass that asked for it."""
+    from xbarc.passes.manager import pass_spec
+
+    hardware = program.hardware
+    for pass_object in passes:
+        plan_hardware = getattr(pass_object, "plan_hardware", None)
+        if plan_hardware is None:
+            continue
+        try:
+            hardware = plan_hardware(hardware)
+        except XbarcError as error:
+            message = f"pass {pass_spec(pass_object)}: {error.message}"
+            raise XbarcError(message, where=path, hint=error.hint) from None
+
+
+def check_program_output(output: Path) -> None:
+    if output.suffix in (".npz", ".onnx"):
+        raise XbarcError(
+            f"refusing to write the program to {output}", hint="give -o a path ending in .xbar"
+        )
+    if not output.parent.exists() and str(output.parent) not in ("", "."):
+        raise XbarcError(f"the folder {output.parent} does not exist", hint="create it first")
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -435,7 +435,7 @@ def run_opt(args: argparse.Namespace) -> int:
             print(f"// ----- IR after {pass_object.name} -----")
             print(print_program(result), end="")
 
-    check_planned_hardware(program, pipeline.passes, args.program)
+    check_chip_options(program, pipeline.passes, args.program)
     try:
         program = run_pipeline(program, pipeline, after_pass=after_pass)
     except XbarcError as error:
@@ -458,18 +458,16 @@ def run_opt(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_planned_hardware(program, passes, path: Path) -> None:
-    """The chip each pass plans for (allocate{tiles=N}) is set before any pass runs: try
-    every plan first, so that a bad one is reported with the pass that asked for it."""
-    from xbarc.passes.manager import pass_spec
+def check_chip_options(program, passes, path: Path) -> None:
+    """The chip options of the passes (tile{rows,cols}, allocate{tiles}, ...) set the chip
+    before any pass runs: try them one pass at a time first, so that a bad one is reported
+    with the pass that names it."""
+    from xbarc.passes.manager import pass_spec, target_chip
 
     hardware = program.hardware
     for pass_object in passes:
-        plan_hardware = getattr(pass_object, "plan_hardware", None)
-        if plan_hardware is None:
-            continue
         try:
-            hardware = plan_hardware(hardware)
+            hardware = target_chip(hardware, [pass_object])
         except XbarcError as error:
             message = f"pass {pass_spec(pass_object)}: {error.message}"
             raise XbarcError(message, where=path, hint=error.hint) from None

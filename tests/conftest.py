@@ -21,6 +21,19 @@ LIGHT_MODELS = (
 )
 
 
+# the three whose fully connected layers hold 60 to 140 M weights: a minute or more each
+# through the whole runtime, so their end-to-end tests run with the slow tests
+HEAVY_LIGHT_MODELS = ("bvlc_alexnet", "vgg19", "zfnet512")
+
+
+def light_model_params() -> list:
+    """LIGHT_MODELS as test parameters, the heavy ones marked slow."""
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_LIGHT_MODELS else name
+        for name in LIGHT_MODELS
+    ]
+
+
 def light_model(name: str) -> Path:
     return LIGHT_DIR / f"light_{name}.onnx"
 

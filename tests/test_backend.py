@@ -10,8 +10,10 @@ from __future__ import annotations
 import warnings
 
 import onnx.backend.test
+import pytest
 
 import xbarc.backend
+from tests.conftest import HEAVY_LIGHT_MODELS
 
 INCLUDED = (
     r"^test_conv_",
@@ -47,7 +49,16 @@ def backend_tests() -> dict[str, type]:
     return runner.test_cases
 
 
-globals().update(backend_tests())
+def mark_heavy_models_slow(cases: dict[str, type]) -> dict[str, type]:
+    """The real-model tests of the heavy light networks run with the slow tests."""
+    real_models = cases["OnnxBackendRealModelTest"]
+    for name in HEAVY_LIGHT_MODELS:
+        method = f"test_{name}_cpu"
+        setattr(real_models, method, pytest.mark.slow(getattr(real_models, method)))
+    return cases
+
+
+globals().update(mark_heavy_models_slow(backend_tests()))
 
 
 def test_the_suites_are_not_empty():

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.conftest import LIGHT_MODELS, light_model
+from tests.conftest import light_model, light_model_params
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.ir.parser import parse_program
 from xbarc.ir.printer import print_program
@@ -53,7 +53,7 @@ def placed_weights(program) -> int:
     return total
 
 
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.parametrize("name", light_model_params())
 def test_light_model_compiles_round_trips_and_keeps_every_weight(name):
     path = light_model(name)
     program = compile_onnx(path, CompileOptions(tiles=128))

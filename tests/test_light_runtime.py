@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from tests.conftest import LIGHT_MODELS, light_model
+from tests.conftest import LIGHT_MODELS, light_model, light_model_params
 from tests.onnx_models import run_onnxruntime, save
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.runtime.executor import Executor
@@ -85,7 +85,7 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("weights", ["constant", "random"])
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.parametrize("name", light_model_params())
 def test_ideal_light_model_equals_onnxruntime(name, weights, tmp_path):
     model = onnx.load(light_model(name))
     if weights == "random":

@@ -3,7 +3,7 @@ most (the light ONNX zoo models build their weights with ConstantOfShape and the
 with Shape, Gather, Concat, Slice and Reshape).
 
 Results are views of the inputs where numpy gives one (Identity, Reshape, Flatten,
-Squeeze, Unsqueeze, Transpose, Slice, Expand, Dropout): treat them as read-only.
+Squeeze, Unsqueeze, Transpose, Slice, Dropout): treat them as read-only.
 """
 
 from __future__ import annotations
@@ -298,7 +298,8 @@ def _size(call: OpCall) -> list[Array | None]:
 @semantics("Expand")
 def _expand(call: OpCall) -> list[Array | None]:
     x, shape = call.input(0), int_list(call.input(1))
-    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape)))]
+    # a copy, as onnxruntime makes: a broadcast view is read-only and may reach the user
+    return [np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))))]
 
 
 @semantics("Range")

@@ -1,7 +1,7 @@
 """Numba kernels of MaxPool and AveragePool on float32 and float64 tensors [N, C, *spatial].
 
 `max_pool_numba` and `average_pool_numba` walk the window geometry of
-`xbarc.runtime.digital.PoolAxis` (one per spatial axis, 1 to 3 axes) and give the same bits
+`xbarc.onnx_ops.pooling.PoolAxis` (one per spatial axis, 1 to 3 axes) and give the same bits
 as the numpy twins there (`max_pool_numpy`, `average_pool_numpy`): every output folds the
 taps of its window that land inside the input in row-major tap order, starting from the
 type's lowest value (max) or zero (sum), and the mean divides the sum by the same count
@@ -26,7 +26,7 @@ import numpy as np
 from xbarc.runtime.kernels import KERNEL_RANK, lift
 
 if TYPE_CHECKING:
-    from xbarc.runtime.digital import PoolAxis
+    from xbarc.onnx_ops.pooling import PoolAxis
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

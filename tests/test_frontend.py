@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from onnx import AttributeProto, helper, numpy_helper
 
 from tests.onnx_models import (
@@ -27,7 +25,6 @@ from tests.onnx_models import (
 )
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
-from xbarc.frontend.fold import _slice_range
 from xbarc.hardware import make_hardware
 from xbarc.ir.tile import Const, CrossbarLayer, DigitalOp, Program, Value
 from xbarc.ir.types import TensorType
@@ -510,21 +507,6 @@ def test_folding_falls_back_to_the_reference_evaluator(tmp_path):
     # -7 / 2 truncates to -3: (-3 + 2) + 4 = 3 and (3 + 3) + 6 = 12
     np.testing.assert_array_equal(program.store[program.ops[0].inputs[1].name], [3.0, 12.0])
     assert_matches_onnxruntime(program, model, {"x": random((2,), 1)})
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.integers(0, 6),
-    st.integers(-9, 9),
-    st.integers(-9, 9),
-    st.integers(-3, 3).filter(bool),
-)
-def test_slice_bounds_follow_onnx_clamping(dim, start, end, step):
-    from onnx.reference.ops.op_slice import _slice
-
-    data = np.arange(dim)
-    expected = _slice(data, np.array([start]), np.array([end]), np.array([0]), np.array([step]))
-    np.testing.assert_array_equal(data[_slice_range(start, end, step, dim)], expected)
 
 
 def test_dropout_and_identity_are_folded_away(tmp_path):

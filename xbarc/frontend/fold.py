@@ -3,9 +3,11 @@
 Rewrites of the working graph, in place:
 
 - constant folding: `op(constants...) -> constant`; `Shape(x)` and `Size(x)` also fold
-  when the static shape of `x` is known. Common ops are evaluated with numpy (the light
-  ONNX zoo models build their 25 M weights with ConstantOfShape); the others with onnx's
-  reference evaluator, one node at a time. Random ops and ops with subgraphs never fold.
+  when the static shape of `x` is known. An op is evaluated with its semantics in
+  `xbarc.onnx_ops`, the ones the runtime runs (the light ONNX zoo models build their 25 M
+  weights with ConstantOfShape); ops without them, or with attributes they do not cover,
+  with onnx's reference evaluator, one node at a time. Random ops and ops with subgraphs
+  never fold.
 - identity removal: `Identity(x) -> x`, and `Dropout(x) -> x` (inference mode, mask
   unused): consumers read `x` directly. An Identity or Dropout whose output is a graph
   output stays, as a digital op.
@@ -21,10 +23,10 @@ folding makes known are used by the next round.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from onnx import helper
@@ -32,7 +34,8 @@ from onnx import helper
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend.load import to_array
 from xbarc.ir.graph import Graph, Node
-from xbarc.ir.types import NUMPY_DTYPES, TensorType, onnx_dtype_name
+from xbarc.ir.types import TensorType
+from xbarc.onnx_ops import SEMANTICS, OpCall, Unsupported
 
 MAX_ROUNDS = 16
 RANDOM_OPS = frozenset(
@@ -51,7 +54,6 @@ FLOAT_KINDS = "f"
 BN_DEFAULT_EPSILON = 1e-5
 
 Arrays = Sequence[np.ndarray | None]
-Evaluator = Callable[[Node, Arrays, int], list[np.ndarray] | None]
 InferTypes = Callable[[Graph], dict[str, TensorType]]
 
 
@@ -80,31 +82,36 @@ def fold_constants(graph: Graph, where: str) -> bool:
             continue
         graph.remove(node.name)
         for name, array in zip(node.outputs, outputs, strict=False):
-            if name:
+            if name and array is not None:
                 graph.constants[name] = array
         changed = True
     return changed
 
 
-def _evaluate(graph: Graph, node: Node, where: str) -> list[np.ndarray] | None:
+def _evaluate(graph: Graph, node: Node, where: str) -> list[np.ndarray | None] | None:
+    """The node's outputs (None for unused slots) when it can be folded, else None."""
     if not _can_fold(graph, node):
         return None
     args = [_argument(graph, node, value) for value in node.inputs]
     opset = graph.opset(node.domain)
-    evaluator = NUMPY_EVALUATORS.get(node.op_type)
-    if evaluator is not None:
-        try:
-            with np.errstate(all="ignore"):
-                results = evaluator(node, args, opset)
-        except (ValueError, IndexError, TypeError, KeyError, ArithmeticError, MemoryError) as error:
-            raise XbarcError(
-                f"node {node.label}: cannot evaluate it on its constant inputs ({error})",
-                where=where,
-                hint="the model is invalid; check that it runs in onnxruntime",
-            ) from None
-        if results is not None:
-            return [np.asarray(result) for result in results]
-    return _evaluate_with_reference(node, args, opset)
+    semantics = SEMANTICS.get(node.op_type)
+    if semantics is None:
+        return _evaluate_with_reference(node, args, opset)
+    try:
+        with np.errstate(all="ignore"):  # IEEE infinities and NaNs, as at run time
+            results = semantics(_FoldCall(node, args, opset))
+    except Unsupported:
+        return _evaluate_with_reference(node, args, opset)
+    except (ValueError, IndexError, TypeError, KeyError, ArithmeticError, MemoryError) as error:
+        raise XbarcError(
+            f"node {node.label}: cannot evaluate it on its constant inputs ({error})",
+            where=where,
+            hint="the model is invalid; check that it runs in onnxruntime",
+        ) from None
+    made = [results[index] if index < len(results) else None for index in range(len(node.outputs))]
+    if any(array is None for array, name in zip(made, node.outputs, strict=True) if name):
+        return _evaluate_with_reference(node, args, opset)  # an output the semantics skip
+    return [None if array is None else np.asarray(array) for array in made]
 
 
 def _can_fold(graph: Graph, node: Node) -> bool:
@@ -135,7 +142,9 @@ def _argument(graph: Graph, node: Node, value: str) -> np.ndarray | None:
     return np.broadcast_to(np.zeros((), np.float32), shape)
 
 
-def _evaluate_with_reference(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
+def _evaluate_with_reference(
+    node: Node, args: Arrays, opset: int
+) -> list[np.ndarray | None] | None:
     from onnx.reference import ReferenceEvaluator  # slow to import; rarely needed
 
     feeds = {name: array for name, array in zip(node.inputs, args, strict=True) if name}
@@ -152,189 +161,36 @@ def _evaluate_with_reference(node: Node, args: Arrays, opset: int) -> list[np.nd
     return list(results)
 
 
-# --- numpy evaluators, one per common op -----------------------------------------------
+# --- what a semantics function sees of a node ------------------------------------------
 
 
-def _constant(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
-    if len(node.attributes) != 1:
-        return None
-    attr = node.attributes[0]
-    if attr.name == "value":
-        return [to_array(attr.t)]
-    if attr.name == "value_float":
-        return [np.array(attr.f, np.float32)]
-    if attr.name == "value_floats":
-        return [np.array(attr.floats, np.float32)]
-    if attr.name == "value_int":
-        return [np.array(attr.i, np.int64)]
-    if attr.name == "value_ints":
-        return [np.array(attr.ints, np.int64)]
-    return None  # strings and sparse values: the reference evaluator knows them
+@dataclass(frozen=True, slots=True)
+class _FoldCall(OpCall):
+    """A graph node applied to its constant inputs."""
 
+    node: Node
+    inputs: Arrays
+    default_opset: int
 
-def _constant_of_shape(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    value = node.attribute("value")
-    fill = np.zeros(1, np.float32) if value is None else to_array(value)
-    shape = tuple(int(dim) for dim in _required(args[0]).reshape(-1))
-    return [np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)]
+    @property
+    def op_type(self) -> str:
+        return self.node.op_type
 
+    @property
+    def opset(self) -> int:
+        return self.default_opset
 
-def _shape(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    dims = np.array(_required(args[0]).shape, dtype=np.int64)
-    return [dims[node.attribute("start", 0) : node.attribute("end", None)]]
+    @property
+    def outputs(self) -> Sequence[str]:
+        return self.node.outputs
 
+    def attribute(self, name: str) -> Any:
+        value = self.node.attribute(name)
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
-def _size(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    return [np.array(_required(args[0]).size, dtype=np.int64)]
-
-
-def _gather(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    data, indices = _required(args[0]), _required(args[1])
-    return [np.take(data, indices.astype(np.int64), axis=node.attribute("axis", 0))]
-
-
-def _concat(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    return [np.concatenate([_required(a) for a in args], axis=node.attribute("axis"))]
-
-
-def _cast(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
-    data = _required(args[0])
-    target = NUMPY_DTYPES.get(onnx_dtype_name(node.attribute("to")))
-    if target is None or data.dtype not in NUMPY_DTYPES.values():
-        return None  # strings, bfloat16, float8...: the reference evaluator knows the rules
-    return [data.astype(target)]
-
-
-def _identity(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    data = _required(args[0])
-    if node.op_type == "Dropout" and len(node.outputs) > 1:
-        return [data, np.ones(data.shape, dtype=bool)]
-    return [data]
-
-
-def _reshape(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    data = _required(args[0])
-    dims = [int(dim) for dim in _required(args[1]).reshape(-1)]
-    if not node.attribute("allowzero", 0):
-        dims = [data.shape[axis] if dim == 0 else dim for axis, dim in enumerate(dims)]
-    return [data.reshape(dims)]
-
-
-def _axes(node: Node, args: Arrays, opset: int) -> tuple[int, ...] | None:
-    """Unsqueeze/Squeeze axes: an attribute before opset 13, an input since."""
-    axes = node.attribute("axes") if opset < 13 else (args[1] if len(args) > 1 else None)
-    return None if axes is None else tuple(int(axis) for axis in np.reshape(axes, -1))
-
-
-def _unsqueeze(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    axes = _axes(node, args, opset)
-    if axes is None:
-        raise ValueError("Unsqueeze needs axes")
-    return [np.expand_dims(_required(args[0]), axes)]
-
-
-def _squeeze(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    return [np.squeeze(_required(args[0]), axis=_axes(node, args, opset))]
-
-
-def _transpose(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    return [np.transpose(_required(args[0]), node.attribute("perm"))]
-
-
-def _slice(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    data = _required(args[0])
-    if opset < 10:  # bounds were attributes before opset 10
-        starts, ends = node.attribute("starts"), node.attribute("ends")
-        given_axes, given_steps = node.attribute("axes"), None
-    else:
-        starts, ends = _required(args[1]), _required(args[2])
-        given_axes = args[3] if len(args) > 3 else None
-        given_steps = args[4] if len(args) > 4 else None
-    axes = range(len(starts)) if given_axes is None else given_axes
-    steps = [1] * len(starts) if given_steps is None else given_steps
-    index = [slice(None)] * data.ndim
-    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        index[int(axis)] = _slice_range(int(start), int(end), int(step), data.shape[int(axis)])
-    return [data[tuple(index)]]
-
-
-def _slice_range(start: int, end: int, step: int, dim: int) -> slice:
-    """The Python slice of ONNX Slice bounds, which clamp instead of wrapping."""
-    if step == 0:
-        raise ValueError("Slice step must not be 0")
-    start = start + dim if start < 0 else start
-    end = end + dim if end < 0 else end
-    if step > 0:
-        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
-    start, end = min(start, dim - 1), max(end, -1)
-    if start < 0:
-        return slice(0, 0)
-    return slice(start, None if end < 0 else end, step)
-
-
-def _arithmetic(ufunc: np.ufunc) -> Evaluator:
-    def evaluate(node: Node, args: Arrays, opset: int) -> list[np.ndarray] | None:
-        left, right = _required(args[0]), _required(args[1])
-        if ufunc is np.divide and left.dtype.kind not in FLOAT_KINDS:
-            return None  # integer division truncates toward zero in ONNX
-        return [np.asarray(ufunc(left, right)).astype(left.dtype, copy=False)]
-
-    return evaluate
-
-
-def _range(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    start, limit, delta = (_required(a).reshape(()) for a in args)
-    if start.dtype.kind in "iu":
-        count = -((int(start) - int(limit)) // int(delta))  # ceil((limit - start) / delta)
-    else:
-        count = math.ceil((float(limit) - float(start)) / float(delta))
-    steps = np.arange(max(count, 0), dtype=start.dtype)
-    return [(start + steps * delta).astype(start.dtype)]
-
-
-def _expand(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    data = _required(args[0])
-    shape = tuple(int(dim) for dim in _required(args[1]).reshape(-1))
-    return [np.broadcast_to(data, np.broadcast_shapes(data.shape, shape))]
-
-
-def _flatten(node: Node, args: Arrays, opset: int) -> list[np.ndarray]:
-    data = _required(args[0])
-    axis = node.attribute("axis", 1)
-    axis = axis + data.ndim if axis < 0 else axis
-    outer = math.prod(data.shape[:axis])
-    return [data.reshape(outer, math.prod(data.shape[axis:]))]
-
-
-def _required(array: np.ndarray | None) -> np.ndarray:
-    if array is None:
-        raise ValueError("a required input is missing")
-    return array
-
-
-NUMPY_EVALUATORS: dict[str, Evaluator] = {
-    "Constant": _constant,
-    "ConstantOfShape": _constant_of_shape,
-    "Shape": _shape,
-    "Size": _size,
-    "Gather": _gather,
-    "Concat": _concat,
-    "Cast": _cast,
-    "Identity": _identity,
-    "Dropout": _identity,
-    "Reshape": _reshape,
-    "Unsqueeze": _unsqueeze,
-    "Squeeze": _squeeze,
-    "Transpose": _transpose,
-    "Slice": _slice,
-    "Add": _arithmetic(np.add),
-    "Sub": _arithmetic(np.subtract),
-    "Mul": _arithmetic(np.multiply),
-    "Div": _arithmetic(np.divide),
-    "Range": _range,
-    "Expand": _expand,
-    "Flatten": _flatten,
-}
+    def tensor_attr(self, name: str) -> np.ndarray | None:
+        value = self.node.attribute(name)
+        return value if value is None else to_array(value)
 
 
 # --- identities and dead nodes ---------------------------------------------------------

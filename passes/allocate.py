@@ -62,10 +62,10 @@ def layer_blocks(program: Program) -> dict[str, list[Block]]:
     by_array: dict[str, list[Block]] = defaultdict(list)
     for block in program.blocks:
         by_array[block.array].append(block)
-    reads = {layer.name: by_array.get(layer.name, []) for layer in program.layers()}
-    for combine in program.combines:
-        reads[combine.layer] = by_array.get(combine.basis, [])
-    return reads
+    return {
+        layer: [block for array in arrays for block in by_array.get(array, [])]
+        for layer, arrays in program.arrays_read_by().items()
+    }
 
 
 class _PhaseBuilder:

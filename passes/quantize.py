@@ -74,6 +74,7 @@ class Quantize:
                 Array(
                     name=layer.name,
                     kind="weights",
+                    layer=layer.name,
                     groups=layer.groups,
                     rows=layer.rows,
                     cols=layer.cols,

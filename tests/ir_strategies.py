@@ -300,6 +300,7 @@ def array(draw: Draw, name: str, const_names: list[str]) -> Array:
             for index in slice_indices
         ),
         group_cols=draw(st.none() | small_ints),
+        layer=draw(st.none() | names),
     )
 
 

@@ -160,6 +160,7 @@ def kitchen_sink() -> Program:
                 "w",
                 "w.q",
                 (Slice(0, "+", 0, 2), Slice(1, "-", 0, 2)),
+                layer="conv 1",
             ),
             Array(
                 "fc",
@@ -239,7 +240,7 @@ graph {
   output %prob
 }
 
-array @"conv 1" weights groups=1 rows=18 cols=8 weight_bits=4 encoding=differential
+array @"conv 1" weights layer=@"conv 1" groups=1 rows=18 cols=8 weight_bits=4 encoding=differential
       scale=0.25 values=@w levels=@w.q {    # 4 blocks
   slice 0 + shift=0 bits=2
   slice 1 - shift=0 bits=2

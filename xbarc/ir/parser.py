@@ -484,7 +484,7 @@ class _Builder(Transformer):
         return piece, _position(keyword)
 
     def array(self, children: list[Any]) -> tuple[str, Array, Position, list[Any]]:
-        (keyword, name, kind, groups, rows, cols, weight_bits, encoding, scale,
+        (keyword, name, kind, layer, groups, rows, cols, weight_bits, encoding, scale,
          values, levels, group_cols, *slices) = children  # fmt: skip
         array = Array(
             name=_ref(name),
@@ -499,6 +499,7 @@ class _Builder(Transformer):
             levels=_ref(levels),
             slices=tuple(piece for piece, _ in slices),
             group_cols=None if group_cols is None else int(group_cols),
+            layer=None if layer is None else _ref(layer),
         )
         return "array", array, _position(keyword), slices
 

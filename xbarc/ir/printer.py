@@ -296,10 +296,12 @@ def _format_attribute(attribute: Attribute) -> str:
 
 def _print_array(lines: list[str], array: Array, block_count: int) -> None:
     group_cols = "" if array.group_cols is None else f" group_cols={array.group_cols}"
+    layer = "" if array.layer is None else f" layer={const_ref(array.layer)}"
     lines.append("")
     lines.append(
-        f"array {const_ref(array.name)} {array.kind} groups={array.groups} rows={array.rows}"
-        f" cols={array.cols} weight_bits={array.weight_bits} encoding={array.encoding}"
+        f"array {const_ref(array.name)} {array.kind}{layer} groups={array.groups}"
+        f" rows={array.rows} cols={array.cols} weight_bits={array.weight_bits}"
+        f" encoding={array.encoding}"
     )
     lines.append(
         f"      scale={_format_scale(array.scale)} values={const_ref(array.values)}"

@@ -172,7 +172,9 @@ class Array:
 
     The real weight is level * scale, where `scale` is a float (per tensor) or a constant
     of shape [groups, cols] (per column). `values` is the float matrix it quantizes. A
-    `basis` array holds BasisN basis vectors as columns instead of a layer's weights.
+    `weights` array holds the weights of crossbar layer `layer` (an explicit reference:
+    the two names need not be equal); a `basis` array holds BasisN basis vectors as
+    columns instead, and names no layer.
     """
 
     name: str
@@ -187,6 +189,7 @@ class Array:
     levels: str
     slices: tuple[Slice, ...]
     group_cols: int | None = None
+    layer: str | None = None  # the crossbar layer whose weights a `weights` array holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +437,25 @@ class Program:
             if array.name == name:
                 return array
         raise KeyError(name)
+
+    def weights_of(self, layer: str) -> Array | None:
+        """The `weights` array holding crossbar layer `layer`'s weights, if quantized."""
+        for array in self.arrays:
+            if array.kind == "weights" and array.layer == layer:
+                return array
+        return None
+
+    def arrays_read_by(self) -> dict[str, tuple[str, ...]]:
+        """Crossbar layer -> the arrays its runs read: the basis it is combined from
+        (BasisN), else its own weights."""
+        reads: dict[str, tuple[str, ...]] = {layer.name: () for layer in self.layers()}
+        for array in self.arrays:
+            if array.kind == "weights" and array.layer in reads:
+                reads[array.layer] = (array.name,)
+        for combine in self.combines:
+            if combine.layer in reads:
+                reads[combine.layer] = (combine.basis,)
+        return reads
 
     def tensor(self, name: str) -> TensorDecl:
         for decl in self.tensors:

@@ -49,6 +49,7 @@ class _Verifier:
         self.locate = locate
         self.verified = verified
         self.tensors = {decl.name: decl for decl in program.tensors}
+        self.arrays = {array.name: array for array in program.arrays}
         self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
         self.tables_checked: set[tuple[IndexTable, int]] = set()
         self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -185,6 +186,7 @@ class _Verifier:
 
     def check_arrays(self) -> None:
         seen: set[str] = set()
+        held: dict[str, str] = {}  # layer -> the weights array holding it
         layers = {layer.name: layer for layer in self.program.layers()}
         for array in self.program.arrays:
             key = ("array", array.name)
@@ -192,16 +194,29 @@ class _Verifier:
                 self.fail(key, f"array @{array.name} is defined twice")
             seen.add(array.name)
             if array.kind == "weights":
-                layer = layers.get(array.name)
-                if layer is None:
-                    self.fail(key, f"array @{array.name} names no crossbar layer")
+                layer = layers.get(array.layer or "")
+                if layer is None or array.layer is None:
+                    self.fail(key, f"weights array @{array.name} names no crossbar layer")
                     continue
+                if array.layer in held:
+                    self.fail(
+                        key,
+                        f"@{array.layer}'s weights are held by two arrays, "
+                        f"@{held[array.layer]} and @{array.name}",
+                    )
+                held[array.layer] = array.name
                 if (layer.groups, layer.rows, layer.cols) != (
                     array.groups,
                     array.rows,
                     array.cols,
                 ):
                     self.fail(key, f"array @{array.name} does not match its layer's shape")
+            elif array.layer is not None:
+                self.fail(
+                    key,
+                    f"basis array @{array.name} names layer @{array.layer}",
+                    hint="a basis is shared through combines; only weights arrays hold a layer",
+                )
             shape = (array.groups, array.rows, array.cols)
             self.require_tensor(key, array.values, shape, ("f32",))
             self.require_tensor(key, array.levels, shape, ("i8", "i16", "i32"))
@@ -520,7 +535,7 @@ class _Verifier:
                 key,
                 f"{subject} drives {len(segment.rows)} input rows onto its {len(block.rows)} rows",
             )
-        if block.array == layer.name and segment != own_input(block):
+        if self.arrays[block.array].layer == layer.name and segment != own_input(block):
             self.fail(
                 key,
                 f"{subject} must drive the input rows its weights multiply: "
@@ -564,11 +579,9 @@ class _Verifier:
     def block_readers(self) -> dict[str, tuple[str, ...]]:
         """array name -> the layers whose runs read its blocks."""
         readers: dict[str, list[str]] = defaultdict(list)
-        for array in self.program.arrays:
-            if array.kind == "weights":
-                readers[array.name].append(array.name)
-        for combine in self.program.combines:
-            readers[combine.basis].append(combine.layer)
+        for layer, arrays in self.program.arrays_read_by().items():
+            for array in arrays:
+                readers[array].append(layer)
         return {name: tuple(layers) for name, layers in readers.items()}
 
     def vtile_type(self, vtile: int) -> str | None:

@@ -30,9 +30,10 @@ from results import record  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.hardware import DacSpec  # noqa: E402
-from xbarc.runtime import kernels  # noqa: E402
-from xbarc.runtime.executor import Executor, layer_columns  # noqa: E402
+from xbarc.runtime.executor import Executor  # noqa: E402
+from xbarc.runtime.kernels import gemm  # noqa: E402
 from xbarc.runtime.noise import noise_settings  # noqa: E402
+from xbarc.runtime.patches import layer_columns  # noqa: E402
 
 LIGHT = Path(onnxruntime.__file__).parent.parent / "onnx" / "backend" / "test" / "data" / "light"
 
@@ -103,7 +104,7 @@ def integer_gemm_time(shapes: list[tuple[int, int, int]], repeat: int) -> float:
         for m, r, p in set(shapes)
     }
     products = [operands[shape] for shape in shapes]
-    return best_time(lambda: [kernels.integer_matmul(a, b, c) for a, b, c in products], repeat)
+    return best_time(lambda: [gemm.integer_matmul(a, b, c) for a, b, c in products], repeat)
 
 
 def measure(name: str, repeat: int) -> dict:
@@ -126,7 +127,7 @@ def measure(name: str, repeat: int) -> dict:
         row[encoding] = best_time(lambda: quant.run(feeds), repeat)  # noqa: B023
         shapes = decomposed_shapes(quant, feeds)
         row[f"{encoding} gemm"] = gemm_time(shapes, repeat)
-        exact = kernels.integer_matmul_exact()  # else xbarc reads in float
+        exact = gemm.integer_matmul_exact()  # else xbarc reads in float
         row[f"{encoding} integer"] = integer_gemm_time(shapes, repeat) if exact else None
         row[f"{encoding} conversions"] = sum(m * p for m, _, p in shapes)
 

@@ -2,13 +2,18 @@
 
     Executor(program, load_profile("rram"), Seeds.derive(3)).run({"x": batch}) -> {"y": result}
 
-Programming walks the phases: each write erases a physical tile and sets the cells of
-every block on the written virtual tile from its slice of the array. Each layer run of a
-phase is then read off the programmed tiles (never from the weights directly, so a mapping
-bug shows up as a wrong answer). In `quant` it becomes *read plans*: the blocks of the run
-grouped by the input they read (same group and source rows), with their cells side by
-side and, per read column, the output column, the slice's signed significance and the
-ADC full scale.
+The interpreter: it walks the schedule and calls the modules that do the work, which
+take arrays and numbers (the kernels) or the program's blocks (the rest):
+- `chip`: programming walks the phases; each write erases a physical tile and sets the
+  cells of every block on the written virtual tile (`ProgrammedTiles`);
+- `reads`: each layer run of a phase is then read off the programmed tiles (never from the
+  weights directly, so a mapping bug shows up as a wrong answer): *read plans* in `quant`
+  (the blocks of the run grouped by the input they read, their cells side by side, and
+  per read column the output column, signed significance and ADC full scale), one
+  effective matrix per layer in `ideal`; and the read-out through the ADC (`ReadOut`);
+- `patches`: a layer's input unfolded into the columns that drive the rows, and back;
+- `kernels`: the array kernels (im2col, DAC, ADC, GEMMs), Numba beside numpy;
+- `digital`: the digital ops between crossbar layers, on the host.
 
 Settings (`noise.NoiseSettings`, from a profile):
 - `ideal`: no quantization. Cells hold the real magnitude w/scale cut into the same
@@ -43,70 +48,19 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.cells import slice_cells
-from xbarc.ir.geometry import conv_output_spatial
-from xbarc.ir.tile import (
-    Array,
-    Block,
-    ChipState,
-    Const,
-    CrossbarLayer,
-    DigitalOp,
-    Indices,
-    LayerRange,
-    Program,
-    Span,
-    Value,
-)
-from xbarc.runtime import gaussian, kernels
+from xbarc.ir.tile import Array, Const, CrossbarLayer, DigitalOp, LayerRange, Program, Value
+from xbarc.runtime import gaussian
+from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
+from xbarc.runtime.kernels import adc, dac, gemm, touched
 from xbarc.runtime.noise import NoiseSettings, Seeds
-
-Memory = Callable[[tuple[int, ...]], np.ndarray]  # a float32 buffer of the given shape
-
-
-@dataclass
-class ReadPlan:
-    """Quant: the blocks of one run that read the same input (rows of one group), their
-    cells side by side."""
-
-    group: int
-    rows: slice | np.ndarray  # source rows of the unfolded input
-    cells_t: np.ndarray  # [M, len(rows)]: the read columns' cells, one row each (uint8 for
-    # integer reads, else float32)
-    target: np.ndarray  # int64 [M]: output column of each read column
-    factor: np.ndarray  # int64 [M]: signed significance of the slice each column holds
-    full_scale: np.ndarray  # int64 [M]: the ADC full scale, the largest sum of the read
-    offset_columns: slice | np.ndarray | None  # output columns with the offset correction
-    # differential sensing: each column's cells |G+| + |G-| (for PCM-style read noise)
-    magnitude_t: np.ndarray | None = None
-
-
-@dataclass
-class LayerPlan:
-    """Quant: one run of a layer, its reads one per input they take."""
-
-    layer: CrossbarLayer
-    array: Array
-    reads: list[ReadPlan] = field(default_factory=list)
-
-
-def row_indices(indices: Indices, store) -> slice | np.ndarray:
-    if isinstance(indices, Span):
-        return slice(indices.start, indices.stop)
-    return np.asarray(indices.entries(store), dtype=np.int64)
-
-
-def index_array(indices: Indices, store) -> np.ndarray:
-    if isinstance(indices, Span):
-        return np.arange(indices.start, indices.stop, dtype=np.int64)
-    return np.asarray(indices.entries(store), dtype=np.int64)
+from xbarc.runtime.patches import layer_columns
+from xbarc.runtime.reads import LayerPlan, ReadOut, add_ideal_reads, index_key, read_plans, sum_type
 
 
 class Executor:
@@ -155,10 +109,10 @@ class Executor:
             )
         self.adc_range = settings.adc_range
         self._check_calibration()
-        self._chip = None
+        self._device: Chip | None = None  # the device models that program noisy cells
         if settings.cells_noisy:
             cell = hardware.cell
-            self._chip = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
+            self._device = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
         self.layer_reads_noisy = False  # whether the layer being read gets read noise
         # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
         # before each batch of reads passes through the ADC
@@ -200,7 +154,7 @@ class Executor:
         integer = not (
             settings.cells_noisy or settings.reads_noisy or settings.adc_placement == "differential"
         )
-        if integer and cell_bits <= 8 and digit_bits <= 7 and kernels.integer_matmul_exact():
+        if integer and cell_bits <= 8 and digit_bits <= 7 and gemm.integer_matmul_exact():
             return np.uint8, np.int8, np.int32
         rows = max(tile_type.rows for tile_type in hardware.tile_types)
         if (2**digit_bits - 1) * (2**cell_bits - 1) * rows < 2**24:
@@ -224,6 +178,14 @@ class Executor:
     def _calibrated(self, layer: str) -> LayerRange | None:
         calibration = self.program.calibration
         return None if calibration is None else calibration.of(layer)
+
+    def _adc_fraction(self, layer: str) -> float | None:
+        """The ADC full scale of `layer`'s reads as a fraction of the largest sum a read
+        can produce, when the profile takes the calibrated range (None: the largest sum)."""
+        calibrated = self._calibrated(layer)
+        if self.adc_range != "calibrated" or calibrated is None:
+            return None
+        return calibrated.adc_range
 
     def _check_calibration(self) -> None:
         """Calibrated converter ranges need the program's calibration for every layer."""
@@ -255,125 +217,40 @@ class Executor:
     def _is_noisy(self, layer: str) -> bool:
         return self.noisy_layers is None or layer in self.noisy_layers
 
-    def _program_noisy(self, tile: int, state: np.ndarray, blocks: list[Block]) -> None:
-        """Program `tile` to `state` through the device models, in place; the blocks of
-        layers outside `noisy_layers` keep their targets."""
-        assert self._chip is not None
-        targets = state.copy()
-        state[...] = self._chip.program(tile, targets)
-        for block in blocks:
-            if not self._is_noisy(block.array):
-                programmed_region(state, block)[...] = programmed_region(targets, block)
-
     def _program_chip(self) -> tuple[dict[str, list[LayerPlan]], dict[str, np.ndarray]]:
         """Write every phase's tiles and read each run off them: `quant` takes its read
         plans, `ideal` adds what it reads into each layer's matrix (in level units)."""
         program = self.program
-        hardware = program.hardware
         arrays = {array.name: array for array in program.arrays}
-        blocks_on: dict[int, list[Block]] = defaultdict(list)
-        for block in program.blocks:
-            blocks_on[block.vtile].append(block)
-        tiles: dict[int, np.ndarray] = {}
-        block_cells = BlockCells(program, self.settings.quantized)
+        tiles = ProgrammedTiles(program, self.settings.quantized, self._device, self._is_noisy)
+        max_input = 2**program.hardware.dac.slice_bits - 1
         plans: dict[str, list[LayerPlan]] = defaultdict(list)
         matrices: dict[str, np.ndarray] = {}
-        chip = ChipState()  # later phases may read tiles where earlier ones left them
-        where = chip.tile_of
         for phase in program.phases:
-            for write in phase.writes:
-                chip.write(write.vtile, write.tile)
-                tile_type = hardware.tile_type_of(write.tile)
-                state = tiles.get(write.tile)
-                if state is None:
-                    state = np.zeros((tile_type.rows, tile_type.cols), dtype=np.float32)
-                    tiles[write.tile] = state
-                state[...] = 0.0  # programming erases the tile
-                for block in blocks_on[write.vtile]:
-                    programmed_region(state, block)[...] = block_cells.cells(block)
-                if self._chip is not None:
-                    self._program_noisy(write.tile, state, blocks_on[write.vtile])
+            tiles.write(phase.writes)
             for run in phase.runs:
                 layer = program.layer(run.layer)
                 array = arrays[layer.name]
                 run_blocks = [program.blocks[i] for cycle in run.cycles for i in cycle.blocks]
                 if self.settings.quantized:
-                    reads = self._read_plans(array, run_blocks, tiles, where)
+                    reads = read_plans(
+                        array,
+                        run_blocks,
+                        tiles,
+                        program.store,
+                        max_input,
+                        self._adc_fraction(array.name),
+                        self.cell_type,
+                        self.differential_adc,
+                    )
                     plans[layer.name].append(LayerPlan(layer, array, reads))
                     continue
                 matrix = matrices.get(layer.name)
                 if matrix is None:
                     shape = (array.groups, array.rows, array.cols)
                     matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float32)
-                self._add_reads(matrix, array, run_blocks, tiles, where)
+                add_ideal_reads(matrix, array, run_blocks, tiles, program.store)
         return plans, matrices
-
-    def _read_plans(
-        self, array: Array, blocks: list[Block], tiles: dict[int, np.ndarray], where
-    ) -> list[ReadPlan]:
-        """One read plan per input a run's blocks read (a group and its source rows):
-        every block's cells side by side, each read column keeping its own slice."""
-        store = self.program.store
-        max_input = 2**self.program.hardware.dac.slice_bits - 1
-        by_input: dict[tuple, list[Block]] = defaultdict(list)
-        for block in blocks:
-            by_input[(block.group, block.rows)].append(block)
-        reads = []
-        for (group, rows), members in by_input.items():
-            targets, factors, full_scales, offset_columns = [], [], [], []
-            for block in members:
-                piece = array.slices[block.slice]
-                columns = index_array(block.cols, store)
-                sign = 1 if piece.polarity == "+" else -1
-                largest = max_input * (2**piece.bits - 1) * len(block.rows)
-                calibrated = self._calibrated(array.name)
-                if self.adc_range == "calibrated" and calibrated is not None:
-                    largest = max(1, math.ceil(calibrated.adc_range * largest))
-                targets.append(columns)
-                factors.append(np.full(len(columns), sign * 2**piece.shift, dtype=np.int64))
-                full_scales.append(np.full(len(columns), largest, dtype=np.int64))
-                if array.encoding == "offset" and piece.shift == 0:
-                    offset_columns.append(columns)
-            regions = [programmed_region(tiles[where[b.vtile]], b) for b in members]
-            reads.append(
-                ReadPlan(
-                    group,
-                    row_indices(rows, store),
-                    np.ascontiguousarray(
-                        np.concatenate(regions, axis=1).T,
-                        dtype=self.cell_type,
-                    ),
-                    np.concatenate(targets),
-                    np.concatenate(factors),
-                    np.concatenate(full_scales),
-                    as_slice(np.unique(np.concatenate(offset_columns))) if offset_columns else None,
-                )
-            )
-        if self.differential_adc:
-            reads = [differential(read) for read in reads]
-        return reads
-
-    def _add_reads(
-        self, matrix: np.ndarray, array: Array, blocks: list[Block], tiles, where
-    ) -> None:
-        """Ideal reads are linear, so the partial sums of a layer's runs add up to one
-        matrix per group: each block's programmed cells times its slice's signed
-        significance, added at its rows and columns (the offset of offset encoding is taken
-        off where the digital correction would take it off)."""
-        store = self.program.store
-        offset = 2.0 ** (array.weight_bits - 1)
-        for block in blocks:
-            piece = array.slices[block.slice]
-            significance = (1 if piece.polarity == "+" else -1) * 2.0**piece.shift
-            region = programmed_region(tiles[where[block.vtile]], block) * significance
-            if array.encoding == "offset" and piece.shift == 0:
-                region = region - offset
-            rows = row_indices(block.rows, store)
-            cols = as_slice(index_array(block.cols, store))
-            if isinstance(rows, slice) and isinstance(cols, slice):
-                matrix[block.group, rows, cols] += region
-            else:
-                matrix[block.group][np.ix_(np.r_[rows], np.r_[cols])] += region
 
     # --- running --------------------------------------------------------------------------
 
@@ -468,7 +345,7 @@ class Executor:
         scale = self.weight_scale(array)
         if not isinstance(scale, np.ndarray):
             scale = np.full((groups, array.cols), scale)
-        result = kernels.touched((groups, array.cols, patches), np.float32)
+        result = touched((groups, array.cols, patches), np.float32)
         for group in range(groups):
             acc = self.workspace("accumulator", (array.cols, patches), np.int64)
             acc.fill(0)
@@ -498,7 +375,7 @@ class Executor:
             for offset_columns, total in corrections.values():
                 acc[offset_columns] -= offset * adc_unit * total
             column_scale = scale[group].astype(np.float64)
-            kernels.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
+            adc.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
 
     def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
@@ -520,7 +397,7 @@ class Executor:
         count = -(-(self.dac_bits - 1) // slice_bits)
         digits = self.digit_type
         planes = self.workspace("input slices", (2, count, *x.shape), digits)
-        nonzero = kernels.dac_planes(x, input_scale, self.dac_bits, slice_bits, count, out=planes)
+        nonzero = dac.dac_planes(x, input_scale, self.dac_bits, slice_bits, count, out=planes)
         inputs = []
         for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
             if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
@@ -551,7 +428,7 @@ class Executor:
             sigma_in = np.full((1, driven.shape[1]), settings.input_noise * self.digit_max)
             gaussian.add_noise(noisy, sigma_in, key=self.next_read_key())
             driven = noisy
-        kernels.float_matmul(cells_t, driven, out)
+        gemm.float_matmul(cells_t, driven, out)
         magnitude = cells_t if magnitude_t is None else magnitude_t
         return read_noise_sigma(settings, driven, magnitude, self.cell_max, self.digit_max)
 
@@ -565,7 +442,7 @@ class Executor:
         size = math.prod(shape)
         buffer = self._workspace.get(name)
         if buffer is None or buffer.size < size or buffer.dtype != dtype:
-            buffer = self._workspace[name] = kernels.touched((size,), dtype)
+            buffer = self._workspace[name] = touched((size,), dtype)
         return buffer[:size].reshape(shape)
 
     def _dequantized(self, array: Array, matrix: np.ndarray) -> np.ndarray:
@@ -580,349 +457,6 @@ class Executor:
         if isinstance(array.scale, Const):
             return self.program.store[array.scale.name]
         return array.scale
-
-
-# Partial sums buffered before they pass through the ADC together (float32 values: 4 MB,
-# so that they are still in the cache).
-READOUT_BUDGET = 1 << 20
-
-
-class ReadOut:
-    """Reads of one group whose partial sums wait in the executor's scratch buffer to pass
-    through the ADC in one kernel call (a parallel kernel launch costs as much as reading
-    out a small read)."""
-
-    def __init__(self, executor: Executor, acc: np.ndarray, layer: str):
-        self.executor = executor
-        self.acc = acc
-        self.layer = layer
-        self.used = 0
-        self.columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.sigmas: list[tuple[np.ndarray, int]] = []  # noisy reads: (sigma, columns)
-        self.dtype = executor.sum_type
-
-    def add(self, read: ReadPlan, driven: np.ndarray, factor: np.ndarray) -> None:
-        """Read `driven` [rows, P] through `read`'s cells, with its columns' factors."""
-        executor = self.executor
-        size = len(read.target) * driven.shape[1]
-        if self.used and self.used + size > READOUT_BUDGET:
-            self.flush()
-        room = (max(READOUT_BUDGET, size),)
-        buffer = executor.workspace("partial sums", room, self.dtype)
-        partial = buffer[self.used : self.used + size].reshape(len(read.target), -1)
-        if executor.cell_type == np.uint8:  # integer reads
-            kernels.integer_matmul(read.cells_t, np.ascontiguousarray(driven), partial)
-        elif executor.layer_reads_noisy:
-            sigma = executor.analog_read(read.cells_t, driven, partial, read.magnitude_t)
-            self.sigmas.append((sigma, len(read.target)))
-        else:  # float reads of integers, exact in any order (sums below 2^24 or 2^53)
-            kernels.float_matmul(read.cells_t, driven, partial)
-        self.columns.append((read.target, factor, read.full_scale))
-        self.used += size
-
-    def flush(self) -> None:
-        if not self.used:
-            return
-        executor = self.executor
-        targets, factors, full_scales = (
-            np.concatenate(parts) for parts in zip(*self.columns, strict=True)
-        )
-        buffer = executor.workspace("partial sums", (self.used,), self.dtype)
-        partial = buffer.reshape(len(targets), -1)
-        if self.sigmas:  # the reads' noise, drawn for all of them in one kernel call
-            sigma, rows = stacked_sigmas(self.sigmas)
-            gaussian.add_noise(partial, sigma, rows, key=executor.next_read_key())
-        if executor.adc_range == "dynamic":  # an oracle: each read's own largest sum
-            start = 0
-            full_scales = full_scales.copy()
-            for target, _, _ in self.columns:
-                stop = start + len(target)
-                full_scales[start:stop] = max(1, math.ceil(float(partial[start:stop].max())))
-                start = stop
-        if executor.on_read_sums is not None:
-            executor.on_read_sums(self.layer, partial, full_scales)
-        kernels.adc_accumulate(
-            partial,
-            targets,
-            factors,
-            full_scales,
-            executor.adc_levels,
-            self.acc,
-            signed=executor.differential_adc,
-        )
-        self.used = 0
-        self.columns = []
-        self.sigmas = []
-
-
-def stacked_sigmas(sigmas: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """The sigmas of consecutive reads (each [1, P], shared by the read's columns, or one
-    row per column) as one array of distinct rows, and the row each read column uses."""
-    rows, index, count = [], [], 0
-    for sigma, columns in sigmas:
-        rows.append(sigma)
-        if len(sigma) == 1:
-            index.append(np.full(columns, count, dtype=np.int64))
-        else:
-            index.append(np.arange(count, count + columns, dtype=np.int64))
-        count += len(sigma)
-    return np.concatenate(rows), np.concatenate(index)
-
-
-class BlockCells:
-    """The values a block's cells are programmed to, per profile.
-
-    `quant`: the slice's bits of the integer level. `ideal`: the same bits plus the rest of
-    the real weight, v - level (at most half a level), added to the least significant slice
-    that holds the weight (a compacted program may hold only some slices of a weight), so
-    the cells still sum to v exactly; a weight with no cell at all (a zero level dropped by
-    sparse mapping) loses what is below half a level. The slices of one weight block come
-    one after another, so the block's weights are kept from one slice to the next."""
-
-    def __init__(self, program: Program, quantized: bool):
-        self.program = program
-        self.store = program.store
-        self.quantized = quantized
-        self.arrays = {array.name: array for array in program.arrays}
-        self._last: tuple | None = None
-        self._weights: tuple | None = None
-        self._lowest: dict[str, LowestSlices] = {}
-
-    def cells(self, block: Block) -> np.ndarray:
-        array = self.arrays[block.array]
-        piece = array.slices[block.slice]
-        levels, rest = self.weights(array, block)
-        cells = slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float32)
-        if rest is not None:  # ideal: the rest of each weight, in its home slice
-            home, remainder = rest
-            takes = home[piece.polarity] == piece.shift
-            sign = 1.0 if piece.polarity == "+" else -1.0
-            cells[takes] += (sign / 2**piece.shift * remainder[takes]).astype(np.float32)
-        return cells
-
-    def weights(self, array: Array, block: Block):
-        """The block's integer levels and, in ideal, where each weight's rest goes (per
-        polarity, the shift of the slice that takes it, -1 for none) and the rest itself
-        (v - level, v the real weight over the scale); computed once for the slices of
-        one weight block."""
-        key = (block.array, block.group, block.rows, block.cols)
-        if key == self._last and self._weights is not None:
-            return self._weights
-        rows = row_indices(block.rows, self.store)  # a slice where it can: a view
-        cols = index_array(block.cols, self.store)
-        levels = self.store[array.levels][block.group][rows][:, cols].astype(np.int64)
-        rest = None
-        if not self.quantized:
-            values = self.store[array.values][block.group][rows][:, cols].astype(np.float64)
-            scale = array.scale
-            if isinstance(scale, Const):
-                values = values / self.store[scale.name][block.group][cols].astype(np.float64)
-            else:
-                values = values / np.float64(scale)
-            lowest = self._lowest.get(array.name)
-            if lowest is None:
-                lowest = self._lowest[array.name] = LowestSlices(self.program, array)
-            remainder = values - levels
-            rest = (lowest.home(block.group, rows, cols, levels, remainder), remainder)
-        self._last, self._weights = key, (levels, rest)
-        return self._weights
-
-
-class LowestSlices:
-    """Per weight of an array, the shift of the least significant slice of each polarity
-    that a block holds (-1: none), for the rest of an ideal weight to go to."""
-
-    def __init__(self, program: Program, array: Array):
-        store = program.store
-        self.array = array
-        self.full: dict[str, int] = {}  # polarity -> lowest shift, when blocks hold every weight
-        self.maps: dict[str, np.ndarray] = {}
-        polarities = sorted({piece.polarity for piece in array.slices})
-        blocks = [b for b in program.blocks if b.array == array.name]
-        covered = {piece.index: 0 for piece in array.slices}
-        for block in blocks:
-            covered[block.slice] += len(block.rows) * len(block.cols)
-        total = array.groups * array.rows * array.cols
-        if all(count >= total for count in covered.values()):  # dense: scalars will do
-            for polarity in polarities:
-                shifts = [p.shift for p in array.slices if p.polarity == polarity]
-                self.full[polarity] = min(shifts)
-            return
-        none = np.iinfo(np.int16).max
-        for polarity in polarities:
-            self.maps[polarity] = np.full((array.groups, array.rows, array.cols), none, np.int16)
-        for block in blocks:
-            piece = array.slices[block.slice]
-            region = np.ix_(index_array(block.rows, store), index_array(block.cols, store))
-            target = self.maps[piece.polarity][block.group]
-            target[region] = np.minimum(target[region], piece.shift)
-        for lowest in self.maps.values():
-            lowest[lowest == none] = -1
-
-    def home(self, group, rows, cols, levels, remainder) -> dict[str, np.ndarray]:
-        """Per polarity, the shift of the slice that takes each weight's remainder (-1
-        where that polarity does not take it): + for positive weights, - for negative
-        ones, else whichever the weight has a slice of."""
-        shape = levels.shape
-        lowest = {}
-        for polarity in ("+", "-"):
-            if polarity in self.full:
-                lowest[polarity] = np.full(shape, self.full[polarity])
-            elif polarity in self.maps:
-                lowest[polarity] = self.maps[polarity][group][rows][:, cols]
-            else:
-                lowest[polarity] = np.full(shape, -1)
-        plus_first = (levels > 0) | ((levels == 0) & (remainder >= 0))
-        has_plus, has_minus = lowest["+"] >= 0, lowest["-"] >= 0
-        to_plus = (plus_first & has_plus) | (~plus_first & ~has_minus & has_plus)
-        to_minus = ~to_plus & has_minus
-        return {
-            "+": np.where(to_plus, lowest["+"], -1),
-            "-": np.where(to_minus, lowest["-"], -1),
-        }
-
-
-def differential(read: ReadPlan) -> ReadPlan:
-    """`read` sensed differentially: each + column and the - column of the same output and
-    significance become one signed column, their cells' difference (the currents subtract
-    before the ADC); a column without its partner stays as it is."""
-    dtype = read.cells_t.dtype  # float: signed differences (float64 for large sums)
-    partner: dict[tuple[int, int], int] = {}
-    for m, (target, factor) in enumerate(zip(read.target, read.factor, strict=True)):
-        if factor < 0:
-            partner[(int(target), int(-factor))] = m
-    rows, magnitudes, keep = [], [], []
-    paired = set()
-    for m, (target, factor) in enumerate(zip(read.target, read.factor, strict=True)):
-        if factor < 0:
-            continue
-        other = partner.get((int(target), int(factor)))
-        cells = read.cells_t[m]
-        if other is None:
-            rows.append(cells)
-            magnitudes.append(np.abs(cells))
-        else:
-            paired.add(other)
-            opposite = read.cells_t[other]
-            rows.append(cells - opposite)
-            magnitudes.append(np.abs(cells) + np.abs(opposite))
-        keep.append(m)
-    for m in range(len(read.target)):
-        if read.factor[m] < 0 and m not in paired:  # a - column alone
-            rows.append(read.cells_t[m])
-            magnitudes.append(np.abs(rows[-1]))
-            keep.append(m)
-    order = np.asarray(keep, dtype=np.int64)
-    return ReadPlan(
-        read.group,
-        read.rows,
-        np.ascontiguousarray(np.stack(rows), dtype=dtype),
-        read.target[order],
-        read.factor[order],
-        read.full_scale[order],
-        read.offset_columns,
-        np.ascontiguousarray(np.stack(magnitudes), dtype=dtype),
-    )
-
-
-def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:
-    """The cells of a programmed tile that hold `block`."""
-    return state[
-        block.row_offset : block.row_offset + len(block.rows),
-        block.col_offset : block.col_offset + len(block.cols),
-    ]
-
-
-def sum_type(driven: np.ndarray, digit_max: int) -> type:
-    """The narrowest exact type for column sums of `driven` [rows, P] (digits of at most
-    `digit_max`): narrow sums are the fast ones."""
-    if driven.dtype.kind == "f":
-        return driven.dtype.type  # exact: float32 reads keep every sum below 2^24
-    return np.int16 if driven.shape[0] * digit_max < 2**15 else np.int32
-
-
-def index_key(selection: slice | np.ndarray) -> tuple | bytes:
-    """A dictionary key for a slice (from `as_slice`) or an index array."""
-    if isinstance(selection, slice):
-        return (selection.start, selection.stop)
-    return selection.tobytes()
-
-
-def as_slice(columns: np.ndarray) -> np.ndarray | slice:
-    """A run of consecutive columns as a slice (a view instead of a fancy-index copy)."""
-    if len(columns) and columns[-1] - columns[0] == len(columns) - 1:
-        return slice(int(columns[0]), int(columns[-1]) + 1)
-    return columns
-
-
-def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
-    """How a layer's input of `shape` drives the crossbar rows: a function from an array of
-    that shape to its columns [groups, rows, P] (one column per patch, P = batch x pixels;
-    where they are not a view of the input, they go into `memory(shape)` if given), and the
-    function that lays the accumulated [groups, cols, P] out as the layer's output."""
-    geometry = layer.geometry
-    groups = layer.groups
-    if layer.kind == "conv":
-        assert geometry is not None
-        batch = shape[0]
-        out_spatial = conv_output_spatial(
-            shape[2:], geometry.kernel, geometry.strides, geometry.pads, geometry.dilations
-        )
-        pointwise = all(k == 1 for k in geometry.kernel) and all(s == 1 for s in geometry.strides)
-
-        def unfold(x: np.ndarray, memory: Memory | None = None) -> np.ndarray:
-            if pointwise and not any(geometry.pads):  # the input planes (a view at batch 1)
-                return channels_first(x, groups)
-            shape = (groups, layer.rows, batch * math.prod(out_spatial))
-            return kernels.unfold(
-                x,
-                geometry.kernel,
-                geometry.strides,
-                geometry.pads,
-                geometry.dilations,
-                groups,
-                out=None if memory is None else memory(shape),
-            )
-
-        def image(acc: np.ndarray) -> np.ndarray:
-            planes = acc.reshape(groups, layer.cols, batch, -1).transpose(2, 0, 1, 3)
-            return planes.reshape(batch, groups * layer.cols, *out_spatial)
-
-        return unfold, image
-    if layer.kind == "conv_transpose":
-        assert geometry is not None
-        batch, in_spatial = shape[0], shape[2:]
-        cout_per_group = layer.cols // math.prod(geometry.kernel)
-
-        def fold(acc: np.ndarray) -> np.ndarray:
-            return kernels.fold(
-                np.ascontiguousarray(acc, dtype=np.float32),
-                batch,
-                in_spatial,
-                cout_per_group,
-                geometry.kernel,
-                geometry.strides,
-                geometry.pads,
-                geometry.dilations,
-                geometry.output_padding or (0,) * len(geometry.kernel),
-                groups,
-            )
-
-        return lambda x, memory=None: channels_first(x, groups), fold
-    # Gemm / MatMul: each row of the input is one patch
-    leading, features = shape[:-1], shape[-1]
-
-    def rows(acc: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(acc[0].T).reshape(*leading, acc.shape[1])
-
-    return lambda x, memory=None: x.reshape(-1, features).T[None], rows
-
-
-def channels_first(x: np.ndarray, groups: int) -> np.ndarray:
-    """[N, C, *spatial] -> [groups, C/groups, N*pixels]: a view at batch 1, else a copy."""
-    batch, channels = x.shape[:2]
-    planes = x.reshape(batch, groups, channels // groups, -1).transpose(1, 2, 0, 3)
-    return planes.reshape(groups, channels // groups, -1)
 
 
 def sole_consumers(program: Program) -> dict[str, int]:

@@ -78,7 +78,7 @@ def add_noise(
     if kernels.backend() == "numpy":
         add_noise_numpy(out, sigma, rows, key)
         return
-    kernels._use_threads(kernels.PARALLEL_WORK)
+    kernels.use_threads(kernels.PARALLEL_WORK)
     _numba()(out, sigma, rows, np.uint64(key % 2**64), KN, WN, FN)
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xbarc.runtime.kernels import KERNEL_RANK, lift
+from xbarc.runtime.kernels.im2col import KERNEL_RANK, lift
 
 if TYPE_CHECKING:
     from xbarc.onnx_ops.pooling import PoolAxis

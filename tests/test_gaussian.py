@@ -74,7 +74,7 @@ def test_same_bits_on_one_thread(monkeypatch):
     import numba
 
     many = draws(5)
-    monkeypatch.setattr(kernels, "_use_threads", lambda work: numba.set_num_threads(1))
+    monkeypatch.setattr(kernels, "use_threads", lambda work: numba.set_num_threads(1))
     try:
         assert np.array_equal(draws(5), many)
     finally:

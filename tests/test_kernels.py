@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from xbarc.ir.geometry import conv_output_spatial, conv_transpose_output_spatial
 from xbarc.runtime import kernels
+from xbarc.runtime.kernels import adc, dac, gemm, im2col, prange
 
 PROPERTY = settings(max_examples=40, deadline=None)
 
@@ -53,7 +54,7 @@ def conv_by_kernels(x, w, b, strides, pads, dilations, groups) -> np.ndarray:
     batch, (cout, kernel) = x.shape[0], (w.shape[0], w.shape[2:])
     # W[g]^T = w[g*Ng:(g+1)*Ng].reshape(Ng, -1)
     transposed = w.reshape(groups, cout // groups, -1)
-    y = transposed @ kernels.unfold(x, kernel, strides, pads, dilations, groups)  # [G, Ng, NP]
+    y = transposed @ im2col.unfold(x, kernel, strides, pads, dilations, groups)  # [G, Ng, NP]
     out_spatial = conv_output_spatial(x.shape[2:], kernel, strides, pads, dilations)
     image = y.reshape(cout, batch, -1).transpose(1, 0, 2).reshape(batch, cout, *out_spatial)
     return image + b.reshape(1, -1, *(1,) * len(kernel))
@@ -69,7 +70,7 @@ def conv_transpose_by_kernels(x, w, b, strides, pads, dilations, output_padding,
     # W[g] = w[g*Cg:(g+1)*Cg].reshape(Cg, -1)
     transposed = w.reshape(groups, in_group, -1).transpose(0, 2, 1)
     columns = transposed @ planes
-    y = kernels.fold(
+    y = im2col.fold(
         columns,
         x.shape[0],
         x.shape[2:],
@@ -182,20 +183,20 @@ def conv_geometries(draw):
 def test_unfold_numba_equals_numpy(geometry, seed):
     shape, kernel, strides, pads, dilations, groups = geometry
     x = random_floats(shape, seed)
-    expected = kernels.unfold_numpy(x, kernel, strides, pads, dilations, groups)
-    actual = kernels.unfold(x, kernel, strides, pads, dilations, groups)
+    expected = im2col.unfold_numpy(x, kernel, strides, pads, dilations, groups)
+    actual = im2col.unfold(x, kernel, strides, pads, dilations, groups)
     np.testing.assert_array_equal(actual, expected, strict=True)
 
 
 def test_unfold_fills_a_given_buffer():
     x = random_floats((2, 4, 6, 5))
-    expected = kernels.unfold_numpy(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2)
+    expected = im2col.unfold_numpy(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2)
     buffer = np.full(expected.shape, np.nan, dtype=np.float32)
-    actual = kernels.unfold(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2, out=buffer)
+    actual = im2col.unfold(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2, out=buffer)
     assert actual is buffer
     np.testing.assert_array_equal(buffer, expected)
     with pytest.raises(ValueError, match="out is float32"):
-        kernels.unfold(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2, out=buffer[:1])
+        im2col.unfold(x, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 2, out=buffer[:1])
 
 
 @st.composite
@@ -233,15 +234,15 @@ def test_fold_numba_equals_numpy(geometry, seed):
     batch, in_spatial, cout_per_group, kernel, *_, groups = geometry
     shape = (groups, cout_per_group * np.prod(kernel), batch * np.prod(in_spatial))
     columns = random_floats(shape, seed)
-    expected = kernels.fold_numpy(columns, *geometry)
-    actual = kernels.fold(columns, *geometry)
+    expected = im2col.fold_numpy(columns, *geometry)
+    actual = im2col.fold(columns, *geometry)
     np.testing.assert_array_equal(actual, expected, strict=True)
 
 
 def test_fold_adds_overlapping_products_and_drops_the_padding():
     # 1-D, kernel 3, stride 1, pads 1/1: output j sums tap k of input pixel j + 1 - k
     columns = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
-    y = kernels.fold(columns, 1, (4,), 1, (3,), (1,), (1, 1), (1,), (0,), 1)
+    y = im2col.fold(columns, 1, (4,), 1, (3,), (1,), (1, 1), (1,), (0,), 1)
     c = columns[0]  # [tap, input pixel]
     by_hand = [c[1, 0] + c[0, 1]]
     by_hand += [c[2, j - 1] + c[1, j] + c[0, j + 1] for j in (1, 2)]
@@ -252,7 +253,7 @@ def test_fold_adds_overlapping_products_and_drops_the_padding():
 def test_unfold_layout_puts_taps_on_rows_and_pixels_on_columns(backend):
     # 1-D, 2 images, 2 channels in 2 groups, kernel 2, stride 2, pad 1 at the start
     x = np.arange(20, dtype=np.float32).reshape(2, 2, 5)
-    columns = kernels.unfold(x, (2,), (2,), (1, 0), (1,), 2)
+    columns = im2col.unfold(x, (2,), (2,), (1, 0), (1,), 2)
     assert columns.shape == (2, 2, 6)  # [groups, (channel, tap), (image, output pixel)]
     # output pixel o reads inputs 2o - 1 and 2o; input -1 is padding
     np.testing.assert_array_equal(columns[0], [[0, 1, 3, 0, 11, 13], [0, 2, 4, 10, 12, 14]])
@@ -299,9 +300,9 @@ def test_adc_accumulate_numba_numpy_and_loop_agree(read):
     partial, target, factor, full_scale, levels, acc = read
     expected = adc_by_loop(*read)
     by_numpy = acc.copy()
-    kernels.adc_accumulate_numpy(partial, target, factor, full_scale, levels, by_numpy)
+    adc.adc_accumulate_numpy(partial, target, factor, full_scale, levels, by_numpy)
     by_numba = acc.copy()
-    kernels.adc_accumulate(partial, target, factor, full_scale, levels, by_numba)
+    adc.adc_accumulate(partial, target, factor, full_scale, levels, by_numba)
     np.testing.assert_array_equal(by_numpy, expected, strict=True)
     np.testing.assert_array_equal(by_numba, expected, strict=True)
 
@@ -315,7 +316,7 @@ def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(leve
     factor = np.array([1, -2])
     full_scale = np.array([8, 8])
     acc = np.zeros((1, 2), dtype=np.int64)
-    kernels.adc_accumulate(partial, target, factor, full_scale, levels, acc)
+    adc.adc_accumulate(partial, target, factor, full_scale, levels, acc)
     if levels == 0:
         assert acc.tolist() == [[1 - 2 * 3, 5 - 2 * 12]]
     else:
@@ -328,13 +329,13 @@ def test_float_matmul_equals_numpy(dtype, backend):
     a = rng.integers(0, 4, (37, 129)).astype(dtype)
     b = rng.integers(0, 2, (129, 300)).astype(dtype)
     out = np.empty((37, 300), dtype)
-    kernels.float_matmul(a, b, out)
+    gemm.float_matmul(a, b, out)
     np.testing.assert_array_equal(out, a @ b)  # integer sums: exact in any order
     c = rng.standard_normal((129, 300)).astype(dtype)
-    kernels.float_matmul(a, c, out)
+    gemm.float_matmul(a, c, out)
     np.testing.assert_allclose(out, a @ c, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="expected one float type"):
-        kernels.float_matmul(a.astype(np.float16), b, out)
+        gemm.float_matmul(a.astype(np.float16), b, out)
 
 
 def test_signed_adc_clips_both_ways(backend):
@@ -344,11 +345,11 @@ def test_signed_adc_clips_both_ways(backend):
     factor = np.array([1, 2])
     full_scale = np.array([8, 8])
     acc = np.zeros((2, 4), dtype=np.int64)
-    kernels.adc_accumulate(partial, target, factor, full_scale, 4, acc, signed=True)
+    adc.adc_accumulate(partial, target, factor, full_scale, 4, acc, signed=True)
     # codes rint(x / 2) clipped to [-4, 4]: [-0, -2, -4, 4], [2, -4, 0, -0]
     assert acc.tolist() == [[0, -2 * 8, -4 * 8, 4 * 8], [2 * 2 * 8, -4 * 2 * 8, 0, 0]]
     unsigned = np.zeros((2, 4), dtype=np.int64)
-    kernels.adc_accumulate(partial, target, factor, full_scale, 4, unsigned)
+    adc.adc_accumulate(partial, target, factor, full_scale, 4, unsigned)
     assert unsigned.tolist() == [[0, 0, 0, 4 * 8], [2 * 2 * 8, 0, 0, 0]]
 
 
@@ -357,9 +358,9 @@ def test_adc_accumulate_rejects_mismatched_tables():
     acc = np.zeros((2, 2), dtype=np.int64)
     ones = np.ones(3, dtype=np.int64)
     with pytest.raises(ValueError, match="target is int32"):
-        kernels.adc_accumulate(partial, ones.astype(np.int32), ones, ones, 4, acc)
+        adc.adc_accumulate(partial, ones.astype(np.int32), ones, ones, 4, acc)
     with pytest.raises(ValueError, match="targets outside"):
-        kernels.adc_accumulate(partial, ones * 2, ones, ones, 4, acc)
+        adc.adc_accumulate(partial, ones * 2, ones, ones, 4, acc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ def test_adc_accumulate_rejects_mismatched_tables():
 
 def test_quantize_inputs_rounds_half_to_even_and_clips_symmetrically():
     x = np.array([0.5, 1.5, -2.5, 200.0, -200.0, 0.26], dtype=np.float32)
-    levels = kernels.quantize_inputs(x, 1.0, 8)
+    levels = dac.quantize_inputs(x, 1.0, 8)
     assert levels.dtype == np.int32
     assert levels.tolist() == [0, 2, -2, 127, -127, 0]
 
@@ -379,9 +380,9 @@ def test_bit_slices_recompose(slice_bits, count, seed, rank):
     top = 2 ** (slice_bits * count)
     shape = (3, 5, 7)[:rank]
     levels = np.random.default_rng(seed).integers(0, top, size=shape).astype(np.int32)
-    slices = kernels.bit_slices(levels, slice_bits, count)
+    slices = dac.bit_slices(levels, slice_bits, count)
     assert slices.shape == (count, *shape) and slices.dtype == np.uint8
-    as_floats = kernels.bit_slices(levels, slice_bits, count, dtype=np.float32)
+    as_floats = dac.bit_slices(levels, slice_bits, count, dtype=np.float32)
     np.testing.assert_array_equal(as_floats, slices.astype(np.float32), strict=True)
     weights = (2 ** (slice_bits * np.arange(count))).reshape((count,) + (1,) * rank)
     np.testing.assert_array_equal((slices.astype(np.int64) * weights).sum(axis=0), levels)
@@ -396,21 +397,21 @@ def test_dac_planes_split_signs_slice_and_numba_equals_numpy(bits, slice_bits, s
     x[0, :6] = np.array([0.5, -0.5, 1.5, -2.5, 0.0, 1e9], dtype=np.float32) * scale  # ties
     planes = np.full((2, count, *x.shape), np.nan, np.float32)  # every entry is written
     expected = planes.copy()
-    nonzero = kernels.dac_planes(x, scale, bits, slice_bits, count, out=planes)
-    expected_nonzero = kernels.dac_planes_numpy(x, scale, bits, slice_bits, count, out=expected)
+    nonzero = dac.dac_planes(x, scale, bits, slice_bits, count, out=planes)
+    expected_nonzero = dac.dac_planes_numpy(x, scale, bits, slice_bits, count, out=expected)
     np.testing.assert_array_equal(planes, expected, strict=True)
     assert nonzero == expected_nonzero == (True, True)
     weights = (2.0 ** (slice_bits * np.arange(count))).reshape(count, 1, 1)
     recomposed = (planes[0] * weights).sum(axis=0) - (planes[1] * weights).sum(axis=0)
-    np.testing.assert_array_equal(recomposed, kernels.quantize_inputs(x, scale, bits))
+    np.testing.assert_array_equal(recomposed, dac.quantize_inputs(x, scale, bits))
 
 
 def test_dac_planes_report_a_missing_sign():
     planes = np.empty((2, 7, 3), np.float32)
-    nonzero = kernels.dac_planes(np.array([0.0, 1.0, 2.0]), 0.1, 8, 1, 7, out=planes)
+    nonzero = dac.dac_planes(np.array([0.0, 1.0, 2.0]), 0.1, 8, 1, 7, out=planes)
     assert nonzero == (True, False) and not planes[1].any()
     with pytest.raises(ValueError, match="out must be float32"):
-        kernels.dac_planes(np.zeros(3), 0.1, 8, 1, 7, out=planes[:, :6])
+        dac.dac_planes(np.zeros(3), 0.1, 8, 1, 7, out=planes[:, :6])
 
 
 @pytest.mark.parametrize("slice_bits", [1, 2, 7])
@@ -419,8 +420,8 @@ def test_dac_planes_into_int8_equal_the_float_planes(slice_bits, backend):
     count = -(-7 // slice_bits)
     as_float = np.empty((2, count, *x.shape), np.float32)
     as_int8 = np.empty((2, count, *x.shape), np.int8)
-    assert kernels.dac_planes(x, 0.02, 8, slice_bits, count, out=as_float) == (True, True)
-    assert kernels.dac_planes(x, 0.02, 8, slice_bits, count, out=as_int8) == (True, True)
+    assert dac.dac_planes(x, 0.02, 8, slice_bits, count, out=as_float) == (True, True)
+    assert dac.dac_planes(x, 0.02, 8, slice_bits, count, out=as_int8) == (True, True)
     np.testing.assert_array_equal(as_int8.astype(np.float32), as_float)
 
 
@@ -432,15 +433,15 @@ def test_dequantize_numba_equals_numpy(unit, input_scale, seed):
     column_scale = rng.random(7).astype(np.float32).astype(np.float64)
     by_numba = np.empty(acc.shape, np.float32)
     by_numpy = np.empty(acc.shape, np.float32)
-    kernels.dequantize(acc, unit, input_scale, column_scale, by_numba)
-    kernels.dequantize_numpy(acc, unit, input_scale, column_scale, by_numpy)
+    adc.dequantize(acc, unit, input_scale, column_scale, by_numba)
+    adc.dequantize_numpy(acc, unit, input_scale, column_scale, by_numpy)
     np.testing.assert_array_equal(by_numba, by_numpy, strict=True)
     want = (acc / unit * input_scale * column_scale[:, None]).astype(np.float32)
     np.testing.assert_array_equal(by_numba, want)
 
 
 @pytest.mark.skipif(
-    not kernels.integer_matmul_exact(), reason="onnxruntime's integer GEMM saturates here"
+    not gemm.integer_matmul_exact(), reason="onnxruntime's integer GEMM saturates here"
 )
 @PROPERTY
 @given(st.integers(1, 70), st.integers(1, 300), st.integers(1, 70), st.integers(0, 2**16))
@@ -451,29 +452,29 @@ def test_integer_matmul_is_exact_and_numba_backend_equals_numpy(m, k, n, seed):
     a[0] = 255  # extreme rows: a non-VNNI kernel would saturate here
     b[:, 0] = 127
     out = np.full((m, n), -1, np.int32)
-    kernels.integer_matmul(a, b, out)
+    gemm.integer_matmul(a, b, out)
     np.testing.assert_array_equal(out, a.astype(np.int64) @ b.astype(np.int64))
 
 
 def test_integer_matmul_refuses_other_types():
     with pytest.raises(ValueError, match="expected C-contiguous uint8 @ int8 -> int32"):
-        kernels.integer_matmul(
+        gemm.integer_matmul(
             np.zeros((2, 3), np.float32), np.zeros((3, 2), np.int8), np.zeros((2, 2), np.int32)
         )
 
 
 def test_unfold_keeps_int8_digits(backend):
     x = np.arange(-8, 10, dtype=np.int8).reshape(1, 2, 9)
-    columns = kernels.unfold(x, (3,), (2,), (1, 1), (1,), 1)
+    columns = im2col.unfold(x, (3,), (2,), (1, 1), (1,), 1)
     assert columns.dtype == np.int8
     np.testing.assert_array_equal(
-        columns, kernels.unfold_numpy(x.astype(np.float32), (3,), (2,), (1, 1), (1,), 1)
+        columns, im2col.unfold_numpy(x.astype(np.float32), (3,), (2,), (1, 1), (1,), 1)
     )
 
 
 def test_bit_slices_refuse_negative_levels():
     with pytest.raises(ValueError, match="split signs first"):
-        kernels.bit_slices(np.array([3, -1]), 2, 4)
+        dac.bit_slices(np.array([3, -1]), 2, 4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -481,12 +482,54 @@ def test_bit_slices_refuse_negative_levels():
 
 
 def test_importing_the_kernels_leaves_numba_unloaded():
-    code = "import sys, xbarc.runtime.kernels; sys.exit('numba' in sys.modules)"
+    modules = "xbarc.runtime.executor, xbarc.runtime.kernels.adc, xbarc.runtime.kernels.dac"
+    modules += ", xbarc.runtime.kernels.gemm, xbarc.runtime.kernels.im2col"
+    code = f"import sys, {modules}; sys.exit('numba' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@kernels.numba_kernel()
+def doubled(x):
+    return 2 * x
+
+
+@kernels.numba_kernel(parallel=True)
+def doubled_sum(x):
+    total = 0.0
+    for i in prange(len(x)):  # a parallel reduction
+        total += doubled(x[i])
+    return total
+
+
+def test_numba_kernels_compile_on_first_call_with_prange_and_compiled_callees():
+    import numba
+
+    x = np.arange(1000, dtype=np.float64)
+    assert doubled_sum._compiled is None and doubled._compiled is None
+    assert doubled_sum.function(x) == 2 * x.sum()  # the plain Python function runs too
+    assert doubled_sum(x) == 2 * x.sum()
+    dispatcher = doubled_sum.compiled()
+    assert dispatcher.targetoptions["parallel"] and doubled._compiled is not None
+    assert dispatcher.py_func.__globals__["prange"] is numba.prange
+    assert dispatcher.py_func.__globals__["doubled"] is doubled.compiled()
+    assert kernels.prange is range  # the module itself is left as it was
+
+
+def test_the_runtime_kernels_compile_parallel_and_cached():
+    for kernel in (
+        im2col.unfold_numba,
+        im2col.fold_numba,
+        dac.dac_planes_numba,
+        adc.adc_accumulate_numba,
+        adc.dequantize_numba,
+    ):
+        dispatcher = kernel.compiled()
+        assert dispatcher.targetoptions["parallel"], kernel.__name__
+        assert dispatcher._cache.__class__.__name__ == "FunctionCache", kernel.__name__
 
 
 def test_unknown_backend_and_bad_groups_are_refused():
     with pytest.raises(ValueError, match="unknown kernel backend 'cuda'"):
         kernels.set_backend("cuda")
     with pytest.raises(ValueError, match="5 channels do not split into 2 groups"):
-        kernels.unfold(np.zeros((1, 5, 4, 4)), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2)
+        im2col.unfold(np.zeros((1, 5, 4, 4)), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2)

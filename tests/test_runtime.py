@@ -182,11 +182,11 @@ def test_tiles_kept_across_phases_compute_what_one_phase_computes(model_name, no
 @pytest.fixture(params=["integer", "float"])
 def reads(request, monkeypatch):
     """Quantized reads as integer GEMMs (where the machine's kernel is exact) or float32."""
-    from xbarc.runtime import kernels
+    from xbarc.runtime.kernels import gemm
 
     if request.param == "float":
-        monkeypatch.setattr(kernels, "integer_matmul_exact", lambda: False)
-    elif not kernels.integer_matmul_exact():
+        monkeypatch.setattr(gemm, "integer_matmul_exact", lambda: False)
+    elif not gemm.integer_matmul_exact():
         pytest.skip("onnxruntime's integer GEMM saturates on this machine")
     return request.param
 
@@ -418,7 +418,7 @@ def reference_rows(layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
 
 def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, store):
     """Lay the accumulated [groups, P, cols] out as the layer output, bias added."""
-    from xbarc.runtime import kernels
+    from xbarc.runtime.kernels import im2col
 
     if layer.kind == "conv":
         geometry = layer.geometry
@@ -430,7 +430,7 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
         y = image.reshape(x.shape[0], groups * cols, *out)
     elif layer.kind == "conv_transpose":
         g = layer.geometry
-        y = kernels.fold_numpy(
+        y = im2col.fold_numpy(
             result.transpose(0, 2, 1),
             x.shape[0],
             x.shape[2:],

@@ -1,0 +1,131 @@
+"""Array kernels of the runtime, and what they share: the backend switch, lazy Numba, threads.
+
+Kernels take arrays and numbers, never IR objects. Each module holds one concern, every
+Numba kernel a module-level function (suffix `_numba`) beside its numpy twin (suffix
+`_numpy`) and the public function that checks the arguments and dispatches to one of them:
+- `im2col`: `unfold` (im2col) and `fold` (col2im), the patch geometry of convolutions;
+- `dac`: the DAC's input levels and their bit slices (`dac_planes`);
+- `adc`: the ADC read-out of crossbar columns (`adc_accumulate`) and `dequantize`;
+- `gemm`: exact integer and float GEMMs on onnxruntime (no Numba).
+`set_backend` chooses the backend of every module at once; tests hold the two to
+bit-identical results. Numba is imported on the first call of a Numba kernel
+(`numba_kernel`), so importing the runtime stays cheap; compiled code is cached on disk
+next to the kernel's module. Hot loops index with unsigned integers where it matters: Numba
+wraps negative signed indices, which blocks vectorization.
+
+Layouts ("columns": one row per crossbar row, one column per patch). A crossbar layer
+computes, per group g, `y[g] = W[g]^T @ columns[g]`, one GEMM for the whole batch:
+- `unfold` gives `[groups, C/groups*prod(kernel), N*prod(out)]`: row `(c, k0, k1, ...)`
+  (channel in group, then kernel taps, row-major), column `n*prod(out) + output pixel`;
+- for ConvTranspose, the rows are the input channels, `[groups, C/groups, N*prod(in)]`,
+  and `fold` adds the products `[groups, cout_per_group*prod(kernel), N*prod(in)]` into
+  the output image (col2im);
+- `adc_accumulate` reads out products `[read columns, P]` into `[outputs, P]`.
+Patches run along the last, contiguous axis, so per-column work (ADC, accumulation)
+vectorizes over them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+BACKENDS = ("numba", "numpy")
+_backend = "numba"
+
+
+def set_backend(name: str) -> None:
+    """Make the public kernels run on `name`: "numba" (the default) or "numpy"."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; expected one of {BACKENDS}")
+    _backend = name
+
+
+def backend() -> str:
+    return _backend
+
+
+def touched(shape: tuple[int, ...], dtype: npt.DTypeLike, fill: float = 0) -> np.ndarray:
+    """A new array filled on the calling thread. Parallel kernels write their outputs from
+    several threads, and a fresh allocation's first-touch page faults taken there cost
+    ~20x more than one memset here (5 ms instead of 0.2 ms for 1.4 MB on 2 cores)."""
+    return np.full(shape, fill, dtype=dtype)
+
+
+# Work (output elements) below which a copying kernel runs on the calling thread alone:
+# waking sleeping worker threads costs ~0.2 ms. The ADC read-out, the costliest kernel per
+# element, always runs in parallel.
+PARALLEL_WORK = 1 << 20
+
+
+def use_threads(work: int) -> None:
+    """Set the threads of the next Numba kernel, which produces `work` elements: one below
+    PARALLEL_WORK, else all that Numba was configured with (NUMBA_NUM_THREADS). This is
+    Numba's setting for the calling thread: it stays in effect after the kernel."""
+    numba = import_numba()
+    threads = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(1 if work < PARALLEL_WORK else threads)
+
+
+def import_numba() -> Any:
+    """The numba module, imported on first use with the runtime's threading settings."""
+    # Threading layer: Numba's default choice (TBB if installed, else OpenMP), but GNU
+    # OpenMP's threads must not keep spinning after a kernel: they starve the BLAS threads
+    # of the GEMMs that follow (ResNet-50 ran 4x slower on 2 cores). A short spin keeps
+    # launches at ~2 us (the `workqueue` layer takes ~140 us per launch). The variable is
+    # read when OpenMP starts, at the first parallel launch.
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+    import numba
+
+    return numba
+
+
+class NumbaKernel:
+    """A module-level kernel compiled with `numba.njit(cache=True, **options)` on its first
+    call. Its module names `prange` (a plain `range` until then) and may call other Numba
+    kernels; both are bound to their Numba versions at compile time."""
+
+    def __init__(self, function: Callable[..., Any], options: dict[str, Any]):
+        self.function = function
+        self.options = options
+        self._compiled: Any = None
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any) -> Any:
+        compiled = self._compiled if self._compiled is not None else self.compiled()
+        return compiled(*args)
+
+    def compiled(self) -> Any:
+        """The Numba dispatcher (compiled, or loaded from the on-disk cache, once)."""
+        if self._compiled is not None:
+            return self._compiled
+        numba = import_numba()
+        function = self.function
+        # the module's globals as Numba must see them: numba.prange, and the kernels this
+        # one calls compiled (only those: the module's others may not be compiled yet)
+        names = dict(function.__globals__)
+        names["prange"] = numba.prange
+        for name in function.__code__.co_names:
+            callee = names.get(name)
+            if isinstance(callee, NumbaKernel):
+                names[name] = callee.compiled()
+        twin = types.FunctionType(function.__code__, names, function.__name__)
+        twin.__qualname__ = function.__qualname__  # names the on-disk cache's files
+        self._compiled = numba.njit(cache=True, **self.options)(twin)
+        return self._compiled
+
+
+def numba_kernel(**options: Any) -> Callable[[Callable[..., Any]], NumbaKernel]:
+    """Decorate a module-level function as a Numba kernel, compiled on its first call with
+    these options of `numba.njit` (e.g. parallel=True)."""
+    return lambda function: NumbaKernel(function, options)
+
+
+prange = range  # what `for task in prange(...)` means in a kernel run as plain Python

@@ -45,6 +45,8 @@ class ProgrammedTiles:
         self.blocks_on: dict[int, list[Block]] = defaultdict(list)  # vtile -> its blocks
         for block in program.blocks:
             self.blocks_on[block.vtile].append(block)
+        # array -> the layer whose blocks it holds (a basis array: its own name)
+        self.layer_of = {array.name: array.layer or array.name for array in program.arrays}
         self.block_cells = BlockCells(program, quantized)
         self.state: dict[int, np.ndarray] = {}  # physical tile -> its cells
         self.chip = ChipState()
@@ -75,7 +77,7 @@ class ProgrammedTiles:
         targets = state.copy()
         state[...] = self.device.program(tile, targets)
         for block in blocks:
-            if not self.is_noisy(block.array):
+            if not self.is_noisy(self.layer_of[block.array]):
                 programmed_region(state, block)[...] = programmed_region(targets, block)
 
 

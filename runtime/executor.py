@@ -131,8 +131,8 @@ class Executor:
         self._sole_consumer = sole_consumers(program)
         if not self.settings.quantized:
             self.effective_weights = {
-                name: self._dequantized(program.array(name), matrix)
-                for name, matrix in matrices.items()
+                layer: self._dequantized(self._weights_of(layer), matrix)
+                for layer, matrix in matrices.items()
             }
             self._ideal = IdealGraph(program, self.effective_weights)
 
@@ -221,7 +221,6 @@ class Executor:
         """Write every phase's tiles and read each run off them: `quant` takes its read
         plans, `ideal` adds what it reads into each layer's matrix (in level units)."""
         program = self.program
-        arrays = {array.name: array for array in program.arrays}
         tiles = ProgrammedTiles(program, self.settings.quantized, self._device, self._is_noisy)
         max_input = 2**program.hardware.dac.slice_bits - 1
         plans: dict[str, list[LayerPlan]] = defaultdict(list)
@@ -230,7 +229,7 @@ class Executor:
             tiles.write(phase.writes)
             for run in phase.runs:
                 layer = program.layer(run.layer)
-                array = arrays[layer.name]
+                array = self._weights_of(layer.name)
                 run_blocks = [program.blocks[i] for cycle in run.cycles for i in cycle.blocks]
                 if self.settings.quantized:
                     reads = read_plans(
@@ -239,7 +238,7 @@ class Executor:
                         tiles,
                         program.store,
                         max_input,
-                        self._adc_fraction(array.name),
+                        self._adc_fraction(layer.name),
                         self.cell_type,
                         self.differential_adc,
                     )
@@ -444,6 +443,17 @@ class Executor:
         if buffer is None or buffer.size < size or buffer.dtype != dtype:
             buffer = self._workspace[name] = touched((size,), dtype)
         return buffer[:size].reshape(shape)
+
+    def _weights_of(self, layer: str) -> Array:
+        """The array a layer's runs read (basis-combined layers cannot run yet)."""
+        array = self.program.weights_of(layer)
+        if array is None or any(combine.layer == layer for combine in self.program.combines):
+            raise XbarcError(
+                f"layer @{layer} is not held by a weights array of its own",
+                hint="the runtime runs layers mapped onto their own weights; basis "
+                "combination (BasisN) cannot run yet",
+            )
+        return array
 
     def _dequantized(self, array: Array, matrix: np.ndarray) -> np.ndarray:
         """An ideal layer's matrix times the array's scale: float32 [groups, rows, cols]."""

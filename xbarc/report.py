@@ -142,12 +142,13 @@ def report(program: Program) -> ProgramReport:
     layer_costs = {c.name: c for c in cost.layers}
     layers = []
     for layer in program.layers():
-        blocks = blocks_by_array.get(layer.name, [])
+        array = program.weights_of(layer.name)
+        array_name = array.name if array is not None else ""
+        blocks = blocks_by_array.get(array_name, [])
         vtiles = {b.vtile for b in blocks}
         cells_used = sum(b.cells for b in blocks)
         cells_available = sum(vtile_cells[v] for v in vtiles)
         patches = patches_by_layer[layer.name]
-        array = next((a for a in program.arrays if a.name == layer.name), None)
         layers.append(
             LayerReport(
                 name=layer.name,
@@ -159,12 +160,12 @@ def report(program: Program) -> ProgramReport:
                 slices=len(array.slices) if array else 0,
                 blocks=len(blocks),
                 vtiles=len(vtiles),
-                tiles=len(tiles_by_array[layer.name]),
+                tiles=len(tiles_by_array[array_name]),
                 cells_used=cells_used,
                 cells_available=cells_available,
                 utilization=cells_used / cells_available if cells_available else 0.0,
                 phases=phase_ranges(phases_by_layer[layer.name]),
-                cell_writes=writes_by_array[layer.name],
+                cell_writes=writes_by_array[array_name],
                 patches=patches,
                 cycles=patches * cycles_by_layer[layer.name] * input_slices,
                 cycles_unpacked=patches * runs_by_layer[layer.name] * input_slices,

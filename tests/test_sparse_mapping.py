@@ -196,7 +196,7 @@ def test_every_mapping_and_packing_of_a_pruned_fixture_gives_the_same_bits(name)
 
 
 def test_first_fit_finds_the_first_bin_with_room():
-    from xbarc.passes.tile import FirstFit
+    from xbarc.passes.tiling.packing import FirstFit
 
     rng = np.random.default_rng(5)
     bins = FirstFit()
@@ -291,7 +291,7 @@ def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsy
 
 
 def test_reordering_groups_columns_that_use_the_same_rows(tmp_path):
-    from xbarc.passes.tile import similar_columns
+    from xbarc.passes.tiling.compaction import similar_columns
 
     # columns 0, 2, 4, 6 use rows 0-9, columns 1, 3, 5, 7 rows 10-19
     weights = np.zeros((20, 8), dtype=np.float32)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xbarc.hardware import TileType
-from xbarc.ir.tile import Array, IndexTable, Indices, Program, Span
+from xbarc.ir.tile import Array, IndexTable, Indices, Program, Slice, Span
 from xbarc.passes.tiling.packing import Piece
 
 
@@ -43,6 +43,16 @@ def in_column_groups(values: np.ndarray, column_groups: int, width: int) -> np.n
     return values.reshape(groups, rows, column_groups, width)
 
 
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """The rows and columns that the column groups of one plane keep, [groups, column
+    groups] each, and the slices (`copies`) that share this plane's pieces."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    copies: int
+
+
 class Compactor:
     """The compacted pieces of sparse and squeezed arrays and the index tables they need,
     computed once per array and column-group width."""
@@ -60,7 +70,7 @@ class Compactor:
         group's columns and over its rows once, and a slice's plane is the bits it holds of
         those ORs; with it, each plane's columns are grouped by `similar_columns` where that
         keeps fewer cells than their own order."""
-        if self.reorder and width < array.cols:
+        if self.reorder and 1 < width < array.cols:  # one column per group: no order helps
             return self._reordered_planes(array, width)
         column_groups = -(-array.cols // width)
         order = np.broadcast_to(np.arange(array.cols), (array.groups, array.cols))
@@ -79,8 +89,8 @@ class Compactor:
         planes = []
         for piece in array.slices:
             rows_or, cols_or = reduced[piece.polarity]
-            bitmask = ((1 << piece.bits) - 1) << piece.shift
-            planes.append(Plane(piece.index, rows_or & bitmask != 0, cols_or & bitmask != 0, order))
+            bits = bitmask(piece)
+            planes.append(Plane(piece.index, rows_or & bits != 0, cols_or & bits != 0, order))
         return planes
 
     def _reordered_planes(self, array: Array, width: int) -> list[Plane]:
@@ -89,8 +99,7 @@ class Compactor:
         if self.per_slice:
             unsigned = magnitudes(levels, True)
             masks = [
-                (piece.index, unsigned[piece.polarity] & (((1 << piece.bits) - 1) << piece.shift))
-                for piece in array.slices
+                (piece.index, unsigned[piece.polarity] & bitmask(piece)) for piece in array.slices
             ]
         else:
             masks = [(None, levels)]
@@ -112,9 +121,28 @@ class Compactor:
 
     def least_cells(self, array: Array) -> int:
         """A lower bound on the cells `array` keeps at any column grouping: one per non-zero
-        weight (in each slice, unless every slice is compacted on its own)."""
-        nonzero = int(np.count_nonzero(self.program.store[array.levels]))
-        return nonzero if self.per_slice else nonzero * len(array.slices)
+        cell, as one-column groups keep (each slice's own bits, when every slice is
+        compacted on its own; else every slice of each non-zero weight)."""
+        levels = self.program.store[array.levels]
+        if not self.per_slice:
+            return int(np.count_nonzero(levels)) * len(array.slices)
+        unsigned = magnitudes(levels, True)
+        return sum(
+            int(np.count_nonzero(unsigned[piece.polarity] & bitmask(piece)))
+            for piece in array.slices
+        )
+
+    def kept(self, array: Array, width: int) -> list[Kept]:
+        """How many rows and columns each column group of each plane keeps at `width`: the
+        sizes of the pieces `pieces` would cut, without cutting them."""
+        return [
+            Kept(
+                plane.row_used.sum(axis=1),
+                plane.col_used.sum(axis=2),
+                len(array.slices) if plane.slice is None else 1,
+            )
+            for plane in self.planes(array, width)
+        ]
 
     def pieces(self, array: Array, width: int) -> tuple[list[Piece], dict[str, np.ndarray]]:
         """The pieces of `array` in column groups of `width`, by group, column group, plane,
@@ -188,6 +216,11 @@ class IndexTables:
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {self.name: np.concatenate(self.parts)} if self.parts else {}
+
+
+def bitmask(piece: Slice) -> int:
+    """The bits of a level's magnitude that slice `piece` holds."""
+    return ((1 << piece.bits) - 1) << piece.shift
 
 
 def magnitudes(levels: np.ndarray, per_polarity: bool) -> dict[str, np.ndarray]:

@@ -3,13 +3,16 @@
     Pieces of rows x cols cells  ->  Blocks at (vtile, row offset, column offset)
 
 `Packer` places pieces by shelf first-fit (`FirstFit` finds the first shelf or tile with
-room in O(log n)); unpacked pieces take a tile each.
+room in O(log n)); unpacked pieces take a tile each. `tiles_bound` bounds the tiles it
+takes from the pieces' sizes alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from xbarc.hardware import TileType
 from xbarc.ir.tile import Block, Indices
@@ -74,6 +77,28 @@ class FirstFit:
         return node - self.size
 
 
+def shelf_quantum(tile_type: TileType) -> int:
+    """Shelf heights are multiples of this many rows: a sixteenth of the tile."""
+    return max(1, tile_type.rows // 16)
+
+
+def tiles_bound(
+    heights: np.ndarray, widths: np.ndarray, counts: np.ndarray, tile_type: TileType, packed: bool
+) -> int:
+    """A lower bound on the virtual tiles `Packer` takes for `counts[i]` blocks of
+    `heights[i]` x `widths[i]` cells each (one layer, on tiles of its own): unpacked, every
+    block takes a tile (exact); packed, a block fills at least its shelf height (its rows
+    rounded up to the packer's quantum) times its columns, so the tiles hold at least the
+    sum of those areas."""
+    if not packed:
+        return int(counts.sum())
+    rows, cols = tile_type.rows, tile_type.cols
+    quantum = shelf_quantum(tile_type)
+    shelves = np.minimum(rows, -(-heights // quantum) * quantum)
+    area = int((shelves.astype(np.int64) * widths * counts).sum())
+    return -(-area // (rows * cols))
+
+
 NO_SHELVES: tuple[list[tuple[int, int]], FirstFit] = ([], FirstFit())
 
 
@@ -89,7 +114,7 @@ class Packer:
 
     def __init__(self, tile_type: TileType):
         self.tile_type = tile_type
-        self.quantum = max(1, tile_type.rows // 16)
+        self.quantum = shelf_quantum(tile_type)
         self.vtiles = 0
         self.close()
 

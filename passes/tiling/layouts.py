@@ -154,9 +154,10 @@ def choose_layouts(
     tile's cycles depend on how its blocks happen to pack, so not always), and narrower
     groups more index tables. From each layout's footprint after packing:
 
-    - when the model can fit the chip's tiles in one phase, the fastest way it does: the
-      fewest cycles per inference within the tile budget, over every layer's layouts at
-      once (`fastest_within`, exact for the measured footprints);
+    - when the model can fit the chip's tiles in one phase, the fastest way it does: a
+      tile per block where that fits (every read in one cycle), else the fewest cycles
+      per inference within the tile budget, over every layer's layouts at once
+      (`fastest_within`, exact for the measured footprints);
     - else, as the model is reprogrammed in phases whatever the layout, each layer's
       fewest tiles (fewer phases, fewer writes), or close to them: the fastest layout
       within TOLERANCE of the fewest (`near_fewest`). Lower bounds on the tiles spare
@@ -170,9 +171,13 @@ def choose_layouts(
     footprints = Footprints(program, tile_type, place, compactor)
     arrays = program.arrays
     budget = tile_type.count
+    fastest = options[0]
+    if not fastest.packed and sum(footprints.tiles(a, fastest) for a in arrays) <= budget:
+        return {array.name: fastest for array in arrays}  # a tile per block: one cycle a read
     if sum(footprints.least(array) for array in arrays) <= budget:
-        fits = [[footprints.fit(array, layout) for layout in options] for array in arrays]
-        if sum(min(fit.tiles for fit in found) for found in fits) <= budget:
+        fewest = sum(min(footprints.tiles(array, layout) for layout in options) for array in arrays)
+        if fewest <= budget:  # only now count cycles, which cost more than tiles to measure
+            fits = [[footprints.fit(array, layout) for layout in options] for array in arrays]
             chosen = fastest_within(fits, budget)
             return {a.name: options[index] for a, index in zip(arrays, chosen, strict=True)}
     return {array.name: near_fewest(footprints, array, options) for array in arrays}

@@ -196,7 +196,7 @@ def test_every_mapping_and_packing_of_a_pruned_fixture_gives_the_same_bits(name)
 
 
 def test_first_fit_finds_the_first_bin_with_room():
-    from xbarc.passes.tile import FirstFit
+    from xbarc.passes.tiling.packing import FirstFit
 
     rng = np.random.default_rng(5)
     bins = FirstFit()
@@ -251,21 +251,23 @@ def test_packing_trades_tiles_for_cycles(tmp_path):
 def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsys):
     from xbarc.cli import main
 
-    def compiled(tiles: int):
+    def compiled(tiles: int, group_cols: str = ""):
         options = CompileOptions(
             tiles=tiles,  # the chip the tile pass chooses the column groups for
             input_shapes={"x": (1, 1, 8, 8)},
-            pipeline="quantize{weight-bits=8,cell-bits=1},tile{rows=32,cols=32,mapping=squeeze},"
-            "allocate",
+            pipeline="quantize{weight-bits=8,cell-bits=1},tile{rows=32,cols=32,mapping=squeeze"
+            f"{group_cols}}},allocate",
         )
         return compile_onnx(DIGITS / "lenet_p90.onnx", options)
 
-    roomy, tight, hopeless = compiled(4096), compiled(12), compiled(4)
+    roomy, tight, hopeless = compiled(4096), compiled(12), compiled(2)
     assert {a.group_cols for a in roomy.arrays} == {32}
-    assert {a.group_cols for a in hopeless.arrays} == {32}  # reprogrammed either way
     assert min(a.group_cols for a in tight.arrays) < 32
     assert tiles_of(tight) <= 12 < tiles_of(roomy)
     assert len(tight.phases) == 1 and len(hopeless.phases) > 1
+    # reprogrammed whatever the groups: close to the fewest crossbars, not the widest groups
+    narrowest = compiled(2, ",group-cols=1")
+    assert tiles_of(hopeless) <= 1.1 * tiles_of(narrowest) < tiles_of(roomy) / 2
     # a pipeline's allocate{tiles=N} is the budget the tile pass plans for, too
     budgeted = compile_onnx(
         DIGITS / "lenet_p90.onnx",
@@ -291,7 +293,7 @@ def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsy
 
 
 def test_reordering_groups_columns_that_use_the_same_rows(tmp_path):
-    from xbarc.passes.tile import similar_columns
+    from xbarc.passes.tiling.compaction import similar_columns
 
     # columns 0, 2, 4, 6 use rows 0-9, columns 1, 3, 5, 7 rows 10-19
     weights = np.zeros((20, 8), dtype=np.float32)

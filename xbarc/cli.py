@@ -377,9 +377,11 @@ def describe_group_cols(program, chosen: bool) -> str:
     """The column-group widths of a sparse program's layers, and how they were chosen."""
     from collections import Counter
 
+    from xbarc.passes.tiling.layouts import TOLERANCE
+
     widths = Counter(array.group_cols for array in program.arrays)
     parts = [
-        f"{width} columns in {count} layer{'s' if count != 1 else ''}"
+        f"{width} column{'s' if width != 1 else ''} in {count} layer{'s' if count != 1 else ''}"
         for width, count in sorted(widths.items(), key=lambda item: -(item[0] or 0))
     ]
     tiles = program.hardware.tile_count
@@ -387,13 +389,13 @@ def describe_group_cols(program, chosen: bool) -> str:
         how = "as given by --group-cols"
     elif len(program.phases) <= 1:
         how = (
-            "chosen per layer: the widest groups, for the fewest cycles, with which the "
-            f"model fits {tiles} tiles in one phase; --group-cols sets them"
+            "chosen per layer: the fewest cycles with which the model fits "
+            f"{tiles} tiles in one phase; --group-cols sets them"
         )
     else:
         how = (
-            f"chosen: the widest, as the model cannot fit {tiles} tiles in one phase even "
-            "with the narrowest groups; --group-cols sets them"
+            f"chosen per layer for the fewest crossbars (within {TOLERANCE:.0%}), as the model "
+            f"cannot fit {tiles} tiles in one phase with any; --group-cols sets them"
         )
     return f"column groups: {', '.join(parts)} ({how})"
 

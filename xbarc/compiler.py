@@ -119,6 +119,32 @@ def compare_mappings(model_path: str | Path, options: CompileOptions) -> list[di
     return rows
 
 
+def compare_group_cols(
+    model_path: str | Path, options: CompileOptions, widths: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+) -> list[dict]:
+    """Crossbars, cycles per inference and phases of the model compiled from `options`
+    with the column-group widths chosen per layer (`group_cols` None, the first row) and
+    with each of `widths` for every layer: how close the default comes to the best."""
+    from dataclasses import replace
+
+    from xbarc.report import report
+
+    if options.mapping == "dense":
+        raise XbarcError("dense mapping has no column groups", hint="use sparse or squeeze")
+    rows = []
+    for group_cols in (None, *widths):
+        summary = report(compile_onnx(model_path, replace(options, group_cols=group_cols)))
+        rows.append(
+            {
+                "group_cols": group_cols,
+                "crossbars": summary.vtiles,
+                "cycles": summary.cycles,
+                "phases": summary.phases,
+            }
+        )
+    return rows
+
+
 def format_comparison(rows: list[dict]) -> str:
     dense = rows[0]["crossbars"]
     lines = [

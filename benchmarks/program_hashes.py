@@ -9,6 +9,12 @@ also the nine onnx light models at 128x128 tiles (dense, sparse, squeezed) and t
 with trained-like weights pruned to 90 %, and prints the sha256 of each printed program
 (whose tensor lines carry the tensors' own sha256).
 
+With `--schedule` it hashes instead what the compile decided, in a form every version of
+the text format shares: the chip, the tensors (with their digests), the arrays, every
+block's placement, and every phase's writes and runs with each cycle's blocks in order.
+That proves a change of the text format (or of how references are written) left the
+crossbars, blocks, phases and cycles as they were.
+
 With `--ref REF` it also exports the git revision REF (`git archive`) to a temporary
 folder, hashes the same corpus there in a fresh process, and lists every case whose
 program differs; the exit status is 1 if any does. `--baseline JSON` compares against
@@ -91,8 +97,32 @@ def compile_hash(model: Path, fields: dict, tile: int, input_shapes: dict) -> st
     if extra_tile is not None:
         pipeline = default_pipeline(options).replace("tile{", "tile{" + extra_tile + ",")
         options = CompileOptions(**{**_fields(options), "pipeline": pipeline})
-    text = print_program(compile_onnx(model, options))
+    program = compile_onnx(model, options)
+    text = schedule_text(program) if SCHEDULE_ONLY else print_program(program)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+SCHEDULE_ONLY = os.environ.get("XBARC_HASHES_SCHEDULE") == "1"
+
+
+def schedule_text(program) -> str:
+    """The program's decisions, through attributes every format version has (a cycle's
+    `blocks` are its reads' blocks since version 2)."""
+    arrays = [
+        (a.name, a.kind, a.groups, a.rows, a.cols, a.weight_bits, a.encoding, a.scale,
+         a.values, a.levels, a.slices, a.group_cols)
+        for a in program.arrays
+    ]  # fmt: skip
+    phases = [
+        (
+            phase.index,
+            [(write.vtile, write.tile) for write in phase.writes],
+            [(run.layer, [tuple(cycle.blocks) for cycle in run.cycles]) for run in phase.runs],
+        )
+        for phase in program.phases
+    ]
+    parts = (program.hardware, program.tensors, arrays, program.blocks, phases)
+    return repr(parts)
 
 
 def _fields(options) -> dict:
@@ -153,7 +183,14 @@ def main() -> int:
     parser.add_argument("--ref", help="compare against this git revision")
     parser.add_argument("--baseline", help="compare against hashes saved with --json")
     parser.add_argument("--json", help="write the hashes as JSON here (- for stdout)")
+    parser.add_argument(
+        "--schedule", action="store_true", help="hash the decisions, not the printed text"
+    )
     args = parser.parse_args()
+    if args.schedule:  # for this process and the one hashing --ref
+        os.environ["XBARC_HASHES_SCHEDULE"] = "1"
+        global SCHEDULE_ONLY
+        SCHEDULE_ONLY = True
     root = Path(os.environ.get("XBARC_HASHES_ROOT", ROOT))
     started = time.perf_counter()
     sys.path.insert(0, str(root))  # the tree's own xbarc, not an installed one

@@ -39,18 +39,10 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = (
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
+sys.path.insert(0, str(Path(__file__).parent))
+from compile_light import LIGHT  # noqa: E402
+from compile_light import MODELS as LIGHT_MODELS  # noqa: E402
+
 TRAINED_LIKE = ("squeezenet", "shufflenet")
 
 # (label, CompileOptions fields): every variant the tile pass distinguishes

@@ -178,6 +178,7 @@ def main() -> int:
     parser.add_argument(
         "--schedule", action="store_true", help="hash the decisions, not the printed text"
     )
+    parser.add_argument("--record", action="store_true", help="record the comparison in RESULTS.md")
     args = parser.parse_args()
     if args.schedule:  # for this process and the one hashing --ref
         os.environ["XBARC_HASHES_SCHEDULE"] = "1"
@@ -208,7 +209,33 @@ def main() -> int:
     for case in changed:
         print(f"changed: {case}")
     print(f"{len(changed)} of {len(hashes)} programs differ from {against}")
+    if args.record:
+        record_comparison(hashes, changed, against, args.schedule)
     return 1 if changed else 0
+
+
+def record_comparison(hashes: dict[str, str], changed: list[str], against: str, schedule: bool):
+    """RESULTS.md: how many programs of each variant differ from the other revision."""
+    from results import record
+
+    def variant(case: str) -> str:
+        return case.rsplit(" ", 1)[-1]
+
+    counts: dict[str, list[int]] = {}
+    for case in hashes:
+        counts.setdefault(variant(case), [0, 0])[0] += 1
+    for case in changed:
+        counts[variant(case)][1] += 1
+    what = "schedules (chip, tensors, arrays, blocks, writes, cycles)" if schedule else "texts"
+    rows = "\n".join(f"| {name} | {total} | {differ} |" for name, (total, differ) in counts.items())
+    body = (
+        "## Programs against another revision (`benchmarks/program_hashes.py`)\n\n"
+        f"Compared: the printed {what} of {len(hashes)} compiles (the digits fixtures at "
+        f"32x32 and 128x128 under each variant; the light models and two trained-like 90 %-"
+        f"pruned ones at 128x128) with those of `{against}`: {len(changed)} differ.\n\n"
+        "| variant | programs | differ |\n|---|---:|---:|\n" + rows
+    )
+    record("program_hashes", body)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ def check_options(weight_bits: int, cell_bits: int, scale: str, encoding: str) -
     if cell_bits > weight_bits:
         raise XbarcError(
             f"cell bits ({cell_bits}) exceed weight bits ({weight_bits})",
-            hint="a cell cannot hold more bits than a weight has; lower --cell-bits",
+            hint="a cell cannot hold more bits than a weight has: lower quantize{cell-bits=N} "
+            "or compile --cell-bits N",
         )
     if scale not in ("tensor", "column"):
         raise XbarcError(f"unknown scale mode {scale!r}", hint="use tensor or column")
@@ -118,7 +119,7 @@ def check_max_ones(max_ones: int | None, weight_bits: int, encoding: str) -> Non
         raise XbarcError(
             "max-ones keeps few one bits per sign-magnitude weight, which needs "
             "differential encoding",
-            hint="--encoding differential",
+            hint="use quantize{encoding=differential} or compile --encoding differential",
         )
 
 

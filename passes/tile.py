@@ -186,7 +186,8 @@ def choose_tile_type(hardware: Hardware, rows: int | None, cols: int | None) -> 
     known = ", ".join(f"{t.rows}x{t.cols}" for t in hardware.tile_types)
     raise XbarcError(
         f"the hardware has no {rows}x{cols} tile type",
-        hint=f"its tile types are {known}; set --tile-size to match",
+        hint=f"its tile types are {known}: ask for one of them with tile{{rows=R,cols=C}} "
+        "or compile --tile-size RxC",
     )
 
 
@@ -196,5 +197,6 @@ def check_sparse_encoding(program: Program, mapping: str) -> None:
         raise XbarcError(
             f"mapping={mapping} drops zero cells, but array @{offset[0]} uses "
             "offset encoding, whose zero weights are not zero cells",
-            hint="quantize with encoding=differential (--encoding differential)",
+            hint="quantize with differential encoding: quantize{encoding=differential} or "
+            "compile --encoding differential",
         )

@@ -19,8 +19,12 @@ a warning names the layer, and one more line says what fixes it.
   and, where the program is calibrated, against the calibrated spread (the calibration's
   percentile of the read sums, `xbarc calibrate`).
 - `xbarc run` / `eval` (`observe_reads`, `measured_adc`): the spread measured on the
-  run's own reads (the 99.99th percentile of |sum| / step over every read of the layer,
-  each read by its own step, `runtime/read_spread.py`) under the run's settings.
+  run's own reads under the run's settings (bits, range, placement, noise): the 99.99th
+  percentile, the one `xbarc calibrate` keeps, of |sum| / step over the layer's reads,
+  each read by its own step (`runtime/read_spread.py`). A calibrated range then uses all
+  the ADC's bits, by construction; a fixed one shows what calibrating would win.
+
+Not measured: `ideal` (no ADC) and `adc_bits = "exact"` (no step): nothing to warn about.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class LayerAdcUse:
     largest_sum: int | None = None  # the largest sum the tallest read can produce
     full_scale: float | None = None  # the ADC's full scale for that read
     spread: float | None = None  # |sum| at the percentile, for that read
-    sums: int | None = None  # read sums observed in the run
+    sums: int | None = None  # read sums the run produced
+    counted: int | None = None  # of them, counted (a sample, where reads span many patches)
     zero: float | None = None  # the fraction of them exactly zero
     clipped: float | None = None  # the fraction beyond the full scale (the ADC saturates)
 
@@ -193,6 +198,7 @@ def measured_layer(row: LayerSpread, signed: bool) -> LayerAdcUse:
         row.spread_steps,
         bits_used(row.spread_steps, signed),
         sums=row.sums,
+        counted=row.counted,
         zero=row.zero,
         clipped=row.clipped,
     )

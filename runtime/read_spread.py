@@ -38,15 +38,36 @@ HIGHEST_BITS = 24  # far beyond any full scale: sums up there share the last bin
 BINS = 1 + (HIGHEST_BITS - LOWEST_BITS) * BINS_PER_BIT  # bin 0: sums that are exactly zero
 
 
-# Reads over more patches than this are sampled: the sums of every read column at the
-# same runs of SAMPLE_RUN consecutive patches, one run drawn at random out of every
-# SAMPLE_EVERY, once per patch count. Every patch is as likely to be counted (a fixed
-# stride would keep to some pixel columns of every image), and runs keep the memory read
-# to the sample's (single patches at random would touch every cache line). A batch of 360
-# digits still puts 60 or more counted sums beyond each layer's 99.99th percentile.
+# Reads over more patches than this are sampled (`PatchSample`): in every stratum of
+# SAMPLE_EVERY runs of SAMPLE_RUN consecutive patches, each read column counts one run,
+# the next column the next run. Every patch of every column is as likely to be counted,
+# the columns of one read together count every patch (a fixed stride would keep to some
+# pixel columns of every image, one set of patches for all columns to some images), and
+# runs keep the memory read to the sample's: the observer is bound by memory, and patches
+# one by one would touch every cache line.
 SAMPLE_ABOVE = 4096
-SAMPLE_EVERY = 8
+SAMPLE_EVERY = 16
 SAMPLE_RUN = 64
+
+
+@dataclass(frozen=True)
+class PatchSample:
+    """The patches counted of reads over many: in stratum k (`every` runs of `run`
+    patches), read column m counts run (offsets[k] + m) % every."""
+
+    offsets: np.ndarray  # int64, one per stratum
+    every: int
+    run: int
+
+    @classmethod
+    def everything(cls, patches: int) -> PatchSample:
+        return cls(np.zeros(1, dtype=np.int64), 1, max(patches, 1))
+
+    def patches(self, column: int, count: int) -> np.ndarray:
+        """The patches read column `column` counts of `count`."""
+        runs = np.arange(len(self.offsets)) * self.every + (self.offsets + column) % self.every
+        chosen = (runs[:, None] * self.run + np.arange(self.run)).reshape(-1)
+        return chosen[chosen < count]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +105,7 @@ class ReadSpread:
         self.levels = levels
         self.percentile = percentile
         self._layers: dict[str, LayerCounts] = {}
-        self._samples: dict[int, np.ndarray] = {}
+        self._samples: dict[int, PatchSample] = {}
 
     def __call__(self, layer: str, sums: np.ndarray, full_scales: np.ndarray) -> None:
         counts = self._layers.get(layer)
@@ -93,29 +114,24 @@ class ReadSpread:
         counts.sums += sums.size
         counts.full_scale = max(counts.full_scale, int(full_scales.max()))
         steps_per_unit = self.levels / full_scales.astype(np.float64)
-        counted = self.counted_patches(sums.shape[1])
-        histogram = counts.histogram
-        counts.clipped += spread_histogram(sums, steps_per_unit, self.levels, histogram, counted)
+        sample = self.sample(sums.shape[1])
+        counts.clipped += spread_histogram(
+            sums, steps_per_unit, self.levels, counts.histogram, sample
+        )
 
-    def counted_patches(self, patches: int) -> np.ndarray:
+    def sample(self, patches: int) -> PatchSample:
         """The patches counted of reads over `patches`: all of them up to SAMPLE_ABOVE,
-        else a sample, the same for every read column and every run (seeded by the
-        count)."""
-        chosen = self._samples.get(patches)
-        if chosen is not None:
-            return chosen
-        if patches <= SAMPLE_ABOVE:
-            chosen = np.arange(patches, dtype=np.int64)
-        else:
-            runs = -(-patches // SAMPLE_RUN)
-            rng = np.random.default_rng(patches)
-            strata = np.arange(0, runs, SAMPLE_EVERY)
-            picked = strata + rng.integers(0, SAMPLE_EVERY, len(strata))
-            starts = picked[picked < runs] * SAMPLE_RUN
-            chosen = (starts[:, None] + np.arange(SAMPLE_RUN)).reshape(-1)
-            chosen = chosen[chosen < patches]
-        self._samples[patches] = chosen
-        return chosen
+        else a sample drawn once per patch count (seeded by it)."""
+        sample = self._samples.get(patches)
+        if sample is None:
+            if patches <= SAMPLE_ABOVE:
+                sample = PatchSample.everything(patches)
+            else:
+                strata = -(-patches // (SAMPLE_RUN * SAMPLE_EVERY))
+                offsets = np.random.default_rng(patches).integers(0, SAMPLE_EVERY, strata)
+                sample = PatchSample(offsets, SAMPLE_EVERY, SAMPLE_RUN)
+            self._samples[patches] = sample
+        return sample
 
     def layers(self) -> list[LayerSpread]:
         """Every layer observed so far, in the order its reads first came."""
@@ -162,27 +178,28 @@ def spread_histogram(
     steps_per_unit: np.ndarray,
     levels: int,
     histogram: np.ndarray,
-    patches: np.ndarray | None = None,
+    sample: PatchSample | None = None,
 ) -> int:
-    """Count the sums [M, P] (at the `patches` given, int64 indices; all by default) into
-    `histogram` (int64 [BINS]) and return how many of them are beyond the full scale.
-    Read column m's sums are in steps of 1 / steps_per_unit[m] (float64 [M], levels / full
-    scale): v = |s| * steps_per_unit[m] in float64; v == 0 counts in bin 0, else in the bin
-    of its exponent and its three leading mantissa bits (`bin_upper_edge`; read off the
-    float's bits, no logarithm), clamped to the bins; clipped: v > levels."""
+    """Count the sums [M, P] (all, or the `sample` of them) into `histogram` (int64
+    [BINS]) and return how many of them are beyond the full scale. Read column m's sums
+    are in steps of 1 / steps_per_unit[m] (float64 [M], levels / full scale): v = |s| *
+    steps_per_unit[m] in float64; v == 0 counts in bin 0, else in the bin of its exponent
+    and its three leading mantissa bits (`bin_upper_edge`; read off the float's bits, no
+    logarithm), clamped to the bins; clipped: v > levels."""
     if sums.ndim != 2 or steps_per_unit.shape != (sums.shape[0],):
         raise ValueError(f"sums {sums.shape} need one step per row, got {steps_per_unit.shape}")
     if histogram.shape != (BINS,) or histogram.dtype != np.int64:
         raise ValueError(f"the histogram must be int64 [{BINS}]")
-    if patches is None:
-        patches = np.arange(sums.shape[1], dtype=np.int64)
+    if sample is None:
+        sample = PatchSample.everything(sums.shape[1])
     if kernels.backend() == "numpy":
-        return spread_histogram_numpy(sums, steps_per_unit, levels, histogram, patches)
+        return spread_histogram_numpy(sums, steps_per_unit, levels, histogram, sample)
     compiled = _numba()
     integers = sums.dtype.kind in "iu"
     kernel = compiled.spread_histogram if integers else compiled.spread_histogram_float
     rows = np.ascontiguousarray(sums)
-    return int(kernel(rows, steps_per_unit, float(levels), histogram, patches))
+    arguments = (sample.offsets, sample.every, sample.run)
+    return int(kernel(rows, steps_per_unit, float(levels), histogram, *arguments))
 
 
 # float64 bits >> MANTISSA_SHIFT: the biased exponent and the three leading mantissa bits
@@ -195,13 +212,17 @@ def spread_histogram_numpy(
     steps_per_unit: np.ndarray,
     levels: int,
     histogram: np.ndarray,
-    patches: np.ndarray,
+    sample: PatchSample,
 ) -> int:
-    steps = np.abs(sums[:, patches].astype(np.float64)) * steps_per_unit[:, None]
-    keys = (steps.view(np.int64) >> MANTISSA_SHIFT) - FIRST_BIN_KEY + 1
-    bins = np.where(steps == 0, 0, np.clip(keys, 1, BINS - 1))
-    histogram += np.bincount(bins.reshape(-1), minlength=BINS)
-    return int((steps > levels).sum())
+    clipped = 0
+    for column, row in enumerate(sums):
+        counted = row[sample.patches(column, len(row))]
+        steps = np.abs(counted.astype(np.float64)) * steps_per_unit[column]
+        keys = (steps.view(np.int64) >> MANTISSA_SHIFT) - FIRST_BIN_KEY + 1
+        bins = np.where(steps == 0, 0, np.clip(keys, 1, BINS - 1))
+        histogram += np.bincount(bins, minlength=BINS)
+        clipped += int((steps > levels).sum())
+    return clipped
 
 
 # Integer sums are counted by value first (a table increment per sum, no branch), then
@@ -225,35 +246,50 @@ def _numba() -> SimpleNamespace:
         histogram[min(max(key, 1), histogram.shape[0] - 1)] += times
         return times if steps > top else 0
 
+    @numba.njit(cache=True, inline="always")
+    def run_of(column, stratum, patches, offsets, every, run):
+        """The patches [start, stop) that `column` counts in `stratum` (empty past the end)."""
+        start = (stratum * every + (offsets[stratum] + column) % every) * run
+        return min(start, patches), min(start + run, patches)
+
     @numba.njit(cache=True)
-    def spread_histogram_kernel(sums, steps_per_unit, top, histogram, patches):
+    def spread_histogram_kernel(sums, steps_per_unit, top, histogram, offsets, every, run):
         # One thread, and a row's sums counted by value first: a branch per sum (most are
         # zero after a ReLU and bit-serial inputs, the rest scattered) cost 5 ns a sum.
         # Four tables take turns, as consecutive increments of one entry (runs of zeros)
         # would each wait for the last one's store: 7 ns a sum with one table, 1 with four.
-        count_of = len(patches)
-        whole = count_of - count_of % 4
+        columns, patches = sums.shape
+        strata = len(offsets)
+        largest = np.zeros(columns, dtype=np.int64)
+        for m in range(columns):
+            row = sums[m]
+            for k in range(strata):
+                start, stop = run_of(m, k, patches, offsets, every, run)
+                for p in range(start, stop):
+                    largest[m] = max(largest[m], abs(np.int64(row[p])))
+        tables = np.empty(4 * (min(largest.max(), VALUE_TABLE_LIMIT) + 1), dtype=np.int64)
         clipped = 0
-        for m in range(sums.shape[0]):
+        for m in range(columns):
             row = sums[m]
             scale = steps_per_unit[m]
-            largest = 0
-            for i in range(count_of):
-                largest = max(largest, abs(np.int64(row[patches[i]])))
-            if largest > VALUE_TABLE_LIMIT:
-                for i in range(count_of):
-                    steps = abs(np.float64(row[patches[i]])) * scale
-                    clipped += count(steps, 1, top, histogram)
+            if largest[m] > VALUE_TABLE_LIMIT:
+                for k in range(strata):
+                    start, stop = run_of(m, k, patches, offsets, every, run)
+                    for p in range(start, stop):
+                        clipped += count(abs(np.float64(row[p])) * scale, 1, top, histogram)
                 continue
-            size = largest + 1
-            tables = np.zeros(4 * size, dtype=np.int64)
-            for i in range(0, whole, 4):
-                tables[abs(np.int64(row[patches[i]]))] += 1
-                tables[size + abs(np.int64(row[patches[i + 1]]))] += 1
-                tables[2 * size + abs(np.int64(row[patches[i + 2]]))] += 1
-                tables[3 * size + abs(np.int64(row[patches[i + 3]]))] += 1
-            for i in range(whole, count_of):
-                tables[abs(np.int64(row[patches[i]]))] += 1
+            size = largest[m] + 1
+            tables[: 4 * size] = 0
+            for k in range(strata):
+                start, stop = run_of(m, k, patches, offsets, every, run)
+                whole = stop - (stop - start) % 4
+                for p in range(start, whole, 4):
+                    tables[abs(np.int64(row[p]))] += 1
+                    tables[size + abs(np.int64(row[p + 1]))] += 1
+                    tables[2 * size + abs(np.int64(row[p + 2]))] += 1
+                    tables[3 * size + abs(np.int64(row[p + 3]))] += 1
+                for p in range(whole, stop):
+                    tables[abs(np.int64(row[p]))] += 1
             for value in range(size):
                 times = (
                     tables[value]
@@ -266,13 +302,15 @@ def _numba() -> SimpleNamespace:
         return clipped
 
     @numba.njit(cache=True)
-    def spread_histogram_float_kernel(sums, steps_per_unit, top, histogram, patches):
+    def spread_histogram_float_kernel(sums, steps_per_unit, top, histogram, offsets, every, run):
+        columns, patches = sums.shape
         clipped = 0
-        for m in range(sums.shape[0]):
+        for m in range(columns):
             scale = steps_per_unit[m]
-            for i in range(len(patches)):
-                steps = abs(np.float64(sums[m, patches[i]])) * scale
-                clipped += count(steps, 1, top, histogram)
+            for k in range(len(offsets)):
+                start, stop = run_of(m, k, patches, offsets, every, run)
+                for p in range(start, stop):
+                    clipped += count(abs(np.float64(sums[m, p])) * scale, 1, top, histogram)
         return clipped
 
     return SimpleNamespace(

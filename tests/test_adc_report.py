@@ -25,6 +25,7 @@ from xbarc.runtime.read_spread import (
     SAMPLE_EVERY,
     SAMPLE_RUN,
     VALUE_TABLE_LIMIT,
+    PatchSample,
     ReadSpread,
     bin_upper_edge,
     percentile_steps,
@@ -69,22 +70,30 @@ def test_sums_fall_in_the_bin_of_their_steps(backend):
 @pytest.mark.parametrize(
     "dtype, high", [(np.int16, 300), (np.int32, 4 * VALUE_TABLE_LIMIT), (np.float32, 3000)]
 )
-def test_numba_kernel_counts_like_its_numpy_twin(dtype, high):
+@pytest.mark.parametrize("sampled", [False, True])
+def test_numba_kernel_counts_like_its_numpy_twin(dtype, high, sampled):
     rng = np.random.default_rng(int(high))
     sums = rng.integers(-high, high, size=(24, 777)) * (rng.random((24, 777)) < 0.4)
     sums = sums.astype(dtype)
     if dtype == np.float32:
         sums += rng.normal(size=sums.shape).astype(np.float32)  # noisy reads: no zeros
     steps_per_unit = 10 ** rng.uniform(-3, 0.5, size=24)
+    # runs of 5 patches, one in 3 per column; the last stratum reaches past the end
+    sample = PatchSample(rng.integers(0, 3, 52), 3, 5) if sampled else None
     results = []
     for name in ("numba", "numpy"):
         kernels.set_backend(name)
-        results.append(histogram_of(sums, steps_per_unit))
+        histogram = np.zeros(BINS, dtype=np.int64)
+        clipped = spread_histogram(sums, steps_per_unit, 255, histogram, sample)
+        results.append((histogram, clipped))
     kernels.set_backend("numba")
     (numba_histogram, numba_clipped), (numpy_histogram, numpy_clipped) = results
     assert np.array_equal(numba_histogram, numpy_histogram)
     assert numba_clipped == numpy_clipped > 0
-    assert numba_histogram.sum() == sums.size
+    counted = sum(len(sample.patches(m, 777)) for m in range(24)) if sample else sums.size
+    assert numba_histogram.sum() == counted
+    if sample is not None:
+        assert 24 * 777 / 3 - 24 * 5 < counted < 24 * 777 / 3 + 24 * 5
 
 
 def test_percentile_is_the_upper_edge_of_its_bin():
@@ -152,22 +161,27 @@ def test_measured_spread_is_the_percentile_of_the_reads_sums(mlp_program):
 
 def test_reads_over_many_patches_are_sampled_evenly():
     spread = ReadSpread(255, 99.0)
-    assert np.array_equal(spread.counted_patches(SAMPLE_ABOVE), np.arange(SAMPLE_ABOVE))
-    patches = 360 * 49  # a batch of 7x7 images
-    counted = spread.counted_patches(patches)
-    assert np.array_equal(counted, ReadSpread(255, 99.0).counted_patches(patches))  # seeded
+    everything = spread.sample(SAMPLE_ABOVE).patches(5, SAMPLE_ABOVE)
+    assert np.array_equal(everything, np.arange(SAMPLE_ABOVE))
+    patches = 1000 * 49  # a batch of 7x7 images
+    sample = spread.sample(patches)
+    assert np.array_equal(sample.offsets, ReadSpread(255, 99.0).sample(patches).offsets)  # seeded
+    counted = sample.patches(0, patches)
     assert np.all(np.diff(counted) > 0) and counted[-1] < patches
     assert abs(len(counted) - patches / SAMPLE_EVERY) <= SAMPLE_RUN
-    # every pixel of the image and every part of the batch is counted about as often
+    # each column counts every pixel of the image, and every part of the batch, about as
+    # often; SAMPLE_EVERY columns in a row count every patch once
     assert np.bincount(counted % 49, minlength=49).min() > 0.6 * len(counted) / 49
-    assert np.bincount(counted * 10 // patches, minlength=10).min() > 0.5 * len(counted) / 10
+    assert np.bincount(counted * 10 // patches, minlength=10).min() > 0.7 * len(counted) / 10
+    together = np.concatenate([sample.patches(m, patches) for m in range(7, 7 + SAMPLE_EVERY)])
+    assert np.array_equal(np.sort(together), np.arange(patches))
     # the sample's percentile is the whole batch's, to within a bin or so
     rng = np.random.default_rng(3)
     sums = (rng.poisson(12, (16, patches)) * (rng.random((16, patches)) < 0.3)).astype(np.int16)
     spread(layer="a", sums=sums, full_scales=np.full(16, 255))
     (row,) = spread.layers()
     true = float(np.percentile(np.abs(sums), 99.0))
-    assert row.sums == sums.size and row.counted == 16 * len(counted)
+    assert row.sums == sums.size and abs(row.counted - sums.size / SAMPLE_EVERY) < 16 * SAMPLE_RUN
     assert true / 1.25 < row.spread_steps < true * 1.25
 
 

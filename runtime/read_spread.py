@@ -13,20 +13,17 @@ of an octave (at most 0.17 bit wide; exact zeros apart), and the sums beyond the
 scale (clipped), so that a run can say how many of the ADC's bits its reads use: log2 of
 a high percentile of |s| / step.
 
-It costs a run one pass of the histogram kernel (Numba, compiled on first use; its numpy
-twin `spread_histogram_numpy` runs under `kernels.set_backend("numpy")`) over the sums,
-on one thread, and nothing when no observer is set. Reads over many patches (a large
-batch) are sampled, 1 patch in 8: on a batch of 360 digits, the observer takes 1.5 % of
-a `quant` run of the ResNet compiled with 8-bit cells and 4 % with 2-bit cells, which
-read four times as many sums.
+It costs a run one pass of the histogram kernel (Numba, `read_spread_kernels.py`; its
+numpy twin `spread_histogram_numpy` runs under `kernels.set_backend("numpy")`) over the
+sums, on one thread, and nothing when no observer is set. Batches of many sums are
+sampled (one in SAMPLE_EVERY, in runs of patches): the observer then takes about 3 % of
+a `quant` run (the digits ResNet on 360 samples, light ResNet-50 on one image).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -38,22 +35,22 @@ HIGHEST_BITS = 24  # far beyond any full scale: sums up there share the last bin
 BINS = 1 + (HIGHEST_BITS - LOWEST_BITS) * BINS_PER_BIT  # bin 0: sums that are exactly zero
 
 
-# Reads over more patches than this are sampled (`PatchSample`): in every stratum of
+# Batches of more read sums than this are sampled (`PatchSample`): in every stratum of
 # SAMPLE_EVERY runs of SAMPLE_RUN consecutive patches, each read column counts one run,
-# the next column the next run. Every patch of every column is as likely to be counted,
-# the columns of one read together count every patch (a fixed stride would keep to some
-# pixel columns of every image, one set of patches for all columns to some images), and
-# runs keep the memory read to the sample's: the observer is bound by memory, and patches
-# one by one would touch every cache line.
-SAMPLE_ABOVE = 4096
+# the next column the next run, and each counted sum stands for SAMPLE_EVERY. Every sum is
+# as likely to be counted, the columns of one read together count every patch (a fixed
+# stride would keep to some pixel columns of every image, one set of patches for all
+# columns to some images), and runs keep the memory read to the sample's: counting is
+# bound by memory, and patches taken one by one would touch every cache line.
+SAMPLE_ABOVE = 1 << 16
 SAMPLE_EVERY = 16
 SAMPLE_RUN = 64
 
 
 @dataclass(frozen=True)
 class PatchSample:
-    """The patches counted of reads over many: in stratum k (`every` runs of `run`
-    patches), read column m counts run (offsets[k] + m) % every."""
+    """The patches counted of a batch of read sums: in stratum k (`every` runs of `run`
+    patches), read column m counts run (offsets[k] + m) % every, each sum for `every`."""
 
     offsets: np.ndarray  # int64, one per stratum
     every: int
@@ -76,12 +73,12 @@ class LayerSpread:
 
     layer: str
     sums: int  # read sums the layer produced (one per read column and patch)
-    counted: int  # of them, counted into the histogram (a sample, over many patches)
-    zero: float  # the fraction counted exactly zero (nothing to convert, nothing lost)
+    counted: int  # of them, counted into the histogram (a sample, where they are many)
+    zero: float  # the fraction exactly zero (nothing to convert, nothing lost)
     step: float  # the ADC step of the layer's largest full scale, in read-sum units
     spread_steps: float  # the percentile of |sum| / step, the upper edge of its bin; 0.0
     # when at least that fraction of the sums is zero
-    clipped: float  # the fraction counted beyond the full scale (the ADC saturates)
+    clipped: float  # the fraction beyond the full scale (the ADC saturates)
 
 
 @dataclass
@@ -90,6 +87,7 @@ class LayerCounts:
 
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
     sums: int = 0
+    counted: int = 0
     clipped: int = 0
     full_scale: int = 0
 
@@ -114,23 +112,21 @@ class ReadSpread:
         counts.sums += sums.size
         counts.full_scale = max(counts.full_scale, int(full_scales.max()))
         steps_per_unit = self.levels / full_scales.astype(np.float64)
-        sample = self.sample(sums.shape[1])
+        sample = self.sample(sums.shape[1]) if sums.size > SAMPLE_ABOVE else None
+        before = int(counts.histogram.sum())
         counts.clipped += spread_histogram(
             sums, steps_per_unit, self.levels, counts.histogram, sample
         )
+        counts.counted += (int(counts.histogram.sum()) - before) // (sample.every if sample else 1)
 
     def sample(self, patches: int) -> PatchSample:
-        """The patches counted of reads over `patches`: all of them up to SAMPLE_ABOVE,
-        else a sample drawn once per patch count (seeded by it)."""
+        """The sample of a batch of read sums over `patches`, drawn once per patch count
+        (seeded by it)."""
         sample = self._samples.get(patches)
         if sample is None:
-            if patches <= SAMPLE_ABOVE:
-                sample = PatchSample.everything(patches)
-            else:
-                strata = -(-patches // (SAMPLE_RUN * SAMPLE_EVERY))
-                offsets = np.random.default_rng(patches).integers(0, SAMPLE_EVERY, strata)
-                sample = PatchSample(offsets, SAMPLE_EVERY, SAMPLE_RUN)
-            self._samples[patches] = sample
+            strata = -(-patches // (SAMPLE_RUN * SAMPLE_EVERY))
+            offsets = np.random.default_rng(patches).integers(0, SAMPLE_EVERY, strata)
+            sample = self._samples[patches] = PatchSample(offsets, SAMPLE_EVERY, SAMPLE_RUN)
         return sample
 
     def layers(self) -> list[LayerSpread]:
@@ -138,16 +134,16 @@ class ReadSpread:
         result = []
         for layer, counts in self._layers.items():
             histogram = counts.histogram
-            counted = int(histogram.sum())
+            weighed = int(histogram.sum())  # the sums the counted ones stand for
             result.append(
                 LayerSpread(
                     layer,
                     counts.sums,
-                    counted,
-                    int(histogram[0]) / counted,
+                    counts.counted,
+                    int(histogram[0]) / weighed,
                     counts.full_scale / self.levels,
                     percentile_steps(histogram, self.percentile),
-                    counts.clipped / counted,
+                    counts.clipped / weighed,
                 )
             )
         return result
@@ -180,12 +176,13 @@ def spread_histogram(
     histogram: np.ndarray,
     sample: PatchSample | None = None,
 ) -> int:
-    """Count the sums [M, P] (all, or the `sample` of them) into `histogram` (int64
-    [BINS]) and return how many of them are beyond the full scale. Read column m's sums
-    are in steps of 1 / steps_per_unit[m] (float64 [M], levels / full scale): v = |s| *
-    steps_per_unit[m] in float64; v == 0 counts in bin 0, else in the bin of its exponent
-    and its three leading mantissa bits (`bin_upper_edge`; read off the float's bits, no
-    logarithm), clamped to the bins; clipped: v > levels."""
+    """Count the sums [M, P] (all, or the `sample` of them, each for `sample.every`) into
+    `histogram` (int64 [BINS]) and return how many are beyond the full scale (counted the
+    same way). Read column m's sums are in steps of 1 / steps_per_unit[m] (float64 [M],
+    levels / full scale): v = |s| * steps_per_unit[m] in float64; v == 0 counts in bin 0,
+    else in the bin of its exponent and its three leading mantissa bits
+    (`bin_upper_edge`; read off the float's bits, no logarithm), clamped to the bins;
+    clipped: v > levels."""
     if sums.ndim != 2 or steps_per_unit.shape != (sums.shape[0],):
         raise ValueError(f"sums {sums.shape} need one step per row, got {steps_per_unit.shape}")
     if histogram.shape != (BINS,) or histogram.dtype != np.int64:
@@ -194,7 +191,8 @@ def spread_histogram(
         sample = PatchSample.everything(sums.shape[1])
     if kernels.backend() == "numpy":
         return spread_histogram_numpy(sums, steps_per_unit, levels, histogram, sample)
-    compiled = _numba()
+    from xbarc.runtime import read_spread_kernels as compiled
+
     integers = sums.dtype.kind in "iu"
     kernel = compiled.spread_histogram if integers else compiled.spread_histogram_float
     rows = np.ascontiguousarray(sums)
@@ -220,8 +218,8 @@ def spread_histogram_numpy(
         steps = np.abs(counted.astype(np.float64)) * steps_per_unit[column]
         keys = (steps.view(np.int64) >> MANTISSA_SHIFT) - FIRST_BIN_KEY + 1
         bins = np.where(steps == 0, 0, np.clip(keys, 1, BINS - 1))
-        histogram += np.bincount(bins, minlength=BINS)
-        clipped += int((steps > levels).sum())
+        histogram += sample.every * np.bincount(bins, minlength=BINS)
+        clipped += sample.every * int((steps > levels).sum())
     return clipped
 
 
@@ -229,91 +227,3 @@ def spread_histogram_numpy(
 # the distinct values are binned; rows whose sums reach beyond this (wide DAC slices on
 # tall tiles) are binned sum by sum.
 VALUE_TABLE_LIMIT = 1 << 16
-
-
-@functools.cache
-def _numba() -> SimpleNamespace:
-    """Compile (or load from the on-disk cache) the histogram kernels."""
-    import numba
-
-    @numba.njit(cache=True, inline="always")
-    def count(steps, times, top, histogram):
-        """Count `times` sums of `steps` steps; returns how many of them are clipped."""
-        if steps == 0:
-            histogram[0] += times
-            return 0
-        key = (np.float64(steps).view(np.int64) >> MANTISSA_SHIFT) - FIRST_BIN_KEY + 1
-        histogram[min(max(key, 1), histogram.shape[0] - 1)] += times
-        return times if steps > top else 0
-
-    @numba.njit(cache=True, inline="always")
-    def run_of(column, stratum, patches, offsets, every, run):
-        """The patches [start, stop) that `column` counts in `stratum` (empty past the end)."""
-        start = (stratum * every + (offsets[stratum] + column) % every) * run
-        return min(start, patches), min(start + run, patches)
-
-    @numba.njit(cache=True)
-    def spread_histogram_kernel(sums, steps_per_unit, top, histogram, offsets, every, run):
-        # One thread, and a row's sums counted by value first: a branch per sum (most are
-        # zero after a ReLU and bit-serial inputs, the rest scattered) cost 5 ns a sum.
-        # Four tables take turns, as consecutive increments of one entry (runs of zeros)
-        # would each wait for the last one's store: 7 ns a sum with one table, 1 with four.
-        columns, patches = sums.shape
-        strata = len(offsets)
-        largest = np.zeros(columns, dtype=np.int64)
-        for m in range(columns):
-            row = sums[m]
-            for k in range(strata):
-                start, stop = run_of(m, k, patches, offsets, every, run)
-                for p in range(start, stop):
-                    largest[m] = max(largest[m], abs(np.int64(row[p])))
-        tables = np.empty(4 * (min(largest.max(), VALUE_TABLE_LIMIT) + 1), dtype=np.int64)
-        clipped = 0
-        for m in range(columns):
-            row = sums[m]
-            scale = steps_per_unit[m]
-            if largest[m] > VALUE_TABLE_LIMIT:
-                for k in range(strata):
-                    start, stop = run_of(m, k, patches, offsets, every, run)
-                    for p in range(start, stop):
-                        clipped += count(abs(np.float64(row[p])) * scale, 1, top, histogram)
-                continue
-            size = largest[m] + 1
-            tables[: 4 * size] = 0
-            for k in range(strata):
-                start, stop = run_of(m, k, patches, offsets, every, run)
-                whole = stop - (stop - start) % 4
-                for p in range(start, whole, 4):
-                    tables[abs(np.int64(row[p]))] += 1
-                    tables[size + abs(np.int64(row[p + 1]))] += 1
-                    tables[2 * size + abs(np.int64(row[p + 2]))] += 1
-                    tables[3 * size + abs(np.int64(row[p + 3]))] += 1
-                for p in range(whole, stop):
-                    tables[abs(np.int64(row[p]))] += 1
-            for value in range(size):
-                times = (
-                    tables[value]
-                    + tables[size + value]
-                    + tables[2 * size + value]
-                    + tables[3 * size + value]
-                )
-                if times:
-                    clipped += count(np.float64(value) * scale, times, top, histogram)
-        return clipped
-
-    @numba.njit(cache=True)
-    def spread_histogram_float_kernel(sums, steps_per_unit, top, histogram, offsets, every, run):
-        columns, patches = sums.shape
-        clipped = 0
-        for m in range(columns):
-            scale = steps_per_unit[m]
-            for k in range(len(offsets)):
-                start, stop = run_of(m, k, patches, offsets, every, run)
-                for p in range(start, stop):
-                    clipped += count(abs(np.float64(sums[m, p])) * scale, 1, top, histogram)
-        return clipped
-
-    return SimpleNamespace(
-        spread_histogram=spread_histogram_kernel,
-        spread_histogram_float=spread_histogram_float_kernel,
-    )

@@ -91,7 +91,7 @@ def test_numba_kernel_counts_like_its_numpy_twin(dtype, high, sampled):
     assert np.array_equal(numba_histogram, numpy_histogram)
     assert numba_clipped == numpy_clipped > 0
     counted = sum(len(sample.patches(m, 777)) for m in range(24)) if sample else sums.size
-    assert numba_histogram.sum() == counted
+    assert numba_histogram.sum() == counted * (3 if sample else 1)  # each counted for 3
     if sample is not None:
         assert 24 * 777 / 3 - 24 * 5 < counted < 24 * 777 / 3 + 24 * 5
 
@@ -159,13 +159,11 @@ def test_measured_spread_is_the_percentile_of_the_reads_sums(mlp_program):
         assert row.step == largest[row.layer] / 255
 
 
-def test_reads_over_many_patches_are_sampled_evenly():
+def test_large_batches_of_reads_are_sampled_evenly():
     spread = ReadSpread(255, 99.0)
-    everything = spread.sample(SAMPLE_ABOVE).patches(5, SAMPLE_ABOVE)
-    assert np.array_equal(everything, np.arange(SAMPLE_ABOVE))
     patches = 1000 * 49  # a batch of 7x7 images
     sample = spread.sample(patches)
-    assert np.array_equal(sample.offsets, ReadSpread(255, 99.0).sample(patches).offsets)  # seeded
+    assert np.array_equal(sample.offsets, ReadSpread(255, 99.0).sample(patches).offsets)
     counted = sample.patches(0, patches)
     assert np.all(np.diff(counted) > 0) and counted[-1] < patches
     assert abs(len(counted) - patches / SAMPLE_EVERY) <= SAMPLE_RUN
@@ -175,14 +173,29 @@ def test_reads_over_many_patches_are_sampled_evenly():
     assert np.bincount(counted * 10 // patches, minlength=10).min() > 0.7 * len(counted) / 10
     together = np.concatenate([sample.patches(m, patches) for m in range(7, 7 + SAMPLE_EVERY)])
     assert np.array_equal(np.sort(together), np.arange(patches))
-    # the sample's percentile is the whole batch's, to within a bin or so
+    # reads over fewer patches than a run: whole columns, one in SAMPLE_EVERY
+    short = spread.sample(49)
+    assert sum(len(short.patches(m, 49)) for m in range(SAMPLE_EVERY)) == 49
+
+    # the sample's figures are the whole batch's, to within a bin or so; each counted sum
+    # stands for SAMPLE_EVERY of them
     rng = np.random.default_rng(3)
-    sums = (rng.poisson(12, (16, patches)) * (rng.random((16, patches)) < 0.3)).astype(np.int16)
-    spread(layer="a", sums=sums, full_scales=np.full(16, 255))
-    (row,) = spread.layers()
-    true = float(np.percentile(np.abs(sums), 99.0))
-    assert row.sums == sums.size and abs(row.counted - sums.size / SAMPLE_EVERY) < 16 * SAMPLE_RUN
-    assert true / 1.25 < row.spread_steps < true * 1.25
+    for rows, width in ((16, patches), (4096, 49)):
+        sums = rng.poisson(12, (rows, width)) * (rng.random((rows, width)) < 0.3)
+        sums = sums.astype(np.int16)
+        assert sums.size > SAMPLE_ABOVE
+        spread = ReadSpread(255, 99.0)
+        spread(layer="a", sums=sums, full_scales=np.full(rows, 255))
+        (row,) = spread.layers()
+        true = float(np.percentile(np.abs(sums), 99.0))
+        assert row.sums == sums.size
+        assert abs(row.counted - sums.size / SAMPLE_EVERY) < 0.02 * sums.size / SAMPLE_EVERY
+        assert true / 1.25 < row.spread_steps < true * 1.25
+        assert row.zero == pytest.approx(np.mean(sums == 0), abs=0.01)
+    # fewer sums: every one of them counted
+    small = np.ones((4, SAMPLE_ABOVE // 4), dtype=np.int16)
+    spread(layer="b", sums=small, full_scales=np.full(4, 255))
+    assert spread.layers()[1].counted == small.size
 
 
 def test_reads_are_observed_only_when_asked(mlp_program):

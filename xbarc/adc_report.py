@@ -32,11 +32,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from xbarc.calibrate import DEFAULT_PERCENTILE
 from xbarc.ir.tile import Program
 from xbarc.runtime.noise import NoiseSettings
 from xbarc.runtime.read_spread import LayerSpread, ReadSpread
+
+if TYPE_CHECKING:
+    from xbarc.session import InferenceSession
 
 SUM_UNIT = "cell levels x DAC digits"
 
@@ -147,8 +151,10 @@ def inspect_adc(program: Program, program_path: str | os.PathLike = "PROGRAM.xba
 # --- run and eval: measured on the reads ------------------------------------------------------
 
 
-def observe_reads(session, percentile: float = DEFAULT_PERCENTILE) -> ReadSpread | None:
-    """A `ReadSpread` watching `session`'s reads (an `xbarc.InferenceSession`), or None
+def observe_reads(
+    session: InferenceSession, percentile: float = DEFAULT_PERCENTILE
+) -> ReadSpread | None:
+    """A `ReadSpread` watching `session`'s reads, or None
     where reads have no ADC step to measure against: `ideal` (no ADC) and
     `adc_bits = "exact"` (lossless)."""
     levels = session.adc_levels

@@ -15,9 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xbarc import __version__
 from xbarc.diagnostics import XbarcError
+
+if TYPE_CHECKING:
+    from xbarc.adc_report import AdcUse
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -418,7 +422,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_adc_json(data: dict, adc) -> None:
+def add_adc_json(data: dict, adc: AdcUse) -> None:
     """The ADC figures in a JSON report: each layer's under its "adc" key, the ADC and the
     warnings under the report's."""
     figures = adc.to_json()
@@ -428,7 +432,7 @@ def add_adc_json(data: dict, adc) -> None:
     data["adc"] = figures
 
 
-def print_warnings(adc) -> None:
+def print_warnings(adc: AdcUse) -> None:
     """The ADC's warnings and their fix on stderr (a JSON report on stdout stays JSON)."""
     from xbarc.adc_report import warning_lines
 

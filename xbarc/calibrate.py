@@ -26,6 +26,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Calibration, LayerRange, Program
 
+DEFAULT_PERCENTILE = 99.99  # of |x| and of the read sums: what the ranges must hold
 ADC_BINS = 1024  # resolution of the ADC range: 1/1024 of the largest sum
 INPUT_SAMPLE = 1 << 21  # |x| values kept per layer for its percentile (a seeded subsample)
 
@@ -33,7 +34,7 @@ INPUT_SAMPLE = 1 << 21  # |x| values kept per layer for its percentile (a seeded
 def calibrate(
     program: Program,
     data: Mapping[str, np.ndarray],
-    percentile: float = 99.99,
+    percentile: float = DEFAULT_PERCENTILE,
     samples: int | None = None,
     batch_size: int = 32,
     progress: Callable[[int], object] | None = None,

@@ -15,9 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xbarc import __version__
 from xbarc.diagnostics import XbarcError
+
+if TYPE_CHECKING:
+    from xbarc.adc_report import AdcUse
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -485,6 +489,7 @@ def check_program_output(output: Path) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from xbarc.adc_report import format_adc, inspect_adc
     from xbarc.ir.io import load_program
     from xbarc.report import (
         format_report,
@@ -506,11 +511,35 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(format_tile_reports(tiles))
         return 0
     result = report(program)
+    adc = inspect_adc(program, args.program)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        data = result.to_json()
+        add_adc_json(data, adc)
+        print(json.dumps(data, indent=2))
     else:
         print(format_report(result))
+        print()
+        print(format_adc(adc))
+    print_warnings(adc)
     return 0
+
+
+def add_adc_json(data: dict, adc: AdcUse) -> None:
+    """The ADC figures in a JSON report: each layer's under its "adc" key, the ADC and the
+    warnings under the report's."""
+    figures = adc.to_json()
+    by_layer = {row.pop("layer"): row for row in figures.pop("layers")}
+    for layer in data["layers"]:
+        layer["adc"] = by_layer[layer["name"]]
+    data["adc"] = figures
+
+
+def print_warnings(adc: AdcUse) -> None:
+    """The ADC's warnings and their fix on stderr (a JSON report on stdout stays JSON)."""
+    from xbarc.adc_report import warning_lines
+
+    for line in warning_lines(adc):
+        print(line, file=sys.stderr)
 
 
 def vtile_number(text: str) -> int:
@@ -526,6 +555,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from xbarc.adc_report import format_adc, measured_adc, observe_reads
     from xbarc.evaluate import load_data, settings_lines
     from xbarc.ir.tensors import save_npz
     from xbarc.session import InferenceSession
@@ -535,12 +565,18 @@ def run_run(args: argparse.Namespace) -> int:
     )
     feeds = load_data(args.input)
     outputs = session.get_outputs()
+    spread = observe_reads(session)
     results = session.run(None, feeds)
     print(f"noise profile {session.settings.profile}")
     for line in settings_lines(asdict(session.settings), asdict(session.seeds)):
         print(line)
     for arg, value in zip(outputs, results, strict=True):
         print(f"{arg.name}: {value.dtype}{list(value.shape)} {summarize(value)}")
+    if spread is not None:
+        samples = len(next(iter(feeds.values()))) if feeds else 0
+        adc = measured_adc(spread, session.settings, session.program, samples, args.program)
+        print(format_adc(adc))
+        print_warnings(adc)
     if args.output is not None:
         arrays = {arg.name: np.asarray(v) for arg, v in zip(outputs, results, strict=True)}
         save_npz(args.output, arrays)
@@ -606,6 +642,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(finite_json(report.to_json()), indent=2))
     else:
         print(format_eval(report))
+    if report.adc is not None:
+        print_warnings(report.adc)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Per output: the largest absolute error, the relative error (largest absolute error over
 the reference's largest magnitude), the signal-to-noise ratio in dB, top-1 agreement of
-the last axis with the reference, and, given labels, the accuracy of both.
+the last axis with the reference, and, given labels, the accuracy of both. In quantized
+profiles, per crossbar layer, the bits of the ADC its reads use (`adc_report.py`), with a
+warning and the fix where they use fewer than half.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
+
+if TYPE_CHECKING:
+    from xbarc.adc_report import AdcUse
 
 
 @dataclass
@@ -75,6 +81,9 @@ class EvalReport:
     instances: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     sensitivity: list[dict] = field(default_factory=list)
+    # the ADC's step against the read sums, measured on every instance's reads (quantized
+    # profiles with ADC bits; None otherwise)
+    adc: AdcUse | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,6 +144,7 @@ def evaluate(
     as `quant`) on the same instances."""
     import onnxruntime
 
+    from xbarc.adc_report import measured_adc, observe_reads
     from xbarc.frontend.load import load_model
     from xbarc.session import InferenceSession
 
@@ -206,7 +216,13 @@ def evaluate(
         return InferenceSession(session.program, settings, number, noisy_layers=layers)
 
     pooled = {name: OutputStats(name) for name in outputs}
-    rows = [measure(chip(seed + k), pooled) for k in range(instances)]
+    read_sums = observe_reads(session)
+    rows = []
+    for k in range(instances):
+        instance = chip(seed + k)
+        instance.observe_reads(read_sums)
+        rows.append(measure(instance, pooled))
+        instance.observe_reads(None)  # the sensitivity runs are not the chip's reads
     report = EvalReport(
         str(program_path),
         str(reference_path),
@@ -219,6 +235,10 @@ def evaluate(
         instances=rows,
         summary={key: spread([row[key] for row in rows]) for key in ("accuracy", "agreement")},
     )
+    if read_sums is not None:
+        report.adc = measured_adc(
+            read_sums, settings, session.program, samples, program_path, instances
+        )
     report.accuracy = report.summary["accuracy"]["mean"] if labels is not None else None
     if labels is not None and samples:
         predicted = [want[0].reshape(len(want[0]), -1).argmax(-1) for want in wanted]
@@ -317,4 +337,8 @@ def format_eval(report: EvalReport) -> str:
                 f"  {row['layer'][:28]:<28} {row['relative_error']:>10.3g} "
                 f"{row['snr_db']:>8.1f} {agreement:>12} {accuracy:>9}"
             )
+    if report.adc is not None:
+        from xbarc.adc_report import format_adc
+
+        lines.append(format_adc(report.adc))
     return "\n".join(lines)

@@ -18,7 +18,7 @@ and no NaN or infinity (a crossbar has no way to represent them; clean the data 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,8 @@ from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Program
 from xbarc.ir.types import NUMPY_DTYPES, TensorType
 from xbarc.runtime.noise import NoiseSettings, Seeds, load_profile
+
+ReadObserver = Callable[[str, np.ndarray, np.ndarray], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,19 @@ class InferenceSession:
         self._executor = Executor(self.program, settings, self.seeds, layers)
         self.settings = self._executor.settings  # what the run uses, hardware fields filled
         self._types = self.program.value_types()
+
+    @property
+    def adc_levels(self) -> int:
+        """The ADC's codes a side over a read's full scale; 0 where reads are not converted
+        (`ideal`) or converted without loss (`adc_bits = "exact"`)."""
+        return self._executor.adc_levels if self.settings.quantized else 0
+
+    def observe_reads(self, observer: ReadObserver | None) -> None:
+        """Call `observer(layer, sums, full_scales)` with every batch of read sums before
+        the ADC converts them (sums [M, P]: M read columns over P patches; full_scales
+        int64 [M]), in quantized profiles; None stops. An observer costs run time: none
+        is set unless asked for (`xbarc run` and `eval` set one for their ADC report)."""
+        self._executor.on_read_sums = observer
 
     def get_inputs(self) -> list[NodeArg]:
         return [node_arg(i.name, i.type) for i in self.program.inputs]

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from xbarc.ir.cells import largest_read_sum
 from xbarc.ir.tile import Array, Block, CrossbarLayer
 from xbarc.runtime import gaussian
 from xbarc.runtime.chip import ProgrammedTiles, index_array, row_indices
@@ -80,7 +81,7 @@ def read_plans(
             piece = array.slices[block.slice]
             columns = index_array(block.cols, store)
             sign = 1 if piece.polarity == "+" else -1
-            largest = max_input * (2**piece.bits - 1) * len(block.rows)
+            largest = largest_read_sum(max_input, piece, len(block.rows))
             if adc_fraction is not None:
                 largest = max(1, math.ceil(adc_fraction * largest))
             targets.append(columns)

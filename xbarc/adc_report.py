@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from xbarc.calibrate import DEFAULT_PERCENTILE
+from xbarc.ir.cells import largest_read_sum
 from xbarc.ir.tile import Program
 from xbarc.runtime.noise import NoiseSettings
 from xbarc.runtime.read_spread import LayerSpread, ReadSpread
@@ -95,14 +96,16 @@ def bits_used(spread_steps: float | None, signed: bool) -> float | None:
 def largest_read_sums(program: Program) -> dict[str, int]:
     """Per crossbar layer, the largest sum its tallest read can produce: every input digit
     at its top (2^slice_bits - 1), every cell of the slice at its top level, over the
-    block's rows. The executor's fixed ADC full scale follows the same rule."""
+    block's rows (`largest_read_sum`, the executor's fixed ADC full scale)."""
     top_digit = 2**program.hardware.dac.slice_bits - 1
-    slices = {array.name: array.slices for array in program.arrays}
+    arrays = {array.name: array for array in program.arrays}
     largest: dict[str, int] = {}
     for block in program.blocks:
-        piece = slices[block.array][block.slice]
-        read = top_digit * (2**piece.bits - 1) * len(block.rows)
-        largest[block.array] = max(largest.get(block.array, 0), read)
+        array = arrays[block.array]
+        if array.layer is None:
+            continue  # a basis: its reads belong to the layers combined from it
+        read = largest_read_sum(top_digit, array.slices[block.slice], len(block.rows))
+        largest[array.layer] = max(largest.get(array.layer, 0), read)
     return largest
 
 

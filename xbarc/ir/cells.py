@@ -35,3 +35,9 @@ def slice_cells(levels: np.ndarray, piece: Slice, weight_bits: int, encoding: st
     else:
         magnitude = levels.astype(np.int32) + 2 ** (weight_bits - 1)
     return (magnitude.astype(np.int32) >> piece.shift) & ((1 << piece.bits) - 1)
+
+
+def largest_read_sum(max_input: int, piece: Slice, rows: int) -> int:
+    """The largest sum a read of `rows` rows of slice `piece` can produce: every input
+    digit at `max_input`, every cell at its top level. The fixed ADC full scale."""
+    return max_input * (2**piece.bits - 1) * rows

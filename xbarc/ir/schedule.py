@@ -42,47 +42,48 @@ def schedule_reads(reads: Sequence[ScheduledRead]) -> tuple[Cycle, ...]:
     quadratic."""
     cycles: list[list[Read]] = []
     tiles: dict[int, _TileCycles] = {}
+    drives: dict[tuple, int] = {}  # drive key -> a small number standing for it
     for block, segment in reads:
         tile = tiles.get(block.vtile)
         if tile is None:
             tile = tiles[block.vtile] = _TileCycles()
-        cycle = tile.first_admitting(block, segment)
+        drive = drives.setdefault(drive_key(block, segment), len(drives))
+        cols = (block.col_offset, block.col_offset + len(block.cols))
+        rows = (block.row_offset, block.row_offset + len(block.rows))
+        cycle = tile.join(cols, rows, drive)
         if cycle == len(cycles):
             cycles.append([])
         cycles[cycle].append(Read(block.index, segment))
-        tile.add(block, segment, cycle)
     return tuple(Cycle(tuple(members)) for members in cycles)
 
 
 class _TileCycles:
     """How the cycles use one tile, as bit masks over cycle numbers (bit c for cycle c):
-    the cycles that sense each column, that drive each row, and in which each drive key
+    the cycles that sense each column, that drive each row, and in which each drive
     drives its rows.
 
-    A read with drive key k cannot join a cycle that senses one of its columns, nor one
-    that drives one of its rows without driving k. Reads with key k drive the same rows,
-    so in a cycle that drives k no other key drives them: the read's rows block just the
-    cycles that drive them and not k. The cycles it may join are the zero bits of what
+    A read with drive d cannot join a cycle that senses one of its columns, nor one that
+    drives one of its rows without driving d. Reads with drive d drive the same rows, so
+    in a cycle that drives d no other drive drives them: the read's rows block just the
+    cycles that drive them and not d. The cycles it may join are the zero bits of what
     blocks it, and first-fit takes the lowest (a new cycle when all are blocked)."""
 
     def __init__(self) -> None:
         self.cols = _CellRanges()
         self.rows = _CellRanges()
-        self.drives: dict[tuple, int] = {}
+        self.drives: dict[int, int] = {}
 
-    def first_admitting(self, block: Block, segment: Segment) -> int:
-        sensing = self.cols.using(block.col_offset, block.col_offset + len(block.cols))
-        driving = self.rows.using(block.row_offset, block.row_offset + len(block.rows))
-        driving_this = self.drives.get(drive_key(block, segment), 0)
-        blocked = sensing | (driving & ~driving_this)
-        return (~blocked & (blocked + 1)).bit_length() - 1
-
-    def add(self, block: Block, segment: Segment, cycle: int) -> None:
+    def join(self, cols: tuple[int, int], rows: tuple[int, int], drive: int) -> int:
+        """The first cycle a read of columns and rows [start, stop) with `drive` may join,
+        now marked as using them."""
+        driving_this = self.drives.get(drive, 0)
+        blocked = self.cols.using(*cols) | (self.rows.using(*rows) & ~driving_this)
+        cycle = (~blocked & (blocked + 1)).bit_length() - 1
         bit = 1 << cycle
-        self.cols.mark(block.col_offset, block.col_offset + len(block.cols), bit)
-        self.rows.mark(block.row_offset, block.row_offset + len(block.rows), bit)
-        key = drive_key(block, segment)
-        self.drives[key] = self.drives.get(key, 0) | bit
+        self.cols.mark(*cols, bit)
+        self.rows.mark(*rows, bit)
+        self.drives[drive] = driving_this | bit
+        return cycle
 
 
 class _CellRanges:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--before", metavar="REF", help="also compile ResNet-50 at git REF")
     parser.add_argument("--no-record", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in MODELS:
@@ -189,6 +191,12 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as folder:
         lines += squeezed_rows(Path(folder), args.repeat, args.before)
+    lines += [
+        "",
+        f"Load average of the machine ({os.cpu_count()} cores, shared) at the start and the "
+        f"end: {load_before:.1f} and {os.getloadavg()[0]:.1f}; other work on it slows every "
+        "figure alike, so compare figures of one run.",
+    ]
     if not args.no_record:
         record("compile_light", "\n".join(lines))
 

@@ -82,7 +82,7 @@ class Footprints:
         blocks into cycles costs more than placing them, on narrow groups)."""
         key = self._key(array, layout)
         if key not in self.measured:
-            self.place(array, layout, packer := Packer(self.tile_type))
+            self.place(array, layout, packer := Packer(self.tile_type, keep_blocks=False))
             self.measured[key] = packer.vtiles
         return self.measured[key]
 

@@ -110,10 +110,14 @@ class Packer:
     sixteenth of the tile) or, failing that, of the next taller class; else into a new
     shelf on the first tile with rows left for it, else onto a new tile. Blocks placed
     unpacked take a tile of their own; `close` stops packing into the tiles handed out
-    so far (`pack=layer` closes after each layer)."""
+    so far (`pack=layer` closes after each layer). A packer made with `keep_blocks=False`
+    only counts the tiles (`vtiles`): `place_all` returns no blocks, as the layout chooser
+    measures many layouts it then drops, and building their blocks cost more than placing
+    them."""
 
-    def __init__(self, tile_type: TileType):
+    def __init__(self, tile_type: TileType, keep_blocks: bool = True):
         self.tile_type = tile_type
+        self.keep_blocks = keep_blocks
         self.quantum = shelf_quantum(tile_type)
         self.vtiles = 0
         self.close()
@@ -170,6 +174,10 @@ class Packer:
         blocks: list[Block] = []
         if packed:
             pieces = sorted(pieces, key=lambda piece: -len(piece.rows))
+        if not self.keep_blocks:
+            for piece in pieces:
+                self.place(len(piece.rows), len(piece.cols), packed)
+            return blocks
         for piece in pieces:
             vtile, row, column = self.place(len(piece.rows), len(piece.cols), packed)
             blocks.append(

@@ -30,7 +30,6 @@ from xbarc.ir.tile import (
     Read,
     Span,
     Value,
-    own_input,
 )
 
 Locate = Callable[[tuple[Hashable, ...]], Location | None]
@@ -389,29 +388,34 @@ class _Verifier:
         return self.steps[tensor]
 
     def check_no_overlap(self, blocks: list[Block]) -> None:
-        """No cell of a virtual tile holds two blocks: counted on a grid of its cells, the
-        pair found only when some cell is taken twice."""
+        """No cell of a virtual tile holds two blocks. Each block adds one to the cells of
+        its rectangle on a grid of the tile (through its corners on a difference grid: time
+        linear in the blocks and cells); only when some cell is taken twice is the culprit
+        pair sought: the first block, by first row then column, whose rectangle holds such a
+        cell, and the first block after it that overlaps it."""
         if len(blocks) < 2:
             return
-        rows = max(b.row_offset + len(b.rows) for b in blocks)
-        cols = max(b.col_offset + len(b.cols) for b in blocks)
-        taken = np.zeros((rows, cols), dtype=np.int32)
-        for b in blocks:
-            taken[
-                b.row_offset : b.row_offset + len(b.rows), b.col_offset : b.col_offset + len(b.cols)
-            ] += 1
+        ordered = sorted(blocks, key=lambda b: (b.row_offset, b.col_offset))
+        top, bottom, left, right = np.array(
+            [
+                (b.row_offset, b.row_offset + len(b.rows), b.col_offset, b.col_offset + len(b.cols))
+                for b in ordered
+            ]
+        ).T
+        taken = _rectangle_sums(top, bottom, left, right, np.ones(len(ordered), np.int32))
         if taken.max() <= 1:
             return
-        ordered = sorted(blocks, key=lambda b: (b.row_offset, b.col_offset))
-        for i, first in enumerate(ordered):
-            for second in ordered[i + 1 :]:
-                if second.row_offset >= first.row_offset + len(first.rows):
-                    break
-                if _overlap(first.col_offset, len(first.cols), second.col_offset, len(second.cols)):
-                    self.fail(
-                        ("block", second.index),
-                        f"blocks b{first.index} and b{second.index} overlap on v{first.vtile}",
-                    )
+        twice = np.pad((taken > 1).cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+        shared = twice[bottom, right] - twice[top, right] - twice[bottom, left] + twice[top, left]
+        position = int(np.argmax(shared > 0))
+        first = ordered[position]
+        for second in ordered[position + 1 :]:
+            if _overlap(first.col_offset, len(first.cols), second.col_offset, len(second.cols)):
+                self.fail(
+                    ("block", second.index),
+                    f"blocks b{first.index} and b{second.index} overlap on v{first.vtile}",
+                )
+        raise AssertionError("a cell taken twice lies in two blocks")
 
     def check_combines(self) -> None:
         arrays = {array.name: array for array in self.program.arrays}
@@ -485,11 +489,13 @@ class _Verifier:
                 for cycle_position, cycle in enumerate(run.cycles):
                     where = (phase.index, run_position, cycle_position)
                     scheduled: list[ScheduledRead] = []
+                    blocks_read: set[int] = set()
                     for read_position, read in enumerate(cycle.reads):
                         read_key = ("read", *where, read_position)
                         block = self.check_read(read_key, phase.index, layer, read, chip, readers)
-                        if read.block in {b.index for b, _ in scheduled}:
+                        if read.block in blocks_read:
                             self.fail(read_key, f"b{read.block} is read twice in one cycle")
+                        blocks_read.add(read.block)
                         scheduled.append((block, read.input))
                         read_count[(run.layer, read.block)] += 1
                     self.check_cycle(("cycle", *where), scheduled)
@@ -535,7 +541,8 @@ class _Verifier:
                 key,
                 f"{subject} drives {len(segment.rows)} input rows onto its {len(block.rows)} rows",
             )
-        if self.arrays[block.array].layer == layer.name and segment != own_input(block):
+        own = segment.group == block.group and segment.rows == block.rows  # own_input(block)
+        if not own and self.arrays[block.array].layer == layer.name:
             self.fail(
                 key,
                 f"{subject} must drive the input rows its weights multiply: "
@@ -594,6 +601,8 @@ class _Verifier:
         for block, segment in reads:
             by_vtile[block.vtile].append((block, segment))
         for tile_reads in by_vtile.values():
+            if len(tile_reads) < 2:
+                continue  # a read alone on its tile clashes with nothing
             clash = cycle_clash(tile_reads)
             if clash is not None:
                 first, second = clash
@@ -609,6 +618,19 @@ def _indices_text(indices: Indices) -> str:
     if isinstance(indices, Span):
         return f"[{indices.start}:{indices.stop}]"
     return f" @{indices.tensor}[{indices.start}:{indices.stop}]"
+
+
+def _rectangle_sums(
+    top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """A grid with each rectangle [top, bottom) x [left, right) adding its value to its cells,
+    made from the rectangles' corners on a difference grid and two running sums."""
+    corners = np.zeros((bottom.max() + 1, right.max() + 1), dtype=values.dtype)
+    np.add.at(corners, (top, left), values)
+    np.add.at(corners, (top, right), -values)
+    np.add.at(corners, (bottom, left), -values)
+    np.add.at(corners, (bottom, right), values)
+    return corners.cumsum(axis=0).cumsum(axis=1)
 
 
 def _overlap(start_a: int, length_a: int, start_b: int, length_b: int) -> bool:

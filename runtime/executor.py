@@ -391,12 +391,13 @@ class Executor:
             peak = calibrated.input_range
         else:
             peak = float(mode)
-        input_scale = peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
         slice_bits = self.program.hardware.dac.slice_bits
-        count = -(-(self.dac_bits - 1) // slice_bits)
+        bits = self._dac_magnitude_bits(x, slice_bits) + 1  # as dac_planes counts: with a sign
+        input_scale = peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
+        count = -(-(bits - 1) // slice_bits)
         digits = self.digit_type
         planes = self.workspace("input slices", (2, count, *x.shape), digits)
-        nonzero = dac.dac_planes(x, input_scale, self.dac_bits, slice_bits, count, out=planes)
+        nonzero = dac.dac_planes(x, input_scale, bits, slice_bits, count, out=planes)
         inputs = []
         for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
             if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
@@ -406,6 +407,14 @@ class Executor:
                 ]
                 inputs.append((sign, unfolded))
         return input_scale, inputs
+
+    def _dac_magnitude_bits(self, x: np.ndarray, slice_bits: int) -> int:
+        """The bits of |x| the DAC drives: all of its bits where `x` has no negative value
+        (after a ReLU, an image: a sign bit would only halve the levels), else one less
+        for the sign; the sign bit is kept where the extra bit would widen a slice's digit
+        (slice_bits as wide as the magnitude)."""
+        unsigned = x.size > 0 and float(x.min()) >= 0 and slice_bits <= self.dac_bits - 1
+        return self.dac_bits if unsigned else self.dac_bits - 1
 
     def analog_read(
         self,

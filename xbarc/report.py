@@ -76,6 +76,9 @@ class ProgramReport:
     area_mm2: float
     edap: float
     tops_per_watt: float
+    column_scales: int  # per-column weight scales, each applied once per output
+    scale_energy_uj: float  # applying them, part of energy_uj
+    scale_area_mm2: float  # storing them and their multipliers, part of area_mm2
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -106,6 +109,9 @@ TOTAL_KEYS = (
     "area_mm2",
     "edap",
     "tops_per_watt",
+    "column_scales",
+    "scale_energy_uj",
+    "scale_area_mm2",
 )
 
 
@@ -207,6 +213,9 @@ def report(program: Program) -> ProgramReport:
         area_mm2=cost.area_mm2,
         edap=cost.edap,
         tops_per_watt=cost.tops_per_watt,
+        column_scales=cost.column_scales,
+        scale_energy_uj=sum(layer.scale_energy_pj for layer in cost.layers) * 1e-6,
+        scale_area_mm2=cost.scale_area_mm2,
     )
 
 
@@ -295,6 +304,13 @@ def format_report(result: ProgramReport) -> str:
             f"sparse periphery: {result.index_entries} index-table entries gather rows and "
             f"scatter columns, read from the buffer for {result.index_energy_uj * 1e3:.1f} nJ "
             f"per forward pass; {result.conversions} ADC conversions per forward pass"
+        )
+    if result.column_scales:
+        lines.append(
+            f"column scales: {result.column_scales} per-column weight scales applied after the "
+            f"ADC, {result.scale_energy_uj * 1e3:.2f} nJ per forward pass (a multiply and a "
+            f"buffer read per output) and {result.scale_area_mm2:.4f} mm^2 (their buffer and "
+            "multipliers), both included below"
         )
     writes = "every pass (several phases)" if result.writes_per_pass else "once (one phase)"
     lines.append(

@@ -6,8 +6,10 @@ What a user of onnxruntime would do to get an int8 model: `quant_pre_process` (s
 inference and onnxruntime's graph optimizations, which fold BatchNorm into the Conv
 before it, as xbarc's frontend does), then `quantize_static` in QDQ format with
 per-channel symmetric int8 weights and int8 activations whose ranges come from MinMax
-calibration over the given samples. xbarc's `quant` profile is held to at least this
-accuracy (README, benchmarks/quant_anchor.py, tests/test_weight_quant.py).
+calibration over the given samples. Where onnxruntime cannot run the result (some of
+its fused nodes it cannot quantize), less pre-processing is tried (PREPARATIONS); the
+result's metadata names the one taken (PREPARATION_KEY). xbarc's `quant` profile is held
+to at least this accuracy (README, benchmarks/quant_anchor.py, tests/test_weight_quant.py).
 """
 
 from __future__ import annotations
@@ -41,38 +43,69 @@ def quantize_int8(
     )
 
     feeds = list(calibration_batches(model, calibration))
+    failures = []
     with tempfile.TemporaryDirectory(prefix="xbarc-ort-int8-") as folder:
         source = Path(folder) / "float.onnx"
-        prepared = Path(folder) / "prepared.onnx"
-        target = Path(folder) / "int8.onnx"
         onnx.save(model, source)  # the caller's proto is only serialized, never changed
-        prepare(source, prepared)
-        quantize_static(
-            str(prepared),
-            str(target),
-            ListReader(feeds),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"WeightSymmetric": True},
-        )
-        return onnx.load(target)
+        for preparation in PREPARATIONS:
+            prepared = Path(folder) / f"prepared-{preparation}.onnx"
+            target = Path(folder) / f"int8-{preparation}.onnx"
+            try:
+                prepare(source, prepared, preparation)
+                quantize_static(
+                    str(prepared),
+                    str(target),
+                    ListReader(feeds),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"WeightSymmetric": True},
+                )
+                check_loads(target)
+            except Exception as error:  # onnxruntime raises many kinds: try the next way
+                failures.append(f"{preparation}: {type(error).__name__}: {str(error)[:200]}")
+                continue
+            quantized = onnx.load(target)
+            entry = quantized.metadata_props.add()
+            entry.key, entry.value = PREPARATION_KEY, preparation
+            return quantized
+    raise XbarcError(
+        "onnxruntime could not quantize the model to int8 (" + "; ".join(failures) + ")"
+    )
 
 
-def prepare(source: Path, target: Path) -> None:
-    """onnxruntime's recommended pre-processing; without symbolic shape inference where
-    that fails (it does not know every op), and as is where even that fails."""
+# ways to prepare the model, tried in order until onnxruntime can run the int8 result:
+# its recommended pre-processing (shape inference and graph optimizations, which fold
+# BatchNorm into Conv), the same without symbolic shape inference (it does not know
+# every op), without the optimizations (whose fused nodes it cannot always quantize),
+# and the model as it is
+PREPARATIONS = ("full", "no-symbolic-shapes", "no-optimization", "none")
+PREPARATION_KEY = "xbarc.ort_int8.preparation"  # metadata: which of them the result took
+
+
+def prepare(source: Path, target: Path, preparation: str) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    for skip_symbolic in (False, True):
-        try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
-            return
-        except Exception:  # onnxruntime's pre-processing raises many kinds; try less
-            continue
-    target.write_bytes(source.read_bytes())
+    if preparation == "none":
+        target.write_bytes(source.read_bytes())
+        return
+    quant_pre_process(
+        str(source),
+        str(target),
+        skip_optimization=preparation == "no-optimization",
+        skip_symbolic_shape=preparation != "full",
+    )
+
+
+def check_loads(path: Path) -> None:
+    """Raise if onnxruntime cannot build a session of the model at `path`."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def calibration_batches(

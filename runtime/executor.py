@@ -52,9 +52,21 @@ from collections.abc import Callable, Hashable
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.tile import Array, Const, CrossbarLayer, DigitalOp, LayerRange, Program, Value
+from xbarc.ir.tile import (
+    Array,
+    Const,
+    CrossbarLayer,
+    DigitalOp,
+    LayerRange,
+    Op,
+    Program,
+    Region,
+    Value,
+    op_reads,
+)
 from xbarc.runtime import gaussian
 from xbarc.runtime.chip import ProgrammedTiles
+from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
 from xbarc.runtime.kernels import adc, dac, gemm, touched
@@ -279,12 +291,25 @@ class Executor:
             ]
             values.update(zip(names, self._ideal.run(feeds, names), strict=True))
             return values
+        self._run_ops(self.program.ops, values, donate)
+        return values
+
+    def _run_ops(self, ops: tuple[Op, ...], values: dict[str, np.ndarray], donate: bool) -> None:
+        """Run `ops` in order, adding their results to `values` (quant)."""
         store = self.program.store
         owned: set[str] = set()  # values whose arrays are ours alone: safe to overwrite
-        for op in self.program.ops:
+        for op in ops:
             if isinstance(op, CrossbarLayer):
                 values[op.output] = self.run_layer(op, values[op.input])
                 owned.add(op.output)
+                continue
+            if op.regions:
+                outputs = run_control(
+                    op, operand_values(op, values, store), self._region_runner(values)
+                )
+                for name, output in zip(op.outputs, outputs, strict=True):
+                    if name and output is not None:
+                        values[name] = output
                 continue
             donated_names = {
                 index: operand.name
@@ -301,7 +326,18 @@ class Executor:
                     # a result written into a donated buffer is ours too
                     if any(result is values[donor] for donor in donated_names.values()):
                         owned.add(name)
-        return values
+
+    def _region_runner(self, enclosing: dict[str, np.ndarray]):
+        """Runs a region of a control-flow op in a scope that sees `enclosing` (its
+        values are never overwritten: regions donate nothing)."""
+
+        def run_region(region: Region, bound) -> list[np.ndarray]:
+            scope = dict(enclosing)
+            scope.update(zip((i.name for i in region.inputs), bound, strict=True))
+            self._run_ops(region.ops, scope, donate=False)
+            return [scope[name] for name in region.outputs]
+
+        return run_region
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
         """One crossbar layer on its input, read by read (`quant`)."""
@@ -474,12 +510,7 @@ def sole_consumers(program: Program) -> dict[str, int]:
     value's array can be handed to its consumer to overwrite (no view of it can outlive it)."""
     readers: dict[str, list[int]] = defaultdict(list)
     for op in program.ops:
-        names = (
-            [op.input]
-            if isinstance(op, CrossbarLayer)
-            else [operand.name for operand in op.inputs if isinstance(operand, Value)]
-        )
-        for name in names:
+        for name in op_reads(op):  # a control-flow op reads what its regions read
             readers[name].append(id(op))
     outputs = set(program.outputs)
     return {name: ops[0] for name, ops in readers.items() if len(ops) == 1 and name not in outputs}
@@ -490,6 +521,12 @@ def run_digital_op(
 ) -> list:
     from xbarc.runtime.digital import run_digital
 
+    inputs = operand_values(op, values, store)
+    return run_digital(op, inputs, lambda name: store[name], donated=donated)
+
+
+def operand_values(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:
+    """The arrays of `op`'s operands: values, program tensors, None where omitted."""
     inputs: list[np.ndarray | None] = []
     for operand in op.inputs:
         if operand is None:
@@ -498,4 +535,4 @@ def run_digital_op(
             inputs.append(values[operand.name])
         else:
             inputs.append(store[operand.name])
-    return run_digital(op, inputs, lambda name: store[name], donated=donated)
+    return inputs

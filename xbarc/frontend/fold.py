@@ -32,6 +32,7 @@ import numpy as np
 from onnx import helper
 
 from xbarc.diagnostics import XbarcError
+from xbarc.frontend.control import inline_constant_ifs
 from xbarc.frontend.load import to_array
 from xbarc.ir.graph import Graph, Node
 from xbarc.ir.types import TensorType
@@ -62,6 +63,7 @@ def fold_graph(graph: Graph, infer_types: InferTypes, where: str) -> None:
     for _ in range(MAX_ROUNDS):
         graph.types = infer_types(graph)
         changed = fold_constants(graph, where)
+        changed |= inline_constant_ifs(graph, where)
         changed |= remove_identities(graph)
         changed |= remove_dead_nodes(graph)
         if not changed:

@@ -17,6 +17,7 @@ constants become initializers named `const:<name>`, layer weights `weight:<layer
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -241,3 +242,49 @@ class IdealGraph:
                 ) from error
             self._sessions[outputs] = session
         return session
+
+
+class IdealLayers:
+    """Crossbar layers one at a time, each an onnxruntime model of its effective weights:
+    the ideal profile of programs whose control flow runs on the host."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        self.weights = weights
+        self._sessions: dict[str, Any] = {}
+
+    def run(self, layer: CrossbarLayer, store, x: np.ndarray) -> np.ndarray:
+        session = self._sessions.get(layer.name)
+        if session is None:
+            session = self._sessions[layer.name] = self._session(layer, store, x.ndim)
+        try:
+            (result,) = session.run(None, {"x": np.asarray(x, dtype=np.float32)})
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise XbarcError(
+                f"layer @{layer.name} failed on an input of shape {list(x.shape)}: "
+                f"{first_line(error)}",
+                hint="check the inputs' shapes against the program's",
+            ) from error
+        return result
+
+    def _session(self, layer: CrossbarLayer, store, rank: int) -> Any:
+        import onnxruntime  # imported on first use: it is slow to load
+
+        initializers = [numpy_helper.from_array(layer_weight(layer, self.weights[layer.name]), "w")]
+        if layer.bias is not None:
+            initializers.append(numpy_helper.from_array(np.asarray(store[layer.bias]), "b"))
+        one = replace(layer, input="x", output="y")
+        graph = helper.make_graph(
+            layer_nodes(one, "w", "b" if layer.bias is not None else None),
+            "xbarc_ideal_layer",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None] * rank)],
+            [ValueInfoProto(name="y")],
+            initializer=initializers,
+        )
+        opsets = [helper.make_opsetid("", _LAYER_OPSET)]
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=_MIN_IR_VERSION)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        return onnxruntime.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )

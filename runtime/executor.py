@@ -68,7 +68,7 @@ from xbarc.runtime import gaussian
 from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
-from xbarc.runtime.effective import IdealGraph
+from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, gemm, touched
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
@@ -136,6 +136,7 @@ class Executor:
         self.cell_type, self.digit_type, self.sum_type = self._read_types()
         self.plans, matrices = self._program_chip()
         self._ideal: IdealGraph | None = None
+        self._ideal_layers: IdealLayers | None = None
         # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
         # partial sums of reads, an accumulator): fresh arrays would take their page
         # faults in the kernels' threads, where they cost ~20x more than a memset here
@@ -146,7 +147,12 @@ class Executor:
                 layer: self._dequantized(self._weights_of(layer), matrix)
                 for layer, matrix in matrices.items()
             }
-            self._ideal = IdealGraph(program, self.effective_weights)
+            if any(isinstance(op, DigitalOp) and op.regions for op in program.ops):
+                # control flow runs on the host (a branch never taken need not even be
+                # valid for these input shapes), each layer as a one-layer model
+                self._ideal_layers = IdealLayers(self.effective_weights)
+            else:
+                self._ideal = IdealGraph(program, self.effective_weights)
 
     def _read_types(self) -> tuple[type, type, type]:
         """The element types of quantized reads (cells, DAC digits, partial sums), the
@@ -341,6 +347,8 @@ class Executor:
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
         """One crossbar layer on its input, read by read (`quant`)."""
+        if self._ideal_layers is not None:
+            return self._ideal_layers.run(layer, self.program.store, x)
         self.layer_reads_noisy = self.settings.reads_noisy and self._is_noisy(layer.name)
         x = np.asarray(x, dtype=np.float32)
         plans = self.plans.get(layer.name, [])

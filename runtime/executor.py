@@ -280,7 +280,8 @@ class Executor:
         return {name: values[name] for name in outputs}
 
     def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every value of the graph (inputs, layer and op results) for one batch."""
+        """Every value of the graph (inputs, layer and op results) for one batch; values
+        inside regions as their last execution left them (none for a branch not taken)."""
         return self._run_graph(feeds, donate=False)
 
     def _run_graph(self, feeds: dict[str, np.ndarray], donate: bool) -> dict[str, np.ndarray]:
@@ -297,11 +298,18 @@ class Executor:
             ]
             values.update(zip(names, self._ideal.run(feeds, names), strict=True))
             return values
-        self._run_ops(self.program.ops, values, donate)
+        self._run_ops(self.program.ops, values, donate, None if donate else values)
         return values
 
-    def _run_ops(self, ops: tuple[Op, ...], values: dict[str, np.ndarray], donate: bool) -> None:
-        """Run `ops` in order, adding their results to `values` (quant)."""
+    def _run_ops(
+        self,
+        ops: tuple[Op, ...],
+        values: dict[str, np.ndarray],
+        donate: bool,
+        collect: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Run `ops` in order, adding their results to `values` (quant); the values made
+        inside regions are added to `collect` too, when given."""
         store = self.program.store
         owned: set[str] = set()  # values whose arrays are ours alone: safe to overwrite
         for op in ops:
@@ -310,9 +318,8 @@ class Executor:
                 owned.add(op.output)
                 continue
             if op.regions:
-                outputs = run_control(
-                    op, operand_values(op, values, store), self._region_runner(values)
-                )
+                runner = self._region_runner(values, collect)
+                outputs = run_control(op, operand_values(op, values, store), runner)
                 for name, output in zip(op.outputs, outputs, strict=True):
                     if name and output is not None:
                         values[name] = output
@@ -333,14 +340,16 @@ class Executor:
                     if any(result is values[donor] for donor in donated_names.values()):
                         owned.add(name)
 
-    def _region_runner(self, enclosing: dict[str, np.ndarray]):
+    def _region_runner(self, enclosing: dict[str, np.ndarray], collect):
         """Runs a region of a control-flow op in a scope that sees `enclosing` (its
         values are never overwritten: regions donate nothing)."""
 
         def run_region(region: Region, bound) -> list[np.ndarray]:
             scope = dict(enclosing)
             scope.update(zip((i.name for i in region.inputs), bound, strict=True))
-            self._run_ops(region.ops, scope, donate=False)
+            self._run_ops(region.ops, scope, False, collect)
+            if collect is not None:
+                collect.update(scope)
             return [scope[name] for name in region.outputs]
 
         return run_region

@@ -432,3 +432,109 @@ def test_sequence_lens_equal_to_the_length_are_accepted_others_refused(tmp_path)
     model.graph.initializer[-1].CopyFrom(short)
     with pytest.raises(XbarcError, match="sequence_lens"):
         compiled(model, tmp_path / "short")
+
+
+# --- a Silero-VAD-like stand-in: the whole network inside an If on an input ---------------
+
+
+def lstm_branch(name: str, seed: int) -> tuple[onnx.GraphProto, dict[str, np.ndarray]]:
+    """p = Sigmoid(last h of LSTM(x) @ head), with a shape If inside that folds away."""
+    prefix = f"{name}_"
+    nodes = [
+        helper.make_node("Shape", ["x"], [prefix + "shape"]),
+        helper.make_node("Gather", [prefix + "shape", "zero_index"], [prefix + "t"], axis=0),
+        helper.make_node("Equal", [prefix + "t", "five"], [prefix + "is_five"]),
+        helper.make_node(
+            "If",
+            [prefix + "is_five"],
+            [prefix + "seq"],
+            then_branch=branch(
+                prefix + "then",
+                [helper.make_node("Identity", ["x"], [prefix + "same"])],
+                prefix + "same",
+            ),
+            else_branch=branch(
+                prefix + "else", [helper.make_node("Neg", ["x"], [prefix + "neg"])], prefix + "neg"
+            ),
+        ),
+        helper.make_node(
+            "LSTM",
+            [prefix + "seq", prefix + "W", prefix + "R", prefix + "B"],
+            ["", prefix + "h"],
+            hidden_size=4,
+        ),
+        helper.make_node("Reshape", [prefix + "h", "flat_shape"], [prefix + "flat"]),
+        helper.make_node("MatMul", [prefix + "flat", prefix + "head"], [prefix + "logit"]),
+        helper.make_node("Sigmoid", [prefix + "logit"], [prefix + "p"]),
+    ]
+    weights = {
+        prefix + "W": 0.5 * random((1, 16, 6), seed),
+        prefix + "R": 0.5 * random((1, 16, 4), seed + 1),
+        prefix + "B": 0.5 * random((1, 32), seed + 2),
+        prefix + "head": random((4, 1), seed + 3),
+    }
+    graph = branch(name, nodes, prefix + "p")
+    return graph, weights
+
+
+def test_network_inside_an_if_on_an_input_runs_either_branch_on_the_chip(tmp_path, monkeypatch):
+    then_branch, then_weights = lstm_branch("fast", 40)
+    else_branch, else_weights = lstm_branch("slow", 50)
+    nodes = [
+        helper.make_node("Equal", ["sr", "rate"], ["c"]),
+        helper.make_node("If", ["c"], ["p"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    constants = {
+        **then_weights,
+        **else_weights,
+        "rate": np.int64(16000),
+        "zero_index": np.int64(0),
+        "five": np.int64(5),
+        "flat_shape": np.array([2, 4], np.int64),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", FLOAT, [5, 2, 6]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("p", FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    program = compiled(model, tmp_path)
+    (op,) = [op for op in program.ops if isinstance(op, DigitalOp) and op.regions]
+    for region in op.regions:
+        # the shape If folded away; W and the head on crossbars, R inside the Loop
+        assert not any(isinstance(o, DigitalOp) and o.op_type == "If" for o in region.ops)
+        (loop,) = [o for o in region.ops if isinstance(o, DigitalOp) and o.op_type == "Loop"]
+        assert sum(isinstance(o, CrossbarLayer) for o in loop.region("body").ops) == 1
+        assert sum(isinstance(o, CrossbarLayer) for o in region.ops) == 2
+    assert len(list(program.layers())) == 6
+    for rate in (16000, 8000):
+        feeds = {"x": random((5, 2, 6), 60), "sr": np.array(rate, np.int64)}
+        calls = check_every_profile(program, model, feeds, monkeypatch)
+        branch_name = "then_branch" if rate == 16000 else "else_branch"
+        names = {o.name for o in op.region(branch_name).ops} | {
+            o.name
+            for loop in op.region(branch_name).ops
+            if isinstance(loop, DigitalOp) and loop.regions
+            for o in loop.region("body").ops
+        }
+        assert {layer.name for layer, _, _ in calls} <= names
+        assert len(calls) == 1 + 5 + 1  # W, R per step, the head
+
+
+def test_calibration_measures_the_layers_of_the_branches_taken(tmp_path):
+    from xbarc.calibrate import calibrate
+
+    program = compiled(if_model(DATA_CONDITION), tmp_path)
+    positive = np.abs(random((8, 2, 4, 4), 70))
+    calibrated = calibrate(program, {"x": positive}, batch_size=2)
+    assert calibrated.calibration is not None
+    ranges = {entry.layer: entry for entry in calibrated.calibration.layers}
+    assert set(ranges) == {layer.name for layer in program.layers()}
+    taken = ranges["If_2/then_branch/Conv_0"]
+    assert taken.input_range == pytest.approx(np.percentile(positive, 99.99), rel=0.05)
+    assert ranges["If_2/else_branch/MatMul_1"].input_range == 1.0  # never ran

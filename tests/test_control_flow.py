@@ -538,3 +538,27 @@ def test_calibration_measures_the_layers_of_the_branches_taken(tmp_path):
     taken = ranges["If_2/then_branch/Conv_0"]
     assert taken.input_range == pytest.approx(np.percentile(positive, 99.99), rel=0.05)
     assert ranges["If_2/else_branch/MatMul_1"].input_range == 1.0  # never ran
+
+
+def test_effective_model_holds_regions_as_subgraphs(tmp_path):
+    """The programmed chip as one ONNX model: regions become the If's subgraphs, holding
+    their layers' effective weights; onnxruntime runs it to the same answers."""
+    import onnxruntime
+
+    from xbarc.runtime.effective import effective_model
+
+    model = if_model(DATA_CONDITION)
+    program = compiled(model, tmp_path)
+    executor = Executor(program)
+    exported = effective_model(program, executor.effective_weights)
+    (if_node,) = [node for node in exported.graph.node if node.op_type == "If"]
+    subgraphs = {attr.name: attr.g for attr in if_node.attribute}
+    assert [n.op_type for n in subgraphs["else_branch"].node] == ["Flatten", "MatMul"]
+    session = onnxruntime.InferenceSession(
+        exported.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    for sign in (1.0, -1.0):
+        x = (sign * np.abs(random((2, 2, 4, 4), 80))).astype(np.float32)
+        (got,) = session.run(None, {"x": x})
+        (want,) = run_onnxruntime(model, {"x": x})
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

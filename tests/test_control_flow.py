@@ -562,3 +562,15 @@ def test_effective_model_holds_regions_as_subgraphs(tmp_path):
         (got,) = session.run(None, {"x": x})
         (want,) = run_onnxruntime(model, {"x": x})
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("op_type", ["LSTM", "GRU", "RNN"])
+def test_recurrent_rewrite_means_the_same_at_opset_9(op_type, tmp_path):
+    model = recurrent_model(op_type, direction="bidirectional")
+    model.opset_import[0].version = 9
+    program = compiled(model, tmp_path)
+    assert all(op.opset == 9 for op in program.ops if isinstance(op, DigitalOp))
+    feeds = feeds_for(model)
+    got = Executor(program).run(feeds)
+    for name, want in zip(program.outputs, run_onnxruntime(model, feeds), strict=True):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)

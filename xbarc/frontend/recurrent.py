@@ -22,11 +22,14 @@ weights. A layer whose weights are computed at run time, or whose input sequence
 static shape (e.g. in a branch that is not valid for the given input shapes and so never
 runs), stays a digital op.
 
-Only opset-stable ops are used (Gather, MatMul, Add, Mul, Sub, Reshape with a constant
-shape, Concat, Transpose, Loop), so the rewrite means the same at every opset from 9 on.
+Only opset-stable ops are used (Gather, MatMul, Add, Mul, Sub, the activations, Identity,
+Reshape with a constant shape, Concat, Transpose, Loop), so the rewrite means the same at
+every opset from 9 on.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from onnx import GraphProto, NodeProto, TensorProto, helper
@@ -218,7 +221,7 @@ class _Expansion:
         self.graph.constants[name] = value
         return name
 
-    def _op(self, op_type: str, inputs: list[str], **attributes) -> str:
+    def _op(self, op_type: str, inputs: list[str], **attributes: Any) -> str:
         output = self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attributes))
         return output
@@ -242,8 +245,17 @@ class _Step:
     """One direction of a recurrent layer: its input product over the whole sequence and
     the Loop whose body is one time step."""
 
-    def __init__(self, layer, d, weight, recurrence, bias, activations, batch):
-        self.layer: _Expansion = layer
+    def __init__(
+        self,
+        layer: _Expansion,
+        d: int,
+        weight: np.ndarray,
+        recurrence: np.ndarray,
+        bias: np.ndarray,
+        activations: tuple[str, ...],
+        batch: int,
+    ):
+        self.layer = layer
         self.d = d
         self.weight = weight  # [gates * H, in]
         self.recurrence = recurrence  # [gates * H, H]
@@ -253,7 +265,9 @@ class _Step:
         self.hidden = layer.hidden
         self.body: list[NodeProto] = []
 
-    def loop(self, x: str, steps: int, h0: str, c0: str | None, peepholes):
+    def loop(
+        self, x: str, steps: int, h0: str, c0: str | None, peepholes: np.ndarray | None
+    ) -> tuple[str, str | None, str]:
         layer, hidden = self.layer, self.hidden
         input_bias, recurrent_bias = np.split(self.bias, 2)
         # biases that add to the input product go into it once, for the whole sequence
@@ -280,7 +294,9 @@ class _Step:
 
     # --- the body: one time step ------------------------------------------------------
 
-    def _body(self, projected: str, recurrent_bias: np.ndarray, peepholes) -> GraphProto:
+    def _body(
+        self, projected: str, recurrent_bias: np.ndarray, peepholes: np.ndarray | None
+    ) -> GraphProto:
         layer, hidden = self.layer, self.hidden
         step, cond, h = layer.name("t"), layer.name("cond"), layer.name("h")
         inputs = [
@@ -313,7 +329,7 @@ class _Step:
         ]
         return helper.make_graph(self.body, layer.name("step"), inputs, outputs)
 
-    def _lstm(self, x_t: str, h: str, c: str, peepholes) -> tuple[str, str]:
+    def _lstm(self, x_t: str, h: str, c: str, peepholes: np.ndarray | None) -> tuple[str, str]:
         f_act, g_act, h_act = self.activations
         total = self._node("Add", [x_t, self._rec(h)])
         i_pre, o_pre, f_pre, g_pre = (self._gate(total, k) for k in range(4))
@@ -368,7 +384,7 @@ class _Step:
     def _c(self, base: str, value: np.ndarray) -> str:
         return self.layer._const(base, np.asarray(value))
 
-    def _node(self, op_type: str, inputs: list[str], **attributes) -> str:
+    def _node(self, op_type: str, inputs: list[str], **attributes: Any) -> str:
         output = self.layer.name(op_type.lower())
         self.body.append(helper.make_node(op_type, inputs, [output], **attributes))
         return output

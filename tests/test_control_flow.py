@@ -574,3 +574,33 @@ def test_recurrent_rewrite_means_the_same_at_opset_9(op_type, tmp_path):
     got = Executor(program).run(feeds)
     for name, want in zip(program.outputs, run_onnxruntime(model, feeds), strict=True):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)
+
+
+def test_sibling_branches_defining_the_same_names_get_them_apart(tmp_path):
+    """Value names are unique in the whole program: the second branch's clashing values
+    are renamed, and both branches still compute what onnxruntime does."""
+    flatten = helper.make_node("Flatten", ["x"], ["flat"])
+    then_branch = branch(
+        "then", [flatten, helper.make_node("MatMul", ["flat", "m"], ["out"])], "out"
+    )
+    else_nodes = [
+        flatten,
+        helper.make_node("Neg", ["flat"], ["n"]),
+        helper.make_node("MatMul", ["n", "m"], ["out"]),
+    ]
+    else_branch = branch("else", else_nodes, "out")
+    nodes = [
+        *DATA_CONDITION,
+        helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    weights = {"m": random((32, 5), 2), "zero": np.float32(0)}
+    model = make_model(nodes, [("x", [2, 2, 4, 4])], ["y"], weights)
+    program = compiled(model, tmp_path)
+    verify(program)
+    (op,) = [op for op in program.ops if isinstance(op, DigitalOp) and op.regions]
+    assert op.region("then_branch").outputs == ("out",)
+    assert op.region("else_branch").outputs == ("out_1",)
+    for sign in (1.0, -1.0):
+        x = (sign * np.abs(random((2, 2, 4, 4), 3))).astype(np.float32)
+        (want,) = run_onnxruntime(model, {"x": x})
+        np.testing.assert_allclose(Executor(program).run({"x": x})["y"], want, rtol=1e-5)

@@ -150,16 +150,22 @@ def subgraph_graph(
     taken_nodes: set[str],
     prefix: str,
     where: str,
+    input_types: list[TensorType | None] | None = None,
 ) -> tuple[Graph, list[str]]:
     """The working graph of subgraph `proto` and the names of its formal inputs.
 
     Its inputs are the formal inputs, then the enclosing values it reads (typed from
     `outer_types`, so that shape inference inside it knows them); its constants are its
     own initializers and the enclosing constants it reads. Node names are made unique
-    against `taken_nodes` (which they join), prefixed with `prefix` when they have none."""
+    against `taken_nodes` (which they join), prefixed with `prefix` when they have none.
+    `input_types` stand in for formal inputs declared without a type (a Loop body's
+    carried values take the types of the Loop's initial values)."""
     formal = {}
-    for value in proto.input:
+    fallback = list(input_types or [])
+    for index, value in enumerate(proto.input):
         declared = tensor_type(value.type)
+        if value.type.WhichOneof("value") is None and index < len(fallback):
+            declared = fallback[index]
         if declared is None:
             raise XbarcError(
                 f"subgraph input {value.name!r} of {prefix} is not a tensor",

@@ -345,6 +345,7 @@ class _Lowering:
             self.op_names,
             f"{node.name}/{attr.name}",
             self.where,
+            self._formal_input_types(node),
         )
         fold_graph(graph, self.infer_types, self.where)
         lowering = _Lowering(graph, self.where, self.infer_types, parent=self)
@@ -355,6 +356,17 @@ class _Lowering:
             GraphInput(name, graph.types.get(name) or graph.inputs[name]) for name in formal
         )
         return Region(attr.name, inputs, tuple(lowering.ops), graph.outputs)
+
+    def _formal_input_types(self, node: Node) -> list[TensorType | None]:
+        """What a body's formal inputs are when the model leaves them untyped: a Loop's
+        iteration number, condition and its initial carried values; a Scan's states."""
+        if node.op_type == "Loop":
+            carried = [self.graph.type_of(value) for value in node.inputs[2:]]
+            return [TensorType("i64", ()), TensorType("bool", ()), *carried]
+        if node.op_type == "Scan":
+            states = len(node.inputs) - int(node.attribute("num_scan_inputs", 0))
+            return [self.graph.type_of(value) for value in node.inputs[:states]]
+        return []
 
     def visible_types(self) -> dict[str, TensorType]:
         """The known types of the values this graph's ops can read, enclosing ones too."""

@@ -604,3 +604,86 @@ def test_sibling_branches_defining_the_same_names_get_them_apart(tmp_path):
         x = (sign * np.abs(random((2, 2, 4, 4), 3))).astype(np.float32)
         (want,) = run_onnxruntime(model, {"x": x})
         np.testing.assert_allclose(Executor(program).run({"x": x})["y"], want, rtol=1e-5)
+
+
+# --- the host's control-flow semantics, on their own ------------------------------------------
+
+
+def control(op_type, inputs, regions, outputs, output_types=None, **attributes):
+    from xbarc.ir.tile import Attribute, GraphInput, Region
+    from xbarc.ir.types import TensorType
+
+    f32 = TensorType("f32", (2,))
+    made = [
+        Region(name, tuple(GraphInput(i, f32) for i in formal), (), returned)
+        for name, formal, returned in regions
+    ]
+    return DigitalOp(
+        name="c",
+        op_type=op_type,
+        domain="",
+        opset=17,
+        inputs=(),
+        outputs=outputs,
+        output_types=output_types or (None,) * len(outputs),
+        attributes=tuple(
+            Attribute(k, "ints" if isinstance(v, tuple) else "int", v)
+            for k, v in attributes.items()
+        ),
+        regions=tuple(made),
+    )
+
+
+def test_loop_stops_on_its_condition_and_stacks_scan_outputs():
+    from xbarc.runtime.control import run_control
+
+    op = control("Loop", [], [("body", ("i", "cond", "v"), ("c", "v2", "s"))], ("v", "s"))
+
+    def body(region, bound):
+        i, _, v = bound
+        return [np.array(i < 2), v * 2, np.full(2, float(i))]
+
+    v, s = run_control(op, [None, np.array(True), np.ones(2)], body)
+    np.testing.assert_array_equal(v, [8.0, 8.0])  # iterations 0, 1, 2: the third stops it
+    np.testing.assert_array_equal(s, [[0, 0], [1, 1], [2, 2]])
+    with pytest.raises(XbarcError, match="neither a trip count nor a condition"):
+        run_control(op, [None, None, np.ones(2)], body)
+
+
+def test_loop_with_no_iteration_gives_empty_scan_outputs_of_the_declared_shape():
+    from xbarc.ir.types import TensorType
+    from xbarc.runtime.control import run_control
+
+    types = (TensorType("f32", (2,)), TensorType("f32", (None, 3)))
+    op = control("Loop", [], [("body", ("i", "cond", "v"), ("c", "v2", "s"))], ("v", "s"), types)
+    v, s = run_control(op, [np.array(0, np.int64), None, np.ones(2)], lambda r, b: [])
+    np.testing.assert_array_equal(v, [1.0, 1.0])
+    assert s.shape == (0, 3) and s.dtype == np.float32
+
+
+def test_scan_takes_slices_along_its_axes_and_directions():
+    from xbarc.runtime.control import run_control
+
+    op = control(
+        "Scan",
+        [],
+        [("body", ("state", "x", "y"), ("state2", "out"))],
+        ("state", "outs"),
+        num_scan_inputs=2,
+        scan_input_axes=(1, 0),
+        scan_input_directions=(0, 1),
+        scan_output_directions=(1,),
+    )
+    xs = np.arange(6.0).reshape(2, 3)  # scanned along axis 1: columns 0, 1, 2
+    ys = np.arange(3.0) * 10  # scanned backwards: 20, 10, 0
+    seen = []
+
+    def body(region, bound):
+        state, x, y = bound
+        seen.append((x.tolist(), float(y)))
+        return [state + x.sum() + y, state]
+
+    state, outs = run_control(op, [np.array(0.0), xs, ys], body)
+    assert seen == [([0.0, 3.0], 20.0), ([1.0, 4.0], 10.0), ([2.0, 5.0], 0.0)]
+    assert float(state) == 3 + 20 + 5 + 10 + 7 + 0
+    np.testing.assert_array_equal(outs, [38.0, 23.0, 0.0])  # states before each step, reversed

@@ -687,3 +687,15 @@ def test_scan_takes_slices_along_its_axes_and_directions():
     assert seen == [([0.0, 3.0], 20.0), ([1.0, 4.0], 10.0), ([2.0, 5.0], 0.0)]
     assert float(state) == 3 + 20 + 5 + 10 + 7 + 0
     np.testing.assert_array_equal(outs, [38.0, 23.0, 0.0])  # states before each step, reversed
+
+
+def test_layers_in_regions_spread_over_phases_still_compute_the_model(tmp_path, monkeypatch):
+    """With too few tiles for all layers at once, the regions' layers sit in different
+    phases (all programmed before the graph runs, each read from its own phase's tiles)."""
+    model = recurrent_model("GRU", direction="bidirectional")
+    pipeline = "quantize{weight-bits=8,cell-bits=2},tile{rows=8,cols=8},allocate{tiles=4}"
+    program = compiled(model, tmp_path, pipeline)
+    assert len(program.phases) > 1
+    phases_of = {run.layer: phase.index for phase in program.phases for run in phase.runs}
+    assert len(set(phases_of.values())) > 1
+    check_every_profile(program, model, feeds_for(model), monkeypatch)

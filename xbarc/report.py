@@ -18,7 +18,7 @@ import numpy as np
 from xbarc.cost import program_cost
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.geometry import layer_patches
-from xbarc.ir.tile import Block, IndexTable, Program
+from xbarc.ir.tile import Block, CrossbarLayer, IndexTable, Program, all_ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +190,7 @@ def report(program: Program) -> ProgramReport:
         tile_types=", ".join(f"{t.name} x{t.count}" for t in hardware.tile_types),
         tile_budget=hardware.tile_count,
         layers=tuple(layers),
-        digital_ops=len(program.ops) - len(layers),
+        digital_ops=sum(1 for op in all_ops(program.ops) if not isinstance(op, CrossbarLayer)),
         weights=sum(r.weights for r in layers),
         blocks=len(program.blocks),
         vtiles=len(all_vtiles),

@@ -35,5 +35,6 @@ def import_onnx(
     model = load_model(path)
     inputs = input_types(model, input_shapes or {}, where)
     graph = build_graph(model, inputs, where)
-    fold_graph(graph, lambda g: infer_types(g, model, where), where)
-    return lower_graph(graph, hardware, where)
+    infer = lambda g: infer_types(g, model, where)  # noqa: E731
+    fold_graph(graph, infer, where)
+    return lower_graph(graph, hardware, where, infer)

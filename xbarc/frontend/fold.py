@@ -32,7 +32,9 @@ import numpy as np
 from onnx import helper
 
 from xbarc.diagnostics import XbarcError
+from xbarc.frontend.control import inline_constant_ifs
 from xbarc.frontend.load import to_array
+from xbarc.frontend.recurrent import expand_recurrent_layers
 from xbarc.ir.graph import Graph, Node
 from xbarc.ir.types import TensorType
 from xbarc.onnx_ops import SEMANTICS, OpCall, Unsupported
@@ -58,16 +60,24 @@ InferTypes = Callable[[Graph], dict[str, TensorType]]
 
 
 def fold_graph(graph: Graph, infer_types: InferTypes, where: str) -> None:
-    """Fold constants, identities and dead nodes to a fixed point, then fold layers."""
+    """Fold constants, identities and dead nodes to a fixed point, rewrite recurrent
+    layers (their shapes known by then) and fold what that exposes, then fold layers."""
+    _fold_to_fixed_point(graph, infer_types, where)
+    if expand_recurrent_layers(graph, where):
+        _fold_to_fixed_point(graph, infer_types, where)
+    fold_layers(graph)
+    drop_unused_constants(graph)
+
+
+def _fold_to_fixed_point(graph: Graph, infer_types: InferTypes, where: str) -> None:
     for _ in range(MAX_ROUNDS):
         graph.types = infer_types(graph)
         changed = fold_constants(graph, where)
+        changed |= inline_constant_ifs(graph, where)
         changed |= remove_identities(graph)
         changed |= remove_dead_nodes(graph)
         if not changed:
             break
-    fold_layers(graph)
-    drop_unused_constants(graph)
 
 
 # --- constant folding ------------------------------------------------------------------

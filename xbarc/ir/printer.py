@@ -28,10 +28,12 @@ from xbarc.ir.tile import (
     CrossbarLayer,
     DigitalOp,
     Indices,
+    Op,
     Operand,
     Phase,
     Program,
     Read,
+    Region,
     Span,
     TensorDecl,
     TileWrite,
@@ -210,14 +212,29 @@ def _print_graph(lines: list[str], program: Program) -> None:
     lines.append("graph {")
     for graph_input in program.inputs:
         lines.append(f"  input {value_ref(graph_input.name)} : {format_type(graph_input.type)}")
-    for op in program.ops:
+    _print_ops(lines, program.ops)
+    for output in program.outputs:
+        lines.append(f"  output {value_ref(output)}")
+    lines.append("}")
+
+
+def _print_ops(lines: list[str], ops: Sequence[Op]) -> None:
+    for op in ops:
         if isinstance(op, CrossbarLayer):
             _print_layer(lines, op)
         else:
             _print_digital_op(lines, op)
-    for output in program.outputs:
-        lines.append(f"  output {value_ref(output)}")
-    lines.append("}")
+
+
+def _print_region(lines: list[str], region: Region) -> None:
+    """A region inside its op's braces: its ops and outputs indented one level deeper."""
+    inputs = ", ".join(f"{value_ref(i.name)} : {format_type(i.type)}" for i in region.inputs)
+    lines.append(f"    region {format_name(region.name)} ({inputs}) {{")
+    body: list[str] = []
+    _print_ops(body, region.ops)
+    body.extend(f"  output {value_ref(output)}" for output in region.outputs)
+    lines.extend(f"    {line}" for line in body)
+    lines.append("    }")
 
 
 def _print_layer(lines: list[str], layer: CrossbarLayer) -> None:
@@ -254,19 +271,22 @@ def _print_digital_op(lines: list[str], op: DigitalOp) -> None:
         types = " : " + ", ".join(format_type(t) for t in op.output_types)
     head = f"  {assign}op {op_name} ({operands}){types} {{"
     fields_text = f"opset={op.opset} name={quote_string(op.name)}"
-    if not op.attributes:
+    if not op.attributes and not op.regions:
         lines.append(f"{head} {fields_text} }}")
         return
-    attributes = [_format_attribute(attribute) for attribute in op.attributes]
     lines.append(head)
     lines.append(f"    {fields_text}")
-    one_line = f"    attrs {{ {' '.join(attributes)} }}"
-    if len(one_line) <= _LINE_WIDTH:
-        lines.append(one_line)
-    else:
-        lines.append("    attrs {")
-        lines.extend(f"      {attribute}" for attribute in attributes)
-        lines.append("    }")
+    if op.attributes:
+        attributes = [_format_attribute(attribute) for attribute in op.attributes]
+        one_line = f"    attrs {{ {' '.join(attributes)} }}"
+        if len(one_line) <= _LINE_WIDTH:
+            lines.append(one_line)
+        else:
+            lines.append("    attrs {")
+            lines.extend(f"      {attribute}" for attribute in attributes)
+            lines.append("    }")
+    for region in op.regions:
+        _print_region(lines, region)
     lines.append("  }")
 
 

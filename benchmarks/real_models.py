@@ -985,7 +985,8 @@ def main() -> None:
             + "\n\n"
             + "\n".join(f"- {line}" for line in verdicts)
         )
-        record("real models", body)
+        # a run with another scale is a section of its own beside the default's
+        record("real models" + ("" if args.scale is None else f", scale {args.scale}"), body)
 
 
 if __name__ == "__main__":

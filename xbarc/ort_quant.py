@@ -112,7 +112,9 @@ def calibration_batches(
     model: onnx.ModelProto, calibration: Mapping[str, np.ndarray]
 ) -> Iterator[dict[str, np.ndarray]]:
     """The feeds of the calibration runs: per run, one sample of each input (or as many
-    as the model's fixed batch dimension asks)."""
+    as the model's fixed batch dimension asks). An array with one axis more than its
+    input holds whole inputs (`values[i]` is one run's), for inputs without a batch axis
+    such as a scalar or a recurrent state."""
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     missing = [i.name for i in inputs if i.name not in calibration]
@@ -125,9 +127,25 @@ def calibration_batches(
     if len(counts) != 1 or 0 in counts:
         raise XbarcError("the calibration arrays must hold the same, non-zero number of samples")
     samples = counts.pop()
+    whole = {i.name for i in inputs if np.ndim(calibration[i.name]) == rank(i) + 1}
+    if whole:  # an input without a batch axis (a scalar, a recurrent state): one per run
+        for index in range(samples):
+            yield {
+                i.name: np.asarray(
+                    calibration[i.name][index]
+                    if i.name in whole
+                    else calibration[i.name][index : index + 1]
+                )
+                for i in inputs
+            }
+        return
     batch = fixed_batch(inputs[0]) if inputs else 1
     for start in range(0, samples - batch + 1, batch):
         yield {i.name: np.asarray(calibration[i.name][start : start + batch]) for i in inputs}
+
+
+def rank(value_info: onnx.ValueInfoProto) -> int:
+    return len(value_info.type.tensor_type.shape.dim)
 
 
 def fixed_batch(value_info: onnx.ValueInfoProto) -> int:

@@ -3,11 +3,12 @@
 Rewrites of the working graph, in place:
 
 - constant folding: `op(constants...) -> constant`; `Shape(x)` and `Size(x)` also fold
-  when the static shape of `x` is known. An op is evaluated with its semantics in
-  `xbarc.onnx_ops`, the ones the runtime runs (the light ONNX zoo models build their 25 M
-  weights with ConstantOfShape); ops without them, or with attributes they do not cover,
-  with onnx's reference evaluator, one node at a time. Random ops and ops with subgraphs
-  never fold.
+  when the dimensions of `x` they read are known. Every input's batch (its leading
+  dimension) is unknown while folding, so what depends on it is never folded. An op is
+  evaluated with its semantics in `xbarc.onnx_ops`, the ones the runtime runs (the light
+  ONNX zoo models build their 25 M weights with ConstantOfShape); ops without them, or
+  with attributes they do not cover, with onnx's reference evaluator, one node at a
+  time. Random ops and ops with subgraphs never fold.
 - identity removal: `Identity(x) -> x`, and `Dropout(x) -> x` (inference mode, mask
   unused): consumers read `x` directly. An Identity or Dropout whose output is a graph
   output stays, as a digital op.
@@ -120,9 +121,22 @@ def _can_fold(graph: Graph, node: Node) -> bool:
     if node.op_type in RANDOM_OPS or _is_training_dropout(graph, node):
         return False
     if node.op_type in SHAPE_OPS:
-        known = graph.type_of(node.input(0))
-        return known is not None and known.is_static
+        return _read_dims_known(graph, node)
     return all(not value or value in graph.constants for value in node.inputs)
+
+
+def _read_dims_known(graph: Graph, node: Node) -> bool:
+    """Whether the dimensions a Shape (those between its start and end) or Size reads are
+    known: `Shape<start=1>(x)` folds while the batch, x's leading dimension, is unknown."""
+    known = graph.type_of(node.input(0))
+    if known is None or known.shape is None:
+        return False
+    dims = known.shape
+    if node.op_type == "Shape":
+        rank = len(dims)
+        start, end = node.attribute("start", 0), node.attribute("end", rank)
+        dims = dims[slice(start, end)]
+    return None not in dims
 
 
 def _is_training_dropout(graph: Graph, node: Node) -> bool:
@@ -137,8 +151,10 @@ def _argument(graph: Graph, node: Node, value: str) -> np.ndarray | None:
         return None
     if value in graph.constants:
         return graph.constants[value]
-    # Shape and Size of an activation only need its shape: a zero-stride stand-in
-    shape = graph.types[value].static_shape()
+    # Shape and Size of an activation only need its shape: a zero-stride stand-in (an
+    # unknown dimension is one the node does not read)
+    dims = graph.types[value].shape or ()
+    shape = tuple(1 if dim is None else dim for dim in dims)
     return np.broadcast_to(np.zeros((), np.float32), shape)
 
 

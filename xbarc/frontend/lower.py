@@ -54,15 +54,21 @@ _SIMPLE_ATTRIBUTES = {
 }
 
 
-def lower_graph(graph: Graph, hardware: Hardware, where: str) -> Program:
-    """The Program (hardware, tensors, inputs, ops, outputs) of a folded graph."""
+def lower_graph(
+    graph: Graph, hardware: Hardware, where: str, fixed_batch: frozenset[str] = frozenset()
+) -> Program:
+    """The Program (hardware, tensors, inputs, ops, outputs) of a folded graph; the inputs
+    named in `fixed_batch` run only the batch size they were compiled for."""
     lowering = _Lowering(graph, where)
     for node in graph.nodes():
         lowering.lower(node)
     lowering.keep_constant_outputs()
     program = Program(
         hardware=hardware,
-        inputs=tuple(GraphInput(name, type_) for name, type_ in graph.inputs.items()),
+        inputs=tuple(
+            GraphInput(name, type_, fixed_batch=name in fixed_batch)
+            for name, type_ in graph.inputs.items()
+        ),
         ops=tuple(lowering.ops),
         outputs=graph.outputs,
     )

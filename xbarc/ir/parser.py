@@ -371,8 +371,9 @@ class _Builder(Transformer):
     # --- graph
 
     def graph_input(self, children: list[Any]) -> tuple[str, GraphInput, Position]:
-        keyword, name, tensor_type = children
-        return "input", GraphInput(_ref(name), tensor_type), _position(keyword)
+        keyword, name, tensor_type, _, fixed = children
+        graph_input = GraphInput(_ref(name), tensor_type, fixed_batch=fixed is not None)
+        return "input", graph_input, _position(keyword)
 
     def graph_output(self, children: list[Token]) -> tuple[str, str, Position]:
         keyword, name = children

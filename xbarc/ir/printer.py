@@ -209,7 +209,10 @@ def _print_graph(lines: list[str], program: Program) -> None:
     lines.append("")
     lines.append("graph {")
     for graph_input in program.inputs:
-        lines.append(f"  input {value_ref(graph_input.name)} : {format_type(graph_input.type)}")
+        fixed = " batch=fixed" if graph_input.fixed_batch else ""
+        lines.append(
+            f"  input {value_ref(graph_input.name)} : {format_type(graph_input.type)}{fixed}"
+        )
     for op in program.ops:
         if isinstance(op, CrossbarLayer):
             _print_layer(lines, op)

@@ -389,8 +389,12 @@ class ChipState:
 
 @dataclass(frozen=True, slots=True)
 class GraphInput:
+    """A program input. Its leading dimension is the batch: a run may feed any batch size
+    unless `fixed_batch` (the model fixes it; see `xbarc/frontend/batch.py`)."""
+
     name: str
     type: TensorType
+    fixed_batch: bool = False
 
 
 @dataclass(frozen=True)

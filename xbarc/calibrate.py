@@ -36,16 +36,19 @@ def calibrate(
     data: Mapping[str, np.ndarray],
     percentile: float = DEFAULT_PERCENTILE,
     samples: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> Program:
     """`program` with a calibration from the first `samples` samples of `data` (all by
-    default): one array per program input, samples first."""
+    default): one array per program input, samples first. Batches of `batch_size`
+    (default 32, or the compiled batch of a program that runs no other: `batch=fixed`)."""
     from xbarc.runtime.executor import Executor
     from xbarc.runtime.noise import noise_settings
 
     if not 0 < percentile <= 100:
         raise XbarcError(f"--percentile must be in (0, 100], got {percentile}")
+    if batch_size is None:
+        batch_size = default_batch_size(program)
     if batch_size < 1:
         raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
     names = [graph_input.name for graph_input in program.inputs]
@@ -124,3 +127,11 @@ def adc_fraction(histogram: np.ndarray, percentile: float) -> float:
     needed = math.ceil(total * percentile / 100)
     index = int(np.searchsorted(np.cumsum(histogram), needed))
     return min(1.0, (index + 1) / len(histogram))
+
+
+def default_batch_size(program: Program) -> int:
+    """32, or the compiled batch size of a program whose inputs take no other."""
+    for graph_input in program.inputs:
+        if graph_input.fixed_batch:
+            return graph_input.type.static_shape()[0]
+    return 32

@@ -244,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, metavar="N", help="use the first N samples (default all)"
     )
     calibrate_parser.add_argument(
-        "--batch-size", type=int, default=32, help="samples per run (default 32)"
+        "--batch-size",
+        type=int,
+        help="samples per run (default 32, or the compiled batch of a program compiled for "
+        "one batch size)",
     )
     calibrate_parser.add_argument(
         "-o", "--output", type=Path, help="write the calibrated program here (default: in place)"

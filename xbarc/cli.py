@@ -319,7 +319,7 @@ def run_compile(args: argparse.Namespace) -> int:
     from xbarc.compiler import CompileOptions, compile_onnx
     from xbarc.ir.io import save_program
     from xbarc.ir.printer import print_program
-    from xbarc.report import report
+    from xbarc.report import mapping_line, mapping_warnings, report
 
     started = time.perf_counter()
     rows, cols = parse_tile_size(args.tile_size)
@@ -358,6 +358,9 @@ def run_compile(args: argparse.Namespace) -> int:
         f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
         f"{summary.cell_writes} cell writes"
     )
+    print(mapping_line(summary))
+    for line in mapping_warnings(summary):
+        print(line, file=sys.stderr)
     if args.mapping != "dense" and args.pipeline is None and program.arrays:
         print(describe_group_cols(program, chosen=args.group_cols is None))
     if args.pack == "auto" and args.pipeline is None and program.arrays:
@@ -497,6 +500,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from xbarc.report import (
         format_report,
         format_tile_reports,
+        mapping_warnings,
         report,
         tile_map,
         tile_reports,
@@ -523,6 +527,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(format_report(result))
         print()
         print(format_adc(adc))
+    for line in mapping_warnings(result):
+        print(line, file=sys.stderr)
     print_warnings(adc)
     return 0
 

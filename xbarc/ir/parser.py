@@ -54,6 +54,7 @@ from xbarc.ir.tile import (
     IndexTable,
     LayerRange,
     LayerRun,
+    NotMapped,
     Op,
     Operand,
     Phase,
@@ -425,7 +426,8 @@ class _Builder(Transformer):
         return "op", layer, position
 
     def digital_op(self, children: list[Any]) -> tuple[str, DigitalOp, Position]:
-        results, keyword, (domain, op_type), operands, op_types, opset, name, attributes = children
+        (results, keyword, (domain, op_type), operands, op_types, opset, name, not_mapped,
+         attributes) = children  # fmt: skip
         position = _position(results[0] if results else keyword)
         op = DigitalOp(
             name="" if name is None else json.loads(name),
@@ -436,8 +438,13 @@ class _Builder(Transformer):
             outputs=tuple("" if t.type == "OMITTED" else _ref(t) for t in results or ()),
             output_types=op_types or (),
             attributes=attributes or (),
+            not_mapped=not_mapped,
         )
         return "op", op, position
+
+    def not_mapped(self, children: list[Token]) -> NotMapped:
+        reason, macs = children
+        return NotMapped(json.loads(reason), None if macs.type == "UNKNOWN" else int(macs))
 
     def attributes(self, children: list[tuple[Attribute, Token]]) -> tuple[Attribute, ...]:
         seen: set[str] = set()

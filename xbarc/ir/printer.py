@@ -257,12 +257,18 @@ def _print_digital_op(lines: list[str], op: DigitalOp) -> None:
         types = " : " + ", ".join(format_type(t) for t in op.output_types)
     head = f"  {assign}op {op_name} ({operands}){types} {{"
     fields_text = f"opset={op.opset} name={quote_string(op.name)}"
-    if not op.attributes:
+    if not op.attributes and op.not_mapped is None:
         lines.append(f"{head} {fields_text} }}")
         return
-    attributes = [_format_attribute(attribute) for attribute in op.attributes]
     lines.append(head)
     lines.append(f"    {fields_text}")
+    if op.not_mapped is not None:
+        macs = "?" if op.not_mapped.macs is None else str(op.not_mapped.macs)
+        lines.append(f"    not_mapped={quote_string(op.not_mapped.reason)} macs={macs}")
+    if not op.attributes:
+        lines.append("  }")
+        return
+    attributes = [_format_attribute(attribute) for attribute in op.attributes]
     one_line = f"    attrs {{ {' '.join(attributes)} }}"
     if len(one_line) <= _LINE_WIDTH:
         lines.append(one_line)

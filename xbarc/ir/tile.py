@@ -93,8 +93,20 @@ class Attribute:
 
 
 @dataclass(frozen=True, slots=True)
+class NotMapped:
+    """Work a crossbar could do that stays digital: why (the frontend's decision, see
+    `xbarc/frontend/mapping.py`) and its multiply-accumulates per run at the compiled
+    shapes (None: unknown)."""
+
+    reason: str
+    macs: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class DigitalOp:
-    """A non-crossbar ONNX node, executed by the host. An output name "" is an unused slot."""
+    """A non-crossbar ONNX node, executed by the host. An output name "" is an unused slot.
+    `not_mapped` is set on ops that carry work a crossbar could do (a Conv, MatMul,
+    ConvInteger, LSTM, an If whose branches hold such ops...)."""
 
     name: str
     op_type: str
@@ -104,6 +116,7 @@ class DigitalOp:
     outputs: tuple[str, ...]
     output_types: tuple[TensorType | None, ...]
     attributes: tuple[Attribute, ...] = ()
+    not_mapped: NotMapped | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,15 @@ def test_cli_run_with_four_images(tmp_path, capsys, profile):
     assert_one_line_error(status, err, "'x'", "1x3x6x6", "--input-shape")
 
 
+def test_compile_says_when_the_model_fixes_its_batch(tmp_path, capsys):
+    for flatten, fixed in ((VIEW_GATHER, False), (CONSTANT_TARGET, True)):
+        model = save(stand_in("1", flatten), tmp_path)
+        status, text, _ = run_cli(capsys, "compile", model, "-o", tmp_path / "m.xbar")
+        assert status == 0
+        note = "batch: the model fixes its batch size, so the program runs batches of 1 only"
+        assert (note in text) == fixed, text
+
+
 def test_a_read_never_takes_an_input_of_another_width(tmp_path):
     """Without the batch=fixed guard (a program written by hand, or an older one), the
     layer behind the constant Reshape would get 4 x 144 features: quant and rram refuse

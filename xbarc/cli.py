@@ -361,6 +361,13 @@ def run_compile(args: argparse.Namespace) -> int:
     print(mapping_line(summary))
     for line in mapping_warnings(summary):
         print(line, file=sys.stderr)
+    fixed = [graph_input for graph_input in program.inputs if graph_input.fixed_batch]
+    if fixed:
+        print(
+            f"batch: the model fixes its batch size, so the program runs batches of "
+            f"{fixed[0].type.static_shape()[0]} only ({', '.join(i.name for i in fixed)}: "
+            "batch=fixed)"
+        )
     if args.mapping != "dense" and args.pipeline is None and program.arrays:
         print(describe_group_cols(program, chosen=args.group_cols is None))
     if args.pack == "auto" and args.pipeline is None and program.arrays:

@@ -238,3 +238,31 @@ def test_compile_and_inspect_print_the_share_and_the_warnings(tmp_path, capsys):
         "macs": 3888,
     }
     assert mapping["warnings"][0].startswith("warning: the program has no crossbar layers")
+
+
+QUANTIZED_AND_EINSUM = """g (uint8[1,3,8,8] x, float[2,5,7] e)
+    => (uint8[1,4,6,6] y, uint8[1,10] z, float[2,5,3] s) {
+    y = QLinearConv (x, xs, xz, w, ws, wz, ys, yz)
+    f = Flatten (x)
+    z = QLinearMatMul (f, xs, xz, m, ws, wz, ys, yz)
+    s = Einsum <equation = "bij,jk->bik"> (e, k)
+}"""
+
+
+def test_quantized_ops_and_einsum_are_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    scale, zero = np.array(0.1, np.float32), np.array(0, np.uint8)
+    constants = {
+        "w": rng.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8),
+        "m": rng.integers(0, 255, (192, 10)).astype(np.uint8),
+        "k": random((7, 3), 1),
+        **{name: scale for name in ("xs", "ws", "ys")},
+        **{name: zero for name in ("xz", "wz", "yz")},
+    }
+    model = parse(QUANTIZED_AND_EINSUM, constants)
+    work = {w.op_type: w for w in report(compiled(tmp_path, model)).digital_work}
+    assert work["QLinearConv"].macs == 4 * 36 * 27
+    assert work["QLinearMatMul"].macs == 10 * 192
+    assert work["QLinearConv"].reason == work["QLinearMatMul"].reason == INTEGER
+    assert work["Einsum"].macs == 2 * 5 * 7 * 3
+    assert work["Einsum"].reason == "Einsum is not mapped (export the layer as MatMul or Gemm)"

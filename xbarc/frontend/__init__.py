@@ -44,8 +44,8 @@ def import_onnx(
     inputs = input_types(model, input_shapes or {}, where)
     graph = build_graph(model, batch_free(inputs), where)
 
-    def infer(graph: Graph) -> dict[str, TensorType]:
-        return infer_types(graph, model, where)
+    def infer(working: Graph) -> dict[str, TensorType]:
+        return infer_types(working, model, where)
 
     fold_graph(graph, infer, where)
     graph.inputs = inputs

@@ -229,3 +229,23 @@ def test_inputs_of_different_leading_sizes_fix_the_batch(tmp_path):
     )
     program = compile_onnx(save(model, tmp_path), CompileOptions(tiles=4))
     assert [i.fixed_batch for i in program.inputs] == [True, True]
+
+
+def test_batch_moved_to_another_axis_still_runs_any_batch(tmp_path):
+    """[N, C, T] -> [T, N, C], as a recognizer's output before CTC decoding."""
+    model = parse(
+        """g (float[N,4,7] x) => (float y) {
+            t = Transpose <perm = [2, 0, 1]> (x)
+            y = MatMul (t, w)
+        }""",
+        {"w": random((4, 3), 1)},
+    )
+    program = compile_onnx(
+        save(model, tmp_path), CompileOptions(tiles=4, input_shapes={"x": (1, 4, 7)})
+    )
+    assert not program.inputs[0].fixed_batch
+    x = random((IMAGES, 4, 7), 2)
+    (y,) = InferenceSession(program, "quant").run(None, {"x": x})
+    assert y.shape == (7, IMAGES, 3)
+    expected = run_onnxruntime(model, {"x": x})[0]
+    assert np.abs(y - expected).max() < 0.05 * np.abs(expected).max()

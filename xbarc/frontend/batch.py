@@ -8,9 +8,11 @@ dimensions differ). So the folded graph's shapes are inferred again at a second 
 size: the program runs any batch when, there,
 
 - every crossbar layer candidate (Conv, ConvTranspose, Gemm, MatMul) reads an input of
-  the same size apart from its leading dimension (a read never gets another width), and
-- every graph output has the second batch as its leading dimension and the same other
-  dimensions (each image's answer in its own row).
+  the same width: the channels and image size of a convolution, the features of a
+  MatMul or Gemm (a read never gets another width), and
+- every graph output has the batch on one axis, the leading one or another (an RNN's
+  [time, batch, classes]), and the same size on every other axis (each image's answer in
+  its own slot).
 
 Otherwise its batched inputs are marked `batch=fixed` and the runtime refuses another
 batch size with a one-line error instead of computing a wrong shape.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend.fold import LAYER_OPS
-from xbarc.ir.graph import Graph
+from xbarc.ir.graph import Graph, Node
 from xbarc.ir.types import TensorType
 
 InferTypes = Callable[[Graph], dict[str, TensorType]]
@@ -73,18 +75,34 @@ def _layers_keep_width(
         before, after = compiled.get(node.input(0)), resized.get(node.input(0))
         if before is None or after is None or before.shape is None or after.shape is None:
             return False
-        if len(before.shape) != len(after.shape) or before.shape[1:] != after.shape[1:]:
+        if len(before.shape) != len(after.shape):
             return False
-        if None in before.shape[1:]:
+        width = _width(node, before.shape)
+        if None in width or width != _width(node, after.shape):
             return False
     return True
+
+
+def _width(node: Node, dims: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """What a layer's reads depend on: a convolution's channels and image size, the
+    features (the contracted axis) of a MatMul or Gemm."""
+    if not dims:
+        return (None,)
+    if node.op_type in ("Conv", "ConvTranspose"):
+        return dims[1:]
+    if node.op_type == "Gemm" and node.attribute("transA", 0):
+        return dims[:1]
+    return dims[-1:]
 
 
 def _scales_with_batch(
     before: TensorType | None, after: TensorType | None, batch: int, other: int
 ) -> bool:
-    if before is None or after is None or not before.shape or not after.shape:
+    """Whether an output has the batch on one axis (its size `batch` at the compiled
+    batch, `other` at the second) and the same size on every other axis."""
+    if before is None or after is None or before.shape is None or after.shape is None:
         return False
-    if None in before.shape[1:] or before.shape[1:] != after.shape[1:]:
+    if len(before.shape) != len(after.shape) or None in before.shape:
         return False
-    return before.shape[0] == batch and after.shape[0] == other
+    changed = [(b, a) for b, a in zip(before.shape, after.shape, strict=True) if b != a]
+    return changed == [(batch, other)]

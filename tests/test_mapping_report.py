@@ -19,7 +19,13 @@ from tests.onnx_models import parse, random, save
 from tests.test_cli import run_cli
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.ir.tile import DigitalOp
-from xbarc.report import DIGITAL_SHARE_WARNING, mapping_warnings, report
+from xbarc.report import (
+    DIGITAL_SHARE_WARNING,
+    format_macs,
+    mapping_line,
+    mapping_warnings,
+    report,
+)
 
 INTEGER = "integer ops are not mapped (give xbarc the float model)"
 TWO_ACTIVATIONS = "MatMul of two activations: no constant weight"
@@ -62,6 +68,11 @@ def test_light_squeezenet_maps_all_its_work(tmp_path):
     assert summary.digital_work == () and summary.digital_macs == 0
     assert summary.mapped_share == 1.0
     assert mapping_warnings(summary) == []
+    assert mapping_line(summary) == (
+        f"mapped: 26 crossbar layers do {format_macs(summary.crossbar_macs)} per forward pass "
+        "(100.0% of the work)"
+    )
+    assert format_macs(summary.crossbar_macs) == "349.15 MMAC"
 
 
 INTEGER_MODEL = """g (uint8[1,3,8,8] x) => (int32[1,4,6,6] y, int32[1,10] z) {
@@ -211,7 +222,7 @@ def test_compile_and_inspect_print_the_share_and_the_warnings(tmp_path, capsys):
     status, text, err = run_cli(capsys, "compile", model, "-o", output)
     assert status == 0
     assert (
-        "mapped: 0 crossbar layers do 0 MAC per forward pass, 0.0% of the work; 5.81 kMAC "
+        "mapped: 0 crossbar layers do 0 MAC per forward pass (0.0% of the work); 5.81 kMAC "
         "stay digital on 2 ops that could be crossbar work" in text
     )
     assert err.splitlines() == [

@@ -364,8 +364,12 @@ def mapping_line(result: ProgramReport) -> str:
     unknown = sum(1 for work in result.digital_work if work.macs is None)
     text = (
         f"mapped: {len(result.layers)} crossbar layers do {format_macs(result.crossbar_macs)} "
-        f"per forward pass, {result.mapped_share:.1%} of the work; "
-        f"{format_macs(result.digital_macs)} stay digital on {len(result.digital_work)} "
+        f"per forward pass ({result.mapped_share:.1%} of the work)"
+    )
+    if not result.digital_work:
+        return text
+    text += (
+        f"; {format_macs(result.digital_macs)} stay digital on {len(result.digital_work)} "
         f"op{'s' if len(result.digital_work) != 1 else ''} that could be crossbar work"
     )
     if unknown:

@@ -190,10 +190,14 @@ def test_reasons_of_layers_without_a_constant_weight(tmp_path, text, reason):
 
 
 # Until crossbar layers inside subgraphs and recurrent weights are mapped (issue 13, item
-# 2), an If holding a Conv and an LSTM stay digital, with their work counted.
+# 2), an If holding a Conv and an LSTM stay digital, with their work counted (the shapes
+# inside a branch from onnx's shape inference: `conv` is declared nowhere).
 IF_AND_LSTM = """g (float[1,3,6,6] x, bool c, float[5,1,8] s) => (float y, float h) {
     y = If (c) <
-        then_branch = g1 () => (float[1,4,6,6] a) { a = Conv <pads = [1, 1, 1, 1]> (x, w) },
+        then_branch = g1 () => (float a) {
+            conv = Conv <pads = [1, 1, 1, 1]> (x, w)
+            a = Relu (conv)
+        },
         else_branch = g2 () => (float[1,4,6,6] b) { b = Conv <pads = [1, 1, 1, 1]> (x, v) }
     >
     h = LSTM <hidden_size = 16> (s, lw, lr)

@@ -405,7 +405,21 @@ def infer_types(graph: Graph, model: ModelProto, where: str) -> dict[str, Tensor
         found = tensor_type(value.type)
         if found is not None:
             types[value.name] = found
+    for value in _subgraph_values(inferred.graph):  # for the size of the work inside
+        found = tensor_type(value.type)
+        if found is not None:
+            types.setdefault(value.name, found)
     return types
+
+
+def _subgraph_values(graph: GraphProto) -> Iterator[ValueInfoProto]:
+    """The typed values inside the subgraphs of `graph`'s nodes, at any depth."""
+    for node in graph.node:
+        for attr in node.attribute:
+            bodies = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+            for body in bodies:
+                yield from (*body.input, *body.value_info, *body.output)
+                yield from _subgraph_values(body)
 
 
 def _skeleton(graph: Graph, model: ModelProto) -> ModelProto:

@@ -52,7 +52,6 @@ def fixed_batch_inputs(graph: Graph, infer_types: InferTypes) -> frozenset[str]:
         return frozenset(batched)
     finally:
         graph.inputs = saved
-    graph.types = compiled
     if _layers_keep_width(graph, compiled, resized) and all(
         _scales_with_batch(compiled.get(output), resized.get(output), batch, other)
         for output in graph.outputs

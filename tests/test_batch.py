@@ -249,3 +249,15 @@ def test_batch_moved_to_another_axis_still_runs_any_batch(tmp_path):
     assert y.shape == (7, IMAGES, 3)
     expected = run_onnxruntime(model, {"x": x})[0]
     assert np.abs(y - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_calibrate_runs_a_fixed_program_in_its_compiled_batch(tmp_path):
+    program = compiled(tmp_path, stand_in("1", CONSTANT_TARGET))
+    x = images(3)
+    calibrated = calibrate(program, {"x": x}, percentile=100)
+    assert calibrated.calibration is not None
+    # the same ranges as three runs of one image each: the largest |x| of the first layer
+    first = calibrated.calibration.of(program.ops[0].name)
+    assert first is not None and first.input_range == pytest.approx(np.abs(x).max(), rel=1e-6)
+    with pytest.raises(XbarcError, match="compiled for 1x3x6x6"):
+        calibrate(program, {"x": x}, batch_size=3)

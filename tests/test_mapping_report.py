@@ -281,3 +281,27 @@ def test_quantized_ops_and_einsum_are_counted(tmp_path):
     assert work["QLinearConv"].reason == work["QLinearMatMul"].reason == INTEGER
     assert work["Einsum"].macs == 2 * 5 * 7 * 3
     assert work["Einsum"].reason == "Einsum is not mapped (export the layer as MatMul or Gemm)"
+
+
+def test_work_of_unknown_size_warns(tmp_path):
+    """A Loop whose trip count is an input: its work cannot be sized, so it is named."""
+    model = parse(
+        """g (float[1,8] x, int64 n) => (float y, float z) {
+            y = MatMul (x, w)
+            z = Loop (n, "", x) <
+                body = b (int64 i, bool c, float[1,8] h) => (bool co, float[1,8] ho) {
+                    co = Identity (c)
+                    ho = MatMul (h, w)
+                }
+            >
+        }""",
+        {"w": random((8, 8), 1)},
+    )
+    summary = report(compiled(tmp_path, model))
+    (work,) = summary.digital_work
+    assert (work.op_type, work.macs) == ("Loop", None)
+    assert work.reason == "ops inside a Loop subgraph are not mapped"
+    assert mapping_warnings(summary) == [
+        "warning: work of unknown size stays digital on 1 op, next to 64 MAC on crossbars:",
+        "warning:   Loop_1 (Loop, ? MAC): ops inside a Loop subgraph are not mapped",
+    ]

@@ -25,6 +25,7 @@ import numpy as np
 
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Calibration, LayerRange, Program
+from xbarc.session import check_batch
 
 DEFAULT_PERCENTILE = 99.99  # of |x| and of the read sums: what the ranges must hold
 ADC_BINS = 1024  # resolution of the ADC range: 1/1024 of the largest sum
@@ -66,6 +67,9 @@ def calibrate(
         {name: np.asarray(data[name][start : start + batch_size]) for name in names}
         for start in range(0, count, batch_size)
     ]
+    for graph_input in program.inputs:
+        for batch in batches if graph_input.fixed_batch else ():
+            check_batch(graph_input.name, batch[graph_input.name], graph_input.type)
     layers = list(program.layers())
 
     # 1. input ranges, from the float activations

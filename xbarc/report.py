@@ -383,20 +383,29 @@ def work_line(work: DigitalWork) -> str:
 
 
 def mapping_warnings(result: ProgramReport) -> list[str]:
-    """Warnings when no crossbar layer is left, or a large share of the work stays
-    digital: the ops, the largest first, with the reason for each."""
+    """Warnings when no crossbar layer is left, when a large share of the work stays
+    digital, or work of unknown size (a Loop of unknown trip count): the ops, the largest
+    first, with the reason for each."""
     work = result.digital_work
-    if result.layers and (not work or 1 - result.mapped_share <= DIGITAL_SHARE_WARNING):
+    unknown = sum(1 for w in work if w.macs is None)
+    large = 1 - result.mapped_share > DIGITAL_SHARE_WARNING
+    if result.layers and not (work and large) and not unknown:
         return []
     if not result.layers:
         head = "warning: the program has no crossbar layers: the whole model runs digitally"
         if not work:
             head += " (it has no Conv, ConvTranspose, Gemm or MatMul to map)"
-    else:
+    elif large:
         head = (
             f"warning: {1 - result.mapped_share:.1%} of the work stays digital "
             f"({format_macs(result.digital_macs)} of "
             f"{format_macs(result.digital_macs + result.crossbar_macs)})"
+        )
+    else:
+        head = (
+            f"warning: work of unknown size stays digital on {unknown} "
+            f"op{'s' if unknown != 1 else ''}, next to {format_macs(result.crossbar_macs)} "
+            "on crossbars"
         )
     ranked = sorted(work, key=lambda w: -1 if w.macs is None else w.macs, reverse=True)
     lines = [head + (":" if work else "")]

@@ -34,7 +34,9 @@ REASONS = {
     **{op: "integer ops are not mapped (give xbarc the float model)" for op in INTEGER_OPS},
     **{op: "recurrent layers are not mapped (their weights stay digital)" for op in RECURRENT_OPS},
     "Einsum": "Einsum is not mapped (export the layer as MatMul or Gemm)",
-    **{op: f"ops inside an {op} subgraph are not mapped" for op in SUBGRAPH_OPS},
+    "If": "ops inside an If subgraph are not mapped",
+    "Loop": "ops inside a Loop subgraph are not mapped",
+    "Scan": "ops inside a Scan subgraph are not mapped",
 }
 
 Shape = tuple[int, ...]

@@ -3,7 +3,15 @@
     CrossbarLayer(weight=W)  ->  CrossbarLayer + Array(levels=round(W/scale), slices)
 
 Symmetric linear quantization to `weight-bits` bits: levels in +-(2^(B-1)-1), scale per
-tensor or per output column. Signed encoding:
+output column (default: real chips apply a digital scale to each column after the ADC, so
+a column of small weights keeps its levels however large its neighbours are, as after
+BatchNorm folding) or per tensor. The scale maps a clip range to the largest level:
+- clip=max: the largest |w| (exact for outliers; nothing clips);
+- clip=percentile: the `clip-percentile` percentile of |w| (default 99.99);
+- clip=mse: the range (a ratio of the largest |w|, MSE_RATIOS) whose quantized weights
+  have the least squared error;
+per column, or over the tensor with scale=tensor. `clip-layers=NAME=MODE;NAME=MODE`
+gives layers their own mode. Signed encoding:
 - differential: G+ holds max(level, 0), G- holds max(-level, 0); each polarity's B-1
   magnitude bits are cut into slices of `cell-bits` bits (least significant first);
 - offset: cells hold level + 2^(B-1) (B unsigned bits), cut the same way; the periphery
@@ -27,6 +35,11 @@ from xbarc.ir.cells import level_dtype, make_slices
 from xbarc.ir.tile import Array, Const, Program, with_tensors
 
 MAX_WEIGHT_BITS = 16
+SCALE_MODES = ("column", "tensor")
+CLIP_MODES = ("max", "percentile", "mse")
+DEFAULT_CLIP_PERCENTILE = 99.99
+# clip=mse's candidate ranges, as ratios of the largest |w|: 1.00, 0.99, ..., 0.20
+MSE_RATIOS = tuple(round(1 - k / 100, 2) for k in range(81))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +49,12 @@ class Quantize:
     name: ClassVar[str] = "quantize"
     weight_bits: int = 8
     cell_bits: int | None = None  # chip option: bits per cell (default: the chip's)
-    scale: str = "tensor"  # tensor | column
+    scale: str = "column"  # column | tensor
     encoding: str | None = None  # chip option: signed encoding (default: the chip's)
     max_ones: int | None = None  # at most this many one bits per level's magnitude
+    clip: str = "max"  # max | percentile | mse: how each scale's range is chosen
+    clip_percentile: float = DEFAULT_CLIP_PERCENTILE  # clip=percentile: of |w|
+    clip_layers: str = ""  # per-layer clip modes, NAME=MODE;NAME=MODE
 
     def target(self, hardware: Hardware) -> Hardware:
         """The chip with the cell width and signed encoding this pass names."""
@@ -53,12 +69,17 @@ class Quantize:
         cell_bits, encoding = hardware.cell.bits, hardware.encoding
         check_options(self.weight_bits, cell_bits, self.scale, encoding)
         check_max_ones(self.max_ones, self.weight_bits, encoding)
+        clips = layer_clips(self.clip, self.clip_layers, self.clip_percentile, program)
         arrays: list[Array] = []
         tensors: dict[str, np.ndarray] = {}
         for layer in program.layers():
             weight = program.store[layer.weight]
             levels, scale = quantize_levels(
-                weight, self.weight_bits, per_column=self.scale == "column"
+                weight,
+                self.weight_bits,
+                per_column=self.scale == "column",
+                clip=clips[layer.name],
+                percentile=self.clip_percentile,
             )
             if self.max_ones is not None:
                 levels = with_few_ones(levels, self.max_ones, self.weight_bits)
@@ -101,10 +122,41 @@ def check_options(weight_bits: int, cell_bits: int, scale: str, encoding: str) -
             hint="a cell cannot hold more bits than a weight has: lower quantize{cell-bits=N} "
             "or compile --cell-bits N",
         )
-    if scale not in ("tensor", "column"):
-        raise XbarcError(f"unknown scale mode {scale!r}", hint="use tensor or column")
+    if scale not in SCALE_MODES:
+        raise XbarcError(f"unknown scale mode {scale!r}", hint="use column or tensor")
     if encoding not in SIGNED_ENCODINGS:
         raise XbarcError(f"unknown signed encoding {encoding!r}", hint="use differential or offset")
+
+
+def layer_clips(clip: str, clip_layers: str, percentile: float, program: Program) -> dict[str, str]:
+    """The clip mode of every crossbar layer: `clip`, or the mode `clip_layers` gives it
+    (`NAME=MODE;NAME=MODE`, names as `xbarc inspect` shows them)."""
+    check_clip(clip)
+    if not 0 < percentile <= 100:
+        raise XbarcError(f"clip-percentile must be in (0, 100], got {percentile}")
+    names = [layer.name for layer in program.layers()]
+    clips = dict.fromkeys(names, clip)
+    for item in filter(None, (part.strip() for part in clip_layers.split(";"))):
+        name, equals, mode = item.rpartition("=")
+        if not equals or not name:
+            raise XbarcError(
+                f"clip-layers item {item!r} is not NAME=MODE",
+                hint="e.g. clip-layers=conv1=max;fc=mse (compile: --clip conv1=max)",
+            )
+        if name not in clips:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise XbarcError(
+                f"clip-layers names {name!r}, which is no crossbar layer of the program",
+                hint=f"its layers are {shown or '(none)'}",
+            )
+        check_clip(mode)
+        clips[name] = mode
+    return clips
+
+
+def check_clip(mode: str) -> None:
+    if mode not in CLIP_MODES:
+        raise XbarcError(f"unknown clip mode {mode!r}", hint=f"use {', '.join(CLIP_MODES)}")
 
 
 def check_max_ones(max_ones: int | None, weight_bits: int, encoding: str) -> None:
@@ -155,21 +207,73 @@ def weight_error(program: Program) -> float:
 
 
 def quantize_levels(
-    weight: np.ndarray, weight_bits: int, per_column: bool
+    weight: np.ndarray,
+    weight_bits: int,
+    per_column: bool,
+    clip: str = "max",
+    percentile: float = DEFAULT_CLIP_PERCENTILE,
 ) -> tuple[np.ndarray, float | np.ndarray]:
     """Symmetric quantization of a [groups, rows, cols] matrix to signed integer levels.
 
-    Returns the levels and the scale: a float, or f32[groups, cols] per column. A zero
-    tensor or column gets scale 1 (its levels are all zero either way)."""
-    max_level = 2 ** (weight_bits - 1) - 1
-    magnitude = np.abs(weight)
+    Returns the levels and the scale: a float, or f32[groups, cols] per column. The scale
+    is the clip range over the largest level, the range chosen per column (or for the
+    whole tensor) by `clip` (see `clip_ranges`). A zero tensor or column gets scale 1 (its
+    levels are all zero either way)."""
+    columns = weight if per_column else weight.reshape(1, -1, 1)
+    clip_range = clip_ranges(columns, weight_bits, clip, percentile)  # [groups, cols]
+    scale = scales_of(clip_range, weight_bits)
     if per_column:
-        peak = magnitude.max(axis=1)  # [groups, cols]
-        column_scale = np.where(peak > 0, peak / max_level, 1.0).astype(np.float32)
-        return _levels(weight, column_scale[:, None, :], weight_bits), column_scale
-    peak_value = float(magnitude.max()) if weight.size else 0.0
-    scale = float(np.float32(peak_value / max_level)) if peak_value > 0 else 1.0
-    return _levels(weight, np.float32(scale), weight_bits), scale
+        return _levels(weight, scale[:, None, :], weight_bits), scale
+    tensor_scale = float(scale[0, 0]) if scale.size else 1.0
+    return _levels(weight, np.float32(tensor_scale), weight_bits), tensor_scale
+
+
+def clip_ranges(columns: np.ndarray, weight_bits: int, clip: str, percentile: float) -> np.ndarray:
+    """The clip range of each column of a [groups, rows, cols] matrix, f64[groups, cols]:
+    - max: the largest |w| (nothing clips);
+    - percentile: that percentile of |w| (numpy's linear interpolation), or the largest
+      |w| where the percentile is 0 (a column of mostly zeros);
+    - mse: the candidate `ratio x max|w|` (ratios MSE_RATIOS) whose quantized weights
+      have the least squared error against the float weights, the largest ratio on a tie.
+    """
+    magnitude = np.abs(columns).astype(np.float64)
+    if magnitude.shape[1] == 0:
+        return np.zeros((magnitude.shape[0], magnitude.shape[2]))
+    peak = magnitude.max(axis=1)
+    if clip == "max":
+        return peak
+    if clip == "percentile":
+        kept = np.percentile(magnitude, percentile, axis=1)
+        return np.where(kept > 0, kept, peak)
+    if clip == "mse":
+        return peak * best_ratios(columns, peak, weight_bits)
+    raise XbarcError(f"unknown clip mode {clip!r}", hint=f"use {' or '.join(CLIP_MODES)}")
+
+
+def best_ratios(columns: np.ndarray, peak: np.ndarray, weight_bits: int) -> np.ndarray:
+    """Per column, the ratio of MSE_RATIOS whose clip range `ratio x peak` gives the
+    least squared quantization error (the first, i.e. largest, on a tie)."""
+    best_error = np.full(peak.shape, np.inf)
+    best = np.ones(peak.shape)
+    for ratio in MSE_RATIOS:
+        error = quantization_error(columns, scales_of(peak * ratio, weight_bits), weight_bits)
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best = np.where(better, ratio, best)
+    return best
+
+
+def quantization_error(columns: np.ndarray, scale: np.ndarray, weight_bits: int) -> np.ndarray:
+    """Per column, the squared error of `columns` quantized with the column scales."""
+    levels = _levels(columns, scale[:, None, :], weight_bits)
+    difference = levels * scale[:, None, :].astype(np.float64) - columns
+    return np.square(difference).sum(axis=1)
+
+
+def scales_of(clip_range: np.ndarray, weight_bits: int) -> np.ndarray:
+    """f32 scales that map each clip range to the largest level (1 where it is 0)."""
+    max_level = 2 ** (weight_bits - 1) - 1
+    return np.where(clip_range > 0, clip_range / max_level, 1.0).astype(np.float32)
 
 
 def _levels(weight: np.ndarray, divisor, weight_bits: int) -> np.ndarray:

@@ -363,8 +363,9 @@ def _check_self_contained(op: DigitalOp, attributes: Sequence[AttributeProto]) -
             raise XbarcError(
                 f'op "{op.name}" ({op.op_type}) cannot run on the host: its subgraph '
                 f'"{attribute.name}" reads {", ".join(outer)} from the enclosing graph',
-                hint="fold the control flow out of the model before compiling "
-                "(e.g. onnx-simplifier), or pass those values as explicit inputs",
+                hint="recompile the model: xbarc now lowers If, Loop and Scan subgraphs into "
+                "regions that see the enclosing values; for other ops, pass those values "
+                "as explicit inputs",
             )
 
 

@@ -17,13 +17,14 @@ constants become initializers named `const:<name>`, layer weights `weight:<layer
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from onnx import ModelProto, TensorProto, ValueInfoProto, helper, numpy_helper
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.tile import CrossbarLayer, DigitalOp, Program, Value
+from xbarc.ir.tile import CrossbarLayer, DigitalOp, Program, Value, all_ops
 from xbarc.ir.types import ONNX_DTYPES, TensorType
 from xbarc.runtime.digital import DEFAULT_DOMAINS, attribute_proto, first_line
 
@@ -48,35 +49,50 @@ def effective_model(
             initializers[key] = numpy_helper.from_array(np.asarray(store[name]), key)
         return key
 
-    nodes = []
     types = program.value_types()
-    for op in program.ops:
-        if isinstance(op, CrossbarLayer):
-            weight_name = f"weight:{op.name}"
-            initializers[weight_name] = numpy_helper.from_array(
-                layer_weight(op, weights[op.name]), weight_name
-            )
-            bias = constant(op.bias) if op.bias is not None else None
-            nodes.extend(layer_nodes(op, weight_name, bias))
-            continue
-        inputs = []
-        for operand in op.inputs:
-            if operand is None:
-                inputs.append("")  # an omitted optional input
-            elif isinstance(operand, Value):
-                inputs.append(operand.name)
-            else:
-                inputs.append(constant(operand.name))
-        node = helper.make_node(
-            op.op_type,
-            inputs=_trimmed(inputs),
-            outputs=_trimmed(list(op.outputs)),
-            name=op.name,
-            domain=op.domain,
-        )
-        node.attribute.extend(attribute_proto(a, lambda name: store[name]) for a in op.attributes)
-        nodes.append(node)
 
+    def node_list(ops) -> list:
+        """The ONNX nodes of `ops`; a control-flow op's regions become its subgraphs."""
+        nodes = []
+        for op in ops:
+            if isinstance(op, CrossbarLayer):
+                weight_name = f"weight:{op.name}"
+                initializers[weight_name] = numpy_helper.from_array(
+                    layer_weight(op, weights[op.name]), weight_name
+                )
+                bias = constant(op.bias) if op.bias is not None else None
+                nodes.extend(layer_nodes(op, weight_name, bias))
+                continue
+            inputs = []
+            for operand in op.inputs:
+                if operand is None:
+                    inputs.append("")  # an omitted optional input
+                elif isinstance(operand, Value):
+                    inputs.append(operand.name)
+                else:
+                    inputs.append(constant(operand.name))
+            node = helper.make_node(
+                op.op_type,
+                inputs=_trimmed(inputs),
+                outputs=_trimmed(list(op.outputs)),
+                name=op.name,
+                domain=op.domain,
+            )
+            node.attribute.extend(
+                attribute_proto(a, lambda name: store[name]) for a in op.attributes
+            )
+            for region in op.regions:
+                subgraph = helper.make_graph(
+                    node_list(region.ops),
+                    region.name,
+                    [_region_input(graph_input) for graph_input in region.inputs],
+                    [_output(name, types) for name in region.outputs],
+                )
+                node.attribute.append(helper.make_attribute(region.name, subgraph))
+            nodes.append(node)
+        return nodes
+
+    nodes = node_list(program.ops)
     graph = helper.make_graph(
         nodes,
         "xbarc_ideal_chip",
@@ -150,6 +166,15 @@ def _output(name: str, types: Mapping[str, TensorType]) -> ValueInfoProto:
     return helper.make_tensor_value_info(name, ONNX_DTYPES[value_type.dtype], [None] * rank)
 
 
+def _region_input(graph_input) -> ValueInfoProto:
+    """A region's formal input: its element type and rank (dims may change per iteration)."""
+    shape = graph_input.type.shape
+    dims = None if shape is None else [None] * len(shape)
+    return helper.make_tensor_value_info(
+        graph_input.name, ONNX_DTYPES[graph_input.type.dtype], dims
+    )
+
+
 def _any_batch(graph_input) -> list | None:
     """An input's dims with the first left open: sessions take any batch size."""
     shape = graph_input.type.shape
@@ -166,7 +191,7 @@ def _trimmed(names: list[str]) -> list[str]:
 def _opsets(program: Program) -> dict[str, int]:
     """One opset per domain: the digital ops' (they come from one model, so they agree)."""
     opsets: dict[str, int] = {}
-    for op in program.ops:
+    for op in all_ops(program.ops):
         if not isinstance(op, DigitalOp):
             continue
         domain = "" if op.domain in DEFAULT_DOMAINS else op.domain
@@ -217,3 +242,49 @@ class IdealGraph:
                 ) from error
             self._sessions[outputs] = session
         return session
+
+
+class IdealLayers:
+    """Crossbar layers one at a time, each an onnxruntime model of its effective weights:
+    the ideal profile of programs whose control flow runs on the host."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        self.weights = weights
+        self._sessions: dict[str, Any] = {}
+
+    def run(self, layer: CrossbarLayer, store, x: np.ndarray) -> np.ndarray:
+        session = self._sessions.get(layer.name)
+        if session is None:
+            session = self._sessions[layer.name] = self._session(layer, store, x.ndim)
+        try:
+            (result,) = session.run(None, {"x": np.asarray(x, dtype=np.float32)})
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise XbarcError(
+                f"layer @{layer.name} failed on an input of shape {list(x.shape)}: "
+                f"{first_line(error)}",
+                hint="check the inputs' shapes against the program's",
+            ) from error
+        return result
+
+    def _session(self, layer: CrossbarLayer, store, rank: int) -> Any:
+        import onnxruntime  # imported on first use: it is slow to load
+
+        initializers = [numpy_helper.from_array(layer_weight(layer, self.weights[layer.name]), "w")]
+        if layer.bias is not None:
+            initializers.append(numpy_helper.from_array(np.asarray(store[layer.bias]), "b"))
+        one = replace(layer, input="x", output="y")
+        graph = helper.make_graph(
+            layer_nodes(one, "w", "b" if layer.bias is not None else None),
+            "xbarc_ideal_layer",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None] * rank)],
+            [ValueInfoProto(name="y")],
+            initializer=initializers,
+        )
+        opsets = [helper.make_opsetid("", _LAYER_OPSET)]
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=_MIN_IR_VERSION)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        return onnxruntime.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )

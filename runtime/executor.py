@@ -52,11 +52,23 @@ from collections.abc import Callable, Hashable
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.tile import Array, Const, CrossbarLayer, DigitalOp, LayerRange, Program, Value
+from xbarc.ir.tile import (
+    Array,
+    Const,
+    CrossbarLayer,
+    DigitalOp,
+    LayerRange,
+    Op,
+    Program,
+    Region,
+    Value,
+    op_reads,
+)
 from xbarc.runtime import gaussian
 from xbarc.runtime.chip import ProgrammedTiles
+from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
-from xbarc.runtime.effective import IdealGraph
+from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, gemm, touched
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
@@ -124,6 +136,7 @@ class Executor:
         self.cell_type, self.digit_type, self.sum_type = self._read_types()
         self.plans, matrices = self._program_chip()
         self._ideal: IdealGraph | None = None
+        self._ideal_layers: IdealLayers | None = None
         # quant: memory reused from layer to layer (the inputs' slices, unfolded, the
         # partial sums of reads, an accumulator): fresh arrays would take their page
         # faults in the kernels' threads, where they cost ~20x more than a memset here
@@ -134,7 +147,12 @@ class Executor:
                 layer: self._dequantized(self._weights_of(layer), matrix)
                 for layer, matrix in matrices.items()
             }
-            self._ideal = IdealGraph(program, self.effective_weights)
+            if any(isinstance(op, DigitalOp) and op.regions for op in program.ops):
+                # control flow runs on the host (a branch never taken need not even be
+                # valid for these input shapes), each layer as a one-layer model
+                self._ideal_layers = IdealLayers(self.effective_weights)
+            else:
+                self._ideal = IdealGraph(program, self.effective_weights)
 
     def _read_types(self) -> tuple[type, type, type]:
         """The element types of quantized reads (cells, DAC digits, partial sums), the
@@ -262,7 +280,8 @@ class Executor:
         return {name: values[name] for name in outputs}
 
     def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every value of the graph (inputs, layer and op results) for one batch."""
+        """Every value of the graph (inputs, layer and op results) for one batch; values
+        inside regions as their last execution left them (none for a branch not taken)."""
         return self._run_graph(feeds, donate=False)
 
     def _run_graph(self, feeds: dict[str, np.ndarray], donate: bool) -> dict[str, np.ndarray]:
@@ -279,12 +298,31 @@ class Executor:
             ]
             values.update(zip(names, self._ideal.run(feeds, names), strict=True))
             return values
+        self._run_ops(self.program.ops, values, donate, None if donate else values)
+        return values
+
+    def _run_ops(
+        self,
+        ops: tuple[Op, ...],
+        values: dict[str, np.ndarray],
+        donate: bool,
+        collect: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Run `ops` in order, adding their results to `values` (quant); the values made
+        inside regions are added to `collect` too, when given."""
         store = self.program.store
         owned: set[str] = set()  # values whose arrays are ours alone: safe to overwrite
-        for op in self.program.ops:
+        for op in ops:
             if isinstance(op, CrossbarLayer):
                 values[op.output] = self.run_layer(op, values[op.input])
                 owned.add(op.output)
+                continue
+            if op.regions:
+                runner = self._region_runner(values, collect)
+                outputs = run_control(op, operand_values(op, values, store), runner)
+                for name, output in zip(op.outputs, outputs, strict=True):
+                    if name and output is not None:
+                        values[name] = output
                 continue
             donated_names = {
                 index: operand.name
@@ -301,10 +339,25 @@ class Executor:
                     # a result written into a donated buffer is ours too
                     if any(result is values[donor] for donor in donated_names.values()):
                         owned.add(name)
-        return values
+
+    def _region_runner(self, enclosing: dict[str, np.ndarray], collect):
+        """Runs a region of a control-flow op in a scope that sees `enclosing` (its
+        values are never overwritten: regions donate nothing)."""
+
+        def run_region(region: Region, bound) -> list[np.ndarray]:
+            scope = dict(enclosing)
+            scope.update(zip((i.name for i in region.inputs), bound, strict=True))
+            self._run_ops(region.ops, scope, False, collect)
+            if collect is not None:
+                collect.update(scope)
+            return [scope[name] for name in region.outputs]
+
+        return run_region
 
     def run_layer(self, layer: CrossbarLayer, x: np.ndarray) -> np.ndarray:
         """One crossbar layer on its input, read by read (`quant`)."""
+        if self._ideal_layers is not None:
+            return self._ideal_layers.run(layer, self.program.store, x)
         self.layer_reads_noisy = self.settings.reads_noisy and self._is_noisy(layer.name)
         x = np.asarray(x, dtype=np.float32)
         plans = self.plans.get(layer.name, [])
@@ -391,12 +444,13 @@ class Executor:
             peak = calibrated.input_range
         else:
             peak = float(mode)
-        input_scale = peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
         slice_bits = self.program.hardware.dac.slice_bits
-        count = -(-(self.dac_bits - 1) // slice_bits)
+        bits = self._dac_magnitude_bits(x, slice_bits) + 1  # as dac_planes counts: with a sign
+        input_scale = peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
+        count = -(-(bits - 1) // slice_bits)
         digits = self.digit_type
         planes = self.workspace("input slices", (2, count, *x.shape), digits)
-        nonzero = dac.dac_planes(x, input_scale, self.dac_bits, slice_bits, count, out=planes)
+        nonzero = dac.dac_planes(x, input_scale, bits, slice_bits, count, out=planes)
         inputs = []
         for sign, part, present in zip((1, -1), planes, nonzero, strict=True):
             if present:  # e.g. no negative inputs after a ReLU: those reads are skipped
@@ -406,6 +460,14 @@ class Executor:
                 ]
                 inputs.append((sign, unfolded))
         return input_scale, inputs
+
+    def _dac_magnitude_bits(self, x: np.ndarray, slice_bits: int) -> int:
+        """The bits of |x| the DAC drives: all of its bits where `x` has no negative value
+        (after a ReLU, an image: a sign bit would only halve the levels), else one less
+        for the sign; the sign bit is kept where the extra bit would widen a slice's digit
+        (slice_bits as wide as the magnitude)."""
+        unsigned = x.size > 0 and float(x.min()) >= 0 and slice_bits <= self.dac_bits - 1
+        return self.dac_bits if unsigned else self.dac_bits - 1
 
     def analog_read(
         self,
@@ -474,12 +536,7 @@ def sole_consumers(program: Program) -> dict[str, int]:
     value's array can be handed to its consumer to overwrite (no view of it can outlive it)."""
     readers: dict[str, list[int]] = defaultdict(list)
     for op in program.ops:
-        names = (
-            [op.input]
-            if isinstance(op, CrossbarLayer)
-            else [operand.name for operand in op.inputs if isinstance(operand, Value)]
-        )
-        for name in names:
+        for name in op_reads(op):  # a control-flow op reads what its regions read
             readers[name].append(id(op))
     outputs = set(program.outputs)
     return {name: ops[0] for name, ops in readers.items() if len(ops) == 1 and name not in outputs}
@@ -490,6 +547,12 @@ def run_digital_op(
 ) -> list:
     from xbarc.runtime.digital import run_digital
 
+    inputs = operand_values(op, values, store)
+    return run_digital(op, inputs, lambda name: store[name], donated=donated)
+
+
+def operand_values(op: DigitalOp, values: dict[str, np.ndarray], store) -> list:
+    """The arrays of `op`'s operands: values, program tensors, None where omitted."""
     inputs: list[np.ndarray | None] = []
     for operand in op.inputs:
         if operand is None:
@@ -498,4 +561,4 @@ def run_digital_op(
             inputs.append(values[operand.name])
         else:
             inputs.append(store[operand.name])
-    return run_digital(op, inputs, lambda name: store[name], donated=donated)
+    return inputs

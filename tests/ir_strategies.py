@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -34,6 +35,7 @@ from xbarc.hardware import (
 )
 from xbarc.ir.tile import (
     LAYER_KINDS,
+    REGION_NAMES,
     Array,
     Attribute,
     BasisCombine,
@@ -53,12 +55,14 @@ from xbarc.ir.tile import (
     Phase,
     Program,
     Read,
+    Region,
     Segment,
     Slice,
     Span,
     TensorDecl,
     TileWrite,
     Value,
+    all_ops,
 )
 from xbarc.ir.types import ONNX_DTYPES, TensorType
 
@@ -251,6 +255,39 @@ def crossbar_layer(
 
 
 @st.composite
+def control_op(
+    draw: Draw,
+    defined: list[str],
+    results: list[str],
+    pool: list[str],
+    layer_names: list[str],
+    const_names: list[str],
+) -> DigitalOp:
+    """An If, Loop or Scan whose regions define the names of `pool` (formal inputs and op
+    results, crossbar layers among them, taking names from `layer_names`) and return
+    values they can see."""
+    op_type = draw(st.sampled_from(sorted(REGION_NAMES)))
+    regions = []
+    for region_name in REGION_NAMES[op_type]:
+        take = draw(st.integers(0, len(pool)))
+        own, pool = pool[:take], pool[take:]
+        input_count = draw(st.integers(0, len(own)))
+        inputs = tuple(GraphInput(name, draw(tensor_types)) for name in own[:input_count])
+        scope = [*defined, *own[:input_count]]
+        ops: list[Op] = []
+        for name in own[input_count:]:
+            if layer_names and draw(st.booleans()):
+                ops.append(draw(crossbar_layer(layer_names.pop(0), scope, name, const_names)))
+            else:
+                ops.append(draw(digital_op(scope, [name], const_names)))
+            scope.append(name)
+        outputs = tuple(draw(st.lists(st.sampled_from(scope), max_size=2)))
+        regions.append(Region(region_name, inputs, tuple(ops), outputs))
+    base = draw(digital_op(defined, results, const_names))
+    return replace(base, op_type=op_type, domain="", regions=tuple(regions))
+
+
+@st.composite
 def graph(
     draw: Draw, const_names: list[str]
 ) -> tuple[tuple[GraphInput, ...], tuple[Op, ...], tuple[str, ...]]:
@@ -265,6 +302,12 @@ def graph(
     fresh = list(value_names[input_count:])
     ops: list[Op] = []
     while fresh:
+        if len(fresh) >= 2 and draw(st.integers(0, 3)) == 0:
+            results, pool = fresh[:1], fresh[1:5]
+            fresh = fresh[5:]
+            ops.append(draw(control_op(defined, results, pool, layer_names, const_names)))
+            defined.extend(name for name in ops[-1].outputs if name)
+            continue
         if layer_names and draw(st.booleans()):
             output = fresh.pop(0)
             ops.append(draw(crossbar_layer(layer_names.pop(0), defined, output, const_names)))
@@ -386,7 +429,7 @@ def programs(draw: Draw) -> Program:
         for name in tensor_names
     )
     inputs, ops, outputs = draw(graph(tensor_names))
-    layer_names = [op.name for op in ops if isinstance(op, CrossbarLayer)]
+    layer_names = [op.name for op in all_ops(ops) if isinstance(op, CrossbarLayer)]
     array_names = draw(unique_names(max_size=3))
     arrays = tuple(draw(array(name, tensor_names)) for name in array_names)
     tile_names = [tile_type.name for tile_type in chip.tile_types]

@@ -611,7 +611,7 @@ def test_digital_op_attributes_are_carried_verbatim(tmp_path):
         assert AttributeProto.FromString(data.tobytes()) == attribute
 
 
-def test_subgraph_reading_an_outer_constant_gets_it_inlined(tmp_path):
+def test_subgraph_reading_an_outer_constant_reads_the_program_tensor(tmp_path):
     then_branch = helper.make_graph(
         [helper.make_node("Add", ["x", "c"], ["t"])],
         "then",
@@ -638,10 +638,14 @@ def test_subgraph_reading_an_outer_constant_gets_it_inlined(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     program = compile_model(model, tmp_path)
     (op,) = program.ops
-    then_attribute = next(a for a in op.attributes if a.name == "then_branch")
-    proto = AttributeProto.FromString(program.store[then_attribute.value.name].tobytes())
-    assert [t.name for t in proto.g.initializer] == ["c"]
-    assert [decl.name for decl in program.tensors if decl.name == "c"] == []
+    assert isinstance(op, DigitalOp) and op.attributes == ()
+    assert [region.name for region in op.regions] == ["then_branch", "else_branch"]
+    (add,) = op.region("then_branch").ops
+    assert add.inputs == (Value("x"), Const("c"))
+    np.testing.assert_array_equal(program.store["c"], random((3,), 1))
+    # the else branch reads the enclosing value (an Identity giving a region output stays)
+    (identity,) = op.region("else_branch").ops
+    assert identity.inputs == (Value("x"),) and op.region("else_branch").outputs == ("e",)
 
 
 def test_names_are_unique_and_tensor_names_safe(tmp_path):

@@ -210,6 +210,8 @@ hardware {
        dac_power_uw=3.9 dac_area_um2=0.166 shift_add_power_mw=0.05
        shift_add_area_um2=60.0 edram_access_pj=17.2 write_pulse_ns=50.0
        write_verify_ns=10.0 write_pv_iterations=10 write_pulse_energy_pj=1.0
+       scale_multiply_energy_pj=1.1 scale_multiplier_area_um2=830.0 scale_bits=16
+       buffer_area_um2_per_byte=1.27
 }
 
 graph {

@@ -314,11 +314,14 @@ def quant_layer_reference(
     x = x.astype(np.float32)
     rows_per_group = reference_rows(layer, x)  # [groups, P, rows]
     dac_bits, slice_bits = hardware.dac.bits, hardware.dac.slice_bits
-    limit = 2 ** (dac_bits - 1) - 1
+    # a non-negative input needs no sign: all the DAC's bits are magnitude (unless that
+    # would widen a slice's digit)
+    magnitude_bits = dac_bits if x.min() >= 0 and slice_bits <= dac_bits - 1 else dac_bits - 1
+    limit = 2**magnitude_bits - 1
     peak = float(np.abs(x).max())
     input_scale = peak / limit if peak > 0 else 1.0
     levels_in = np.clip(np.rint(rows_per_group / input_scale), -limit, limit).astype(np.int64)
-    input_slices = -(-(dac_bits - 1) // slice_bits)
+    input_slices = -(-magnitude_bits // slice_bits)
     adc_levels = 0 if adc_bits == 0 else 2**adc_bits - 1
     if differential and adc_bits:
         adc_levels = 2 ** (adc_bits - 1) - 1

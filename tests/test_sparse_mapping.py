@@ -256,8 +256,9 @@ def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsy
         options = CompileOptions(
             tiles=tiles,  # the chip the tile pass chooses the column groups for
             input_shapes={"x": (1, 1, 8, 8)},
-            pipeline="quantize{weight-bits=8,cell-bits=1},tile{rows=32,cols=32,mapping=squeeze"
-            f"{group_cols}}},allocate",
+            # one scale per tensor: the bit planes these choices were measured on
+            pipeline="quantize{weight-bits=8,cell-bits=1,scale=tensor},"
+            f"tile{{rows=32,cols=32,mapping=squeeze{group_cols}}},allocate",
         )
         return compile_onnx(DIGITS / "lenet_p90.onnx", options)
 
@@ -275,8 +276,8 @@ def test_default_group_cols_narrow_only_as_far_as_the_chip_needs(tmp_path, capsy
         CompileOptions(
             tiles=4096,
             input_shapes={"x": (1, 1, 8, 8)},
-            pipeline="quantize{weight-bits=8,cell-bits=1},tile{rows=32,cols=32,mapping=squeeze},"
-            "allocate{tiles=12}",
+            pipeline="quantize{weight-bits=8,cell-bits=1,scale=tensor},"
+            "tile{rows=32,cols=32,mapping=squeeze},allocate{tiles=12}",
         ),
     )
     assert [a.group_cols for a in budgeted.arrays] == [a.group_cols for a in tight.arrays]
@@ -325,7 +326,8 @@ def test_auto_packing_packs_only_the_layers_the_chip_needs_packed(tmp_path, caps
     def compiled(tiles: int, pack: str):
         options = CompileOptions(
             input_shapes={"x": (1, 1, 8, 8)},
-            pipeline="quantize{weight-bits=8,cell-bits=1},"
+            # one scale per tensor: the bit planes these figures were measured on
+            pipeline="quantize{weight-bits=8,cell-bits=1,scale=tensor},"
             f"tile{{rows=64,cols=64,mapping=squeeze,pack={pack}}},allocate{{tiles={tiles}}}",
         )
         return report(compile_onnx(DIGITS / "resnet_p90.onnx", options))

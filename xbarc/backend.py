@@ -23,11 +23,22 @@ import onnx
 from onnx import ModelProto, numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
-WEIGHT_OPERANDS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,)}
+WEIGHT_OPERANDS = {
+    "Conv": (1, 2),
+    "ConvTranspose": (1, 2),
+    "Gemm": (1, 2),
+    "MatMul": (1,),
+    # W, R, B, sequence_lens (and LSTM peepholes P): constants, so that the recurrent
+    # matrices map (the rewrite needs the lengths known)
+    "LSTM": (1, 2, 3, 4, 7),
+    "GRU": (1, 2, 3, 4),
+    "RNN": (1, 2, 3, 4),
+}
 
 
 def weight_inputs(model: ModelProto) -> set[str]:
-    """Graph inputs that feed a weight or bias operand of a crossbar-capable node."""
+    """Graph inputs that feed a weight or bias operand of a crossbar-capable node (or the
+    sequence lengths of a recurrent one)."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = {i.name for i in model.graph.input} - initializers
     found = set()

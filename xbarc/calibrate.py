@@ -80,6 +80,8 @@ def calibrate(
     for batch in batches:
         values = ideal.run_all(batch)
         for layer in layers:
+            if layer.input not in values:
+                continue  # a layer in a branch these samples do not take
             flat = np.abs(np.asarray(values[layer.input], dtype=np.float32)).reshape(-1)
             if flat.size > kept:
                 flat = rng.choice(flat, kept, replace=False)
@@ -88,7 +90,7 @@ def calibrate(
             progress(len(next(iter(batch.values()))))
     input_ranges = {}
     for name, parts in magnitudes.items():
-        value = float(np.percentile(np.concatenate(parts), percentile))
+        value = float(np.percentile(np.concatenate(parts), percentile)) if parts else 0.0
         input_ranges[name] = value if value > 0 else 1.0
 
     # 2. ADC ranges, from the read sums of the quantized run with those input ranges

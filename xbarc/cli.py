@@ -86,9 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument(
         "--scale",
-        choices=("tensor", "column"),
-        default="tensor",
-        help="quantization scale per tensor or per output column (default tensor)",
+        choices=("column", "tensor"),
+        default="column",
+        help="weight quantization scale per output column (applied digitally after the "
+        "ADC, as real chips do) or one per layer (default column)",
+    )
+    compile_parser.add_argument(
+        "--clip",
+        action="append",
+        default=[],
+        metavar="MODE|LAYER=MODE",
+        help="range of each weight scale: max (the largest |w|), percentile "
+        "(--clip-percentile of |w|) or mse (the range of least squared weight error); "
+        "LAYER=MODE sets one crossbar layer's (repeatable; default max)",
+    )
+    compile_parser.add_argument(
+        "--clip-percentile",
+        type=float,
+        default=99.99,
+        metavar="P",
+        help="--clip percentile: the percentile of |w| a scale's range keeps (default 99.99)",
     )
     compile_parser.add_argument(
         "--mapping",
@@ -286,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run each crossbar layer alone noisy (the rest quant) and tabulate the "
         "error it adds (one more pass over the data per layer and instance)",
     )
+    eval_parser.add_argument(
+        "--ort-int8",
+        action="store_true",
+        help="also quantize the reference with onnxruntime's static int8 quantization "
+        "(per-channel weights, activations calibrated on the --data samples or "
+        "--calibration) and report its error, SNR and top-1 agreement beside the program's",
+    )
+    eval_parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="NPZ",
+        help="--ort-int8: calibrate onnxruntime's activation ranges on these samples "
+        "(default: the --data samples)",
+    )
     eval_parser.set_defaults(handler=run_eval)
     return parser
 
@@ -323,6 +354,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     rows, cols = parse_tile_size(args.tile_size)
+    clip, clip_layers = parse_clips(args.clip)
     options = CompileOptions(
         tiles=args.tiles,
         tile_rows=rows,
@@ -331,6 +363,9 @@ def run_compile(args: argparse.Namespace) -> int:
         cell_bits=args.cell_bits,
         encoding=args.encoding,
         scale=args.scale,
+        clip=clip,
+        clip_percentile=args.clip_percentile,
+        clip_layers=clip_layers,
         max_ones=args.max_ones,
         mapping=args.mapping,
         group_cols=args.group_cols,
@@ -368,6 +403,10 @@ def run_compile(args: argparse.Namespace) -> int:
             f"{fixed[0].type.static_shape()[0]} only ({', '.join(i.name for i in fixed)}: "
             "batch=fixed)"
         )
+    if program.arrays:
+        from xbarc.weight_report import summary_line, weight_errors
+
+        print(summary_line(weight_errors(program)))
     if args.mapping != "dense" and args.pipeline is None and program.arrays:
         print(describe_group_cols(program, chosen=args.group_cols is None))
     if args.pack == "auto" and args.pipeline is None and program.arrays:
@@ -512,6 +551,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         tile_map,
         tile_reports,
     )
+    from xbarc.weight_report import format_weight_errors, weight_errors
 
     program = load_program(args.program)
     if args.tile is not None:
@@ -526,12 +566,17 @@ def run_inspect(args: argparse.Namespace) -> int:
         return 0
     result = report(program)
     adc = inspect_adc(program, args.program)
+    errors = weight_errors(program)
     if args.json:
         data = result.to_json()
         add_adc_json(data, adc)
+        add_weight_error_json(data, errors)
         print(json.dumps(data, indent=2))
     else:
         print(format_report(result))
+        if errors:
+            print()
+            print(format_weight_errors(errors))
         print()
         print(format_adc(adc))
     for line in mapping_warnings(result):
@@ -548,6 +593,17 @@ def add_adc_json(data: dict, adc: AdcUse) -> None:
     for layer in data["layers"]:
         layer["adc"] = by_layer[layer["name"]]
     data["adc"] = figures
+
+
+def add_weight_error_json(data: dict, errors: list) -> None:
+    """Each layer's weight error under its "weight_error" key (null for a layer with no
+    quantized weights)."""
+    by_layer = {error.layer: error.to_json() for error in errors}
+    for layer in data["layers"]:
+        row = by_layer.get(layer["name"])
+        if row is not None:
+            row.pop("layer")
+        layer["weight_error"] = row
 
 
 def print_warnings(adc: AdcUse) -> None:
@@ -640,6 +696,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from xbarc.evaluate import evaluate, format_eval
 
+    if args.calibration is not None and not args.ort_int8:
+        raise XbarcError(
+            "--calibration is the calibration data of --ort-int8", hint="add --ort-int8"
+        )
+
     with progress_bar("eval") as update:
         report = evaluate(
             args.program,
@@ -653,6 +714,8 @@ def run_eval(args: argparse.Namespace) -> int:
             labels_key=args.labels,
             batch_size=args.batch_size,
             progress=update,
+            ort_int8=args.ort_int8,
+            calibration_path=args.calibration,
         )
     if args.json:
         print(json.dumps(finite_json(report.to_json()), indent=2))
@@ -688,6 +751,29 @@ def finite_json(value):
     if isinstance(value, list):
         return [finite_json(item) for item in value]
     return value
+
+
+def parse_clips(items: list[str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`--clip` items -> (the mode of every layer, (layer, mode) overrides): `mse`,
+    `conv1=max`; the last plain mode wins."""
+    from xbarc.passes.quantize import check_clip
+
+    mode = "max"
+    layers: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.rpartition("=")
+        check_clip(value)
+        if not equals:
+            mode = value
+            continue
+        if not name or any(mark in name for mark in ",;{}"):
+            raise XbarcError(
+                f"--clip {item!r} does not name a layer the pipeline can carry",
+                hint="give LAYER=MODE with the layer's name as xbarc inspect shows it "
+                "(names with , ; { } cannot be given; use --pipeline)",
+            )
+        layers[name] = value
+    return mode, tuple(layers.items())
 
 
 def parse_tile_size(text: str) -> tuple[int, int]:

@@ -28,7 +28,10 @@ class CompileOptions:
     weight_bits: int = 8
     cell_bits: int = 2
     encoding: str = "differential"
-    scale: str = "tensor"
+    scale: str = "column"  # column | tensor: one weight scale per output column or per layer
+    clip: str = "max"  # max | percentile | mse: each scale's range (passes/quantize.py)
+    clip_percentile: float = 99.99  # clip=percentile: the percentile of |w| kept
+    clip_layers: tuple[tuple[str, str], ...] = ()  # (layer, clip mode): per-layer overrides
     max_ones: int | None = None  # at most this many one bits per weight (bit-sparse)
     mapping: str = "dense"  # dense | sparse | squeeze (see passes/tile.py)
     group_cols: int | None = None  # sparse, squeeze: columns per column group (None: chosen)
@@ -52,6 +55,12 @@ def default_pipeline(options: CompileOptions) -> str:
         f"weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
         f"scale={options.scale},encoding={options.encoding}"
     )
+    if options.clip != "max":
+        quantize += f",clip={options.clip}"
+    if options.clip_percentile != 99.99:
+        quantize += f",clip-percentile={options.clip_percentile}"
+    if options.clip_layers:
+        quantize += ",clip-layers=" + ";".join(f"{n}={m}" for n, m in options.clip_layers)
     if options.max_ones is not None:
         quantize += f",max-ones={options.max_ones}"
     return f"quantize{{{quantize}}},tile{{{tile}}},allocate{{tiles={options.tiles}}}"

@@ -12,11 +12,21 @@ see xbarc/hardware.py). Per forward pass of the program's input shape:
   entry it uses is read from the eDRAM buffer once per patch (the input register then
   holds the gathered vector for all input slices), an entry of ceil(log2(extent)) bits
   for a table into `extent` rows or columns, at ISAAC's 17.2 pJ per 256-bit access;
+- a layer with per-column weight scales multiplies each output column's result by its
+  scale once per patch, after the shift-and-add: one 16-bit multiply (1.1 pJ, Horowitz,
+  "Computing's energy problem", ISSCC 2014, 45 nm) and the scale's read from the eDRAM
+  buffer (16 bits of a 17.2 pJ 256-bit access); a per-tensor scale folds into the next
+  DAC's input scale and costs nothing here;
 - a cycle lasts max(array read, the cols_per_adc conversions of one shared ADC);
 - layers run one after another; writes (program-and-verify, row by row, tiles in
   parallel) are one-time programming for a one-phase program and recur every pass over
   the program when it has several phases;
-- area: every physical tile with its ADCs, DACs and shift-and-add units.
+- area: every physical tile with its ADCs, DACs and shift-and-add units; with column
+  scales, their 16-bit values in the eDRAM buffer (ISAAC: 1.27 um^2 a byte) and one
+  multiplier (830 um^2: Horowitz's 1640 um^2 at 45 nm scaled to 32 nm) per
+  `input_slices` tiles: a tile finishes its columns once per input vector, every
+  input_slices cycles, and a multiplier at the ADC's rate scales one tile's columns a
+  cycle.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from xbarc.hardware import Hardware, TileType
-from xbarc.ir.tile import Array, Block, Cycle, IndexTable, Program
+from xbarc.ir.tile import Array, Block, Const, Cycle, IndexTable, Program
 
 REFERENCE_CELLS = 128 * 128  # the array size the ISAAC figures are quoted for
 REFERENCE_ADC_BITS = 8
@@ -43,6 +53,7 @@ class LayerCost:
     shift_add_energy_pj: float
     index_energy_pj: float  # reading the index tables of compacted blocks
     latency_ns: float
+    scale_energy_pj: float = 0.0  # per-column scales: a multiply and a buffer read per output
 
     @property
     def energy_pj(self) -> float:
@@ -52,6 +63,7 @@ class LayerCost:
             + self.dac_energy_pj
             + self.shift_add_energy_pj
             + self.index_energy_pj
+            + self.scale_energy_pj
         )
 
 
@@ -61,7 +73,9 @@ class ProgramCost:
     write_energy_pj: float  # all phases' writes, once
     write_latency_ns: float
     writes_per_pass: bool  # several phases: the writes recur on every pass
-    area_mm2: float
+    area_mm2: float  # the chip's tiles and, with column scales, their buffer and multipliers
+    column_scales: int = 0  # per-column weight scales the program stores
+    scale_area_mm2: float = 0.0  # their buffer bytes and multipliers, part of area_mm2
 
     @property
     def compute_energy_pj(self) -> float:
@@ -112,6 +126,8 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     blocks = program.blocks
     input_slices = hardware.dac.input_slices
     per_adc = adc_energy_pj(hardware)
+    per_scale = scale_energy_per_output_pj(hardware)
+    scales = column_scales(program)
     dac_pj = cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3  # uW x ns = fJ
     shift_add_pj = cost.shift_add_power_mw / cost.adc_rate_gsps  # mW x ns = pJ
     arrays = {array.name: array for array in program.arrays}
@@ -152,16 +168,49 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                     patches.get(layer.name, 0) * index_bits[layer.name] / 256 * cost.edram_access_pj
                 ),
                 latency_ns=repeats * cycles[layer.name] * cycle_ns(hardware),
+                scale_energy_pj=(
+                    patches.get(layer.name, 0) * scales.get(layer.name, 0) * per_scale
+                ),
             )
         )
     write_energy, write_latency = write_cost(program)
+    scale_area = scale_area_mm2(hardware, sum(scales.values()))
     return ProgramCost(
         layers=tuple(layers),
         write_energy_pj=write_energy,
         write_latency_ns=write_latency,
         writes_per_pass=len(program.phases) > 1,
-        area_mm2=chip_area_mm2(hardware),
+        area_mm2=chip_area_mm2(hardware) + scale_area,
+        column_scales=sum(scales.values()),
+        scale_area_mm2=scale_area,
     )
+
+
+def column_scales(program: Program) -> dict[str, int]:
+    """Per layer, the per-column scales of its weights (groups x cols; none for a
+    per-tensor scale): one digital multiply each per patch."""
+    return {
+        array.layer: array.groups * array.cols
+        for array in program.arrays
+        if array.kind == "weights" and array.layer is not None and isinstance(array.scale, Const)
+    }
+
+
+def scale_energy_per_output_pj(hardware: Hardware) -> float:
+    """One column scale applied: its multiply and its share of a 256-bit buffer read."""
+    cost = hardware.cost
+    return cost.scale_multiply_energy_pj + cost.edram_access_pj * cost.scale_bits / 256
+
+
+def scale_area_mm2(hardware: Hardware, scales: int) -> float:
+    """The buffer bytes of `scales` column scales and, if any, one multiplier per
+    `input_slices` physical tiles of the chip."""
+    if scales == 0:
+        return 0.0
+    cost = hardware.cost
+    multipliers = math.ceil(hardware.tile_count / hardware.dac.input_slices)
+    buffer_um2 = scales * cost.scale_bits / 8 * cost.buffer_area_um2_per_byte
+    return (buffer_um2 + multipliers * cost.scale_multiplier_area_um2) * 1e-6
 
 
 def table_bits(cycle: Cycle, blocks: tuple[Block, ...], arrays: dict[str, Array]) -> int:

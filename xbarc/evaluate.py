@@ -84,6 +84,9 @@ class EvalReport:
     # the ADC's step against the read sums, measured on every instance's reads (quantized
     # profiles with ADC bits; None otherwise)
     adc: AdcUse | None = None
+    # with --ort-int8: onnxruntime's static int8 quantization of the reference against the
+    # reference, on the same samples ({"calibration": ..., "outputs": [...], "accuracy": ...})
+    ort_int8: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -138,6 +141,8 @@ def evaluate(
     progress: Callable[[int], object] | None = None,
     instances: int = 1,
     sensitivity: bool = False,
+    ort_int8: bool = False,
+    calibration_path: Path | None = None,
 ) -> EvalReport:
     """Run the program on `instances` chip instances (seeds seed, seed + 1, ...) and the
     reference once; with `sensitivity`, also each crossbar layer alone noisy (the others
@@ -239,6 +244,18 @@ def evaluate(
         report.adc = measured_adc(
             read_sums, settings, session.program, samples, program_path, instances
         )
+    if ort_int8:
+        calibration = data if calibration_path is None else load_data(calibration_path)
+        model_inputs(calibration, input_names, calibration_path or data_path)
+        report.ort_int8 = ort_int8_figures(
+            reference_path,
+            {name: calibration[name] for name in input_names},
+            str(calibration_path or data_path),
+            feeds,
+            wanted,
+            outputs,
+            labels,
+        )
     report.accuracy = report.summary["accuracy"]["mean"] if labels is not None else None
     if labels is not None and samples:
         predicted = [want[0].reshape(len(want[0]), -1).argmax(-1) for want in wanted]
@@ -258,6 +275,48 @@ def evaluate(
                 }
             )
     return report
+
+
+def ort_int8_figures(
+    reference_path: Path,
+    calibration: Mapping[str, np.ndarray],
+    calibration_name: str,
+    feeds: list[dict[str, np.ndarray]],
+    wanted: list[list[np.ndarray]],
+    outputs: list[str],
+    labels: np.ndarray | None,
+) -> dict:
+    """onnxruntime's static int8 quantization of the reference (xbarc/ort_quant.py),
+    calibrated on `calibration`, run on `feeds` against the reference's outputs `wanted`:
+    the same figures as the program's."""
+    import onnx
+    import onnxruntime
+
+    from xbarc.ort_quant import quantize_int8
+
+    quantized = quantize_int8(onnx.load(reference_path), calibration)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(
+        quantized.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    stats = {name: OutputStats(name) for name in outputs}
+    correct = done = 0
+    for batch, theirs in zip(feeds, wanted, strict=True):
+        got = session.run(outputs, batch)
+        for name, mine, want in zip(outputs, got, theirs, strict=True):
+            stats[name].add(mine, want)
+        count = len(next(iter(batch.values())))
+        if labels is not None:
+            truth = labels[done : done + count]
+            correct += int((got[0].reshape(count, -1).argmax(-1) == truth).sum())
+        done += count
+    return {
+        "calibration": calibration_name,
+        "calibration_samples": len(next(iter(calibration.values()))),
+        "outputs": [figures.finish() for figures in stats.values()],
+        "accuracy": correct / done if labels is not None and done else None,
+    }
 
 
 def spread(values: list) -> dict:
@@ -324,6 +383,21 @@ def format_eval(report: EvalReport) -> str:
         lines.append(
             f"accuracy {report.accuracy:.2%}{mean} (reference {report.reference_accuracy:.2%})"
         )
+    if report.ort_int8 is not None:
+        int8 = report.ort_int8
+        lines.append(
+            "onnxruntime int8 (quantize_static, QDQ, per-channel symmetric int8 weights, "
+            f"int8 activations calibrated (MinMax) on {int8['calibration_samples']} samples of "
+            f"{int8['calibration']}) against the same reference:"
+        )
+        for row in int8["outputs"]:
+            agreement = "-" if row["top1_agreement"] is None else f"{row['top1_agreement']:.2%}"
+            lines.append(
+                f"{row['output'][:32]:<32} {row['max_abs_error']:>14.4g} "
+                f"{row['relative_error']:>10.3g} {row['snr_db']:>8.1f} {agreement:>12}"
+            )
+        if int8["accuracy"] is not None:
+            lines.append(f"onnxruntime int8 accuracy {int8['accuracy']:.2%}")
     if report.sensitivity:
         over = f", mean over {count} instances" if count > 1 else ""
         lines.append(f"per-layer sensitivity (only that layer noisy, the rest quant{over}):")

@@ -85,6 +85,11 @@ class CostParams:
     write_verify_ns: float = 10.0  # assumption: verify read
     write_pv_iterations: int = 10  # assumption: program-and-verify iterations per row
     write_pulse_energy_pj: float = 1.0  # per cell pulse; published range 0.2 to 3.3 pJ
+    # per-column weight scales, applied digitally to each column's result after the ADC:
+    scale_multiply_energy_pj: float = 1.1  # 16-bit float multiply, 45 nm (Horowitz, ISSCC 2014)
+    scale_multiplier_area_um2: float = 830.0  # the same: 1640 um^2 at 45 nm x (32/45)^2
+    scale_bits: int = 16  # a stored column scale
+    buffer_area_um2_per_byte: float = 1.27  # ISAAC eDRAM buffer: 64 KB in 0.083 mm^2
 
 
 @dataclass(frozen=True, slots=True)

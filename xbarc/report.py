@@ -24,7 +24,7 @@ import numpy as np
 from xbarc.cost import program_cost
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.geometry import layer_patches
-from xbarc.ir.tile import Block, DigitalOp, IndexTable, Program
+from xbarc.ir.tile import Block, CrossbarLayer, DigitalOp, IndexTable, Program, all_ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,9 @@ class ProgramReport:
     area_mm2: float
     edap: float
     tops_per_watt: float
+    column_scales: int  # per-column weight scales, each applied once per output
+    scale_energy_uj: float  # applying them, part of energy_uj
+    scale_area_mm2: float  # storing them and their multipliers, part of area_mm2
     crossbar_macs: int = 0
     digital_macs: int = 0  # of the digital work whose size is known
     digital_work: tuple[DigitalWork, ...] = ()
@@ -141,6 +144,9 @@ TOTAL_KEYS = (
     "area_mm2",
     "edap",
     "tops_per_watt",
+    "column_scales",
+    "scale_energy_uj",
+    "scale_area_mm2",
 )
 
 
@@ -214,7 +220,7 @@ def report(program: Program) -> ProgramReport:
         )
     digital_work = tuple(
         DigitalWork(op.name, op.op_type, op.not_mapped.reason, op.not_mapped.macs)
-        for op in program.ops
+        for op in all_ops(program.ops)
         if isinstance(op, DigitalOp) and op.not_mapped is not None
     )
     all_vtiles = {b.vtile for b in program.blocks}
@@ -225,7 +231,7 @@ def report(program: Program) -> ProgramReport:
         tile_types=", ".join(f"{t.name} x{t.count}" for t in hardware.tile_types),
         tile_budget=hardware.tile_count,
         layers=tuple(layers),
-        digital_ops=len(program.ops) - len(layers),
+        digital_ops=sum(1 for op in all_ops(program.ops) if not isinstance(op, CrossbarLayer)),
         weights=sum(r.weights for r in layers),
         blocks=len(program.blocks),
         vtiles=len(all_vtiles),
@@ -248,6 +254,9 @@ def report(program: Program) -> ProgramReport:
         area_mm2=cost.area_mm2,
         edap=cost.edap,
         tops_per_watt=cost.tops_per_watt,
+        column_scales=cost.column_scales,
+        scale_energy_uj=sum(layer.scale_energy_pj for layer in cost.layers) * 1e-6,
+        scale_area_mm2=cost.scale_area_mm2,
         crossbar_macs=sum(r.macs for r in layers),
         digital_macs=sum(work.macs or 0 for work in digital_work),
         digital_work=digital_work,
@@ -342,6 +351,13 @@ def format_report(result: ProgramReport) -> str:
         )
     lines.append(mapping_line(result))
     lines.extend(f"  {work_line(work)}" for work in result.digital_work)
+    if result.column_scales:
+        lines.append(
+            f"column scales: {result.column_scales} per-column weight scales applied after the "
+            f"ADC, {result.scale_energy_uj * 1e3:.2f} nJ per forward pass (a multiply and a "
+            f"buffer read per output) and {result.scale_area_mm2:.4f} mm^2 (their buffer and "
+            "multipliers), both included below"
+        )
     writes = "every pass (several phases)" if result.writes_per_pass else "once (one phase)"
     lines.append(
         f"per forward pass: energy {result.energy_uj:.3f} uJ, latency {result.latency_us:.2f} us, "

@@ -60,6 +60,12 @@ def quantize_layers() -> Tensors:
     }
 
 
+def quantize_outliers() -> Tensors:
+    fc = normal(19, (1, 16, 3)) / 2
+    fc[0, 5, 0] = 6.0  # one outlier: clip=max spends the levels on it, mse and percentile do not
+    return {"fc.w": fc.astype(np.float32), "fc2.w": normal(20, (1, 3, 2))}
+
+
 # --- tile: quantized programs ----------------------------------------------------------
 
 
@@ -187,6 +193,7 @@ def pipeline_small_cnn() -> Tensors:
 
 INPUTS: dict[str, Callable[[], Tensors]] = {
     "quantize/layers.xbar": quantize_layers,
+    "quantize/outliers.xbar": quantize_outliers,
     "tile/mlp.xbar": tile_mlp,
     "tile/depthwise.xbar": tile_depthwise,
     "tile/pruned.xbar": tile_pruned,

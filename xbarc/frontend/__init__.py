@@ -47,7 +47,7 @@ def import_onnx(
     def infer(working: Graph) -> dict[str, TensorType]:
         return infer_types(working, model, where)
 
-    fold_graph(graph, infer, where)
+    fold_graph(graph, infer, where, inputs)
     graph.inputs = inputs
     graph.types = infer(graph)
-    return lower_graph(graph, hardware, where, fixed_batch_inputs(graph, infer))
+    return lower_graph(graph, hardware, where, infer, fixed_batch_inputs(graph, infer))

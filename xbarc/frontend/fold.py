@@ -33,7 +33,9 @@ import numpy as np
 from onnx import helper
 
 from xbarc.diagnostics import XbarcError
+from xbarc.frontend.control import inline_constant_ifs
 from xbarc.frontend.load import to_array
+from xbarc.frontend.recurrent import expand_recurrent_layers
 from xbarc.ir.graph import Graph, Node
 from xbarc.ir.types import TensorType
 from xbarc.onnx_ops import SEMANTICS, OpCall, Unsupported
@@ -58,17 +60,47 @@ Arrays = Sequence[np.ndarray | None]
 InferTypes = Callable[[Graph], dict[str, TensorType]]
 
 
-def fold_graph(graph: Graph, infer_types: InferTypes, where: str) -> None:
-    """Fold constants, identities and dead nodes to a fixed point, then fold layers."""
+def fold_graph(
+    graph: Graph,
+    infer_types: InferTypes,
+    where: str,
+    compiled_inputs: dict[str, TensorType] | None = None,
+) -> None:
+    """Fold constants, identities and dead nodes to a fixed point, rewrite recurrent
+    layers (their shapes known by then) and fold what that exposes, then fold layers.
+    `compiled_inputs`: the inputs' compiled types, when `graph.inputs` leave the batch
+    unknown; the recurrent rewrite needs the whole sequence shape, so it sees them."""
+    _fold_to_fixed_point(graph, infer_types, where)
+    if _expand_recurrent(graph, infer_types, where, compiled_inputs):
+        _fold_to_fixed_point(graph, infer_types, where)
+    fold_layers(graph)
+    drop_unused_constants(graph)
+
+
+def _expand_recurrent(
+    graph: Graph, infer_types: InferTypes, where: str, compiled: dict[str, TensorType] | None
+) -> bool:
+    if compiled is None:
+        return expand_recurrent_layers(graph, where)
+    batch_free = graph.inputs
+    graph.inputs = dict(compiled)
+    graph.types = infer_types(graph)
+    try:
+        return expand_recurrent_layers(graph, where)
+    finally:
+        graph.inputs = batch_free
+        graph.types = infer_types(graph)
+
+
+def _fold_to_fixed_point(graph: Graph, infer_types: InferTypes, where: str) -> None:
     for _ in range(MAX_ROUNDS):
         graph.types = infer_types(graph)
         changed = fold_constants(graph, where)
+        changed |= inline_constant_ifs(graph, where)
         changed |= remove_identities(graph)
         changed |= remove_dead_nodes(graph)
         if not changed:
             break
-    fold_layers(graph)
-    drop_unused_constants(graph)
 
 
 # --- constant folding ------------------------------------------------------------------

@@ -18,18 +18,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from onnx import AttributeProto, GraphProto, numpy_helper
 
 from xbarc.diagnostics import XbarcError
-from xbarc.frontend.fold import FLOAT_KINDS, product_float32
+from xbarc.frontend.control import defined_names, rename_graph, subgraph_graph
+from xbarc.frontend.fold import FLOAT_KINDS, InferTypes, fold_graph, product_float32
 from xbarc.frontend.load import to_array
 from xbarc.frontend.mapping import is_crossbar_layer, not_mapped
 from xbarc.hardware import Hardware
 from xbarc.ir.graph import Graph, Node, outer_references, unique_name
 from xbarc.ir.tensors import element_type
 from xbarc.ir.tile import (
+    REGION_NAMES,
     Attribute,
     Const,
     ConvGeometry,
@@ -39,6 +42,7 @@ from xbarc.ir.tile import (
     Op,
     Operand,
     Program,
+    Region,
     Value,
     with_tensors,
 )
@@ -56,11 +60,17 @@ _SIMPLE_ATTRIBUTES = {
 
 
 def lower_graph(
-    graph: Graph, hardware: Hardware, where: str, fixed_batch: frozenset[str] = frozenset()
+    graph: Graph,
+    hardware: Hardware,
+    where: str,
+    infer_types: InferTypes | None = None,
+    fixed_batch: frozenset[str] = frozenset(),
 ) -> Program:
-    """The Program (hardware, tensors, inputs, ops, outputs) of a folded graph; the inputs
-    named in `fixed_batch` run only the batch size they were compiled for."""
-    lowering = _Lowering(graph, where)
+    """The Program (hardware, tensors, inputs, ops, outputs) of a folded graph.
+    `infer_types` infers the types of a working graph: the subgraphs of control-flow
+    ops are folded with it before they are lowered into regions. The inputs named in
+    `fixed_batch` run only the batch size they were compiled for."""
+    lowering = _Lowering(graph, where, infer_types)
     for node in graph.nodes():
         lowering.lower(node)
     lowering.keep_constant_outputs()
@@ -88,19 +98,39 @@ def safe_tensor_name(name: str) -> str:
 class _Lowering:
     """The ops and tensors of the program being built, and the names already taken."""
 
-    def __init__(self, graph: Graph, where: str):
+    def __init__(
+        self,
+        graph: Graph,
+        where: str,
+        infer_types: InferTypes | None = None,
+        parent: _Lowering | None = None,
+    ):
+        """`parent`: the lowering of the enclosing graph, when `graph` is a subgraph;
+        tensors and names are shared with it (names are unique in the whole program)."""
         self.graph = graph
         self.where = where
+        self.infer_types = infer_types
+        self.parent = parent
         self.ops: list[Op] = []
-        self.arrays: dict[str, np.ndarray] = {}
-        self.tensor_of_constant: dict[str, str] = {}
-        self.value_names = graph.value_names()
-        self.op_names = {node.name for node in graph.nodes()}
+        if parent is None:
+            self.arrays: dict[str, np.ndarray] = {}
+            self.tensor_of_constant: dict[str, str] = {}
+            self.value_names = graph.value_names()
+            self.op_names = {node.name for node in graph.nodes()}
+        else:
+            self.arrays = parent.arrays
+            self.tensor_of_constant = parent.tensor_of_constant
+            self.value_names = parent.value_names
+            self.op_names = parent.op_names
+            self.value_names |= graph.value_names()
+            self.op_names |= {node.name for node in graph.nodes()}
 
     # --- nodes -----------------------------------------------------------------------
 
     def lower(self, node: Node) -> None:
-        if not self._is_crossbar_layer(node):
+        if node.is_default_domain and node.op_type in REGION_NAMES and node.has_subgraph:
+            self.ops.append(self.control(node))
+        elif not self._is_crossbar_layer(node):
             self.ops.append(self.digital(node))
         elif node.op_type == "Conv":
             self.ops.append(self.conv(node))
@@ -279,6 +309,74 @@ class _Lowering:
             cols=weight.shape[1],
             source=node.source,
         )
+
+    # --- control flow: subgraphs become regions ---------------------------------------
+
+    def control(self, node: Node) -> DigitalOp:
+        """An If, Loop or Scan whose subgraphs are regions, folded and lowered like the
+        main graph: their crossbar layers are layers of the program."""
+        if self.infer_types is None:
+            raise self.error(node, "control flow needs shape inference to lower its subgraphs")
+        order = REGION_NAMES[node.op_type]
+        subgraphs = [attr for attr in node.attributes if attr.type == AttributeProto.GRAPH]
+        unknown = [attr.name for attr in subgraphs if attr.name not in order]
+        if unknown:
+            raise self.error(node, f"unknown subgraph attribute {unknown[0]!r}")
+        subgraphs.sort(key=lambda attr: order.index(attr.name))
+        plain = tuple(attr for attr in node.attributes if attr.type != AttributeProto.GRAPH)
+        op = self.digital(replace(node, attributes=plain))
+        return replace(op, regions=tuple(self.region(node, attr) for attr in subgraphs))
+
+    def region(self, node: Node, attr: AttributeProto) -> Region:
+        assert self.infer_types is not None  # checked by `control`
+        proto = attr.g
+        renames: dict[str, str] = {}
+        for name in sorted(defined_names(proto) & self.value_names):
+            renames[name] = unique_name(name, self.value_names | set(renames.values()))
+        proto = rename_graph(proto, renames)
+        self.value_names |= defined_names(proto)
+        graph, formal = subgraph_graph(
+            proto,
+            self.visible_types(),
+            self.visible_constants(),
+            self.graph.opsets,
+            self.op_names,
+            f"{node.name}/{attr.name}",
+            self.where,
+            self._formal_input_types(node),
+        )
+        fold_graph(graph, self.infer_types, self.where)
+        lowering = _Lowering(graph, self.where, self.infer_types, parent=self)
+        for inner in graph.nodes():
+            lowering.lower(inner)
+        lowering.keep_constant_outputs()
+        inputs = tuple(
+            GraphInput(name, graph.types.get(name) or graph.inputs[name]) for name in formal
+        )
+        return Region(attr.name, inputs, tuple(lowering.ops), graph.outputs)
+
+    def _formal_input_types(self, node: Node) -> list[TensorType | None]:
+        """What a body's formal inputs are when the model leaves them untyped: a Loop's
+        iteration number, condition and its initial carried values; a Scan's states."""
+        if node.op_type == "Loop":
+            carried = [self.graph.type_of(value) for value in node.inputs[2:]]
+            return [TensorType("i64", ()), TensorType("bool", ()), *carried]
+        if node.op_type == "Scan":
+            states = len(node.inputs) - int(node.attribute("num_scan_inputs", 0))
+            return [self.graph.type_of(value) for value in node.inputs[:states]]
+        return []
+
+    def visible_types(self) -> dict[str, TensorType]:
+        """The known types of the values this graph's ops can read, enclosing ones too."""
+        types = self.parent.visible_types() if self.parent else {}
+        types.update(self.graph.inputs)
+        types.update(self.graph.types)
+        return types
+
+    def visible_constants(self) -> dict[str, np.ndarray]:
+        constants = self.parent.visible_constants() if self.parent else {}
+        constants.update(self.graph.constants)
+        return constants
 
     def digital(self, node: Node) -> DigitalOp:
         return DigitalOp(

@@ -60,6 +60,7 @@ from xbarc.ir.tile import (
     Phase,
     Program,
     Read,
+    Region,
     Segment,
     Slice,
     Span,
@@ -425,10 +426,16 @@ class _Builder(Transformer):
         )
         return "op", layer, position
 
-    def digital_op(self, children: list[Any]) -> tuple[str, DigitalOp, Position]:
+    def digital_op(self, children: list[Any]) -> tuple[str, DigitalOp, Position, list[Any]]:
         (results, keyword, (domain, op_type), operands, op_types, opset, name, not_mapped,
-         attributes) = children  # fmt: skip
+         attributes) = children[:9]  # fmt: skip
+        regions = children[9:]
         position = _position(results[0] if results else keyword)
+        seen: set[str] = set()
+        for region, region_position, _ in regions:
+            if region.name in seen:
+                raise _BuildError(f"region '{region.name}' is given twice", region_position)
+            seen.add(region.name)
         op = DigitalOp(
             name="" if name is None else json.loads(name),
             op_type=op_type,
@@ -439,8 +446,24 @@ class _Builder(Transformer):
             output_types=op_types or (),
             attributes=attributes or (),
             not_mapped=not_mapped,
+            regions=tuple(region for region, _, _ in regions),
         )
-        return "op", op, position
+        return "op", op, position, regions
+
+    def region_input(self, children: list[Any]) -> tuple[str, GraphInput, Position]:
+        value, value_type = children
+        return "input", GraphInput(_ref(value), value_type), _position(value)
+
+    def region(self, children: list[Any]) -> tuple[Region, Position, list[Any]]:
+        keyword, name, *items = children
+        items = [item for item in items if item is not None]
+        region = Region(
+            name=str(name),
+            inputs=tuple(value for kind, value, *_ in items if kind == "input"),
+            ops=tuple(value for kind, value, *_ in items if kind == "op"),
+            outputs=tuple(value for kind, value, *_ in items if kind == "output"),
+        )
+        return region, _position(keyword), items
 
     def not_mapped(self, children: list[Token]) -> NotMapped:
         reason, macs = children
@@ -705,7 +728,7 @@ def _place_graph(
     inputs: list[GraphInput] = []
     ops: list[Op] = []
     outputs: list[str] = []
-    for kind, value, position in part[1]:
+    for kind, value, position, *regions in part[1]:
         if kind == "input":
             _define_value(locations, value.name, position)
             locations.setdefault(("input", value.name), position)
@@ -714,7 +737,8 @@ def _place_graph(
             locations.setdefault(("output", value), position)
             outputs.append(value)
         else:
-            _place_op(value, len(ops), position, locations)
+            locations[("op", len(ops))] = position
+            _place_op(value, position, locations, regions[0] if regions else [])
             ops.append(value)
     return tuple(inputs), tuple(ops), tuple(outputs)
 
@@ -723,8 +747,8 @@ def _define_value(locations: dict[LocationKey, Position], name: str, position: P
     _define(locations, ("value", name), position, f"value {value_ref(name)}")
 
 
-def _place_op(op: Op, index: int, position: Position, locations: dict) -> None:
-    locations[("op", index)] = position
+def _place_op(op: Op, position: Position, locations: dict, regions: list[Any]) -> None:
+    """Record where `op` (and the ops of its regions) define their names."""
     if isinstance(op, CrossbarLayer):
         _define(locations, ("layer", op.name), position, f"layer {const_ref(op.name)}")
         _define_value(locations, op.output, position)
@@ -737,6 +761,12 @@ def _place_op(op: Op, index: int, position: Position, locations: dict) -> None:
             locations.setdefault(("op", output), position)
     if not any(op.outputs):
         locations.setdefault(("op", op.name), position)
+    for _, _, items in regions:
+        for kind, value, item_position, *nested in items:
+            if kind == "input":
+                _define_value(locations, value.name, item_position)
+            elif kind == "op":
+                _place_op(value, item_position, locations, nested[0] if nested else [])
 
 
 def _place_array(statement: Any, locations: dict[LocationKey, Position]) -> Array:

@@ -28,10 +28,12 @@ from xbarc.ir.tile import (
     CrossbarLayer,
     DigitalOp,
     Indices,
+    Op,
     Operand,
     Phase,
     Program,
     Read,
+    Region,
     Span,
     TensorDecl,
     TileWrite,
@@ -213,14 +215,29 @@ def _print_graph(lines: list[str], program: Program) -> None:
         lines.append(
             f"  input {value_ref(graph_input.name)} : {format_type(graph_input.type)}{fixed}"
         )
-    for op in program.ops:
+    _print_ops(lines, program.ops)
+    for output in program.outputs:
+        lines.append(f"  output {value_ref(output)}")
+    lines.append("}")
+
+
+def _print_ops(lines: list[str], ops: Sequence[Op]) -> None:
+    for op in ops:
         if isinstance(op, CrossbarLayer):
             _print_layer(lines, op)
         else:
             _print_digital_op(lines, op)
-    for output in program.outputs:
-        lines.append(f"  output {value_ref(output)}")
-    lines.append("}")
+
+
+def _print_region(lines: list[str], region: Region) -> None:
+    """A region inside its op's braces: its ops and outputs indented one level deeper."""
+    inputs = ", ".join(f"{value_ref(i.name)} : {format_type(i.type)}" for i in region.inputs)
+    lines.append(f"    region {format_name(region.name)} ({inputs}) {{")
+    body: list[str] = []
+    _print_ops(body, region.ops)
+    body.extend(f"  output {value_ref(output)}" for output in region.outputs)
+    lines.extend(f"    {line}" for line in body)
+    lines.append("    }")
 
 
 def _print_layer(lines: list[str], layer: CrossbarLayer) -> None:
@@ -257,7 +274,7 @@ def _print_digital_op(lines: list[str], op: DigitalOp) -> None:
         types = " : " + ", ".join(format_type(t) for t in op.output_types)
     head = f"  {assign}op {op_name} ({operands}){types} {{"
     fields_text = f"opset={op.opset} name={quote_string(op.name)}"
-    if not op.attributes and op.not_mapped is None:
+    if not op.attributes and not op.regions and op.not_mapped is None:
         lines.append(f"{head} {fields_text} }}")
         return
     lines.append(head)
@@ -265,17 +282,17 @@ def _print_digital_op(lines: list[str], op: DigitalOp) -> None:
     if op.not_mapped is not None:
         macs = "?" if op.not_mapped.macs is None else str(op.not_mapped.macs)
         lines.append(f"    not_mapped={quote_string(op.not_mapped.reason)} macs={macs}")
-    if not op.attributes:
-        lines.append("  }")
-        return
-    attributes = [_format_attribute(attribute) for attribute in op.attributes]
-    one_line = f"    attrs {{ {' '.join(attributes)} }}"
-    if len(one_line) <= _LINE_WIDTH:
-        lines.append(one_line)
-    else:
-        lines.append("    attrs {")
-        lines.extend(f"      {attribute}" for attribute in attributes)
-        lines.append("    }")
+    if op.attributes:
+        attributes = [_format_attribute(attribute) for attribute in op.attributes]
+        one_line = f"    attrs {{ {' '.join(attributes)} }}"
+        if len(one_line) <= _LINE_WIDTH:
+            lines.append(one_line)
+        else:
+            lines.append("    attrs {")
+            lines.extend(f"      {attribute}" for attribute in attributes)
+            lines.append("    }")
+    for region in op.regions:
+        _print_region(lines, region)
     lines.append("  }")
 
 

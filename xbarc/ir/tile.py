@@ -35,6 +35,12 @@ FORMAT_VERSION = 2  # 2: cycles list their reads, each with the input it drives
 LayerKind = Literal["conv", "conv_transpose", "gemm", "matmul"]
 LAYER_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "gemm", "matmul")
 Polarity = Literal["+", "-"]
+# the control-flow ops that hold regions, and the names of their regions
+REGION_NAMES: dict[str, tuple[str, ...]] = {
+    "If": ("then_branch", "else_branch"),
+    "Loop": ("body",),
+    "Scan": ("body",),
+}
 
 
 # --- constants and operands -------------------------------------------------------------
@@ -105,8 +111,12 @@ class NotMapped:
 @dataclass(frozen=True, slots=True)
 class DigitalOp:
     """A non-crossbar ONNX node, executed by the host. An output name "" is an unused slot.
-    `not_mapped` is set on ops that carry work a crossbar could do (a Conv, MatMul,
-    ConvInteger, LSTM, an If whose branches hold such ops...)."""
+    `not_mapped` is set on ops that carry work a crossbar could do (a MatMul of two
+    activations, a ConvInteger, an Einsum...).
+
+    A control-flow op (If, Loop, Scan) holds its subgraphs as `regions` (not as proto
+    attributes): the host decides which region runs and how often, and the region's own
+    ops (crossbar layers among them) run in a scope that sees the enclosing values."""
 
     name: str
     op_type: str
@@ -117,6 +127,28 @@ class DigitalOp:
     output_types: tuple[TensorType | None, ...]
     attributes: tuple[Attribute, ...] = ()
     not_mapped: NotMapped | None = None
+    regions: tuple[Region, ...] = ()
+
+    def region(self, name: str) -> Region:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A subgraph of a control-flow op: `name` is the ONNX attribute it stands for
+    (`then_branch`, `else_branch`, `body`), `inputs` its formal inputs (a Loop body's
+    iteration number, condition and carried values; a Scan body's state and scan
+    slices; none for If branches), `ops` in execution order, `outputs` the values it
+    returns (its own, an enclosing scope's, or a formal input). Its ops may read any value
+    of the enclosing scopes defined before the op holding the region."""
+
+    name: str
+    inputs: tuple[GraphInput, ...]
+    ops: tuple[Op, ...]
+    outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +191,42 @@ class CrossbarLayer:
 
 
 Op = CrossbarLayer | DigitalOp
+
+
+def all_ops(ops: tuple[Op, ...]) -> Iterator[Op]:
+    """`ops` and, after each control-flow op, the ops of its regions (depth first)."""
+    for op in ops:
+        yield op
+        if isinstance(op, DigitalOp):
+            for region in op.regions:
+                yield from all_ops(region.ops)
+
+
+def op_reads(op: Op) -> list[str]:
+    """The values `op` reads: its operands and, for a control-flow op, the enclosing
+    values its regions read."""
+    if isinstance(op, CrossbarLayer):
+        return [op.input]
+    names = [operand.name for operand in op.inputs if isinstance(operand, Value)]
+    for region in op.regions:
+        names.extend(sorted(region_outer_reads(region)))
+    return names
+
+
+def op_results(op: Op) -> tuple[str, ...]:
+    """The values `op` defines ("" for unused slots)."""
+    return (op.output,) if isinstance(op, CrossbarLayer) else op.outputs
+
+
+def region_outer_reads(region: Region) -> set[str]:
+    """Values a region reads from enclosing scopes (used but not defined inside it)."""
+    defined = {graph_input.name for graph_input in region.inputs}
+    used: set[str] = set()
+    for op in region.ops:
+        used |= {name for name in op_reads(op) if name not in defined}
+        defined |= set(op_results(op))
+    used |= {name for name in region.outputs if name not in defined}
+    return used
 
 
 # --- quantized arrays, slices and blocks -------------------------------------------------
@@ -427,14 +495,19 @@ class Program:
     store: TensorStore = field(default_factory=TensorStore, compare=False, repr=False)
 
     def layers(self) -> Iterator[CrossbarLayer]:
-        for op in self.ops:
+        """Every crossbar layer, those inside control-flow regions included."""
+        for op in all_ops(self.ops):
             if isinstance(op, CrossbarLayer):
                 yield op
 
     def value_types(self) -> dict[str, TensorType]:
-        """The type of every graph input and op result, where the program records it."""
+        """The type of every graph input and op result, where the program records it
+        (inside regions too: value names are unique in the whole program)."""
         types = {graph_input.name: graph_input.type for graph_input in self.inputs}
-        for op in self.ops:
+        for op in all_ops(self.ops):
+            if isinstance(op, DigitalOp):
+                for region in op.regions:
+                    types.update((i.name, i.type) for i in region.inputs)
             if isinstance(op, CrossbarLayer):
                 types[op.output] = op.output_type
                 continue

@@ -18,6 +18,7 @@ from xbarc.diagnostics import Location, XbarcError
 from xbarc.ir.schedule import ScheduledRead, cycle_clash
 from xbarc.ir.tile import (
     LAYER_KINDS,
+    REGION_NAMES,
     Array,
     Block,
     ChipState,
@@ -26,10 +27,13 @@ from xbarc.ir.tile import (
     DigitalOp,
     IndexTable,
     Indices,
+    Op,
     Program,
     Read,
+    Region,
     Span,
     Value,
+    all_ops,
 )
 
 Locate = Callable[[tuple[Hashable, ...]], Location | None]
@@ -120,26 +124,50 @@ class _Verifier:
             if graph_input.name in defined:
                 self.fail(("input", graph_input.name), f"input %{graph_input.name} twice")
             defined.add(graph_input.name)
-        layer_names: set[str] = set()
-        for op in self.program.ops:
+        self.everywhere = set(defined)  # every value defined so far, in any scope
+        self.layer_names: set[str] = set()
+        self.check_ops(self.program.ops, defined)
+        for output in self.program.outputs:
+            if output not in defined:
+                self.fail(("output", output), f"output %{output} is never defined")
+
+    def check_ops(self, ops: tuple[Op, ...], defined: set[str]) -> None:
+        """Ops in order, each reading only values of `defined` (its scope, enclosing
+        scopes included) and defining names unique in the whole program."""
+        for op in ops:
             if isinstance(op, CrossbarLayer):
                 self.check_layer(op, defined)
-                if op.name in layer_names:
+                if op.name in self.layer_names:
                     self.fail(("op", op.output), f"layer @{op.name} is defined twice")
-                layer_names.add(op.name)
+                self.layer_names.add(op.name)
                 outputs: tuple[str, ...] = (op.output,)
             else:
                 self.check_digital(op, defined)
+                for region in op.regions:
+                    self.check_region(op, region, defined)
                 outputs = op.outputs
             for output in outputs:
                 if not output:
                     continue
-                if output in defined:
+                if output in self.everywhere:
                     self.fail(("op", output), f"value %{output} is defined twice")
+                self.everywhere.add(output)
                 defined.add(output)
-        for output in self.program.outputs:
+
+    def check_region(self, op: DigitalOp, region: Region, enclosing: set[str]) -> None:
+        key = ("op", next((o for o in op.outputs if o), op.name))
+        if op.op_type not in REGION_NAMES or region.name not in REGION_NAMES[op.op_type]:
+            self.fail(key, f"op {op.op_type} cannot hold a region named {region.name!r}")
+        defined = set(enclosing)
+        for graph_input in region.inputs:
+            if graph_input.name in self.everywhere:
+                self.fail(key, f"region {region.name}: value %{graph_input.name} is defined twice")
+            self.everywhere.add(graph_input.name)
+            defined.add(graph_input.name)
+        self.check_ops(region.ops, defined)
+        for output in region.outputs:
             if output not in defined:
-                self.fail(("output", output), f"output %{output} is never defined")
+                self.fail(key, f"region {region.name} returns %{output}, which it cannot see")
 
     def check_layer(self, layer: CrossbarLayer, defined: set[str]) -> None:
         key = ("op", layer.output)
@@ -468,7 +496,7 @@ class _Verifier:
             return
         readers = self.block_readers()
         layers = {layer.name: layer for layer in self.program.layers()}
-        order = {op.name: i for i, op in enumerate(self.program.ops)}
+        order = {op.name: i for i, op in enumerate(all_ops(self.program.ops))}
         chip = ChipState()
         read_count: dict[tuple[str, int], int] = defaultdict(int)
         last_layer_position = -1

@@ -261,3 +261,43 @@ def test_calibrate_runs_a_fixed_program_in_its_compiled_batch(tmp_path):
     assert first is not None and first.input_range == pytest.approx(np.abs(x).max(), rel=1e-6)
     with pytest.raises(XbarcError, match="compiled for 1x3x6x6"):
         calibrate(program, {"x": x}, batch_size=3)
+
+
+def test_dims_that_do_not_depend_on_the_batch_still_fold(tmp_path):
+    """x.view(x.size(0), x.size(1), -1): Gather(Shape(x), 1) and Slice(Shape(x), 1:2) fold
+    to constants (the channels); Gather(Shape(x), 0) stays a computation."""
+    model = parse(
+        """g (float[N,4,6] x) => (float y, float z) {
+            s = Shape (x)
+            n = Gather <axis = 0> (s, zero)
+            c = Gather <axis = 0> (s, one)
+            cs = Slice (s, one1, two1)
+            un = Unsqueeze (n, axes0)
+            uc = Unsqueeze (c, axes0)
+            t = Concat <axis = 0> (un, uc, minus1)
+            y = Reshape (x, t)
+            z = Mul (cs, cs)
+        }""",
+        {
+            "zero": np.array(0, np.int64),
+            "one": np.array(1, np.int64),
+            "one1": np.array([1], np.int64),
+            "two1": np.array([2], np.int64),
+            "axes0": np.array([0], np.int64),
+            "minus1": np.array([-1], np.int64),
+        },
+    )
+    program = compile_onnx(
+        save(model, tmp_path), CompileOptions(tiles=4, input_shapes={"x": (1, 4, 6)})
+    )
+    kinds = [op.op_type for op in program.ops]
+    assert kinds == ["Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Identity"]
+    concat = program.ops[3]
+    assert program.store[concat.inputs[1].name].tolist() == [4]  # Unsqueeze(Gather(s, 1))
+    identity = program.ops[-1]
+    assert program.store[identity.inputs[0].name].tolist() == [16]  # Mul(cs, cs) folded
+    assert program.inputs[0].fixed_batch  # z = [16] has no batch
+    x = random((1, 4, 6), 3)
+    y, z = InferenceSession(program, "ideal").run(None, {"x": x})
+    np.testing.assert_array_equal(y, x)
+    assert z.tolist() == [16]

@@ -3,8 +3,9 @@
 Rewrites of the working graph, in place:
 
 - constant folding: `op(constants...) -> constant`; `Shape(x)` and `Size(x)` also fold
-  when the dimensions of `x` they read are known. Every input's batch (its leading
-  dimension) is unknown while folding, so what depends on it is never folded. An op is
+  when the dimensions of `x` they read are known, and so do `Gather` and `Slice` of
+  `Shape(x)` that pick only known ones. Every input's batch (its leading dimension) is
+  unknown while folding, so what depends on it is never folded. An op is
   evaluated with its semantics in `xbarc.onnx_ops`, the ones the runtime runs (the light
   ONNX zoo models build their 25 M weights with ConstantOfShape); ops without them, or
   with attributes they do not cover, with onnx's reference evaluator, one node at a
@@ -52,6 +53,9 @@ RANDOM_OPS = frozenset(
     }
 )
 SHAPE_OPS = frozenset({"Shape", "Size"})
+SHAPE_PICK_OPS = frozenset({"Gather", "Slice"})
+# two values no dimension has, standing in for an unknown one (the batch)
+UNKNOWN_DIM_STAND_INS = (2**40 + 1, 2**40 + 3)
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 FLOAT_KINDS = "f"
 BN_DEFAULT_EPSILON = 1e-5
@@ -124,9 +128,51 @@ def fold_constants(graph: Graph, where: str) -> bool:
 def _evaluate(graph: Graph, node: Node, where: str) -> list[np.ndarray | None] | None:
     """The node's outputs (None for unused slots) when it can be folded, else None."""
     if not _can_fold(graph, node):
-        return None
+        return _evaluate_shape_pick(graph, node, where)
     args = [_argument(graph, node, value) for value in node.inputs]
-    opset = graph.opset(node.domain)
+    return _run(node, args, graph.opset(node.domain), where)
+
+
+def _evaluate_shape_pick(graph: Graph, node: Node, where: str) -> list[np.ndarray | None] | None:
+    """`Gather(Shape(x), i)` or `Slice(Shape(x), ...)` picking only known dimensions of x
+    (not the batch): evaluated on the shape with two stand-ins for the unknown ones, and
+    folded when both give the same result."""
+    if node.op_type not in SHAPE_PICK_OPS or not node.is_default_domain or node.has_subgraph:
+        return None
+    dims = _shape_dims(graph, node.input(0))
+    rest = node.inputs[1:]
+    if dims is None or any(value and value not in graph.constants for value in rest):
+        return None
+    results = []
+    for stand_in in UNKNOWN_DIM_STAND_INS:
+        shape = np.array([stand_in if dim is None else dim for dim in dims], np.int64)
+        args = [shape, *(graph.constants[value] if value else None for value in rest)]
+        results.append(_run(node, args, graph.opset(node.domain), where))
+    first, second = results
+    if first is None or second is None:
+        return None
+    same = all(
+        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        for a, b in zip(first, second, strict=True)
+    )
+    return first if same else None
+
+
+def _shape_dims(graph: Graph, value: str) -> tuple[int | None, ...] | None:
+    """The dimensions `value` holds when a Shape node makes it, some of them unknown."""
+    producer = graph.producer(value) if value else None
+    if producer is None or producer.op_type != "Shape" or not producer.is_default_domain:
+        return None
+    known = graph.type_of(producer.input(0))
+    if known is None or known.shape is None:
+        return None
+    rank = len(known.shape)
+    start, end = producer.attribute("start", 0), producer.attribute("end", rank)
+    return known.shape[slice(start, end)]
+
+
+def _run(node: Node, args: Arrays, opset: int, where: str) -> list[np.ndarray | None] | None:
+    """The node's outputs on `args` with its semantics (or onnx's reference evaluator)."""
     semantics = SEMANTICS.get(node.op_type)
     if semantics is None:
         return _evaluate_with_reference(node, args, opset)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from xbarc.diagnostics import XbarcError
 from xbarc.ir.geometry import conv_output_spatial
 from xbarc.ir.tile import CrossbarLayer
 from xbarc.runtime.kernels import im2col
@@ -28,6 +29,7 @@ def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
     that shape to its columns [groups, rows, P] (one column per patch, P = batch x pixels;
     where they are not a view of the input, they go into `memory(shape)` if given), and the
     function that lays the accumulated [groups, cols, P] out as the layer's output."""
+    check_width(layer, shape)
     geometry = layer.geometry
     groups = layer.groups
     if layer.kind == "conv":
@@ -84,6 +86,30 @@ def layer_columns(layer: CrossbarLayer, shape: tuple[int, ...]):
         return np.ascontiguousarray(acc[0].T).reshape(*leading, acc.shape[1])
 
     return lambda x, memory=None: x.reshape(-1, features).T[None], rows
+
+
+def check_width(layer: CrossbarLayer, shape: tuple[int, ...]) -> None:
+    """Refuse an input whose width (channels, or features of a Gemm or MatMul) is not the
+    one the layer's blocks read: a read of fewer rows would be a silent partial read."""
+    geometry = layer.geometry
+    if geometry is None:
+        rank_ok, width, expected = len(shape) >= 1, shape[-1:], layer.rows
+    else:
+        per_group = layer.rows
+        if layer.kind == "conv":
+            per_group //= math.prod(geometry.kernel)
+        rank_ok, width, expected = len(shape) == 2 + len(geometry.kernel), shape[1:2], per_group
+        expected *= layer.groups
+    if rank_ok and tuple(width) == (expected,):
+        return
+    shown = "x".join(map(str, shape)) or "scalar"
+    raise XbarcError(
+        f"layer @{layer.name} reads {expected} input "
+        f"{'features' if geometry is None else 'channels'} per patch, but its input has "
+        f"shape {shown}",
+        hint="the input does not fit the compiled program (another batch size through a "
+        "model that fixes it?); compile the model for this input's shape",
+    )
 
 
 def channels_first(x: np.ndarray, groups: int) -> np.ndarray:

@@ -50,6 +50,7 @@ from xbarc.ir.tile import (
     IndexTable,
     LayerRange,
     LayerRun,
+    NotMapped,
     Op,
     Phase,
     Program,
@@ -194,6 +195,9 @@ def attributes(draw: Draw, const_names: list[str]) -> tuple[Attribute, ...]:
     return tuple(result)
 
 
+not_mapped = st.builds(NotMapped, strings, st.one_of(st.none(), st.integers(0, 2**62)))
+
+
 @st.composite
 def digital_op(
     draw: Draw, defined: list[str], new_names: list[str], const_names: list[str]
@@ -215,6 +219,7 @@ def digital_op(
         outputs=tuple(outputs),
         output_types=tuple(draw(st.lists(st.one_of(st.none(), tensor_types), max_size=3))),
         attributes=draw(attributes(const_names)),
+        not_mapped=draw(st.one_of(st.none(), not_mapped)),
     )
 
 
@@ -289,7 +294,10 @@ def graph(
     value_names = draw(unique_names(min_size=1, max_size=12))
     layer_names = draw(unique_names(max_size=4))
     input_count = draw(st.integers(1, min(2, len(value_names))))
-    inputs = tuple(GraphInput(name, draw(tensor_types)) for name in value_names[:input_count])
+    inputs = tuple(
+        GraphInput(name, draw(tensor_types), fixed_batch=draw(st.booleans()))
+        for name in value_names[:input_count]
+    )
     defined = list(value_names[:input_count])
     fresh = list(value_names[input_count:])
     ops: list[Op] = []

@@ -132,14 +132,14 @@ DATA_CONDITION = [
 
 
 def test_if_with_a_constant_condition_is_inlined(tmp_path, monkeypatch):
-    # the condition folds: the batch (a static dim) equals 2
+    # the condition folds: the channels (a static dim, not the batch) equal 2
     condition = [
         helper.make_node("Shape", ["x"], ["shape"]),
-        helper.make_node("Gather", ["shape", "zero_index"], ["batch"], axis=0),
-        helper.make_node("Equal", ["batch", "two"], ["c"]),
+        helper.make_node("Gather", ["shape", "one_index"], ["channels"], axis=0),
+        helper.make_node("Equal", ["channels", "two"], ["c"]),
     ]
     model = if_model(condition)
-    for name, value in {"zero_index": np.int64(0), "two": np.int64(2)}.items():
+    for name, value in {"one_index": np.int64(1), "two": np.int64(2)}.items():
         model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     program = compiled(model, tmp_path)
     assert not any(isinstance(op, DigitalOp) and op.regions for op in program.ops)

@@ -50,7 +50,7 @@ SYNTAX_ERRORS = {
     ),
     "missing closing brace": (
         HARDWARE + "graph {\n  input %x : f32[1]\n\narray @a weights\n",
-        "m.xbar:8:1: error: found 'array', expected '_', 'input', 'op', 'output', '}'"
+        "m.xbar:8:1: error: found 'array', expected '_', 'batch', 'input', 'op', 'output', '}'"
         " or a value name (%x)",
     ),
     "sections out of order": (

@@ -109,7 +109,7 @@ def test_compare_mappings(tmp_path, capsys):
     out = str(tmp_path / "lenet.xbar")
     assert main([*arguments, "--group-cols", "8", "--compare-mappings", "-o", out]) == 0
     lines = capsys.readouterr().out.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("mapping"))
+    header = next(i for i, line in enumerate(lines) if line.startswith("mapping "))
     table = {line.split()[0]: line.split() for line in lines[header + 1 :]}
     assert list(table) == ["dense", "sparse", "bit-sliced", "squeezed"]
     crossbars = {name: int(row[4]) for name, row in table.items()}

@@ -25,6 +25,7 @@ import numpy as np
 
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Calibration, LayerRange, Program
+from xbarc.session import check_batch
 
 DEFAULT_PERCENTILE = 99.99  # of |x| and of the read sums: what the ranges must hold
 ADC_BINS = 1024  # resolution of the ADC range: 1/1024 of the largest sum
@@ -36,16 +37,19 @@ def calibrate(
     data: Mapping[str, np.ndarray],
     percentile: float = DEFAULT_PERCENTILE,
     samples: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> Program:
     """`program` with a calibration from the first `samples` samples of `data` (all by
-    default): one array per program input, samples first."""
+    default): one array per program input, samples first. Batches of `batch_size`
+    (default 32, or the compiled batch of a program that runs no other: `batch=fixed`)."""
     from xbarc.runtime.executor import Executor
     from xbarc.runtime.noise import noise_settings
 
     if not 0 < percentile <= 100:
         raise XbarcError(f"--percentile must be in (0, 100], got {percentile}")
+    if batch_size is None:
+        batch_size = default_batch_size(program)
     if batch_size < 1:
         raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
     names = [graph_input.name for graph_input in program.inputs]
@@ -63,6 +67,9 @@ def calibrate(
         {name: np.asarray(data[name][start : start + batch_size]) for name in names}
         for start in range(0, count, batch_size)
     ]
+    for graph_input in program.inputs:
+        for batch in batches if graph_input.fixed_batch else ():
+            check_batch(graph_input.name, batch[graph_input.name], graph_input.type)
     layers = list(program.layers())
 
     # 1. input ranges, from the float activations
@@ -126,3 +133,11 @@ def adc_fraction(histogram: np.ndarray, percentile: float) -> float:
     needed = math.ceil(total * percentile / 100)
     index = int(np.searchsorted(np.cumsum(histogram), needed))
     return min(1.0, (index + 1) / len(histogram))
+
+
+def default_batch_size(program: Program) -> int:
+    """32, or the compiled batch size of a program whose inputs take no other."""
+    for graph_input in program.inputs:
+        if graph_input.fixed_batch:
+            return graph_input.type.static_shape()[0]
+    return 32

@@ -261,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, metavar="N", help="use the first N samples (default all)"
     )
     calibrate_parser.add_argument(
-        "--batch-size", type=int, default=32, help="samples per run (default 32)"
+        "--batch-size",
+        type=int,
+        help="samples per run (default 32, or the compiled batch of a program compiled for "
+        "one batch size)",
     )
     calibrate_parser.add_argument(
         "-o", "--output", type=Path, help="write the calibrated program here (default: in place)"
@@ -347,7 +350,7 @@ def run_compile(args: argparse.Namespace) -> int:
     from xbarc.compiler import CompileOptions, compile_onnx
     from xbarc.ir.io import save_program
     from xbarc.ir.printer import print_program
-    from xbarc.report import report
+    from xbarc.report import mapping_line, mapping_warnings, report
 
     started = time.perf_counter()
     rows, cols = parse_tile_size(args.tile_size)
@@ -390,6 +393,16 @@ def run_compile(args: argparse.Namespace) -> int:
         f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
         f"{summary.cell_writes} cell writes"
     )
+    print(mapping_line(summary))
+    for line in mapping_warnings(summary):
+        print(line, file=sys.stderr)
+    fixed = [graph_input for graph_input in program.inputs if graph_input.fixed_batch]
+    if fixed:
+        print(
+            f"batch: the model fixes its batch size, so the program runs batches of "
+            f"{fixed[0].type.static_shape()[0]} only ({', '.join(i.name for i in fixed)}: "
+            "batch=fixed)"
+        )
     if program.arrays:
         from xbarc.weight_report import summary_line, weight_errors
 
@@ -533,6 +546,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from xbarc.report import (
         format_report,
         format_tile_reports,
+        mapping_warnings,
         report,
         tile_map,
         tile_reports,
@@ -565,6 +579,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(format_weight_errors(errors))
         print()
         print(format_adc(adc))
+    for line in mapping_warnings(result):
+        print(line, file=sys.stderr)
     print_warnings(adc)
     return 0
 

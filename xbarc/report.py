@@ -6,6 +6,12 @@ a layer runs in, cells written per pass over the program, array cycles per forwa
 (and what they would be without packing, every block on a tile of its own), and the
 periphery a sparse mapping adds: its column-group width, the entries of its index tables
 and the energy of reading them, and the ADC conversions per forward pass.
+
+How much of the model is mapped: the multiply-accumulates (MACs) per forward pass of the
+crossbar layers (patches x rows x cols x groups) against those of the work left digital,
+which the frontend records on each such op with its reason (`DigitalOp.not_mapped`);
+`mapping_warnings` names those ops when they hold a large share of the work, or when the
+program has no crossbar layer at all.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 from xbarc.cost import program_cost
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.geometry import layer_patches
-from xbarc.ir.tile import Block, CrossbarLayer, IndexTable, Program, all_ops
+from xbarc.ir.tile import Block, CrossbarLayer, DigitalOp, IndexTable, Program, all_ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,18 @@ class LayerReport:
     conversions: int
     energy_nj: float
     latency_us: float
+    macs: int  # multiply-accumulates per forward pass
+
+
+@dataclass(frozen=True, slots=True)
+class DigitalWork:
+    """An op doing work a crossbar could do, left digital: why, and its MACs per forward
+    pass (None: unknown)."""
+
+    name: str
+    op_type: str
+    reason: str
+    macs: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +97,27 @@ class ProgramReport:
     column_scales: int  # per-column weight scales, each applied once per output
     scale_energy_uj: float  # applying them, part of energy_uj
     scale_area_mm2: float  # storing them and their multipliers, part of area_mm2
+    crossbar_macs: int = 0
+    digital_macs: int = 0  # of the digital work whose size is known
+    digital_work: tuple[DigitalWork, ...] = ()
+
+    @property
+    def mapped_share(self) -> float:
+        """The share of the known MACs done on crossbars (0 when there are none)."""
+        total = self.crossbar_macs + self.digital_macs
+        return self.crossbar_macs / total if total else 0.0
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["totals"] = {key: data.pop(key) for key in TOTAL_KEYS}
+        data["mapping"] = {
+            "crossbar_layers": len(self.layers),
+            "crossbar_macs": data.pop("crossbar_macs"),
+            "digital_macs": data.pop("digital_macs"),
+            "mapped_share": self.mapped_share,
+            "digital_work": data.pop("digital_work"),
+            "warnings": mapping_warnings(self),
+        }
         return data
 
 
@@ -180,8 +215,14 @@ def report(program: Program) -> ProgramReport:
                 conversions=layer_costs[layer.name].conversions,
                 energy_nj=layer_costs[layer.name].energy_pj * 1e-3,
                 latency_us=layer_costs[layer.name].latency_ns * 1e-3,
+                macs=patches * layer.rows * layer.cols * layer.groups,
             )
         )
+    digital_work = tuple(
+        DigitalWork(op.name, op.op_type, op.not_mapped.reason, op.not_mapped.macs)
+        for op in all_ops(program.ops)
+        if isinstance(op, DigitalOp) and op.not_mapped is not None
+    )
     all_vtiles = {b.vtile for b in program.blocks}
     cells_used = sum(b.cells for b in program.blocks)
     cells_available = sum(vtile_cells[v] for v in all_vtiles)
@@ -216,6 +257,9 @@ def report(program: Program) -> ProgramReport:
         column_scales=cost.column_scales,
         scale_energy_uj=sum(layer.scale_energy_pj for layer in cost.layers) * 1e-6,
         scale_area_mm2=cost.scale_area_mm2,
+        crossbar_macs=sum(r.macs for r in layers),
+        digital_macs=sum(work.macs or 0 for work in digital_work),
+        digital_work=digital_work,
     )
 
 
@@ -305,6 +349,8 @@ def format_report(result: ProgramReport) -> str:
             f"scatter columns, read from the buffer for {result.index_energy_uj * 1e3:.1f} nJ "
             f"per forward pass; {result.conversions} ADC conversions per forward pass"
         )
+    lines.append(mapping_line(result))
+    lines.extend(f"  {work_line(work)}" for work in result.digital_work)
     if result.column_scales:
         lines.append(
             f"column scales: {result.column_scales} per-column weight scales applied after the "
@@ -320,6 +366,80 @@ def format_report(result: ProgramReport) -> str:
         f"{result.write_latency_us:.2f} us, paid {writes}"
     )
     return "\n".join(lines)
+
+
+# --- how much of the model is mapped ----------------------------------------------------
+
+# compile and inspect warn when more than this share of the known MACs stays digital
+DIGITAL_SHARE_WARNING = 0.10
+LISTED_OPS = 10  # ops named in a warning, the largest first
+
+
+def mapping_line(result: ProgramReport) -> str:
+    """One line: the crossbar layers, their MACs and their share of the work."""
+    unknown = sum(1 for work in result.digital_work if work.macs is None)
+    text = (
+        f"mapped: {len(result.layers)} crossbar layers do {format_macs(result.crossbar_macs)} "
+        f"per forward pass ({result.mapped_share:.1%} of the work)"
+    )
+    if not result.digital_work:
+        return text
+    text += (
+        f"; {format_macs(result.digital_macs)} stay digital on {len(result.digital_work)} "
+        f"op{'s' if len(result.digital_work) != 1 else ''} that could be crossbar work"
+    )
+    if unknown:
+        text += f" ({unknown} of unknown size)"
+    return text
+
+
+def work_line(work: DigitalWork) -> str:
+    size = "? MAC" if work.macs is None else format_macs(work.macs)
+    return f"{work.name} ({work.op_type}, {size}): {work.reason}"
+
+
+def mapping_warnings(result: ProgramReport) -> list[str]:
+    """Warnings when no crossbar layer is left, when a large share of the work stays
+    digital, or work of unknown size (a Loop of unknown trip count): the ops, the largest
+    first, with the reason for each."""
+    work = result.digital_work
+    unknown = sum(1 for w in work if w.macs is None)
+    large = 1 - result.mapped_share > DIGITAL_SHARE_WARNING
+    if result.layers and not (work and large) and not unknown:
+        return []
+    if not result.layers:
+        head = "warning: the program has no crossbar layers: the whole model runs digitally"
+        if not work:
+            head += " (it has no Conv, ConvTranspose, Gemm or MatMul to map)"
+    elif large:
+        head = (
+            f"warning: {1 - result.mapped_share:.1%} of the work stays digital "
+            f"({format_macs(result.digital_macs)} of "
+            f"{format_macs(result.digital_macs + result.crossbar_macs)})"
+        )
+    else:
+        head = (
+            f"warning: work of unknown size stays digital on {unknown} "
+            f"op{'s' if unknown != 1 else ''}, next to {format_macs(result.crossbar_macs)} "
+            "on crossbars"
+        )
+    ranked = sorted(work, key=lambda w: -1 if w.macs is None else w.macs, reverse=True)
+    lines = [head + (":" if work else "")]
+    lines.extend(f"warning:   {work_line(w)}" for w in ranked[:LISTED_OPS])
+    if len(ranked) > LISTED_OPS:
+        rest = ranked[LISTED_OPS:]
+        lines.append(
+            f"warning:   ... and {len(rest)} more ops "
+            f"({format_macs(sum(w.macs or 0 for w in rest))})"
+        )
+    return lines
+
+
+def format_macs(macs: int) -> str:
+    for unit, size in (("GMAC", 1e9), ("MMAC", 1e6), ("kMAC", 1e3)):
+        if macs >= size:
+            return f"{macs / size:.2f} {unit}"
+    return f"{macs} MAC"
 
 
 def _clip(text: str, width: int) -> str:

@@ -11,8 +11,9 @@ draws fresh read noise; the same seeds and the same sequence of runs give the sa
 `quant`).
 
 Inputs are checked before anything runs: every input named, no unknown names, the
-declared element type, the declared shape (the batch dimension, the first, may differ),
-and no NaN or infinity (a crossbar has no way to represent them; clean the data first).
+declared element type, the declared shape (the batch dimension, the first, may differ,
+unless the program was compiled for one batch size: `batch=fixed`), and no NaN or
+infinity (a crossbar has no way to represent them; clean the data first).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def node_arg(name: str, tensor_type: TensorType | None) -> NodeArg:
 
 def check_feeds(program: Program, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The feeds as arrays of the declared types, or a one-line error saying what is wrong."""
-    declared = {i.name: i.type for i in program.inputs}
+    declared = {i.name: i for i in program.inputs}
     names = ", ".join(declared) or "(none)"
     for name in feeds:
         if name not in declared:
@@ -120,9 +121,27 @@ def check_feeds(program: Program, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     if missing:
         raise XbarcError(f"input {missing[0]!r} is missing", hint=f"the inputs are {names}")
     checked = {}
-    for name, tensor_type in declared.items():
-        checked[name] = check_feed(name, np.asarray(feeds[name]), tensor_type)
+    for name, graph_input in declared.items():
+        value = np.asarray(feeds[name])
+        checked[name] = check_feed(name, value, graph_input.type)
+        if graph_input.fixed_batch:
+            check_batch(name, value, graph_input.type)
     return checked
+
+
+def check_batch(name: str, value: np.ndarray, tensor_type: TensorType) -> None:
+    """Refuse a batch size other than the compiled one, for a program compiled for one."""
+    compiled = tensor_type.static_shape()
+    if value.shape[:1] == compiled[:1]:
+        return
+    shown = "x".join(map(str, compiled))
+    wanted = "x".join(map(str, (value.shape[0], *compiled[1:])))
+    raise XbarcError(
+        f"input {name!r} has batch {value.shape[0]}, but the program was compiled for "
+        f"{shown} and its model fixes the batch size",
+        hint=f"feed batches of {compiled[0]}; for batches of {value.shape[0]}, export the "
+        f"model with a symbolic batch dimension and compile with --input-shape {name}={wanted}",
+    )
 
 
 def check_feed(name: str, value: np.ndarray, tensor_type: TensorType) -> np.ndarray:

@@ -5,6 +5,11 @@
 
 Identity and inference-mode Dropout are folded away by rewiring their consumers to their
 input (they stay, as digital ops, when their output is a graph output).
+
+Folding sees every input's leading dimension (the batch) as unknown, so nothing that
+depends on the batch becomes a constant; the program's types are then inferred at the
+compiled shapes, and `batch.fixed_batch_inputs` decides whether the program runs any
+batch size or only the compiled one (its inputs then say `batch=fixed`).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from xbarc.frontend.batch import fixed_batch_inputs
 from xbarc.frontend.fold import fold_graph
-from xbarc.frontend.load import build_graph, infer_types, input_types, load_model
+from xbarc.frontend.load import batch_free, build_graph, infer_types, input_types, load_model
 from xbarc.frontend.lower import lower_graph
 from xbarc.hardware import Hardware
+from xbarc.ir.graph import Graph
 from xbarc.ir.tile import Program
+from xbarc.ir.types import TensorType
 
 __all__ = ["import_onnx"]
 
@@ -34,7 +42,12 @@ def import_onnx(
     where = str(path)
     model = load_model(path)
     inputs = input_types(model, input_shapes or {}, where)
-    graph = build_graph(model, inputs, where)
-    infer = lambda g: infer_types(g, model, where)  # noqa: E731
-    fold_graph(graph, infer, where)
-    return lower_graph(graph, hardware, where, infer)
+    graph = build_graph(model, batch_free(inputs), where)
+
+    def infer(working: Graph) -> dict[str, TensorType]:
+        return infer_types(working, model, where)
+
+    fold_graph(graph, infer, where, inputs)
+    graph.inputs = inputs
+    graph.types = infer(graph)
+    return lower_graph(graph, hardware, where, infer, fixed_batch_inputs(graph, infer))

@@ -3,11 +3,13 @@
 Rewrites of the working graph, in place:
 
 - constant folding: `op(constants...) -> constant`; `Shape(x)` and `Size(x)` also fold
-  when the static shape of `x` is known. An op is evaluated with its semantics in
-  `xbarc.onnx_ops`, the ones the runtime runs (the light ONNX zoo models build their 25 M
-  weights with ConstantOfShape); ops without them, or with attributes they do not cover,
-  with onnx's reference evaluator, one node at a time. Random ops and ops with subgraphs
-  never fold.
+  when the dimensions of `x` they read are known, and so do `Gather` and `Slice` of
+  `Shape(x)` that pick only known ones. Every input's batch (its leading dimension) is
+  unknown while folding, so what depends on it is never folded. An op is
+  evaluated with its semantics in `xbarc.onnx_ops`, the ones the runtime runs (the light
+  ONNX zoo models build their 25 M weights with ConstantOfShape); ops without them, or
+  with attributes they do not cover, with onnx's reference evaluator, one node at a
+  time. Random ops and ops with subgraphs never fold.
 - identity removal: `Identity(x) -> x`, and `Dropout(x) -> x` (inference mode, mask
   unused): consumers read `x` directly. An Identity or Dropout whose output is a graph
   output stays, as a digital op.
@@ -51,6 +53,9 @@ RANDOM_OPS = frozenset(
     }
 )
 SHAPE_OPS = frozenset({"Shape", "Size"})
+SHAPE_PICK_OPS = frozenset({"Gather", "Slice"})
+# two values no dimension has, standing in for an unknown one (the batch)
+UNKNOWN_DIM_STAND_INS = (2**40 + 1, 2**40 + 3)
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 FLOAT_KINDS = "f"
 BN_DEFAULT_EPSILON = 1e-5
@@ -59,14 +64,36 @@ Arrays = Sequence[np.ndarray | None]
 InferTypes = Callable[[Graph], dict[str, TensorType]]
 
 
-def fold_graph(graph: Graph, infer_types: InferTypes, where: str) -> None:
+def fold_graph(
+    graph: Graph,
+    infer_types: InferTypes,
+    where: str,
+    compiled_inputs: dict[str, TensorType] | None = None,
+) -> None:
     """Fold constants, identities and dead nodes to a fixed point, rewrite recurrent
-    layers (their shapes known by then) and fold what that exposes, then fold layers."""
+    layers (their shapes known by then) and fold what that exposes, then fold layers.
+    `compiled_inputs`: the inputs' compiled types, when `graph.inputs` leave the batch
+    unknown; the recurrent rewrite needs the whole sequence shape, so it sees them."""
     _fold_to_fixed_point(graph, infer_types, where)
-    if expand_recurrent_layers(graph, where):
+    if _expand_recurrent(graph, infer_types, where, compiled_inputs):
         _fold_to_fixed_point(graph, infer_types, where)
     fold_layers(graph)
     drop_unused_constants(graph)
+
+
+def _expand_recurrent(
+    graph: Graph, infer_types: InferTypes, where: str, compiled: dict[str, TensorType] | None
+) -> bool:
+    if compiled is None:
+        return expand_recurrent_layers(graph, where)
+    batch_free = graph.inputs
+    graph.inputs = dict(compiled)
+    graph.types = infer_types(graph)
+    try:
+        return expand_recurrent_layers(graph, where)
+    finally:
+        graph.inputs = batch_free
+        graph.types = infer_types(graph)
 
 
 def _fold_to_fixed_point(graph: Graph, infer_types: InferTypes, where: str) -> None:
@@ -101,9 +128,51 @@ def fold_constants(graph: Graph, where: str) -> bool:
 def _evaluate(graph: Graph, node: Node, where: str) -> list[np.ndarray | None] | None:
     """The node's outputs (None for unused slots) when it can be folded, else None."""
     if not _can_fold(graph, node):
-        return None
+        return _evaluate_shape_pick(graph, node, where)
     args = [_argument(graph, node, value) for value in node.inputs]
-    opset = graph.opset(node.domain)
+    return _run(node, args, graph.opset(node.domain), where)
+
+
+def _evaluate_shape_pick(graph: Graph, node: Node, where: str) -> list[np.ndarray | None] | None:
+    """`Gather(Shape(x), i)` or `Slice(Shape(x), ...)` picking only known dimensions of x
+    (not the batch): evaluated on the shape with two stand-ins for the unknown ones, and
+    folded when both give the same result."""
+    if node.op_type not in SHAPE_PICK_OPS or not node.is_default_domain or node.has_subgraph:
+        return None
+    dims = _shape_dims(graph, node.input(0))
+    rest = node.inputs[1:]
+    if dims is None or any(value and value not in graph.constants for value in rest):
+        return None
+    results = []
+    for stand_in in UNKNOWN_DIM_STAND_INS:
+        shape = np.array([stand_in if dim is None else dim for dim in dims], np.int64)
+        args = [shape, *(graph.constants[value] if value else None for value in rest)]
+        results.append(_run(node, args, graph.opset(node.domain), where))
+    first, second = results
+    if first is None or second is None:
+        return None
+    same = all(
+        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        for a, b in zip(first, second, strict=True)
+    )
+    return first if same else None
+
+
+def _shape_dims(graph: Graph, value: str) -> tuple[int | None, ...] | None:
+    """The dimensions `value` holds when a Shape node makes it, some of them unknown."""
+    producer = graph.producer(value) if value else None
+    if producer is None or producer.op_type != "Shape" or not producer.is_default_domain:
+        return None
+    known = graph.type_of(producer.input(0))
+    if known is None or known.shape is None:
+        return None
+    rank = len(known.shape)
+    start, end = producer.attribute("start", 0), producer.attribute("end", rank)
+    return known.shape[slice(start, end)]
+
+
+def _run(node: Node, args: Arrays, opset: int, where: str) -> list[np.ndarray | None] | None:
+    """The node's outputs on `args` with its semantics (or onnx's reference evaluator)."""
     semantics = SEMANTICS.get(node.op_type)
     if semantics is None:
         return _evaluate_with_reference(node, args, opset)
@@ -130,9 +199,22 @@ def _can_fold(graph: Graph, node: Node) -> bool:
     if node.op_type in RANDOM_OPS or _is_training_dropout(graph, node):
         return False
     if node.op_type in SHAPE_OPS:
-        known = graph.type_of(node.input(0))
-        return known is not None and known.is_static
+        return _read_dims_known(graph, node)
     return all(not value or value in graph.constants for value in node.inputs)
+
+
+def _read_dims_known(graph: Graph, node: Node) -> bool:
+    """Whether the dimensions a Shape (those between its start and end) or Size reads are
+    known: `Shape<start=1>(x)` folds while the batch, x's leading dimension, is unknown."""
+    known = graph.type_of(node.input(0))
+    if known is None or known.shape is None:
+        return False
+    dims = known.shape
+    if node.op_type == "Shape":
+        rank = len(dims)
+        start, end = node.attribute("start", 0), node.attribute("end", rank)
+        dims = dims[slice(start, end)]
+    return None not in dims
 
 
 def _is_training_dropout(graph: Graph, node: Node) -> bool:
@@ -147,8 +229,10 @@ def _argument(graph: Graph, node: Node, value: str) -> np.ndarray | None:
         return None
     if value in graph.constants:
         return graph.constants[value]
-    # Shape and Size of an activation only need its shape: a zero-stride stand-in
-    shape = graph.types[value].static_shape()
+    # Shape and Size of an activation only need its shape: a zero-stride stand-in (an
+    # unknown dimension is one the node does not read)
+    dims = graph.types[value].shape or ()
+    shape = tuple(1 if dim is None else dim for dim in dims)
     return np.broadcast_to(np.zeros((), np.float32), shape)
 
 

@@ -38,6 +38,9 @@ OLDEST_OPSET = 9
 # data propagation sees shape tensors; bigger ones (weights) are declared by type only.
 INFERENCE_CONSTANT_LIMIT = 4096
 EXAMPLE_SHAPE = "1x3x224x224"
+# The symbolic dimension that stands for an input's batch (its leading dimension) while
+# folding: one name for all inputs, so that shape inference sees they share it.
+BATCH_DIM = "batch"
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -402,7 +405,21 @@ def infer_types(graph: Graph, model: ModelProto, where: str) -> dict[str, Tensor
         found = tensor_type(value.type)
         if found is not None:
             types[value.name] = found
+    for value in _subgraph_values(inferred.graph):  # for the size of the work inside
+        found = tensor_type(value.type)
+        if found is not None:
+            types.setdefault(value.name, found)
     return types
+
+
+def _subgraph_values(graph: GraphProto) -> Iterator[ValueInfoProto]:
+    """The typed values inside the subgraphs of `graph`'s nodes, at any depth."""
+    for node in graph.node:
+        for attr in node.attribute:
+            bodies = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+            for body in bodies:
+                yield from (*body.input, *body.value_info, *body.output)
+                yield from _subgraph_values(body)
 
 
 def _skeleton(graph: Graph, model: ModelProto) -> ModelProto:
@@ -410,7 +427,7 @@ def _skeleton(graph: Graph, model: ModelProto) -> ModelProto:
     nodes = graph.nodes()
     used = {v for node in nodes for v in (*node.inputs, *node.implicit_inputs) if v}
     used |= set(graph.outputs)
-    inputs = [_value_info(name, t) for name, t in graph.inputs.items()]
+    inputs = [_input_value_info(name, t) for name, t in graph.inputs.items()]
     initializers = []
     for name, array in graph.constants.items():
         if name not in used:
@@ -439,6 +456,23 @@ def _small_initializer(name: str, array: np.ndarray) -> TensorProto | None:
         return numpy_helper.from_array(np.asarray(array), name)
     except Exception:  # exotic element types: declare them by type instead
         return None
+
+
+def _input_value_info(name: str, declared: TensorType) -> ValueInfoProto:
+    """A graph input's type; an unknown leading dimension is the batch (`BATCH_DIM`)."""
+    if not declared.shape or declared.shape[0] is not None:
+        return _value_info(name, declared)
+    shape = (BATCH_DIM, *declared.shape[1:])
+    return helper.make_tensor_value_info(name, onnx_code(declared.dtype), shape)
+
+
+def batch_free(inputs: Mapping[str, TensorType]) -> dict[str, TensorType]:
+    """The inputs with their leading (batch) dimension unknown, so that folding keeps what
+    depends on the batch (`Shape(x)[0:1]`) as computation and the program runs any batch."""
+    return {
+        name: TensorType(t.dtype, (None, *t.shape[1:])) if t.shape else t
+        for name, t in inputs.items()
+    }
 
 
 def _value_info(name: str, declared: TensorType) -> ValueInfoProto:

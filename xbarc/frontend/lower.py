@@ -25,8 +25,9 @@ from onnx import AttributeProto, GraphProto, numpy_helper
 
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend.control import defined_names, rename_graph, subgraph_graph
-from xbarc.frontend.fold import FLOAT_KINDS, LAYER_OPS, InferTypes, fold_graph, product_float32
+from xbarc.frontend.fold import FLOAT_KINDS, InferTypes, fold_graph, product_float32
 from xbarc.frontend.load import to_array
+from xbarc.frontend.mapping import is_crossbar_layer, not_mapped
 from xbarc.hardware import Hardware
 from xbarc.ir.graph import Graph, Node, outer_references, unique_name
 from xbarc.ir.tensors import element_type
@@ -59,18 +60,26 @@ _SIMPLE_ATTRIBUTES = {
 
 
 def lower_graph(
-    graph: Graph, hardware: Hardware, where: str, infer_types: InferTypes | None = None
+    graph: Graph,
+    hardware: Hardware,
+    where: str,
+    infer_types: InferTypes | None = None,
+    fixed_batch: frozenset[str] = frozenset(),
 ) -> Program:
     """The Program (hardware, tensors, inputs, ops, outputs) of a folded graph.
     `infer_types` infers the types of a working graph: the subgraphs of control-flow
-    ops are folded with it before they are lowered into regions."""
+    ops are folded with it before they are lowered into regions. The inputs named in
+    `fixed_batch` run only the batch size they were compiled for."""
     lowering = _Lowering(graph, where, infer_types)
     for node in graph.nodes():
         lowering.lower(node)
     lowering.keep_constant_outputs()
     program = Program(
         hardware=hardware,
-        inputs=tuple(GraphInput(name, type_) for name, type_ in graph.inputs.items()),
+        inputs=tuple(
+            GraphInput(name, type_, fixed_batch=name in fixed_batch)
+            for name, type_ in graph.inputs.items()
+        ),
         ops=tuple(lowering.ops),
         outputs=graph.outputs,
     )
@@ -133,18 +142,7 @@ class _Lowering:
             self.ops.append(self.matmul(node))
 
     def _is_crossbar_layer(self, node: Node) -> bool:
-        if not node.is_default_domain or node.op_type not in LAYER_OPS:
-            return False
-        constants = self.graph.constants
-        data, weight = node.input(0), constants.get(node.input(1))
-        if not data or data in constants or weight is None:
-            return False  # a weight computed at run time stays digital
-        if weight.dtype.kind != FLOAT_KINDS:
-            return False
-        if node.op_type == "MatMul":
-            return weight.ndim == 2
-        bias = node.input(2)
-        return node.op_type == "Gemm" or not bias or bias in constants
+        return is_crossbar_layer(self.graph, node)  # the decision and its reasons: mapping.py
 
     def conv(self, node: Node) -> CrossbarLayer:
         weight = self._conv_weight(node)
@@ -390,6 +388,7 @@ class _Lowering:
             outputs=node.outputs,
             output_types=tuple(self.graph.types.get(v) if v else None for v in node.outputs),
             attributes=tuple(self.attribute(node, attr) for attr in node.attributes),
+            not_mapped=not_mapped(self.graph, node),
         )
 
     def keep_constant_outputs(self) -> None:

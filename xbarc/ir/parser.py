@@ -54,6 +54,7 @@ from xbarc.ir.tile import (
     IndexTable,
     LayerRange,
     LayerRun,
+    NotMapped,
     Op,
     Operand,
     Phase,
@@ -372,8 +373,9 @@ class _Builder(Transformer):
     # --- graph
 
     def graph_input(self, children: list[Any]) -> tuple[str, GraphInput, Position]:
-        keyword, name, tensor_type = children
-        return "input", GraphInput(_ref(name), tensor_type), _position(keyword)
+        keyword, name, tensor_type, _, fixed = children
+        graph_input = GraphInput(_ref(name), tensor_type, fixed_batch=fixed is not None)
+        return "input", graph_input, _position(keyword)
 
     def graph_output(self, children: list[Token]) -> tuple[str, str, Position]:
         keyword, name = children
@@ -425,10 +427,9 @@ class _Builder(Transformer):
         return "op", layer, position
 
     def digital_op(self, children: list[Any]) -> tuple[str, DigitalOp, Position, list[Any]]:
-        results, keyword, (domain, op_type), operands, op_types, opset, name, attributes = children[
-            :8
-        ]
-        regions = children[8:]
+        (results, keyword, (domain, op_type), operands, op_types, opset, name, not_mapped,
+         attributes) = children[:9]  # fmt: skip
+        regions = children[9:]
         position = _position(results[0] if results else keyword)
         seen: set[str] = set()
         for region, region_position, _ in regions:
@@ -444,6 +445,7 @@ class _Builder(Transformer):
             outputs=tuple("" if t.type == "OMITTED" else _ref(t) for t in results or ()),
             output_types=op_types or (),
             attributes=attributes or (),
+            not_mapped=not_mapped,
             regions=tuple(region for region, _, _ in regions),
         )
         return "op", op, position, regions
@@ -462,6 +464,10 @@ class _Builder(Transformer):
             outputs=tuple(value for kind, value, *_ in items if kind == "output"),
         )
         return region, _position(keyword), items
+
+    def not_mapped(self, children: list[Token]) -> NotMapped:
+        reason, macs = children
+        return NotMapped(json.loads(reason), None if macs.type == "UNKNOWN" else int(macs))
 
     def attributes(self, children: list[tuple[Attribute, Token]]) -> tuple[Attribute, ...]:
         seen: set[str] = set()

@@ -211,7 +211,10 @@ def _print_graph(lines: list[str], program: Program) -> None:
     lines.append("")
     lines.append("graph {")
     for graph_input in program.inputs:
-        lines.append(f"  input {value_ref(graph_input.name)} : {format_type(graph_input.type)}")
+        fixed = " batch=fixed" if graph_input.fixed_batch else ""
+        lines.append(
+            f"  input {value_ref(graph_input.name)} : {format_type(graph_input.type)}{fixed}"
+        )
     _print_ops(lines, program.ops)
     for output in program.outputs:
         lines.append(f"  output {value_ref(output)}")
@@ -271,11 +274,14 @@ def _print_digital_op(lines: list[str], op: DigitalOp) -> None:
         types = " : " + ", ".join(format_type(t) for t in op.output_types)
     head = f"  {assign}op {op_name} ({operands}){types} {{"
     fields_text = f"opset={op.opset} name={quote_string(op.name)}"
-    if not op.attributes and not op.regions:
+    if not op.attributes and not op.regions and op.not_mapped is None:
         lines.append(f"{head} {fields_text} }}")
         return
     lines.append(head)
     lines.append(f"    {fields_text}")
+    if op.not_mapped is not None:
+        macs = "?" if op.not_mapped.macs is None else str(op.not_mapped.macs)
+        lines.append(f"    not_mapped={quote_string(op.not_mapped.reason)} macs={macs}")
     if op.attributes:
         attributes = [_format_attribute(attribute) for attribute in op.attributes]
         one_line = f"    attrs {{ {' '.join(attributes)} }}"

@@ -99,8 +99,20 @@ class Attribute:
 
 
 @dataclass(frozen=True, slots=True)
+class NotMapped:
+    """Work a crossbar could do that stays digital: why (the frontend's decision, see
+    `xbarc/frontend/mapping.py`) and its multiply-accumulates per run at the compiled
+    shapes (None: unknown)."""
+
+    reason: str
+    macs: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class DigitalOp:
     """A non-crossbar ONNX node, executed by the host. An output name "" is an unused slot.
+    `not_mapped` is set on ops that carry work a crossbar could do (a MatMul of two
+    activations, a ConvInteger, an Einsum...).
 
     A control-flow op (If, Loop, Scan) holds its subgraphs as `regions` (not as proto
     attributes): the host decides which region runs and how often, and the region's own
@@ -114,6 +126,7 @@ class DigitalOp:
     outputs: tuple[str, ...]
     output_types: tuple[TensorType | None, ...]
     attributes: tuple[Attribute, ...] = ()
+    not_mapped: NotMapped | None = None
     regions: tuple[Region, ...] = ()
 
     def region(self, name: str) -> Region:
@@ -457,8 +470,12 @@ class ChipState:
 
 @dataclass(frozen=True, slots=True)
 class GraphInput:
+    """A program input. Its leading dimension is the batch: a run may feed any batch size
+    unless `fixed_batch` (the model fixes it; see `xbarc/frontend/batch.py`)."""
+
     name: str
     type: TensorType
+    fixed_batch: bool = False
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,33 @@ def test_calibrate_command(mlp, tmp_path, capsys):
     assert calibration is not None and calibration.samples == 40
     status = main(["calibrate", str(path), "--data", str(tmp_path / "absent.npz")])
     assert status == 1 and "does not exist" in capsys.readouterr().err
+
+
+STATEFUL = """
+stateful (float[1,6] x, float[2,6] h, float s) => (float y)
+{
+  h0 = ReduceSum <keepdims = 1> (h, axes)
+  a = Add (x, h0)
+  m = MatMul (a, w)
+  y = Mul (m, s)
+}
+"""
+
+
+def test_inputs_without_a_batch_axis_take_whole_samples(tmp_path):
+    """A state [2,6] and a scalar have no batch axis: arrays with one axis more hold one
+    whole input per sample, and each sample runs on its own with x's row."""
+    weights = {"w": random((6, 5), 7), "axes": np.array([0], dtype=np.int64)}
+    path = save(parse(STATEFUL, weights), tmp_path)
+    program = compile_onnx(path, CompileOptions(tiles=4, tile_rows=8, tile_cols=8))
+    rng = np.random.default_rng(8)
+    data = {
+        "x": rng.normal(size=(5, 6)).astype(np.float32),
+        "h": rng.normal(size=(5, 2, 6)).astype(np.float32),
+        "s": rng.uniform(0.5, 2, size=5).astype(np.float32),
+    }
+    calibrated = calibrate(program, data, percentile=100.0)
+    assert calibrated.calibration is not None and calibrated.calibration.samples == 5
+    (entry,) = calibrated.calibration.layers
+    layer_input = data["x"] + data["h"].sum(axis=1)  # sample i: x[i] + the sum of h[i]
+    assert entry.input_range == pytest.approx(float(np.abs(layer_input).max()), rel=1e-6)

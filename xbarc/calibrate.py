@@ -63,12 +63,9 @@ def calibrate(
     count = available if samples is None else min(samples, available)
     if count < 1:
         raise XbarcError("no calibration samples", hint="--samples and the data need at least 1")
-    batches = [
-        {name: np.asarray(data[name][start : start + batch_size]) for name in names}
-        for start in range(0, count, batch_size)
-    ]
+    batches = calibration_batches(program, data, count, batch_size)
     for graph_input in program.inputs:
-        for batch in batches if graph_input.fixed_batch else ():
+        for _, batch in batches if graph_input.fixed_batch else ():
             check_batch(graph_input.name, batch[graph_input.name], graph_input.type)
     layers = list(program.layers())
 
@@ -77,7 +74,7 @@ def calibrate(
     rng = np.random.default_rng(0)
     kept = max(1, INPUT_SAMPLE // len(batches))
     magnitudes: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
-    for batch in batches:
+    for size, batch in batches:
         values = ideal.run_all(batch)
         for layer in layers:
             if layer.input not in values:
@@ -87,7 +84,7 @@ def calibrate(
                 flat = rng.choice(flat, kept, replace=False)
             magnitudes[layer.name].append(flat)
         if progress is not None:
-            progress(len(next(iter(batch.values()))))
+            progress(size)
     input_ranges = {}
     for name, parts in magnitudes.items():
         value = float(np.percentile(np.concatenate(parts), percentile)) if parts else 0.0
@@ -111,10 +108,10 @@ def calibrate(
         histograms[layer] += np.bincount(bins.reshape(-1), minlength=ADC_BINS)
 
     quant.on_read_sums = record
-    for batch in batches:
+    for size, batch in batches:
         quant.run(batch)
         if progress is not None:
-            progress(len(next(iter(batch.values()))))
+            progress(size)
     ranges = tuple(
         LayerRange(
             layer.name, input_ranges[layer.name], adc_fraction(histograms[layer.name], percentile)
@@ -133,6 +130,42 @@ def adc_fraction(histogram: np.ndarray, percentile: float) -> float:
     needed = math.ceil(total * percentile / 100)
     index = int(np.searchsorted(np.cumsum(histogram), needed))
     return min(1.0, (index + 1) / len(histogram))
+
+
+def calibration_batches(
+    program: Program, data: Mapping[str, np.ndarray], count: int, batch_size: int
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """The runs over the first `count` samples, each with the samples it holds: batches
+    of `batch_size`; or, where an
+    array has one axis more than its input (a scalar such as a sample rate, a recurrent
+    state: inputs without a batch axis), one run per sample with `data[name][i]` whole."""
+    whole = {
+        graph_input.name
+        for graph_input in program.inputs
+        if graph_input.type.shape is not None
+        and np.ndim(data[graph_input.name]) == len(graph_input.type.shape) + 1
+    }
+    names = [graph_input.name for graph_input in program.inputs]
+    if whole:
+        return [
+            (
+                1,
+                {
+                    name: np.asarray(
+                        data[name][index] if name in whole else data[name][index : index + 1]
+                    )
+                    for name in names
+                },
+            )
+            for index in range(count)
+        ]
+    return [
+        (
+            min(batch_size, count - start),
+            {name: np.asarray(data[name][start : start + batch_size]) for name in names},
+        )
+        for start in range(0, count, batch_size)
+    ]
 
 
 def default_batch_size(program: Program) -> int:

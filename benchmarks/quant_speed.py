@@ -35,7 +35,9 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an installed one
 from results import record  # noqa: E402
 
 import xbarc  # noqa: E402
@@ -43,7 +45,7 @@ from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.ir.tile import CrossbarLayer  # noqa: E402
 
 SHAPE = (1, 3, 480, 640)
-KERNELS = Path(__file__).parent.parent / "runtime" / "kernels"
+KERNELS = HERE.parent / "runtime" / "kernels"
 
 
 class Builder:

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from xbarc.ir.geometry import conv_output_spatial, conv_transpose_output_spatial
 from xbarc.runtime import kernels
-from xbarc.runtime.kernels import adc, dac, gemm, im2col, prange
+from xbarc.runtime.kernels import adc, dac, gemm, im2col, prange, sparse_read
 
 PROPERTY = settings(max_examples=40, deadline=None)
 
@@ -321,6 +321,72 @@ def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(leve
         assert acc.tolist() == [[1 - 2 * 3, 5 - 2 * 12]]
     else:
         assert acc.tolist() == [[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]
+
+
+@st.composite
+def sparse_reads(draw):
+    """Random read columns in sparse form over int8 digits, with repeated targets, empty
+    columns, full scales below the largest sum (codes clip) and a signed significance."""
+    rows = draw(st.integers(1, 40))
+    patches = draw(st.sampled_from([1, 7, 600, 1500]))  # 600, 1500: several runs of patches
+    columns = draw(st.integers(0, 12))
+    outputs = draw(st.integers(1, 5))
+    levels = draw(st.sampled_from([0, 1, 15, 255]))
+    significance = draw(st.sampled_from([1, -1, 4, -64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    cells = rng.integers(0, 4, (columns, rows)) * (rng.random((columns, rows)) < 0.4)
+    digits = rng.integers(0, draw(st.sampled_from([2, 128])), (rows, patches)).astype(np.int8)
+    column, row = np.nonzero(cells)
+    start = np.concatenate([[0], np.cumsum(np.bincount(column, minlength=columns))])
+    largest = 3 * int(digits.max(initial=0)) * rows
+    full_scale = rng.integers(1, max(2, largest), size=columns)
+    target = rng.integers(0, outputs, size=columns)
+    factor = rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 6, size=columns)
+    packed = sparse_read.SparseColumns.of(
+        start, row, cells[column, row], target, factor, full_scale
+    )
+    acc = rng.integers(-1000, 1000, size=(outputs, patches))
+    return digits, packed, cells, significance, levels, acc
+
+
+@PROPERTY
+@given(sparse_reads())
+def test_sparse_read_numba_and_numpy_equal_a_gemm_then_the_adc(read):
+    digits, packed, cells, significance, levels, acc = read
+    # the reference: the dense integer GEMM of the cells, then the ADC read-out
+    partial = cells.astype(np.int64) @ digits.astype(np.int64)
+    factor = packed.factor * significance
+    expected = adc_by_loop(partial, packed.target, factor, packed.full_scale, levels, acc)
+    by_numpy = acc.copy()
+    sparse_read.sparse_read_accumulate_numpy(digits, packed, significance, levels, by_numpy)
+    by_numba = acc.copy()
+    sparse_read.sparse_read_accumulate(digits, packed, significance, levels, by_numba)
+    np.testing.assert_array_equal(by_numpy, expected, strict=True)
+    np.testing.assert_array_equal(by_numba, expected, strict=True)
+
+
+def test_sparse_read_rounds_half_to_even_and_clips(backend):
+    # two columns on one target: cells 1 on row 0 and 3 on rows 0, 1; full scale 8, 4
+    # levels; digits [1, 3] and [4, 1] on two patches: sums 1, 4 and 15, 12
+    # -> codes rint(0.5, 2) = 0, 2 and clip(rint(7.5, 6)) = 4, 4
+    digits = np.array([[1, 4], [3, 1]], dtype=np.int8)
+    packed = sparse_read.SparseColumns.of(
+        np.array([0, 1, 3]), np.array([0, 0, 1]), np.array([1, 3, 3]),
+        np.array([0, 0]), np.array([1, -2]), np.array([8, 8]),
+    )  # fmt: skip
+    acc = np.zeros((1, 2), dtype=np.int64)
+    sparse_read.sparse_read_accumulate(digits, packed, 2, 4, acc)
+    assert acc.tolist() == [[2 * (0 - 2 * 4) * 8, 2 * (2 - 2 * 4) * 8]]
+
+
+def test_sparse_read_rejects_rows_beyond_the_digits():
+    packed = sparse_read.SparseColumns.of(
+        np.array([0, 1]), np.array([5]), np.array([1]), np.array([0]), np.array([1]), np.array([3])
+    )
+    with pytest.raises(ValueError, match="rows beyond"):
+        sparse_read.sparse_read_accumulate(
+            np.zeros((2, 4), np.int8), packed, 1, 3, np.zeros((1, 4), np.int64)
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

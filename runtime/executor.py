@@ -64,7 +64,11 @@ from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
 from xbarc.runtime.kernels import adc, dac, gemm, touched
-from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
+from xbarc.runtime.kernels.sparse_read import (
+    SparseColumns,
+    chunk_maxima,
+    sparse_read_accumulate,
+)
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
 from xbarc.runtime.reads import (
@@ -348,6 +352,9 @@ class Executor:
         they are unfolded (the padding quantizes to zero either way). Integer sums do not
         depend on their order, so reads are taken group by group and their partial sums
         buffered, to pass through the ADC kernel many reads at a time."""
+        sparse = self._sparse_columns(plans)
+        if sparse is not None:  # integer reads: all groups, reads and columns at once
+            return self._accumulate_sparse(plans[0], sparse, columns, x)
         array = plans[0].array
         slice_bits = self.program.hardware.dac.slice_bits
         digit_max = self.digit_max
@@ -363,18 +370,6 @@ class Executor:
         if not isinstance(scale, np.ndarray):
             scale = np.full((groups, array.cols), scale)
         result = touched((groups, array.cols, patches), np.float32)
-        sparse = self._sparse_columns(plans)
-        if sparse is not None:  # integer reads: all groups, reads and columns at once
-            acc = self.workspace("accumulator", (groups * array.cols, patches), np.int64)
-            acc.fill(0)
-            for sign, unfolded in inputs:
-                for j, bits in enumerate(unfolded):
-                    digits = np.ascontiguousarray(bits).reshape(-1, patches)
-                    significance = sign << (j * slice_bits)
-                    sparse_read_accumulate(digits, sparse, significance, self.adc_levels, acc)
-            column_scale = scale.reshape(-1).astype(np.float64)
-            adc.dequantize(acc, adc_unit, input_scale, column_scale, result.reshape(acc.shape))
-            return result
         for group in range(groups):
             acc = self.workspace("accumulator", (array.cols, patches), np.int64)
             acc.fill(0)
@@ -407,6 +402,46 @@ class Executor:
             adc.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
 
+    def _accumulate_sparse(self, plan: LayerPlan, sparse: SparseColumns, columns, x):
+        """`_accumulate_quantized` for integer reads, with `sparse_read_accumulate`: each
+        sign's DAC levels unfolded once, every slice read off them by one kernel call."""
+        array = plan.array
+        slice_bits = self.program.hardware.dac.slice_bits
+        count = -(-(self.dac_bits - 1) // slice_bits)
+        input_scale = self._input_scale(plan.layer.name, x)
+        # the levels of each sign whole: one "slice" of all dac_bits - 1 bits (int8)
+        planes = self.workspace("input levels", (2, 1, *x.shape), np.int8)
+        present = dac.dac_planes(x, input_scale, self.dac_bits, self.dac_bits - 1, 1, out=planes)
+        acc: np.ndarray | None = None
+        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+            if not nonzero:  # e.g. no negative inputs after a ReLU
+                continue
+            unfolded = columns(part[0], lambda shape: self.workspace("unfolded", shape, np.int8))
+            groups, _, patches = unfolded.shape
+            levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
+            if acc is None:
+                acc = self.workspace("accumulator", (groups * array.cols, patches), np.int64)
+                acc.fill(0)
+            maxima = chunk_maxima(levels_in)
+            for j in range(count):
+                shift = j * slice_bits
+                significance = sign << shift
+                sparse_read_accumulate(
+                    levels_in, sparse, shift, slice_bits, significance, self.adc_levels, acc, maxima
+                )
+        if acc is None:  # an all-zero input: nothing to read
+            groups, _, patches = columns(x).shape
+            return touched((groups, array.cols, patches), np.float32)
+        result = touched((groups, array.cols, patches), np.float32)
+        scale = self.weight_scale(array)
+        if not isinstance(scale, np.ndarray):
+            scale = np.full((groups, array.cols), scale)
+        column_scale = scale.reshape(-1).astype(np.float64)
+        adc.dequantize(
+            acc, self.adc_levels or 1, input_scale, column_scale, result.reshape(acc.shape)
+        )
+        return result
+
     def _sparse_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
         """The layer's read columns for `sparse_read_accumulate`, where its reads allow it:
         exact integer reads (no noise, polarity ADC) whose ADC full scales are known before
@@ -414,6 +449,7 @@ class Executor:
         partial sums (it sees them read by read). None: read by read (`ReadOut`)."""
         if (
             self.cell_type is not np.uint8
+            or self.dac_bits > 8  # levels beyond int8
             or self.adc_range == "dynamic"
             or self.on_read_sums is not None
         ):
@@ -426,11 +462,8 @@ class Executor:
             self._sparse[layer] = sparse_columns(reads, array.rows, array.cols) if usable else None
         return self._sparse[layer]
 
-    def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
-        """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
-        least significant first, [groups, rows, P]])] for the signs that occur. The full
-        scale is the batch's largest |x| (`dynamic`, an oracle), the layer's calibrated
-        range (inputs beyond it clip) or a fixed number."""
+    def _input_scale(self, layer: str, x: np.ndarray) -> float:
+        """The DAC's step for `x`: its full scale over 2^(bits-1) - 1."""
         mode = self.settings.input_range
         if mode == "dynamic":
             peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
@@ -440,7 +473,14 @@ class Executor:
             peak = calibrated.input_range
         else:
             peak = float(mode)
-        input_scale = peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
+        return peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
+
+    def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
+        """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
+        least significant first, [groups, rows, P]])] for the signs that occur. The full
+        scale is the batch's largest |x| (`dynamic`, an oracle), the layer's calibrated
+        range (inputs beyond it clip) or a fixed number."""
+        input_scale = self._input_scale(layer, x)
         slice_bits = self.program.hardware.dac.slice_bits
         count = -(-(self.dac_bits - 1) // slice_bits)
         digits = self.digit_type

@@ -325,20 +325,24 @@ def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(leve
 
 @st.composite
 def sparse_reads(draw):
-    """Random read columns in sparse form over int8 digits, with repeated targets, empty
+    """Random read columns in sparse form over int8 levels, with repeated targets, empty
     columns, full scales below the largest sum (codes clip) and a signed significance."""
     rows = draw(st.integers(1, 40))
     patches = draw(st.sampled_from([1, 7, 600, 1500]))  # 600, 1500: several runs of patches
     columns = draw(st.integers(0, 12))
     outputs = draw(st.integers(1, 5))
     levels = draw(st.sampled_from([0, 1, 15, 255]))
+    slice_bits = draw(st.sampled_from([1, 2, 7, 8]))
+    shift = draw(st.integers(0, 6))
     significance = draw(st.sampled_from([1, -1, 4, -64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     cells = rng.integers(0, 4, (columns, rows)) * (rng.random((columns, rows)) < 0.4)
-    digits = rng.integers(0, draw(st.sampled_from([2, 128])), (rows, patches)).astype(np.int8)
+    # levels mostly small, as after a DAC: the high slices are zero in most runs
+    high = draw(st.sampled_from([2, 16, 128]))
+    levels_in = rng.integers(0, high, (rows, patches)).astype(np.int8)
     column, row = np.nonzero(cells)
     start = np.concatenate([[0], np.cumsum(np.bincount(column, minlength=columns))])
-    largest = 3 * int(digits.max(initial=0)) * rows
+    largest = 3 * min(int(levels_in.max(initial=0)), 2**slice_bits - 1) * rows
     full_scale = rng.integers(1, max(2, largest), size=columns)
     target = rng.integers(0, outputs, size=columns)
     factor = rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 6, size=columns)
@@ -346,46 +350,67 @@ def sparse_reads(draw):
         start, row, cells[column, row], target, factor, full_scale
     )
     acc = rng.integers(-1000, 1000, size=(outputs, patches))
-    return digits, packed, cells, significance, levels, acc
+    return levels_in, packed, cells, shift, slice_bits, significance, levels, acc
 
 
 @PROPERTY
 @given(sparse_reads())
 def test_sparse_read_numba_and_numpy_equal_a_gemm_then_the_adc(read):
-    digits, packed, cells, significance, levels, acc = read
-    # the reference: the dense integer GEMM of the cells, then the ADC read-out
-    partial = cells.astype(np.int64) @ digits.astype(np.int64)
+    levels_in, packed, cells, shift, slice_bits, significance, levels, acc = read
+    # the reference: the slice's digits, the dense integer GEMM of the cells, the ADC
+    digits = (levels_in.astype(np.int64) >> shift) & (2**slice_bits - 1)
+    partial = cells.astype(np.int64) @ digits
     factor = packed.factor * significance
     expected = adc_by_loop(partial, packed.target, factor, packed.full_scale, levels, acc)
+    arguments = (levels_in, packed, shift, slice_bits, significance, levels)
     by_numpy = acc.copy()
-    sparse_read.sparse_read_accumulate_numpy(digits, packed, significance, levels, by_numpy)
+    sparse_read.sparse_read_accumulate_numpy(*arguments, by_numpy)
     by_numba = acc.copy()
-    sparse_read.sparse_read_accumulate(digits, packed, significance, levels, by_numba)
+    sparse_read.sparse_read_accumulate(*arguments, by_numba)
     np.testing.assert_array_equal(by_numpy, expected, strict=True)
     np.testing.assert_array_equal(by_numba, expected, strict=True)
+    maxima = sparse_read.chunk_maxima(levels_in)
+    np.testing.assert_array_equal(maxima, sparse_read.chunk_maxima_numpy(levels_in))
 
 
 def test_sparse_read_rounds_half_to_even_and_clips(backend):
     # two columns on one target: cells 1 on row 0 and 3 on rows 0, 1; full scale 8, 4
-    # levels; digits [1, 3] and [4, 1] on two patches: sums 1, 4 and 15, 12
+    # levels; digits (levels >> 1) [1, 3] and [4, 1] on two patches: sums 1, 4 and 15, 12
     # -> codes rint(0.5, 2) = 0, 2 and clip(rint(7.5, 6)) = 4, 4
-    digits = np.array([[1, 4], [3, 1]], dtype=np.int8)
+    levels_in = np.array([[2, 9], [7, 3]], dtype=np.int8)
     packed = sparse_read.SparseColumns.of(
         np.array([0, 1, 3]), np.array([0, 0, 1]), np.array([1, 3, 3]),
         np.array([0, 0]), np.array([1, -2]), np.array([8, 8]),
     )  # fmt: skip
     acc = np.zeros((1, 2), dtype=np.int64)
-    sparse_read.sparse_read_accumulate(digits, packed, 2, 4, acc)
+    sparse_read.sparse_read_accumulate(levels_in, packed, 1, 3, 2, 4, acc)
     assert acc.tolist() == [[2 * (0 - 2 * 4) * 8, 2 * (2 - 2 * 4) * 8]]
 
 
-def test_sparse_read_rejects_rows_beyond_the_digits():
+def test_sparse_read_skips_runs_of_patches_without_the_slice_and_agrees():
+    # levels below 4 everywhere but in the second run of patches of row 1: slice 2 (shift
+    # 2) reads only there
+    levels_in = np.zeros((2, 3 * sparse_read.CHUNK), dtype=np.int8)
+    levels_in[:, :] = 3
+    levels_in[1, sparse_read.CHUNK + 5] = 12
+    maxima = sparse_read.chunk_maxima(levels_in)
+    assert maxima.tolist() == [[3, 3, 3], [3, 12, 3]]
+    packed = sparse_read.SparseColumns.of(
+        np.array([0, 2]), np.array([0, 1]), np.array([1, 2]), np.array([0]), np.array([1]),
+        np.array([100]),
+    )  # fmt: skip
+    acc = np.zeros((1, levels_in.shape[1]), dtype=np.int64)
+    sparse_read.sparse_read_accumulate(levels_in, packed, 2, 2, 1, 0, acc, maxima)
+    assert acc.sum() == 2 * 3 and acc[0, sparse_read.CHUNK + 5] == 2 * 3
+
+
+def test_sparse_read_rejects_rows_beyond_the_levels():
     packed = sparse_read.SparseColumns.of(
         np.array([0, 1]), np.array([5]), np.array([1]), np.array([0]), np.array([1]), np.array([3])
     )
     with pytest.raises(ValueError, match="rows beyond"):
         sparse_read.sparse_read_accumulate(
-            np.zeros((2, 4), np.int8), packed, 1, 3, np.zeros((1, 4), np.int64)
+            np.zeros((2, 4), np.int8), packed, 0, 1, 1, 3, np.zeros((1, 4), np.int64)
         )
 
 

@@ -1,6 +1,8 @@
 """Exact integer reads of a layer's non-zero cells, converted by the ADC as they are summed.
 
-    sparse_read_accumulate(digits, columns, significance, levels, acc)   # acc += read-out
+    maxima = chunk_maxima(levels_in)      # per row, the largest level of each run of patches
+    sparse_read_accumulate(levels_in, columns, shift, slice_bits, significance, levels, acc,
+                           maxima)        # acc += the read-out of one input slice
 
 The fast path of integer `quant` reads (uint8 cells, int8 DAC digits): instead of one
 GEMM per read and input slice into a buffer of partial sums that the ADC kernel then reads
@@ -10,8 +12,11 @@ times the digits of the rows they sit on, over a run of patches held in the cach
 converts and accumulates each sum as `adc_accumulate` does. The sums are the same exact
 integers and go through the same float64 conversion, so the result is bit-identical; the
 gain is in what is not done: no Python call per read (a depthwise layer has one read per
-channel), no zero cells multiplied (the high-order slices and the unused polarity of a
-differential pair are mostly zero), no partial-sum buffer written and read back.
+channel), no zero cell multiplied (the high-order slices and the unused polarity of a
+differential pair are mostly zero), no buffer of partial sums written and read back. The
+digits are cut from the unfolded DAC levels (one int8 plane per sign, unfolded once for
+all slices, not once per slice), and a row's run of patches whose levels all lie below
+the slice's lowest bit is skipped (the high slices of most inputs are zero).
 
 `SparseColumns` holds a layer's read columns in compressed form (built once per layer by
 `xbarc.runtime.reads.sparse_columns`). Its numpy twin, `sparse_read_accumulate_numpy`,
@@ -73,23 +78,44 @@ class SparseColumns:
         return matrix
 
 
-def sparse_read_accumulate(
-    digits: np.ndarray, columns: SparseColumns, significance: int, levels: int, acc: np.ndarray
-) -> None:
-    """acc += the ADC read-out of every column of `columns` driven by `digits`.
+# Patches per task of the kernel, and per entry of `chunk_maxima`.
+CHUNK = 512
 
-    `digits` int8 [rows, P] (the unfolded input slice, groups flattened into rows); each
-    column's sum s[p] = sum of cells x digits[rows, p] is converted as `adc.adc_accumulate`
-    converts it (levels > 0: code = clip(rint(s * levels / full_scale), 0, levels) in
-    float64, acc[target] += factor * significance * full_scale * code; levels == 0: acc
-    += factor * significance * s). `acc` is int64 [outputs, P]."""
-    _check(digits, columns, acc)
+
+def sparse_read_accumulate(
+    levels_in: np.ndarray,
+    columns: SparseColumns,
+    shift: int,
+    slice_bits: int,
+    significance: int,
+    levels: int,
+    acc: np.ndarray,
+    maxima: np.ndarray | None = None,
+) -> None:
+    """acc += the ADC read-out of every column of `columns` driven by one input slice.
+
+    `levels_in` int8 [rows, P], non-negative (the unfolded DAC levels of one sign, groups
+    flattened into rows); the slice's digits are (levels_in >> shift) & (2^slice_bits -
+    1). Each column's sum s[p] = sum of cells x digits[rows, p] is converted as
+    `adc.adc_accumulate` converts it (levels > 0: code = clip(rint(s * levels /
+    full_scale), 0, levels) in float64, acc[target] += factor * significance * full_scale
+    * code; levels == 0: acc += factor * significance * s). `acc` is int64 [outputs, P].
+    `maxima` (from `chunk_maxima`) lets the kernel skip the runs of patches of a row whose
+    levels are all below 2^shift (their digits are zero)."""
+    _check(levels_in, columns, acc)
+    if not 0 <= shift < 8 or not 1 <= slice_bits <= 8:
+        raise ValueError(f"sparse_read_accumulate: shift {shift}, {slice_bits}-bit slices")
     if backend() == "numpy":
-        sparse_read_accumulate_numpy(digits, columns, significance, levels, acc)
+        sparse_read_accumulate_numpy(
+            levels_in, columns, shift, slice_bits, significance, levels, acc
+        )
         return
+    if maxima is None:
+        maxima = chunk_maxima(levels_in)
     use_threads(PARALLEL_WORK)
     sparse_read_accumulate_numba(
-        digits,
+        levels_in,
+        maxima,
         columns.start,
         columns.rows,
         columns.cells,
@@ -98,25 +124,55 @@ def sparse_read_accumulate(
         columns.target,
         columns.factor,
         columns.full_scale,
+        np.int32(shift),
+        np.int32((1 << slice_bits) - 1),
         np.int64(significance),
         int(levels),
+        CHUNK,
         acc,
     )
 
 
 def sparse_read_accumulate_numpy(
-    digits: np.ndarray, columns: SparseColumns, significance: int, levels: int, acc: np.ndarray
+    levels_in: np.ndarray,
+    columns: SparseColumns,
+    shift: int,
+    slice_bits: int,
+    significance: int,
+    levels: int,
+    acc: np.ndarray,
 ) -> None:
-    _check(digits, columns, acc)
-    partial = columns.dense(digits.shape[0]) @ digits.astype(np.int64)
+    _check(levels_in, columns, acc)
+    digits = (levels_in.astype(np.int64) >> shift) & ((1 << slice_bits) - 1)
+    partial = columns.dense(levels_in.shape[0]) @ digits
     factor = columns.factor * significance
     adc_accumulate_numpy(partial, columns.target, factor, columns.full_scale, levels, acc)
+
+
+def chunk_maxima(levels_in: np.ndarray) -> np.ndarray:
+    """The largest level of each row in each run of CHUNK patches: int8 [rows, runs]."""
+    rows, patches = levels_in.shape
+    runs = -(-patches // CHUNK)
+    if backend() == "numpy":
+        return chunk_maxima_numpy(levels_in)
+    maxima = np.empty((rows, runs), dtype=np.int8)
+    use_threads(levels_in.size)
+    chunk_maxima_numba(levels_in, CHUNK, maxima)
+    return maxima
+
+
+def chunk_maxima_numpy(levels_in: np.ndarray) -> np.ndarray:
+    rows, patches = levels_in.shape
+    runs = -(-patches // CHUNK)
+    padded = np.zeros((rows, runs * CHUNK), dtype=np.int8)
+    padded[:, :patches] = levels_in
+    return padded.reshape(rows, runs, CHUNK).max(axis=2, initial=0)
 
 
 def _check(digits: np.ndarray, columns: SparseColumns, acc: np.ndarray) -> None:
     if digits.dtype != np.int8 or digits.ndim != 2 or not digits.flags.c_contiguous:
         raise ValueError(
-            f"sparse_read_accumulate: digits are {digits.dtype} {digits.shape}; "
+            f"sparse_read_accumulate: levels are {digits.dtype} {digits.shape}; "
             "expected C-contiguous int8 [rows, P]"
         )
     if (
@@ -130,7 +186,7 @@ def _check(digits: np.ndarray, columns: SparseColumns, acc: np.ndarray) -> None:
             f"C-contiguous int64 (outputs, {digits.shape[1]})"
         )
     if len(columns.rows) and columns.rows.max() >= digits.shape[0]:
-        raise ValueError("sparse_read_accumulate: cells on rows beyond the digits' rows")
+        raise ValueError("sparse_read_accumulate: cells on rows beyond the levels' rows")
     if len(columns.target) and columns.target.max() >= acc.shape[0]:
         raise ValueError("sparse_read_accumulate: targets beyond the accumulator's rows")
 
@@ -140,55 +196,92 @@ def _check(digits: np.ndarray, columns: SparseColumns, acc: np.ndarray) -> None:
 
 
 @numba_kernel(parallel=True)
+def chunk_maxima_numba(levels_in, chunk, maxima):
+    """`chunk_maxima` into `maxima`."""
+    rows, patches = levels_in.shape
+    runs = maxima.shape[1]
+    for task in prange(rows * runs):
+        row = task // runs
+        first = task % runs * chunk
+        largest = np.int8(0)
+        for i in range(first, min(first + chunk, patches)):
+            largest = max(largest, levels_in[row, i])
+        maxima[row, task % runs] = largest
+
+
+@numba_kernel(parallel=True)
 def sparse_read_accumulate_numba(
-    digits, start, rows, cells, order, runs, target, factor, full_scale, significance, levels, acc
+    levels_in,
+    maxima,
+    start,
+    rows,
+    cells,
+    order,
+    runs,
+    target,
+    factor,
+    full_scale,
+    shift,
+    mask,
+    significance,
+    levels,
+    chunk,
+    acc,
 ):
-    """`sparse_read_accumulate` on checked arguments."""
-    patches = digits.shape[1]
-    source = digits.reshape(-1)
+    """`sparse_read_accumulate` on checked arguments (`shift`, `mask` int32), `maxima`
+    per run of `chunk` patches."""
+    patches = levels_in.shape[1]
+    source = levels_in.reshape(-1)
     dest = acc.reshape(-1)
     top = np.float64(levels)
-    chunk = 512
-    chunks = (patches + chunk - 1) // chunk
+    chunks = maxima.shape[1]
     targets = len(runs) - 1
+    lowest = np.int8(1 << shift)  # a row's run of patches with no level this high reads 0
+    longest = 0
+    for m in range(len(start) - 1):
+        longest = max(longest, start[m + 1] - start[m])
     # One task per (run of patches, target): the columns of one target stay in one task
     # (no races on `acc`); a column's sums over the run stay in the cache from the
     # multiply-adds to their conversion; consecutive tasks (one thread's) take the same
-    # run of patches, whose digits stay in the cache for all targets (target-major order
-    # ran 2-3x slower on 864-row layers). Cells are taken four at a time (one pass over
-    # the sums for four rows), loops over patches run over contiguous memory with
-    # unsigned flat indices, so they vectorize.
+    # run of patches, whose levels stay in the cache for all targets (target-major order
+    # ran 2-3x slower on 864-row layers). The cells whose row has digits in the run are
+    # taken four at a time (one pass over the sums for four rows); loops over patches run
+    # over contiguous memory with unsigned flat indices, so they vectorize.
     for task in prange(targets * chunks):
         k = task % targets
-        first = task // targets * chunk
+        run = task // targets
+        first = run * chunk
         length = min(first + chunk, patches) - first
         into = np.uint64(target[order[runs[k]]] * patches + first)
         sums = np.zeros(chunk, dtype=np.int32)
+        lines = np.empty(longest + 4, dtype=np.uint64)
+        weights = np.zeros(longest + 4, dtype=np.int32)
         for index in range(runs[k], runs[k + 1]):
             m = order[index]
+            active = 0
+            for e in range(start[m], start[m + 1]):
+                if maxima[rows[e], run] >= lowest:
+                    lines[active] = np.uint64(rows[e] * patches + first)
+                    weights[active] = cells[e]
+                    active += 1
+            if active == 0:
+                continue  # every sum is 0, so is every code
             for i in range(length):
                 sums[i] = 0
-            e = start[m]
-            while e + 4 <= start[m + 1]:
-                c0, c1, c2, c3 = cells[e], cells[e + 1], cells[e + 2], cells[e + 3]
-                line0 = np.uint64(rows[e] * patches + first)
-                line1 = np.uint64(rows[e + 1] * patches + first)
-                line2 = np.uint64(rows[e + 2] * patches + first)
-                line3 = np.uint64(rows[e + 3] * patches + first)
+            for a in range(active, (active + 3) // 4 * 4):  # pad to four: weight 0
+                lines[a] = lines[0]
+                weights[a] = 0
+            for a in range(0, active, 4):
+                c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+                line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
                 for i in range(length):
                     at = np.uint64(i)
                     sums[i] += (
-                        c0 * np.int32(source[line0 + at])
-                        + c1 * np.int32(source[line1 + at])
-                        + c2 * np.int32(source[line2 + at])
-                        + c3 * np.int32(source[line3 + at])
+                        c0 * ((np.int32(source[line0 + at]) >> shift) & mask)
+                        + c1 * ((np.int32(source[line1 + at]) >> shift) & mask)
+                        + c2 * ((np.int32(source[line2 + at]) >> shift) & mask)
+                        + c3 * ((np.int32(source[line3 + at]) >> shift) & mask)
                     )
-                e += 4
-            while e < start[m + 1]:
-                line = np.uint64(rows[e] * patches + first)
-                for i in range(length):
-                    sums[i] += cells[e] * np.int32(source[line + np.uint64(i)])
-                e += 1
             weight = factor[m] * significance
             if levels == 0:
                 for i in range(length):

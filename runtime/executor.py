@@ -77,6 +77,7 @@ from xbarc.runtime.reads import (
     add_ideal_reads,
     index_key,
     read_plans,
+    reads_sparsely,
     sparse_columns,
     sum_type,
 )
@@ -446,7 +447,8 @@ class Executor:
         """The layer's read columns for `sparse_read_accumulate`, where its reads allow it:
         exact integer reads (no noise, polarity ADC) whose ADC full scales are known before
         the read (not `dynamic`), without the offset correction, and no observer of the
-        partial sums (it sees them read by read). None: read by read (`ReadOut`)."""
+        partial sums (it sees them read by read); and where that is the faster way
+        (`reads_sparsely`). None: read by read (`ReadOut`)."""
         if (
             self.cell_type is not np.uint8
             or self.dac_bits > 8  # levels beyond int8
@@ -458,8 +460,12 @@ class Executor:
         if layer not in self._sparse:
             reads = [read for plan in plans for read in plan.reads]
             array = plans[0].array
-            usable = all(read.offset_columns is None for read in reads)
-            self._sparse[layer] = sparse_columns(reads, array.rows, array.cols) if usable else None
+            sparse = None
+            if all(read.offset_columns is None for read in reads):
+                sparse = sparse_columns(reads, array.rows, array.cols)
+                if not reads_sparsely(reads, sparse):
+                    sparse = None
+            self._sparse[layer] = sparse
         return self._sparse[layer]
 
     def _input_scale(self, layer: str, x: np.ndarray) -> float:

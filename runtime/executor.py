@@ -43,8 +43,8 @@ int8 digits) where onnxruntime's integer kernel is exact on the machine, else in
 through the ADC kernel together; integer sums do not depend on their order. Integer
 reads whose ADC full scales are known before the read (not `dynamic`), without offset
 correction and with no observer of the partial sums, take a faster way to the same bits:
-one `sparse_read_accumulate` call per input slice sums each read column's non-zero cells
-times their rows' digits, for every read and group of the layer at once, and converts
+one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
+times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
 sums).
 """
@@ -64,11 +64,7 @@ from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph
 from xbarc.runtime.kernels import adc, dac, gemm, touched
-from xbarc.runtime.kernels.sparse_read import (
-    SparseColumns,
-    chunk_maxima,
-    sparse_read_accumulate,
-)
+from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
 from xbarc.runtime.reads import (
@@ -405,7 +401,7 @@ class Executor:
 
     def _accumulate_sparse(self, plan: LayerPlan, sparse: SparseColumns, columns, x):
         """`_accumulate_quantized` for integer reads, with `sparse_read_accumulate`: each
-        sign's DAC levels unfolded once, every slice read off them by one kernel call."""
+        sign's DAC levels unfolded once, and all its slices read off them in one call."""
         array = plan.array
         slice_bits = self.program.hardware.dac.slice_bits
         count = -(-(self.dac_bits - 1) // slice_bits)
@@ -423,13 +419,7 @@ class Executor:
             if acc is None:
                 acc = self.workspace("accumulator", (groups * array.cols, patches), np.int64)
                 acc.fill(0)
-            maxima = chunk_maxima(levels_in)
-            for j in range(count):
-                shift = j * slice_bits
-                significance = sign << shift
-                sparse_read_accumulate(
-                    levels_in, sparse, shift, slice_bits, significance, self.adc_levels, acc, maxima
-                )
+            sparse_read_accumulate(levels_in, sparse, slice_bits, count, sign, self.adc_levels, acc)
         if acc is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
             return touched((groups, array.cols, patches), np.float32)

@@ -146,7 +146,7 @@ DENSE = 0.12
 
 def reads_sparsely(reads: list[ReadPlan], columns: SparseColumns) -> bool:
     """Whether a layer's integer reads run faster through `sparse_read_accumulate` (one
-    kernel call per input slice) than read by read (an integer GEMM each)."""
+    kernel call per input sign) than read by read (an integer GEMM each)."""
     cells = sum(read.cells_t.size for read in reads)
     read_columns = sum(len(read.target) for read in reads)
     if not cells:

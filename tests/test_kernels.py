@@ -332,9 +332,8 @@ def sparse_reads(draw):
     columns = draw(st.integers(0, 12))
     outputs = draw(st.integers(1, 5))
     levels = draw(st.sampled_from([0, 1, 15, 255]))
-    slice_bits = draw(st.sampled_from([1, 2, 7, 8]))
-    shift = draw(st.integers(0, 6))
-    significance = draw(st.sampled_from([1, -1, 4, -64]))
+    slice_bits, slices = draw(st.sampled_from([(1, 7), (1, 3), (2, 4), (3, 2), (7, 1), (8, 1)]))
+    sign = draw(st.sampled_from([1, -1]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     cells = rng.integers(0, 4, (columns, rows)) * (rng.random((columns, rows)) < 0.4)
     # levels mostly small, as after a DAC: the high slices are zero in most runs
@@ -350,19 +349,21 @@ def sparse_reads(draw):
         start, row, cells[column, row], target, factor, full_scale
     )
     acc = rng.integers(-1000, 1000, size=(outputs, patches))
-    return levels_in, packed, cells, shift, slice_bits, significance, levels, acc
+    return levels_in, packed, cells, slice_bits, slices, sign, levels, acc
 
 
 @PROPERTY
 @given(sparse_reads())
 def test_sparse_read_numba_and_numpy_equal_a_gemm_then_the_adc(read):
-    levels_in, packed, cells, shift, slice_bits, significance, levels, acc = read
-    # the reference: the slice's digits, the dense integer GEMM of the cells, the ADC
-    digits = (levels_in.astype(np.int64) >> shift) & (2**slice_bits - 1)
-    partial = cells.astype(np.int64) @ digits
-    factor = packed.factor * significance
-    expected = adc_by_loop(partial, packed.target, factor, packed.full_scale, levels, acc)
-    arguments = (levels_in, packed, shift, slice_bits, significance, levels)
+    levels_in, packed, cells, slice_bits, slices, sign, levels, acc = read
+    # the reference: per slice, its digits, the dense integer GEMM of the cells, the ADC
+    expected = acc
+    for j in range(slices):
+        digits = (levels_in.astype(np.int64) >> (j * slice_bits)) & (2**slice_bits - 1)
+        partial = cells.astype(np.int64) @ digits
+        factor = packed.factor * sign * 2 ** (j * slice_bits)
+        expected = adc_by_loop(partial, packed.target, factor, packed.full_scale, levels, expected)
+    arguments = (levels_in, packed, slice_bits, slices, sign, levels)
     by_numpy = acc.copy()
     sparse_read.sparse_read_accumulate_numpy(*arguments, by_numpy)
     by_numba = acc.copy()
@@ -373,21 +374,27 @@ def test_sparse_read_numba_and_numpy_equal_a_gemm_then_the_adc(read):
     np.testing.assert_array_equal(maxima, sparse_read.chunk_maxima_numpy(levels_in))
 
 
-def test_sparse_read_rounds_half_to_even_and_clips(backend):
-    # two columns on one target: cells 1 on row 0 and 3 on rows 0, 1; full scale 8, 4
-    # levels; digits (levels >> 1) [1, 3] and [4, 1] on two patches: sums 1, 4 and 15, 12
-    # -> codes rint(0.5, 2) = 0, 2 and clip(rint(7.5, 6)) = 4, 4
-    levels_in = np.array([[2, 9], [7, 3]], dtype=np.int8)
+def test_sparse_read_rounds_half_to_even_clips_and_recomposes_slices(backend):
+    # levels [rows, patches]: row 0 = 1, 4; row 1 = 3, 1. Column 0: cell 1 on row 0, sums
+    # 1, 4; column 1: cells 3 on rows 0 and 1, sums 12, 15; both on output 0, factors 1
+    # and -2, full scale 8
+    levels_in = np.array([[1, 4], [3, 1]], dtype=np.int8)
     packed = sparse_read.SparseColumns.of(
         np.array([0, 1, 3]), np.array([0, 0, 1]), np.array([1, 3, 3]),
         np.array([0, 0]), np.array([1, -2]), np.array([8, 8]),
     )  # fmt: skip
+    # one slice of 3 bits, 4 ADC levels, negative sign: codes rint(0.5, 2) = 0, 2 and
+    # rint(6, 7.5) = 6, 8 clipped to 4, 4
     acc = np.zeros((1, 2), dtype=np.int64)
-    sparse_read.sparse_read_accumulate(levels_in, packed, 1, 3, 2, 4, acc)
-    assert acc.tolist() == [[2 * (0 - 2 * 4) * 8, 2 * (2 - 2 * 4) * 8]]
+    sparse_read.sparse_read_accumulate(levels_in, packed, 3, 1, -1, 4, acc)
+    assert acc.tolist() == [[-(8 * 0 - 2 * 8 * 4), -(8 * 2 - 2 * 8 * 4)]]
+    # three slices of 1 bit through a lossless ADC add up to the whole levels' sums
+    acc = np.zeros((1, 2), dtype=np.int64)
+    sparse_read.sparse_read_accumulate(levels_in, packed, 1, 3, 1, 0, acc)
+    assert acc.tolist() == [[1 - 2 * 12, 4 - 2 * 15]]
 
 
-def test_sparse_read_skips_runs_of_patches_without_the_slice_and_agrees():
+def test_sparse_read_skips_runs_of_patches_below_a_slice_and_keeps_the_sums():
     # levels below 4 everywhere but in the second run of patches of row 1: slice 2 (shift
     # 2) reads only there
     levels_in = np.zeros((2, 3 * sparse_read.CHUNK), dtype=np.int8)
@@ -399,9 +406,12 @@ def test_sparse_read_skips_runs_of_patches_without_the_slice_and_agrees():
         np.array([0, 2]), np.array([0, 1]), np.array([1, 2]), np.array([0]), np.array([1]),
         np.array([100]),
     )  # fmt: skip
+    # slices of 2 bits: slice 0 reads every level (3), slice 1 only the 12 (as 3)
     acc = np.zeros((1, levels_in.shape[1]), dtype=np.int64)
     sparse_read.sparse_read_accumulate(levels_in, packed, 2, 2, 1, 0, acc, maxima)
-    assert acc.sum() == 2 * 3 and acc[0, sparse_read.CHUNK + 5] == 2 * 3
+    expected = np.full(levels_in.shape[1], 1 * 3 + 2 * 3)
+    expected[sparse_read.CHUNK + 5] = 1 * 3 + 2 * 0 + 4 * 2 * 3
+    np.testing.assert_array_equal(acc[0], expected)
 
 
 def test_sparse_read_rejects_rows_beyond_the_levels():
@@ -410,7 +420,7 @@ def test_sparse_read_rejects_rows_beyond_the_levels():
     )
     with pytest.raises(ValueError, match="rows beyond"):
         sparse_read.sparse_read_accumulate(
-            np.zeros((2, 4), np.int8), packed, 0, 1, 1, 3, np.zeros((1, 4), np.int64)
+            np.zeros((2, 4), np.int8), packed, 1, 1, 1, 3, np.zeros((1, 4), np.int64)
         )
 
 

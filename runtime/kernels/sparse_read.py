@@ -1,22 +1,22 @@
 """Exact integer reads of a layer's non-zero cells, converted by the ADC as they are summed.
 
-    maxima = chunk_maxima(levels_in)      # per row, the largest level of each run of patches
-    sparse_read_accumulate(levels_in, columns, shift, slice_bits, significance, levels, acc,
-                           maxima)        # acc += the read-out of one input slice
+    sparse_read_accumulate(levels_in, columns, slice_bits, slices, sign, levels, acc)
+    # acc += the read-out of every input slice of one sign's DAC levels
 
 The fast path of integer `quant` reads (uint8 cells, int8 DAC digits): instead of one
 GEMM per read and input slice into a buffer of partial sums that the ADC kernel then reads
-back (`gemm.integer_matmul` + `adc.adc_accumulate`), one kernel call per input slice takes
-every read column of a layer, all groups at once: it sums the column's non-zero cells
-times the digits of the rows they sit on, over a run of patches held in the cache, and
-converts and accumulates each sum as `adc_accumulate` does. The sums are the same exact
-integers and go through the same float64 conversion, so the result is bit-identical; the
-gain is in what is not done: no Python call per read (a depthwise layer has one read per
-channel), no zero cell multiplied (the high-order slices and the unused polarity of a
-differential pair are mostly zero), no buffer of partial sums written and read back. The
-digits are cut from the unfolded DAC levels (one int8 plane per sign, unfolded once for
-all slices, not once per slice), and a row's run of patches whose levels all lie below
-the slice's lowest bit is skipped (the high slices of most inputs are zero).
+back (`gemm.integer_matmul` + `adc.adc_accumulate`), one kernel call per input sign takes
+every read column of a layer, all groups and input slices at once: it sums the column's
+non-zero cells times the digits of the rows they sit on, over a run of patches held in
+the cache, and converts and accumulates each sum as `adc_accumulate` does. The sums are
+the same exact integers and go through the same float64 conversion, so the result is
+bit-identical; the gain is in what is not done: no Python call per read (a depthwise
+layer has one read per channel), no zero cell multiplied (the high-order slices and the
+unused polarity of a differential pair are mostly zero), no buffer of partial sums
+written and read back. The digits are cut from the unfolded DAC levels (one int8 plane
+per sign, unfolded once for all slices, not once per slice), and a row's run of patches
+whose levels all lie below the slice's lowest bit is skipped (the high slices of most
+inputs are zero).
 
 `SparseColumns` holds a layer's read columns in compressed form (built once per layer by
 `xbarc.runtime.reads.sparse_columns`). Its numpy twin, `sparse_read_accumulate_numpy`,
@@ -85,30 +85,31 @@ CHUNK = 512
 def sparse_read_accumulate(
     levels_in: np.ndarray,
     columns: SparseColumns,
-    shift: int,
     slice_bits: int,
-    significance: int,
+    slices: int,
+    sign: int,
     levels: int,
     acc: np.ndarray,
     maxima: np.ndarray | None = None,
 ) -> None:
-    """acc += the ADC read-out of every column of `columns` driven by one input slice.
+    """acc += the ADC read-out of every column of `columns` driven by each input slice.
 
     `levels_in` int8 [rows, P], non-negative (the unfolded DAC levels of one sign, groups
-    flattened into rows); the slice's digits are (levels_in >> shift) & (2^slice_bits -
-    1). Each column's sum s[p] = sum of cells x digits[rows, p] is converted as
+    flattened into rows); slice j < `slices` drives the digits (levels_in >> shift) &
+    (2^slice_bits - 1), shift = j x slice_bits, with the significance sign x 2^shift.
+    Each column's sum s[p] = sum of cells x digits[rows, p] is converted as
     `adc.adc_accumulate` converts it (levels > 0: code = clip(rint(s * levels /
     full_scale), 0, levels) in float64, acc[target] += factor * significance * full_scale
     * code; levels == 0: acc += factor * significance * s). `acc` is int64 [outputs, P].
     `maxima` (from `chunk_maxima`) lets the kernel skip the runs of patches of a row whose
     levels are all below 2^shift (their digits are zero)."""
     _check(levels_in, columns, acc)
-    if not 0 <= shift < 8 or not 1 <= slice_bits <= 8:
-        raise ValueError(f"sparse_read_accumulate: shift {shift}, {slice_bits}-bit slices")
-    if backend() == "numpy":
-        sparse_read_accumulate_numpy(
-            levels_in, columns, shift, slice_bits, significance, levels, acc
+    if not 1 <= slice_bits <= 8 or not 0 <= (slices - 1) * slice_bits < 8 or sign not in (1, -1):
+        raise ValueError(
+            f"sparse_read_accumulate: {slices} slices of {slice_bits} bits, sign {sign}"
         )
+    if backend() == "numpy":
+        sparse_read_accumulate_numpy(levels_in, columns, slice_bits, slices, sign, levels, acc)
         return
     if maxima is None:
         maxima = chunk_maxima(levels_in)
@@ -124,9 +125,9 @@ def sparse_read_accumulate(
         columns.target,
         columns.factor,
         columns.full_scale,
-        np.int32(shift),
-        np.int32((1 << slice_bits) - 1),
-        np.int64(significance),
+        np.int32(slice_bits),
+        int(slices),
+        np.int64(sign),
         int(levels),
         CHUNK,
         acc,
@@ -136,17 +137,20 @@ def sparse_read_accumulate(
 def sparse_read_accumulate_numpy(
     levels_in: np.ndarray,
     columns: SparseColumns,
-    shift: int,
     slice_bits: int,
-    significance: int,
+    slices: int,
+    sign: int,
     levels: int,
     acc: np.ndarray,
 ) -> None:
     _check(levels_in, columns, acc)
-    digits = (levels_in.astype(np.int64) >> shift) & ((1 << slice_bits) - 1)
-    partial = columns.dense(levels_in.shape[0]) @ digits
-    factor = columns.factor * significance
-    adc_accumulate_numpy(partial, columns.target, factor, columns.full_scale, levels, acc)
+    cells = columns.dense(levels_in.shape[0])
+    for j in range(slices):
+        shift = j * slice_bits
+        digits = (levels_in.astype(np.int64) >> shift) & ((1 << slice_bits) - 1)
+        factor = columns.factor * (sign << shift)
+        partial = cells @ digits
+        adc_accumulate_numpy(partial, columns.target, factor, columns.full_scale, levels, acc)
 
 
 def chunk_maxima(levels_in: np.ndarray) -> np.ndarray:
@@ -221,32 +225,34 @@ def sparse_read_accumulate_numba(
     target,
     factor,
     full_scale,
-    shift,
-    mask,
-    significance,
+    slice_bits,
+    slices,
+    sign,
     levels,
     chunk,
     acc,
 ):
-    """`sparse_read_accumulate` on checked arguments (`shift`, `mask` int32), `maxima`
-    per run of `chunk` patches."""
+    """`sparse_read_accumulate` on checked arguments (`slice_bits` int32), `maxima` per
+    run of `chunk` patches."""
     patches = levels_in.shape[1]
     source = levels_in.reshape(-1)
     dest = acc.reshape(-1)
     top = np.float64(levels)
+    mask = np.int32((1 << slice_bits) - 1)
     chunks = maxima.shape[1]
     targets = len(runs) - 1
-    lowest = np.int8(1 << shift)  # a row's run of patches with no level this high reads 0
     longest = 0
     for m in range(len(start) - 1):
         longest = max(longest, start[m + 1] - start[m])
     # One task per (run of patches, target): the columns of one target stay in one task
-    # (no races on `acc`); a column's sums over the run stay in the cache from the
-    # multiply-adds to their conversion; consecutive tasks (one thread's) take the same
-    # run of patches, whose levels stay in the cache for all targets (target-major order
-    # ran 2-3x slower on 864-row layers). The cells whose row has digits in the run are
-    # taken four at a time (one pass over the sums for four rows); loops over patches run
-    # over contiguous memory with unsigned flat indices, so they vectorize.
+    # (no races on `acc`), their codes summed in the task's own buffer and added to `acc`
+    # once (adding each column's codes to `acc` moved 6x the memory); a column's sums
+    # over the run stay in the cache from the multiply-adds to their conversion;
+    # consecutive tasks (one thread's) take the same run of patches, whose levels stay in
+    # the cache for all targets and slices (target-major order ran 2-3x slower on 864-row
+    # layers). The cells whose row has digits in the run are taken four at a time (one
+    # pass over the sums for four rows); loops over patches run over contiguous memory
+    # with unsigned flat indices, so they vectorize.
     for task in prange(targets * chunks):
         k = task % targets
         run = task // targets
@@ -254,41 +260,50 @@ def sparse_read_accumulate_numba(
         length = min(first + chunk, patches) - first
         into = np.uint64(target[order[runs[k]]] * patches + first)
         sums = np.zeros(chunk, dtype=np.int32)
+        total = np.zeros(chunk, dtype=np.int64)
         lines = np.empty(longest + 4, dtype=np.uint64)
         weights = np.zeros(longest + 4, dtype=np.int32)
-        for index in range(runs[k], runs[k + 1]):
-            m = order[index]
-            active = 0
-            for e in range(start[m], start[m + 1]):
-                if maxima[rows[e], run] >= lowest:
-                    lines[active] = np.uint64(rows[e] * patches + first)
-                    weights[active] = cells[e]
-                    active += 1
-            if active == 0:
-                continue  # every sum is 0, so is every code
-            for i in range(length):
-                sums[i] = 0
-            for a in range(active, (active + 3) // 4 * 4):  # pad to four: weight 0
-                lines[a] = lines[0]
-                weights[a] = 0
-            for a in range(0, active, 4):
-                c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
-                line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
+        touched = False
+        for j in range(slices):
+            shift = np.int32(j * slice_bits)
+            lowest = np.int8(1 << shift)  # a row's run with no level this high reads 0
+            for index in range(runs[k], runs[k + 1]):
+                m = order[index]
+                active = 0
+                for e in range(start[m], start[m + 1]):
+                    if maxima[rows[e], run] >= lowest:
+                        lines[active] = np.uint64(rows[e] * patches + first)
+                        weights[active] = cells[e]
+                        active += 1
+                if active == 0:
+                    continue  # every sum is 0, so is every code
+                touched = True
                 for i in range(length):
-                    at = np.uint64(i)
-                    sums[i] += (
-                        c0 * ((np.int32(source[line0 + at]) >> shift) & mask)
-                        + c1 * ((np.int32(source[line1 + at]) >> shift) & mask)
-                        + c2 * ((np.int32(source[line2 + at]) >> shift) & mask)
-                        + c3 * ((np.int32(source[line3 + at]) >> shift) & mask)
-                    )
-            weight = factor[m] * significance
-            if levels == 0:
+                    sums[i] = 0
+                for a in range(active, (active + 3) // 4 * 4):  # pad to four: weight 0
+                    lines[a] = lines[0]
+                    weights[a] = 0
+                for a in range(0, active, 4):
+                    c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+                    line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
+                    for i in range(length):
+                        at = np.uint64(i)
+                        sums[i] += (
+                            c0 * ((np.int32(source[line0 + at]) >> shift) & mask)
+                            + c1 * ((np.int32(source[line1 + at]) >> shift) & mask)
+                            + c2 * ((np.int32(source[line2 + at]) >> shift) & mask)
+                            + c3 * ((np.int32(source[line3 + at]) >> shift) & mask)
+                        )
+                weight = factor[m] * (sign << shift)
+                if levels == 0:
+                    for i in range(length):
+                        total[i] += weight * np.int64(sums[i])
+                    continue
+                step = weight * full_scale[m]
+                scale = np.float64(full_scale[m])
                 for i in range(length):
-                    dest[into + np.uint64(i)] += weight * np.int64(sums[i])
-                continue
-            step = weight * full_scale[m]
-            scale = np.float64(full_scale[m])
+                    code = np.rint(np.float64(sums[i]) * top / scale)
+                    total[i] += step * np.int64(min(max(code, 0.0), top))
+        if touched:
             for i in range(length):
-                code = np.rint(np.float64(sums[i]) * top / scale)
-                dest[into + np.uint64(i)] += step * np.int64(min(max(code, 0.0), top))
+                dest[into + np.uint64(i)] += total[i]

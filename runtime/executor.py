@@ -70,6 +70,7 @@ from xbarc.runtime.patches import layer_columns
 from xbarc.runtime.reads import (
     LayerPlan,
     ReadOut,
+    ReadPlan,
     add_ideal_reads,
     index_key,
     read_plans,
@@ -362,7 +363,10 @@ class Executor:
             groups, _, patches = columns(x).shape
         adc_unit = self.adc_levels or 1
         offset = 2 ** (array.weight_bits - 1)
-        reads = [read for plan in plans for read in plan.reads]
+        reads_of: dict[int, list[ReadPlan]] = defaultdict(list)  # per group, in plan order
+        for plan in plans:
+            for read in plan.reads:
+                reads_of[read.group].append(read)
         scale = self.weight_scale(array)
         if not isinstance(scale, np.ndarray):
             scale = np.full((groups, array.cols), scale)
@@ -373,9 +377,7 @@ class Executor:
             readout = ReadOut(self, acc, plans[0].layer.name)
             corrections: dict[tuple | bytes, tuple[slice | np.ndarray, np.ndarray]] = {}
             for sign, unfolded in inputs:
-                for read in reads:
-                    if read.group != group:
-                        continue
+                for read in reads_of[group]:
                     for j, bits in enumerate(unfolded):
                         driven = bits[group, read.rows]  # [rows, P]
                         significance = sign << (j * slice_bits)

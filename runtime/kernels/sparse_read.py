@@ -52,6 +52,8 @@ class SparseColumns:
     full_scale: np.ndarray  # int64 [M]
     order: np.ndarray  # int64 [M]: columns sorted by target (stable)
     runs: np.ndarray  # int64 [targets + 1]
+    row_count: int  # rows the cells reach (largest row + 1)
+    target_count: int  # outputs the columns reach (largest target + 1)
 
     @classmethod
     def of(cls, start, rows, cells, target, factor, full_scale) -> SparseColumns:
@@ -68,6 +70,8 @@ class SparseColumns:
             np.ascontiguousarray(full_scale, dtype=np.int64),
             order.astype(np.int64),
             runs,
+            int(rows.max()) + 1 if len(rows) else 0,
+            int(target.max()) + 1 if len(target) else 0,
         )
 
     def dense(self, rows: int) -> np.ndarray:
@@ -189,9 +193,9 @@ def _check(digits: np.ndarray, columns: SparseColumns, acc: np.ndarray) -> None:
             f"sparse_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
             f"C-contiguous int64 (outputs, {digits.shape[1]})"
         )
-    if len(columns.rows) and columns.rows.max() >= digits.shape[0]:
+    if columns.row_count > digits.shape[0]:
         raise ValueError("sparse_read_accumulate: cells on rows beyond the levels' rows")
-    if len(columns.target) and columns.target.max() >= acc.shape[0]:
+    if columns.target_count > acc.shape[0]:
         raise ValueError("sparse_read_accumulate: targets beyond the accumulator's rows")
 
 

@@ -1,6 +1,6 @@
 """Time one 480x640 image through a text-detection CNN in `quant`, beside onnxruntime.
 
-    python benchmarks/quant_speed.py [--model det.onnx] [--repeat 3] [--no-record]
+    python benchmarks/quant_speed.py [--model det.onnx] [--repeat 3] [--note TEXT] [--no-record]
 
 The model is a stand-in built here, deterministically, with the structure of PP-OCR's
 text detector (DBNet on MobileNetV3, about 1 M weights): a strided stem, inverted
@@ -304,6 +304,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="also run this ONNX model (a real detector)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--top", type=int, default=10, help="functions of the profile shown")
+    parser.add_argument("--note", default="", help="a paragraph recorded with the figures")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     cached = numba_cache_present()
@@ -346,6 +347,8 @@ def main() -> None:
         lines += [f"- {s:.3f} s ({share:.0%}) `{f}`" for f, s, share in row["profile"]]
         lines += ["", "slowest layers:", ""]
         lines += [f"- {s * 1e3:.0f} ms `{name}` ({what})" for s, name, what in row["slowest"]]
+    if args.note:
+        lines += ["", args.note]
     if not args.no_record:
         record("quant_speed", "\n".join(lines))
 

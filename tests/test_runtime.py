@@ -457,3 +457,26 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
         bias = store[layer.bias].astype(np.float32)
         y = y + (bias.reshape((1, -1) + (1,) * (y.ndim - 2)) if layer.geometry else bias)
     return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("pipeline", ["one phase", "per column", "separate groups", "squeeze"])
+def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(pipeline, tmp_path):
+    """Ranges calibrated at the median clip many inputs and read sums: the sparse kernel
+    (all of a layer's columns at once) gives the bits integer GEMMs read by read give."""
+    from xbarc.calibrate import calibrate
+    from xbarc.runtime.kernels import gemm
+
+    if not gemm.integer_matmul_exact():
+        pytest.skip("onnxruntime's integer GEMM saturates on this machine")
+    model, feeds = models()["cnn"]
+    program = calibrate(compiled(model, PIPELINES[pipeline], tmp_path), feeds, percentile=50)
+    settings = noise_settings("quant", input_range="calibrated", adc_range="calibrated")
+    sparse = Executor(program, settings)
+    got = sparse.run_all(feeds)
+    assert all(sparse._sparse[layer.name] is not None for layer in program.layers())
+    one_by_one = Executor(program, settings)
+    one_by_one.on_read_sums = lambda layer, sums, full_scales: None  # observed: read by read
+    want = one_by_one.run_all(feeds)
+    assert not one_by_one._sparse
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)

@@ -408,14 +408,14 @@ class Executor:
         slice_bits = self.program.hardware.dac.slice_bits
         count = -(-(self.dac_bits - 1) // slice_bits)
         input_scale = self._input_scale(plan.layer.name, x)
-        # the levels of each sign whole: one "slice" of all dac_bits - 1 bits (int8)
-        planes = self.workspace("input levels", (2, 1, *x.shape), np.int8)
+        # each sign's levels whole: one "slice" of all dac_bits - 1 magnitude bits (uint8)
+        planes = self.workspace("input levels", (2, 1, *x.shape), np.uint8)
         present = dac.dac_planes(x, input_scale, self.dac_bits, self.dac_bits - 1, 1, out=planes)
         acc: np.ndarray | None = None
         for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
             if not nonzero:  # e.g. no negative inputs after a ReLU
                 continue
-            unfolded = columns(part[0], lambda shape: self.workspace("unfolded", shape, np.int8))
+            unfolded = columns(part[0], lambda shape: self.workspace("unfolded", shape, np.uint8))
             groups, _, patches = unfolded.shape
             levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
             if acc is None:
@@ -443,7 +443,7 @@ class Executor:
         (`reads_sparsely`). None: read by read (`ReadOut`)."""
         if (
             self.cell_type is not np.uint8
-            or self.dac_bits > 8  # levels beyond int8
+            or self.dac_bits > 8  # magnitudes of more than 8 bits: beyond uint8 levels
             or self.adc_range == "dynamic"
             or self.on_read_sums is not None
         ):

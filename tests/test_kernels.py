@@ -337,8 +337,8 @@ def sparse_reads(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     cells = rng.integers(0, 4, (columns, rows)) * (rng.random((columns, rows)) < 0.4)
     # levels mostly small, as after a DAC: the high slices are zero in most runs
-    high = draw(st.sampled_from([2, 16, 128]))
-    levels_in = rng.integers(0, high, (rows, patches)).astype(np.int8)
+    high = draw(st.sampled_from([2, 16, 256]))
+    levels_in = rng.integers(0, high, (rows, patches)).astype(np.uint8)
     column, row = np.nonzero(cells)
     start = np.concatenate([[0], np.cumsum(np.bincount(column, minlength=columns))])
     largest = 3 * min(int(levels_in.max(initial=0)), 2**slice_bits - 1) * rows
@@ -378,7 +378,7 @@ def test_sparse_read_rounds_half_to_even_clips_and_recomposes_slices(backend):
     # levels [rows, patches]: row 0 = 1, 4; row 1 = 3, 1. Column 0: cell 1 on row 0, sums
     # 1, 4; column 1: cells 3 on rows 0 and 1, sums 12, 15; both on output 0, factors 1
     # and -2, full scale 8
-    levels_in = np.array([[1, 4], [3, 1]], dtype=np.int8)
+    levels_in = np.array([[1, 4], [3, 1]], dtype=np.uint8)
     packed = sparse_read.SparseColumns.of(
         np.array([0, 1, 3]), np.array([0, 0, 1]), np.array([1, 3, 3]),
         np.array([0, 0]), np.array([1, -2]), np.array([8, 8]),
@@ -397,11 +397,14 @@ def test_sparse_read_rounds_half_to_even_clips_and_recomposes_slices(backend):
 def test_sparse_read_skips_runs_of_patches_below_a_slice_and_keeps_the_sums():
     # levels below 4 everywhere but in the second run of patches of row 1: slice 2 (shift
     # 2) reads only there
-    levels_in = np.zeros((2, 3 * sparse_read.CHUNK), dtype=np.int8)
+    levels_in = np.zeros((2, 3 * sparse_read.CHUNK), dtype=np.uint8)
     levels_in[:, :] = 3
     levels_in[1, sparse_read.CHUNK + 5] = 12
     maxima = sparse_read.chunk_maxima(levels_in)
     assert maxima.tolist() == [[3, 3, 3], [3, 12, 3]]
+    levels_in[0, 7] = 255  # 8-bit levels
+    assert sparse_read.chunk_maxima(levels_in)[0, 0] == 255
+    levels_in[0, 7] = 3
     packed = sparse_read.SparseColumns.of(
         np.array([0, 2]), np.array([0, 1]), np.array([1, 2]), np.array([0]), np.array([1]),
         np.array([100]),
@@ -420,7 +423,7 @@ def test_sparse_read_rejects_rows_beyond_the_levels():
     )
     with pytest.raises(ValueError, match="rows beyond"):
         sparse_read.sparse_read_accumulate(
-            np.zeros((2, 4), np.int8), packed, 1, 1, 1, 3, np.zeros((1, 4), np.int64)
+            np.zeros((2, 4), np.uint8), packed, 1, 1, 1, 3, np.zeros((1, 4), np.int64)
         )
 
 
@@ -524,6 +527,28 @@ def test_dac_planes_into_int8_equal_the_float_planes(slice_bits, backend):
     assert dac.dac_planes(x, 0.02, 8, slice_bits, count, out=as_float) == (True, True)
     assert dac.dac_planes(x, 0.02, 8, slice_bits, count, out=as_int8) == (True, True)
     np.testing.assert_array_equal(as_int8.astype(np.float32), as_float)
+
+
+def test_dac_planes_into_uint8_hold_whole_8_bit_levels(backend):
+    # 9 bits: magnitudes of 8 bits, as one slice of 8 bits (levels up to 255)
+    x = random_floats((2, 3, 11), seed=4)
+    as_float = np.empty((2, 1, *x.shape), np.float32)
+    as_uint8 = np.empty((2, 1, *x.shape), np.uint8)
+    scale = float(np.abs(x).max()) / 255
+    dac.dac_planes(x, scale, 9, 8, 1, out=as_float)
+    dac.dac_planes(x, scale, 9, 8, 1, out=as_uint8)
+    np.testing.assert_array_equal(as_uint8.astype(np.float32), as_float)
+    assert as_uint8.max() == 255
+    with pytest.raises(ValueError, match="uint8 < 256"):
+        dac.dac_planes(x, scale, 9, 8, 1, out=np.empty((2, 1, *x.shape), np.int8))
+
+
+def test_unfold_keeps_uint8_levels(backend):
+    x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5).astype(np.uint8) + 200
+    columns = im2col.unfold(x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    as_float = im2col.unfold(x.astype(np.float32), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert columns.dtype == np.uint8
+    np.testing.assert_array_equal(columns.astype(np.float32), as_float)
 
 
 @PROPERTY

@@ -3,7 +3,7 @@
     sparse_read_accumulate(levels_in, columns, slice_bits, slices, sign, levels, acc)
     # acc += the read-out of every input slice of one sign's DAC levels
 
-The fast path of integer `quant` reads (uint8 cells, int8 DAC digits): instead of one
+The fast path of integer `quant` reads (uint8 cells, integer DAC digits): instead of one
 GEMM per read and input slice into a buffer of partial sums that the ADC kernel then reads
 back (`gemm.integer_matmul` + `adc.adc_accumulate`), one kernel call per input sign takes
 every read column of a layer, all groups and input slices at once: it sums the column's
@@ -13,7 +13,7 @@ the same exact integers and go through the same float64 conversion, so the resul
 bit-identical; the gain is in what is not done: no Python call per read (a depthwise
 layer has one read per channel), no zero cell multiplied (the high-order slices and the
 unused polarity of a differential pair are mostly zero), no buffer of partial sums
-written and read back. The digits are cut from the unfolded DAC levels (one int8 plane
+written and read back. The digits are cut from the unfolded DAC levels (one uint8 plane
 per sign, unfolded once for all slices, not once per slice), and a row's run of patches
 whose levels all lie below the slice's lowest bit is skipped (the high slices of most
 inputs are zero).
@@ -98,7 +98,7 @@ def sparse_read_accumulate(
 ) -> None:
     """acc += the ADC read-out of every column of `columns` driven by each input slice.
 
-    `levels_in` int8 [rows, P], non-negative (the unfolded DAC levels of one sign, groups
+    `levels_in` uint8 [rows, P] (the unfolded DAC levels of one sign's magnitude, groups
     flattened into rows); slice j < `slices` drives the digits (levels_in >> shift) &
     (2^slice_bits - 1), shift = j x slice_bits, with the significance sign x 2^shift.
     Each column's sum s[p] = sum of cells x digits[rows, p] is converted as
@@ -158,12 +158,12 @@ def sparse_read_accumulate_numpy(
 
 
 def chunk_maxima(levels_in: np.ndarray) -> np.ndarray:
-    """The largest level of each row in each run of CHUNK patches: int8 [rows, runs]."""
+    """The largest level of each row in each run of CHUNK patches: uint8 [rows, runs]."""
     rows, patches = levels_in.shape
     runs = -(-patches // CHUNK)
     if backend() == "numpy":
         return chunk_maxima_numpy(levels_in)
-    maxima = np.empty((rows, runs), dtype=np.int8)
+    maxima = np.empty((rows, runs), dtype=np.uint8)
     use_threads(levels_in.size)
     chunk_maxima_numba(levels_in, CHUNK, maxima)
     return maxima
@@ -172,16 +172,16 @@ def chunk_maxima(levels_in: np.ndarray) -> np.ndarray:
 def chunk_maxima_numpy(levels_in: np.ndarray) -> np.ndarray:
     rows, patches = levels_in.shape
     runs = -(-patches // CHUNK)
-    padded = np.zeros((rows, runs * CHUNK), dtype=np.int8)
+    padded = np.zeros((rows, runs * CHUNK), dtype=np.uint8)
     padded[:, :patches] = levels_in
     return padded.reshape(rows, runs, CHUNK).max(axis=2, initial=0)
 
 
 def _check(digits: np.ndarray, columns: SparseColumns, acc: np.ndarray) -> None:
-    if digits.dtype != np.int8 or digits.ndim != 2 or not digits.flags.c_contiguous:
+    if digits.dtype != np.uint8 or digits.ndim != 2 or not digits.flags.c_contiguous:
         raise ValueError(
             f"sparse_read_accumulate: levels are {digits.dtype} {digits.shape}; "
-            "expected C-contiguous int8 [rows, P]"
+            "expected C-contiguous uint8 [rows, P]"
         )
     if (
         acc.dtype != np.int64
@@ -211,7 +211,7 @@ def chunk_maxima_numba(levels_in, chunk, maxima):
     for task in prange(rows * runs):
         row = task // runs
         first = task % runs * chunk
-        largest = np.int8(0)
+        largest = np.uint8(0)
         for i in range(first, min(first + chunk, patches)):
             largest = max(largest, levels_in[row, i])
         maxima[row, task % runs] = largest
@@ -270,7 +270,7 @@ def sparse_read_accumulate_numba(
         touched = False
         for j in range(slices):
             shift = np.int32(j * slice_bits)
-            lowest = np.int8(1 << shift)  # a row's run with no level this high reads 0
+            lowest = np.uint8(1 << shift)  # a row's run with no level this high reads 0
             for index in range(runs[k], runs[k + 1]):
                 m = order[index]
                 active = 0

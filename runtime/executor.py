@@ -406,11 +406,13 @@ class Executor:
         sign's DAC levels unfolded once, and all its slices read off them in one call."""
         array = plan.array
         slice_bits = self.program.hardware.dac.slice_bits
-        count = -(-(self.dac_bits - 1) // slice_bits)
-        input_scale = self._input_scale(plan.layer.name, x)
-        # each sign's levels whole: one "slice" of all dac_bits - 1 magnitude bits (uint8)
+        bits = self.dac_bits  # the DAC's bits for x, a sign included, as `_dac_inputs` counts
+        count = -(-(bits - 1) // slice_bits)
+        peak = self._input_peak(plan.layer.name, x)
+        input_scale = peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
+        # each sign's levels whole: one "slice" of all bits - 1 magnitude bits (uint8)
         planes = self.workspace("input levels", (2, 1, *x.shape), np.uint8)
-        present = dac.dac_planes(x, input_scale, self.dac_bits, self.dac_bits - 1, 1, out=planes)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
         acc: np.ndarray | None = None
         for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
             if not nonzero:  # e.g. no negative inputs after a ReLU
@@ -434,6 +436,18 @@ class Executor:
             acc, self.adc_levels or 1, input_scale, column_scale, result.reshape(acc.shape)
         )
         return result
+
+    def _input_peak(self, layer: str, x: np.ndarray) -> float:
+        """The DAC's full scale for `x` (as `_dac_inputs` takes it): the batch's largest
+        |x| (`dynamic`), the layer's calibrated range, or a fixed number."""
+        mode = self.settings.input_range
+        if mode == "dynamic":
+            return max(float(x.max()), -float(x.min())) if x.size else 0.0
+        if mode == "calibrated":
+            calibrated = self._calibrated(layer)
+            assert calibrated is not None  # checked at construction
+            return calibrated.input_range
+        return float(mode)
 
     def _sparse_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
         """The layer's read columns for `sparse_read_accumulate`, where its reads allow it:
@@ -460,8 +474,11 @@ class Executor:
             self._sparse[layer] = sparse
         return self._sparse[layer]
 
-    def _input_scale(self, layer: str, x: np.ndarray) -> float:
-        """The DAC's step for `x`: its full scale over 2^(bits-1) - 1."""
+    def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
+        """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
+        least significant first, [groups, rows, P]])] for the signs that occur. The full
+        scale is the batch's largest |x| (`dynamic`, an oracle), the layer's calibrated
+        range (inputs beyond it clip) or a fixed number."""
         mode = self.settings.input_range
         if mode == "dynamic":
             peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
@@ -471,14 +488,7 @@ class Executor:
             peak = calibrated.input_range
         else:
             peak = float(mode)
-        return peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
-
-    def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
-        """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
-        least significant first, [groups, rows, P]])] for the signs that occur. The full
-        scale is the batch's largest |x| (`dynamic`, an oracle), the layer's calibrated
-        range (inputs beyond it clip) or a fixed number."""
-        input_scale = self._input_scale(layer, x)
+        input_scale = peak / (2 ** (self.dac_bits - 1) - 1) if peak > 0 else 1.0
         slice_bits = self.program.hardware.dac.slice_bits
         count = -(-(self.dac_bits - 1) // slice_bits)
         digits = self.digit_type

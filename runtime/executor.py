@@ -40,7 +40,13 @@ between. A read is one GEMM over the whole batch: the read's cells [columns, row
 the input's DAC digits [rows, batch x patches], as an exact integer GEMM (uint8 cells,
 int8 digits) where onnxruntime's integer kernel is exact on the machine, else in float32
 (exact too: the sums stay below 2^24). Partial sums of many reads wait in a buffer and pass
-through the ADC kernel together; integer sums do not depend on their order.
+through the ADC kernel together; integer sums do not depend on their order. Integer
+reads whose ADC full scales are known before the read (not `dynamic`), without offset
+correction and with no observer of the partial sums, take a faster way to the same bits:
+one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
+times their rows' digits, for every slice, read and group of the layer at once, and converts
+each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
+sums).
 """
 
 from __future__ import annotations
@@ -70,9 +76,20 @@ from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, gemm, touched
+from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
-from xbarc.runtime.reads import LayerPlan, ReadOut, add_ideal_reads, index_key, read_plans, sum_type
+from xbarc.runtime.reads import (
+    LayerPlan,
+    ReadOut,
+    ReadPlan,
+    add_ideal_reads,
+    index_key,
+    read_plans,
+    reads_sparsely,
+    sparse_columns,
+    sum_type,
+)
 
 
 class Executor:
@@ -142,6 +159,9 @@ class Executor:
         # faults in the kernels' threads, where they cost ~20x more than a memset here
         self._workspace: dict[Hashable, np.ndarray] = {}
         self._sole_consumer = sole_consumers(program)
+        # quant, integer reads: each layer's read columns in sparse form, built on its
+        # first run (None: the layer is read read by read)
+        self._sparse: dict[str, SparseColumns | None] = {}
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._dequantized(self._weights_of(layer), matrix)
@@ -383,6 +403,9 @@ class Executor:
         they are unfolded (the padding quantizes to zero either way). Integer sums do not
         depend on their order, so reads are taken group by group and their partial sums
         buffered, to pass through the ADC kernel many reads at a time."""
+        sparse = self._sparse_columns(plans)
+        if sparse is not None:  # integer reads: all groups, reads and columns at once
+            return self._accumulate_sparse(plans[0], sparse, columns, x)
         array = plans[0].array
         slice_bits = self.program.hardware.dac.slice_bits
         digit_max = self.digit_max
@@ -393,7 +416,10 @@ class Executor:
             groups, _, patches = columns(x).shape
         adc_unit = self.adc_levels or 1
         offset = 2 ** (array.weight_bits - 1)
-        reads = [read for plan in plans for read in plan.reads]
+        reads_of: dict[int, list[ReadPlan]] = defaultdict(list)  # per group, in plan order
+        for plan in plans:
+            for read in plan.reads:
+                reads_of[read.group].append(read)
         scale = self.weight_scale(array)
         if not isinstance(scale, np.ndarray):
             scale = np.full((groups, array.cols), scale)
@@ -404,9 +430,7 @@ class Executor:
             readout = ReadOut(self, acc, plans[0].layer.name)
             corrections: dict[tuple | bytes, tuple[slice | np.ndarray, np.ndarray]] = {}
             for sign, unfolded in inputs:
-                for read in reads:
-                    if read.group != group:
-                        continue
+                for read in reads_of[group]:
                     for j, bits in enumerate(unfolded):
                         driven = bits[group, read.rows]  # [rows, P]
                         significance = sign << (j * slice_bits)
@@ -429,6 +453,81 @@ class Executor:
             column_scale = scale[group].astype(np.float64)
             adc.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
         return result
+
+    def _accumulate_sparse(self, plan: LayerPlan, sparse: SparseColumns, columns, x):
+        """`_accumulate_quantized` for integer reads, with `sparse_read_accumulate`: each
+        sign's DAC levels unfolded once, and all its slices read off them in one call."""
+        array = plan.array
+        slice_bits = self.program.hardware.dac.slice_bits
+        bits = (
+            self._dac_magnitude_bits(x, slice_bits) + 1
+        )  # a sign included, as `_dac_inputs` counts
+        count = -(-(bits - 1) // slice_bits)
+        peak = self._input_peak(plan.layer.name, x)
+        input_scale = peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
+        # each sign's levels whole: one "slice" of all bits - 1 magnitude bits (uint8)
+        planes = self.workspace("input levels", (2, 1, *x.shape), np.uint8)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
+        acc: np.ndarray | None = None
+        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+            if not nonzero:  # e.g. no negative inputs after a ReLU
+                continue
+            unfolded = columns(part[0], lambda shape: self.workspace("unfolded", shape, np.uint8))
+            groups, _, patches = unfolded.shape
+            levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
+            if acc is None:
+                acc = self.workspace("accumulator", (groups * array.cols, patches), np.int64)
+                acc.fill(0)
+            sparse_read_accumulate(levels_in, sparse, slice_bits, count, sign, self.adc_levels, acc)
+        if acc is None:  # an all-zero input: nothing to read
+            groups, _, patches = columns(x).shape
+            return touched((groups, array.cols, patches), np.float32)
+        result = touched((groups, array.cols, patches), np.float32)
+        scale = self.weight_scale(array)
+        if not isinstance(scale, np.ndarray):
+            scale = np.full((groups, array.cols), scale)
+        column_scale = scale.reshape(-1).astype(np.float64)
+        adc.dequantize(
+            acc, self.adc_levels or 1, input_scale, column_scale, result.reshape(acc.shape)
+        )
+        return result
+
+    def _input_peak(self, layer: str, x: np.ndarray) -> float:
+        """The DAC's full scale for `x` (as `_dac_inputs` takes it): the batch's largest
+        |x| (`dynamic`), the layer's calibrated range, or a fixed number."""
+        mode = self.settings.input_range
+        if mode == "dynamic":
+            return max(float(x.max()), -float(x.min())) if x.size else 0.0
+        if mode == "calibrated":
+            calibrated = self._calibrated(layer)
+            assert calibrated is not None  # checked at construction
+            return calibrated.input_range
+        return float(mode)
+
+    def _sparse_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
+        """The layer's read columns for `sparse_read_accumulate`, where its reads allow it:
+        exact integer reads (no noise, polarity ADC) whose ADC full scales are known before
+        the read (not `dynamic`), without the offset correction, and no observer of the
+        partial sums (it sees them read by read); and where that is the faster way
+        (`reads_sparsely`). None: read by read (`ReadOut`)."""
+        if (
+            self.cell_type is not np.uint8
+            or self.dac_bits > 8  # magnitudes of more than 8 bits: beyond uint8 levels
+            or self.adc_range == "dynamic"
+            or self.on_read_sums is not None
+        ):
+            return None
+        layer = plans[0].layer.name
+        if layer not in self._sparse:
+            reads = [read for plan in plans for read in plan.reads]
+            array = plans[0].array
+            sparse = None
+            if all(read.offset_columns is None for read in reads):
+                sparse = sparse_columns(reads, array.rows, array.cols)
+                if not reads_sparsely(reads, sparse):
+                    sparse = None
+            self._sparse[layer] = sparse
+        return self._sparse[layer]
 
     def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
         """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,

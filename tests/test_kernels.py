@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from xbarc.ir.geometry import conv_output_spatial, conv_transpose_output_spatial
 from xbarc.runtime import kernels
-from xbarc.runtime.kernels import adc, dac, gemm, im2col, prange
+from xbarc.runtime.kernels import adc, dac, gemm, im2col, prange, sparse_read
 
 PROPERTY = settings(max_examples=40, deadline=None)
 
@@ -323,6 +323,110 @@ def test_adc_accumulate_rounds_half_to_even_clips_and_sums_repeated_targets(leve
         assert acc.tolist() == [[(0 - 2 * 2) * 8, (2 - 2 * 4) * 8]]
 
 
+@st.composite
+def sparse_reads(draw):
+    """Random read columns in sparse form over int8 levels, with repeated targets, empty
+    columns, full scales below the largest sum (codes clip) and a signed significance."""
+    rows = draw(st.integers(1, 40))
+    patches = draw(st.sampled_from([1, 7, 600, 1500]))  # 600, 1500: several runs of patches
+    columns = draw(st.integers(0, 12))
+    outputs = draw(st.integers(1, 5))
+    levels = draw(st.sampled_from([0, 1, 15, 255]))
+    slice_bits, slices = draw(st.sampled_from([(1, 7), (1, 3), (2, 4), (3, 2), (7, 1), (8, 1)]))
+    sign = draw(st.sampled_from([1, -1]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    cells = rng.integers(0, 4, (columns, rows)) * (rng.random((columns, rows)) < 0.4)
+    # levels mostly small, as after a DAC: the high slices are zero in most runs
+    high = draw(st.sampled_from([2, 16, 256]))
+    levels_in = rng.integers(0, high, (rows, patches)).astype(np.uint8)
+    column, row = np.nonzero(cells)
+    start = np.concatenate([[0], np.cumsum(np.bincount(column, minlength=columns))])
+    largest = 3 * min(int(levels_in.max(initial=0)), 2**slice_bits - 1) * rows
+    full_scale = rng.integers(1, max(2, largest), size=columns)
+    target = rng.integers(0, outputs, size=columns)
+    factor = rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 6, size=columns)
+    packed = sparse_read.SparseColumns.of(
+        start, row, cells[column, row], target, factor, full_scale
+    )
+    acc = rng.integers(-1000, 1000, size=(outputs, patches))
+    return levels_in, packed, cells, slice_bits, slices, sign, levels, acc
+
+
+@PROPERTY
+@given(sparse_reads())
+def test_sparse_read_numba_and_numpy_equal_a_gemm_then_the_adc(read):
+    levels_in, packed, cells, slice_bits, slices, sign, levels, acc = read
+    # the reference: per slice, its digits, the dense integer GEMM of the cells, the ADC
+    expected = acc
+    for j in range(slices):
+        digits = (levels_in.astype(np.int64) >> (j * slice_bits)) & (2**slice_bits - 1)
+        partial = cells.astype(np.int64) @ digits
+        factor = packed.factor * sign * 2 ** (j * slice_bits)
+        expected = adc_by_loop(partial, packed.target, factor, packed.full_scale, levels, expected)
+    arguments = (levels_in, packed, slice_bits, slices, sign, levels)
+    by_numpy = acc.copy()
+    sparse_read.sparse_read_accumulate_numpy(*arguments, by_numpy)
+    by_numba = acc.copy()
+    sparse_read.sparse_read_accumulate(*arguments, by_numba)
+    np.testing.assert_array_equal(by_numpy, expected, strict=True)
+    np.testing.assert_array_equal(by_numba, expected, strict=True)
+    maxima = sparse_read.chunk_maxima(levels_in)
+    np.testing.assert_array_equal(maxima, sparse_read.chunk_maxima_numpy(levels_in))
+
+
+def test_sparse_read_rounds_half_to_even_clips_and_recomposes_slices(backend):
+    # levels [rows, patches]: row 0 = 1, 4; row 1 = 3, 1. Column 0: cell 1 on row 0, sums
+    # 1, 4; column 1: cells 3 on rows 0 and 1, sums 12, 15; both on output 0, factors 1
+    # and -2, full scale 8
+    levels_in = np.array([[1, 4], [3, 1]], dtype=np.uint8)
+    packed = sparse_read.SparseColumns.of(
+        np.array([0, 1, 3]), np.array([0, 0, 1]), np.array([1, 3, 3]),
+        np.array([0, 0]), np.array([1, -2]), np.array([8, 8]),
+    )  # fmt: skip
+    # one slice of 3 bits, 4 ADC levels, negative sign: codes rint(0.5, 2) = 0, 2 and
+    # rint(6, 7.5) = 6, 8 clipped to 4, 4
+    acc = np.zeros((1, 2), dtype=np.int64)
+    sparse_read.sparse_read_accumulate(levels_in, packed, 3, 1, -1, 4, acc)
+    assert acc.tolist() == [[-(8 * 0 - 2 * 8 * 4), -(8 * 2 - 2 * 8 * 4)]]
+    # three slices of 1 bit through a lossless ADC add up to the whole levels' sums
+    acc = np.zeros((1, 2), dtype=np.int64)
+    sparse_read.sparse_read_accumulate(levels_in, packed, 1, 3, 1, 0, acc)
+    assert acc.tolist() == [[1 - 2 * 12, 4 - 2 * 15]]
+
+
+def test_sparse_read_skips_runs_of_patches_below_a_slice_and_keeps_the_sums():
+    # levels below 4 everywhere but in the second run of patches of row 1: slice 2 (shift
+    # 2) reads only there
+    levels_in = np.zeros((2, 3 * sparse_read.CHUNK), dtype=np.uint8)
+    levels_in[:, :] = 3
+    levels_in[1, sparse_read.CHUNK + 5] = 12
+    maxima = sparse_read.chunk_maxima(levels_in)
+    assert maxima.tolist() == [[3, 3, 3], [3, 12, 3]]
+    levels_in[0, 7] = 255  # 8-bit levels
+    assert sparse_read.chunk_maxima(levels_in)[0, 0] == 255
+    levels_in[0, 7] = 3
+    packed = sparse_read.SparseColumns.of(
+        np.array([0, 2]), np.array([0, 1]), np.array([1, 2]), np.array([0]), np.array([1]),
+        np.array([100]),
+    )  # fmt: skip
+    # slices of 2 bits: slice 0 reads every level (3), slice 1 only the 12 (as 3)
+    acc = np.zeros((1, levels_in.shape[1]), dtype=np.int64)
+    sparse_read.sparse_read_accumulate(levels_in, packed, 2, 2, 1, 0, acc, maxima)
+    expected = np.full(levels_in.shape[1], 1 * 3 + 2 * 3)
+    expected[sparse_read.CHUNK + 5] = 1 * 3 + 2 * 0 + 4 * 2 * 3
+    np.testing.assert_array_equal(acc[0], expected)
+
+
+def test_sparse_read_rejects_rows_beyond_the_levels():
+    packed = sparse_read.SparseColumns.of(
+        np.array([0, 1]), np.array([5]), np.array([1]), np.array([0]), np.array([1]), np.array([3])
+    )
+    with pytest.raises(ValueError, match="rows beyond"):
+        sparse_read.sparse_read_accumulate(
+            np.zeros((2, 4), np.uint8), packed, 1, 1, 1, 3, np.zeros((1, 4), np.int64)
+        )
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_matmul_equals_numpy(dtype, backend):
     rng = np.random.default_rng(3)
@@ -423,6 +527,28 @@ def test_dac_planes_into_int8_equal_the_float_planes(slice_bits, backend):
     assert dac.dac_planes(x, 0.02, 8, slice_bits, count, out=as_float) == (True, True)
     assert dac.dac_planes(x, 0.02, 8, slice_bits, count, out=as_int8) == (True, True)
     np.testing.assert_array_equal(as_int8.astype(np.float32), as_float)
+
+
+def test_dac_planes_into_uint8_hold_whole_8_bit_levels(backend):
+    # 9 bits: magnitudes of 8 bits, as one slice of 8 bits (levels up to 255)
+    x = random_floats((2, 3, 11), seed=4)
+    as_float = np.empty((2, 1, *x.shape), np.float32)
+    as_uint8 = np.empty((2, 1, *x.shape), np.uint8)
+    scale = float(np.abs(x).max()) / 255
+    dac.dac_planes(x, scale, 9, 8, 1, out=as_float)
+    dac.dac_planes(x, scale, 9, 8, 1, out=as_uint8)
+    np.testing.assert_array_equal(as_uint8.astype(np.float32), as_float)
+    assert as_uint8.max() == 255
+    with pytest.raises(ValueError, match="uint8 < 256"):
+        dac.dac_planes(x, scale, 9, 8, 1, out=np.empty((2, 1, *x.shape), np.int8))
+
+
+def test_unfold_keeps_uint8_levels(backend):
+    x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5).astype(np.uint8) + 200
+    columns = im2col.unfold(x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    as_float = im2col.unfold(x.astype(np.float32), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert columns.dtype == np.uint8
+    np.testing.assert_array_equal(columns.astype(np.float32), as_float)
 
 
 @PROPERTY

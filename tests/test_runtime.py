@@ -179,15 +179,19 @@ def test_tiles_kept_across_phases_compute_what_one_phase_computes(model_name, no
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6 * np.abs(value).max())
 
 
-@pytest.fixture(params=["integer", "float"])
+@pytest.fixture(params=["integer", "integer read by read", "float"])
 def reads(request, monkeypatch):
-    """Quantized reads as integer GEMMs (where the machine's kernel is exact) or float32."""
+    """Quantized reads as exact integers (where the machine's integer GEMM is exact): all
+    of a layer's columns at once (`sparse_read_accumulate`) or read by read (integer GEMMs,
+    as when an observer takes the partial sums); or float32 GEMMs."""
     from xbarc.runtime.kernels import gemm
 
     if request.param == "float":
         monkeypatch.setattr(gemm, "integer_matmul_exact", lambda: False)
     elif not gemm.integer_matmul_exact():
         pytest.skip("onnxruntime's integer GEMM saturates on this machine")
+    if request.param == "integer read by read":
+        monkeypatch.setattr(Executor, "_sparse_columns", lambda self, plans: None)
     return request.param
 
 
@@ -204,11 +208,16 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     if pipeline == "wide cells":
         assert executor.cell_type == np.float64
     else:
-        assert executor.cell_type == (np.uint8 if reads == "integer" else np.float32)
+        assert executor.cell_type == (np.float32 if reads == "float" else np.uint8)
     values = executor.run_all(feeds)
     for layer in program.layers():
         want = quant_layer_reference(program, layer, values[layer.input], adc_bits)
         np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
+    # integer reads take the sparse kernel, but for the offset correction's input sums
+    sparse = reads == "integer" and pipeline not in ("offset", "wide cells")
+    assert all(
+        (executor._sparse.get(layer.name) is not None) == sparse for layer in program.layers()
+    )
 
 
 @pytest.mark.parametrize("adc_bits", [0, 8, 4])
@@ -451,3 +460,26 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
         bias = store[layer.bias].astype(np.float32)
         y = y + (bias.reshape((1, -1) + (1,) * (y.ndim - 2)) if layer.geometry else bias)
     return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("pipeline", ["one phase", "per column", "separate groups", "squeeze"])
+def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(pipeline, tmp_path):
+    """Ranges calibrated at the median clip many inputs and read sums: the sparse kernel
+    (all of a layer's columns at once) gives the bits integer GEMMs read by read give."""
+    from xbarc.calibrate import calibrate
+    from xbarc.runtime.kernels import gemm
+
+    if not gemm.integer_matmul_exact():
+        pytest.skip("onnxruntime's integer GEMM saturates on this machine")
+    model, feeds = models()["cnn"]
+    program = calibrate(compiled(model, PIPELINES[pipeline], tmp_path), feeds, percentile=50)
+    settings = noise_settings("quant", input_range="calibrated", adc_range="calibrated")
+    sparse = Executor(program, settings)
+    got = sparse.run_all(feeds)
+    assert all(sparse._sparse[layer.name] is not None for layer in program.layers())
+    one_by_one = Executor(program, settings)
+    one_by_one.on_read_sums = lambda layer, sums, full_scales: None  # observed: read by read
+    want = one_by_one.run_all(feeds)
+    assert not one_by_one._sparse
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)

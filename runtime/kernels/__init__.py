@@ -6,7 +6,10 @@ Numba kernel a module-level function (suffix `_numba`) beside its numpy twin (su
 - `im2col`: `unfold` (im2col) and `fold` (col2im), the patch geometry of convolutions;
 - `dac`: the DAC's input levels and their bit slices (`dac_planes`);
 - `adc`: the ADC read-out of crossbar columns (`adc_accumulate`) and `dequantize`;
-- `gemm`: exact integer and float GEMMs on onnxruntime (no Numba).
+- `gemm`: exact integer and float GEMMs on onnxruntime (no Numba);
+- `sparse_read`: exact integer reads of a layer's non-zero cells, every read column and
+  input slice at once, converted as they are summed (`sparse_read_accumulate`: GEMM and
+  ADC in one).
 `set_backend` chooses the backend of every module at once; tests hold the two to
 bit-identical results. Numba is imported on the first call of a Numba kernel
 (`numba_kernel`), so importing the runtime stays cheap; compiled code is cached on disk

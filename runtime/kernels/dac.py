@@ -35,21 +35,28 @@ def dac_planes(
     out: np.ndarray | None = None,
 ) -> tuple[bool, bool]:
     """The DAC's input slices of `x`, in one pass, into `out` ([2, count, *x.shape],
-    C-contiguous float32 or float64, or int8 for digits below 128): [0] the slices of the
+    C-contiguous float32 or float64, int8 for digits below 128, uint8 for digits below
+    256: whole 8-bit levels): [0] the slices of the
     positive part of `quantize_inputs(x, scale, bits)`, [1] those of the negative part's
     magnitude (as `bit_slices`). Returns whether each part has a non-zero."""
     x = np.asarray(x, dtype=np.float32)
     if not 2 <= bits <= 32 or not 1 <= slice_bits <= 8 or count < 0:
         raise ValueError(f"dac_planes: {bits} bits in {count} slices of {slice_bits} bits")
     shape = (2, count, *x.shape)
-    small = min(slice_bits, bits - 1) <= 7
+    digit_bits = min(slice_bits, bits - 1)
     if (
         out is None
         or out.shape != shape
-        or not (out.dtype in (np.float32, np.float64) or (out.dtype == np.int8 and small))
+        or not (
+            out.dtype in (np.float32, np.float64)
+            or (out.dtype == np.int8 and digit_bits <= 7)
+            or (out.dtype == np.uint8 and digit_bits <= 8)
+        )
         or not out.flags.c_contiguous
     ):
-        raise ValueError(f"dac_planes: out must be float32 {shape} (int8 for digits < 128)")
+        raise ValueError(
+            f"dac_planes: out must be float32 {shape} (int8 for digits < 128, uint8 < 256)"
+        )
     if backend() == "numpy":
         return dac_planes_numpy(x, scale, bits, slice_bits, count, out=out)
     nonzero = np.zeros(2, np.int64)  # per sign: how many runs of values hold a non-zero

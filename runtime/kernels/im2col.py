@@ -53,7 +53,7 @@ def unfold(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """im2col: x [N, C, *spatial] -> [groups, C/groups*prod(kernel), N*prod(out)], float32
-    (int8 and float64 `x` keep their type: DAC digits).
+    (int8, uint8 and float64 `x` keep their type: DAC digits and levels).
 
     Row (channel in group, k0, k1, ...), column n*prod(out) + output pixel (row-major);
     positions in the padding read zero. `out`, a C-contiguous array of the result's shape
@@ -270,8 +270,9 @@ def _unfold_shape(x_shape, kernel, groups, out_spatial) -> tuple[int, int, int]:
 
 
 def unfold_dtype(x: np.ndarray) -> np.dtype:
-    """The element type `unfold` gives for `x`: int8 and float64 stay, the rest is float32."""
-    return x.dtype if x.dtype in (np.int8, np.float64) else np.dtype(np.float32)
+    """The element type `unfold` gives for `x`: int8, uint8 and float64 stay, the rest is
+    float32."""
+    return x.dtype if x.dtype in (np.int8, np.uint8, np.float64) else np.dtype(np.float32)
 
 
 def _output_buffer(

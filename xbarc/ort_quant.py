@@ -14,6 +14,7 @@ to at least this accuracy (README, benchmarks/quant_anchor.py, tests/test_weight
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -51,7 +52,10 @@ def quantize_int8(
             prepared = Path(folder) / f"prepared-{preparation}.onnx"
             target = Path(folder) / f"int8-{preparation}.onnx"
             try:
-                prepare(source, prepared, preparation)
+                # onnxruntime's symbolic shape inference drops a file into the working
+                # folder when it fails: keep it in the temporary one
+                with contextlib.chdir(folder):
+                    prepare(source, prepared, preparation)
                 quantize_static(
                     str(prepared),
                     str(target),

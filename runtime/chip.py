@@ -26,8 +26,9 @@ from xbarc.runtime.devices import Chip
 
 
 class ProgrammedTiles:
-    """The physical tiles of one chip as the phases' writes program them: float32 cells
-    [rows, cols] per tile written so far."""
+    """The physical tiles of one chip as the phases' writes program them: cells [rows,
+    cols] per tile written so far, float32 (float64 in `ideal`, so that the effective
+    weights read back round once, to the float weights themselves)."""
 
     def __init__(
         self,
@@ -58,7 +59,8 @@ class ProgrammedTiles:
             tile_type = self.hardware.tile_type_of(write.tile)
             state = self.state.get(write.tile)
             if state is None:
-                state = np.zeros((tile_type.rows, tile_type.cols), dtype=np.float32)
+                shape = (tile_type.rows, tile_type.cols)
+                state = np.zeros(shape, dtype=self.block_cells.cell_dtype)
                 self.state[write.tile] = state
             state[...] = 0.0  # programming erases the tile
             for block in self.blocks_on[write.vtile]:
@@ -118,6 +120,7 @@ class BlockCells:
         self.program = program
         self.store = program.store
         self.quantized = quantized
+        self.cell_dtype = np.float32 if quantized else np.float64
         self.arrays = {array.name: array for array in program.arrays}
         self._last: tuple | None = None
         self._weights: tuple | None = None
@@ -127,12 +130,13 @@ class BlockCells:
         array = self.arrays[block.array]
         piece = array.slices[block.slice]
         levels, rest = self.weights(array, block)
-        cells = slice_cells(levels, piece, array.weight_bits, array.encoding).astype(np.float32)
+        cells = slice_cells(levels, piece, array.weight_bits, array.encoding)
+        cells = cells.astype(self.cell_dtype)
         if rest is not None:  # ideal: the rest of each weight, in its home slice
             home, remainder = rest
             takes = home[piece.polarity] == piece.shift
             sign = 1.0 if piece.polarity == "+" else -1.0
-            cells[takes] += (sign / 2**piece.shift * remainder[takes]).astype(np.float32)
+            cells[takes] += sign / 2**piece.shift * remainder[takes]
         return cells
 
     def weights(self, array: Array, block: Block):

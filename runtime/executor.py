@@ -285,7 +285,7 @@ class Executor:
                 matrix = matrices.get(layer.name)
                 if matrix is None:
                     shape = (array.groups, array.rows, array.cols)
-                    matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float32)
+                    matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float64)
                 add_ideal_reads(matrix, array, run_blocks, tiles, program.store)
         return plans, matrices
 
@@ -617,11 +617,12 @@ class Executor:
         return array
 
     def _dequantized(self, array: Array, matrix: np.ndarray) -> np.ndarray:
-        """An ideal layer's matrix times the array's scale: float32 [groups, rows, cols]."""
+        """An ideal layer's matrix (float64, in levels) times the array's scale, rounded
+        once: float32 [groups, rows, cols]."""
         scale = self.weight_scale(array)
         if isinstance(scale, np.ndarray):  # per column: [groups, cols]
-            scale = scale[:, None, :]
-        return matrix * scale
+            scale = scale[:, None, :].astype(np.float64)
+        return (matrix * scale).astype(np.float32)
 
     def weight_scale(self, array: Array) -> np.ndarray | float:
         """The array's dequantization scale: a number, or one per column as [groups, cols]."""

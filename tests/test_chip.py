@@ -72,3 +72,27 @@ def test_device_models_program_only_the_noisy_layers(phased):
             assert same or noisy
             changed[noisy] += not same
     assert changed[True] > 0 and changed[False] == 0
+
+
+@pytest.mark.parametrize("scale", ["tensor", "column"])
+@pytest.mark.parametrize("encoding", ["differential", "offset"])
+def test_ideal_reads_back_the_float_weights_bit_for_bit(scale, encoding):
+    """`ideal` programs each weight's level plus its rest in float64 and rounds once, so
+    the effective weights read back from the tiles (over phases) are the float weights,
+    every bit: the ideal run is the folded float model, not an approximation of it."""
+    from xbarc.runtime.executor import Executor
+
+    rng = np.random.default_rng(9)
+    spread = np.exp(rng.normal(scale=1.5, size=(1, 1, 20)))  # columns of unlike ranges
+    weights = [rng.normal(size=(1, 60, 20)) * spread, rng.normal(size=(1, 20, 30))]
+    pipeline = (
+        f"quantize{{weight-bits=8,cell-bits=2,scale={scale},encoding={encoding}}},"
+        "tile{rows=8,cols=8},allocate{tiles=3}"
+    )
+    program = run_pipeline(layers_program(weights), parse_pipeline(pipeline))
+    assert len(program.phases) > 1
+    executor = Executor(program)
+    for layer in program.layers():
+        want = program.store[layer.weight]
+        got = executor.effective_weights[layer.name]
+        assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -301,3 +301,46 @@ def test_dims_that_do_not_depend_on_the_batch_still_fold(tmp_path):
     y, z = InferenceSession(program, "ideal").run(None, {"x": x})
     np.testing.assert_array_equal(y, x)
     assert z.tolist() == [16]
+
+
+def test_control_flow_keeps_the_compiled_batch(tmp_path):
+    """A branch is folded at the compiled shapes, where Shape(x)[0:1] is the constant [1]:
+    the program must not claim to run any batch (the second inference at another batch
+    sees the branch's constant target). Its inputs are batch=fixed; a batch of 4 is refused
+    in one line, in every profile; batch 1 runs and matches onnxruntime."""
+    from onnx import helper
+
+    from tests.test_control_flow import DATA_CONDITION, branch, make_model
+
+    view = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "start", "stop"], ["n"]),
+        helper.make_node("Concat", ["n", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+    ]
+    then_branch = branch("then", [*view, helper.make_node("MatMul", ["flat", "m"], ["t"])], "t")
+    else_branch = branch("else", [*view, helper.make_node("MatMul", ["flat", "k"], ["e"])], "e")
+    nodes = [
+        *DATA_CONDITION,
+        helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    weights = {
+        "m": random((2 * 4 * 4, 5), 2),
+        "k": random((2 * 4 * 4, 5), 3),
+        "zero": np.float32(0),
+        "start": np.array([0], np.int64),
+        "stop": np.array([1], np.int64),
+        "minus_one": np.array([-1], np.int64),
+    }
+    model = make_model(nodes, [("x", ["N", 2, 4, 4])], ["y"], weights)
+    path = save(model, tmp_path)
+    program = compile_onnx(path, CompileOptions(tiles=16, input_shapes={"x": (1, 2, 4, 4)}))
+    assert program.inputs[0].fixed_batch
+    x = random((IMAGES, 2, 4, 4), 9)
+    for profile in PROFILES:
+        session = InferenceSession(program, profile)
+        with pytest.raises(XbarcError, match="batch 4") as caught:
+            session.run(None, {"x": x})
+        assert "\n" not in str(caught.value)
+    (y,) = InferenceSession(program, "ideal").run(None, {"x": x[:1]})
+    np.testing.assert_allclose(y, run_onnxruntime(model, {"x": x[:1]})[0], rtol=1e-4, atol=1e-6)

@@ -33,23 +33,12 @@ from pathlib import Path
 import onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from light_models import LIGHT, LIGHT_MODELS  # noqa: E402
 from results import record  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-MODELS = (
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
 
 CHILD = r"""
 import json, resource, sys, time
@@ -156,7 +145,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for name in MODELS:
+        for name in LIGHT_MODELS:
             model = LIGHT / f"light_{name}.onnx"
             runs = [compile_once(model, Path(folder)) for _ in range(args.repeat)]
             best = min(runs, key=lambda r: r["wall_s"])

@@ -18,27 +18,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import onnx
-
 sys.path.insert(0, str(Path(__file__).parent))
+from light_models import LIGHT, LIGHT_MODELS  # noqa: E402
 from results import record  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.report import format_macs, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = (
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
 DIGITS_MODELS = ("mlp", "lenet", "resnet", "mobilenet")
 

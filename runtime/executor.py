@@ -459,12 +459,8 @@ class Executor:
         sign's DAC levels unfolded once, and all its slices read off them in one call."""
         array = plan.array
         slice_bits = self.program.hardware.dac.slice_bits
-        bits = (
-            self._dac_magnitude_bits(x, slice_bits) + 1
-        )  # a sign included, as `_dac_inputs` counts
+        bits, input_scale = self._dac_scale(plan.layer.name, x)
         count = -(-(bits - 1) // slice_bits)
-        peak = self._input_peak(plan.layer.name, x)
-        input_scale = peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
         # each sign's levels whole: one "slice" of all bits - 1 magnitude bits (uint8)
         planes = self.workspace("input levels", (2, 1, *x.shape), np.uint8)
         present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
@@ -492,9 +488,16 @@ class Executor:
         )
         return result
 
+    def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
+        """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and
+        the input value of one level: full scale over the largest magnitude level."""
+        bits = self._dac_magnitude_bits(x, self.program.hardware.dac.slice_bits) + 1
+        peak = self._input_peak(layer, x)
+        return bits, peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
+
     def _input_peak(self, layer: str, x: np.ndarray) -> float:
-        """The DAC's full scale for `x` (as `_dac_inputs` takes it): the batch's largest
-        |x| (`dynamic`), the layer's calibrated range, or a fixed number."""
+        """The DAC's full scale for `x`: the batch's largest |x| (`dynamic`, an oracle), the
+        layer's calibrated range (inputs beyond it clip), or a fixed number."""
         mode = self.settings.input_range
         if mode == "dynamic":
             return max(float(x.max()), -float(x.min())) if x.size else 0.0
@@ -531,21 +534,10 @@ class Executor:
 
     def _dac_inputs(self, layer: str, columns, x: np.ndarray) -> tuple[float, list]:
         """The DAC's scale for `x` and its slices, unfolded: [(sign, [columns of slice j,
-        least significant first, [groups, rows, P]])] for the signs that occur. The full
-        scale is the batch's largest |x| (`dynamic`, an oracle), the layer's calibrated
-        range (inputs beyond it clip) or a fixed number."""
-        mode = self.settings.input_range
-        if mode == "dynamic":
-            peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
-        elif mode == "calibrated":
-            calibrated = self._calibrated(layer)
-            assert calibrated is not None  # checked at construction
-            peak = calibrated.input_range
-        else:
-            peak = float(mode)
+        least significant first, [groups, rows, P]])] for the signs that occur, at the
+        full scale `_input_peak` gives."""
         slice_bits = self.program.hardware.dac.slice_bits
-        bits = self._dac_magnitude_bits(x, slice_bits) + 1  # as dac_planes counts: with a sign
-        input_scale = peak / (2 ** (bits - 1) - 1) if peak > 0 else 1.0
+        bits, input_scale = self._dac_scale(layer, x)
         count = -(-(bits - 1) // slice_bits)
         digits = self.digit_type
         planes = self.workspace("input slices", (2, count, *x.shape), digits)

@@ -157,6 +157,8 @@ def test_bad_options(tmp_path, capsys):
         (["--input-shape", "y=1x3x8x8"], "y"),
         (["--weight-bits", "4", "--cell-bits", "5"], "cell bits (5) exceed weight bits (4)"),
         (["--pipeline", "quantize,tyle"], "unknown pass 'tyle'"),
+        (["--pipeline", "quantize,tile", "--scale", "tensor"], "--scale has no effect"),
+        (["--pipeline", "quantize,tile", "--mapping", "sparse"], "tile{mapping=M}"),
     ]
     for extra, fragment in cases:
         status, _, err = run_cli(capsys, "compile", model, "-o", tmp_path / "o.xbar", *extra)

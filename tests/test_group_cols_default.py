@@ -149,7 +149,7 @@ def test_footprint_bounds_hold_for_every_layout(mapping):
     pipeline = f"quantize{{weight-bits=8,cell-bits={1 if mapping == 'squeeze' else 2}}}"
     program = compile_onnx(
         DIGITS / "resnet_p80.onnx",
-        replace(options(32, mapping, 64), pipeline=pipeline),
+        replace(options(32, mapping, 64), pipeline=pipeline, mapping="dense"),  # quantize only
     )
     tile_type = TileType("t32x32", 32, 32, 64)
     compactor = Compactor(program, tile_type, mapping == "squeeze", False)

@@ -76,6 +76,7 @@ def compile_onnx(
     options = options or CompileOptions()
     if emit not in ("graph", "tile"):
         raise XbarcError(f"unknown --emit stage {emit!r}", hint="use graph or tile")
+    check_pipeline_options(options)
     hardware = make_hardware(
         options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
     )
@@ -84,6 +85,36 @@ def compile_onnx(
     if emit == "graph":
         return program
     return run_pipeline(program, pipeline, after_pass)
+
+
+# options that only build the default pipeline: (field, flag, where a pipeline says it)
+PIPELINE_OPTIONS = (
+    ("weight_bits", "--weight-bits", "quantize{weight-bits=B}"),
+    ("scale", "--scale", "quantize{scale=S}"),
+    ("clip", "--clip", "quantize{clip=M}"),
+    ("clip_percentile", "--clip-percentile", "quantize{clip-percentile=P}"),
+    ("clip_layers", "--clip LAYER=MODE", "quantize{clip-layers=LAYER=MODE;...}"),
+    ("max_ones", "--max-ones", "quantize{max-ones=M}"),
+    ("mapping", "--mapping", "tile{mapping=M}"),
+    ("group_cols", "--group-cols", "tile{group-cols=G}"),
+    ("pack", "--pack", "tile{pack=P}"),
+    ("reorder_cols", "--reorder-cols", "tile{reorder=true}"),
+)
+
+
+def check_pipeline_options(options: CompileOptions) -> None:
+    """With a pipeline given, the options that only build the default one would be
+    silently ignored: refuse them, saying where the pipeline takes them. (The chip's
+    options, --tiles, --tile-size, --cell-bits, --encoding, still describe the chip.)"""
+    if options.pipeline is None:
+        return
+    defaults = CompileOptions()
+    for field_name, flag, where in PIPELINE_OPTIONS:
+        if getattr(options, field_name) != getattr(defaults, field_name):
+            raise XbarcError(
+                f"{flag} has no effect with --pipeline",
+                hint=f"give it in the pipeline ({where}) or drop --pipeline",
+            )
 
 
 # (label, mapping, one-bit cells): seed 003's comparison, dense -> bit-sliced -> squeezed,

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from tests.programs import layers_program
-from xbarc.cost import program_cost, union_length
+from xbarc.cost import (
+    CoefficientTable,
+    combine_energy_per_mac_pj,
+    pipelined_ns,
+    program_cost,
+    union_length,
+)
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 from xbarc.report import report
 
@@ -87,3 +93,40 @@ def test_index_tables_are_read_once_per_patch_at_edram_cost():
     dense = layers_program([weight], tiles=4)
     dense = run_pipeline(dense, parse_pipeline("quantize,tile,allocate"))
     assert program_cost(dense, {"fc0": 3}).layers[0].index_energy_pj == 0.0
+
+
+def test_writes_split_into_deployment_and_per_inference():
+    one_phase = program_cost(one_layer(tiles=8), {"fc0": 1})
+    assert one_phase.cell_writes == 8 * 128 * 128
+    assert one_phase.deployment_cell_writes == 8 * 128 * 128
+    assert one_phase.cell_writes_per_inference == 0
+    assert one_phase.write_energy_per_inference_pj == 0.0
+    assert one_phase.write_latency_per_inference_ns == 0.0
+    phased = program_cost(one_layer(tiles=2), {"fc0": 1})
+    assert phased.cell_writes == 8 * 128 * 128  # four phases of two tiles
+    assert phased.deployment_cell_writes == 0
+    assert phased.cell_writes_per_inference == 8 * 128 * 128
+    assert phased.write_latency_per_inference_ns == pytest.approx(4 * 128 * 10 * 60.0)
+
+
+def test_pipelined_stages():
+    # 3 items, stages of 5 and 2 ns: 5 + 2 + 2 x 5; the slower stage sets the pace
+    assert pipelined_ns(3, 5.0, 2.0) == pytest.approx(17.0)
+    assert pipelined_ns(3, 2.0, 5.0) == pytest.approx(17.0)
+    assert pipelined_ns(1, 2.0, 5.0) == pytest.approx(7.0)
+    assert pipelined_ns(0, 2.0, 5.0) == 0.0
+
+
+def test_combine_mac_energy_scales_with_operand_widths():
+    hardware = one_layer(tiles=8).hardware  # 8-bit ADC
+    # Horowitz 45 nm: 8-bit x 8-bit multiply 0.2 pJ, 32-bit add 0.1 pJ
+    assert combine_energy_per_mac_pj(hardware, 8) == pytest.approx(0.3)
+    assert combine_energy_per_mac_pj(hardware, 4) == pytest.approx(0.2)
+
+
+def test_coefficient_table_stored_dense_or_as_its_nonzeros():
+    dense = CoefficientTable("fc", 1, 2, 16, 10, bits=8, nonzeros=300)
+    assert dense.entries == 320
+    assert dense.stored_bits == 320 * 8  # 300 x (8 + 4) would be more
+    sparse = CoefficientTable("fc", 1, 2, 16, 10, bits=8, nonzeros=40)
+    assert sparse.stored_bits == 40 * (8 + 4)  # a 4-bit k index beside each non-zero

@@ -211,7 +211,8 @@ hardware {
        shift_add_area_um2=60.0 edram_access_pj=17.2 write_pulse_ns=50.0
        write_verify_ns=10.0 write_pv_iterations=10 write_pulse_energy_pj=1.0
        scale_multiply_energy_pj=1.1 scale_multiplier_area_um2=830.0 scale_bits=16
-       buffer_area_um2_per_byte=1.27
+       buffer_area_um2_per_byte=1.27 combine_multiply_energy_pj=0.2 combine_add_energy_pj=0.1
+       combine_lanes=256 digital_clock_ghz=1.2 combine_lane_area_um2=212.0
 }
 
 graph {

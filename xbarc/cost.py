@@ -27,6 +27,28 @@ see xbarc/hardware.py). Per forward pass of the program's input shape:
   `input_slices` tiles: a tile finishes its columns once per input vector, every
   input_slices cycles, and a multiplier at the ADC's rate scales one tile's columns a
   cycle.
+
+A layer combined from basis responses (BasisN) reads the basis blocks its runs name, and
+pays for them as above; then, per patch, the digital combine unit:
+
+- does one multiply-accumulate per non-zero coefficient (nnz(coef) per patch): a q-bit
+  coefficient times an ADC-width response (Horowitz's 8-bit x 8-bit 0.2 pJ, scaled by
+  q x adc_bits / 64) and a 32-bit add (0.1 pJ); zero coefficients are skipped;
+- reads the layer's whole coefficient table from the eDRAM buffer (17.2 pJ per 256 bits):
+  one patch's responses are combined while the tiles read the next, so no coefficient
+  stays in the unit from one patch to the next. The table is stored dense (q bits an
+  entry) or, where that is smaller, as its non-zeros with their k index;
+- scales every response by the basis column's scale (a per-column basis) and every output
+  by its column's coefficient scale, like column scales above;
+- takes ceil(nnz / combine_lanes) cycles of the digital clock per patch. It is pipelined
+  with the reads: patch p is combined while the tiles read patch p + 1, so a layer of P
+  patches takes t_read + t_combine + (P - 1) max(t_read, t_combine), where t_read and
+  t_combine are one patch's (the slower stage sets the pace; the first read and the last
+  combine do not overlap anything);
+- area: combine_lanes multiply-add lanes, and the coefficient tables in the buffer.
+
+Writes: a one-phase program writes its tiles once at deployment and never per inference;
+a program of several phases writes every phase again on every inference.
 """
 
 from __future__ import annotations
@@ -35,8 +57,10 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from xbarc.hardware import Hardware, TileType
-from xbarc.ir.tile import Array, Block, Const, Cycle, IndexTable, Program
+from xbarc.ir.tile import Array, Block, Const, Cycle, IndexTable, Program, Read
 
 REFERENCE_CELLS = 128 * 128  # the array size the ISAAC figures are quoted for
 REFERENCE_ADC_BITS = 8
@@ -54,6 +78,15 @@ class LayerCost:
     index_energy_pj: float  # reading the index tables of compacted blocks
     latency_ns: float
     scale_energy_pj: float = 0.0  # per-column scales: a multiply and a buffer read per output
+    # a layer combined from basis responses (BasisN): its digital combine, per forward pass
+    combine_macs: int = 0  # one per non-zero coefficient per patch
+    combine_mac_energy_pj: float = 0.0
+    coefficient_energy_pj: float = 0.0  # reading the coefficient table, once per patch
+    combine_latency_ns: float = 0.0  # the combine unit's busy time (overlaps the reads)
+
+    @property
+    def combine_energy_pj(self) -> float:
+        return self.combine_mac_energy_pj + self.coefficient_energy_pj
 
     @property
     def energy_pj(self) -> float:
@@ -64,6 +97,7 @@ class LayerCost:
             + self.shift_add_energy_pj
             + self.index_energy_pj
             + self.scale_energy_pj
+            + self.combine_energy_pj
         )
 
 
@@ -76,6 +110,35 @@ class ProgramCost:
     area_mm2: float  # the chip's tiles and, with column scales, their buffer and multipliers
     column_scales: int = 0  # per-column weight scales the program stores
     scale_area_mm2: float = 0.0  # their buffer bytes and multipliers, part of area_mm2
+    cell_writes: int = 0  # all phases' writes, once
+    coefficient_bits: int = 0  # BasisN coefficient tables as stored in the buffer
+    combine_area_mm2: float = 0.0  # the combine unit's lanes and the tables, part of area_mm2
+
+    @property
+    def deployment_cell_writes(self) -> int:
+        """Cells written once, before the first inference: all of a one-phase program's."""
+        return 0 if self.writes_per_pass else self.cell_writes
+
+    @property
+    def cell_writes_per_inference(self) -> int:
+        """Cells written on every inference: all of a program of several phases."""
+        return self.cell_writes if self.writes_per_pass else 0
+
+    @property
+    def write_energy_per_inference_pj(self) -> float:
+        return self.write_energy_pj if self.writes_per_pass else 0.0
+
+    @property
+    def write_latency_per_inference_ns(self) -> float:
+        return self.write_latency_ns if self.writes_per_pass else 0.0
+
+    @property
+    def combine_energy_pj(self) -> float:
+        return sum(layer.combine_energy_pj for layer in self.layers)
+
+    @property
+    def combine_macs(self) -> int:
+        return sum(layer.combine_macs for layer in self.layers)
 
     @property
     def compute_energy_pj(self) -> float:
@@ -84,13 +147,12 @@ class ProgramCost:
     @property
     def energy_pj(self) -> float:
         """Energy of one forward pass (writes included when they recur)."""
-        writes = self.write_energy_pj if self.writes_per_pass else 0.0
-        return self.compute_energy_pj + writes
+        return self.compute_energy_pj + self.write_energy_per_inference_pj
 
     @property
     def latency_ns(self) -> float:
-        writes = self.write_latency_ns if self.writes_per_pass else 0.0
-        return sum(layer.latency_ns for layer in self.layers) + writes
+        layers = sum(layer.latency_ns for layer in self.layers)
+        return layers + self.write_latency_per_inference_ns
 
     @property
     def edp(self) -> float:
@@ -128,9 +190,11 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     per_adc = adc_energy_pj(hardware)
     per_scale = scale_energy_per_output_pj(hardware)
     scales = column_scales(program)
+    multiplies = scale_multiplies(program)
     dac_pj = cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3  # uW x ns = fJ
     shift_add_pj = cost.shift_add_power_mw / cost.adc_rate_gsps  # mW x ns = pJ
     arrays = {array.name: array for array in program.arrays}
+    tables = {table.layer: table for table in coefficient_tables(program)}
 
     reads: dict[str, float] = defaultdict(float)
     columns: dict[str, int] = defaultdict(int)
@@ -141,59 +205,187 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
         for run in phase.runs:
             cycles[run.layer] += len(run.cycles)
             for cycle in run.cycles:
-                cycle_blocks = [blocks[index] for index in cycle.blocks]
-                on_tile: dict[int, list[Block]] = defaultdict(list)
-                for block in cycle_blocks:
-                    on_tile[block.vtile].append(block)
+                on_tile: dict[int, list[Read]] = defaultdict(list)
+                for read in cycle.reads:
+                    on_tile[blocks[read.block].vtile].append(read)
                 index_bits[run.layer] += table_bits(cycle, blocks, arrays)
-                for tile_blocks in on_tile.values():
+                for tile_reads in on_tile.values():
+                    tile_blocks = [blocks[read.block] for read in tile_reads]
                     tile_type = tile_types[tile_blocks[0].tile_type]
                     reads[run.layer] += cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS
                     columns[run.layer] += sum(len(b.cols) for b in tile_blocks)
-                    rows[run.layer] += driven_rows(tile_blocks)
+                    rows[run.layer] += driven_rows(tile_reads, blocks)
 
     layers = []
     for layer in program.layers():
-        repeats = patches.get(layer.name, 0) * input_slices
+        layer_patches = patches.get(layer.name, 0)
+        repeats = layer_patches * input_slices
+        read_patch_ns = input_slices * cycles[layer.name] * cycle_ns(hardware)
+        table = tables.get(layer.name)
+        combine = combine_cost(hardware, table, layer_patches, read_patch_ns)
         layers.append(
             LayerCost(
                 name=layer.name,
-                macs=patches.get(layer.name, 0) * layer.weight_count,
+                macs=layer_patches * layer.weight_count,
                 conversions=repeats * columns[layer.name],
                 read_energy_pj=repeats * reads[layer.name],
                 adc_energy_pj=repeats * columns[layer.name] * per_adc,
                 dac_energy_pj=repeats * rows[layer.name] * dac_pj,
                 shift_add_energy_pj=repeats * columns[layer.name] * shift_add_pj,
-                index_energy_pj=(
-                    patches.get(layer.name, 0) * index_bits[layer.name] / 256 * cost.edram_access_pj
-                ),
-                latency_ns=repeats * cycles[layer.name] * cycle_ns(hardware),
-                scale_energy_pj=(
-                    patches.get(layer.name, 0) * scales.get(layer.name, 0) * per_scale
-                ),
+                index_energy_pj=layer_patches * index_bits[layer.name] / 256 * cost.edram_access_pj,
+                latency_ns=combine.latency_ns if table else layer_patches * read_patch_ns,
+                scale_energy_pj=layer_patches * multiplies.get(layer.name, 0) * per_scale,
+                combine_macs=combine.macs,
+                combine_mac_energy_pj=combine.mac_energy_pj,
+                coefficient_energy_pj=combine.coefficient_energy_pj,
+                combine_latency_ns=combine.busy_ns,
             )
         )
-    write_energy, write_latency = write_cost(program)
+    write_energy, write_latency, cell_writes = write_cost(program)
     scale_area = scale_area_mm2(hardware, sum(scales.values()))
+    coefficient_bits = sum(table.stored_bits for table in tables.values())
+    combine_area = combine_area_mm2(hardware, coefficient_bits) if tables else 0.0
     return ProgramCost(
         layers=tuple(layers),
         write_energy_pj=write_energy,
         write_latency_ns=write_latency,
         writes_per_pass=len(program.phases) > 1,
-        area_mm2=chip_area_mm2(hardware) + scale_area,
+        area_mm2=chip_area_mm2(hardware) + scale_area + combine_area,
         column_scales=sum(scales.values()),
         scale_area_mm2=scale_area,
+        cell_writes=cell_writes,
+        coefficient_bits=coefficient_bits,
+        combine_area_mm2=combine_area,
     )
 
 
+# --- the digital combine of BasisN ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CoefficientTable:
+    """The coefficients of one combined layer: [groups, segments, K, cols] entries of
+    `bits` bits, `nonzeros` of them non-zero."""
+
+    layer: str
+    groups: int
+    segments: int
+    basis_cols: int  # K
+    cols: int
+    bits: int  # q
+    nonzeros: int
+
+    @property
+    def entries(self) -> int:
+        return self.groups * self.segments * self.basis_cols * self.cols
+
+    @property
+    def stored_bits(self) -> int:
+        """Bits the buffer holds: every entry (dense), or, where that is smaller, each
+        non-zero with the index of its basis vector (sparse)."""
+        dense = self.entries * self.bits
+        sparse = self.nonzeros * (self.bits + address_bits(self.basis_cols))
+        return min(dense, sparse)
+
+
+def coefficient_tables(program: Program) -> list[CoefficientTable]:
+    """The coefficient table of every combined layer, in the program's combine order."""
+    result = []
+    for combine in program.combines:
+        shape = program.tensor(combine.coefficients).shape
+        groups, segments, basis_cols, cols = (int(extent) for extent in shape)
+        nonzeros = int(np.count_nonzero(program.store[combine.coefficients]))
+        result.append(
+            CoefficientTable(
+                combine.layer, groups, segments, basis_cols, cols, combine.coef_bits, nonzeros
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class CombineCost:
+    macs: int = 0
+    mac_energy_pj: float = 0.0
+    coefficient_energy_pj: float = 0.0
+    busy_ns: float = 0.0  # the combine unit's own time, all patches
+    latency_ns: float = 0.0  # the layer's, reads and combine pipelined
+
+
+def combine_energy_per_mac_pj(hardware: Hardware, coef_bits: int) -> float:
+    """One multiply-accumulate: a coef_bits x adc-bits multiply (Horowitz's 8 x 8 figure,
+    scaled by the product of the widths) and a 32-bit add."""
+    cost = hardware.cost
+    width = coef_bits * hardware.adc.bits / 64
+    return cost.combine_multiply_energy_pj * width + cost.combine_add_energy_pj
+
+
+def combine_cost(
+    hardware: Hardware, table: CoefficientTable | None, patches: int, read_patch_ns: float
+) -> CombineCost:
+    """The combine of one layer over `patches` input vectors, each read in
+    `read_patch_ns`: see the module docstring."""
+    if table is None or patches == 0:
+        return CombineCost()
+    cost = hardware.cost
+    combine_patch_ns = math.ceil(table.nonzeros / cost.combine_lanes) / cost.digital_clock_ghz
+    return CombineCost(
+        macs=patches * table.nonzeros,
+        mac_energy_pj=patches * table.nonzeros * combine_energy_per_mac_pj(hardware, table.bits),
+        coefficient_energy_pj=patches * table.stored_bits / 256 * cost.edram_access_pj,
+        busy_ns=patches * combine_patch_ns,
+        latency_ns=pipelined_ns(patches, read_patch_ns, combine_patch_ns),
+    )
+
+
+def pipelined_ns(items: int, first_ns: float, second_ns: float) -> float:
+    """Time of `items` through two pipelined stages of `first_ns` and `second_ns` each."""
+    if items == 0:
+        return 0.0
+    return first_ns + second_ns + (items - 1) * max(first_ns, second_ns)
+
+
+def combine_area_mm2(hardware: Hardware, coefficient_bits: int) -> float:
+    """The combine unit's lanes and the coefficient tables in the eDRAM buffer."""
+    cost = hardware.cost
+    lanes_um2 = cost.combine_lanes * cost.combine_lane_area_um2
+    return (lanes_um2 + coefficient_bits / 8 * cost.buffer_area_um2_per_byte) * 1e-6
+
+
 def column_scales(program: Program) -> dict[str, int]:
-    """Per layer, the per-column scales of its weights (groups x cols; none for a
-    per-tensor scale): one digital multiply each per patch."""
-    return {
+    """Per layer, the per-column weight scales it stores (groups x cols; none for a
+    per-tensor scale): one digital multiply each per patch. A combined layer (BasisN)
+    has its coefficient scales [groups, cols]; a per-column basis stores its K scales
+    once (under the basis array's name)."""
+    scales = {
         array.layer: array.groups * array.cols
         for array in program.arrays
         if array.kind == "weights" and array.layer is not None and isinstance(array.scale, Const)
     }
+    for array in program.arrays:
+        if array.kind == "basis" and isinstance(array.scale, Const):
+            scales[array.name] = array.cols
+    for combine in program.combines:
+        if isinstance(combine.scale, Const):
+            scales[combine.layer] = int(np.prod(program.tensor(combine.scale.name).shape))
+    return scales
+
+
+def scale_multiplies(program: Program) -> dict[str, int]:
+    """Per layer, the scale multiplies of one patch: one per output column with a column
+    scale, and for a layer combined from a per-column basis, one per basis response (every
+    segment's K responses are scaled by their basis column's scale before the combine)."""
+    layers = {layer.name for layer in program.layers()}
+    multiplies = {name: count for name, count in column_scales(program).items() if name in layers}
+    arrays = {array.name: array for array in program.arrays}
+    for combine in program.combines:
+        basis = arrays.get(combine.basis)
+        if basis is None or not isinstance(basis.scale, Const):
+            continue
+        groups, segments, basis_cols, _ = program.tensor(combine.coefficients).shape
+        responses = int(groups) * int(segments) * int(basis_cols)
+        multiplies[combine.layer] = multiplies.get(combine.layer, 0) + responses
+    return multiplies
 
 
 def scale_energy_per_output_pj(hardware: Hardware) -> float:
@@ -234,9 +426,13 @@ def address_bits(extent: int) -> int:
     return max(1, (extent - 1).bit_length())
 
 
-def driven_rows(tile_blocks: list[Block]) -> int:
-    """Rows a tile drives in one cycle: blocks that share an input share its rows."""
-    return union_length({(b.row_offset, len(b.rows)) for b in tile_blocks})
+def driven_rows(tile_reads: list[Read], blocks: tuple[Block, ...]) -> int:
+    """Rows a tile drives in one cycle: each read drives its input segment onto its
+    block's rows from the block's first (a basis block read against a layer's last,
+    shorter segment drives fewer rows than it has); reads that share an input share its
+    rows."""
+    spans = {(blocks[read.block].row_offset, len(read.input.rows)) for read in tile_reads}
+    return union_length(spans)
 
 
 def union_length(spans: set[tuple[int, int]]) -> int:
@@ -251,8 +447,9 @@ def union_length(spans: set[tuple[int, int]]) -> int:
     return total
 
 
-def write_cost(program: Program) -> tuple[float, float]:
-    """(energy pJ, latency ns) of every phase's writes: program-and-verify, row by row."""
+def write_cost(program: Program) -> tuple[float, float, int]:
+    """(energy pJ, latency ns, cells) of every phase's writes: program-and-verify, row by
+    row, tiles in parallel."""
     cost = program.hardware.cost
     by_vtile: dict[int, list[Block]] = defaultdict(list)
     for block in program.blocks:
@@ -260,16 +457,18 @@ def write_cost(program: Program) -> tuple[float, float]:
     row_ns = cost.write_pv_iterations * (cost.write_pulse_ns + cost.write_verify_ns)
     energy = 0.0
     latency = 0.0
+    cells_written = 0
     for phase in program.phases:
         slowest_tile_rows = 0
         for write in phase.writes:
             tile_blocks = by_vtile[write.vtile]
             cells = sum(b.cells for b in tile_blocks)
+            cells_written += cells
             energy += cells * cost.write_pv_iterations * cost.write_pulse_energy_pj
             written_rows = union_length({(b.row_offset, len(b.rows)) for b in tile_blocks})
             slowest_tile_rows = max(slowest_tile_rows, written_rows)
         latency += slowest_tile_rows * row_ns  # tiles are written in parallel
-    return energy, latency
+    return energy, latency, cells_written
 
 
 def tile_area_um2(hardware: Hardware, tile_type: TileType) -> float:

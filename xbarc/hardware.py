@@ -90,6 +90,15 @@ class CostParams:
     scale_multiplier_area_um2: float = 830.0  # the same: 1640 um^2 at 45 nm x (32/45)^2
     scale_bits: int = 16  # a stored column scale
     buffer_area_um2_per_byte: float = 1.27  # ISAAC eDRAM buffer: 64 KB in 0.083 mm^2
+    # BasisN's digital combine unit: y[n] += coef[s, k, n] * r[s, k], one MAC per non-zero
+    # coefficient per input vector; the coefficient tables sit in the eDRAM buffer above:
+    combine_multiply_energy_pj: float = 0.2  # 8-bit x 8-bit int multiply, 45 nm (Horowitz,
+    # ISSCC 2014); a q-bit coefficient x ADC-width response costs 0.2 x q x adc_bits / 64
+    combine_add_energy_pj: float = 0.1  # 32-bit int add (the accumulator), 45 nm (Horowitz)
+    combine_lanes: int = 256  # assumption: MACs the combine unit completes per clock cycle
+    digital_clock_ghz: float = 1.2  # ISAAC's digital clock
+    combine_lane_area_um2: float = 212.0  # Horowitz 45 nm: 8-bit multiply 282 + 32-bit add
+    # 137 um^2, x (32/45)^2 to 32 nm
 
 
 @dataclass(frozen=True, slots=True)

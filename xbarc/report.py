@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from xbarc.cost import program_cost
+from xbarc.cost import ProgramCost, coefficient_tables, cycle_ns, program_cost
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.geometry import layer_patches
 from xbarc.ir.tile import Block, CrossbarLayer, DigitalOp, IndexTable, Program, all_ops
@@ -53,6 +53,44 @@ class LayerReport:
     energy_nj: float
     latency_us: float
     macs: int  # multiply-accumulates per forward pass
+    # a layer combined from basis responses (BasisN):
+    combined: bool = False
+    segments: int = 0  # input segments per patch (groups x segments), each a basis read
+    combine_macs: int = 0  # the digital combine's, per forward pass
+    combine_energy_nj: float = 0.0  # its MACs and coefficient reads, part of energy_nj
+    combine_bound: bool = False  # the combine, not the reads, sets the layer's pace
+
+
+@dataclass(frozen=True, slots=True)
+class BasisReport:
+    """A basis array (BasisN) and the layers combined from it: the basis on its tiles,
+    the coefficient tables, and the digital combine unit's work and cost."""
+
+    array: str
+    segment_rows: int  # L
+    basis_cols: int  # K
+    weight_bits: int
+    slices: int
+    copies: int
+    tiles: int  # physical tiles holding the basis (all copies)
+    cell_writes: int  # the basis's cells, written once at deployment in a one-phase program
+    combined_layers: int
+    kept_layers: tuple[str, ...]  # crossbar layers stored with their own weights
+    coef_bits: tuple[int, ...]  # the layers' q, distinct values
+    coefficient_entries: int
+    coefficient_bits: int  # as stored (dense, or the non-zeros with their index)
+    coefficient_nonzeros: int
+    combine_macs: int
+    combine_mac_energy_uj: float
+    coefficient_energy_uj: float
+    combine_busy_us: float  # the combine unit's busy time, overlapped with the reads
+    combine_bound_layers: int  # layers whose pace the combine sets
+    combine_lanes: int
+    combine_area_mm2: float  # lanes and coefficient tables, part of area_mm2
+
+    @property
+    def combine_energy_uj(self) -> float:
+        return self.combine_mac_energy_uj + self.coefficient_energy_uj
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +138,10 @@ class ProgramReport:
     crossbar_macs: int = 0
     digital_macs: int = 0  # of the digital work whose size is known
     digital_work: tuple[DigitalWork, ...] = ()
+    deployment_cell_writes: int = 0  # written once before the first inference (one phase)
+    cell_writes_per_inference: int = 0  # written again on every inference (several phases)
+    edp: float = 0.0  # energy x latency per forward pass, pJ x ns
+    basis: tuple[BasisReport, ...] = ()  # BasisN programs: their basis arrays
 
     @property
     def mapped_share(self) -> float:
@@ -110,6 +152,8 @@ class ProgramReport:
     def to_json(self) -> dict:
         data = asdict(self)
         data["totals"] = {key: data.pop(key) for key in TOTAL_KEYS}
+        for basis, entry in zip(self.basis, data["basis"], strict=True):
+            entry["combine_energy_uj"] = basis.combine_energy_uj
         data["mapping"] = {
             "crossbar_layers": len(self.layers),
             "crossbar_macs": data.pop("crossbar_macs"),
@@ -147,6 +191,9 @@ TOTAL_KEYS = (
     "column_scales",
     "scale_energy_uj",
     "scale_area_mm2",
+    "deployment_cell_writes",
+    "cell_writes_per_inference",
+    "edp",
 )
 
 
@@ -181,6 +228,7 @@ def report(program: Program) -> ProgramReport:
     patches_by_layer = {layer.name: layer_patches(layer, types) for layer in program.layers()}
     cost = program_cost(program, patches_by_layer)
     layer_costs = {c.name: c for c in cost.layers}
+    segments_by_layer = combined_segments(program)
     layers = []
     for layer in program.layers():
         array = program.weights_of(layer.name)
@@ -216,6 +264,14 @@ def report(program: Program) -> ProgramReport:
                 energy_nj=layer_costs[layer.name].energy_pj * 1e-3,
                 latency_us=layer_costs[layer.name].latency_ns * 1e-3,
                 macs=patches * layer.rows * layer.cols * layer.groups,
+                combined=layer.name in segments_by_layer,
+                segments=segments_by_layer.get(layer.name, 0),
+                combine_macs=layer_costs[layer.name].combine_macs,
+                combine_energy_nj=layer_costs[layer.name].combine_energy_pj * 1e-3,
+                combine_bound=(
+                    layer_costs[layer.name].combine_latency_ns
+                    > patches * cycles_by_layer[layer.name] * input_slices * cycle_ns(hardware)
+                ),
             )
         )
     digital_work = tuple(
@@ -260,7 +316,70 @@ def report(program: Program) -> ProgramReport:
         crossbar_macs=sum(r.macs for r in layers),
         digital_macs=sum(work.macs or 0 for work in digital_work),
         digital_work=digital_work,
+        deployment_cell_writes=cost.deployment_cell_writes,
+        cell_writes_per_inference=cost.cell_writes_per_inference,
+        edp=cost.edp,
+        basis=basis_reports(program, tuple(layers), cost, writes_by_array, tiles_by_array),
     )
+
+
+def combined_segments(program: Program) -> dict[str, int]:
+    """Combined layer -> its input segments per patch (groups x segments of its
+    coefficient table)."""
+    result = {}
+    for combine in program.combines:
+        groups, segments = program.tensor(combine.coefficients).shape[:2]
+        result[combine.layer] = int(groups) * int(segments)
+    return result
+
+
+def basis_reports(
+    program: Program,
+    layers: tuple[LayerReport, ...],
+    cost: ProgramCost,
+    writes_by_array: dict[str, int],
+    tiles_by_array: dict[str, set[int]],
+) -> tuple[BasisReport, ...]:
+    """One report per basis array: the basis, its combined layers' coefficient tables
+    and the combine unit's work on them."""
+    tables = {table.layer: table for table in coefficient_tables(program)}
+    layer_costs = {c.name: c for c in cost.layers}
+    by_name = {layer.name: layer for layer in layers}
+    combined = {combine.layer for combine in program.combines}
+    kept = tuple(layer.name for layer in layers if layer.name not in combined)
+    result = []
+    for array in program.arrays:
+        if array.kind != "basis":
+            continue
+        names = [c.layer for c in program.combines if c.basis == array.name]
+        mine = [tables[name] for name in names]
+        costs = [layer_costs[name] for name in names]
+        result.append(
+            BasisReport(
+                array=array.name,
+                segment_rows=array.rows,
+                basis_cols=array.cols,
+                weight_bits=array.weight_bits,
+                slices=len(array.slices),
+                copies=getattr(array, "copies", 1),
+                tiles=len(tiles_by_array[array.name]),
+                cell_writes=writes_by_array[array.name],
+                combined_layers=len(names),
+                kept_layers=kept,
+                coef_bits=tuple(sorted({table.bits for table in mine})),
+                coefficient_entries=sum(table.entries for table in mine),
+                coefficient_bits=sum(table.stored_bits for table in mine),
+                coefficient_nonzeros=sum(table.nonzeros for table in mine),
+                combine_macs=sum(c.combine_macs for c in costs),
+                combine_mac_energy_uj=sum(c.combine_mac_energy_pj for c in costs) * 1e-6,
+                coefficient_energy_uj=sum(c.coefficient_energy_pj for c in costs) * 1e-6,
+                combine_busy_us=sum(c.combine_latency_ns for c in costs) * 1e-3,
+                combine_bound_layers=sum(1 for name in names if by_name[name].combine_bound),
+                combine_lanes=program.hardware.cost.combine_lanes,
+                combine_area_mm2=cost.combine_area_mm2,
+            )
+        )
+    return tuple(result)
 
 
 def index_entries(blocks: list[Block]) -> int:
@@ -358,6 +477,8 @@ def format_report(result: ProgramReport) -> str:
             f"buffer read per output) and {result.scale_area_mm2:.4f} mm^2 (their buffer and "
             "multipliers), both included below"
         )
+    for basis in result.basis:
+        lines.extend(basis_lines(result, basis))
     writes = "every pass (several phases)" if result.writes_per_pass else "once (one phase)"
     lines.append(
         f"per forward pass: energy {result.energy_uj:.3f} uJ, latency {result.latency_us:.2f} us, "
@@ -365,7 +486,64 @@ def format_report(result: ProgramReport) -> str:
         f"EDAP {result.edap:.4g} pJ*ns*mm^2; writes {result.write_energy_uj:.3f} uJ and "
         f"{result.write_latency_us:.2f} us, paid {writes}"
     )
+    lines.append(
+        f"cell writes: {result.deployment_cell_writes} at deployment, "
+        f"{result.cell_writes_per_inference} per inference; {result.cycles} array cycles per "
+        f"inference; EDP {result.edp:.4g} pJ*ns"
+    )
     return "\n".join(lines)
+
+
+def basis_lines(result: ProgramReport, basis: BasisReport) -> list[str]:
+    """A basis program's basis, coefficient tables, combined layers (segments, array
+    cycles, combine MACs and energy per inference, which stage sets the pace) and the
+    combine unit's share of the energy and area."""
+    copies = f"{basis.copies} cop{'y' if basis.copies == 1 else 'ies'}"
+    written = (
+        "at deployment, none per inference"
+        if not result.writes_per_pass
+        else ("on every inference (several phases)")
+    )
+    q = "/".join(str(bits) for bits in basis.coef_bits) or "-"
+    kept = ", ".join(basis.kept_layers) if basis.kept_layers else "none"
+    share = basis.combine_energy_uj / result.energy_uj if result.energy_uj else 0.0
+    area_share = basis.combine_area_mm2 / result.area_mm2 if result.area_mm2 else 0.0
+    nonzero = (
+        basis.coefficient_nonzeros / basis.coefficient_entries if basis.coefficient_entries else 0.0
+    )
+    lines = [
+        "",
+        f"basis @{basis.array}: K={basis.basis_cols} vectors of L={basis.segment_rows} rows, "
+        f"{basis.weight_bits}-bit levels in {basis.slices} slices; {copies} on {basis.tiles} "
+        f"physical tiles, {basis.cell_writes} cells written {written}",
+        f"coefficients: {basis.combined_layers} combined layers (kept with their own weights: "
+        f"{kept}), q={q} bits; {basis.coefficient_entries} entries, "
+        f"{basis.coefficient_nonzeros} non-zero ({nonzero:.1%}), {basis.coefficient_bits} bits "
+        f"stored ({basis.coefficient_bits / 8 / 2**20:.2f} MiB)",
+    ]
+    header = (
+        f"  {'combined layer':<28} {'segments':>8} {'cycles':>12} {'combine MACs':>14} "
+        f"{'combine nJ':>11} {'pace set by':>11}"
+    )
+    lines.append(header)
+    for layer in result.layers:
+        if not layer.combined:
+            continue
+        pace = "combine" if layer.combine_bound else "reads"
+        lines.append(
+            f"  {_clip(layer.name, 28):<28} {layer.segments:>8} {layer.cycles:>12} "
+            f"{layer.combine_macs:>14} {layer.combine_energy_nj:>11.1f} {pace:>11}"
+        )
+    lines.append(
+        f"combine unit: {basis.combine_lanes} MAC lanes; {format_macs(basis.combine_macs)} per "
+        f"forward pass, {basis.combine_energy_uj:.3f} uJ ({share:.1%} of the energy: MACs "
+        f"{basis.combine_mac_energy_uj:.3f} uJ, coefficient reads "
+        f"{basis.coefficient_energy_uj:.3f} uJ); busy {basis.combine_busy_us:.2f} us, pipelined "
+        f"with the reads, setting the pace of {basis.combine_bound_layers} of "
+        f"{basis.combined_layers} layers; {basis.combine_area_mm2:.4f} mm^2 of lanes and "
+        f"tables ({area_share:.1%} of the area)"
+    )
+    return lines
 
 
 # --- how much of the model is mapped ----------------------------------------------------

@@ -536,9 +536,9 @@ def basis_lines(result: ProgramReport, basis: BasisReport) -> list[str]:
         )
     lines.append(
         f"combine unit: {basis.combine_lanes} MAC lanes; {format_macs(basis.combine_macs)} per "
-        f"forward pass, {basis.combine_energy_uj:.3f} uJ ({share:.1%} of the energy: MACs "
-        f"{basis.combine_mac_energy_uj:.3f} uJ, coefficient reads "
-        f"{basis.coefficient_energy_uj:.3f} uJ); busy {basis.combine_busy_us:.2f} us, pipelined "
+        f"forward pass, {basis.combine_energy_uj:.4g} uJ ({share:.1%} of the energy: MACs "
+        f"{basis.combine_mac_energy_uj:.4g} uJ, coefficient reads "
+        f"{basis.coefficient_energy_uj:.4g} uJ); busy {basis.combine_busy_us:.4g} us, pipelined "
         f"with the reads, setting the pace of {basis.combine_bound_layers} of "
         f"{basis.combined_layers} layers; {basis.combine_area_mm2:.4f} mm^2 of lanes and "
         f"tables ({area_share:.1%} of the area)"

@@ -27,6 +27,7 @@ from xbarc.ir.tile import (
     with_tensors,
 )
 from xbarc.report import format_report, report
+from xbarc.weight_report import weight_errors
 
 ROWS, COLS, L, K = 200, 10, 128, 4  # two segments: 128 rows and 72
 
@@ -144,3 +145,26 @@ def test_inspect_reports_the_basis_and_the_combine():
     data = result.to_json()
     assert data["basis"][0]["combine_energy_uj"] == pytest.approx(basis.combine_energy_uj)
     assert data["totals"]["cell_writes_per_inference"] == 0
+
+
+def test_weight_error_of_a_combined_layer_is_that_of_its_combined_weights():
+    program = basis_program(sparse_coefficients(60))
+    store = program.store
+    basis = store["basis.values"][0].astype(np.float64)  # [L, K]
+    coefficients = store["fc0.coef"].astype(np.float64)[0]  # [S, K, N]
+    # the contract's formula, row by row: W[s*L + r, n] = 0.5 x sum_k coef[s, k, n] B[r, k]
+    combined = np.zeros((ROWS, COLS))
+    for row in range(ROWS):
+        segment, offset = divmod(row, L)
+        combined[row] = 0.5 * basis[offset] @ coefficients[segment]
+    float_weights = combined + np.random.default_rng(1).normal(scale=0.01, size=combined.shape)
+    program = with_tensors(program, {"fc0.w": float_weights[None].astype(np.float32)})
+    (error,) = weight_errors(program)
+    expected = np.sqrt(
+        np.square(combined - program.store["fc0.w"][0]).sum()
+        / np.square(program.store["fc0.w"][0].astype(np.float64)).sum()
+    )
+    assert (error.layer, error.scale, error.weight_bits) == ("fc0", "basis", 8)
+    assert error.relative_rms == pytest.approx(expected, rel=1e-6)
+    exact = with_tensors(program, {"fc0.w": combined[None]})
+    assert weight_errors(exact)[0].relative_rms == pytest.approx(0.0, abs=1e-12)

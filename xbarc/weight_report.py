@@ -7,6 +7,10 @@ the RMS of the weights), the SQNR in dB (10 log10 of signal over error energy), 
 lowest SQNR of any of its output columns (where one scale per tensor leaves a column of
 small weights a handful of levels, this is what shows it) and the share of weights the
 clip range cut. `xbarc compile` prints the worst layers; `xbarc inspect` every layer.
+
+A layer combined from a basis (BasisN) is measured the same way on the weights its
+combine makes, coef_scale[g, n] x sum_k coef[g, s, k, n] x basis values[r, k] (scale
+`basis`, its bits the coefficients' q; nothing clips).
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from xbarc.ir.tile import Const, Program
+from xbarc.ir.tile import BasisCombine, Const, Program
 
 
 @dataclass(frozen=True, slots=True)
 class LayerWeightError:
     layer: str
     weight_bits: int
-    scale: str  # column | tensor
+    scale: str  # column | tensor | basis (a layer combined from a basis)
     relative_rms: float
     sqnr_db: float  # inf when the quantized weights are exact
     worst_column_sqnr_db: float  # the lowest over the non-zero output columns
@@ -64,7 +68,43 @@ def weight_errors(program: Program) -> list[LayerWeightError]:
                 clipped=float(beyond.mean()) if beyond.size else 0.0,
             )
         )
-    return result
+    result.extend(combined_weight_error(program, combine) for combine in program.combines)
+    order = {layer.name: index for index, layer in enumerate(program.layers())}
+    return sorted(result, key=lambda error: order.get(error.layer, len(order)))
+
+
+def combined_weights(program: Program, combine: BasisCombine) -> np.ndarray:
+    """The weights [groups, rows, cols] a combine makes of the basis values:
+    coef_scale[g, n] x sum_k coef[g, s, k, n] x values[r, k] at row s x L + r."""
+    store = program.store
+    layer = program.layer(combine.layer)
+    basis = store[program.array(combine.basis).values].astype(np.float64)[0]  # [L, K]
+    coefficients = store[combine.coefficients].astype(np.float64)  # [G, S, K, N]
+    scale = (
+        store[combine.scale.name].astype(np.float64)[:, None, :]
+        if isinstance(combine.scale, Const)
+        else np.float64(combine.scale)
+    )
+    segments = np.einsum("gskn,rk->gsrn", coefficients, basis)  # [G, S, L, N]
+    groups, count, rows, cols = segments.shape
+    weights = segments.reshape(groups, count * rows, cols)[:, : layer.rows, :]
+    return weights * scale
+
+
+def combined_weight_error(program: Program, combine: BasisCombine) -> LayerWeightError:
+    values = program.store[program.layer(combine.layer).weight].astype(np.float64)
+    difference = combined_weights(program, combine) - values
+    signal = np.square(values).sum(axis=1)
+    noise = np.square(difference).sum(axis=1)
+    return LayerWeightError(
+        layer=combine.layer,
+        weight_bits=combine.coef_bits,
+        scale="basis",
+        relative_rms=math.sqrt(noise.sum() / signal.sum()) if signal.sum() else 0.0,
+        sqnr_db=sqnr_db(float(signal.sum()), float(noise.sum())),
+        worst_column_sqnr_db=worst_column_sqnr_db(signal, noise),
+        clipped=0.0,
+    )
 
 
 def worst_column_sqnr_db(signal: np.ndarray, noise: np.ndarray) -> float:

@@ -42,10 +42,8 @@ def basis_program(coefficients: np.ndarray, copies: int = 2):
     slices = make_slices(8, 2, "differential")
     basis = Array(
         "basis", "basis", 1, L, K, 8, "differential", Const("basis.scale"), "basis.values",
-        "basis.levels", slices,
+        "basis.levels", slices, copies=copies,
     )  # fmt: skip
-    if "copies" in Array.__dataclass_fields__:
-        basis = replace(basis, copies=copies)  # type: ignore[call-arg]
     blocks = tuple(
         Block(c * len(slices) + i, "basis", i, 0, Span(0, L), Span(0, K), "t128x128",
               c * len(slices) + i, 0, 0)

@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         "by side",
     )
     compile_parser.add_argument(
+        "--compare-strategies",
+        action="store_true",
+        help="also compile the other --strategy at this --tiles budget and print both side by "
+        "side: phases, tiles, cycles, writes and write-verify time and energy per inference, "
+        "energy, latency, EDP, weight error (the program of --strategy is written)",
+    )
+    compile_parser.add_argument(
         "--pipeline",
         metavar="PASSES",
         help="pass pipeline, e.g. 'quantize{weight-bits=8},tile{rows=128,cols=128},"
@@ -422,6 +429,10 @@ def run_compile(args: argparse.Namespace) -> int:
     )
     output = args.output or Path(args.model.stem + ".xbar")
     check_output(args.model, output)
+    if args.compare_strategies:
+        from xbarc.compiler import check_compare_strategies
+
+        check_compare_strategies(options, args.emit)
 
     def print_after(pass_object, program) -> None:
         print(f"// ----- IR after {pass_object.name} -----")
@@ -472,6 +483,10 @@ def run_compile(args: argparse.Namespace) -> int:
         from xbarc.compiler import compare_mappings, format_comparison
 
         print(format_comparison(compare_mappings(args.model, options)))
+    if args.compare_strategies:
+        from xbarc.compiler import compare_strategies, format_strategies
+
+        print(format_strategies(compare_strategies(args.model, options, program), args.tiles))
     return 0
 
 

@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
@@ -232,3 +235,112 @@ def format_comparison(rows: list[dict]) -> str:
             f"{row['conversions']:>19} {row['index_entries']:>14} {row['energy_uj']:>20.3f}"
         )
     return "\n".join(lines)
+
+
+def check_compare_strategies(options: CompileOptions, emit: str) -> None:
+    """--compare-strategies builds both strategies' pipelines from the options: refuse
+    what it cannot honour before anything is compiled or written."""
+    if options.pipeline is not None:
+        raise XbarcError(
+            "--compare-strategies builds its own pipelines",
+            hint="drop --pipeline (--strategy picks the program written)",
+        )
+    if emit != "tile":
+        raise XbarcError("--compare-strategies needs the tile program", hint="drop --emit graph")
+
+
+def compare_strategies(
+    model_path: str | Path, options: CompileOptions, compiled: Program | None = None
+) -> list[dict]:
+    """Each strategy of STRATEGIES compiled from `options` at its tile budget, as one row of
+    figures per inference (`strategy_row`); `compiled`, if given, is the program of
+    `options.strategy` already compiled. A strategy that cannot compile the model gives a
+    row with its error instead."""
+    from dataclasses import replace
+
+    check_compare_strategies(options, "tile")
+    rows = []
+    for strategy in STRATEGIES:
+        program = compiled if compiled is not None and strategy == options.strategy else None
+        if program is None:
+            try:
+                program = compile_onnx(model_path, replace(options, strategy=strategy))
+            except XbarcError as error:
+                rows.append({"strategy": strategy, "error": error.message})
+                continue
+        rows.append(strategy_row(strategy, program))
+    return rows
+
+
+def strategy_row(strategy: str, program: Program) -> dict:
+    """What one strategy costs per inference: phases, tiles, array cycles, the writes it
+    pays on every inference (cells, program-and-verify time and energy) and once at
+    deployment, energy, latency, EDP, the digital combine's share, and the weight error."""
+    from xbarc.report import report
+    from xbarc.weight_report import weight_errors
+
+    summary = report(program)
+    errors = [error.sqnr_db for error in weight_errors(program)]
+    combine_uj = sum(basis.combine_energy_uj for basis in summary.basis)
+    return {
+        "strategy": strategy,
+        "phases": summary.phases,
+        "tiles": summary.tiles,
+        "cycles": summary.cycles,
+        "deployment_cell_writes": summary.deployment_cell_writes,
+        "cell_writes_per_inference": summary.cell_writes_per_inference,
+        "write_latency_us": summary.write_latency_us if summary.writes_per_pass else 0.0,
+        "write_energy_uj": summary.write_energy_uj if summary.writes_per_pass else 0.0,
+        "energy_uj": summary.energy_uj,
+        "latency_us": summary.latency_us,
+        "edp": summary.edp,
+        "combine_energy_uj": combine_uj,
+        "area_mm2": summary.area_mm2,
+        "sqnr_median_db": float(np.median(errors)) if errors else math.inf,
+        "sqnr_worst_db": min(errors) if errors else math.inf,
+    }
+
+
+def format_strategies(rows: list[dict], tiles: int) -> str:
+    """The strategies side by side, then basis against reprogram where both compiled."""
+    header = (
+        f"{'strategy':<10} {'phases':>6} {'tiles':>5} {'cycles/inference':>16} "
+        f"{'writes/inference':>16} {'write us/inf':>12} {'write uJ/inf':>12} "
+        f"{'energy uJ/inf':>13} {'latency us':>12} {'EDP pJ*ns':>10} {'combine uJ':>10} "
+        f"{'weight SQNR dB':>14}"
+    )
+    lines = [f"strategies at {tiles} tiles (per inference; writes at deployment are not):", header]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['strategy']:<10} cannot compile: {row['error']}")
+            continue
+        sqnr = f"{row['sqnr_median_db']:.1f} ({row['sqnr_worst_db']:.1f})"
+        lines.append(
+            f"{row['strategy']:<10} {row['phases']:>6} {row['tiles']:>5} {row['cycles']:>16} "
+            f"{row['cell_writes_per_inference']:>16} {row['write_latency_us']:>12.2f} "
+            f"{row['write_energy_uj']:>12.3f} {row['energy_uj']:>13.3f} "
+            f"{row['latency_us']:>12.2f} {row['edp']:>10.4g} {row['combine_energy_uj']:>10.3f} "
+            f"{sqnr:>14}"
+        )
+    by_strategy = {row["strategy"]: row for row in rows if "error" not in row}
+    if "reprogram" in by_strategy and "basis" in by_strategy:
+        base, basis = by_strategy["reprogram"], by_strategy["basis"]
+        lines.append(
+            "basis / reprogram: "
+            + ", ".join(
+                f"{label} {ratio(basis[key], base[key])}"
+                for label, key in (
+                    ("cycles", "cycles"),
+                    ("energy", "energy_uj"),
+                    ("latency", "latency_us"),
+                    ("EDP", "edp"),
+                )
+            )
+            + f"; basis writes {basis['deployment_cell_writes']} cells once at deployment"
+        )
+    lines.append("weight SQNR: median over the crossbar layers (worst layer)")
+    return "\n".join(lines)
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.2%}" if base else "-"

@@ -361,7 +361,7 @@ def basis_reports(
                 basis_cols=array.cols,
                 weight_bits=array.weight_bits,
                 slices=len(array.slices),
-                copies=getattr(array, "copies", 1),
+                copies=array.copies,
                 tiles=len(tiles_by_array[array.name]),
                 cell_writes=writes_by_array[array.name],
                 combined_layers=len(names),

@@ -1,0 +1,98 @@
+"""`xbarc compile --compare-strategies`: reprogram and basis side by side at one budget,
+and `inspect` of a basis program compiled from a real fixture."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import assert_one_line_error, run_cli
+from xbarc.compiler import CompileOptions, compare_strategies, compile_onnx
+from xbarc.ir.io import load_program
+from xbarc.report import report
+
+LENET = Path(__file__).parent / "fixtures" / "digits" / "lenet.onnx"
+CHIP = ("--input-shape", "x=1x1x8x8", "--tiles", "16", "--tile-size", "32x32")
+
+
+def options(strategy: str = "reprogram") -> CompileOptions:
+    return CompileOptions(
+        tiles=16, tile_rows=32, tile_cols=32, input_shapes={"x": (1, 1, 8, 8)}, strategy=strategy
+    )
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, dict]:
+    return {row["strategy"]: row for row in compare_strategies(LENET, options())}
+
+
+def test_reprogram_pays_its_writes_on_every_inference_basis_once(rows):
+    reprogram, basis = rows["reprogram"], rows["basis"]
+    assert reprogram["phases"] > 1  # LeNet needs more than 16 tiles of 32x32
+    summary = report(compile_onnx(LENET, options()))
+    assert reprogram["cell_writes_per_inference"] == summary.cell_writes > 0
+    assert reprogram["deployment_cell_writes"] == 0
+    assert reprogram["write_latency_us"] == pytest.approx(summary.write_latency_us)
+    assert reprogram["write_energy_uj"] == pytest.approx(summary.write_energy_uj)
+    assert basis["phases"] == 1
+    assert basis["cell_writes_per_inference"] == 0
+    assert basis["write_latency_us"] == 0.0 and basis["write_energy_uj"] == 0.0
+    assert basis["deployment_cell_writes"] > 0
+    assert basis["combine_energy_uj"] > 0.0 and reprogram["combine_energy_uj"] == 0.0
+    for row in (reprogram, basis):
+        assert row["edp"] == pytest.approx(row["energy_uj"] * 1e6 * row["latency_us"] * 1e3)
+        assert row["tiles"] <= 16
+
+
+def test_compile_prints_both_and_writes_the_chosen_strategy(tmp_path, capsys, rows):
+    output = tmp_path / "lenet.xbar"
+    status, text, _ = run_cli(
+        capsys, "compile", LENET, *CHIP, "--strategy", "basis", "--compare-strategies",
+        "-o", output,
+    )  # fmt: skip
+    assert status == 0
+    program = load_program(output)
+    assert program.combines and len(program.phases) == 1  # the basis program was written
+    printed = {
+        line.split()[0]: line.split()
+        for line in text.splitlines()
+        if re.match(r"(reprogram|basis) +\d", line)
+    }
+    for strategy in ("reprogram", "basis"):
+        fields = printed[strategy]
+        assert int(fields[1]) == rows[strategy]["phases"]
+        assert int(fields[3]) == rows[strategy]["cycles"]
+        assert int(fields[4]) == rows[strategy]["cell_writes_per_inference"]
+        assert float(fields[7]) == pytest.approx(rows[strategy]["energy_uj"], abs=1e-3)
+    ratios = re.search(r"basis / reprogram: cycles ([\d.]+)%.*EDP ([\d.]+)%", text)
+    assert ratios is not None
+    edp = rows["basis"]["edp"] / rows["reprogram"]["edp"]
+    assert float(ratios.group(2)) == pytest.approx(100 * edp, abs=0.01)
+
+
+def test_a_strategy_that_cannot_compile_is_a_row_not_a_failure(capsys, tmp_path):
+    output = tmp_path / "lenet.xbar"
+    # 64 basis vectors of 32 rows are more than the segments have: the basis row says so
+    status, text, _ = run_cli(
+        capsys, "compile", LENET, *CHIP, "--basis-k", "64", "--compare-strategies", "-o", output
+    )
+    assert status == 0
+    assert re.search(r"^basis +cannot compile: ", text, re.M), text
+    assert output.exists()  # the reprogram program (the default strategy)
+
+
+def test_compare_strategies_refuses_a_pipeline_and_writes_nothing(capsys, tmp_path):
+    output = tmp_path / "lenet.xbar"
+    status, _, err = run_cli(
+        capsys, "compile", LENET, *CHIP, "--compare-strategies", "--pipeline",
+        "quantize,tile,allocate{tiles=16}", "-o", output,
+    )  # fmt: skip
+    assert_one_line_error(status, err, "--compare-strategies", "--pipeline")
+    assert not output.exists()
+    status, _, err = run_cli(
+        capsys, "compile", LENET, *CHIP, "--compare-strategies", "--emit", "graph", "-o", output
+    )
+    assert_one_line_error(status, err, "--compare-strategies", "--emit graph")
+    assert not output.exists()

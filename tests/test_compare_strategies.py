@@ -96,3 +96,23 @@ def test_compare_strategies_refuses_a_pipeline_and_writes_nothing(capsys, tmp_pa
     )
     assert_one_line_error(status, err, "--compare-strategies", "--emit graph")
     assert not output.exists()
+
+
+def test_inspect_json_of_a_basis_program(tmp_path, capsys):
+    import json
+
+    output = tmp_path / "lenet.xbar"
+    run_cli(capsys, "compile", LENET, *CHIP, "--strategy", "basis", "-o", output)
+    _, raw, _ = run_cli(capsys, "inspect", output, "--json")
+    data = json.loads(raw)
+    (basis,) = data["basis"]
+    program = load_program(output)
+    coefficients = [program.store[combine.coefficients] for combine in program.combines]
+    assert basis["coefficient_entries"] == sum(c.size for c in coefficients)
+    assert basis["coefficient_nonzeros"] == sum(int((c != 0).sum()) for c in coefficients)
+    assert basis["copies"] == program.array("basis").copies
+    assert data["totals"]["cell_writes_per_inference"] == 0
+    assert data["totals"]["deployment_cell_writes"] == data["totals"]["cell_writes"]
+    combined = [layer for layer in data["layers"] if layer["combined"]]
+    assert len(combined) == len(program.combines)
+    assert sum(layer["combine_macs"] for layer in combined) == basis["combine_macs"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 import onnx.parser
 
+from xbarc.cli import main
 from xbarc.compiler import compile_onnx
 from xbarc.ir.printer import print_program
 
@@ -40,3 +41,27 @@ def test_pipeline_golden_input_is_the_frontend_program():
         "copy tests/golden/small_cnn.graph.xbar below the RUN lines of "
         "tests/passes/pipeline/small_cnn.xbar"
     )
+
+
+INSPECT_GOLDEN = GOLDEN / "lenet_basis.inspect.txt"
+LENET = Path(__file__).parent / "fixtures" / "digits" / "lenet.onnx"
+
+
+def test_inspect_basis_lines_golden(tmp_path, capsys):
+    """The basis section of `inspect` for LeNet combined from the identity basis (the
+    lossless reference: deterministic coefficients, the layers' own levels), from the
+    basis line to the cell-writes line. XBARC_UPDATE_GOLDEN=1 rewrites the expected text."""
+    output = tmp_path / "lenet.xbar"
+    chip = ("--input-shape", "x=1x1x8x8", "--tiles", "16", "--tile-size", "32x32")
+    basis = ("--strategy", "basis", "--basis-fit", "identity")
+    assert main(["compile", str(LENET), *chip, *basis, "-o", str(output)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(output)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("basis @"))
+    stop = next(i for i, line in enumerate(lines) if line.startswith("cell writes: "))
+    printed = "\n".join(lines[start : stop + 1]) + "\n"
+    if UPDATE:
+        INSPECT_GOLDEN.write_text(printed)
+    assert printed == INSPECT_GOLDEN.read_text()

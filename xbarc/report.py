@@ -519,7 +519,7 @@ def basis_lines(result: ProgramReport, basis: BasisReport) -> list[str]:
         f"coefficients: {basis.combined_layers} combined layers (kept with their own weights: "
         f"{kept}), q={q} bits; {basis.coefficient_entries} entries, "
         f"{basis.coefficient_nonzeros} non-zero ({nonzero:.1%}), {basis.coefficient_bits} bits "
-        f"stored ({basis.coefficient_bits / 8 / 2**20:.2f} MiB)",
+        f"stored ({format_bytes(basis.coefficient_bits / 8)})",
     ]
     header = (
         f"  {'combined layer':<28} {'segments':>8} {'cycles':>12} {'combine MACs':>14} "
@@ -618,6 +618,13 @@ def format_macs(macs: int) -> str:
         if macs >= size:
             return f"{macs / size:.2f} {unit}"
     return f"{macs} MAC"
+
+
+def format_bytes(count: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count:.0f} bytes"
 
 
 def _clip(text: str, width: int) -> str:

@@ -21,9 +21,9 @@ def combined_weight(
     [G, N]) make of `basis` [L, K], in float64."""
     groups, segments, _, cols = coefficients.shape
     length = basis.shape[0]
-    segment_weights = np.einsum(
-        "gskn,lk->gsln", coefficients.astype(np.float64), basis.astype(np.float64)
-    )
+    # basis [L, K] @ coefficients [G, S, K, N] -> [G, S, L, N]: a BLAS matmul per
+    # segment (np.einsum does not use BLAS here: 2 s on ResNet-50 against 0.1 s)
+    segment_weights = np.matmul(basis.astype(np.float64), coefficients.astype(np.float64))
     weight = segment_weights.reshape(groups, segments * length, cols)[:, :rows]
     if isinstance(scale, np.ndarray):
         return weight * scale.astype(np.float64)[:, None, :]

@@ -284,6 +284,8 @@ def strategy_row(strategy: str, program: Program) -> dict:
     combine_uj = sum(basis.combine_energy_uj for basis in summary.basis)
     return {
         "strategy": strategy,
+        "basis_k": sum(basis.basis_cols for basis in summary.basis),  # 0: no basis
+        "copies": sum(basis.copies for basis in summary.basis),
         "phases": summary.phases,
         "tiles": summary.tiles,
         "cycles": summary.cycles,

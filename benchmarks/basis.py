@@ -57,6 +57,7 @@ PAPER = "below 1 %"  # BasisN (seed 001): cycles per inference and EDP against r
 ACCEPTANCE = 0.01
 COMPILE_ACCEPTANCE = 3.0  # basis compile at most 3x reprogram's (ResNet-50, 128 tiles)
 K_SWEEP = (8, 16, 32, 64, 128)
+M_SWEEP = (4, 16)  # terms per segment with K = 128 (where the basis pass has the option)
 PLOT = HERE / "basis_k.png"
 PLOT_MODEL, PLOT_TILE = "lenet", 128
 
@@ -318,12 +319,17 @@ def k_rows(name: str = "resnet50", tiles: int = 128, ks: tuple[int, ...] = K_SWE
         "EDP / reprogram | weight SQNR dB (median) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for k in ks:
-        row = strategy_row(
-            "basis", compile_onnx(path, replace(options, strategy="basis", basis_k=k))
-        )
+    settings: list[tuple[int, int | None]] = [(k, None) for k in ks]
+    if "basis_terms" in CompileOptions.__dataclass_fields__:  # the fit's m option
+        settings += [(ks[-1], terms) for terms in M_SWEEP]
+    for k, terms in settings:
+        variant = replace(options, strategy="basis", basis_k=k)
+        if terms is not None:
+            variant = replace(variant, basis_terms=terms)  # type: ignore[call-arg]
+        row = strategy_row("basis", compile_onnx(path, variant))
+        label = f"{k}, m = {terms}" if terms is not None else f"{k}"
         lines.append(
-            f"| {k} | {row['copies']} | {row['cycles']} | "
+            f"| {label} | {row['copies']} | {row['cycles']} | "
             f"{ratio(row['cycles'], reprogram['cycles'])} | {row['energy_uj']:.0f} | "
             f"{row['combine_energy_uj']:.0f} | {row['edp']:.3g} | "
             f"{ratio(row['edp'], reprogram['edp'])} | {row['sqnr_median_db']:.1f} |"
@@ -485,6 +491,8 @@ def main() -> None:
         print(line)
     sensitivity = sensitivity_lines(figures)
     print("\n".join(sensitivity))
+    dense_breakdown, dense_figures = breakdown_rows("densenet121")
+    dense_sensitivity = sensitivity_lines(dense_figures)
     sweep = k_rows()
     times, compile_ratio = compile_time_rows(args.repeat)
     k_plot, plot_tiles = k_plot_lines(args.seeds, not args.no_accuracy)
@@ -523,7 +531,18 @@ def main() -> None:
             "",
             explanation(figures),
             "",
-            "ResNet-50 at 128 tiles, basis against K:",
+            "### DenseNet-121 at 128 tiles",
+            "",
+            *dense_breakdown[: dense_breakdown.index("")],
+            "",
+            *dense_breakdown[dense_breakdown.index("") + 1 :],
+            "",
+            *dense_sensitivity,
+            "",
+            explanation(dense_figures),
+            "",
+            "### ResNet-50 at 128 tiles, basis against K (and m terms per segment)",
+            "",
             "",
             *sweep,
             "",

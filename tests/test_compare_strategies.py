@@ -116,3 +116,21 @@ def test_inspect_json_of_a_basis_program(tmp_path, capsys):
     combined = [layer for layer in data["layers"] if layer["combined"]]
     assert len(combined) == len(program.combines)
     assert sum(layer["combine_macs"] for layer in combined) == basis["combine_macs"]
+
+
+def test_basis_cycles_count_segments_dealt_to_copies():
+    """Every combined layer reads its groups x segments input segments per patch, dealt
+    round robin to the basis copies: ceil(items / copies) cycles per patch and input
+    slice, as the cost model and inspect count them; the combine does one MAC per
+    non-zero coefficient per patch."""
+    program = compile_onnx(LENET, options("basis"))
+    result = report(program)
+    copies = program.array("basis").copies
+    slices = program.hardware.dac.input_slices
+    for layer in result.layers:
+        combine = next(c for c in program.combines if c.layer == layer.name)
+        coefficients = program.store[combine.coefficients]
+        items = coefficients.shape[0] * coefficients.shape[1]
+        assert layer.segments == items
+        assert layer.cycles == layer.patches * slices * -(-items // copies)
+        assert layer.combine_macs == layer.patches * int((coefficients != 0).sum())

@@ -448,7 +448,8 @@ def run_compile(args: argparse.Namespace) -> int:
         f"{len(summary.layers)} crossbar layers, {summary.weights} weights, "
         f"{summary.blocks} blocks on {summary.vtiles} virtual tiles, "
         f"{summary.phases} phase(s) on {summary.tile_budget} tiles, "
-        f"{summary.cell_writes} cell writes"
+        f"{summary.cell_writes} cell writes "
+        + ("on every inference" if summary.writes_per_pass else "once, at deployment")
     )
     print(mapping_line(summary))
     for line in mapping_warnings(summary):

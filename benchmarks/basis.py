@@ -391,7 +391,7 @@ def accuracy_hook():
     return accuracy_against_k
 
 
-def plot(edp: list[dict], accuracy: list[dict] | None, path: Path) -> bool:
+def plot(edp: list[dict], accuracy: list[dict] | None, path: Path, tiles: int) -> bool:
     """Accuracy (quant, rram mean +- std) and EDP against K; False without matplotlib."""
     try:
         import matplotlib
@@ -421,11 +421,11 @@ def plot(edp: list[dict], accuracy: list[dict] | None, path: Path) -> bool:
         left.set_ylabel("top-1 accuracy on held-out digits (%)")
         left.legend(loc="lower left")
     else:
-        left.set_ylabel("accuracy: not measured (benchmarks/basis_accuracy.py missing)")
+        left.set_ylabel("accuracy: not measured")
     left.set_xscale("log", base=2)
     left.set_xlabel("basis vectors K")
     right.legend(loc="upper right")
-    left.set_title(f"BasisN on digits {PLOT_MODEL}, {PLOT_TILE}x{PLOT_TILE} tiles")
+    left.set_title(f"BasisN on digits {PLOT_MODEL}: {tiles} tiles of {PLOT_TILE}x{PLOT_TILE}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return True
@@ -458,7 +458,7 @@ def k_plot_lines(seeds: int, with_accuracy: bool) -> tuple[list[str], int]:
             f"{ratio(row['edp'], row['reprogram_edp'])} | {quant} | {rram} |"
         )
         print(lines[-1], flush=True)
-    drawn = plot(edp, accuracy, PLOT)
+    drawn = plot(edp, accuracy, PLOT, tiles)
     lines.append("")
     lines.append(
         (f"Plot: `benchmarks/{PLOT.name}`." if drawn else "No plot: matplotlib is missing.")

@@ -4,6 +4,7 @@ and `inspect` of a basis program compiled from a real fixture."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,15 @@ def test_basis_cycles_count_segments_dealt_to_copies():
         assert layer.segments == items
         assert layer.cycles == layer.patches * slices * -(-items // copies)
         assert layer.combine_macs == layer.patches * int((coefficients != 0).sum())
+
+
+def test_inspect_names_the_layers_kept_out_of_the_basis():
+    program = compile_onnx(LENET, replace(options("basis"), basis_keep=("/0/Conv",)))
+    result = report(program)
+    (basis,) = result.basis
+    assert basis.kept_layers == ("/0/Conv",)
+    assert basis.combined_layers == len(result.layers) - 1
+    kept = next(layer for layer in result.layers if layer.name == "/0/Conv")
+    assert not kept.combined and kept.combine_macs == 0 and kept.cell_writes > 0
+    # the kept layer's own tiles and the basis are both written once, at deployment
+    assert result.deployment_cell_writes == kept.cell_writes + basis.cell_writes

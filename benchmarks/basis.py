@@ -377,22 +377,42 @@ def edp_against_k(model: str, tile: int, tiles: int, ks: tuple[int, ...]) -> lis
     for k in (k for k in ks if k <= tile):
         program = compile_onnx(path, replace(options, strategy="basis", basis_k=k))
         row = strategy_row("basis", program)
-        rows.append({"k": k, "edp": row["edp"], "reprogram_edp": reprogram["edp"], **row})
+        rows.append(
+            {
+                **row,
+                "k": k,
+                "reprogram_edp": reprogram["edp"],
+                "reprogram_cycles": reprogram["cycles"],
+            }
+        )
     return rows
 
 
 def accuracy_hook():
-    """The fit's `accuracy_against_k` (benchmarks/basis_accuracy.py), or None where that
-    script is not there yet."""
+    """The fit's `benchmarks/basis_accuracy.py` (its `accuracy_against_k`, and the
+    reprogrammed program's scores for reference), or None where that script is not there
+    yet: the lead wires it by merging the fit's branch."""
     try:
-        from basis_accuracy import accuracy_against_k
+        import basis_accuracy
     except ImportError:
         return None
-    return accuracy_against_k
+    return basis_accuracy
 
 
-def plot(edp: list[dict], accuracy: list[dict] | None, path: Path, tiles: int) -> bool:
-    """Accuracy (quant, rram mean +- std) and EDP against K; False without matplotlib."""
+def reprogram_scores(module, model: str, tile: int, tiles: int, seeds: int) -> dict | None:
+    """quant and rram accuracy of the reprogrammed program at the same budget."""
+    needed = ("load_split", "reprogram_program", "scores")
+    if not all(hasattr(module, name) for name in needed):
+        return None
+    _, x, y = module.load_split()
+    return module.scores(module.reprogram_program(model, tiles, tile), seeds, x, y)
+
+
+def plot(
+    edp: list[dict], accuracy: dict[str, dict[int, dict]], base: dict | None, path: Path, tiles: int
+) -> bool:
+    """Accuracy (quant of both fits, rram of the data-aware one, mean +- std) and EDP
+    against K, reprogramming's beside them; False without matplotlib."""
     try:
         import matplotlib
 
@@ -400,7 +420,7 @@ def plot(edp: list[dict], accuracy: list[dict] | None, path: Path, tiles: int) -
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    figure, left = plt.subplots(figsize=(7, 4.2))
+    figure, left = plt.subplots(figsize=(7.5, 4.5))
     ks = [row["k"] for row in edp]
     right = left.twinx()
     right.plot(ks, [row["edp"] for row in edp], "s-", color="tab:red", label="basis EDP")
@@ -408,23 +428,29 @@ def plot(edp: list[dict], accuracy: list[dict] | None, path: Path, tiles: int) -
     right.set_yscale("log")
     right.set_ylabel("EDP per inference (pJ x ns)", color="tab:red")
     if accuracy:
-        kk = [row["k"] for row in accuracy]
-        left.plot(kk, [100 * row["quant"] for row in accuracy], "o-", label="accuracy, quant")
+        for fit, style in (("weights", "o-"), ("outputs", "^-")):
+            rows = accuracy.get(fit, {})
+            kk = sorted(rows)
+            left.plot(kk, [100 * rows[k]["quant"] for k in kk], style, label=f"quant, {fit} fit")
+        rows = accuracy.get("outputs", {})
+        kk = sorted(rows)
         left.errorbar(
             kk,
-            [100 * row["rram_mean"] for row in accuracy],
-            yerr=[100 * row["rram_std"] for row in accuracy],
-            fmt="o--",
+            [100 * rows[k]["rram_mean"] for k in kk],
+            yerr=[100 * rows[k]["rram_std"] for k in kk],
+            fmt="v--",
             capsize=3,
-            label="accuracy, rram (mean +- std)",
+            label="rram, outputs fit (mean +- std)",
         )
+        if base is not None:
+            left.axhline(100 * base["quant"], color="tab:gray", ls="--", label="reprogram, quant")
         left.set_ylabel("top-1 accuracy on held-out digits (%)")
-        left.legend(loc="lower left")
+        left.legend(loc="lower right", fontsize=8)
     else:
         left.set_ylabel("accuracy: not measured")
     left.set_xscale("log", base=2)
     left.set_xlabel("basis vectors K")
-    right.legend(loc="upper right")
+    right.legend(loc="upper left", fontsize=8)
     left.set_title(f"BasisN on digits {PLOT_MODEL}: {tiles} tiles of {PLOT_TILE}x{PLOT_TILE}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -439,32 +465,52 @@ def quarter_budget(model: str, tile: int) -> int:
     return max(1, compile_onnx(DIGITS / f"{model}.onnx", options).vtile_count // 4)
 
 
+def percent(row: dict | None, key: str) -> str:
+    return f"{100 * row[key]:.1f}" if row else "-"
+
+
 def k_plot_lines(seeds: int, with_accuracy: bool) -> tuple[list[str], int]:
     tiles = quarter_budget(PLOT_MODEL, PLOT_TILE)
     edp = edp_against_k(PLOT_MODEL, PLOT_TILE, tiles, K_SWEEP)
-    hook = accuracy_hook() if with_accuracy else None
-    accuracy = hook(PLOT_MODEL, PLOT_TILE, ks=K_SWEEP, seeds=seeds) if hook else None
-    by_k = {row["k"]: row for row in accuracy or []}
+    module = accuracy_hook() if with_accuracy else None
+    accuracy: dict[str, dict[int, dict]] = {}
+    base = None
+    if module is not None:
+        for row in module.accuracy_against_k(PLOT_MODEL, PLOT_TILE, ks=K_SWEEP, seeds=seeds):
+            accuracy.setdefault(row.get("fit", "outputs"), {})[row["k"]] = row
+        base = reprogram_scores(module, PLOT_MODEL, PLOT_TILE, tiles, seeds)
     lines = [
-        "| K | copies | cycles | EDP pJ*ns | EDP / reprogram | quant % | rram % (mean +- std) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| K | copies | cycles | EDP pJ*ns | EDP / reprogram | quant %: weights fit | "
+        "outputs fit | rram %, outputs fit (mean +- std) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in edp:
-        score = by_k.get(row["k"])
-        quant = f"{100 * score['quant']:.1f}" if score else "-"
-        rram = f"{100 * score['rram_mean']:.1f} +- {100 * score['rram_std']:.1f}" if score else "-"
+        weights = accuracy.get("weights", {}).get(row["k"])
+        outputs = accuracy.get("outputs", {}).get(row["k"])
+        rram = (
+            f"{100 * outputs['rram_mean']:.1f} +- {100 * outputs['rram_std']:.1f}"
+            if outputs
+            else "-"
+        )
         lines.append(
             f"| {row['k']} | {row['copies']} | {row['cycles']} | {row['edp']:.3g} | "
-            f"{ratio(row['edp'], row['reprogram_edp'])} | {quant} | {rram} |"
+            f"{ratio(row['edp'], row['reprogram_edp'])} | {percent(weights, 'quant')} | "
+            f"{percent(outputs, 'quant')} | {rram} |"
         )
         print(lines[-1], flush=True)
-    drawn = plot(edp, accuracy, PLOT, tiles)
+    if base is not None:
+        lines.append(
+            f"| reprogram | - | {edp[0]['reprogram_cycles']} | {edp[0]['reprogram_edp']:.3g} | "
+            f"100% | {percent(base, 'quant')} | | {100 * base['rram_mean']:.1f} +- "
+            f"{100 * base['rram_std']:.1f} |"
+        )
+    drawn = plot(edp, accuracy, base, PLOT, tiles)
     lines.append("")
     lines.append(
         (f"Plot: `benchmarks/{PLOT.name}`." if drawn else "No plot: matplotlib is missing.")
         + (
-            " Accuracy from `basis_accuracy.accuracy_against_k` (its own budget, one basis "
-            "copy: in `quant` the copies are identical, so K alone sets the accuracy)."
+            f" Accuracy from `basis_accuracy.accuracy_against_k` at the same budget, rram "
+            f"over {seeds} chip seeds."
             if accuracy
             else " Accuracy not measured: benchmarks/basis_accuracy.py (the fit's "
             "`accuracy_against_k`) is not in this tree, or --no-accuracy was given."
@@ -554,8 +600,7 @@ def main() -> None:
             f"{COMPILE_ACCEPTANCE:.0f}x) -- {compile_verdict} it.",
             "",
             f"### Accuracy and EDP against K: digits {PLOT_MODEL}, {PLOT_TILE}x{PLOT_TILE} "
-            f"tiles, {plot_tiles} tiles (a quarter of its dense mapping's), data-aware "
-            "coefficients",
+            f"tiles, {plot_tiles} tiles (a quarter of its dense mapping's)",
             "",
             *k_plot,
             "",

@@ -1,0 +1,146 @@
+"""BasisN's digital combine: a layer's outputs built from the responses of the shared basis.
+
+    table = combine_table(combine, basis, layer, store)
+    combine_responses(table, groups, acc, unit, input_scale, out)   # quant: y from responses
+    combined_weights(table, basis_read)                              # ideal: effective W
+
+A combined layer's weights are not on the chip: the chip holds one basis B (L rows x K
+columns, levels times the basis scale), and every layer's weight column n over input
+segment s (rows s*L .. s*L+L-1 of its unfolded input, group g) is
+
+    W[g, s*L + r, n] = coef_scale[g, n] * sum_k coef[g, s, k, n] * Bq[r, k]
+
+with integer coefficients `coef` [G, S, K, N] (ir_spec/SPEC.md, "Basis combine"). The
+chip reads the responses r[g, s, k, p] = sum_r x[g, s*L + r, p] * Bq[r, k] of every
+segment (through the DAC, the cells and the ADC, like any read: `reads.read_plans`, one
+virtual column s*K + k per response), and the combine unit forms
+
+    y[g, n, p] = coef_scale[g, n] * sum_{s,k} coef[g, s, k, n] * r[g, s, k, p]
+
+digitally, in float64: one batched matrix product per layer, the basis scale folded into
+the coefficient matrix once (`CombineTable.matrix`). With the responses still in
+accumulator units (exact integers in `quant`), the order of operations is that of
+`adc.dequantize` for a layer read directly, so a lossless basis (`fit=identity`) gives
+the direct program's bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from xbarc.diagnostics import XbarcError
+from xbarc.ir.tile import Array, BasisCombine, Block, Const, CrossbarLayer, Segment
+from xbarc.runtime.chip import index_array
+
+
+@dataclass(frozen=True, slots=True)
+class CombineTable:
+    """One combined layer's combine: its coefficients with the basis scale folded in."""
+
+    layer: str
+    segment_rows: int  # L
+    segments: int  # S = ceil(rows / L)
+    basis_cols: int  # K
+    rows: int  # the layer's rows per group
+    matrix: np.ndarray  # float64 [G, N, S*K]: coef[g, s, k, n] * basis_scale[k]
+    column_scale: np.ndarray  # float64 [G, N]: coef_scale
+
+    @property
+    def responses(self) -> int:
+        """Response columns per group (s, k): the virtual columns the basis reads fill."""
+        return self.segments * self.basis_cols
+
+
+def combine_table(combine: BasisCombine, basis: Array, layer: CrossbarLayer, store) -> CombineTable:
+    """The combine of `layer` from `basis`, its coefficients checked against the shapes
+    the layer and the basis give (a mismatch is a broken program: one clear line)."""
+    length, count = combine.segment_rows, basis.cols
+    segments = math.ceil(layer.rows / length) if length > 0 else 0
+    coef = np.asarray(store[combine.coefficients])
+    expected = (layer.groups, segments, count, layer.cols)
+    if length <= 0 or coef.shape != expected or coef.dtype.kind not in "iu":
+        raise XbarcError(
+            f"combine of layer @{combine.layer}: coefficients @{combine.coefficients} are "
+            f"{coef.dtype} {list(coef.shape)}, expected integers {list(expected)} "
+            f"(groups, segments of {length} rows, basis columns, columns)",
+            hint="recompile the model with --strategy basis",
+        )
+    basis_scale = np.broadcast_to(
+        np.asarray(
+            store[basis.scale.name] if isinstance(basis.scale, Const) else basis.scale,
+            dtype=np.float64,
+        ).reshape(-1),
+        (count,),
+    )
+    # [G, S, K, N] -> [G, N, S, K], each k times its basis column's scale
+    matrix = coef.astype(np.float64).transpose(0, 3, 1, 2) * basis_scale
+    if isinstance(combine.scale, Const):
+        column_scale = np.asarray(store[combine.scale.name], dtype=np.float64)
+    else:
+        column_scale = np.full((layer.groups, layer.cols), float(combine.scale))
+    column_scale = np.broadcast_to(column_scale, (layer.groups, layer.cols))
+    return CombineTable(
+        combine.layer,
+        length,
+        segments,
+        count,
+        layer.rows,
+        np.ascontiguousarray(matrix.reshape(layer.groups, layer.cols, segments * count)),
+        np.ascontiguousarray(column_scale),
+    )
+
+
+def response_targets(table: CombineTable, store) -> Callable[[Block, Segment], np.ndarray]:
+    """For a read plan: the virtual columns s*K + k that a read of a basis block fills,
+    s the segment its input rows lie in, k the block's basis columns."""
+
+    def targets(block: Block, segment: Segment) -> np.ndarray:
+        first = int(index_array(segment.rows, store)[0])
+        return first // table.segment_rows * table.basis_cols + index_array(block.cols, store)
+
+    return targets
+
+
+def combine_responses(
+    table: CombineTable,
+    groups: slice,
+    acc: np.ndarray,
+    unit: int,
+    input_scale: float,
+    out: np.ndarray,
+) -> None:
+    """out[g, n, p] = float32((sum_j matrix[g, n, j] * acc[g, j, p]) / unit * input_scale
+    * column_scale[g, n]) for the groups `groups` of the layer: `acc` [g, S*K, P] holds
+    the responses in accumulator units (int64 exact integers, or float), `out` float32
+    [g, N, P]. One batched float64 matrix product."""
+    matrix = table.matrix[groups]
+    count = matrix.shape[0]
+    if acc.shape[:2] != (count, table.responses) or out.shape[:2] != matrix.shape[:2]:
+        raise ValueError(
+            f"combine_responses: acc {acc.shape}, out {out.shape} for {count} groups of "
+            f"{table.responses} responses"
+        )
+    values = np.matmul(matrix, acc.astype(np.float64))
+    values /= unit
+    values *= input_scale
+    values *= table.column_scale[groups][:, :, None]
+    out[...] = values
+
+
+def combined_weights(table: CombineTable, basis_read: np.ndarray) -> np.ndarray:
+    """Ideal: the layer's effective weights float32 [G, rows, N] from the basis cells its
+    reads read, `basis_read` float64 [G, rows, K] in basis levels (row s*L + r holds the
+    basis row r as segment s read it)."""
+    groups, rows, count = basis_read.shape
+    length, segments = table.segment_rows, table.segments
+    padded = np.zeros((groups, segments * length, count), dtype=np.float64)
+    padded[:, :rows] = basis_read
+    matrix = table.matrix.reshape(groups, -1, segments, count)  # [G, N, S, K]
+    weights = np.einsum(
+        "gslk,gnsk->gsln", padded.reshape(groups, segments, length, count), matrix
+    ).reshape(groups, segments * length, -1)[:, :rows]
+    return (weights * table.column_scale[:, None, :]).astype(np.float32)

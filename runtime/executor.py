@@ -34,6 +34,13 @@ Settings (`noise.NoiseSettings`, from a profile):
   and whose reads add input, read and output noise, all from the seeds. Reads then run
   in float32.
 
+Layers combined from a basis (BasisN, `combine.py`) are read the same way, as a virtual
+layer whose columns are the basis responses (s, k) of their input segments: the reads the
+schedule names (each a basis block of one copy against one segment) through the DAC, the
+cells and the ADC, then one batched float64 combine with the layer's coefficients instead
+of the dequantization. In `ideal` the basis cells each segment read and the coefficients
+make the layer's effective weights.
+
 In `quant`, layers run in graph order, each over all its runs in phase order (phases are
 batch-major: the whole batch passes each programming); digital ops run on the host in
 between. A read is one GEMM over the whole batch: the read's cells [columns, rows] times

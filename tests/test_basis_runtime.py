@@ -283,8 +283,17 @@ def test_identity_basis_reproduces_a_digits_network(name):
     assert_lossless(direct, basis)
     (output,) = direct.outputs
     want = Executor(direct, EXACT).run(feeds)[output]
-    got = Executor(basis, EXACT).run(feeds)[output]
+    executor = Executor(basis, EXACT)
+    got = executor.run(feeds)[output]
     np.testing.assert_array_equal(got, want)
+    # the unit basis is sparse: its layers take the sparse integer kernel, which gives
+    # the bits of reading read by read (an observer of the read sums forces that)
+    assert all(executor._sparse[layer.name] is not None for layer in basis.layers())
+    observed = Executor(basis, EXACT)
+    seen: set[str] = set()
+    observed.on_read_sums = lambda layer, sums, full_scales: seen.add(layer)
+    np.testing.assert_array_equal(observed.run(feeds)[output], got)
+    assert seen == {layer.name for layer in basis.layers()}
 
 
 # --- quant with a lossy ADC, against the reference --------------------------------------------

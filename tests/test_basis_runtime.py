@@ -240,6 +240,39 @@ def assert_lossless(direct: Program, basis: Program) -> None:
         np.testing.assert_array_equal(store[combine.scale.name], direct.store[array.scale.name])
 
 
+# --- the combine's formula ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("groups, rows, length, count, cols", [(1, 20, 8, 5, 3), (6, 9, 8, 8, 1)])
+def test_combined_weights_follow_the_formula_of_the_ir(groups, rows, length, count, cols):
+    from xbarc.ir.basis import combined_weight
+    from xbarc.ir.tensors import TensorStore
+    from xbarc.ir.tile import Array, BasisCombine, ConvGeometry, Slice
+    from xbarc.ir.types import TensorType
+    from xbarc.runtime.combine import combine_table, combined_weights
+
+    rng = np.random.default_rng(groups)
+    segments = math.ceil(rows / length)
+    coef = rng.integers(-127, 128, (groups, segments, count, cols)).astype(np.int8)
+    coef_scale = rng.random((groups, cols)).astype(np.float32)
+    levels = rng.integers(-127, 128, (length, count))
+    basis_scale = rng.random((1, count)).astype(np.float32)
+    store = TensorStore({"c": coef, "cs": coef_scale, "bs": basis_scale})
+    basis = Array("B", "basis", 1, length, count, 8, "differential", Const("bs"), "v", "q",
+                  (Slice(0, "+", 0, 7), Slice(1, "-", 0, 7)))  # fmt: skip
+    layer = CrossbarLayer("conv", "conv", "x", "y", TensorType("f32", (1, groups * cols, 3, 3)),
+                          "w", None, groups, rows, cols,
+                          ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)))  # fmt: skip
+    table = combine_table(
+        BasisCombine("conv", "B", length, "c", 8, Const("cs")), basis, layer, store
+    )
+    # every segment read the same basis (in levels): row s*L + r holds basis row r
+    read = np.concatenate([levels] * segments)[:rows].astype(np.float64)
+    got = combined_weights(table, np.broadcast_to(read, (groups, rows, count)))
+    want = combined_weight(coef, coef_scale, levels * basis_scale.astype(np.float64), rows)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 # --- lossless: the basis program is the direct program ---------------------------------------
 
 

@@ -302,17 +302,23 @@ def test_identity_basis_reproduces_the_direct_quant_outputs(case, encoding, monk
     )
 
 
-@pytest.mark.parametrize("name", ["lenet", "mobilenet"])
-def test_identity_basis_reproduces_a_digits_network(name):
+@pytest.mark.parametrize("name, keep", [("lenet", ()), ("mobilenet", ()), ("lenet", ("/0/Conv",))])
+def test_identity_basis_reproduces_a_digits_network(name, keep):
     data = np.load(DIGITS / "digits_test.npz")
     feeds = {"x": data["x"][:16].astype(np.float32)}
     options = {"input_shapes": {"x": (1, 1, 8, 8)}, "tiles": 128}
     direct = compile_onnx(DIGITS / f"{name}.onnx", CompileOptions(**options))
     basis = compile_onnx(
         DIGITS / f"{name}.onnx",
-        CompileOptions(**options, strategy="basis", basis_fit="identity", coef_bits=8),
+        CompileOptions(
+            **options, strategy="basis", basis_fit="identity", coef_bits=8, basis_keep=keep
+        ),
     )
-    assert len(basis.phases) == 1 and len(basis.combines) == len(list(basis.layers()))
+    layers = [layer.name for layer in basis.layers()]
+    assert len(basis.phases) == 1
+    assert [c.layer for c in basis.combines] == [name for name in layers if name not in keep]
+    # a kept layer stays on its own weights, read beside the basis
+    assert [a.layer for a in basis.arrays if a.kind == "weights"] == list(keep)
     assert_lossless(direct, basis)
     (output,) = direct.outputs
     want = Executor(direct, EXACT).run(feeds)[output]
@@ -321,7 +327,7 @@ def test_identity_basis_reproduces_a_digits_network(name):
     np.testing.assert_array_equal(got, want)
     # the unit basis is sparse: its layers take the sparse integer kernel, which gives
     # the bits of reading read by read (an observer of the read sums forces that)
-    assert all(executor._sparse[layer.name] is not None for layer in basis.layers())
+    assert all(executor._sparse[c.layer] is not None for c in basis.combines)
     observed = Executor(basis, EXACT)
     seen: set[str] = set()
     observed.on_read_sums = lambda layer, sums, full_scales: seen.add(layer)

@@ -605,3 +605,25 @@ def test_run_eval_calibrate_and_inspect_a_basis_program(tmp_path, capsys):
     # a combined layer's tallest read is a read of the basis: 2-bit cells (top level 3)
     # over a block's 128 rows, driven by 1-bit DAC steps: 3 x 128
     assert [layer["adc"]["largest_sum"] for layer in layers] == [3 * 128] * len(layers)
+
+
+def test_numpy_and_numba_kernels_give_a_basis_program_the_same_bits():
+    from xbarc.runtime import kernels
+
+    data = np.load(DIGITS / "digits_test.npz")
+    feeds = {"x": data["x"][:8].astype(np.float32)}
+    options = CompileOptions(input_shapes={"x": (1, 1, 8, 8)}, tiles=16, strategy="basis")
+    program = compile_onnx(DIGITS / "lenet.onnx", options)
+    (output,) = program.outputs
+    results = {}
+    try:
+        for backend in ("numba", "numpy"):
+            kernels.set_backend(backend)
+            results[backend] = [
+                Executor(program, noise_settings(profile), Seeds.derive(1)).run(feeds)[output]
+                for profile in ("quant", "rram")
+            ]
+    finally:
+        kernels.set_backend("numba")
+    for numba, numpy in zip(results["numba"], results["numpy"], strict=True):
+        np.testing.assert_array_equal(numba, numpy)

@@ -281,12 +281,18 @@ def test_combined_weights_follow_the_formula_of_the_ir(groups, rows, length, cou
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(case=layer_cases(), encoding=st.sampled_from(["differential", "offset"]))
-def test_identity_basis_reproduces_the_direct_quant_outputs(case, encoding, monkeypatch):
+@given(
+    case=layer_cases(),
+    encoding=st.sampled_from(["differential", "offset"]),
+    length=st.sampled_from([8, 16]),  # segments of one tile's rows, or of two row bands
+)
+def test_identity_basis_reproduces_the_direct_quant_outputs(case, encoding, length, monkeypatch):
     kind, size, sparsity, bias, seed = case
     model, feeds = layer_model(kind, size, sparsity, bias, seed)
     direct = compiled(model, pipeline(None, encoding=encoding))
-    basis = compiled(model, pipeline("fit=identity,coef-bits=8", encoding=encoding))
+    basis = compiled(
+        model, pipeline(f"fit=identity,coef-bits=8,segment-rows={length}", encoding=encoding)
+    )
     assert basis.combines and not [a for a in basis.arrays if a.kind == "weights"]
     assert_lossless(direct, basis)
     want = Executor(direct, EXACT).run(feeds)["y"]

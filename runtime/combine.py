@@ -105,6 +105,10 @@ def response_targets(table: CombineTable, store) -> Callable[[Block, Segment], n
     return targets
 
 
+# responses converted to float64 at a time by `combine_responses` (32 MB)
+CHUNK = 1 << 22
+
+
 def combine_responses(
     table: CombineTable,
     groups: slice,
@@ -116,7 +120,7 @@ def combine_responses(
     """out[g, n, p] = float32((sum_j matrix[g, n, j] * acc[g, j, p]) / unit * input_scale
     * column_scale[g, n]) for the groups `groups` of the layer: `acc` [g, S*K, P] holds
     the responses in accumulator units (int64 exact integers, or float), `out` float32
-    [g, N, P]. One batched float64 matrix product."""
+    [g, N, P]. Batched float64 matrix products, a run of groups at a time."""
     matrix = table.matrix[groups]
     count = matrix.shape[0]
     if acc.shape[:2] != (count, table.responses) or out.shape[:2] != matrix.shape[:2]:
@@ -124,11 +128,17 @@ def combine_responses(
             f"combine_responses: acc {acc.shape}, out {out.shape} for {count} groups of "
             f"{table.responses} responses"
         )
-    values = np.matmul(matrix, acc.astype(np.float64))
-    values /= unit
-    values *= input_scale
-    values *= table.column_scale[groups][:, :, None]
-    out[...] = values
+    column_scale = table.column_scale[groups]
+    # in runs of groups: the float64 copy of the responses stays small (depthwise layers
+    # have many groups of K responses each)
+    step = max(1, CHUNK // max(1, acc[0].size))
+    for start in range(0, count, step):
+        part = slice(start, start + step)
+        values = np.matmul(matrix[part], acc[part].astype(np.float64))
+        values /= unit
+        values *= input_scale
+        values *= column_scale[part][:, :, None]
+        out[part] = values
 
 
 def combined_weights(table: CombineTable, basis_read: np.ndarray) -> np.ndarray:

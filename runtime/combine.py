@@ -35,6 +35,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Array, BasisCombine, Block, Const, CrossbarLayer, Segment
 from xbarc.runtime.chip import index_array
+from xbarc.runtime.kernels import adc
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,22 +124,31 @@ def combine_responses(
     [g, N, P]. Batched float64 matrix products, a run of groups at a time."""
     matrix = table.matrix[groups]
     count = matrix.shape[0]
-    if acc.shape[:2] != (count, table.responses) or out.shape[:2] != matrix.shape[:2]:
+    if (
+        acc.shape[:2] != (count, table.responses)
+        or out.shape[:2] != matrix.shape[:2]
+        or not out.flags.c_contiguous  # written through reshaped views
+    ):
         raise ValueError(
             f"combine_responses: acc {acc.shape}, out {out.shape} for {count} groups of "
             f"{table.responses} responses"
         )
     column_scale = table.column_scale[groups]
+    patches = acc.shape[2]
     # in runs of groups: the float64 copy of the responses stays small (depthwise layers
     # have many groups of K responses each)
     step = max(1, CHUNK // max(1, acc[0].size))
     for start in range(0, count, step):
         part = slice(start, start + step)
         values = np.matmul(matrix[part], acc[part].astype(np.float64))
-        values /= unit
-        values *= input_scale
-        values *= column_scale[part][:, :, None]
-        out[part] = values
+        # scaled as the ADC's dequantization scales a layer's accumulators (same order)
+        adc.dequantize(
+            values.reshape(-1, patches),
+            unit,
+            input_scale,
+            column_scale[part].reshape(-1),
+            out[part].reshape(-1, patches),
+        )
 
 
 def combined_weights(table: CombineTable, basis_read: np.ndarray) -> np.ndarray:

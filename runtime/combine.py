@@ -17,7 +17,7 @@ virtual column s*K + k per response), and the combine unit forms
 
     y[g, n, p] = coef_scale[g, n] * sum_{s,k} coef[g, s, k, n] * r[g, s, k, p]
 
-digitally, in float64: one batched matrix product per layer, the basis scale folded into
+digitally, in float64: one matrix product per layer and group, the basis scale folded into
 the coefficient matrix once (`CombineTable.matrix`). With the responses still in
 accumulator units (exact integers in `quant`), the order of operations is that of
 `adc.dequantize` for a layer read directly, so a lossless basis (`fit=identity`) gives
@@ -35,7 +35,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Array, BasisCombine, Block, Const, CrossbarLayer, Segment
 from xbarc.runtime.chip import index_array
-from xbarc.runtime.kernels import adc
+from xbarc.runtime.kernels import adc, gemm
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,9 @@ def combine_responses(
     step = max(1, CHUNK // max(1, acc[0].size))
     for start in range(0, count, step):
         part = slice(start, start + step)
-        values = np.matmul(matrix[part], acc[part].astype(np.float64))
+        responses = acc[part].astype(np.float64)
+        values = np.empty((responses.shape[0], matrix.shape[1], patches), dtype=np.float64)
+        products(matrix[part], responses, values)
         # scaled as the ADC's dequantization scales a layer's accumulators (same order)
         adc.dequantize(
             values.reshape(-1, patches),
@@ -149,6 +151,23 @@ def combine_responses(
             column_scale[part].reshape(-1),
             out[part].reshape(-1, patches),
         )
+
+
+# layers of at most this many groups combine by one onnxruntime GEMM per group; more (a
+# depthwise layer's many small groups) by numpy's einsum loop
+GEMM_GROUPS = 8
+
+
+def products(matrix: np.ndarray, responses: np.ndarray, out: np.ndarray) -> None:
+    """out[g] = matrix[g] @ responses[g], float64 [g, N, S*K] @ [g, S*K, P]: a GEMM per
+    group on onnxruntime (`gemm.float_matmul`, whose threads sleep after a product where
+    numpy's BLAS threads spin and take the cores from the parallel kernels that follow),
+    or numpy's single-threaded einsum loop for many small groups."""
+    if len(matrix) <= GEMM_GROUPS:
+        for group in range(len(matrix)):
+            gemm.float_matmul(matrix[group], responses[group], out[group])
+    else:
+        np.einsum("gnk,gkp->gnp", matrix, responses, out=out)
 
 
 def combined_weights(table: CombineTable, basis_read: np.ndarray) -> np.ndarray:

@@ -491,6 +491,9 @@ def test_every_copy_of_the_basis_gets_its_own_programming_noise():
     assert np.isfinite(first).all() and not np.array_equal(first, other)
     quant = Executor(program, noise_settings("quant")).run(feeds)["y"]
     assert np.abs(first - quant).max() > 0
+    pcm = [Executor(program, noise_settings("pcm"), Seeds.derive(3)).run(feeds)["y"] for _ in "ab"]
+    np.testing.assert_array_equal(*pcm)
+    assert np.isfinite(pcm[0]).all() and not np.array_equal(pcm[0], quant)
 
 
 def test_a_layer_outside_the_noisy_ones_reads_the_basis_without_noise():
@@ -562,6 +565,11 @@ def test_a_loop_body_layer_is_combined_and_runs_every_iteration(monkeypatch):
     for layer_called, x, y in calls:
         reference = basis_layer_reference(program, layer_called, x, 8)
         np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6 * np.abs(y).max())
+    rram = noise_settings("rram")
+    noisy = [Executor(program, rram, Seeds.derive(seed)).run(feeds) for seed in (1, 1, 2)]
+    for name in program.outputs:
+        np.testing.assert_array_equal(noisy[0][name], noisy[1][name])
+        assert not np.array_equal(noisy[0][name], noisy[2][name])
 
 
 # --- the command line -------------------------------------------------------------------------

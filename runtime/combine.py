@@ -174,19 +174,18 @@ def combined_weights(table: CombineTable, basis_read: np.ndarray) -> np.ndarray:
     """Ideal: the layer's effective weights float32 [G, rows, N] from the basis cells its
     reads read, `basis_read` float64 [G, rows, K] in basis levels (row s*L + r holds the
     basis row r as segment s read it): the formula of `xbarc.ir.basis`, with each
-    segment's own basis. Batched matrix products, the last (shorter) segment apart."""
+    segment's own basis; a product per segment (`products`), the last one shorter."""
     groups, rows, count = basis_read.shape
     length = table.segment_rows
     # [G, N, S, K] -> [G, S, K, N]: segment s's coefficients times the basis scales
     matrix = table.matrix.reshape(groups, -1, table.segments, count).transpose(0, 2, 3, 1)
     weights = np.empty((groups, rows, matrix.shape[-1]), dtype=np.float64)
-    full = rows // length
-    if full:
-        head = basis_read[:, : full * length].reshape(groups, full, length, count)
-        weights[:, : full * length] = np.matmul(head, matrix[:, :full]).reshape(
-            groups, full * length, -1
+    for segment in range(table.segments):
+        band = slice(segment * length, min(rows, (segment + 1) * length))
+        products(
+            np.ascontiguousarray(basis_read[:, band]),
+            np.ascontiguousarray(matrix[:, segment]),
+            weights[:, band],  # each group's rows of the band: contiguous
         )
-    if rows > full * length:
-        weights[:, full * length :] = np.matmul(basis_read[:, full * length :], matrix[:, full])
     weights *= table.column_scale[:, None, :]
     return weights.astype(np.float32)

@@ -52,6 +52,12 @@ KMEANS_ITERATIONS = 30
 OMP_CHUNK = 4096  # (g, s, n) columns OMP works on at once, to bound memory
 
 
+def gram_tensor_name(layer: str) -> str:
+    """The tensor holding XtX [G, rows, rows] of layer `layer`'s unfolded calibration
+    inputs, attached before the basis pass (xbarc/basis_data.py) and dropped by it."""
+    return f"{layer}.input_gram"
+
+
 # --- segments ------------------------------------------------------------------------------
 
 

@@ -24,8 +24,19 @@ from typing import ClassVar
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware
-from xbarc.ir.schedule import assign_cycles
-from xbarc.ir.tile import Block, ChipState, LayerRun, Phase, Program, TileWrite
+from xbarc.ir.schedule import assign_cycles, schedule_reads
+from xbarc.ir.tile import (
+    BasisCombine,
+    Block,
+    ChipState,
+    CrossbarLayer,
+    LayerRun,
+    Phase,
+    Program,
+    Segment,
+    Span,
+    TileWrite,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +137,16 @@ def allocate_phases(program: Program) -> list[Phase]:
     reads = layer_blocks(program)
     unread = Counter(block.vtile for blocks in reads.values() for block in blocks)
     builder = _PhaseBuilder(program.hardware, unread)
+    combines = {combine.layer: combine for combine in program.combines}
     for layer in program.layers():
         pending = reads[layer.name]
+        combine = combines.get(layer.name)
+        if combine is not None:
+            basis = program.array(combine.basis)
+            copies = resident_copies(builder, pending, basis.copies, layer.name)
+            builder.runs.append(LayerRun(layer.name, basis_cycles(layer, combine, copies)))
+            unread.subtract(block.vtile for block in pending)
+            continue
         while pending:
             placed = 0
             while placed < len(pending) and builder.place(pending[placed]):
@@ -143,3 +162,45 @@ def allocate_phases(program: Program) -> list[Phase]:
                 builder.close_phase()
     builder.close_phase()
     return builder.phases
+
+
+def resident_copies(
+    builder: _PhaseBuilder, blocks: list[Block], copies: int, layer: str
+) -> list[list[Block]]:
+    """The copies of a basis (its blocks, copy after copy) placed on the chip for a
+    combined layer: all that fit in the open phase, in a new phase if none does."""
+    per_copy = len(blocks) // copies
+    split = [blocks[c * per_copy : (c + 1) * per_copy] for c in range(copies)]
+    for fresh in (False, True):
+        if fresh:
+            builder.close_phase()
+        placed = []
+        for copy in split:
+            if not all(builder.place(block) for block in copy):
+                break
+            placed.append(copy)
+        if placed:
+            return placed
+    raise XbarcError(
+        f"@{layer}: not even one copy of its basis fits the tile budget",
+        hint="give more tiles (--tiles) or a smaller basis (basis{k=...})",
+    )
+
+
+def basis_cycles(layer: CrossbarLayer, combine: BasisCombine, copies: list[list[Block]]):
+    """Cycles that read, for every group g and input segment s of `layer`, all blocks of
+    one basis copy against that segment; segments are dealt to the copies in turn, so R
+    copies read R segments per cycle. The last segment drives only the layer's rows."""
+    length = combine.segment_rows
+    reads: list[tuple[Block, Segment]] = []
+    item = 0
+    for group in range(layer.groups):
+        for start in range(0, layer.rows, length):
+            rows = min(length, layer.rows - start)
+            for block in copies[item % len(copies)]:
+                first = block.rows.start  # type: ignore[union-attr]  # basis rows: a Span
+                if first < rows:
+                    stop = start + first + min(len(block.rows), rows - first)
+                    reads.append((block, Segment(group, Span(start + first, stop))))
+            item += 1
+    return schedule_reads(reads)

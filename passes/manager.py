@@ -29,6 +29,7 @@ from xbarc.hardware import Hardware
 from xbarc.ir.tile import Program
 from xbarc.ir.verifier import verify
 from xbarc.passes.allocate import Allocate
+from xbarc.passes.basis import Basis
 from xbarc.passes.quantize import Quantize
 from xbarc.passes.tile import Tile
 
@@ -39,7 +40,7 @@ class ProgramPass(Protocol):
     def apply(self, program: Program) -> Program: ...
 
 
-PASSES: dict[str, type] = {cls.name: cls for cls in (Quantize, Tile, Allocate)}
+PASSES: dict[str, type] = {cls.name: cls for cls in (Quantize, Basis, Tile, Allocate)}
 
 _PASS_PATTERN = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
 

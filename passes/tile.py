@@ -27,6 +27,9 @@ where the model needs it to fit the chip in one phase (see `choose_layouts`). Bl
 one tile that read different inputs take separate cycles: the allocate pass orders them,
 inspect counts them.
 
+A `basis` array (BasisN, see passes/basis.py) is always dense: each of its `copies` is
+packed onto tiles of its own, so one input segment reads a whole copy in one cycle.
+
 The pass is the shell; its algorithms live in passes/tiling/: `dense` (dense pieces and
 block diagonals), `compaction` (column groups and index tables), `layouts` (the choice of
 width and packing) and `packing` (shelf first-fit).
@@ -78,19 +81,25 @@ class Tile:
         tile_type = choose_tile_type(program.hardware, self.rows, self.cols)
         pack = self.pack or default_packing(self.mapping)
         compactor = None
+        # the layers' own weights; a basis is dense and placed whole, once per copy
+        weights = replace(program, arrays=tuple(a for a in program.arrays if a.kind == "weights"))
         if self.mapping != "dense":
-            check_sparse_encoding(program, self.mapping)
-            compactor = Compactor(program, tile_type, self.mapping == "squeeze", self.reorder)
-        layouts = array_layouts(program, tile_type, compactor, pack, self.group_cols, self.groups)
+            check_sparse_encoding(weights, self.mapping)
+            compactor = Compactor(weights, tile_type, self.mapping == "squeeze", self.reorder)
+        layouts = array_layouts(weights, tile_type, compactor, pack, self.group_cols, self.groups)
         if compactor is not None:
             arrays = tuple(
-                replace(a, group_cols=layouts[a.name].group_cols) for a in program.arrays
+                replace(a, group_cols=layouts[a.name].group_cols) if a.name in layouts else a
+                for a in program.arrays
             )
             program = replace(program, arrays=arrays)
         packer = Packer(tile_type)
         blocks: list[Block] = []
         tables: dict[str, np.ndarray] = {}
         for array in program.arrays:
+            if array.kind == "basis":
+                blocks += place_basis(array, packer, len(blocks))
+                continue
             layout = layouts[array.name]
             placed, array_tables = place_array(
                 array, layout, compactor, packer, len(blocks), self.groups
@@ -157,6 +166,19 @@ def place_array(
         return packer.place_all(pieces, first_block, layout.packed), {}
     pieces, tables = compactor.pieces(array, layout.group_cols or tile_type.cols)
     return packer.place_all(pieces, first_block, layout.packed), tables
+
+
+def place_basis(array: Array, packer: Packer, first_block: int) -> list[Block]:
+    """A basis array's blocks, numbered from `first_block`: each of its `copies` dense and
+    packed onto tiles of its own (copy after copy), so one input segment reads a whole
+    copy in one cycle and different copies read different segments side by side."""
+    blocks: list[Block] = []
+    for _ in range(array.copies):
+        packer.close()
+        pieces = dense_pieces(array, packer.tile_type)
+        blocks += packer.place_all(pieces, first_block + len(blocks), packed=True)
+    packer.close()
+    return blocks
 
 
 def default_packing(mapping: str) -> str:

@@ -141,6 +141,46 @@ def build_parser() -> argparse.ArgumentParser:
         "weight error it causes is printed",
     )
     compile_parser.add_argument(
+        "--strategy",
+        choices=("reprogram", "basis"),
+        default="reprogram",
+        help="a model larger than the chip: reprogram (rewrite tiles in phases, default) or "
+        "basis (BasisN: one global basis written once, layers combined from it digitally)",
+    )
+    compile_parser.add_argument(
+        "--basis-k",
+        type=int,
+        metavar="K",
+        help="basis: basis vectors (default: as many as fit the budget, at most the segment rows)",
+    )
+    compile_parser.add_argument(
+        "--coef-bits",
+        type=int,
+        default=8,
+        metavar="Q",
+        help="basis: bits of each combine coefficient (default 8)",
+    )
+    compile_parser.add_argument(
+        "--segment-rows",
+        type=int,
+        metavar="L",
+        help="basis: rows of a weight segment (default: the tile rows)",
+    )
+    compile_parser.add_argument(
+        "--basis-fit",
+        choices=("svd", "identity"),
+        default="svd",
+        help="basis: how the basis is learned: svd (truncated SVD of all layers' segments, "
+        "default) or identity (the K = L unit vectors: lossless reference)",
+    )
+    compile_parser.add_argument(
+        "--basis-keep",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="basis: a layer stored on its own array instead (repeatable)",
+    )
+    compile_parser.add_argument(
         "--compare-mappings",
         action="store_true",
         help="also print the crossbars, cells, cycles, ADC conversions, index entries and "
@@ -191,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipeline",
         metavar="PASSES",
         help="pass pipeline, e.g. 'quantize{weight-bits=4},tile{rows=8,cols=8},"
-        "allocate{tiles=4}' (passes: quantize, tile, allocate)",
+        "allocate{tiles=4}' (passes: quantize, basis, tile, allocate)",
     )
     opt_parser.add_argument(
         "--print-ir-after-all",
@@ -371,6 +411,12 @@ def run_compile(args: argparse.Namespace) -> int:
         group_cols=args.group_cols,
         pack=args.pack,
         reorder_cols=args.reorder_cols,
+        strategy=args.strategy,
+        basis_k=args.basis_k,
+        coef_bits=args.coef_bits,
+        segment_rows=args.segment_rows,
+        basis_fit=args.basis_fit,
+        basis_keep=tuple(args.basis_keep),
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )

@@ -37,6 +37,12 @@ class CompileOptions:
     group_cols: int | None = None  # sparse, squeeze: columns per column group (None: chosen)
     pack: str | None = None  # off | layer | model | auto (None: off for dense, else layer)
     reorder_cols: bool = False  # sparse, squeeze: group columns by the rows they use
+    strategy: str = "reprogram"  # reprogram | basis: how a model larger than the chip runs
+    basis_k: int | None = None  # basis: vectors K (None: as many as fit, at most L)
+    coef_bits: int = 8  # basis: coefficient bits q
+    segment_rows: int | None = None  # basis: segment length L (None: the tile rows)
+    basis_fit: str = "svd"  # basis: how the basis is learned (passes/basis.py)
+    basis_keep: tuple[str, ...] = ()  # basis: layers stored on their own arrays
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -63,7 +69,23 @@ def default_pipeline(options: CompileOptions) -> str:
         quantize += ",clip-layers=" + ";".join(f"{n}={m}" for n, m in options.clip_layers)
     if options.max_ones is not None:
         quantize += f",max-ones={options.max_ones}"
-    return f"quantize{{{quantize}}},tile{{{tile}}},allocate{{tiles={options.tiles}}}"
+    basis = f"basis{{{basis_options(options)}}}," if options.strategy == "basis" else ""
+    return f"quantize{{{quantize}}},{basis}tile{{{tile}}},allocate{{tiles={options.tiles}}}"
+
+
+STRATEGIES = ("reprogram", "basis")
+
+
+def basis_options(options: CompileOptions) -> str:
+    """The basis pass's options in a pipeline (`basis{...}`)."""
+    parts = [f"coef-bits={options.coef_bits}", f"fit={options.basis_fit}"]
+    if options.basis_k is not None:
+        parts.append(f"k={options.basis_k}")
+    if options.segment_rows is not None:
+        parts.append(f"segment-rows={options.segment_rows}")
+    if options.basis_keep:
+        parts.append("keep=" + ";".join(options.basis_keep))
+    return ",".join(parts)
 
 
 def compile_onnx(
@@ -77,6 +99,10 @@ def compile_onnx(
     if emit not in ("graph", "tile"):
         raise XbarcError(f"unknown --emit stage {emit!r}", hint="use graph or tile")
     check_pipeline_options(options)
+    if options.strategy not in STRATEGIES:
+        raise XbarcError(
+            f"unknown strategy {options.strategy!r}", hint=f"use {' or '.join(STRATEGIES)}"
+        )
     hardware = make_hardware(
         options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
     )
@@ -99,6 +125,12 @@ PIPELINE_OPTIONS = (
     ("group_cols", "--group-cols", "tile{group-cols=G}"),
     ("pack", "--pack", "tile{pack=P}"),
     ("reorder_cols", "--reorder-cols", "tile{reorder=true}"),
+    ("strategy", "--strategy", "basis{...} before tile"),
+    ("basis_k", "--basis-k", "basis{k=K}"),
+    ("coef_bits", "--coef-bits", "basis{coef-bits=Q}"),
+    ("segment_rows", "--segment-rows", "basis{segment-rows=L}"),
+    ("basis_fit", "--basis-fit", "basis{fit=F}"),
+    ("basis_keep", "--basis-keep", "basis{keep=LAYER;LAYER}"),
 )
 
 

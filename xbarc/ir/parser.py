@@ -516,7 +516,7 @@ class _Builder(Transformer):
 
     def array(self, children: list[Any]) -> tuple[str, Array, Position, list[Any]]:
         (keyword, name, kind, layer, groups, rows, cols, weight_bits, encoding, scale,
-         values, levels, group_cols, *slices) = children  # fmt: skip
+         values, levels, group_cols, copies, *slices) = children  # fmt: skip
         array = Array(
             name=_ref(name),
             kind=_choice(kind, ARRAY_KINDS, "array kind"),  # type: ignore[arg-type]
@@ -531,6 +531,7 @@ class _Builder(Transformer):
             slices=tuple(piece for piece, _ in slices),
             group_cols=None if group_cols is None else int(group_cols),
             layer=None if layer is None else _ref(layer),
+            copies=1 if copies is None else int(copies),
         )
         return "array", array, _position(keyword), slices
 

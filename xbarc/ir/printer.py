@@ -323,6 +323,7 @@ def _format_attribute(attribute: Attribute) -> str:
 def _print_array(lines: list[str], array: Array, block_count: int) -> None:
     group_cols = "" if array.group_cols is None else f" group_cols={array.group_cols}"
     layer = "" if array.layer is None else f" layer={const_ref(array.layer)}"
+    copies = "" if array.copies == 1 else f" copies={array.copies}"
     lines.append("")
     lines.append(
         f"array {const_ref(array.name)} {array.kind}{layer} groups={array.groups}"
@@ -331,7 +332,8 @@ def _print_array(lines: list[str], array: Array, block_count: int) -> None:
     )
     lines.append(
         f"      scale={_format_scale(array.scale)} values={const_ref(array.values)}"
-        f" levels={const_ref(array.levels)}{group_cols} {{    # {_count(block_count, 'block')}"
+        f" levels={const_ref(array.levels)}{group_cols}{copies}"
+        f" {{    # {_count(block_count, 'block')}"
     )
     for piece in array.slices:
         lines.append(

@@ -255,7 +255,8 @@ class Array:
     of shape [groups, cols] (per column). `values` is the float matrix it quantizes. A
     `weights` array holds the weights of crossbar layer `layer` (an explicit reference:
     the two names need not be equal); a `basis` array holds BasisN basis vectors as
-    columns instead, and names no layer.
+    columns instead, and names no layer; it may be placed `copies` times (each copy whole,
+    on tiles of its own), so that several input segments are read against it in one cycle.
     """
 
     name: str
@@ -271,6 +272,7 @@ class Array:
     slices: tuple[Slice, ...]
     group_cols: int | None = None
     layer: str | None = None  # the crossbar layer whose weights a `weights` array holds
+    copies: int = 1  # a `basis` array is placed this many times, on disjoint tiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +330,9 @@ class Block:
     @property
     def cells(self) -> int:
         return len(self.rows) * len(self.cols)
+
+
+MAX_COEF_BITS = 16  # the widest coefficients a combine unit multiplies (int16 tables)
 
 
 @dataclass(frozen=True, slots=True)

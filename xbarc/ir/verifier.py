@@ -18,6 +18,7 @@ from xbarc.diagnostics import Location, XbarcError
 from xbarc.ir.schedule import ScheduledRead, cycle_clash
 from xbarc.ir.tile import (
     LAYER_KINDS,
+    MAX_COEF_BITS,
     REGION_NAMES,
     Array,
     Block,
@@ -31,6 +32,7 @@ from xbarc.ir.tile import (
     Program,
     Read,
     Region,
+    Segment,
     Span,
     Value,
     all_ops,
@@ -251,6 +253,14 @@ class _Verifier:
                 self.require_tensor(key, array.scale.name, (array.groups, array.cols), ("f32",))
             if array.group_cols is not None and array.group_cols < 1:
                 self.fail(key, f"array @{array.name}: group_cols must be at least 1")
+            if array.copies < 1 or (array.copies > 1 and array.kind != "basis"):
+                self.fail(
+                    key,
+                    f"array @{array.name}: copies={array.copies}",
+                    hint="only a basis array is placed more than once (copies >= 1)",
+                )
+            if array.kind == "basis" and array.groups != 1:
+                self.fail(key, f"basis array @{array.name} must have one group")
             self.check_slices(array)
             self.check_levels(array)
 
@@ -344,6 +354,8 @@ class _Verifier:
                     key, f"block b{block.index}: array @{array.name} has no group {block.group}"
                 )
             subject = f"block b{block.index}"
+            if array.kind == "basis" and not isinstance(block.rows, Span):
+                self.fail(key, f"{subject}: a basis block holds a range of rows, not a table")
             self.check_indices(key, subject, "rows", block.rows, array.rows)
             self.check_indices(key, subject, "cols", block.cols, array.cols)
             try:
@@ -448,6 +460,7 @@ class _Verifier:
     def check_combines(self) -> None:
         arrays = {array.name: array for array in self.program.arrays}
         layers = {layer.name: layer for layer in self.program.layers()}
+        combined: set[str] = set()
         for combine in self.program.combines:
             key = ("combine", combine.layer)
             layer = layers.get(combine.layer)
@@ -464,11 +477,34 @@ class _Verifier:
                     f"combine @{combine.layer}: segments of {combine.segment_rows} "
                     f"rows but the basis has {basis.rows}",
                 )
+            if combine.layer in combined:
+                self.fail(key, f"@{combine.layer} is combined twice")
+            combined.add(combine.layer)
+            if self.program.weights_of(combine.layer) is not None:
+                self.fail(
+                    key,
+                    f"@{combine.layer} is both combined from a basis and held by its own array",
+                )
+            if not 2 <= combine.coef_bits <= MAX_COEF_BITS:
+                self.fail(
+                    key,
+                    f"combine @{combine.layer}: coef_bits={combine.coef_bits} is not "
+                    f"within 2..{MAX_COEF_BITS}",
+                )
             segments = -(-layer.rows // combine.segment_rows)
             shape = (layer.groups, segments, basis.cols, layer.cols)
             self.require_tensor(key, combine.coefficients, shape, ("i8", "i16", "i32"))
             if isinstance(combine.scale, Const):
-                self.require_tensor(key, combine.scale.name, (layer.groups, layer.cols))
+                self.require_tensor(key, combine.scale.name, (layer.groups, layer.cols), ("f32",))
+            if combine.coefficients in self.program.store:
+                limit = 2 ** (combine.coef_bits - 1) - 1
+                coefficients = self.program.store[combine.coefficients]
+                if coefficients.size and int(np.abs(coefficients).max()) > limit:
+                    self.fail(
+                        key,
+                        f"combine @{combine.layer}: coefficients exceed the "
+                        f"{combine.coef_bits}-bit range +-{limit}",
+                    )
 
     # --- phases ---------------------------------------------------------------------------
 
@@ -499,6 +535,7 @@ class _Verifier:
         order = {op.name: i for i, op in enumerate(all_ops(self.program.ops))}
         chip = ChipState()
         read_count: dict[tuple[str, int], int] = defaultdict(int)
+        basis_reads: dict[tuple, int] = defaultdict(int)  # (layer, group, segment, position)
         last_layer_position = -1
         for position, phase in enumerate(self.program.phases):
             key = ("phase", phase.index)
@@ -525,9 +562,18 @@ class _Verifier:
                             self.fail(read_key, f"b{read.block} is read twice in one cycle")
                         blocks_read.add(read.block)
                         scheduled.append((block, read.input))
-                        read_count[(run.layer, read.block)] += 1
+                        if self.arrays[block.array].kind == "basis":
+                            offset = read.input.rows.start - block.rows.start  # type: ignore[union-attr]
+                            segment = offset // self.arrays[block.array].rows
+                            at = (block.slice, block.rows, block.cols)
+                            basis_reads[(run.layer, read.input.group, segment, at)] += 1
+                        else:
+                            read_count[(run.layer, read.block)] += 1
                     self.check_cycle(("cycle", *where), scheduled)
+        self.check_basis_coverage(basis_reads)
         for block in self.program.blocks:
+            if self.arrays[block.array].kind == "basis":
+                continue  # covered per input segment above
             for layer_name in readers.get(block.array, ()):
                 count = read_count[(layer_name, block.index)]
                 if count != 1:
@@ -564,6 +610,9 @@ class _Verifier:
         if not 0 <= segment.group < layer.groups:
             self.fail(key, f"{subject}: @{layer.name} has no input group g{segment.group}")
         self.check_indices(key, subject, "input rows", segment.rows, layer.rows)
+        if self.arrays[block.array].kind == "basis":
+            self.check_basis_read(key, subject, layer, block, segment)
+            return block
         if len(segment.rows) != len(block.rows):
             self.fail(
                 key,
@@ -577,6 +626,63 @@ class _Verifier:
                 f"g{block.group}{_indices_text(block.rows)}",
             )
         return block
+
+    def check_basis_read(
+        self, key, subject: str, layer: CrossbarLayer, block: Block, segment: Segment
+    ) -> None:
+        """A basis block is read against one input segment s of L rows: the rows
+        s*L + its own rows, cut at the layer's last row (the rest driven with zeros)."""
+        basis = self.arrays[block.array]
+        if not isinstance(block.rows, Span) or not isinstance(segment.rows, Span):
+            self.fail(key, f"{subject}: basis blocks and their inputs are row ranges")
+        assert isinstance(block.rows, Span) and isinstance(segment.rows, Span)
+        offset = segment.rows.start - block.rows.start
+        expected = min(len(block.rows), layer.rows - segment.rows.start)
+        if offset < 0 or offset % basis.rows or len(segment.rows) != expected:
+            self.fail(
+                key,
+                f"{subject} drives input rows [{segment.rows.start}:{segment.rows.stop}], "
+                f"not a segment of {basis.rows} rows of @{layer.name} matching its rows "
+                f"[{block.rows.start}:{block.rows.stop}]",
+            )
+
+    def check_basis_coverage(self, basis_reads: dict[tuple, int]) -> None:
+        """Every combined layer reads, for each group and input segment, every position of
+        its basis (slice, rows, cols: one copy's block) exactly once, and no other."""
+        positions: dict[str, set[tuple]] = defaultdict(set)
+        for block in self.program.blocks:
+            if self.arrays[block.array].kind == "basis":
+                positions[block.array].add((block.slice, block.rows, block.cols))
+        layers = {layer.name: layer for layer in self.program.layers()}
+        expected: set[tuple] = set()
+        for combine in self.program.combines:
+            layer = layers.get(combine.layer)
+            if layer is None or not self.program.phases:
+                continue
+            length = combine.segment_rows
+            for s in range(-(-layer.rows // length)):
+                rows = min(length, layer.rows - s * length)
+                for position in positions.get(combine.basis, ()):
+                    if position[1].start < rows:
+                        for group in range(layer.groups):
+                            expected.add((layer.name, group, s, position))
+        for item, count in basis_reads.items():
+            if item not in expected or count != 1:
+                layer, group, s, (piece, rows, cols) = item
+                self.fail(
+                    ("combine", layer),
+                    f"@{layer} reads basis slice {piece} rows{_indices_text(rows)} "
+                    f"cols{_indices_text(cols)} against segment {s} of g{group} "
+                    f"{count} times, not once",
+                )
+        missing = sorted(expected - basis_reads.keys(), key=str)
+        if missing:
+            layer, group, s, (piece, rows, cols) = missing[0]
+            self.fail(
+                ("combine", layer),
+                f"@{layer} never reads basis slice {piece} rows{_indices_text(rows)} "
+                f"cols{_indices_text(cols)} against segment {s} of g{group}",
+            )
 
     def check_writes(self, key, phase: int, writes, chip: ChipState) -> None:
         """Apply one phase's writes to `chip`, checking each."""

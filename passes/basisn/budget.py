@@ -1,11 +1,11 @@
 """The basis pass' options against the program and the chip: which layers are combined,
 L, K, q, m and how many copies of the basis fit the tile budget.
 
-Tiles are counted as the dense mapping places them (the tile pass' `mapping=dense` with
-grouped layers on tile diagonals): a kept layer (stored directly) needs, per slice, one
-tile per R x C block of each group, or one per chunk of groups side by side on a tile's
-diagonal; one copy of the basis (L x K, one group) needs slices x ceil(L/R) x ceil(K/C).
-The budget is `program.hardware.tile_count`:
+Tiles are counted as the tile pass places them (passes/tiling/): a kept layer (stored
+directly, mapped dense) needs, per slice, one tile per R x C block of each group, or one
+per chunk of groups side by side on a tile's diagonal; one copy of the basis (L x K, one
+group) packs its slices side by side (shelf packing). The budget is
+`program.hardware.tile_count`:
 
     K <= L, and one copy of L x K fits beside the kept layers
     copies x tiles per copy + kept tiles <= tiles
@@ -22,11 +22,13 @@ from dataclasses import dataclass
 
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import TileType
-from xbarc.ir.tile import Array, CrossbarLayer, Program
+from xbarc.ir.tile import MAX_COEF_BITS, Array, CrossbarLayer, Program, Slice
 from xbarc.passes.basisn.fit import FIT_METHODS
+from xbarc.passes.tiling.dense import dense_pieces, diagonal_fits
+from xbarc.passes.tiling.packing import Packer
 
 OBJECTIVES = ("weights", "outputs")
-MIN_COEF_BITS, MAX_COEF_BITS = 2, 16
+MIN_COEF_BITS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,24 +71,39 @@ def kept_layers(program: Program, keep: str) -> set[str]:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise XbarcError(
                 f"basis{{keep}} names {name!r}, which is no crossbar layer of the program",
-                hint=f"its layers are {shown or '(none)'} (names as `xbarc inspect` shows them)",
+                hint=f"its layers are {shown or '(none)'}: names as `xbarc inspect` shows them",
             )
     return kept
 
 
 def dense_tiles(array: Array, tile_type: TileType) -> int:
-    """Tiles the dense mapping gives an array (groups on tile diagonals where they fit)."""
-    slices = len(array.slices)
-    if array.groups > 1 and array.rows <= tile_type.rows and array.cols <= tile_type.cols:
+    """Tiles the tile pass' dense mapping gives a kept array: a tile per block, or per
+    chunk of groups on a tile's diagonal where the group matrix fits."""
+    if diagonal_fits(array, tile_type, "diagonal"):
         per_tile = min(tile_type.rows // array.rows, tile_type.cols // array.cols)
-        return slices * math.ceil(array.groups / per_tile)
-    row_blocks = math.ceil(array.rows / tile_type.rows)
-    col_blocks = math.ceil(array.cols / tile_type.cols)
-    return slices * array.groups * row_blocks * col_blocks
+        return len(array.slices) * math.ceil(array.groups / per_tile)
+    return len(dense_pieces(array, tile_type))
 
 
-def kept_arrays(kept, arrays: dict[str, Array | None]) -> list[Array]:
-    return [array for layer in kept if (array := arrays[layer.name]) is not None]
+def copy_tiles(rows: int, k: int, slices: tuple[Slice, ...], tile_type: TileType) -> int:
+    """Tiles one copy of an L x K basis takes, its slices packed side by side as the tile
+    pass packs them."""
+    basis = Array("basis", "basis", 1, rows, k, 8, "differential", 1.0, "", "", slices)
+    packer = Packer(tile_type, keep_blocks=False)
+    packer.place_all(dense_pieces(basis, tile_type), 0, packed=True)
+    return packer.vtiles
+
+
+def widest_basis(rows: int, slices: tuple[Slice, ...], tile_type: TileType, tiles: int) -> int:
+    """The most basis vectors (at most `rows`) whose one copy fits in `tiles` (0: none)."""
+    low, high = 0, rows
+    while low < high:  # copy_tiles grows with K: the largest K that fits
+        middle = (low + high + 1) // 2
+        if copy_tiles(rows, middle, slices, tile_type) <= tiles:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def plan_basis(
@@ -103,30 +120,28 @@ def plan_basis(
     tile_type = hardware.tile_types[0]
     kept_names = kept_layers(program, keep)
     layers = list(program.layers())
-    combined = tuple(layer for layer in layers if layer.name not in kept_names)
-    kept = tuple(layer for layer in layers if layer.name in kept_names)
     arrays = {layer.name: program.weights_of(layer.name) for layer in layers}
     missing = [name for name, array in arrays.items() if array is None]
-    if missing:
+    if missing or not layers:
         raise XbarcError(
-            f"basis needs quantized layers, and {missing[0]!r} has no weights array",
+            "basis needs quantized layers"
+            + (f", and {missing[0]!r} has no weights array" if missing else ""),
             hint="run quantize before basis (e.g. --pipeline 'quantize,basis,tile,allocate')",
         )
-    some_array = next((a for a in arrays.values() if a is not None), None)
-    slices = len(some_array.slices) if some_array is not None else 1
+    combined = tuple(layer for layer in layers if layer.name not in kept_names)
+    kept = tuple(layer for layer in layers if layer.name in kept_names)
+    slices = next(array.slices for array in arrays.values() if array is not None)
     rows = segment_rows if segment_rows is not None else tile_type.rows
     if rows < 1:
         raise XbarcError(f"basis{{segment-rows}} must be at least 1, got {rows}")
     kept_tiles = sum(dense_tiles(array, tile_type) for array in kept_arrays(kept, arrays))
     available = hardware.tile_count - kept_tiles
-    row_blocks = math.ceil(rows / tile_type.rows)
-    widest = tile_type.cols * max(available, 0) // (slices * row_blocks)
+    widest = widest_basis(rows, slices, tile_type, available)
     if widest < 1:
         raise XbarcError(
-            f"the tile budget ({hardware.tile_count}, --tiles) is too small for one copy of the "
-            f"basis: "
-            f"{kept_tiles} tiles hold the kept layers and one basis column of "
-            f"{rows} rows needs {slices * row_blocks} more",
+            f"the tile budget ({hardware.tile_count}, --tiles) is too small for one copy of "
+            f"the basis: the kept layers take {kept_tiles} tiles and one basis vector of "
+            f"{rows} rows needs {copy_tiles(rows, 1, slices, tile_type)}",
             hint="give more tiles, keep fewer layers (basis{keep}), shorter segments "
             "(basis{segment-rows}) or fewer slices (--cell-bits)",
         )
@@ -146,8 +161,8 @@ def plan_basis(
         )
     if k_value > widest:
         raise XbarcError(
-            f"basis{{k}}={k_value} does not fit --tiles {hardware.tile_count}: one copy holds "
-            f"at most {widest} basis vectors beside the kept layers",
+            f"basis{{k}}={k_value} does not fit the tile budget ({hardware.tile_count}, "
+            f"--tiles): one copy holds at most {widest} basis vectors beside the kept layers",
             hint=f"use k <= {widest}, or give more tiles",
         )
     if terms is not None and not 1 <= terms <= k_value:
@@ -155,13 +170,17 @@ def plan_basis(
             f"basis{{terms}} must be between 1 and K = {k_value}, got {terms}",
             hint="m is the most basis vectors one segment's coefficients use",
         )
-    tiles_per_copy = slices * row_blocks * math.ceil(k_value / tile_type.cols)
+    tiles_per_copy = copy_tiles(rows, k_value, slices, tile_type)
     fitting = available // tiles_per_copy
     copy_count = fitting if copies is None else copies
-    if copy_count < 1 or copy_count > fitting:
+    if not 1 <= copy_count <= fitting:
         raise XbarcError(
             f"basis{{copies}} must be between 1 and {fitting} (copies of {tiles_per_copy} "
-            f"tiles that fit --tiles {hardware.tile_count} beside {kept_tiles} kept), "
-            f"got {copy_count}"
+            f"tiles that fit the tile budget of {hardware.tile_count} beside {kept_tiles} "
+            f"kept), got {copy_count}"
         )
     return BasisPlan(combined, kept, rows, k_value, copy_count, tiles_per_copy, kept_tiles)
+
+
+def kept_arrays(kept, arrays: dict[str, Array | None]) -> list[Array]:
+    return [array for layer in kept if (array := arrays[layer.name]) is not None]

@@ -135,24 +135,32 @@ def test_kept_layers_stay_on_their_own_arrays():
 @pytest.mark.parametrize(
     ("basis", "tiles", "message"),
     [
-        ("coef-bits=1", 16, "basis{coef-bits} must be between 2 and 16, got 1"),
-        ("coef-bits=17", 16, "basis{coef-bits} must be between 2 and 16, got 17"),
-        ("k=9", 16, "basis{k} must be between 1 and the segment rows L = 8, got 9"),
-        ("k=0", 16, "basis{k} must be between 1 and the segment rows L = 8, got 0"),
-        ("terms=9", 16, "basis{terms} must be between 1 and K = 8, got 9"),
-        ("k=4,terms=5", 16, "basis{terms} must be between 1 and K = 4, got 5"),
-        ("fit=pca", 16, "basis{fit}: unknown fit 'pca'"),
+        ("coef-bits=1", 16, "basis{coef-bits} (--coef-bits) must be between 2 and 16, got 1"),
+        ("coef-bits=17", 16, "basis{coef-bits} (--coef-bits) must be between 2 and 16, got 17"),
+        ("k=9", 16, "basis{k} (--basis-k) must be between 1 and the segment rows L = 8, got 9"),
+        ("k=0", 16, "basis{k} (--basis-k) must be between 1 and the segment rows L = 8, got 0"),
+        ("terms=9", 16, "basis{terms} (--basis-terms) must be between 1 and K = 8, got 9"),
+        ("k=4,terms=5", 16, "basis{terms} (--basis-terms) must be between 1 and K = 4, got 5"),
+        ("fit=pca", 16, "basis{fit} (--basis-fit): unknown fit 'pca'"),
         ("objective=loss", 16, "basis{objective}: unknown objective 'loss'"),
         ("objective=outputs", 16, "basis{objective}=outputs needs the layers' calibration"),
-        ("keep=nope", 16, "basis{keep} names 'nope', which is no crossbar layer"),
+        ("keep=nope", 16, "basis{keep} (--basis-keep) names 'nope', which is no crossbar layer"),
         (
             "k=8",
             2,
-            "basis{k}=8 does not fit the tile budget (2, --tiles): one copy holds at most 4",
+            "K = 8 (basis{k}, --basis-k) does not fit the tile budget (2, --tiles)",
         ),
         ("keep=fc0", 2, "the tile budget (2, --tiles) is too small for one copy of the basis"),
-        ("copies=5", 16, "basis{copies} must be between 1 and 4 (copies of 4 tiles"),
-        ("fit=identity,k=4", 16, "basis{k}: fit=identity has K = segment rows = 8 vectors"),
+        (
+            "copies=5",
+            16,
+            "basis{copies} (--basis-copies) must be between 1 and 4 (copies of 4 tiles",
+        ),
+        (
+            "fit=identity,k=4",
+            16,
+            "basis{k} (--basis-k): fit=identity has K = segment rows = 8 vectors",
+        ),
     ],
 )
 def test_basis_options_out_of_range_are_refused(basis, tiles, message):

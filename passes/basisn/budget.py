@@ -48,7 +48,7 @@ class BasisPlan:
 
 def check_choices(fit: str, objective: str, coef_bits: int) -> None:
     if fit not in FIT_METHODS:
-        raise XbarcError(f"basis{{fit}}: unknown fit {fit!r}", hint=f"use {', '.join(FIT_METHODS)}")
+        raise XbarcError(f"basis{{fit}} (--basis-fit): unknown fit {fit!r}", hint=f"use {', '.join(FIT_METHODS)}")
     if objective not in OBJECTIVES:
         raise XbarcError(
             f"basis{{objective}}: unknown objective {objective!r}",
@@ -57,7 +57,7 @@ def check_choices(fit: str, objective: str, coef_bits: int) -> None:
         )
     if not MIN_COEF_BITS <= coef_bits <= MAX_COEF_BITS:
         raise XbarcError(
-            f"basis{{coef-bits}} must be between {MIN_COEF_BITS} and {MAX_COEF_BITS}, "
+            f"basis{{coef-bits}} (--coef-bits) must be between {MIN_COEF_BITS} and {MAX_COEF_BITS}, "
             f"got {coef_bits}"
         )
 
@@ -70,7 +70,7 @@ def kept_layers(program: Program, keep: str) -> set[str]:
         if name not in names:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise XbarcError(
-                f"basis{{keep}} names {name!r}, which is no crossbar layer of the program",
+                f"basis{{keep}} (--basis-keep) names {name!r}, which is no crossbar layer of the program",
                 hint=f"its layers are {shown or '(none)'}: names as `xbarc inspect` shows them",
             )
     return kept
@@ -133,7 +133,7 @@ def plan_basis(
     slices = next(array.slices for array in arrays.values() if array is not None)
     rows = segment_rows if segment_rows is not None else tile_type.rows
     if rows < 1:
-        raise XbarcError(f"basis{{segment-rows}} must be at least 1, got {rows}")
+        raise XbarcError(f"basis{{segment-rows}} (--segment-rows) must be at least 1, got {rows}")
     kept_tiles = sum(dense_tiles(array, tile_type) for array in kept_arrays(kept, arrays))
     available = hardware.tile_count - kept_tiles
     widest = widest_basis(rows, slices, tile_type, available)
@@ -149,25 +149,25 @@ def plan_basis(
         k_value = rows if k is None else k
         if k_value != rows:
             raise XbarcError(
-                f"basis{{k}}: fit=identity has K = segment rows = {rows} vectors, got k={k}",
+                f"basis{{k}} (--basis-k): fit=identity has K = segment rows = {rows} vectors, got k={k}",
                 hint="drop k, or use fit=svd or fit=kmeans",
             )
     else:
         k_value = min(rows, widest) if k is None else k
     if not 1 <= k_value <= rows:
         raise XbarcError(
-            f"basis{{k}} must be between 1 and the segment rows L = {rows}, got {k_value}",
+            f"basis{{k}} (--basis-k) must be between 1 and the segment rows L = {rows}, got {k_value}",
             hint="K basis vectors of L rows: more than L adds nothing",
         )
     if k_value > widest:
         raise XbarcError(
-            f"basis{{k}}={k_value} does not fit the tile budget ({hardware.tile_count}, "
+            f"K = {k_value} (basis{{k}}, --basis-k) does not fit the tile budget ({hardware.tile_count}, "
             f"--tiles): one copy holds at most {widest} basis vectors beside the kept layers",
             hint=f"use k <= {widest}, or give more tiles",
         )
     if terms is not None and not 1 <= terms <= k_value:
         raise XbarcError(
-            f"basis{{terms}} must be between 1 and K = {k_value}, got {terms}",
+            f"basis{{terms}} (--basis-terms) must be between 1 and K = {k_value}, got {terms}",
             hint="m is the most basis vectors one segment's coefficients use",
         )
     tiles_per_copy = copy_tiles(rows, k_value, slices, tile_type)
@@ -175,7 +175,7 @@ def plan_basis(
     copy_count = fitting if copies is None else copies
     if not 1 <= copy_count <= fitting:
         raise XbarcError(
-            f"basis{{copies}} must be between 1 and {fitting} (copies of {tiles_per_copy} "
+            f"basis{{copies}} (--basis-copies) must be between 1 and {fitting} (copies of {tiles_per_copy} "
             f"tiles that fit the tile budget of {hardware.tile_count} beside {kept_tiles} "
             f"kept), got {copy_count}"
         )

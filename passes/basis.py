@@ -64,7 +64,7 @@ class Basis:
             raise XbarcError(
                 "basis{objective}=outputs needs the layers' calibration inputs, and the "
                 "program has none",
-                hint="compile with --calibration-data X.npz (--strategy basis), or use "
+                hint="compile with --strategy basis --calibration-data X.npz, or use "
                 "objective=weights",
             )
         gram_names = {gram_tensor_name(layer.name) for layer in program.layers()}

@@ -48,7 +48,10 @@ class BasisPlan:
 
 def check_choices(fit: str, objective: str, coef_bits: int) -> None:
     if fit not in FIT_METHODS:
-        raise XbarcError(f"basis{{fit}} (--basis-fit): unknown fit {fit!r}", hint=f"use {', '.join(FIT_METHODS)}")
+        raise XbarcError(
+            f"basis{{fit}} (--basis-fit): unknown fit {fit!r}",
+            hint=f"use {', '.join(FIT_METHODS)}",
+        )
     if objective not in OBJECTIVES:
         raise XbarcError(
             f"basis{{objective}}: unknown objective {objective!r}",
@@ -57,8 +60,8 @@ def check_choices(fit: str, objective: str, coef_bits: int) -> None:
         )
     if not MIN_COEF_BITS <= coef_bits <= MAX_COEF_BITS:
         raise XbarcError(
-            f"basis{{coef-bits}} (--coef-bits) must be between {MIN_COEF_BITS} and {MAX_COEF_BITS}, "
-            f"got {coef_bits}"
+            f"basis{{coef-bits}} (--coef-bits) must be between {MIN_COEF_BITS} and "
+            f"{MAX_COEF_BITS}, got {coef_bits}"
         )
 
 
@@ -70,8 +73,9 @@ def kept_layers(program: Program, keep: str) -> set[str]:
         if name not in names:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise XbarcError(
-                f"basis{{keep}} (--basis-keep) names {name!r}, which is no crossbar layer of the program",
-                hint=f"its layers are {shown or '(none)'}: names as `xbarc inspect` shows them",
+                f"basis{{keep}} (--basis-keep) names {name!r}, which is no crossbar layer of "
+                "the program",
+                hint=f"its layers are {shown or 'none'}: names as `xbarc inspect` shows them",
             )
     return kept
 
@@ -126,7 +130,7 @@ def plan_basis(
         raise XbarcError(
             "basis needs quantized layers"
             + (f", and {missing[0]!r} has no weights array" if missing else ""),
-            hint="run quantize before basis (e.g. --pipeline 'quantize,basis,tile,allocate')",
+            hint="run quantize before basis, e.g. --pipeline 'quantize,basis,tile,allocate'",
         )
     combined = tuple(layer for layer in layers if layer.name not in kept_names)
     kept = tuple(layer for layer in layers if layer.name in kept_names)
@@ -135,34 +139,39 @@ def plan_basis(
     if rows < 1:
         raise XbarcError(f"basis{{segment-rows}} (--segment-rows) must be at least 1, got {rows}")
     kept_tiles = sum(dense_tiles(array, tile_type) for array in kept_arrays(kept, arrays))
+    if not combined:  # every layer kept: no basis to place
+        return BasisPlan(combined, kept, rows, 0, 0, 0, kept_tiles)
     available = hardware.tile_count - kept_tiles
     widest = widest_basis(rows, slices, tile_type, available)
     if widest < 1:
         raise XbarcError(
-            f"the tile budget ({hardware.tile_count}, --tiles) is too small for one copy of "
-            f"the basis: the kept layers take {kept_tiles} tiles and one basis vector of "
-            f"{rows} rows needs {copy_tiles(rows, 1, slices, tile_type)}",
-            hint="give more tiles, keep fewer layers (basis{keep}), shorter segments "
-            "(basis{segment-rows}) or fewer slices (--cell-bits)",
+            f"the tile budget of {hardware.tile_count} (--tiles, allocate{{tiles}}) is too "
+            f"small for one copy of the basis: the kept layers take {kept_tiles} tiles and "
+            f"one basis vector of {rows} rows needs {copy_tiles(rows, 1, slices, tile_type)}",
+            hint="give more tiles, keep fewer layers with basis{keep}, use shorter segments "
+            "with basis{segment-rows}, or fewer slices with --cell-bits",
         )
     if fit == "identity":
         k_value = rows if k is None else k
         if k_value != rows:
             raise XbarcError(
-                f"basis{{k}} (--basis-k): fit=identity has K = segment rows = {rows} vectors, got k={k}",
+                f"basis{{k}} (--basis-k): fit=identity has K = segment rows = {rows} vectors, "
+                f"got k={k}",
                 hint="drop k, or use fit=svd or fit=kmeans",
             )
     else:
         k_value = min(rows, widest) if k is None else k
     if not 1 <= k_value <= rows:
         raise XbarcError(
-            f"basis{{k}} (--basis-k) must be between 1 and the segment rows L = {rows}, got {k_value}",
+            f"basis{{k}} (--basis-k) must be between 1 and the segment rows L = {rows}, "
+            f"got {k_value}",
             hint="K basis vectors of L rows: more than L adds nothing",
         )
     if k_value > widest:
         raise XbarcError(
-            f"K = {k_value} (basis{{k}}, --basis-k) does not fit the tile budget ({hardware.tile_count}, "
-            f"--tiles): one copy holds at most {widest} basis vectors beside the kept layers",
+            f"K = {k_value} (basis{{k}}, --basis-k) does not fit the tile budget of "
+            f"{hardware.tile_count} (--tiles, allocate{{tiles}}): one copy holds at most "
+            f"{widest} basis vectors beside the kept layers",
             hint=f"use k <= {widest}, or give more tiles",
         )
     if terms is not None and not 1 <= terms <= k_value:
@@ -175,9 +184,9 @@ def plan_basis(
     copy_count = fitting if copies is None else copies
     if not 1 <= copy_count <= fitting:
         raise XbarcError(
-            f"basis{{copies}} (--basis-copies) must be between 1 and {fitting} (copies of {tiles_per_copy} "
-            f"tiles that fit the tile budget of {hardware.tile_count} beside {kept_tiles} "
-            f"kept), got {copy_count}"
+            f"basis{{copies}} (--basis-copies) must be between 1 and {fitting}, the copies "
+            f"of {tiles_per_copy} tiles that fit the tile budget of {hardware.tile_count} "
+            f"beside {kept_tiles} kept, got {copy_count}"
         )
     return BasisPlan(combined, kept, rows, k_value, copy_count, tiles_per_copy, kept_tiles)
 

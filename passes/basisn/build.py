@@ -154,9 +154,7 @@ def fit_one(
     )
     if lossless:
         return identity_fit(program, layer, own, segment_rows, settings.coef_bits)
-    return basis_fit.fit_layer(
-        weight, basis_values, settings.coef_bits, settings.terms, gram=gram
-    )
+    return basis_fit.fit_layer(weight, basis_values, settings.coef_bits, settings.terms, gram=gram)
 
 
 def identity_fit(

@@ -28,10 +28,11 @@ compensated rather than added. Two objectives:
   input energy, keeps rows the data never drive close to their weights).
 The coefficient scale of a column maps its largest |coefficient| to the top level (max:
 nothing clips) at q >= 5, and at q <= 4 the range of least squared rounding error (the
-quantize pass' clip=mse search), measured on the digits fixtures in `coef_scales`. Rounding is to nearest for the weight objective, and for
-the output objective sequential (GPTQ-style error feedback: each rounding's output error
-is pushed onto the coefficients not rounded yet, through the inverse of the column's
-quadratic form), which the benchmark measures against nearest rounding.
+quantize pass' clip=mse search), measured on the digits fixtures in `coef_scales`.
+Rounding is to nearest for the weight objective, and sequential for the output objective
+(GPTQ-style error feedback: each rounding's output error is pushed onto the coefficients
+not rounded yet, through the inverse of the column's quadratic form), which the tests
+and the benchmark measure against nearest rounding.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ ROUNDINGS = ("nearest", "sequential")
 DEFAULT_RIDGE = 1e-2  # output objective: ridge / mean input energy, GPTQ's damping scale
 KMEANS_SAMPLES = 20_000  # segments kmeans learns from at most (a seeded subsample)
 KMEANS_ITERATIONS = 30
-OMP_CHUNK = 4096
-MSE_SCALE_BITS = 4  # coefficient scales: clip=mse at q <= 4, max above (see coef_scales)  # (g, s, n) columns OMP works on at once, to bound memory
+OMP_CHUNK = 4096  # (g, s, n) columns OMP works on at once, to bound memory
+MSE_SCALE_BITS = 4  # coefficient scales: clip=mse at q <= 4, max above (see coef_scales)
 
 
 def gram_tensor_name(layer: str) -> str:

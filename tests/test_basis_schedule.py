@@ -148,13 +148,17 @@ def test_kept_layers_stay_on_their_own_arrays():
         (
             "k=8",
             2,
-            "K = 8 (basis{k}, --basis-k) does not fit the tile budget (2, --tiles)",
+            "K = 8 (basis{k}, --basis-k) does not fit the tile budget of 2 (--tiles",
         ),
-        ("keep=fc0", 2, "the tile budget (2, --tiles) is too small for one copy of the basis"),
+        (
+            "keep=fc0",
+            2,
+            "the tile budget of 2 (--tiles, allocate{tiles}) is too small for one copy",
+        ),
         (
             "copies=5",
             16,
-            "basis{copies} (--basis-copies) must be between 1 and 4 (copies of 4 tiles",
+            "basis{copies} (--basis-copies) must be between 1 and 4, the copies of 4 tiles",
         ),
         (
             "fit=identity,k=4",

@@ -47,22 +47,31 @@ def total_error(layers, basis_values, coef_bits, terms=None) -> float:
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), method=st.sampled_from(["svd", "kmeans"]))
-def test_reconstruction_error_falls_with_k(seed, method):
+@given(seed=st.integers(0, 10_000))
+def test_reconstruction_error_falls_with_k(seed):
+    """svd: the K principal directions are nested, so the error never grows with K."""
     segment_rows = 16
     layers = correlated_layers(seed, segment_rows)
     errors = []
     for k in (2, 4, 8, 16):
-        basis = fit.quantize_basis(
-            fit.learn_basis(layers, segment_rows, k, method, seed), 12, method
-        )
+        basis = fit.quantize_basis(fit.learn_basis(layers, segment_rows, k, "svd"), 12, "svd")
         errors.append(total_error(layers, basis.values, coef_bits=12))
     assert all(later <= earlier + 1e-3 for earlier, later in zip(errors, errors[1:], strict=False))
-    # K = L spans every segment: only rounding is left (a k-means basis may be
-    # ill-conditioned, which amplifies the coefficients' rounding)
-    assert errors[-1] < (0.01 if method == "svd" else 0.05)
-    if method == "svd":  # six shared directions: six principal vectors hold most of it
-        assert errors[2] < 0.5 * errors[0]
+    assert errors[-1] < 0.01  # K = L spans every segment: only rounding is left
+    assert errors[2] < 0.5 * errors[0]  # six shared directions: eight vectors hold most
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_kmeans_error_falls_with_k(seed):
+    """k-means centres are not nested (and at K = L may be ill-conditioned, which
+    amplifies rounding), so only the trend holds: 8 centres fit better than 2."""
+    layers = correlated_layers(seed, 16)
+    errors = []
+    for k in (2, 8):
+        learnt = fit.learn_basis(layers, 16, k, "kmeans", seed)
+        errors.append(total_error(layers, fit.quantize_basis(learnt, 12, "kmeans").values, 12))
+    assert errors[1] < errors[0]
 
 
 @settings(max_examples=15, deadline=None)

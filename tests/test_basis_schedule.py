@@ -151,11 +151,6 @@ def test_kept_layers_stay_on_their_own_arrays():
             "K = 8 (basis{k}, --basis-k) does not fit the tile budget of 2 (--tiles",
         ),
         (
-            "keep=fc0",
-            2,
-            "the tile budget of 2 (--tiles, allocate{tiles}) is too small for one copy",
-        ),
-        (
             "copies=5",
             16,
             "basis{copies} (--basis-copies) must be between 1 and 4, the copies of 4 tiles",

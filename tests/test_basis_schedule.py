@@ -227,3 +227,16 @@ def test_digits_fixtures_compile_with_the_basis_strategy(tmp_path):
             program = compile_onnx(DIGITS / name, options)
             assert len(program.phases) == 1
             assert {c.layer for c in program.combines} == {lay.name for lay in program.layers()}
+
+
+def test_weight_report_measures_the_weights_a_combine_rebuilds():
+    from xbarc.weight_report import weight_errors
+
+    program = layers_program(weights((1, 20, 6), (1, 6, 5)), tiles=16, tile_rows=8, tile_cols=8)
+    direct = compiled(program, "quantize{weight-bits=4}")
+    identity = compiled(program, "quantize{weight-bits=4},basis{fit=identity,coef-bits=4}")
+    for plain, combined in zip(weight_errors(direct), weight_errors(identity), strict=True):
+        assert combined.layer == plain.layer and combined.scale == "basis"
+        assert combined.sqnr_db == pytest.approx(plain.sqnr_db, abs=1e-6)
+    low_rank = compiled(program, "quantize{weight-bits=4},basis{k=2,coef-bits=8}")
+    assert weight_errors(low_rank)[0].sqnr_db < weight_errors(direct)[0].sqnr_db

@@ -2,7 +2,9 @@
 
     levels x scale  against  the float weights (after BatchNorm folding)
 
-Per layer, from the program's arrays alone: the relative RMS error (RMS of the error over
+Per layer, from the program's arrays alone (for a layer combined from a basis, BasisN:
+the weights its q-bit coefficients rebuild from the quantized basis, `weight_bits` then
+being the coefficient bits and the scale `basis`): the relative RMS error (RMS of the error over
 the RMS of the weights), the SQNR in dB (10 log10 of signal over error energy), the
 lowest SQNR of any of its output columns (where one scale per tensor leaves a column of
 small weights a handful of levels, this is what shows it) and the share of weights the
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from xbarc.ir.basis import program_combined_weight
 from xbarc.ir.tile import Const, Program
 
 
@@ -23,7 +26,7 @@ from xbarc.ir.tile import Const, Program
 class LayerWeightError:
     layer: str
     weight_bits: int
-    scale: str  # column | tensor
+    scale: str  # column | tensor | basis (combined from a basis: BasisN)
     relative_rms: float
     sqnr_db: float  # inf when the quantized weights are exact
     worst_column_sqnr_db: float  # the lowest over the non-zero output columns
@@ -54,17 +57,38 @@ def weight_errors(program: Program) -> list[LayerWeightError]:
         top = 2 ** (array.weight_bits - 1) - 1
         beyond = np.abs(values) > (top + 0.5) * scale  # rounds past the largest level
         result.append(
-            LayerWeightError(
-                layer=array.layer,
-                weight_bits=array.weight_bits,
-                scale="column" if per_column else "tensor",
-                relative_rms=math.sqrt(noise.sum() / signal.sum()) if signal.sum() else 0.0,
-                sqnr_db=sqnr_db(float(signal.sum()), float(noise.sum())),
-                worst_column_sqnr_db=worst_column_sqnr_db(signal, noise),
-                clipped=float(beyond.mean()) if beyond.size else 0.0,
+            layer_error(
+                array.layer,
+                array.weight_bits,
+                "column" if per_column else "tensor",
+                signal,
+                noise,
+                float(beyond.mean()) if beyond.size else 0.0,
             )
         )
-    return result
+    for combine in program.combines:  # BasisN: the weights the coefficients rebuild
+        values = store[program.layer(combine.layer).weight].astype(np.float64)
+        difference = program_combined_weight(program, combine) - values
+        signal = np.square(values).sum(axis=1)
+        noise = np.square(difference).sum(axis=1)
+        result.append(layer_error(combine.layer, combine.coef_bits, "basis", signal, noise, 0.0))
+    order = {layer.name: position for position, layer in enumerate(program.layers())}
+    return sorted(result, key=lambda error: order.get(error.layer, len(order)))
+
+
+def layer_error(
+    layer: str, bits: int, scale: str, signal: np.ndarray, noise: np.ndarray, clipped: float
+) -> LayerWeightError:
+    """A layer's error from its columns' signal and error energies ([groups, cols])."""
+    return LayerWeightError(
+        layer=layer,
+        weight_bits=bits,
+        scale=scale,
+        relative_rms=math.sqrt(noise.sum() / signal.sum()) if signal.sum() else 0.0,
+        sqnr_db=sqnr_db(float(signal.sum()), float(noise.sum())),
+        worst_column_sqnr_db=worst_column_sqnr_db(signal, noise),
+        clipped=clipped,
+    )
 
 
 def worst_column_sqnr_db(signal: np.ndarray, noise: np.ndarray) -> float:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xbarc.ir.basis import combined_weight as ir_combined_weight
 from xbarc.ir.cells import level_dtype
 from xbarc.ir.levels import clip_ranges, quantize_levels, scales_of
 
@@ -464,15 +465,9 @@ def omp(atoms: np.ndarray, targets: np.ndarray, terms: int) -> tuple[np.ndarray,
 
 
 def combined_weight(fit: LayerFit, basis_values: np.ndarray, rows: int) -> np.ndarray:
-    """The weight [G, rows, N] the combine computes (ir_spec/SPEC.md): W[g, s*L + r, n] =
-    scale[g, n] * sum_k levels[g, s, k, n] * Bq[r, k]."""
-    groups, count, _, cols = fit.levels.shape
-    segment_rows = basis_values.shape[0]
-    built = np.einsum(
-        "gskn,rk->gsrn", fit.levels.astype(np.float64), basis_values.astype(np.float64)
-    )
-    built = built.reshape(groups, count * segment_rows, cols)[:, :rows]
-    return built * fit.scale.astype(np.float64)[:, None, :]
+    """The weight [G, rows, N] the combine computes from a fit (xbarc/ir/basis.py):
+    W[g, s*L + r, n] = scale[g, n] * sum_k levels[g, s, k, n] * Bq[r, k]."""
+    return ir_combined_weight(fit.levels, fit.scale, basis_values, rows)
 
 
 def relative_weight_error(weight: np.ndarray, approx: np.ndarray) -> float:

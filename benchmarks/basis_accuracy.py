@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results import record  # noqa: E402
 
 from xbarc.basis_data import input_grams, with_input_grams  # noqa: E402
+from xbarc.calibrate import calibrate  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.ir.tile import Program  # noqa: E402
 from xbarc.passes.basisn import fit  # noqa: E402
@@ -50,6 +51,7 @@ CNN_MODELS = ("lenet", "resnet", "mobilenet")
 CALIBRATION = 120  # the first samples of the test split: calibration only, never scored
 WEIGHT_BITS, CELL_BITS = 8, 2
 KS = (4, 8, 16, 32, 64, 128)
+SWEPT_KS = (16, 32, 64)  # the accuracy sweep against K (the reconstruction one takes KS)
 QS = (2, 3, 4, 6, 8)
 INPUT_SHAPE = {"x": (1, 1, 8, 8)}
 
@@ -109,9 +111,12 @@ def basis_program(
     return run_pipeline(program, parse_pipeline(pipeline))
 
 
-def accuracy(program: Program, profile: str, seed: int, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(
+    program: Program, profile: str, seed: int, x: np.ndarray, y: np.ndarray, **changes: object
+) -> float:
     name = program.inputs[0].name
-    logits = Executor(program, noise_settings(profile), Seeds.derive(seed)).run({name: x})
+    settings = noise_settings(profile, **changes)
+    logits = Executor(program, settings, Seeds.derive(seed)).run({name: x})
     (values,) = logits.values()
     return float((values.reshape(len(y), -1).argmax(-1) == y).mean())
 
@@ -162,22 +167,62 @@ def accuracy_rows(models=CNN_MODELS, tile: int = 128, seeds: int = 5, log=print)
     return rows
 
 
-def accuracy_against_k(
-    model: str, tile: int, ks=KS, seeds: int = 5, calibrated: bool = True, log=print
-) -> list[dict]:
-    """Accuracy of the basis program against K (at the largest budget K needs: one copy),
-    data-aware fit when `calibrated`."""
+def accuracy_against_k(model: str, tile: int, ks=KS, seeds: int = 5, log=print) -> list[dict]:
+    """Accuracy of the basis program against K at a quarter of the dense tiles (copies:
+    as many as fit), weight-only and data-aware fits: quant, quant with converter ranges
+    calibrated on the calibration images (`xbarc calibrate`), and rram."""
     calibration, x, y = load_split()
+    tiles = quarter_budget(model, tile)
     rows = []
     for k in (k for k in ks if k <= tile):
-        tiles = quarter_budget(model, tile)
-        program = basis_program(
-            model, max(tiles, 64), tile, calibration if calibrated else None, k=k, copies=1
-        )
-        row = {"model": model, "k": k, **scores(program, seeds, x, y)}
-        rows.append(row)
-        log(f"{model:<10} K={k:<4} quant {row['quant']:7.2%}  rram {row['rram_mean']:7.2%}")
+        for label, data in (("weights", None), ("outputs", calibration)):
+            program = basis_program(model, tiles, tile, data, k=k)
+            calibrated = calibrate(program, {"x": calibration})
+            quant_calibrated = accuracy(
+                calibrated, "quant", 0, x, y, input_range="calibrated", adc_range="calibrated"
+            )
+            row = {"model": model, "k": k, "fit": label, "quant_calibrated": quant_calibrated}
+            row.update(scores(program, seeds, x, y))
+            rows.append(row)
+            log(
+                f"{model:<10} K={k:<4} {label:<8} quant {row['quant']:7.2%}  calibrated "
+                f"{quant_calibrated:7.2%}  rram {row['rram_mean']:7.2%} +- {row['rram_std']:.2%}"
+            )
     return rows
+
+
+def fixture_weights(model: str, segment_rows: int, calibration: np.ndarray):
+    """The fixture's crossbar layers, their float weights and their input Gram matrices on
+    the calibration images."""
+    program = graph_program(model, 1 << 16, segment_rows)
+    layers = list(program.layers())
+    weights = [np.asarray(program.store[layer.weight], dtype=np.float64) for layer in layers]
+    grams = input_grams(program, {"x": calibration}, samples=len(calibration))
+    return layers, weights, grams
+
+
+def errors_of(layers, weights, grams, basis, q, objective, rounding=None) -> tuple[float, float]:
+    """(relative weight error, relative output error on the calibration inputs) of all
+    layers together, coefficients fitted with `objective` against `basis`."""
+    totals = np.zeros(4)  # weight error, weight total, output error, output total
+    for layer, weight in zip(layers, weights, strict=True):
+        gram = grams[layer.name]
+        layer_fit = fit.fit_layer(
+            weight, basis, q, gram=gram if objective == "outputs" else None, rounding=rounding
+        )
+        difference = weight - fit.combined_weight(layer_fit, basis, layer.rows)
+        totals += (
+            np.square(difference).sum(),
+            np.square(weight).sum(),
+            np.einsum("grn,grq,gqn->", difference, gram, difference),
+            np.einsum("grn,grq,gqn->", weight, gram, weight),
+        )
+    return math.sqrt(totals[0] / totals[1]), math.sqrt(max(totals[2], 0.0) / totals[3])
+
+
+def quantized_basis(weights, segment_rows: int, k: int, method: str = "svd") -> np.ndarray:
+    learnt = fit.learn_basis(weights, segment_rows, k, method)
+    return fit.quantize_basis(learnt, WEIGHT_BITS, method).values
 
 
 def reconstruction_rows(models=CNN_MODELS, segment_rows: int = 128, ks=KS, qs=QS) -> list[dict]:
@@ -187,30 +232,47 @@ def reconstruction_rows(models=CNN_MODELS, segment_rows: int = 128, ks=KS, qs=QS
     calibration, _, _ = load_split()
     rows = []
     for model in models:
-        program = graph_program(model, 1 << 16, segment_rows)
-        layers = list(program.layers())
-        weights = [np.asarray(program.store[layer.weight], dtype=np.float64) for layer in layers]
-        grams = input_grams(program, {"x": calibration}, samples=len(calibration))
+        layers, weights, grams = fixture_weights(model, segment_rows, calibration)
         settings = [(k, 8) for k in ks if k <= segment_rows] + [(32, q) for q in qs if q != 8]
         for k, q in settings:
-            learnt = fit.learn_basis(weights, segment_rows, k, "svd")
-            basis = fit.quantize_basis(learnt, WEIGHT_BITS, "svd").values
-            row = {"model": model, "k": k, "q": q}
+            basis = quantized_basis(weights, segment_rows, k)
+            row: dict = {"model": model, "k": k, "q": q}
             for objective in ("weights", "outputs"):
-                errors = np.zeros(4)  # weight error, weight total, output error, output total
-                for layer, weight in zip(layers, weights, strict=True):
-                    gram = grams[layer.name] if objective == "outputs" else None
-                    layer_fit = fit.fit_layer(weight, basis, q, gram=gram)
-                    difference = weight - fit.combined_weight(layer_fit, basis, layer.rows)
-                    g = grams[layer.name]
-                    errors += (
-                        np.square(difference).sum(),
-                        np.square(weight).sum(),
-                        np.einsum("grn,grq,gqn->", difference, g, difference),
-                        np.einsum("grn,grq,gqn->", weight, g, weight),
-                    )
-                row[f"{objective}_weight_error"] = math.sqrt(errors[0] / errors[1])
-                row[f"{objective}_output_error"] = math.sqrt(max(errors[2], 0) / errors[3])
+                weight_error, output_error = errors_of(layers, weights, grams, basis, q, objective)
+                row[f"{objective}_weight_error"] = weight_error
+                row[f"{objective}_output_error"] = output_error
+            rows.append(row)
+    return rows
+
+
+def method_rows(models=CNN_MODELS, segment_rows: int = 128, ks=(8, 16, 32, 64)) -> list[dict]:
+    """Why svd is the default: the weight error of the svd and the k-means basis at the
+    same K (q = 8, weight-only coefficients)."""
+    calibration, _, _ = load_split()
+    rows = []
+    for model in models:
+        layers, weights, grams = fixture_weights(model, segment_rows, calibration)
+        for k in ks:
+            row: dict = {"model": model, "k": k}
+            for method in ("svd", "kmeans"):
+                basis = quantized_basis(weights, segment_rows, k, method)
+                row[method] = errors_of(layers, weights, grams, basis, 8, "weights")[0]
+            rows.append(row)
+    return rows
+
+
+def rounding_rows(models=CNN_MODELS, segment_rows: int = 128, qs=(3, 4, 6, 8)) -> list[dict]:
+    """Whether sequential (GPTQ-style) rounding of the data-aware coefficients helps: the
+    output error with nearest and with sequential rounding (K = 32)."""
+    calibration, _, _ = load_split()
+    rows = []
+    for model in models:
+        layers, weights, grams = fixture_weights(model, segment_rows, calibration)
+        basis = quantized_basis(weights, segment_rows, 32)
+        for q in qs:
+            row: dict = {"model": model, "q": q}
+            for rounding in ("nearest", "sequential"):
+                row[rounding] = errors_of(layers, weights, grams, basis, q, "outputs", rounding)[1]
             rows.append(row)
     return rows
 
@@ -248,6 +310,36 @@ def reconstruction_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def method_table(rows: list[dict]) -> str:
+    lines = ["| fixture | K | svd | k-means |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['k']} | {row['svd']:.4f} | {row['kmeans']:.4f} |")
+    return "\n".join(lines)
+
+
+def rounding_table(rows: list[dict]) -> str:
+    lines = ["| fixture | q | nearest | sequential |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['q']} | {row['nearest']:.4f} | {row['sequential']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def against_k_table(rows: list[dict]) -> str:
+    lines = [
+        "| fixture | K | fit | quant % | quant, calibrated ranges % | rram % (mean +- std) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['k']} | {row['fit']} | {percent(row['quant'])} | "
+            f"{percent(row['quant_calibrated'])} | {percent(row['rram_mean'])} +- "
+            f"{percent(row['rram_std'])} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -258,8 +350,15 @@ def main() -> None:
     models = args.models.split(",")
     started = time.perf_counter()
     reconstruction = reconstruction_rows(models, args.tile)
-    print(reconstruction_table(reconstruction))
+    methods = method_rows(models, args.tile)
+    roundings = rounding_rows(models, args.tile)
+    print(reconstruction_table(reconstruction), method_table(methods), rounding_table(roundings))
     rows = accuracy_rows(models, args.tile, args.seeds)
+    sweep = [
+        row
+        for model in models
+        for row in accuracy_against_k(model, args.tile, SWEPT_KS, args.seeds)
+    ]
     seconds = time.perf_counter() - started
     text = "\n\n".join(
         [
@@ -270,10 +369,20 @@ def main() -> None:
             f"calibrate the data-aware fit); rram over {args.seeds} chip seeds. "
             f"{seconds:.0f} s.",
             accuracy_table(rows, args.seeds),
+            "Against K at the same budget (copies: as many as fit); `quant, calibrated "
+            "ranges` runs `xbarc calibrate` on the calibration images first and uses "
+            "`--set input_range=calibrated --set adc_range=calibrated`.",
+            against_k_table(sweep),
             "Weight reconstruction (svd basis on 8-bit cells, segments of "
             f"{args.tile} rows): relative weight error and relative output error on the "
             "calibration activations, against K (q = 8) and q (K = 32).",
             reconstruction_table(reconstruction),
+            "The basis method: relative weight error of the svd and the k-means basis at "
+            "the same K (q = 8, weight-only coefficients).",
+            method_table(methods),
+            "Rounding the data-aware coefficients (K = 32): relative output error with "
+            "nearest and with sequential (GPTQ-style error feedback) rounding.",
+            rounding_table(roundings),
         ]
     )
     print(text)

@@ -5,6 +5,7 @@ against an independent numpy reference."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from xbarc.basis_data import input_grams, load_calibration_data
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.levels import quantize_levels
+from xbarc.ir.tile import Const
 from xbarc.passes.basisn import fit
 
 DIGITS = Path(__file__).parent / "fixtures" / "digits"
@@ -256,3 +258,50 @@ def test_calibration_data_with_the_wrong_inputs_is_refused(tmp_path):
     np.savez(wrong_shape, x=np.zeros((4, 64), np.float32))
     with pytest.raises(XbarcError, match=r"--calibration-data array 'x' has shape 4x64"):
         load_calibration_data(wrong_shape, program)
+
+
+@pytest.mark.parametrize("coef_bits", [8, 12])
+def test_identity_pass_stores_each_layer_as_its_levels(coef_bits):
+    """The basis pass with fit=identity and q >= the weight bits: every combine's
+    coefficients are its layer's quantized levels cut into segments, and its scale the
+    layer's per-column scale, exactly (the lossless reference of the contract)."""
+    options = CompileOptions(tiles=64, input_shapes={"x": (1, 1, 8, 8)})
+    direct = compile_onnx(DIGITS / "lenet.onnx", options)
+    basis = compile_onnx(
+        DIGITS / "lenet.onnx",
+        replace(options, strategy="basis", basis_fit="identity", coef_bits=coef_bits),
+    )
+    assert len(basis.combines) == len(list(direct.layers()))
+    for combine in basis.combines:
+        layer = basis.layer(combine.layer)
+        array = direct.weights_of(layer.name)
+        assert array is not None and isinstance(array.scale, Const)
+        coef = basis.store[combine.coefficients]
+        groups, count, k, cols = coef.shape
+        assert combine.coef_bits == coef_bits and k == combine.segment_rows == 128
+        unfolded = coef.reshape(groups, count * k, cols)
+        np.testing.assert_array_equal(unfolded[:, : layer.rows], direct.store[array.levels])
+        assert not unfolded[:, layer.rows :].any()
+        assert isinstance(combine.scale, Const)
+        np.testing.assert_array_equal(
+            basis.store[combine.scale.name], direct.store[array.scale.name]
+        )
+    (basis_array,) = basis.arrays
+    assert basis_array.scale == 1.0
+    np.testing.assert_array_equal(basis.store[basis_array.levels][0], np.eye(128))
+
+
+@pytest.mark.parametrize("objective", ["weights", "outputs"])
+def test_short_last_segments_keep_coefficients_small(lenet_grams, objective):
+    """K = 32 of L = 128: LeNet's last layer (32 rows) sees only the first 32 rows of the
+    basis, nearly dependent there; unregularised least squares cancelled coefficients 7x
+    the weights' norm. The fit keeps them within 1.5x in both objectives."""
+    program, grams = lenet_grams
+    layers = list(program.layers())
+    weights = [program.store[layer.weight] for layer in layers]
+    basis = fit.quantize_basis(fit.learn_basis(weights, 128, 32, "svd"), 8, "svd").values
+    for layer, weight in zip(layers, weights, strict=True):
+        gram = grams[layer.name] if objective == "outputs" else None
+        layer_fit = fit.fit_layer(weight, basis, 8, gram=gram)
+        coefficients = layer_fit.levels * layer_fit.scale[:, None, None, :].astype(np.float64)
+        assert np.linalg.norm(coefficients) < 1.5 * np.linalg.norm(weight), layer.name

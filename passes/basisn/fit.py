@@ -457,38 +457,50 @@ def round_sequential(
 def omp(atoms: np.ndarray, targets: np.ndarray, terms: int) -> tuple[np.ndarray, np.ndarray]:
     """Orthogonal matching pursuit for every column of `targets` [n, P] over `atoms`
     [n, K]: the picks, a boolean [K, P] with at most `terms` per column (fewer where the
-    residual vanishes first), and the least-squares coefficients on them [K, P]."""
+    residual vanishes first), and the least-squares coefficients on them [K, P].
+
+    Batch OMP: everything in coefficient space, from the atoms' Gram matrix A = BtB and
+    the correlations BtY: an iteration solves t x t systems and updates the residual's
+    correlations with one product A @ C."""
     k = atoms.shape[1]
     chosen = np.zeros((k, targets.shape[1]), dtype=bool)
     values = np.zeros((k, targets.shape[1]))
-    norms = np.linalg.norm(atoms, axis=0)
+    gram = atoms.T @ atoms  # [K, K]
+    norms = np.sqrt(np.diag(gram))
     inverse_norms = np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0.0)
     for start in range(0, targets.shape[1], OMP_CHUNK):
         target = targets[:, start : start + OMP_CHUNK]
         width = target.shape[1]
         columns = np.arange(width)
+        initial = atoms.T @ target  # [K, P]: correlations of the targets
+        energy = np.square(target).sum(axis=0)
+        correlation = initial.copy()  # Bt r for the current residual r
+        remaining = energy.copy()  # ||r||^2
         picks = np.zeros((0, width), dtype=np.int64)
-        residual = target.copy()
-        floor = 1e-20 * np.square(target).sum(axis=0)
+        chunk_values = np.zeros((k, width))
+        chunk_chosen = np.zeros((k, width), dtype=bool)
         for _ in range(min(terms, k)):
-            live = np.square(residual).sum(axis=0) > floor
+            live = remaining > 1e-20 * energy
             if not live.any():
                 break
-            score = np.abs(atoms.T @ residual) * inverse_norms[:, None]
+            score = np.abs(correlation) * inverse_norms[:, None]
             score[picks, columns[None, :]] = -1.0
             picks = np.vstack([picks, score.argmax(axis=0)])
-            selected = atoms[:, picks].transpose(2, 0, 1)  # [P, n, t]
-            gram = selected.transpose(0, 2, 1) @ selected
-            rhs = np.einsum("pnt,np->pt", selected, target)
-            ridge = 1e-12 * np.trace(gram, axis1=1, axis2=2)[:, None, None] + 1e-300
-            coef = np.linalg.solve(gram + ridge * np.eye(len(picks)), rhs[..., None])[..., 0]
-            residual = np.where(live, target - np.einsum("pnt,pt->np", selected, coef), 0.0)
+            sub = gram[picks[:, None, :], picks[None, :, :]].transpose(2, 0, 1)  # [P, t, t]
+            rhs = initial[picks, columns[None, :]].T  # [P, t]
+            ridge = 1e-12 * np.trace(sub, axis1=1, axis2=2)[:, None, None] + 1e-300
+            coef = np.linalg.solve(sub + ridge * np.eye(len(picks)), rhs[..., None])[..., 0]
+            full = np.zeros((k, width))  # the coefficients scattered: one GEMM updates all
+            full[picks, columns[None, :]] = coef.T
+            correlation = initial - gram @ full
+            remaining = np.where(live, energy - np.einsum("pt,pt->p", coef, rhs), 0.0)
+            picked = np.zeros((k, width), dtype=bool)
+            picked[picks, columns[None, :]] = True
             # a column fit exactly keeps the picks and coefficients it had then
-            where = start + columns[live]
-            values[:, where] = 0.0
-            chosen[:, where] = False
-            values[picks[:, live], where] = coef[live].T
-            chosen[picks[:, live], where] = True
+            chunk_values = np.where(live, full, chunk_values)
+            chunk_chosen = np.where(live, picked, chunk_chosen)
+        values[:, start : start + width] = chunk_values
+        chosen[:, start : start + width] = chunk_chosen
     return chosen, values
 
 

@@ -480,7 +480,7 @@ def omp(atoms: np.ndarray, targets: np.ndarray, terms: int) -> tuple[np.ndarray,
         chunk_values = np.zeros((k, width))
         chunk_chosen = np.zeros((k, width), dtype=bool)
         for _ in range(min(terms, k)):
-            live = remaining > 1e-20 * energy
+            live = remaining > 1e-12 * energy  # above round-off: not yet fit
             if not live.any():
                 break
             score = np.abs(correlation) * inverse_norms[:, None]

@@ -5,7 +5,7 @@
       -> the float model run on the samples (onnxruntime, the ideal chip's graph)
       -> each crossbar layer's input unfolded into patches [G, rows, P]
       -> XtX per group, summed over all patches of all samples: [G, rows, rows]
-      -> program + tensors `<layer>.input_gram` (f64), which the basis pass reads with
+      -> program + tensors `<layer>.input_gram` (f32), which the basis pass reads with
          objective=outputs and drops from the program it emits
 
 The .npz holds one array per program input, samples first (as for `xbarc calibrate`).
@@ -115,4 +115,6 @@ def with_input_grams(
     """`program` with each top-level crossbar layer's input Gram matrix attached as the
     tensor `<layer>.input_gram`, for the basis pass' objective=outputs."""
     grams = input_grams(program, data, samples)
-    return with_tensors(program, {gram_tensor_name(name): g for name, g in grams.items()})
+    # f32 halves what a large network's Gram matrices hold (rows^2 per group and layer)
+    tensors = {gram_tensor_name(name): g.astype(np.float32) for name, g in grams.items()}
+    return with_tensors(program, tensors)

@@ -48,8 +48,12 @@ class ProgrammedTiles:
             self.blocks_on[block.vtile].append(block)
         # array -> the layer whose blocks it holds (a basis array: its own name)
         self.layer_of = {array.name: array.layer or array.name for array in program.arrays}
+        self.basis_arrays = {array.name for array in program.arrays if array.kind == "basis"}
         self.block_cells = BlockCells(program, quantized)
         self.state: dict[int, np.ndarray] = {}  # physical tile -> its cells
+        # noisy chips: the targets of tiles holding basis blocks, which layers outside
+        # the noisy ones read (a basis is shared: its cells cannot be made clean in place)
+        self.targets: dict[int, np.ndarray] = {}
         self.chip = ChipState()
 
     def write(self, writes: Iterable[TileWrite]) -> None:
@@ -68,18 +72,26 @@ class ProgrammedTiles:
             if self.device is not None:
                 self._program_noisy(write.tile, state, self.blocks_on[write.vtile])
 
-    def cells(self, block: Block) -> np.ndarray:
-        """The programmed cells that hold `block`, on the tile that holds its vtile now."""
-        return programmed_region(self.state[self.chip.tile_of[block.vtile]], block)
+    def cells(self, block: Block, noisy: bool = True) -> np.ndarray:
+        """The programmed cells that hold `block`, on the tile that holds its vtile now
+        (`noisy=False`: a basis block's cells as targeted, without the device's noise)."""
+        tile = self.chip.tile_of[block.vtile]
+        if not noisy and tile in self.targets and block.array in self.basis_arrays:
+            return programmed_region(self.targets[tile], block)
+        return programmed_region(self.state[tile], block)
 
     def _program_noisy(self, tile: int, state: np.ndarray, blocks: list[Block]) -> None:
         """Program `tile` to `state` through the device models, in place; the blocks of
-        layers outside `noisy_layers` keep their targets."""
+        layers outside `noisy_layers` keep their targets (basis blocks, which every
+        combined layer shares, keep their noisy cells and their targets beside them)."""
         assert self.device is not None
         targets = state.copy()
         state[...] = self.device.program(tile, targets)
+        self.targets.pop(tile, None)
         for block in blocks:
-            if not self.is_noisy(self.layer_of[block.array]):
+            if block.array in self.basis_arrays:
+                self.targets[tile] = targets
+            elif not self.is_noisy(self.layer_of[block.array]):
                 programmed_region(state, block)[...] = programmed_region(targets, block)
 
 

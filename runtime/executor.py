@@ -34,6 +34,13 @@ Settings (`noise.NoiseSettings`, from a profile):
   and whose reads add input, read and output noise, all from the seeds. Reads then run
   in float32.
 
+Layers combined from a basis (BasisN, `combine.py`) are read the same way, as a virtual
+layer whose columns are the basis responses (s, k) of their input segments: the reads the
+schedule names (each a basis block of one copy against one segment) through the DAC, the
+cells and the ADC, then one batched float64 combine with the layer's coefficients instead
+of the dequantization. In `ideal` the basis cells each segment read and the coefficients
+make the layer's effective weights.
+
 In `quant`, layers run in graph order, each over all its runs in phase order (phases are
 batch-major: the whole batch passes each programming); digital ops run on the host in
 between. A read is one GEMM over the whole batch: the read's cells [columns, rows] times
@@ -72,6 +79,13 @@ from xbarc.ir.tile import (
 )
 from xbarc.runtime import gaussian
 from xbarc.runtime.chip import ProgrammedTiles
+from xbarc.runtime.combine import (
+    CombineTable,
+    combine_responses,
+    combine_table,
+    combined_weights,
+    response_targets,
+)
 from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph, IdealLayers
@@ -151,6 +165,7 @@ class Executor:
         self.digit_max = min(2**hardware.dac.slice_bits, 2 ** (self.dac_bits - 1)) - 1
         # quant: element types of a read's cells, DAC digits and partial sums
         self.cell_type, self.digit_type, self.sum_type = self._read_types()
+        self._combines: dict[str, CombineTable] = {}  # BasisN: combined layer -> combine
         self.plans, matrices = self._program_chip()
         self._ideal: IdealGraph | None = None
         self._ideal_layers: IdealLayers | None = None
@@ -164,8 +179,7 @@ class Executor:
         self._sparse: dict[str, SparseColumns | None] = {}
         if not self.settings.quantized:
             self.effective_weights = {
-                layer: self._dequantized(self._weights_of(layer), matrix)
-                for layer, matrix in matrices.items()
+                layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
             }
             if any(isinstance(op, DigitalOp) and op.regions for op in program.ops):
                 # control flow runs on the host (a branch never taken need not even be
@@ -267,26 +281,34 @@ class Executor:
             tiles.write(phase.writes)
             for run in phase.runs:
                 layer = program.layer(run.layer)
-                array = self._weights_of(layer.name)
-                run_blocks = [program.blocks[i] for cycle in run.cycles for i in cycle.blocks]
+                array, combine = self._read_array(layer)
+                run_reads = [
+                    (program.blocks[read.block], read.input)
+                    for cycle in run.cycles
+                    for read in cycle.reads
+                ]
                 if self.settings.quantized:
                     reads = read_plans(
                         array,
-                        run_blocks,
+                        run_reads,
                         tiles,
                         program.store,
                         max_input,
                         self._adc_fraction(layer.name),
                         self.cell_type,
                         self.differential_adc,
+                        None if combine is None else response_targets(combine, program.store),
+                        self._is_noisy(layer.name),
                     )
-                    plans[layer.name].append(LayerPlan(layer, array, reads))
+                    plans[layer.name].append(LayerPlan(layer, array, reads, combine))
                     continue
                 matrix = matrices.get(layer.name)
                 if matrix is None:
-                    shape = (array.groups, array.rows, array.cols)
+                    # a combined layer: the basis cells each of its segments reads
+                    cols = array.cols if combine is not None else layer.cols
+                    shape = (layer.groups, layer.rows, cols)
                     matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float64)
-                add_ideal_reads(matrix, array, run_blocks, tiles, program.store)
+                add_ideal_reads(matrix, array, run_reads, tiles, program.store)
         return plans, matrices
 
     # --- running --------------------------------------------------------------------------
@@ -406,10 +428,11 @@ class Executor:
         sparse = self._sparse_columns(plans)
         if sparse is not None:  # integer reads: all groups, reads and columns at once
             return self._accumulate_sparse(plans[0], sparse, columns, x)
-        array = plans[0].array
+        first = plans[0]
+        array = first.array
         slice_bits = self.program.hardware.dac.slice_bits
         digit_max = self.digit_max
-        input_scale, inputs = self._dac_inputs(plans[0].layer.name, columns, x)
+        input_scale, inputs = self._dac_inputs(first.layer.name, columns, x)
         if inputs:
             groups, _, patches = inputs[0][1][0].shape
         else:  # an all-zero input: nothing to read
@@ -420,12 +443,9 @@ class Executor:
         for plan in plans:
             for read in plan.reads:
                 reads_of[read.group].append(read)
-        scale = self.weight_scale(array)
-        if not isinstance(scale, np.ndarray):
-            scale = np.full((groups, array.cols), scale)
-        result = touched((groups, array.cols, patches), np.float32)
+        result = touched((groups, first.layer.cols, patches), np.float32)
         for group in range(groups):
-            acc = self.workspace("accumulator", (array.cols, patches), np.int64)
+            acc = self.workspace("accumulator", (first.columns, patches), np.int64)
             acc.fill(0)
             readout = ReadOut(self, acc, plans[0].layer.name)
             corrections: dict[tuple | bytes, tuple[slice | np.ndarray, np.ndarray]] = {}
@@ -450,14 +470,38 @@ class Executor:
             readout.flush()
             for offset_columns, total in corrections.values():
                 acc[offset_columns] -= offset * adc_unit * total
-            column_scale = scale[group].astype(np.float64)
-            adc.dequantize(acc, adc_unit, input_scale, column_scale, result[group])
+            one = slice(group, group + 1)
+            self._finish(first, one, acc[None], input_scale, result[one])
         return result
+
+    def _finish(
+        self, plan: LayerPlan, groups: slice, acc: np.ndarray, input_scale: float, out
+    ) -> None:
+        """The layer's output columns from its accumulators, [g, columns, P] int64 for the
+        groups `groups`, into `out` float32 [g, cols, P]: dequantized (times the input's and
+        the weights' scales), or, for a layer combined from a basis, the digital combine of
+        its responses (`combine.combine_responses`)."""
+        unit = self.adc_levels or 1
+        if plan.combine is not None:
+            combine_responses(plan.combine, groups, acc, unit, input_scale, out)
+            return
+        count, cols, patches = acc.shape
+        scale = self.weight_scale(plan.array)
+        if isinstance(scale, np.ndarray):
+            column_scale = scale[groups].reshape(-1).astype(np.float64)
+        else:
+            column_scale = np.full(count * cols, scale, dtype=np.float64)
+        adc.dequantize(
+            acc.reshape(count * cols, patches),
+            unit,
+            input_scale,
+            column_scale,
+            out.reshape(count * cols, patches),
+        )
 
     def _accumulate_sparse(self, plan: LayerPlan, sparse: SparseColumns, columns, x):
         """`_accumulate_quantized` for integer reads, with `sparse_read_accumulate`: each
         sign's DAC levels unfolded once, and all its slices read off them in one call."""
-        array = plan.array
         slice_bits = self.program.hardware.dac.slice_bits
         bits, input_scale = self._dac_scale(plan.layer.name, x)
         count = -(-(bits - 1) // slice_bits)
@@ -472,20 +516,15 @@ class Executor:
             groups, _, patches = unfolded.shape
             levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
             if acc is None:
-                acc = self.workspace("accumulator", (groups * array.cols, patches), np.int64)
+                acc = self.workspace("accumulator", (groups * plan.columns, patches), np.int64)
                 acc.fill(0)
             sparse_read_accumulate(levels_in, sparse, slice_bits, count, sign, self.adc_levels, acc)
         if acc is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
-            return touched((groups, array.cols, patches), np.float32)
-        result = touched((groups, array.cols, patches), np.float32)
-        scale = self.weight_scale(array)
-        if not isinstance(scale, np.ndarray):
-            scale = np.full((groups, array.cols), scale)
-        column_scale = scale.reshape(-1).astype(np.float64)
-        adc.dequantize(
-            acc, self.adc_levels or 1, input_scale, column_scale, result.reshape(acc.shape)
-        )
+            return touched((groups, plan.layer.cols, patches), np.float32)
+        result = touched((groups, plan.layer.cols, patches), np.float32)
+        accumulated = acc.reshape(groups, plan.columns, patches)
+        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
         return result
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
@@ -523,10 +562,9 @@ class Executor:
         layer = plans[0].layer.name
         if layer not in self._sparse:
             reads = [read for plan in plans for read in plan.reads]
-            array = plans[0].array
             sparse = None
             if all(read.offset_columns is None for read in reads):
-                sparse = sparse_columns(reads, array.rows, array.cols)
+                sparse = sparse_columns(reads, plans[0].layer.rows, plans[0].columns)
                 if not reads_sparsely(reads, sparse):
                     sparse = None
             self._sparse[layer] = sparse
@@ -597,16 +635,36 @@ class Executor:
             buffer = self._workspace[name] = touched((size,), dtype)
         return buffer[:size].reshape(shape)
 
-    def _weights_of(self, layer: str) -> Array:
-        """The array a layer's runs read (basis-combined layers cannot run yet)."""
-        array = self.program.weights_of(layer)
-        if array is None or any(combine.layer == layer for combine in self.program.combines):
+    def _read_array(self, layer: CrossbarLayer) -> tuple[Array, CombineTable | None]:
+        """The array a layer's runs read: its own weights, or the basis it is combined
+        from (BasisN) with the combine that turns the basis responses into its outputs."""
+        program = self.program
+        for combine in program.combines:
+            if combine.layer == layer.name:
+                table = self._combines.get(layer.name)
+                basis = program.array(combine.basis)
+                if table is None:
+                    table = combine_table(combine, basis, layer, program.store)
+                    self._combines[layer.name] = table
+                return basis, table
+        array = program.weights_of(layer.name)
+        if array is None:
             raise XbarcError(
-                f"layer @{layer} is not held by a weights array of its own",
-                hint="the runtime runs layers mapped onto their own weights; basis "
-                "combination (BasisN) cannot run yet",
+                f"layer @{layer.name} is held by no weights array and combined from no basis",
+                hint="compile the model through the quantize and tile passes",
             )
-        return array
+        return array, None
+
+    def _effective(self, layer: str, matrix: np.ndarray) -> np.ndarray:
+        """An ideal layer's effective weights float32 [groups, rows, cols] from what its
+        reads read (float64, in levels): its own cells times the array's scale, or for a
+        combined layer the combine of the basis cells each segment read."""
+        table = self._combines.get(layer)
+        if table is not None:
+            return combined_weights(table, matrix)
+        array = self.program.weights_of(layer)
+        assert array is not None  # checked by _read_array
+        return self._dequantized(array, matrix)
 
     def _dequantized(self, array: Array, matrix: np.ndarray) -> np.ndarray:
         """An ideal layer's matrix (float64, in levels) times the array's scale, rounded

@@ -1,10 +1,10 @@
 """Read plans: which programmed cells a layer's runs read, how, and their read-out through the ADC.
 
-    plans = read_plans(array, run_blocks, tiles, store, ...)    # quant: one per input read
-    add_ideal_reads(matrix, array, run_blocks, tiles, store)    # ideal: one matrix per layer
+    plans = read_plans(array, run_reads, tiles, store, ...)    # quant: one per input read
+    add_ideal_reads(matrix, array, run_reads, tiles, store)    # ideal: one matrix per layer
 
-In `quant` a run becomes read plans: the blocks of the run grouped by the input they read
-(same group and source rows), with their cells side by side and, per read column, the
+In `quant` a run becomes read plans: the blocks of the run's reads grouped by the input
+they drive (same group and source rows), with their cells side by side and, per read column, the
 output column (scatter), the slice's signed significance and the ADC full scale; the input
 rows it drives are a slice or a gather table. A differential ADC senses each + column with
 the - column of the same output and significance (`differential`). `ReadOut` buffers the
@@ -12,24 +12,32 @@ partial sums of many reads and passes them through the ADC kernel together.
 
 In `ideal` reads are linear, so what a layer's runs read adds up to one effective matrix
 per group (`add_ideal_reads`).
+
+A layer combined from a basis (BasisN) is read the same way, as a virtual layer whose
+columns are the basis responses (s, k) of its input segments (`combine.py`): a read of a
+basis block against segment s fills columns s*K + k, through the same DAC, cells and ADC.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from xbarc.ir.cells import largest_read_sum
-from xbarc.ir.tile import Array, Block, CrossbarLayer
+from xbarc.ir.tile import Array, Block, CrossbarLayer, Segment
 from xbarc.runtime import gaussian
 from xbarc.runtime.chip import ProgrammedTiles, index_array, row_indices
+from xbarc.runtime.combine import CombineTable
 from xbarc.runtime.kernels import adc, gemm
 from xbarc.runtime.kernels.sparse_read import SparseColumns
+
+# the accumulator columns a block's columns fill when read against a segment
+Targets = Callable[[Block, Segment], np.ndarray]
 
 
 @dataclass
@@ -51,60 +59,77 @@ class ReadPlan:
 
 @dataclass
 class LayerPlan:
-    """Quant: one run of a layer, its reads one per input they take."""
+    """Quant: one run of a layer, its reads one per input they take. A layer combined
+    from a basis (BasisN) reads the basis `array` into the response columns of its
+    `combine` (s*K + k per group), which the combine unit turns into the layer's columns."""
 
     layer: CrossbarLayer
     array: Array
     reads: list[ReadPlan] = field(default_factory=list)
+    combine: CombineTable | None = None
+
+    @property
+    def columns(self) -> int:
+        """Accumulator columns per group: the array's, or the basis responses."""
+        return self.array.cols if self.combine is None else self.combine.responses
 
 
 def read_plans(
     array: Array,
-    blocks: list[Block],
+    reads: Sequence[tuple[Block, Segment]],
     tiles: ProgrammedTiles,
     store,
     max_input: int,
     adc_fraction: float | None,
     cell_type: type,
     differential_adc: bool,
+    targets: Targets | None = None,
+    noisy: bool = True,
 ) -> list[ReadPlan]:
-    """One read plan per input a run's blocks read (a group and its source rows): every
-    block's cells side by side (as `cell_type`), each read column keeping its own slice.
-    The ADC's full scale is the largest sum a read can produce (inputs of at most
-    `max_input`), times `adc_fraction` if calibrated."""
+    """One read plan per input a run's reads drive (a group and its source rows): the
+    cells of every block read with it side by side (as `cell_type`), each read column
+    keeping its own slice. A read drives its segment's rows onto the block's first rows
+    (a basis block read by a layer's last segment: fewer rows than the block, the rest
+    driven with zeros). The ADC's full scale is the largest sum a read of the block's
+    rows can produce (inputs of at most `max_input`), times `adc_fraction` if
+    calibrated. `targets(block, segment)`: the accumulator column of each block column
+    (default: the block's own columns of its array); `noisy`: read the noisy cells (a
+    layer outside the noisy ones reads a shared basis as programmed without noise)."""
     by_input: dict[tuple, list[Block]] = defaultdict(list)
-    for block in blocks:
-        by_input[(block.group, block.rows)].append(block)
-    reads = []
+    for block, segment in reads:
+        by_input[(segment.group, segment.rows)].append(block)
+    plans = []
     for (group, rows), members in by_input.items():
-        targets, factors, full_scales, offset_columns = [], [], [], []
+        segment = Segment(group, rows)
+        driven = len(rows)
+        columns_of, factors, full_scales, offset_columns = [], [], [], []
         for block in members:
             piece = array.slices[block.slice]
-            columns = index_array(block.cols, store)
+            columns = index_array(block.cols, store) if targets is None else targets(block, segment)
             sign = 1 if piece.polarity == "+" else -1
             largest = largest_read_sum(max_input, piece, len(block.rows))
             if adc_fraction is not None:
                 largest = max(1, math.ceil(adc_fraction * largest))
-            targets.append(columns)
+            columns_of.append(columns)
             factors.append(np.full(len(columns), sign * 2**piece.shift, dtype=np.int64))
             full_scales.append(np.full(len(columns), largest, dtype=np.int64))
             if array.encoding == "offset" and piece.shift == 0:
                 offset_columns.append(columns)
-        regions = [tiles.cells(block) for block in members]
-        reads.append(
+        regions = [tiles.cells(block, noisy)[:driven] for block in members]
+        plans.append(
             ReadPlan(
                 group,
                 row_indices(rows, store),
                 np.ascontiguousarray(np.concatenate(regions, axis=1).T, dtype=cell_type),
-                np.concatenate(targets),
+                np.concatenate(columns_of),
                 np.concatenate(factors),
                 np.concatenate(full_scales),
                 as_slice(np.unique(np.concatenate(offset_columns))) if offset_columns else None,
             )
         )
     if differential_adc:
-        reads = [differential(read) for read in reads]
-    return reads
+        plans = [differential(plan) for plan in plans]
+    return plans
 
 
 def sparse_columns(reads: list[ReadPlan], rows: int, cols: int) -> SparseColumns:
@@ -155,25 +180,31 @@ def reads_sparsely(reads: list[ReadPlan], columns: SparseColumns) -> bool:
 
 
 def add_ideal_reads(
-    matrix: np.ndarray, array: Array, blocks: list[Block], tiles: ProgrammedTiles, store
+    matrix: np.ndarray,
+    array: Array,
+    reads: Sequence[tuple[Block, Segment]],
+    tiles: ProgrammedTiles,
+    store,
 ) -> None:
     """Ideal reads are linear, so the partial sums of a layer's runs add up to one
     matrix per group: each block's programmed cells times its slice's signed
-    significance, added at its rows and columns (the offset of offset encoding is taken
-    off where the digital correction would take it off)."""
+    significance, added at the rows of the input segment its read drives and at the
+    block's columns (the offset of offset encoding is taken off where the digital
+    correction would take it off). For a basis, `matrix` [groups, layer rows, K] collects
+    the basis cells each segment was read against."""
     offset = 2.0 ** (array.weight_bits - 1)
-    for block in blocks:
+    for block, segment in reads:
         piece = array.slices[block.slice]
         significance = (1 if piece.polarity == "+" else -1) * 2.0**piece.shift
-        region = tiles.cells(block) * significance
+        region = tiles.cells(block)[: len(segment.rows)] * significance
         if array.encoding == "offset" and piece.shift == 0:
             region = region - offset
-        rows = row_indices(block.rows, store)
+        rows = row_indices(segment.rows, store)
         cols = as_slice(index_array(block.cols, store))
         if isinstance(rows, slice) and isinstance(cols, slice):
-            matrix[block.group, rows, cols] += region
+            matrix[segment.group, rows, cols] += region
         else:
-            matrix[block.group][np.ix_(np.r_[rows], np.r_[cols])] += region
+            matrix[segment.group][np.ix_(np.r_[rows], np.r_[cols])] += region
 
 
 def differential(read: ReadPlan) -> ReadPlan:

@@ -96,16 +96,20 @@ def bits_used(spread_steps: float | None, signed: bool) -> float | None:
 def largest_read_sums(program: Program) -> dict[str, int]:
     """Per crossbar layer, the largest sum its tallest read can produce: every input digit
     at its top (2^slice_bits - 1), every cell of the slice at its top level, over the
-    block's rows (`largest_read_sum`, the executor's fixed ADC full scale)."""
+    block's rows (`largest_read_sum`, the executor's fixed ADC full scale). The reads of
+    a basis (BasisN) belong to the layers combined from it."""
     top_digit = 2**program.hardware.dac.slice_bits - 1
     arrays = {array.name: array for array in program.arrays}
+    readers: dict[str, list[str]] = {}  # array -> the layers whose runs read it
+    for layer, read_arrays in program.arrays_read_by().items():
+        for name in read_arrays:
+            readers.setdefault(name, []).append(layer)
     largest: dict[str, int] = {}
     for block in program.blocks:
         array = arrays[block.array]
-        if array.layer is None:
-            continue  # a basis: its reads belong to the layers combined from it
         read = largest_read_sum(top_digit, array.slices[block.slice], len(block.rows))
-        largest[array.layer] = max(largest.get(array.layer, 0), read)
+        for layer in readers.get(array.name, ()):
+            largest[layer] = max(largest.get(layer, 0), read)
     return largest
 
 
@@ -120,7 +124,7 @@ def inspect_adc(program: Program, program_path: str | os.PathLike = "PROGRAM.xba
     for layer in program.layers():
         top = largest.get(layer.name)
         calibrated = None if calibration is None else calibration.of(layer.name)
-        if top is None:  # no blocks of its own (a basis combination)
+        if top is None:  # no blocks read
             layers.append(LayerAdcUse(layer.name, None, None, None))
             continue
         full_scale: float | None = None

@@ -112,8 +112,8 @@ def dequantize(
     acc: np.ndarray, unit: int, input_scale: float, column_scale: np.ndarray, out: np.ndarray
 ) -> None:
     """out[c, p] = float32(float64(acc[c, p]) / unit * input_scale * column_scale[c]), the
-    operations in this order in float64; `acc` int64 [C, P], `column_scale` float64 [C],
-    `out` float32 [C, P]."""
+    operations in this order in float64; `acc` int64 [C, P] (or float64: the sums of the
+    basis combine), `column_scale` float64 [C], `out` float32 [C, P]."""
     if acc.shape != out.shape or column_scale.shape != acc.shape[:1]:
         raise ValueError(
             f"dequantize: acc {acc.shape}, column scales {column_scale.shape}, out {out.shape}"

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from tests.programs import depthwise_program, layers_program
 from xbarc.ir.cells import make_slices, slice_cells
+from xbarc.ir.levels import quantize_levels
 from xbarc.ir.tile import Span
 from xbarc.ir.verifier import verify
 from xbarc.passes.manager import parse_pipeline, run_pipeline
-from xbarc.passes.quantize import quantize_levels, with_few_ones
+from xbarc.passes.quantize import with_few_ones
 from xbarc.report import report
 
 

@@ -27,9 +27,10 @@ from xbarc.cli import main
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.cost import program_cost
 from xbarc.diagnostics import XbarcError
+from xbarc.ir.levels import MSE_RATIOS, quantize_levels
 from xbarc.ort_quant import quantize_int8
 from xbarc.passes.manager import parse_pipeline, run_pipeline
-from xbarc.passes.quantize import MSE_RATIOS, Quantize, quantize_levels
+from xbarc.passes.quantize import Quantize
 from xbarc.session import InferenceSession
 from xbarc.weight_report import weight_errors
 

@@ -168,10 +168,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument(
         "--basis-fit",
-        choices=("svd", "identity"),
+        choices=("svd", "kmeans", "identity"),
         default="svd",
         help="basis: how the basis is learned: svd (truncated SVD of all layers' segments, "
-        "default) or identity (the K = L unit vectors: lossless reference)",
+        "default), kmeans (seeded k-means of their directions) or identity (the K = L unit "
+        "vectors: lossless reference)",
+    )
+    compile_parser.add_argument(
+        "--basis-terms",
+        type=int,
+        metavar="M",
+        help="basis: at most M basis vectors per segment, chosen by orthogonal matching "
+        "pursuit (default: all K)",
+    )
+    compile_parser.add_argument(
+        "--basis-copies",
+        type=int,
+        metavar="R",
+        help="basis: copies of the basis on the chip, R segments read per cycle (default: "
+        "as many as fit)",
+    )
+    compile_parser.add_argument(
+        "--calibration-data",
+        type=Path,
+        metavar="X.npz",
+        help="basis: samples (one array per model input, samples first, as for calibrate) "
+        "on which each layer's coefficients minimise its output error instead of its "
+        "weight error",
     )
     compile_parser.add_argument(
         "--basis-keep",
@@ -424,6 +447,9 @@ def run_compile(args: argparse.Namespace) -> int:
         segment_rows=args.segment_rows,
         basis_fit=args.basis_fit,
         basis_keep=tuple(args.basis_keep),
+        basis_terms=args.basis_terms,
+        basis_copies=args.basis_copies,
+        calibration_data=args.calibration_data,
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )

@@ -46,6 +46,10 @@ class CompileOptions:
     segment_rows: int | None = None  # basis: segment length L (None: the tile rows)
     basis_fit: str = "svd"  # basis: how the basis is learned (passes/basis.py)
     basis_keep: tuple[str, ...] = ()  # basis: layers stored on their own arrays
+    basis_terms: int | None = None  # basis: at most m basis vectors per segment (None: K)
+    basis_copies: int | None = None  # basis: copies of the basis (None: as many as fit)
+    # basis: samples (.npz, one array per model input) for the data-aware fit
+    calibration_data: Path | None = None
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -88,6 +92,12 @@ def basis_options(options: CompileOptions) -> str:
         parts.append(f"segment-rows={options.segment_rows}")
     if options.basis_keep:
         parts.append("keep=" + ";".join(options.basis_keep))
+    if options.basis_terms is not None:
+        parts.append(f"terms={options.basis_terms}")
+    if options.basis_copies is not None:
+        parts.append(f"copies={options.basis_copies}")
+    if options.calibration_data is not None:
+        parts.append("objective=outputs")
     return ",".join(parts)
 
 
@@ -110,10 +120,36 @@ def compile_onnx(
         options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
     )
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
+    check_calibration_data(options, pipeline.passes)
     program = import_onnx(model_path, hardware, options.input_shapes or None)
     if emit == "graph":
         return program
+    if options.calibration_data is not None:
+        from xbarc.basis_data import load_calibration_data, with_input_grams
+
+        data = load_calibration_data(options.calibration_data, program)
+        program = with_input_grams(program, data)
     return run_pipeline(program, pipeline, after_pass)
+
+
+def check_calibration_data(options: CompileOptions, passes: tuple[Any, ...]) -> None:
+    """--calibration-data feeds the basis pass' data-aware fit: refuse it where no basis
+    pass would use it."""
+    if options.calibration_data is None:
+        return
+    if options.pipeline is None and options.strategy != "basis":
+        raise XbarcError(
+            "--calibration-data fits BasisN's coefficients to the layers' inputs: it needs "
+            "--strategy basis",
+            hint="add --strategy basis, or drop --calibration-data",
+        )
+    uses = any(getattr(p, "name", "") == "basis" and p.objective == "outputs" for p in passes)
+    if not uses:
+        raise XbarcError(
+            "--calibration-data has no effect with this --pipeline",
+            hint="give the basis pass objective=outputs (basis{objective=outputs}) or drop "
+            "--calibration-data",
+        )
 
 
 # options that only build the default pipeline: (field, flag, where a pipeline says it)
@@ -134,6 +170,8 @@ PIPELINE_OPTIONS = (
     ("segment_rows", "--segment-rows", "basis{segment-rows=L}"),
     ("basis_fit", "--basis-fit", "basis{fit=F}"),
     ("basis_keep", "--basis-keep", "basis{keep=LAYER;LAYER}"),
+    ("basis_terms", "--basis-terms", "basis{terms=M}"),
+    ("basis_copies", "--basis-copies", "basis{copies=R}"),
 )
 
 

@@ -191,6 +191,33 @@ def pipeline_small_cnn() -> Tensors:
     return dict(program.store)
 
 
+# --- basis: graph-level programs (the pipelines quantize first) -----------------------
+
+
+def basis_layers() -> Tensors:
+    return {
+        "conv.w": normal(21, (2, 9, 2)),
+        "fc.w": normal(22, (1, 12, 3)),
+        "fc.b": np.array([0.1, -0.2, 0.3], dtype=np.float32),
+        "reps": np.array([1, 3], dtype=np.int64),
+    }
+
+
+def input_gram(seed: int, groups: int, rows: int) -> np.ndarray:
+    """XtX of 32 inputs whose rows have very different energies (f64 [G, rows, rows])."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(groups, 32, rows)) * np.linspace(0.1, 2.0, rows)
+    return np.round(x.transpose(0, 2, 1) @ x, 3)
+
+
+def basis_calibrated() -> Tensors:
+    return {
+        **basis_layers(),
+        "conv.input_gram": input_gram(23, 2, 9),
+        "fc.input_gram": input_gram(24, 1, 12),
+    }
+
+
 INPUTS: dict[str, Callable[[], Tensors]] = {
     "quantize/layers.xbar": quantize_layers,
     "quantize/outliers.xbar": quantize_outliers,
@@ -205,6 +232,8 @@ INPUTS: dict[str, Callable[[], Tensors]] = {
     "allocate/cycles.xbar": allocate_cycles,
     "allocate/two_types.xbar": allocate_two_types,
     "pipeline/small_cnn.xbar": pipeline_small_cnn,
+    "basis/layers.xbar": basis_layers,
+    "basis/calibrated.xbar": basis_calibrated,
 }
 
 _HEADER = re.compile(r"^xbar [0-9]+$", re.MULTILINE)

@@ -50,6 +50,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import wave
 import zipfile
@@ -861,10 +862,18 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[list[Row], str]:
         return rows, header
     try:
         started = time.perf_counter()
-        options = CompileOptions(input_shapes=case.shapes)
+        options = CompileOptions(input_shapes=case.shapes, tiles=args.tiles)
         if args.scale is not None:
             options = replace(options, scale=args.scale)
-        program = compile_onnx(case.model, options)
+        if args.strategy == "basis":
+            options = replace(options, strategy="basis")
+        with tempfile.TemporaryDirectory() as folder:
+            if args.strategy == "basis" and case.xbarc_calibration is not None:
+                # BasisN's data-aware fit on the samples the converters are calibrated on
+                samples = Path(folder) / "calibration.npz"
+                np.savez(samples, **case.xbarc_calibration)
+                options = replace(options, calibration_data=samples)
+            program = compile_onnx(case.model, options)
         compile_seconds = time.perf_counter() - started
     except Exception as error:  # noqa: BLE001 - a row, not a crash
         rows.append(Row(name, "compile", note=one_line(error)))
@@ -945,6 +954,13 @@ def main() -> None:
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated")
     parser.add_argument("--det-side", type=int, default=480, help="det: the page's short side")
     parser.add_argument("--scale", help="tensor or column (default: the compiler's)")
+    parser.add_argument("--tiles", type=int, default=128, help="the chip's tiles (default 128)")
+    parser.add_argument(
+        "--strategy",
+        choices=("reprogram", "basis"),
+        default="reprogram",
+        help="basis: BasisN programs, coefficients fitted on the calibration samples",
+    )
     parser.add_argument("--record", action="store_true", help="write the table to RESULTS.md")
     parser.add_argument("--make-speech", action="store_true", help="synthesize the VAD data")
     args = parser.parse_args()
@@ -975,6 +991,11 @@ def main() -> None:
             "Trained models from registry packages (`python benchmarks/real_models.py`), "
             f"det at {args.det_side} px; default compile options"
             + ("" if args.scale is None else f" but scale {args.scale}")
+            + (
+                ""
+                if args.strategy == "reprogram"
+                else f", strategy basis on {args.tiles} tiles (data-aware coefficients)"
+            )
             + "; "
             "quantized profiles with "
             "ranges calibrated on the samples ort-int8 is calibrated on, where noted else.\n\n"
@@ -985,7 +1006,8 @@ def main() -> None:
             + "\n".join(f"- {line}" for line in verdicts)
         )
         # a run with another scale is a section of its own beside the default's
-        record("real models" + ("" if args.scale is None else f", scale {args.scale}"), body)
+        section = "real models" + ("" if args.scale is None else f", scale {args.scale}")
+        record(section + ("" if args.strategy == "reprogram" else ", strategy basis"), body)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx.parser
 import onnxruntime
-from onnx import AttributeProto, ModelProto, helper, numpy_helper
+from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
 
 from xbarc.ir.tile import Const, CrossbarLayer, DigitalOp, Program, Value
 from xbarc.ir.types import NUMPY_DTYPES
@@ -68,6 +68,49 @@ def random(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 
 # --- numpy reference of crossbar layers ------------------------------------------------
+
+
+def make_model(nodes, inputs, outputs, initializers, opset=17) -> ModelProto:
+    """A float model of `nodes`: inputs (name, shape), outputs by name (shapes inferred),
+    initializers by name."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [numpy_helper.from_array(np.asarray(value), name) for name, value in initializers.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def tanh_loop_model(weight: np.ndarray, trips: int = 3) -> ModelProto:
+    """h_{k+1} = Tanh(h_k @ weight + x) for `trips` iterations of a Loop, every h_k a scan
+    output: inputs x and h0 of shape [2, width], outputs h_last and hs."""
+    width = weight.shape[0]
+    state = [2, width]
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h", "w"], ["hw"]),
+            helper.make_node("Add", ["hw", "x"], ["pre"]),
+            helper.make_node("Tanh", ["pre"], ["h_next"]),
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+            helper.make_node("Identity", ["h_next"], ["scan"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, state),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_next", TensorProto.FLOAT, state),
+            helper.make_tensor_value_info("scan", TensorProto.FLOAT, state),
+        ],
+    )
+    loop = helper.make_node("Loop", ["trips", "", "h0"], ["h_last", "hs"], body=body)
+    initializers = {"w": weight, "trips": np.int64(trips)}
+    return make_model([loop], [("x", state), ("h0", state)], ["h_last", "hs"], initializers)
 
 
 def im2col(

@@ -28,9 +28,9 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-from tests.onnx_models import run_onnxruntime, save
+from tests.onnx_models import make_model, run_onnxruntime, save, tanh_loop_model
 from tests.test_runtime import reference_output, reference_rows
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.ir.tile import Const, CrossbarLayer, Program
@@ -62,17 +62,6 @@ def pipeline(
 def compiled(model: onnx.ModelProto, pipeline_text: str) -> Program:
     with tempfile.TemporaryDirectory() as folder:
         return compile_onnx(save(model, Path(folder)), CompileOptions(pipeline=pipeline_text))
-
-
-def make_model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(name, FLOAT, shape) for name, shape in inputs],
-        [helper.make_tensor_value_info(name, FLOAT, None) for name in outputs],
-        [numpy_helper.from_array(np.asarray(value), name) for name, value in initializers.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def sparse_weight(shape, sparsity: float, rng) -> np.ndarray:
@@ -526,30 +515,8 @@ def test_a_layer_outside_the_noisy_ones_reads_the_basis_without_noise():
 
 def test_a_loop_body_layer_is_combined_and_runs_every_iteration(monkeypatch):
     """h_{k+1} = Tanh(h_k @ w + x) for 3 iterations, the MatMul combined from the basis."""
-    body = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["h", "w"], ["hw"]),
-            helper.make_node("Add", ["hw", "x"], ["pre"]),
-            helper.make_node("Tanh", ["pre"], ["h_next"]),
-            helper.make_node("Identity", ["cond"], ["cond_out"]),
-            helper.make_node("Identity", ["h_next"], ["scan"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("h", FLOAT, [2, 11]),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("h_next", FLOAT, [2, 11]),
-            helper.make_tensor_value_info("scan", FLOAT, [2, 11]),
-        ],
-    )
-    loop = helper.make_node("Loop", ["trips", "", "h0"], ["h_last", "hs"], body=body)
     rng = np.random.default_rng(7)
-    weights = {"w": rng.standard_normal((11, 11)).astype(np.float32), "trips": np.int64(3)}
-    model = make_model([loop], [("x", [2, 11]), ("h0", [2, 11])], ["h_last", "hs"], weights)
+    model = tanh_loop_model(rng.standard_normal((11, 11)).astype(np.float32))
     program = compiled(model, pipeline("fit=svd,k=8,coef-bits=16"))
     (layer,) = program.layers()
     assert [c.layer for c in program.combines] == [layer.name]

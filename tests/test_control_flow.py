@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.onnx_models import random, run_onnxruntime, save
+from tests.onnx_models import make_model, random, run_onnxruntime, save, tanh_loop_model
 from tests.test_runtime import quant_layer_reference
 from xbarc.cli import main
 from xbarc.compiler import CompileOptions, compile_onnx
@@ -30,18 +30,6 @@ from xbarc.runtime.noise import Seeds, noise_settings
 
 PIPELINE = "quantize{weight-bits=8,cell-bits=2},tile{rows=16,cols=8},allocate{tiles=64}"
 FLOAT = TensorProto.FLOAT
-
-
-def make_model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(name, FLOAT, shape) for name, shape in inputs],
-        [helper.make_tensor_value_info(name, FLOAT, None) for name in outputs],
-        [numpy_helper.from_array(np.asarray(value), name) for name, value in initializers.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-    return model
 
 
 def branch(name, nodes, output) -> onnx.GraphProto:
@@ -237,29 +225,7 @@ def test_verifier_checks_region_scopes(tmp_path):
 
 def test_loop_runs_its_matmul_once_per_iteration(tmp_path, monkeypatch):
     """h_{k+1} = Tanh(h_k @ w + x) for 3 iterations, every h_k a scan output."""
-    body = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["h", "w"], ["hw"]),
-            helper.make_node("Add", ["hw", "x"], ["pre"]),
-            helper.make_node("Tanh", ["pre"], ["h_next"]),
-            helper.make_node("Identity", ["cond"], ["cond_out"]),
-            helper.make_node("Identity", ["h_next"], ["scan"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("h", FLOAT, [2, 6]),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("h_next", FLOAT, [2, 6]),
-            helper.make_tensor_value_info("scan", FLOAT, [2, 6]),
-        ],
-    )
-    loop = helper.make_node("Loop", ["trips", "", "h0"], ["h_last", "hs"], body=body)
-    weights = {"w": random((6, 6), 7), "trips": np.int64(3)}
-    model = make_model([loop], [("x", [2, 6]), ("h0", [2, 6])], ["h_last", "hs"], weights)
+    model = tanh_loop_model(random((6, 6), 7))
     program = compiled(model, tmp_path)
     (layer,) = program.layers()
     assert layer.name == "Loop_0/body/MatMul_0" or layer.name.endswith("MatMul_0")

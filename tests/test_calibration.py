@@ -178,3 +178,25 @@ def test_inputs_without_a_batch_axis_take_whole_samples(tmp_path):
     (entry,) = calibrated.calibration.layers
     layer_input = data["x"] + data["h"].sum(axis=1)  # sample i: x[i] + the sum of h[i]
     assert entry.input_range == pytest.approx(float(np.abs(layer_input).max()), rel=1e-6)
+
+
+def test_basis_input_statistics_take_whole_samples_too(tmp_path):
+    """--calibration-data for the basis fit reads the same whole-input samples: the
+    layer's Gram matrix is the sum over samples of its input row's outer product."""
+    from xbarc.basis_data import input_grams, load_calibration_data
+
+    weights = {"w": random((6, 5), 7), "axes": np.array([0], dtype=np.int64)}
+    path = save(parse(STATEFUL, weights), tmp_path)
+    program = compile_onnx(path, CompileOptions(tiles=4, tile_rows=8, tile_cols=8))
+    rng = np.random.default_rng(8)
+    data = {
+        "x": rng.normal(size=(5, 6)).astype(np.float32),
+        "h": rng.normal(size=(5, 2, 6)).astype(np.float32),
+        "s": rng.uniform(0.5, 2, size=5).astype(np.float32),
+    }
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, **data)
+    loaded = load_calibration_data(samples, program)
+    (gram,) = input_grams(program, loaded).values()
+    layer_input = (data["x"] + data["h"].sum(axis=1)).astype(np.float64)
+    np.testing.assert_allclose(gram[0], layer_input.T @ layer_input, rtol=1e-5)

@@ -136,7 +136,9 @@ def test_output_error_scale_and_tolerance():
 def test_magika_through_every_profile_when_cached():
     if not sorted((real.CACHE / "wheels").glob("magika-1.0.3-*.whl")):
         pytest.skip("the magika wheel is not in the cache (tests never download)")
-    args = argparse.Namespace(profiles=list(real.PROFILES), det_side=480, scale=None)
+    args = argparse.Namespace(
+        profiles=list(real.PROFILES), det_side=480, scale=None, tiles=128, strategy="reprogram"
+    )
     rows, header = real.run_model("magika", args)
     by_profile = {row.profile: row for row in rows}
     assert set(real.PROFILES) <= set(by_profile), header

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xbarc.calibrate import calibration_batches
 from xbarc.diagnostics import XbarcError
 from xbarc.evaluate import load_data
 from xbarc.ir.tile import CrossbarLayer, Program, with_tensors
@@ -33,7 +34,8 @@ BATCH_SIZE = 32
 
 def load_calibration_data(path: Path, program: Program) -> dict[str, np.ndarray]:
     """The arrays of `path` for the program's inputs, checked: one per input, named after
-    it, samples first, the input's shape after the batch axis, its element type."""
+    it, samples first, then the input's shape after its batch axis (or, for an input
+    without one, such as a recurrent state, the whole input), its element type."""
     data = load_data(path)
     names = [graph_input.name for graph_input in program.inputs]
     for graph_input in program.inputs:
@@ -72,6 +74,11 @@ def check_shape(path: Path, name: str, value: np.ndarray, shape) -> None:
     same_rank = value.ndim == len(shape)
     if same_rank and all(w is None or w == g for w, g in zip(want, got, strict=True)):
         return
+    whole = list(shape)  # or each sample a whole input (an input without a batch axis)
+    if value.ndim == len(shape) + 1 and all(
+        w is None or w == g for w, g in zip(whole, got, strict=True)
+    ):
+        return
     shown = "x".join("?" if d is None else str(d) for d in ["N", *want])
     raise XbarcError(
         f"{OPTION} array {name!r} has shape {'x'.join(map(str, value.shape))}, the model "
@@ -97,9 +104,7 @@ def input_grams(
     count = min(samples, min(len(data[name]) for name in names))
     wanted = list(dict.fromkeys(layer.input for layer in layers))
     grams = {layer.name: np.zeros((layer.groups, layer.rows, layer.rows)) for layer in layers}
-    for start in range(0, count, BATCH_SIZE):
-        stop = min(count, start + BATCH_SIZE)
-        feeds = {name: np.asarray(data[name][start:stop]) for name in names}
+    for _, feeds in calibration_batches(program, data, count, BATCH_SIZE):
         values = dict(zip(wanted, graph.run(feeds, wanted), strict=True))
         for layer in layers:
             x = np.asarray(values[layer.input], dtype=np.float32)

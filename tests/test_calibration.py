@@ -161,9 +161,9 @@ stateful (float[1,6] x, float[2,6] h, float s) => (float y)
 """
 
 
-def test_inputs_without_a_batch_axis_take_whole_samples(tmp_path):
-    """A state [2,6] and a scalar have no batch axis: arrays with one axis more hold one
-    whole input per sample, and each sample runs on its own with x's row."""
+def stateful_program(tmp_path):
+    """STATEFUL compiled, and 5 samples for it: x [5, 6], whole states h [5, 2, 6] and
+    scalars s [5]."""
     weights = {"w": random((6, 5), 7), "axes": np.array([0], dtype=np.int64)}
     path = save(parse(STATEFUL, weights), tmp_path)
     program = compile_onnx(path, CompileOptions(tiles=4, tile_rows=8, tile_cols=8))
@@ -173,6 +173,13 @@ def test_inputs_without_a_batch_axis_take_whole_samples(tmp_path):
         "h": rng.normal(size=(5, 2, 6)).astype(np.float32),
         "s": rng.uniform(0.5, 2, size=5).astype(np.float32),
     }
+    return program, data
+
+
+def test_inputs_without_a_batch_axis_take_whole_samples(tmp_path):
+    """A state [2,6] and a scalar have no batch axis: arrays with one axis more hold one
+    whole input per sample, and each sample runs on its own with x's row."""
+    program, data = stateful_program(tmp_path)
     calibrated = calibrate(program, data, percentile=100.0)
     assert calibrated.calibration is not None and calibrated.calibration.samples == 5
     (entry,) = calibrated.calibration.layers
@@ -185,15 +192,7 @@ def test_basis_input_statistics_take_whole_samples_too(tmp_path):
     layer's Gram matrix is the sum over samples of its input row's outer product."""
     from xbarc.basis_data import input_grams, load_calibration_data
 
-    weights = {"w": random((6, 5), 7), "axes": np.array([0], dtype=np.int64)}
-    path = save(parse(STATEFUL, weights), tmp_path)
-    program = compile_onnx(path, CompileOptions(tiles=4, tile_rows=8, tile_cols=8))
-    rng = np.random.default_rng(8)
-    data = {
-        "x": rng.normal(size=(5, 6)).astype(np.float32),
-        "h": rng.normal(size=(5, 2, 6)).astype(np.float32),
-        "s": rng.uniform(0.5, 2, size=5).astype(np.float32),
-    }
+    program, data = stateful_program(tmp_path)
     samples = tmp_path / "samples.npz"
     np.savez(samples, **data)
     loaded = load_calibration_data(samples, program)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.tile import Program, with_tensors, without_unused_tensors
+from xbarc.ir.tile import CrossbarLayer, Program, with_tensors, without_unused_tensors
 from xbarc.passes.basisn.budget import check_choices, plan_basis
 from xbarc.passes.basisn.build import FitSettings, build_basis, input_grams
 from xbarc.passes.basisn.fit import gram_tensor_name
@@ -60,7 +60,11 @@ class Basis:
             program, self.keep, self.segment_rows, self.k, self.terms, self.copies, self.fit
         )
         grams = input_grams(program, plan.combined)
-        if self.objective == "outputs" and plan.combined and not grams:
+        # layers inside control-flow regions have no calibration inputs: they keep the
+        # weight fit; a program whose top-level layers have none lacks the data
+        top_level = {op.name for op in program.ops if isinstance(op, CrossbarLayer)}
+        lacking = any(layer.name in top_level for layer in plan.combined) and not grams
+        if self.objective == "outputs" and lacking:
             raise XbarcError(
                 "basis{objective}=outputs needs the layers' calibration inputs, and the "
                 "program has none",

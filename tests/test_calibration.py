@@ -199,3 +199,14 @@ def test_basis_input_statistics_take_whole_samples_too(tmp_path):
     (gram,) = input_grams(program, loaded).values()
     layer_input = (data["x"] + data["h"].sum(axis=1)).astype(np.float64)
     np.testing.assert_allclose(gram[0], layer_input.T @ layer_input, rtol=1e-5)
+
+
+def test_calibration_batches_hold_exactly_the_samples_asked_for(mlp):
+    from xbarc.calibrate import calibration_batches
+
+    _, program = mlp
+    data = {"x": np.arange(100 * 24, dtype=np.float32).reshape(100, 24)}
+    batches = calibration_batches(program, data, 70, 32)
+    assert [count for count, _ in batches] == [32, 32, 6]
+    stacked = np.concatenate([feeds["x"] for _, feeds in batches])
+    np.testing.assert_array_equal(stacked, data["x"][:70])

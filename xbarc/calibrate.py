@@ -162,7 +162,10 @@ def calibration_batches(
     return [
         (
             min(batch_size, count - start),
-            {name: np.asarray(data[name][start : start + batch_size]) for name in names},
+            {
+                name: np.asarray(data[name][start : min(start + batch_size, count)])
+                for name in names
+            },
         )
         for start in range(0, count, batch_size)
     ]

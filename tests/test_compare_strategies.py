@@ -147,3 +147,11 @@ def test_inspect_names_the_layers_kept_out_of_the_basis():
     assert not kept.combined and kept.combine_macs == 0 and kept.cell_writes > 0
     # the kept layer's own tiles and the basis are both written once, at deployment
     assert result.deployment_cell_writes == kept.cell_writes + basis.cell_writes
+
+
+def test_calibration_data_fits_the_basis_and_leaves_reprogram_alone():
+    data = LENET.parent / "digits_test.npz"
+    with_data = replace(options("basis"), calibration_data=data)
+    rows = {row["strategy"]: row for row in compare_strategies(LENET, with_data)}
+    assert "error" not in rows["reprogram"] and rows["reprogram"]["phases"] > 1
+    assert rows["basis"]["phases"] == 1

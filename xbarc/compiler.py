@@ -302,7 +302,10 @@ def compare_strategies(
         program = compiled if compiled is not None and strategy == options.strategy else None
         if program is None:
             try:
-                program = compile_onnx(model_path, replace(options, strategy=strategy))
+                variant = replace(options, strategy=strategy)
+                if strategy != "basis":  # the basis options say nothing to the others
+                    variant = replace(variant, calibration_data=None)
+                program = compile_onnx(model_path, variant)
             except XbarcError as error:
                 rows.append({"strategy": strategy, "error": error.message})
                 continue

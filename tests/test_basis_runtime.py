@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from tests.onnx_models import make_model, run_onnxruntime, save, tanh_loop_model
+from tests.test_control_flow import recorded_layer_calls
 from tests.test_runtime import reference_output, reference_rows
 from xbarc.compiler import CompileOptions, compile_onnx
 from xbarc.ir.tile import Const, CrossbarLayer, Program
@@ -198,20 +199,6 @@ def basis_layer_reference(program: Program, layer: CrossbarLayer, x: np.ndarray,
     return reference_output(layer, y.astype(np.float32), x, store)
 
 
-def layer_calls(executor: Executor, monkeypatch) -> list:
-    """(layer, input, output) of every crossbar layer the executor runs."""
-    calls = []
-    run_layer = executor.run_layer
-
-    def recording(layer, x):
-        y = run_layer(layer, x)
-        calls.append((layer, np.array(x), np.array(y)))
-        return y
-
-    monkeypatch.setattr(executor, "run_layer", recording)
-    return calls
-
-
 def assert_lossless(direct: Program, basis: Program) -> None:
     """`fit=identity` with q = the weight bits is lossless: the coefficients are the
     direct program's levels and their scales its scales, exactly."""
@@ -289,7 +276,7 @@ def test_identity_basis_reproduces_the_direct_quant_outputs(case, encoding, leng
     np.testing.assert_array_equal(got, want)
     # and with an 8-bit ADC, the basis reads and the combine as the SPEC says
     quant = Executor(basis, noise_settings("quant"))
-    calls = layer_calls(quant, monkeypatch)
+    calls = recorded_layer_calls(quant, monkeypatch)
     quant.run(feeds)
     ((layer, x, y),) = calls
     np.testing.assert_allclose(
@@ -341,14 +328,14 @@ def test_svd_basis_quant_layers_match_the_reference(encoding, monkeypatch):
     (array,) = [a for a in basis.arrays if a.kind == "basis"]
     assert (array.rows, array.cols, array.copies) == (8, 6, 2)
     quant = Executor(basis, noise_settings("quant"))
-    calls = layer_calls(quant, monkeypatch)
+    calls = recorded_layer_calls(quant, monkeypatch)
     quant.run(feeds)
     ((layer, x, y),) = calls
     want = basis_layer_reference(basis, layer, x, 8)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
     # a lossless ADC: the same reference, exact responses
     exact = Executor(basis, EXACT)
-    calls = layer_calls(exact, monkeypatch)
+    calls = recorded_layer_calls(exact, monkeypatch)
     exact.run(feeds)
     ((layer, x, y),) = calls
     want = basis_layer_reference(basis, layer, x, 0)
@@ -526,7 +513,7 @@ def test_a_loop_body_layer_is_combined_and_runs_every_iteration(monkeypatch):
     for name, expected in zip(program.outputs, want, strict=True):
         np.testing.assert_allclose(ideal[name], expected, rtol=1e-4, atol=1e-4)
     quant = Executor(program, noise_settings("quant"))
-    calls = layer_calls(quant, monkeypatch)
+    calls = recorded_layer_calls(quant, monkeypatch)
     quant.run(feeds)
     assert [call[0].name for call in calls] == [layer.name] * 3
     for layer_called, x, y in calls:

@@ -1,0 +1,32 @@
+"""Limits on every size xbarc reads from a file or an option before it allocates anything.
+
+A program, a sidecar, a profile or an option can ask for any size; xbarc checks each
+against the program it belongs to and against these ceilings first, so that a hostile or
+corrupt file gets a one-line error instead of exhausting memory. The ceilings sit far
+above any real chip or network (ResNet-50 on 128 tiles of 256x256 needs a few thousand
+virtual tiles and a 100 MB sidecar) and far below what would take a machine down.
+"""
+
+from __future__ import annotations
+
+from xbarc.diagnostics import XbarcError
+
+# chips: tiles, their sizes and the virtual tiles and blocks of a program
+MAX_TILES = 1 << 20  # physical tiles of a chip
+MAX_TILE_DIM = 1 << 14  # rows or columns of one crossbar
+MAX_TILE_CELLS = 1 << 24  # rows x columns of one crossbar
+MAX_IDS = 1 << 24  # entities of one kind in a program (virtual tiles, blocks, arrays, ...)
+
+# files
+MAX_PROGRAM_TEXT_BYTES = 1 << 30  # an .xbar text
+MAX_PROFILE_BYTES = 1 << 20  # a noise profile (.toml)
+MAX_TENSOR_BYTES = 1 << 34  # all tensors of one sidecar together, inflated
+
+
+def check_count(what: str, value: int, limit: int, *, hint: str = "") -> int:
+    """`value` if 0 <= value <= limit, else an error naming `what`."""
+    if value < 0:
+        raise XbarcError(f"{what} is negative ({value})", hint=hint)
+    if value > limit:
+        raise XbarcError(f"{what} is {value}, more than xbarc supports ({limit})", hint=hint)
+    return value

@@ -148,7 +148,12 @@ def load_program(path: PathLike, *, verify: bool = True) -> Program:
     """The program at `path` with its tensors from `path.npz` (or from a pending sidecar
     of an interrupted save, see the module), all checked; with `verify` (the default)
     also every invariant, errors pointing at `path:line:column`."""
-    parsed = load_program_text(path)
+    try:
+        parsed = load_program_text(path)
+    except XbarcError:
+        if not os.path.lexists(path):  # a first save killed before its text was in place
+            _remove_stale(output_target(path), output_target(sidecar_path(path)))
+        raise
     program = parsed.program
     expected = {d.name: (d.dtype, d.shape, d.digest) for d in program.tensors}
     store = _load_tensors(Path(path), expected)

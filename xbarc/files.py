@@ -250,7 +250,8 @@ def stage_file(
 
 def _new_file(folder: Path, base: str) -> StagedFile:
     anonymous = getattr(os, "O_TMPFILE", None)
-    if anonymous is not None:
+    # placing an anonymous file links /proc/self/fd/N: without /proc, named temporaries
+    if anonymous is not None and os.path.isdir("/proc/self/fd"):
         try:
             fd = os.open(folder, anonymous | os.O_WRONLY | os.O_CLOEXEC, 0o666)
             return StagedFile(folder, base, fd, None)

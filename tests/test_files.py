@@ -438,6 +438,16 @@ def test_a_program_that_is_a_device_or_pipe_is_refused(tmp_path, capsys):
         assert_refused(status, err, str(path), "not a program file")
 
 
+def test_the_api_never_replaces_a_named_pipe(tmp_path, program):
+    fifo = tmp_path / "fifo.xbar"
+    os.mkfifo(fifo)
+    with pytest.raises(XbarcError, match="named pipe"):
+        save_program(fifo, load_program(program))
+    with pytest.raises(XbarcError, match="named pipe"):
+        files.write_file_atomically(fifo, lambda handle: handle.write(b""))
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
 # --- the helpers -------------------------------------------------------------------------
 
 

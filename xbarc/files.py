@@ -156,7 +156,9 @@ def output_target(path: PathLike) -> Path:
 
 def write_file_atomically(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Write `path` (through a symbolic link, to its target) with `write(handle)`, all or
-    nothing: the old file stays until the new one is complete on disk."""
+    nothing: the old file stays until the new one is complete on disk. A path that is not
+    a regular file (a device, a pipe, a folder) is refused."""
+    check_outputs([(path, "file")], inputs=[])
     target = output_target(path)
     staged = stage_file(target.parent, target.name, keep_mode_of=target, write=write)
     try:

@@ -97,6 +97,8 @@ def save_program(path: PathLike, program: Program) -> None:
     """Write `program` to `path` and its declared tensors to `path.npz`: after a kill at
     any instant, loading `path` gives the old program or the new one (see the module)."""
     path = Path(path)
+    # never replace a device, pipe or folder, whoever calls (the CLI checked its inputs)
+    check_outputs([(path, "program"), (sidecar_path(path), "program's tensor file")], inputs=[])
     text = print_program(program).encode("utf-8")
     tensors = _declared_tensors(program)
     text_target = output_target(path)

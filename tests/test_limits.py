@@ -218,6 +218,35 @@ def test_a_real_program_still_loads(compiled: Path) -> None:
     assert program.hardware.tile_count == 8
 
 
+def test_a_run_refuses_to_program_more_cells_than_the_simulator_holds(
+    compiled: Path, tmp_path: Path
+) -> None:
+    """Issue 15 Deliver 3 (runtime): the simulator keeps each written tile whole, so a chip
+    header of 32 tiles of 4096x4096, each written once, asks for 2**29 cells (2 GB of
+    float32): the run refuses before programming, not with MemoryError."""
+    text = compiled.read_text()
+    text = text.replace("rows=128 cols=128 count=8", "rows=4096 cols=4096 count=32")
+    for phase in range(1, 4):
+        first = 8 * phase
+        text = text.replace(
+            f"write v{first}..v{first + 7} -> t0..t7",
+            f"write v{first}..v{first + 7} -> t{first}..t{first + 7}",
+        )
+    path = tmp_path / "p.xbar"
+    path.write_text(text)
+    (tmp_path / "p.xbar.npz").write_bytes(Path(f"{compiled}.npz").read_bytes())
+    load_program(path)  # the program itself is valid
+    np.savez(tmp_path / "x.npz", x=np.ones((1, 1, 8, 8), np.float32))
+    command = ("run", "--input", str(tmp_path / "x.npz"), "--noise", "quant")
+    status, err = load_capped([path], timeout=120, command=command)[str(path)]
+    assert status == 1, err
+    assert err.strip() == (
+        "xbarc: error: the program writes 32 tiles of 536870912 cells in all, more than the"
+        " simulator holds (134217728) (compile it for fewer or smaller tiles: --tiles,"
+        " --tile-size)"
+    )
+
+
 # --- make_hardware and tile types: the backstop of --tiles and --tile-size -----------------
 
 

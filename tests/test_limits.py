@@ -267,6 +267,29 @@ def test_make_hardware_refuses_absurd_chips(arguments: tuple[int, ...], fragment
     assert fragment in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("pipeline", "fragment"),
+    [
+        ("allocate{tiles=1000000000000}", "the tile count is 1000000000000, more than"),
+        ("tile{rows=100000,cols=100000}", "the tile rows is 100000, more than xbarc supports"),
+    ],
+)
+def test_pass_options_that_describe_an_absurd_chip_are_refused(
+    compiled: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pipeline: str,
+    fragment: str,
+) -> None:
+    """`opt --pipeline "allocate{tiles=10^12}"` built the chip without a check (MemoryError):
+    tile types refuse absurd sizes however they are built, and the error names the pass."""
+    status = main(["opt", str(compiled), "--pipeline", pipeline, "-o", str(tmp_path / "o.xbar")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1, err
+    assert f"error: pass {pipeline}: {fragment}" in err
+    assert not (tmp_path / "o.xbar").exists()
+
+
 def test_tile_types_and_chips_refuse_absurd_sizes_however_built() -> None:
     with pytest.raises(XbarcError, match="the tile count is 1048577"):
         TileType("t", 128, 128, MAX_TILES + 1)

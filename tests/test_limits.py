@@ -396,6 +396,21 @@ def test_a_sidecar_whose_header_disagrees_with_the_text_is_refused(
     )
 
 
+def test_a_sidecar_of_many_members_is_refused_before_its_directory_is_read(
+    compiled: Path, tmp_path: Path
+) -> None:
+    """zipfile builds an object per central directory entry: a sidecar listing thousands
+    of members for a program of 16 tensors is refused from its end record."""
+    path, _ = mutant(compiled, tmp_path, "xbar 2", "xbar 2")
+    with zipfile.ZipFile(tmp_path / "p.xbar.npz", "a") as archive:
+        for index in range(2000):
+            archive.writestr(f"extra{index}.npy", b"")
+    with pytest.raises(XbarcError) as caught:
+        load_program(path)
+    assert str(caught.value).startswith(f"{path}.npz: error: the tensor file lists 2016 members")
+    assert "more than xbarc reads (96 members)" in str(caught.value)
+
+
 def test_a_sidecar_that_is_a_device_is_refused(compiled: Path, tmp_path: Path) -> None:
     """Issue 15 Deliver 3: `/dev/zero` as a sidecar is refused, not read (in a capped
     subprocess: reading it would take all memory)."""

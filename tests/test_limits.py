@@ -103,7 +103,7 @@ TEXT_CASES = {
         "f32[99999999999,99999999]",
         "shape [99999999999,99999999] has more elements than xbarc supports",
     ),
-    "negative dimension": ("f32[1,9,8]", "f32[-1,9,8]", "a dimension -1 is negative"),
+    "negative dimension": ("f32[1,9,8]", "f32[-1,9,8]", "negative dimension -1"),
     "dimension of 5000 digits": (
         "f32[1,9,8]",
         "f32[" + "9" * 5000 + ",9,8]",

@@ -266,8 +266,11 @@ def _bounded(
         message = f"{what} {_shorten(shown or digits)} is more than xbarc supports ({limit})"
         raise _BuildError(message, _position(token))
     if value < minimum:
-        problem = "negative" if minimum == 0 else f"less than {minimum}"
-        raise _BuildError(f"{what} {_shorten(shown or digits)} is {problem}", _position(token))
+        shown = _shorten(shown or digits)
+        if minimum == 0:  # "negative dimension -1", "negative tile count -5"
+            noun = what.removeprefix("the ").removeprefix("a ").removeprefix("an ")
+            raise _BuildError(f"negative {noun} {shown}", _position(token))
+        raise _BuildError(f"{what} {shown} is less than {minimum}", _position(token))
     return value
 
 

@@ -3,6 +3,13 @@
 Each tensor is declared in the program text with its element type, shape and the sha256
 digest of its bytes; loading checks all three. Element types numpy cannot store natively
 (bfloat16, float8, ...) are kept as their raw bytes (u8) and reinterpreted on load.
+
+Loading treats the file as hostile (`NpzReader`): a regular file only, the zip's member
+count and directory size bounded before zipfile reads them, each member's declared size
+checked against its declaration and its compressed bytes before anything is inflated, its
+.npy header against the declaration before its data is read, and never numpy's loader
+(which unpickles on request and trusts sizes). Data files (`load_arrays`) get the same
+checks without a declaration, against a total limit.
 """
 
 from __future__ import annotations

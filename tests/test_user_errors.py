@@ -332,6 +332,7 @@ def test_profile_that_is_not_utf8(classifier, data, tmp_path, capsys):
 @pytest.mark.parametrize(
     "text",
     ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 5000 + "1" + "}" * 5000],
+    ids=["arrays", "inline-tables"],
 )
 def test_deeply_nested_profile(classifier, data, tmp_path, capsys, text):
     """Defect: deep nesting exhausted tomllib's recursion (RecursionError, exit 3)."""
@@ -410,7 +411,9 @@ def test_set_with_a_newline(classifier, data, capsys, override):
 
 
 @pytest.mark.parametrize(
-    "override", ["adc_bits=[6]", "x.y=1", "adc_bits=" + "[" * 3000, "p={" + "a." * 30000 + "a=1}"]
+    "override",
+    ["adc_bits=[6]", "x.y=1", "adc_bits=" + "[" * 3000, "p={" + "a." * 30000 + "a=1}"],
+    ids=["array", "dotted-field", "deep-array", "long-dotted-key"],
 )
 def test_set_values_that_are_not_one_value(classifier, data, capsys, override):
     """A value nested deeply (tomllib's recursion) or with a long dotted key (its

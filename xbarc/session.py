@@ -13,7 +13,8 @@ draws fresh read noise; the same seeds and the same sequence of runs give the sa
 Inputs are checked before anything runs: every input named, no unknown names, the
 declared element type, the declared shape (the batch dimension, the first, may differ,
 unless the program was compiled for one batch size: `batch=fixed`), and no NaN or
-infinity (a crossbar has no way to represent them; clean the data first).
+infinity (a crossbar has no way to represent them; clean the data first). A batch of 0
+samples gives empty outputs of onnxruntime's shapes in every profile.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class InferenceSession:
         layers = None if noisy_layers is None else frozenset(noisy_layers)
         self._executor = Executor(self.program, settings, self.seeds, layers)
         self.settings = self._executor.settings  # what the run uses, hardware fields filled
+        check_accumulator(self.program, self.settings)
+        self._empty = None  # the executor of empty batches, made when one comes
         self._types = self.program.value_types()
 
     @property
@@ -99,8 +102,50 @@ class InferenceSession:
                 hint=f"the outputs are {', '.join(self.program.outputs)}",
             )
         checked = check_feeds(self.program, feeds)
-        results = self._executor.run(checked)
+        if self.settings.quantized and empty_batch(checked):
+            results = self._empty_batch_executor().run(checked)
+        else:
+            results = self._executor.run(checked)
         return [results[name] for name in wanted]
+
+    def _empty_batch_executor(self):
+        """The executor of empty batches in quantized profiles: `ideal`'s, which runs the
+        network on onnxruntime and so gives its outputs' shapes (0 samples in, 0 out).
+        With no sample there is nothing to quantize or to make noisy, and the chip's
+        executor keeps its draws for the batches that have samples."""
+        from xbarc.runtime.executor import Executor
+
+        if self._empty is None:
+            self._empty = Executor(self.program, NoiseSettings(), self.seeds)
+        return self._empty
+
+
+ACCUMULATOR_BITS = 63  # the runtime sums exact reads in int64
+
+
+def check_accumulator(program: Program, settings: NoiseSettings) -> None:
+    """Converter bits of a profile (`--set adc_bits=24 --set dac_bits=24`) that, with the
+    program's weight bits over its widest layer, could overflow the runtime's int64 sums
+    of exact reads: refused, as the verifier refuses them in the program's own hardware."""
+    if not settings.quantized or not isinstance(settings.adc_bits, int):
+        return
+    weight_bits = max((array.weight_bits for array in program.arrays), default=0)
+    rows = max((layer.rows for layer in program.layers()), default=1)
+    dac_bits = settings.dac_bits or 0
+    needed = settings.adc_bits + dac_bits + weight_bits + max(rows - 1, 1).bit_length()
+    if weight_bits and needed > ACCUMULATOR_BITS:
+        raise XbarcError(
+            f"adc_bits = {settings.adc_bits} and dac_bits = {dac_bits} with {weight_bits}-bit "
+            f"weights over {rows} rows need a {needed}-bit accumulator, more than the "
+            f"runtime's {ACCUMULATOR_BITS}",
+            hint="give fewer converter bits (--set adc_bits=N, --set dac_bits=N)",
+        )
+
+
+def empty_batch(feeds: Mapping[str, np.ndarray]) -> bool:
+    """Whether the feeds hold no sample: every input with a batch axis has 0 along it."""
+    batched = [value for value in feeds.values() if value.ndim >= 1]
+    return bool(batched) and all(value.shape[0] == 0 for value in batched)
 
 
 def node_arg(name: str, tensor_type: TensorType | None) -> NodeArg:

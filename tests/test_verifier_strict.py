@@ -152,6 +152,22 @@ def test_a_row_placed_twice_is_refused(tmp_path, mlp):
     rejected(path, "holds row 120 column 0 of slice 0 group 0 twice", line_of(text, "b4 = "))
 
 
+def test_a_column_left_out_is_refused(tmp_path, mlp):
+    """The fuzz campaign's `cols=[0:9]` of a 10-column array: column 9 of slice 0 lost."""
+    old = "b8 = @fc1 slice 0 group 0 rows=[0:20] cols=[0:10]"
+    path, text = edited(tmp_path, mlp, (old, old.replace("cols=[0:10]", "cols=[0:9]")))
+    rejected(path, "array @fc1: slice 0 group 0 leaves row", line_of(text, "array @fc1"))
+
+
+def test_a_block_moved_to_another_slice_is_refused(tmp_path, mlp):
+    """`slice 1` changed to `slice 0`: slice 0 held twice, slice 1 on no tile."""
+    old = "b1 = @fc0 slice 1 group 0"
+    path, text = edited(tmp_path, mlp, (old, "b1 = @fc0 slice 0 group 0"))
+    rejected(
+        path, "block b1: @fc0 holds row 0 column 0 of slice 0 group 0 twice", line_of(text, "b1 = ")
+    )
+
+
 def test_a_block_of_zero_cells_may_be_left_out(tmp_path):
     """The sparse mappings drop zero cells: rows whose levels are all zero need no tile."""
     rng = np.random.default_rng(0)
@@ -343,6 +359,20 @@ def test_a_non_finite_constant_weight_is_refused(tmp_path):
     with pytest.raises(XbarcError) as caught:
         import_onnx(path, make_hardware(4))
     assert "node 'mm' (MatMul)" in str(caught.value), str(caught.value)
+
+
+def test_a_non_finite_weight_inside_a_loop_body_is_refused(tmp_path):
+    """The fuzz campaign's -inf in an initializer a Loop body's MatMul reads."""
+    from tests.onnx_models import tanh_loop_model
+
+    weight = np.ones((6, 6), np.float32)
+    weight[1, 2] = -np.inf
+    path = tmp_path / "m.onnx"
+    onnx.save(tanh_loop_model(weight), path)
+    with pytest.raises(XbarcError) as caught:
+        import_onnx(path, make_hardware(4, 8, 8))
+    error = str(caught.value)
+    assert "(MatMul)" in error and "NaN or infinite" in error, error
 
 
 def test_a_non_finite_constant_of_a_digital_op_is_kept(tmp_path):

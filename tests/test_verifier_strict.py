@@ -168,6 +168,36 @@ def test_a_block_moved_to_another_slice_is_refused(tmp_path, mlp):
     )
 
 
+def test_offset_encoding_needs_every_cell_placed(tmp_path):
+    """Under offset encoding a zero weight is the cell 2^(B-1), and the blocks of the
+    shift-0 slice carry the offset correction: a column of zero weights left out of the
+    top slice alone, or a zero column left out of every slice, changes nothing, but a
+    column of weights left out does."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(1, 20, 10))
+    weight[:, :, 9] = 0
+    program = run_pipeline(
+        layers_program([weight]),
+        parse_pipeline("quantize{weight-bits=4,cell-bits=2,encoding=offset},tile,allocate"),
+    )
+    text = print_program(program)
+    assert "slice 1 + shift=2 bits=2" in text
+    lines = [line for line in text.splitlines() if " = @fc0 slice " in line]
+    dropped = [(line, line.replace("cols=[0:10]", "cols=[0:9]")) for line in lines]
+    folder = tmp_path / "zero"
+    folder.mkdir()
+    load_program(edited(folder, program, *dropped)[0])  # column 9 (zeros) in no slice: fine
+    folder = tmp_path / "top"
+    folder.mkdir()
+    path, text = edited(folder, program, dropped[1])  # slice 1 alone leaves out the 2^(B-1)
+    rejected(path, "slice 1 group 0 leaves row 0 column 9 (level 0)", line_of(text, "array @fc0"))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    moved = [(a, b.replace("cols=[0:9]", "cols=[1:10]")) for a, b in dropped]
+    path, text = edited(folder, program, *moved)
+    rejected(path, "slice 0 group 0 leaves row 1 column 0 (level -2)", line_of(text, "array @fc0"))
+
+
 def test_a_block_of_zero_cells_may_be_left_out(tmp_path):
     """The sparse mappings drop zero cells: rows whose levels are all zero need no tile."""
     rng = np.random.default_rng(0)

@@ -651,6 +651,9 @@ class _Verifier:
         widths = np.array([len(b.cols) for b in blocks], np.int64)
         sizes = heights * widths
         ends = np.cumsum(sizes)
+        if int(ends[-1]) <= COUNT_CHUNK:  # one go: exact counts
+            flat = self.flat_cells(array, blocks, heights, widths)
+            return np.bincount(flat, minlength=len(count)).reshape(shape)
         start = 0
         while start < len(blocks):  # chunks of about COUNT_CHUNK cells, at least one block
             stop = max(
@@ -694,7 +697,10 @@ class _Verifier:
             [i.start + base[i.tensor if isinstance(i, IndexTable) else None] for i in indices],
             np.int64,
         )
-        vector = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        if len(tables) == 1 and len(pieces[0]) == 0:  # one table vector: no copy
+            vector = pieces[1]
+        else:
+            vector = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         firsts = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
         return vector[firsts + np.arange(int(lengths.sum()), dtype=np.int64)]
 

@@ -269,6 +269,28 @@ def test_converters_the_runtime_cannot_run_are_refused(tmp_path, mlp, old, new, 
     rejected(path, message, line_of(text, new))
 
 
+def test_converters_that_overflow_the_exact_accumulator_are_refused(tmp_path, mlp8):
+    """24-bit ADC and DAC with 8-bit weights over 200 rows: sums past 2^63 would wrap."""
+    path, text = edited(
+        tmp_path, mlp8, ("adc bits=8", "adc bits=24"), ("dac bits=8", "dac bits=24")
+    )
+    rejected(path, "need a 64-bit accumulator", line_of(text, "adc bits=24"))
+    path.write_text(text.replace("adc bits=24", "adc bits=16"), "utf-8")
+    load_program(path)  # 16 + 24 + 8 + 8 bits fit
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("rows=128 cols=128 count=128", "rows=100000 cols=128 count=128"),
+        ("rows=128 cols=128 count=128", "rows=128 cols=128 count=2000000"),
+    ],
+)
+def test_absurd_tiles_are_refused(tmp_path, mlp, old, new):
+    path, text = edited(tmp_path, mlp, (old, new))
+    rejected(path, "more than xbarc supports")
+
+
 @pytest.mark.parametrize(
     "old, new",
     [

@@ -39,6 +39,7 @@ from xbarc.ir.tile import (
     Value,
     all_ops,
 )
+from xbarc.limits import MAX_TILE_CELLS, MAX_TILE_DIM, MAX_TILES
 
 Locate = Callable[[tuple[Hashable, ...]], Location | None]
 
@@ -102,10 +103,23 @@ class _Verifier:
         if len(set(names)) != len(names):
             self.fail(("hardware", None), f"duplicate tile type names in {names}")
         for tile_type in hardware.tile_types:
+            where = ("tile_type", tile_type.name)
             if min(tile_type.rows, tile_type.cols, tile_type.count) < 1:
+                self.fail(where, f"tile type {tile_type.name} has a zero size")
+            if (
+                max(tile_type.rows, tile_type.cols) > MAX_TILE_DIM
+                or tile_type.cells > MAX_TILE_CELLS
+            ):
                 self.fail(
-                    ("tile_type", tile_type.name), f"tile type {tile_type.name} has a zero size"
+                    where,
+                    f"tile type {tile_type.name} has {tile_type.rows} x {tile_type.cols} cells, "
+                    f"more than xbarc supports ({MAX_TILE_DIM} a side, {MAX_TILE_CELLS} in all)",
                 )
+        if hardware.tile_count > MAX_TILES:
+            self.fail(
+                ("hardware", None),
+                f"the chip has {hardware.tile_count} tiles, more than xbarc supports ({MAX_TILES})",
+            )
         cell, dac, adc = hardware.cell, hardware.dac, hardware.adc
         where = ("hardware", "cell")
         if not 1 <= cell.bits <= MAX_CELL_BITS:

@@ -555,3 +555,18 @@ def test_a_nul_in_an_onnx_name_is_refused_naming_the_node(tmp_path):
 def test_scale_const_is_declared(mlp):
     """(The fixture's fc1 has a per-column scale, which the column scale tests rely on.)"""
     assert isinstance(mlp.arrays[1].scale, Const)
+
+
+def test_a_name_that_is_not_utf8_is_refused_naming_the_node(tmp_path):
+    """protobuf hands a name whose bytes are not UTF-8 over as bytes: an internal error
+    (UnicodeDecodeError) before issue 15."""
+    path = gemm_model(tmp_path, np.ones((4, 3)))
+    model = onnx.load(path)
+    model.graph.node[0].name = "fXc"
+    data = model.SerializeToString()
+    assert data.count(b"fXc") == 1
+    path.write_bytes(data.replace(b"fXc", b"f\xafc"))
+    with pytest.raises(XbarcError) as caught:
+        import_onnx(path, make_hardware(4))
+    error = str(caught.value)
+    assert "ONNX node '#0' (Gemm)" in error and "is not UTF-8 text" in error, error

@@ -464,3 +464,14 @@ def test_write_file_atomically_replaces_whole_files_only(tmp_path):
         files.write_file_atomically(target, fails)
     assert target.read_bytes() == b"one"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("name", ["w\x00x", "w\udcff"])
+def test_a_tensor_name_no_zip_can_hold_is_refused_when_written(name, tmp_path) -> None:
+    """Issue 15 (verify's request): write_npz refuses a tensor name with a NUL or a lone
+    surrogate (zipfile cut it at the NUL or raised UnicodeEncodeError) and leaves nothing."""
+    from xbarc.ir.tensors import save_npz
+
+    with pytest.raises(XbarcError, match="cannot hold"):
+        save_npz(tmp_path / "out.npz", {name: np.zeros(2, np.float32)})
+    assert list(tmp_path.iterdir()) == []

@@ -94,11 +94,28 @@ def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
         raise XbarcError(f"cannot write {path}: {error.strerror or error}") from None
 
 
+def member_name_ok(name: str) -> bool:
+    """Whether a tensor name can name a zip member (UTF-8, no NUL)."""
+    if "\x00" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def write_npz(handle: BinaryIO, store: Mapping[str, np.ndarray]) -> None:
     """What np.savez writes, for any tensor names: np.savez takes the names `file` and
     `allow_pickle` as its own arguments (and silently drops a tensor named allow_pickle)."""
     with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, array in store.items():
+            if not member_name_ok(name):
+                raise XbarcError(
+                    f"tensor name {name!r} holds a NUL or a lone surrogate, which a tensor "
+                    "file (a zip member name) cannot hold",
+                    hint="rename the tensor",
+                )
             array = _storable(array)
             if array.nbytes < SMALL_TENSOR_BYTES:  # one write, no seeking back
                 buffer = io.BytesIO()

@@ -18,6 +18,7 @@ from xbarc.diagnostics import Location, XbarcError
 from xbarc.hardware import CostParams
 from xbarc.ir.cells import slice_cells
 from xbarc.ir.schedule import ScheduledRead, cycle_clash
+from xbarc.ir.tensors import member_name_ok
 from xbarc.ir.tile import (
     LAYER_KINDS,
     MAX_COEF_BITS,
@@ -185,7 +186,7 @@ class _Verifier:
                 seen.add(decl.name)
         store = self.program.store
         for decl in self.program.tensors:
-            if not _member_name_ok(decl.name):
+            if not member_name_ok(decl.name):
                 self.fail(
                     ("tensor", decl.name),
                     f"tensor name {decl.name!r} holds a NUL or a lone surrogate, which the "
@@ -1152,17 +1153,6 @@ def _partition(ranges: list[tuple[int, int]], size: int) -> bool:
         and ranges[-1][1] == size
         and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     )
-
-
-def _member_name_ok(name: str) -> bool:
-    """Whether a tensor name can name a zip member (UTF-8, no NUL)."""
-    if "\x00" in name:
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
 
 
 def _indices_text(indices: Indices) -> str:

@@ -478,3 +478,87 @@ def test_many_mutants_are_refused_in_one_line_or_run(kind, count):
 
 if __name__ == "__main__":
     raise SystemExit(_child_main(sys.argv[1:]))
+
+
+# --- defects the fuzz campaign found in files of no other part ---------------------------
+
+GEMM_ALPHA = """
+agraph (float[N,4] x) => (float[N,3] y) {
+  y = Gemm <alpha = ALPHA, transB = 1> (x, w, b)
+}
+"""
+BATCHNORM_CONV = """
+agraph (float[N,1,4,4] x) => (float[N,2,4,4] y) {
+  c = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w)
+  y = BatchNormalization <epsilon = 0.0> (c, gamma, beta, mean, var)
+}
+"""
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf"])
+def test_gemm_alpha_not_finite_is_refused_naming_the_node(tmp_path, capsys, alpha):
+    """Campaign finding (lenet_sparse:onnx:attribute:15000450): a Gemm with alpha = NaN
+    compiled into a program of NaN weights whose run failed with an internal KeyError;
+    the frontend now refuses it, naming the node."""
+    import numpy as np
+    from onnx_models import parse, save
+
+    from xbarc.cli import main
+
+    rng = np.random.default_rng(0)
+    initializers = {
+        "w": rng.standard_normal((3, 4)).astype(np.float32),
+        "b": np.zeros(3, np.float32),
+    }
+    model = parse(GEMM_ALPHA.replace("ALPHA", "1.0"), initializers, y="fc")
+    alpha_attribute = next(a for a in model.graph.node[0].attribute if a.name == "alpha")
+    alpha_attribute.f = float(alpha)
+    path = save(model, tmp_path)
+    code = main(["compile", str(path), "--input-shape", "x=1x4", "-o", str(tmp_path / "p.xbar")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, lines
+    assert len(lines) == 1 and "fc" in lines[0] and "NaN or infinite" in lines[0], lines
+    assert not (tmp_path / "p.xbar").exists()
+
+
+def test_batchnorm_negative_variance_is_refused_naming_the_node(tmp_path, capsys):
+    """Folding a BatchNormalization of negative variance (epsilon 0) into its Conv gives
+    NaN weights (sqrt of a negative number): refused naming the Conv, not compiled."""
+    import numpy as np
+    from onnx_models import parse, save
+
+    from xbarc.cli import main
+
+    rng = np.random.default_rng(1)
+    initializers = {
+        "w": rng.standard_normal((2, 1, 3, 3)).astype(np.float32),
+        "gamma": np.ones(2, np.float32),
+        "beta": np.zeros(2, np.float32),
+        "mean": np.zeros(2, np.float32),
+        "var": np.array([1.0, -1.0], np.float32),
+    }
+    path = save(parse(BATCHNORM_CONV, initializers, c="conv"), tmp_path)
+    argv = ["compile", str(path), "--input-shape", "x=1x1x4x4", "-o", str(tmp_path / "p.xbar")]
+    code = main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, lines
+    assert len(lines) == 1 and "conv" in lines[0] and "NaN or infinite" in lines[0], lines
+
+
+def test_loop_initial_value_of_another_type_is_refused(tmp_path, capsys):
+    """Campaign finding (loop:onnx:edge:15000102): a Loop whose carried value starts from
+    an int64 scalar while its body takes f32[2,6] compiled, then `run` failed inside
+    onnxruntime with an internal error; the frontend now refuses it, naming the Loop."""
+    import numpy as np
+    from onnx_models import save, tanh_loop_model
+
+    from xbarc.cli import main
+
+    model = tanh_loop_model(np.eye(6, dtype=np.float32), trips=2)
+    model.graph.node[0].input[2] = "trips"
+    path = save(model, tmp_path)
+    code = main(["compile", str(path), "--tiles", "4", "-o", str(tmp_path / "p.xbar")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, lines
+    assert len(lines) == 1 and "Loop" in lines[0] and "'trips'" in lines[0], lines
+    assert "i64[]" in lines[0] and "f32[2,6]" in lines[0], lines

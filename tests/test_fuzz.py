@@ -33,10 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_models import parse, save, tanh_loop_model
 
+from xbarc.cli import main
 from xbarc.diagnostics import XbarcError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +65,6 @@ MEMORY_OVER_IMPORTS = 2 << 30
 
 def _cli(argv: list[str]) -> tuple[int, list[str]]:
     """`xbarc.cli.main(argv)` in this process: exit code and stderr's lines (warnings aside)."""
-    from xbarc.cli import main
-
     stderr = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
         try:
@@ -434,15 +435,15 @@ def test_option_parsers_refuse_in_one_line_or_parse(text):
     from xbarc.cli import parse_input_shape, parse_tile_size
     from xbarc.runtime.noise import parse_override
 
-    for parse in (parse_tile_size, parse_input_shape, parse_override):
+    for parser in (parse_tile_size, parse_input_shape, parse_override):
         try:
-            value = parse(text)
+            value = parser(text)
         except XbarcError as error:
-            assert "\n" not in str(error), f"{parse.__name__}({text!r}): {error}"
+            assert "\n" not in str(error), f"{parser.__name__}({text!r}): {error}"
             continue
-        if parse is parse_tile_size:
+        if parser is parse_tile_size:
             assert all(isinstance(n, int) and n > 0 for n in value)
-        if parse is parse_input_shape:
+        if parser is parse_input_shape:
             assert value[0] and all(isinstance(n, int) and n > 0 for n in value[1])
 
 
@@ -500,11 +501,6 @@ def test_gemm_alpha_not_finite_is_refused_naming_the_node(tmp_path, capsys, alph
     """Campaign finding (lenet_sparse:onnx:attribute:15000450): a Gemm with alpha = NaN
     compiled into a program of NaN weights whose run failed with an internal KeyError;
     the frontend now refuses it, naming the node."""
-    import numpy as np
-    from onnx_models import parse, save
-
-    from xbarc.cli import main
-
     rng = np.random.default_rng(0)
     initializers = {
         "w": rng.standard_normal((3, 4)).astype(np.float32),
@@ -524,11 +520,6 @@ def test_gemm_alpha_not_finite_is_refused_naming_the_node(tmp_path, capsys, alph
 def test_batchnorm_negative_variance_is_refused_naming_the_node(tmp_path, capsys):
     """Folding a BatchNormalization of negative variance (epsilon 0) into its Conv gives
     NaN weights (sqrt of a negative number): refused naming the Conv, not compiled."""
-    import numpy as np
-    from onnx_models import parse, save
-
-    from xbarc.cli import main
-
     rng = np.random.default_rng(1)
     initializers = {
         "w": rng.standard_normal((2, 1, 3, 3)).astype(np.float32),
@@ -549,11 +540,6 @@ def test_loop_initial_value_of_another_type_is_refused(tmp_path, capsys):
     """Campaign finding (loop:onnx:edge:15000102): a Loop whose carried value starts from
     an int64 scalar while its body takes f32[2,6] compiled, then `run` failed inside
     onnxruntime with an internal error; the frontend now refuses it, naming the Loop."""
-    import numpy as np
-    from onnx_models import save, tanh_loop_model
-
-    from xbarc.cli import main
-
     model = tanh_loop_model(np.eye(6, dtype=np.float32), trips=2)
     model.graph.node[0].input[2] = "trips"
     path = save(model, tmp_path)
@@ -562,3 +548,16 @@ def test_loop_initial_value_of_another_type_is_refused(tmp_path, capsys):
     assert code == 1, lines
     assert len(lines) == 1 and "Loop" in lines[0] and "'trips'" in lines[0], lines
     assert "i64[]" in lines[0] and "f32[2,6]" in lines[0], lines
+
+
+def test_loop_without_its_initial_value_is_refused(tmp_path, capsys):
+    """Campaign finding (loop:onnx:edge:15000552): a Loop whose carried initial value is
+    omitted ('') while its body carries one compiled, then `run` failed inside
+    onnxruntime with an internal error; now refused naming the Loop."""
+    model = tanh_loop_model(np.eye(6, dtype=np.float32), trips=2)
+    model.graph.node[0].input[2] = ""
+    path = save(model, tmp_path)
+    code = main(["compile", str(path), "--tiles", "4", "-o", str(tmp_path / "p.xbar")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, lines
+    assert len(lines) == 1 and "Loop" in lines[0] and "carried value" in lines[0], lines

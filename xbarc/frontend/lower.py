@@ -357,10 +357,17 @@ class _Lowering:
         return Region(attr.name, inputs, tuple(lowering.ops), graph.outputs)
 
     def _check_carried(self, node: Node, formal: list[TensorType]) -> None:
-        """A Loop's initial carried values must have the types its body takes: a body
-        run on a value of another element type or rank fails only at run time."""
-        for value, declared in zip(node.inputs[2:], formal, strict=False):
-            actual = self.graph.type_of(value) if value else None
+        """A Loop gives its body one initial value per carried input, of the type the
+        body takes: a body run on a missing value or one of another element type or
+        rank fails only at run time."""
+        carried = list(node.inputs[2:])
+        if len(carried) != len(formal) or "" in carried:
+            given = len([value for value in carried if value])
+            raise self.error(
+                node, f"its body takes {len(formal)} carried value(s) but the Loop gives {given}"
+            )
+        for value, declared in zip(carried, formal, strict=True):
+            actual = self.graph.type_of(value)
             if actual is None or _types_agree(actual, declared):
                 continue
             raise self.error(

@@ -561,3 +561,20 @@ def test_loop_without_its_initial_value_is_refused(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1, lines
     assert len(lines) == 1 and "Loop" in lines[0] and "carried value" in lines[0], lines
+
+
+@pytest.mark.parametrize(("position", "operand"), [(0, "w"), (1, "w"), (1, "trips")])
+def test_loop_trip_count_and_condition_of_another_type_are_refused(
+    tmp_path, capsys, position, operand
+):
+    """Campaign finding (loop:onnx:edge:15000462): a Loop whose condition is a float
+    matrix (onnxruntime refuses the model) compiled, and the runtime took its first
+    element as the condition; the trip count must be one i64, the condition one bool."""
+    model = tanh_loop_model(np.eye(6, dtype=np.float32), trips=2)
+    model.graph.node[0].input[position] = operand
+    path = save(model, tmp_path)
+    code = main(["compile", str(path), "--tiles", "4", "-o", str(tmp_path / "p.xbar")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, lines
+    what = "trip count" if position == 0 else "condition"
+    assert len(lines) == 1 and what in lines[0] and repr(operand) in lines[0], lines

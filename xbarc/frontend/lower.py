@@ -360,6 +360,19 @@ class _Lowering:
         """A Loop gives its body one initial value per carried input, of the type the
         body takes: a body run on a missing value or one of another element type or
         rank fails only at run time."""
+        for value, dtypes, what in (
+            (node.input(0), ("i64",), "trip count M"),
+            (node.input(1), ("bool",), "condition"),
+        ):
+            known = self.graph.type_of(value) if value else None
+            if known is None:
+                continue
+            one = known.shape is None or math.prod(d or 1 for d in known.shape) == 1
+            if known.dtype not in dtypes or not one or len(known.shape or ()) > 1:
+                raise self.error(
+                    node,
+                    f"its {what} {value!r} is {format_type(known)}, not one {dtypes[0]} value",
+                )
         carried = list(node.inputs[2:])
         if len(carried) != len(formal) or "" in carried:
             given = len([value for value in carried if value])

@@ -3,6 +3,7 @@ traceback: golden messages for syntax errors, meaning errors, and broken sidecar
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -372,10 +373,14 @@ def test_unreadable_program_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     path = tmp_path / "locked.xbar"
     path.write_text("xbar 2\n", "utf-8")
 
-    def refuse(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)  # chmod would not stop root
+    def refuse(name, *args, **kwargs):
+        if os.fspath(name) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)  # chmod would not stop root
     with pytest.raises(XbarcError) as caught:
         load_program(path)
     assert str(caught.value) == f"error: cannot read program file {path}: Permission denied"

@@ -454,7 +454,7 @@ def run_compile(args: argparse.Namespace) -> int:
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )
     output = args.output or Path(args.model.stem + ".xbar")
-    check_output(args.model, output)
+    check_output(args.model, output, calibration_data=args.calibration_data)
     if args.compare_strategies:
         from xbarc.compiler import check_compare_strategies
 
@@ -571,7 +571,7 @@ def run_opt(args: argparse.Namespace) -> int:
     pipeline = parse_pipeline(args.pipeline) if args.pipeline is not None else Pipeline(())
     output = None if args.output in (None, "-") else Path(args.output)
     if output is not None:
-        check_program_output(output)
+        check_program_output(output, args.program)
     program = load_program(args.program)
     finished: list[object] = []  # the passes that ran, verified
 
@@ -619,13 +619,16 @@ def check_chip_options(program, passes, path: Path) -> None:
             raise XbarcError(message, where=path, hint=error.hint) from None
 
 
-def check_program_output(output: Path) -> None:
+def check_program_output(output: Path, program: Path, data: Path | None = None) -> None:
+    """A program written from `program` (by opt or calibrate, maybe in place, with `data`)
+    goes to a regular file in an existing folder that is none of the inputs."""
+    from xbarc.ir.io import check_program_output as check_outputs
+
     if output.suffix in (".npz", ".onnx"):
         raise XbarcError(
             f"refusing to write the program to {output}", hint="give -o a path ending in .xbar"
         )
-    if not output.parent.exists() and str(output.parent) not in ("", "."):
-        raise XbarcError(f"the folder {output.parent} does not exist", hint="create it first")
+    check_outputs(output, inputs=[(data, "data file")], rewrites=program)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -720,6 +723,8 @@ def run_run(args: argparse.Namespace) -> int:
     from xbarc.ir.tensors import save_npz
     from xbarc.session import InferenceSession
 
+    if args.output is not None:
+        check_run_output(args)
     session = InferenceSession(
         args.program, noise=args.noise, seed=args.seed, overrides=args.overrides
     )
@@ -744,6 +749,21 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_run_output(args: argparse.Namespace) -> None:
+    """`run -o` writes a regular file in an existing folder that is none of the inputs."""
+    from xbarc.files import check_outputs
+    from xbarc.ir.io import sidecar_path
+
+    check_outputs(
+        [(args.output, "output file")],
+        inputs=[
+            (args.program, "program"),
+            (sidecar_path(args.program), "program's tensor file"),
+            (args.input, "input data"),
+        ],
+    )
+
+
 def summarize(value) -> str:
     if value.size == 0 or value.dtype.kind not in "biuf":
         return ""
@@ -756,6 +776,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from xbarc.evaluate import load_data
     from xbarc.ir.io import load_program, save_program
 
+    output = args.output or args.program
+    check_program_output(output, args.program, args.data)
     program = load_program(args.program)
     data = load_data(args.data)
     with progress_bar("calibrate") as update:
@@ -767,7 +789,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=update,
         )
-    output = args.output or args.program
     save_program(output, calibrated)
     assert calibrated.calibration is not None
     print(
@@ -882,13 +903,16 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, tuple(int(p) for p in parts)
 
 
-def check_output(model: Path, output: Path) -> None:
-    if output.suffix == ".onnx" or (model.exists() and output.resolve() == model.resolve()):
+def check_output(model: Path, output: Path, calibration_data: Path | None = None) -> None:
+    """The compiled program goes to a regular file in an existing folder, and neither its
+    text nor its sidecar is the model or the calibration data."""
+    from xbarc.ir.io import check_program_output as check_outputs
+
+    if output.suffix == ".onnx":
         raise XbarcError(
             f"refusing to write the program to {output}", hint="give -o a path ending in .xbar"
         )
-    if not output.parent.exists() and str(output.parent) not in ("", "."):
-        raise XbarcError(f"the folder {output.parent} does not exist", hint="create it first")
+    check_outputs(output, inputs=[(model, "input model"), (calibration_data, "calibration data")])
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
+from xbarc.files import write_file_atomically
 from xbarc.ir.types import NUMPY_DTYPES, dtype_name, onnx_dtype_name
 
 
@@ -76,16 +75,12 @@ def _storable(array: np.ndarray) -> np.ndarray:
 
 
 def save_npz(path: Path, store: Mapping[str, np.ndarray]) -> None:
-    """Write all tensors of `store` to `path` atomically (temporary file, then rename)."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    """Write all tensors of `store` to `path` atomically: the old file stays until the new
+    one is complete on disk (check the path first with xbarc.files.check_outputs)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write_npz(handle, store)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        write_file_atomically(path, lambda handle: write_npz(handle, store))
+    except OSError as error:
+        raise XbarcError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def write_npz(handle: BinaryIO, store: Mapping[str, np.ndarray]) -> None:

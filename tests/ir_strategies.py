@@ -65,6 +65,7 @@ from xbarc.ir.tile import (
     all_ops,
 )
 from xbarc.ir.types import ONNX_DTYPES, TensorType
+from xbarc.limits import MAX_BITS
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 
@@ -106,6 +107,7 @@ KEYWORDS = grammar_keywords()
 SPECIAL_FLOATS = (0.0, -0.0, float("inf"), float("-inf"), float("nan"), 5e-324, 1e16, 0.1)
 
 small_ints = st.integers(min_value=0, max_value=300)
+bits = st.integers(min_value=0, max_value=MAX_BITS)  # the parser refuses more (xbarc.limits)
 signed_ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 any_floats = st.one_of(st.sampled_from(SPECIAL_FLOATS), st.floats())
 
@@ -152,10 +154,10 @@ def hardware(draw: Draw) -> Hardware:
     )
     return Hardware(
         tile_types=tile_types,
-        cell=CellSpec(draw(small_ints), draw(any_floats), draw(any_floats)),
+        cell=CellSpec(draw(bits), draw(any_floats), draw(any_floats)),
         encoding=draw(st.sampled_from(SIGNED_ENCODINGS)),
-        dac=DacSpec(draw(small_ints), draw(small_ints)),
-        adc=AdcSpec(draw(small_ints), draw(st.sampled_from(ADC_RANGES)), draw(small_ints)),
+        dac=DacSpec(draw(bits), draw(bits)),
+        adc=AdcSpec(draw(bits), draw(st.sampled_from(ADC_RANGES)), draw(small_ints)),
         cost=cost,
     )
 
@@ -341,13 +343,13 @@ def array(draw: Draw, name: str, const_names: list[str]) -> Array:
         groups=draw(small_ints),
         rows=draw(small_ints),
         cols=draw(small_ints),
-        weight_bits=draw(small_ints),
+        weight_bits=draw(bits),
         encoding=draw(st.sampled_from(SIGNED_ENCODINGS)),
         scale=draw(scales(const_names)),
         values=draw(const),
         levels=draw(const),
         slices=tuple(
-            Slice(index, draw(st.sampled_from("+-")), draw(small_ints), draw(small_ints))
+            Slice(index, draw(st.sampled_from("+-")), draw(bits), draw(bits))
             for index in slice_indices
         ),
         group_cols=draw(st.none() | small_ints),
@@ -399,13 +401,22 @@ def cycle(draw: Draw, block_ids: st.SearchStrategy[list[int]], consts: list[str]
 
 @st.composite
 def phase(
-    draw: Draw, index: int, layer_names: list[str], block_count: int, consts: list[str]
+    draw: Draw,
+    index: int,
+    layer_names: list[str],
+    block_count: int,
+    consts: list[str],
+    tile_count: int,
 ) -> Phase:
+    """A phase whose writes name tiles of the chip and whose reads name blocks below
+    `block_count` (the parser refuses ranges longer than the chip or the blocks)."""
     vtiles = draw(runs_of_numbers())
     tiles = draw(st.one_of(runs_of_numbers(), st.lists(small_ints, max_size=20)))
+    tiles = [tile % tile_count for tile in tiles] if tile_count else []
     writes = tuple(TileWrite(v, t) for v, t in zip(vtiles, tiles, strict=False))
     block_ids = st.one_of(
-        st.lists(st.integers(0, max(block_count - 1, 0)), max_size=6), runs_of_numbers(3)
+        st.lists(st.integers(0, max(block_count - 1, 0)), max_size=6),
+        runs_of_numbers(3).map(lambda ids: [i % block_count for i in ids]),
     )
     runs = []
     for layer in draw(st.lists(st.sampled_from(layer_names), max_size=3)) if layer_names else []:
@@ -446,7 +457,7 @@ def programs(draw: Draw) -> Program:
             basis=draw(st.sampled_from(array_names) if array_names else names),
             segment_rows=draw(small_ints),
             coefficients=draw(st.sampled_from(tensor_names) if tensor_names else names),
-            coef_bits=draw(small_ints),
+            coef_bits=draw(bits),
             scale=draw(scales(tensor_names)),
         )
         for layer in combine_layers
@@ -460,8 +471,10 @@ def programs(draw: Draw) -> Program:
             tuple(LayerRange(name, draw(any_floats), draw(any_floats)) for name in ranged),
         )
     phase_indices = draw(st.lists(small_ints, max_size=3, unique=True))
+    block_limit = max(block_indices, default=0) + 1
     phases = tuple(
-        draw(phase(index, layer_names, len(blocks) or 1, tensor_names)) for index in phase_indices
+        draw(phase(index, layer_names, block_limit, tensor_names, chip.tile_count))
+        for index in phase_indices
     )
     return Program(
         hardware=chip,

@@ -311,6 +311,7 @@ def test_hand_written_text_may_omit_defaults_and_comments_and_reorder_hardware()
 def test_ranges_expand_in_order() -> None:
     text = """xbar 2
     hardware { tile t rows=4 cols=4 count=8 }
+    blocks { b6 = @a slice 0 group 0 rows=[0:4] cols=[0:4] on v0:t at 0,0 }
     phase 3 { write v5..v7 -> t0..t2, v1 -> t7 write v0 -> t6
               run @l { cycle b4..b6, b0 <- g0[0:4]; b2..b3 <- g1 @r[4:8] } }
     """

@@ -93,18 +93,15 @@ class EvalReport:
 
 
 def load_data(path: Path) -> dict[str, np.ndarray]:
-    """Arrays of an .npz file, refusing pickled objects."""
-    if not path.exists():
+    """Arrays of an .npz file (np.savez or np.savez_compressed), refusing pickled objects,
+    a .npy file, and members whose declared size is absurd or more than their compressed
+    bytes can hold, before inflating them (xbarc.ir.tensors.load_arrays)."""
+    from xbarc.ir.tensors import load_arrays
+    from xbarc.limits import MAX_DATA_BYTES
+
+    if not Path(path).exists():
         raise XbarcError(f"data file {path} does not exist")
-    try:
-        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except ValueError as error:
-        if "pickle" in str(error):
-            raise XbarcError("the data file holds pickled objects", where=path) from None
-        raise XbarcError(f"not a readable .npz file ({error})", where=path) from None
-    except Exception as error:  # zipfile.BadZipFile, OSError, EOFError
-        raise XbarcError(f"not a readable .npz file ({error})", where=path) from None
+    return load_arrays(Path(path), "data file", MAX_DATA_BYTES)
 
 
 def batches(

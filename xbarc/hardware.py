@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from xbarc.diagnostics import XbarcError
+from xbarc.limits import MAX_BITS, MAX_TILE_CELLS, MAX_TILE_DIM, MAX_TILES, check_count
 
 SignedEncoding = Literal["differential", "offset"]
 AdcRange = Literal["fixed", "calibrated", "dynamic"]
@@ -27,9 +28,30 @@ class TileType:
     cols: int
     count: int
 
+    def __post_init__(self) -> None:
+        # every chip (options, program text, pass options) is built of tile types: refusing
+        # absurd sizes here keeps them out of every allocation sized by a tile
+        check_tile_size(self.rows, self.cols)
+        check_count("the tile count", self.count, MAX_TILES, hint=TILES_HINT)
+
     @property
     def cells(self) -> int:
         return self.rows * self.cols
+
+
+TILES_HINT = "give a chip of real size"
+
+
+def check_tile_size(rows: int, cols: int) -> None:
+    """Rows and columns of one crossbar within xbarc's limits (xbarc.limits)."""
+    check_count("the tile rows", rows, MAX_TILE_DIM, hint=TILES_HINT)
+    check_count("the tile columns", cols, MAX_TILE_DIM, hint=TILES_HINT)
+    if rows * cols > MAX_TILE_CELLS:
+        raise XbarcError(
+            f"a {rows}x{cols} tile has {rows * cols} cells, more than xbarc supports"
+            f" ({MAX_TILE_CELLS})",
+            hint=TILES_HINT,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +134,9 @@ class Hardware:
     adc: AdcSpec = field(default_factory=AdcSpec)
     cost: CostParams = field(default_factory=CostParams)
 
+    def __post_init__(self) -> None:
+        check_count("the chip's tile count", self.tile_count, MAX_TILES, hint=TILES_HINT)
+
     def tile_type(self, name: str) -> TileType:
         for tile_type in self.tile_types:
             if tile_type.name == name:
@@ -158,6 +183,9 @@ def make_hardware(
     check_positive("tile rows", tile_rows)
     check_positive("tile columns", tile_cols)
     check_positive("--cell-bits", cell_bits)
+    check_count("--tiles", tiles, MAX_TILES, hint=TILES_HINT)
+    check_count("--cell-bits", cell_bits, MAX_BITS)
+    check_tile_size(tile_rows, tile_cols)
     if encoding not in SIGNED_ENCODINGS:
         raise XbarcError(
             f"unknown signed encoding {encoding!r}",

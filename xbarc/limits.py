@@ -22,6 +22,28 @@ MAX_PROGRAM_TEXT_BYTES = 1 << 30  # an .xbar text
 MAX_PROFILE_BYTES = 1 << 20  # a noise profile (.toml)
 MAX_TENSOR_BYTES = 1 << 34  # all tensors of one sidecar together, inflated
 
+# sizes inside a program or a data file
+MAX_BITS = 64  # bits of a cell, converter, weight, slice shift or coefficient
+MAX_DIM = 1 << 40  # one dimension of a tensor type, a layer or an array
+MAX_ELEMENTS = 1 << 40  # elements of one tensor type (the product of its dimensions)
+MAX_SCHEDULE_ENTRIES = 1 << 22  # tile writes and block reads of a program, ranges expanded
+MAX_INT64 = (1 << 63) - 1  # attribute integers, opsets, sample counts: what ONNX can hold
+MAX_NPY_HEADER_BYTES = 1 << 16  # the header of one .npy member of a sidecar or data file
+MAX_DEFLATE_RATIO = 1032  # the most bytes deflate can inflate one byte into
+MAX_DATA_BYTES = 1 << 34  # all arrays of one data file (--input, --data) together, inflated
+
+
+def check_product(what: str, dims: tuple[int, ...], limit: int, *, hint: str = "") -> int:
+    """The product of `dims` (each already checked) if at most `limit`, else an error; stops
+    multiplying as soon as the product passes the limit, so absurd shapes cost nothing."""
+    product = 1
+    for dim in dims:
+        product *= dim
+        if product > limit:
+            shape = "x".join(str(d) for d in dims)
+            raise XbarcError(f"{what} {shape} is more than xbarc supports ({limit})", hint=hint)
+    return product
+
 
 def check_count(what: str, value: int, limit: int, *, hint: str = "") -> int:
     """`value` if 0 <= value <= limit, else an error naming `what`."""

@@ -17,6 +17,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any, cast
@@ -68,7 +69,18 @@ from xbarc.ir.tile import (
     TileWrite,
     Value,
 )
-from xbarc.ir.types import ONNX_DTYPES, TensorType
+from xbarc.ir.types import NUMPY_DTYPES, ONNX_DTYPES, TensorType
+from xbarc.limits import (
+    MAX_BITS,
+    MAX_DIM,
+    MAX_ELEMENTS,
+    MAX_IDS,
+    MAX_INT64,
+    MAX_SCHEDULE_ENTRIES,
+    MAX_TENSOR_BYTES,
+    MAX_TILE_DIM,
+    MAX_TILES,
+)
 
 Position = tuple[int, int]  # (line, column), both from 1
 LocationKey = tuple[Any, ...]
@@ -119,6 +131,7 @@ class ParsedProgram:
 def parse_program(text: str, filename: str = "<string>") -> ParsedProgram:
     """Parse `text` (the contents of `filename`) into a program with an empty store."""
     _check_version(text, filename)
+    budget = _BUDGET.set(_Budget())
     try:
         statements = cast(list[Any], _parser().parse(text))  # `start` returns its children
         program, locations = _assemble(statements)
@@ -127,7 +140,25 @@ def parse_program(text: str, filename: str = "<string>") -> ParsedProgram:
     except _BuildError as error:
         where = Location(filename, error.position[0], error.position[1])
         raise XbarcError(error.message, where=where, hint=error.hint) from None
+    finally:
+        _BUDGET.reset(budget)
     return ParsedProgram(program, locations, filename)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What the text so far allows the rest to ask for, so that no range allocates more
+    than the program can mean: a range of tiles is no longer than the chip (the hardware
+    section comes first), a range of blocks no longer than the blocks section (which comes
+    before the phases), and all tile writes and block reads together stay within
+    MAX_SCHEDULE_ENTRIES. One per `parse_program` call (the parser itself is shared)."""
+
+    tiles: int = 0  # physical tiles of the chip
+    blocks: int = 0  # the highest block index + 1
+    entries: int = 0  # tile writes and block reads expanded so far
+
+
+_BUDGET: ContextVar[_Budget] = ContextVar("xbarc_parse_budget")
 
 
 _HEADER = re.compile(r"(?:\s|#[^\n]*)*xbar[ \t]+([0-9]+)\b")
@@ -137,12 +168,12 @@ def _check_version(text: str, filename: str) -> None:
     """Refuse another format version before parsing: its syntax may differ, and "recompile"
     is more use than a syntax error in the middle of the file."""
     header = _HEADER.match(text)
-    if header is None or int(header.group(1)) == FORMAT_VERSION:
+    if header is None or header.group(1).lstrip("0") == str(FORMAT_VERSION):
         return  # no header: the parser reports what it expected
     line = text.count("\n", 0, header.start(1)) + 1
     column = header.start(1) - (text.rfind("\n", 0, header.start(1)) + 1) + 1
     raise XbarcError(
-        f"format version {header.group(1)} is not supported",
+        f"format version {_shorten(header.group(1))} is not supported",
         where=Location(filename, line, column),
         hint=f"recompile the model with this xbarc: it reads version {FORMAT_VERSION}, in which "
         "every read of a cycle names its input",
@@ -207,8 +238,38 @@ def _ref(token: Token) -> str:
 
 
 def _index(token: Token) -> int:
-    """The number in a `b3`, `g3`, `v3` or `t3` token."""
-    return int(token[1:])
+    """The number in a `b3`, `g3`, `v3` or `t3` token, at most MAX_IDS."""
+    return _bounded(token[1:], token, "index", MAX_IDS, shown=token)
+
+
+def _int(token: Token, what: str, limit: int, minimum: int = 0) -> int:
+    """The integer `token`, refused at the token outside minimum..limit: every count, size
+    and index read from a program is checked here before anything is sized by it."""
+    return _bounded(token, token, what, limit, minimum)
+
+
+def _signed(token: Token, what: str) -> int:
+    """An integer ONNX stores in 64 bits (attributes, opsets, counts of work)."""
+    return _bounded(token, token, what, MAX_INT64, -MAX_INT64 - 1)
+
+
+def _bounded(
+    digits: str, token: Token, what: str, limit: int, minimum: int = 0, shown: str = ""
+) -> int:
+    """int(`digits`) (part of `token`) within minimum..limit; `shown` names it in errors."""
+    shown = _shorten(shown or digits)
+    # count the digits before int(): a number of thousands of them is refused unread
+    if len(digits.lstrip("+-").lstrip("0")) > len(str(limit)) or int(digits) > limit:
+        raise _BuildError(f"{what} {shown} is more than xbarc supports ({limit})", _position(token))
+    value = int(digits)
+    if value < minimum:
+        problem = "negative" if minimum == 0 else f"less than {minimum}"
+        raise _BuildError(f"{what} {shown} is {problem}", _position(token))
+    return value
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
 
 
 def _number(token: Token) -> float:
@@ -218,7 +279,7 @@ def _number(token: Token) -> float:
 def _integer(token: Token, what: str) -> int:
     if token.type != "INT":
         raise _BuildError(f"{what} must be an integer, found {token}", _position(token))
-    return int(token)
+    return _signed(token, what)
 
 
 def _choice(token: Token, choices: tuple[str, ...], what: str) -> str:
@@ -246,11 +307,32 @@ def _dtype(token: Token) -> str:
 def _expand(token: Token) -> range:
     """`b3` -> range(3, 4); `b0..b7` -> range(0, 8)."""
     first, _, last = token.partition("..")
-    start = int(first[1:])
-    stop = int(last[1:]) + 1 if last else start + 1
+    start = _bounded(first[1:], token, "index", MAX_IDS, shown=first)
+    stop = _bounded(last[1:], token, "index", MAX_IDS, shown=last) + 1 if last else start + 1
     if stop <= start:
         raise _BuildError(f"range {token} counts down; write it upward", _position(token))
     return range(start, stop)
+
+
+def _spend(token: Token, indices: range, what: str, limit: int, have: str) -> range:
+    """`indices` once checked against what the program has and the schedule's budget:
+    a range longer than the `limit` of `what` the program has cannot name only real
+    ones, and is refused before it is expanded."""
+    if len(indices) > max(limit, 1):  # one index alone costs no more than its text
+        raise _BuildError(
+            f"{token} names {len(indices)} {what} but {have} {limit}",
+            _position(token),
+            hint=f"name only {what} that exist",
+        )
+    budget = _BUDGET.get()
+    budget.entries += len(indices)
+    if budget.entries > MAX_SCHEDULE_ENTRIES:
+        raise _BuildError(
+            f"the schedule has more than {MAX_SCHEDULE_ENTRIES} tile writes and block reads",
+            _position(token),
+            hint="more than xbarc supports; is this a real program?",
+        )
+    return indices
 
 
 class _Builder(Transformer):
@@ -275,7 +357,12 @@ class _Builder(Transformer):
         return _number(token)
 
     def int_list(self, children: list[Token | None]) -> tuple[int, ...]:
-        return tuple(int(token) for token in children if token is not None)
+        # kernel, strides, pads, dilations: the verifier says which signs make sense
+        return tuple(
+            _int(token, "a geometry value", MAX_DIM, -MAX_DIM)
+            for token in children
+            if token is not None
+        )
 
     def scalar_type(self, children: list[Token]) -> TensorType:
         return TensorType(_dtype(children[0]), ())
@@ -284,23 +371,36 @@ class _Builder(Transformer):
         return TensorType(_dtype(children[0]), None)
 
     def ranked_type(self, children: list[Token]) -> TensorType:
-        dims = tuple(None if dim.type == "UNKNOWN" else int(dim) for dim in children[1:])
+        dims = tuple(
+            None if dim.type == "UNKNOWN" else _int(dim, "a dimension", MAX_DIM)
+            for dim in children[1:]
+        )
+        _check_elements(children[0], tuple(dim for dim in dims if dim is not None))
         return TensorType(_dtype(children[0]), dims)
 
     # --- header and hardware
 
     def header(self, children: list[Token]) -> tuple[int, Position]:
         keyword, version = children  # checked by _check_version before parsing
-        return int(version), _position(keyword)
+        return _signed(version, "the format version"), _position(keyword)
 
     def tile_type(self, children: list[Token]) -> tuple[str, TileType, Position]:
         keyword, name, rows, cols, count = children
-        tile_type = TileType(str(name), int(rows), int(cols), int(count))
+        sizes = (
+            _int(rows, "the tile rows", MAX_TILE_DIM),
+            _int(cols, "the tile columns", MAX_TILE_DIM),
+            _int(count, "the tile count", MAX_TILES),
+        )
+        try:
+            tile_type = TileType(str(name), *sizes)
+        except XbarcError as error:  # too many cells
+            raise _BuildError(error.message, _position(rows), error.hint) from None
         return "tile", tile_type, _position(keyword)
 
     def cell(self, children: list[Token]) -> tuple[str, CellSpec, Position]:
         keyword, bits, g_min, g_max = children
-        return "cell", CellSpec(int(bits), _number(g_min), _number(g_max)), _position(keyword)
+        cell_bits = _int(bits, "cell bits", MAX_BITS)
+        return "cell", CellSpec(cell_bits, _number(g_min), _number(g_max)), _position(keyword)
 
     def encoding(self, children: list[Token]) -> tuple[str, str, Position]:
         keyword, encoding = children
@@ -308,12 +408,19 @@ class _Builder(Transformer):
 
     def dac(self, children: list[Token]) -> tuple[str, DacSpec, Position]:
         keyword, bits, slice_bits = children
-        return "dac", DacSpec(int(bits), int(slice_bits)), _position(keyword)
+        spec = DacSpec(
+            _int(bits, "DAC bits", MAX_BITS), _int(slice_bits, "DAC slice bits", MAX_BITS)
+        )
+        return "dac", spec, _position(keyword)
 
     def adc(self, children: list[Token]) -> tuple[str, AdcSpec, Position]:
         keyword, bits, adc_range, cols_per_adc = children
         adc_range_name = _choice(adc_range, ADC_RANGES, "ADC range")
-        spec = AdcSpec(int(bits), adc_range_name, int(cols_per_adc))  # type: ignore[arg-type]
+        spec = AdcSpec(
+            _int(bits, "ADC bits", MAX_BITS),
+            adc_range_name,  # type: ignore[arg-type]
+            _int(cols_per_adc, "cols_per_adc", MAX_TILE_DIM),
+        )
         return "adc", spec, _position(keyword)
 
     def cost_field(self, children: list[Token]) -> tuple[Token, Token]:
@@ -349,7 +456,12 @@ class _Builder(Transformer):
                 continue
             _define(locations, ("hardware", kind), item_position, f"the '{kind}' line")
             parts[kind] = value
-        return Hardware(tuple(tile_types), **parts), locations
+        try:
+            hardware = Hardware(tuple(tile_types), **parts)
+        except XbarcError as error:  # too many tiles in all
+            raise _BuildError(error.message, position, error.hint) from None
+        _BUDGET.get().tiles = hardware.tile_count
+        return hardware, locations
 
     # --- tensors
 
@@ -365,9 +477,19 @@ class _Builder(Transformer):
                 hint="a digest is 64 lowercase hex digits",
             )
         decl = TensorDecl(_ref(name), tensor_type.dtype, tensor_type.static_shape(), str(digest))
+        _declared_bytes(decl, position)  # within MAX_TENSOR_BYTES
         return decl, position
 
     def tensors(self, children: list[Any]) -> tuple[str, list[tuple[TensorDecl, Position]]]:
+        total = 0
+        for decl, position in children[1:]:
+            total += _declared_bytes(decl, position)
+            if total > MAX_TENSOR_BYTES:
+                raise _BuildError(
+                    f"the tensors declared up to {const_ref(decl.name)} hold {total} bytes,"
+                    f" more than xbarc loads ({MAX_TENSOR_BYTES})",
+                    position,
+                )
         return "tensors", children[1:]
 
     # --- graph
@@ -418,9 +540,9 @@ class _Builder(Transformer):
             output_type=output_type,
             weight=_ref(weight),
             bias=bias,
-            groups=int(groups),
-            rows=int(rows),
-            cols=int(cols),
+            groups=_int(groups, "the layer's groups", MAX_DIM),
+            rows=_int(rows, "the layer's rows", MAX_DIM),
+            cols=_int(cols, "the layer's cols", MAX_DIM),
             geometry=geometry,
             source="" if source is None else json.loads(source),
         )
@@ -440,7 +562,7 @@ class _Builder(Transformer):
             name="" if name is None else json.loads(name),
             op_type=op_type,
             domain=domain,
-            opset=int(opset),
+            opset=_signed(opset, "the opset"),
             inputs=operands or (),
             outputs=tuple("" if t.type == "OMITTED" else _ref(t) for t in results or ()),
             output_types=op_types or (),
@@ -467,7 +589,8 @@ class _Builder(Transformer):
 
     def not_mapped(self, children: list[Token]) -> NotMapped:
         reason, macs = children
-        return NotMapped(json.loads(reason), None if macs.type == "UNKNOWN" else int(macs))
+        count = None if macs.type == "UNKNOWN" else _signed(macs, "macs")
+        return NotMapped(json.loads(reason), count)
 
     def attributes(self, children: list[tuple[Attribute, Token]]) -> tuple[Attribute, ...]:
         seen: set[str] = set()
@@ -478,7 +601,7 @@ class _Builder(Transformer):
         return tuple(attribute for attribute, _ in children)
 
     def attr_int(self, children: list[Token]) -> tuple[Attribute, Token]:
-        return _attribute(children, "int", int(children[1]))
+        return _attribute(children, "int", _signed(children[1], "an int attribute"))
 
     def attr_float(self, children: list[Token]) -> tuple[Attribute, Token]:
         return _attribute(children, "float", _number(children[1]))
@@ -487,7 +610,11 @@ class _Builder(Transformer):
         return _attribute(children, "string", json.loads(children[1]))
 
     def attr_ints(self, children: list[Any]) -> tuple[Attribute, Token]:
-        values = tuple(int(token) for token in children[1:] if token is not None)
+        values = tuple(
+            _signed(token, "an ints attribute's value")
+            for token in children[1:]
+            if token is not None
+        )
         return _attribute(children, "ints", values)
 
     def attr_floats(self, children: list[Any]) -> tuple[Attribute, Token]:
@@ -511,7 +638,12 @@ class _Builder(Transformer):
 
     def slice(self, children: list[Token]) -> tuple[Slice, Position]:
         keyword, index, polarity, shift, bits = children
-        piece = Slice(int(index), str(polarity), int(shift), int(bits))  # type: ignore[arg-type]
+        piece = Slice(
+            _int(index, "a slice index", MAX_IDS),
+            str(polarity),  # type: ignore[arg-type]
+            _int(shift, "a slice's shift", MAX_BITS),
+            _int(bits, "a slice's bits", MAX_BITS),
+        )
         return piece, _position(keyword)
 
     def array(self, children: list[Any]) -> tuple[str, Array, Position, list[Any]]:
@@ -520,49 +652,55 @@ class _Builder(Transformer):
         array = Array(
             name=_ref(name),
             kind=_choice(kind, ARRAY_KINDS, "array kind"),  # type: ignore[arg-type]
-            groups=int(groups),
-            rows=int(rows),
-            cols=int(cols),
-            weight_bits=int(weight_bits),
+            groups=_int(groups, "the array's groups", MAX_DIM),
+            rows=_int(rows, "the array's rows", MAX_DIM),
+            cols=_int(cols, "the array's cols", MAX_DIM),
+            weight_bits=_int(weight_bits, "weight_bits", MAX_BITS),
             encoding=_choice(encoding, SIGNED_ENCODINGS, "encoding"),  # type: ignore[arg-type]
             scale=scale,
             values=_ref(values),
             levels=_ref(levels),
             slices=tuple(piece for piece, _ in slices),
-            group_cols=None if group_cols is None else int(group_cols),
+            group_cols=None if group_cols is None else _int(group_cols, "group_cols", MAX_DIM),
             layer=None if layer is None else _ref(layer),
-            copies=1 if copies is None else int(copies),
+            copies=1 if copies is None else _int(copies, "copies", MAX_IDS),
         )
         return "array", array, _position(keyword), slices
 
     # --- blocks
 
     def span(self, children: list[Token]) -> Span:
-        return Span(int(children[0]), int(children[1]))
+        return Span(
+            _int(children[0], "a row or column", MAX_DIM),
+            _int(children[1], "a row or column", MAX_DIM),
+        )
 
     def index_table(self, children: list[Token]) -> IndexTable:
         if len(children) == 2:  # @t[count]
-            return IndexTable(_ref(children[0]), int(children[1]))
+            return IndexTable(_ref(children[0]), _int(children[1], "an index count", MAX_DIM))
         name, start, stop = children  # @t[start:stop]
-        return IndexTable(_ref(name), int(stop) - int(start), int(start))
+        first = _int(start, "an index table position", MAX_DIM)
+        return IndexTable(_ref(name), _int(stop, "an index table position", MAX_DIM) - first, first)
 
     def block(self, children: list[Any]) -> tuple[Block, Position]:
         name, array, piece, group, rows, cols, vtile, tile_type, row_offset, col_offset = children
         block = Block(
             index=_index(name),
             array=_ref(array),
-            slice=int(piece),
-            group=int(group),
+            slice=_int(piece, "a slice index", MAX_IDS),
+            group=_int(group, "a group", MAX_DIM),
             rows=rows,
             cols=cols,
             tile_type=str(tile_type),
             vtile=_index(vtile),
-            row_offset=int(row_offset),
-            col_offset=int(col_offset),
+            row_offset=_int(row_offset, "a row offset", MAX_TILE_DIM),
+            col_offset=_int(col_offset, "a column offset", MAX_TILE_DIM),
         )
         return block, _position(name)
 
     def blocks(self, children: list[Any]) -> tuple[str, list[tuple[Block, Position]]]:
+        budget = _BUDGET.get()
+        budget.blocks = max((block.index + 1 for block, _ in children[1:]), default=0)
         return "blocks", children[1:]
 
     # --- combines and phases
@@ -572,9 +710,9 @@ class _Builder(Transformer):
         combine = BasisCombine(
             layer=_ref(layer),
             basis=_ref(basis),
-            segment_rows=int(segment_rows),
+            segment_rows=_int(segment_rows, "segment_rows", MAX_DIM),
             coefficients=_ref(coefficients),
-            coef_bits=int(coef_bits),
+            coef_bits=_int(coef_bits, "coef_bits", MAX_BITS),
             scale=scale,
         )
         return "combine", combine, _position(keyword)
@@ -587,7 +725,7 @@ class _Builder(Transformer):
     def calibration(self, children: list[Any]) -> tuple[str, Calibration, Position, list]:
         keyword, percentile, samples, *ranges = children
         calibration = Calibration(
-            _number(percentile), int(samples), tuple(entry for entry, _ in ranges)
+            _number(percentile), _signed(samples, "samples"), tuple(entry for entry, _ in ranges)
         )
         return "calibration", calibration, _position(keyword), ranges
 
@@ -601,6 +739,7 @@ class _Builder(Transformer):
                 _position(vtiles),
                 hint="the two ranges of a write pair up one to one",
             )
+        _spend(tiles, tile_range, "tiles", _BUDGET.get().tiles, "the chip has")
         return [TileWrite(v, t) for v, t in zip(vtile_range, tile_range, strict=True)]
 
     def write(self, children: list[Any]) -> tuple[str, list[TileWrite], Position]:
@@ -610,7 +749,9 @@ class _Builder(Transformer):
     def reads(self, children: list[Any]) -> tuple[list[Read], Position]:
         *refs, group, rows = children
         segment = Segment(_index(group), rows)
-        return [Read(i, segment) for ref in refs for i in _expand(ref)], _position(refs[0])
+        have = _BUDGET.get().blocks
+        ranges = [_spend(ref, _expand(ref), "blocks", have, "the program has") for ref in refs]
+        return [Read(i, segment) for indices in ranges for i in indices], _position(refs[0])
 
     def cycle(self, children: list[Any]) -> tuple[Cycle, Position, list[Position]]:
         keyword, *groups = children
@@ -632,11 +773,43 @@ class _Builder(Transformer):
         keyword, index, *statements = children
         writes = [w for kind, value, *_ in statements if kind == "write" for w in value]
         runs = [value for kind, value, *_ in statements if kind == "run"]
-        phase = Phase(int(index), tuple(writes), tuple(runs))
+        phase = Phase(_int(index, "a phase index", MAX_IDS), tuple(writes), tuple(runs))
         return "phase", phase, _position(keyword), statements
 
     def start(self, children: list[Any]) -> list[Any]:
         return children
+
+
+def _check_elements(at: Token, dims: tuple[int, ...]) -> int:
+    """The elements of a shape, refused (at `at`) beyond MAX_ELEMENTS."""
+    count = 1
+    for dim in dims:
+        count *= dim
+        if count > MAX_ELEMENTS:
+            shape = ",".join(str(d) for d in dims)
+            raise _BuildError(
+                f"shape [{shape}] has more elements than xbarc supports ({MAX_ELEMENTS})",
+                _position(at),
+            )
+    return count
+
+
+def _declared_bytes(decl: TensorDecl, position: Position) -> int:
+    """The bytes tensor `decl` takes (at least: exotic types count one a byte, strings
+    four), refused beyond MAX_TENSOR_BYTES before any sidecar is opened."""
+    numpy_type = NUMPY_DTYPES.get(decl.dtype)
+    itemsize = numpy_type.itemsize if numpy_type is not None else 1
+    elements = 1
+    for dim in decl.shape:
+        elements *= dim
+    size = elements * (4 if decl.dtype == "str" else itemsize)
+    if size > MAX_TENSOR_BYTES:
+        raise _BuildError(
+            f"tensor {const_ref(decl.name)} is declared with {size} bytes, more than xbarc"
+            f" loads ({MAX_TENSOR_BYTES})",
+            position,
+        )
+    return size
 
 
 def _operand(token: Token) -> Operand:

@@ -7,18 +7,22 @@ digest of its bytes; loading checks all three. Element types numpy cannot store 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
+import stat
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.files import write_file_atomically
+from xbarc.files import check_regular_file, write_file_atomically
 from xbarc.ir.types import NUMPY_DTYPES, dtype_name, onnx_dtype_name
+from xbarc.limits import MAX_DEFLATE_RATIO, MAX_NPY_HEADER_BYTES, MAX_TENSOR_BYTES
 
 
 def digest(array: np.ndarray) -> str:
@@ -110,43 +114,308 @@ def _member_info(name: str) -> zipfile.ZipInfo:
 
 def load_npz(path: Path, expected: Mapping[str, tuple[str, tuple[int, ...], str]]) -> TensorStore:
     """Load the tensors named in `expected` (name -> (dtype, shape, digest)) from `path`,
-    checking each; refuses pickled objects."""
+    checking each; refuses pickled objects.
+
+    Nothing is inflated or allocated before it is checked: the file must be a regular file
+    (not /dev/zero or a pipe); each member's size in the zip's central directory must fit
+    its declared element type and shape and what its compressed bytes can inflate to, and
+    all of them MAX_TENSOR_BYTES; each .npy header must match the declaration. Only then is
+    the member read, exactly that many bytes, and its digest checked."""
     path = Path(path)
     if not path.exists():
         raise XbarcError(
             f"tensor file {path} is missing",
             hint="keep the .xbar.npz next to its .xbar, or recompile",
         )
-    if not zipfile.is_zipfile(path):  # np.load would read a .npy or try to unpickle it
-        raise XbarcError(
-            "not a readable tensor file (not a zip archive)", where=path, hint="recompile the model"
-        )
     arrays: dict[str, np.ndarray] = {}
-    try:
-        # open the file ourselves: np.load leaks its own handle when the zip is corrupt
-        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
-            stored = set(npz.files)
-            for name, (dtype, shape, want_digest) in expected.items():
-                if name not in stored:
-                    raise XbarcError(
-                        f"tensor {name!r} is missing", where=path, hint="recompile the model"
-                    )
-                arrays[name] = _check_tensor(path, name, npz[name], dtype, shape, want_digest)
-    except XbarcError:
-        raise
-    except ValueError as error:
-        if "pickle" in str(error):
-            raise XbarcError(
-                "the tensor file holds pickled objects, which xbarc never loads",
-                where=path,
-                hint="recompile the model to get a clean tensor file",
-            ) from None
-        raise XbarcError(f"not a readable tensor file: {error}", where=path) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise XbarcError(
-            f"not a readable tensor file ({error})", where=path, hint="recompile the model"
-        ) from None
+    with NpzReader(path, "tensor file", RECOMPILE, max_members=2 * len(expected) + 64) as npz:
+        members = {}
+        for name, (dtype, shape, _) in expected.items():
+            info = npz.member(name + ".npy", f"tensor {name!r}")
+            members[name] = info
+            npz.check_size(info, f"tensor {name!r}", _declared_bytes(dtype, shape))
+        npz.check_total(members.values(), MAX_TENSOR_BYTES)
+        for name, (dtype, shape, want_digest) in expected.items():
+            data = npz.read(members[name], f"tensor {name!r}", _declaration_check(dtype, shape))
+            arrays[name] = _check_tensor(path, name, data, dtype, shape, want_digest)
     return TensorStore(arrays)
+
+
+RECOMPILE = "recompile the model"
+NOT_THIS_PROGRAM = "the tensor file does not belong to this program; recompile"
+
+
+def load_arrays(path: Path, what: str, limit: int) -> dict[str, np.ndarray]:
+    """Every array of the .npz file at `path` (data: inputs, labels), refusing pickles, a
+    .npy file, members that are not arrays, and more than `limit` bytes inflated in all,
+    each checked before it is inflated (as `load_npz`). `what` names the file."""
+    hint = "give an .npz file of named arrays: np.savez(PATH, name=array, ...)"
+    with NpzReader(path, what, hint, max_members=MAX_DATA_MEMBERS, npy_hint=hint) as npz:
+        infos = npz.infos()
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise XbarcError(
+                    f"member {info.filename!r} is not a .npy array", where=path, hint=hint
+                )
+            npz.check_size(info, f"array {info.filename[:-4]!r}", None)
+        npz.check_total(infos, limit)
+        return {
+            info.filename[:-4]: npz.read(info, f"array {info.filename[:-4]!r}") for info in infos
+        }
+
+
+MAX_DATA_MEMBERS = 1 << 16  # arrays of one data file
+
+
+HeaderCheck = Callable[[str, tuple[int, ...], np.dtype], None]
+
+
+class NpzReader:
+    """An .npz file opened for bounded reading: see `load_npz`. Errors name the file."""
+
+    def __init__(self, path: Path, what: str, hint: str, *, max_members: int, npy_hint: str = ""):
+        self.path = Path(path)
+        self.npy_hint = npy_hint  # a .npy file where an .npz belongs: what to give instead
+        self.what = what
+        self.hint = hint
+        self.max_members = max_members
+        self._handle: BinaryIO | None = None
+        self._archive: zipfile.ZipFile | None = None
+
+    def __enter__(self) -> NpzReader:
+        self._handle = _open_regular(self.path, self.what)
+        try:
+            self._archive = self._open_zip(self._handle)
+        except BaseException:
+            self._handle.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._archive is not None:
+            self._archive.close()
+        if self._handle is not None:
+            self._handle.close()
+
+    def fail(self, message: str, hint: str = "") -> XbarcError:
+        return XbarcError(message, where=self.path, hint=hint or self.hint)
+
+    def _open_zip(self, handle: BinaryIO) -> zipfile.ZipFile:
+        if self.npy_hint and handle.read(len(NPY_MAGIC)) == NPY_MAGIC:
+            raise self.fail(
+                f"{self.path} is a .npy file (one array), not an .npz archive of named arrays",
+                self.npy_hint,
+            )
+        handle.seek(0)
+        try:
+            entries = _zip_entries(handle)
+            if entries is None:  # np.load would read other formats, or unpickle
+                raise self.fail(f"not a readable {self.what} (not a zip archive)")
+            if entries > self.max_members:
+                raise self.fail(
+                    f"the {self.what} lists {entries} members, more than it can hold"
+                    f" ({self.max_members})"
+                )
+            return zipfile.ZipFile(handle)
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+            raise self.fail(f"not a readable {self.what} ({error})") from None
+
+    @property
+    def archive(self) -> zipfile.ZipFile:
+        assert self._archive is not None, "use NpzReader in a with statement"
+        return self._archive
+
+    def infos(self) -> list[zipfile.ZipInfo]:
+        return self.archive.infolist()
+
+    def member(self, name: str, what: str) -> zipfile.ZipInfo:
+        try:
+            return self.archive.getinfo(name)
+        except KeyError:
+            raise self.fail(f"{what} is missing") from None
+
+    def check_size(self, info: zipfile.ZipInfo, what: str, data_bytes: int | None) -> None:
+        """Refuse, before inflating, a member whose declared size does not fit `data_bytes`
+        (the array it must hold; None: any), or that its compressed bytes cannot hold."""
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise self.fail(
+                f"{what} is compressed with method {info.compress_type}, which xbarc does not read"
+            )
+        if info.compress_size > self.file_size:
+            raise self.fail(f"{what} claims {info.compress_size} bytes, more than the file holds")
+        most = info.compress_size
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            most = info.compress_size * MAX_DEFLATE_RATIO + MAX_NPY_HEADER_BYTES
+        if info.file_size > most:
+            raise self.fail(
+                f"{what} claims {info.file_size} bytes, more than its {info.compress_size}"
+                " stored bytes can hold (a corrupt or hostile file)"
+            )
+        if data_bytes is not None and info.file_size > data_bytes + MAX_NPY_HEADER_BYTES:
+            raise self.fail(
+                f"{what} holds {info.file_size} bytes, more than the program declares"
+                f" ({data_bytes} bytes of data)",
+                NOT_THIS_PROGRAM,
+            )
+
+    def check_total(self, infos: Iterable[zipfile.ZipInfo], limit: int) -> None:
+        total = sum(info.file_size for info in infos)
+        if total > limit:
+            raise self.fail(
+                f"the {self.what} inflates to {total} bytes, more than xbarc reads ({limit})"
+            )
+
+    @functools.cached_property
+    def file_size(self) -> int:
+        assert self._handle is not None
+        return os.fstat(self._handle.fileno()).st_size
+
+    def read(
+        self, info: zipfile.ZipInfo, what: str, check: HeaderCheck | None = None
+    ) -> np.ndarray:
+        """The array of member `info` (sized by `check_size`): its .npy header read and
+        checked (`check(what, shape, dtype)`), then exactly its bytes."""
+        try:
+            with self.archive.open(info) as member:
+                shape, fortran, dtype = self._header(member, what)
+                if check is not None:
+                    check(what, shape, dtype)
+                count = _elements(shape)
+                size = member.tell() + count * dtype.itemsize
+                if size > info.file_size:
+                    raise self.fail(f"not a readable {self.what}: {what} is truncated")
+                if size < info.file_size:
+                    raise self.fail(f"{what} holds more bytes than its .npy header says")
+                flat = np.empty(count, dtype)
+                _read_into(member, flat.view(np.uint8), lambda: self.fail(f"{what} is truncated"))
+                if member.read(1):
+                    raise self.fail(f"{what} holds more bytes than its .npy header says")
+        except XbarcError as error:
+            raise error.at(self.path) from None
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+            raise self.fail(f"not a readable {self.what}: {what} ({error})") from None
+        return flat.reshape(shape, order="F" if fortran else "C")
+
+    def _header(self, member: IO[bytes], what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(
+                member, max_header_size=MAX_NPY_HEADER_BYTES
+            )
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(
+                member, max_header_size=MAX_NPY_HEADER_BYTES
+            )
+        else:
+            raise self.fail(f"{what} is a .npy of version {version}, which xbarc does not read")
+        shape, fortran, dtype = header
+        if dtype.hasobject:
+            raise self.fail(
+                f"the {self.what} holds pickled objects, which xbarc never loads",
+                "recompile the model to get a clean tensor file"
+                if self.hint == RECOMPILE
+                else "save arrays of numbers, not Python objects",
+            )
+        return tuple(shape), bool(fortran), dtype
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _open_regular(path: Path, what: str) -> BinaryIO:
+    """`path` opened for reading when it is a regular file (checked on the open file, so
+    that it cannot be swapped for a device or a pipe in between)."""
+    check_regular_file(path, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise XbarcError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise XbarcError(f"{path} is not a regular file, not a {what}")
+    return os.fdopen(fd, "rb")
+
+
+def _zip_entries(handle: BinaryIO) -> int | None:
+    """The members a zip's end record lists (before zipfile reads its central directory,
+    which costs memory per member), or None when `handle` is not a zip."""
+    end_record = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
+    if end_record is None:
+        return None
+    return int(end_record[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+
+
+def _read_into(member: IO[bytes], target: np.ndarray, truncated: Callable[[], XbarcError]) -> None:
+    """Fill the bytes of `target` from `member`, a chunk at a time (no second copy)."""
+    view = memoryview(target)  # type: ignore[arg-type]
+    done = 0
+    while done < len(view):
+        chunk = member.read(min(len(view) - done, READ_CHUNK_BYTES))
+        if not chunk:
+            raise truncated()
+        view[done : done + len(chunk)] = chunk
+        done += len(chunk)
+
+
+READ_CHUNK_BYTES = 1 << 24
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def _storage_dtype(dtype: str) -> np.dtype | None:
+    """The numpy type a tensor of element type `dtype` is stored as (exotic types: raw
+    bytes), None for strings (stored as numpy unicode of any width)."""
+    if dtype == "str":
+        return None
+    if dtype in NUMPY_DTYPES:
+        return NUMPY_DTYPES[dtype]
+    return np.dtype(np.uint8)
+
+
+def _stored_shape(dtype: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if dtype in NUMPY_DTYPES or dtype == "str":
+        return tuple(shape)
+    return (_elements(shape) * _exotic_dtype(dtype).itemsize,)
+
+
+def _declared_bytes(dtype: str, shape: tuple[int, ...]) -> int | None:
+    """The data bytes of a declared tensor in the sidecar (None for strings: any width)."""
+    storage = _storage_dtype(dtype)
+    if storage is None:
+        return None
+    return _elements(_stored_shape(dtype, shape)) * storage.itemsize
+
+
+def _declaration_check(dtype: str, shape: tuple[int, ...]) -> HeaderCheck:
+    """Checks a member's .npy header against the declared element type and shape."""
+
+    def check(what: str, stored_shape: tuple[int, ...], stored: np.dtype) -> None:
+        storage = _storage_dtype(dtype)
+        if (storage is None and stored.kind != "U") or (storage is not None and stored != storage):
+            raise XbarcError(
+                f"{what} has element type {_type_name(stored)}, the program declares {dtype}",
+                hint=NOT_THIS_PROGRAM,
+            )
+        want = _stored_shape(dtype, shape)
+        if stored_shape != want:
+            raise XbarcError(
+                f"{what} has shape {list(stored_shape)}, the program declares {list(want)}",
+                hint=NOT_THIS_PROGRAM,
+            )
+
+    return check
+
+
+def _type_name(dtype: np.dtype) -> str:
+    try:
+        return dtype_name(dtype)
+    except ValueError:
+        return str(dtype)
 
 
 def _check_tensor(
@@ -158,14 +427,14 @@ def _check_tensor(
         raise XbarcError(
             f"tensor {name!r} has shape {list(data.shape)}, the program declares {list(shape)}",
             where=path,
-            hint="the tensor file does not belong to this program; recompile",
+            hint=NOT_THIS_PROGRAM,
         )
     got = element_type(data)
     if got != dtype:
         raise XbarcError(
             f"tensor {name!r} has element type {got}, the program declares {dtype}",
             where=path,
-            hint="the tensor file does not belong to this program; recompile",
+            hint=NOT_THIS_PROGRAM,
         )
     if digest(data) != want:
         raise XbarcError(
@@ -176,7 +445,7 @@ def _check_tensor(
     return data
 
 
-def _reinterpret(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _exotic_dtype(dtype: str) -> np.dtype:
     from onnx import helper
 
     code = int(dtype.removeprefix("onnx")) if dtype.startswith("onnx") else None
@@ -184,5 +453,8 @@ def _reinterpret(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndar
         from xbarc.ir.types import ONNX_DTYPES
 
         code = ONNX_DTYPES[dtype]
-    np_dtype = helper.tensor_dtype_to_np_dtype(code)
-    return raw.view(np_dtype).reshape(shape)
+    return np.dtype(helper.tensor_dtype_to_np_dtype(code))
+
+
+def _reinterpret(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    return raw.view(_exotic_dtype(dtype)).reshape(shape)

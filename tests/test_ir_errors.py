@@ -313,9 +313,9 @@ def test_loading_verifies_and_points_at_the_broken_statement(tmp_path: Path) -> 
     save_program(path, program)
     text = path.read_text("utf-8").replace("tile t4x4 rows=4", "tile t4x4 rows=0")
     path.write_text(text, "utf-8")
-    line = 1 + text.splitlines().index("hardware {")
+    line = 1 + next(i for i, t in enumerate(text.splitlines()) if "tile t4x4" in t)
     message = load_error(path)
-    assert message.startswith(f"{path}:{line}:1: error: ")
+    assert message.startswith(f"{path}:{line}:3: error: ")  # the tile type's own line
     assert "t4x4" in message
     assert load_program(path, verify=False).hardware.tile_types[0].rows == 0
 

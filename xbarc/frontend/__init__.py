@@ -19,7 +19,15 @@ from pathlib import Path
 
 from xbarc.frontend.batch import fixed_batch_inputs
 from xbarc.frontend.fold import fold_graph
-from xbarc.frontend.load import batch_free, build_graph, infer_types, input_types, load_model
+from xbarc.frontend.load import (
+    batch_free,
+    build_graph,
+    check_layer_weights,
+    check_mapped_weights,
+    infer_types,
+    input_types,
+    load_model,
+)
 from xbarc.frontend.lower import lower_graph
 from xbarc.hardware import Hardware
 from xbarc.ir.graph import Graph
@@ -48,6 +56,9 @@ def import_onnx(
         return infer_types(working, model, where)
 
     fold_graph(graph, infer, where, inputs)
+    check_mapped_weights(graph, where)
     graph.inputs = inputs
     graph.types = infer(graph)
-    return lower_graph(graph, hardware, where, infer, fixed_batch_inputs(graph, infer))
+    program = lower_graph(graph, hardware, where, infer, fixed_batch_inputs(graph, infer))
+    check_layer_weights(program, where)
+    return program

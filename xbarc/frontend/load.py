@@ -29,8 +29,9 @@ from onnx import (
 )
 
 from xbarc.diagnostics import XbarcError
-from xbarc.ir.graph import Graph, node_from_proto, unique_name
+from xbarc.ir.graph import Graph, Node, node_from_proto, unique_name
 from xbarc.ir.tensors import element_type
+from xbarc.ir.tile import Program
 from xbarc.ir.types import ONNX_DTYPES, TensorType, onnx_dtype_name
 
 OLDEST_OPSET = 9
@@ -260,6 +261,15 @@ def input_types(
     types = {}
     for value in inputs:
         declared = _declared_type(value, where)
+        negative = [d for d in declared.shape or () if d is not None and d < 0]
+        if negative:
+            raise XbarcError(
+                f"input {value.name!r} has a negative dimension {negative[0]} in its shape "
+                f"{_show_dims(value.type)}",
+                where=where,
+                hint=f"fix the model's input, or use --input-shape {value.name}="
+                f"{_example_shape(declared)}",
+            )
         if value.name in overrides:
             declared = _override(value.name, declared, overrides[value.name], where)
         if not declared.is_static:
@@ -314,7 +324,8 @@ def _show_dims(type_proto: TypeProto) -> str:
 def _example_shape(declared: TensorType) -> str:
     if declared.shape is None:
         return EXAMPLE_SHAPE
-    return "x".join("1" if d is None else str(d) for d in declared.shape) or EXAMPLE_SHAPE
+    dims = ("1" if d is None or d < 0 else str(d) for d in declared.shape)
+    return "x".join(dims) or EXAMPLE_SHAPE
 
 
 def tensor_type(type_proto: TypeProto) -> TensorType | None:
@@ -334,6 +345,7 @@ def tensor_type(type_proto: TypeProto) -> TensorType | None:
 
 def build_graph(model: ModelProto, inputs: dict[str, TensorType], where: str) -> Graph:
     """The working graph of `model`: unique node names, initializers as numpy constants."""
+    _check_names(model.graph, where)
     constants = _read_initializers(model.graph, where)
     opsets = {opset.domain: opset.version for opset in model.opset_import}
     graph = Graph(inputs, (out.name for out in model.graph.output), constants, opsets)
@@ -343,6 +355,83 @@ def build_graph(model: ModelProto, inputs: dict[str, TensorType], where: str) ->
         taken.add(name)
         graph.add(node_from_proto(proto, name))
     return graph
+
+
+def _check_names(graph: GraphProto, where: str) -> None:
+    """No name holds a NUL: xbarc's names become tensor names, which name the members of a
+    program's sidecar, and a zip member name ends at a NUL (so the tensor would be lost)."""
+    hint = "rename it in the model; ONNX names are text without NUL characters"
+    for node in graph.node:
+        for name in (node.name, *node.input, *node.output):
+            if "\x00" in name:
+                raise XbarcError(
+                    f"ONNX node {node.name!r} ({node.op_type}): name {name!r} holds a NUL",
+                    where=where,
+                    hint=hint,
+                )
+        for attr in node.attribute:
+            for body in [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs):
+                _check_names(body, where)
+    for value in (*graph.input, *graph.output, *graph.initializer):
+        if "\x00" in value.name:
+            raise XbarcError(
+                f"graph {graph.name!r}: name {value.name!r} holds a NUL", where=where, hint=hint
+            )
+
+
+def check_mapped_weights(graph: Graph, where: str) -> None:
+    """The weights and biases of the nodes lowering maps onto crossbars hold finite numbers
+    and at least one element: a NaN or an infinity cannot be quantized to levels, and an
+    empty matrix is no layer. Errors name the ONNX node, its op and the tensor."""
+    from xbarc.frontend.mapping import is_crossbar_layer  # mapping imports fold, fold this
+
+    for node in graph.nodes():
+        if not is_crossbar_layer(graph, node):
+            continue
+        weight = graph.constants[node.input(1)]
+        if weight.size == 0:
+            raise _node_error(
+                node,
+                f"its weight {node.input(1)!r} has no elements (shape {list(weight.shape)})",
+                where,
+                "a layer needs at least one input and one output; remove the node",
+            )
+        _check_finite(node, "weight", node.input(1), weight, where)
+        bias = node.input(2) if len(node.inputs) > 2 else ""
+        if bias in graph.constants:
+            _check_finite(node, "bias", bias, graph.constants[bias], where)
+
+
+def check_layer_weights(program: Program, where: str) -> None:
+    """The same for every crossbar layer of the lowered program (control-flow regions and
+    recurrent layers included), by the ONNX node(s) each came from."""
+    for layer in program.layers():
+        for what, tensor in (("weight", layer.weight), ("bias", layer.bias)):
+            data = None if tensor is None else program.store.get(tensor)
+            if data is not None and data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise XbarcError(
+                    f"ONNX node {layer.source or layer.name}: its {what} holds NaN or infinite "
+                    "values, which crossbars cannot hold",
+                    where=where,
+                    hint="fix the model's weights (a NaN often comes from a diverged training run)",
+                )
+
+
+def _check_finite(node: Node, what: str, name: str, data: np.ndarray, where: str) -> None:
+    if data.dtype.kind in "fc" and not np.isfinite(data).all():
+        at = [int(i) for i in np.argwhere(~np.isfinite(data))[0]]
+        raise _node_error(
+            node,
+            f"its {what} {name!r} holds NaN or infinite values ({data[tuple(at)]} at {at})",
+            where,
+            "fix the model's weights (a NaN often comes from a diverged training run)",
+        )
+
+
+def _node_error(node: Node, message: str, where: str, hint: str) -> XbarcError:
+    return XbarcError(
+        f"ONNX node {node.name!r} ({node.op_type}): {message}", where=where, hint=hint
+    )
 
 
 def _read_initializers(graph: GraphProto, where: str) -> dict[str, np.ndarray]:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable
 import numpy as np
 
 from xbarc.diagnostics import Location, XbarcError
+from xbarc.hardware import CostParams
+from xbarc.ir.cells import slice_cells
 from xbarc.ir.schedule import ScheduledRead, cycle_clash
 from xbarc.ir.tile import (
     LAYER_KINDS,
@@ -40,6 +42,18 @@ from xbarc.ir.tile import (
 
 Locate = Callable[[tuple[Hashable, ...]], Location | None]
 
+# What the runtime can run (xbarc/runtime: the DAC kernels take 2 to 32 input bits fed 1 to 8
+# at a time, profiles set DAC and ADC bits up to 24; levels are stored as int8 or int16 and
+# cut into cells by int32 shifts); the accumulator of a read is an exact int64.
+MIN_DAC_BITS, MAX_DAC_BITS = 2, 24
+MAX_ADC_BITS = 24
+MAX_DAC_SLICE_BITS = 8
+MAX_WEIGHT_BITS = 16
+MAX_CELL_BITS = MAX_WEIGHT_BITS
+ACCUMULATOR_BITS = 63  # int64 without its sign
+# cost constants that divide another (a rate, a clock, a count of lanes): above zero
+COST_DIVISORS = ("adc_rate_gsps", "digital_clock_ghz", "combine_lanes")
+
 
 def verify(program: Program, locate: Locate | None = None, verified: Program | None = None) -> None:
     """Raise XbarcError at the first broken invariant of `program`. `verified`, a program
@@ -57,6 +71,7 @@ class _Verifier:
         self.arrays = {array.name: array for array in program.arrays}
         self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
         self.tables_checked: set[tuple[IndexTable, int]] = set()
+        self.value_types: dict | None = None
         self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def fail(self, key: tuple[Hashable, ...], message: str, hint: str = "") -> None:
@@ -67,8 +82,10 @@ class _Verifier:
         self.check_tensors()
         self.check_graph()
         self.check_arrays()
+        self.check_accumulator()
         if not self.blocks_verified():
             self.check_blocks()
+            self.check_coverage()
         self.check_combines()
         self.check_calibration()
         self.check_phases()
@@ -84,9 +101,64 @@ class _Verifier:
             self.fail(("hardware", None), f"duplicate tile type names in {names}")
         for tile_type in hardware.tile_types:
             if min(tile_type.rows, tile_type.cols, tile_type.count) < 1:
-                self.fail(("hardware", None), f"tile type {tile_type.name} has a zero size")
-        if hardware.cell.bits < 1 or hardware.dac.bits < 1 or hardware.adc.bits < 1:
-            self.fail(("hardware", None), "cell, DAC and ADC bits must be at least 1")
+                self.fail(
+                    ("tile_type", tile_type.name), f"tile type {tile_type.name} has a zero size"
+                )
+        cell, dac, adc = hardware.cell, hardware.dac, hardware.adc
+        where = ("hardware", "cell")
+        if not 1 <= cell.bits <= MAX_CELL_BITS:
+            self.fail(where, f"cell bits {cell.bits} is not within 1..{MAX_CELL_BITS}")
+        if not (math.isfinite(cell.g_min_us) and cell.g_min_us >= 0):
+            self.fail(where, f"cell g_min_us {cell.g_min_us} is not a finite number >= 0")
+        if not math.isfinite(cell.g_max_us):
+            self.fail(where, f"cell g_max_us {cell.g_max_us} is not a finite number")
+        if not cell.g_min_us < cell.g_max_us:
+            self.fail(
+                where,
+                f"cell g_min_us {cell.g_min_us} must be below g_max_us {cell.g_max_us}",
+                hint="a cell's conductance range runs from g_min_us up to g_max_us",
+            )
+        where = ("hardware", "dac")
+        if not MIN_DAC_BITS <= dac.bits <= MAX_DAC_BITS:
+            self.fail(where, f"DAC bits {dac.bits} is not within {MIN_DAC_BITS}..{MAX_DAC_BITS}")
+        if not 1 <= dac.slice_bits <= MAX_DAC_SLICE_BITS:
+            self.fail(
+                where, f"DAC slice_bits {dac.slice_bits} is not within 1..{MAX_DAC_SLICE_BITS}"
+            )
+        where = ("hardware", "adc")
+        if not 1 <= adc.bits <= MAX_ADC_BITS:
+            self.fail(where, f"ADC bits {adc.bits} is not within 1..{MAX_ADC_BITS}")
+        if adc.cols_per_adc < 1:
+            self.fail(where, f"ADC cols_per_adc={adc.cols_per_adc}: an ADC reads at least 1 column")
+        self.check_costs(hardware.cost)
+
+    def check_costs(self, cost: CostParams) -> None:
+        """Every cost constant is a finite number, at least 0; those that divide, above 0."""
+        for name in cost.__dataclass_fields__:
+            value = getattr(cost, name)
+            lowest = "above 0" if name in COST_DIVISORS else "at least 0"
+            if not math.isfinite(value) or value < 0 or (value == 0 and name in COST_DIVISORS):
+                self.fail(
+                    ("hardware", "cost"),
+                    f"cost {name}={value} is not a finite number {lowest}",
+                )
+
+    def check_accumulator(self) -> None:
+        """An exact read accumulates `2^(shift + step * slice_bits) * code * full scale`,
+        up to 2^(ADC bits + DAC bits + weight bits) per input row: over the rows of the
+        widest layer it must fit the int64 accumulator."""
+        hardware = self.program.hardware
+        weight_bits = max((a.weight_bits for a in self.program.arrays), default=0)
+        rows = max((layer.rows for layer in self.program.layers()), default=1)
+        needed = hardware.adc.bits + hardware.dac.bits + weight_bits + max(rows - 1, 1).bit_length()
+        if weight_bits and needed > ACCUMULATOR_BITS:
+            self.fail(
+                ("hardware", "adc"),
+                f"ADC bits {hardware.adc.bits} and DAC bits {hardware.dac.bits} with "
+                f"{weight_bits}-bit weights over {rows} rows need a {needed}-bit accumulator, "
+                f"more than the runtime's {ACCUMULATOR_BITS}",
+                hint="use fewer converter or weight bits",
+            )
 
     def check_tensors(self) -> None:
         if len(self.tensors) != len(self.program.tensors):
@@ -97,6 +169,15 @@ class _Verifier:
                 seen.add(decl.name)
         store = self.program.store
         for decl in self.program.tensors:
+            if not _member_name_ok(decl.name):
+                self.fail(
+                    ("tensor", decl.name),
+                    f"tensor name {decl.name!r} holds a NUL or a lone surrogate, which the "
+                    "sidecar (a zip member name) cannot hold",
+                    hint="rename the tensor",
+                )
+            if any(d < 0 for d in decl.shape):
+                self.fail(("tensor", decl.name), f"tensor @{decl.name} has a negative dimension")
             if decl.name not in store:
                 continue  # structure-only programs carry no data
             data = store[decl.name]
@@ -125,6 +206,7 @@ class _Verifier:
         for graph_input in self.program.inputs:
             if graph_input.name in defined:
                 self.fail(("input", graph_input.name), f"input %{graph_input.name} twice")
+            self.check_type(("input", graph_input.name), graph_input.name, graph_input.type)
             defined.add(graph_input.name)
         self.everywhere = set(defined)  # every value defined so far, in any scope
         self.layer_names: set[str] = set()
@@ -142,9 +224,12 @@ class _Verifier:
                 if op.name in self.layer_names:
                     self.fail(("op", op.output), f"layer @{op.name} is defined twice")
                 self.layer_names.add(op.name)
+                self.check_type(("op", op.output), op.output, op.output_type)
                 outputs: tuple[str, ...] = (op.output,)
             else:
                 self.check_digital(op, defined)
+                for output, output_type in zip(op.outputs, op.output_types, strict=False):
+                    self.check_type(("op", output or op.name), output, output_type)
                 for region in op.regions:
                     self.check_region(op, region, defined)
                 outputs = op.outputs
@@ -162,6 +247,7 @@ class _Verifier:
             self.fail(key, f"op {op.op_type} cannot hold a region named {region.name!r}")
         defined = set(enclosing)
         for graph_input in region.inputs:
+            self.check_type(key, graph_input.name, graph_input.type)
             if graph_input.name in self.everywhere:
                 self.fail(key, f"region {region.name}: value %{graph_input.name} is defined twice")
             self.everywhere.add(graph_input.name)
@@ -195,6 +281,83 @@ class _Verifier:
                 or len(geometry.pads) != 2 * rank
             ):
                 self.fail(key, f"layer @{layer.name}: geometry fields disagree in rank")
+            self.check_geometry(key, layer)
+        for tensor in (layer.weight, layer.bias):
+            if tensor is not None:
+                self.require_finite(key, f"layer @{layer.name}", tensor)
+
+    def check_type(self, key: tuple[Hashable, ...], name: str, value_type) -> None:
+        shape = None if value_type is None else value_type.shape
+        if shape is not None and any(d is not None and d < 0 for d in shape):
+            self.fail(key, f"%{name} has a negative dimension in {list(value_type.shape)}")
+
+    def check_geometry(self, key: tuple[Hashable, ...], layer: CrossbarLayer) -> None:
+        """Kernel, strides and dilations at least 1, pads and output padding at least 0,
+        and the kernel unfolding into the layer's rows (columns for ConvTranspose)."""
+        geometry = layer.geometry
+        assert geometry is not None
+        subject = f"layer @{layer.name}"
+        for what, values, lowest in (
+            ("kernel", geometry.kernel, 1),
+            ("strides", geometry.strides, 1),
+            ("dilations", geometry.dilations, 1),
+            ("pads", geometry.pads, 0),
+            ("output_padding", geometry.output_padding, 0),
+        ):
+            if any(v < lowest for v in values):
+                self.fail(key, f"{subject}: {what} {list(values)} must be at least {lowest}")
+        if geometry.output_padding and len(geometry.output_padding) != len(geometry.kernel):
+            self.fail(
+                key, f"{subject}: output_padding {list(geometry.output_padding)} has the wrong rank"
+            )
+        kernel = math.prod(geometry.kernel)
+        unfolded = layer.cols if layer.kind == "conv_transpose" else layer.rows
+        channels = self.input_channels(layer)
+        if unfolded % kernel or (
+            layer.kind == "conv"
+            and channels is not None
+            and channels != layer.groups * (layer.rows // kernel)
+        ):
+            what = "cols" if layer.kind == "conv_transpose" else "rows"
+            self.fail(
+                key,
+                f"{subject}: kernel {list(geometry.kernel)} does not unfold into its "
+                f"{unfolded} {what}"
+                + ("" if channels is None else f" ({channels} input channels)"),
+            )
+
+    def input_channels(self, layer: CrossbarLayer) -> int | None:
+        """The channels of a layer's input where its type says (dimension 1)."""
+        if self.value_types is None:
+            self.value_types = self.program.value_types()
+        value_type = self.value_types.get(layer.input)
+        if value_type is None or value_type.shape is None or len(value_type.shape) < 2:
+            return None
+        return value_type.shape[1]
+
+    def require_finite(
+        self,
+        key: tuple[Hashable, ...],
+        subject: str,
+        tensor: str,
+        what: str = "",
+        positive: bool = False,
+    ) -> None:
+        """The values of `tensor` (when the store holds it) are finite, and above 0 with
+        `positive`."""
+        data = self.program.store.get(tensor)
+        if data is None or data.dtype.kind != "f" or not data.size:
+            return
+        bad = ~np.isfinite(data)
+        if positive:
+            bad |= ~(data > 0)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            wanted = "finite numbers above 0" if positive else "finite numbers"
+            self.fail(
+                key,
+                f"{subject}: {what}@{tensor} holds {data[at]} at {list(at)}; it must hold {wanted}",
+            )
 
     def check_digital(self, op: DigitalOp, defined: set[str]) -> None:
         key = ("op", next((o for o in op.outputs if o), op.name))
@@ -249,8 +412,13 @@ class _Verifier:
             shape = (array.groups, array.rows, array.cols)
             self.require_tensor(key, array.values, shape, ("f32",))
             self.require_tensor(key, array.levels, shape, ("i8", "i16", "i32"))
+            subject = f"array @{array.name}"
+            self.require_finite(key, subject, array.values)
             if isinstance(array.scale, Const):
                 self.require_tensor(key, array.scale.name, (array.groups, array.cols), ("f32",))
+                self.require_finite(key, subject, array.scale.name, "scale ", positive=True)
+            elif not (math.isfinite(array.scale) and array.scale > 0):
+                self.fail(key, f"{subject}: scale {array.scale} is not a finite number above 0")
             if array.group_cols is not None and array.group_cols < 1:
                 self.fail(key, f"array @{array.name}: group_cols must be at least 1")
             if array.copies < 1 or (array.copies > 1 and array.kind != "basis"):
@@ -266,8 +434,12 @@ class _Verifier:
 
     def check_slices(self, array: Array) -> None:
         key = ("array", array.name)
-        if array.weight_bits < 2:
-            self.fail(key, f"array @{array.name}: weight_bits must be at least 2")
+        if not 2 <= array.weight_bits <= MAX_WEIGHT_BITS:
+            self.fail(
+                key,
+                f"array @{array.name}: weight_bits={array.weight_bits} is not within "
+                f"2..{MAX_WEIGHT_BITS}",
+            )
         polarities = ("+", "-") if array.encoding == "differential" else ("+",)
         magnitude_bits = (
             array.weight_bits - 1 if array.encoding == "differential" else (array.weight_bits)
@@ -312,7 +484,8 @@ class _Verifier:
             return
         levels = self.program.store[array.levels]
         limit = 2 ** (array.weight_bits - 1) - 1
-        if levels.size and int(np.abs(levels).max()) > limit:
+        # min and max, not np.abs: the magnitude of int8 -128 does not fit int8
+        if levels.size and (int(levels.max()) > limit or int(levels.min()) < -limit):
             self.fail(
                 ("array", array.name),
                 f"array @{array.name}: levels exceed {array.weight_bits}-bit range +-{limit}",
@@ -387,6 +560,100 @@ class _Verifier:
             cells_by_vtile[block.vtile].append(block)
         for blocks in cells_by_vtile.values():
             self.check_no_overlap(blocks)
+
+    def check_coverage(self) -> None:
+        """Blocks cover their array exactly (invariant 15): in each slice, every cell of
+        every group lies in at most `copies` blocks (one for a weights array), and the
+        cells on no tile add up to nothing: what their slices would have added, with the
+        offset correction that offset encoding applies to the blocks of its shift-0 slice,
+        is zero (a zero weight under differential encoding, which the sparse mappings
+        drop). A cell left out, or placed twice, would change what the layer computes."""
+        if not self.program.blocks:
+            return  # not tiled yet: the arrays are on no tile at all
+        parts: dict[tuple[str, int], list[Block]] = defaultdict(list)
+        for block in self.program.blocks:
+            parts[(block.array, block.slice)].append(block)
+        store = self.program.store
+        for array in self.program.arrays:
+            tables = [
+                i.tensor
+                for piece in array.slices
+                for b in parts.get((array.name, piece.index), ())
+                for i in (b.rows, b.cols)
+                if isinstance(i, IndexTable)
+            ]
+            if any(t not in store for t in tables):
+                continue  # a structure-only program: the tables are not known
+            self.check_array_coverage(array, parts, store.get(array.levels))
+
+    def check_array_coverage(self, array: Array, parts, levels: np.ndarray | None) -> None:
+        shape = (array.groups, array.rows, array.cols)
+        left_out = None  # per cell, what the slices on no tile would have added
+        first_slice = None  # per cell, the first slice that left it out
+        for piece in array.slices:
+            blocks = parts.get((array.name, piece.index), [])
+            count = np.zeros(shape, np.int32)
+            for block in blocks:
+                rows, cols = self.cells_of(block.rows), self.cells_of(block.cols)
+                if isinstance(rows, slice) and isinstance(cols, slice):
+                    count[block.group, rows, cols] += 1
+                else:
+                    count[block.group][np.ix_(np.r_[rows], np.r_[cols])] += 1
+            self.check_placed_once(array, piece.index, blocks, count)
+            missing = count < array.copies
+            if levels is None or not missing.any():
+                continue
+            cells = slice_cells(levels[missing], piece, array.weight_bits, array.encoding)
+            value = cells.astype(np.int64) << piece.shift
+            if piece.polarity == "-":
+                value = -value
+            if array.encoding == "offset" and piece.shift == 0:
+                value -= 2 ** (array.weight_bits - 1)
+            if left_out is None:
+                left_out = np.zeros(shape, np.int64)
+                first_slice = np.full(shape, -1, np.int32)
+            assert first_slice is not None
+            left_out[missing] += value
+            first_slice[missing & (first_slice < 0)] = piece.index
+        if left_out is None or not left_out.any():
+            return
+        assert first_slice is not None and levels is not None
+        group, row, col = (int(i) for i in np.argwhere(left_out != 0)[0])
+        self.fail(
+            ("array", array.name),
+            f"array @{array.name}: slice {first_slice[group, row, col]} group {group} leaves "
+            f"row {row} column {col} (level {levels[group, row, col]}) on no tile"
+            + ("" if array.copies == 1 else f" in one of its {array.copies} copies"),
+            hint="every weight that is not zero must be on a tile: recompile the model",
+        )
+
+    def check_placed_once(self, array: Array, piece: int, blocks: list[Block], count) -> None:
+        over = count > array.copies
+        if not over.any():
+            return
+        group, row, col = (int(i) for i in np.argwhere(over)[0])
+        holders = [b for b in blocks if b.group == group and self.holds(b, row, col)]
+        times = "twice" if array.copies == 1 else f"{count[group, row, col]} times"
+        self.fail(
+            ("block", holders[-1].index),
+            f"block b{holders[-1].index}: @{array.name} holds row {row} column {col} of "
+            f"slice {piece} group {group} {times}"
+            + ("" if array.copies == 1 else f" (copies={array.copies})"),
+        )
+
+    def cells_of(self, indices: Indices) -> slice | np.ndarray:
+        if isinstance(indices, Span):
+            return slice(indices.start, indices.stop)
+        return np.asarray(indices.entries(self.program.store), dtype=np.int64)
+
+    def holds(self, block: Block, row: int, col: int) -> bool:
+        def inside(indices: Indices, at: int) -> bool:
+            cells = self.cells_of(indices)
+            if isinstance(cells, slice):
+                return cells.start <= at < cells.stop
+            return bool((cells == at).any())
+
+        return inside(block.rows, row) and inside(block.cols, col)
 
     def check_indices(self, key, subject: str, what: str, indices: Indices, limit: int) -> None:
         if isinstance(indices, Span):
@@ -496,10 +763,15 @@ class _Verifier:
             self.require_tensor(key, combine.coefficients, shape, ("i8", "i16", "i32"))
             if isinstance(combine.scale, Const):
                 self.require_tensor(key, combine.scale.name, (layer.groups, layer.cols), ("f32",))
+                self.require_finite(key, f"combine @{combine.layer}", combine.scale.name, "scale ")
+            elif not math.isfinite(combine.scale):
+                self.fail(key, f"combine @{combine.layer}: scale {combine.scale} is not finite")
             if combine.coefficients in self.program.store:
                 limit = 2 ** (combine.coef_bits - 1) - 1
                 coefficients = self.program.store[combine.coefficients]
-                if coefficients.size and int(np.abs(coefficients).max()) > limit:
+                if coefficients.size and (
+                    int(coefficients.max()) > limit or int(coefficients.min()) < -limit
+                ):
                     self.fail(
                         key,
                         f"combine @{combine.layer}: coefficients exceed the "
@@ -746,6 +1018,17 @@ class _Verifier:
                     f"v{first.vtile} in one cycle but need different inputs "
                     "on the same rows or read the same columns",
                 )
+
+
+def _member_name_ok(name: str) -> bool:
+    """Whether a tensor name can name a zip member (UTF-8, no NUL)."""
+    if "\x00" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def _indices_text(indices: Indices) -> str:

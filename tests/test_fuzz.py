@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from onnx_models import parse, save, tanh_loop_model
 
@@ -429,6 +429,11 @@ OPTION_TEXT = st.text(
 
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(OPTION_TEXT)
+@example("²x²")  # the issue's unicode digits
+@example("x=1x1x٤x4")
+@example("0=²")
+@example("a=1\nb=2")  # the issue's --set with a newline
+@example("99999999999999999999x8")
 def test_option_parsers_refuse_in_one_line_or_parse(text):
     """--tile-size, --input-shape and --set: a value, or an XbarcError of one line; a
     parsed size or shape is positive (unicode digits such as ² are refused, not a crash)."""

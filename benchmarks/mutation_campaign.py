@@ -21,12 +21,16 @@ as the command line, `xbarc.cli.main`:
 
 Outcomes, per mutant: `rejected` (every command exit 0 or 1 with one line on stderr),
 `accepted-same` (exit 0, outputs equal to the unmutated program's, bit for bit),
-`accepted-explained` (exit 0, outputs differ, and the text says why: see below), and the
-failures: `internal` (exit 3, any other exit code, an uncaught exception, a signal, or a
-rejection whose message is not one line), `hang` (killed after 60 s), `memory` (the
-child's ru_maxrss over 2 GB), `unexplained` (accepted, outputs differ, and the text does
-not say why) and, for ONNX, `onnx-differs` (compiled, and the ideal run differs from
-onnxruntime on the same mutated model by more than float32 round-off).
+`accepted-explained` (exit 0, outputs differ, and the text says why: see below);
+for ONNX, `accepted` (compiled and ran; equal to onnxruntime on the mutated model where
+the seed's strategy computes the float model) and `accepted-ort-refuses` (onnxruntime
+refuses the mutated model or the input, mostly input dims that `--input-shape` fixes
+again); and the failures: `internal` (exit 3, any other exit code, an uncaught
+exception, a signal, or a rejection whose message is not one line), `hang` (killed
+after 60 s), `memory` (the child's ru_maxrss over 2 GB), `unexplained` (accepted,
+outputs differ, and the text does not say why) and, for ONNX, `onnx-differs`
+(compiled, and the ideal run differs from onnxruntime on the same mutated model by more
+than float32 round-off).
 
 The rule for "the text says why": both texts are parsed and printed again
 (`xbarc.ir.printer.print_program`), so layout, comments and number spellings drop out.
@@ -904,6 +908,8 @@ def outcome(result: dict, baseline: str | None, kind: str) -> str:
     if any(code == 1 for _, code, _, _ in commands):
         return "rejected"
     if kind == "onnx":
+        if "onnx_differs" in result and result["onnx_differs"] is None:
+            return "accepted-ort-refuses"  # onnxruntime refuses the mutated model
         return "onnx-differs" if result.get("onnx_differs") else "accepted"
     if result.get("hash") == baseline:
         return "accepted-same"
@@ -1009,7 +1015,14 @@ def summarize(
         totals[verdict] += 1
         if verdict in FAILURES:
             failures.append((case, verdict, result))
-    columns = ["rejected", "accepted-same", "accepted-explained", "accepted", *FAILURES]
+    columns = [
+        "rejected",
+        "accepted-same",
+        "accepted-explained",
+        "accepted",
+        "accepted-ort-refuses",
+        *FAILURES,
+    ]
     lines = [
         "| kind | operator | mutants | " + " | ".join(columns) + " |",
         "|---|---|---:|" + "---:|" * len(columns),

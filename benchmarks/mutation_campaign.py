@@ -7,14 +7,17 @@ Seed programs are compiled at the start into a temporary folder from small commi
 models (the digits MLP, LeNet and MobileNet of tests/fixtures/digits, a Loop model from
 tests/onnx_models.py) with different strategies and mappings (reprogram dense, sparse,
 squeeze, basis; one calibrated). Each mutant is one seeded change of one file: the
-program text (`xbar`), its sidecar (`npz`) or an ONNX model (`onnx`); it is reproducible
+program text (`xbar`), its sidecar (`npz`, `tensor`) or an ONNX model (`onnx`); it is reproducible
 from (seed program, kind, operator, number): the number seeds the operator's draws.
+A `tensor` mutant changes the contents of one sidecar tensor and its digest in the text
+to match (a hostile but consistent pair: it tests what the verifier and the runtime do
+with the values, not the digest check).
 
 Each mutant runs in a child forked from this process (xbarc imported once), with its
 address space limited to 2 GB plus what the parent already maps, through the same code
 as the command line, `xbarc.cli.main`:
 
-- `xbar`, `npz`: `xbarc inspect P.xbar` (load, verify, report) and `xbarc run P.xbar
+- `xbar`, `npz`, `tensor`: `xbarc inspect P.xbar` (load, verify, report) and `xbarc run P.xbar
   --input x.npz --noise ideal -o y.npz` on the seed's committed input;
 - `onnx`: `xbarc compile M.onnx` with the seed's options, then the same `inspect` and
   `run` on what it wrote; a model onnxruntime also runs is compared with onnxruntime.
@@ -39,7 +42,10 @@ conductances (`g_min_us`, `g_max_us`), cost numbers (every field of the `cost` l
 calibration numbers (`percentile`, `samples`, `input_range`, `adc_range`), float
 attributes of digital ops (`:float=`, `:floats=`) and tensor digests (`sha256=`, the
 contents of the sidecar). If the masked texts are equal, the mutant changed only values,
-and a different output is explained. Anything else is structural: ranges, references,
+and a different output is explained. So is a change of what the text states the program
+computes: an attribute of a digital op (`kernel_shape:ints=[2,1]` of a MaxPool: the
+host runs the op as written) or which value the graph outputs (`output %x`); these are
+masked in a second pass and counted as `semantics`. Anything else is structural: ranges, references,
 indices, counts, shapes, bits, orders, deleted or duplicated lines; a structural change
 that is accepted and changes the output is a verifier gap. A sidecar mutant leaves the
 text as it is, so an accepted sidecar mutant must give the same output.
@@ -92,6 +98,7 @@ import xbarc.session  # noqa: E402,F401
 from xbarc.hardware import CostParams  # noqa: E402
 from xbarc.ir.parser import parse_program  # noqa: E402
 from xbarc.ir.printer import print_program  # noqa: E402
+from xbarc.ir.tensors import digest, write_npz  # noqa: E402
 
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
 TIMEOUT_S = 60.0
@@ -537,6 +544,71 @@ NPZ_OPERATORS = {
 }
 
 
+def _load_members(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _saved(store: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    write_npz(buffer, store)
+    return buffer.getvalue()
+
+
+def tensor_element(data: bytes, rng: random.Random) -> bytes:
+    """One element of one tensor set to an extreme of its type (the text's digest is
+    updated to match: see `redigest`)."""
+    store = _load_members(data)
+    name = rng.choice(sorted(store))
+    array = store[name].copy()
+    if array.size == 0:
+        return data
+    flat = array.reshape(-1)
+    if array.dtype.kind in "iu":
+        info = np.iinfo(array.dtype)
+        choices = [info.min, info.max, 0, -1 if info.min < 0 else 1, array.size, info.max // 2]
+        flat[rng.randrange(flat.size)] = rng.choice(choices)
+    elif array.dtype.kind == "f":
+        choices = [np.nan, np.inf, -np.inf, 0.0, 1e-30, 1e30, -float(np.abs(flat).max())]
+        flat[rng.randrange(flat.size)] = rng.choice(choices)
+    elif array.dtype.kind == "b":
+        flat[rng.randrange(flat.size)] ^= True
+    store[name] = array
+    return _saved(store)
+
+
+def tensor_whole(data: bytes, rng: random.Random) -> bytes:
+    """One tensor zeroed, reversed, negated or shuffled (its digest updated to match)."""
+    store = _load_members(data)
+    name = rng.choice(sorted(store))
+    array = store[name].copy()
+    how = rng.choice(("zero", "reverse", "negate", "shuffle"))
+    if how == "zero":
+        array[...] = 0
+    elif how == "reverse" and array.ndim:
+        array = np.ascontiguousarray(array[::-1])
+    elif how == "negate" and array.dtype.kind in "if":
+        array = -array
+    elif array.ndim:
+        np.random.default_rng(rng.randrange(1 << 30)).shuffle(array.reshape(-1))
+    store[name] = array
+    return _saved(store)
+
+
+TENSOR_OPERATORS = {"element": tensor_element, "whole": tensor_whole}
+
+
+def redigest(text: bytes, before: bytes, after: bytes) -> bytes:
+    """The program text with each declared digest of a tensor that changed between the
+    sidecars `before` and `after` replaced by the new one."""
+    old, new = _load_members(before), _load_members(after)
+    for name in old:
+        was, now = digest(old[name]), digest(new[name])
+        if was != now:
+            text = text.replace(was.encode(), now.encode())
+    return text
+
+
 def onnx_initializer_value(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
     floats = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     if not floats:
@@ -659,7 +731,12 @@ ONNX_OPERATORS = {name: onnx_operator(name) for name in ONNX_MODEL_OPERATORS}
 ONNX_OPERATORS["truncate"] = npz_truncate
 ONNX_OPERATORS["flip"] = npz_flip
 
-OPERATORS = {"xbar": TEXT_OPERATORS, "npz": NPZ_OPERATORS, "onnx": ONNX_OPERATORS}
+OPERATORS = {
+    "xbar": TEXT_OPERATORS,
+    "npz": NPZ_OPERATORS,
+    "tensor": TENSOR_OPERATORS,
+    "onnx": ONNX_OPERATORS,
+}
 
 
 # --- running one case in a child -----------------------------------------------------------
@@ -684,6 +761,8 @@ VALUE_FIELD = re.compile(
     r"\b(" + "|".join(sorted(VALUE_KEYS)) + r")=(?:[+-]?[0-9][0-9.e+\-]*|[+-]?inf|nan)(?![\w.])"
 )
 FLOAT_ATTRIBUTE = re.compile(r":(float|floats)=(\[[^\]]*\]|\S+)")
+ATTRIBUTE = re.compile(r"^(\s*(?:attrs \{ )?[^\s:]+):(int|ints|float|floats|string|strings)=.*$")
+GRAPH_OUTPUT = re.compile(r"^  output %.*$")
 DIGEST = re.compile(r"sha256=[0-9a-f]+")
 
 
@@ -694,16 +773,27 @@ def masked(text: str) -> str:
     return DIGEST.sub("sha256=#", text)
 
 
+def semantics_masked(text: str) -> str:
+    """`masked`, and also what a program states it computes: every attribute of a digital
+    op (onnxruntime runs the op as its attributes say) and the graph's outputs."""
+    lines = masked(text).splitlines()
+    lines = [ATTRIBUTE.sub(lambda m: f"{m.group(1)}:{m.group(2)}=#", line) for line in lines]
+    return "\n".join(GRAPH_OUTPUT.sub("  output %#", line) for line in lines)
+
+
 def canonical(text: str) -> str:
     return print_program(parse_program(text, "mutant.xbar").program)
 
 
 def classify(original: str, mutant: str) -> str:
-    """`same` (equal canonical texts), `values` (only value fields differ) or `structural`."""
+    """`same` (equal canonical texts), `values` (only value fields differ), `semantics`
+    (also digital op attributes or graph outputs) or `structural`."""
     before, after = canonical(original), canonical(mutant)
     if before == after:
         return "same"
-    return "values" if masked(before) == masked(after) else "structural"
+    if masked(before) == masked(after):
+        return "values"
+    return "semantics" if semantics_masked(before) == semantics_masked(after) else "structural"
 
 
 def outputs_hash(path: Path) -> str:
@@ -768,6 +858,10 @@ def child(case: Case | None, seed: Seed, work: Path, folder: Path, data: bytes |
         if case.kind == "xbar":
             program.write_bytes(data or b"")
             os.link(source / "p.xbar.npz", folder / "p.xbar.npz")
+        elif case.kind == "tensor":  # a tensor changed, its digest in the text too
+            text, sidecar = (source / "p.xbar").read_bytes(), (source / "p.xbar.npz").read_bytes()
+            program.write_bytes(redigest(text, sidecar, data or b""))
+            (folder / "p.xbar.npz").write_bytes(data or b"")
         else:
             shutil.copyfile(source / "p.xbar", program)
             (folder / "p.xbar.npz").write_bytes(data or b"")
@@ -913,7 +1007,8 @@ def outcome(result: dict, baseline: str | None, kind: str) -> str:
         return "onnx-differs" if result.get("onnx_differs") else "accepted"
     if result.get("hash") == baseline:
         return "accepted-same"
-    return "accepted-explained" if result.get("change") == "values" else "unexplained"
+    explained = result.get("change") in ("values", "semantics")
+    return "accepted-explained" if explained else "unexplained"
 
 
 def symptom(result: dict) -> str:
@@ -975,19 +1070,22 @@ def warm_up(work: Path) -> None:
 
 def mutate(case: Case, work: Path) -> bytes:
     seed = next(s for s in SEEDS if s.name == case.seed)
-    source = {"xbar": work / seed.name / "p.xbar", "npz": work / seed.name / "p.xbar.npz"}.get(
+    folder = work / seed.name
+    source = {"xbar": folder / "p.xbar", "npz": folder / "p.xbar.npz"}.get(
         case.kind, work / seed.model
     )
+    if case.kind == "tensor":
+        source = folder / "p.xbar.npz"
     rng = random.Random(f"{case.label}")
     return OPERATORS[case.kind][case.operator](source.read_bytes(), rng)
 
 
 def plan(total: int, master_seed: int) -> list[Case]:
-    """`total` cases: half program text, a quarter sidecar, a quarter ONNX, operators and
-    seeds in turn."""
+    """`total` cases: 40 % program text, 20 % sidecar bytes, 15 % sidecar tensors (with
+    their digests), 25 % ONNX; operators and seeds in turn."""
     cases: list[Case] = []
-    shares = {"xbar": total // 2, "npz": total // 4}
-    shares["onnx"] = total - shares["xbar"] - shares["npz"]
+    shares = {"xbar": total * 2 // 5, "npz": total // 5, "tensor": total * 3 // 20}
+    shares["onnx"] = total - sum(shares.values())
     for kind, count in shares.items():
         operators = sorted(OPERATORS[kind])
         seeds = (
@@ -1040,7 +1138,7 @@ def main() -> int:
     parser.add_argument("--mutants", type=int, default=2400)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=15, help="master seed of the mutant numbers")
-    parser.add_argument("--kinds", default="xbar,npz,onnx", help="kinds of mutants to run")
+    parser.add_argument("--kinds", default="xbar,npz,tensor,onnx", help="kinds of mutants to run")
     parser.add_argument(
         "--repro", metavar="SEED:KIND:OPERATOR:N", help="write one mutant and run it"
     )
@@ -1123,10 +1221,12 @@ def record_results(
     )
     body = f"""## Mutation campaign (`benchmarks/mutation_campaign.py`)
 
-{count} mutants of {len(SEEDS)} seed programs ({", ".join(s.name for s in SEEDS)}): half
-program text, a quarter sidecar, a quarter ONNX, each through `xbarc inspect` and `xbarc
-run --noise ideal` (ONNX: `xbarc compile` first) in a forked child limited to 2 GB, 60 s.
-Text operators: {", ".join(TEXT_OPERATORS)}. Sidecar: {", ".join(NPZ_OPERATORS)}. ONNX:
+{count} mutants of {len(SEEDS)} seed programs ({", ".join(s.name for s in SEEDS)}): 40 %
+program text, 20 % sidecar bytes, 15 % sidecar tensors with their digests, 25 % ONNX,
+each through `xbarc inspect` and `xbarc run --noise ideal` (ONNX: `xbarc compile` first)
+in a forked child limited to 2 GB, 60 s.
+Text operators: {", ".join(TEXT_OPERATORS)}. Sidecar: {", ".join(NPZ_OPERATORS)}.
+Tensors: {", ".join(TENSOR_OPERATORS)}. ONNX:
 {", ".join(ONNX_OPERATORS)}.
 
 The rule: an accepted mutant whose ideal output differs from the seed's is *explained* when

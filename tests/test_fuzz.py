@@ -12,7 +12,7 @@ its rule for an accepted mutant whose outputs change. The loops run in a child p
 whose address space is limited (2 GB over what it maps after imports) and which is
 killed after a time limit, so that a mutant asking for terabytes fails the test instead
 of the machine. Every mutant is named by (corpus file, kind, operator, number):
-`python tests/test_fuzz.py xbar=64,npz=32 0 PROGRESS RESULT.json` reruns loops from
+`PYTHONPATH=. python tests/test_fuzz.py xbar=64,npz=32 0 PROGRESS RESULT.json` reruns loops from
 mutant 0 and prints what they found.
 
 Options: hypothesis (derandomized, bounded examples) on the option parsers
@@ -128,8 +128,14 @@ def mutant_loop(kind: str, count: int, first: int, progress: Path) -> list[str]:
                 if kind == "options":
                     problem = _one_option(operators[operator], random.Random(label), folder)
                 else:
-                    problem = _one_mutant(kind, source, operators[operator], label, folder)
-                if problem is None and kind in ("xbar", "npz") and (folder / "y.npz").exists():
+                    problem = _one_mutant(
+                        kind, source, operators[operator], label, folder, campaign
+                    )
+                if (
+                    problem is None
+                    and kind in ("xbar", "npz", "tensor")
+                    and (folder / "y.npz").exists()
+                ):
                     problem = _unexplained(source, folder, baselines, Path(scratch), campaign)
             except Exception as error:  # noqa: BLE001  (an uncaught error is the finding)
                 problem = f"uncaught {type(error).__name__}: {error}"
@@ -340,10 +346,9 @@ def _one_option(template, rng: random.Random, folder: Path) -> str | None:
     return None
 
 
-def _one_mutant(kind: str, source: str, operator, label: str, folder: Path) -> str | None:
-    data = operator(
-        (CORPUS / (source + ".npz" if kind == "npz" else source)).read_bytes(), random.Random(label)
-    )
+def _one_mutant(kind: str, source: str, operator, label: str, folder: Path, campaign) -> str | None:
+    original = CORPUS / (source + ".npz" if kind in ("npz", "tensor") else source)
+    data = operator(original.read_bytes(), random.Random(label))
     program = folder / "p.xbar"
     if kind == "onnx":
         feeds, options = MODELS[source]
@@ -352,6 +357,12 @@ def _one_mutant(kind: str, source: str, operator, label: str, folder: Path) -> s
         commands = [("compile", *_cli(["compile", str(model), *options, "-o", str(program)]))]
         if commands[0][1] == 0:
             commands += _program_commands(program, CORPUS / feeds, folder)
+    elif kind == "tensor":  # a sidecar tensor changed, and its digest in the text
+        feeds = PROGRAMS[source]
+        sidecar_bytes = (CORPUS / (source + ".npz")).read_bytes()
+        program.write_bytes(campaign.redigest((CORPUS / source).read_bytes(), sidecar_bytes, data))
+        (folder / "p.xbar.npz").write_bytes(data)
+        commands = _program_commands(program, CORPUS / feeds, folder)
     else:
         feeds = PROGRAMS[source]
         program.write_bytes(data if kind == "xbar" else (CORPUS / source).read_bytes())
@@ -424,8 +435,8 @@ def _child_main(argv: list[str]) -> int:
 # --- the tests ---------------------------------------------------------------------------
 
 
-DEFAULT_COUNTS = {"xbar": 64, "npz": 32, "onnx": 24, "options": 40}
-SLOW_COUNTS = {"xbar": 1500, "npz": 600, "onnx": 400, "options": 600}
+DEFAULT_COUNTS = {"xbar": 64, "npz": 32, "tensor": 24, "onnx": 24, "options": 40}
+SLOW_COUNTS = {"xbar": 1500, "npz": 600, "tensor": 400, "onnx": 400, "options": 600}
 
 
 @pytest.fixture(scope="module")
@@ -601,3 +612,30 @@ def test_loop_trip_count_and_condition_of_another_type_are_refused(
     assert code == 1, lines
     what = "trip count" if position == 0 else "condition"
     assert len(lines) == 1 and what in lines[0] and repr(operand) in lines[0], lines
+
+
+@pytest.mark.parametrize("trips", [2**62, 2**63 - 1])
+def test_loop_of_absurd_trip_count_is_refused(tmp_path, capsys, trips):
+    """Fuzz finding (loop.xbar:tensor:element:59): a Loop whose trip count tensor holds
+    2^63 - 1 (its digest updated to match) ran until memory ran out, 11 minutes later,
+    with an internal MemoryError; the runtime now refuses trip counts over
+    limits.MAX_LOOP_ITERATIONS at once."""
+    import hashlib
+
+    from xbarc.ir.tensors import write_npz
+
+    with np.load(CORPUS / "loop.xbar.npz", allow_pickle=False) as archive:
+        store = {name: archive[name] for name in archive.files}
+    before = hashlib.sha256(store["trips"].tobytes()).hexdigest()
+    store["trips"] = np.array(trips, dtype=np.int64)
+    after = hashlib.sha256(store["trips"].tobytes()).hexdigest()
+    program = tmp_path / "p.xbar"
+    program.write_text((CORPUS / "loop.xbar").read_text().replace(before, after))
+    with open(tmp_path / "p.xbar.npz", "wb") as handle:
+        write_npz(handle, store)
+    started = time.monotonic()
+    code = main(["run", str(program), "--input", str(CORPUS / "loop_in.npz")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, lines
+    assert len(lines) == 1 and "Loop" in lines[0] and str(trips) in lines[0], lines
+    assert time.monotonic() - started < 10

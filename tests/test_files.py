@@ -321,6 +321,32 @@ def test_a_save_interrupted_after_the_pending_sidecar_leaves_the_old_program(
     assert program_state(program) == before
 
 
+def test_a_reader_between_the_text_and_the_sidecar_gets_the_new_program(
+    tmp_path, program, model, monkeypatch
+):
+    """a load right after the new text is in place rolls the pending sidecar forward;
+    the save then finds it in place and completes."""
+    new_path = tmp_path / "new" / "p.xbar"
+    new_path.parent.mkdir()
+    assert main(["compile", str(model), "-o", str(new_path), "--weight-bits", "4"]) == 0
+    new = load_program(new_path)
+    seen = []
+    real_replace = os.replace
+
+    def replace_then_read(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if os.fspath(dst) == os.fspath(program):
+            seen.append(program_state(program))
+
+    monkeypatch.setattr(os, "replace", replace_then_read)
+    save_program(program, new)
+    monkeypatch.undo()
+    assert seen == [program_state(new_path)] == [program_state(program)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.onnx", "new", "p.xbar", "p.xbar.npz"]
+    )
+
+
 def dead_pid() -> int:
     """The id of a process that has ended (and been reaped)."""
     child = subprocess.run(
@@ -410,6 +436,16 @@ def test_a_program_that_is_a_device_or_pipe_is_refused(tmp_path, capsys):
     for path in ("/dev/zero", fifo):
         status, _, err = run_cli(capsys, "inspect", path)
         assert_refused(status, err, str(path), "not a program file")
+
+
+def test_the_api_never_replaces_a_named_pipe(tmp_path, program):
+    fifo = tmp_path / "fifo.xbar"
+    os.mkfifo(fifo)
+    with pytest.raises(XbarcError, match="named pipe"):
+        save_program(fifo, load_program(program))
+    with pytest.raises(XbarcError, match="named pipe"):
+        files.write_file_atomically(fifo, lambda handle: handle.write(b""))
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
 # --- the helpers -------------------------------------------------------------------------

@@ -365,7 +365,10 @@ def test_saving_into_a_missing_folder(tmp_path: Path) -> None:
     path = tmp_path / "no" / "such" / "p.xbar"
     with pytest.raises(XbarcError) as caught:
         save_program(path, Program(make_hardware(1)))
-    assert str(caught.value) == f"error: cannot write {path}: No such file or directory"
+    assert str(caught.value) == (
+        f"error: cannot write the program {path}: the folder {path.parent} does not exist"
+        " (create it first)"
+    )
     assert not path.parent.exists()
 
 

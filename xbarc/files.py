@@ -156,7 +156,9 @@ def output_target(path: PathLike) -> Path:
 
 def write_file_atomically(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Write `path` (through a symbolic link, to its target) with `write(handle)`, all or
-    nothing: the old file stays until the new one is complete on disk."""
+    nothing: the old file stays until the new one is complete on disk. A path that is not
+    a regular file (a device, a pipe, a folder) is refused."""
+    check_outputs([(path, "file")], inputs=[])
     target = output_target(path)
     staged = stage_file(target.parent, target.name, keep_mode_of=target, write=write)
     try:
@@ -250,7 +252,8 @@ def stage_file(
 
 def _new_file(folder: Path, base: str) -> StagedFile:
     anonymous = getattr(os, "O_TMPFILE", None)
-    if anonymous is not None:
+    # placing an anonymous file links /proc/self/fd/N: without /proc, named temporaries
+    if anonymous is not None and os.path.isdir("/proc/self/fd"):
         try:
             fd = os.open(folder, anonymous | os.O_WRONLY | os.O_CLOEXEC, 0o666)
             return StagedFile(folder, base, fd, None)

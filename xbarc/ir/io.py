@@ -27,7 +27,6 @@ load or save; a live writer's are left alone. A symbolic link at `P.xbar` or
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -98,6 +97,8 @@ def save_program(path: PathLike, program: Program) -> None:
     """Write `program` to `path` and its declared tensors to `path.npz`: after a kill at
     any instant, loading `path` gives the old program or the new one (see the module)."""
     path = Path(path)
+    # never replace a device, pipe or folder, whoever calls (the CLI checked its inputs)
+    check_outputs([(path, "program"), (sidecar_path(path), "program's tensor file")], inputs=[])
     text = print_program(program).encode("utf-8")
     tensors = _declared_tensors(program)
     text_target = output_target(path)
@@ -123,9 +124,16 @@ def save_program(path: PathLike, program: Program) -> None:
         new_sidecar.place(pending)
         fsync_folder(sidecar_target.parent)  # the pending sidecar is on disk before the text
         new_text.place(text_target)
-        # FileNotFoundError: a reader found the new text and put its sidecar in place
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.replace(pending, sidecar_target)
+        except FileNotFoundError:
+            # a reader found the new text and put its sidecar in place; anything else
+            # (another process removed it) must not pass silently
+            if not new_sidecar.is_at(sidecar_target):
+                raise XbarcError(
+                    f"the new tensor file of {path} was removed while it was saved",
+                    hint="save the program again",
+                ) from None
     except OSError as error:
         raise XbarcError(f"cannot write {path}: {error.strerror or error}") from None
     finally:

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from xbarc.diagnostics import XbarcError
 from xbarc.ir.cells import slice_cells
 from xbarc.ir.tile import Array, Block, ChipState, Const, Indices, Program, Span, TileWrite
+from xbarc.limits import MAX_PROGRAMMED_CELLS
 from xbarc.runtime.devices import Chip
 
 
@@ -41,6 +43,7 @@ class ProgrammedTiles:
         targets exactly); `is_noisy(layer)`: whether a layer's blocks get them (the others
         keep their targets)."""
         self.hardware = program.hardware
+        check_programmed_cells(program)
         self.device = device
         self.is_noisy = is_noisy
         self.blocks_on: dict[int, list[Block]] = defaultdict(list)  # vtile -> its blocks
@@ -93,6 +96,21 @@ class ProgrammedTiles:
                 self.targets[tile] = targets
             elif not self.is_noisy(self.layer_of[block.array]):
                 programmed_region(state, block)[...] = programmed_region(targets, block)
+
+
+def check_programmed_cells(program: Program) -> None:
+    """Refuse, before programming anything, a schedule that writes more tile cells than
+    the simulator holds: each written tile is kept whole (its rows x cols cells), so a
+    chip header of huge tiles written many times is refused here, not by MemoryError."""
+    hardware = program.hardware
+    written = {write.tile for phase in program.phases for write in phase.writes}
+    cells = sum(hardware.tile_type_of(tile).cells for tile in written)
+    if cells > MAX_PROGRAMMED_CELLS:
+        raise XbarcError(
+            f"the program writes {len(written)} tiles of {cells} cells in all, more than the"
+            f" simulator holds ({MAX_PROGRAMMED_CELLS})",
+            hint="compile it for fewer or smaller tiles: --tiles, --tile-size",
+        )
 
 
 def programmed_region(state: np.ndarray, block: Block) -> np.ndarray:

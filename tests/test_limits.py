@@ -103,7 +103,7 @@ TEXT_CASES = {
         "f32[99999999999,99999999]",
         "shape [99999999999,99999999] has more elements than xbarc supports",
     ),
-    "negative dimension": ("f32[1,9,8]", "f32[-1,9,8]", "a dimension -1 is negative"),
+    "negative dimension": ("f32[1,9,8]", "f32[-1,9,8]", "negative dimension -1"),
     "dimension of 5000 digits": (
         "f32[1,9,8]",
         "f32[" + "9" * 5000 + ",9,8]",
@@ -218,6 +218,35 @@ def test_a_real_program_still_loads(compiled: Path) -> None:
     assert program.hardware.tile_count == 8
 
 
+def test_a_run_refuses_to_program_more_cells_than_the_simulator_holds(
+    compiled: Path, tmp_path: Path
+) -> None:
+    """Issue 15 Deliver 3 (runtime): the simulator keeps each written tile whole, so a chip
+    header of 32 tiles of 4096x4096, each written once, asks for 2**29 cells (2 GB of
+    float32): the run refuses before programming, not with MemoryError."""
+    text = compiled.read_text()
+    text = text.replace("rows=128 cols=128 count=8", "rows=4096 cols=4096 count=32")
+    for phase in range(1, 4):
+        first = 8 * phase
+        text = text.replace(
+            f"write v{first}..v{first + 7} -> t0..t7",
+            f"write v{first}..v{first + 7} -> t{first}..t{first + 7}",
+        )
+    path = tmp_path / "p.xbar"
+    path.write_text(text)
+    (tmp_path / "p.xbar.npz").write_bytes(Path(f"{compiled}.npz").read_bytes())
+    load_program(path)  # the program itself is valid
+    np.savez(tmp_path / "x.npz", x=np.ones((1, 1, 8, 8), np.float32))
+    command = ("run", "--input", str(tmp_path / "x.npz"), "--noise", "quant")
+    status, err = load_capped([path], timeout=120, command=command)[str(path)]
+    assert status == 1, err
+    assert err.strip() == (
+        "xbarc: error: the program writes 32 tiles of 536870912 cells in all, more than the"
+        " simulator holds (134217728) (compile it for fewer or smaller tiles: --tiles,"
+        " --tile-size)"
+    )
+
+
 # --- make_hardware and tile types: the backstop of --tiles and --tile-size -----------------
 
 
@@ -236,6 +265,29 @@ def test_make_hardware_refuses_absurd_chips(arguments: tuple[int, ...], fragment
     with pytest.raises(XbarcError) as caught:
         make_hardware(*arguments)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "fragment"),
+    [
+        ("allocate{tiles=1000000000000}", "the tile count is 1000000000000, more than"),
+        ("tile{rows=100000,cols=100000}", "the tile rows is 100000, more than xbarc supports"),
+    ],
+)
+def test_pass_options_that_describe_an_absurd_chip_are_refused(
+    compiled: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pipeline: str,
+    fragment: str,
+) -> None:
+    """`opt --pipeline "allocate{tiles=10^12}"` built the chip without a check (MemoryError):
+    tile types refuse absurd sizes however they are built, and the error names the pass."""
+    status = main(["opt", str(compiled), "--pipeline", pipeline, "-o", str(tmp_path / "o.xbar")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1, err
+    assert f"error: pass {pipeline}: {fragment}" in err
+    assert not (tmp_path / "o.xbar").exists()
 
 
 def test_tile_types_and_chips_refuse_absurd_sizes_however_built() -> None:
@@ -342,6 +394,21 @@ def test_a_sidecar_whose_header_disagrees_with_the_text_is_refused(
         f"{sidecar}: error: tensor '_0_Conv.weight' has shape [2, 36], the program declares"
         " [1, 9, 8] (the tensor file does not belong to this program; recompile)"
     )
+
+
+def test_a_sidecar_of_many_members_is_refused_before_its_directory_is_read(
+    compiled: Path, tmp_path: Path
+) -> None:
+    """zipfile builds an object per central directory entry: a sidecar listing thousands
+    of members for a program of 16 tensors is refused from its end record."""
+    path, _ = mutant(compiled, tmp_path, "xbar 2", "xbar 2")
+    with zipfile.ZipFile(tmp_path / "p.xbar.npz", "a") as archive:
+        for index in range(2000):
+            archive.writestr(f"extra{index}.npy", b"")
+    with pytest.raises(XbarcError) as caught:
+        load_program(path)
+    assert str(caught.value).startswith(f"{path}.npz: error: the tensor file lists 2016 members")
+    assert "more than xbarc reads (96 members)" in str(caught.value)
 
 
 def test_a_sidecar_that_is_a_device_is_refused(compiled: Path, tmp_path: Path) -> None:

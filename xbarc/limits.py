@@ -31,6 +31,8 @@ MAX_INT64 = (1 << 63) - 1  # attribute integers, opsets, sample counts: what ONN
 MAX_NPY_HEADER_BYTES = 1 << 16  # the header of one .npy member of a sidecar or data file
 MAX_DEFLATE_RATIO = 1032  # the most bytes deflate can inflate one byte into
 MAX_DATA_BYTES = 1 << 34  # all arrays of one data file (--input, --data) together, inflated
+MAX_PROGRAMMED_CELLS = 1 << 27  # cells of the physical tiles a run programs (the simulator
+# holds each written tile whole: 8192 tiles of 128x128, 1 GB of float64 cells)
 
 
 def check_product(what: str, dims: tuple[int, ...], limit: int, *, hint: str = "") -> int:

@@ -256,16 +256,25 @@ def _signed(token: Token, what: str) -> int:
 def _bounded(
     digits: str, token: Token, what: str, limit: int, minimum: int = 0, shown: str = ""
 ) -> int:
-    """int(`digits`) (part of `token`) within minimum..limit; `shown` names it in errors."""
-    shown = _shorten(shown or digits)
-    # count the digits before int(): a number of thousands of them is refused unread
-    if len(digits.lstrip("+-").lstrip("0")) > len(str(limit)) or int(digits) > limit:
-        raise _BuildError(f"{what} {shown} is more than xbarc supports ({limit})", _position(token))
-    value = int(digits)
+    """int(`digits`) (part of `token`) within minimum..limit; `shown` names it in errors.
+    A number of more digits than any limit has is refused before int() reads it."""
+    if len(digits) <= _MAX_DIGITS:
+        value = int(digits)
+    else:
+        value = minimum - 1 if digits.startswith("-") else limit + 1
+    if value > limit:
+        message = f"{what} {_shorten(shown or digits)} is more than xbarc supports ({limit})"
+        raise _BuildError(message, _position(token))
     if value < minimum:
-        problem = "negative" if minimum == 0 else f"less than {minimum}"
-        raise _BuildError(f"{what} {shown} is {problem}", _position(token))
+        shown = _shorten(shown or digits)
+        if minimum == 0:  # "negative dimension -1", "negative tile count -5"
+            noun = what.removeprefix("the ").removeprefix("a ").removeprefix("an ")
+            raise _BuildError(f"negative {noun} {shown}", _position(token))
+        raise _BuildError(f"{what} {shown} is less than {minimum}", _position(token))
     return value
+
+
+_MAX_DIGITS = 40  # int64 needs 20 characters with its sign: longer is never in range
 
 
 def _shorten(text: str) -> str:

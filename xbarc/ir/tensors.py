@@ -3,6 +3,13 @@
 Each tensor is declared in the program text with its element type, shape and the sha256
 digest of its bytes; loading checks all three. Element types numpy cannot store natively
 (bfloat16, float8, ...) are kept as their raw bytes (u8) and reinterpreted on load.
+
+Loading treats the file as hostile (`NpzReader`): a regular file only, the zip's member
+count and directory size bounded before zipfile reads them, each member's declared size
+checked against its declaration and its compressed bytes before anything is inflated, its
+.npy header against the declaration before its data is read, and never numpy's loader
+(which unpickles on request and trusts sizes). Data files (`load_arrays`) get the same
+checks without a declaration, against a total limit.
 """
 
 from __future__ import annotations
@@ -164,7 +171,8 @@ def load_arrays(path: Path, what: str, limit: int) -> dict[str, np.ndarray]:
         }
 
 
-MAX_DATA_MEMBERS = 1 << 16  # arrays of one data file
+MAX_DATA_MEMBERS = 1 << 12  # arrays of one data file
+MAX_CENTRAL_ENTRY_BYTES = 4096  # one member's entry in a zip's central directory (its name)
 
 
 HeaderCheck = Callable[[str, tuple[int, ...], np.dtype], None]
@@ -208,13 +216,18 @@ class NpzReader:
             )
         handle.seek(0)
         try:
-            entries = _zip_entries(handle)
-            if entries is None:  # np.load would read other formats, or unpickle
+            directory = _zip_directory(handle)
+            if directory is None:  # np.load would read other formats, or unpickle
                 raise self.fail(f"not a readable {self.what} (not a zip archive)")
-            if entries > self.max_members:
+            entries, directory_bytes = directory
+            # zipfile builds an object per entry of the directory, however many the end
+            # record lists: bound both the count and the directory's size
+            if entries > self.max_members or directory_bytes > (
+                self.max_members * MAX_CENTRAL_ENTRY_BYTES
+            ):
                 raise self.fail(
-                    f"the {self.what} lists {entries} members, more than it can hold"
-                    f" ({self.max_members})"
+                    f"the {self.what} lists {entries} members in {directory_bytes} bytes,"
+                    f" more than xbarc reads ({self.max_members} members)"
                 )
             return zipfile.ZipFile(handle)
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
@@ -336,13 +349,15 @@ def _open_regular(path: Path, what: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _zip_entries(handle: BinaryIO) -> int | None:
-    """The members a zip's end record lists (before zipfile reads its central directory,
-    which costs memory per member), or None when `handle` is not a zip."""
+def _zip_directory(handle: BinaryIO) -> tuple[int, int] | None:
+    """The members a zip's end record lists and the bytes of its central directory (read
+    before zipfile parses the directory, which costs memory per entry), or None when
+    `handle` is not a zip."""
     end_record = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
     if end_record is None:
         return None
-    return int(end_record[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+    entries = int(end_record[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+    return entries, int(end_record[zipfile._ECD_SIZE])  # type: ignore[attr-defined]
 
 
 def _read_into(member: IO[bytes], target: np.ndarray, truncated: Callable[[], XbarcError]) -> None:

@@ -168,6 +168,36 @@ def test_a_block_moved_to_another_slice_is_refused(tmp_path, mlp):
     )
 
 
+def test_offset_encoding_needs_every_cell_placed(tmp_path):
+    """Under offset encoding a zero weight is the cell 2^(B-1), and the blocks of the
+    shift-0 slice carry the offset correction: a column of zero weights left out of the
+    top slice alone, or a zero column left out of every slice, changes nothing, but a
+    column of weights left out does."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(1, 20, 10))
+    weight[:, :, 9] = 0
+    program = run_pipeline(
+        layers_program([weight]),
+        parse_pipeline("quantize{weight-bits=4,cell-bits=2,encoding=offset},tile,allocate"),
+    )
+    text = print_program(program)
+    assert "slice 1 + shift=2 bits=2" in text
+    lines = [line for line in text.splitlines() if " = @fc0 slice " in line]
+    dropped = [(line, line.replace("cols=[0:10]", "cols=[0:9]")) for line in lines]
+    folder = tmp_path / "zero"
+    folder.mkdir()
+    load_program(edited(folder, program, *dropped)[0])  # column 9 (zeros) in no slice: fine
+    folder = tmp_path / "top"
+    folder.mkdir()
+    path, text = edited(folder, program, dropped[1])  # slice 1 alone leaves out the 2^(B-1)
+    rejected(path, "slice 1 group 0 leaves row 0 column 9 (level 0)", line_of(text, "array @fc0"))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    moved = [(a, b.replace("cols=[0:9]", "cols=[1:10]")) for a, b in dropped]
+    path, text = edited(folder, program, *moved)
+    rejected(path, "slice 0 group 0 leaves row 1 column 0 (level -2)", line_of(text, "array @fc0"))
+
+
 def test_a_block_of_zero_cells_may_be_left_out(tmp_path):
     """The sparse mappings drop zero cells: rows whose levels are all zero need no tile."""
     rng = np.random.default_rng(0)
@@ -237,6 +267,28 @@ def test_bad_conductances_are_refused(tmp_path, mlp, cell, message):
 def test_converters_the_runtime_cannot_run_are_refused(tmp_path, mlp, old, new, message):
     path, text = edited(tmp_path, mlp, (old, new))
     rejected(path, message, line_of(text, new))
+
+
+def test_converters_that_overflow_the_exact_accumulator_are_refused(tmp_path, mlp8):
+    """24-bit ADC and DAC with 8-bit weights over 200 rows: sums past 2^63 would wrap."""
+    path, text = edited(
+        tmp_path, mlp8, ("adc bits=8", "adc bits=24"), ("dac bits=8", "dac bits=24")
+    )
+    rejected(path, "need a 64-bit accumulator", line_of(text, "adc bits=24"))
+    path.write_text(text.replace("adc bits=24", "adc bits=16"), "utf-8")
+    load_program(path)  # 16 + 24 + 8 + 8 bits fit
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("rows=128 cols=128 count=128", "rows=100000 cols=128 count=128"),
+        ("rows=128 cols=128 count=128", "rows=128 cols=128 count=2000000"),
+    ],
+)
+def test_absurd_tiles_are_refused(tmp_path, mlp, old, new):
+    path, text = edited(tmp_path, mlp, (old, new))
+    rejected(path, "more than xbarc supports")
 
 
 @pytest.mark.parametrize(
@@ -503,3 +555,18 @@ def test_a_nul_in_an_onnx_name_is_refused_naming_the_node(tmp_path):
 def test_scale_const_is_declared(mlp):
     """(The fixture's fc1 has a per-column scale, which the column scale tests rely on.)"""
     assert isinstance(mlp.arrays[1].scale, Const)
+
+
+def test_a_name_that_is_not_utf8_is_refused_naming_the_node(tmp_path):
+    """protobuf hands a name whose bytes are not UTF-8 over as bytes: an internal error
+    (UnicodeDecodeError) before issue 15."""
+    path = gemm_model(tmp_path, np.ones((4, 3)))
+    model = onnx.load(path)
+    model.graph.node[0].name = "fXc"
+    data = model.SerializeToString()
+    assert data.count(b"fXc") == 1
+    path.write_bytes(data.replace(b"fXc", b"f\xafc"))
+    with pytest.raises(XbarcError) as caught:
+        import_onnx(path, make_hardware(4))
+    error = str(caught.value)
+    assert "ONNX node '#0' (Gemm)" in error and "is not UTF-8 text" in error, error

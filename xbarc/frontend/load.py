@@ -358,14 +358,17 @@ def build_graph(model: ModelProto, inputs: dict[str, TensorType], where: str) ->
 
 
 def _check_names(graph: GraphProto, where: str) -> None:
-    """No name holds a NUL: xbarc's names become tensor names, which name the members of a
-    program's sidecar, and a zip member name ends at a NUL (so the tensor would be lost)."""
-    hint = "rename it in the model; ONNX names are text without NUL characters"
-    for node in graph.node:
+    """Every name is UTF-8 text without a NUL: xbarc's names become tensor names, which
+    name the members of a program's sidecar, and a zip member name ends at a NUL (so the
+    tensor would be lost). (protobuf hands a name that is not UTF-8 over as bytes.)"""
+    hint = "rename it in the model; ONNX names are UTF-8 text without NUL characters"
+    for index, node in enumerate(graph.node):
         for name in (node.name, *node.input, *node.output):
-            if "\x00" in name:
+            problem = _name_problem(name)
+            if problem:
+                label = node.name if isinstance(node.name, str) else f"#{index}"
                 raise XbarcError(
-                    f"ONNX node {node.name!r} ({node.op_type}): name {name!r} holds a NUL",
+                    f"ONNX node {label!r} ({node.op_type}): name {name!r} {problem}",
                     where=where,
                     hint=hint,
                 )
@@ -373,10 +376,19 @@ def _check_names(graph: GraphProto, where: str) -> None:
             for body in [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs):
                 _check_names(body, where)
     for value in (*graph.input, *graph.output, *graph.initializer):
-        if "\x00" in value.name:
+        problem = _name_problem(value.name)
+        if problem:
             raise XbarcError(
-                f"graph {graph.name!r}: name {value.name!r} holds a NUL", where=where, hint=hint
+                f"graph {graph.name!r}: name {value.name!r} {problem}", where=where, hint=hint
             )
+
+
+def _name_problem(name: str | bytes) -> str:
+    if not isinstance(name, str):
+        return "is not UTF-8 text"
+    if "\x00" in name:
+        return "holds a NUL"
+    return ""
 
 
 def check_mapped_weights(graph: Graph, where: str) -> None:

@@ -39,6 +39,7 @@ from xbarc.ir.tile import (
     Value,
     all_ops,
 )
+from xbarc.limits import MAX_TILE_CELLS, MAX_TILE_DIM, MAX_TILES
 
 Locate = Callable[[tuple[Hashable, ...]], Location | None]
 
@@ -53,6 +54,7 @@ MAX_CELL_BITS = MAX_WEIGHT_BITS
 ACCUMULATOR_BITS = 63  # int64 without its sign
 # cost constants that divide another (a rate, a clock, a count of lanes): above zero
 COST_DIVISORS = ("adc_rate_gsps", "digital_clock_ghz", "combine_lanes")
+COUNT_CHUNK = 1 << 22  # cells of blocks counted at once when checking coverage
 
 
 def verify(program: Program, locate: Locate | None = None, verified: Program | None = None) -> None:
@@ -72,6 +74,7 @@ class _Verifier:
         self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
         self.tables_checked: set[tuple[IndexTable, int]] = set()
         self.value_types: dict | None = None
+        self.vectors: dict[str, np.ndarray] = {}  # index tables as int64, for coverage
         self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def fail(self, key: tuple[Hashable, ...], message: str, hint: str = "") -> None:
@@ -100,10 +103,23 @@ class _Verifier:
         if len(set(names)) != len(names):
             self.fail(("hardware", None), f"duplicate tile type names in {names}")
         for tile_type in hardware.tile_types:
+            where = ("tile_type", tile_type.name)
             if min(tile_type.rows, tile_type.cols, tile_type.count) < 1:
+                self.fail(where, f"tile type {tile_type.name} has a zero size")
+            if (
+                max(tile_type.rows, tile_type.cols) > MAX_TILE_DIM
+                or tile_type.cells > MAX_TILE_CELLS
+            ):
                 self.fail(
-                    ("tile_type", tile_type.name), f"tile type {tile_type.name} has a zero size"
+                    where,
+                    f"tile type {tile_type.name} has {tile_type.rows} x {tile_type.cols} cells, "
+                    f"more than xbarc supports ({MAX_TILE_DIM} a side, {MAX_TILE_CELLS} in all)",
                 )
+        if hardware.tile_count > MAX_TILES:
+            self.fail(
+                ("hardware", None),
+                f"the chip has {hardware.tile_count} tiles, more than xbarc supports ({MAX_TILES})",
+            )
         cell, dac, adc = hardware.cell, hardware.dac, hardware.adc
         where = ("hardware", "cell")
         if not 1 <= cell.bits <= MAX_CELL_BITS:
@@ -587,45 +603,125 @@ class _Verifier:
             self.check_array_coverage(array, parts, store.get(array.levels))
 
     def check_array_coverage(self, array: Array, parts, levels: np.ndarray | None) -> None:
-        shape = (array.groups, array.rows, array.cols)
-        left_out = None  # per cell, what the slices on no tile would have added
-        first_slice = None  # per cell, the first slice that left it out
+        flat_levels = None if levels is None else levels.reshape(-1)
+        # offset encoding: the cells each slice left out, what they would add, the slice
+        left_out: list[tuple[np.ndarray, np.ndarray, int]] = []
         for piece in array.slices:
             blocks = parts.get((array.name, piece.index), [])
-            count = np.zeros(shape, np.int32)
-            for block in blocks:
-                rows, cols = self.cells_of(block.rows), self.cells_of(block.cols)
-                if isinstance(rows, slice) and isinstance(cols, slice):
-                    count[block.group, rows, cols] += 1
-                else:
-                    count[block.group][np.ix_(np.r_[rows], np.r_[cols])] += 1
+            if array.copies == 1 and _tile_the_array(blocks, array):
+                continue  # a grid of row ranges by column ranges: each cell once
+            count = self.cell_counts(array, piece.index, blocks)
             self.check_placed_once(array, piece.index, blocks, count)
-            missing = count < array.copies
-            if levels is None or not missing.any():
+            if flat_levels is None:
+                continue  # without levels, which cells are zero is not known
+            missing = np.flatnonzero(count.reshape(-1) < array.copies)
+            if not len(missing):
                 continue
-            cells = slice_cells(levels[missing], piece, array.weight_bits, array.encoding)
+            cells = slice_cells(flat_levels[missing], piece, array.weight_bits, array.encoding)
+            if array.encoding == "differential":
+                # a weight's cells all have its sign: the missing ones add up to nothing
+                # only if each is zero
+                bad = missing[cells != 0]
+                if len(bad):
+                    self.fail_left_out(array, piece.index, int(bad[0]), levels)
+                continue
             value = cells.astype(np.int64) << piece.shift
-            if piece.polarity == "-":
-                value = -value
-            if array.encoding == "offset" and piece.shift == 0:
-                value -= 2 ** (array.weight_bits - 1)
-            if left_out is None:
-                left_out = np.zeros(shape, np.int64)
-                first_slice = np.full(shape, -1, np.int32)
-            assert first_slice is not None
-            left_out[missing] += value
-            first_slice[missing & (first_slice < 0)] = piece.index
-        if left_out is None or not left_out.any():
+            if piece.shift == 0:
+                value -= 2 ** (array.weight_bits - 1)  # no offset correction either
+            left_out.append((missing, value, piece.index))
+        if not left_out:
             return
-        assert first_slice is not None and levels is not None
-        group, row, col = (int(i) for i in np.argwhere(left_out != 0)[0])
+        cells, where, inverse = np.unique(
+            np.concatenate([c for c, _, _ in left_out]), return_index=True, return_inverse=True
+        )
+        added = np.bincount(inverse, weights=np.concatenate([v for _, v, _ in left_out]))
+        if added.any():  # exact: integers far below 2^53
+            first = int(np.flatnonzero(added)[0])
+            pieces = np.concatenate([np.full(len(c), p) for c, _, p in left_out])
+            self.fail_left_out(array, int(pieces[where[first]]), int(cells[first]), levels)
+
+    def fail_left_out(self, array: Array, piece: int, cell: int, levels) -> None:
+        group, row, col = np.unravel_index(cell, (array.groups, array.rows, array.cols))
         self.fail(
             ("array", array.name),
-            f"array @{array.name}: slice {first_slice[group, row, col]} group {group} leaves "
-            f"row {row} column {col} (level {levels[group, row, col]}) on no tile"
+            f"array @{array.name}: slice {piece} group {group} leaves row {row} column {col} "
+            f"(level {levels[group, row, col]}) on no tile"
             + ("" if array.copies == 1 else f" in one of its {array.copies} copies"),
             hint="every weight that is not zero must be on a tile: recompile the model",
         )
+
+    def cell_counts(self, array: Array, piece: int, blocks: list[Block]) -> np.ndarray:
+        """How many of `blocks` hold each cell [groups, rows, cols] of `array` (saturating
+        at the top of a small integer type above `copies`), counted a chunk of blocks at a
+        time with whole-array numpy operations (squeezed arrays have hundreds of thousands
+        of blocks)."""
+        shape = (array.groups, array.rows, array.cols)
+        dtype = np.uint8 if array.copies < 255 else np.int32
+        top = np.iinfo(dtype).max
+        count: np.ndarray = np.zeros(math.prod(shape), dtype)
+        if not blocks:
+            return count.reshape(shape)
+        heights = np.array([len(b.rows) for b in blocks], np.int64)
+        widths = np.array([len(b.cols) for b in blocks], np.int64)
+        sizes = heights * widths
+        ends = np.cumsum(sizes)
+        if int(ends[-1]) <= COUNT_CHUNK:  # one go: exact counts
+            flat = self.flat_cells(array, blocks, heights, widths)
+            return np.bincount(flat, minlength=len(count)).reshape(shape)
+        start = 0
+        while start < len(blocks):  # chunks of about COUNT_CHUNK cells, at least one block
+            stop = max(
+                start + 1, int(np.searchsorted(ends, ends[start] - sizes[start] + COUNT_CHUNK))
+            )
+            flat = self.flat_cells(
+                array, blocks[start:stop], heights[start:stop], widths[start:stop]
+            )
+            if len(count) <= 2 * COUNT_CHUNK:  # a small array: count every cell at once
+                count = np.minimum(count + np.bincount(flat, minlength=len(count)), top)
+                count = count.astype(dtype)
+            else:
+                cells, times = np.unique(flat, return_counts=True)
+                count[cells] = np.minimum(count[cells] + times, top)
+            start = stop
+        return count.reshape(shape)
+
+    def flat_cells(self, array: Array, blocks: list[Block], heights, widths) -> np.ndarray:
+        """The flat indices [groups, rows, cols] of every cell of `blocks`."""
+        sizes = heights * widths
+        rows = self.concatenated([b.rows for b in blocks], heights)
+        cols = self.concatenated([b.cols for b in blocks], widths)
+        block = np.repeat(np.arange(len(blocks)), sizes)
+        k = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        row = rows[(np.cumsum(heights) - heights)[block] + k // widths[block]]
+        col = cols[(np.cumsum(widths) - widths)[block] + k % widths[block]]
+        groups = np.array([b.group for b in blocks], np.int64)[block]
+        return (groups * array.rows + row) * array.cols + col
+
+    def concatenated(self, indices: list[Indices], lengths: np.ndarray) -> np.ndarray:
+        """The entries of every span or table of `indices`, one after another."""
+        tables = sorted({i.tensor for i in indices if isinstance(i, IndexTable)})
+        pieces = [np.arange(max((i.stop for i in indices if isinstance(i, Span)), default=0))]
+        base: dict[str | None, int] = {None: 0}  # where each source vector starts
+        offset = len(pieces[0])
+        for tensor in tables:
+            base[tensor] = offset
+            pieces.append(self.index_vector(tensor))
+            offset += len(pieces[-1])
+        starts = np.array(
+            [i.start + base[i.tensor if isinstance(i, IndexTable) else None] for i in indices],
+            np.int64,
+        )
+        if len(tables) == 1 and len(pieces[0]) == 0:  # one table vector: no copy
+            vector = pieces[1]
+        else:
+            vector = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        firsts = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        return vector[firsts + np.arange(int(lengths.sum()), dtype=np.int64)]
+
+    def index_vector(self, tensor: str) -> np.ndarray:
+        if tensor not in self.vectors:
+            self.vectors[tensor] = np.asarray(self.program.store[tensor], np.int64).ravel()
+        return self.vectors[tensor]
 
     def check_placed_once(self, array: Array, piece: int, blocks: list[Block], count) -> None:
         over = count > array.copies
@@ -1018,6 +1114,43 @@ class _Verifier:
                     f"v{first.vtile} in one cycle but need different inputs "
                     "on the same rows or read the same columns",
                 )
+
+
+def _tile_the_array(blocks: list[Block], array: Array) -> bool:
+    """Whether `blocks` (one slice's) hold every cell of `array` exactly once because, in
+    each group, they are the product of row ranges that partition the rows and column
+    ranges that partition the columns, each pair once: how the dense mapping cuts an
+    array. False only means "not shown this way" (the grid count then decides)."""
+    rectangles: dict[int, set[tuple[int, int, int, int]]] = defaultdict(set)
+    for block in blocks:
+        rows, cols = block.rows, block.cols
+        if not isinstance(rows, Span) or not isinstance(cols, Span):
+            return False
+        rectangle = (rows.start, rows.stop, cols.start, cols.stop)
+        if rectangle in rectangles[block.group]:
+            return False
+        rectangles[block.group].add(rectangle)
+    if len(rectangles) != array.groups:
+        return False
+    for group_rectangles in rectangles.values():
+        row_ranges = sorted({(r[0], r[1]) for r in group_rectangles})
+        col_ranges = sorted({(r[2], r[3]) for r in group_rectangles})
+        if (
+            not _partition(row_ranges, array.rows)
+            or not _partition(col_ranges, array.cols)
+            or len(group_rectangles) != len(row_ranges) * len(col_ranges)
+        ):
+            return False
+    return True
+
+
+def _partition(ranges: list[tuple[int, int]], size: int) -> bool:
+    """Whether sorted, distinct `ranges` [start, stop) cut 0..size into consecutive pieces."""
+    return (
+        ranges[0][0] == 0
+        and ranges[-1][1] == size
+        and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    )
 
 
 def _member_name_ok(name: str) -> bool:

@@ -34,7 +34,9 @@ def effective_levels(g: np.ndarray, cell_max: int, g_min: float, g_max: float) -
     return ((g - g_min) * (cell_max / (g_max - g_min))).astype(np.float32)
 
 
-def programming_sigma(settings: NoiseSettings, g: np.ndarray, g_max: float) -> np.ndarray:
+def programming_sigma(
+    settings: NoiseSettings, g: np.ndarray, g_max: float | np.ndarray
+) -> np.ndarray:
     """The standard deviation of programming a cell to target `g` (uS)."""
     model = settings.programming
     if model == "none":
@@ -76,18 +78,20 @@ def program(
     target: np.ndarray,
     settings: NoiseSettings,
     g_min: float,
-    g_max: float,
+    g_max: float | np.ndarray,
     rng,
     *,
     stuck: np.ndarray | None = None,
 ) -> np.ndarray:
     """Programmed conductances for `target` (uS): Gaussian programming noise of
-    `programming_sigma`, clipped at 0 (aihwkit), then the stuck cells at their rails."""
+    `programming_sigma`, clipped at 0 (aihwkit), then the stuck cells at their rails.
+    `g_max` is a number or, with a device-to-device spread, each cell's own (a cell
+    stuck at g_max conducts its own device's)."""
     g = target + programming_sigma(settings, target, g_max) * rng.standard_normal(target.shape)
     np.maximum(g, 0.0, out=g)
     if stuck is not None:
         g[stuck == 1] = g_min
-        g[stuck == 2] = g_max
+        g[stuck == 2] = np.broadcast_to(g_max, g.shape)[stuck == 2]
     return g
 
 

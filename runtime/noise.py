@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
+from xbarc.files import read_regular_file
+from xbarc.limits import MAX_PROFILE_BYTES
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SHIPPED = ("ideal", "quant", "rram", "pcm")
@@ -117,6 +119,7 @@ class Seeds:
     @classmethod
     def derive(cls, seed: int) -> Seeds:
         """Three independent seeds from one (numpy's SeedSequence spawning)."""
+        check_seed(seed)
         children = np.random.SeedSequence(seed).spawn(3)
         chip, time, read = (int(child.generate_state(1, np.uint64)[0]) for child in children)
         return cls(chip, time, read)
@@ -125,6 +128,19 @@ class Seeds:
         """A generator for `stream` ("chip", "time", "read"), keyed further by `key` (e.g. a
         tile and its programming count), the same bits in any process."""
         return np.random.Generator(np.random.PCG64([getattr(self, stream), *key]))
+
+
+MAX_SEED = 2**64 - 1  # seeds are unsigned 64-bit numbers, as the derived ones are
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """`seed` if it is a whole number from 0 to MAX_SEED, else an error naming `option`."""
+    whole = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
+    if not whole or not 0 <= seed <= MAX_SEED:
+        raise XbarcError(
+            f"{option} {seed} is not a seed", hint=f"give a whole number from 0 to {MAX_SEED}"
+        )
+    return int(seed)
 
 
 def format_value(value) -> str:
@@ -147,33 +163,61 @@ def load_profile(name: str | os.PathLike, overrides: Sequence[str] = ()) -> Nois
     return build_settings(values, where)
 
 
-def read_profile(name: str | os.PathLike, seen: tuple[str, ...]) -> tuple[dict, str]:
-    """Field values of a profile with where each was set, following `base = ...`."""
-    text_name = os.fspath(name)
-    if text_name in SHIPPED:
-        path = PROFILE_DIR / f"{text_name}.toml"
-    elif text_name.endswith(".toml") or os.sep in text_name:
-        path = Path(text_name)
-    else:
-        raise XbarcError(
-            f"unknown noise profile {text_name!r}",
-            hint=f"use one of {', '.join(SHIPPED)}, or the path of a .toml file",
-        )
-    if str(path) in seen:
+# a profile may start from another (`base = ...`), which may start from another: at most
+# this many bases in a chain (a longer one is a mistake, or a file built to exhaust us)
+MAX_BASES = 32
+# '.', '[' and '{' in a profile (keys, tables, arrays, floats): a profile is a flat table of
+# at most two dozen fields, so a few dozen is plenty; hundreds of thousands (a 1 MB file
+# of them) would cost tomllib quadratic time and memory (dotted keys) or its recursion
+MAX_STRUCTURE = 1000
+
+
+def profile_path(name: str, folder: Path | None) -> Path:
+    """The file of profile `name`: a shipped one, or a path (relative to `folder`, the
+    folder of the profile that names it as its base, else to the working folder)."""
+    if name in SHIPPED:
+        return PROFILE_DIR / f"{name}.toml"
+    if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
+        path = Path(name)
+        return path if folder is None or path.is_absolute() else folder / path
+    raise XbarcError(
+        f"unknown noise profile {name!r}",
+        hint=f"use one of {', '.join(SHIPPED)}, or the path of a .toml file",
+    )
+
+
+def read_profile(
+    name: str | os.PathLike, seen: tuple[str, ...], folder: Path | None = None
+) -> tuple[dict, str]:
+    """Field values of a profile with where each was set, following `base = ...`; `seen`
+    holds the real paths of the profiles that led here, `folder` the folder of the last
+    one (a relative base is found beside the profile that names it)."""
+    path = profile_path(os.fspath(name), folder)
+    real = os.path.realpath(path)
+    if real in seen:
         raise XbarcError("profile bases form a cycle", where=path)
-    try:
-        with open(path, "rb") as stream:
-            table = tomllib.load(stream)
-    except FileNotFoundError:
-        raise XbarcError("no such noise profile file", where=path) from None
-    except tomllib.TOMLDecodeError as error:
-        raise XbarcError(f"not valid TOML: {error}", where=path) from None
+    table = read_toml(path)
     values: dict = {}
     base = table.pop("base", None)
     if base is not None:
         if not isinstance(base, str):
             raise XbarcError("base must be a profile name or path", where=path)
-        values, _ = read_profile(base, (*seen, str(path)))
+        if len(seen) >= MAX_BASES:
+            raise XbarcError(
+                f"base = {base!r}: more than {MAX_BASES} profile bases in a chain",
+                where=path,
+                hint="start the profile from a shipped one or copy the fields it needs",
+            )
+        try:
+            based = profile_path(base, path.parent)
+            if not os.path.lexists(based):
+                raise XbarcError(f"no such noise profile file {based}")
+            values, _ = read_profile(base, (*seen, real), path.parent)
+        except XbarcError as error:
+            if error.where is not None:
+                raise
+            message = f"base = {base!r}: {error.message}"
+            raise XbarcError(message, where=path, hint=error.hint) from None
     for key, value in table.items():
         values[key] = (value, str(path))
     if "profile" not in table:
@@ -181,17 +225,62 @@ def read_profile(name: str | os.PathLike, seen: tuple[str, ...]) -> tuple[dict, 
     return values, str(path)
 
 
+def read_toml(path: Path) -> dict:
+    """The table of the profile file at `path`: a regular file of at most
+    MAX_PROFILE_BYTES of UTF-8 TOML, flat enough to parse in bounded time."""
+    if not os.path.lexists(path):
+        raise XbarcError("no such noise profile file", where=path)
+    data = read_regular_file(path, "noise profile", MAX_PROFILE_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise XbarcError(
+            f"not UTF-8 text (byte {error.start} is {data[error.start]:#04x})",
+            where=path,
+            hint="save the profile as UTF-8",
+        ) from None
+    check_flat(text, path)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise XbarcError(f"not valid TOML: {error}", where=path) from None
+    except RecursionError:
+        message = "arrays or tables nested too deeply for a noise profile"
+        raise XbarcError(message, where=path) from None
+
+
+def check_flat(text: str, where: str | os.PathLike) -> None:
+    """Refuse TOML with more keys, tables and arrays than a noise profile can hold,
+    before tomllib spends quadratic time or its recursion on them."""
+    count = sum(text.count(mark) for mark in ".[{")
+    if count > MAX_STRUCTURE:
+        raise XbarcError(
+            f"{count} '.', '[' and '{{' characters: keys, tables or arrays nested too deeply "
+            f"for a noise profile (at most {MAX_STRUCTURE})",
+            where=where,
+            hint="a profile is a flat list of `field = value` lines",
+        )
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """`field=value`, the value read as TOML (a bare word is a string)."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise XbarcError(
+            f"--set {text!r}: holds a control character (a newline?)",
+            hint="give one field=value per --set",
+        )
     key, equals, raw = text.partition("=")
     key = key.strip()
     if not equals or not key:
         raise XbarcError(f"--set {text!r}: expected field=value", hint="e.g. --set adc_bits=6")
     raw = raw.strip()
+    check_flat(raw, f"--set {text}")
     try:
         value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw  # a bare word: programming=pcm
+    except RecursionError:
+        raise XbarcError(f"--set {text!r}: the value is nested too deeply") from None
     return key, value
 
 
@@ -272,9 +361,32 @@ def check_field(key: str, value, origin: str):
         raise fail("must be a finite number >= 0")
     if key in ("p_sa0", "p_sa1") and value > 1:
         raise fail("a probability must be at most 1")
+    if key == "g_max_spread" and value >= 1:
+        # a device's g_max is g_max (1 + spread xi), kept at least g_min: from a relative
+        # sigma of 100 % on, a fifth of the devices or more would have no range left
+        raise fail("a relative sigma of each device's g_max must be below 1")
     if key == "t0" and value == 0:
         raise fail("must be above 0")
+    ceiling = CEILINGS.get(key)
+    if ceiling is not None and value > ceiling:
+        raise fail(f"must be at most {ceiling:g} (a larger value overflows the device model)")
     return value
+
+
+# the largest value of each number field: far beyond any device, and far below where the
+# models overflow to infinite conductances or reads (which NaN would then fill)
+CEILINGS = {
+    "programming_scale": 1e3,  # times the device model's sigma
+    "programming_relative": 1e3,  # sigma / G
+    "drift_nu": 10.0,  # G(t) = G_p ((t + t0) / t0)^-nu; PCM's is about 0.05
+    "drift_nu_std": 10.0,
+    "t_inference": 1e12,  # seconds: 30,000 years
+    "t0": 1e12,
+    "wire_resistance": 1e6,  # ohms per wire segment; real ones are about 1
+    "input_noise": 1e3,  # relative to the DAC's full scale
+    "read_sigma": 1e3,
+    "output_noise": 1e3,  # relative to one cell at g_max driven at full scale
+}
 
 
 def noise_settings(profile: str | os.PathLike = "ideal", **changes) -> NoiseSettings:

@@ -48,6 +48,8 @@ def calibrate(
 
     if not 0 < percentile <= 100:
         raise XbarcError(f"--percentile must be in (0, 100], got {percentile}")
+    if samples is not None and samples < 1:
+        raise XbarcError(f"--samples must be at least 1, got {samples}")
     if batch_size is None:
         batch_size = default_batch_size(program)
     if batch_size < 1:

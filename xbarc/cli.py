@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -424,6 +425,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     rows, cols = parse_tile_size(args.tile_size)
+    check_chip_size(args, rows)
     clip, clip_layers = parse_clips(args.clip)
     options = CompileOptions(
         tiles=args.tiles,
@@ -707,10 +709,10 @@ def print_warnings(adc: AdcUse) -> None:
 
 def vtile_number(text: str) -> int:
     """'v3' or '3' -> 3."""
-    digits = text[1:] if text.startswith("v") else text
-    if not digits.isdigit():
+    number = parse_number(text[1:] if text.startswith("v") else text)
+    if number is None:
         raise XbarcError(f"--tile {text!r} is not a virtual tile", hint="give it as v3 or 3")
-    return int(digits)
+    return number
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -885,22 +887,71 @@ def parse_clips(items: list[str]) -> tuple[str, tuple[tuple[str, str], ...]]:
     return mode, tuple(layers.items())
 
 
+# a whole number as options spell it: ASCII digits only (str.isdigit also takes
+# superscripts such as '²', which int() then refuses), at most 18 of them (int() of a
+# 5000-digit string is refused by Python itself)
+NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def parse_number(text: str) -> int | None:
+    """`text` as a whole number, or None when it is not ASCII digits."""
+    return int(text) if NUMBER.fullmatch(text) else None
+
+
 def parse_tile_size(text: str) -> tuple[int, int]:
-    rows, sep, cols = text.lower().partition("x")
-    if not sep or not rows.isdigit() or not cols.isdigit() or int(rows) < 1 or int(cols) < 1:
+    from xbarc.limits import MAX_TILE_CELLS, MAX_TILE_DIM
+
+    rows_text, sep, cols_text = text.lower().partition("x")
+    rows, cols = parse_number(rows_text), parse_number(cols_text)
+    if not sep or rows is None or cols is None or rows < 1 or cols < 1:
         raise XbarcError(f"--tile-size {text!r} is not ROWSxCOLS", hint="e.g. --tile-size 128x128")
-    return int(rows), int(cols)
+    if max(rows, cols) > MAX_TILE_DIM or rows * cols > MAX_TILE_CELLS:
+        raise XbarcError(
+            f"--tile-size {text}: xbarc supports tiles of at most {MAX_TILE_DIM} rows or "
+            f"columns and {MAX_TILE_CELLS} cells",
+            hint="real crossbars have 64 to 1024 rows and columns",
+        )
+    return rows, cols
+
+
+MAX_INPUT_RANK = 32  # dimensions of an --input-shape
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    from xbarc.limits import MAX_TENSOR_BYTES
+
     name, sep, dims = text.rpartition("=")
-    parts = dims.replace(",", "x").split("x")
-    if not sep or not name or not all(p.isdigit() and int(p) > 0 for p in parts):
+    parts = [parse_number(part) for part in dims.replace(",", "x").split("x")]
+    if not sep or not name or not all(part is not None and part > 0 for part in parts):
         raise XbarcError(
             f"--input-shape {text!r} is not NAME=DIMS",
             hint="e.g. --input-shape data=1x3x224x224",
         )
-    return name, tuple(int(p) for p in parts)
+    shape = tuple(part for part in parts if part is not None)
+    if len(shape) > MAX_INPUT_RANK or math.prod(shape) * 4 > MAX_TENSOR_BYTES:
+        raise XbarcError(
+            f"--input-shape {text!r}: xbarc supports inputs of at most {MAX_INPUT_RANK} "
+            f"dimensions and {MAX_TENSOR_BYTES // 4} elements",
+            hint="give the shape of one batch",
+        )
+    return name, shape
+
+
+def check_chip_size(args: argparse.Namespace, rows: int) -> None:
+    """--tiles and --segment-rows within what xbarc can plan (a trillion tiles or segment
+    rows would exhaust memory before any pass could refuse them)."""
+    from xbarc.limits import MAX_TILE_DIM, MAX_TILES, check_count
+
+    if args.tiles >= 1:  # below 1: the compiler's own error
+        check_count("--tiles", args.tiles, MAX_TILES, hint="the number of physical tiles")
+    if args.segment_rows is not None and args.segment_rows >= 1:
+        most = min(MAX_TILE_DIM, rows * max(args.tiles, 1))
+        check_count(
+            "--segment-rows",
+            args.segment_rows,
+            most,
+            hint=f"a segment must fit the chip's {args.tiles} tiles of {rows} rows",
+        )
 
 
 def check_output(model: Path, output: Path, calibration_data: Path | None = None) -> None:

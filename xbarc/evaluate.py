@@ -150,8 +150,7 @@ def evaluate(
     from xbarc.frontend.load import load_model
     from xbarc.session import InferenceSession
 
-    if instances < 1:
-        raise XbarcError(f"--seeds must be at least 1, got {instances}")
+    check_instances(seed, instances)
     session = InferenceSession(program_path, noise=noise, seed=seed, overrides=overrides)
     settings = session.settings
     if sensitivity and not (settings.cells_noisy or settings.reads_noisy):
@@ -165,9 +164,15 @@ def evaluate(
     reference = onnxruntime.InferenceSession(
         str(reference_path), options, providers=["CPUExecutionProvider"]
     )
+    check_reference(session, reference, program_path, reference_path)
     data = load_data(data_path)
     input_names = [i.name for i in session.get_inputs()]
     model_inputs(data, input_names, data_path)
+    samples = len(data[input_names[0]]) if input_names else 0
+    if samples == 0:
+        raise XbarcError(
+            "the data holds no samples", where=data_path, hint="give at least one sample"
+        )
     declared_batch = session.get_inputs()[0].shape
     if batch_size is not None:
         size = batch_size
@@ -179,11 +184,10 @@ def evaluate(
     if labels_key is not None:
         if labels_key not in data:
             raise XbarcError(f"the data has no array named {labels_key!r}", where=data_path)
-        labels = np.asarray(data[labels_key])
+        labels = check_labels(np.asarray(data[labels_key]), labels_key, samples, data_path)
     outputs = [o.name for o in session.get_outputs()]
     feeds = list(batches(data, input_names, size))
-    wanted = [reference.run(outputs, batch) for batch in feeds]
-    samples = sum(len(next(iter(batch.values()))) for batch in feeds)
+    wanted = [run_reference(reference, outputs, batch, reference_path) for batch in feeds]
 
     def measure(run: InferenceSession, pooled: dict[str, OutputStats]) -> dict:
         """One pass over the data: the figures of this instance, its errors also added
@@ -272,6 +276,147 @@ def evaluate(
                 }
             )
     return report
+
+
+# chip instances one eval may run (--seeds): each is a pass over the data
+MAX_INSTANCES = 1 << 16
+
+
+def check_instances(seed: int, instances: int) -> None:
+    """--seed S --seeds N runs the seeds S .. S + N - 1: each must be a seed."""
+    from xbarc.runtime.noise import MAX_SEED, check_seed
+
+    check_seed(seed)
+    if instances < 1:
+        raise XbarcError(f"--seeds must be at least 1, got {instances}")
+    if instances > MAX_INSTANCES:
+        raise XbarcError(
+            f"--seeds must be at most {MAX_INSTANCES}, got {instances}",
+            hint="--seeds N runs N chip instances, one pass over the data each",
+        )
+    if seed + instances - 1 > MAX_SEED:
+        raise XbarcError(
+            f"--seed {seed} --seeds {instances} runs seeds past the last one ({MAX_SEED})",
+            hint="start from a smaller --seed",
+        )
+
+
+def check_labels(labels: np.ndarray, key: str, samples: int, where: Path) -> np.ndarray:
+    """The labels array if it holds one integer class index per sample, else a one-line
+    error naming --labels."""
+    if labels.ndim != 1:
+        raise XbarcError(
+            f"--labels {key}: one label per sample expected, got an array of shape "
+            f"{list(labels.shape)}",
+            where=where,
+            hint="store one integer class index per sample (argmax of one-hot labels)",
+        )
+    if labels.dtype.kind not in "iu":
+        raise XbarcError(
+            f"--labels {key}: labels must be integer class indices, got {labels.dtype}",
+            where=where,
+            hint="store them as integers, e.g. labels.astype(np.int64)",
+        )
+    if len(labels) != samples:
+        raise XbarcError(
+            f"--labels {key}: {len(labels)} labels for {samples} samples",
+            where=where,
+            hint="give one label per sample of the inputs",
+        )
+    return labels
+
+
+# onnxruntime's element types (NodeArg.type) as numpy's
+ORT_DTYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+}
+
+
+def check_reference(session, reference, program_path: Path, reference_path: Path) -> None:
+    """The reference model must take the program's inputs (names, element types, ranks
+    and every fixed dimension after the batch) and give its outputs: else one line naming
+    the input or output, as the program and the reference declare it."""
+    from xbarc.ir.types import NUMPY_DTYPES
+
+    theirs = {arg.name: arg for arg in reference.get_inputs()}
+    for arg in session.get_inputs():
+        other = theirs.get(arg.name)
+        if other is None:
+            raise XbarcError(
+                f"the reference has no input {arg.name!r}, an input of {program_path}",
+                where=reference_path,
+                hint=f"its inputs are {', '.join(theirs) or '(none)'}: give the model the "
+                "program was compiled from",
+            )
+        mine_dtype = NUMPY_DTYPES.get(arg.type)
+        their_dtype = ORT_DTYPES.get(other.type)
+        if mine_dtype is not None and their_dtype is not None and mine_dtype != their_dtype:
+            raise XbarcError(
+                f"input {arg.name!r} is {mine_dtype} in {program_path} but "
+                f"{other.type.removeprefix('tensor(').rstrip(')')} in the reference",
+                where=reference_path,
+                hint="give the model the program was compiled from",
+            )
+        if not shapes_agree(arg.shape, other.shape):
+            raise XbarcError(
+                f"input {arg.name!r} has shape {format_shape(arg.shape)} in {program_path} "
+                f"but {format_shape(other.shape)} in the reference",
+                where=reference_path,
+                hint="give the model the program was compiled from",
+            )
+    outputs = {arg.name for arg in reference.get_outputs()}
+    for arg in session.get_outputs():
+        if arg.name not in outputs:
+            raise XbarcError(
+                f"the reference has no output {arg.name!r}, an output of {program_path}",
+                where=reference_path,
+                hint=f"its outputs are {', '.join(sorted(outputs)) or '(none)'}",
+            )
+
+
+def shapes_agree(mine: list | None, theirs: list | None) -> bool:
+    """Whether two declared shapes can hold the same feeds: the same rank, and equal
+    dimensions after the batch (the first) wherever both are numbers."""
+    if mine is None or theirs is None:
+        return True
+    if len(mine) != len(theirs):
+        return False
+    return all(
+        a == b
+        for a, b in zip(mine[1:], theirs[1:], strict=True)
+        if isinstance(a, int) and isinstance(b, int)
+    )
+
+
+def format_shape(shape: list | None) -> str:
+    if shape is None:
+        return "(unknown)"
+    return "[" + ",".join("?" if dim is None else str(dim) for dim in shape) + "]"
+
+
+def run_reference(reference, outputs: list[str], batch: dict, where: Path) -> list[np.ndarray]:
+    """The reference's outputs on one batch; onnxruntime's refusal as a one-line error."""
+    try:
+        return reference.run(outputs, batch)
+    except Exception as error:  # onnxruntime's own exception types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        count = len(next(iter(batch.values()))) if batch else 0
+        raise XbarcError(
+            f"onnxruntime cannot run the reference on a batch of {count}: {first[:300]}",
+            where=where,
+            hint="a model with a fixed batch size needs --batch-size of that size",
+        ) from None
 
 
 def ort_int8_figures(

@@ -52,22 +52,26 @@ def quantize_int8(
             prepared = Path(folder) / f"prepared-{preparation}.onnx"
             target = Path(folder) / f"int8-{preparation}.onnx"
             try:
-                # onnxruntime's symbolic shape inference drops a file into the working
-                # folder when it fails: keep it in the temporary one
+                # onnxruntime writes into the working folder where it pleases: its
+                # symbolic shape inference, when it gives up, saves its model there as
+                # sym_shape_infer_temp.onnx with the tensors in a <uuid>.data file beside
+                # (onnxruntime/tools/symbolic_shape_infer.py, SymbolicShapeInference.
+                # infer_shapes: onnx.save_model(..., save_as_external_data=True)). Run all
+                # of it from the temporary folder, so that nothing lands in the user's.
                 with contextlib.chdir(folder):
                     prepare(source, prepared, preparation)
-                quantize_static(
-                    str(prepared),
-                    str(target),
-                    ListReader(feeds),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"WeightSymmetric": True},
-                )
-                check_loads(target)
+                    quantize_static(
+                        str(prepared),
+                        str(target),
+                        ListReader(feeds),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel,
+                        activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"WeightSymmetric": True},
+                    )
+                    check_loads(target)
             except Exception as error:  # onnxruntime raises many kinds: try the next way
                 failures.append(f"{preparation}: {type(error).__name__}: {str(error)[:200]}")
                 continue

@@ -567,7 +567,7 @@ def tensor_element(data: bytes, rng: random.Random) -> bytes:
     if array.dtype.kind in "iu":
         info = np.iinfo(array.dtype)
         choices = [info.min, info.max, 0, -1 if info.min < 0 else 1, array.size, info.max // 2]
-        flat[rng.randrange(flat.size)] = rng.choice(choices)
+        flat[rng.randrange(flat.size)] = min(rng.choice(choices), info.max)
     elif array.dtype.kind == "f":
         choices = [np.nan, np.inf, -np.inf, 0.0, 1e-30, 1e30, -float(np.abs(flat).max())]
         flat[rng.randrange(flat.size)] = rng.choice(choices)

@@ -11,13 +11,19 @@ benchmarks/mutation_campaign.py (the large campaign; this is its bounded version
 its rule for an accepted mutant whose outputs change. The loops run in a child process
 whose address space is limited (2 GB over what it maps after imports) and which is
 killed after a time limit, so that a mutant asking for terabytes fails the test instead
-of the machine. Every mutant is named by (corpus file, kind, operator, number):
-`PYTHONPATH=. python tests/test_fuzz.py xbar=64,npz=32 0 PROGRESS RESULT.json` reruns loops from
-mutant 0 and prints what they found.
+of the machine. Kinds: `xbar` (program text), `npz` (sidecar bytes), `tensor` (a sidecar
+tensor and its digest), `onnx` (compiled first) and `options` (seeded option values on
+the command line: --tiles, --tile-size, --input-shape, bits, --pipeline, --noise, --seed,
+--set). Every mutant is named by (corpus file, kind, operator, number):
+`PYTHONPATH=. python tests/test_fuzz.py xbar=64,npz=32 0 PROGRESS RESULT.json` reruns
+loops from mutant 0 and prints what they found.
 
-Options: hypothesis (derandomized, bounded examples) on the option parsers
-(`parse_tile_size`, `parse_input_shape`, pipelines, `--set` overrides) and on the
-command line itself.
+Option parsers: hypothesis (derandomized, bounded examples, the issue's values as
+explicit examples) on `parse_tile_size`, `parse_input_shape`, `--set` overrides and
+pipelines.
+
+Also here: regression tests of the defects the campaign found in files no other part of
+issue 15 owns (frontend lowering, the runtime's Loop).
 """
 
 from __future__ import annotations

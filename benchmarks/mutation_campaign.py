@@ -70,6 +70,7 @@ import resource
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -1217,30 +1218,40 @@ def record_results(
     from results import record
 
     failing = "\n".join(
-        f"- {verdict}: `{case.label}`: {symptom(r)}" for case, verdict, r in failures[:40]
+        f"- {verdict}: `{case.label}`: {symptom(r)[:160]}" for case, verdict, r in failures[:40]
     )
+    revision = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    seeds = ", ".join(s.name for s in SEEDS)
     body = f"""## Mutation campaign (`benchmarks/mutation_campaign.py`)
 
-{count} mutants of {len(SEEDS)} seed programs ({", ".join(s.name for s in SEEDS)}): 40 %
-program text, 20 % sidecar bytes, 15 % sidecar tensors with their digests, 25 % ONNX,
-each through `xbarc inspect` and `xbarc run --noise ideal` (ONNX: `xbarc compile` first)
-in a forked child limited to 2 GB, 60 s.
-Text operators: {", ".join(TEXT_OPERATORS)}. Sidecar: {", ".join(NPZ_OPERATORS)}.
-Tensors: {", ".join(TENSOR_OPERATORS)}. ONNX:
-{", ".join(ONNX_OPERATORS)}.
+{count} mutants of {len(SEEDS)} seed programs ({seeds}), at revision `{revision}`: 40 %
+program text, 20 % sidecar bytes, 15 % sidecar tensors with their digests updated, 25 %
+ONNX models; each through `xbarc inspect` and `xbarc run --noise ideal` (ONNX: `xbarc
+compile` first) in a child forked per mutant, limited to 2 GB over the parent and 60 s.
+Operators: text {", ".join(TEXT_OPERATORS)}; sidecar {", ".join(NPZ_OPERATORS)};
+tensors {", ".join(TENSOR_OPERATORS)}; ONNX {", ".join(ONNX_OPERATORS)}.
 
-The rule: an accepted mutant whose ideal output differs from the seed's is *explained* when
-its canonical text (parsed and printed again) differs from the seed's only in value fields
-(scales, conductances, cost numbers, calibration numbers, float attributes, digests);
-otherwise it is *unexplained*, a verifier gap. An accepted ONNX mutant must match
-onnxruntime on the same mutated model (`onnx-differs` otherwise).
+The rule for an accepted mutant whose ideal output differs from the seed's: it is
+*explained* when its canonical text (parsed and printed again) differs from the seed's
+only in value fields (scales, conductances, cost numbers, calibration numbers, float
+attributes, tensor digests) or in what the text states the program computes (a digital
+op's attributes, the graph's outputs); any other change (ranges, references, indices,
+counts, shapes, bits, orders, deleted or duplicated lines) is *unexplained*: a verifier
+gap. An accepted ONNX mutant must match onnxruntime on the same mutated model
+(`onnx-differs` otherwise; `accepted-ort-refuses`: onnxruntime refuses the mutant or the
+input, mostly input dims `--input-shape` fixes again).
 
 {table}
 
 Failures: internal {totals.get("internal", 0)}, hangs {totals.get("hang", 0)}, over 2 GB
 {totals.get("memory", 0)}, unexplained {totals.get("unexplained", 0)}, ONNX differing
-{totals.get("onnx-differs", 0)}. {count} mutants in {elapsed:.0f} s; slowest {slowest:.1f} s;
-largest ru_maxrss {rss / 2**20:.0f} MB.
+{totals.get("onnx-differs", 0)}. {count} mutants in {elapsed:.0f} s on 2 workers; slowest
+mutant {slowest:.1f} s; largest ru_maxrss of a child {rss / 2**20:.0f} MB.
 {failing}
 """
     record("mutation_campaign", body)

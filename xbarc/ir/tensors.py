@@ -372,7 +372,7 @@ def _read_into(member: IO[bytes], target: np.ndarray, truncated: Callable[[], Xb
         done += len(chunk)
 
 
-READ_CHUNK_BYTES = 1 << 24
+READ_CHUNK_BYTES = 1 << 18  # as numpy reads (16 MB chunks: 40 % slower, fresh pages each)
 
 
 def _elements(shape: tuple[int, ...]) -> int:

@@ -569,4 +569,4 @@ def test_a_name_that_is_not_utf8_is_refused_naming_the_node(tmp_path):
     with pytest.raises(XbarcError) as caught:
         import_onnx(path, make_hardware(4))
     error = str(caught.value)
-    assert "ONNX node '#0' (Gemm)" in error and "is not UTF-8 text" in error, error
+    assert "ONNX node '#0' (Gemm)" in error and "not UTF-8 text" in error, error

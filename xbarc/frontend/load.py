@@ -360,34 +360,47 @@ def build_graph(model: ModelProto, inputs: dict[str, TensorType], where: str) ->
 def _check_names(graph: GraphProto, where: str) -> None:
     """Every name is UTF-8 text without a NUL: xbarc's names become tensor names, which
     name the members of a program's sidecar, and a zip member name ends at a NUL (so the
-    tensor would be lost). (protobuf hands a name that is not UTF-8 over as bytes.)"""
+    tensor would be lost). (protobuf hands a name that is not UTF-8 over as bytes, or
+    raises when it is read, depending on its implementation and warning filters.)"""
     hint = "rename it in the model; ONNX names are UTF-8 text without NUL characters"
     for index, node in enumerate(graph.node):
-        for name in (node.name, *node.input, *node.output):
-            problem = _name_problem(name)
+        names, problem = _read_names(node, "name", "input", "output")
+        for name in names:
+            problem = problem or _name_problem(name)
             if problem:
-                label = node.name if isinstance(node.name, str) else f"#{index}"
-                raise XbarcError(
-                    f"ONNX node {label!r} ({node.op_type}): name {name!r} {problem}",
-                    where=where,
-                    hint=hint,
-                )
+                break
+        if problem:
+            label = names[0] if names and isinstance(names[0], str) else f"#{index}"
+            raise XbarcError(
+                f"ONNX node {label!r} ({node.op_type}): {problem}", where=where, hint=hint
+            )
         for attr in node.attribute:
             for body in [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs):
                 _check_names(body, where)
     for value in (*graph.input, *graph.output, *graph.initializer):
-        problem = _name_problem(value.name)
+        names, problem = _read_names(value, "name")
+        problem = problem or _name_problem(names[0])
         if problem:
-            raise XbarcError(
-                f"graph {graph.name!r}: name {value.name!r} {problem}", where=where, hint=hint
-            )
+            raise XbarcError(f"graph {graph.name!r}: {problem}", where=where, hint=hint)
+
+
+def _read_names(proto, *fields: str) -> tuple[tuple, str]:
+    """The names in `fields` of `proto` (a name, or a list of names each), or why not."""
+    try:
+        names: list = []
+        for field in fields:
+            value = getattr(proto, field)
+            names.extend([value] if isinstance(value, str | bytes) else value)
+        return tuple(names), ""
+    except Exception:  # TypeError, UnicodeDecodeError, a warning made an error
+        return (), "a name is not UTF-8 text"
 
 
 def _name_problem(name: str | bytes) -> str:
     if not isinstance(name, str):
-        return "is not UTF-8 text"
+        return f"name {name!r} is not UTF-8 text"
     if "\x00" in name:
-        return "holds a NUL"
+        return f"name {name!r} holds a NUL"
     return ""
 
 

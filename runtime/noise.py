@@ -4,7 +4,10 @@
 
 A profile is a TOML file of `NoiseSettings` fields. Four ship with xbarc (`ideal`,
 `quant`, `rram`, `pcm`, in `runtime/profiles/`); a user's file is named by its path and
-may start from a shipped one with `base = "rram"`. Overrides (`--set field=value` on the
+may start from a shipped one with `base = "rram"`, or from another file (a relative path
+is found beside the profile that names it), at most MAX_BASES deep. Profile files are
+read as regular UTF-8 files of at most limits.MAX_PROFILE_BYTES, flat enough for tomllib
+to parse in bounded time and recursion. Overrides (`--set field=value` on the
 command line) come last. Every field is checked when the profile is read: an unknown
 field, a wrong type or a value out of range is a one-line error naming the field and
 where it was set.
@@ -325,6 +328,8 @@ def check_field(key: str, value, origin: str):
             raise fail('expected "dynamic", "calibrated" or a full scale above 0')
         if not np.isfinite(value):
             raise fail("expected a finite full scale")
+        if not 1e-30 <= value <= 1e30:  # the DAC's step is a float32
+            raise fail("expected a full scale from 1e-30 to 1e30")
         return float(value)
     if key == "adc_placement":
         if value not in ADC_PLACEMENTS:

@@ -143,6 +143,7 @@ def test_g_max_spread_of_a_whole_g_max_or_more_is_refused(classifier, data, caps
         "wire_resistance=1e300",
         "t_inference=1e300",
         "drift_nu=1e300",
+        "input_range=1e308",
     ],
 )
 def test_absurd_noise_magnitudes_are_refused(classifier, data, capsys, override):
@@ -150,7 +151,7 @@ def test_absurd_noise_magnitudes_are_refused(classifier, data, capsys, override)
     reads (NaN outputs or an internal error): each field has a ceiling."""
     _, program = classifier
     status = main(["run", str(program), "--input", str(data), "--noise", "rram", "--set", override])
-    one_error(capsys, status, override.split("=")[0], "at most")
+    one_error(capsys, status, override.split("=")[0], "--set")
 
 
 # --- empty batches ----------------------------------------------------------------------

@@ -13,7 +13,8 @@ draws fresh read noise; the same seeds and the same sequence of runs give the sa
 Inputs are checked before anything runs: every input named, no unknown names, the
 declared element type, the declared shape (the batch dimension, the first, may differ,
 unless the program was compiled for one batch size: `batch=fixed`), and no NaN or
-infinity (a crossbar has no way to represent them; clean the data first).
+infinity (a crossbar has no way to represent them; clean the data first). A batch of 0
+samples gives empty outputs of onnxruntime's shapes in every profile.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ TEXT_CASES = {
     "10^8 x 10^8 tiles in the chip header": (
         "rows=128 cols=128 count=8",
         "rows=100000000 cols=100000000 count=8",
-        "the tile rows 100000000 is more than xbarc supports",
+        "the row count of a tile 100000000 is more than xbarc supports",
     ),
     "a tile of more cells than MAX_TILE_CELLS": (
         "rows=128 cols=128 count=8",
@@ -254,8 +254,8 @@ def test_a_run_refuses_to_program_more_cells_than_the_simulator_holds(
     ("arguments", "fragment"),
     [
         ((1_000_000_000_000,), "--tiles is 1000000000000, more than xbarc supports"),
-        ((8, 100_000, 100_000), "the tile rows is 100000, more than xbarc supports"),
-        ((8, 8, MAX_TILE_DIM + 1), f"the tile columns is {MAX_TILE_DIM + 1}"),
+        ((8, 100_000, 100_000), "the row count of a tile is 100000, more than xbarc supports"),
+        ((8, 8, MAX_TILE_DIM + 1), f"the column count of a tile is {MAX_TILE_DIM + 1}"),
         ((8, 8192, 8192), "a 8192x8192 tile has 67108864 cells, more than xbarc supports"),
     ],
 )
@@ -271,7 +271,10 @@ def test_make_hardware_refuses_absurd_chips(arguments: tuple[int, ...], fragment
     ("pipeline", "fragment"),
     [
         ("allocate{tiles=1000000000000}", "the tile count is 1000000000000, more than"),
-        ("tile{rows=100000,cols=100000}", "the tile rows is 100000, more than xbarc supports"),
+        (
+            "tile{rows=100000,cols=100000}",
+            "the row count of a tile is 100000, more than xbarc supports",
+        ),
     ],
 )
 def test_pass_options_that_describe_an_absurd_chip_are_refused(

@@ -44,8 +44,8 @@ TILES_HINT = "give a chip of real size"
 
 def check_tile_size(rows: int, cols: int) -> None:
     """Rows and columns of one crossbar within xbarc's limits (xbarc.limits)."""
-    check_count("the tile rows", rows, MAX_TILE_DIM, hint=TILES_HINT)
-    check_count("the tile columns", cols, MAX_TILE_DIM, hint=TILES_HINT)
+    check_count("the row count of a tile", rows, MAX_TILE_DIM, hint=TILES_HINT)
+    check_count("the column count of a tile", cols, MAX_TILE_DIM, hint=TILES_HINT)
     if rows * cols > MAX_TILE_CELLS:
         raise XbarcError(
             f"a {rows}x{cols} tile has {rows * cols} cells, more than xbarc supports"

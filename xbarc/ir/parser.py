@@ -396,8 +396,8 @@ class _Builder(Transformer):
     def tile_type(self, children: list[Token]) -> tuple[str, TileType, Position]:
         keyword, name, rows, cols, count = children
         sizes = (
-            _int(rows, "the tile rows", MAX_TILE_DIM),
-            _int(cols, "the tile columns", MAX_TILE_DIM),
+            _int(rows, "the row count of a tile", MAX_TILE_DIM),
+            _int(cols, "the column count of a tile", MAX_TILE_DIM),
             _int(count, "the tile count", MAX_TILES),
         )
         try:

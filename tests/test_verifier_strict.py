@@ -27,7 +27,7 @@ from xbarc.hardware import make_hardware
 from xbarc.ir.io import load_program, save_program
 from xbarc.ir.parser import parse_program
 from xbarc.ir.printer import print_program
-from xbarc.ir.tile import Const, with_tensors
+from xbarc.ir.tile import Const, Span, with_tensors
 from xbarc.ir.verifier import verify
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 from xbarc.session import InferenceSession
@@ -570,3 +570,21 @@ def test_a_name_that_is_not_utf8_is_refused_naming_the_node(tmp_path):
         import_onnx(path, make_hardware(4))
     error = str(caught.value)
     assert "ONNX node '#0' (Gemm)" in error and "not UTF-8 text" in error, error
+
+
+def test_an_index_table_entry_of_minus_2_to_the_31_is_refused():
+    """A squeezed table whose last entry became -2^31: the i32 step up to it wrapped round
+    to a rise, so the table "increased" and the coverage count crashed (fuzz campaign,
+    mobilenet squeeze): now an error at the block."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(1, 40, 8))
+    weight[:, 10:20] = 0
+    program = run_pipeline(
+        layers_program([weight]), parse_pipeline("quantize,tile{mapping=squeeze},allocate")
+    )
+    block = next(b for b in program.blocks if not isinstance(b.rows, Span))
+    table = program.store[block.rows.tensor].copy()
+    table[block.rows.stop - 1] = np.iinfo(np.int32).min
+    with pytest.raises(XbarcError) as caught:
+        verify(with_tensors(program, {block.rows.tensor: table}))
+    assert "must increase strictly" in str(caught.value), str(caught.value)

@@ -57,11 +57,11 @@ def read_regular_file(path: PathLike, what: str, limit: int) -> bytes:
                 f"{what} {path} is {info.st_size} bytes, more than xbarc reads ({limit})"
             )
         try:
-            data = handle.read(limit + 1)
+            data = handle.read(info.st_size + 1)  # not limit + 1: read() allocates it
         except OSError as error:
             raise XbarcError(f"cannot read {what} {path}: {error.strerror or error}") from None
-    if len(data) > limit:  # grew while we read it
-        raise XbarcError(f"{what} {path} is more than xbarc reads ({limit} bytes)")
+    if len(data) > info.st_size:
+        raise XbarcError(f"{what} {path} grew while xbarc read it", hint="read it again")
     return data
 
 

@@ -182,12 +182,12 @@ def _load_tensors(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
     pendings = pending_files(sidecar.parent, sidecar.name)
     _remove_stale(text_target, sidecar, pendings=False)
     if not pendings:
-        return load_npz(sidecar, expected) if expected else TensorStore()
+        return load_npz(sidecar_path(path), expected) if expected else TensorStore()
     store: TensorStore | None = TensorStore()
     error: XbarcError | None = None
     if expected:
         try:
-            store = load_npz(sidecar, expected)
+            store = load_npz(sidecar_path(path), expected)
         except XbarcError as sidecar_error:
             store, error = None, sidecar_error
     for pending, pid in pendings:

@@ -786,7 +786,8 @@ class _Verifier:
         a run of entries increases strictly when that count is the same at both ends."""
         if tensor not in self.steps:
             vector = self.program.store[tensor].ravel()
-            falls = np.concatenate(([0], np.cumsum(np.diff(vector) <= 0)))
+            # steps in int64: an i32 step from 13 to -2^31 wraps round to a rise
+            falls = np.concatenate(([0], np.cumsum(np.diff(vector.astype(np.int64)) <= 0)))
             self.steps[tensor] = (vector, falls)
         return self.steps[tensor]
 

@@ -332,6 +332,7 @@ def test_profile_that_is_not_utf8(classifier, data, tmp_path, capsys):
 @pytest.mark.parametrize(
     "text",
     ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 5000 + "1" + "}" * 5000],
+    ids=["arrays", "inline-tables"],
 )
 def test_deeply_nested_profile(classifier, data, tmp_path, capsys, text):
     """Defect: deep nesting exhausted tomllib's recursion (RecursionError, exit 3)."""
@@ -410,7 +411,9 @@ def test_set_with_a_newline(classifier, data, capsys, override):
 
 
 @pytest.mark.parametrize(
-    "override", ["adc_bits=[6]", "x.y=1", "adc_bits=" + "[" * 3000, "p={" + "a." * 30000 + "a=1}"]
+    "override",
+    ["adc_bits=[6]", "x.y=1", "adc_bits=" + "[" * 3000, "p={" + "a." * 30000 + "a=1}"],
+    ids=["array", "dotted-field", "deep-array", "long-dotted-key"],
 )
 def test_set_values_that_are_not_one_value(classifier, data, capsys, override):
     """A value nested deeply (tomllib's recursion) or with a long dotted key (its
@@ -526,3 +529,27 @@ def test_ort_int8_writes_nothing_into_the_working_folder(tmp_path, monkeypatch, 
     assert main([*arguments, "--ort-int8"]) == 0, capsys.readouterr().err
     assert "onnxruntime int8" in capsys.readouterr().out
     assert os.listdir(work) == []
+
+
+# --- converter bits the runtime's int64 sums cannot hold ------------------------------------
+
+
+def test_converter_bits_that_overflow_the_accumulator(tmp_path, capsys):
+    """Request of verify: `--set adc_bits=24 --set dac_bits=24` with 8-bit weights over
+    300 rows needs 24 + 24 + 8 + 9 = 65 bits of exact sum, more than int64 holds: refused
+    in one line naming both fields (the verifier refuses the same in a program's own
+    hardware); 16 + 16 bits (57) run."""
+    model = tmp_path / "wide.onnx"
+    onnx.save(
+        parse("m (float[N,300] x) => (float y) { y = MatMul (x, w) }", {"w": random((300, 2), 1)}),
+        model,
+    )
+    program = tmp_path / "wide.xbar"
+    arguments = ["compile", str(model), "--tiles", "8", "--input-shape", "x=1x300"]
+    assert main([*arguments, "-o", str(program)]) == 0
+    data = tmp_path / "x.npz"
+    np.savez(data, x=random((2, 300), 2))
+    run = ["run", str(program), "--input", str(data), "--noise", "quant"]
+    status = main([*run, "--set", "adc_bits=24", "--set", "dac_bits=24"])
+    one_error(capsys, status, "adc_bits = 24", "dac_bits = 24", "65-bit")
+    assert main([*run, "--set", "adc_bits=16", "--set", "dac_bits=16"]) == 0

@@ -67,6 +67,7 @@ class InferenceSession:
         layers = None if noisy_layers is None else frozenset(noisy_layers)
         self._executor = Executor(self.program, settings, self.seeds, layers)
         self.settings = self._executor.settings  # what the run uses, hardware fields filled
+        check_accumulator(self.program, self.settings)
         self._empty = None  # the executor of empty batches, made when one comes
         self._types = self.program.value_types()
 
@@ -117,6 +118,28 @@ class InferenceSession:
         if self._empty is None:
             self._empty = Executor(self.program, NoiseSettings(), self.seeds)
         return self._empty
+
+
+ACCUMULATOR_BITS = 63  # the runtime sums exact reads in int64
+
+
+def check_accumulator(program: Program, settings: NoiseSettings) -> None:
+    """Converter bits of a profile (`--set adc_bits=24 --set dac_bits=24`) that, with the
+    program's weight bits over its widest layer, could overflow the runtime's int64 sums
+    of exact reads: refused, as the verifier refuses them in the program's own hardware."""
+    if not settings.quantized or not isinstance(settings.adc_bits, int):
+        return
+    weight_bits = max((array.weight_bits for array in program.arrays), default=0)
+    rows = max((layer.rows for layer in program.layers()), default=1)
+    dac_bits = settings.dac_bits or 0
+    needed = settings.adc_bits + dac_bits + weight_bits + max(rows - 1, 1).bit_length()
+    if weight_bits and needed > ACCUMULATOR_BITS:
+        raise XbarcError(
+            f"adc_bits = {settings.adc_bits} and dac_bits = {dac_bits} with {weight_bits}-bit "
+            f"weights over {rows} rows need a {needed}-bit accumulator, more than the "
+            f"runtime's {ACCUMULATOR_BITS}",
+            hint="give fewer converter bits (--set adc_bits=N, --set dac_bits=N)",
+        )
 
 
 def empty_batch(feeds: Mapping[str, np.ndarray]) -> bool:

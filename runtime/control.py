@@ -18,6 +18,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import DigitalOp, Region
 from xbarc.ir.types import NUMPY_DTYPES
+from xbarc.limits import MAX_LOOP_ITERATIONS
 
 Array = np.ndarray
 RunRegion = Callable[[Region, Sequence[Array]], list[Array]]
@@ -63,9 +64,20 @@ def _run_loop(op: DigitalOp, inputs: Sequence[Array | None], run_region: RunRegi
     body = op.region("body")
     scans: list[list[Array]] = [[] for _ in range(len(body.outputs) - 1 - len(carried))]
     limit = None if trip_count is None else int(np.asarray(trip_count).reshape(-1)[0])
+    if limit is not None and limit > MAX_LOOP_ITERATIONS:
+        raise XbarcError(
+            f'op "{op.name}" (Loop): trip count {limit} is more than xbarc runs '
+            f"({MAX_LOOP_ITERATIONS} iterations)",
+            hint="check the program's trip count tensor",
+        )
     running = True if condition is None else bool(np.asarray(condition).reshape(-1)[0])
     iteration = 0
     while running and (limit is None or iteration < limit):
+        if iteration == MAX_LOOP_ITERATIONS:  # only a condition ends it: it does not
+            raise XbarcError(
+                f'op "{op.name}" (Loop) is still running after {iteration} iterations',
+                hint="its condition never turns false; give the Loop a trip count M",
+            )
         bound = [np.array(iteration, dtype=np.int64), np.array(running), *carried]
         results = run_region(body, bound)
         running = bool(np.asarray(results[0]).reshape(-1)[0])

@@ -54,3 +54,7 @@ def check_count(what: str, value: int, limit: int, *, hint: str = "") -> int:
     if value > limit:
         raise XbarcError(f"{what} is {value}, more than xbarc supports ({limit})", hint=hint)
     return value
+
+
+# running programs
+MAX_LOOP_ITERATIONS = 1 << 20  # iterations of one Loop run (a million time steps)

@@ -30,6 +30,7 @@ from xbarc.frontend.load import to_array
 from xbarc.frontend.mapping import is_crossbar_layer, not_mapped
 from xbarc.hardware import Hardware
 from xbarc.ir.graph import Graph, Node, outer_references, unique_name
+from xbarc.ir.printer import format_type
 from xbarc.ir.tensors import element_type
 from xbarc.ir.tile import (
     REGION_NAMES,
@@ -179,8 +180,8 @@ class _Lowering:
             input=node.input(0),
             output=node.outputs[0],
             output_type=self._output_type(node, (input_shape[0], out_channels, *spatial)),
-            weight=self.add_tensor(f"{node.name}.weight", matrix),
-            bias=None if bias is None else self.add_tensor(f"{node.name}.bias", bias),
+            weight=self.layer_tensor(node, "weight", matrix),
+            bias=None if bias is None else self.layer_tensor(node, "bias", bias),
             groups=groups,
             rows=group_in_channels * math.prod(kernel),
             cols=group_out,
@@ -226,8 +227,8 @@ class _Lowering:
             input=node.input(0),
             output=node.outputs[0],
             output_type=self._output_type(node, (input_shape[0], out_channels, *spatial)),
-            weight=self.add_tensor(f"{node.name}.weight", matrix),
-            bias=None if bias is None else self.add_tensor(f"{node.name}.bias", bias),
+            weight=self.layer_tensor(node, "weight", matrix),
+            bias=None if bias is None else self.layer_tensor(node, "bias", bias),
             groups=groups,
             rows=group_in,
             cols=group_out * math.prod(kernel),
@@ -270,10 +271,8 @@ class _Lowering:
                 input=layer_input,
                 output=layer_output,
                 output_type=output_type,
-                weight=self.add_tensor(
-                    f"{node.name}.weight", _gemm_matrix(weight, transpose_b, alpha)
-                ),
-                bias=None if bias is None else self.add_tensor(f"{node.name}.bias", bias),
+                weight=self.layer_tensor(node, "weight", _gemm_matrix(weight, transpose_b, alpha)),
+                bias=None if bias is None else self.layer_tensor(node, "bias", bias),
                 groups=1,
                 rows=matrix.shape[0],
                 cols=matrix.shape[1],
@@ -302,7 +301,7 @@ class _Lowering:
             input=node.input(0),
             output=node.outputs[0],
             output_type=self._output_type(node, out_shape),
-            weight=self.add_tensor(f"{node.name}.weight", _gemm_matrix(weight, False, 1.0)),
+            weight=self.layer_tensor(node, "weight", _gemm_matrix(weight, False, 1.0)),
             bias=None,
             groups=1,
             rows=weight.shape[0],
@@ -345,6 +344,8 @@ class _Lowering:
             self.where,
             self._formal_input_types(node),
         )
+        if node.op_type == "Loop":
+            self._check_carried(node, [graph.inputs[name] for name in formal[2:]])
         fold_graph(graph, self.infer_types, self.where)
         lowering = _Lowering(graph, self.where, self.infer_types, parent=self)
         for inner in graph.nodes():
@@ -354,6 +355,39 @@ class _Lowering:
             GraphInput(name, graph.types.get(name) or graph.inputs[name]) for name in formal
         )
         return Region(attr.name, inputs, tuple(lowering.ops), graph.outputs)
+
+    def _check_carried(self, node: Node, formal: list[TensorType]) -> None:
+        """A Loop gives its body one initial value per carried input, of the type the
+        body takes: a body run on a missing value or one of another element type or
+        rank fails only at run time."""
+        for value, dtypes, what in (
+            (node.input(0), ("i64",), "trip count M"),
+            (node.input(1), ("bool",), "condition"),
+        ):
+            known = self.graph.type_of(value) if value else None
+            if known is None:
+                continue
+            one = known.shape is None or math.prod(d or 1 for d in known.shape) == 1
+            if known.dtype not in dtypes or not one or len(known.shape or ()) > 1:
+                raise self.error(
+                    node,
+                    f"its {what} {value!r} is {format_type(known)}, not one {dtypes[0]} value",
+                )
+        carried = list(node.inputs[2:])
+        if len(carried) != len(formal) or "" in carried:
+            given = len([value for value in carried if value])
+            raise self.error(
+                node, f"its body takes {len(formal)} carried value(s) but the Loop gives {given}"
+            )
+        for value, declared in zip(carried, formal, strict=True):
+            actual = self.graph.type_of(value)
+            if actual is None or _types_agree(actual, declared):
+                continue
+            raise self.error(
+                node,
+                f"the initial value {value!r} is {format_type(actual)} but the body takes "
+                f"{format_type(declared)}",
+            )
 
     def _formal_input_types(self, node: Node) -> list[TensorType | None]:
         """What a body's formal inputs are when the model leaves them untyped: a Loop's
@@ -457,6 +491,17 @@ class _Lowering:
         if value not in self.tensor_of_constant:
             self.tensor_of_constant[value] = self.add_tensor(value, self.graph.constants[value])
         return self.tensor_of_constant[value]
+
+    def layer_tensor(self, node: Node, what: str, array: np.ndarray) -> str:
+        """A crossbar layer's weight or bias as a program tensor, refused when it is not
+        finite: NaN or infinity in an initializer, or made so by an attribute folded into
+        it (Gemm alpha, a BatchNormalization's variance), would compute garbage."""
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise self.error(
+                node, f"its {what} has {bad} NaN or infinite value(s) of {np.size(array)}"
+            )
+        return self.add_tensor(f"{node.name}.{what}", array)
 
     def add_tensor(self, base: str, array: np.ndarray) -> str:
         name = unique_name(safe_tensor_name(base), set(self.arrays))
@@ -781,3 +826,16 @@ def _numpy_dtype(dtype: str) -> np.dtype:
 
 def _show(dims: Dims) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _types_agree(actual: TensorType, declared: TensorType) -> bool:
+    """Same element type, and same rank and dims where both are known."""
+    if actual.dtype != declared.dtype:
+        return False
+    if actual.shape is None or declared.shape is None:
+        return True
+    if len(actual.shape) != len(declared.shape):
+        return False
+    return all(
+        a is None or d is None or a == d for a, d in zip(actual.shape, declared.shape, strict=True)
+    )

@@ -515,3 +515,21 @@ def test_pickled_data_is_never_loaded(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(XbarcError, match="the data file holds pickled objects"):
         load_data(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("version", [84, 640])
+def test_a_sidecar_member_of_an_unknown_zip_version_is_a_clear_error(
+    compiled: Path, tmp_path: Path, version: int
+) -> None:
+    """Issue 15 fuzz finding: a sidecar whose member needs a zip version zipfile does not
+    implement ("zip file version 8.4") raised NotImplementedError (exit 3)."""
+    path, _ = mutant(compiled, tmp_path, "xbar 2", "xbar 2")
+    sidecar = tmp_path / "p.xbar.npz"
+    data = bytearray(sidecar.read_bytes())
+    for magic, offset in ((b"PK\x03\x04", 4), (b"PK\x01\x02", 6)):
+        at = data.find(magic)
+        data[at + offset : at + offset + 2] = version.to_bytes(2, "little")
+    sidecar.write_bytes(bytes(data))
+    with pytest.raises(XbarcError, match="not a readable tensor file") as raised:
+        load_program(path)
+    assert str(raised.value).startswith(f"{sidecar}: error:")

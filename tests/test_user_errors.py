@@ -16,6 +16,7 @@ import onnx
 import pytest
 
 from tests.onnx_models import parse, random, run_onnxruntime
+from tests.test_cli import tiny_conv_model
 from xbarc.cli import main
 from xbarc.diagnostics import XbarcError
 from xbarc.runtime import devices
@@ -553,3 +554,16 @@ def test_converter_bits_that_overflow_the_accumulator(tmp_path, capsys):
     status = main([*run, "--set", "adc_bits=24", "--set", "dac_bits=24"])
     one_error(capsys, status, "adc_bits = 24", "dac_bits = 24", "65-bit")
     assert main([*run, "--set", "adc_bits=16", "--set", "dac_bits=16"]) == 0
+
+
+def test_basis_segment_rows_longer_than_the_chip_through_a_pipeline(tmp_path, capsys) -> None:
+    """Issue 15 finding: `basis{segment-rows=10**12}` in a --pipeline (the CLI option is
+    capped, the pass option was not) ended in a MemoryError (exit 3)."""
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_conv_model(), model)
+    pipeline = "quantize,basis{segment-rows=1000000000000},tile,allocate"
+    argv = ["compile", str(model), "--tiles", "8", "-o", str(tmp_path / "o.xbar")]
+    assert main([*argv, "--pipeline", pipeline]) == 1
+    err = capsys.readouterr().err
+    assert "segment-rows" in err and "at most" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.xbar").exists()

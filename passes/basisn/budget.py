@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import TileType
 from xbarc.ir.tile import MAX_COEF_BITS, Array, CrossbarLayer, Program, Slice
+from xbarc.limits import MAX_TILE_DIM
 from xbarc.passes.basisn.fit import FIT_METHODS
 from xbarc.passes.tiling.dense import dense_pieces, diagonal_fits
 from xbarc.passes.tiling.packing import Packer
@@ -138,6 +139,14 @@ def plan_basis(
     rows = segment_rows if segment_rows is not None else tile_type.rows
     if rows < 1:
         raise XbarcError(f"basis{{segment-rows}} (--segment-rows) must be at least 1, got {rows}")
+    longest = min(MAX_TILE_DIM, tile_type.rows * hardware.tile_count)
+    if rows > longest:  # one basis vector would not fit on the whole chip
+        raise XbarcError(
+            f"basis{{segment-rows}} (--segment-rows) is {rows}, more than the chip's "
+            f"{hardware.tile_count} tiles of {tile_type.rows} rows can hold in one column "
+            f"(at most {longest})",
+            hint="give shorter segments",
+        )
     kept_tiles = sum(dense_tiles(array, tile_type) for array in kept_arrays(kept, arrays))
     if not combined:  # every layer kept: no basis to place
         return BasisPlan(combined, kept, rows, 0, 0, 0, kept_tiles)

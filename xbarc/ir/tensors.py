@@ -19,7 +19,9 @@ import hashlib
 import io
 import os
 import stat
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -30,6 +32,20 @@ from xbarc.diagnostics import XbarcError
 from xbarc.files import check_regular_file, write_file_atomically
 from xbarc.ir.types import NUMPY_DTYPES, dtype_name, onnx_dtype_name
 from xbarc.limits import MAX_DEFLATE_RATIO, MAX_NPY_HEADER_BYTES, MAX_TENSOR_BYTES
+
+# what zipfile and zlib raise on a corrupt or unusual archive: a bad directory, an unknown
+# version or compression method (NotImplementedError), an encrypted member (RuntimeError),
+# a corrupt deflate stream (zlib.error), a short read
+ZIP_READ_ERRORS = (
+    OSError,
+    zipfile.BadZipFile,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+    struct.error,
+)
 
 
 def digest(array: np.ndarray) -> str:
@@ -247,7 +263,7 @@ class NpzReader:
                     f" more than xbarc reads ({self.max_members} members)"
                 )
             return zipfile.ZipFile(handle)
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        except ZIP_READ_ERRORS as error:
             raise self.fail(f"not a readable {self.what} ({error})") from None
 
     @property
@@ -322,7 +338,7 @@ class NpzReader:
                     raise self.fail(f"{what} holds more bytes than its .npy header says")
         except XbarcError as error:
             raise error.at(self.path) from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        except ZIP_READ_ERRORS as error:
             raise self.fail(f"not a readable {self.what}: {what} ({error})") from None
         return flat.reshape(shape, order="F" if fortran else "C")
 

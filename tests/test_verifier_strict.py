@@ -588,3 +588,53 @@ def test_an_index_table_entry_of_minus_2_to_the_31_is_refused():
     with pytest.raises(XbarcError) as caught:
         verify(with_tensors(program, {block.rows.tensor: table}))
     assert "must increase strictly" in str(caught.value), str(caught.value)
+
+
+# --- regions and element types (issue 15, the slow fuzz test's findings) -------------------
+
+LOOP_CORPUS = Path(__file__).parent / "fuzz_corpus" / "loop.xbar"
+
+
+def loop_mutant(tmp_path: Path, old: str, new: str) -> Path:
+    text = LOOP_CORPUS.read_text()
+    assert text.count(old) == 1, old
+    path = tmp_path / "p.xbar"
+    path.write_text(text.replace(old, new))
+    (tmp_path / "p.xbar.npz").write_bytes(Path(f"{LOOP_CORPUS}.npz").read_bytes())
+    return path
+
+
+def test_the_loop_corpus_program_verifies() -> None:
+    load_program(LOOP_CORPUS)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("      output %scan\n", "      output %scan\n      output %scan\n"),  # one too many
+        ("      output %scan\n", ""),  # one too few
+        (", %h : f32[2,4]) {", ") {"),  # a carried value the body does not take
+    ],
+    ids=["extra-output", "missing-output", "missing-input"],
+)
+def test_a_region_whose_signature_disagrees_with_its_op_is_refused(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    """A Loop body returning one value more or less than the op expects (or taking fewer)
+    loaded and then failed at run time with an internal zip() error (exit 3)."""
+    with pytest.raises(XbarcError, match="region body of op Loop takes"):
+        load_program(loop_mutant(tmp_path, old, new))
+
+
+def test_a_digital_op_declared_another_element_type_is_refused(tmp_path: Path) -> None:
+    """`%cond_out = op Identity (%i) : bool[]` (the i64 iteration number declared bool)
+    loaded and changed the outputs: the Loop stopped after one iteration."""
+    path = loop_mutant(tmp_path, "op Identity (%cond) : bool[]", "op Identity (%i) : bool[]")
+    with pytest.raises(XbarcError, match="op Identity returns i64, but %cond_out is declared bool"):
+        load_program(path)
+
+
+def test_a_loop_condition_that_is_not_bool_is_refused(tmp_path: Path) -> None:
+    path = loop_mutant(tmp_path, "op Identity (%cond) : bool[]", "op Identity (%i) : i64[]")
+    with pytest.raises(XbarcError, match="returns a i64 condition, not bool"):
+        load_program(path)

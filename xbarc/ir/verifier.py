@@ -65,6 +65,84 @@ def verify(program: Program, locate: Locate | None = None, verified: Program | N
     _Verifier(program, locate or (lambda key: None), verified).run()
 
 
+# ops whose (first) result has the element type of their first operand, and ops whose
+# result is bool: a declared type that disagrees would make the host compute with values
+# of another type than the text says (the runtime passes values through unchanged)
+SAME_TYPE_OPS = frozenset(
+    [
+        "Identity",
+        "Neg",
+        "Abs",
+        "Relu",
+        "LeakyRelu",
+        "PRelu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Softmax",
+        "LogSoftmax",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Reciprocal",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Erf",
+        "Elu",
+        "Selu",
+        "Softplus",
+        "Sin",
+        "Cos",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Max",
+        "Min",
+        "Sum",
+        "Mean",
+        "Clip",
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Concat",
+        "Slice",
+        "Gather",
+        "Expand",
+        "Tile",
+        "Pad",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Resize",
+        "Split",
+        "Dropout",
+        "MatMul",
+    ]
+)
+BOOL_OPS = frozenset(
+    [
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "IsNaN",
+        "IsInf",
+    ]
+)
+
+
 class _Verifier:
     def __init__(self, program: Program, locate: Locate, verified: Program | None = None):
         self.program = program
@@ -75,6 +153,7 @@ class _Verifier:
         self.vtile_types = {block.vtile: block.tile_type for block in program.blocks}
         self.tables_checked: set[tuple[IndexTable, int]] = set()
         self.value_types: dict | None = None
+        self.dtypes: dict[str, str] = {}  # each value's declared element type
         self.vectors: dict[str, np.ndarray] = {}  # index tables as int64, for coverage
         self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -225,6 +304,7 @@ class _Verifier:
                 self.fail(("input", graph_input.name), f"input %{graph_input.name} twice")
             self.check_type(("input", graph_input.name), graph_input.name, graph_input.type)
             defined.add(graph_input.name)
+            self.dtypes[graph_input.name] = graph_input.type.dtype
         self.everywhere = set(defined)  # every value defined so far, in any scope
         self.layer_names: set[str] = set()
         self.check_ops(self.program.ops, defined)
@@ -243,10 +323,15 @@ class _Verifier:
                 self.layer_names.add(op.name)
                 self.check_type(("op", op.output), op.output, op.output_type)
                 outputs: tuple[str, ...] = (op.output,)
+                if op.output_type is not None:
+                    self.dtypes[op.output] = op.output_type.dtype
             else:
                 self.check_digital(op, defined)
                 for output, output_type in zip(op.outputs, op.output_types, strict=False):
                     self.check_type(("op", output or op.name), output, output_type)
+                    if output and output_type is not None:
+                        self.dtypes[output] = output_type.dtype
+                self.check_element_types(op)
                 for region in op.regions:
                     self.check_region(op, region, defined)
                 outputs = op.outputs
@@ -262,9 +347,11 @@ class _Verifier:
         key = ("op", next((o for o in op.outputs if o), op.name))
         if op.op_type not in REGION_NAMES or region.name not in REGION_NAMES[op.op_type]:
             self.fail(key, f"op {op.op_type} cannot hold a region named {region.name!r}")
+        self.check_signature(key, op, region)
         defined = set(enclosing)
         for graph_input in region.inputs:
             self.check_type(key, graph_input.name, graph_input.type)
+            self.dtypes[graph_input.name] = graph_input.type.dtype
             if graph_input.name in self.everywhere:
                 self.fail(key, f"region {region.name}: value %{graph_input.name} is defined twice")
             self.everywhere.add(graph_input.name)
@@ -273,6 +360,62 @@ class _Verifier:
         for output in region.outputs:
             if output not in defined:
                 self.fail(key, f"region {region.name} returns %{output}, which it cannot see")
+        if op.op_type == "Loop" and region.outputs:
+            condition = self.dtypes.get(region.outputs[0])
+            if condition not in (None, "bool"):
+                self.fail(key, f"region body of op Loop returns a {condition} condition, not bool")
+
+    def check_signature(self, key: tuple[Hashable, ...], op: DigitalOp, region: Region) -> None:
+        """A region takes and returns what its op passes and expects (the host zips them):
+        If branches return the op's results; a Loop body takes the iteration number, the
+        condition and the carried values and returns the condition, the carried values and
+        the scan outputs; a Scan body takes the states and scan slices and returns the
+        states and scan outputs."""
+        if op.op_type == "If":
+            takes, returns = 0, len(op.outputs)
+        elif op.op_type == "Loop":
+            takes, returns = len(op.inputs), 1 + len(op.outputs)
+        elif op.op_type == "Scan":
+            takes, returns = len(op.inputs), len(op.outputs)
+        else:
+            return
+        if len(region.inputs) != takes or len(region.outputs) != returns:
+            self.fail(
+                key,
+                f"region {region.name} of op {op.op_type} takes {len(region.inputs)} and "
+                f"returns {len(region.outputs)} values; the op passes {takes} and expects "
+                f"{returns}",
+            )
+        if op.op_type == "Loop" and len(region.inputs) >= 2:
+            for position, want in ((0, "i64"), (1, "bool")):
+                got = region.inputs[position].type.dtype
+                if got != want:
+                    self.fail(key, f"region body of op Loop: input {position} is {got}, not {want}")
+
+    def check_element_types(self, op: DigitalOp) -> None:
+        """The declared element type of a result where the op fixes it: ops that keep their
+        first operand's type, comparisons and logic (bool), Cast (its `to`)."""
+        if not op.outputs or not op.outputs[0] or op.output_types[0] is None or op.domain:
+            return
+        declared = op.output_types[0].dtype
+        first = op.inputs[0] if op.inputs else None
+        if op.op_type in SAME_TYPE_OPS and first is not None:
+            want = self.operand_dtype(first)
+        elif op.op_type in BOOL_OPS:
+            want = "bool"
+        else:
+            return
+        if want is not None and declared != want:
+            self.fail(
+                ("op", op.outputs[0]),
+                f"op {op.op_type} returns {want}, but %{op.outputs[0]} is declared {declared}",
+            )
+
+    def operand_dtype(self, operand: Value | Const) -> str | None:
+        if isinstance(operand, Value):
+            return self.dtypes.get(operand.name)
+        decl = self.tensors.get(operand.name)
+        return None if decl is None else decl.dtype
 
     def check_layer(self, layer: CrossbarLayer, defined: set[str]) -> None:
         key = ("op", layer.output)

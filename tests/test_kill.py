@@ -29,6 +29,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.test_cli import tiny_conv_model
+from tests.test_files import dead_pid
 from xbarc.cli import main
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.io import load_program, sidecar_path
@@ -109,16 +110,6 @@ print(json.dumps(results), file=sys.__stdout__)
 def program_state(path: Path) -> tuple[str, dict[str, bytes]]:
     program = load_program(path)
     return print_program(program), {k: np.asarray(v).tobytes() for k, v in program.store.items()}
-
-
-def dead_pid() -> int:
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return int(child.stdout)
 
 
 def assert_old_or_new(folder: Path, old, new) -> str:

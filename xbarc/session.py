@@ -28,6 +28,7 @@ import numpy as np
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Program
 from xbarc.ir.types import NUMPY_DTYPES, TensorType
+from xbarc.ir.verifier import ACCUMULATOR_BITS, accumulator_bits
 from xbarc.runtime.noise import NoiseSettings, Seeds, load_profile
 
 ReadObserver = Callable[[str, np.ndarray, np.ndarray], None]
@@ -120,20 +121,15 @@ class InferenceSession:
         return self._empty
 
 
-ACCUMULATOR_BITS = 63  # the runtime sums exact reads in int64
-
-
 def check_accumulator(program: Program, settings: NoiseSettings) -> None:
     """Converter bits of a profile (`--set adc_bits=24 --set dac_bits=24`) that, with the
     program's weight bits over its widest layer, could overflow the runtime's int64 sums
     of exact reads: refused, as the verifier refuses them in the program's own hardware."""
     if not settings.quantized or not isinstance(settings.adc_bits, int):
         return
-    weight_bits = max((array.weight_bits for array in program.arrays), default=0)
-    rows = max((layer.rows for layer in program.layers()), default=1)
     dac_bits = settings.dac_bits or 0
-    needed = settings.adc_bits + dac_bits + weight_bits + max(rows - 1, 1).bit_length()
-    if weight_bits and needed > ACCUMULATOR_BITS:
+    needed, weight_bits, rows = accumulator_bits(program, settings.adc_bits, dac_bits)
+    if needed > ACCUMULATOR_BITS:
         raise XbarcError(
             f"adc_bits = {settings.adc_bits} and dac_bits = {dac_bits} with {weight_bits}-bit "
             f"weights over {rows} rows need a {needed}-bit accumulator, more than the "

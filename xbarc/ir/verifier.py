@@ -53,6 +53,18 @@ MAX_DAC_SLICE_BITS = 8
 MAX_WEIGHT_BITS = 16
 MAX_CELL_BITS = MAX_WEIGHT_BITS
 ACCUMULATOR_BITS = 63  # int64 without its sign
+
+
+def accumulator_bits(program: Program, adc_bits: int, dac_bits: int) -> tuple[int, int, int]:
+    """The bits an exact read of `program`'s widest layer needs with these converters
+    (0 without weights arrays), its weight bits and its rows."""
+    weight_bits = max((a.weight_bits for a in program.arrays), default=0)
+    rows = max((layer.rows for layer in program.layers()), default=1)
+    if not weight_bits:
+        return 0, 0, rows
+    return adc_bits + dac_bits + weight_bits + max(rows - 1, 1).bit_length(), weight_bits, rows
+
+
 # cost constants that divide another (a rate, a clock, a count of lanes): above zero
 COST_DIVISORS = ("adc_rate_gsps", "digital_clock_ghz", "combine_lanes")
 COUNT_CHUNK = 1 << 22  # cells of blocks counted at once when checking coverage
@@ -244,10 +256,10 @@ class _Verifier:
         up to 2^(ADC bits + DAC bits + weight bits) per input row: over the rows of the
         widest layer it must fit the int64 accumulator."""
         hardware = self.program.hardware
-        weight_bits = max((a.weight_bits for a in self.program.arrays), default=0)
-        rows = max((layer.rows for layer in self.program.layers()), default=1)
-        needed = hardware.adc.bits + hardware.dac.bits + weight_bits + max(rows - 1, 1).bit_length()
-        if weight_bits and needed > ACCUMULATOR_BITS:
+        needed, weight_bits, rows = accumulator_bits(
+            self.program, hardware.adc.bits, hardware.dac.bits
+        )
+        if needed > ACCUMULATOR_BITS:
             self.fail(
                 ("hardware", "adc"),
                 f"ADC bits {hardware.adc.bits} and DAC bits {hardware.dac.bits} with "

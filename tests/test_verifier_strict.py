@@ -638,3 +638,27 @@ def test_a_loop_condition_that_is_not_bool_is_refused(tmp_path: Path) -> None:
     path = loop_mutant(tmp_path, "op Identity (%cond) : bool[]", "op Identity (%i) : i64[]")
     with pytest.raises(XbarcError, match="returns a i64 condition, not bool"):
         load_program(path)
+
+
+def test_minus_one_dimensions_are_unknown_as_exporters_write_them(tmp_path):
+    """Paddle's exporters write an unknown dimension as -1 (PP-OCR's text direction
+    classifier has input x: [-1,3,?,?]): it is a dynamic dimension, not a negative one, and
+    --input-shape gives it, as it gives a `?`."""
+    path = gemm_model(tmp_path, np.arange(12, dtype=np.float32).reshape(4, 3))
+    model = onnx.load(path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    onnx.save(model, path)
+    with pytest.raises(XbarcError, match=r"unknown dimensions \(use --input-shape x=1x4\)"):
+        import_onnx(path, make_hardware(4))
+    program = import_onnx(path, make_hardware(4), input_shapes={"x": (2, 4)})
+    assert program.inputs[0].type.shape == (2, 4)
+
+
+def test_a_negative_dimension_given_by_input_shape_is_accepted(tmp_path):
+    """--input-shape replaces the model's shape, its negative dimension included."""
+    path = gemm_model(tmp_path, np.ones((4, 3)))
+    model = onnx.load(path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -2
+    onnx.save(model, path)
+    program = import_onnx(path, make_hardware(4), input_shapes={"x": (2, 4)})
+    assert program.inputs[0].type.shape == (2, 4)

@@ -261,8 +261,11 @@ def input_types(
     types = {}
     for value in inputs:
         declared = _declared_type(value, where)
+        if declared.shape is not None:  # -1: how some exporters (Paddle) write "unknown"
+            dims = tuple(None if d == -1 else d for d in declared.shape)
+            declared = TensorType(declared.dtype, dims)
         negative = [d for d in declared.shape or () if d is not None and d < 0]
-        if negative:
+        if negative and value.name not in overrides:
             raise XbarcError(
                 f"input {value.name!r} has a negative dimension {negative[0]} in its shape "
                 f"{_show_dims(value.type)}",

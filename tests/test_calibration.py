@@ -210,3 +210,32 @@ def test_calibration_batches_hold_exactly_the_samples_asked_for(mlp):
     assert [count for count, _ in batches] == [32, 32, 6]
     stacked = np.concatenate([feeds["x"] for _, feeds in batches])
     np.testing.assert_array_equal(stacked, data["x"][:70])
+
+
+SEQUENCE = """
+sequence (float[3,6] x, float[1,6] h) => (float y)
+{
+  shape = Constant <value = int64[2] {3, 6}> ()
+  r = Reshape (x, shape)
+  a = Add (r, h)
+  y = MatMul (a, w)
+}
+"""
+
+
+def test_one_run_of_a_fixed_shape_model_whose_inputs_disagree_on_the_first_axis(tmp_path):
+    """Silero VAD's sequence model fixes its shapes: 77 chunks and a state of batch 1.
+    Data of exactly those shapes is one run (clipping every input to the smallest first
+    axis fed the chunks as a batch of 1, which the fixed shape refuses)."""
+    path = save(parse(SEQUENCE, {"w": random((6, 5), 3)}), tmp_path)
+    program = compile_onnx(path, CompileOptions(tiles=4, tile_rows=8, tile_cols=8))
+    assert all(graph_input.fixed_batch for graph_input in program.inputs)
+    rng = np.random.default_rng(2)
+    data = {
+        "x": rng.normal(size=(3, 6)).astype(np.float32),
+        "h": rng.normal(size=(1, 6)).astype(np.float32),
+    }
+    calibrated = calibrate(program, data, percentile=100.0)
+    assert calibrated.calibration is not None and calibrated.calibration.samples == 3
+    (entry,) = calibrated.calibration.layers
+    assert entry.input_range == pytest.approx(float(np.abs(data["x"] + data["h"]).max()))

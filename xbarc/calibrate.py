@@ -61,11 +61,17 @@ def calibrate(
             f"the calibration data has no array named {missing[0]!r}",
             hint=f"name the arrays after the program's inputs ({', '.join(names)})",
         )
-    available = min(len(data[name]) for name in names)
-    count = available if samples is None else min(samples, available)
-    if count < 1:
-        raise XbarcError("no calibration samples", hint="--samples and the data need at least 1")
-    batches = calibration_batches(program, data, count, batch_size)
+    if one_fixed_run(program, data):  # the data is exactly one run of a fixed-shape model
+        count = len(data[names[0]])
+        batches = [(count, {name: np.asarray(data[name]) for name in names})]
+    else:
+        available = min(len(data[name]) for name in names)
+        count = available if samples is None else min(samples, available)
+        if count < 1:
+            raise XbarcError(
+                "no calibration samples", hint="--samples and the data need at least 1"
+            )
+        batches = calibration_batches(program, data, count, batch_size)
     for graph_input in program.inputs:
         for _, batch in batches if graph_input.fixed_batch else ():
             check_batch(graph_input.name, batch[graph_input.name], graph_input.type)
@@ -171,6 +177,18 @@ def calibration_batches(
         )
         for start in range(0, count, batch_size)
     ]
+
+
+def one_fixed_run(program: Program, data: Mapping[str, np.ndarray]) -> bool:
+    """Whether every input of `program` has a fixed shape (the model fixes its batch) and
+    the data holds exactly that shape for each: one run, whose inputs may disagree on
+    their first axis (Silero VAD's sequence model: 77 chunks, and a state of batch 1)."""
+    return all(
+        graph_input.fixed_batch
+        and graph_input.type.is_static
+        and np.shape(data[graph_input.name]) == graph_input.type.static_shape()
+        for graph_input in program.inputs
+    )
 
 
 def default_batch_size(program: Program) -> int:

@@ -475,3 +475,18 @@ def test_a_tensor_name_no_zip_can_hold_is_refused_when_written(name, tmp_path) -
     with pytest.raises(XbarcError, match="cannot hold"):
         save_npz(tmp_path / "out.npz", {name: np.zeros(2, np.float32)})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["device", "pipe"])
+def test_a_model_that_is_a_device_or_pipe_is_refused(kind, tmp_path, capsys) -> None:
+    """`compile /dev/zero` read the device until memory ran out (a pipe waited forever):
+    the model must be a regular file."""
+    if kind == "device":
+        model = Path("/dev/zero")
+    else:
+        model = tmp_path / "m.onnx"
+        os.mkfifo(model)
+    assert main(["compile", str(model), "-o", str(tmp_path / "p.xbar")]) == 1
+    err = capsys.readouterr().err
+    assert f"{model} is a" in err and "not a model file" in err
+    assert not (tmp_path / "p.xbar").exists()

@@ -29,6 +29,7 @@ from onnx import (
 )
 
 from xbarc.diagnostics import XbarcError
+from xbarc.files import check_regular_file
 from xbarc.ir.graph import Graph, Node, node_from_proto, unique_name
 from xbarc.ir.tensors import element_type
 from xbarc.ir.tile import Program
@@ -57,6 +58,7 @@ def load_model(path: str | Path) -> ModelProto:
         raise XbarcError(
             "is a directory, not an ONNX file", where=where, hint="give the path of a .onnx file"
         )
+    check_regular_file(path, "model file")  # a device or a pipe would be read forever
     model = _read_model(path, where)
     _check_opsets(model, where)
     _load_external_data(model, path, where)

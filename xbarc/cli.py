@@ -299,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="V",
         help="draw where the blocks of virtual tile V (e.g. v3 or 3) sit on its cells",
     )
+    inspect_parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="draw the chip instead of printing the report: every physical tile in every "
+        "phase, coloured by the layer it holds and filled to its cell utilization (needs "
+        'matplotlib: pip install -e ".[plots]")',
+    )
+    inspect_parser.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="with --plot: draw this crossbar layer's blocks on the cells of its tiles "
+        "instead (NAME as inspect prints it)",
+    )
     inspect_parser.set_defaults(handler=run_inspect)
 
     run_parser = commands.add_parser(
@@ -373,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run each crossbar layer alone noisy (the rest quant) and tabulate the "
         "error it adds (one more pass over the data per layer and instance)",
+    )
+    eval_parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also draw the accuracy (with --labels) and top-1 agreement of each chip "
+        "instance, their mean and the float model's accuracy (one point per instance: use "
+        '--seeds N for a distribution; needs matplotlib: pip install -e ".[plots]")',
     )
     eval_parser.add_argument(
         "--ort-int8",
@@ -646,6 +668,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     )
     from xbarc.weight_report import format_weight_errors, weight_errors
 
+    if args.plot is not None or args.layer is not None:
+        return plot_inspect(args)
     program = load_program(args.program)
     if args.tile is not None:
         print(tile_map(program, vtile_number(args.tile)))
@@ -675,6 +699,55 @@ def run_inspect(args: argparse.Namespace) -> int:
     for line in mapping_warnings(result):
         print(line, file=sys.stderr)
     print_warnings(adc)
+    return 0
+
+
+def plot_inspect(args: argparse.Namespace) -> int:
+    """`inspect --plot PNG [--layer NAME]`: the chip picture, or one layer's blocks on its
+    tiles, written atomically; every check (options, matplotlib, the output path, the
+    layer's name) before anything is drawn or written."""
+    from xbarc.ir.io import load_program, sidecar_path
+    from xbarc.plots import (
+        check_plot_path,
+        chip_figure,
+        layer_arrays,
+        layer_figure,
+        require_matplotlib,
+        save_figure,
+    )
+
+    if args.plot is None:
+        raise XbarcError("--layer names the layer --plot draws", hint="add --plot layer.png")
+    other = [
+        flag
+        for flag, given in (
+            ("--json", args.json),
+            ("--tiles", args.tiles),
+            ("--tile", args.tile is not None),
+        )
+        if given
+    ]
+    if other:
+        raise XbarcError(
+            f"--plot draws a picture instead of the report: {other[0]} does not go with it",
+            hint=f"leave out {other[0]}",
+        )
+    require_matplotlib()
+    check_plot_path(
+        args.plot,
+        [(args.program, "program"), (sidecar_path(args.program), "program's tensor file")],
+    )
+    program = load_program(args.program)
+    name = args.program.name
+    if args.layer is not None:
+        layer_arrays(program, args.layer)  # an unknown name is an error
+        figure = layer_figure(program, args.layer, name)
+        what = f"layer {args.layer}"
+    else:
+        figure = chip_figure(program, name)
+        what = "the chip"
+    save_figure(figure, args.plot)
+    print(f"wrote {args.plot}: {what}")
     return 0
 
 
@@ -812,6 +885,8 @@ def run_eval(args: argparse.Namespace) -> int:
             "--calibration is the calibration data of --ort-int8", hint="add --ort-int8"
         )
 
+    if args.plot is not None:
+        check_eval_plot(args)
     with progress_bar("eval") as update:
         report = evaluate(
             args.program,
@@ -834,7 +909,38 @@ def run_eval(args: argparse.Namespace) -> int:
         print(format_eval(report))
     if report.adc is not None:
         print_warnings(report.adc)
+    if args.plot is not None:
+        plot_eval(args, report)
     return 0
+
+
+def check_eval_plot(args: argparse.Namespace) -> None:
+    """`eval --plot PNG`: matplotlib and the output path, checked before the eval runs."""
+    from xbarc.ir.io import sidecar_path
+    from xbarc.plots import check_plot_path, require_matplotlib
+
+    require_matplotlib()
+    check_plot_path(
+        args.plot,
+        [
+            (args.program, "program"),
+            (sidecar_path(args.program), "program's tensor file"),
+            (args.reference, "reference model"),
+            (args.data, "data file"),
+            (args.calibration, "calibration data"),
+        ],
+    )
+
+
+def plot_eval(args: argparse.Namespace, report) -> None:
+    """The accuracy and agreement of each chip instance of `report`, drawn to --plot."""
+    from xbarc.plots import accuracy_figure, save_figure
+
+    title = f"{args.program.name} in {report.noise}, {report.samples} samples"
+    figure = accuracy_figure(report.instances, report.reference_accuracy, title)
+    save_figure(figure, args.plot)
+    # stderr: a --json report on stdout stays one JSON document
+    print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
 
 
 @contextlib.contextmanager

@@ -266,7 +266,7 @@ def test_layer_picture_draws_the_blocks_where_the_program_puts_them(model_packed
                 drawn[int(gid.split(":")[1])] = (axes, patch)
     expected = [block for block in program.blocks if block.vtile in vtiles]
     assert sorted(drawn) == [block.index for block in expected]
-    colours_of_slice: dict[int, set] = defaultdict(set)
+    colours_of_bits: dict[tuple[int, int], set] = defaultdict(set)
     for block in expected:
         axes, patch = drawn[block.index]
         assert axes.get_title().startswith(f"v{block.vtile} ")
@@ -276,12 +276,15 @@ def test_layer_picture_draws_the_blocks_where_the_program_puts_them(model_packed
         grey = patch.get_facecolor()[:3] == pytest.approx((0x9A / 255,) * 3)
         assert grey == (block.array != array.name)
         if block.array == array.name:
-            colours_of_slice[block.slice].add(patch.get_facecolor())
-            negative = array.slices[block.slice].polarity == "-"
+            piece = array.slices[block.slice]
+            colours_of_bits[piece.shift, piece.bits].add(patch.get_facecolor())
+            negative = piece.polarity == "-"
             assert (patch.get_hatch() == "//") == negative
-    # one colour per bit slice, distinct across slices
-    assert all(len(colours) == 1 for colours in colours_of_slice.values())
-    assert len({next(iter(c)) for c in colours_of_slice.values()}) == len(colours_of_slice) > 1
+    # one colour per range of weight bits (both polarities), distinct across ranges
+    assert all(len(colours) == 1 for colours in colours_of_bits.values())
+    assert len({next(iter(c)) for c in colours_of_bits.values()}) == len(colours_of_bits) == 4
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[:4] == ["bits 0-1", "bits 2-3", "bits 4-5", "bit 6"]
 
 
 def test_unknown_layer_lists_names_and_writes_nothing(squeezed, tmp_path, capsys):

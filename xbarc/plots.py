@@ -417,7 +417,8 @@ def layer_arrays(program: Program, layer: str) -> tuple[str, ...]:
 def layer_figure(program: Program, layer: str, name: str) -> Figure:
     """Where the blocks of `layer`'s array sit on the cells of each virtual tile holding
     them: a rectangle per block at its row and column offsets (gid `block:INDEX`),
-    coloured by bit slice, hatched for negative cells, labelled with the slice (and the
+    coloured by the bits its slice holds, hatched for negative cells (the two polarities of
+    a differential pair share a colour), labelled with the slice (and the
     copy of a basis placed several times); other layers' blocks grey."""
     from matplotlib.patches import Patch, Rectangle
 
@@ -430,7 +431,7 @@ def layer_figure(program: Program, layer: str, name: str) -> Figure:
     vtiles = sorted({block.vtile for block in mine})
     drawn = vtiles[:MAX_LAYER_PANELS]
     placements = {tile.vtile: tile.placements for tile in tile_reports(program)}
-    slices = max(len(by_name[a].slices) for a in arrays)
+    bit_ranges = sorted({(piece.shift, piece.bits) for a in arrays for piece in by_name[a].slices})
     copy_of = copy_numbers(mine)
     per_row = min(len(drawn), 4)
     panel_rows = -(-len(drawn) // per_row)
@@ -438,7 +439,7 @@ def layer_figure(program: Program, layer: str, name: str) -> Figure:
     aspect = tile_type.rows / tile_type.cols
     panel = 3.2
     figure = new_figure(per_row * panel + 2.4, panel_rows * (panel * aspect + 0.6) + 1.0)
-    colour_map = figure_colormap("viridis", slices)
+    colour_map = figure_colormap("viridis", len(bit_ranges))
     for position, vtile in enumerate(drawn):
         axes = figure.add_subplot(panel_rows, per_row, position + 1)
         kind = program.hardware.tile_type(next(b for b in mine if b.vtile == vtile).tile_type)
@@ -455,7 +456,11 @@ def layer_figure(program: Program, layer: str, name: str) -> Figure:
                     (block.col_offset, block.row_offset),
                     len(block.cols),
                     len(block.rows),
-                    facecolor=colour_map(block.slice) if ours else OTHER_COLOUR,
+                    facecolor=(
+                        colour_map(bit_ranges.index((piece.shift, piece.bits)))
+                        if ours
+                        else OTHER_COLOUR
+                    ),
                     edgecolor="white",
                     linewidth=0.5,
                     hatch="//" if ours and piece.polarity == "-" else None,
@@ -481,7 +486,10 @@ def layer_figure(program: Program, layer: str, name: str) -> Figure:
         where = ", ".join(f"t{tile} in phase {phase}" for phase, tile in placements[vtile][:2])
         more = " ..." if len(placements[vtile]) > 2 else ""
         axes.set_title(f"v{vtile} ({where}{more})", fontsize=8)
-    handles = [Patch(facecolor=colour_map(s), label=f"slice {s}") for s in range(slices)]
+    handles = [
+        Patch(facecolor=colour_map(position), label=bits_label(shift, bits))
+        for position, (shift, bits) in enumerate(bit_ranges)
+    ]
     handles.append(
         Patch(facecolor="white", edgecolor=EDGE_COLOUR, hatch="//", label="negative cells")
     )
@@ -503,6 +511,13 @@ def layer_figure(program: Program, layer: str, name: str) -> Figure:
         fontsize=10,
     )
     return figure
+
+
+def bits_label(shift: int, bits: int) -> str:
+    """The weight bits a slice holds: "bits 0-1", "bit 6"."""
+    if bits == 1:
+        return f"bit {shift}"
+    return f"bits {shift}-{shift + bits - 1}"
 
 
 def copy_numbers(blocks) -> dict[int, int]:

@@ -296,6 +296,17 @@ def test_unknown_layer_lists_names_and_writes_nothing(squeezed, tmp_path, capsys
     assert not picture.exists()
 
 
+@pytest.mark.parametrize("layer", [None, "/0/Conv"])
+def test_a_program_not_placed_on_the_chip_is_refused(tmp_path, capsys, layer):
+    program = compile_digits(tmp_path, "lenet.onnx", "graph", "--emit", "graph")
+    picture = tmp_path / "chip.png"
+    extra = [] if layer is None else ["--layer", layer]
+    assert main(["inspect", str(program), "--plot", str(picture), *extra]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--emit graph" in error
+    assert not picture.exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

@@ -710,7 +710,6 @@ def plot_inspect(args: argparse.Namespace) -> int:
     from xbarc.plots import (
         check_plot_path,
         chip_figure,
-        layer_arrays,
         layer_figure,
         require_matplotlib,
         save_figure,
@@ -740,7 +739,6 @@ def plot_inspect(args: argparse.Namespace) -> int:
     program = load_program(args.program)
     name = args.program.name
     if args.layer is not None:
-        layer_arrays(program, args.layer)  # an unknown name is an error
         figure = layer_figure(program, args.layer, name)
         what = f"layer {args.layer}"
     else:

@@ -205,6 +205,7 @@ def chip_figure(program: Program, name: str) -> Figure:
     from xbarc.report import report, tile_reports
 
     require_matplotlib()
+    check_placed(program)
     result = report(program)
     slots = tile_slots(program, tile_reports(program))
     colours, others = layer_colours(program, result)
@@ -216,6 +217,15 @@ def chip_figure(program: Program, name: str) -> Figure:
     add_chip_legend(figure, colours, others, slots)
     figure.suptitle(chip_title(name, result), fontsize=11)
     return figure
+
+
+def check_placed(program: Program) -> None:
+    """A picture of the chip needs a program placed on it (phases writing tiles)."""
+    if not program.phases or not program.blocks:
+        raise XbarcError(
+            "the program is not placed on the chip yet: no tile holds any of its weights",
+            hint="draw a program compiled through the allocate pass (not --emit graph)",
+        )
 
 
 def chip_title(name: str, result: ProgramReport) -> str:
@@ -397,7 +407,8 @@ def add_chip_legend(
 
 def layer_arrays(program: Program, layer: str) -> tuple[str, ...]:
     """The arrays layer `layer` reads (its own weights, or the basis it is combined
-    from); an unknown name is an error listing a few known ones."""
+    from; none before quantization); an unknown name is an error listing a few known
+    ones."""
     reads = program.arrays_read_by()
     if layer not in reads:
         names = list(reads)
@@ -405,11 +416,6 @@ def layer_arrays(program: Program, layer: str) -> tuple[str, ...]:
         raise XbarcError(
             f"--layer {layer!r}: the program has no crossbar layer of that name",
             hint=f"its layers: {listed or 'none'} (as xbarc inspect prints them)",
-        )
-    if not reads[layer]:
-        raise XbarcError(
-            f"--layer {layer!r}: the layer has no blocks on the chip",
-            hint="compile the program through the tile pass first",
         )
     return reads[layer]
 
@@ -425,9 +431,15 @@ def layer_figure(program: Program, layer: str, name: str) -> Figure:
     from xbarc.report import tile_reports
 
     require_matplotlib()
+    check_placed(program)
     arrays = layer_arrays(program, layer)
     by_name = {array.name: array for array in program.arrays}
     mine = [block for block in program.blocks if block.array in arrays]
+    if not mine:
+        raise XbarcError(
+            f"--layer {layer!r}: none of the layer's weights are on the chip",
+            hint="draw a program compiled through the allocate pass (not --emit graph)",
+        )
     vtiles = sorted({block.vtile for block in mine})
     drawn = vtiles[:MAX_LAYER_PANELS]
     placements = {tile.vtile: tile.placements for tile in tile_reports(program)}

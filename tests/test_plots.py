@@ -287,6 +287,31 @@ def test_layer_picture_draws_the_blocks_where_the_program_puts_them(model_packed
     assert legend[:4] == ["bits 0-1", "bits 2-3", "bits 4-5", "bit 6"]
 
 
+def test_a_combined_layer_is_drawn_on_its_basis_copies(tmp_path):
+    """BasisN: a combined layer's weights are the basis's blocks, placed in copies."""
+    path = compile_digits(
+        tmp_path, "lenet.onnx", "basis", "--strategy", "basis", "--tiles", "16",
+        "--tile-size", "32x32", "--basis-copies", "2",
+    )  # fmt: skip
+    program = load_program(path)
+    (basis,) = [array for array in program.arrays if array.kind == "basis"]
+    assert basis.copies == 2
+    figure = plots.layer_figure(program, "/3/Conv", path.name)
+    assert f"combined from basis @{basis.name}" in figure.get_suptitle()
+    blocks = [block for block in program.blocks if block.array == basis.name]
+    drawn = sorted({block.vtile for block in blocks})[: plots.MAX_LAYER_PANELS]
+    gids = {p.get_gid() for axes in figure.axes for p in axes.patches if p.get_gid()}
+    assert gids == {f"block:{block.index}" for block in blocks if block.vtile in drawn}
+    labels = {text.get_text() for axes in figure.axes for text in axes.texts}
+    copies = {label.split()[-1] for label in labels}
+    assert copies == {"c0", "c1"}  # both copies of the basis, told apart
+    chip = plots.chip_figure(program, path.name)
+    legend = [text.get_text() for text in chip.legends[0].get_texts()]
+    assert legend[0] == f"basis @{basis.name}"
+    kept = [layer.name for layer in report(program).layers if not layer.combined]
+    assert legend[1:] == [*kept, "empty tile"]  # the combined layers have no cells
+
+
 def test_unknown_layer_lists_names_and_writes_nothing(squeezed, tmp_path, capsys):
     picture = tmp_path / "layer.png"
     assert main(["inspect", str(squeezed), "--plot", str(picture), "--layer", "conv9"]) == 1

@@ -177,7 +177,8 @@ def tile_slots(program: Program, tiles: Sequence[TileReport]) -> list[list[TileS
 
 
 def layer_colours(program: Program, result: ProgramReport) -> tuple[dict[str, str], int]:
-    """Layer label -> its colour: the `LEGEND_LAYERS` layers with the most cells in the
+    """Layer label -> its colour, for the layers with cells on the chip (not those
+    combined from a basis, whose basis is drawn): the `LEGEND_LAYERS` with the most cells in the
     palette's order (the `LEGEND_LAYERS - 1` largest and grey for the rest when there are
     more), and how many layers share the grey."""
     cells = {layer.name: layer.cells_used for layer in result.layers}
@@ -187,6 +188,7 @@ def layer_colours(program: Program, result: ProgramReport) -> tuple[dict[str, st
             cells[labels[array.name]] = sum(
                 block.cells for block in program.blocks if block.array == array.name
             )
+    cells = {label: count for label, count in cells.items() if count}  # on the chip only
     ranked = sorted(cells, key=lambda label: -cells[label])  # stable: ties in program order
     named = ranked if len(ranked) <= LEGEND_LAYERS else ranked[: LEGEND_LAYERS - 1]
     colours = {label: PALETTE[i] for i, label in enumerate(named)}

@@ -38,7 +38,11 @@ def xbarc(*args: str) -> float:
 
 def draw(folder: Path, work: Path) -> list[tuple[str, float, int]]:
     """Every picture: (file, seconds of the command that drew it, bytes)."""
-    squeezed, dense, resnet = work / "lenet_p90.xbar", work / "lenet.xbar", work / "resnet50.xbar"
+    squeezed, dense, resnet = (
+        work / "lenet_p90.xbar",
+        work / "lenet.xbar",
+        work / "light_resnet50.xbar",
+    )
     shape = ["--input-shape", "x=1x1x8x8"]
     xbarc("compile", str(DIGITS / "lenet_p90.onnx"), "--tiles", "12", "--tile-size", "32x32",
           *shape, "--mapping", "squeeze", "-o", str(squeezed))  # fmt: skip

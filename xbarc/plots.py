@@ -177,10 +177,11 @@ def tile_slots(program: Program, tiles: Sequence[TileReport]) -> list[list[TileS
 
 
 def layer_colours(program: Program, result: ProgramReport) -> tuple[dict[str, str], int]:
-    """Layer label -> its colour, for the layers with cells on the chip (not those
-    combined from a basis, whose basis is drawn): the `LEGEND_LAYERS` with the most cells in the
-    palette's order (the `LEGEND_LAYERS - 1` largest and grey for the rest when there are
-    more), and how many layers share the grey."""
+    """Layer label -> its colour, for the layers with cells on the chip (a layer combined
+    from a basis has none: its basis is drawn): up to `LEGEND_LAYERS` layers with the most
+    cells take the palette's colours in order; when there are more, the
+    `LEGEND_LAYERS - 1` largest do and the rest ("other") alternate between two greys in
+    program order. Also: how many layers are "other"."""
     cells = {layer.name: layer.cells_used for layer in result.layers}
     labels = array_labels(program)
     for array in program.arrays:
@@ -265,18 +266,12 @@ def draw_panels(slots: list[list[TileSlot]], colours: dict[str, str], tile_count
         axes = figure.add_subplot(panel_rows, per_row, position + 1)
         places = [(slot.tile % columns, rows - 1 - slot.tile // columns) for slot in row]
         draw_tiles(axes, row, places, PANEL_TILE, colours, edges=True)
-        for slot, (x, y) in zip(row, places, strict=True):
-            if numbered:
+        if numbered:
+            for slot, (x, y) in zip(row, places, strict=True):
                 used = f"\n{slot.utilization:.0%}" if slot.vtile is not None else ""
                 middle = PANEL_TILE / 2
-                axes.text(
-                    x + middle,
-                    y + middle,
-                    f"t{slot.tile}{used}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                )
+                axes.text(x + middle, y + middle, f"t{slot.tile}{used}", ha="center",
+                          va="center", fontsize=7)  # fmt: skip
         axes.set_xlim(-0.1, columns)
         axes.set_ylim(-0.1, rows)
         axes.set_aspect("equal")

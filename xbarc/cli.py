@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show how a program lands on the chip, per layer and in total",
         description="Per layer: matrix shape, weights, slices, blocks, tiles, cell "
         "utilization, phases, cell writes and array cycles; then the totals. With --tiles, "
-        "the same per virtual tile; with --tile V, a drawing of one tile's blocks.",
+        "the same per virtual tile; with --tile V, a drawing of one tile's blocks; with "
+        "--plot PNG, a picture of the chip (or with --layer NAME, of one layer's blocks).",
     )
     inspect_parser.add_argument("program", type=Path, help="a compiled program (.xbar)")
     inspect_parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +347,100 @@ def test_eval_shows_only_what_applies(digits, capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report["settings"]) >= {"p_sa0", "wire_resistance", "dac_bits"}  # everything
     assert set(report["seeds"]) == {"chip", "time", "read"}
+
+
+# --- output files get 0666 less the umask -------------------------------------------------
+
+
+def written_modes(folder: Path, digits: dict[str, Path]) -> dict[str, int]:
+    """The mode of every file each writer creates anew in `folder`."""
+    program = folder / "new.xbar"
+    assert main(["compile", str(DIGITS / "lenet.onnx"), *SHAPE, "-o", str(program)]) == 0
+    assert main(["opt", str(program), "-o", str(folder / "opt.xbar")]) == 0
+    calibrated = folder / "cal.xbar"
+    command = ["calibrate", str(program), "--data", str(digits["inputs"])]
+    assert main([*command, "-o", str(calibrated)]) == 0
+    outputs = folder / "y.npz"
+    assert main(["run", str(program), "--input", str(digits["inputs"]), "-o", str(outputs)]) == 0
+    files = [program, folder / "opt.xbar", calibrated]
+    files = [*files, *(Path(f"{path}.npz") for path in files), outputs]
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_every_writer_honours_the_umask(digits, tmp_path, capsys, umask, expected):
+    old = os.umask(umask)
+    try:
+        modes = written_modes(tmp_path, digits)
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    assert len(modes) == 7  # three programs, their sidecars, the run's outputs
+    assert modes == dict.fromkeys(modes, expected)
+
+
+# --- start-up: load only what is needed ---------------------------------------------------
+
+HEAVY = ("onnx", "onnxruntime", "numba", "ml_dtypes", "scipy", "tqdm", "matplotlib")
+LOADED = """
+import sys
+from xbarc.cli import main
+try:
+    sys.exit(main(sys.argv[1:]))
+finally:  # also when argparse exits after --help
+    heavy = sorted({name.split(".")[0] for name in sys.modules} & set(HEAVY))
+    print("LOADED", " ".join(heavy), file=sys.stderr)
+"""
+
+
+def loaded_modules(*arguments: str) -> list[str]:
+    """The heavy packages a fresh `xbarc ARGUMENTS` process imports (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{LOADED}", *arguments],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr.rsplit("LOADED", 1)[1].split()
+
+
+def test_inspect_and_compile_help_import_no_onnx_onnxruntime_or_numba(digits):
+    assert loaded_modules("inspect", str(digits["program"])) == []
+    assert loaded_modules("inspect", str(digits["program"]), "--json") == []
+    assert loaded_modules("inspect", str(digits["program"]), "--tiles") == []
+
+
+def test_help_imports_no_onnx_onnxruntime_or_numba():
+    for command in ("compile", "run", "eval", "inspect", "calibrate", "opt"):
+        assert loaded_modules(command, "--help") == [], command
+
+
+def test_onnx_type_codes_are_onnx_s():
+    """xbarc.ir.types writes the codes of onnx.proto as numbers (importing onnx is slow)."""
+    from onnx import TensorProto
+
+    from xbarc.ir.types import ONNX_DTYPES
+
+    names = {
+        "f32": "FLOAT",
+        "f16": "FLOAT16",
+        "f64": "DOUBLE",
+        "bf16": "BFLOAT16",
+        "i8": "INT8",
+        "i16": "INT16",
+        "i32": "INT32",
+        "i64": "INT64",
+        "u8": "UINT8",
+        "u16": "UINT16",
+        "u32": "UINT32",
+        "u64": "UINT64",
+        "bool": "BOOL",
+        "str": "STRING",
+        "c64": "COMPLEX64",
+        "c128": "COMPLEX128",
+    }
+    assert set(ONNX_DTYPES) == set(names)
+    for short, code in ONNX_DTYPES.items():
+        assert code == getattr(TensorProto, names[short]), short

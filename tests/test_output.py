@@ -56,8 +56,8 @@ def test_ideal_settings_are_one_phrase():
 def test_quant_settings_are_the_converters_and_no_seed():
     assert settings_lines(resolved("quant"), SEEDS, 0) == [
         "  weights, DAC and ADC quantized as compiled; deterministic",
-        '  converters: dac_bits=8 adc_bits=8 input_range="dynamic" adc_range="fixed"',
-        '    adc_placement="polarity"',
+        "  converters: dac_bits=8 adc_bits=8 input_range=dynamic adc_range=fixed "
+        "adc_placement=polarity",
     ]
 
 
@@ -65,9 +65,9 @@ def test_rram_settings_show_the_device_fields_that_are_on():
     lines = settings_lines(resolved("rram"), SEEDS, 7)
     assert lines[0] == "  quantized as compiled, plus device noise"
     assert lines[1].startswith("  converters: dac_bits=8")
-    assert lines[3:] == [
-        '  device: programming="rram" programming_scale=1.0 p_sa0=0.001 p_sa1=0.001 '
-        'read_noise="additive"',
+    assert lines[2:] == [
+        "  device: programming=rram programming_scale=1.0 p_sa0=0.001 p_sa1=0.001 "
+        "read_noise=additive",
         "    read_sigma=0.01 output_noise=0.04",
         "  seed 7 (chip 11, read 33)",  # no drift: nothing is drawn from the time seed
     ]
@@ -75,7 +75,7 @@ def test_rram_settings_show_the_device_fields_that_are_on():
 
 def test_pcm_settings_show_drift_and_every_seed():
     text = "\n".join(settings_lines(resolved("pcm"), SEEDS, 0))
-    assert 'drift="pcm" t_inference=3600.0 t0=20.0' in text
+    assert "drift=pcm t_inference=3600.0 t0=20.0" in text
     assert "drift_compensation=true" in text
     for absent in ("p_sa0", "g_max_spread", "wire_resistance", "drift_nu", "input_noise"):
         assert absent not in text
@@ -92,7 +92,7 @@ def test_device_fields_follow_what_the_models_read():
         wire_resistance=1.5,
     )
     text = " ".join(" ".join(settings_lines(settings, SEEDS, 0)).split())  # unwrapped
-    assert 'programming="relative"' in text and "programming_relative=0.05" in text
+    assert "programming=relative" in text and "programming_relative=0.05" in text
     assert "drift_nu=0.0 drift_nu_std=0.0" in text and "wire_resistance=1.5" in text
     assert text.endswith(" seed 0 (chip 11)")  # drift at t = 0 draws nothing
     only_faults = settings_lines(resolved("quant", p_sa1=0.01), SEEDS, 5)

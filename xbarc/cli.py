@@ -685,7 +685,7 @@ def compile_json(args, output: Path, elapsed: float, program, summary, plain_err
             "cycles": summary.cycles,
             "cycles_unpacked": summary.cycles_unpacked,
         }
-        if args.pipeline is None
+        if args.pipeline is None and program.arrays
         else None,
         "max_ones": None
         if plain_error is None

@@ -545,15 +545,13 @@ def settings_lines(settings: dict, seeds: dict, seed: int | None) -> list[str]:
     """The settings that apply to the profile, wrapped for a terminal: what the profile
     means, its converter fields when it quantizes, the device fields that are on, and
     the seeds only where something is drawn (`seed` the number they derive from)."""
-    from xbarc.runtime.noise import format_value
-
     lines = [f"  {profile_phrase(settings)}"]
     for label, group in (
         ("converters", converter_fields(settings)),
         ("device", device_fields(settings)),
     ):
         if group:
-            items = [f"{key}={format_value(value)}" for key, value in group.items()]
+            items = [f"{key}={setting_text(value)}" for key, value in group.items()]
             lines += wrapped(f"  {label}:", items)
     drawn = used_seeds(settings, seeds)
     if drawn:
@@ -561,6 +559,13 @@ def settings_lines(settings: dict, seeds: dict, seed: int | None) -> list[str]:
         number = "" if seed is None else f" {seed}"
         lines.append(f"  seed{number} ({derived})")
     return lines
+
+
+def setting_text(value) -> str:
+    """A field's value as `--set FIELD=VALUE` takes it: words bare, the rest as TOML."""
+    from xbarc.runtime.noise import format_value
+
+    return value if isinstance(value, str) else format_value(value)
 
 
 def wrapped(label: str, items: list[str], width: int = 96) -> list[str]:

@@ -6,14 +6,15 @@ compile --help`, each a fresh process, against `python -c pass` in the same run.
 compiles the digits LeNet (tests/fixtures/digits/lenet.onnx) once, then runs each
 command `--repeats` times as `python -m xbarc ...` with this tree's xbarc (and, with
 `--before`, with the xbarc of another source tree, e.g. `git archive main | tar -x -C
-/tmp/before`) and prints the median wall time of each and its ratio to `python -c pass`
-(which says how loaded the machine is). With `--record` it writes the table to
-benchmarks/RESULTS.md.
+/tmp/before`) and prints the median wall time of each, its ratio to `python -c pass`
+(which says how loaded the machine is) and the median CPU time. With `--record` it
+writes the table to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,15 +30,19 @@ from benchmarks.results import record  # noqa: E402
 MODEL = ROOT / "tests" / "fixtures" / "digits" / "lenet.onnx"
 
 
-def wall_time(command: list[str], tree: Path, repeats: int) -> float:
-    """The median wall time of `command` run `repeats` times in `tree` (its cwd, so that
-    `python -m xbarc` imports that tree's xbarc)."""
-    times = []
+def timed(command: list[str], tree: Path, repeats: int) -> tuple[float, float]:
+    """The median wall time and CPU time (user + system) of `command` run `repeats`
+    times in `tree` (its cwd, so that `python -m xbarc` imports that tree's xbarc). The
+    CPU time hardly depends on what else the machine runs; the wall time does."""
+    walls, cpus = [], []
     for _ in range(repeats):
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         subprocess.run(command, cwd=tree, check=True, capture_output=True)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - began)
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def compile_program(folder: Path) -> Path:
@@ -76,7 +81,7 @@ def main() -> None:
         program = compile_program(Path(folder))
         figures = {
             label: {
-                name: wall_time(command, tree, args.repeats)
+                name: timed(command, tree, args.repeats)
                 for name, command in commands(program).items()
             }
             for label, tree in trees.items()
@@ -84,19 +89,20 @@ def main() -> None:
     lines = [
         "## Start-up time (`benchmarks/startup.py`)",
         "",
-        f"Median wall time of {args.repeats} fresh processes each (seconds), and its ratio to "
-        "`python -c pass` measured in the same run (the interpreter's own start-up, which "
-        "shows how loaded the machine was). `inspect` loads the program (parsing its text "
-        "with lark) and prints the report; neither command imports onnx, onnxruntime or "
+        f"Median of {args.repeats} fresh processes each: wall time and CPU time (user + "
+        "system, which depends little on what else the machine runs) in seconds, and the "
+        "wall time's ratio to `python -c pass` measured in the same run (the interpreter's "
+        "own start-up). `inspect` loads the program (parsing its text with lark) and "
+        "prints the report; in this tree neither command imports onnx, onnxruntime or "
         "numba (`tests/test_output.py` checks it).",
         "",
-        "| tree | command | seconds | x `python -c pass` |",
-        "|---|---|---:|---:|",
+        "| tree | command | wall s | CPU s | wall / `python -c pass` |",
+        "|---|---|---:|---:|---:|",
     ]
     for label, times in figures.items():
-        baseline = times["python -c pass"]
-        for name, seconds in times.items():
-            lines.append(f"| {label} | `{name}` | {seconds:.3f} | {seconds / baseline:.1f} |")
+        baseline = times["python -c pass"][0]
+        for name, (wall, cpu) in times.items():
+            lines.append(f"| {label} | `{name}` | {wall:.3f} | {cpu:.3f} | {wall / baseline:.1f} |")
     print("\n".join(lines))
     if args.record:
         record("startup", "\n".join(lines))

@@ -469,5 +469,7 @@ def test_the_parser_tables_cached_between_processes_parse_the_same(digits, tmp_p
         assert stat.S_IMODE((tmp_path / "xbarc").stat().st_mode) & 0o022 == 0
         (tmp_path / "xbarc").chmod(0o777)  # others could plant a pickle: no cache
         assert parser._cache_file("grammar") is None
+        monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # never under the cwd
+        assert parser._cache_file("grammar") is None
     finally:
         parser._parser.cache_clear()

@@ -208,6 +208,8 @@ def _cache_file(grammar: str) -> str | None:
     damage. None (no cache) where the folder cannot be made, or where another user could
     write to it: the file is a pickle."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):  # no home folder ("~" left as is), or a relative setting
+        return None
     folder = os.path.join(base, "xbarc")
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)

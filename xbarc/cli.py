@@ -512,8 +512,11 @@ def run_compile(args: argparse.Namespace) -> int:
             from xbarc.report import format_mapping_comparison
 
             print(format_mapping_comparison(mappings))
-            if args.mapping != "dense" and args.group_cols is None:
-                print("column-group widths are chosen again for each row (--group-cols fixes them)")
+            if args.group_cols is None:
+                print(
+                    "the compacted rows' column-group widths are chosen per layer for each row, "
+                    "as compile chooses them (--group-cols fixes them for every row)"
+                )
         if strategies is not None:
             from xbarc.compiler import format_strategies
 

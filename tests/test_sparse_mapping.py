@@ -109,15 +109,28 @@ def test_compare_mappings(tmp_path, capsys):
     out = str(tmp_path / "lenet.xbar")
     assert main([*arguments, "--group-cols", "8", "--compare-mappings", "-o", out]) == 0
     lines = capsys.readouterr().out.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("mapping "))
-    table = {line.split()[0]: line.split() for line in lines[header + 1 :]}
-    assert list(table) == ["dense", "sparse", "bit-sliced", "squeezed"]
-    crossbars = {name: int(row[4]) for name, row in table.items()}
-    assert [row[2] for row in table.values()] == ["off", "layer", "off", "layer"]  # packing
-    assert crossbars["squeezed"] < crossbars["bit-sliced"]
-    assert crossbars["sparse"] <= crossbars["dense"] / 2
+    header = next(i for i, line in enumerate(lines) if line.startswith("differs from "))
+    table = {line[:25].strip(): line[25:].split() for line in lines[header + 1 :]}
+    assert list(table) == [
+        "(written)",
+        "sparse mapping",
+        "squeezed",
+        "1-bit cells",
+        "packed per layer",
+    ]
+    # mapping, cell bits, packing: each row differs from the written one in what it names
+    assert [row[:3] for row in table.values()] == [
+        ["dense", "2", "off"],
+        ["sparse", "2", "off"],
+        ["squeeze", "2", "off"],
+        ["dense", "1", "off"],
+        ["dense", "2", "layer"],
+    ]
+    crossbars = {name: int(row[5]) for name, row in table.items()}
+    assert crossbars["squeezed"] < crossbars["sparse mapping"]
+    assert crossbars["1-bit cells"] > crossbars["(written)"] > crossbars["packed per layer"]
     dense = compile_digits("lenet_p90", 32, "dense")
-    assert crossbars["dense"] == tiles_of(dense)
+    assert crossbars["(written)"] == tiles_of(dense)
     status = main([*arguments, "--compare-mappings", "--pipeline", "quantize,tile,allocate"])
     assert status == 1 and "builds its own pipelines" in capsys.readouterr().err
 

@@ -23,6 +23,7 @@ from xbarc.diagnostics import XbarcError
 
 if TYPE_CHECKING:
     from xbarc.adc_report import AdcUse
+    from xbarc.compiler import CompileOptions
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -207,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument(
         "--compare-mappings",
         action="store_true",
-        help="also print the crossbars, cells, cycles, ADC conversions, index entries and "
-        "energy of the dense, sparse, bit-sliced (1-bit cells) and squeezed mappings side "
-        "by side",
+        help="also print the written program's crossbars, cells, cycles, ADC conversions, "
+        "index entries and energy beside programs that differ from it in one thing each: "
+        "the other mappings, 1-bit cells (2-bit if it has 1-bit cells), no packing (or "
+        "packing per layer)",
     )
     compile_parser.add_argument(
         "--compare-strategies",
@@ -242,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument(
         "-o", "--output", type=Path, help="output program (default: ./MODEL.xbar)"
+    )
+    compile_parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report (what was written, totals, weight error, column groups, "
+        "packing, the comparisons asked for) as one JSON document; warnings stay on stderr",
     )
     compile_parser.set_defaults(handler=run_compile)
 
@@ -326,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", type=Path, required=True, help=".npz with one array per program input"
     )
     run_parser.add_argument("-o", "--output", type=Path, help="write the outputs to this .npz")
+    run_parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON document (warnings stay on stderr)",
+    )
     add_noise_options(run_parser)
     run_parser.set_defaults(handler=run_run)
 
@@ -444,9 +457,10 @@ def run_compile(args: argparse.Namespace) -> int:
     from xbarc.compiler import CompileOptions, compile_onnx
     from xbarc.ir.io import save_program
     from xbarc.ir.printer import print_program
-    from xbarc.report import mapping_line, mapping_warnings, report
+    from xbarc.report import mapping_warnings, report
 
     started = time.perf_counter()
+    check_compile_flags(args)
     rows, cols = parse_tile_size(args.tile_size)
     check_chip_size(args, rows)
     clip, clip_layers = parse_clips(args.clip)
@@ -494,6 +508,121 @@ def run_compile(args: argparse.Namespace) -> int:
     save_program(output, program)
     elapsed = time.perf_counter() - started
     summary = report(program)
+    plain_error = None  # --max-ones: the weight error without it
+    if args.max_ones is not None and program.arrays:
+        from dataclasses import replace
+
+        from xbarc.passes.quantize import weight_error
+
+        plain = compile_onnx(args.model, replace(options, max_ones=None, mapping="dense"))
+        plain_error = (weight_error(program), weight_error(plain))
+    mappings = None
+    if args.compare_mappings:
+        mappings = compare_mappings(args.model, options, program, summary)
+    strategies = None
+    if args.compare_strategies:
+        from xbarc.compiler import compare_strategies
+
+        strategies = compare_strategies(args.model, options, program)
+    if args.json:
+        document = compile_json(args, output, elapsed, program, summary, plain_error)
+        document["compare_mappings"] = mappings
+        document["compare_strategies"] = strategies
+        print(json.dumps(finite_json(document), indent=2))
+    else:
+        print_compile(args, output, elapsed, program, summary, plain_error)
+        if mappings is not None:
+            from xbarc.report import format_mapping_comparison
+
+            print(format_mapping_comparison(mappings))
+            if args.group_cols is None:
+                print(
+                    "the compacted rows' column-group widths are chosen per layer for each row, "
+                    "as compile chooses them (--group-cols fixes them for every row)"
+                )
+        if strategies is not None:
+            from xbarc.compiler import format_strategies
+
+            print(format_strategies(strategies, args.tiles))
+    for line in mapping_warnings(summary):
+        print(line, file=sys.stderr)
+    return 0
+
+
+MAPPING_NAMES = {"dense": "dense blocks", "sparse": "sparse mapping", "squeeze": "squeezed"}
+
+
+def mapping_variants(options: CompileOptions) -> list[tuple[str, CompileOptions]]:
+    """(how it differs, its options) for each program `--compare-mappings` sets beside
+    the written one: each other mapping, the other cell width (1-bit cells, or 2-bit for
+    a program of 1-bit cells) and the other packing (none, or per layer for an unpacked
+    program). Each differs from `options` in what it names only: the packing is given
+    explicitly, since its default depends on the mapping."""
+    from dataclasses import replace
+
+    from xbarc.passes.tile import default_packing
+
+    packing = options.pack or default_packing(options.mapping)
+    written = replace(options, pack=packing)
+    variants = [
+        (MAPPING_NAMES[mapping], replace(written, mapping=mapping))
+        for mapping in MAPPING_NAMES
+        if mapping != options.mapping
+    ]
+    cell_bits = 2 if options.cell_bits == 1 else 1
+    variants.append((f"{cell_bits}-bit cells", replace(written, cell_bits=cell_bits)))
+    if packing == "off":
+        variants.append(("packed per layer", replace(written, pack="layer")))
+    else:
+        variants.append(("no packing", replace(written, pack="off")))
+    return variants
+
+
+def compare_mappings(model: Path, options: CompileOptions, program, summary) -> list[dict]:
+    """`--compare-mappings`: the written program (`program`, `summary` its report) as the
+    first row, then each of `mapping_variants` compiled (or the error that stopped it)."""
+    from xbarc.compiler import compile_onnx
+    from xbarc.passes.tile import default_packing
+    from xbarc.report import comparison_row, report
+
+    if options.pipeline is not None:
+        raise XbarcError("--compare-mappings builds its own pipelines", hint="drop --pipeline")
+    packing = options.pack or default_packing(options.mapping)
+    rows = [comparison_row("", options.mapping, packing, program, summary)]
+    for differs, variant in mapping_variants(options):
+        try:
+            compiled = compile_onnx(model, variant)
+        except XbarcError as error:
+            rows.append({"differs": differs, "error": error.message})
+            continue
+        rows.append(
+            comparison_row(
+                differs,
+                variant.mapping,
+                variant.pack or default_packing(variant.mapping),
+                compiled,
+                report(compiled),
+            )
+        )
+    return rows
+
+
+def check_compile_flags(args: argparse.Namespace) -> None:
+    """Options that cannot go together, refused before anything is compiled or written."""
+    if args.compare_mappings and args.pipeline is not None:
+        raise XbarcError("--compare-mappings builds its own pipelines", hint="drop --pipeline")
+    if args.json and args.print_ir_after_all:
+        raise XbarcError(
+            "--print-ir-after-all prints the program between passes, which is not JSON",
+            hint="drop --json or --print-ir-after-all",
+        )
+
+
+def print_compile(args, output: Path, elapsed: float, program, summary, plain_error) -> None:
+    """The text report of `compile`: what was written, the mapping, the weight error, the
+    column groups and packing chosen."""
+    from xbarc.report import mapping_line
+
     print(
         f"wrote {output} (+ {output.name}.npz) in {elapsed:.2f} s: "
         f"{len(summary.layers)} crossbar layers, {summary.weights} weights, "
@@ -503,8 +632,6 @@ def run_compile(args: argparse.Namespace) -> int:
         + ("on every inference" if summary.writes_per_pass else "once, at deployment")
     )
     print(mapping_line(summary))
-    for line in mapping_warnings(summary):
-        print(line, file=sys.stderr)
     fixed = [graph_input for graph_input in program.inputs if graph_input.fixed_batch]
     if fixed:
         print(
@@ -520,26 +647,81 @@ def run_compile(args: argparse.Namespace) -> int:
         print(describe_group_cols(program, chosen=args.group_cols is None))
     if args.pack == "auto" and args.pipeline is None and program.arrays:
         print(describe_packing(summary))
-    if args.max_ones is not None and program.arrays:
-        from dataclasses import replace
-
-        from xbarc.passes.quantize import weight_error
-
-        plain = compile_onnx(args.model, replace(options, max_ones=None, mapping="dense"))
+    if plain_error is not None:
         print(
             f"at most {args.max_ones} one bits per weight: weight RMS error "
-            f"{weight_error(program):.2%} of the weights' RMS ({weight_error(plain):.2%} "
-            "without)"
+            f"{plain_error[0]:.2%} of the weights' RMS ({plain_error[1]:.2%} without)"
         )
-    if args.compare_mappings:
-        from xbarc.compiler import compare_mappings, format_comparison
 
-        print(format_comparison(compare_mappings(args.model, options)))
-    if args.compare_strategies:
-        from xbarc.compiler import compare_strategies, format_strategies
 
-        print(format_strategies(compare_strategies(args.model, options, program), args.tiles))
-    return 0
+def compile_json(args, output: Path, elapsed: float, program, summary, plain_error) -> dict:
+    """`compile --json`: the files written, the program's totals, the weight error, the
+    column groups and packing chosen (the comparisons are added by the caller)."""
+    from collections import Counter
+    from statistics import median
+
+    from xbarc.passes.tile import default_packing
+    from xbarc.report import mapping_warnings
+    from xbarc.weight_report import finite, weight_errors, worst
+
+    errors = weight_errors(program)
+    sqnr = sorted(error.sqnr_db for error in errors)
+    compacted = args.mapping != "dense" and args.pipeline is None and bool(program.arrays)
+    widths = Counter(array.group_cols for array in program.arrays if array.group_cols)
+    packed = sum(1 for layer in summary.layers if layer.blocks > layer.vtiles)
+    fixed = [graph_input for graph_input in program.inputs if graph_input.fixed_batch]
+    return {
+        "model": str(args.model),
+        "written": {"program": str(output), "tensors": f"{output}.npz"},
+        "compile_seconds": elapsed,
+        "emit": args.emit,
+        "totals": {
+            "crossbar_layers": len(summary.layers),
+            "weights": summary.weights,
+            "blocks": summary.blocks,
+            "vtiles": summary.vtiles,
+            "tiles": summary.tiles,
+            "tile_budget": summary.tile_budget,
+            "phases": summary.phases,
+            "cell_writes": summary.cell_writes,
+            "writes_per_pass": summary.writes_per_pass,
+            "cycles": summary.cycles,
+            "crossbar_macs": summary.crossbar_macs,
+            "digital_macs": summary.digital_macs,
+            "mapped_share": summary.mapped_share,
+        },
+        "fixed_batch": fixed[0].type.static_shape()[0] if fixed else None,
+        "weight_error": {
+            "layers": len(errors),
+            "sqnr_median_db": finite(median(sqnr)) if sqnr else None,
+            "worst": [error.to_json() for error in worst(errors)],
+            "per_layer": [error.to_json() for error in errors],
+        },
+        "group_cols": {
+            "widths": {str(width): count for width, count in sorted(widths.items())},
+            "per_layer": {array.layer or array.name: array.group_cols for array in program.arrays},
+            "chosen": args.group_cols is None,
+        }
+        if compacted
+        else None,
+        "packing": {
+            "mode": args.pack or default_packing(args.mapping),
+            "packed_layers": packed,
+            "layers": len(summary.layers),
+            "cycles": summary.cycles,
+            "cycles_unpacked": summary.cycles_unpacked,
+        }
+        if args.pipeline is None and program.arrays
+        else None,
+        "max_ones": None
+        if plain_error is None
+        else {
+            "max_ones": args.max_ones,
+            "weight_rms_error": plain_error[0],
+            "weight_rms_error_without": plain_error[1],
+        },
+        "warnings": mapping_warnings(summary),
+    }
 
 
 def describe_group_cols(program, chosen: bool) -> str:
@@ -805,22 +987,121 @@ def run_run(args: argparse.Namespace) -> int:
     feeds = load_data(args.input)
     outputs = session.get_outputs()
     spread = observe_reads(session)
-    results = session.run(None, feeds)
-    print(f"noise profile {session.settings.profile}")
-    for line in settings_lines(asdict(session.settings), asdict(session.seeds)):
-        print(line)
-    for arg, value in zip(outputs, results, strict=True):
-        print(f"{arg.name}: {value.dtype}{list(value.shape)} {summarize(value)}")
+    results = [np.asarray(value) for value in session.run(None, feeds)]
+    samples = len(next(iter(feeds.values()))) if feeds else 0
+    adc = None
     if spread is not None:
-        samples = len(next(iter(feeds.values()))) if feeds else 0
         adc = measured_adc(spread, session.settings, session.program, samples, args.program)
-        print(format_adc(adc))
-        print_warnings(adc)
     if args.output is not None:
-        arrays = {arg.name: np.asarray(v) for arg, v in zip(outputs, results, strict=True)}
-        save_npz(args.output, arrays)
-        print(f"wrote {args.output}")
+        save_npz(args.output, {arg.name: v for arg, v in zip(outputs, results, strict=True)})
+    settings, seeds = asdict(session.settings), asdict(session.seeds)
+    named = [(arg.name, value) for arg, value in zip(outputs, results, strict=True)]
+    if args.json:
+        document = run_json(args, settings, seeds, samples, named, adc)
+        print(json.dumps(finite_json(document), indent=2))
+    else:
+        print(f"noise profile {session.settings.profile}")
+        for line in settings_lines(settings, seeds, args.seed):
+            print(line)
+        for name, value in named:
+            print(f"{name}: {value.dtype}{list(value.shape)} {summarize(value)}".rstrip())
+            if is_classifier(value):
+                for line in format_top_k(value):
+                    print(line)
+        if adc is not None:
+            print(format_adc(adc))
+        if args.output is not None:
+            print(f"wrote {args.output}")
+    if adc is not None:
+        print_warnings(adc)
     return 0
+
+
+def run_json(
+    args: argparse.Namespace,
+    settings: dict,
+    seeds: dict,
+    samples: int,
+    named: list,
+    adc: AdcUse | None,
+) -> dict:
+    """`run --json`: the profile, every effective setting and those that apply, the seeds
+    something is drawn from, per output its figures (and top-k), the ADC report when
+    measured, and the file written."""
+    from xbarc.evaluate import converter_fields, device_fields, profile_phrase, used_seeds
+
+    drawn = used_seeds(settings, seeds)
+    return {
+        "program": str(args.program),
+        "profile": settings["profile"],
+        "profile_means": profile_phrase(settings),
+        "settings": settings,
+        "applies": {"converters": converter_fields(settings), "device": device_fields(settings)},
+        "seed": args.seed if drawn else None,
+        "seeds": drawn,
+        "samples": samples,
+        "outputs": [output_json(name, value) for name, value in named],
+        "adc": None if adc is None else adc.to_json(),
+        "output_file": None if args.output is None else str(args.output),
+    }
+
+
+def output_json(name: str, value) -> dict:
+    """One output's name, dtype, shape, min, max and mean (null where they do not apply),
+    and its top-k per sample if it is classifier-shaped (else null)."""
+    numeric = value.size > 0 and value.dtype.kind in "biuf"
+    return {
+        "name": name,
+        "dtype": str(value.dtype),
+        "shape": list(value.shape),
+        "min": float(value.min()) if numeric else None,
+        "max": float(value.max()) if numeric else None,
+        "mean": float(value.mean()) if numeric else None,
+        "top_k": top_k(value) if is_classifier(value) else None,
+    }
+
+
+TOP_K = 5  # classes shown per sample
+TOP_K_SAMPLES = 5  # samples shown in the text report (the JSON has all)
+
+
+def is_classifier(value) -> bool:
+    """A float output of shape [N, C] or [N, C, 1, 1], N >= 1 and C >= 2: class scores."""
+    if value.dtype.kind != "f" or value.ndim not in (2, 4) or value.shape[0] < 1:
+        return False
+    if value.ndim == 4 and value.shape[2:] != (1, 1):
+        return False
+    return value.shape[1] >= 2
+
+
+def top_k(value, k: int = TOP_K) -> dict:
+    """The k (or C if fewer) largest classes of each sample, the largest first (ties: the
+    lower index first), with their values."""
+    import numpy as np
+
+    scores = value.reshape(value.shape[0], value.shape[1])
+    count = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+    return {
+        "k": count,
+        "classes": scores.shape[1],
+        "samples": [
+            {"classes": row.tolist(), "values": scores[i, row].tolist()}
+            for i, row in enumerate(order)
+        ],
+    }
+
+
+def format_top_k(value, shown: int = TOP_K_SAMPLES) -> list[str]:
+    """The text lines of `top_k`: per sample `class (value)`, the first `shown` samples."""
+    found = top_k(value)
+    total = len(found["samples"])
+    which = f"the first {shown} of {total} samples" if total > shown else "per sample"
+    lines = [f"  top {found['k']} of {found['classes']} classes, {which} (class (value)):"]
+    for number, row in enumerate(found["samples"][:shown]):
+        pairs = zip(row["classes"], row["values"], strict=True)
+        lines.append(f"    sample {number}: " + ", ".join(f"{c} ({v:.4g})" for c, v in pairs))
+    return lines
 
 
 def check_run_output(args: argparse.Namespace) -> None:

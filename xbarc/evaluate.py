@@ -481,19 +481,107 @@ def mean_of(values: list) -> float | None:
     return float(np.mean(numbers)) if numbers else None
 
 
-def settings_lines(settings: dict, seeds: dict) -> list[str]:
-    """The effective noise settings and seeds, wrapped for a terminal."""
+CONVERTER_FIELDS = ("dac_bits", "adc_bits", "input_range", "adc_range", "adc_placement")
+
+
+def profile_phrase(settings: dict) -> str:
+    """What a profile simulates, in one phrase (from its fields, so that a user's file
+    is described as well as the shipped ones)."""
+    if not settings["quantized"]:
+        return "the float model through the tiles: no converters, no device noise"
+    if device_fields(settings):
+        return "quantized as compiled, plus device noise"
+    return "weights, DAC and ADC quantized as compiled; deterministic"
+
+
+def device_fields(settings: dict) -> dict:
+    """The device and read-noise fields that are on, with those that only refine them
+    (a model's scale, drift's time and compensation): what noise.py and devices.py
+    read. A profile without quantization has no device noise (the executor refuses it)."""
+    if not settings["quantized"]:
+        return {}
+    on: list[str] = []
+    if settings["programming"] != "none":
+        on += ["programming", "programming_scale"]
+        if settings["programming"] == "relative":
+            on.append("programming_relative")
+    on += [key for key in ("p_sa0", "p_sa1", "g_max_spread") if settings[key] > 0]
+    if settings["drift"] != "none":
+        on += ["drift", "t_inference", "t0", "drift_compensation"]
+        if settings["drift"] == "constant":
+            on += ["drift_nu", "drift_nu_std"]
+    on += [key for key in ("wire_resistance", "input_noise") if settings[key] > 0]
+    if settings["read_noise"] != "none":
+        on += ["read_noise", "read_sigma"]
+    if settings["output_noise"] > 0:
+        on.append("output_noise")
+    return {key: settings[key] for key in on}
+
+
+def converter_fields(settings: dict) -> dict:
+    """The converter fields of a quantized profile (none without quantization)."""
+    return {key: settings[key] for key in CONVERTER_FIELDS} if settings["quantized"] else {}
+
+
+def used_seeds(settings: dict, seeds: dict) -> dict:
+    """The derived seeds something is drawn from: chip (programming noise, stuck cells,
+    g_max spread), time (drift, after some time), read (input, read and output noise)."""
+    if not settings["quantized"]:
+        return {}
+    used = {
+        "chip": settings["programming"] != "none"
+        or settings["p_sa0"] > 0
+        or settings["p_sa1"] > 0
+        or settings["g_max_spread"] > 0,
+        "time": settings["drift"] != "none" and settings["t_inference"] > 0,
+        "read": settings["input_noise"] > 0
+        or settings["read_noise"] != "none"
+        or settings["output_noise"] > 0,
+    }
+    return {key: value for key, value in seeds.items() if used.get(key)}
+
+
+def settings_lines(settings: dict, seeds: dict, seed: int | None) -> list[str]:
+    """The settings that apply to the profile, wrapped for a terminal: what the profile
+    means, its converter fields when it quantizes, the device fields that are on, and
+    the seeds only where something is drawn (`seed` the number they derive from)."""
+    lines = [f"  {profile_phrase(settings)}"]
+    for label, group in (
+        ("converters", converter_fields(settings)),
+        ("device", device_fields(settings)),
+    ):
+        if group:
+            items = [f"{key}={setting_text(value)}" for key, value in group.items()]
+            lines += wrapped(f"  {label}:", items)
+    drawn = used_seeds(settings, seeds)
+    if drawn:
+        derived = ", ".join(f"{key} {value}" for key, value in drawn.items())
+        number = "" if seed is None else f" {seed}"
+        lines.append(f"  seed{number} ({derived})")
+    return lines
+
+
+def setting_text(value) -> str:
+    """A field's value as `--set FIELD=VALUE` takes it: words bare, the rest as TOML."""
     from xbarc.runtime.noise import format_value
 
-    items = [f"{key}={format_value(value)}" for key, value in settings.items() if key != "profile"]
-    items += [f"{key}_seed={value}" for key, value in seeds.items()]
-    lines, line = [], "  settings:"
+    return value if isinstance(value, str) else format_value(value)
+
+
+def wrapped(label: str, items: list[str], width: int = 96) -> list[str]:
+    """`label` and `items`, space-separated, in lines of at most `width` characters."""
+    lines, line = [], label
     for item in items:
-        if len(line) + len(item) + 1 > 96:
+        if len(line) + len(item) + 1 > width:
             lines.append(line)
             line = "   "
         line += " " + item
     return [*lines, line]
+
+
+def first_seed(report: EvalReport) -> int | None:
+    """The seed the first chip instance's seeds derive from."""
+    return report.instances[0]["seed"] if report.instances else None
 
 
 def format_eval(report: EvalReport) -> str:
@@ -501,7 +589,7 @@ def format_eval(report: EvalReport) -> str:
     lines = [
         f"{report.program} against {report.reference}: {report.samples} samples in batches "
         f"of {report.batch_size}, noise profile {report.noise}",
-        *settings_lines(report.settings, report.seeds),
+        *settings_lines(report.settings, report.seeds, first_seed(report)),
         f"{'output':<32} {'max abs error':>14} {'relative':>10} {'SNR dB':>8} {'top-1 agree':>12}",
     ]
     for row in report.outputs:

@@ -553,6 +553,79 @@ DIGITAL_SHARE_WARNING = 0.10
 LISTED_OPS = 10  # ops named in a warning, the largest first
 
 
+# --- compare-mappings: the written program and programs that differ from it in one thing
+
+COMPARED_FIGURES = (
+    "blocks",
+    "vtiles",
+    "cells_used",
+    "utilization",
+    "phases",
+    "cell_writes",
+    "cycles",
+    "conversions",
+    "index_entries",
+    "energy_uj",
+)
+
+
+def comparison_row(
+    differs: str, mapping: str, packing: str, program: Program, result: ProgramReport
+) -> dict:
+    """One row of `compile --compare-mappings`: how the program differs from the written
+    one ("" for the written one itself), its mapping, cell bits and packing, its column
+    groups, and the figures `inspect` reports for it (`result` is `report(program)`)."""
+    return {
+        "differs": differs,
+        "mapping": mapping,
+        "cell_bits": cell_bits_of(program),
+        "packing": packing,
+        "group_cols": group_cols_of(program),
+        **{key: getattr(result, key) for key in COMPARED_FIGURES},
+    }
+
+
+def cell_bits_of(program: Program) -> int | None:
+    """The widest slice of the program's weight arrays (None: no arrays)."""
+    return max((s.bits for array in program.arrays for s in array.slices), default=None)
+
+
+def group_cols_of(program: Program) -> str:
+    """The column-group widths of the program's arrays: "8", "4-16", or "-" (dense)."""
+    widths = sorted({array.group_cols for array in program.arrays if array.group_cols})
+    if not widths:
+        return "-"
+    return str(widths[0]) if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
+
+
+def format_mapping_comparison(rows: list[dict]) -> str:
+    """The rows side by side, the written program first; an alternative that could not be
+    compiled shows its error."""
+    written = rows[0]["vtiles"]
+    lines = [
+        "the written program and programs that differ from it in one thing:",
+        f"{'differs from the written':<25} {'mapping':>8} {'cell bits':>9} {'packing':>8} "
+        f"{'group cols':>10} {'blocks':>7} {'crossbars':>9} {'vs written':>10} "
+        f"{'cells used':>10} {'utilization':>11} {'phases':>6} {'cycles/inf':>10} "
+        f"{'ADC conv/inf':>12} {'index entries':>13} {'energy uJ/inf':>13}",
+    ]
+    for row in rows:
+        label = row["differs"] or "(written)"
+        if "error" in row:
+            lines.append(f"{label:<25} cannot compile: {row['error']}")
+            continue
+        versus = f"{row['vtiles'] / written:.2f}x" if written else "-"
+        bits = "-" if row["cell_bits"] is None else str(row["cell_bits"])
+        lines.append(
+            f"{label:<25} {row['mapping']:>8} {bits:>9} {row['packing']:>8} "
+            f"{row['group_cols']:>10} {row['blocks']:>7} {row['vtiles']:>9} {versus:>10} "
+            f"{row['cells_used']:>10} {row['utilization']:>11.1%} {row['phases']:>6} "
+            f"{row['cycles']:>10} {row['conversions']:>12} {row['index_entries']:>13} "
+            f"{row['energy_uj']:>13.3f}"
+        )
+    return "\n".join(lines)
+
+
 def mapping_line(result: ProgramReport) -> str:
     """One line: the crossbar layers, their MACs and their share of the work."""
     unknown = sum(1 for work in result.digital_work if work.macs is None)

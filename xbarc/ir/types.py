@@ -2,6 +2,10 @@
 
 Element types use short names (`f32`, `i64`, ...) in text; each maps to an ONNX
 `TensorProto` data type and, where numpy has one, a numpy dtype.
+
+The ONNX codes are fixed numbers of onnx.proto (`TensorProto.DataType`), written here
+rather than read from `onnx`, whose import (ml_dtypes) costs half a second that loading
+and inspecting a program does not need; a test checks them against onnx.
 """
 
 from __future__ import annotations
@@ -9,26 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto
 
-# short name -> ONNX data type
+# short name -> ONNX data type (TensorProto.FLOAT, FLOAT16, ...)
 ONNX_DTYPES: dict[str, int] = {
-    "f32": TensorProto.FLOAT,
-    "f16": TensorProto.FLOAT16,
-    "f64": TensorProto.DOUBLE,
-    "bf16": TensorProto.BFLOAT16,
-    "i8": TensorProto.INT8,
-    "i16": TensorProto.INT16,
-    "i32": TensorProto.INT32,
-    "i64": TensorProto.INT64,
-    "u8": TensorProto.UINT8,
-    "u16": TensorProto.UINT16,
-    "u32": TensorProto.UINT32,
-    "u64": TensorProto.UINT64,
-    "bool": TensorProto.BOOL,
-    "str": TensorProto.STRING,
-    "c64": TensorProto.COMPLEX64,
-    "c128": TensorProto.COMPLEX128,
+    "f32": 1,  # FLOAT
+    "f16": 10,  # FLOAT16
+    "f64": 11,  # DOUBLE
+    "bf16": 16,  # BFLOAT16
+    "i8": 3,  # INT8
+    "i16": 5,  # INT16
+    "i32": 6,  # INT32
+    "i64": 7,  # INT64
+    "u8": 2,  # UINT8
+    "u16": 4,  # UINT16
+    "u32": 12,  # UINT32
+    "u64": 13,  # UINT64
+    "bool": 9,  # BOOL
+    "str": 8,  # STRING
+    "c64": 14,  # COMPLEX64
+    "c128": 15,  # COMPLEX128
 }
 DTYPE_OF_ONNX: dict[int, str] = {code: name for name, code in ONNX_DTYPES.items()}
 

@@ -444,32 +444,3 @@ def test_onnx_type_codes_are_onnx_s():
     assert set(ONNX_DTYPES) == set(names)
     for short, code in ONNX_DTYPES.items():
         assert code == getattr(TensorProto, names[short]), short
-
-
-def test_the_parser_tables_cached_between_processes_parse_the_same(digits, tmp_path, monkeypatch):
-    from xbarc.ir import parser
-    from xbarc.ir.printer import print_program
-
-    text = digits["program"].read_text()
-    fresh = parser.parse_program(text, "lenet.xbar").program
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    try:
-        for damage in (None, None, b"", b"0" * 64 + b"\nnot a pickle", None):
-            parser._parser.cache_clear()
-            (cached,) = list((tmp_path / "xbarc").glob("xbar-parser-*.lark")) or [None]
-            if damage is not None and cached is not None:
-                cached.write_bytes(damage)  # lark rebuilds the tables and rewrites the file
-            before = None if cached is None else cached.stat().st_mtime_ns
-            program = parser.parse_program(text, "lenet.xbar").program
-            assert print_program(program) == print_program(fresh)
-            if damage is None and cached is not None:  # read from the file, not rewritten
-                assert cached.stat().st_mtime_ns == before
-        (cached,) = (tmp_path / "xbarc").glob("xbar-parser-*.lark")
-        assert cached.stat().st_size > 10_000
-        assert stat.S_IMODE((tmp_path / "xbarc").stat().st_mode) & 0o022 == 0
-        (tmp_path / "xbarc").chmod(0o777)  # others could plant a pickle: no cache
-        assert parser._cache_file("grammar") is None
-        monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # never under the cwd
-        assert parser._cache_file("grammar") is None
-    finally:
-        parser._parser.cache_clear()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -25,8 +24,11 @@ from importlib import resources
 from typing import Any, cast
 
 from lark import Lark, Token, Transformer
+from lark import __version__ as lark_version
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.grammar import Rule
 from lark.lark import PostLex
+from lark.lexer import TerminalDef
 
 from xbarc.diagnostics import Location, XbarcError
 from xbarc.hardware import (
@@ -185,41 +187,76 @@ def _check_version(text: str, filename: str) -> None:
 # --- the lark parser, built once ---------------------------------------------------------
 
 
+# The LALR tables built from xbar.lark, shipped beside it as JSON (never a pickle): building
+# them takes a quarter of a second, loading them a hundredth (what `xbarc inspect` of a small
+# program costs). They are used only when they were built from this grammar text by this
+# lark version; otherwise the parser is built from the grammar. tests/test_parser_tables.py
+# checks that the shipped file is current (regenerate: `python -m xbarc.ir.parser`).
+TABLES_FILE = "xbar_tables.json"
+_LARK_OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "lexer": "contextual",
+    "maybe_placeholders": True,
+}
+# options that are objects of ours, given again when the tables are loaded
+_RUNTIME_OPTIONS = ("postlex", "transformer", "lexer_callbacks", "edit_terminals", "tree_class")
+
+
 @functools.cache
 def _parser() -> Lark:
-    grammar = resources.files("xbarc.ir_spec").joinpath("xbar.lark").read_text("utf-8")
-    return Lark(
-        grammar,
-        parser="lalr",
-        lexer="contextual",
-        maybe_placeholders=True,
-        transformer=_Builder(),
-        postlex=_NamesEverywhere(),
-        cache=_cache_file(grammar) or False,
-    )
+    grammar = _grammar()
+    tables = _shipped_tables(grammar)
+    if tables is not None:
+        parser = Lark.__new__(Lark)
+        return parser._load(tables, transformer=_Builder(), postlex=_NamesEverywhere())
+    return _build_parser(grammar)
 
 
-def _cache_file(grammar: str) -> str | None:
-    """Where lark keeps the parser's LALR tables between processes: building them takes
-    a quarter of a second, loading them a few milliseconds (what `xbarc inspect` of a
-    small program costs). In the user's cache folder ($XDG_CACHE_HOME or ~/.cache,
-    `xbarc/`), one file per grammar; lark checks the grammar, its options and its own
-    version against the file's hash and rebuilds (and rewrites it) on any mismatch or
-    damage. None (no cache) where the folder cannot be made, or where another user could
-    write to it: the file is a pickle."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not os.path.isabs(base):  # no home folder ("~" left as is), or a relative setting
-        return None
-    folder = os.path.join(base, "xbarc")
+def _grammar() -> str:
+    return resources.files("xbarc.ir_spec").joinpath("xbar.lark").read_text("utf-8")
+
+
+def _build_parser(grammar: str) -> Lark:
+    return Lark(grammar, transformer=_Builder(), postlex=_NamesEverywhere(), **_LARK_OPTIONS)
+
+
+def _tables_key(grammar: str) -> dict[str, str]:
+    """What the tables were built from: the grammar text and the lark version."""
+    return {
+        "grammar_sha256": hashlib.sha256(grammar.encode("utf-8")).hexdigest(),
+        "lark": lark_version,
+    }
+
+
+def tables_json(grammar: str | None = None) -> str:
+    """The parser's LALR tables as JSON text (lark's own serialization, which is what its
+    pickle cache holds, minus the options that are objects of ours)."""
+    grammar = _grammar() if grammar is None else grammar
+    data, memo = _build_parser(grammar).memo_serialize([TerminalDef, Rule])
+    data["options"] = {
+        name: value for name, value in data["options"].items() if name not in _RUNTIME_OPTIONS
+    }
+    document = {"built_from": _tables_key(grammar), "data": data, "memo": memo}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _shipped_tables(grammar: str) -> dict | None:
+    """The shipped tables as lark's serialized dict, or None when absent or built from
+    another grammar or lark version."""
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.stat(folder)
-    except OSError:
+        text = resources.files("xbarc.ir_spec").joinpath(TABLES_FILE).read_text("utf-8")
+        document = json.loads(text, object_hook=_integer_keys)
+    except (OSError, ValueError):
         return None
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+    if not isinstance(document, dict) or document.get("built_from") != _tables_key(grammar):
         return None
-    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
-    return os.path.join(folder, f"xbar-parser-{digest}.lark")
+    return {"data": document["data"], "memo": document["memo"]}
+
+
+def _integer_keys(mapping: dict) -> dict:
+    """JSON writes every key as a string; lark's tables key states, tokens and memo entries
+    by integers, and no other key of theirs is all digits."""
+    return {int(key) if key.isdigit() else key: value for key, value in mapping.items()}
 
 
 class _NamesEverywhere(PostLex):
@@ -1102,3 +1139,11 @@ def _describe_terminal(name: str) -> str:
     if pattern.type == "str":
         return f"'{pattern.value}'"
     return name
+
+
+if __name__ == "__main__":  # regenerate the shipped tables after changing xbar.lark
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parent.parent / "ir_spec" / TABLES_FILE
+    target.write_text(tables_json(), encoding="utf-8")
+    print(f"wrote {target}")

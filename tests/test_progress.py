@@ -223,6 +223,17 @@ def test_tasks_that_follow_closely_keep_one_schedule(monkeypatch, clock):
     ]
 
 
+def test_the_first_line_is_due_one_interval_after_the_display_starts(monkeypatch, clock):
+    """The command's start: 3 s of start-up and loading without a task, then 2 s of work."""
+    display = by_hand(monkeypatch, clock)
+    clock.advance(3)
+    with progress.task("run", total=4, unit="layer") as task:
+        clock.advance(2)
+        task.update()
+        display.tick()
+    assert lines(display)[0] == "run: 1/4 layers (25%), 2 s/layer, 2.0 s elapsed, ETA 6.0 s"
+
+
 def test_updates_from_many_threads_all_count(monkeypatch, clock):
     by_hand(monkeypatch, clock)
     with progress.task("eval", total=80_000, unit="sample") as task:
@@ -316,7 +327,7 @@ def compiled_lenet(tmp_path: Path) -> Path:
     return program
 
 
-def test_the_runtime_counts_every_tile_write_and_layer(monkeypatch, clock, tmp_path):
+def test_a_session_counts_loading_every_tile_write_and_layer(monkeypatch, clock, tmp_path):
     program_path = compiled_lenet(tmp_path)
     display = by_hand(monkeypatch, clock, cls=Recording)
     session = xbarc.InferenceSession(program_path, noise="quant")
@@ -326,6 +337,7 @@ def test_the_runtime_counts_every_tile_write_and_layer(monkeypatch, clock, tmp_p
     with np.load(DATA) as data:
         session.run(None, {"x": data["x"][:4]})
     assert display.closed == [
+        ("load", 3, 3, True),  # text, tensors, verify
         ("programming", writes, writes, True),
         ("run", layers, layers, True),
     ]

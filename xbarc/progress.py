@@ -25,9 +25,10 @@ iterations): the outermost open task's state, with each inner task's appended,
   ETA.
 
 Tasks are thread-safe (updates from any thread) and exception-safe (a task leaves the
-display however its block ends). Outermost tasks that follow each other closely (loading
-a program, then running it) share one schedule, so work that takes longer than an
-interval in several short steps still prints.
+display however its block ends). The first line is due one interval after the display
+starts (the command's start), and outermost tasks that follow each other closely
+(loading a program, programming the chip, running it) share one schedule, so that a
+command that takes longer than an interval in several shorter steps still prints.
 """
 
 from __future__ import annotations
@@ -138,8 +139,10 @@ class Display:
         self.terminal = is_terminal(stream) if terminal is None else terminal
         self.lock = threading.Lock()
         self.tasks: list[Task] = []
-        self.next_line = 0.0  # when the next line is due (not a terminal)
-        self.idle_since: float | None = None  # when the last outermost task ended
+        # lines are due one interval after the display starts (the command's start), then
+        # one interval after the last; after a pause of an interval, after the task's start
+        self.next_line = clock() + interval
+        self.idle_since = clock()  # when the last outermost task ended
         self.printed = False  # whether the outermost task has printed a line
         self.bar: Any = None  # the terminal's tqdm bar of the outermost task
         self.broken = False  # the stream failed: stop writing to it
@@ -194,8 +197,9 @@ class Display:
 
     def _begin(self, now: float) -> None:
         """A new outermost task: lines come one interval after it starts, unless the work
-        before it ended less than an interval ago (its schedule carries on)."""
-        if self.idle_since is None or now - self.idle_since >= self.interval:
+        before it (or the display's start) was less than an interval ago: that schedule
+        carries on."""
+        if now - self.idle_since >= self.interval:
             self.next_line = now + self.interval
         self.printed = False
 

@@ -226,6 +226,7 @@ class Display:
                 leave=False,
                 smoothing=0,  # the rate since the start, as the lines give it
                 dynamic_ncols=True,
+                delay=BAR_DELAY,  # drawn below, once its clock is the task's
             )
             self.bar.start_t -= now - outer.started  # the bar's clock from the task's start
         self.bar.total = outer.total

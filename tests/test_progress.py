@@ -234,6 +234,24 @@ def test_the_first_line_is_due_one_interval_after_the_display_starts(monkeypatch
     assert lines(display)[0] == "run: 1/4 layers (25%), 2 s/layer, 2.0 s elapsed, ETA 6.0 s"
 
 
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stream_ends_the_lines_not_the_work(monkeypatch, clock):
+    display = install(
+        monkeypatch, progress.Display(ClosedPipe(), 5, clock=clock, terminal=False, heartbeat=False)
+    )
+    with progress.task("eval", total=2, unit="sample") as task:
+        clock.advance(6)
+        display.tick()  # the write fails: progress stops, the work goes on
+        task.update(2)
+        clock.advance(6)
+        display.tick()
+    assert display.broken and task.done == 2 and display.tasks == []
+
+
 def test_updates_from_many_threads_all_count(monkeypatch, clock):
     by_hand(monkeypatch, clock)
     with progress.task("eval", total=80_000, unit="sample") as task:

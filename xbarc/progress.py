@@ -139,8 +139,9 @@ class Display:
         self.terminal = is_terminal(stream) if terminal is None else terminal
         self.lock = threading.Lock()
         self.tasks: list[Task] = []
-        # lines are due one interval after the display starts (the command's start), then
-        # one interval after the last; after a pause of an interval, after the task's start
+        # lines are due one interval after the display starts (a command's start), then one
+        # interval after the previous line; a task that starts after a pause of an interval
+        # or more starts the schedule again (`_begin`)
         self.next_line = clock() + interval
         self.idle_since = clock()  # when the last outermost task ended
         self.printed = False  # whether the outermost task has printed a line
@@ -179,7 +180,10 @@ class Display:
                 return
             now = self.clock()
             if self.terminal:
-                self._draw_bar(now)
+                try:
+                    self._draw_bar(now)
+                except (OSError, ValueError):  # a closed terminal: nothing more to draw
+                    self.broken = True
             elif now >= self.next_line:
                 self._write(format_line(self.tasks, now))
                 self.printed = True

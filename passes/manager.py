@@ -140,7 +140,7 @@ def run_pipeline(
     program = dataclasses.replace(program, hardware=target_chip(program.hardware, passes))
     ran: list[str] = []
     verified: Program | None = None
-    with progress.task("passes", total=len(passes), unit="pass") as task:
+    with progress.task("passes", total=len(passes), unit="pass", estimate=False) as task:
         for pass_object in passes:
             task.describe(pass_object.name)
             program = run_pass(pass_object, program, verified, ran)

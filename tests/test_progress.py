@@ -120,6 +120,18 @@ def test_unknown_total_slow_rate_and_the_item_in_progress(monkeypatch, clock):
     ]
 
 
+def test_units_of_unlike_cost_get_no_rate_and_no_eta(monkeypatch, clock):
+    display = by_hand(monkeypatch, clock)
+    with progress.task("compile", total=2, unit="stage", estimate=False) as task:
+        task.update(item="passes")
+        clock.advance(6)
+        display.tick()
+    assert lines(display) == [
+        "compile [passes]: 1/2 stages (50%), 6.0 s elapsed",
+        "compile [passes]: 1/2 stages (50%), 6.0 s elapsed, done",
+    ]
+
+
 def test_nothing_done_yet_has_no_rate_and_no_eta(monkeypatch, clock):
     display = by_hand(monkeypatch, clock)
     with progress.task("programming", total=12608, unit="tile write"):
@@ -371,6 +383,18 @@ def test_compile_counts_its_stages_steps_and_passes(monkeypatch, clock, tmp_path
         ("passes", 3, 3, True),  # quantize, tile, allocate
         ("compile", 2, 2, True),
     ]
+
+
+def test_the_basis_pass_counts_its_learning_and_each_layer(monkeypatch, clock):
+    from xbarc.compiler import CompileOptions, compile_onnx
+
+    display = by_hand(monkeypatch, clock, cls=Recording)
+    options = CompileOptions(input_shapes={"x": (1, 1, 8, 8)}, strategy="basis", tiles=4)
+    program = compile_onnx(LENET, options)
+    combined = len(program.combines)
+    assert combined >= 2
+    assert ("basis", 1 + combined, 1 + combined, True) in display.closed
+    assert ("passes", 4, 4, True) in display.closed  # quantize, basis, tile, allocate
 
 
 def test_a_loop_counts_its_iterations(monkeypatch, clock, tmp_path):

@@ -123,7 +123,7 @@ def compile_onnx(
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     check_calibration_data(options, pipeline.passes)
     stages = 1 if emit == "graph" else 2 + (options.calibration_data is not None)
-    with progress.task("compile", total=stages, unit="stage") as task:
+    with progress.task("compile", total=stages, unit="stage", estimate=False) as task:
         task.describe("import")
         program = import_onnx(model_path, hardware, options.input_shapes or None)
         task.update()

@@ -47,17 +47,23 @@ INTERVAL_VARIABLE = "XBARC_PROGRESS_INTERVAL"
 BAR_DELAY = 0.5  # seconds of work before a terminal bar appears (none for quick work)
 BAR_REFRESH = 0.2  # seconds between two redraws of a terminal bar
 POLL = 0.25  # the heartbeat's longest sleep: how late a line may come
+# a terminal bar without rate and ETA, for tasks whose units differ in cost
+PLAIN_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
 class Task:
     """One piece of work being counted: `done` of `total` units (None: unknown), and the
-    `item` in progress (a layer's name, a pass)."""
+    `item` in progress (a layer's name, a pass). `estimate`: whether a rate and an ETA
+    mean something (units of like cost: samples, layers; not a compiler's stages)."""
 
-    def __init__(self, display: Display, label: str, total: int | None, unit: str):
+    def __init__(
+        self, display: Display, label: str, total: int | None, unit: str, estimate: bool = True
+    ):
         self.display = display
         self.label = label
         self.total = total
         self.unit = unit
+        self.estimate = estimate
         self.done = 0
         self.item: str | None = None
         self.started = 0.0  # on the display's clock, set when the task opens
@@ -97,6 +103,7 @@ class NullTask:
     label = ""
     total: int | None = None
     unit = ""
+    estimate = False
     done = 0
     item: str | None = None
 
@@ -231,6 +238,7 @@ class Display:
                 smoothing=0,  # the rate since the start, as the lines give it
                 dynamic_ncols=True,
                 delay=BAR_DELAY,  # drawn below, once its clock is the task's
+                bar_format=None if outer.estimate else PLAIN_BAR,
             )
             self.bar.start_t -= now - outer.started  # the bar's clock from the task's start
         self.bar.total = outer.total
@@ -298,13 +306,16 @@ def enabled() -> bool:
     return _display is not None
 
 
-def task(label: str, total: int | None = None, unit: str = "step") -> AnyTask:
+def task(
+    label: str, total: int | None = None, unit: str = "step", estimate: bool = True
+) -> AnyTask:
     """A task to open with `with`: `label` names the work, `total` its units (None:
-    unknown), `unit` what it counts, singular ("sample", "layer")."""
+    unknown), `unit` what it counts, singular ("sample", "layer"); `estimate=False` for
+    units of unlike cost (a compiler's stages): no rate, no ETA."""
     display = _display
     if display is None:
         return NULL_TASK
-    return Task(display, label, total, unit)
+    return Task(display, label, total, unit, estimate)
 
 
 def current() -> AnyTask:
@@ -368,7 +379,7 @@ def format_line(tasks: list[Task], now: float, ending: str | None = None) -> str
     outer = tasks[0]
     elapsed = max(0.0, now - outer.started)
     parts = [count_text(outer.done, outer.total, outer.unit)]
-    rate = outer.done / elapsed if elapsed > 0 else 0.0
+    rate = outer.done / elapsed if elapsed > 0 and outer.estimate else 0.0
     if rate > 0:
         parts.append(rate_text(rate, outer.unit))
     parts.append(f"{duration_text(elapsed)} elapsed")

@@ -49,7 +49,7 @@ def import_onnx(
     Raises XbarcError, naming the file and the node, for anything wrong with the model.
     """
     where = str(path)
-    with progress.task("import", total=4, unit="step") as task:
+    with progress.task("import", total=4, unit="step", estimate=False) as task:
         task.describe("load")
         model = load_model(path)
         inputs = input_types(model, input_shapes or {}, where)

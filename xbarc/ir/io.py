@@ -156,7 +156,7 @@ def load_program(path: PathLike, *, verify: bool = True) -> Program:
     """The program at `path` with its tensors from `path.npz` (or from a pending sidecar
     of an interrupted save, see the module), all checked; with `verify` (the default)
     also every invariant, errors pointing at `path:line:column`."""
-    with progress.task("load", total=2 + verify, unit="step") as task:
+    with progress.task("load", total=2 + verify, unit="step", estimate=False) as task:
         task.describe(f"{Path(path).name}: text")
         try:
             parsed = load_program_text(path)

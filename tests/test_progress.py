@@ -294,6 +294,28 @@ def test_a_tracked_function_is_a_task_its_body_finds(monkeypatch, clock):
     assert display.closed == [("calibrate", 60, 60, True)]
 
 
+def test_the_heartbeat_prints_while_the_work_sleeps_and_stops_with_disable(monkeypatch):
+    """One long step (a sleep here) still gets lines: from the heartbeat thread."""
+    import time
+
+    install(monkeypatch, None)
+    monkeypatch.setenv("XBARC_PROGRESS_INTERVAL", "0.01")
+    stream = io.StringIO()
+    display = progress.enable(stream)
+    try:
+        assert display.interval == 0.01 and not display.terminal
+        with progress.task("run", total=1, unit="layer"):
+            deadline = time.monotonic() + 60  # a liveness bound, not a speed test
+            while "run: 0/1 layer (0%)" not in stream.getvalue():
+                assert time.monotonic() < deadline, "the heartbeat printed nothing"
+                time.sleep(0.01)
+    finally:
+        progress.disable()
+    assert stream.getvalue().splitlines()[-1].endswith(" elapsed, done")
+    assert not any(thread.name == "xbarc-progress" for thread in threading.enumerate())
+    assert progress.task("x") is progress.NULL_TASK
+
+
 # --- disabled ------------------------------------------------------------------------------
 
 

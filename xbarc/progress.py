@@ -1,6 +1,6 @@
 """Progress of long work: a bar on a terminal, a line every few seconds anywhere else.
 
-    progress.enable(sys.stderr)            # the CLI does this, unless --quiet
+    progress.enable()                      # on stderr; the CLI does this, unless --quiet
     with progress.task("eval", total=3600, unit="sample") as task:
         for batch in batches:
             ...
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -282,12 +283,14 @@ def _stack() -> list[Task]:
     return stack
 
 
-def enable(stream: IO[str], interval: float | None = None) -> Display:
-    """Show progress on `stream` from now on (replacing any display): a bar if it is a
-    terminal, else a line every `interval` seconds (default: XBARC_PROGRESS_INTERVAL, or
-    5)."""
+def enable(stream: IO[str] | None = None, interval: float | None = None) -> Display:
+    """Show progress on `stream` (default: stderr) from now on, replacing any display: a
+    bar if it is a terminal, else a line every `interval` seconds (default:
+    XBARC_PROGRESS_INTERVAL, or 5)."""
     global _display
-    display = Display(stream, interval_from_environment() if interval is None else interval)
+    if interval is None:
+        interval = interval_from_environment()
+    display = Display(sys.stderr if stream is None else stream, interval)
     previous, _display = _display, display
     if previous is not None:
         previous.stop()

@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def add_quiet_options(parser: argparse.ArgumentParser) -> None:
     """`-q/--quiet` on every subcommand: no progress output (reports and errors still
-    print)."""
+    print). Added once the parser is built, so that every subcommand has it, whoever adds
+    one."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for command in action.choices.values():

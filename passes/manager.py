@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware
 from xbarc.ir.tile import Program
@@ -139,22 +140,34 @@ def run_pipeline(
     program = dataclasses.replace(program, hardware=target_chip(program.hardware, passes))
     ran: list[str] = []
     verified: Program | None = None
-    for pass_object in passes:
-        chip = program.hardware
-        program = pass_object.apply(program)
-        try:
-            if program.hardware != chip:
-                raise XbarcError("it changed the chip, which is set once before any pass runs")
-            verify(program, verified=verified)
-        except XbarcError as error:
-            before = ", ".join(ran) or "none"
-            raise XbarcError(
-                f"internal error: pass {pass_object.name} produced an invalid program: "
-                f"{error.message} (passes run before it: {before})",
-                hint="please report this with the model",
-            ) from None
-        verified = program
-        ran.append(pass_spec(pass_object))
-        if after_pass is not None:
-            after_pass(pass_object, program)
+    with progress.task("passes", total=len(passes), unit="pass", estimate=False) as task:
+        for pass_object in passes:
+            task.describe(pass_object.name)
+            program = run_pass(pass_object, program, verified, ran)
+            verified = program
+            ran.append(pass_spec(pass_object))
+            task.update()
+            if after_pass is not None:
+                after_pass(pass_object, program)
+    return program
+
+
+def run_pass(
+    pass_object: Any, program: Program, verified: Program | None, ran: list[str]
+) -> Program:
+    """`pass_object` applied to `program`, verified (`verified`: the program the last
+    pass left, already checked; `ran`: the passes before, for the message of a bug)."""
+    chip = program.hardware
+    program = pass_object.apply(program)
+    try:
+        if program.hardware != chip:
+            raise XbarcError("it changed the chip, which is set once before any pass runs")
+        verify(program, verified=verified)
+    except XbarcError as error:
+        before = ", ".join(ran) or "none"
+        raise XbarcError(
+            f"internal error: pass {pass_object.name} produced an invalid program: "
+            f"{error.message} (passes run before it: {before})",
+            hint="please report this with the model",
+        ) from None
     return program

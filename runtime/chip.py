@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.cells import slice_cells
 from xbarc.ir.tile import Array, Block, ChipState, Const, Indices, Program, Span, TileWrite
@@ -59,8 +60,10 @@ class ProgrammedTiles:
         self.targets: dict[int, np.ndarray] = {}
         self.chip = ChipState()
 
-    def write(self, writes: Iterable[TileWrite]) -> None:
-        """Apply the writes of one phase, in order."""
+    def write(
+        self, writes: Iterable[TileWrite], task: progress.AnyTask = progress.NULL_TASK
+    ) -> None:
+        """Apply the writes of one phase, in order, counting each in `task`."""
         for write in writes:
             self.chip.write(write.vtile, write.tile)
             tile_type = self.hardware.tile_type_of(write.tile)
@@ -74,6 +77,7 @@ class ProgrammedTiles:
                 programmed_region(state, block)[...] = self.block_cells.cells(block)
             if self.device is not None:
                 self._program_noisy(write.tile, state, self.blocks_on[write.vtile])
+            task.update()
 
     def cells(self, block: Block, noisy: bool = True) -> np.ndarray:
         """The programmed cells that hold `block`, on the tile that holds its vtile now

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import DigitalOp, Region
 from xbarc.ir.types import NUMPY_DTYPES
@@ -72,19 +73,21 @@ def _run_loop(op: DigitalOp, inputs: Sequence[Array | None], run_region: RunRegi
         )
     running = True if condition is None else bool(np.asarray(condition).reshape(-1)[0])
     iteration = 0
-    while running and (limit is None or iteration < limit):
-        if iteration == MAX_LOOP_ITERATIONS:  # only a condition ends it: it does not
-            raise XbarcError(
-                f'op "{op.name}" (Loop) is still running after {iteration} iterations',
-                hint="its condition never turns false; give the Loop a trip count M",
-            )
-        bound = [np.array(iteration, dtype=np.int64), np.array(running), *carried]
-        results = run_region(body, bound)
-        running = bool(np.asarray(results[0]).reshape(-1)[0])
-        carried = results[1 : 1 + len(carried)]
-        for stack, value in zip(scans, results[1 + len(carried) :], strict=True):
-            stack.append(np.asarray(value))
-        iteration += 1
+    with progress.task("Loop", total=limit, unit="iteration") as task:
+        while running and (limit is None or iteration < limit):
+            if iteration == MAX_LOOP_ITERATIONS:  # only a condition ends it: it does not
+                raise XbarcError(
+                    f'op "{op.name}" (Loop) is still running after {iteration} iterations',
+                    hint="its condition never turns false; give the Loop a trip count M",
+                )
+            bound = [np.array(iteration, dtype=np.int64), np.array(running), *carried]
+            results = run_region(body, bound)
+            running = bool(np.asarray(results[0]).reshape(-1)[0])
+            carried = results[1 : 1 + len(carried)]
+            for stack, value in zip(scans, results[1 + len(carried) :], strict=True):
+                stack.append(np.asarray(value))
+            iteration += 1
+            task.update()
     stacked = [_stacked(op, stack, len(carried) + k) for k, stack in enumerate(scans)]
     return [*carried, *stacked]
 
@@ -124,15 +127,17 @@ def _run_scan(op: DigitalOp, inputs: Sequence[Array | None], run_region: RunRegi
     (length,) = lengths
     body = op.region("body")
     outputs: list[list[Array]] = [[] for _ in range(len(body.outputs) - len(state))]
-    for step in range(length):
-        slices = [
-            np.take(sequence, length - 1 - step if reverse else step, axis=axis)
-            for sequence, axis, reverse in zip(sequences, axes, directions, strict=True)
-        ]
-        results = run_region(body, [*state, *slices])
-        state = results[: len(state)]
-        for stack, value in zip(outputs, results[len(state) :], strict=True):
-            stack.append(np.asarray(value))
+    with progress.task("Scan", total=length, unit="step") as task:
+        for step in range(length):
+            slices = [
+                np.take(sequence, length - 1 - step if reverse else step, axis=axis)
+                for sequence, axis, reverse in zip(sequences, axes, directions, strict=True)
+            ]
+            results = run_region(body, [*state, *slices])
+            state = results[: len(state)]
+            for stack, value in zip(outputs, results[len(state) :], strict=True):
+                stack.append(np.asarray(value))
+            task.update()
     out_directions = _ints(op, "scan_output_directions") or (0,) * len(outputs)
     out_axes = _ints(op, "scan_output_axes") or (0,) * len(outputs)
     scanned = []

@@ -64,6 +64,7 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 
+from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import (
     Array,
@@ -72,6 +73,7 @@ from xbarc.ir.tile import (
     DigitalOp,
     LayerRange,
     Op,
+    Phase,
     Program,
     Region,
     Value,
@@ -277,39 +279,56 @@ class Executor:
         max_input = 2**program.hardware.dac.slice_bits - 1
         plans: dict[str, list[LayerPlan]] = defaultdict(list)
         matrices: dict[str, np.ndarray] = {}
-        for phase in program.phases:
-            tiles.write(phase.writes)
-            for run in phase.runs:
-                layer = program.layer(run.layer)
-                array, combine = self._read_array(layer)
-                run_reads = [
-                    (program.blocks[read.block], read.input)
-                    for cycle in run.cycles
-                    for read in cycle.reads
-                ]
-                if self.settings.quantized:
-                    reads = read_plans(
-                        array,
-                        run_reads,
-                        tiles,
-                        program.store,
-                        max_input,
-                        self._adc_fraction(layer.name),
-                        self.cell_type,
-                        self.differential_adc,
-                        None if combine is None else response_targets(combine, program.store),
-                        self._is_noisy(layer.name),
-                    )
-                    plans[layer.name].append(LayerPlan(layer, array, reads, combine))
-                    continue
-                matrix = matrices.get(layer.name)
-                if matrix is None:
-                    # a combined layer: the basis cells each of its segments reads
-                    cols = array.cols if combine is not None else layer.cols
-                    shape = (layer.groups, layer.rows, cols)
-                    matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float64)
-                add_ideal_reads(matrix, array, run_reads, tiles, program.store)
+        writes = sum(len(phase.writes) for phase in program.phases)
+        with progress.task("programming", total=writes, unit="tile write") as task:
+            for number, phase in enumerate(program.phases):
+                task.describe(f"phase {number + 1}/{len(program.phases)}")
+                self._program_phase(phase, tiles, max_input, plans, matrices, task)
         return plans, matrices
+
+    def _program_phase(
+        self,
+        phase: Phase,
+        tiles: ProgrammedTiles,
+        max_input: int,
+        plans: dict[str, list[LayerPlan]],
+        matrices: dict[str, np.ndarray],
+        task: progress.AnyTask,
+    ) -> None:
+        """Write one phase's tiles (counting them in `task`) and read each of its runs
+        off them, into `plans` (`quant`) or `matrices` (`ideal`)."""
+        program = self.program
+        tiles.write(phase.writes, task)
+        for run in phase.runs:
+            layer = program.layer(run.layer)
+            array, combine = self._read_array(layer)
+            run_reads = [
+                (program.blocks[read.block], read.input)
+                for cycle in run.cycles
+                for read in cycle.reads
+            ]
+            if self.settings.quantized:
+                reads = read_plans(
+                    array,
+                    run_reads,
+                    tiles,
+                    program.store,
+                    max_input,
+                    self._adc_fraction(layer.name),
+                    self.cell_type,
+                    self.differential_adc,
+                    None if combine is None else response_targets(combine, program.store),
+                    self._is_noisy(layer.name),
+                )
+                plans[layer.name].append(LayerPlan(layer, array, reads, combine))
+                continue
+            matrix = matrices.get(layer.name)
+            if matrix is None:
+                # a combined layer: the basis cells each of its segments reads
+                cols = array.cols if combine is not None else layer.cols
+                shape = (layer.groups, layer.rows, cols)
+                matrix = matrices[layer.name] = np.zeros(shape, dtype=np.float64)
+            add_ideal_reads(matrix, array, run_reads, tiles, program.store)
 
     # --- running --------------------------------------------------------------------------
 
@@ -340,7 +359,10 @@ class Executor:
             ]
             values.update(zip(names, self._ideal.run(feeds, names), strict=True))
             return values
-        self._run_ops(self.program.ops, values, donate, None if donate else values)
+        ops = self.program.ops
+        steps = sum(1 for op in ops if isinstance(op, CrossbarLayer) or op.regions)
+        with progress.task("run", total=steps, unit="layer") as task:
+            self._run_ops(ops, values, donate, None if donate else values, task)
         return values
 
     def _run_ops(
@@ -349,22 +371,29 @@ class Executor:
         values: dict[str, np.ndarray],
         donate: bool,
         collect: dict[str, np.ndarray] | None = None,
+        task: progress.AnyTask = progress.NULL_TASK,
     ) -> None:
         """Run `ops` in order, adding their results to `values` (quant); the values made
-        inside regions are added to `collect` too, when given."""
+        inside regions are added to `collect` too, when given. `task` counts the crossbar
+        layers and control-flow ops run (those of the top level: regions count their
+        iterations themselves)."""
         store = self.program.store
         owned: set[str] = set()  # values whose arrays are ours alone: safe to overwrite
         for op in ops:
             if isinstance(op, CrossbarLayer):
+                task.describe(op.name)
                 values[op.output] = self.run_layer(op, values[op.input])
                 owned.add(op.output)
+                task.update()
                 continue
             if op.regions:
+                task.describe(op.name)
                 runner = self._region_runner(values, collect)
                 outputs = run_control(op, operand_values(op, values, store), runner)
                 for name, output in zip(op.outputs, outputs, strict=True):
                     if name and output is not None:
                         values[name] = output
+                task.update()
                 continue
             donated_names = {
                 index: operand.name

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from xbarc import progress as xbarc_progress
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Calibration, LayerRange, Program
 from xbarc.session import check_batch
@@ -32,6 +33,7 @@ ADC_BINS = 1024  # resolution of the ADC range: 1/1024 of the largest sum
 INPUT_SAMPLE = 1 << 21  # |x| values kept per layer for its percentile (a seeded subsample)
 
 
+@xbarc_progress.tracked("calibrate", unit="sample")
 def calibrate(
     program: Program,
     data: Mapping[str, np.ndarray],
@@ -76,8 +78,11 @@ def calibrate(
         for _, batch in batches if graph_input.fixed_batch else ():
             check_batch(graph_input.name, batch[graph_input.name], graph_input.type)
     layers = list(program.layers())
+    task = xbarc_progress.current()  # two passes over the samples
+    task.set_total(2 * sum(size for size, _ in batches))
 
     # 1. input ranges, from the float activations
+    task.describe("input ranges")
     ideal = Executor(program)
     rng = np.random.default_rng(0)
     kept = max(1, INPUT_SAMPLE // len(batches))
@@ -91,6 +96,7 @@ def calibrate(
             if flat.size > kept:
                 flat = rng.choice(flat, kept, replace=False)
             magnitudes[layer.name].append(flat)
+        task.update(size)
         if progress is not None:
             progress(size)
     input_ranges = {}
@@ -116,8 +122,10 @@ def calibrate(
         histograms[layer] += np.bincount(bins.reshape(-1), minlength=ADC_BINS)
 
     quant.on_read_sums = record
+    task.describe("ADC ranges")
     for size, batch in batches:
         quant.run(batch)
+        task.update(size)
         if progress is not None:
             progress(size)
     ranges = tuple(

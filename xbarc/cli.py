@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,9 +31,11 @@ EXIT_INTERNAL_ERROR = 3
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    add_quiet_options(parser)
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with showing_progress(not args.quiet):
+            return int(args.handler(args) or 0)
     except XbarcError as error:
         print(f"xbarc: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -51,6 +53,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL_ERROR
+
+
+def add_quiet_options(parser: argparse.ArgumentParser) -> None:
+    """`-q/--quiet` on every subcommand: no progress output (reports and errors still
+    print). Added once the parser is built, so that every subcommand has it, whoever adds
+    one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument(
+                    "-q",
+                    "--quiet",
+                    action="store_true",
+                    help="no progress output on stderr (by default long work shows a bar on "
+                    "a terminal, elsewhere a line every 5 s, XBARC_PROGRESS_INTERVAL seconds)",
+                )
+
+
+@contextlib.contextmanager
+def showing_progress(shown: bool) -> Iterator[None]:
+    """Progress of long work on stderr during the block (xbarc.progress), unless not
+    `shown`; none after it (a library caller of `main` gets no display left running)."""
+    from xbarc import progress
+
+    if not shown:
+        yield
+        return
+    progress.enable(sys.stderr)
+    try:
+        yield
+    finally:
+        progress.disable()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1135,15 +1169,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     check_program_output(output, args.program, args.data)
     program = load_program(args.program)
     data = load_data(args.data)
-    with progress_bar("calibrate") as update:
-        calibrated = calibrate(
-            program,
-            data,
-            percentile=args.percentile,
-            samples=args.samples,
-            batch_size=args.batch_size,
-            progress=update,
-        )
+    calibrated = calibrate(
+        program,
+        data,
+        percentile=args.percentile,
+        samples=args.samples,
+        batch_size=args.batch_size,
+    )
     save_program(output, calibrated)
     assert calibrated.calibration is not None
     print(
@@ -1167,22 +1199,20 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.plot is not None:
         check_eval_plot(args)
-    with progress_bar("eval") as update:
-        report = evaluate(
-            args.program,
-            args.reference,
-            args.data,
-            noise=args.noise,
-            seed=args.seed,
-            overrides=args.overrides,
-            instances=args.seeds,
-            sensitivity=args.sensitivity,
-            labels_key=args.labels,
-            batch_size=args.batch_size,
-            progress=update,
-            ort_int8=args.ort_int8,
-            calibration_path=args.calibration,
-        )
+    report = evaluate(
+        args.program,
+        args.reference,
+        args.data,
+        noise=args.noise,
+        seed=args.seed,
+        overrides=args.overrides,
+        instances=args.seeds,
+        sensitivity=args.sensitivity,
+        labels_key=args.labels,
+        batch_size=args.batch_size,
+        ort_int8=args.ort_int8,
+        calibration_path=args.calibration,
+    )
     if args.json:
         print(json.dumps(finite_json(report.to_json()), indent=2))
     else:
@@ -1221,22 +1251,6 @@ def plot_eval(args: argparse.Namespace, report) -> None:
     save_figure(figure, args.plot)
     # stderr: a --json report on stdout stays one JSON document
     print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
-
-
-@contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int], object] | None]:
-    """A progress bar on an interactive terminal (its `update`); None in pipes, files and
-    CI. The bar is cleared when the block ends, however it ends."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(desc=label, unit="sample", file=sys.stderr, leave=False)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
 
 
 def finite_json(value):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
 from xbarc.hardware import make_hardware
@@ -121,15 +122,24 @@ def compile_onnx(
     )
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     check_calibration_data(options, pipeline.passes)
-    program = import_onnx(model_path, hardware, options.input_shapes or None)
-    if emit == "graph":
-        return program
-    if options.calibration_data is not None:
-        from xbarc.basis_data import load_calibration_data, with_input_grams
+    stages = 1 if emit == "graph" else 2 + (options.calibration_data is not None)
+    with progress.task("compile", total=stages, unit="stage", estimate=False) as task:
+        task.describe("import")
+        program = import_onnx(model_path, hardware, options.input_shapes or None)
+        task.update()
+        if emit == "graph":
+            return program
+        if options.calibration_data is not None:
+            from xbarc.basis_data import load_calibration_data, with_input_grams
 
-        data = load_calibration_data(options.calibration_data, program)
-        program = with_input_grams(program, data)
-    return run_pipeline(program, pipeline, after_pass)
+            task.describe("calibration data")
+            data = load_calibration_data(options.calibration_data, program)
+            program = with_input_grams(program, data)
+            task.update()
+        task.describe("passes")
+        program = run_pipeline(program, pipeline, after_pass)
+        task.update()
+    return program
 
 
 def check_calibration_data(options: CompileOptions, passes: tuple[Any, ...]) -> None:

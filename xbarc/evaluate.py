@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xbarc import progress as xbarc_progress
 from xbarc.diagnostics import XbarcError
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def model_inputs(data: Mapping[str, np.ndarray], input_names: list[str], where: 
         raise XbarcError("the input arrays hold different numbers of samples", where=where)
 
 
+@xbarc_progress.tracked("eval", unit="sample")
 def evaluate(
     program_path: Path,
     reference_path: Path,
@@ -205,6 +207,7 @@ def evaluate(
                 truth = labels[done : done + count]
                 correct += int((got[0].reshape(count, -1).argmax(-1) == truth).sum())
             done += count
+            task.update(count, item=f"seed {run.seed_number}")
             if progress is not None:
                 progress(count)
         first = stats[outputs[0]].finish()
@@ -221,6 +224,10 @@ def evaluate(
             return session
         return InferenceSession(session.program, settings, number, noisy_layers=layers)
 
+    # progress: every pass over the data, the instances' and each layer's alone noisy
+    task = xbarc_progress.current()
+    layer_passes = sum(1 for _ in session.program.layers()) if sensitivity else 0
+    task.set_total(samples * instances * (1 + layer_passes))
     pooled = {name: OutputStats(name) for name in outputs}
     read_sums = observe_reads(session)
     rows = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xbarc import progress
 from xbarc.ir.cells import level_dtype, make_slices
 from xbarc.ir.tile import Array, BasisCombine, Const, CrossbarLayer, Program
 from xbarc.passes.basisn import fit as basis_fit
@@ -77,14 +78,36 @@ def build_basis(
     grams: dict[str, np.ndarray],
 ) -> BasisResult:
     """Learn the basis from the combined layers' float weights, quantize it like the
-    layers' arrays, and fit every layer's coefficients against it."""
+    layers' arrays, and fit every layer's coefficients against it (progress: the
+    learning, then each layer)."""
+    weights = [np.asarray(program.store[layer.weight]) for layer in combined]
+    with progress.task("basis", total=1 + len(combined), unit="step", estimate=False) as task:
+        task.describe("learn")
+        learnt = basis_fit.learn_basis(weights, segment_rows, k, settings.method, settings.seed)
+        task.update()
+        return fit_layers(
+            program, combined, weights, learnt, segment_rows, k, settings, grams, task
+        )
+
+
+def fit_layers(
+    program: Program,
+    combined: Sequence[CrossbarLayer],
+    weights: list[np.ndarray],
+    learnt: np.ndarray,
+    segment_rows: int,
+    k: int,
+    settings: FitSettings,
+    grams: dict[str, np.ndarray],
+    task: progress.AnyTask,
+) -> BasisResult:
+    """The basis array from the `learnt` basis (quantized like the layers' arrays) and
+    every layer's coefficients against it, each layer counted in `task`."""
     arrays = {layer.name: program.weights_of(layer.name) for layer in combined}
     first = next(array for array in arrays.values() if array is not None)
     weight_bits = first.weight_bits
     hardware = program.hardware
     name = free_name(program)
-    weights = [np.asarray(program.store[layer.weight]) for layer in combined]
-    learnt = basis_fit.learn_basis(weights, segment_rows, k, settings.method, settings.seed)
     basis = basis_fit.quantize_basis(learnt, weight_bits, settings.method)
     values = basis.values
     tensors: dict[str, np.ndarray] = {
@@ -116,7 +139,9 @@ def build_basis(
         own = arrays[layer.name]
         assert own is not None
         gram = grams.get(layer.name) if settings.objective == "outputs" else None
+        task.describe(layer.name)
         layer_fit = fit_one(program, layer, own, weight, values, settings, gram)
+        task.update()
         tensors[f"{layer.name}.coef"] = layer_fit.levels
         tensors[f"{layer.name}.coef_scale"] = layer_fit.scale.astype(np.float32)
         combines.append(

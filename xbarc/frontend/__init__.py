@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from xbarc import progress
 from xbarc.frontend.batch import fixed_batch_inputs
 from xbarc.frontend.fold import fold_graph
 from xbarc.frontend.load import (
@@ -48,17 +49,24 @@ def import_onnx(
     Raises XbarcError, naming the file and the node, for anything wrong with the model.
     """
     where = str(path)
-    model = load_model(path)
-    inputs = input_types(model, input_shapes or {}, where)
-    graph = build_graph(model, batch_free(inputs), where)
+    with progress.task("import", total=4, unit="step", estimate=False) as task:
+        task.describe("load")
+        model = load_model(path)
+        inputs = input_types(model, input_shapes or {}, where)
+        graph = build_graph(model, batch_free(inputs), where)
+        task.update(item="fold")
 
-    def infer(working: Graph) -> dict[str, TensorType]:
-        return infer_types(working, model, where)
+        def infer(working: Graph) -> dict[str, TensorType]:
+            return infer_types(working, model, where)
 
-    fold_graph(graph, infer, where, inputs)
-    check_mapped_weights(graph, where)
-    graph.inputs = inputs
-    graph.types = infer(graph)
-    program = lower_graph(graph, hardware, where, infer, fixed_batch_inputs(graph, infer))
-    check_layer_weights(program, where)
+        fold_graph(graph, infer, where, inputs)
+        check_mapped_weights(graph, where)
+        task.update(item="shapes")
+        graph.inputs = inputs
+        graph.types = infer(graph)
+        batch = fixed_batch_inputs(graph, infer)
+        task.update(item="lower")
+        program = lower_graph(graph, hardware, where, infer, batch)
+        check_layer_weights(program, where)
+        task.update()
     return program

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from xbarc import limits
+from xbarc import limits, progress
 from xbarc.diagnostics import Location, XbarcError
 from xbarc.files import (
     StagedFile,
@@ -156,21 +156,26 @@ def load_program(path: PathLike, *, verify: bool = True) -> Program:
     """The program at `path` with its tensors from `path.npz` (or from a pending sidecar
     of an interrupted save, see the module), all checked; with `verify` (the default)
     also every invariant, errors pointing at `path:line:column`."""
-    try:
-        parsed = load_program_text(path)
-    except XbarcError:
-        if not os.path.lexists(path):  # a first save killed before its text was in place
-            _remove_stale(output_target(path), output_target(sidecar_path(path)))
-        raise
-    program = parsed.program
-    expected = {d.name: (d.dtype, d.shape, d.digest) for d in program.tensors}
-    store = _load_tensors(Path(path), expected)
-    if program.tensors:  # without tensors the sidecar is not needed and may be absent
-        program = replace(program, store=store)
-    if verify:
-        from xbarc.ir.verifier import verify as verify_program
+    with progress.task("load", total=2 + verify, unit="step", estimate=False) as task:
+        task.describe(f"{Path(path).name}: text")
+        try:
+            parsed = load_program_text(path)
+        except XbarcError:
+            if not os.path.lexists(path):  # a first save killed before its text was in place
+                _remove_stale(output_target(path), output_target(sidecar_path(path)))
+            raise
+        program = parsed.program
+        expected = {d.name: (d.dtype, d.shape, d.digest) for d in program.tensors}
+        task.update(item=f"{Path(path).name}: tensors")
+        store = _load_tensors(Path(path), expected)
+        if program.tensors:  # without tensors the sidecar is not needed and may be absent
+            program = replace(program, store=store)
+        task.update(item=f"{Path(path).name}: verify")
+        if verify:
+            from xbarc.ir.verifier import verify as verify_program
 
-        verify_program(program, parsed.locate)
+            verify_program(program, parsed.locate)
+            task.update()
     return program
 
 

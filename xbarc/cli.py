@@ -356,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_parser.add_argument("--labels", metavar="KEY", help="array of integer labels in --data")
     eval_parser.add_argument(
+        "--samples", type=int, metavar="N", help="use the first N samples of --data (default all)"
+    )
+    eval_parser.add_argument(
         "--batch-size", type=int, help="samples per run (default: the program's batch dim)"
     )
     eval_parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -824,6 +827,7 @@ def run_eval(args: argparse.Namespace) -> int:
             sensitivity=args.sensitivity,
             labels_key=args.labels,
             batch_size=args.batch_size,
+            samples=args.samples,
             progress=update,
             ort_int8=args.ort_int8,
             calibration_path=args.calibration,

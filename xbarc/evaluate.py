@@ -112,6 +112,13 @@ def batches(
         yield {name: data[name][start : start + batch_size] for name in input_names}
 
 
+def first_samples(
+    data: Mapping[str, np.ndarray], input_names: list[str], count: int
+) -> dict[str, np.ndarray]:
+    """The input arrays cut to their first `count` samples (eval --samples)."""
+    return {name: data[name][:count] for name in input_names}
+
+
 def model_inputs(data: Mapping[str, np.ndarray], input_names: list[str], where: Path) -> None:
     missing = [name for name in input_names if name not in data]
     if missing:
@@ -140,10 +147,12 @@ def evaluate(
     sensitivity: bool = False,
     ort_int8: bool = False,
     calibration_path: Path | None = None,
+    samples: int | None = None,
 ) -> EvalReport:
     """Run the program on `instances` chip instances (seeds seed, seed + 1, ...) and the
     reference once; with `sensitivity`, also each crossbar layer alone noisy (the others
-    as `quant`) on the same instances."""
+    as `quant`) on the same instances. `samples`: only the first that many samples of the
+    data (all by default)."""
     import onnxruntime
 
     from xbarc.adc_report import measured_adc, observe_reads
@@ -151,6 +160,8 @@ def evaluate(
     from xbarc.session import InferenceSession
 
     check_instances(seed, instances)
+    if samples is not None and samples < 1:
+        raise XbarcError(f"--samples must be at least 1, got {samples}")
     session = InferenceSession(program_path, noise=noise, seed=seed, overrides=overrides)
     settings = session.settings
     if sensitivity and not (settings.cells_noisy or settings.reads_noisy):
@@ -168,8 +179,8 @@ def evaluate(
     data = load_data(data_path)
     input_names = [i.name for i in session.get_inputs()]
     model_inputs(data, input_names, data_path)
-    samples = len(data[input_names[0]]) if input_names else 0
-    if samples == 0:
+    available = len(data[input_names[0]]) if input_names else 0
+    if available == 0:
         raise XbarcError(
             "the data holds no samples", where=data_path, hint="give at least one sample"
         )
@@ -184,7 +195,12 @@ def evaluate(
     if labels_key is not None:
         if labels_key not in data:
             raise XbarcError(f"the data has no array named {labels_key!r}", where=data_path)
-        labels = check_labels(np.asarray(data[labels_key]), labels_key, samples, data_path)
+        labels = check_labels(np.asarray(data[labels_key]), labels_key, available, data_path)
+    if samples is None or samples >= available:
+        samples = available
+    else:
+        data = first_samples(data, input_names, samples)
+        labels = None if labels is None else labels[:samples]
     outputs = [o.name for o in session.get_outputs()]
     feeds = list(batches(data, input_names, size))
     wanted = [run_reference(reference, outputs, batch, reference_path) for batch in feeds]

@@ -1,0 +1,403 @@
+"""The README runs as written: its commands, pasted in order from the repository's root.
+
+A new user copies the README's blocks into a shell one after the other. These tests do
+the same in a temporary copy of the repository's tracked files: every ```sh block line by
+line and every ```python block through `python -`, in order, in one bash session (`bash
+-e`), so that a variable a block exports holds in the next and the first command that
+fails stops the run. Only `sh` and `python` blocks run; a ```text block is sample output,
+or a command the README shows without running it here (the test suite itself, runs of
+minutes), written after a `$` prompt.
+
+What the tests change, and nothing else:
+- `pip install` lines are skipped: xbarc is installed in the test's environment, and the
+  session runs the copy's xbarc (PYTHONPATH is the copy; the `xbarc` console script of
+  this interpreter imports through it, which one test checks).
+- The README sets `export SAMPLES=${SAMPLES:-360}` itself and passes `--samples $SAMPLES`
+  to its evals and calibrations; the session sets SAMPLES=20 so that they stay short.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import symtable
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RUNNABLE = ("sh", "python")
+SAMPLES = "20"  # the README's own default is 360: every held-out digit
+FIRST_EXAMPLE = "A first example"  # the heading the fast test runs up to and including
+
+# names a user cannot paste: files that exist nowhere, stand-ins for the user's own
+PLACEHOLDERS = ("MODEL.onnx", "PROG.xbar", "test.npz", "calib.npz", "model.onnx", "model.xbar")
+# an upper-case file name in a command is a stand-in too (MODEL.onnx, OUT.xbar, X.npz)
+UPPER_CASE_FILE = re.compile(r"(?<![\w/.-])[A-Z][A-Z0-9_]*\.(?:onnx|xbar|npz|toml)\b")
+FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+HEADING = re.compile(r"^#{1,6} (.*)$", re.MULTILINE)
+PYTHON_END = "XBARC_README_PYTHON_END"
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One fenced block of the README: its language, its text, the README line its text
+    starts on, and the heading it sits under."""
+
+    language: str
+    text: str
+    line: int
+    section: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One command of the session: a shell command (backslash continuations joined as
+    bash joins them) or a whole python block, and the README line it starts on."""
+
+    language: str
+    text: str
+    line: int
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """Every fenced block of `text`, in order."""
+    headings = [(match.start(), match.group(1)) for match in HEADING.finditer(text)]
+    blocks = []
+    for match in FENCE.finditer(text):
+        section = next((title for start, title in reversed(headings) if start < match.start()), "")
+        line = text.count("\n", 0, match.start(2)) + 1
+        blocks.append(Block(match.group(1), match.group(2), line, section))
+    return blocks
+
+
+def runnable_blocks(blocks: list[Block]) -> list[Block]:
+    return [block for block in blocks if block.language in RUNNABLE]
+
+
+def shell_commands(block: Block) -> list[Step]:
+    """The commands of a ```sh block: one per line, a line ending in a backslash joined
+    with the next; blank and comment lines dropped."""
+    steps: list[Step] = []
+    pending: list[str] = []
+    start = block.line
+    for offset, line in enumerate(block.text.splitlines()):
+        if not pending:
+            start = block.line + offset
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+        pending.append(line)
+        if line.endswith("\\"):
+            continue
+        steps.append(Step("sh", "\n".join(pending), start))
+        pending = []
+    assert not pending, f"README.md:{start}: a command ends in a backslash and nothing follows"
+    return steps
+
+
+def is_pip_install(step: Step) -> bool:
+    words = shlex.split(step.text, comments=True)
+    return words[:2] == ["pip", "install"] or words[1:4] == ["-m", "pip", "install"]
+
+
+def session_steps(blocks: list[Block]) -> list[Step]:
+    """The commands the session runs, in order: `pip install` lines left out."""
+    steps: list[Step] = []
+    for block in runnable_blocks(blocks):
+        if block.language == "python":
+            steps.append(Step("python", block.text, block.line))
+            continue
+        steps.extend(step for step in shell_commands(block) if not is_pip_install(step))
+    return steps
+
+
+def session_script(steps: list[Step], logs: Path) -> str:
+    """A bash script that runs `steps` verbatim, each with its stdout and stderr in
+    `logs`/N.out and N.err, after writing its number N to `logs`/current: when `bash -e`
+    stops at a failing command, `current` names it."""
+    lines = ["set -o pipefail"]
+    for number, step in enumerate(steps):
+        out, err = (
+            shlex.quote(str(logs / f"{number}.out")),
+            shlex.quote(str(logs / f"{number}.err")),
+        )
+        lines.append(f"echo {number} > {shlex.quote(str(logs / 'current'))}")
+        if step.language == "python":
+            assert PYTHON_END not in step.text
+            lines.append(f"python - > {out} 2> {err} <<'{PYTHON_END}'")
+            lines.append(step.text.rstrip("\n"))
+            lines.append(PYTHON_END)
+        else:
+            # the braces keep the command in this shell (an export holds for the next)
+            lines.append("{")
+            lines.append(step.text)
+            lines.append(f"}} > {out} 2> {err}")
+    lines.append(f"echo done > {shlex.quote(str(logs / 'current'))}")
+    return "\n".join(lines) + "\n"
+
+
+def copy_tracked_files(destination: Path) -> None:
+    """The repository's tracked files (their working-tree contents, links as links) into
+    `destination`: what a fresh clone holds."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("the README test copies the repository's tracked files: needs git")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the working tree, not yet committed
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def copy_numba_caches(destination: Path) -> None:
+    """Numba's on-disk caches of the kernels (`__pycache__/*.nbi, *.nbc`) into the copy,
+    where they hold for the copied sources (keyed by their modification time and size,
+    which the copy keeps): the fast test then measures the README, not the kernels'
+    compilation (half a minute on 2 cores), which the slow test leaves in."""
+    for folder in {index.parent for index in ROOT.glob("**/__pycache__/*.nbi")}:
+        target = destination / folder.relative_to(ROOT)
+        if not target.parent.is_dir():
+            continue
+        target.mkdir(exist_ok=True)
+        for cached in folder.glob("*.nb[ic]"):
+            shutil.copy2(cached, target / cached.name)
+
+
+def session_environment(copy: Path) -> dict[str, str]:
+    """The environment of the session: this interpreter's `python` and `xbarc` first on
+    PATH, the copy's xbarc imported, SAMPLES small."""
+    environment = dict(os.environ)
+    bin_folder = str(Path(sys.executable).parent)
+    environment["PATH"] = os.pathsep.join([bin_folder, environment.get("PATH", "")])
+    environment["PYTHONPATH"] = str(copy)
+    environment["SAMPLES"] = SAMPLES
+    environment.pop("PYTHONSTARTUP", None)
+    return environment
+
+
+def run_session(steps: list[Step], copy: Path, logs: Path) -> None:
+    """Run `steps` in one bash session in `copy`; fail naming the first command that
+    failed, its README line, its exit status and its stderr."""
+    logs.mkdir()
+    script = logs / "session.sh"
+    script.write_text(session_script(steps, logs))
+    result = subprocess.run(
+        ["bash", "-e", str(script)],
+        cwd=copy,
+        env=session_environment(copy),
+        capture_output=True,
+        text=True,
+    )
+    current = (logs / "current").read_text().strip() if (logs / "current").exists() else ""
+    if result.returncode == 0 and current == "done":
+        return
+    if not current.isdigit():
+        pytest.fail(f"the session stopped before its first command:\n{result.stderr}")
+    step = steps[int(current)]
+    stderr = (logs / f"{current}.err").read_text()
+    pytest.fail(
+        f"README.md:{step.line}: exit status {result.returncode} from\n{step.text}\n"
+        f"stderr (last 3000 characters):\n{stderr[-3000:]}"
+    )
+
+
+def readme_text() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def blocks_through(blocks: list[Block], heading: str) -> list[Block]:
+    """The blocks up to the end of the first section whose heading starts with `heading`."""
+    sections = [block.section for block in blocks]
+    last = max(i for i, section in enumerate(sections) if section.startswith(heading))
+    return blocks[: last + 1]
+
+
+def undefined_names(source: str) -> set[str]:
+    """Names `source` reads as globals that it never binds, imports or gets from builtins:
+    the README's Python must run as written, with nothing left for the reader to define."""
+    top = symtable.symtable(source, "<readme>", "exec")
+    bound = {
+        symbol.get_name()
+        for symbol in top.get_symbols()
+        if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace()
+    }
+    read: set[str] = set()
+    tables = [top]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        for symbol in table.get_symbols():
+            reads_global = table is top or symbol.is_global()
+            if reads_global and symbol.is_referenced():
+                read.add(symbol.get_name())
+    return read - bound - set(dir(builtins))
+
+
+# --- the README's structure (fast) ---------------------------------------------------
+
+
+def test_blocks_are_found_with_their_lines_and_sections():
+    text = (
+        "# A\n\n```sh\necho one \\\n  two\n# a comment\n\necho three\n```\n"
+        "\n## B\n\n```text\n$ x\n```\n"
+    )
+    blocks = readme_blocks(text)
+    assert [(block.language, block.line, block.section) for block in blocks] == [
+        ("sh", 4, "A"),
+        ("text", 14, "B"),
+    ]
+    steps = shell_commands(blocks[0])
+    assert [(step.text, step.line) for step in steps] == [
+        ("echo one \\\n  two", 4),
+        ("echo three", 8),
+    ]
+
+
+def test_readme_blocks_are_marked_and_closed():
+    blocks = readme_blocks(readme_text())
+    assert blocks, "no fenced blocks found in README.md"
+    unmarked = [block.line for block in blocks if not block.language]
+    assert not unmarked, f"README.md: blocks without a language (sh, python or text) at {unmarked}"
+    assert readme_text().count("```") == 2 * len(blocks), "a fence is not closed"
+
+
+def test_undefined_names_catches_what_a_reader_would_have_to_fill_in():
+    # the README's old snippet: `batch` was never defined
+    old = (
+        "import xbarc\n"
+        'session = xbarc.InferenceSession("light_resnet50.xbar", noise="quant")\n'
+        '(probabilities,) = session.run(None, {"gpu_0/data_0": batch})\n'
+    )
+    assert undefined_names(old) == {"batch"}
+    assert undefined_names("import numpy as np\nx = np.zeros(3)\nprint(len(x))\n") == set()
+    assert undefined_names("def f():\n    return y\n") == {"y"}
+
+
+def test_readme_has_no_placeholders():
+    text = readme_text()
+    for name in PLACEHOLDERS:
+        assert not re.search(rf"(?<![\w/.-]){re.escape(name)}\b", text), (
+            f"README.md names {name}, a file a user does not have"
+        )
+    for match in re.finditer(r"(?<![\w/.-])my_chip\.toml", text):
+        line = text.count("\n", 0, match.start()) + 1
+        pytest.fail(f"README.md:{line}: my_chip.toml without its path (runtime/profiles/examples/)")
+    for block in runnable_blocks(readme_blocks(text)):
+        stand_ins = UPPER_CASE_FILE.findall(block.text)
+        assert not stand_ins, f"README.md:{block.line}: stand-in file names {stand_ins}"
+        if block.language == "python":
+            undefined = undefined_names(block.text)
+            assert not undefined, f"README.md:{block.line}: undefined names {sorted(undefined)}"
+
+
+def test_readme_runs_small_through_samples():
+    """The README sets SAMPLES itself, with its default, before any command uses it, and
+    every eval and calibrate takes `--samples $SAMPLES` (the session's small batch)."""
+    steps = session_steps(readme_blocks(readme_text()))
+    texts = [step.text for step in steps]
+    assert "export SAMPLES=${SAMPLES:-360}" in [text.split("#")[0].strip() for text in texts]
+    defined = next(i for i, text in enumerate(texts) if text.startswith("export SAMPLES="))
+    assert not any("$SAMPLES" in text for text in texts[:defined])
+    for step in steps:
+        words = step.text.split()
+        if step.language == "sh" and words[:2] in (["xbarc", "eval"], ["xbarc", "calibrate"]):
+            assert "--samples $SAMPLES" in step.text, (
+                f"README.md:{step.line}: no --samples $SAMPLES"
+            )
+
+
+def test_the_example_profile_loads_as_documented():
+    """runtime/profiles/examples/my_chip.toml is rram with the fields it says it changes,
+    and its commented fields load too once uncommented."""
+    from xbarc.runtime.noise import load_profile
+
+    path = ROOT / "runtime" / "profiles" / "examples" / "my_chip.toml"
+    rram, mine = load_profile("rram"), load_profile(path)
+    assert (mine.adc_bits, mine.programming_scale, mine.p_sa0, mine.p_sa1) == (6, 0.5, 0.003, 0.0)
+    assert (mine.programming, mine.read_sigma, mine.output_noise) == (
+        rram.programming,
+        rram.read_sigma,
+        rram.output_noise,
+    )
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", path.read_text(), flags=re.MULTILINE)
+    every = path.parent / "my_chip_uncommented.toml"
+    try:
+        every.write_text(uncommented)
+        loaded = load_profile(every)
+    finally:
+        every.unlink(missing_ok=True)
+    assert (loaded.g_max_spread, loaded.wire_resistance) == (0.05, 1.0)
+    assert (loaded.drift, loaded.drift_nu, loaded.t_inference) == ("constant", 0.05, 86400.0)
+
+
+# --- the README, run -----------------------------------------------------------------
+
+
+def test_copy_runs_its_own_xbarc(tmp_path):
+    """In the session, `python` and the `xbarc` console script import the copy's xbarc,
+    not the installed one, so the README runs what the copy holds."""
+    copy_tracked_files(tmp_path / "repo")
+    environment = session_environment(tmp_path / "repo")
+    where = "import xbarc, xbarc.runtime; print(xbarc.__file__); print(xbarc.runtime.__file__)"
+    found = subprocess.run(
+        ["python", "-c", where], env=environment, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert found.returncode == 0, found.stderr
+    for line in found.stdout.splitlines():
+        assert Path(line).resolve().is_relative_to((tmp_path / "repo").resolve()), line
+    version = subprocess.run(
+        ["xbarc", "--version"], env=environment, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert version.returncode == 0, version.stderr
+
+
+def test_readme_first_example_runs(tmp_path):
+    """The set-up and the first example, as pasted: the default suite's share."""
+    copy = tmp_path / "repo"
+    copy_tracked_files(copy)
+    copy_numba_caches(copy)
+    steps = session_steps(blocks_through(readme_blocks(readme_text()), FIRST_EXAMPLE))
+    over_chips = [i for i, step in enumerate(steps) if "--seeds" in step.text]
+    assert over_chips, "the first example has no eval over chip instances"
+    run_session(steps, copy, tmp_path / "logs")
+    assert (copy / "lenet.xbar").is_file() and (copy / "lenet.xbar.npz").is_file()
+    report = (tmp_path / "logs" / f"{over_chips[0]}.out").read_text()
+    accuracy = re.search(r"accuracy (\d+\.\d+)% \(mean over instances\)", report)
+    assert accuracy, report
+    assert 10.0 < float(accuracy.group(1)) <= 100.0  # better than chance on 10 digits
+
+
+@pytest.mark.slow
+def test_readme_runs_verbatim(tmp_path):
+    """Every sh and python block of the README, in order, in one session; afterwards the
+    copy holds no file `git status` would list (outputs are named in .gitignore)."""
+    copy = tmp_path / "repo"
+    copy_tracked_files(copy)
+    tracked = {path for path in copy.rglob("*")}
+    steps = session_steps(readme_blocks(readme_text()))
+    run_session(steps, copy, tmp_path / "logs")
+    made = sorted(
+        str(path.relative_to(copy))
+        for path in copy.rglob("*")
+        if path not in tracked and path.is_file() and "__pycache__" not in path.parts
+    )
+    assert made, "the README's commands wrote nothing"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=ROOT,
+        input="\n".join(made) + "\n",
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert sorted(set(made) - set(ignored)) == [], "README outputs not in .gitignore"

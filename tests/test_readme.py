@@ -264,6 +264,26 @@ def test_blocks_are_found_with_their_lines_and_sections():
     ]
 
 
+def test_session_keeps_variables_and_names_the_failing_command(tmp_path):
+    """One session: an export holds in later steps and in python blocks; the first
+    failing command stops it and is named with its README line and its stderr."""
+    steps = [
+        Step("sh", "export GREETING=${GREETING:-hello}", 3),
+        Step("sh", 'test "$GREETING" = hello', 4),
+        Step("python", "import os\nassert os.environ['GREETING'] == 'hello'\n", 6),
+        Step("sh", "echo broken >&2 && \\\n  exit 3", 9),
+        Step("sh", "touch never-written", 12),
+    ]
+    (tmp_path / "work").mkdir()
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_session(steps, tmp_path / "work", tmp_path / "logs")
+    message = str(failure.value)
+    assert message.startswith("README.md:9: exit status 3 from\necho broken")
+    assert message.rstrip().endswith("broken")
+    assert not (tmp_path / "work" / "never-written").exists()
+    run_session(steps[:3], tmp_path / "work", tmp_path / "logs again")
+
+
 def test_readme_blocks_are_marked_and_closed():
     blocks = readme_blocks(readme_text())
     assert blocks, "no fenced blocks found in README.md"

@@ -45,7 +45,7 @@ def options_without_help(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def test_every_script_is_found():
-    assert {"quant_speed", "run_light", "batch_memory"} <= set(SCRIPTS)
+    assert {"quant_speed", "run_light", "batch_memory", "profile_cost"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

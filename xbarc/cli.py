@@ -334,8 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate_parser.add_argument(
         "--batch-size",
         type=int,
-        help="samples per run (default 32, or the compiled batch of a program compiled for "
-        "one batch size)",
+        help="samples per run (default: as many as fit a memory budget of 1 GiB, or half "
+        "the available memory if less, at most the samples; a program compiled for one batch "
+        "size keeps it)",
     )
     calibrate_parser.add_argument(
         "-o", "--output", type=Path, help="write the calibrated program here (default: in place)"
@@ -359,7 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, metavar="N", help="use the first N samples of --data (default all)"
     )
     eval_parser.add_argument(
-        "--batch-size", type=int, help="samples per run (default: the program's batch dim)"
+        "--batch-size",
+        type=int,
+        help="samples per run (default: as many as fit a memory budget of 1 GiB, or half the "
+        "available memory if less, at most the samples; a program compiled for one batch size "
+        "keeps it)",
     )
     eval_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_noise_options(eval_parser)
@@ -369,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="chip instances to run (seeds --seed, --seed + 1, ...): accuracy and agreement "
-        "as mean, std, min and max over them",
+        "as mean, std, min and max over them (default 1)",
     )
     eval_parser.add_argument(
         "--sensitivity",
@@ -416,7 +421,7 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed of every random draw (chip, drift and read seeds derive from it)",
+        help="seed of every random draw (chip, drift and read seeds derive from it; default 0)",
     )
 
 
@@ -777,7 +782,7 @@ def summarize(value) -> str:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from xbarc.calibrate import calibrate
+    from xbarc.calibrate import calibrate, calibration_batch
     from xbarc.evaluate import load_data
     from xbarc.ir.io import load_program, save_program
 
@@ -785,20 +790,22 @@ def run_calibrate(args: argparse.Namespace) -> int:
     check_program_output(output, args.program, args.data)
     program = load_program(args.program)
     data = load_data(args.data)
+    choice = calibration_batch(program, data, args.samples, args.batch_size)
     with progress_bar("calibrate") as update:
         calibrated = calibrate(
             program,
             data,
             percentile=args.percentile,
             samples=args.samples,
-            batch_size=args.batch_size,
+            batch_size=choice.size,
             progress=update,
         )
     save_program(output, calibrated)
     assert calibrated.calibration is not None
     print(
         f"calibrated {len(calibrated.calibration.layers)} layers on "
-        f"{calibrated.calibration.samples} samples at the {args.percentile:g}th percentile"
+        f"{calibrated.calibration.samples} samples at the {args.percentile:g}th percentile, "
+        f"in batches of {choice.size} ({choice.describe()})"
     )
     print(f"{'layer':<32} {'input range':>12} {'ADC range':>10}")
     for entry in calibrated.calibration.layers:

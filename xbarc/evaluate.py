@@ -87,6 +87,9 @@ class EvalReport:
     # with --ort-int8: onnxruntime's static int8 quantization of the reference against the
     # reference, on the same samples ({"calibration": ..., "outputs": [...], "accuracy": ...})
     ort_int8: dict | None = None
+    # how the batch size was chosen: "how" (given, fixed or auto), the estimated bytes of a
+    # sample and the memory budget (auto), and the "note" the report prints
+    batching: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -156,6 +159,7 @@ def evaluate(
     import onnxruntime
 
     from xbarc.adc_report import measured_adc, observe_reads
+    from xbarc.batching import BatchChoice, choose_batch
     from xbarc.frontend.load import load_model
     from xbarc.session import InferenceSession
 
@@ -184,13 +188,8 @@ def evaluate(
         raise XbarcError(
             "the data holds no samples", where=data_path, hint="give at least one sample"
         )
-    declared_batch = session.get_inputs()[0].shape
-    if batch_size is not None:
-        size = batch_size
-    else:
-        size = declared_batch[0] if declared_batch and declared_batch[0] else 1
-    if size < 1:
-        raise XbarcError(f"--batch-size must be at least 1, got {size}")
+    if batch_size is not None and batch_size < 1:
+        raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
     labels = None
     if labels_key is not None:
         if labels_key not in data:
@@ -201,6 +200,14 @@ def evaluate(
     else:
         data = first_samples(data, input_names, samples)
         labels = None if labels is None else labels[:samples]
+    # the first instance's session and the one running lives at once (more than one pass)
+    copies = 2 if instances > 1 or sensitivity else 1
+    fixed = None if batch_size is not None else reference_batch(reference)
+    if fixed is not None:  # onnxruntime runs the reference on no other batch
+        choice = BatchChoice(fixed, "reference")
+    else:
+        choice = choose_batch(session.program, [settings], samples, batch_size, copies=copies)
+    size = choice.size
     outputs = [o.name for o in session.get_outputs()]
     feeds = list(batches(data, input_names, size))
     wanted = [run_reference(reference, outputs, batch, reference_path) for batch in feeds]
@@ -256,6 +263,12 @@ def evaluate(
         seeds=asdict(session.seeds),
         instances=rows,
         summary={key: spread([row[key] for row in rows]) for key in ("accuracy", "agreement")},
+        batching={
+            "how": choice.how,
+            "sample_bytes": choice.sample_bytes,
+            "budget": choice.budget,
+            "note": choice.describe(),
+        },
     )
     if read_sums is not None:
         report.adc = measured_adc(
@@ -401,6 +414,16 @@ def check_reference(session, reference, program_path: Path, reference_path: Path
             )
 
 
+def reference_batch(reference) -> int | None:
+    """The batch size the reference model fixes (its first input's first dimension, a
+    number), or None where it takes any."""
+    inputs = reference.get_inputs()
+    shape = inputs[0].shape if inputs else None
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0]
+    return None
+
+
 def shapes_agree(mine: list | None, theirs: list | None) -> bool:
     """Whether two declared shapes can hold the same feeds: the same rank, and equal
     dimensions after the batch (the first) wherever both are numbers."""
@@ -512,11 +535,17 @@ def settings_lines(settings: dict, seeds: dict) -> list[str]:
     return [*lines, line]
 
 
+def batch_note(report: EvalReport) -> str:
+    """ " (auto: ~0.11 MB a sample, 1 GiB budget)": how the batch size was chosen."""
+    note = report.batching.get("note")
+    return f" ({note})" if note else ""
+
+
 def format_eval(report: EvalReport) -> str:
     count = len(report.instances)
     lines = [
         f"{report.program} against {report.reference}: {report.samples} samples in batches "
-        f"of {report.batch_size}, noise profile {report.noise}",
+        f"of {report.batch_size}{batch_note(report)}, noise profile {report.noise}",
         *settings_lines(report.settings, report.seeds),
         f"{'output':<32} {'max abs error':>14} {'relative':>10} {'SNR dB':>8} {'top-1 agree':>12}",
     ]

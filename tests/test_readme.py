@@ -1,12 +1,11 @@
 """The README runs as written: its commands, pasted in order from the repository's root.
 
 A new user copies the README's blocks into a shell one after the other. These tests do
-the same in a temporary copy of the repository's tracked files: every ```sh block line by
-line and every ```python block through `python -`, in order, in one bash session (`bash
--e`), so that a variable a block exports holds in the next and the first command that
-fails stops the run. Only `sh` and `python` blocks run; a ```text block is sample output,
-or a command the README shows without running it here (the test suite itself, runs of
-minutes), written after a `$` prompt.
+the same in a temporary copy of the repository's tracked files (tests/readme_session.py):
+every ```sh block line by line and every ```python block through `python -`, in order,
+in one bash session (`bash -e`). Only `sh` and `python` blocks run; a ```text block is
+sample output, or a command the README shows without running it here (the test suite
+itself, runs of minutes), written after a `$` prompt.
 
 What the tests change, and nothing else:
 - `pip install` lines are skipped: xbarc is installed in the test's environment, and the
@@ -14,26 +13,38 @@ What the tests change, and nothing else:
   this interpreter imports through it, which one test checks).
 - The README sets `export SAMPLES=${SAMPLES:-360}` itself and passes `--samples $SAMPLES`
   to its evals and calibrations; the session sets SAMPLES=20 so that they stay short.
+- The fast test (the first example) starts with the repository's Numba caches copied in;
+  the slow one (the whole README) compiles the kernels as a fresh clone does.
 """
 
 from __future__ import annotations
 
 import builtins
-import os
 import re
-import shlex
-import shutil
 import subprocess
 import symtable
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-RUNNABLE = ("sh", "python")
+from tests.readme_session import (
+    ROOT,
+    Block,
+    NoRepository,
+    Step,
+    blocks_through,
+    copy_numba_caches,
+    copy_tracked_files,
+    failure_message,
+    readme_blocks,
+    readme_text,
+    run_session,
+    runnable_blocks,
+    session_environment,
+    session_steps,
+    shell_commands,
+)
+
 SAMPLES = "20"  # the README's own default is 360: every held-out digit
 FIRST_EXAMPLE = "A first example"  # the heading the fast test runs up to and including
 
@@ -41,186 +52,23 @@ FIRST_EXAMPLE = "A first example"  # the heading the fast test runs up to and in
 PLACEHOLDERS = ("MODEL.onnx", "PROG.xbar", "test.npz", "calib.npz", "model.onnx", "model.xbar")
 # an upper-case file name in a command is a stand-in too (MODEL.onnx, OUT.xbar, X.npz)
 UPPER_CASE_FILE = re.compile(r"(?<![\w/.-])[A-Z][A-Z0-9_]*\.(?:onnx|xbar|npz|toml)\b")
-FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-HEADING = re.compile(r"^#{1,6} (.*)$", re.MULTILINE)
-PYTHON_END = "XBARC_README_PYTHON_END"
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
-    """One fenced block of the README: its language, its text, the README line its text
-    starts on, and the heading it sits under."""
-
-    language: str
-    text: str
-    line: int
-    section: str
+def fresh_copy(destination: Path) -> Path:
+    """The repository's tracked files in `destination` (skip without a git checkout)."""
+    try:
+        copy_tracked_files(destination)
+    except NoRepository as error:
+        pytest.skip(f"the README test copies the repository's tracked files: {error}")
+    return destination
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One command of the session: a shell command (backslash continuations joined as
-    bash joins them) or a whole python block, and the README line it starts on."""
-
-    language: str
-    text: str
-    line: int
-
-
-def readme_blocks(text: str) -> list[Block]:
-    """Every fenced block of `text`, in order."""
-    headings = [(match.start(), match.group(1)) for match in HEADING.finditer(text)]
-    blocks = []
-    for match in FENCE.finditer(text):
-        section = next((title for start, title in reversed(headings) if start < match.start()), "")
-        line = text.count("\n", 0, match.start(2)) + 1
-        blocks.append(Block(match.group(1), match.group(2), line, section))
-    return blocks
-
-
-def runnable_blocks(blocks: list[Block]) -> list[Block]:
-    return [block for block in blocks if block.language in RUNNABLE]
-
-
-def shell_commands(block: Block) -> list[Step]:
-    """The commands of a ```sh block: one per line, a line ending in a backslash joined
-    with the next; blank and comment lines dropped."""
-    steps: list[Step] = []
-    pending: list[str] = []
-    start = block.line
-    for offset, line in enumerate(block.text.splitlines()):
-        if not pending:
-            start = block.line + offset
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-        pending.append(line)
-        if line.endswith("\\"):
-            continue
-        steps.append(Step("sh", "\n".join(pending), start))
-        pending = []
-    assert not pending, f"README.md:{start}: a command ends in a backslash and nothing follows"
-    return steps
-
-
-def is_pip_install(step: Step) -> bool:
-    words = shlex.split(step.text, comments=True)
-    return words[:2] == ["pip", "install"] or words[1:4] == ["-m", "pip", "install"]
-
-
-def session_steps(blocks: list[Block]) -> list[Step]:
-    """The commands the session runs, in order: `pip install` lines left out."""
-    steps: list[Step] = []
-    for block in runnable_blocks(blocks):
-        if block.language == "python":
-            steps.append(Step("python", block.text, block.line))
-            continue
-        steps.extend(step for step in shell_commands(block) if not is_pip_install(step))
-    return steps
-
-
-def session_script(steps: list[Step], logs: Path) -> str:
-    """A bash script that runs `steps` verbatim, each with its stdout and stderr in
-    `logs`/N.out and N.err, after writing its number N to `logs`/current: when `bash -e`
-    stops at a failing command, `current` names it."""
-    lines = ["set -o pipefail"]
-    for number, step in enumerate(steps):
-        out, err = (
-            shlex.quote(str(logs / f"{number}.out")),
-            shlex.quote(str(logs / f"{number}.err")),
-        )
-        lines.append(f"echo {number} > {shlex.quote(str(logs / 'current'))}")
-        if step.language == "python":
-            assert PYTHON_END not in step.text
-            lines.append(f"python - > {out} 2> {err} <<'{PYTHON_END}'")
-            lines.append(step.text.rstrip("\n"))
-            lines.append(PYTHON_END)
-        else:
-            # the braces keep the command in this shell (an export holds for the next)
-            lines.append("{")
-            lines.append(step.text)
-            lines.append(f"}} > {out} 2> {err}")
-    lines.append(f"echo done > {shlex.quote(str(logs / 'current'))}")
-    return "\n".join(lines) + "\n"
-
-
-def copy_tracked_files(destination: Path) -> None:
-    """The repository's tracked files (their working-tree contents, links as links) into
-    `destination`: what a fresh clone holds."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("the README test copies the repository's tracked files: needs git")
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if not source.exists() and not source.is_symlink():
-            continue  # deleted in the working tree, not yet committed
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target, follow_symlinks=False)
-
-
-def copy_numba_caches(destination: Path) -> None:
-    """Numba's on-disk caches of the kernels (`__pycache__/*.nbi, *.nbc`) into the copy,
-    where they hold for the copied sources (keyed by their modification time and size,
-    which the copy keeps): the fast test then measures the README, not the kernels'
-    compilation (half a minute on 2 cores), which the slow test leaves in."""
-    for folder in {index.parent for index in ROOT.glob("**/__pycache__/*.nbi")}:
-        target = destination / folder.relative_to(ROOT)
-        if not target.parent.is_dir():
-            continue
-        target.mkdir(exist_ok=True)
-        for cached in folder.glob("*.nb[ic]"):
-            shutil.copy2(cached, target / cached.name)
-
-
-def session_environment(copy: Path) -> dict[str, str]:
-    """The environment of the session: this interpreter's `python` and `xbarc` first on
-    PATH, the copy's xbarc imported, SAMPLES small."""
-    environment = dict(os.environ)
-    bin_folder = str(Path(sys.executable).parent)
-    environment["PATH"] = os.pathsep.join([bin_folder, environment.get("PATH", "")])
-    environment["PYTHONPATH"] = str(copy)
-    environment["SAMPLES"] = SAMPLES
-    environment.pop("PYTHONSTARTUP", None)
-    return environment
-
-
-def run_session(steps: list[Step], copy: Path, logs: Path) -> None:
-    """Run `steps` in one bash session in `copy`; fail naming the first command that
-    failed, its README line, its exit status and its stderr."""
-    logs.mkdir()
-    script = logs / "session.sh"
-    script.write_text(session_script(steps, logs))
-    result = subprocess.run(
-        ["bash", "-e", str(script)],
-        cwd=copy,
-        env=session_environment(copy),
-        capture_output=True,
-        text=True,
-    )
-    current = (logs / "current").read_text().strip() if (logs / "current").exists() else ""
-    if result.returncode == 0 and current == "done":
-        return
-    if not current.isdigit():
-        pytest.fail(f"the session stopped before its first command:\n{result.stderr}")
-    step = steps[int(current)]
-    stderr = (logs / f"{current}.err").read_text()
-    pytest.fail(
-        f"README.md:{step.line}: exit status {result.returncode} from\n{step.text}\n"
-        f"stderr (last 3000 characters):\n{stderr[-3000:]}"
-    )
-
-
-def readme_text() -> str:
-    return README.read_text(encoding="utf-8")
-
-
-def blocks_through(blocks: list[Block], heading: str) -> list[Block]:
-    """The blocks up to the end of the first section whose heading starts with `heading`."""
-    sections = [block.section for block in blocks]
-    last = max(i for i, section in enumerate(sections) if section.startswith(heading))
-    return blocks[: last + 1]
+def run_or_fail(steps: list[Step], copy: Path, logs: Path) -> tuple[float, ...]:
+    """Run `steps` in one session; fail naming the first command that failed."""
+    result = run_session(steps, copy, logs, SAMPLES)
+    if result.failed is not None:
+        pytest.fail(failure_message(steps, result))
+    return result.seconds
 
 
 def undefined_names(source: str) -> set[str]:
@@ -262,6 +110,14 @@ def test_blocks_are_found_with_their_lines_and_sections():
         ("echo one \\\n  two", 4),
         ("echo three", 8),
     ]
+    assert [step.text for step in session_steps(blocks)] == ["echo one \\\n  two", "echo three"]
+    # with prompts: the `$` lines of text blocks too, but never the test suite itself
+    sample = "$ xbarc run a.xbar  # 9 s\nsample output\n$ python -m pytest -q\n"
+    blocks.append(Block("text", sample, 20, "C"))
+    assert [(step.text, step.line) for step in session_steps(blocks, prompts=True)][2:] == [
+        ("x", 14),
+        ("xbarc run a.xbar  # 9 s", 20),
+    ]
 
 
 def test_session_keeps_variables_and_names_the_failing_command(tmp_path):
@@ -275,13 +131,15 @@ def test_session_keeps_variables_and_names_the_failing_command(tmp_path):
         Step("sh", "touch never-written", 12),
     ]
     (tmp_path / "work").mkdir()
-    with pytest.raises(pytest.fail.Exception) as failure:
-        run_session(steps, tmp_path / "work", tmp_path / "logs")
-    message = str(failure.value)
+    failed = run_session(steps, tmp_path / "work", tmp_path / "logs", SAMPLES)
+    assert (failed.failed, failed.returncode, len(failed.seconds)) == (3, 3, 3)
+    message = failure_message(steps, failed)
     assert message.startswith("README.md:9: exit status 3 from\necho broken")
     assert message.rstrip().endswith("broken")
     assert not (tmp_path / "work" / "never-written").exists()
-    run_session(steps[:3], tmp_path / "work", tmp_path / "logs again")
+    passed = run_session(steps[:3], tmp_path / "work", tmp_path / "logs again", SAMPLES)
+    assert passed.failed is None and len(passed.seconds) == 3
+    assert all(seconds >= 0 for seconds in passed.seconds)
 
 
 def test_readme_blocks_are_marked_and_closed():
@@ -367,8 +225,8 @@ def test_the_example_profile_loads_as_documented():
 def test_copy_runs_its_own_xbarc(tmp_path):
     """In the session, `python` and the `xbarc` console script import the copy's xbarc,
     not the installed one, so the README runs what the copy holds."""
-    copy_tracked_files(tmp_path / "repo")
-    environment = session_environment(tmp_path / "repo")
+    fresh_copy(tmp_path / "repo")
+    environment = session_environment(tmp_path / "repo", SAMPLES)
     where = "import xbarc, xbarc.runtime; print(xbarc.__file__); print(xbarc.runtime.__file__)"
     found = subprocess.run(
         ["python", "-c", where], env=environment, cwd=tmp_path, capture_output=True, text=True
@@ -384,13 +242,12 @@ def test_copy_runs_its_own_xbarc(tmp_path):
 
 def test_readme_first_example_runs(tmp_path):
     """The set-up and the first example, as pasted: the default suite's share."""
-    copy = tmp_path / "repo"
-    copy_tracked_files(copy)
+    copy = fresh_copy(tmp_path / "repo")
     copy_numba_caches(copy)
     steps = session_steps(blocks_through(readme_blocks(readme_text()), FIRST_EXAMPLE))
     over_chips = [i for i, step in enumerate(steps) if "--seeds" in step.text]
     assert over_chips, "the first example has no eval over chip instances"
-    run_session(steps, copy, tmp_path / "logs")
+    run_or_fail(steps, copy, tmp_path / "logs")
     assert (copy / "lenet.xbar").is_file() and (copy / "lenet.xbar.npz").is_file()
     report = (tmp_path / "logs" / f"{over_chips[0]}.out").read_text()
     accuracy = re.search(r"accuracy (\d+\.\d+)% \(mean over instances\)", report)
@@ -402,11 +259,10 @@ def test_readme_first_example_runs(tmp_path):
 def test_readme_runs_verbatim(tmp_path):
     """Every sh and python block of the README, in order, in one session; afterwards the
     copy holds no file `git status` would list (outputs are named in .gitignore)."""
-    copy = tmp_path / "repo"
-    copy_tracked_files(copy)
+    copy = fresh_copy(tmp_path / "repo")
     tracked = {path for path in copy.rglob("*")}
     steps = session_steps(readme_blocks(readme_text()))
-    run_session(steps, copy, tmp_path / "logs")
+    run_or_fail(steps, copy, tmp_path / "logs")
     made = sorted(
         str(path.relative_to(copy))
         for path in copy.rglob("*")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +34,7 @@ from tests.readme_session import (  # noqa: E402
     session_steps,
 )
 
-SHOWN = 100  # characters of a command the table shows
+COMMENT = re.compile(r"\s{2,}# .*$")  # a comment after a command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def without_comment(line: str) -> str:
+    """`line` without a trailing comment: `#` two spaces or more after the command, outside
+    quotes (as the README writes them)."""
+    match = COMMENT.search(line)
+    if match is None:
+        return line
+    before = line[: match.start()]
+    if before.count('"') % 2 or before.count("'") % 2:
+        return line
+    return before
+
+
 def shown(command: str) -> str:
-    """One table cell: the command on one line, shortened, with `|` escaped."""
-    line = " ".join(command.replace("\\\n", " ").split())
-    if len(line) > SHOWN:
-        line = line[: SHOWN - 3] + "..."
-    return line.replace("|", "\\|")
+    """One table cell: the command on one line without its trailing comments, `|`
+    escaped."""
+    lines = [without_comment(line) for line in command.replace("\\\n", "\n").splitlines()]
+    return " ".join(" ".join(lines).split()).replace("|", "\\|")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -234,10 +234,19 @@ def test_copy_runs_its_own_xbarc(tmp_path):
     assert found.returncode == 0, found.stderr
     for line in found.stdout.splitlines():
         assert Path(line).resolve().is_relative_to((tmp_path / "repo").resolve()), line
+    # the console script: the copy's package, marked here, says where it was imported from
+    package = tmp_path / "repo" / "xbarc" / "__init__.py"
+    marker = '\nimport os as _os\nif _os.environ.get("XBARC_README_MARK"):\n    print(__file__)\n'
+    package.write_text(package.read_text() + marker)
     version = subprocess.run(
-        ["xbarc", "--version"], env=environment, cwd=tmp_path, capture_output=True, text=True
+        ["xbarc", "--version"],
+        env={**environment, "XBARC_README_MARK": "1"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert version.returncode == 0, version.stderr
+    assert version.stdout.splitlines()[0] == str(package), version.stdout
 
 
 def test_readme_first_example_runs(tmp_path):

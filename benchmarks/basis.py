@@ -3,7 +3,7 @@ at tile budgets of 16 to 256, compile times, and EDP and accuracy against K.
 
     python benchmarks/basis.py [--budgets 16,32,64,128,256] [--repeat 3] [--seeds 5]
                                [--models resnet50,densenet121,lenet,...] [--no-accuracy]
-                               [--no-record]
+                               [--record]
 
 Models: ResNet-50 and DenseNet-121 (the onnx light topologies with the trained-like
 weights of benchmarks/trained_like.py, seed 0) on 128x128 tiles, and the trained digits
@@ -38,7 +38,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).parent))
 from compile_light import compile_once  # noqa: E402
 from light_models import LIGHT  # noqa: E402
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx, strategy_row  # noqa: E402
@@ -526,15 +526,41 @@ def k_plot_lines(seeds: int, with_accuracy: bool) -> tuple[list[str], int]:
     return lines, tiles
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
-    parser.add_argument("--models", default=",".join(LIGHT_NETWORKS + DIGITS_MODELS))
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--no-accuracy", action="store_true")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--budgets",
+        default=",".join(map(str, BUDGETS)),
+        help="tile budgets, comma-separated (default 16,32,64,128,256)",
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(LIGHT_NETWORKS + DIGITS_MODELS),
+        help="models, comma-separated (default: ResNet-50, DenseNet-121 and the digits fixtures)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="compiles per compile time; the best is kept (default 3)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="rram chip instances per accuracy point (default 5)"
+    )
+    parser.add_argument(
+        "--no-accuracy",
+        action="store_true",
+        help="skip the EDP and accuracy against K (the slow part)",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     budgets = tuple(int(b) for b in args.budgets.split(","))
     started = time.perf_counter()
 
@@ -615,8 +641,7 @@ def main() -> None:
         ]
     )
     print(text)
-    if not args.no_record:
-        record("basis", text)
+    record_if(args.record, "basis", text)
 
 
 if __name__ == "__main__":

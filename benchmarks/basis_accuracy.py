@@ -2,7 +2,7 @@
 against reprogramming, at a quarter of the tiles the dense mapping needs.
 
     python benchmarks/basis_accuracy.py [--seeds 5] [--models lenet,resnet,mobilenet]
-                                        [--tile 128] [--no-record]
+                                        [--tile 128] [--record]
 
 For each fixture: the dense mapping's virtual tiles D at the tile size; the budget is
 max(1, D // 4) tiles. Three programs at that budget:
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from xbarc.basis_data import input_grams, with_input_grams  # noqa: E402
 from xbarc.calibrate import calibrate  # noqa: E402
@@ -340,13 +340,28 @@ def against_k_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--models", default=",".join(CNN_MODELS))
-    parser.add_argument("--tile", type=int, default=128)
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="rram chip instances per accuracy (default 5)"
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(CNN_MODELS),
+        help="digits fixtures, comma-separated (default lenet,resnet,mobilenet)",
+    )
+    parser.add_argument(
+        "--tile", type=int, default=128, help="rows and columns of a tile (default 128)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     models = args.models.split(",")
     started = time.perf_counter()
     reconstruction = reconstruction_rows(models, args.tile)
@@ -386,8 +401,7 @@ def main() -> None:
         ]
     )
     print(text)
-    if not args.no_record:
-        record("basis_accuracy", text)
+    record_if(args.record, "basis_accuracy", text)
 
 
 if __name__ == "__main__":

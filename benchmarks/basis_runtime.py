@@ -1,6 +1,6 @@
 """What running a BasisN program costs the simulator: `--strategy basis` against `reprogram`.
 
-    python benchmarks/basis_runtime.py [--tiles 128] [--repeat 3] [--models ...] [--no-record]
+    python benchmarks/basis_runtime.py [--tiles 128] [--repeat 3] [--models ...] [--record]
 
 Each model is compiled twice for the same chip (`--tiles`, 128x128 tiles, the compiler's
 defaults: 8-bit weights in 2-bit cells, 1-bit DAC steps, 8-bit ADC): `reprogram` (layers on
@@ -31,7 +31,7 @@ import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))  # the xbarc of this checkout
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 import xbarc.runtime.executor as executor_module  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
@@ -154,20 +154,33 @@ def table(rows: list[dict], tiles: int, repeat: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", type=int, default=128)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--tiles", type=int, default=128, help="the chip's tiles (default 128)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed runs per batch after a warm-up; the best is kept (default 3)",
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="models, comma-separated (default all)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     rows = []
     for name in args.models.split(","):
         rows.extend(measure(name, args.tiles, args.repeat))
     text = table(rows, args.tiles, args.repeat)
     print(text)
-    if not args.no_record:
-        record("basis_runtime", text)
+    record_if(args.record, "basis_runtime", text)
 
 
 if __name__ == "__main__":

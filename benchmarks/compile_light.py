@@ -1,6 +1,6 @@
 """Compile the nine real network topologies that ship with onnx; print wall time and peak memory.
 
-    python benchmarks/compile_light.py [--repeat 3] [--before REF] [--no-record]
+    python benchmarks/compile_light.py [--repeat 3] [--before REF] [--record]
 
 Each model is compiled by the `xbarc compile` command in a fresh process (8-bit weights,
 2-bit cells, differential pairs, 128x128 tiles, 128 tiles), so the figures include Python
@@ -34,7 +34,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from light_models import LIGHT, LIGHT_MODELS  # noqa: E402
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,12 +136,19 @@ def squeezed_rows(folder: Path, repeat: int, before: str | None) -> list[str]:
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per model; the best is kept")
     parser.add_argument("--before", metavar="REF", help="also compile ResNet-50 at git REF")
-    parser.add_argument("--no-record", action="store_true", help="do not update RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -186,8 +193,7 @@ def main() -> None:
         f"end: {load_before:.1f} and {os.getloadavg()[0]:.1f}; other work on it slows every "
         "figure alike, so compare figures of one run.",
     ]
-    if not args.no_record:
-        record("compile_light", "\n".join(lines))
+    record_if(args.record, "compile_light", "\n".join(lines))
 
 
 if __name__ == "__main__":

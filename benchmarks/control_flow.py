@@ -1,6 +1,6 @@
 """Control flow and recurrent layers on a trained network: Silero VAD on the chip.
 
-    python benchmarks/control_flow.py [--wheel silero_vad-6.2.3-py3-none-any.whl] [--no-record]
+    python benchmarks/control_flow.py [--wheel silero_vad-6.2.3-py3-none-any.whl] [--record]
 
 Silero VAD (pip package `silero-vad`, MIT) ships three ONNX exports of one network: an If
 on the sample rate holding the whole 16 kHz and 8 kHz networks, LSTM included
@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.runtime.executor import Executor  # noqa: E402
@@ -128,11 +128,18 @@ def probabilities(run, pieces: list[np.ndarray]) -> tuple[np.ndarray, float]:
     return np.array(found), (time.perf_counter() - start) / len(pieces)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", help="the silero-vad wheel (default: cached download)")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     folder = CACHE / "silero_vad"
     with zipfile.ZipFile(wheel_path(args.wheel)) as wheel:
         for export in EXPORTS:
@@ -178,8 +185,7 @@ def main() -> None:
                 print(lines[-1], flush=True)
     body = "\n".join(lines)
     print(body)
-    if not args.no_record:
-        record("control_flow", body)
+    record_if(args.record, "control_flow", body)
 
 
 if __name__ == "__main__":

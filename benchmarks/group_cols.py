@@ -1,6 +1,6 @@
 """The default column groups of sparse and squeezed mappings against every uniform width.
 
-    python benchmarks/group_cols.py [--repeat 3] [--no-record]
+    python benchmarks/group_cols.py [--repeat 3] [--record]
 
 1. Every pruned digits fixture (50, 80, 90 %) at 32x32 and 128x128 tiles, `sparse`
    (2-bit cells) and `squeeze` (1-bit cells), compiled with the column groups chosen per
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))  # this tree's xbarc, not an installed one
 from compile_light import LIGHT, compile_once  # noqa: E402
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compare_group_cols  # noqa: E402
@@ -126,11 +126,18 @@ def resnet50_rows(folder: Path, repeat: int) -> list[str]:
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per compile time")
-    parser.add_argument("--no-record", action="store_true", help="do not update RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     started = time.perf_counter()
     lines = ["## Default column groups (`benchmarks/group_cols.py`)"]
     rows, met, total = default_rows()
@@ -139,8 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         lines += resnet50_rows(Path(folder), args.repeat)
     lines += ["", f"The benchmark took {time.perf_counter() - started:.0f} s."]
-    if not args.no_record:
-        record("group_cols", "\n".join(lines))
+    record_if(args.record, "group_cols", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 program: parse time of the text and full load time (text, sidecar, verifier).
 
     python benchmarks/load_limits.py --json before.json        # in a checkout before the bounds
-    python benchmarks/load_limits.py --before before.json      # here: prints and records both
+    python benchmarks/load_limits.py --before before.json --record   # here: prints, records
 
 Each model is compiled once (`--tiles 128`, 128x128 tiles) into a temporary folder; each
 figure is the CPU time of this process (not wall time: the machine may be shared), the
@@ -73,13 +73,23 @@ def table(after: dict, before: dict | None) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="loads per program; the best is kept (default 3)"
+    )
     parser.add_argument("--json", type=pathlib.Path, help="write the figures here and stop")
     parser.add_argument("--before", type=pathlib.Path, help="figures of the code before")
     parser.add_argument("--folder", type=pathlib.Path, help="keep the compiled programs here")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         figures = measure(args.folder or pathlib.Path(scratch), args.repeat)
     if args.json is not None:
@@ -97,9 +107,9 @@ def main() -> None:
     body += table(figures, before)
     print(body)
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
-    from results import record
+    from results import record_if
 
-    record("load_limits", body)
+    record_if(args.record, "load_limits", body)
 
 
 if __name__ == "__main__":

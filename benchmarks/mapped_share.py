@@ -1,6 +1,6 @@
 """How much of each model compile maps onto crossbars, and whether its program runs any batch.
 
-    python benchmarks/mapped_share.py [--no-record]
+    python benchmarks/mapped_share.py [--record]
 
 For the nine onnx light models and the digits fixtures (at batch 1), the frontend's
 program (`--emit graph`: the mapping is decided there): crossbar layers, their
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from light_models import LIGHT, LIGHT_MODELS  # noqa: E402
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.report import format_macs, report  # noqa: E402
@@ -63,16 +63,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     rows = [measure(LIGHT / f"light_{name}.onnx", {}) for name in LIGHT_MODELS]
     rows += [measure(DIGITS / f"{name}.onnx", {"x": (1, 1, 8, 8)}) for name in DIGITS_MODELS]
     text = table(rows)
     print(text)
-    if args.no_record:
-        return
     body = (
         "## Mapped share and batch (`benchmarks/mapped_share.py`)\n\n"
         "The frontend's program of each model at batch 1: crossbar layers and their "
@@ -82,7 +87,7 @@ def main() -> None:
         "light models but densenet121 and squeezenet reshape to the constant [1, N] before "
         "their classifier).\n\n" + text
     )
-    record("mapped_share", body)
+    record_if(args.record, "mapped_share", body)
 
 
 if __name__ == "__main__":

@@ -1134,10 +1134,13 @@ def summarize(
     return "\n".join(lines), totals, failures
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mutants", type=int, default=2400)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mutants", type=int, default=2400, help="mutants to run (default 2400)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes running mutants at once (default 2)"
+    )
     parser.add_argument("--seed", type=int, default=15, help="master seed of the mutant numbers")
     parser.add_argument("--kinds", default="xbar,npz,tensor,onnx", help="kinds of mutants to run")
     parser.add_argument(
@@ -1147,7 +1150,11 @@ def main() -> int:
         "--keep", type=Path, help="keep the work folder here (with --repro: the mutant)"
     )
     parser.add_argument("--record", action="store_true", help="record the counts in RESULTS.md")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="xbarc-mutants-"))
     try:
@@ -1198,6 +1205,8 @@ def main() -> int:
         )
         if args.record and not args.repro:
             record_results(table, totals, len(cases), elapsed, slowest, rss, failures)
+        elif not args.repro:
+            print("(not recorded: run again with --record to write them to RESULTS.md)")
         if args.keep:
             rows = [
                 {"case": c.label, "outcome": outcome(r, baselines.get(c.seed), c.kind), **r}

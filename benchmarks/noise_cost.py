@@ -1,6 +1,6 @@
 """What device noise costs at run time: `rram` against `quant` on the same program.
 
-    python benchmarks/noise_cost.py [--repeat 3] [--no-record]
+    python benchmarks/noise_cost.py [--repeat 3] [--record]
 
 Programs use the compiler's defaults (8-bit weights in 2-bit cells, 128x128 tiles, 1-bit
 DAC steps). Per program: the time per batch of `quant` and of `rram` (best of --repeat,
@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.runtime import gaussian  # noqa: E402
@@ -77,11 +77,20 @@ def noise_share(executor: Executor, feeds) -> float:
     return spent
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per profile; the best is kept (default 3)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     rows = []
     for name, program, feeds in cases():
         quant = Executor(program, noise_settings("quant"))
@@ -112,8 +121,7 @@ def main() -> None:
             f"| {name} | {quant_s:.3f} | {rram_s:.3f} | {rram_s / quant_s:.2f}x | {noise_s:.3f} |"
         )
     lines += ["", "Goal: rram at most 1.3x quant."]
-    if not args.no_record:
-        record("noise_cost", "\n".join(lines))
+    record_if(args.record, "noise_cost", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Accuracy under device noise on the trained digits fixtures (seed 000's methodology).
 
-    python benchmarks/noise_study.py [--seeds 5] [--models lenet,mlp,...] [--no-record] [--replot]
+    python benchmarks/noise_study.py [--seeds 5] [--models lenet,mlp,...] [--record] [--replot]
 
 Every point is the held-out accuracy (tests/fixtures/digits/digits_test.npz, 360 images)
 as mean +- std over `--seeds` chip instances of the `rram` profile, with one knob moved
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.runtime.executor import Executor  # noqa: E402
@@ -205,13 +205,26 @@ def summary(rows: list[dict], seeds: int, seconds: float, plotted: bool) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--models", default="mlp,lenet,resnet,mobilenet")
-    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="rram chip instances per point (default 5)"
+    )
+    parser.add_argument(
+        "--models",
+        default="mlp,lenet,resnet,mobilenet",
+        help="digits fixtures, comma-separated (default mlp,lenet,resnet,mobilenet)",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
     parser.add_argument("--replot", action="store_true", help="redraw the PNG from the CSV")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.replot:
         with open(CSV, newline="") as stream:
             plot(list(csv.DictReader(stream)))
@@ -223,8 +236,7 @@ def main() -> None:
     plotted = plot(rows)
     text = summary(rows, args.seeds, seconds, plotted)
     print(text)
-    if not args.no_record:
-        record("noise_study", text)
+    record_if(args.record, "noise_study", text)
 
 
 if __name__ == "__main__":

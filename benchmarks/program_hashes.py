@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
 sys.path.insert(0, str(Path(__file__).parent))
 from compile_light import LIGHT  # noqa: E402
-from compile_light import MODELS as LIGHT_MODELS  # noqa: E402
+from light_models import LIGHT_MODELS  # noqa: E402
 
 TRAINED_LIKE = ("squeezenet", "shufflenet")
 
@@ -169,7 +169,8 @@ def hashes_at(ref: str, light: bool) -> dict[str, str]:
         return json.loads(done.stdout)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--light", action="store_true", help="also the onnx light models")
     parser.add_argument("--ref", help="compare against this git revision")
@@ -179,7 +180,11 @@ def main() -> int:
         "--schedule", action="store_true", help="hash the decisions, not the printed text"
     )
     parser.add_argument("--record", action="store_true", help="record the comparison in RESULTS.md")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.schedule:  # for this process and the one hashing --ref
         os.environ["XBARC_HASHES_SCHEDULE"] = "1"
         global SCHEDULE_ONLY
@@ -211,6 +216,8 @@ def main() -> int:
     print(f"{len(changed)} of {len(hashes)} programs differ from {against}")
     if args.record:
         record_comparison(hashes, changed, against, args.schedule)
+    else:
+        print("(not recorded: run again with --record to write them to RESULTS.md)")
     return 1 if changed else 0
 
 

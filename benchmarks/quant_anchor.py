@@ -1,6 +1,6 @@
 """Weight quantization against the anchor: xbarc `quant` and onnxruntime's int8, vs float.
 
-    python benchmarks/quant_anchor.py [--samples 4] [--models standin,cls,...] [--no-record]
+    python benchmarks/quant_anchor.py [--samples 4] [--models standin,cls,...] [--record]
 
 Per model, on held-out inputs, the error of each against the float model (onnxruntime):
 - onnxruntime int8: `quantize_static` (QDQ, per-channel symmetric int8 weights, int8
@@ -41,7 +41,7 @@ import onnxruntime
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from tests.quant_standin import standin_images, standin_model  # noqa: E402
 from xbarc.calibrate import calibrate  # noqa: E402
@@ -308,17 +308,29 @@ def measure(case: Case, samples: int, folder: Path) -> list[tuple[str, dict, flo
     return rows
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4, help="calibration and held-out samples")
-    parser.add_argument("--standin-samples", type=int, default=32)
+    parser.add_argument(
+        "--standin-samples",
+        type=int,
+        default=32,
+        help="calibration and held-out samples of the stand-in model (default 32)",
+    )
     parser.add_argument(
         "--models",
         default=",".join(case.name for case in CASES if case.name not in SLOW),
         help=f"comma-separated (default: all but {', '.join(SLOW)})",
     )
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     chosen = args.models.split(",")
     lines = [
         "Error of the first output against the float model (onnxruntime) on held-out "
@@ -360,10 +372,11 @@ def main() -> None:
             f"| {case.name} ({case.what}) | not run (--models {case.name} runs it) | | | | |"
         )
     lines += ["", *NOTES]
-    if not args.no_record:
-        record(
-            "quant_anchor", "## Weight quantization against onnxruntime int8\n\n" + "\n".join(lines)
-        )
+    record_if(
+        args.record,
+        "quant_anchor",
+        "## Weight quantization against onnxruntime int8\n\n" + "\n".join(lines),
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Time one 480x640 image through a text-detection CNN in `quant`, beside onnxruntime.
 
-    python benchmarks/quant_speed.py [--model det.onnx] [--repeat 3] [--note TEXT] [--no-record]
+    python benchmarks/quant_speed.py [--model det.onnx] [--repeat 3] [--note TEXT] [--record]
 
 The model is a stand-in built here, deterministically, with the structure of PP-OCR's
 text detector (DBNet on MobileNetV3, about 1 M weights): a strided stem, inverted
@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an installed one
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 import xbarc  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
@@ -299,14 +299,23 @@ def load_average() -> str:
         return "n/a"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="also run this ONNX model (a real detector)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="warm runs timed; the best is kept (default 3)"
+    )
     parser.add_argument("--top", type=int, default=10, help="functions of the profile shown")
     parser.add_argument("--note", default="", help="a paragraph recorded with the figures")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cached = numba_cache_present()
     load_before = load_average()
     rows = []
@@ -349,8 +358,7 @@ def main() -> None:
         lines += [f"- {s * 1e3:.0f} ms `{name}` ({what})" for s, name, what in row["slowest"]]
     if args.note:
         lines += ["", args.note]
-    if not args.no_record:
-        record("quant_speed", "\n".join(lines))
+    record_if(args.record, "quant_speed", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -948,7 +948,8 @@ def acceptance(rows: list[Row]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated")
@@ -963,6 +964,11 @@ def main() -> None:
     )
     parser.add_argument("--record", action="store_true", help="write the table to RESULTS.md")
     parser.add_argument("--make-speech", action="store_true", help="synthesize the VAD data")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice
     if args.make_speech:
@@ -1008,6 +1014,8 @@ def main() -> None:
         # a run with another scale is a section of its own beside the default's
         section = "real models" + ("" if args.scale is None else f", scale {args.scale}")
         record(section + ("" if args.strategy == "reprogram" else ", strategy basis"), body)
+    else:
+        print("(not recorded: run again with --record to write them to RESULTS.md)")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,13 @@ def record(section: str, body: str) -> None:
     else:
         text = f"{text.rstrip()}\n\n{block}\n"
     RESULTS.write_text(text)
+
+
+def record_if(wanted: bool, section: str, body: str) -> None:
+    """`record` the section if the script was run with --record; else say how to (the
+    figures have been printed: RESULTS.md is tracked, a plain run must not rewrite it)."""
+    if wanted:
+        record(section, body)
+        print(f"recorded the {section!r} section of {RESULTS}")
+    else:
+        print(f"(not recorded: run again with --record to write them to {RESULTS.name})")

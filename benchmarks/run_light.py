@@ -1,6 +1,6 @@
 """Time the runtime against onnxruntime on the same models, in the same run.
 
-    python benchmarks/run_light.py [--models resnet50,squeezenet] [--repeat 5] [--no-record]
+    python benchmarks/run_light.py [--models resnet50,squeezenet] [--repeat 5] [--record]
 
 For each model: onnxruntime's time per batch; xbarc's `ideal` (the default program: 8-bit
 weights in 2-bit cells); `quant` with 8-bit DAC/ADC on 128x128 tiles (unsliced programs:
@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.hardware import DacSpec  # noqa: E402
@@ -160,12 +160,25 @@ def cell(seconds: float | None, reference: float) -> str:
     return "n/a" if seconds is None else f"{seconds * 1e3:.1f} ({seconds / reference:.2f}x)"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet50,squeezenet,inception_v1")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--models",
+        default="resnet50,squeezenet,inception_v1",
+        help="light models, comma-separated (default resnet50,squeezenet,inception_v1)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed runs per figure; the best is kept (default 5)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     rows = [measure(name, args.repeat) for name in args.models.split(",")]
     lines = [
         "## Runtime against onnxruntime (`benchmarks/run_light.py`)",
@@ -208,8 +221,7 @@ def main() -> None:
                 f"{row[f'{encoding} conversions'] / 1e6:.1f} M |"
             )
     lines += ["", "Goals: ideal <= 1.5x, quant <= 3x onnxruntime; bit-sliced >= 0.5 of GEMM rate."]
-    if not args.no_record:
-        record("run_light", "\n".join(lines))
+    record_if(args.record, "run_light", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 files and the folder, a pending sidecar; issue 15) against another revision's save.
 
     python benchmarks/save_load.py [--before TREE] [--repeats 5] [--models resnet50 vgg19]
+        [--record]
 
 compiles each onnx light model once, then times `save_program` and `load_program` of it
 (the median of `--repeats` runs each) with this tree's xbarc and, with `--before`, with the
 xbarc of another source tree (e.g. `git archive c93bf8d | tar -x -C /tmp/old`), each in its
-own process, and records the table in RESULTS.md.
+own process, and prints the table (with `--record`, also in RESULTS.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results import record  # noqa: E402
+from benchmarks.results import record_if  # noqa: E402
 
 # run in the tree being measured (its xbarc imported from the current folder)
 WORKER = r"""
@@ -55,13 +56,31 @@ def measure(tree: Path, source: Path, repeats: int) -> dict[str, float]:
     return json.loads(done.stdout)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="a source tree of the revision to compare")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", nargs="+", default=["resnet50", "vgg19"])
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="saves and loads per model; the median is kept (default 5)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet50", "vgg19"],
+        help="light models to compile and time (default resnet50 vgg19)",
+    )
     parser.add_argument("--note", default="", help="a sentence recorded under the table")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     import onnx
 
@@ -102,7 +121,7 @@ def main() -> None:
         lines += ["", args.note]
     body = "\n".join(lines)
     print(body)
-    record("save_load", body)
+    record_if(args.record, "save_load", body)
 
 
 if __name__ == "__main__":

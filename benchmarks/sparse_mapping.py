@@ -1,6 +1,6 @@
 """Crossbars, compile time and accuracy of dense, sparse and squeezed mappings.
 
-    python benchmarks/sparse_mapping.py [--seeds 3] [--repeat 3] [--no-record]
+    python benchmarks/sparse_mapping.py [--seeds 3] [--repeat 3] [--record]
 
 1. Crossbars (virtual tiles) per mapping for every trained digits fixture and its pruned
    versions, at 32x32 and 128x128 tiles, column groups of 8: `dense` and `sparse` with the
@@ -37,8 +37,8 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compile_light import LIGHT, compile_once  # noqa: E402
-from compile_light import MODELS as LIGHT_MODELS  # noqa: E402
-from results import record  # noqa: E402
+from light_models import LIGHT_MODELS  # noqa: E402
+from results import record_if  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compare_mappings, compile_onnx  # noqa: E402
@@ -268,12 +268,19 @@ def accuracy_rows(seeds: int) -> list[str]:
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="chips per rram accuracy")
     parser.add_argument("--repeat", type=int, default=3, help="runs per compile time")
-    parser.add_argument("--no-record", action="store_true", help="do not update RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     started = time.perf_counter()
     lines = [
         "## Sparse mapping and squeeze-out (`benchmarks/sparse_mapping.py`)",
@@ -290,8 +297,7 @@ def main() -> None:
     lines += lossy_adc_rows()
     lines += accuracy_rows(args.seeds)
     lines += ["", f"The benchmark took {time.perf_counter() - started:.0f} s."]
-    if not args.no_record:
-        record("sparse_mapping", "\n".join(lines))
+    record_if(args.record, "sparse_mapping", "\n".join(lines))
 
 
 if __name__ == "__main__":

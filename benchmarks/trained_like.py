@@ -71,13 +71,25 @@ def trained_like(model: onnx.ModelProto, seed: int, pruning: float = 0.0) -> onn
     return model
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a light model's name (light_resnet50) or .onnx path")
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pruning", type=float, default=0.0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "output", type=Path, help="where to write the model with trained-like weights (.onnx)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weight draws (default 0)")
+    parser.add_argument(
+        "--pruning",
+        type=float,
+        default=0.0,
+        help="fraction of each layer's smallest-magnitude weights set to zero (default 0)",
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     source = Path(args.model)
     if not source.exists():
         source = LIGHT / f"{args.model}.onnx"

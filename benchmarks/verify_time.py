@@ -1,6 +1,6 @@
 """Time the verifier on the biggest programs at hand, next to their compile time.
 
-    python benchmarks/verify_time.py [--before REF] [--repeat 3] [--no-record]
+    python benchmarks/verify_time.py [--before REF] [--repeat 3] [--record]
 
 ResNet-50 (the onnx light model) compiled dense (8-bit weights, 2-bit cells, 128x128
 tiles, 128 tiles) and, with trained-like weights (benchmarks/trained_like.py), squeezed
@@ -28,7 +28,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).parent), str(ROOT)]  # this tree's xbarc, not an installed one
 from light_models import LIGHT  # noqa: E402
-from results import record  # noqa: E402
+from results import record_if  # noqa: E402
 from trained_like import trained_like  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
@@ -61,12 +61,21 @@ def best_time(function, program, repeat: int) -> float:
     return min(times)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="a git revision whose verifier to time as well")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="verifies per program; the best is kept (default 3)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         trained = folder / "resnet50_trained_like.onnx"
@@ -110,8 +119,7 @@ def main() -> None:
             *lines,
         ]
     )
-    if not args.no_record:
-        record("verify_time", body)
+    record_if(args.record, "verify_time", body)
 
 
 if __name__ == "__main__":

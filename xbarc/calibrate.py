@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from xbarc import progress as xbarc_progress
+from xbarc.batching import BatchChoice, choose_batch
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Calibration, LayerRange, Program
 from xbarc.session import check_batch
@@ -44,36 +45,21 @@ def calibrate(
 ) -> Program:
     """`program` with a calibration from the first `samples` samples of `data` (all by
     default): one array per program input, samples first. Batches of `batch_size`
-    (default 32, or the compiled batch of a program that runs no other: `batch=fixed`)."""
+    (default: `calibration_batch`, from the memory budget; the compiled batch of a
+    program that runs no other, `batch=fixed`)."""
     from xbarc.runtime.executor import Executor
     from xbarc.runtime.noise import noise_settings
 
     if not 0 < percentile <= 100:
         raise XbarcError(f"--percentile must be in (0, 100], got {percentile}")
-    if samples is not None and samples < 1:
-        raise XbarcError(f"--samples must be at least 1, got {samples}")
-    if batch_size is None:
-        batch_size = default_batch_size(program)
-    if batch_size < 1:
-        raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
+    choice = calibration_batch(program, data, samples, batch_size)
     names = [graph_input.name for graph_input in program.inputs]
-    missing = [name for name in names if name not in data]
-    if missing:
-        raise XbarcError(
-            f"the calibration data has no array named {missing[0]!r}",
-            hint=f"name the arrays after the program's inputs ({', '.join(names)})",
-        )
     if one_fixed_run(program, data):  # the data is exactly one run of a fixed-shape model
         count = len(data[names[0]])
         batches = [(count, {name: np.asarray(data[name]) for name in names})]
     else:
-        available = min(len(data[name]) for name in names)
-        count = available if samples is None else min(samples, available)
-        if count < 1:
-            raise XbarcError(
-                "no calibration samples", hint="--samples and the data need at least 1"
-            )
-        batches = calibration_batches(program, data, count, batch_size)
+        count = calibration_count(program, data, samples)
+        batches = calibration_batches(program, data, count, choice.size)
     for graph_input in program.inputs:
         for _, batch in batches if graph_input.fixed_batch else ():
             check_batch(graph_input.name, batch[graph_input.name], graph_input.type)
@@ -155,12 +141,7 @@ def calibration_batches(
     of `batch_size`; or, where an
     array has one axis more than its input (a scalar such as a sample rate, a recurrent
     state: inputs without a batch axis), one run per sample with `data[name][i]` whole."""
-    whole = {
-        graph_input.name
-        for graph_input in program.inputs
-        if graph_input.type.shape is not None
-        and np.ndim(data[graph_input.name]) == len(graph_input.type.shape) + 1
-    }
+    whole = whole_inputs(program, data)
     names = [graph_input.name for graph_input in program.inputs]
     if whole:
         return [
@@ -187,6 +168,18 @@ def calibration_batches(
     ]
 
 
+def whole_inputs(program: Program, data: Mapping[str, np.ndarray]) -> set[str]:
+    """The inputs whose arrays have one axis more than the input: one whole input per
+    sample (a scalar such as a sample rate, a recurrent state: inputs without a batch
+    axis)."""
+    return {
+        graph_input.name
+        for graph_input in program.inputs
+        if graph_input.type.shape is not None
+        and np.ndim(data[graph_input.name]) == len(graph_input.type.shape) + 1
+    }
+
+
 def one_fixed_run(program: Program, data: Mapping[str, np.ndarray]) -> bool:
     """Whether every input of `program` has a fixed shape (the model fixes its batch) and
     the data holds exactly that shape for each: one run, whose inputs may disagree on
@@ -199,9 +192,46 @@ def one_fixed_run(program: Program, data: Mapping[str, np.ndarray]) -> bool:
     )
 
 
-def default_batch_size(program: Program) -> int:
-    """32, or the compiled batch size of a program whose inputs take no other."""
-    for graph_input in program.inputs:
-        if graph_input.fixed_batch:
-            return graph_input.type.static_shape()[0]
-    return 32
+def calibration_batch(
+    program: Program,
+    data: Mapping[str, np.ndarray],
+    samples: int | None = None,
+    batch_size: int | None = None,
+) -> BatchChoice:
+    """The batch size `calibrate` runs `samples` samples of `data` in (all by default):
+    `batch_size` if given, else the program's fixed batch, else as many as the memory
+    budget holds in the costlier of its two passes (`ideal`, then `quant`), at most the
+    samples (`xbarc.batching`). Data that is exactly one run of a fixed-shape model runs
+    as that one run; inputs without a batch axis run one sample at a time."""
+    from xbarc.runtime.noise import noise_settings
+
+    if samples is not None and samples < 1:
+        raise XbarcError(f"--samples must be at least 1, got {samples}")
+    if batch_size is not None and batch_size < 1:
+        raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
+    count = calibration_count(program, data, samples)
+    if one_fixed_run(program, data):
+        return BatchChoice(count, "fixed")
+    if any(whole_inputs(program, data)):
+        return BatchChoice(1, "whole")
+    passes = [noise_settings("ideal"), noise_settings("quant", input_range="calibrated")]
+    return choose_batch(program, passes, count, batch_size)
+
+
+def calibration_count(program: Program, data: Mapping[str, np.ndarray], samples: int | None) -> int:
+    """The samples calibration runs: the first `samples` of the data (all by default);
+    a one-line error for data without the program's inputs or without samples."""
+    names = [graph_input.name for graph_input in program.inputs]
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise XbarcError(
+            f"the calibration data has no array named {missing[0]!r}",
+            hint=f"name the arrays after the program's inputs ({', '.join(names)})",
+        )
+    if one_fixed_run(program, data):
+        return len(data[names[0]])
+    available = min(len(data[name]) for name in names)
+    count = available if samples is None else min(samples, available)
+    if count < 1:
+        raise XbarcError("no calibration samples", hint="--samples and the data need at least 1")
+    return count

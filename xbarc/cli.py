@@ -396,8 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate_parser.add_argument(
         "--batch-size",
         type=int,
-        help="samples per run (default 32, or the compiled batch of a program compiled for "
-        "one batch size)",
+        help="samples per run (default: as many as fit a memory budget of 1 GiB, or half "
+        "the available memory if less, at most the samples; a program compiled for one batch "
+        "size keeps it)",
     )
     calibrate_parser.add_argument(
         "-o", "--output", type=Path, help="write the calibrated program here (default: in place)"
@@ -418,7 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_parser.add_argument("--labels", metavar="KEY", help="array of integer labels in --data")
     eval_parser.add_argument(
-        "--batch-size", type=int, help="samples per run (default: the program's batch dim)"
+        "--samples", type=int, metavar="N", help="use the first N samples of --data (default all)"
+    )
+    eval_parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="samples per run (default: as many as fit a memory budget of 1 GiB, or half the "
+        "available memory if less, at most the samples; a program compiled for one batch size "
+        "keeps it)",
     )
     eval_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_noise_options(eval_parser)
@@ -428,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="chip instances to run (seeds --seed, --seed + 1, ...): accuracy and agreement "
-        "as mean, std, min and max over them",
+        "as mean, std, min and max over them (default 1)",
     )
     eval_parser.add_argument(
         "--sensitivity",
@@ -483,7 +491,7 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed of every random draw (chip, drift and read seeds derive from it)",
+        help="seed of every random draw (chip, drift and read seeds derive from it; default 0)",
     )
 
 
@@ -1161,7 +1169,7 @@ def summarize(value) -> str:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from xbarc.calibrate import calibrate
+    from xbarc.calibrate import calibrate, calibration_batch
     from xbarc.evaluate import load_data
     from xbarc.ir.io import load_program, save_program
 
@@ -1169,18 +1177,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     check_program_output(output, args.program, args.data)
     program = load_program(args.program)
     data = load_data(args.data)
+    choice = calibration_batch(program, data, args.samples, args.batch_size)
     calibrated = calibrate(
         program,
         data,
         percentile=args.percentile,
         samples=args.samples,
-        batch_size=args.batch_size,
+        batch_size=choice.size,
     )
     save_program(output, calibrated)
     assert calibrated.calibration is not None
     print(
         f"calibrated {len(calibrated.calibration.layers)} layers on "
-        f"{calibrated.calibration.samples} samples at the {args.percentile:g}th percentile"
+        f"{calibrated.calibration.samples} samples at the {args.percentile:g}th percentile, "
+        f"in batches of {choice.size} ({choice.describe()})"
     )
     print(f"{'layer':<32} {'input range':>12} {'ADC range':>10}")
     for entry in calibrated.calibration.layers:
@@ -1210,6 +1220,7 @@ def run_eval(args: argparse.Namespace) -> int:
         sensitivity=args.sensitivity,
         labels_key=args.labels,
         batch_size=args.batch_size,
+        samples=args.samples,
         ort_int8=args.ort_int8,
         calibration_path=args.calibration,
     )

@@ -88,6 +88,9 @@ class EvalReport:
     # with --ort-int8: onnxruntime's static int8 quantization of the reference against the
     # reference, on the same samples ({"calibration": ..., "outputs": [...], "accuracy": ...})
     ort_int8: dict | None = None
+    # how the batch size was chosen: "how" (given, fixed or auto), the estimated bytes of a
+    # sample and the memory budget (auto), and the "note" the report prints
+    batching: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,6 +114,13 @@ def batches(
     samples = len(next(iter(data[n] for n in input_names)))
     for start in range(0, samples, batch_size):
         yield {name: data[name][start : start + batch_size] for name in input_names}
+
+
+def first_samples(
+    data: Mapping[str, np.ndarray], input_names: list[str], count: int
+) -> dict[str, np.ndarray]:
+    """The input arrays cut to their first `count` samples (eval --samples)."""
+    return {name: data[name][:count] for name in input_names}
 
 
 def model_inputs(data: Mapping[str, np.ndarray], input_names: list[str], where: Path) -> None:
@@ -142,17 +152,22 @@ def evaluate(
     sensitivity: bool = False,
     ort_int8: bool = False,
     calibration_path: Path | None = None,
+    samples: int | None = None,
 ) -> EvalReport:
     """Run the program on `instances` chip instances (seeds seed, seed + 1, ...) and the
     reference once; with `sensitivity`, also each crossbar layer alone noisy (the others
-    as `quant`) on the same instances."""
+    as `quant`) on the same instances. `samples`: only the first that many samples of the
+    data (all by default)."""
     import onnxruntime
 
     from xbarc.adc_report import measured_adc, observe_reads
+    from xbarc.batching import BatchChoice, choose_batch
     from xbarc.frontend.load import load_model
     from xbarc.session import InferenceSession
 
     check_instances(seed, instances)
+    if samples is not None and samples < 1:
+        raise XbarcError(f"--samples must be at least 1, got {samples}")
     session = InferenceSession(program_path, noise=noise, seed=seed, overrides=overrides)
     settings = session.settings
     if sensitivity and not (settings.cells_noisy or settings.reads_noisy):
@@ -170,23 +185,31 @@ def evaluate(
     data = load_data(data_path)
     input_names = [i.name for i in session.get_inputs()]
     model_inputs(data, input_names, data_path)
-    samples = len(data[input_names[0]]) if input_names else 0
-    if samples == 0:
+    available = len(data[input_names[0]]) if input_names else 0
+    if available == 0:
         raise XbarcError(
             "the data holds no samples", where=data_path, hint="give at least one sample"
         )
-    declared_batch = session.get_inputs()[0].shape
-    if batch_size is not None:
-        size = batch_size
-    else:
-        size = declared_batch[0] if declared_batch and declared_batch[0] else 1
-    if size < 1:
-        raise XbarcError(f"--batch-size must be at least 1, got {size}")
+    if batch_size is not None and batch_size < 1:
+        raise XbarcError(f"--batch-size must be at least 1, got {batch_size}")
     labels = None
     if labels_key is not None:
         if labels_key not in data:
             raise XbarcError(f"the data has no array named {labels_key!r}", where=data_path)
-        labels = check_labels(np.asarray(data[labels_key]), labels_key, samples, data_path)
+        labels = check_labels(np.asarray(data[labels_key]), labels_key, available, data_path)
+    if samples is None or samples >= available:
+        samples = available
+    else:
+        data = first_samples(data, input_names, samples)
+        labels = None if labels is None else labels[:samples]
+    # the first instance's session and the one running lives at once (more than one pass)
+    copies = 2 if instances > 1 or sensitivity else 1
+    fixed = None if batch_size is not None else reference_batch(reference)
+    if fixed is not None:  # onnxruntime runs the reference on no other batch
+        choice = BatchChoice(fixed, "reference")
+    else:
+        choice = choose_batch(session.program, [settings], samples, batch_size, copies=copies)
+    size = choice.size
     outputs = [o.name for o in session.get_outputs()]
     feeds = list(batches(data, input_names, size))
     wanted = [run_reference(reference, outputs, batch, reference_path) for batch in feeds]
@@ -247,6 +270,12 @@ def evaluate(
         seeds=asdict(session.seeds),
         instances=rows,
         summary={key: spread([row[key] for row in rows]) for key in ("accuracy", "agreement")},
+        batching={
+            "how": choice.how,
+            "sample_bytes": choice.sample_bytes,
+            "budget": choice.budget,
+            "note": choice.describe(),
+        },
     )
     if read_sums is not None:
         report.adc = measured_adc(
@@ -390,6 +419,16 @@ def check_reference(session, reference, program_path: Path, reference_path: Path
                 where=reference_path,
                 hint=f"its outputs are {', '.join(sorted(outputs)) or '(none)'}",
             )
+
+
+def reference_batch(reference) -> int | None:
+    """The batch size the reference model fixes (its first input's first dimension, a
+    number), or None where it takes any."""
+    inputs = reference.get_inputs()
+    shape = inputs[0].shape if inputs else None
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0]
+    return None
 
 
 def shapes_agree(mine: list | None, theirs: list | None) -> bool:
@@ -591,11 +630,17 @@ def first_seed(report: EvalReport) -> int | None:
     return report.instances[0]["seed"] if report.instances else None
 
 
+def batch_note(report: EvalReport) -> str:
+    """ " (auto: ~0.11 MB a sample, 1 GiB budget)": how the batch size was chosen."""
+    note = report.batching.get("note")
+    return f" ({note})" if note else ""
+
+
 def format_eval(report: EvalReport) -> str:
     count = len(report.instances)
     lines = [
         f"{report.program} against {report.reference}: {report.samples} samples in batches "
-        f"of {report.batch_size}, noise profile {report.noise}",
+        f"of {report.batch_size}{batch_note(report)}, noise profile {report.noise}",
         *settings_lines(report.settings, report.seeds, first_seed(report)),
         f"{'output':<32} {'max abs error':>14} {'relative':>10} {'SNR dB':>8} {'top-1 agree':>12}",
     ]

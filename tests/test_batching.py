@@ -12,6 +12,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 
@@ -276,3 +277,24 @@ def test_eval_auto_batch_equals_batch_of_one(calibrated_lenet, capsys):
     assert mine["max_abs_error"] == theirs["max_abs_error"]
     assert mine["top1_agreement"] == theirs["top1_agreement"]
     assert mine["snr_db"] == pytest.approx(theirs["snr_db"], rel=1e-9)
+
+
+def test_a_reference_that_fixes_its_batch_keeps_it(tmp_path, capsys):
+    """The program runs any batch, but its reference (float[4,6] x) takes only 4: eval
+    runs batches of 4 and says why; --batch-size still wins (and onnxruntime refuses)."""
+    from tests.onnx_models import parse, random
+
+    model = tmp_path / "fixed.onnx"
+    weights = {"w": random((6, 3), 1), "b": random((3,), 2)}
+    onnx.save(parse("g (float[4,6] x) => (float y) { y = Gemm (x, w, b) }", weights), model)
+    program = tmp_path / "fixed.xbar"
+    assert main(["compile", str(model), "--tiles", "4", "-o", str(program)]) == 0
+    data = tmp_path / "data.npz"
+    np.savez(data, x=random((12, 6), 3))
+    capsys.readouterr()
+    arguments = ["eval", str(program), "--reference", str(model), "--data", str(data)]
+    assert main(arguments) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "12 samples in batches of 4 (the reference model's fixed batch)" in first
+    assert main([*arguments, "--batch-size", "6"]) == 1
+    assert "onnxruntime cannot run the reference on a batch of 6" in capsys.readouterr().err

@@ -153,6 +153,11 @@ def timed_session(
     return programming, best_time(lambda: session.run(None, feeds), repeat)
 
 
+def ratio(value: float) -> str:
+    """A ratio as "0.63x", "7.4x" or "1,520x"."""
+    return f"{value:.2g}x" if value < 10 else f"{value:,.0f}x"
+
+
 def warm_kernels() -> None:
     """Load every profile's Numba kernels once (from Numba's cache), so that no timed
     first run pays for it."""
@@ -180,7 +185,7 @@ def profile_rows(name: str, model: Model, repeat: int) -> list[str]:
             warm=not heavy_run,
         )
         programming.append(seconds_programming)
-        cells.append(f"{1e3 * seconds / images:.3g} ({seconds / ort:,.0f}x)")
+        cells.append(f"{1e3 * seconds / images:.3g} ({ratio(seconds / ort)})")
         print(f"{name} {profile}: {seconds:.3f} s a batch of {images}", flush=True)
     ort = min(ort, onnxruntime_time(model, feeds, repeat))  # the better of before and after
     return [
@@ -224,12 +229,12 @@ def lever_rows(name: str, model: Model, repeat: int, batch1: int) -> list[str]:
         _, seconds = timed_session(both, profile, feeds, runs, CALIBRATED, warm=not heavy)
         levers.append(("--cell-bits 8 and calibrated ranges", seconds / images))
         rows.append(
-            f"| {name} | {profile} | default ({images} a batch) | {1e3 * per_image:.3g} | 1 |"
+            f"| {name} | {profile} | default ({images} a batch) | {1e3 * per_image:.3g} | 1x |"
         )
         for label, seconds_per_image in levers:
             rows.append(
                 f"| {name} | {profile} | {label} | {1e3 * seconds_per_image:.3g} | "
-                f"{per_image / seconds_per_image:.2g} |"
+                f"{ratio(per_image / seconds_per_image)} |"
             )
             print(rows[-1], flush=True)
     return rows

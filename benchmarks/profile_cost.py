@@ -6,8 +6,10 @@
 Per model, in one process: onnxruntime's time on the float model and xbarc's time per
 batch in each profile (`ideal`, `quant`, `rram`, `pcm`, seed 0), each as milliseconds
 per image and as a ratio to onnxruntime measured in the same run, with the time to
-program the chip (building the session) apart. Programs use the compiler's defaults
-(8-bit weights in 2-bit cells, 1-bit DAC steps, 8-bit ADC, 128 tiles of 128x128).
+program the chip (building the session) apart; and `quant` and `rram` measuring every
+read's sums for the ADC report, as `xbarc run` and `xbarc eval` run them. Programs use
+the compiler's defaults (8-bit weights in 2-bit cells, 1-bit DAC steps, 8-bit ADC, 128
+tiles of 128x128).
 
 Models: the trained digits LeNet and ResNet (tests/fixtures/digits, compiled with
 `--input-shape x=1x1x8x8`) on the 360 held-out images in one batch (the batch `xbarc
@@ -44,6 +46,7 @@ sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an insta
 from results import record_if  # noqa: E402
 
 import xbarc  # noqa: E402
+from xbarc.adc_report import observe_reads  # noqa: E402
 from xbarc.calibrate import calibrate  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.ir.tile import Program  # noqa: E402
@@ -51,6 +54,8 @@ from xbarc.ir.tile import Program  # noqa: E402
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
 RESNET50 = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
 PROFILES = ("ideal", "quant", "rram", "pcm")
+# the quantized profiles as `xbarc run` and `eval` run them: measuring the reads' sums
+REPORTED = ("quant", "rram")
 CALIBRATED = ("input_range=calibrated", "adc_range=calibrated")
 
 
@@ -148,12 +153,16 @@ def session_run(
     feeds: dict[str, np.ndarray],
     overrides: tuple[str, ...] = (),
     warm: bool = True,
+    observed: bool = False,
 ) -> tuple[float, Callable[[], object]]:
     """(seconds to program the chip, a run of the programmed chip on `feeds`), after one
-    warm-up run where `warm`."""
+    warm-up run where `warm`; `observed`: measuring every read's sums for the ADC report,
+    as `xbarc run` and `xbarc eval` do."""
     started = time.perf_counter()
     session = xbarc.InferenceSession(program, noise=profile, seed=0, overrides=list(overrides))
     programming = time.perf_counter() - started
+    if observed:
+        observe_reads(session)
     if warm:
         session.run(None, feeds)
     return programming, lambda: session.run(None, feeds)
@@ -190,19 +199,23 @@ def profile_rows(name: str, model: Model, repeat: int) -> list[str]:
     reference.run(None, feeds)
     runs: dict[str, Callable[[], object]] = {"onnxruntime": lambda: reference.run(None, feeds)}
     programming = []
-    heavy = [profile for profile in PROFILES if model.heavy and profile != "ideal"]
-    for profile in PROFILES:
-        if profile not in heavy:
-            seconds, runs[profile] = session_run(program, profile, feeds)
+    columns = [*PROFILES, *(f"{profile} reported" for profile in REPORTED)]
+    heavy = [column for column in columns if model.heavy and column != "ideal"]
+    for column in columns:
+        profile, _, reported = column.partition(" ")
+        observed = bool(reported)
+        if column not in heavy:
+            seconds, runs[column] = session_run(program, profile, feeds, observed=observed)
             programming.append(seconds)
     best = interleaved_best(runs, repeat)
-    for profile in heavy:
-        seconds, run = session_run(program, profile, feeds, warm=False)
+    for column in heavy:
+        profile, _, reported = column.partition(" ")
+        seconds, run = session_run(program, profile, feeds, warm=False, observed=bool(reported))
         programming.append(seconds)
-        best[profile] = interleaved_best({profile: run}, 1)[profile]
-        print(f"{name} {profile}: {best[profile]:.1f} s a batch of {images}", flush=True)
+        best[column] = interleaved_best({column: run}, 1)[column]
+        print(f"{name} {column}: {best[column]:.1f} s a batch of {images}", flush=True)
     ort = best["onnxruntime"]
-    cells = [f"{milliseconds(best[p] / images)} ({ratio(best[p] / ort)})" for p in PROFILES]
+    cells = [f"{milliseconds(best[c] / images)} ({ratio(best[c] / ort)})" for c in columns]
     return [
         f"| {name} | {images} | {milliseconds(ort / images)} | "
         + " | ".join(cells)
@@ -268,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     profiles = [
         "| model | images a batch | onnxruntime ms/image | "
         + " | ".join(f"{profile} ms/image (x ort)" for profile in PROFILES)
+        + " | "
+        + " | ".join(f"{profile} with ADC report" for profile in REPORTED)
         + " | programming s |",
-        "|---|---|---|" + "---|" * len(PROFILES) + "---|",
+        "|---|---|---|" + "---|" * (len(PROFILES) + len(REPORTED)) + "---|",
     ]
     for name in names:
         profiles += profile_rows(name, MODELS[name], args.repeat)
@@ -287,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             "compiled with the defaults (8-bit weights in 2-bit cells, 1-bit DAC steps, "
             "8-bit ADC, 128 tiles of 128x128); digits models on their 360 held-out images in "
             "one batch, light ResNet-50 (constant weights, fixed batch 1) on one image, "
-            "timed once. Programming the chip (building the session) apart.",
+            "timed once. Programming the chip (building the session) apart. The profiles "
+            "run as `xbarc.InferenceSession` runs them; `xbarc run` and `xbarc eval` also "
+            "measure every read's sums for their ADC report (read by read, without the "
+            "sparse kernel): the `with ADC report` columns.",
             "",
             *profiles,
             "",

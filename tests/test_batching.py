@@ -19,6 +19,7 @@ import pytest
 import xbarc
 from xbarc import batching
 from xbarc.batching import BatchChoice, choose_batch, memory_budget
+from xbarc.calibrate import calibrate, calibration_batch
 from xbarc.cli import main
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.io import load_program
@@ -298,3 +299,15 @@ def test_a_reference_that_fixes_its_batch_keeps_it(tmp_path, capsys):
     assert "12 samples in batches of 4 (the reference model's fixed batch)" in first
     assert main([*arguments, "--batch-size", "6"]) == 1
     assert "onnxruntime cannot run the reference on a batch of 6" in capsys.readouterr().err
+
+
+def test_calibrate_auto_batch_gives_the_same_ranges(lenet):
+    """calibrate() without batch_size runs the 360 samples in one batch: the same ranges
+    as the old default of 32 a batch (integer read sums and percentiles of all |x| do not
+    depend on how the samples are grouped)."""
+    program = load_program(lenet)
+    with np.load(DATA) as npz:
+        data = {"x": npz["x"]}
+    assert calibration_batch(program, data).size == 360
+    auto = calibrate(program, data)
+    assert auto.calibration == calibrate(program, data, batch_size=32).calibration

@@ -311,3 +311,24 @@ def test_calibrate_auto_batch_gives_the_same_ranges(lenet):
     assert calibration_batch(program, data).size == 360
     auto = calibrate(program, data)
     assert auto.calibration == calibrate(program, data, batch_size=32).calibration
+
+
+def test_subsampled_calibration_does_not_depend_on_the_batch(lenet, monkeypatch):
+    """Where the layers' inputs are subsampled (more |x| values than INPUT_SAMPLE), each
+    sample keeps its own seeded draw: batches of 1, 7 and all 360 (what the machine's
+    memory lets the automatic batch be) give the same calibration, bit for bit."""
+    import xbarc.calibrate as calibration
+
+    monkeypatch.setattr(calibration, "INPUT_SAMPLE", 3000)  # 8 values a sample
+    program = load_program(lenet)
+    with np.load(DATA) as npz:
+        data = {"x": npz["x"]}
+    ranges = [calibrate(program, data, batch_size=size).calibration for size in (1, 7, 360)]
+    assert ranges[0] == ranges[1] == ranges[2]
+    # the subsample is what set them: with every value kept, some layer's range differs
+    monkeypatch.setattr(calibration, "INPUT_SAMPLE", 1 << 21)
+    whole = calibrate(program, data, batch_size=360).calibration
+    assert whole is not None and ranges[0] is not None
+    assert [layer.input_range for layer in whole.layers] != [
+        layer.input_range for layer in ranges[0].layers
+    ]

@@ -70,18 +70,18 @@ def calibrate(
     # 1. input ranges, from the float activations
     task.describe("input ranges")
     ideal = Executor(program)
-    rng = np.random.default_rng(0)
-    kept = max(1, INPUT_SAMPLE // len(batches))
+    per_sample = max(1, INPUT_SAMPLE // count)
     magnitudes: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
+    start = 0
     for size, batch in batches:
         values = ideal.run_all(batch)
+        draws = [np.random.default_rng([0, start + j]) for j in range(size)]
         for layer in layers:
             if layer.input not in values:
                 continue  # a layer in a branch these samples do not take
-            flat = np.abs(np.asarray(values[layer.input], dtype=np.float32)).reshape(-1)
-            if flat.size > kept:
-                flat = rng.choice(flat, kept, replace=False)
-            magnitudes[layer.name].append(flat)
+            magnitude = np.abs(np.asarray(values[layer.input], dtype=np.float32))
+            magnitudes[layer.name].extend(subsample(magnitude, per_sample, draws))
+        start += size
         task.update(size)
         if progress is not None:
             progress(size)
@@ -121,6 +121,25 @@ def calibrate(
         for layer in layers
     )
     return replace(program, calibration=Calibration(percentile, count, ranges))
+
+
+def subsample(
+    value: np.ndarray, per_sample: int, draws: list[np.random.Generator]
+) -> list[np.ndarray]:
+    """At most `per_sample` of each sample's values of a layer input (a batch of
+    `len(draws)` samples), drawn by that sample's own generator (seeded by its index in the
+    data): the calibration is then the same whatever the batch size, which `calibrate`
+    chooses from the machine's memory. A value whose first axis is not the batch (a
+    recurrent state) is subsampled as a whole, with the batch's first generator."""
+    size = len(draws)
+    if size > 1 and value.ndim > 0 and value.shape[0] == size:
+        rows = value.reshape(size, -1)
+    else:
+        rows, draws, per_sample = value.reshape(1, -1), draws[:1], per_sample * size
+    kept = []
+    for row, draw in zip(rows, draws, strict=True):
+        kept.append(draw.choice(row, per_sample, replace=False) if row.size > per_sample else row)
+    return kept
 
 
 def adc_fraction(histogram: np.ndarray, percentile: float) -> float:

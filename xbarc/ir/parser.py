@@ -1142,8 +1142,14 @@ def _describe_terminal(name: str) -> str:
 
 
 if __name__ == "__main__":  # regenerate the shipped tables after changing xbar.lark
+    import argparse
     from pathlib import Path
 
+    argparse.ArgumentParser(
+        prog="python -m xbarc.ir.parser",
+        description=f"Rebuild ir_spec/{TABLES_FILE} from ir_spec/xbar.lark (lark numbers the "
+        "states differently in each process: the file changes, what it parses does not).",
+    ).parse_args()
     target = Path(__file__).resolve().parent.parent / "ir_spec" / TABLES_FILE
     target.write_text(tables_json(), encoding="utf-8")
     print(f"wrote {target}")

@@ -79,7 +79,8 @@ def draw(folder: Path, work: Path) -> list[tuple[str, float, int]]:
     return results
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--output",
@@ -92,7 +93,11 @@ def main() -> None:
         action="store_true",
         help="also write the timings into benchmarks/RESULTS.md (section figures)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         results = draw(args.output.resolve(), Path(work))

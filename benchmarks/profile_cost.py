@@ -6,8 +6,10 @@
 Per model, in one process: onnxruntime's time on the float model and xbarc's time per
 batch in each profile (`ideal`, `quant`, `rram`, `pcm`, seed 0), each as milliseconds
 per image and as a ratio to onnxruntime measured in the same run, with the time to
-program the chip (building the session) apart. Programs use the compiler's defaults
-(8-bit weights in 2-bit cells, 1-bit DAC steps, 8-bit ADC, 128 tiles of 128x128).
+program the chip (building the session) apart; and `quant` and `rram` measuring every
+read's sums for the ADC report, as `xbarc run` and `xbarc eval` run them. Programs use
+the compiler's defaults (8-bit weights in 2-bit cells, 1-bit DAC steps, 8-bit ADC, 128
+tiles of 128x128).
 
 Models: the trained digits LeNet and ResNet (tests/fixtures/digits, compiled with
 `--input-shape x=1x1x8x8`) on the 360 held-out images in one batch (the batch `xbarc
@@ -19,12 +21,14 @@ Levers (`--levers`, in `quant` and `rram`): the batch (one image a run, over the
 `--cell-bits 8`: a quarter of the reads), calibrated converter ranges (`xbarc calibrate`
 on the same images, `--set input_range=calibrated --set adc_range=calibrated`), and a
 lossless ADC (`--set adc_bits=exact`, quant only). Wall-clock times on a shared machine:
-the best of `--repeat` runs after a warm-up (ResNet-50: one run), the least disturbed.
+the best of `--repeat` rounds after a warm-up (ResNet-50's quantized runs: one), each
+round running every setting once in turn, so that other work slows all settings alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -42,6 +46,7 @@ sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an insta
 from results import record_if  # noqa: E402
 
 import xbarc  # noqa: E402
+from xbarc.adc_report import observe_reads  # noqa: E402
 from xbarc.calibrate import calibrate  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.ir.tile import Program  # noqa: E402
@@ -49,6 +54,8 @@ from xbarc.ir.tile import Program  # noqa: E402
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
 RESNET50 = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
 PROFILES = ("ideal", "quant", "rram", "pcm")
+# the quantized profiles as `xbarc run` and `eval` run them: measuring the reads' sums
+REPORTED = ("quant", "rram")
 CALIBRATED = ("input_range=calibrated", "adc_range=calibrated")
 
 
@@ -102,16 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def best_time(run: Callable[[], object], repeat: int) -> float:
-    """The shortest wall time of `repeat` calls of `run`, in seconds."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def model_feeds(name: str, model: Model) -> dict[str, np.ndarray]:
     """The digits held-out images, or one seeded random image of the model's input."""
     if not model.heavy:
@@ -130,27 +127,57 @@ def compiled(model: Model, cell_bits: int = 2) -> Program:
     return compile_onnx(model.path, options)
 
 
-def onnxruntime_time(model: Model, feeds: dict[str, np.ndarray], repeat: int) -> float:
-    session = onnxruntime.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
-    session.run(None, feeds)
-    return best_time(lambda: session.run(None, feeds), max(repeat, 5))
+def interleaved_best(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """The shortest wall time of each run over `repeat` rounds that take every run once,
+    in turn: a burst of load from other work slows one round of all settings alike rather
+    than all rounds of one. The shortest CPU time of the process (all its threads) goes
+    into CPU_SECONDS under the same label."""
+    best = dict.fromkeys(runs, math.inf)
+    for _ in range(repeat):
+        for label, run in runs.items():
+            started, cpu = time.perf_counter(), time.process_time()
+            run()
+            best[label] = min(best[label], time.perf_counter() - started)
+            spent = time.process_time() - cpu
+            CPU_SECONDS[label] = min(CPU_SECONDS.get(label, math.inf), spent)
+    return best
 
 
-def timed_session(
+# the shortest CPU time of each label `interleaved_best` timed (reset per table)
+CPU_SECONDS: dict[str, float] = {}
+
+
+def session_run(
     program: Program,
     profile: str,
     feeds: dict[str, np.ndarray],
-    repeat: int,
     overrides: tuple[str, ...] = (),
     warm: bool = True,
-) -> tuple[float, float]:
-    """(seconds to program the chip, seconds per run on `feeds`)."""
+    observed: bool = False,
+) -> tuple[float, Callable[[], object]]:
+    """(seconds to program the chip, a run of the programmed chip on `feeds`), after one
+    warm-up run where `warm`; `observed`: measuring every read's sums for the ADC report,
+    as `xbarc run` and `xbarc eval` do."""
     started = time.perf_counter()
     session = xbarc.InferenceSession(program, noise=profile, seed=0, overrides=list(overrides))
     programming = time.perf_counter() - started
+    if observed:
+        observe_reads(session)
     if warm:
         session.run(None, feeds)
-    return programming, best_time(lambda: session.run(None, feeds), repeat)
+    return programming, lambda: session.run(None, feeds)
+
+
+def ratio(value: float) -> str:
+    """A ratio as "0.63x", "7.4x" or "1,520x"."""
+    return f"{value:.2g}x" if value < 10 else f"{value:,.0f}x"
+
+
+def milliseconds(seconds: float) -> str:
+    """Milliseconds with three significant digits, whole ones from 100 ("0.157", "6.67",
+    "20,817")."""
+    value = 1e3 * seconds
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def warm_kernels() -> None:
@@ -163,28 +190,34 @@ def warm_kernels() -> None:
 
 
 def profile_rows(name: str, model: Model, repeat: int) -> list[str]:
-    """One table row per model: onnxruntime and every profile, ms per image and ratio."""
+    """One table row per model: onnxruntime and every profile, ms per image and ratio.
+    A heavy model's quantized profiles run once, after the others."""
     feeds = model_feeds(name, model)
     images = len(next(iter(feeds.values())))
     program = compiled(model)
-    ort = onnxruntime_time(model, feeds, repeat)
-    cells = []
+    reference = onnxruntime.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    reference.run(None, feeds)
+    runs: dict[str, Callable[[], object]] = {"onnxruntime": lambda: reference.run(None, feeds)}
     programming = []
-    for profile in PROFILES:
-        heavy_run = model.heavy and profile != "ideal"
-        seconds_programming, seconds = timed_session(
-            program,
-            profile,
-            feeds,
-            1 if heavy_run else repeat,
-            warm=not heavy_run,
-        )
-        programming.append(seconds_programming)
-        cells.append(f"{1e3 * seconds / images:.3g} ({seconds / ort:,.0f}x)")
-        print(f"{name} {profile}: {seconds:.3f} s a batch of {images}", flush=True)
-    ort = min(ort, onnxruntime_time(model, feeds, repeat))  # the better of before and after
+    columns = [*PROFILES, *(f"{profile} reported" for profile in REPORTED)]
+    heavy = [column for column in columns if model.heavy and column != "ideal"]
+    for column in columns:
+        profile, _, reported = column.partition(" ")
+        observed = bool(reported)
+        if column not in heavy:
+            seconds, runs[column] = session_run(program, profile, feeds, observed=observed)
+            programming.append(seconds)
+    best = interleaved_best(runs, repeat)
+    for column in heavy:
+        profile, _, reported = column.partition(" ")
+        seconds, run = session_run(program, profile, feeds, warm=False, observed=bool(reported))
+        programming.append(seconds)
+        best[column] = interleaved_best({column: run}, 1)[column]
+        print(f"{name} {column}: {best[column]:.1f} s a batch of {images}", flush=True)
+    ort = best["onnxruntime"]
+    cells = [f"{milliseconds(best[c] / images)} ({ratio(best[c] / ort)})" for c in columns]
     return [
-        f"| {name} | {images} | {1e3 * ort / images:.3g} | "
+        f"| {name} | {images} | {milliseconds(ort / images)} | "
         + " | ".join(cells)
         + f" | {min(programming):.2f} to {max(programming):.2f} |"
     ]
@@ -199,37 +232,38 @@ def lever_rows(name: str, model: Model, repeat: int, batch1: int) -> list[str]:
     unsliced = compiled(model, cell_bits=8)
     calibrated = calibrate(program, feeds)
     both = calibrate(unsliced, feeds)
-    heavy = model.heavy
-    runs = 1 if heavy else repeat
+    warm = not model.heavy
     rows = []
     for profile in ("quant", "rram"):
-        _, default = timed_session(program, profile, feeds, runs, warm=not heavy)
-        per_image = default / images
-        levers: list[tuple[str, float]] = []
-        if not heavy and batch1 > 0:
-            first = {key: value[:batch1] for key, value in feeds.items()}
-            session = xbarc.InferenceSession(program, noise=profile, seed=0)
-            one = [{key: value[i : i + 1] for key, value in first.items()} for i in range(batch1)]
-            seconds = best_time(lambda: [session.run(None, f) for f in one], 1)  # noqa: B023
-            levers.append((f"batch 1 (instead of {images})", seconds / batch1))
-        _, seconds = timed_session(unsliced, profile, feeds, runs, warm=not heavy)
-        levers.append(("--cell-bits 8 (unsliced cells)", seconds / images))
-        _, seconds = timed_session(calibrated, profile, feeds, runs, CALIBRATED, warm=not heavy)
-        levers.append(("calibrated ranges", seconds / images))
+        settings = [
+            (f"default ({images} a batch)", program, ()),
+            ("--cell-bits 8 (unsliced cells)", unsliced, ()),
+            ("calibrated ranges", calibrated, CALIBRATED),
+            ("--cell-bits 8 and calibrated ranges", both, CALIBRATED),
+        ]
         if profile == "quant":
-            _, seconds = timed_session(
-                program, profile, feeds, runs, ("adc_bits=exact",), warm=not heavy
-            )
-            levers.append(("adc_bits=exact (lossless ADC)", seconds / images))
-        _, seconds = timed_session(both, profile, feeds, runs, CALIBRATED, warm=not heavy)
-        levers.append(("--cell-bits 8 and calibrated ranges", seconds / images))
-        rows.append(
-            f"| {name} | {profile} | default ({images} a batch) | {1e3 * per_image:.3g} | 1 |"
-        )
-        for label, seconds_per_image in levers:
+            settings.append(("adc_bits=exact (lossless ADC)", program, ("adc_bits=exact",)))
+        runs = {
+            label: session_run(chosen, profile, feeds, overrides, warm)[1]
+            for label, chosen, overrides in settings
+        }
+        per_image = dict.fromkeys(runs, float(images))
+        if not model.heavy and batch1 > 0:
+            session = xbarc.InferenceSession(program, noise=profile, seed=0)
+            one = [{key: value[i : i + 1] for key, value in feeds.items()} for i in range(batch1)]
+            label = f"batch 1 (instead of {images})"
+            runs[label] = lambda session=session, one=one: [session.run(None, f) for f in one]
+            per_image[label] = float(batch1)
+        CPU_SECONDS.clear()
+        best = interleaved_best(runs, repeat if warm else 1)
+        default = best[settings[0][0]] / images
+        default_cpu = CPU_SECONDS[settings[0][0]] / images
+        for label in runs:
+            seconds = best[label] / per_image[label]
+            cpu = CPU_SECONDS[label] / per_image[label]
             rows.append(
-                f"| {name} | {profile} | {label} | {1e3 * seconds_per_image:.3g} | "
-                f"{per_image / seconds_per_image:.2g} |"
+                f"| {name} | {profile} | {label} | {milliseconds(seconds)} | "
+                f"{ratio(default / seconds)} | {milliseconds(cpu)} | {ratio(default_cpu / cpu)} |"
             )
             print(rows[-1], flush=True)
     return rows
@@ -247,13 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     profiles = [
         "| model | images a batch | onnxruntime ms/image | "
         + " | ".join(f"{profile} ms/image (x ort)" for profile in PROFILES)
+        + " | "
+        + " | ".join(f"{profile} with ADC report" for profile in REPORTED)
         + " | programming s |",
-        "|---|---|---|" + "---|" * len(PROFILES) + "---|",
+        "|---|---|---|" + "---|" * (len(PROFILES) + len(REPORTED)) + "---|",
     ]
     for name in names:
         profiles += profile_rows(name, MODELS[name], args.repeat)
         print(profiles[-1], flush=True)
-    levers = ["| model | profile | setting | ms/image | speed-up |", "|---|---|---|---|---|"]
+    levers = [
+        "| model | profile | setting | ms/image | speed-up | CPU ms/image | CPU speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in lever_names:
         levers += lever_rows(name, MODELS[name], args.repeat, args.batch1_samples)
     body = "\n".join(
@@ -263,11 +302,15 @@ def main(argv: list[str] | None = None) -> int:
             "compiled with the defaults (8-bit weights in 2-bit cells, 1-bit DAC steps, "
             "8-bit ADC, 128 tiles of 128x128); digits models on their 360 held-out images in "
             "one batch, light ResNet-50 (constant weights, fixed batch 1) on one image, "
-            "timed once. Programming the chip (building the session) apart.",
+            "timed once. Programming the chip (building the session) apart. The profiles "
+            "run as `xbarc.InferenceSession` runs them; `xbarc run` and `xbarc eval` also "
+            "measure every read's sums for their ADC report (read by read, without the "
+            "sparse kernel): the `with ADC report` columns.",
             "",
             *profiles,
             "",
-            "Levers (quant and rram; speed-up over the default row):",
+            "Levers (quant and rram; speed-up over the default row, in wall time and in the "
+            "process's CPU time, all threads: the steadier figure on a loaded machine):",
             "",
             *levers,
             "",

@@ -156,7 +156,8 @@ def digits_cases(tmp: Path) -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--repeat", type=int, default=7, help="timed runs of each case per mode (default 7)"
@@ -164,7 +165,11 @@ def main() -> int:
     parser.add_argument(
         "--record", action="store_true", help="also write the figures to benchmarks/RESULTS.md"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     import tempfile
 

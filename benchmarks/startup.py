@@ -62,7 +62,8 @@ def commands(program: Path) -> dict[str, list[str]]:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--repeats", type=int, default=7, help="runs of each command; the median is shown (7)"
@@ -73,7 +74,11 @@ def main() -> None:
     parser.add_argument(
         "--record", action="store_true", help="write the table to benchmarks/RESULTS.md"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     trees = {"this tree": ROOT}
     if args.before is not None:
         trees = {"before": args.before.resolve(), **trees}

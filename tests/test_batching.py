@@ -12,12 +12,14 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 
 import xbarc
 from xbarc import batching
 from xbarc.batching import BatchChoice, choose_batch, memory_budget
+from xbarc.calibrate import calibrate, calibration_batch
 from xbarc.cli import main
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.io import load_program
@@ -276,3 +278,36 @@ def test_eval_auto_batch_equals_batch_of_one(calibrated_lenet, capsys):
     assert mine["max_abs_error"] == theirs["max_abs_error"]
     assert mine["top1_agreement"] == theirs["top1_agreement"]
     assert mine["snr_db"] == pytest.approx(theirs["snr_db"], rel=1e-9)
+
+
+def test_a_reference_that_fixes_its_batch_keeps_it(tmp_path, capsys):
+    """The program runs any batch, but its reference (float[4,6] x) takes only 4: eval
+    runs batches of 4 and says why; --batch-size still wins (and onnxruntime refuses)."""
+    from tests.onnx_models import parse, random
+
+    model = tmp_path / "fixed.onnx"
+    weights = {"w": random((6, 3), 1), "b": random((3,), 2)}
+    onnx.save(parse("g (float[4,6] x) => (float y) { y = Gemm (x, w, b) }", weights), model)
+    program = tmp_path / "fixed.xbar"
+    assert main(["compile", str(model), "--tiles", "4", "-o", str(program)]) == 0
+    data = tmp_path / "data.npz"
+    np.savez(data, x=random((12, 6), 3))
+    capsys.readouterr()
+    arguments = ["eval", str(program), "--reference", str(model), "--data", str(data)]
+    assert main(arguments) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "12 samples in batches of 4 (the reference model's fixed batch)" in first
+    assert main([*arguments, "--batch-size", "6"]) == 1
+    assert "onnxruntime cannot run the reference on a batch of 6" in capsys.readouterr().err
+
+
+def test_calibrate_auto_batch_gives_the_same_ranges(lenet):
+    """calibrate() without batch_size runs the 360 samples in one batch: the same ranges
+    as the old default of 32 a batch (integer read sums and percentiles of all |x| do not
+    depend on how the samples are grouped)."""
+    program = load_program(lenet)
+    with np.load(DATA) as npz:
+        data = {"x": npz["x"]}
+    assert calibration_batch(program, data).size == 360
+    auto = calibrate(program, data)
+    assert auto.calibration == calibrate(program, data, batch_size=32).calibration

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,20 +21,46 @@ HELPERS = {"results", "light_models"}  # modules the scripts import, without a c
 SCRIPTS = sorted(path.stem for path in BENCHMARKS.glob("*.py") if path.stem not in HELPERS)
 
 
-def load_script(name: str):
-    """The benchmark script `name` imported as a module (its main() not run)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(
-        BENCHMARKS / f"{name}.py"
-    ):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
+# Run in a fresh interpreter: importing a script may change its process (an environment
+# variable such as NUMBA_NUM_THREADS, sys.path, module names such as `results`).
+DESCRIBE = """
+import argparse, importlib.util, json, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+sys.path[:0] = [str(folder), str(folder.parent)]
+found = {}
+for name in sys.argv[2:]:
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
-    return module
+    parser = module.build_parser()
+    found[name] = [
+        {
+            "options": list(action.option_strings) or [action.dest],
+            "help": action.help,
+            "default": action.default if action.default is None or isinstance(
+                action.default, (bool, int, float, str)) else repr(action.default),
+            "store_true": isinstance(action, argparse._StoreTrueAction),
+        }
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+    ]
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def script_options() -> dict[str, list[dict]]:
+    """Per benchmark script, its parser's options as `build_parser()` declares them."""
+    done = subprocess.run(
+        [sys.executable, "-c", DESCRIBE, str(BENCHMARKS), *SCRIPTS],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
 
 
 def options_without_help(parser: argparse.ArgumentParser) -> list[str]:
@@ -49,28 +77,38 @@ def test_every_script_is_found():
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_benchmark_options_have_help(name):
-    parser = load_script(name).build_parser()
-    assert options_without_help(parser) == []
+def test_benchmark_options_have_help(script_options, name):
+    missing = [
+        "/".join(option["options"])
+        for option in script_options[name]
+        if not option["help"] or option["help"] == argparse.SUPPRESS
+    ]
+    assert missing == []
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_benchmarks_record_only_when_asked(name):
+def test_benchmarks_record_only_when_asked(script_options, name):
     """A script that writes RESULTS.md (calls record or record_if) has --record, off by
     default, and no --no-record; a script that writes no RESULTS.md needs none."""
     source = (BENCHMARKS / f"{name}.py").read_text()
-    parser = load_script(name).build_parser()
-    options = {option: action for action in parser._actions for option in action.option_strings}
+    options = {flag: option for option in script_options[name] for flag in option["options"]}
     assert "--no-record" not in options
     if re.search(r"\brecord(_if)?\(", source):
         assert "--record" in options, f"{name} writes RESULTS.md without --record"
-        assert options["--record"].default is False
-        assert isinstance(options["--record"], argparse._StoreTrueAction)
-        assert parser.parse_args([]).record is False
+        assert options["--record"]["store_true"] and options["--record"]["default"] is False
+
+
+def load_results_module():
+    """benchmarks/results.py (it changes nothing when imported)."""
+    spec = importlib.util.spec_from_file_location("bench_results", BENCHMARKS / "results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_record_if_writes_only_with_record(tmp_path, monkeypatch, capsys):
-    results = load_script("results")
+    results = load_results_module()
     target = tmp_path / "RESULTS.md"
     monkeypatch.setattr(results, "RESULTS", target)
     results.record_if(False, "figures", "| a | b |")

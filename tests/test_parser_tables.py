@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from lark import __version__ as lark_version
+from lark.exceptions import UnexpectedInput
 
 from xbarc.diagnostics import XbarcError
 from xbarc.ir import parser
@@ -26,11 +27,17 @@ def test_the_shipped_tables_were_built_from_this_grammar():
 
 
 def outcome(lark_parser, text: str) -> str:
-    """What a parser makes of a text: the statements it builds, or the error it raises."""
+    """What a parser makes of a text: the statements it builds, or the error it raises
+    (its kind, token, place and the expected terminals as a sorted list: lark lists them
+    from a set, in an order that differs between parsers)."""
     budget = parser._BUDGET.set(parser._Budget())  # what parse_program sets around a parse
     try:
         return repr(lark_parser.parse(text))
-    except Exception as error:  # the same error, at the same place, from both
+    except UnexpectedInput as error:
+        place = (getattr(error, "token", None), error.line, error.column)
+        expected = sorted(getattr(error, "expected", None) or getattr(error, "allowed", None) or [])
+        return f"{type(error).__name__}: {place} expected {expected}"
+    except Exception as error:  # raised by our transformer: the same from both
         return f"{type(error).__name__}: {error}"
     finally:
         parser._BUDGET.reset(budget)

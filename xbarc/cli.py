@@ -547,9 +547,15 @@ def run_compile(args: argparse.Namespace) -> int:
 
     after_pass = print_after if args.print_ir_after_all else None
     program = compile_onnx(args.model, options, emit=args.emit, after_pass=after_pass)
-    save_program(output, program)
-    elapsed = time.perf_counter() - started
-    summary = report(program)
+    from xbarc import progress
+
+    with progress.task("write", total=2, unit="step", estimate=False) as task:
+        task.describe(str(output))
+        save_program(output, program)
+        elapsed = time.perf_counter() - started
+        task.update(1, item="report")
+        summary = report(program)
+        task.update(1)
     plain_error = None  # --max-ones: the weight error without it
     if args.max_ones is not None and program.arrays:
         from dataclasses import replace
@@ -906,9 +912,16 @@ def run_inspect(args: argparse.Namespace) -> int:
         else:
             print(format_tile_reports(tiles))
         return 0
-    result = report(program)
-    adc = inspect_adc(program, args.program)
-    errors = weight_errors(program)
+    from xbarc import progress
+
+    with progress.task("inspect", total=3, unit="step", estimate=False) as task:
+        task.describe("layers and tiles")
+        result = report(program)
+        task.update(1, item="ADC")
+        adc = inspect_adc(program, args.program)
+        task.update(1, item="weight errors")
+        errors = weight_errors(program)
+        task.update(1)
     if args.json:
         data = result.to_json()
         add_adc_json(data, adc)

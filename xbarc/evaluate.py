@@ -88,8 +88,8 @@ class EvalReport:
     # with --ort-int8: onnxruntime's static int8 quantization of the reference against the
     # reference, on the same samples ({"calibration": ..., "outputs": [...], "accuracy": ...})
     ort_int8: dict | None = None
-    # how the batch size was chosen: "how" (given, fixed or auto), the estimated bytes of a
-    # sample and the memory budget (auto), and the "note" the report prints
+    # how the batch size was chosen: "how" (given, fixed, reference or auto; batching.py),
+    # the estimated bytes of a sample and the memory budget (auto), the "note" printed
     batching: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -202,13 +202,12 @@ def evaluate(
     else:
         data = first_samples(data, input_names, samples)
         labels = None if labels is None else labels[:samples]
-    # the first instance's session and the one running lives at once (more than one pass)
+    # the first instance's session and the one running live at once (more than one pass)
     copies = 2 if instances > 1 or sensitivity else 1
-    fixed = None if batch_size is not None else reference_batch(reference)
-    if fixed is not None:  # onnxruntime runs the reference on no other batch
+    choice = choose_batch(session.program, [settings], samples, batch_size, copies=copies)
+    fixed = reference_batch(reference)
+    if choice.how == "auto" and fixed is not None:  # onnxruntime runs it on no other batch
         choice = BatchChoice(fixed, "reference")
-    else:
-        choice = choose_batch(session.program, [settings], samples, batch_size, copies=copies)
     size = choice.size
     outputs = [o.name for o in session.get_outputs()]
     feeds = list(batches(data, input_names, size))

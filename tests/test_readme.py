@@ -19,6 +19,7 @@ What the tests change, and nothing else:
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import re
 import subprocess
@@ -286,3 +287,62 @@ def test_readme_runs_verbatim(tmp_path):
         text=True,
     ).stdout.split()
     assert sorted(set(made) - set(ignored)) == [], "README outputs not in .gitignore"
+
+
+# options the README names that belong to other tools (`ruff format --check`)
+OTHER_TOOLS_OPTIONS = {"--check"}
+# the options a user meets first, each in one of the README's option tables
+TABLED_OPTIONS = ("--json", "--quiet", "--plot", "--layer", "--samples", "--batch-size")
+
+
+def long_option(name: str) -> re.Pattern[str]:
+    """`name` as a whole option: `--tiles` matches neither `--tiles-x` nor `x--tiles`."""
+    return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+
+
+def subcommand_options() -> dict[str, list[list[str]]]:
+    """Each xbarc subcommand's options, each as its option strings (`-o`, `--output`),
+    from the parser as `xbarc.cli.main` builds it (`-q/--quiet` is added to the built one)."""
+    from xbarc.cli import add_quiet_options, build_parser
+
+    parser = build_parser()
+    add_quiet_options(parser)
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    return {
+        name: [action.option_strings for action in command._actions if action.option_strings]
+        for name, command in commands.choices.items()
+    }
+
+
+def test_readme_names_only_options_that_exist():
+    """Every `--option` the README names is an option of an xbarc subcommand or of a
+    benchmark script (a user who types it gets no 'unrecognized arguments')."""
+    known = {
+        name for options in subcommand_options().values() for strings in options for name in strings
+    }
+    scripts = "\n".join(path.read_text() for path in sorted((ROOT / "benchmarks").glob("*.py")))
+    named = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", readme_text()))
+    unknown = sorted(
+        name
+        for name in named - known - OTHER_TOOLS_OPTIONS
+        if f'"{name}"' not in scripts  # a benchmark script's add_argument("--models", ...)
+    )
+    assert not unknown, f"README.md names options no command has: {unknown}"
+
+
+def test_readme_documents_every_option():
+    """Every option of every subcommand appears in the README (itself or its short form),
+    and the options a new user needs first are rows of its option tables."""
+    text = readme_text()
+    undocumented = sorted(
+        f"{command} {strings[-1]}"
+        for command, options in subcommand_options().items()
+        for strings in options
+        if "--help" not in strings and not any(long_option(name).search(text) for name in strings)
+    )
+    assert not undocumented, f"README.md never names {undocumented}"
+    rows = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    untabled = [name for name in TABLED_OPTIONS if not long_option(name).search(rows)]
+    assert not untabled, f"README.md's option tables have no row for {untabled}"

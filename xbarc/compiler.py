@@ -268,23 +268,6 @@ def compare_group_cols(
     return rows
 
 
-def format_comparison(rows: list[dict]) -> str:
-    dense = rows[0]["crossbars"]
-    lines = [
-        f"{'mapping':<12} {'cell bits':>9} {'packing':>8} {'blocks':>8} {'crossbars':>10} "
-        f"{'vs dense':>9} {'cells used':>11} {'utilization':>12} {'cycles/inference':>17} "
-        f"{'ADC conv/inference':>19} {'index entries':>14} {'energy uJ/inference':>20}"
-    ]
-    for row in rows:
-        lines.append(
-            f"{row['mapping']:<12} {row['cell_bits']:>9} {row['packing']:>8} {row['blocks']:>8} "
-            f"{row['crossbars']:>10} {dense / max(row['crossbars'], 1):>8.2f}x "
-            f"{row['cells']:>11} {row['utilization']:>11.1%} {row['cycles']:>17} "
-            f"{row['conversions']:>19} {row['index_entries']:>14} {row['energy_uj']:>20.3f}"
-        )
-    return "\n".join(lines)
-
-
 def check_compare_strategies(options: CompileOptions, emit: str) -> None:
     """--compare-strategies builds both strategies' pipelines from the options: refuse
     what it cannot honour before anything is compiled or written."""

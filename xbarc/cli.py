@@ -708,6 +708,7 @@ def compile_json(args, output: Path, elapsed: float, program, summary, plain_err
     from collections import Counter
     from statistics import median
 
+    from xbarc.batching import fixed_batch
     from xbarc.passes.tile import default_packing
     from xbarc.report import mapping_warnings
     from xbarc.weight_report import finite, weight_errors, worst
@@ -717,7 +718,6 @@ def compile_json(args, output: Path, elapsed: float, program, summary, plain_err
     compacted = args.mapping != "dense" and args.pipeline is None and bool(program.arrays)
     widths = Counter(array.group_cols for array in program.arrays if array.group_cols)
     packed = sum(1 for layer in summary.layers if layer.blocks > layer.vtiles)
-    fixed = [graph_input for graph_input in program.inputs if graph_input.fixed_batch]
     return {
         "model": str(args.model),
         "written": {"program": str(output), "tensors": f"{output}.npz"},
@@ -738,7 +738,7 @@ def compile_json(args, output: Path, elapsed: float, program, summary, plain_err
             "digital_macs": summary.digital_macs,
             "mapped_share": summary.mapped_share,
         },
-        "fixed_batch": fixed[0].type.static_shape()[0] if fixed else None,
+        "fixed_batch": fixed_batch(program),
         "weight_error": {
             "layers": len(errors),
             "sqnr_median_db": finite(median(sqnr)) if sqnr else None,

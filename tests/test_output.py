@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from xbarc.cli import format_top_k, is_classifier, main, top_k
@@ -247,6 +248,18 @@ def test_compile_json_reports_what_was_written(digits, capsys):
     assert report["packing"]["mode"] == "layer"
     assert report["packing"]["cycles"] == totals["cycles"]
     assert report["compare_mappings"] is None and report["compare_strategies"] is None
+    assert report["fixed_batch"] is None  # the digits programs run any batch
+
+
+def test_compile_json_names_the_batch_a_model_fixes(tmp_path, capsys):
+    from tests.conftest import light_model
+
+    program = tmp_path / "resnet50.xbar"
+    model = light_model("resnet50")  # its Reshape fixes the batch (1)
+    assert main(["compile", str(model), "--tiles", "128", "-o", str(program), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (graph_input,) = onnx.load(str(model)).graph.input[:1]
+    assert report["fixed_batch"] == graph_input.type.tensor_type.shape.dim[0].dim_value == 1
 
 
 FIGURES = (

@@ -59,11 +59,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xbarc.hardware import Hardware, TileType
+from xbarc.hardware import Hardware, TileType, unit_costs
 from xbarc.ir.tile import Array, Block, Const, Cycle, IndexTable, Program, Read
-
-REFERENCE_CELLS = 128 * 128  # the array size the ISAAC figures are quoted for
-REFERENCE_ADC_BITS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,27 +169,27 @@ class ProgramCost:
 
 def adc_energy_pj(hardware: Hardware) -> float:
     """Energy per conversion; doubles per bit (Walden figure of merit) from the 8-bit point."""
-    return hardware.cost.adc_energy_pj * 2.0 ** (hardware.adc.bits - REFERENCE_ADC_BITS)
+    return unit_costs(hardware, hardware.tile_types[0]).conversion_energy_pj
 
 
 def cycle_ns(hardware: Hardware) -> float:
-    conversions = hardware.adc.cols_per_adc / hardware.cost.adc_rate_gsps
-    return max(hardware.cost.xbar_read_latency_ns, conversions)
+    """One read cycle of the chip: its slowest tile type's."""
+    return max(unit_costs(hardware, t).cycle_ns for t in hardware.tile_types)
 
 
 def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     """Cost of `program`; `patches` gives each layer's input vectors per forward pass."""
     hardware = program.hardware
     cost = hardware.cost
-    tile_types = {t.name: t for t in hardware.tile_types}
     blocks = program.blocks
     input_slices = hardware.dac.input_slices
     per_adc = adc_energy_pj(hardware)
     per_scale = scale_energy_per_output_pj(hardware)
     scales = column_scales(program)
     multiplies = scale_multiplies(program)
-    dac_pj = cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3  # uW x ns = fJ
-    shift_add_pj = cost.shift_add_power_mw / cost.adc_rate_gsps  # mW x ns = pJ
+    units = {t.name: unit_costs(hardware, t) for t in hardware.tile_types}
+    dac_pj = units[hardware.tile_types[0].name].dac_energy_pj
+    shift_add_pj = units[hardware.tile_types[0].name].shift_add_energy_pj
     arrays = {array.name: array for array in program.arrays}
     tables = {table.layer: table for table in coefficient_tables(program)}
 
@@ -211,8 +208,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                 index_bits[run.layer] += table_bits(cycle, blocks, arrays)
                 for tile_reads in on_tile.values():
                     tile_blocks = [blocks[read.block] for read in tile_reads]
-                    tile_type = tile_types[tile_blocks[0].tile_type]
-                    reads[run.layer] += cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS
+                    reads[run.layer] += units[tile_blocks[0].tile_type].read_energy_pj
                     columns[run.layer] += sum(len(b.cols) for b in tile_blocks)
                     rows[run.layer] += driven_rows(tile_reads, blocks)
 
@@ -472,15 +468,7 @@ def write_cost(program: Program) -> tuple[float, float, int]:
 
 
 def tile_area_um2(hardware: Hardware, tile_type: TileType) -> float:
-    cost = hardware.cost
-    adcs = math.ceil(tile_type.cols / hardware.adc.cols_per_adc)
-    adc_scale = 2.0 ** (hardware.adc.bits - REFERENCE_ADC_BITS)
-    return (
-        cost.xbar_area_um2 * tile_type.cells / REFERENCE_CELLS
-        + adcs * cost.adc_area_um2 * adc_scale
-        + tile_type.rows * cost.dac_area_um2
-        + adcs * cost.shift_add_area_um2
-    )
+    return unit_costs(hardware, tile_type).tile_area_um2
 
 
 def chip_area_mm2(hardware: Hardware) -> float:

@@ -166,6 +166,49 @@ class Hardware:
         return sum(t.count for t in self.tile_types)
 
 
+REFERENCE_CELLS = 128 * 128  # the array size ISAAC's read figures are quoted for
+REFERENCE_ADC_BITS = 8  # the ADC resolution ISAAC's converter figures are quoted for
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCosts:
+    """The per-operation figures of one tile type on a chip: what each event the cost
+    model counts is charged. `unit_costs(hardware, tile_type)` derives them from the
+    chip's constants; the cost model (xbarc/cost.py) and the passes that weigh tile
+    types (NAX) both charge through it."""
+
+    read_energy_pj: float  # one read cycle of the whole array
+    conversion_energy_pj: float  # one ADC conversion (one column of one read)
+    dac_energy_pj: float  # one row driven for one read cycle
+    shift_add_energy_pj: float  # one column's shift-and-add after its conversion
+    cycle_ns: float  # one read cycle: the array read or its columns' conversions
+    tile_area_um2: float  # the array with its ADCs, DACs and shift-and-add units
+
+
+def unit_costs(hardware: Hardware, tile_type: TileType) -> UnitCosts:
+    """Per-operation figures of `tile_type` on `hardware`: the read energy scales with
+    the array's cells from the 128x128 reference, a conversion's energy and an ADC's area
+    double per ADC bit (Walden figure of merit) from the 8-bit reference, a tile has one
+    ADC and one shift-and-add unit per `cols_per_adc` columns and one DAC per row."""
+    cost = hardware.cost
+    adc_scale = 2.0 ** (hardware.adc.bits - REFERENCE_ADC_BITS)
+    adcs = -(-tile_type.cols // hardware.adc.cols_per_adc)
+    conversions_ns = hardware.adc.cols_per_adc / cost.adc_rate_gsps
+    return UnitCosts(
+        read_energy_pj=cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS,
+        conversion_energy_pj=cost.adc_energy_pj * adc_scale,
+        dac_energy_pj=cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3,  # uW x ns = fJ
+        shift_add_energy_pj=cost.shift_add_power_mw / cost.adc_rate_gsps,  # mW x ns = pJ
+        cycle_ns=max(cost.xbar_read_latency_ns, conversions_ns),
+        tile_area_um2=(
+            cost.xbar_area_um2 * tile_type.cells / REFERENCE_CELLS
+            + adcs * cost.adc_area_um2 * adc_scale
+            + tile_type.rows * cost.dac_area_um2
+            + adcs * cost.shift_add_area_um2
+        ),
+    )
+
+
 def tile_type_name(rows: int, cols: int) -> str:
     """The conventional name of a rows x cols tile type, e.g. `t128x128`."""
     return f"t{rows}x{cols}"

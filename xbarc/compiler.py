@@ -17,7 +17,7 @@ import numpy as np
 from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
-from xbarc.hardware import make_hardware
+from xbarc.hardware import make_hardware, with_overrides
 from xbarc.ir.tile import Program
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 
@@ -53,6 +53,9 @@ class CompileOptions:
     calibration_data: Path | None = None
     pipeline: str | None = None  # None: the default pipeline built from the options above
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # the chip's converters, cells and cost constants: section.field=value (`adc.bits=6`),
+    # applied in order after the options above (xbarc.hardware.with_overrides)
+    hw_set: tuple[str, ...] = ()
 
 
 def default_pipeline(options: CompileOptions) -> str:
@@ -120,6 +123,7 @@ def compile_onnx(
     hardware = make_hardware(
         options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
     )
+    hardware = with_overrides(hardware, options.hw_set)
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     check_calibration_data(options, pipeline.passes)
     stages = 1 if emit == "graph" else 2 + (options.calibration_data is not None)

@@ -7,6 +7,8 @@ carried by PUMA and MNSIM, for 32 nm at 1.2 GHz: a 128x128 crossbar read takes 1
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -249,3 +251,67 @@ def check_positive(what: str, value: int) -> None:
 
 def cost_field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(CostParams))
+
+
+HARDWARE_SECTIONS = ("cell", "dac", "adc", "cost")
+
+
+def with_overrides(hardware: Hardware, items: Sequence[str]) -> Hardware:
+    """`hardware` with `section.field=value` items applied in order (`adc.bits=6`,
+    `cell.bits=1`, `cost.adc_energy_pj=2.0`, `encoding=offset`): the `--hw-set` of
+    compile and the hardware knobs of sweep. Every item is checked: an unknown section or
+    field or a value of the wrong type is a one-line error naming the item."""
+    for item in items:
+        key, equals, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not equals or not key or not text:
+            raise XbarcError(
+                f"--hw-set {item!r}: expected section.field=value", hint="e.g. --hw-set adc.bits=6"
+            )
+        if key == "encoding":
+            if text not in SIGNED_ENCODINGS:
+                raise XbarcError(
+                    f"--hw-set {item!r}: unknown signed encoding {text!r}",
+                    hint="use differential or offset",
+                )
+            hardware = dataclasses.replace(hardware, encoding=text)  # type: ignore[arg-type]
+            continue
+        section, dot, name = key.partition(".")
+        if not dot or section not in HARDWARE_SECTIONS:
+            raise XbarcError(
+                f"--hw-set {item!r}: unknown hardware field {key!r}",
+                hint=f"name a field as section.field, sections: {', '.join(HARDWARE_SECTIONS)}"
+                " (or encoding)",
+            )
+        spec = getattr(hardware, section)
+        known = {f.name: f for f in fields(spec)}
+        if name not in known:
+            raise XbarcError(
+                f"--hw-set {item!r}: {section} has no field {name!r}",
+                hint=f"{section} fields: {', '.join(known)}",
+            )
+        value = _field_value(item, getattr(spec, name), text)
+        hardware = dataclasses.replace(
+            hardware, **{section: dataclasses.replace(spec, **{name: value})}
+        )
+    return hardware
+
+
+def _field_value(item: str, current: object, text: str) -> object:
+    """`text` read as the type of the field's `current` value."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(text)
+            return value
+    except ValueError:
+        expected = "a whole number" if isinstance(current, int) else "a number"
+        raise XbarcError(f"--hw-set {item!r}: expected {expected}, got {text!r}") from None
+    return text

@@ -1,0 +1,57 @@
+"""Where independent pieces of work run: in this process, or on Dask workers.
+
+    with distributed.engine(EngineOptions(workers=2)) as pool:
+        for index, result in pool.map(run_point, points):
+            ...
+
+`map` calls a picklable module-level function on every item and yields `(index, result)`
+pairs as the results arrive (in any order on several workers). Every item carries its own
+seeds, so a result never depends on which worker computed it or on how many there are.
+`check(options)` validates the options before any work starts.
+
+This first version runs everything in this process; the Dask engine (local worker
+processes, or an existing cluster at `scheduler`) plugs in behind the same `map`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from xbarc.diagnostics import XbarcError
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """`workers`: local worker processes (None or 1: this process); `scheduler`: the
+    address of an existing Dask scheduler (then `workers` is ignored)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+
+def check(options: EngineOptions) -> None:
+    """A one-line error for options that cannot work, before any work starts."""
+    if options.workers is not None and options.workers < 1:
+        raise XbarcError(f"--workers must be at least 1, got {options.workers}")
+
+
+class SerialEngine:
+    """Runs every item in this process, in order."""
+
+    workers = 1
+
+    def map(
+        self, function: Callable[[Any], Any], items: Iterable[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        for index, item in enumerate(items):
+            yield index, function(item)
+
+
+@contextmanager
+def engine(options: EngineOptions) -> Iterator[SerialEngine]:
+    """The engine `options` ask for, open for the `with` block."""
+    check(options)
+    yield SerialEngine()

@@ -15,6 +15,7 @@ processes, or an existing cluster at `scheduler`) plugs in behind the same `map`
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,29 @@ class EngineOptions:
 
     workers: int | None = None
     scheduler: str | None = None
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """`--workers N` and `--scheduler ADDRESS` on a subcommand (eval, sweep)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="spread the work over N local worker processes (a Dask LocalCluster on "
+        "127.0.0.1, one thread each; default 1: this process, no Dask); results do not "
+        "depend on N",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the work on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (started "
+        "with `dask scheduler` and `dask worker ADDRESS`, each worker able to import xbarc)",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options of parsed arguments (`add_engine_options`)."""
+    return EngineOptions(workers=args.workers, scheduler=args.scheduler)
 
 
 def check(options: EngineOptions) -> None:

@@ -162,7 +162,11 @@ class Executor:
         # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
         # before each batch of reads passes through the ADC
         self.on_read_sums: Callable[[str, np.ndarray, np.ndarray], None] | None = None
-        self._reads = 0  # noisy reads so far: each one's draws are keyed by its number
+        # read noise is keyed by (read seed, the batch's number, the read-out's number in
+        # the batch), so a batch draws the same noise in any process and after any others
+        self._batch_key = 0  # the key of the batch being run (`start_batch`)
+        self._reads = 0  # noisy read-outs of this batch so far
+        self._batches = 0  # batches run so far: the number of the next one, by default
         self.cell_max = 2**hardware.cell.bits - 1
         self.digit_max = min(2**hardware.dac.slice_bits, 2 ** (self.dac_bits - 1)) - 1
         # quant: element types of a read's cells, DAC digits and partial sums
@@ -332,18 +336,34 @@ class Executor:
 
     # --- running --------------------------------------------------------------------------
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """All graph outputs for one batch of inputs."""
+    def run(self, feeds: dict[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
+        """All graph outputs for one batch of inputs; `batch`: its number in the data set,
+        which keys its read noise (default: the batches this executor ran before it)."""
+        self.start_batch(batch)
         outputs = self.program.outputs
         if self._ideal is not None:
             return dict(zip(outputs, self._ideal.run(feeds, outputs), strict=True))
         values = self._run_graph(feeds, donate=True)
         return {name: values[name] for name in outputs}
 
-    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_all(
+        self, feeds: dict[str, np.ndarray], batch: int | None = None
+    ) -> dict[str, np.ndarray]:
         """Every value of the graph (inputs, layer and op results) for one batch; values
         inside regions as their last execution left them (none for a branch not taken)."""
+        self.start_batch(batch)
         return self._run_graph(feeds, donate=False)
+
+    def start_batch(self, batch: int | None) -> None:
+        """Key the read noise of the batch about to run by its number (`batch`, or the
+        batches run so far): read-out r of batch b draws from the key of (read seed, b, r),
+        whatever ran before it and in whichever process."""
+        number = self._batches if batch is None else batch
+        if number < 0:
+            raise ValueError(f"a batch number is at least 0, got {number}")
+        self._batches = number + 1
+        self._batch_key = gaussian.stream_key(self.seeds.read, number)
+        self._reads = 0
 
     def _run_graph(self, feeds: dict[str, np.ndarray], donate: bool) -> dict[str, np.ndarray]:
         """The values of the graph for one batch. With `donate`, digital ops may overwrite
@@ -637,9 +657,9 @@ class Executor:
         """out = cells_t @ driven as the analog read gives it, the DAC's output with input
         noise; returns the standard deviation of the read and output noise each column sum
         gets before the ADC (`devices.read_noise_sigma`, [1, P] or [M, P]), which the
-        read-out draws for many reads at once. Every draw is keyed by the read seed and a
-        count of draws in the executor's life (`gaussian`): the same seeds and runs give
-        the same bits on any thread count."""
+        read-out draws for many reads at once. Every draw is keyed by the read seed, the
+        batch's number and a count of draws in the batch (`next_read_key`, `gaussian`): the
+        same seeds and batch give the same bits on any thread count and in any process."""
         settings = self.settings
         if settings.input_noise > 0:
             noisy = self.workspace("noisy drive", driven.shape, np.float32)
@@ -652,8 +672,9 @@ class Executor:
         return read_noise_sigma(settings, driven, magnitude, self.cell_max, self.digit_max)
 
     def next_read_key(self) -> int:
+        """The key of the next read-out's draws: (read seed, batch number, read-out)."""
         self._reads += 1
-        return gaussian.stream_key(self.seeds.read, self._reads)
+        return gaussian.stream_key(self._batch_key, self._reads)
 
     def workspace(self, name: Hashable, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         """An array of `shape` in the memory kept under `name`, grown when too small; its

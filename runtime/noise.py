@@ -15,6 +15,11 @@ where it was set.
 Random draws come from three seeds (DESIGN.md section 5): `chip` (programming noise and
 faults, drawn again at every re-programming of a tile), `time` (drift) and `read` (input,
 read and output noise, per MVM). `Seeds.derive(s)` makes the three from one number.
+Read noise is keyed by (read seed, the batch's number in the data set, the read-out's
+number in the batch) (`Executor.start_batch`): batch k draws the same noise whatever ran
+before it, in this process or on a Dask worker, so an eval split over workers gives the
+bits of one process. (Before, the key counted read-outs over the executor's life, and a
+batch's noise depended on the batches before it: noisy outputs changed once, for that.)
 """
 
 from __future__ import annotations

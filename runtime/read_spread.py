@@ -121,6 +121,22 @@ class ReadSpread:
         )
         counts.counted += (int(counts.histogram.sum()) - before) // (sample.every if sample else 1)
 
+    def merge(self, other: ReadSpread) -> None:
+        """Add what `other` counted (the reads of other batches, e.g. on a Dask worker):
+        the counts are integers, so merging in batch order gives what one observer of
+        all the batches gives, layers in the order their reads first came."""
+        if (other.levels, other.percentile) != (self.levels, self.percentile):
+            raise ValueError("read spreads of different ADCs or percentiles do not merge")
+        for layer, theirs in other._layers.items():
+            counts = self._layers.get(layer)
+            if counts is None:
+                counts = self._layers[layer] = LayerCounts()
+            counts.histogram += theirs.histogram
+            counts.sums += theirs.sums
+            counts.counted += theirs.counted
+            counts.clipped += theirs.clipped
+            counts.full_scale = max(counts.full_scale, theirs.full_scale)
+
     def sample(self, patches: int) -> PatchSample:
         """The sample of a batch of read sums over `patches`, drawn once per patch count
         (seeded by it)."""

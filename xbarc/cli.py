@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from xbarc import __version__
 from xbarc.diagnostics import XbarcError
+from xbarc.distributed import add_engine_options, engine_options
 
 if TYPE_CHECKING:
     from xbarc.adc_report import AdcUse
@@ -466,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--ort-int8: calibrate onnxruntime's activation ranges on these samples "
         "(default: the --data samples)",
     )
+    add_engine_options(eval_parser)
     eval_parser.set_defaults(handler=run_eval)
     return parser
 
@@ -1236,6 +1238,7 @@ def run_eval(args: argparse.Namespace) -> int:
         samples=args.samples,
         ort_int8=args.ort_int8,
         calibration_path=args.calibration,
+        workers=engine_options(args),
     )
     if args.json:
         print(json.dumps(finite_json(report.to_json()), indent=2))

@@ -22,6 +22,11 @@ from xbarc.diagnostics import XbarcError
 
 if TYPE_CHECKING:
     from xbarc.adc_report import AdcUse
+    from xbarc.distributed import EngineOptions
+    from xbarc.ir.tile import Program
+    from xbarc.runtime.noise import NoiseSettings
+    from xbarc.runtime.read_spread import ReadSpread
+    from xbarc.session import InferenceSession
 
 
 @dataclass
@@ -37,14 +42,17 @@ class OutputStats:
     compared: int = 0
 
     def add(self, got: np.ndarray, want: np.ndarray) -> None:
-        difference = got.astype(np.float64) - want.astype(np.float64)
-        self.max_abs_error = max(self.max_abs_error, float(np.abs(difference).max(initial=0)))
-        self.max_reference = max(self.max_reference, float(np.abs(want).max(initial=0)))
-        self.signal += float(np.square(want, dtype=np.float64).sum())
-        self.noise += float(np.square(difference).sum())
-        if got.ndim >= 2 and got.shape[-1] >= 2:
-            self.agree += int((got.argmax(-1) == want.argmax(-1)).sum())
-            self.compared += int(np.prod(got.shape[:-1]))
+        self.include(batch_figures(got, want))
+
+    def include(self, batch: BatchFigures) -> None:
+        """Add one batch's figures (in batch order: the sums are floats, so the order in
+        which batches are added is the order of their additions, bit for bit)."""
+        self.max_abs_error = max(self.max_abs_error, batch.max_abs_error)
+        self.max_reference = max(self.max_reference, batch.max_reference)
+        self.signal += batch.signal
+        self.noise += batch.noise
+        self.agree += batch.agree
+        self.compared += batch.compared
 
     def finish(self) -> dict:
         if self.noise == 0:
@@ -61,6 +69,45 @@ class OutputStats:
             "snr_db": snr,
             "top1_agreement": self.agree / self.compared if self.compared else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFigures:
+    """What one batch of one output adds to its `OutputStats` (computed where the batch
+    ran, on a worker or here, and added here in batch order)."""
+
+    max_abs_error: float
+    max_reference: float
+    signal: float
+    noise: float
+    agree: int
+    compared: int
+
+
+def batch_figures(got: np.ndarray, want: np.ndarray) -> BatchFigures:
+    difference = got.astype(np.float64) - want.astype(np.float64)
+    agree = compared = 0
+    if got.ndim >= 2 and got.shape[-1] >= 2:
+        agree = int((got.argmax(-1) == want.argmax(-1)).sum())
+        compared = int(np.prod(got.shape[:-1]))
+    return BatchFigures(
+        float(np.abs(difference).max(initial=0)),
+        float(np.abs(want).max(initial=0)),
+        float(np.square(want, dtype=np.float64).sum()),
+        float(np.square(difference).sum()),
+        agree,
+        compared,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The program's figures on one batch: per output, and the labelled samples it
+    classified right (None without labels)."""
+
+    figures: tuple[BatchFigures, ...]
+    correct: int | None
+    count: int
 
 
 @dataclass
@@ -153,11 +200,15 @@ def evaluate(
     ort_int8: bool = False,
     calibration_path: Path | None = None,
     samples: int | None = None,
+    workers: EngineOptions | None = None,
 ) -> EvalReport:
     """Run the program on `instances` chip instances (seeds seed, seed + 1, ...) and the
     reference once; with `sensitivity`, also each crossbar layer alone noisy (the others
     as `quant`) on the same instances. `samples`: only the first that many samples of the
-    data (all by default)."""
+    data (all by default). `workers`: where the program runs (`xbarc.distributed`; default
+    this process): on Dask workers, in chunks of whole batches, each batch's read noise
+    keyed by its number, its figures added here in batch order, so that the report is
+    the same bit for bit on any number of workers and in this process."""
     import onnxruntime
 
     from xbarc.adc_report import measured_adc, observe_reads
@@ -166,6 +217,10 @@ def evaluate(
     from xbarc.session import InferenceSession
 
     check_instances(seed, instances)
+    if workers is not None:
+        from xbarc.distributed import check
+
+        check(workers)  # an unreachable scheduler: an error before any work
     if samples is not None and samples < 1:
         raise XbarcError(f"--samples must be at least 1, got {samples}")
     session = InferenceSession(program_path, noise=noise, seed=seed, overrides=overrides)
@@ -213,51 +268,49 @@ def evaluate(
     feeds = list(batches(data, input_names, size))
     wanted = [run_reference(reference, outputs, batch, reference_path) for batch in feeds]
 
-    def measure(run: InferenceSession, pooled: dict[str, OutputStats]) -> dict:
-        """One pass over the data: the figures of this instance, its errors also added
-        into `pooled`."""
-        stats = {name: OutputStats(name) for name in outputs}
-        correct = 0
-        done = 0
-        for batch, theirs in zip(feeds, wanted, strict=True):
-            got = run.run(outputs, batch)
-            for name, mine, want in zip(outputs, got, theirs, strict=True):
-                stats[name].add(mine, want)
-                pooled[name].add(mine, want)
-            count = len(next(iter(batch.values())))
-            if labels is not None:
-                truth = labels[done : done + count]
-                correct += int((got[0].reshape(count, -1).argmax(-1) == truth).sum())
-            done += count
-            task.update(count, item=f"seed {run.seed_number}")
-            if progress is not None:
-                progress(count)
-        first = stats[outputs[0]].finish()
-        return {
-            "seed": run.seed_number,
-            "accuracy": correct / samples if labels is not None and samples else None,
-            "agreement": first["top1_agreement"],
-            "relative_error": first["relative_error"],
-            "snr_db": first["snr_db"],
-        }
-
-    def chip(number: int, layers: Sequence[str] | None = None) -> InferenceSession:
-        if number == seed and layers is None:
-            return session
-        return InferenceSession(session.program, settings, number, noisy_layers=layers)
-
-    # progress: every pass over the data, the instances' and each layer's alone noisy
+    truths = batch_labels(labels, feeds)
+    # the passes over the data: each chip instance (its reads measured for the ADC report),
+    # then, with --sensitivity, each crossbar layer alone noisy on each instance
+    passes = [Pass(seed + k, None) for k in range(instances)]
+    if sensitivity:
+        passes += [
+            Pass(seed + k, (layer.name,))
+            for layer in session.program.layers()
+            for k in range(instances)
+        ]
     task = xbarc_progress.current()
-    layer_passes = sum(1 for _ in session.program.layers()) if sensitivity else 0
-    task.set_total(samples * instances * (1 + layer_passes))
-    pooled = {name: OutputStats(name) for name in outputs}
+    task.set_total(samples * len(passes))
     read_sums = observe_reads(session)
-    rows = []
-    for k in range(instances):
-        instance = chip(seed + k)
-        instance.observe_reads(read_sums)
-        rows.append(measure(instance, pooled))
-        instance.observe_reads(None)  # the sensitivity runs are not the chip's reads
+
+    def counted(count: int, number: int) -> None:
+        task.update(count, item=f"seed {number}")
+        if progress is not None:
+            progress(count)
+
+    if workers is None or is_serial(workers):
+
+        def run_pass(one: Pass) -> list[BatchResult]:
+            run = session if one == Pass(seed, None) else chip_session(session, one)
+            run.observe_reads(read_sums if one.layers is None else None)
+            results = []
+            for index, batch in enumerate(zip(feeds, wanted, truths, strict=True)):
+                results.append(run_batch(run, outputs, index, *batch))
+                counted(results[-1].count, one.seed)
+            run.observe_reads(None)
+            return results
+
+        per_pass = [run_pass(one) for one in passes]
+    else:
+        per_pass = distributed_passes(
+            workers, session, passes, feeds, wanted, truths, read_sums, counted
+        )
+
+    pooled = {name: OutputStats(name) for name in outputs}
+    labelled = labels is not None
+    rows = [
+        instance_row(one.seed, results, outputs, pooled, samples, labelled)
+        for one, results in zip(passes[:instances], per_pass, strict=False)
+    ]
     report = EvalReport(
         str(program_path),
         str(reference_path),
@@ -297,9 +350,15 @@ def evaluate(
         predicted = [want[0].reshape(len(want[0]), -1).argmax(-1) for want in wanted]
         report.reference_accuracy = float(np.mean(np.concatenate(predicted) == labels[:samples]))
     if sensitivity:
-        for layer in session.program.layers():
+        layer_passes = per_pass[instances:]
+        for number, layer in enumerate(session.program.layers()):
             scratch = {name: OutputStats(name) for name in outputs}
-            per_seed = [measure(chip(seed + k, [layer.name]), scratch) for k in range(instances)]
+            per_seed = [
+                instance_row(seed + k, results, outputs, scratch, samples, labelled)
+                for k, results in enumerate(
+                    layer_passes[number * instances : (number + 1) * instances]
+                )
+            ]
             report.sensitivity.append(
                 {
                     "layer": layer.name,
@@ -311,6 +370,192 @@ def evaluate(
                 }
             )
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One pass over the data: the chip instance of seed `seed`, with device and read
+    noise in `layers` only (None: all, as the profile says)."""
+
+    seed: int
+    layers: tuple[str, ...] | None
+
+
+def chip_session(session: InferenceSession, one: Pass) -> InferenceSession:
+    """A session of `session`'s program and settings on the chip instance of `one`."""
+    from xbarc.session import InferenceSession
+
+    return InferenceSession(session.program, session.settings, one.seed, noisy_layers=one.layers)
+
+
+def batch_labels(labels: np.ndarray | None, feeds: list[dict[str, np.ndarray]]) -> list:
+    """Each batch's labels (None for every batch without labels)."""
+    truths: list[np.ndarray | None] = []
+    done = 0
+    for batch in feeds:
+        count = len(next(iter(batch.values())))
+        truths.append(None if labels is None else labels[done : done + count])
+        done += count
+    return truths
+
+
+def run_batch(
+    run: InferenceSession,
+    outputs: list[str],
+    index: int,
+    batch: dict[str, np.ndarray],
+    theirs: list[np.ndarray],
+    truth: np.ndarray | None,
+) -> BatchResult:
+    """The program's figures on batch number `index` (which keys its read noise) against
+    the reference's outputs `theirs`."""
+    got = run.run(outputs, batch, batch=index)
+    count = len(next(iter(batch.values())))
+    correct = None
+    if truth is not None:
+        correct = int((got[0].reshape(count, -1).argmax(-1) == truth).sum())
+    figures = tuple(batch_figures(mine, want) for mine, want in zip(got, theirs, strict=True))
+    return BatchResult(figures, correct, count)
+
+
+def instance_row(
+    seed: int,
+    results: list[BatchResult],
+    outputs: list[str],
+    pooled: dict[str, OutputStats],
+    samples: int,
+    labelled: bool,
+) -> dict:
+    """The figures of one pass over the data from its batches' (in batch order), its
+    errors also added into `pooled`."""
+    stats = {name: OutputStats(name) for name in outputs}
+    correct = 0
+    for result in results:
+        for name, figures in zip(outputs, result.figures, strict=True):
+            stats[name].include(figures)
+            pooled[name].include(figures)
+        correct += result.correct or 0
+    first = stats[outputs[0]].finish()
+    return {
+        "seed": seed,
+        "accuracy": correct / samples if labelled and samples else None,
+        "agreement": first["top1_agreement"],
+        "relative_error": first["relative_error"],
+        "snr_db": first["snr_db"],
+    }
+
+
+# --- eval on Dask workers (--workers N, --scheduler ADDRESS) -----------------------------
+
+# tasks per worker a pass is split into at most (whole batches each): enough to keep every
+# worker busy to the end, few enough that each task's chip is programmed for many batches
+TASKS_PER_WORKER = 2
+
+
+def is_serial(options: EngineOptions) -> bool:
+    """Whether `options` run in this process (no Dask)."""
+    return options.scheduler is None and (options.workers or 1) <= 1
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What every task of one eval needs, sent to each worker once: the program, the
+    settings of its runs (hardware fields filled in), the outputs compared, and a token
+    naming this eval (a worker keeps the chip of its last task under it)."""
+
+    program: Program
+    settings: NoiseSettings
+    outputs: list[str]
+    token: str
+
+
+@dataclass(frozen=True)
+class EvalChunk:
+    """Consecutive batches of one pass, from batch number `first`: (feeds, the reference's
+    outputs, labels or None) each. `observe`: measure the reads for the ADC report."""
+
+    number: int  # the pass's position in the eval
+    one: Pass
+    first: int
+    batches: tuple[tuple[dict[str, np.ndarray], list[np.ndarray], np.ndarray | None], ...]
+    observe: bool
+
+
+def distributed_passes(
+    workers: EngineOptions,
+    session: InferenceSession,
+    passes: list[Pass],
+    feeds: list[dict[str, np.ndarray]],
+    wanted: list[list[np.ndarray]],
+    truths: list,
+    read_sums: ReadSpread | None,
+    counted: Callable[[int, int], None],
+) -> list[list[BatchResult]]:
+    """Every pass's batch results, computed in chunks of whole batches on the engine
+    `workers` asks for; the chunks' read sums merged into `read_sums` in pass and batch
+    order (as one process adds them)."""
+    import uuid
+
+    from xbarc import distributed
+
+    outputs = [arg.name for arg in session.get_outputs()]
+    context = EvalContext(session.program, session.settings, outputs, uuid.uuid4().hex)
+    with distributed.engine(workers) as pool:
+        wanted_chunks = min(len(feeds), -(-TASKS_PER_WORKER * pool.workers // len(passes)))
+        size = -(-len(feeds) // max(wanted_chunks, 1))
+        chunks = [
+            EvalChunk(
+                number,
+                one,
+                start,
+                tuple(zip(feeds, wanted, truths, strict=True))[start : start + size],
+                read_sums is not None and one.layers is None,
+            )
+            for number, one in enumerate(passes)
+            for start in range(0, len(feeds), size)
+        ]
+        done: dict[int, tuple[list[BatchResult], ReadSpread | None]] = {}
+        for index, result in pool.map(eval_chunk, chunks, shared=context):
+            done[index] = result
+            counted(sum(batch.count for batch in result[0]), chunks[index].one.seed)
+    per_pass: list[list[BatchResult]] = [[] for _ in passes]
+    for index, chunk in enumerate(chunks):
+        results, spread = done[index]
+        per_pass[chunk.number].extend(results)
+        if read_sums is not None and spread is not None:
+            read_sums.merge(spread)
+    return per_pass
+
+
+# the chip of the last task a worker ran: (token, pass) -> session
+_CHIP: dict[tuple[str, Pass], InferenceSession] = {}
+
+
+def eval_chunk(
+    context: EvalContext, chunk: EvalChunk
+) -> tuple[list[BatchResult], ReadSpread | None]:
+    """One chunk's batch results on a worker (and its reads' spread, when observed)."""
+    from xbarc.adc_report import observe_reads
+    from xbarc.session import InferenceSession
+
+    key = (context.token, chunk.one)
+    run = _CHIP.get(key)
+    if run is None:
+        _CHIP.clear()  # one programmed chip a worker at a time: chips can be large
+        run = _CHIP[key] = InferenceSession(
+            context.program, context.settings, chunk.one.seed, noisy_layers=chunk.one.layers
+        )
+    spread = observe_reads(run) if chunk.observe else None
+    if spread is None:
+        run.observe_reads(None)
+    try:
+        results = [
+            run_batch(run, context.outputs, chunk.first + offset, batch, theirs, truth)
+            for offset, (batch, theirs, truth) in enumerate(chunk.batches)
+        ]
+    finally:
+        run.observe_reads(None)
+    return results, spread
 
 
 # chip instances one eval may run (--seeds): each is a pass over the data

@@ -6,7 +6,8 @@
 
 `noise` is a profile name (ideal, quant, rram, pcm), the path of a profile TOML file, or
 `NoiseSettings`; `seed` derives the chip, time and read seeds (or give `Seeds`). Each run
-draws fresh read noise; the same seeds and the same sequence of runs give the same bits.
+draws fresh read noise, keyed by the batch's number (`run(..., batch=k)`; by default the
+runs before it): the same seeds and batch number give the same bits, in any process.
 `noisy_layers` limits device and read noise to those crossbar layers (the rest run as
 `quant`).
 
@@ -92,9 +93,15 @@ class InferenceSession:
         return [node_arg(name, self._types.get(name)) for name in self.program.outputs]
 
     def run(
-        self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Mapping[str, np.ndarray],
+        batch: int | None = None,
     ) -> list[np.ndarray]:
-        """The requested outputs (all when `output_names` is None) for one batch."""
+        """The requested outputs (all when `output_names` is None) for one batch. `batch`:
+        the batch's number in a data set, which keys its read noise (default: the batches
+        this session ran before), so that batch k of an eval draws the same noise in
+        whichever process runs it."""
         wanted = list(output_names) if output_names else list(self.program.outputs)
         unknown = [name for name in wanted if name not in self.program.outputs]
         if unknown:
@@ -106,7 +113,7 @@ class InferenceSession:
         if self.settings.quantized and empty_batch(checked):
             results = self._empty_batch_executor().run(checked)
         else:
-            results = self._executor.run(checked)
+            results = self._executor.run(checked, batch)
         return [results[name] for name in wanted]
 
     def _empty_batch_executor(self):

@@ -1,0 +1,221 @@
+"""The Dask engine (xbarc/distributed.py) and `xbarc eval --workers N | --scheduler ADDRESS`:
+the same results as one process, bit for bit, and one-line errors for options that cannot
+work, before any work starts.
+
+One LocalCluster of two single-threaded worker processes on 127.0.0.1 serves the module
+(`--scheduler`); `--workers 2` starts and closes its own, as a user's eval does.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xbarc import distributed
+from xbarc.cli import main
+from xbarc.diagnostics import XbarcError
+from xbarc.distributed import EngineOptions
+from xbarc.runtime.noise import check_seed
+from xbarc.session import InferenceSession
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "tests" / "fixtures" / "digits"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster on loopback whose workers import this checkout's xbarc."""
+    import logging
+
+    from distributed import LocalCluster
+
+    env = {"PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        # no dashboard; the scheduler's few HTTP routes (health, metrics) on a free port,
+        # not on 8787 (taken by another cluster, it would print a warning)
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.CRITICAL,
+        env=env,
+    ) as local:
+        yield local.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lenet")
+    program = folder / "lenet.xbar"
+    arguments = ["compile", str(DIGITS / "lenet.onnx"), "--input-shape", "x=1x1x8x8"]
+    assert main([*arguments, "-o", str(program), "-q"]) == 0
+    return program
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- the engine -------------------------------------------------------------------------
+
+
+def test_dask_engine_maps_like_the_serial_engine(cluster):
+    items = list(range(12))
+    with distributed.engine(EngineOptions()) as serial:
+        assert isinstance(serial, distributed.SerialEngine)
+        expected = list(serial.map(operator.neg, items))
+        shared_expected = list(serial.map(operator.sub, items, shared=100))
+    with distributed.engine(EngineOptions(scheduler=cluster)) as pool:
+        assert isinstance(pool, distributed.DaskEngine)
+        assert pool.workers == 2
+        got = list(pool.map(operator.neg, items))
+        shared_got = list(pool.map(operator.sub, items, shared=100))
+        # equal items are separate tasks, each with its own index
+        repeated = sorted(pool.map(operator.neg, [5, 5, 5]))
+    assert expected == [(i, -i) for i in items]
+    assert sorted(got) == expected
+    assert shared_expected == [(i, 100 - i) for i in items]
+    assert sorted(shared_got) == shared_expected
+    assert repeated == [(0, -5), (1, -5), (2, -5)]
+
+
+def test_worker_side_user_error_is_one_line(cluster):
+    """An XbarcError raised in a worker comes back as itself: hint included, one line."""
+    with distributed.engine(EngineOptions(scheduler=cluster)) as pool:
+        with pytest.raises(XbarcError) as caught:
+            list(pool.map(check_seed, [1, 2, -1, 3]))
+        # the engine still works after a failed map
+        assert sorted(pool.map(check_seed, [4, 5])) == [(0, 4), (1, 5)]
+    assert str(caught.value) == (
+        f"error: --seed -1 is not a seed (give a whole number from 0 to {2**64 - 1})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (EngineOptions(workers=0), "--workers must be at least 1, got 0"),
+        (EngineOptions(workers=-3), "--workers must be at least 1, got -3"),
+        (EngineOptions(scheduler="nonsense"), "'nonsense' is not a scheduler address"),
+        (EngineOptions(scheduler="udp://1.2.3.4:8786"), "is not a scheduler address"),
+        (EngineOptions(scheduler="tcp://127.0.0.1:99999"), "port 99999 is not a port"),
+        (EngineOptions(workers=2, scheduler="tcp://127.0.0.1:8786"), "give one"),
+    ],
+)
+def test_engine_options_that_cannot_work(options, message):
+    with pytest.raises(XbarcError, match=message):
+        distributed.check(options)
+
+
+def test_scheduler_address_forms():
+    assert distributed.scheduler_host("tcp://127.0.0.1:8786") == ("127.0.0.1", 8786)
+    assert distributed.scheduler_host("10.0.0.5:8786") == ("10.0.0.5", 8786)
+    assert distributed.scheduler_host("tls://[::1]:9000") == ("::1", 9000)
+
+
+def test_unreachable_scheduler_is_checked_first():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(XbarcError, match="cannot reach a Dask scheduler there"):
+        distributed.check(EngineOptions(scheduler=address))
+
+
+# --- read noise keyed by the batch ------------------------------------------------------
+
+
+def test_a_batchs_read_noise_depends_on_its_number_only(lenet):
+    """Batch 2 run alone on a fresh chip gives the bits it gives after batches 0 and 1;
+    another batch number draws other noise."""
+    x = np.load(DIGITS / "digits_test.npz")["x"][:30]
+    parts = [x[:10], x[10:20], x[20:]]
+    in_order = InferenceSession(lenet, noise="rram", seed=4)
+    results = [in_order.run(None, {"x": part})[0] for part in parts]
+    alone = InferenceSession(lenet, noise="rram", seed=4)
+    assert np.array_equal(alone.run(None, {"x": parts[2]}, batch=2)[0], results[2])
+    other = InferenceSession(lenet, noise="rram", seed=4)
+    assert not np.array_equal(other.run(None, {"x": parts[2]}, batch=5)[0], results[2])
+    # the default number counts on from the last one given
+    assert np.array_equal(alone.run(None, {"x": parts[0]}, batch=0)[0], results[0])
+    assert np.array_equal(alone.run(None, {"x": parts[1]})[0], results[1])
+
+
+# --- xbarc eval on workers --------------------------------------------------------------
+
+
+def eval_json(capsys, program: Path, *extra: str) -> dict:
+    arguments = [
+        "eval",
+        str(program),
+        "--reference",
+        str(DIGITS / "lenet.onnx"),
+        "--data",
+        str(DIGITS / "digits_test.npz"),
+        "--labels",
+        "y",
+        "--samples",
+        "96",
+        "--batch-size",
+        "16",
+        "--noise",
+        "rram",
+        "--seeds",
+        "2",
+        "--json",
+        "-q",
+        *extra,
+    ]
+    capsys.readouterr()
+    assert main(arguments) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_on_workers_equals_one_process(lenet, cluster, capsys):
+    """rram, 2 chip seeds, 6 batches: the report (errors, SNR, accuracy per seed, the ADC
+    spread of every read) is the same bit for bit in this process, on 2 local workers and
+    on a cluster."""
+    here = eval_json(capsys, lenet)
+    assert here["batch_size"] == 16 and len(here["instances"]) == 2
+    assert here["instances"][0]["accuracy"] != here["instances"][1]["accuracy"]
+    assert here["adc"] is not None
+    assert eval_json(capsys, lenet, "--workers", "1") == here
+    assert eval_json(capsys, lenet, "--workers", "2") == here
+    assert eval_json(capsys, lenet, "--scheduler", cluster) == here
+
+
+def test_eval_sensitivity_on_workers_equals_one_process(lenet, cluster, capsys):
+    """--sensitivity's passes (each layer alone noisy, on each seed) on a cluster."""
+    sensitivity = eval_json(capsys, lenet, "--sensitivity")
+    assert len(sensitivity["sensitivity"]) == 4
+    assert eval_json(capsys, lenet, "--sensitivity", "--scheduler", cluster) == sensitivity
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--workers", "0"], "error: --workers must be at least 1, got 0"),
+        (["--scheduler", "tcp://127.0.0.1:PORT"], "cannot reach a Dask scheduler there"),
+        (["--scheduler", "here"], "error: --scheduler 'here' is not a scheduler address"),
+    ],
+)
+def test_eval_engine_errors_before_any_work(lenet, tmp_path, capsys, extra, message):
+    """One line on stderr, nothing on stdout, and before the data is even read (the data
+    file does not exist: its error would come first otherwise)."""
+    extra = [item.replace("PORT", str(free_port())) for item in extra]
+    missing = tmp_path / "missing.npz"
+    arguments = ["eval", str(lenet), "--reference", str(DIGITS / "lenet.onnx")]
+    code = main([*arguments, "--data", str(missing), *extra, "-q"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and message in captured.err
+    assert not os.path.exists(missing)

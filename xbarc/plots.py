@@ -681,7 +681,7 @@ def sweep_accuracy_figure(
             style = styles.setdefault(rest_values, len(styles))
             parts = [f"{colour_knob}={colour_value}"] if colour_knob is not None else []
             parts += [f"{k}={v}" for k, v in zip(rest, rest_values, strict=True)]
-            axes.errorbar(
+            bars = axes.errorbar(
                 [values.index(p["knobs"][name]) for p in usable],
                 [100 * p["accuracy_mean"] for p in usable],
                 yerr=[100 * (p["accuracy_std"] or 0) for p in usable],
@@ -691,8 +691,9 @@ def sweep_accuracy_figure(
                 capsize=3,
                 markersize=4,
                 label=", ".join(parts) or "accuracy",
-                gid=f"line:{name}:{'|'.join(identity)}",
             )
+            # the line through the means (the caps and bars are other artists)
+            bars.lines[0].set_gid(f"line:{name}:{'|'.join(identity)}")
         axes.set_xticks(range(len(values)), values)
         axes.set_xlabel(name)
         axes.set_ylabel("accuracy % (mean +- std over chips)")

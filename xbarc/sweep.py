@@ -429,6 +429,11 @@ def plan(options: SweepOptions) -> list[PointTask]:
         raise XbarcError(f"--batch-size must be at least 1, got {options.batch_size}")
     if options.base.calibration_data is not None or options.base.strategy != "reprogram":
         raise XbarcError("sweep compiles with the reprogram strategy only", hint="drop --strategy")
+    # the fixed options alone first, so that their errors do not name a grid point
+    from xbarc.hardware import make_hardware, with_overrides
+
+    with_overrides(make_hardware(options.base.tiles), options.base.hw_set)
+    load_profile(options.noise, options.overrides)
     check_data(options)
     reference = options.reference or options.model
     model_hash = file_digest(options.model, "model file")

@@ -8,6 +8,7 @@ One LocalCluster of two single-threaded worker processes on 127.0.0.1 serves the
 
 from __future__ import annotations
 
+import csv
 import json
 import operator
 import os
@@ -219,3 +220,45 @@ def test_eval_engine_errors_before_any_work(lenet, tmp_path, capsys, extra, mess
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and message in captured.err
     assert not os.path.exists(missing)
+
+
+# --- xbarc sweep on workers -------------------------------------------------------------
+
+SWEEP_GRID = (
+    ("tile", ("32x32", "64x64", "128x128", "256x256")),
+    ("mapping", ("dense", "sparse", "squeeze")),
+    ("adc_bits", ("6", "8")),
+)
+
+
+def sweep_figures(output: Path, grid, samples: int, *extra: str) -> list[dict]:
+    """The CSV rows of a sweep of the pruned digits MLP under rram, seeds 0 and 1, without
+    their timings."""
+    from xbarc.sweep import TIMING_COLUMNS
+
+    arguments = ["sweep", str(DIGITS / "mlp_p90.onnx"), "--input-shape", "x=1x1x8x8"]
+    arguments += ["--data", str(DIGITS / "digits_test.npz"), "--labels", "y"]
+    arguments += ["--samples", str(samples), "--seeds", "2", "-o", str(output), "-q"]
+    for name, values in grid:
+        arguments += ["--grid", f"{name}={','.join(values)}"]
+    assert main([*arguments, *extra]) == 0
+    with open(output / "sweep.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def test_small_sweep_on_a_cluster_equals_one_process(cluster, tmp_path, capsys):
+    grid = (("tile", ("32x32", "64x64")), ("adc_bits", ("4", "8")))
+    here = sweep_figures(tmp_path / "here", grid, 30)
+    assert len(here) == 4 and len({row["accuracy_mean"] for row in here}) > 1
+    assert sweep_figures(tmp_path / "cluster", grid, 30, "--scheduler", cluster) == here
+
+
+@pytest.mark.slow
+def test_sweep_identical_on_one_two_workers_and_a_cluster(cluster, tmp_path, capsys):
+    """The 24-point sweep of the acceptance: the same numbers with --workers 1, --workers 2
+    and a LocalCluster."""
+    one = sweep_figures(tmp_path / "one", SWEEP_GRID, 60, "--workers", "1")
+    assert len(one) == 24
+    assert sweep_figures(tmp_path / "two", SWEEP_GRID, 60, "--workers", "2") == one
+    assert sweep_figures(tmp_path / "cluster", SWEEP_GRID, 60, "--scheduler", cluster) == one

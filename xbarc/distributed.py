@@ -200,9 +200,12 @@ def engine(options: EngineOptions) -> Iterator[Engine]:
     check(options)
     if options.scheduler is not None:
         with cluster_client(options.scheduler) as client:
-            yield DaskEngine(client, worker_count(client, options.scheduler))
+            workers = worker_count(client, options.scheduler)
+            check_same_code(client, f"--scheduler {options.scheduler}")
+            yield DaskEngine(client, workers)
     elif options.workers is not None and options.workers > 1:
         with local_client(options.workers) as client:
+            check_same_code(client, f"--workers {options.workers}")
             yield DaskEngine(client, options.workers)
     else:
         yield SerialEngine()
@@ -261,6 +264,48 @@ def cluster_client(address: str) -> Iterator[Any]:
         ) from None
     with client:
         yield client
+
+
+def code_digest() -> str:
+    """A sha256 of xbarc's Python sources (each file's path in the package and its
+    bytes): two processes with the same digest run the same xbarc."""
+    import hashlib
+
+    import xbarc
+
+    root = os.path.dirname(os.path.abspath(xbarc.__file__))
+    digest = hashlib.sha256()
+    found = []
+    for folder, _, names in os.walk(root, followlinks=True):  # runtime, passes: links
+        found += [os.path.join(folder, name) for name in names if name.endswith(".py")]
+    for path in sorted(found):
+        digest.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as stream:
+            digest.update(stream.read())
+    return digest.hexdigest()
+
+
+def check_same_code(client: Any, where: str) -> None:
+    """The cluster's scheduler and workers must run this xbarc (results would not be
+    this process's, or tasks would not load): else a one-line error, before any work."""
+    mine = code_digest()
+    try:
+        theirs = {"the scheduler": client.run_on_scheduler(code_digest)}
+        theirs.update(client.run(code_digest))
+    except Exception as error:  # their xbarc cannot even load the check
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise XbarcError(
+            f"{where}: the cluster cannot run this xbarc ({type(error).__name__}: {reason[:200]})",
+            hint="install the same xbarc on the scheduler and every worker (or start them "
+            "with PYTHONPATH set to this checkout)",
+        ) from None
+    other = next((name for name, digest in theirs.items() if digest != mine), None)
+    if other is not None:
+        raise XbarcError(
+            f"{where}: {other} runs another xbarc than this one",
+            hint="install the same xbarc on the scheduler and every worker (or start them "
+            "with PYTHONPATH set to this checkout)",
+        )
 
 
 def worker_count(client: Any, address: str) -> int:

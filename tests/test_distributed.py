@@ -8,7 +8,9 @@ One LocalCluster of two single-threaded worker processes on 127.0.0.1 serves the
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import operator
 import os
@@ -91,6 +93,18 @@ def test_dask_engine_maps_like_the_serial_engine(cluster):
     assert repeated == [(0, -5), (1, -5), (2, -5)]
 
 
+def test_local_workers_start_run_this_xbarc_and_close():
+    """--workers 2: a LocalCluster of two processes on 127.0.0.1, which import this
+    checkout's xbarc (checked by the engine), closed with the `with` block."""
+    with distributed.engine(EngineOptions(workers=2)) as pool:
+        assert isinstance(pool, distributed.DaskEngine) and pool.workers == 2
+        assert sorted(pool.map(check_seed, [7, 8, 9])) == [(0, 7), (1, 8), (2, 9)]
+        addresses = list(pool.client.scheduler_info()["workers"])
+        client = pool.client
+    assert all(address.startswith("tcp://127.0.0.1:") for address in addresses)
+    assert client.status == "closed"
+
+
 def test_worker_side_user_error_is_one_line(cluster):
     """An XbarcError raised in a worker comes back as itself: hint included, one line."""
     with distributed.engine(EngineOptions(scheduler=cluster)) as pool:
@@ -153,7 +167,8 @@ def test_a_batchs_read_noise_depends_on_its_number_only(lenet):
 # --- xbarc eval on workers --------------------------------------------------------------
 
 
-def eval_json(capsys, program: Path, *extra: str) -> dict:
+def eval_json(program: Path, *extra: str) -> dict:
+    """`xbarc eval --json` of the LeNet under rram, 2 chip seeds, 4 batches of 16."""
     arguments = [
         "eval",
         str(program),
@@ -164,7 +179,7 @@ def eval_json(capsys, program: Path, *extra: str) -> dict:
         "--labels",
         "y",
         "--samples",
-        "96",
+        "64",
         "--batch-size",
         "16",
         "--noise",
@@ -175,29 +190,41 @@ def eval_json(capsys, program: Path, *extra: str) -> dict:
         "-q",
         *extra,
     ]
-    capsys.readouterr()
-    assert main(arguments) == 0
-    return json.loads(capsys.readouterr().out)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(arguments) == 0
+    return json.loads(printed.getvalue())
 
 
-def test_eval_on_workers_equals_one_process(lenet, cluster, capsys):
-    """rram, 2 chip seeds, 6 batches: the report (errors, SNR, accuracy per seed, the ADC
-    spread of every read) is the same bit for bit in this process, on 2 local workers and
-    on a cluster."""
-    here = eval_json(capsys, lenet)
+@pytest.fixture(scope="module")
+def in_process(lenet) -> dict:
+    """The eval's report in this process."""
+    return eval_json(lenet)
+
+
+def test_eval_on_a_cluster_equals_one_process(lenet, cluster, in_process):
+    """The report (errors, SNR, accuracy per seed, the ADC spread of every read) is the
+    same bit for bit in this process and on a cluster (and with --workers 1: this
+    process)."""
+    here = in_process
     assert here["batch_size"] == 16 and len(here["instances"]) == 2
     assert here["instances"][0]["accuracy"] != here["instances"][1]["accuracy"]
     assert here["adc"] is not None
-    assert eval_json(capsys, lenet, "--workers", "1") == here
-    assert eval_json(capsys, lenet, "--workers", "2") == here
-    assert eval_json(capsys, lenet, "--scheduler", cluster) == here
+    assert eval_json(lenet, "--workers", "1") == here
+    assert eval_json(lenet, "--scheduler", cluster) == here
 
 
-def test_eval_sensitivity_on_workers_equals_one_process(lenet, cluster, capsys):
+@pytest.mark.slow  # two fresh worker processes load the Numba kernels: 10 to 20 s
+def test_eval_on_two_local_workers_equals_one_process(lenet, in_process):
+    """--workers 2 starts its own LocalCluster, runs the eval on it and closes it."""
+    assert eval_json(lenet, "--workers", "2") == in_process
+
+
+def test_eval_sensitivity_on_workers_equals_one_process(lenet, cluster):
     """--sensitivity's passes (each layer alone noisy, on each seed) on a cluster."""
-    sensitivity = eval_json(capsys, lenet, "--sensitivity")
+    sensitivity = eval_json(lenet, "--sensitivity")
     assert len(sensitivity["sensitivity"]) == 4
-    assert eval_json(capsys, lenet, "--sensitivity", "--scheduler", cluster) == sensitivity
+    assert eval_json(lenet, "--sensitivity", "--scheduler", cluster) == sensitivity
 
 
 @pytest.mark.parametrize(

@@ -480,16 +480,17 @@ def plan(options: SweepOptions) -> list[PointTask]:
                 key=key,
                 program_key=program_key,
                 options=compile_options,
-                model=options.model,
-                reference=reference,
-                data=options.data,
+                # absolute: a worker process may run in another folder
+                model=options.model.absolute(),
+                reference=reference.absolute(),
+                data=options.data.absolute(),
                 labels=options.labels,
                 noise=options.noise,
                 overrides=overrides,
                 seeds=seeds,
                 samples=options.samples,
                 batch_size=options.batch_size,
-                programs=options.output / "programs",
+                programs=options.output.absolute() / "programs",
             )
         )
     distributed.check(options.engine)

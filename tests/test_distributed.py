@@ -289,3 +289,30 @@ def test_sweep_identical_on_one_two_workers_and_a_cluster(cluster, tmp_path, cap
     assert len(one) == 24
     assert sweep_figures(tmp_path / "two", SWEEP_GRID, 60, "--workers", "2") == one
     assert sweep_figures(tmp_path / "cluster", SWEEP_GRID, 60, "--scheduler", cluster) == one
+
+
+def test_dask_is_imported_only_for_workers(lenet):
+    """`xbarc --help` and an eval without --workers or --scheduler do not import Dask
+    (it costs start-up time)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from xbarc.cli import main\n"
+        "main(sys.argv[1:])\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]\n"
+        "print('loaded:', loaded, file=sys.stderr)\n"
+    )
+    arguments = ["eval", str(lenet), "--reference", str(DIGITS / "lenet.onnx")]
+    arguments += ["--data", str(DIGITS / "digits_test.npz"), "--samples", "8", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "samples in batches of" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "loaded: []"

@@ -86,11 +86,13 @@ def test_dask_engine_maps_like_the_serial_engine(cluster):
         shared_got = list(pool.map(operator.sub, items, shared=100))
         # equal items are separate tasks, each with its own index
         repeated = sorted(pool.map(operator.neg, [5, 5, 5]))
+        repeated_shared = sorted(pool.map(operator.sub, [5, 5], shared=1))
     assert expected == [(i, -i) for i in items]
     assert sorted(got) == expected
     assert shared_expected == [(i, 100 - i) for i in items]
     assert sorted(shared_got) == shared_expected
     assert repeated == [(0, -5), (1, -5), (2, -5)]
+    assert repeated_shared == [(0, -4), (1, -4)]
 
 
 def test_local_workers_start_run_this_xbarc_and_close():

@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", default="1,2", help="worker counts to time, comma-separated (1,2)"
     )
     parser.add_argument(
+        "--numba-threads",
+        type=int,
+        default=1,
+        help="Numba threads in each worker process of a LocalCluster (1, as xbarc starts "
+        "them; 1 worker is this process, with Numba's default)",
+    )
+    parser.add_argument(
         "--record", action="store_true", help="write the table to benchmarks/RESULTS.md"
     )
     return parser
@@ -149,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
+    distributed.WORKER_ENVIRONMENT["NUMBA_NUM_THREADS"] = str(args.numba_threads)
     counts = [int(text) for text in args.workers.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -163,7 +171,8 @@ def main() -> None:
         f"--seeds {args.seeds}`: a 24-point sweep (tile x mapping x adc_bits) of the digits "
         f"{args.model} under rram, {args.seeds} chip seeds x {args.samples} samples a point, "
         "every point compiled and evaluated, on 1 worker (this process, no Dask) and on a "
-        "LocalCluster of single-threaded worker processes (Numba on one thread each).",
+        f"LocalCluster of single-threaded worker processes (Numba on {args.numba_threads} "
+        "thread(s) in each).",
         "",
         table(rows),
     ]

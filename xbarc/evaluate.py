@@ -233,6 +233,9 @@ def evaluate(
     load_model(reference_path)  # the same checks and messages as compile
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings would garble our report
+    # threads that sleep after a run: spinning ones take the cores from the simulator's
+    # kernels that follow, and from the other workers of a Dask eval or sweep
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     reference = onnxruntime.InferenceSession(
         str(reference_path), options, providers=["CPUExecutionProvider"]
     )

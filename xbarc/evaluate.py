@@ -503,15 +503,17 @@ def distributed_passes(
 
     outputs = [arg.name for arg in session.get_outputs()]
     context = EvalContext(session.program, session.settings, outputs, uuid.uuid4().hex)
+    labelled = tuple(zip(feeds, wanted, truths, strict=True))  # each batch with its answers
     with distributed.engine(workers) as pool:
-        wanted_chunks = min(len(feeds), -(-TASKS_PER_WORKER * pool.workers // len(passes)))
-        size = -(-len(feeds) // max(wanted_chunks, 1))
+        # a pass in as many chunks as keep every worker busy, at most one a batch
+        chunk_count = min(len(feeds), -(-TASKS_PER_WORKER * pool.workers // len(passes)))
+        size = -(-len(feeds) // max(chunk_count, 1))
         chunks = [
             EvalChunk(
                 number,
                 one,
                 start,
-                tuple(zip(feeds, wanted, truths, strict=True))[start : start + size],
+                labelled[start : start + size],
                 read_sums is not None and one.layers is None,
             )
             for number, one in enumerate(passes)

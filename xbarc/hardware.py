@@ -123,6 +123,14 @@ class CostParams:
     digital_clock_ghz: float = 1.2  # ISAAC's digital clock
     combine_lane_area_um2: float = 212.0  # Horowitz 45 nm: 8-bit multiply 282 + 32-bit add
     # 137 um^2, x (32/45)^2 to 32 nm
+    # the activation buffer: edram_access_pj buys one access of this many bits; a layer
+    # reads its unfolded inputs and writes its outputs there, dac.bits an activation
+    buffer_access_bits: int = 256  # ISAAC's eDRAM buffer is read 256 bits at a time
+    # digital ops (activations, pooling, residual adds...): one operation per element of
+    # their activation inputs
+    digital_op_energy_pj: float = 0.1  # 32-bit int add, 45 nm (Horowitz, ISSCC 2014)
+    digital_unit_area_um2: float = 840.0  # ISAAC Table 6, a tile's 2 sigmoid units
+    # (0.0006 mm^2) and its max-pool unit (0.00024 mm^2): one set per program
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,3 +204,22 @@ def test_inspect_breaks_the_energy_down_into_parts_that_add_up():
     text = format_report(result)
     assert "energy by part: arrays" in text and "digital ops 0.003 nJ" in text
     assert f"EDAP over it {result.edap_used:.4g}" in text
+
+
+def test_input_bit_density_scales_the_array_and_dac_energy_only():
+    from dataclasses import replace
+
+    from xbarc.hardware import with_overrides
+
+    program = one_layer(tiles=8)
+    full = program_cost(program, {"fc0": 1}).layers[0]
+    sparse_inputs = replace(
+        program, hardware=with_overrides(program.hardware, ["cost.input_bit_density=0.25"])
+    )
+    quarter = program_cost(sparse_inputs, {"fc0": 1}).layers[0]
+    # a quarter of the input bits are ones: the DACs drive, and the cells conduct, on a
+    # quarter of the rows; conversions and shift-and-adds happen on every column still
+    assert quarter.read_energy_pj == pytest.approx(full.read_energy_pj / 4)
+    assert quarter.dac_energy_pj == pytest.approx(full.dac_energy_pj / 4)
+    assert quarter.adc_energy_pj == pytest.approx(full.adc_energy_pj)
+    assert quarter.shift_add_energy_pj == pytest.approx(full.shift_add_energy_pj)

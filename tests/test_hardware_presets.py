@@ -344,3 +344,22 @@ def test_the_neurosim_vgg8_file_holds_neurosim_14s_settings():
     # isaac's 8-bit conversion x 22/32, halved per bit down to 4 bits
     assert within_1_percent(units.conversion_energy_pj, 1.56 * 22 / 32 / 16)
     assert hardware.cost.xbar_read_energy_pj == load_hardware("isaac").cost.xbar_read_energy_pj
+
+
+def test_hardware_files_are_regular_bounded_utf8_files(tmp_path):
+    from xbarc.limits import MAX_HARDWARE_FILE_BYTES
+
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    with pytest.raises(XbarcError, match="is a folder, not a hardware file"):
+        load_hardware(str(folder))
+    big = write(tmp_path / "big.toml", "#" * (MAX_HARDWARE_FILE_BYTES + 1))
+    with pytest.raises(XbarcError, match="more than xbarc reads"):
+        load_hardware(str(big))
+    nested = write(tmp_path / "nested.toml", "x = " + "[" * 6000 + "]" * 6000 + "\n")
+    with pytest.raises(XbarcError, match="more keys, tables or arrays than a hardware file"):
+        load_hardware(str(nested))
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'base = "isaac"\n# caf\xe9\n')
+    with pytest.raises(XbarcError, match="not UTF-8 text"):
+        load_hardware(str(latin))

@@ -389,7 +389,8 @@ def run_bad(tmp_path, capsys, *args: str, grid=SMALL) -> str:
         ((("tile", ("100000x100000",)),), "grid point tile=100000x100000: the row count"),
         ((("hw.adc.sparkle", ("1",)),), "adc has no field 'sparkle'"),
         ((("adc_bits", ("six",)),), "expected a whole number"),
-        ((("adc_bits", ("0",)),), "grid point adc_bits=0: adc.bits must be 1 to 64"),
+        ((("adc_bits", ("0",)),), "grid point adc_bits=0: --hw-set 'adc.bits=0': expected 1 to 64"),
+        ((("hw", ("isaac", "nosuchchip")),), "grid point hw=nosuchchip: "),
         ((("noise.bogus", ("1",)),), "grid point noise.bogus=1"),
         ((("noise.read_sigma", ("abc",)),), "grid point noise.read_sigma=abc"),
         (
@@ -453,3 +454,20 @@ def test_no_grid_and_output_file(tmp_path, capsys):
 def test_unreachable_scheduler(tmp_path, capsys):
     error = run_bad(tmp_path, capsys, "--scheduler", "tcp://127.0.0.1:9")
     assert "scheduler" in error
+
+
+def test_hardware_preset_knob(tmp_path):
+    """`--grid hw=isaac,puma`: each point's program is compiled for that preset's chip,
+    and the cost figures are the preset's."""
+    from xbarc.compiler import CompileOptions, build_hardware
+
+    output = tmp_path / "study"
+    grid = (("hw", ("isaac", "puma")),)
+    assert main(sweep_args(output, grid=grid, samples=20, seeds=1)) == 0
+    points = json.loads((output / "sweep.json").read_text())["points"]
+    for point, preset in zip(points, ("isaac", "puma"), strict=True):
+        program = load_program(output / "programs" / f"{point['program']}.xbar")
+        assert program.hardware == build_hardware(CompileOptions(hw=preset))
+        for key, value in program_figures(program).items():
+            assert point[key] == value, key
+    assert points[0]["energy_uj"] != points[1]["energy_uj"]

@@ -527,8 +527,9 @@ def add_sweep_parser(commands) -> None:
         default=[],
         metavar="KNOB=V1,V2,...",
         help="a knob and its values (repeatable; the grid is their product, the first knob "
-        "varying slowest). Knobs: tile (RxC), tiles, weight_bits, cell_bits, encoding, "
-        "scale, clip, mapping, group_cols, pack, max_ones, adc_bits and dac_bits (the "
+        "varying slowest). Knobs: hw (a preset or hardware file), tile (RxC), tiles, "
+        "weight_bits, cell_bits, encoding, scale, clip, mapping, group_cols, pack, "
+        "max_ones, adc_bits and dac_bits (the "
         "chip's converters), hw.SECTION.FIELD (any field of the chip, as --hw-set) and "
         "noise.FIELD (any field of the noise profile, as --set)",
     )
@@ -567,7 +568,13 @@ def add_sweep_parser(commands) -> None:
         help="shape of a model input with symbolic dims, e.g. x=1x1x8x8 (repeatable)",
     )
     sweep_parser.add_argument(
-        "--tiles", type=int, help="physical crossbar tiles on the chip (default 128)"
+        "--hw",
+        default="isaac",
+        metavar="NAME|FILE.toml",
+        help="the chip of every point: a preset (isaac, the default; puma) or a hardware file",
+    )
+    sweep_parser.add_argument(
+        "--tiles", type=int, help="physical crossbar tiles on the chip (default: the chip's)"
     )
     sweep_parser.add_argument(
         "--hw-set",
@@ -1393,13 +1400,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     from xbarc.sweep import SweepOptions, format_sweep, parse_grid, run_sweep, sweep_document
 
     base = CompileOptions(
+        hw=args.hw,
+        tiles=args.tiles,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
         hw_set=tuple(args.hw_set),
     )
-    if args.tiles is not None:
-        from dataclasses import replace
-
-        base = replace(base, tiles=args.tiles)
     options = SweepOptions(
         model=args.model,
         data=args.data,
@@ -1415,7 +1420,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         engine=EngineOptions(workers=args.workers, scheduler=args.scheduler),
         command=("xbarc", *sys.argv[1:]),
-        fixed={"tiles": args.tiles},
     )
     result = run_sweep(options)
     if args.json:

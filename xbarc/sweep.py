@@ -63,8 +63,9 @@ SCALES = ("column", "tensor")
 CLIPS = ("max", "percentile", "mse")
 
 # compile-option knobs: knob -> (CompileOptions field, kind); kind is "int" (a whole
-# number >= 1), "tile" (RxC) or a tuple of the words it takes
+# number >= 1), "tile" (RxC), "text" (checked where it is used) or the words it takes
 COMPILE_KNOBS: dict[str, tuple[str, Any]] = {
+    "hw": ("hw", "text"),  # a preset or a hardware file
     "tile": ("tile_rows", "tile"),
     "tiles": ("tiles", "int"),
     "weight_bits": ("weight_bits", "int"),
@@ -163,6 +164,8 @@ def knob_value(name: str, text: str) -> Any:
     """The value of compile knob `name` given as `text`, checked; a one-line error naming
     the knob and the value otherwise."""
     kind = COMPILE_KNOBS[name][1]
+    if kind == "text":  # checked where it is used (a hardware file: made absolute for workers)
+        return str(Path(text).absolute()) if text.endswith(".toml") else text
     if kind == "tile":
         rows, sep, cols = text.lower().partition("x")
         if not sep or not rows.isascii() or not cols.isascii():
@@ -205,8 +208,6 @@ class SweepOptions:
     batch_size: int | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     command: tuple[str, ...] = ()
-    # the fixed options the user gave (for the conflict checks and sweep.json)
-    fixed: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,18 +260,15 @@ def point_options(
 
 
 def point_hardware(options: CompileOptions) -> Hardware:
-    """The chip `compile_onnx` builds from `options`, with the pipeline's chip options
-    applied (what checks cell bits against weight bits, tile sizes and budgets), without
-    compiling anything."""
-    from xbarc.compiler import check_pipeline_options, default_pipeline
-    from xbarc.hardware import make_hardware, with_overrides
+    """The chip `compile_onnx` builds from `options` (its preset or file, the chip options
+    given, the hw_set items), with the pipeline's chip options applied: what checks cell
+    bits against weight bits, tile sizes and budgets, converter widths; nothing is
+    compiled."""
+    from xbarc.compiler import build_hardware, check_pipeline_options, default_pipeline
     from xbarc.passes.manager import parse_pipeline, target_chip
 
     check_pipeline_options(options)
-    hardware = make_hardware(
-        options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
-    )
-    hardware = with_overrides(hardware, options.hw_set)
+    hardware = build_hardware(options)
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     for pass_object in pipeline.passes:
         check = getattr(pass_object, "check", None)
@@ -284,21 +282,6 @@ def point_hardware(options: CompileOptions) -> Hardware:
             hint="sweep sparse and squeeze with encoding=differential",
         )
     return hardware
-
-
-def check_chip(hardware: Hardware) -> None:
-    """Converter and cell widths a chip can have (what the preset loader will check:
-    until then, the ones a sweep knob can get wrong)."""
-    from xbarc.limits import MAX_BITS
-
-    for what, bits in (("adc.bits", hardware.adc.bits), ("dac.bits", hardware.dac.bits)):
-        if not 1 <= bits <= MAX_BITS:
-            raise XbarcError(f"{what} must be 1 to {MAX_BITS}, got {bits}")
-    if not 1 <= hardware.dac.slice_bits <= hardware.dac.bits:
-        raise XbarcError(
-            f"dac.slice_bits must be 1 to dac.bits ({hardware.dac.bits}), got "
-            f"{hardware.dac.slice_bits}"
-        )
 
 
 def check_settings(settings: NoiseSettings, hardware: Hardware) -> None:
@@ -352,7 +335,7 @@ def check_fixed(options: SweepOptions) -> None:
     """Knobs that would silently override a fixed option (or be hidden by one)."""
     names = {knob.name for knob in options.knobs}
     targets = {knob.target: knob.name for knob in options.knobs}
-    if "tiles" in names and options.fixed.get("tiles") is not None:
+    if "tiles" in names and options.base.tiles is not None:
         raise XbarcError("--grid tiles and --tiles both set the tile budget", hint="drop one")
     for item in options.base.hw_set:
         key = item.partition("=")[0].strip()
@@ -430,9 +413,9 @@ def plan(options: SweepOptions) -> list[PointTask]:
     if options.base.calibration_data is not None or options.base.strategy != "reprogram":
         raise XbarcError("sweep compiles with the reprogram strategy only", hint="drop --strategy")
     # the fixed options alone first, so that their errors do not name a grid point
-    from xbarc.hardware import make_hardware, with_overrides
+    from xbarc.compiler import build_hardware
 
-    with_overrides(make_hardware(options.base.tiles), options.base.hw_set)
+    build_hardware(options.base)
     load_profile(options.noise, options.overrides)
     check_data(options)
     reference = options.reference or options.model
@@ -449,7 +432,6 @@ def plan(options: SweepOptions) -> list[PointTask]:
         try:
             compile_options, overrides = point_options(options.base, options.overrides, point)
             hardware = point_hardware(compile_options)
-            check_chip(hardware)
             settings = load_profile(options.noise, overrides)
             check_settings(settings, hardware)
         except XbarcError as error:
@@ -568,17 +550,16 @@ def run_point(task: PointTask) -> dict:
 def program_figures(program: Program) -> dict:
     """A program's cost figures per inference: physical tiles used (crossbars), virtual
     tiles, phases, cycles, cell writes, energy, latency, the chip's area, the area the
-    program occupies and its EDAP on that area."""
+    program occupies (`ProgramCost.used_area_mm2`) and its EDAP on that area
+    (`ProgramCost.edap_used`)."""
     from xbarc.cost import program_cost
     from xbarc.ir.geometry import layer_patches
     from xbarc.report import report
 
     summary = report(program)
     types = program.value_types()
-    cost = program_cost(
-        program, {layer.name: layer_patches(layer, types) for layer in program.layers()}
-    )
-    area = used_area_mm2(program, cost)
+    patches = {layer.name: layer_patches(layer, types) for layer in program.layers()}
+    cost = program_cost(program, patches)
     return {
         "crossbars": summary.tiles,
         "vtiles": summary.vtiles,
@@ -588,21 +569,9 @@ def program_figures(program: Program) -> dict:
         "energy_uj": summary.energy_uj,
         "latency_us": summary.latency_us,
         "area_mm2": summary.area_mm2,
-        "used_area_mm2": area,
-        "edap_used": cost.energy_pj * cost.latency_ns * area,
+        "used_area_mm2": cost.used_area_mm2,
+        "edap_used": cost.edap_used,
     }
-
-
-def used_area_mm2(program: Program, cost) -> float:
-    """The area the program occupies: every physical tile it writes with its periphery,
-    plus its column-scale and combine units (the hardware part's ProgramCost.used_area_mm2
-    replaces this once it is on main)."""
-    from xbarc.cost import tile_area_um2
-
-    hardware = program.hardware
-    tiles = {write.tile for phase in program.phases for write in phase.writes}
-    tiles_um2 = sum(tile_area_um2(hardware, hardware.tile_type_of(tile)) for tile in tiles)
-    return tiles_um2 * 1e-6 + cost.scale_area_mm2 + cost.combine_area_mm2
 
 
 # --- the whole sweep ---------------------------------------------------------------------

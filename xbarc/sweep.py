@@ -20,9 +20,10 @@ are done (a sweep killed half way resumes) and a changed command never reuses a 
 At the end: `sweep.csv` (a row per point), `sweep.json` (the command, the fixed options,
 every point) and, with matplotlib, `accuracy.png` and `pareto.png`.
 
-EDAP is energy x latency x the area the program occupies (the physical tiles it writes,
-with their periphery, plus its column-scale and combine units), not the area of the whole
-`--tiles` budget: programs of different tile sizes compare fairly.
+EDAP is the cost model's `ProgramCost.edap_used`: energy x latency x the area the program
+occupies (the physical tiles it writes with their periphery, its scale and combine units,
+an activation buffer and one set of digital units), not the area of the whole `--tiles`
+budget: programs of different tile sizes compare fairly.
 
 Points run through `xbarc.distributed` (this process, or Dask workers): a point is a
 picklable `PointTask` carrying every path and option `run_point` needs.
@@ -736,8 +737,8 @@ def sweep_document(result: SweepResult) -> dict:
             "batch_size": options.batch_size,
         },
         "grid": [{"knob": knob.name, "values": list(knob.values)} for knob in options.knobs],
-        "edap": "energy (pJ) x latency (ns) x the area the program occupies (mm^2): its "
-        "physical tiles with their periphery, column-scale and combine units",
+        "edap": "ProgramCost.edap_used: energy (pJ) x latency (ns) x the area the program "
+        "occupies (mm^2, used_area_mm2), not the area of the whole tile budget",
         "points_reused": result.reused,
         "points_computed": result.computed,
         "seconds": result.seconds,

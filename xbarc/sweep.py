@@ -401,7 +401,7 @@ def plan(options: SweepOptions) -> list[PointTask]:
     engine options: any error is one line naming the point, before anything is written."""
     from xbarc import distributed
     from xbarc.evaluate import check_instances
-    from xbarc.runtime.noise import load_profile
+    from xbarc.runtime.noise import SHIPPED, load_profile
 
     check_knobs(options.knobs)
     check_fixed(options)
@@ -428,12 +428,14 @@ def plan(options: SweepOptions) -> list[PointTask]:
         "samples": options.samples,
         "batch_size": options.batch_size,
     }
+    # a profile file by its absolute path: a worker process may run in another folder
+    noise = options.noise if options.noise in SHIPPED else str(Path(options.noise).absolute())
     tasks = []
     for index, point in enumerate(grid_points(options.knobs)):
         try:
             compile_options, overrides = point_options(options.base, options.overrides, point)
             hardware = point_hardware(compile_options)
-            settings = load_profile(options.noise, overrides)
+            settings = load_profile(noise, overrides)
             check_settings(settings, hardware)
         except XbarcError as error:
             raise XbarcError(
@@ -468,7 +470,7 @@ def plan(options: SweepOptions) -> list[PointTask]:
                 reference=reference.absolute(),
                 data=options.data.absolute(),
                 labels=options.labels,
-                noise=options.noise,
+                noise=noise,
                 overrides=overrides,
                 seeds=seeds,
                 samples=options.samples,

@@ -471,3 +471,45 @@ def test_hardware_preset_knob(tmp_path):
         for key, value in program_figures(program).items():
             assert point[key] == value, key
     assert points[0]["energy_uj"] != points[1]["energy_uj"]
+
+
+@pytest.mark.parametrize(
+    ("tile", "mapping", "adc_bits"),
+    [("32x32", "squeeze", "6"), ("64x64", "sparse", "8"), ("256x256", "dense", "6")],
+)
+def test_points_equal_the_commands(study, tmp_path, capsys, tile, mapping, adc_bits):
+    """A point's figures are those of `xbarc compile` (with --hw-set adc.bits), `xbarc
+    inspect` and `xbarc eval --seeds` of the same options, run as commands."""
+    _, document = study
+    (point,) = [
+        p
+        for p in document["points"]
+        if p["knobs"] == {"tile": tile, "mapping": mapping, "adc_bits": adc_bits}
+    ]
+    program = tmp_path / "p.xbar"
+    compile_args = ["compile", str(MODEL), "--input-shape", "x=1x1x8x8", "--tile-size", tile]
+    compile_args += ["--mapping", mapping, "--hw-set", f"adc.bits={adc_bits}", "-o", str(program)]
+    assert main([*compile_args, "--json", "-q"]) == 0
+    compiled = json.loads(capsys.readouterr().out)
+    eval_args = ["eval", str(program), "--reference", str(MODEL), "--data", str(DATA)]
+    eval_args += ["--labels", "y", "--noise", "rram", "--seeds", str(SEEDS)]
+    assert main([*eval_args, "--samples", str(SAMPLES), "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["accuracy"] for row in report["instances"]] == [
+        row["accuracy"] for row in point["per_seed"]
+    ]
+    assert point["accuracy_mean"] == report["summary"]["accuracy"]["mean"]
+    assert point["accuracy_std"] == report["summary"]["accuracy"]["std"]
+    assert point["crossbars"] == compiled["totals"]["tiles"]
+    assert main(["inspect", str(program), "--json", "-q"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert point["crossbars"] == totals["tiles"]
+    assert point["vtiles"] == totals["vtiles"]
+    assert point["phases"] == totals["phases"]
+    assert point["cell_writes"] == totals["cell_writes"]
+    assert point["cycles"] == totals["cycles"]
+    assert point["area_mm2"] == totals["area_mm2"]
+    assert point["used_area_mm2"] == totals["used_area_mm2"]
+    assert point["energy_uj"] == totals["energy_uj"]
+    assert point["latency_us"] == totals["latency_us"]
+    assert point["edap_used"] == totals["edap_used"]

@@ -513,3 +513,39 @@ def test_points_equal_the_commands(study, tmp_path, capsys, tile, mapping, adc_b
     assert point["energy_uj"] == totals["energy_uj"]
     assert point["latency_us"] == totals["latency_us"]
     assert point["edap_used"] == totals["edap_used"]
+
+
+OTHER_INPUT = """
+other (float[N,64] data) => (float[N,10] logits)
+{
+  logits = Gemm <transB = 1> (data, w, b)
+}
+"""
+
+
+def test_reference(tmp_path, capsys):
+    """--reference: agreement and the float accuracy are the reference's (the dense MLP
+    for its pruned version); a reference with other inputs is refused before any work."""
+    import numpy as np
+    import onnx
+
+    from tests.onnx_models import parse
+
+    output = tmp_path / "study"
+    args = sweep_args(output, "--reference", str(DIGITS / "mlp.onnx"), grid=SMALL, seeds=1)
+    assert main([*args, "--samples", "60"]) == 0
+    points = json.loads((output / "sweep.json").read_text())["points"]
+    capsys.readouterr()
+    alone = tmp_path / "alone"
+    assert main(sweep_args(alone, grid=SMALL, seeds=1)) == 0
+    plain = json.loads((alone / "sweep.json").read_text())["points"]
+    assert points[0]["reference_accuracy"] != plain[0]["reference_accuracy"]
+    assert points[0]["accuracy_mean"] == plain[0]["accuracy_mean"]  # the same programs
+    assert points[0]["key"] != plain[0]["key"]
+    other = tmp_path / "other.onnx"
+    weights = {"w": np.zeros((10, 64), np.float32), "b": np.zeros(10, np.float32)}
+    onnx.save(parse(OTHER_INPUT, weights), other)
+    (tmp_path / "bad").mkdir()
+    assert "--reference takes inputs data, the model x" in run_bad(
+        tmp_path / "bad", capsys, "--reference", str(other)
+    )

@@ -369,10 +369,25 @@ def check_data(options: SweepOptions) -> None:
     from xbarc.frontend.load import load_model
 
     model = load_model(options.model)
-    initializers = {tensor.name for tensor in model.graph.initializer}
-    inputs = [value.name for value in model.graph.input if value.name not in initializers]
+    inputs = graph_inputs(model)
     if options.reference is not None:
-        load_model(options.reference)
+        reference = load_model(options.reference)
+        theirs = graph_inputs(reference)
+        if sorted(theirs) != sorted(inputs):
+            raise XbarcError(
+                f"--reference takes inputs {', '.join(theirs) or '(none)'}, the model "
+                f"{', '.join(inputs) or '(none)'}",
+                where=options.reference,
+                hint="give the float model the swept model was made from",
+            )
+        outputs = {value.name for value in reference.graph.output}
+        missing = [value.name for value in model.graph.output if value.name not in outputs]
+        if missing:
+            raise XbarcError(
+                f"--reference has no output {missing[0]!r}, an output of the model",
+                where=options.reference,
+                hint="give the float model the swept model was made from",
+            )
     data = load_data(options.data)
     model_inputs(data, inputs, options.data)
     available = len(data[inputs[0]]) if inputs else 0
@@ -385,6 +400,12 @@ def check_data(options: SweepOptions) -> None:
             hint=f"its arrays are {', '.join(data)}",
         )
     check_labels(np.asarray(data[options.labels]), options.labels, available, options.data)
+
+
+def graph_inputs(model) -> list[str]:
+    """The names of an ONNX model's inputs that are not initializers."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return [value.name for value in model.graph.input if value.name not in initializers]
 
 
 def check_output_folder(output: Path) -> None:

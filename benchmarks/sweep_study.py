@@ -18,6 +18,7 @@ accuracy, from `xbarc sweep`'s own plot).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -62,6 +63,46 @@ def study(model: str, seeds: int, output: Path) -> tuple[list[dict], float]:
     return result.points, seconds
 
 
+def same_conditions(model: str = "lenet", seeds: int = 2) -> tuple[float, float]:
+    """Seconds a chip run of `model` (128x128 dense, rram, 360 digits) takes through
+    noise_study.py's hand-written loop and through `run_point` (sweep's path: compile,
+    evaluate), measured back to back now: the fair comparison on a shared machine."""
+    import noise_study
+
+    from xbarc.runtime.noise import noise_settings
+    from xbarc.sweep import PointTask, run_point
+
+    x, y = noise_study.load_test_split()
+    program = noise_study.compile_fixture(model, 128)
+    noise_study.accuracy(program, noise_settings("rram"), 99, x, y)  # compile the kernels
+    started = time.perf_counter()
+    for seed in range(seeds):
+        noise_study.accuracy(program, noise_settings("rram"), seed, x, y)
+    by_hand = (time.perf_counter() - started) / seeds
+    with tempfile.TemporaryDirectory() as folder:
+        task = PointTask(
+            index=0,
+            knobs=(("tile", "128x128"),),
+            key="same-conditions",
+            program_key="same-conditions",
+            options=CompileOptions(tiles=4096, input_shapes={"x": (1, 1, 8, 8)}),
+            model=DIGITS / f"{model}.onnx",
+            reference=DIGITS / f"{model}.onnx",
+            data=DIGITS / "digits_test.npz",
+            labels="y",
+            noise="rram",
+            overrides=(),
+            seeds=seeds,
+            samples=None,
+            batch_size=None,
+            programs=Path(folder),
+        )
+        started = time.perf_counter()
+        run_point(task)
+        through_sweep = (time.perf_counter() - started) / seeds
+    return by_hand, through_sweep
+
+
 def figure(points: dict[str, list[dict]], path: Path) -> bool:
     """Accuracy against tile size, a line per mapping, a panel per network (dense on the
     first row, 90 % pruned on the second); False without matplotlib."""
@@ -103,7 +144,14 @@ def figure(points: dict[str, list[dict]], path: Path) -> bool:
     return True
 
 
-def summary(points: dict[str, list[dict]], seeds: int, seconds: float, plotted: bool) -> str:
+def summary(
+    points: dict[str, list[dict]],
+    seeds: int,
+    seconds: float,
+    plotted: bool,
+    load: tuple[float, float],
+    per_run: tuple[float, float],
+) -> str:
     runs = sum(p["seeds"] for model in points.values() for p in model)
     models = len({name.removesuffix("_p90") for name in points})
     baseline_runs = NOISE_STUDY_RUNS_PER_MODEL * 4
@@ -122,7 +170,14 @@ def summary(points: dict[str, list[dict]], seeds: int, seconds: float, plotted: 
         f"against {NOISE_STUDY_SECONDS} s for `benchmarks/noise_study.py`'s {baseline_runs} "
         f"chip runs of 360 samples ({NOISE_STUDY_SECONDS / baseline_runs:.2f} s a run; that "
         "study also sweeps ADC bits, faults and programming noise at 128x128, dense mapping "
-        "only). Both on this 2-core machine, shared with other work.",
+        f"only). The machine is shared: its load average was {load[0]:.1f} when the "
+        f"study started and {load[1]:.1f} when it ended. Measured back to back after the "
+        f"study, one chip run of the digits LeNet (128x128, dense, rram, 360 digits) takes "
+        f"{per_run[0]:.2f} s through noise_study.py's hand-written loop and "
+        f"{per_run[1]:.2f} s through sweep's `run_point` (which also compiles the program "
+        "and runs the float reference); the wall times above differ from noise_study's by "
+        "the work chosen (ResNet and MobileNet at 32x32 tiles, sparse and squeezed reads) "
+        "and by the load.",
         "",
         "| network | mapping | " + " | ".join(TILES) + " |",
         "|---|---|" + "---:|" * len(TILES),
@@ -179,15 +234,18 @@ def main() -> None:
     try:
         points: dict[str, list[dict]] = {}
         seconds = 0.0
+        load_before = os.getloadavg()[0]
         for base in args.models.split(","):
             for name in (base, f"{base}_p90"):
                 points[name], took = study(name, args.seeds, work)
                 seconds += took
+        load_after = os.getloadavg()[0]
+        per_run = same_conditions()
         plotted = figure(points, FIGURES / "sweep_study.png")
         pareto = work / "mlp_p90" / "pareto.png"
         if pareto.exists():
             shutil.copyfile(pareto, FIGURES / "sweep_pareto.png")
-        text = summary(points, args.seeds, seconds, plotted)
+        text = summary(points, args.seeds, seconds, plotted, (load_before, load_after), per_run)
         print(text)
         record_if(args.record, "sweep_study", text)
     finally:

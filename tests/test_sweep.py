@@ -389,7 +389,8 @@ def run_bad(tmp_path, capsys, *args: str, grid=SMALL) -> str:
         ((("tile", ("100000x100000",)),), "grid point tile=100000x100000: the row count"),
         ((("hw.adc.sparkle", ("1",)),), "adc has no field 'sparkle'"),
         ((("adc_bits", ("six",)),), "expected a whole number"),
-        ((("adc_bits", ("0",)),), "grid point adc_bits=0: adc.bits must be 1 to 64"),
+        ((("adc_bits", ("0",)),), "grid point adc_bits=0: --hw-set 'adc.bits=0': expected 1 to 64"),
+        ((("hw", ("isaac", "nosuchchip")),), "grid point hw=nosuchchip: "),
         ((("noise.bogus", ("1",)),), "grid point noise.bogus=1"),
         ((("noise.read_sigma", ("abc",)),), "grid point noise.read_sigma=abc"),
         (
@@ -453,3 +454,98 @@ def test_no_grid_and_output_file(tmp_path, capsys):
 def test_unreachable_scheduler(tmp_path, capsys):
     error = run_bad(tmp_path, capsys, "--scheduler", "tcp://127.0.0.1:9")
     assert "scheduler" in error
+
+
+def test_hardware_preset_knob(tmp_path):
+    """`--grid hw=isaac,puma`: each point's program is compiled for that preset's chip,
+    and the cost figures are the preset's."""
+    from xbarc.compiler import CompileOptions, build_hardware
+
+    output = tmp_path / "study"
+    grid = (("hw", ("isaac", "puma")),)
+    assert main(sweep_args(output, grid=grid, samples=20, seeds=1)) == 0
+    points = json.loads((output / "sweep.json").read_text())["points"]
+    for point, preset in zip(points, ("isaac", "puma"), strict=True):
+        program = load_program(output / "programs" / f"{point['program']}.xbar")
+        assert program.hardware == build_hardware(CompileOptions(hw=preset))
+        for key, value in program_figures(program).items():
+            assert point[key] == value, key
+    assert points[0]["energy_uj"] != points[1]["energy_uj"]
+
+
+@pytest.mark.parametrize(
+    ("tile", "mapping", "adc_bits"),
+    [("32x32", "squeeze", "6"), ("64x64", "sparse", "8"), ("256x256", "dense", "6")],
+)
+def test_points_equal_the_commands(study, tmp_path, capsys, tile, mapping, adc_bits):
+    """A point's figures are those of `xbarc compile` (with --hw-set adc.bits), `xbarc
+    inspect` and `xbarc eval --seeds` of the same options, run as commands."""
+    _, document = study
+    (point,) = [
+        p
+        for p in document["points"]
+        if p["knobs"] == {"tile": tile, "mapping": mapping, "adc_bits": adc_bits}
+    ]
+    program = tmp_path / "p.xbar"
+    compile_args = ["compile", str(MODEL), "--input-shape", "x=1x1x8x8", "--tile-size", tile]
+    compile_args += ["--mapping", mapping, "--hw-set", f"adc.bits={adc_bits}", "-o", str(program)]
+    assert main([*compile_args, "--json", "-q"]) == 0
+    compiled = json.loads(capsys.readouterr().out)
+    eval_args = ["eval", str(program), "--reference", str(MODEL), "--data", str(DATA)]
+    eval_args += ["--labels", "y", "--noise", "rram", "--seeds", str(SEEDS)]
+    assert main([*eval_args, "--samples", str(SAMPLES), "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["accuracy"] for row in report["instances"]] == [
+        row["accuracy"] for row in point["per_seed"]
+    ]
+    assert point["accuracy_mean"] == report["summary"]["accuracy"]["mean"]
+    assert point["accuracy_std"] == report["summary"]["accuracy"]["std"]
+    assert point["crossbars"] == compiled["totals"]["tiles"]
+    assert main(["inspect", str(program), "--json", "-q"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert point["crossbars"] == totals["tiles"]
+    assert point["vtiles"] == totals["vtiles"]
+    assert point["phases"] == totals["phases"]
+    assert point["cell_writes"] == totals["cell_writes"]
+    assert point["cycles"] == totals["cycles"]
+    assert point["area_mm2"] == totals["area_mm2"]
+    assert point["used_area_mm2"] == totals["used_area_mm2"]
+    assert point["energy_uj"] == totals["energy_uj"]
+    assert point["latency_us"] == totals["latency_us"]
+    assert point["edap_used"] == totals["edap_used"]
+
+
+OTHER_INPUT = """
+other (float[N,64] data) => (float[N,10] logits)
+{
+  logits = Gemm <transB = 1> (data, w, b)
+}
+"""
+
+
+def test_reference(tmp_path, capsys):
+    """--reference: agreement and the float accuracy are the reference's (the dense MLP
+    for its pruned version); a reference with other inputs is refused before any work."""
+    import numpy as np
+    import onnx
+
+    from tests.onnx_models import parse
+
+    output = tmp_path / "study"
+    args = sweep_args(output, "--reference", str(DIGITS / "mlp.onnx"), grid=SMALL, seeds=1)
+    assert main([*args, "--samples", "60"]) == 0
+    points = json.loads((output / "sweep.json").read_text())["points"]
+    capsys.readouterr()
+    alone = tmp_path / "alone"
+    assert main(sweep_args(alone, grid=SMALL, seeds=1)) == 0
+    plain = json.loads((alone / "sweep.json").read_text())["points"]
+    assert points[0]["reference_accuracy"] != plain[0]["reference_accuracy"]
+    assert points[0]["accuracy_mean"] == plain[0]["accuracy_mean"]  # the same programs
+    assert points[0]["key"] != plain[0]["key"]
+    other = tmp_path / "other.onnx"
+    weights = {"w": np.zeros((10, 64), np.float32), "b": np.zeros(10, np.float32)}
+    onnx.save(parse(OTHER_INPUT, weights), other)
+    (tmp_path / "bad").mkdir()
+    assert "--reference takes inputs data, the model x" in run_bad(
+        tmp_path / "bad", capsys, "--reference", str(other)
+    )

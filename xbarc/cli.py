@@ -104,22 +104,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument("model", type=Path, help="the ONNX model (.onnx)")
     compile_parser.add_argument(
-        "--tiles", type=int, default=128, help="physical crossbar tiles on the chip (default 128)"
+        "--hw",
+        default="isaac",
+        metavar="NAME|FILE.toml",
+        help="the chip: a preset (isaac: ISAAC, ISCA 2016, the default; puma: PUMA, ASPLOS "
+        '2019) or a hardware file, which may start from one with base = "puma"',
     )
     compile_parser.add_argument(
-        "--tile-size", default="128x128", metavar="RxC", help="tile rows x columns (128x128)"
+        "--hw-set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field of the chip after --hw and the options below, e.g. "
+        "adc.bits=6, cell.bits=1, cost.adc_energy_pj=2.0, encoding=offset (repeatable)",
+    )
+    compile_parser.add_argument(
+        "--tiles",
+        type=int,
+        default=None,
+        help="physical crossbar tiles on the chip (default: the chip's, 128 for isaac)",
+    )
+    compile_parser.add_argument(
+        "--tile-size",
+        default=None,
+        metavar="RxC",
+        help="tile rows x columns (default: the chip's, 128x128 for isaac)",
     )
     compile_parser.add_argument(
         "--weight-bits", type=int, default=8, metavar="B", help="weight bits (default 8)"
     )
     compile_parser.add_argument(
-        "--cell-bits", type=int, default=2, metavar="C", help="bits per RRAM cell (default 2)"
+        "--cell-bits",
+        type=int,
+        default=None,
+        metavar="C",
+        help="bits per RRAM cell (default: the chip's, 2 for isaac)",
     )
     compile_parser.add_argument(
         "--encoding",
         choices=("differential", "offset"),
-        default="differential",
-        help="signed weights as differential pairs or with an offset (default differential)",
+        default=None,
+        help="signed weights as differential pairs or with an offset (default: the chip's, "
+        "differential for isaac)",
     )
     compile_parser.add_argument(
         "--scale",
@@ -503,8 +529,9 @@ def add_sweep_parser(commands) -> None:
         default=[],
         metavar="KNOB=V1,V2,...",
         help="a knob and its values (repeatable; the grid is their product, the first knob "
-        "varying slowest). Knobs: tile (RxC), tiles, weight_bits, cell_bits, encoding, "
-        "scale, clip, mapping, group_cols, pack, max_ones, adc_bits and dac_bits (the "
+        "varying slowest). Knobs: hw (a preset or hardware file), tile (RxC), tiles, "
+        "weight_bits, cell_bits, encoding, scale, clip, mapping, group_cols, pack, "
+        "max_ones, adc_bits and dac_bits (the "
         "chip's converters), hw.SECTION.FIELD (any field of the chip, as --hw-set) and "
         "noise.FIELD (any field of the noise profile, as --set)",
     )
@@ -543,7 +570,13 @@ def add_sweep_parser(commands) -> None:
         help="shape of a model input with symbolic dims, e.g. x=1x1x8x8 (repeatable)",
     )
     sweep_parser.add_argument(
-        "--tiles", type=int, help="physical crossbar tiles on the chip (default 128)"
+        "--hw",
+        default="isaac",
+        metavar="NAME|FILE.toml",
+        help="the chip of every point: a preset (isaac, the default; puma) or a hardware file",
+    )
+    sweep_parser.add_argument(
+        "--tiles", type=int, help="physical crossbar tiles on the chip (default: the chip's)"
     )
     sweep_parser.add_argument(
         "--hw-set",
@@ -560,15 +593,7 @@ def add_sweep_parser(commands) -> None:
     sweep_parser.add_argument(
         "--batch-size", type=int, help="samples per run (default: chosen as eval chooses it)"
     )
-    sweep_parser.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="run points on N local worker processes (default 1: this process)",
-    )
-    sweep_parser.add_argument(
-        "--scheduler", metavar="ADDRESS", help="run points on an existing Dask cluster"
-    )
+    add_engine_options(sweep_parser)
     sweep_parser.add_argument(
         "--json", action="store_true", help="print sweep.json on stdout instead of the table"
     )
@@ -608,10 +633,11 @@ def run_compile(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     check_compile_flags(args)
-    rows, cols = parse_tile_size(args.tile_size)
-    check_chip_size(args, rows)
+    rows, cols = parse_tile_size(args.tile_size) if args.tile_size is not None else (None, None)
     clip, clip_layers = parse_clips(args.clip)
     options = CompileOptions(
+        hw=args.hw,
+        hw_set=tuple(args.hw_set),
         tiles=args.tiles,
         tile_rows=rows,
         tile_cols=cols,
@@ -639,6 +665,10 @@ def run_compile(args: argparse.Namespace) -> int:
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
     )
+    from xbarc.compiler import build_hardware
+
+    chip = build_hardware(options)  # every chip option checked before anything is compiled
+    check_chip_size(args, chip.tile_types[0].rows, chip.tile_count)
     output = args.output or Path(args.model.stem + ".xbar")
     check_output(args.model, output, calibration_data=args.calibration_data)
     if args.compare_strategies:
@@ -696,7 +726,7 @@ def run_compile(args: argparse.Namespace) -> int:
         if strategies is not None:
             from xbarc.compiler import format_strategies
 
-            print(format_strategies(strategies, args.tiles))
+            print(format_strategies(strategies, chip.tile_count))
     for line in mapping_warnings(summary):
         print(line, file=sys.stderr)
     return 0
@@ -722,7 +752,12 @@ def mapping_variants(options: CompileOptions) -> list[tuple[str, CompileOptions]
         for mapping in MAPPING_NAMES
         if mapping != options.mapping
     ]
-    cell_bits = 2 if options.cell_bits == 1 else 1
+    from xbarc.compiler import build_hardware
+
+    current = (
+        options.cell_bits if options.cell_bits is not None else build_hardware(options).cell.bits
+    )
+    cell_bits = 2 if current == 1 else 1
     variants.append((f"{cell_bits}-bit cells", replace(written, cell_bits=cell_bits)))
     if packing == "off":
         variants.append(("packed per layer", replace(written, pack="layer")))
@@ -1356,17 +1391,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from xbarc.compiler import CompileOptions
-    from xbarc.distributed import EngineOptions
     from xbarc.sweep import SweepOptions, format_sweep, parse_grid, run_sweep, sweep_document
 
     base = CompileOptions(
+        hw=args.hw,
+        tiles=args.tiles,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
         hw_set=tuple(args.hw_set),
     )
-    if args.tiles is not None:
-        from dataclasses import replace
-
-        base = replace(base, tiles=args.tiles)
     options = SweepOptions(
         model=args.model,
         data=args.data,
@@ -1380,9 +1412,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         reference=args.reference,
         samples=args.samples,
         batch_size=args.batch_size,
-        engine=EngineOptions(workers=args.workers, scheduler=args.scheduler),
+        engine=engine_options(args),
         command=("xbarc", *sys.argv[1:]),
-        fixed={"tiles": args.tiles},
     )
     result = run_sweep(options)
     if args.json:
@@ -1505,20 +1536,19 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def check_chip_size(args: argparse.Namespace, rows: int) -> None:
-    """--tiles and --segment-rows within what xbarc can plan (a trillion tiles or segment
-    rows would exhaust memory before any pass could refuse them)."""
-    from xbarc.limits import MAX_TILE_DIM, MAX_TILES, check_count
+def check_chip_size(args: argparse.Namespace, rows: int, tiles: int) -> None:
+    """--segment-rows within what the chip (`tiles` tiles of `rows` rows) can plan (a
+    trillion segment rows would exhaust memory before any pass could refuse them); the
+    chip's own sizes are checked as it is built."""
+    from xbarc.limits import MAX_TILE_DIM, check_count
 
-    if args.tiles >= 1:  # below 1: the compiler's own error
-        check_count("--tiles", args.tiles, MAX_TILES, hint="the number of physical tiles")
     if args.segment_rows is not None and args.segment_rows >= 1:
-        most = min(MAX_TILE_DIM, rows * max(args.tiles, 1))
+        most = min(MAX_TILE_DIM, rows * max(tiles, 1))
         check_count(
             "--segment-rows",
             args.segment_rows,
             most,
-            hint=f"a segment must fit the chip's {args.tiles} tiles of {rows} rows",
+            hint=f"a segment must fit the chip's {tiles} tiles of {rows} rows",
         )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
-from xbarc.hardware import make_hardware, with_overrides
+from xbarc.hardware import Hardware, with_chip_options, with_overrides
 from xbarc.ir.tile import Program
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 
@@ -26,12 +26,15 @@ from xbarc.passes.manager import parse_pipeline, run_pipeline
 class CompileOptions:
     """What `xbarc compile` takes: the chip, the quantization, and the pipeline."""
 
-    tiles: int = 128
-    tile_rows: int = 128
-    tile_cols: int = 128
+    # the chip: a preset (isaac, puma) or a hardware file (.toml); the four options after
+    # it override the chip's when given (None: the chip's own)
+    hw: str = "isaac"
+    tiles: int | None = None
+    tile_rows: int | None = None
+    tile_cols: int | None = None
     weight_bits: int = 8
-    cell_bits: int = 2
-    encoding: str = "differential"
+    cell_bits: int | None = None
+    encoding: str | None = None
     scale: str = "column"  # column | tensor: one weight scale per output column or per layer
     clip: str = "max"  # max | percentile | mse: each scale's range (passes/quantize.py)
     clip_percentile: float = 99.99  # clip=percentile: the percentile of |w| kept
@@ -59,19 +62,24 @@ class CompileOptions:
 
 
 def default_pipeline(options: CompileOptions) -> str:
-    tile = f"rows={options.tile_rows},cols={options.tile_cols}"
-    if options.mapping != "dense":
-        tile += f",mapping={options.mapping}"
+    """The pipeline the options build. The chip (build_hardware) already holds the tile
+    size, budget, cell width and encoding: the passes name only those the user gave, so
+    that they never re-target the chip to values nobody asked for."""
+    tile = f"mapping={options.mapping}"
+    if options.tile_rows is not None:
+        tile = f"rows={options.tile_rows},cols={options.tile_cols},{tile}"
     if options.group_cols is not None and options.mapping != "dense":
         tile += f",group-cols={options.group_cols}"
     if options.pack is not None:
         tile += f",pack={options.pack}"
     if options.reorder_cols:
         tile += ",reorder=true"
-    quantize = (
-        f"weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
-        f"scale={options.scale},encoding={options.encoding}"
-    )
+    quantize = f"weight-bits={options.weight_bits}"
+    if options.cell_bits is not None:
+        quantize += f",cell-bits={options.cell_bits}"
+    quantize += f",scale={options.scale}"
+    if options.encoding is not None:
+        quantize += f",encoding={options.encoding}"
     if options.clip != "max":
         quantize += f",clip={options.clip}"
     if options.clip_percentile != 99.99:
@@ -81,7 +89,26 @@ def default_pipeline(options: CompileOptions) -> str:
     if options.max_ones is not None:
         quantize += f",max-ones={options.max_ones}"
     basis = f"basis{{{basis_options(options)}}}," if options.strategy == "basis" else ""
-    return f"quantize{{{quantize}}},{basis}tile{{{tile}}},allocate{{tiles={options.tiles}}}"
+    allocate = f"allocate{{tiles={options.tiles}}}" if options.tiles is not None else "allocate"
+    return f"quantize{{{quantize}}},{basis}tile{{{tile}}},{allocate}"
+
+
+def build_hardware(options: CompileOptions) -> Hardware:
+    """The chip `options` compile for: the preset or hardware file `options.hw`, then
+    the chip options given (tiles, tile size, cell bits, encoding), then the
+    `options.hw_set` items, in that order."""
+    from xbarc.presets import load_hardware
+
+    hardware = load_hardware(options.hw)
+    hardware = with_chip_options(
+        hardware,
+        tiles=options.tiles,
+        tile_rows=options.tile_rows,
+        tile_cols=options.tile_cols,
+        cell_bits=options.cell_bits,
+        encoding=options.encoding,
+    )
+    return with_overrides(hardware, options.hw_set)
 
 
 STRATEGIES = ("reprogram", "basis")
@@ -120,10 +147,7 @@ def compile_onnx(
         raise XbarcError(
             f"unknown strategy {options.strategy!r}", hint=f"use {' or '.join(STRATEGIES)}"
         )
-    hardware = make_hardware(
-        options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
-    )
-    hardware = with_overrides(hardware, options.hw_set)
+    hardware = build_hardware(options)
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     check_calibration_data(options, pipeline.passes)
     stages = 1 if emit == "graph" else 2 + (options.calibration_data is not None)

@@ -743,14 +743,17 @@ def sweep_pareto_figure(
             zorder=4,
             gid="pareto",
         )
+        right = max(p["accuracy_mean"] for p in front)
         for p in front:
             text = " ".join(f"{k}={v}" for k, v in p["knobs"].items() if k != colour_knob)
+            last = p["accuracy_mean"] == right  # label the rightmost point on its left
             axes.annotate(
                 text,
                 (100 * p["accuracy_mean"], p["edap_used"]),
                 fontsize=6,
-                xytext=(4, 4),
+                xytext=(-6 if last else 4, 4),
                 textcoords="offset points",
+                ha="right" if last else "left",
             )
     axes.set_yscale("log")
     axes.set_xlabel("accuracy % (mean over chip seeds)")

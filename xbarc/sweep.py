@@ -20,9 +20,10 @@ are done (a sweep killed half way resumes) and a changed command never reuses a 
 At the end: `sweep.csv` (a row per point), `sweep.json` (the command, the fixed options,
 every point) and, with matplotlib, `accuracy.png` and `pareto.png`.
 
-EDAP is energy x latency x the area the program occupies (the physical tiles it writes,
-with their periphery, plus its column-scale and combine units), not the area of the whole
-`--tiles` budget: programs of different tile sizes compare fairly.
+EDAP is the cost model's `ProgramCost.edap_used`: energy x latency x the area the program
+occupies (the physical tiles it writes with their periphery, its scale and combine units,
+an activation buffer and one set of digital units), not the area of the whole `--tiles`
+budget: programs of different tile sizes compare fairly.
 
 Points run through `xbarc.distributed` (this process, or Dask workers): a point is a
 picklable `PointTask` carrying every path and option `run_point` needs.
@@ -63,8 +64,9 @@ SCALES = ("column", "tensor")
 CLIPS = ("max", "percentile", "mse")
 
 # compile-option knobs: knob -> (CompileOptions field, kind); kind is "int" (a whole
-# number >= 1), "tile" (RxC) or a tuple of the words it takes
+# number >= 1), "tile" (RxC), "text" (checked where it is used) or the words it takes
 COMPILE_KNOBS: dict[str, tuple[str, Any]] = {
+    "hw": ("hw", "text"),  # a preset or a hardware file
     "tile": ("tile_rows", "tile"),
     "tiles": ("tiles", "int"),
     "weight_bits": ("weight_bits", "int"),
@@ -163,6 +165,8 @@ def knob_value(name: str, text: str) -> Any:
     """The value of compile knob `name` given as `text`, checked; a one-line error naming
     the knob and the value otherwise."""
     kind = COMPILE_KNOBS[name][1]
+    if kind == "text":  # checked where it is used (a hardware file: made absolute for workers)
+        return str(Path(text).absolute()) if text.endswith(".toml") else text
     if kind == "tile":
         rows, sep, cols = text.lower().partition("x")
         if not sep or not rows.isascii() or not cols.isascii():
@@ -205,8 +209,6 @@ class SweepOptions:
     batch_size: int | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     command: tuple[str, ...] = ()
-    # the fixed options the user gave (for the conflict checks and sweep.json)
-    fixed: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,18 +261,15 @@ def point_options(
 
 
 def point_hardware(options: CompileOptions) -> Hardware:
-    """The chip `compile_onnx` builds from `options`, with the pipeline's chip options
-    applied (what checks cell bits against weight bits, tile sizes and budgets), without
-    compiling anything."""
-    from xbarc.compiler import check_pipeline_options, default_pipeline
-    from xbarc.hardware import make_hardware, with_overrides
+    """The chip `compile_onnx` builds from `options` (its preset or file, the chip options
+    given, the hw_set items), with the pipeline's chip options applied: what checks cell
+    bits against weight bits, tile sizes and budgets, converter widths; nothing is
+    compiled."""
+    from xbarc.compiler import build_hardware, check_pipeline_options, default_pipeline
     from xbarc.passes.manager import parse_pipeline, target_chip
 
     check_pipeline_options(options)
-    hardware = make_hardware(
-        options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
-    )
-    hardware = with_overrides(hardware, options.hw_set)
+    hardware = build_hardware(options)
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     for pass_object in pipeline.passes:
         check = getattr(pass_object, "check", None)
@@ -284,21 +283,6 @@ def point_hardware(options: CompileOptions) -> Hardware:
             hint="sweep sparse and squeeze with encoding=differential",
         )
     return hardware
-
-
-def check_chip(hardware: Hardware) -> None:
-    """Converter and cell widths a chip can have (what the preset loader will check:
-    until then, the ones a sweep knob can get wrong)."""
-    from xbarc.limits import MAX_BITS
-
-    for what, bits in (("adc.bits", hardware.adc.bits), ("dac.bits", hardware.dac.bits)):
-        if not 1 <= bits <= MAX_BITS:
-            raise XbarcError(f"{what} must be 1 to {MAX_BITS}, got {bits}")
-    if not 1 <= hardware.dac.slice_bits <= hardware.dac.bits:
-        raise XbarcError(
-            f"dac.slice_bits must be 1 to dac.bits ({hardware.dac.bits}), got "
-            f"{hardware.dac.slice_bits}"
-        )
 
 
 def check_settings(settings: NoiseSettings, hardware: Hardware) -> None:
@@ -352,7 +336,7 @@ def check_fixed(options: SweepOptions) -> None:
     """Knobs that would silently override a fixed option (or be hidden by one)."""
     names = {knob.name for knob in options.knobs}
     targets = {knob.target: knob.name for knob in options.knobs}
-    if "tiles" in names and options.fixed.get("tiles") is not None:
+    if "tiles" in names and options.base.tiles is not None:
         raise XbarcError("--grid tiles and --tiles both set the tile budget", hint="drop one")
     for item in options.base.hw_set:
         key = item.partition("=")[0].strip()
@@ -385,10 +369,25 @@ def check_data(options: SweepOptions) -> None:
     from xbarc.frontend.load import load_model
 
     model = load_model(options.model)
-    initializers = {tensor.name for tensor in model.graph.initializer}
-    inputs = [value.name for value in model.graph.input if value.name not in initializers]
+    inputs = graph_inputs(model)
     if options.reference is not None:
-        load_model(options.reference)
+        reference = load_model(options.reference)
+        theirs = graph_inputs(reference)
+        if sorted(theirs) != sorted(inputs):
+            raise XbarcError(
+                f"--reference takes inputs {', '.join(theirs) or '(none)'}, the model "
+                f"{', '.join(inputs) or '(none)'}",
+                where=options.reference,
+                hint="give the float model the swept model was made from",
+            )
+        outputs = {value.name for value in reference.graph.output}
+        missing = [value.name for value in model.graph.output if value.name not in outputs]
+        if missing:
+            raise XbarcError(
+                f"--reference has no output {missing[0]!r}, an output of the model",
+                where=options.reference,
+                hint="give the float model the swept model was made from",
+            )
     data = load_data(options.data)
     model_inputs(data, inputs, options.data)
     available = len(data[inputs[0]]) if inputs else 0
@@ -401,6 +400,12 @@ def check_data(options: SweepOptions) -> None:
             hint=f"its arrays are {', '.join(data)}",
         )
     check_labels(np.asarray(data[options.labels]), options.labels, available, options.data)
+
+
+def graph_inputs(model) -> list[str]:
+    """The names of an ONNX model's inputs that are not initializers."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return [value.name for value in model.graph.input if value.name not in initializers]
 
 
 def check_output_folder(output: Path) -> None:
@@ -417,7 +422,7 @@ def plan(options: SweepOptions) -> list[PointTask]:
     engine options: any error is one line naming the point, before anything is written."""
     from xbarc import distributed
     from xbarc.evaluate import check_instances
-    from xbarc.runtime.noise import load_profile
+    from xbarc.runtime.noise import SHIPPED, load_profile
 
     check_knobs(options.knobs)
     check_fixed(options)
@@ -430,9 +435,9 @@ def plan(options: SweepOptions) -> list[PointTask]:
     if options.base.calibration_data is not None or options.base.strategy != "reprogram":
         raise XbarcError("sweep compiles with the reprogram strategy only", hint="drop --strategy")
     # the fixed options alone first, so that their errors do not name a grid point
-    from xbarc.hardware import make_hardware, with_overrides
+    from xbarc.compiler import build_hardware
 
-    with_overrides(make_hardware(options.base.tiles), options.base.hw_set)
+    build_hardware(options.base)
     load_profile(options.noise, options.overrides)
     check_data(options)
     reference = options.reference or options.model
@@ -444,13 +449,14 @@ def plan(options: SweepOptions) -> list[PointTask]:
         "samples": options.samples,
         "batch_size": options.batch_size,
     }
+    # a profile file by its absolute path: a worker process may run in another folder
+    noise = options.noise if options.noise in SHIPPED else str(Path(options.noise).absolute())
     tasks = []
     for index, point in enumerate(grid_points(options.knobs)):
         try:
             compile_options, overrides = point_options(options.base, options.overrides, point)
             hardware = point_hardware(compile_options)
-            check_chip(hardware)
-            settings = load_profile(options.noise, overrides)
+            settings = load_profile(noise, overrides)
             check_settings(settings, hardware)
         except XbarcError as error:
             raise XbarcError(
@@ -485,7 +491,7 @@ def plan(options: SweepOptions) -> list[PointTask]:
                 reference=reference.absolute(),
                 data=options.data.absolute(),
                 labels=options.labels,
-                noise=options.noise,
+                noise=noise,
                 overrides=overrides,
                 seeds=seeds,
                 samples=options.samples,
@@ -566,19 +572,13 @@ def run_point(task: PointTask) -> dict:
 
 
 def program_figures(program: Program) -> dict:
-    """A program's cost figures per inference: physical tiles used (crossbars), virtual
-    tiles, phases, cycles, cell writes, energy, latency, the chip's area, the area the
-    program occupies and its EDAP on that area."""
-    from xbarc.cost import program_cost
-    from xbarc.ir.geometry import layer_patches
+    """A program's cost figures per inference, as `xbarc inspect` reports them: physical
+    tiles used (crossbars), virtual tiles, phases, cycles, cell writes, energy, latency,
+    the chip's area, the area the program occupies and its EDAP on that area (the cost
+    model's `used_area_mm2` and `edap_used`)."""
     from xbarc.report import report
 
     summary = report(program)
-    types = program.value_types()
-    cost = program_cost(
-        program, {layer.name: layer_patches(layer, types) for layer in program.layers()}
-    )
-    area = used_area_mm2(program, cost)
     return {
         "crossbars": summary.tiles,
         "vtiles": summary.vtiles,
@@ -588,21 +588,9 @@ def program_figures(program: Program) -> dict:
         "energy_uj": summary.energy_uj,
         "latency_us": summary.latency_us,
         "area_mm2": summary.area_mm2,
-        "used_area_mm2": area,
-        "edap_used": cost.energy_pj * cost.latency_ns * area,
+        "used_area_mm2": summary.used_area_mm2,
+        "edap_used": summary.edap_used,
     }
-
-
-def used_area_mm2(program: Program, cost) -> float:
-    """The area the program occupies: every physical tile it writes with its periphery,
-    plus its column-scale and combine units (the hardware part's ProgramCost.used_area_mm2
-    replaces this once it is on main)."""
-    from xbarc.cost import tile_area_um2
-
-    hardware = program.hardware
-    tiles = {write.tile for phase in program.phases for write in phase.writes}
-    tiles_um2 = sum(tile_area_um2(hardware, hardware.tile_type_of(tile)) for tile in tiles)
-    return tiles_um2 * 1e-6 + cost.scale_area_mm2 + cost.combine_area_mm2
 
 
 # --- the whole sweep ---------------------------------------------------------------------
@@ -767,8 +755,8 @@ def sweep_document(result: SweepResult) -> dict:
             "batch_size": options.batch_size,
         },
         "grid": [{"knob": knob.name, "values": list(knob.values)} for knob in options.knobs],
-        "edap": "energy (pJ) x latency (ns) x the area the program occupies (mm^2): its "
-        "physical tiles with their periphery, column-scale and combine units",
+        "edap": "ProgramCost.edap_used: energy (pJ) x latency (ns) x the area the program "
+        "occupies (mm^2, used_area_mm2), not the area of the whole tile budget",
         "points_reused": result.reused,
         "points_computed": result.computed,
         "seconds": result.seconds,

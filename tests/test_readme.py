@@ -289,8 +289,9 @@ def test_readme_runs_verbatim(tmp_path):
     assert sorted(set(made) - set(ignored)) == [], "README outputs not in .gitignore"
 
 
-# options the README names that belong to other tools (`ruff format --check`)
-OTHER_TOOLS_OPTIONS = {"--check"}
+# options the README names that belong to other tools (`ruff format --check`, and
+# `dask scheduler --port`, `dask worker --nworkers --nthreads` for a cluster)
+OTHER_TOOLS_OPTIONS = {"--check", "--port", "--nworkers", "--nthreads"}
 # the options a user meets first, each in one of the README's option tables
 TABLED_OPTIONS = ("--json", "--quiet", "--plot", "--layer", "--samples", "--batch-size")
 

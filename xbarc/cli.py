@@ -106,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tiles", type=int, default=128, help="physical crossbar tiles on the chip (default 128)"
     )
     compile_parser.add_argument(
-        "--tile-size", default="128x128", metavar="RxC", help="tile rows x columns (128x128)"
+        "--tile-size",
+        default="128x128",
+        metavar="RxC[,RxC...]",
+        help="tile rows x columns (128x128); a comma list (32x32,64x64,128x128,256x256) "
+        "gives a chip of several tile types, --tiles of each, and the nax pass picks each "
+        "layer's",
     )
     compile_parser.add_argument(
         "--weight-bits", type=int, default=8, metavar="B", help="weight bits (default 8)"
@@ -253,6 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="also compile the other --strategy at this --tiles budget and print both side by "
         "side: phases, tiles, cycles, writes and write-verify time and energy per inference, "
         "energy, latency, EDP, weight error (the program of --strategy is written)",
+    )
+    compile_parser.add_argument(
+        "--nax-budget",
+        type=float,
+        metavar="B",
+        help="several --tile-size: the allowed increase of NAX's error proxy over the most "
+        "accurate uniform tile size (default 0.25: 25 %% more)",
+    )
+    compile_parser.add_argument(
+        "--nax-noise",
+        default="rram",
+        metavar="PROFILE",
+        help="several --tile-size: the noise profile (name or .toml) whose read noise, "
+        "output noise and wire resistance NAX weighs (default rram)",
+    )
+    compile_parser.add_argument(
+        "--nax-check",
+        type=Path,
+        metavar="DATA.npz",
+        help="several --tile-size: simulate the chosen program and the uniform tile size of "
+        "least EDAP on these samples under --nax-noise (chip seeds 0-2) and print both "
+        "output errors against the float model",
     )
     compile_parser.add_argument(
         "--pipeline",
@@ -503,8 +530,9 @@ def run_compile(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     check_compile_flags(args)
-    rows, cols = parse_tile_size(args.tile_size)
-    check_chip_size(args, rows)
+    sizes = parse_tile_sizes(args.tile_size)
+    rows, cols = sizes[0]
+    check_chip_size(args, max(size[0] for size in sizes))
     clip, clip_layers = parse_clips(args.clip)
     options = CompileOptions(
         tiles=args.tiles,
@@ -533,6 +561,9 @@ def run_compile(args: argparse.Namespace) -> int:
         calibration_data=args.calibration_data,
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
+        tile_sizes=sizes if len(sizes) > 1 else (),
+        nax_budget=args.nax_budget,
+        nax_noise=args.nax_noise,
     )
     output = args.output or Path(args.model.stem + ".xbar")
     check_output(args.model, output, calibration_data=args.calibration_data)
@@ -1320,6 +1351,16 @@ NUMBER = re.compile(r"[0-9]{1,18}")
 def parse_number(text: str) -> int | None:
     """`text` as a whole number, or None when it is not ASCII digits."""
     return int(text) if NUMBER.fullmatch(text) else None
+
+
+def parse_tile_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """--tile-size: one RxC, or a comma list of them (a chip of several tile types)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > 1 and not all(parts):
+        raise XbarcError(
+            f"--tile-size {text!r} has an empty size", hint="e.g. --tile-size 32x32,64x64"
+        )
+    return tuple(parse_tile_size(part) for part in parts)
 
 
 def parse_tile_size(text: str) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
-from xbarc.hardware import make_hardware, with_overrides
+from xbarc.hardware import Hardware, TileType, make_hardware, tile_type_name, with_overrides
 from xbarc.ir.tile import Program
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 
@@ -56,10 +56,16 @@ class CompileOptions:
     # the chip's converters, cells and cost constants: section.field=value (`adc.bits=6`),
     # applied in order after the options above (xbarc.hardware.with_overrides)
     hw_set: tuple[str, ...] = ()
+    # a chip of several tile types (compile --tile-size 32x32,64x64,...), `tiles` of each;
+    # empty: one type, tile_rows x tile_cols. With several, NAX picks each layer's type.
+    tile_sizes: tuple[tuple[int, int], ...] = ()
+    nax_budget: float | None = None  # nax{budget}: the allowed error increase (None: nax's)
+    nax_noise: str = "rram"  # the noise profile whose read noise NAX weighs
 
 
 def default_pipeline(options: CompileOptions) -> str:
-    tile = f"rows={options.tile_rows},cols={options.tile_cols}"
+    several = len(options.tile_sizes) > 1  # each array's type chosen by nax, not by tile
+    tile = "" if several else f"rows={options.tile_rows},cols={options.tile_cols}"
     if options.mapping != "dense":
         tile += f",mapping={options.mapping}"
     if options.group_cols is not None and options.mapping != "dense":
@@ -81,7 +87,52 @@ def default_pipeline(options: CompileOptions) -> str:
     if options.max_ones is not None:
         quantize += f",max-ones={options.max_ones}"
     basis = f"basis{{{basis_options(options)}}}," if options.strategy == "basis" else ""
-    return f"quantize{{{quantize}}},{basis}tile{{{tile}}},allocate{{tiles={options.tiles}}}"
+    nax = f"nax{{{nax_options(options)}}}," if several else ""
+    tile = f"tile{{{tile.lstrip(',')}}}" if tile else "tile"
+    return f"quantize{{{quantize}}},{basis}{nax}{tile},allocate{{tiles={options.tiles}}}"
+
+
+def nax_options(options: CompileOptions) -> str:
+    """The nax pass's options in a pipeline: the budget, and the read noise of the
+    profile `options.nax_noise` (the passes never read profiles: the compiler does)."""
+    from xbarc.runtime.noise import load_profile
+
+    settings = load_profile(options.nax_noise)
+    read_sigma = settings.read_sigma if settings.read_noise != "none" else 0.0
+    parts = [
+        f"read-sigma={read_sigma:g}",
+        f"output-noise={settings.output_noise:g}",
+        f"wire-resistance={settings.wire_resistance:g}",
+    ]
+    if options.nax_budget is not None:
+        parts.insert(0, f"budget={options.nax_budget:g}")
+    return ",".join(parts)
+
+
+def with_tile_sizes(hardware: Hardware, sizes: tuple[tuple[int, int], ...], tiles: int) -> Hardware:
+    """The chip with one tile type per size in `sizes` (in that order), `tiles` of each;
+    `hardware` as it is for fewer than two sizes."""
+    if len(sizes) < 2:
+        return hardware
+    if len(set(sizes)) != len(sizes):
+        repeated = next(size for size in sizes if sizes.count(size) > 1)
+        raise XbarcError(
+            f"--tile-size lists {repeated[0]}x{repeated[1]} twice", hint="give each size once"
+        )
+    types = tuple(TileType(tile_type_name(r, c), r, c, tiles) for r, c in sizes)
+    return replace(hardware, tile_types=types)
+
+
+def check_nax_options(options: CompileOptions) -> None:
+    """--nax-* options choose among several tile sizes: refuse them on a chip of one."""
+    defaults = CompileOptions()
+    several = len(options.tile_sizes) > 1
+    for field_name, flag in (("nax_budget", "--nax-budget"), ("nax_noise", "--nax-noise")):
+        if getattr(options, field_name) != getattr(defaults, field_name) and not several:
+            raise XbarcError(
+                f"{flag} weighs per-layer tile sizes, and the chip has one",
+                hint="give several: --tile-size 32x32,64x64,128x128,256x256",
+            )
 
 
 STRATEGIES = ("reprogram", "basis")
@@ -116,6 +167,7 @@ def compile_onnx(
     if emit not in ("graph", "tile"):
         raise XbarcError(f"unknown --emit stage {emit!r}", hint="use graph or tile")
     check_pipeline_options(options)
+    check_nax_options(options)
     if options.strategy not in STRATEGIES:
         raise XbarcError(
             f"unknown strategy {options.strategy!r}", hint=f"use {' or '.join(STRATEGIES)}"
@@ -123,6 +175,7 @@ def compile_onnx(
     hardware = make_hardware(
         options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
     )
+    hardware = with_tile_sizes(hardware, options.tile_sizes, options.tiles)
     hardware = with_overrides(hardware, options.hw_set)
     pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
     check_calibration_data(options, pipeline.passes)
@@ -186,6 +239,8 @@ PIPELINE_OPTIONS = (
     ("basis_keep", "--basis-keep", "basis{keep=LAYER;LAYER}"),
     ("basis_terms", "--basis-terms", "basis{terms=M}"),
     ("basis_copies", "--basis-copies", "basis{copies=R}"),
+    ("nax_budget", "--nax-budget", "nax{budget=B}"),
+    ("nax_noise", "--nax-noise", "nax{read-sigma=S,output-noise=N,wire-resistance=R}"),
 )
 
 

@@ -197,6 +197,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     columns: dict[str, int] = defaultdict(int)
     rows: dict[str, int] = defaultdict(int)
     cycles: dict[str, int] = defaultdict(int)
+    cycles_ns: dict[str, float] = defaultdict(float)  # a cycle lasts its tile types' longest
     index_bits: dict[str, int] = defaultdict(int)
     for phase in program.phases:
         for run in phase.runs:
@@ -205,6 +206,8 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                 on_tile: dict[int, list[Read]] = defaultdict(list)
                 for read in cycle.reads:
                     on_tile[blocks[read.block].vtile].append(read)
+                kinds = {blocks[tile_reads[0].block].tile_type for tile_reads in on_tile.values()}
+                cycles_ns[run.layer] += max((units[kind].cycle_ns for kind in kinds), default=0.0)
                 index_bits[run.layer] += table_bits(cycle, blocks, arrays)
                 for tile_reads in on_tile.values():
                     tile_blocks = [blocks[read.block] for read in tile_reads]
@@ -216,7 +219,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     for layer in program.layers():
         layer_patches = patches.get(layer.name, 0)
         repeats = layer_patches * input_slices
-        read_patch_ns = input_slices * cycles[layer.name] * cycle_ns(hardware)
+        read_patch_ns = input_slices * cycles_ns[layer.name]
         table = tables.get(layer.name)
         combine = combine_cost(hardware, table, layer_patches, read_patch_ns)
         layers.append(
@@ -465,6 +468,28 @@ def write_cost(program: Program) -> tuple[float, float, int]:
             slowest_tile_rows = max(slowest_tile_rows, written_rows)
         latency += slowest_tile_rows * row_ns  # tiles are written in parallel
     return energy, latency, cells_written
+
+
+def used_area_mm2(program: Program) -> float:
+    """The area of what the program occupies: the physical tiles its phases write (each
+    with its periphery), its column scales' buffer and one multiplier per input_slices
+    of those tiles, and the combine unit with its tables (BasisN). Programs of different
+    tile sizes compare fairly on it, where `ProgramCost.area_mm2` counts the whole chip."""
+    hardware = program.hardware
+    written = {write.tile for phase in program.phases for write in phase.writes}
+    tiles_um2 = sum(tile_area_um2(hardware, hardware.tile_type_of(tile)) for tile in written)
+    scales = sum(column_scales(program).values())
+    scales_um2 = 0.0
+    if scales:
+        cost = hardware.cost
+        multipliers = math.ceil(len(written) / hardware.dac.input_slices)
+        scales_um2 = (
+            scales * cost.scale_bits / 8 * cost.buffer_area_um2_per_byte
+            + multipliers * cost.scale_multiplier_area_um2
+        )
+    tables = coefficient_tables(program)
+    combine = combine_area_mm2(hardware, sum(t.stored_bits for t in tables)) if tables else 0.0
+    return (tiles_um2 + scales_um2) * 1e-6 + combine
 
 
 def tile_area_um2(hardware: Hardware, tile_type: TileType) -> float:

@@ -50,8 +50,11 @@ class Nax:
     output_noise: float = 0.04
     wire_resistance: float = 0.0
     input_rms: float = 0.25  # a layer input's rms relative to the DAC's full scale
-    adc_gain: float = 1.0  # the proxy's calibrated gains
-    noise_gain: float = 1.0
+    input_density: float = 0.2  # the share of the DAC's input bits that are one
+    # the proxy's gains, fitted against the runtime on the digits fixtures at input-density
+    # 0.2 (benchmarks/nax_calibration.py, RESULTS.md "NAX error proxy")
+    adc_gain: float = 0.3
+    noise_gain: float = 2.9
 
     def apply(self, program: Program) -> Program:
         selection = self.select(program)
@@ -97,6 +100,7 @@ class Nax:
             self.output_noise,
             self.wire_resistance,
             self.input_rms,
+            self.input_density,
             self.adc_gain,
             self.noise_gain,
         )
@@ -111,8 +115,8 @@ class Nax:
         if not 0.0 <= self.budget <= MAX_BUDGET:
             raise XbarcError(
                 f"nax budget {self.budget} is out of range",
-                hint=f"give the allowed increase of the error proxy, 0 to {MAX_BUDGET:g} "
-                "(0.25: 25 % above the most accurate uniform tile size)",
+                hint=f"give the allowed increase of the error proxy from 0 to {MAX_BUDGET:g}; "
+                "0.25 allows 25 % above the most accurate uniform tile size",
             )
         for option, value in (
             ("read-sigma", self.read_sigma),
@@ -123,6 +127,11 @@ class Nax:
         ):
             if not 0.0 <= value < float("inf"):
                 raise XbarcError(f"nax {option} must be a finite number at least 0, got {value}")
+        if not 0.0 < self.input_density <= 1.0:
+            raise XbarcError(
+                f"nax input-density must lie in (0, 1], got {self.input_density}",
+                hint="the share of the DAC's input bits that are one",
+            )
         if not 0.0 < self.input_rms <= 1.0:
             raise XbarcError(
                 f"nax input-rms must lie in (0, 1], got {self.input_rms}",

@@ -567,6 +567,8 @@ def run_compile(args: argparse.Namespace) -> int:
     )
     output = args.output or Path(args.model.stem + ".xbar")
     check_output(args.model, output, calibration_data=args.calibration_data)
+    if args.nax_check is not None:
+        check_nax_check(args.nax_check, options)
     if args.compare_strategies:
         from xbarc.compiler import check_compare_strategies
 
@@ -623,9 +625,32 @@ def run_compile(args: argparse.Namespace) -> int:
             from xbarc.compiler import format_strategies
 
             print(format_strategies(strategies, args.tiles))
+    if args.nax_check is not None:
+        print_nax_check(program, args, options)
     for line in mapping_warnings(summary):
         print(line, file=sys.stderr)
     return 0
+
+
+def print_nax_check(program, args: argparse.Namespace, options) -> None:
+    """--nax-check: the chosen program and the best uniform size, simulated."""
+    from xbarc.compiler import nax_check
+
+    rows = nax_check(program, args.nax_check, options.nax_noise)
+    print(
+        f"--nax-check on {args.nax_check} under {options.nax_noise} (chip seeds 0-2): output "
+        "error against the float model (relative RMS), accuracy on its labels y"
+    )
+    for row in rows:
+        accuracy = (
+            f"accuracy {row['accuracy_mean']:.1%} +- {row['accuracy_std']:.1%}"
+            if row["accuracy_mean"] is not None
+            else "no labels"
+        )
+        print(
+            f"  {row['program']:<12} error {row['error_mean']:.2%} +- {row['error_std']:.2%}, "
+            f"{accuracy}"
+        )
 
 
 MAPPING_NAMES = {"dense": "dense blocks", "sparse": "sparse mapping", "squeeze": "squeezed"}
@@ -948,6 +973,12 @@ def run_inspect(args: argparse.Namespace) -> int:
     with progress.task("inspect", total=3, unit="step", estimate=False) as task:
         task.describe("layers and tiles")
         result = report(program)
+        if len(program.hardware.tile_types) > 1:
+            from dataclasses import replace
+
+            from xbarc.compiler import uniform_tile_sizes
+
+            result = replace(result, uniform=uniform_tile_sizes(program))
         task.update(1, item="ADC")
         adc = inspect_adc(program, args.program)
         task.update(1, item="weight errors")
@@ -1351,6 +1382,20 @@ NUMBER = re.compile(r"[0-9]{1,18}")
 def parse_number(text: str) -> int | None:
     """`text` as a whole number, or None when it is not ASCII digits."""
     return int(text) if NUMBER.fullmatch(text) else None
+
+
+def check_nax_check(path: Path, options) -> None:
+    """--nax-check simulates the chosen mix: refuse it on a chip of one size or without
+    its data file, before anything is compiled."""
+    if len(options.tile_sizes) < 2:
+        raise XbarcError(
+            "--nax-check compares per-layer tile sizes, and the chip has one",
+            hint="give several: --tile-size 32x32,64x64,128x128,256x256",
+        )
+    if options.pipeline is not None:
+        raise XbarcError("--nax-check needs the default pipeline", hint="drop --pipeline")
+    if not path.is_file():
+        raise XbarcError(f"--nax-check {path}: no such file", hint="give a .npz of samples")
 
 
 def parse_tile_sizes(text: str) -> tuple[tuple[int, int], ...]:

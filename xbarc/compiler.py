@@ -439,3 +439,85 @@ def format_strategies(rows: list[dict], tiles: int) -> str:
 
 def ratio(value: float, base: float) -> str:
     return f"{value / base:.2%}" if base else "-"
+
+
+def uniform_tile_sizes(program: Program) -> tuple:
+    """A program on a chip of several tile types re-tiled with every layer on each tile
+    type in turn (`retiled`): each uniform size's figures (`report.UniformSize`), for
+    inspect to set the chosen mix against. Empty for a chip of one type or a program not
+    tiled."""
+    from xbarc.report import UniformSize, report
+
+    hardware = program.hardware
+    if len(hardware.tile_types) < 2 or not program.blocks:
+        return ()
+    sizes = []
+    for tile_type in hardware.tile_types:
+        summary = report(retiled(program, tile_type.name))
+        sizes.append(
+            UniformSize(
+                tile_type.name,
+                summary.energy_uj,
+                summary.latency_us,
+                summary.used_area_mm2,
+                summary.edap_used,
+                summary.phases,
+            )
+        )
+    return tuple(sizes)
+
+
+def retiled(program: Program, tile_type: str) -> Program:
+    """`program` with every weights array on `tile_type`: its quantized arrays through
+    the tile and allocate passes again. The tile pass's options are not recorded in the
+    program: arrays with column groups are re-tiled sparse (packed per layer), the rest
+    dense."""
+    mapping = "sparse" if any(a.group_cols is not None for a in program.arrays) else "dense"
+    arrays = tuple(
+        replace(a, tile_type=tile_type, group_cols=None) if a.kind == "weights" else a
+        for a in program.arrays
+    )
+    uniform = replace(program, arrays=arrays, blocks=(), phases=())
+    return run_pipeline(uniform, parse_pipeline(f"tile{{mapping={mapping}}},allocate"))
+
+
+def nax_check(program: Program, data_path: Path, noise: str, seeds: int = 3) -> list[dict]:
+    """--nax-check: the chosen program and the uniform size of least EDAP (used area)
+    simulated on the samples of `data_path` under the profile `noise`, chip seeds
+    0..seeds-1: each one's relative RMS error of the outputs against the float model (the
+    `ideal` run), mean and spread over the seeds, and its accuracy where the data has
+    labels `y` and the program one output of class scores."""
+    from xbarc.evaluate import load_data
+    from xbarc.session import InferenceSession
+
+    data = load_data(data_path)
+    missing = [i.name for i in program.inputs if i.name not in data]
+    if missing:
+        raise XbarcError(
+            f"--nax-check {data_path}: no array {missing[0]!r} for the model's input",
+            hint=f"the file holds {', '.join(sorted(data))}",
+        )
+    feeds = {graph_input.name: data[graph_input.name] for graph_input in program.inputs}
+    labels = data.get("y")
+    best = min(uniform_tile_sizes(program), key=lambda u: u.edap_used)
+    rows = []
+    for label, candidate in (("chosen mix", program), (best.tile_type, None)):
+        candidate = candidate if candidate is not None else retiled(program, best.tile_type)
+        reference = InferenceSession(candidate, "ideal").run(None, feeds)[0]
+        errors, accuracies = [], []
+        for seed in range(seeds):
+            out = InferenceSession(candidate, noise, seed=seed).run(None, feeds)[0]
+            diff = np.asarray(out, np.float64) - reference
+            errors.append(float(np.sqrt(np.mean(diff**2) / max(np.mean(reference**2), 1e-30))))
+            if labels is not None and out.ndim == 2 and len(out) == len(labels):
+                accuracies.append(float(np.mean(np.argmax(out, axis=1) == labels)))
+        rows.append(
+            {
+                "program": label,
+                "error_mean": float(np.mean(errors)),
+                "error_std": float(np.std(errors)),
+                "accuracy_mean": float(np.mean(accuracies)) if accuracies else None,
+                "accuracy_std": float(np.std(accuracies)) if accuracies else None,
+            }
+        )
+    return rows

@@ -125,6 +125,15 @@ def with_tile_sizes(hardware: Hardware, sizes: tuple[tuple[int, int], ...], tile
 
 def check_nax_options(options: CompileOptions) -> None:
     """--nax-* options choose among several tile sizes: refuse them on a chip of one."""
+    from xbarc.passes.nax import MAX_BUDGET
+
+    budget = options.nax_budget
+    if budget is not None and not 0.0 <= budget <= MAX_BUDGET:
+        raise XbarcError(
+            f"--nax-budget {budget:g} is out of range",
+            hint=f"give the allowed increase of NAX's error proxy from 0 to {MAX_BUDGET:g}; "
+            "0.25 allows 25 % above the most accurate uniform tile size",
+        )
     defaults = CompileOptions()
     several = len(options.tile_sizes) > 1
     for field_name, flag in (("nax_budget", "--nax-budget"), ("nax_noise", "--nax-noise")):

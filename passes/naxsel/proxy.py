@@ -83,6 +83,8 @@ class ErrorTerms:
 def on_code(sigma: float, step: float) -> float:
     """The error variance noise of `sigma` leaves on a sum that sits on an ADC code (a
     zero sum): none unless the noise reaches half a step, a whole step when it does."""
+    if sigma == 0:
+        return 0.0
     if step <= 2 * sigma:
         return sigma**2
     return step**2 * math.erfc(step / (2 * sigma * math.sqrt(2)))

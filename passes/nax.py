@@ -33,7 +33,7 @@ from xbarc.hardware import Hardware
 from xbarc.ir.tile import Program
 from xbarc.passes.naxsel.proxy import NoiseNumbers, error_shape, error_terms
 from xbarc.passes.naxsel.search import Selection, select
-from xbarc.passes.naxsel.tables import layer_costs, layer_shapes
+from xbarc.passes.naxsel.tables import fixed_costs, layer_costs, layer_shapes
 
 MAX_BUDGET = 100.0  # the summed error at most 101 times the most accurate size's
 
@@ -91,8 +91,13 @@ class Nax:
                     for t in hardware.tile_types
                 ]
             )
+        # what every choice pays alike, as one more row the search cannot change
+        fixed = fixed_costs(program, shapes)
+        costs.append([fixed] * len(hardware.tile_types))
+        errors.append([0.0] * len(hardware.tile_types))
         capacities = [t.count for t in hardware.tile_types]
-        return select(costs, errors, capacities, self.budget)
+        selection = select(costs, errors, capacities, self.budget)
+        return replace(selection, choice=selection.choice[:-1])
 
     def numbers(self) -> NoiseNumbers:
         return NoiseNumbers(

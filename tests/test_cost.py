@@ -130,3 +130,57 @@ def test_coefficient_table_stored_dense_or_as_its_nonzeros():
     assert dense.stored_bits == 320 * 8  # 300 x (8 + 4) would be more
     sparse = CoefficientTable("fc", 1, 2, 16, 10, bits=8, nonzeros=40)
     assert sparse.stored_bits == 40 * (8 + 4)  # a 4-bit k index beside each non-zero
+
+
+def test_layers_read_inputs_and_write_outputs_through_the_buffer():
+    cost = program_cost(one_layer(tiles=8), {"fc0": 3})
+    # per patch: 128 unfolded inputs read and 128 outputs written, 8 bits each (the DAC's
+    # input width), at 17.2 pJ per 256-bit access
+    assert cost.layers[0].buffer_energy_pj == pytest.approx(3 * (128 + 128) * 8 / 256 * 17.2)
+    layer = cost.layers[0]
+    parts = (
+        layer.read_energy_pj + layer.adc_energy_pj + layer.dac_energy_pj
+        + layer.shift_add_energy_pj + layer.index_energy_pj + layer.scale_energy_pj
+        + layer.combine_energy_pj + layer.buffer_energy_pj
+    )  # fmt: skip
+    assert layer.energy_pj == pytest.approx(parts)
+
+
+def relu_between(program):
+    """`program` (two layers) with a Relu between its layers: fc0 -> relu -> fc1."""
+    from dataclasses import replace
+
+    from xbarc.ir.tile import DigitalOp, Value
+
+    first, second = program.ops
+    relu = DigitalOp("relu", "Relu", "", 13, (Value(first.output),), ("r0",), (first.output_type,))
+    return replace(program, ops=(first, relu, replace(second, input="r0")))
+
+
+def test_digital_ops_cost_one_operation_per_input_element():
+    rng = np.random.default_rng(2)
+    weights = [rng.normal(size=(1, 40, 30)), rng.normal(size=(1, 30, 5))]
+    program = relu_between(layers_program(weights, tiles=32))
+    program = run_pipeline(program, parse_pipeline("quantize,tile,allocate"))
+    cost = program_cost(program, {"fc0": 1, "fc1": 1})
+    # the Relu reads fc0's 30 outputs: 30 element operations of a 0.1 pJ 32-bit add
+    assert cost.digital_ops == 30
+    assert cost.digital_op_energy_pj == pytest.approx(30 * 0.1)
+    assert cost.energy_pj == pytest.approx(cost.compute_energy_pj + 30 * 0.1)
+    assert report(program).energy_uj == pytest.approx(cost.energy_pj * 1e-6)
+
+
+def test_used_area_counts_the_tiles_written_not_the_chip():
+    small = program_cost(one_layer(tiles=8), {"fc0": 1})
+    tile_um2 = 25.0 + 1200.0 + 128 * 0.166 + 60.0
+    scales_um2 = 128 * 2 * 1.27 + 830.0  # one multiplier for 8 tiles of 8 input slices
+    buffer_um2 = (128 + 128) * 1 * 1.27  # the layer's input and output, a byte each
+    expected = (8 * tile_um2 + scales_um2 + buffer_um2 + 840.0) * 1e-6
+    assert small.used_area_mm2 == pytest.approx(expected)
+    assert small.buffer_area_mm2 == pytest.approx(buffer_um2 * 1e-6)
+    assert small.edap_used == pytest.approx(small.energy_pj * small.latency_ns * expected)
+    # the same program on a chip of 100 tiles: the chip grows, what it uses does not
+    big = program_cost(one_layer(tiles=100), {"fc0": 1})
+    assert big.area_mm2 > small.area_mm2
+    assert big.used_area_mm2 == pytest.approx(small.used_area_mm2)
+    assert big.edap_used < big.edap

@@ -213,6 +213,7 @@ hardware {
        scale_multiply_energy_pj=1.1 scale_multiplier_area_um2=830.0 scale_bits=16
        buffer_area_um2_per_byte=1.27 combine_multiply_energy_pj=0.2 combine_add_energy_pj=0.1
        combine_lanes=256 digital_clock_ghz=1.2 combine_lane_area_um2=212.0
+       buffer_access_bits=256 digital_op_energy_pj=0.1 digital_unit_area_um2=840.0
 }
 
 graph {

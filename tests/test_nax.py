@@ -18,7 +18,7 @@ from tests.onnx_models import save
 from tests.test_runtime import models, quant_layer_reference
 from xbarc.cli import main
 from xbarc.compiler import CompileOptions, compile_onnx, default_pipeline, retiled
-from xbarc.cost import program_cost, used_area_mm2
+from xbarc.cost import program_cost, used_tiles_area_mm2
 from xbarc.diagnostics import XbarcError
 from xbarc.hardware import Hardware, TileType, make_hardware
 from xbarc.ir.geometry import layer_patches
@@ -29,7 +29,7 @@ from xbarc.passes.manager import parse_pipeline, run_pipeline
 from xbarc.passes.nax import Nax
 from xbarc.passes.naxsel.proxy import ErrorShape, NoiseNumbers, error_terms
 from xbarc.passes.naxsel.search import select, totals
-from xbarc.passes.naxsel.tables import LayerCosts, layer_costs, layer_shapes
+from xbarc.passes.naxsel.tables import LayerCosts, fixed_costs, layer_costs, layer_shapes
 from xbarc.report import format_report, report
 from xbarc.runtime.executor import Executor
 from xbarc.runtime.noise import noise_settings
@@ -137,24 +137,21 @@ def test_a_cycle_lasts_its_tile_types_cycle(tmp_path):
     assert on_first  # the mix has layers on the first type
 
 
-def test_used_area_counts_the_written_tiles(tmp_path):
-    """Used area: the tiles the phases write, each with its periphery, plus the column
-    scales' buffer bytes and one multiplier per input_slices of those tiles."""
-    model, _ = models()["matmul"]
+def test_used_area_counts_the_written_tiles_of_each_type(tmp_path):
+    """Used area on a mixed chip: the tiles the phases write, each with the periphery of
+    its own type, and the rest of what the program occupies, which no tile type
+    changes."""
+    model, _ = models()["cnn"]
     program = mixed(model, tmp_path)
     hardware = program.hardware
-    cost = hardware.cost
     summary = report(program)
     written = {write.tile for phase in program.phases for write in phase.writes}
+    assert len({hardware.tile_type_of(t).name for t in written}) > 1
     tiles_mm2 = sum(tile_area(hardware, hardware.tile_type_of(t)) for t in written)
-    multipliers = -(-len(written) // hardware.dac.input_slices)
-    scales_mm2 = (
-        summary.column_scales * cost.scale_bits / 8 * cost.buffer_area_um2_per_byte
-        + multipliers * cost.scale_multiplier_area_um2
-    ) * 1e-6
-    assert summary.column_scales > 0
-    assert used_area_mm2(program) == pytest.approx(tiles_mm2 + scales_mm2, rel=1e-12)
-    assert used_area_mm2(program) < summary.area_mm2  # a fraction of a chip of 3000 tiles
+    assert used_tiles_area_mm2(program) == pytest.approx(tiles_mm2, rel=1e-12)
+    rest = summary.used_area_mm2 - tiles_mm2
+    assert rest > 0
+    assert summary.used_area_mm2 < summary.area_mm2  # a fraction of a chip of 3000 tiles
     assert summary.edap_used == pytest.approx(summary.edp * summary.used_area_mm2)
 
 
@@ -185,28 +182,34 @@ def test_tile_type_round_trips_and_the_verifier_checks_it(tmp_path):
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 64), (128, 128), (256, 256)])
-def test_tables_count_what_the_cost_model_charges(size):
-    """The pass's analytic tables give each layer the tiles, energy (without the column
-    scales, the same on every size) and latency the cost model charges the compiled
-    program."""
+@pytest.mark.parametrize("fixture", ["resnet", "mobilenet"])
+def test_tables_count_what_the_cost_model_charges(fixture, size):
+    """The pass's analytic tables give each layer the tiles, energy and latency the cost
+    model charges the compiled program; with the program's fixed part, the used area
+    (within a scale multiplier's rounding)."""
     options = CompileOptions(
         tiles=4096, tile_rows=size[0], tile_cols=size[1], input_shapes={"x": (1, 1, 8, 8)}
     )
-    program = compile_onnx(DIGITS / "resnet.onnx", options)
+    program = compile_onnx(DIGITS / f"{fixture}.onnx", options)
     summary = report(program)
     patches = {
         layer.name: layer_patches(layer, program.value_types()) for layer in program.layers()
     }
-    cost = {layer.name: layer for layer in program_cost(program, patches).layers}
+    charged = program_cost(program, patches)
+    cost = {layer.name: layer for layer in charged.layers}
     tile_type = program.hardware.tile_types[0]
     by_layer = {layer.name: layer for layer in summary.layers}
-    for shape in layer_shapes(program):
+    shapes = layer_shapes(program)
+    area = fixed_costs(program, shapes).area_um2
+    for shape in shapes:
         layer = program.array(shape.name).layer
         figures = layer_costs(shape, program.hardware, tile_type)
         assert figures.tiles == by_layer[layer].tiles
-        charged = cost[layer].energy_pj - cost[layer].scale_energy_pj
-        assert figures.energy_pj == pytest.approx(charged, rel=1e-9)
+        assert figures.energy_pj == pytest.approx(cost[layer].energy_pj, rel=1e-9)
         assert figures.latency_ns == pytest.approx(cost[layer].latency_ns, rel=1e-9)
+        area += figures.area_um2
+    multiplier_mm2 = program.hardware.cost.scale_multiplier_area_um2 * 1e-6
+    assert area * 1e-6 == pytest.approx(charged.used_area_mm2, abs=multiplier_mm2)
 
 
 @settings(max_examples=60, deadline=None)
@@ -325,7 +328,7 @@ def test_default_pipeline_with_several_sizes_runs_nax_with_the_profiles_noise():
     options = CompileOptions(tiles=64, tile_sizes=((32, 32), (64, 64)), nax_budget=0.5)
     pipeline = default_pipeline(options)
     assert "nax{budget=0.5,read-sigma=0.01,output-noise=0.04,wire-resistance=0}" in pipeline
-    assert pipeline.endswith(",tile,allocate{tiles=64}")
+    assert pipeline.endswith(",tile{mapping=dense},allocate{tiles=64}")
     pcm = default_pipeline(replace(options, nax_noise="quant"))
     assert "read-sigma=0,output-noise=0" in pcm
     one = default_pipeline(CompileOptions())

@@ -103,27 +103,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument("model", type=Path, help="the ONNX model (.onnx)")
     compile_parser.add_argument(
-        "--tiles", type=int, default=128, help="physical crossbar tiles on the chip (default 128)"
+        "--hw",
+        default="isaac",
+        metavar="NAME|FILE.toml",
+        help="the chip: a preset (isaac: ISAAC, ISCA 2016, the default; puma: PUMA, ASPLOS "
+        '2019) or a hardware file, which may start from one with base = "puma"',
+    )
+    compile_parser.add_argument(
+        "--hw-set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field of the chip after --hw and the options below, e.g. "
+        "adc.bits=6, cell.bits=1, cost.adc_energy_pj=2.0, encoding=offset (repeatable)",
+    )
+    compile_parser.add_argument(
+        "--tiles",
+        type=int,
+        default=None,
+        help="physical crossbar tiles on the chip (default: the chip's, 128 for isaac)",
     )
     compile_parser.add_argument(
         "--tile-size",
-        default="128x128",
+        default=None,
         metavar="RxC[,RxC...]",
-        help="tile rows x columns (128x128); a comma list (32x32,64x64,128x128,256x256) "
-        "gives a chip of several tile types, --tiles of each, and the nax pass picks each "
-        "layer's",
+        help="tile rows x columns (default: the chip's, 128x128 for isaac); a comma list "
+        "(32x32,64x64,128x128,256x256) gives a chip of several tile types, --tiles of each, "
+        "and the nax pass picks each layer's",
     )
     compile_parser.add_argument(
         "--weight-bits", type=int, default=8, metavar="B", help="weight bits (default 8)"
     )
     compile_parser.add_argument(
-        "--cell-bits", type=int, default=2, metavar="C", help="bits per RRAM cell (default 2)"
+        "--cell-bits",
+        type=int,
+        default=None,
+        metavar="C",
+        help="bits per RRAM cell (default: the chip's, 2 for isaac)",
     )
     compile_parser.add_argument(
         "--encoding",
         choices=("differential", "offset"),
-        default="differential",
-        help="signed weights as differential pairs or with an offset (default differential)",
+        default=None,
+        help="signed weights as differential pairs or with an offset (default: the chip's, "
+        "differential for isaac)",
     )
     compile_parser.add_argument(
         "--scale",
@@ -530,11 +553,12 @@ def run_compile(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     check_compile_flags(args)
-    sizes = parse_tile_sizes(args.tile_size)
-    rows, cols = sizes[0]
-    check_chip_size(args, max(size[0] for size in sizes))
+    sizes = parse_tile_sizes(args.tile_size) if args.tile_size is not None else ()
+    rows, cols = sizes[0] if len(sizes) == 1 else (None, None)
     clip, clip_layers = parse_clips(args.clip)
     options = CompileOptions(
+        hw=args.hw,
+        hw_set=tuple(args.hw_set),
         tiles=args.tiles,
         tile_rows=rows,
         tile_cols=cols,
@@ -565,10 +589,14 @@ def run_compile(args: argparse.Namespace) -> int:
         nax_budget=args.nax_budget,
         nax_noise=args.nax_noise,
     )
+    from xbarc.compiler import build_hardware
+
+    chip = build_hardware(options)  # every chip option checked before anything is compiled
+    check_chip_size(args, chip.tile_types[0].rows, chip.tile_count)
     output = args.output or Path(args.model.stem + ".xbar")
     check_output(args.model, output, calibration_data=args.calibration_data)
     if args.nax_check is not None:
-        check_nax_check(args.nax_check, options)
+        check_nax_check(args.nax_check, options, chip)
     if args.compare_strategies:
         from xbarc.compiler import check_compare_strategies
 
@@ -624,7 +652,7 @@ def run_compile(args: argparse.Namespace) -> int:
         if strategies is not None:
             from xbarc.compiler import format_strategies
 
-            print(format_strategies(strategies, args.tiles))
+            print(format_strategies(strategies, chip.tile_count))
     if args.nax_check is not None:
         print_nax_check(program, args, options)
     for line in mapping_warnings(summary):
@@ -673,7 +701,12 @@ def mapping_variants(options: CompileOptions) -> list[tuple[str, CompileOptions]
         for mapping in MAPPING_NAMES
         if mapping != options.mapping
     ]
-    cell_bits = 2 if options.cell_bits == 1 else 1
+    from xbarc.compiler import build_hardware
+
+    current = (
+        options.cell_bits if options.cell_bits is not None else build_hardware(options).cell.bits
+    )
+    cell_bits = 2 if current == 1 else 1
     variants.append((f"{cell_bits}-bit cells", replace(written, cell_bits=cell_bits)))
     if packing == "off":
         variants.append(("packed per layer", replace(written, pack="layer")))
@@ -1384,10 +1417,10 @@ def parse_number(text: str) -> int | None:
     return int(text) if NUMBER.fullmatch(text) else None
 
 
-def check_nax_check(path: Path, options) -> None:
+def check_nax_check(path: Path, options, chip) -> None:
     """--nax-check simulates the chosen mix: refuse it on a chip of one size or without
     its data file, before anything is compiled."""
-    if len(options.tile_sizes) < 2:
+    if len(chip.tile_types) < 2:
         raise XbarcError(
             "--nax-check compares per-layer tile sizes, and the chip has one",
             hint="give several: --tile-size 32x32,64x64,128x128,256x256",
@@ -1447,20 +1480,19 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def check_chip_size(args: argparse.Namespace, rows: int) -> None:
-    """--tiles and --segment-rows within what xbarc can plan (a trillion tiles or segment
-    rows would exhaust memory before any pass could refuse them)."""
-    from xbarc.limits import MAX_TILE_DIM, MAX_TILES, check_count
+def check_chip_size(args: argparse.Namespace, rows: int, tiles: int) -> None:
+    """--segment-rows within what the chip (`tiles` tiles of `rows` rows) can plan (a
+    trillion segment rows would exhaust memory before any pass could refuse them); the
+    chip's own sizes are checked as it is built."""
+    from xbarc.limits import MAX_TILE_DIM, check_count
 
-    if args.tiles >= 1:  # below 1: the compiler's own error
-        check_count("--tiles", args.tiles, MAX_TILES, hint="the number of physical tiles")
     if args.segment_rows is not None and args.segment_rows >= 1:
-        most = min(MAX_TILE_DIM, rows * max(args.tiles, 1))
+        most = min(MAX_TILE_DIM, rows * max(tiles, 1))
         check_count(
             "--segment-rows",
             args.segment_rows,
             most,
-            hint=f"a segment must fit the chip's {args.tiles} tiles of {rows} rows",
+            hint=f"a segment must fit the chip's {tiles} tiles of {rows} rows",
         )
 
 

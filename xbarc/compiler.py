@@ -17,7 +17,7 @@ import numpy as np
 from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
-from xbarc.hardware import Hardware, TileType, make_hardware, tile_type_name, with_overrides
+from xbarc.hardware import Hardware, TileType, tile_type_name, with_chip_options, with_overrides
 from xbarc.ir.tile import Program
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 
@@ -26,12 +26,15 @@ from xbarc.passes.manager import parse_pipeline, run_pipeline
 class CompileOptions:
     """What `xbarc compile` takes: the chip, the quantization, and the pipeline."""
 
-    tiles: int = 128
-    tile_rows: int = 128
-    tile_cols: int = 128
+    # the chip: a preset (isaac, puma) or a hardware file (.toml); the four options after
+    # it override the chip's when given (None: the chip's own)
+    hw: str = "isaac"
+    tiles: int | None = None
+    tile_rows: int | None = None
+    tile_cols: int | None = None
     weight_bits: int = 8
-    cell_bits: int = 2
-    encoding: str = "differential"
+    cell_bits: int | None = None
+    encoding: str | None = None
     scale: str = "column"  # column | tensor: one weight scale per output column or per layer
     clip: str = "max"  # max | percentile | mse: each scale's range (passes/quantize.py)
     clip_percentile: float = 99.99  # clip=percentile: the percentile of |w| kept
@@ -63,21 +66,27 @@ class CompileOptions:
     nax_noise: str = "rram"  # the noise profile whose read noise NAX weighs
 
 
-def default_pipeline(options: CompileOptions) -> str:
-    several = len(options.tile_sizes) > 1  # each array's type chosen by nax, not by tile
-    tile = "" if several else f"rows={options.tile_rows},cols={options.tile_cols}"
-    if options.mapping != "dense":
-        tile += f",mapping={options.mapping}"
+def default_pipeline(options: CompileOptions, hardware: Hardware | None = None) -> str:
+    """The pipeline the options build. The chip (build_hardware) already holds the tile
+    size, budget, cell width and encoding: the passes name only those the user gave, so
+    that they never re-target the chip to values nobody asked for. On a chip of several
+    tile types (`hardware`, or `options.tile_sizes`) the nax pass picks each layer's."""
+    several = len(options.tile_sizes) > 1 or (hardware is not None and len(hardware.tile_types) > 1)
+    tile = f"mapping={options.mapping}"
+    if options.tile_rows is not None and not several:
+        tile = f"rows={options.tile_rows},cols={options.tile_cols},{tile}"
     if options.group_cols is not None and options.mapping != "dense":
         tile += f",group-cols={options.group_cols}"
     if options.pack is not None:
         tile += f",pack={options.pack}"
     if options.reorder_cols:
         tile += ",reorder=true"
-    quantize = (
-        f"weight-bits={options.weight_bits},cell-bits={options.cell_bits},"
-        f"scale={options.scale},encoding={options.encoding}"
-    )
+    quantize = f"weight-bits={options.weight_bits}"
+    if options.cell_bits is not None:
+        quantize += f",cell-bits={options.cell_bits}"
+    quantize += f",scale={options.scale}"
+    if options.encoding is not None:
+        quantize += f",encoding={options.encoding}"
     if options.clip != "max":
         quantize += f",clip={options.clip}"
     if options.clip_percentile != 99.99:
@@ -88,8 +97,8 @@ def default_pipeline(options: CompileOptions) -> str:
         quantize += f",max-ones={options.max_ones}"
     basis = f"basis{{{basis_options(options)}}}," if options.strategy == "basis" else ""
     nax = f"nax{{{nax_options(options)}}}," if several else ""
-    tile = f"tile{{{tile.lstrip(',')}}}" if tile else "tile"
-    return f"quantize{{{quantize}}},{basis}{nax}{tile},allocate{{tiles={options.tiles}}}"
+    allocate = f"allocate{{tiles={options.tiles}}}" if options.tiles is not None else "allocate"
+    return f"quantize{{{quantize}}},{basis}{nax}tile{{{tile}}},{allocate}"
 
 
 def nax_options(options: CompileOptions) -> str:
@@ -109,11 +118,15 @@ def nax_options(options: CompileOptions) -> str:
     return ",".join(parts)
 
 
-def with_tile_sizes(hardware: Hardware, sizes: tuple[tuple[int, int], ...], tiles: int) -> Hardware:
-    """The chip with one tile type per size in `sizes` (in that order), `tiles` of each;
-    `hardware` as it is for fewer than two sizes."""
+def with_tile_sizes(
+    hardware: Hardware, sizes: tuple[tuple[int, int], ...], tiles: int | None
+) -> Hardware:
+    """The chip with one tile type per size in `sizes` (in that order), `tiles` of each
+    (None: as many as the chip's first type has); `hardware` as it is for fewer than two
+    sizes."""
     if len(sizes) < 2:
         return hardware
+    tiles = hardware.tile_types[0].count if tiles is None else tiles
     if len(set(sizes)) != len(sizes):
         repeated = next(size for size in sizes if sizes.count(size) > 1)
         raise XbarcError(
@@ -123,7 +136,7 @@ def with_tile_sizes(hardware: Hardware, sizes: tuple[tuple[int, int], ...], tile
     return replace(hardware, tile_types=types)
 
 
-def check_nax_options(options: CompileOptions) -> None:
+def check_nax_options(options: CompileOptions, hardware: Hardware) -> None:
     """--nax-* options choose among several tile sizes: refuse them on a chip of one."""
     from xbarc.passes.nax import MAX_BUDGET
 
@@ -135,13 +148,33 @@ def check_nax_options(options: CompileOptions) -> None:
             "0.25 allows 25 % above the most accurate uniform tile size",
         )
     defaults = CompileOptions()
-    several = len(options.tile_sizes) > 1
+    several = len(hardware.tile_types) > 1
     for field_name, flag in (("nax_budget", "--nax-budget"), ("nax_noise", "--nax-noise")):
         if getattr(options, field_name) != getattr(defaults, field_name) and not several:
             raise XbarcError(
                 f"{flag} weighs per-layer tile sizes, and the chip has one",
                 hint="give several: --tile-size 32x32,64x64,128x128,256x256",
             )
+
+
+def build_hardware(options: CompileOptions) -> Hardware:
+    """The chip `options` compile for: the preset or hardware file `options.hw`, then
+    the chip options given (tiles, tile size, cell bits, encoding; several tile sizes:
+    a type per size, `tiles` of each), then the `options.hw_set` items, in that order."""
+    from xbarc.presets import load_hardware
+
+    hardware = load_hardware(options.hw)
+    several = len(options.tile_sizes) > 1  # --tile-size A,B,...: a type per size
+    hardware = with_chip_options(
+        hardware,
+        tiles=None if several else options.tiles,
+        tile_rows=None if several else options.tile_rows,
+        tile_cols=None if several else options.tile_cols,
+        cell_bits=options.cell_bits,
+        encoding=options.encoding,
+    )
+    hardware = with_tile_sizes(hardware, options.tile_sizes, options.tiles)
+    return with_overrides(hardware, options.hw_set)
 
 
 STRATEGIES = ("reprogram", "basis")
@@ -176,17 +209,13 @@ def compile_onnx(
     if emit not in ("graph", "tile"):
         raise XbarcError(f"unknown --emit stage {emit!r}", hint="use graph or tile")
     check_pipeline_options(options)
-    check_nax_options(options)
     if options.strategy not in STRATEGIES:
         raise XbarcError(
             f"unknown strategy {options.strategy!r}", hint=f"use {' or '.join(STRATEGIES)}"
         )
-    hardware = make_hardware(
-        options.tiles, options.tile_rows, options.tile_cols, options.cell_bits, options.encoding
-    )
-    hardware = with_tile_sizes(hardware, options.tile_sizes, options.tiles)
-    hardware = with_overrides(hardware, options.hw_set)
-    pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
+    hardware = build_hardware(options)
+    check_nax_options(options, hardware)
+    pipeline = parse_pipeline(options.pipeline or default_pipeline(options, hardware))
     check_calibration_data(options, pipeline.passes)
     stages = 1 if emit == "graph" else 2 + (options.calibration_data is not None)
     with progress.task("compile", total=stages, unit="stage", estimate=False) as task:

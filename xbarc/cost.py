@@ -17,6 +17,15 @@ see xbarc/hardware.py). Per forward pass of the program's input shape:
   "Computing's energy problem", ISSCC 2014, 45 nm) and the scale's read from the eDRAM
   buffer (16 bits of a 17.2 pJ 256-bit access); a per-tensor scale folds into the next
   DAC's input scale and costs nothing here;
+- activations live in the eDRAM buffer between layers: per patch, a layer reads its
+  unfolded input vector once (groups x rows activations; the input register then holds
+  it for all input slices) and writes its outputs once (groups x cols), each activation
+  dac.bits wide, at edram_access_pj (ISAAC's 17.2 pJ) per buffer_access_bits (256);
+- digital ops between the layers (activations, pooling, residual adds, softmax...): one
+  element operation per element of each activation input, at digital_op_energy_pj
+  (Horowitz's 32-bit add, 0.1 pJ at 45 nm); views (Reshape, Flatten...) cost nothing;
+  ops inside a control-flow region count once; their time overlaps the reads and is not
+  charged;
 - a cycle lasts max(array read, the cols_per_adc conversions of one shared ADC);
 - layers run one after another; writes (program-and-verify, row by row, tiles in
   parallel) are one-time programming for a one-phase program and recur every pass over
@@ -26,7 +35,14 @@ see xbarc/hardware.py). Per forward pass of the program's input shape:
   multiplier (830 um^2: Horowitz's 1640 um^2 at 45 nm scaled to 32 nm) per
   `input_slices` tiles: a tile finishes its columns once per input vector, every
   input_slices cycles, and a multiplier at the ADC's rate scales one tile's columns a
-  cycle.
+  cycle;
+- used area (`used_area_mm2`, for EDAP between programs of different tile sizes): the
+  physical tiles the program writes with their periphery, the column scales with one
+  multiplier per input_slices of those tiles, the combine unit, an activation buffer
+  holding the largest input plus output of one layer (dac.bits each, 1.27 um^2 a byte)
+  and one set of digital units (digital_unit_area_um2); `edap_used` is
+  energy x latency x used area. `area_mm2`, the whole chip's, is unchanged by the buffer
+  and digital units.
 
 A layer combined from basis responses (BasisN) reads the basis blocks its runs name, and
 pays for them as above; then, per patch, the digital combine unit:
@@ -60,7 +76,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from xbarc.hardware import Hardware, TileType, unit_costs
-from xbarc.ir.tile import Array, Block, Const, Cycle, IndexTable, Program, Read
+from xbarc.ir.tile import (
+    Array,
+    Block,
+    Const,
+    CrossbarLayer,
+    Cycle,
+    DigitalOp,
+    IndexTable,
+    Program,
+    Read,
+    Value,
+    all_ops,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +108,8 @@ class LayerCost:
     combine_mac_energy_pj: float = 0.0
     coefficient_energy_pj: float = 0.0  # reading the coefficient table, once per patch
     combine_latency_ns: float = 0.0  # the combine unit's busy time (overlaps the reads)
+    # the activation buffer: reading the unfolded inputs, writing the outputs
+    buffer_energy_pj: float = 0.0
 
     @property
     def combine_energy_pj(self) -> float:
@@ -95,6 +125,7 @@ class LayerCost:
             + self.index_energy_pj
             + self.scale_energy_pj
             + self.combine_energy_pj
+            + self.buffer_energy_pj
         )
 
 
@@ -110,6 +141,13 @@ class ProgramCost:
     cell_writes: int = 0  # all phases' writes, once
     coefficient_bits: int = 0  # BasisN coefficient tables as stored in the buffer
     combine_area_mm2: float = 0.0  # the combine unit's lanes and the tables, part of area_mm2
+    # the digital ops between crossbar layers: their element operations and energy
+    digital_ops: int = 0
+    digital_op_energy_pj: float = 0.0
+    # what the program occupies: the physical tiles it writes with their periphery, its
+    # column scales and combine unit, the activation buffer and one set of digital units
+    used_area_mm2: float = 0.0
+    buffer_area_mm2: float = 0.0  # the activation buffer, part of used_area_mm2
 
     @property
     def deployment_cell_writes(self) -> int:
@@ -143,8 +181,10 @@ class ProgramCost:
 
     @property
     def energy_pj(self) -> float:
-        """Energy of one forward pass (writes included when they recur)."""
-        return self.compute_energy_pj + self.write_energy_per_inference_pj
+        """Energy of one forward pass (digital ops, and writes when they recur, included)."""
+        return (
+            self.compute_energy_pj + self.digital_op_energy_pj + self.write_energy_per_inference_pj
+        )
 
     @property
     def latency_ns(self) -> float:
@@ -160,6 +200,12 @@ class ProgramCost:
     def edap(self) -> float:
         """Energy-delay-area product in pJ x ns x mm^2."""
         return self.edp * self.area_mm2
+
+    @property
+    def edap_used(self) -> float:
+        """Energy-delay-area product over the area the program occupies (pJ x ns x mm^2):
+        the fair figure between programs on chips of different tile sizes or budgets."""
+        return self.edp * self.used_area_mm2
 
     @property
     def tops_per_watt(self) -> float:
@@ -231,19 +277,36 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                 adc_energy_pj=repeats * columns[layer.name] * per_adc,
                 dac_energy_pj=repeats * rows[layer.name] * dac_pj,
                 shift_add_energy_pj=repeats * columns[layer.name] * shift_add_pj,
-                index_energy_pj=layer_patches * index_bits[layer.name] / 256 * cost.edram_access_pj,
+                index_energy_pj=(
+                    layer_patches
+                    * index_bits[layer.name]
+                    / cost.buffer_access_bits
+                    * cost.edram_access_pj
+                ),
                 latency_ns=combine.latency_ns if table else layer_patches * read_patch_ns,
                 scale_energy_pj=layer_patches * multiplies.get(layer.name, 0) * per_scale,
                 combine_macs=combine.macs,
                 combine_mac_energy_pj=combine.mac_energy_pj,
                 coefficient_energy_pj=combine.coefficient_energy_pj,
                 combine_latency_ns=combine.busy_ns,
+                buffer_energy_pj=buffer_energy_pj(hardware, layer, layer_patches),
             )
         )
     write_energy, write_latency, cell_writes = write_cost(program)
     scale_area = scale_area_mm2(hardware, sum(scales.values()))
     coefficient_bits = sum(table.stored_bits for table in tables.values())
     combine_area = combine_area_mm2(hardware, coefficient_bits) if tables else 0.0
+    types = program.value_types()
+    digital = digital_op_elements(program, types)
+    buffer_area = buffer_area_mm2(hardware, activation_buffer_elements(program, types))
+    used_scale_area = scale_area_mm2(hardware, sum(scales.values()), len(used_tiles(program)))
+    used_area = (
+        used_tiles_area_mm2(program)
+        + used_scale_area
+        + combine_area
+        + buffer_area
+        + cost.digital_unit_area_um2 * 1e-6
+    )
     return ProgramCost(
         layers=tuple(layers),
         write_energy_pj=write_energy,
@@ -255,7 +318,93 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
         cell_writes=cell_writes,
         coefficient_bits=coefficient_bits,
         combine_area_mm2=combine_area,
+        digital_ops=digital,
+        digital_op_energy_pj=digital * cost.digital_op_energy_pj,
+        used_area_mm2=used_area,
+        buffer_area_mm2=buffer_area,
     )
+
+
+# --- the activation buffer and the digital ops ------------------------------------------
+
+
+def buffer_energy_pj(hardware: Hardware, layer: CrossbarLayer, patches: int) -> float:
+    """A layer's traffic with the activation buffer per forward pass: every patch's
+    unfolded input vector read once (groups x rows activations: the input register then
+    holds it for all input slices) and its outputs written once (groups x cols), each
+    activation dac.bits wide, at edram_access_pj per buffer_access_bits."""
+    cost = hardware.cost
+    elements = patches * layer.groups * (layer.rows + layer.cols)
+    return elements * hardware.dac.bits / cost.buffer_access_bits * cost.edram_access_pj
+
+
+# ops that only re-label or re-shape a tensor: no arithmetic on its elements
+VIEW_OPS = frozenset(
+    {
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Shape",
+        "Size",
+        "Constant",
+        "ConstantOfShape",
+        "Dropout",
+    }
+)
+CONTROL_OPS = frozenset({"If", "Loop", "Scan"})  # their regions' ops are counted instead
+
+
+def digital_op_elements(program: Program, types: dict) -> int:
+    """Element operations of the program's digital ops per forward pass: one per element
+    of each activation input (an activation, a pooling window's compare or add, a
+    residual add...) of every op but the views of VIEW_OPS; a control-flow op's region
+    ops count once (a Loop's trip count is known only at run time). Inputs of unknown
+    shape count nothing."""
+    elements = 0
+    for op in all_ops(program.ops):
+        if not isinstance(op, DigitalOp) or op.op_type in VIEW_OPS | CONTROL_OPS:
+            continue
+        for operand in op.inputs:
+            if isinstance(operand, Value):
+                elements += static_size(types.get(operand.name))
+    return elements
+
+
+def static_size(tensor_type) -> int:
+    """Elements of a tensor type of known shape (0 if unknown)."""
+    if tensor_type is None or not tensor_type.is_static:
+        return 0
+    return math.prod(tensor_type.static_shape())
+
+
+def activation_buffer_elements(program: Program, types: dict) -> int:
+    """Activations the buffer must hold at once: the largest input plus output of one
+    crossbar layer (layers run one after another)."""
+    largest = 0
+    for layer in program.layers():
+        held = static_size(types.get(layer.input)) + static_size(layer.output_type)
+        largest = max(largest, held)
+    return largest
+
+
+def buffer_area_mm2(hardware: Hardware, elements: int) -> float:
+    """The activation buffer holding `elements` activations of dac.bits each."""
+    cost = hardware.cost
+    return elements * hardware.dac.bits / 8 * cost.buffer_area_um2_per_byte * 1e-6
+
+
+def used_tiles(program: Program) -> set[int]:
+    """The physical tiles some phase of the program writes."""
+    return {write.tile for phase in program.phases for write in phase.writes}
+
+
+def used_tiles_area_mm2(program: Program) -> float:
+    """The physical tiles the program writes, each with its ADCs, DACs and shift-and-add."""
+    hardware = program.hardware
+    tiles = used_tiles(program)
+    return sum(tile_area_um2(hardware, hardware.tile_type_of(tile)) for tile in tiles) * 1e-6
 
 
 # --- the digital combine of BasisN ------------------------------------------------------
@@ -331,7 +480,9 @@ def combine_cost(
     return CombineCost(
         macs=patches * table.nonzeros,
         mac_energy_pj=patches * table.nonzeros * combine_energy_per_mac_pj(hardware, table.bits),
-        coefficient_energy_pj=patches * table.stored_bits / 256 * cost.edram_access_pj,
+        coefficient_energy_pj=(
+            patches * table.stored_bits / cost.buffer_access_bits * cost.edram_access_pj
+        ),
         busy_ns=patches * combine_patch_ns,
         latency_ns=pipelined_ns(patches, read_patch_ns, combine_patch_ns),
     )
@@ -390,16 +541,20 @@ def scale_multiplies(program: Program) -> dict[str, int]:
 def scale_energy_per_output_pj(hardware: Hardware) -> float:
     """One column scale applied: its multiply and its share of a 256-bit buffer read."""
     cost = hardware.cost
-    return cost.scale_multiply_energy_pj + cost.edram_access_pj * cost.scale_bits / 256
+    return (
+        cost.scale_multiply_energy_pj
+        + cost.edram_access_pj * cost.scale_bits / cost.buffer_access_bits
+    )
 
 
-def scale_area_mm2(hardware: Hardware, scales: int) -> float:
+def scale_area_mm2(hardware: Hardware, scales: int, tiles: int | None = None) -> float:
     """The buffer bytes of `scales` column scales and, if any, one multiplier per
-    `input_slices` physical tiles of the chip."""
+    `input_slices` physical tiles (`tiles`, default the chip's)."""
     if scales == 0:
         return 0.0
     cost = hardware.cost
-    multipliers = math.ceil(hardware.tile_count / hardware.dac.input_slices)
+    tiles = hardware.tile_count if tiles is None else tiles
+    multipliers = math.ceil(tiles / hardware.dac.input_slices)
     buffer_um2 = scales * cost.scale_bits / 8 * cost.buffer_area_um2_per_byte
     return (buffer_um2 + multipliers * cost.scale_multiplier_area_um2) * 1e-6
 
@@ -468,28 +623,6 @@ def write_cost(program: Program) -> tuple[float, float, int]:
             slowest_tile_rows = max(slowest_tile_rows, written_rows)
         latency += slowest_tile_rows * row_ns  # tiles are written in parallel
     return energy, latency, cells_written
-
-
-def used_area_mm2(program: Program) -> float:
-    """The area of what the program occupies: the physical tiles its phases write (each
-    with its periphery), its column scales' buffer and one multiplier per input_slices
-    of those tiles, and the combine unit with its tables (BasisN). Programs of different
-    tile sizes compare fairly on it, where `ProgramCost.area_mm2` counts the whole chip."""
-    hardware = program.hardware
-    written = {write.tile for phase in program.phases for write in phase.writes}
-    tiles_um2 = sum(tile_area_um2(hardware, hardware.tile_type_of(tile)) for tile in written)
-    scales = sum(column_scales(program).values())
-    scales_um2 = 0.0
-    if scales:
-        cost = hardware.cost
-        multipliers = math.ceil(len(written) / hardware.dac.input_slices)
-        scales_um2 = (
-            scales * cost.scale_bits / 8 * cost.buffer_area_um2_per_byte
-            + multipliers * cost.scale_multiplier_area_um2
-        )
-    tables = coefficient_tables(program)
-    combine = combine_area_mm2(hardware, sum(t.stored_bits for t in tables)) if tables else 0.0
-    return (tiles_um2 + scales_um2) * 1e-6 + combine
 
 
 def tile_area_um2(hardware: Hardware, tile_type: TileType) -> float:

@@ -123,6 +123,14 @@ class CostParams:
     digital_clock_ghz: float = 1.2  # ISAAC's digital clock
     combine_lane_area_um2: float = 212.0  # Horowitz 45 nm: 8-bit multiply 282 + 32-bit add
     # 137 um^2, x (32/45)^2 to 32 nm
+    # the activation buffer: edram_access_pj buys one access of this many bits; a layer
+    # reads its unfolded inputs and writes its outputs there, dac.bits an activation
+    buffer_access_bits: int = 256  # ISAAC's eDRAM buffer is read 256 bits at a time
+    # digital ops (activations, pooling, residual adds...): one operation per element of
+    # their activation inputs
+    digital_op_energy_pj: float = 0.1  # 32-bit int add, 45 nm (Horowitz, ISSCC 2014)
+    digital_unit_area_um2: float = 840.0  # ISAAC Table 6, a tile's 2 sigmoid units
+    # (0.0006 mm^2) and its max-pool unit (0.00024 mm^2): one set per program
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +252,51 @@ def make_hardware(
     )
 
 
+def with_chip_options(
+    hardware: Hardware,
+    tiles: int | None = None,
+    tile_rows: int | None = None,
+    tile_cols: int | None = None,
+    cell_bits: int | None = None,
+    encoding: str | None = None,
+) -> Hardware:
+    """`hardware` with the chip options of compile that were given (None: the chip's
+    own): `--tiles`, `--tile-size`, `--cell-bits`, `--encoding`, each checked as
+    make_hardware checks it. The tile count and size apply to a chip of one tile type."""
+    if tiles is not None or tile_rows is not None or tile_cols is not None:
+        if len(hardware.tile_types) != 1:
+            raise XbarcError(
+                "--tiles and --tile-size set the tile type of a chip with one",
+                hint="give each tile type's size and count in the hardware file",
+            )
+        only = hardware.tile_types[0]
+        tiles = only.count if tiles is None else tiles
+        tile_rows = only.rows if tile_rows is None else tile_rows
+        tile_cols = only.cols if tile_cols is None else tile_cols
+        check_positive("--tiles", tiles)
+        check_positive("tile rows", tile_rows)
+        check_positive("tile columns", tile_cols)
+        check_count("--tiles", tiles, MAX_TILES, hint=TILES_HINT)
+        check_tile_size(tile_rows, tile_cols)
+        resized = (tile_rows, tile_cols) != (only.rows, only.cols)
+        name = tile_type_name(tile_rows, tile_cols) if resized else only.name
+        tile_type = TileType(name, tile_rows, tile_cols, tiles)
+        hardware = dataclasses.replace(hardware, tile_types=(tile_type,))
+    if cell_bits is not None:
+        check_positive("--cell-bits", cell_bits)
+        check_count("--cell-bits", cell_bits, MAX_BITS)
+        hardware = dataclasses.replace(
+            hardware, cell=dataclasses.replace(hardware.cell, bits=cell_bits)
+        )
+    if encoding is not None:
+        if encoding not in SIGNED_ENCODINGS:
+            raise XbarcError(
+                f"unknown signed encoding {encoding!r}", hint="use differential or offset"
+            )
+        hardware = dataclasses.replace(hardware, encoding=encoding)  # type: ignore[arg-type]
+    return hardware
+
+
 def check_positive(what: str, value: int) -> None:
     if value < 1:
         raise XbarcError(f"{what} must be at least 1, got {value}")
@@ -254,6 +307,59 @@ def cost_field_names() -> tuple[str, ...]:
 
 
 HARDWARE_SECTIONS = ("cell", "dac", "adc", "cost")
+
+# fields whose value must be above 0 (times and rates divide); every other number of a
+# section is at least 0, and every whole number at least 1
+POSITIVE_FIELDS = frozenset(
+    {
+        ("cell", "g_max_us"),
+        ("cost", "xbar_read_latency_ns"),
+        ("cost", "adc_rate_gsps"),
+        ("cost", "digital_clock_ghz"),
+    }
+)
+BITS_FIELDS = frozenset(
+    {
+        ("cell", "bits"),
+        ("dac", "bits"),
+        ("dac", "slice_bits"),
+        ("adc", "bits"),
+        ("cost", "scale_bits"),
+    }
+)
+FIELD_LIMITS = {("adc", "cols_per_adc"): MAX_TILE_DIM}
+
+
+def field_problem(section: str, name: str, value: object) -> str:
+    """Why `value` (of the field's type) is out of range for field `section.name`, or "":
+    bits from 1 to MAX_BITS, whole numbers at least 1, times and rates above 0, every
+    other number at least 0."""
+    if (section, name) == ("adc", "range"):
+        return "" if value in ADC_RANGES else f"expected one of {', '.join(ADC_RANGES)}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return ""
+    if (section, name) in BITS_FIELDS:
+        return "" if 1 <= value <= MAX_BITS else f"expected 1 to {MAX_BITS} bits"
+    limit = FIELD_LIMITS.get((section, name))
+    if limit is not None and value > limit:
+        return f"expected at most {limit}"
+    if isinstance(value, int):
+        return "" if value >= 1 else "expected a whole number of at least 1"
+    if (section, name) in POSITIVE_FIELDS:
+        return "" if value > 0 else "expected a number above 0"
+    return "" if value >= 0 else "expected a number of at least 0"
+
+
+def chip_problem(hardware: Hardware) -> str:
+    """What makes the chip's fields contradict each other, or ""."""
+    if hardware.dac.slice_bits > hardware.dac.bits:
+        return f"dac.slice_bits ({hardware.dac.slice_bits}) is above dac.bits ({hardware.dac.bits})"
+    if hardware.cell.g_min_us >= hardware.cell.g_max_us:
+        return (
+            f"cell.g_min_us ({hardware.cell.g_min_us}) is not below cell.g_max_us "
+            f"({hardware.cell.g_max_us})"
+        )
+    return ""
 
 
 def with_overrides(hardware: Hardware, items: Sequence[str]) -> Hardware:
@@ -291,9 +397,15 @@ def with_overrides(hardware: Hardware, items: Sequence[str]) -> Hardware:
                 hint=f"{section} fields: {', '.join(known)}",
             )
         value = _field_value(item, getattr(spec, name), text)
+        problem = field_problem(section, name, value)
+        if problem:
+            raise XbarcError(f"--hw-set {item!r}: {problem}", hint=f"give {key} a value in range")
         hardware = dataclasses.replace(
             hardware, **{section: dataclasses.replace(spec, **{name: value})}
         )
+    problem = chip_problem(hardware) if items else ""
+    if problem:
+        raise XbarcError(f"--hw-set: {problem}", hint="set the two fields consistently")
     return hardware
 
 

@@ -20,6 +20,7 @@ MAX_IDS = 1 << 24  # entities of one kind in a program (virtual tiles, blocks, a
 # files
 MAX_PROGRAM_TEXT_BYTES = 1 << 30  # an .xbar text
 MAX_PROFILE_BYTES = 1 << 20  # a noise profile (.toml)
+MAX_HARDWARE_FILE_BYTES = 1 << 20  # a hardware file (.toml: --hw)
 MAX_TENSOR_BYTES = 1 << 34  # all tensors of one sidecar together, inflated
 
 # sizes inside a program or a data file

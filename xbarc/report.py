@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from xbarc.cost import ProgramCost, coefficient_tables, cycle_ns, program_cost, used_area_mm2
+from xbarc.cost import ProgramCost, coefficient_tables, cycle_ns, program_cost
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.geometry import layer_patches
 from xbarc.ir.tile import Block, CrossbarLayer, DigitalOp, IndexTable, Program, all_ops
@@ -155,8 +155,8 @@ class ProgramReport:
     cell_writes_per_inference: int = 0  # written again on every inference (several phases)
     edp: float = 0.0  # energy x latency per forward pass, pJ x ns
     basis: tuple[BasisReport, ...] = ()  # BasisN programs: their basis arrays
-    # the physical tiles the program writes (with their periphery), its column scales and
-    # combine unit: the area programs of different tile sizes compare on
+    # what the program occupies (`ProgramCost.used_area_mm2`): the area programs of
+    # different tile sizes compare on
     used_area_mm2: float = 0.0
     edap_used: float = 0.0  # energy x latency x used area, pJ x ns x mm^2
     # a chip of several tile types: the same program at each uniform size (re-tiled by
@@ -308,7 +308,6 @@ def report(program: Program) -> ProgramReport:
     cells_used = sum(b.cells for b in program.blocks)
     cells_available = sum(vtile_cells[v] for v in all_vtiles)
     used_tiles = {w.tile for phase in program.phases for w in phase.writes}
-    used_area = used_area_mm2(program)
     return ProgramReport(
         tile_types=", ".join(f"{t.name} x{t.count}" for t in hardware.tile_types),
         tile_budget=hardware.tile_count,
@@ -346,8 +345,8 @@ def report(program: Program) -> ProgramReport:
         cell_writes_per_inference=cost.cell_writes_per_inference,
         edp=cost.edp,
         basis=basis_reports(program, tuple(layers), cost, writes_by_array, tiles_by_array),
-        used_area_mm2=used_area,
-        edap_used=cost.edp * used_area,
+        used_area_mm2=cost.used_area_mm2,
+        edap_used=cost.edap_used,
     )
 
 

@@ -12,11 +12,17 @@ them. Per forward pass, a layer of P patches fed as I input slices:
 - DAC drives: every row a tile drives (block-diagonal groups drive their own rows);
 - latency: one cycle per patch and input slice (every block on a tile of its own, all
   read at once) of the tile type's cycle time;
-- area: the tiles it uses, each with its converters and shift-and-add units.
+- area: the tiles it uses, each with its converters and shift-and-add units (and, with
+  column scales, a share of a scale multiplier: one per input_slices tiles);
+- what the tile type does not change: its column scales (a multiply and a buffer read
+  per output column per patch) and its traffic with the activation buffer (its unfolded
+  inputs read and outputs written once per patch).
 
-The column scales (a multiply per output column per patch) do not depend on the tile
-type and are left out: NAX compares tile types, and what every choice pays alike only
-shifts every total by the same amount.
+What every choice pays alike still weighs in the product E x L x A, so `fixed_costs`
+gives the program's own part: the column scales' buffer bytes, the activation buffer
+(the largest input plus output of a layer) and one set of digital units. The digital
+ops' energy (about an add per activation) is left out. These follow the cost model
+(xbarc/cost.py), which tests/test_nax.py checks them against.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 from dataclasses import dataclass
 
 from xbarc.hardware import Hardware, TileType, unit_costs
-from xbarc.ir.tile import Array, CrossbarLayer, Program
+from xbarc.ir.tile import Array, Const, CrossbarLayer, Program
 from xbarc.ir.types import TensorType
 
 
@@ -39,6 +45,7 @@ class LayerShape:
     cols: int
     slices: int  # slices of all polarities
     patches: int  # input vectors per forward pass
+    scales: int = 0  # per-column weight scales (groups x cols), 0 for a per-tensor scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +72,9 @@ def layer_shapes(program: Program) -> list[LayerShape]:
 
 
 def shape_of(array: Array, patches: int) -> LayerShape:
+    scales = array.groups * array.cols if isinstance(array.scale, Const) else 0
     return LayerShape(
-        array.name, array.groups, array.rows, array.cols, len(array.slices), max(1, patches)
+        array.name, array.groups, array.rows, array.cols, len(array.slices), max(1, patches), scales
     )
 
 
@@ -114,14 +122,43 @@ def layer_costs(shape: LayerShape, hardware: Hardware, tile_type: TileType) -> L
         driven = shape.groups * shape.slices * shape.rows * col_pieces
     conversions = shape.groups * shape.slices * row_pieces * shape.cols
     repeats = shape.patches * hardware.dac.input_slices
+    cost = hardware.cost
     energy = repeats * (
         tiles * units.read_energy_pj
         + conversions * (units.conversion_energy_pj + units.shift_add_energy_pj)
         + driven * units.dac_energy_pj
     )
-    return LayerCosts(
-        tiles=tiles,
-        energy_pj=energy,
-        latency_ns=repeats * units.cycle_ns,
-        area_um2=tiles * units.tile_area_um2,
+    scale_pj = cost.scale_multiply_energy_pj + cost.edram_access_pj * cost.scale_bits / (
+        cost.buffer_access_bits
     )
+    energy += shape.patches * shape.scales * scale_pj
+    activations = shape.patches * shape.groups * (shape.rows + shape.cols)
+    energy += activations * hardware.dac.bits / cost.buffer_access_bits * cost.edram_access_pj
+    area = tiles * units.tile_area_um2
+    if shape.scales:
+        area += tiles * cost.scale_multiplier_area_um2 / hardware.dac.input_slices
+    return LayerCosts(
+        tiles=tiles, energy_pj=energy, latency_ns=repeats * units.cycle_ns, area_um2=area
+    )
+
+
+def fixed_costs(program: Program, shapes: list[LayerShape]) -> LayerCosts:
+    """What the program pays whatever the tile types (see the module docstring): no
+    energy or latency counted here, the area of the column scales' bytes, the
+    activation buffer and one set of digital units."""
+    hardware = program.hardware
+    cost = hardware.cost
+    scales = sum(shape.scales for shape in shapes)
+    byte_um2 = cost.buffer_area_um2_per_byte
+    types = program.value_types()
+    held = 0
+    for layer in program.layers():
+        held = max(held, size_of(types.get(layer.input)) + size_of(layer.output_type))
+    area = scales * cost.scale_bits / 8 * byte_um2 + held * hardware.dac.bits / 8 * byte_um2
+    return LayerCosts(0, 0.0, 0.0, area + cost.digital_unit_area_um2)
+
+
+def size_of(tensor_type: TensorType | None) -> int:
+    if tensor_type is None or not tensor_type.is_static:
+        return 0
+    return math.prod(tensor_type.static_shape())

@@ -525,8 +525,9 @@ def format_report(result: ProgramReport) -> str:
     )
     if several:
         lines.append(
-            f"used area {result.used_area_mm2:.4f} mm^2 (the tiles the program writes, with "
-            f"their periphery); EDAP on it {result.edap_used:.4g} pJ*ns*mm^2"
+            f"used area {result.used_area_mm2:.4f} mm^2 (what the program occupies: the tiles "
+            f"it writes with their periphery, its buffers and digital units); EDAP on it "
+            f"{result.edap_used:.4g} pJ*ns*mm^2"
         )
     lines.extend(uniform_lines(result))
     return "\n".join(lines)

@@ -20,6 +20,7 @@ simulation: too large to run here).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -108,8 +109,9 @@ def large_rows(budget: float, folder: Path) -> list[dict]:
         row: dict = {"model": name, "selection_s": selection_s, "layers": len(selection.choice)}
         programs = {"nax": compile_onnx(path, options)}
         for size in SIZES:
+            uniform = replace(options, tile_sizes=(), nax_budget=None)
             programs[label(size)] = compile_onnx(
-                path, replace(options, tile_sizes=(), tile_rows=size[0], tile_cols=size[1])
+                path, replace(uniform, tile_rows=size[0], tile_cols=size[1])
             )
         for key, program in programs.items():
             row[key] = report(program).edap_used
@@ -178,14 +180,36 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="rram chip seeds")
-    parser.add_argument("--budget", type=float, default=Nax().budget)
-    parser.add_argument("--skip-large", action="store_true", help="only the digits fixtures")
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
-    digits = digits_rows(args.seeds, args.budget)
+    parser.add_argument(
+        "--seeds", type=int, default=10, help="rram chip seeds for resnet (others: at most 5)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=Nax().budget, help="the nax pass's error budget"
+    )
+    parser.add_argument(
+        "--skip-large", action="store_true", help="only the digits fixtures (no ResNet-50)"
+    )
+    parser.add_argument(
+        "--digits-json",
+        type=Path,
+        help="reuse the digits figures saved in this file, or save them there when it is missing",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.digits_json is not None and args.digits_json.exists():
+        digits = json.loads(args.digits_json.read_text())
+    else:
+        digits = digits_rows(args.seeds, args.budget)
+        if args.digits_json is not None:
+            args.digits_json.write_text(json.dumps(digits))
     large = []
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as folder:

@@ -131,16 +131,27 @@ def within_layers(rows: list[dict], measured, proxy) -> float:
     return float(np.corrcoef(xs, ys)[0, 1])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=100, help="test digits per layer run")
     parser.add_argument("--seeds", type=int, default=3, help="read-noise seeds per point")
-    parser.add_argument("--fixtures", nargs="*", default=list(FIXTURES))
     parser.add_argument(
-        "--density", type=float, default=NoiseNumbers().input_density, help="input-density"
+        "--fixtures", nargs="*", default=list(FIXTURES), help="the digits fixtures measured"
     )
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--density",
+        type=float,
+        default=NoiseNumbers().input_density,
+        help="the proxy's input-density (the share of input bits that are one)",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     numbers = NoiseNumbers(input_density=args.density)
     x = np.load(DIGITS / "digits_test.npz")["x"][: args.samples]
     rows = []

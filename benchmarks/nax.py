@@ -177,6 +177,18 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
                 f"| {row['model']} | {row['layers']} | {row['selection_s']:.2f} | {cells} | "
                 f"{row['nax']:.3g} ({row['proxy']['nax']:.3f}) | {row['mix']} |"
             )
+        lines.append("")
+        for row in large:
+            within = [label(s) for s in SIZES if row["proxy"][label(s)] <= row["bound"]]
+            best = min(within, key=lambda name: row[name])
+            cheapest = min((label(s) for s in SIZES), key=lambda name: row[name])
+            lines.append(
+                f"- {row['model']}: NAX {change(row['nax'], row[best])} EDAP against {best}, "
+                f"the best uniform size within the budget (proxy bound {row['bound']:.3f}); "
+                f"{change(row['nax'], row[cheapest])} against {cheapest}, the least EDAP of "
+                "any uniform size"
+                + ("" if cheapest in within else ", whose proxy is over the budget")
+            )
     return "\n".join(lines)
 
 

@@ -184,3 +184,42 @@ def test_used_area_counts_the_tiles_written_not_the_chip():
     assert big.area_mm2 > small.area_mm2
     assert big.used_area_mm2 == pytest.approx(small.used_area_mm2)
     assert big.edap_used < big.edap
+
+
+def test_inspect_breaks_the_energy_down_into_parts_that_add_up():
+    rng = np.random.default_rng(3)
+    weights = [rng.normal(size=(1, 40, 30)), rng.normal(size=(1, 30, 5))]
+    program = relu_between(layers_program(weights, tiles=32))
+    program = run_pipeline(program, parse_pipeline("quantize,tile,allocate"))
+    result = report(program)
+    parts = (
+        result.read_energy_uj + result.adc_energy_uj + result.dac_energy_uj
+        + result.shift_add_energy_uj + result.buffer_energy_uj + result.index_energy_uj
+        + result.scale_energy_uj + result.digital_op_energy_uj
+    )  # fmt: skip
+    assert parts == pytest.approx(result.energy_uj)
+    assert result.digital_op_energy_uj == pytest.approx(30 * 0.1 * 1e-6)
+    from xbarc.report import format_report
+
+    text = format_report(result)
+    assert "energy by part: arrays" in text and "digital ops 0.003 nJ" in text
+    assert f"EDAP over it {result.edap_used:.4g}" in text
+
+
+def test_input_bit_density_scales_the_array_and_dac_energy_only():
+    from dataclasses import replace
+
+    from xbarc.hardware import with_overrides
+
+    program = one_layer(tiles=8)
+    full = program_cost(program, {"fc0": 1}).layers[0]
+    sparse_inputs = replace(
+        program, hardware=with_overrides(program.hardware, ["cost.input_bit_density=0.25"])
+    )
+    quarter = program_cost(sparse_inputs, {"fc0": 1}).layers[0]
+    # a quarter of the input bits are ones: the DACs drive, and the cells conduct, on a
+    # quarter of the rows; conversions and shift-and-adds happen on every column still
+    assert quarter.read_energy_pj == pytest.approx(full.read_energy_pj / 4)
+    assert quarter.dac_energy_pj == pytest.approx(full.dac_energy_pj / 4)
+    assert quarter.adc_energy_pj == pytest.approx(full.adc_energy_pj)
+    assert quarter.shift_add_energy_pj == pytest.approx(full.shift_add_energy_pj)

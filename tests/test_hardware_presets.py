@@ -219,9 +219,10 @@ def test_puma_charges_its_own_figures():
 
 def test_old_program_files_without_the_new_cost_fields_still_load():
     golden = (ROOT / "tests" / "golden" / "small_cnn.graph.xbar").read_text()
-    new_fields = "buffer_access_bits=256 digital_op_energy_pj=0.1 digital_unit_area_um2=840.0"
-    assert new_fields in golden
-    old = "\n".join(line for line in golden.splitlines() if new_fields not in line) + "\n"
+    new_fields = ("buffer_access_bits=256 digital_op_energy_pj=0.1", "input_bit_density=1.0")
+    assert all(field in golden for field in new_fields)
+    lines = golden.splitlines()
+    old = "\n".join(line for line in lines if not any(f in line for f in new_fields)) + "\n"
     program = parse_program(old).program
     assert program.hardware.cost == CostParams()
     assert print_program(program) == golden
@@ -296,6 +297,8 @@ HW_SET_ERRORS = [
     ("adc.bits=0", "adc.bits=0': expected 1 to 64 bits"),
     ("cost.xbar_read_latency_ns=0", "expected a number above 0"),
     ("cost.write_pulse_energy_pj=-1", "expected a number of at least 0"),
+    ("cost.input_bit_density=0", "expected a share above 0 and at most 1"),
+    ("cost.input_bit_density=1.5", "expected a share above 0 and at most 1"),
     ("adc.range=wide", "expected one of fixed, calibrated, dynamic"),
     ("dac.slice_bits=9", "dac.slice_bits (9) is above dac.bits (8)"),
     ("encoding=twos", "unknown signed encoding"),
@@ -325,3 +328,38 @@ def test_an_unknown_preset_names_the_presets(tmp_path, capsys):
     assert main(["compile", str(LENET), *LENET_SHAPE, "--hw", "tpu", "-o", str(output)]) != 0
     error = capsys.readouterr().err.strip()
     assert "unknown hardware 'tpu'" in error and "isaac, puma" in error
+
+
+def test_the_neurosim_vgg8_file_holds_neurosim_14s_settings():
+    """benchmarks/data/neurosim_vgg8.toml: DNN+NeuroSim V1.4's release test (128x128
+    subarrays, 1-bit cells, levelOutput 16 = a 4-bit ADC per 8 columns, 8-bit inputs,
+    offset weights with a dummy column, a 2.2312 ns clock) on the isaac preset."""
+    hardware = load_hardware(str(ROOT / "benchmarks" / "data" / "neurosim_vgg8.toml"))
+    tile = hardware.tile_types[0]
+    assert (tile.rows, tile.cols, hardware.cell.bits) == (128, 128, 1)
+    assert (hardware.adc.bits, hardware.adc.cols_per_adc) == (4, 8)
+    assert (hardware.dac.bits, hardware.dac.slice_bits, hardware.encoding) == (8, 1, "offset")
+    units = unit_costs(hardware, tile)
+    assert within_1_percent(units.cycle_ns, 8 * 2.2312)
+    # isaac's 8-bit conversion x 22/32, halved per bit down to 4 bits
+    assert within_1_percent(units.conversion_energy_pj, 1.56 * 22 / 32 / 16)
+    assert hardware.cost.xbar_read_energy_pj == load_hardware("isaac").cost.xbar_read_energy_pj
+
+
+def test_hardware_files_are_regular_bounded_utf8_files(tmp_path):
+    from xbarc.limits import MAX_HARDWARE_FILE_BYTES
+
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    with pytest.raises(XbarcError, match="is a folder, not a hardware file"):
+        load_hardware(str(folder))
+    big = write(tmp_path / "big.toml", "#" * (MAX_HARDWARE_FILE_BYTES + 1))
+    with pytest.raises(XbarcError, match="more than xbarc reads"):
+        load_hardware(str(big))
+    nested = write(tmp_path / "nested.toml", "x = " + "[" * 6000 + "]" * 6000 + "\n")
+    with pytest.raises(XbarcError, match="more keys, tables or arrays than a hardware file"):
+        load_hardware(str(nested))
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'base = "isaac"\n# caf\xe9\n')
+    with pytest.raises(XbarcError, match="not UTF-8 text"):
+        load_hardware(str(latin))

@@ -214,6 +214,7 @@ hardware {
        buffer_area_um2_per_byte=1.27 combine_multiply_energy_pj=0.2 combine_add_energy_pj=0.1
        combine_lanes=256 digital_clock_ghz=1.2 combine_lane_area_um2=212.0
        buffer_access_bits=256 digital_op_energy_pj=0.1 digital_unit_area_um2=840.0
+       input_bit_density=1.0
 }
 
 graph {

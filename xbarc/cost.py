@@ -7,7 +7,9 @@ see xbarc/hardware.py). Per forward pass of the program's input shape:
   every cycle of its runs reads each tile it touches once per patch and input slice;
 - crossbar read energy scales with tile cells (30 pJ for a 128x128 read); every column
   read is one ADC conversion (energy doubling per ADC bit, 1.56 pJ at 8 bits) plus a
-  shift-and-add; every driven row is one DAC conversion;
+  shift-and-add; every driven row is one DAC conversion; the array read and the DACs
+  are charged at `input_bit_density`, the share of input slices that are not zero (1.0,
+  the default: every row of every read);
 - a compacted block gathers its rows and scatters its columns by index tables: every
   entry it uses is read from the eDRAM buffer once per patch (the input register then
   holds the gathered vector for all input slices), an entry of ceil(log2(extent)) bits

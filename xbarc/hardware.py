@@ -131,6 +131,9 @@ class CostParams:
     digital_op_energy_pj: float = 0.1  # 32-bit int add, 45 nm (Horowitz, ISSCC 2014)
     digital_unit_area_um2: float = 840.0  # ISAAC Table 6, a tile's 2 sigmoid units
     # (0.0006 mm^2) and its max-pool unit (0.00024 mm^2): one set per program
+    # the share of input slices that are not zero: a DAC drives, and an array's cells
+    # conduct, only on those rows; 1.0 charges every row of every read (ISAAC's figures)
+    input_bit_density: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +190,9 @@ class UnitCosts:
     chip's constants; the cost model (xbarc/cost.py) and the passes that weigh tile
     types (NAX) both charge through it."""
 
-    read_energy_pj: float  # one read cycle of the whole array
+    read_energy_pj: float  # one read cycle of the whole array (at the input bit density)
     conversion_energy_pj: float  # one ADC conversion (one column of one read)
-    dac_energy_pj: float  # one row driven for one read cycle
+    dac_energy_pj: float  # one row driven for one read cycle (at the input bit density)
     shift_add_energy_pj: float  # one column's shift-and-add after its conversion
     cycle_ns: float  # one read cycle: the array read or its columns' conversions
     tile_area_um2: float  # the array with its ADCs, DACs and shift-and-add units
@@ -199,15 +202,18 @@ def unit_costs(hardware: Hardware, tile_type: TileType) -> UnitCosts:
     """Per-operation figures of `tile_type` on `hardware`: the read energy scales with
     the array's cells from the 128x128 reference, a conversion's energy and an ADC's area
     double per ADC bit (Walden figure of merit) from the 8-bit reference, a tile has one
-    ADC and one shift-and-add unit per `cols_per_adc` columns and one DAC per row."""
+    ADC and one shift-and-add unit per `cols_per_adc` columns and one DAC per row. The
+    array and the DACs spend energy on the rows whose input slice is not zero: both scale
+    with `input_bit_density` (1.0: every row)."""
     cost = hardware.cost
+    density = cost.input_bit_density
     adc_scale = 2.0 ** (hardware.adc.bits - REFERENCE_ADC_BITS)
     adcs = -(-tile_type.cols // hardware.adc.cols_per_adc)
     conversions_ns = hardware.adc.cols_per_adc / cost.adc_rate_gsps
     return UnitCosts(
-        read_energy_pj=cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS,
+        read_energy_pj=cost.xbar_read_energy_pj * tile_type.cells / REFERENCE_CELLS * density,
         conversion_energy_pj=cost.adc_energy_pj * adc_scale,
-        dac_energy_pj=cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3,  # uW x ns = fJ
+        dac_energy_pj=cost.dac_power_uw * cost.xbar_read_latency_ns * 1e-3 * density,  # fJ
         shift_add_energy_pj=cost.shift_add_power_mw / cost.adc_rate_gsps,  # mW x ns = pJ
         cycle_ns=max(cost.xbar_read_latency_ns, conversions_ns),
         tile_area_um2=(
@@ -328,6 +334,7 @@ BITS_FIELDS = frozenset(
     }
 )
 FIELD_LIMITS = {("adc", "cols_per_adc"): MAX_TILE_DIM}
+FRACTION_FIELDS = frozenset({("cost", "input_bit_density")})  # above 0, at most 1
 
 
 def field_problem(section: str, name: str, value: object) -> str:
@@ -345,6 +352,8 @@ def field_problem(section: str, name: str, value: object) -> str:
         return f"expected at most {limit}"
     if isinstance(value, int):
         return "" if value >= 1 else "expected a whole number of at least 1"
+    if (section, name) in FRACTION_FIELDS:
+        return "" if 0 < value <= 1 else "expected a share above 0 and at most 1"
     if (section, name) in POSITIVE_FIELDS:
         return "" if value > 0 else "expected a number above 0"
     return "" if value >= 0 else "expected a number of at least 0"

@@ -155,10 +155,16 @@ class ProgramReport:
     cell_writes_per_inference: int = 0  # written again on every inference (several phases)
     edp: float = 0.0  # energy x latency per forward pass, pJ x ns
     basis: tuple[BasisReport, ...] = ()  # BasisN programs: their basis arrays
-    # what the program occupies (`ProgramCost.used_area_mm2`): the area programs of
-    # different tile sizes compare on
-    used_area_mm2: float = 0.0
-    edap_used: float = 0.0  # energy x latency x used area, pJ x ns x mm^2
+    # the energy per forward pass by what it pays for (their sum with index_energy_uj,
+    # scale_energy_uj, the combine's and the recurring writes is energy_uj)
+    read_energy_uj: float = 0.0
+    adc_energy_uj: float = 0.0
+    dac_energy_uj: float = 0.0
+    shift_add_energy_uj: float = 0.0
+    buffer_energy_uj: float = 0.0  # the layers' activations in and out of the buffer
+    digital_op_energy_uj: float = 0.0  # the digital ops between the layers
+    used_area_mm2: float = 0.0  # what the program occupies (xbarc/cost.py)
+    edap_used: float = 0.0  # energy x latency x used area
     # a chip of several tile types: the same program at each uniform size (re-tiled by
     # the compiler, `compiler.uniform_tile_sizes`), its EDAP against the chosen mix's
     uniform: tuple[UniformSize, ...] = ()
@@ -214,6 +220,12 @@ TOTAL_KEYS = (
     "deployment_cell_writes",
     "cell_writes_per_inference",
     "edp",
+    "read_energy_uj",
+    "adc_energy_uj",
+    "dac_energy_uj",
+    "shift_add_energy_uj",
+    "buffer_energy_uj",
+    "digital_op_energy_uj",
     "used_area_mm2",
     "edap_used",
 )
@@ -345,6 +357,12 @@ def report(program: Program) -> ProgramReport:
         cell_writes_per_inference=cost.cell_writes_per_inference,
         edp=cost.edp,
         basis=basis_reports(program, tuple(layers), cost, writes_by_array, tiles_by_array),
+        read_energy_uj=sum(layer.read_energy_pj for layer in cost.layers) * 1e-6,
+        adc_energy_uj=sum(layer.adc_energy_pj for layer in cost.layers) * 1e-6,
+        dac_energy_uj=sum(layer.dac_energy_pj for layer in cost.layers) * 1e-6,
+        shift_add_energy_uj=sum(layer.shift_add_energy_pj for layer in cost.layers) * 1e-6,
+        buffer_energy_uj=sum(layer.buffer_energy_pj for layer in cost.layers) * 1e-6,
+        digital_op_energy_uj=cost.digital_op_energy_pj * 1e-6,
         used_area_mm2=cost.used_area_mm2,
         edap_used=cost.edap_used,
     )
@@ -518,6 +536,7 @@ def format_report(result: ProgramReport) -> str:
         f"EDAP {result.edap:.4g} pJ*ns*mm^2; writes {result.write_energy_uj:.3f} uJ and "
         f"{result.write_latency_us:.2f} us, paid {writes}"
     )
+    lines.append(energy_breakdown_line(result))
     lines.append(
         f"cell writes: {result.deployment_cell_writes} at deployment, "
         f"{result.cell_writes_per_inference} per inference; {result.cycles} array cycles per "
@@ -908,3 +927,31 @@ def tile_map(program: Program, vtile: int, width: int = 64, height: int = 32) ->
             f"at {block.row_offset},{block.col_offset}"
         )
     return "\n".join(lines)
+
+
+def energy_breakdown_line(result: ProgramReport) -> str:
+    """What the energy of a forward pass pays for, and the area the program occupies."""
+    combine = sum(basis.combine_energy_uj for basis in result.basis)
+    writes = result.write_energy_uj if result.writes_per_pass else 0.0
+    parts = (
+        ("arrays", result.read_energy_uj),
+        ("ADC", result.adc_energy_uj),
+        ("DAC", result.dac_energy_uj),
+        ("shift-add", result.shift_add_energy_uj),
+        ("buffer", result.buffer_energy_uj),
+        ("index tables", result.index_energy_uj),
+        ("column scales", result.scale_energy_uj),
+        ("combine", combine),
+        ("digital ops", result.digital_op_energy_uj),
+        ("writes", writes),
+    )
+    shares = ", ".join(
+        f"{label} {value * 1e3:.4g} nJ ({value / result.energy_uj:.1%})"
+        for label, value in parts
+        if value and result.energy_uj
+    )
+    return (
+        f"energy by part: {shares or 'none'}; used area {result.used_area_mm2:.4f} mm^2 "
+        f"(the tiles written, buffer, digital units), EDAP over it {result.edap_used:.4g} "
+        "pJ*ns*mm^2"
+    )

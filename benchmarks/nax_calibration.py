@@ -214,8 +214,8 @@ def main() -> None:
         lines.append(f"| {fixture} | " + " | ".join(cells) + f" | {best} |")
     lines += [
         "",
-        f"The nax pass's defaults carry these gains (adc-gain {adc_gain:.3g}, noise-gain "
-        f"{noise_gain:.3g}).",
+        f"The nax pass's defaults carry these gains, rounded (adc-gain {adc_gain:.2g}, "
+        f"noise-gain {noise_gain:.2g}).",
     ]
     body = "\n".join(lines)
     print(body)

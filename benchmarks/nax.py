@@ -59,9 +59,8 @@ def accuracy(program: Program, x: np.ndarray, y: np.ndarray, noise: str, seed: i
 
 
 def digits_rows(seeds: int, budget: float) -> list[dict]:
-    """Every fixture at every uniform size and with NAX: EDAP for all, accuracy for NAX
-    and the best uniform size (rram over `seeds` chips for resnet, the acceptance
-    fixture, and over min(seeds, 5) for the others, to bound the run time)."""
+    """Every fixture at every uniform size and with NAX: EDAP for all, accuracy (rram
+    over `seeds` chips) for NAX and the best uniform size."""
     data = np.load(DIGITS / "digits_test.npz")
     x, y = data["x"], data["y"]
     base = CompileOptions(tiles=TILES, input_shapes={"x": (1, 1, 8, 8)})
@@ -73,7 +72,7 @@ def digits_rows(seeds: int, budget: float) -> list[dict]:
             for size in SIZES
         }
         programs["nax"] = compile_onnx(model, replace(base, tile_sizes=SIZES, nax_budget=budget))
-        row: dict = {"fixture": fixture, "seeds": seeds if fixture == "resnet" else min(seeds, 5)}
+        row: dict = {"fixture": fixture, "seeds": seeds}
         for name, program in programs.items():
             summary = report(program)
             row[name] = {
@@ -137,8 +136,7 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
         f"tile size and with the nax pass choosing each layer's size on a chip of all four "
         f"(`--tile-size 32x32,64x64,128x128,256x256 --nax-budget {budget:g}`, {TILES} tiles "
         f"of each: one phase); accuracy on digits_test.npz (360 digits), `quant` and `rram` "
-        f"(mean +- std over chip seeds 0-{seeds - 1} for resnet, 0-{min(seeds, 5) - 1} for the "
-        "others). Best uniform: the size of least EDAP.",
+        f"(mean +- std over chip seeds 0-{seeds - 1}). Best uniform: the size of least EDAP.",
         "",
         "| model | " + " | ".join(label(s) for s in SIZES) + " | NAX | NAX vs best |"
         " rram best uniform | rram NAX | quant best / NAX |",
@@ -194,9 +192,7 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--seeds", type=int, default=10, help="rram chip seeds for resnet (others: at most 5)"
-    )
+    parser.add_argument("--seeds", type=int, default=10, help="rram chip seeds")
     parser.add_argument(
         "--budget", type=float, default=Nax().budget, help="the nax pass's error budget"
     )

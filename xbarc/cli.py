@@ -517,7 +517,117 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the --data samples)",
     )
     eval_parser.set_defaults(handler=run_eval)
+    add_sweep_parser(commands)
     return parser
+
+
+def add_sweep_parser(commands) -> None:
+    """`xbarc sweep`: the options of a design-space sweep (xbarc/sweep.py, imported only
+    when it runs: `xbarc --help` stays fast)."""
+    sweep_parser = commands.add_parser(
+        "sweep",
+        help="compile and evaluate every point of a grid of options (design-space sweep)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compile the model at every point of the product of the --grid options and\n"
+        "evaluate each program on chip seeds 0..N-1: accuracy mean +- std, crossbars,\n"
+        "cycles, writes, energy, latency, area and EDAP per point. Writes OUTPUT/sweep.csv,\n"
+        "sweep.json, accuracy.png and pareto.png (with matplotlib), one JSON file per\n"
+        "finished point (points/) and the compiled programs (programs/): run the same\n"
+        "command again to resume a sweep that was stopped.",
+        epilog="example:\n  xbarc sweep tests/fixtures/digits/mlp_p90.onnx --input-shape x=1x1x8x8 "
+        "\\\n    --data tests/fixtures/digits/digits_test.npz --labels y \\\n"
+        "    --grid tile=32x32,64x64,128x128 --grid mapping=dense,sparse --seeds 3 -o study",
+    )
+    sweep_parser.add_argument("model", type=Path, help="the ONNX model (.onnx)")
+    sweep_parser.add_argument(
+        "--data", type=Path, required=True, help=".npz with one array per input (samples first)"
+    )
+    sweep_parser.add_argument(
+        "--labels", metavar="KEY", required=True, help="array of integer labels in --data"
+    )
+    sweep_parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KNOB=V1,V2,...",
+        help="a knob and its values (repeatable; the grid is their product, the first knob "
+        "varying slowest). Knobs: hw (a preset or hardware file), tile (RxC), tiles, "
+        "weight_bits, cell_bits, encoding, scale, clip, mapping, group_cols, pack, "
+        "max_ones, adc_bits and dac_bits (the "
+        "chip's converters), hw.SECTION.FIELD (any field of the chip, as --hw-set) and "
+        "noise.FIELD (any field of the noise profile, as --set)",
+    )
+    sweep_parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="chip seeds 0..N-1 per point (default 5; one where the profile draws nothing)",
+    )
+    sweep_parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="the study folder (created if needed)"
+    )
+    sweep_parser.add_argument(
+        "--samples", type=int, metavar="N", help="use the first N samples of --data (default all)"
+    )
+    sweep_parser.add_argument(
+        "--noise",
+        default="rram",
+        metavar="PROFILE",
+        help="noise profile of every point: ideal, quant, rram, pcm or a .toml file (default rram)",
+    )
+    sweep_parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the noise profile at every point (repeatable)",
+    )
+    sweep_parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="shape of a model input with symbolic dims, e.g. x=1x1x8x8 (repeatable)",
+    )
+    sweep_parser.add_argument(
+        "--hw",
+        default="isaac",
+        metavar="NAME|FILE.toml",
+        help="the chip of every point: a preset (isaac, the default; puma) or a hardware file",
+    )
+    sweep_parser.add_argument(
+        "--tiles", type=int, help="physical crossbar tiles on the chip (default: the chip's)"
+    )
+    sweep_parser.add_argument(
+        "--hw-set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="change a field of the chip at every point, e.g. cost.adc_energy_pj=2.0 (repeatable)",
+    )
+    sweep_parser.add_argument(
+        "--reference",
+        type=Path,
+        help="the float model accuracy and agreement are compared with (default: MODEL)",
+    )
+    sweep_parser.add_argument(
+        "--batch-size", type=int, help="samples per run (default: chosen as eval chooses it)"
+    )
+    sweep_parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run points on N local worker processes (default 1: this process)",
+    )
+    sweep_parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run points on an existing Dask cluster"
+    )
+    sweep_parser.add_argument(
+        "--json", action="store_true", help="print sweep.json on stdout instead of the table"
+    )
+    sweep_parser.set_defaults(handler=run_sweep)
 
 
 def add_noise_options(parser: argparse.ArgumentParser) -> None:
@@ -1340,6 +1450,41 @@ def run_eval(args: argparse.Namespace) -> int:
         print_warnings(report.adc)
     if args.plot is not None:
         plot_eval(args, report)
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from xbarc.compiler import CompileOptions
+    from xbarc.distributed import EngineOptions
+    from xbarc.sweep import SweepOptions, format_sweep, parse_grid, run_sweep, sweep_document
+
+    base = CompileOptions(
+        hw=args.hw,
+        tiles=args.tiles,
+        input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
+        hw_set=tuple(args.hw_set),
+    )
+    options = SweepOptions(
+        model=args.model,
+        data=args.data,
+        labels=args.labels,
+        knobs=tuple(parse_grid(text) for text in args.grid),
+        output=args.output,
+        seeds=args.seeds,
+        noise=args.noise,
+        overrides=tuple(args.overrides),
+        base=base,
+        reference=args.reference,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        engine=EngineOptions(workers=args.workers, scheduler=args.scheduler),
+        command=("xbarc", *sys.argv[1:]),
+    )
+    result = run_sweep(options)
+    if args.json:
+        print(json.dumps(finite_json(sweep_document(result)), indent=2))
+    else:
+        print(format_sweep(result))
     return 0
 
 

@@ -627,3 +627,138 @@ def accuracy_figure(
         instances_text += " (--seeds N draws N)"
     axes.set_title(f"{title}\n{instances_text}", fontsize=10)
     return figure
+
+
+# --- xbarc sweep: accuracy against each knob, EDAP against accuracy ---------------------
+
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def sweep_line_knob(knobs: Sequence[tuple[str, Sequence[str]]], swept: str) -> str | None:
+    """The knob whose values get one line each in the panel of `swept`: `mapping` if it
+    is swept (and is not `swept`), else the first other knob with several values."""
+    others = [name for name, values in knobs if name != swept and len(values) > 1]
+    if "mapping" in others:
+        return "mapping"
+    return others[0] if others else None
+
+
+def sweep_accuracy_figure(
+    points: Sequence[Mapping], knobs: Sequence[tuple[str, Sequence[str]]], title: str
+) -> Figure:
+    """Accuracy (mean +- std over chip seeds, error bars) against each knob with several
+    values, a panel per knob: one colour per value of its line knob (`sweep_line_knob`),
+    one line style per combination of the remaining knobs (each line is a set of points
+    that differ in the panel's knob only)."""
+    require_matplotlib()
+    swept = [(name, list(values)) for name, values in knobs if len(values) > 1] or [
+        (name, list(values)) for name, values in knobs
+    ]
+    columns = min(len(swept), 3)
+    rows = -(-len(swept) // columns)
+    figure = new_figure(5.2 * columns, 4.2 * rows + 0.6)
+    for position, (name, values) in enumerate(swept):
+        axes = figure.add_subplot(rows, columns, position + 1)
+        colour_knob = sweep_line_knob(knobs, name)
+        colours = {}
+        if colour_knob is not None:
+            colour_values = next(list(v) for k, v in knobs if k == colour_knob)
+            colours = {value: PALETTE[i % len(PALETTE)] for i, value in enumerate(colour_values)}
+        rest = [k for k, v in knobs if k not in (name, colour_knob) and len(v) > 1]
+        lines: dict[tuple[str, ...], list[Mapping]] = defaultdict(list)
+        for point in points:
+            identity = tuple(point["knobs"][k] for k in (colour_knob, *rest) if k is not None)
+            lines[identity].append(point)
+        styles: dict[tuple[str, ...], int] = {}
+        for identity, members in lines.items():
+            members = sorted(members, key=lambda p: values.index(p["knobs"][name]))
+            usable = [p for p in members if p["accuracy_mean"] is not None]
+            if not usable:
+                continue
+            colour_value = identity[0] if colour_knob is not None else None
+            rest_values = identity[1:] if colour_knob is not None else identity
+            style = styles.setdefault(rest_values, len(styles))
+            parts = [f"{colour_knob}={colour_value}"] if colour_knob is not None else []
+            parts += [f"{k}={v}" for k, v in zip(rest, rest_values, strict=True)]
+            bars = axes.errorbar(
+                [values.index(p["knobs"][name]) for p in usable],
+                [100 * p["accuracy_mean"] for p in usable],
+                yerr=[100 * (p["accuracy_std"] or 0) for p in usable],
+                color=colours.get(colour_value or "", PALETTE[0]),
+                linestyle=LINE_STYLES[style % len(LINE_STYLES)],
+                marker=MARKERS[style % len(MARKERS)],
+                capsize=3,
+                markersize=4,
+                label=", ".join(parts) or "accuracy",
+            )
+            # the line through the means (the caps and bars are other artists)
+            bars.lines[0].set_gid(f"line:{name}:{'|'.join(identity)}")
+        axes.set_xticks(range(len(values)), values)
+        axes.set_xlabel(name)
+        axes.set_ylabel("accuracy % (mean +- std over chips)")
+        axes.grid(alpha=0.3)
+        axes.set_title(f"accuracy against {name}", fontsize=10)
+        axes.legend(fontsize=6, loc="best")
+    figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def sweep_pareto_figure(
+    points: Sequence[Mapping], knobs: Sequence[tuple[str, Sequence[str]]], title: str
+) -> Figure:
+    """EDAP (log scale) against mean accuracy, a marker per point coloured by its line
+    knob's value (mapping when swept), the Pareto front (lower EDAP, higher accuracy;
+    `point["pareto"]`) joined and ringed, each front point labelled with its knobs."""
+    require_matplotlib()
+    figure = new_figure(7.2, 5.2)
+    axes = figure.add_subplot(1, 1, 1)
+    names = [name for name, _ in knobs]
+    colour_knob = "mapping" if "mapping" in names else (names[0] if names else None)
+    colour_values = next((list(v) for k, v in knobs if k == colour_knob), [])
+    usable = [p for p in points if p["accuracy_mean"] is not None and p["edap_used"] > 0]
+    for i, value in enumerate(colour_values):
+        members = [p for p in usable if p["knobs"][colour_knob] == value]
+        axes.scatter(
+            [100 * p["accuracy_mean"] for p in members],
+            [p["edap_used"] for p in members],
+            s=26,
+            color=PALETTE[i % len(PALETTE)],
+            label=f"{colour_knob}={value}",
+            zorder=3,
+            gid=f"points:{value}",
+        )
+    front = sorted((p for p in usable if p.get("pareto")), key=lambda p: p["accuracy_mean"])
+    if front:
+        axes.plot(
+            [100 * p["accuracy_mean"] for p in front],
+            [p["edap_used"] for p in front],
+            color="black",
+            linewidth=1,
+            linestyle="--",
+            marker="o",
+            markersize=10,
+            markerfacecolor="none",
+            label="Pareto front (lower EDAP, higher accuracy)",
+            zorder=4,
+            gid="pareto",
+        )
+        right = max(p["accuracy_mean"] for p in front)
+        for p in front:
+            text = " ".join(f"{k}={v}" for k, v in p["knobs"].items() if k != colour_knob)
+            last = p["accuracy_mean"] == right  # label the rightmost point on its left
+            axes.annotate(
+                text,
+                (100 * p["accuracy_mean"], p["edap_used"]),
+                fontsize=6,
+                xytext=(-6 if last else 4, 4),
+                textcoords="offset points",
+                ha="right" if last else "left",
+            )
+    axes.set_yscale("log")
+    axes.set_xlabel("accuracy % (mean over chip seeds)")
+    axes.set_ylabel("EDAP, pJ x ns x mm^2 (area the program occupies)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7, loc="best")
+    axes.set_title(f"{title}: EDAP against accuracy", fontsize=10)
+    return figure

@@ -44,7 +44,7 @@ class Allocate:
     """Assign virtual tiles to physical tiles over as few phases as the budget allows."""
 
     name: ClassVar[str] = "allocate"
-    tiles: int | None = None  # chip option: the tile budget (default: the chip's count)
+    tiles: int | None = None  # chip option: the tiles of each tile type (default: the chip's)
 
     def target(self, hardware: Hardware) -> Hardware:
         """The chip with the tile budget this pass names."""
@@ -55,17 +55,14 @@ class Allocate:
 
 
 def with_tile_budget(hardware: Hardware, tiles: int | None) -> Hardware:
+    """The chip with `tiles` physical tiles of each of its tile types (a chip of several
+    types, `compile --tile-size 32x32,64x64 --tiles N`, has N of each)."""
     if tiles is None:
         return hardware
     if tiles < 1:
         raise XbarcError(f"the tile budget must be at least 1, got {tiles}")
-    if len(hardware.tile_types) != 1:
-        raise XbarcError(
-            "allocate{tiles=N} needs a chip with one tile type",
-            hint="give each tile type's count in the hardware instead",
-        )
-    only = replace(hardware.tile_types[0], count=tiles)
-    return replace(hardware, tile_types=(only,))
+    types = tuple(replace(tile_type, count=tiles) for tile_type in hardware.tile_types)
+    return replace(hardware, tile_types=types)
 
 
 def layer_blocks(program: Program) -> dict[str, list[Block]]:

@@ -31,6 +31,7 @@ from xbarc.ir.tile import Program
 from xbarc.ir.verifier import verify
 from xbarc.passes.allocate import Allocate
 from xbarc.passes.basis import Basis
+from xbarc.passes.nax import Nax
 from xbarc.passes.quantize import Quantize
 from xbarc.passes.tile import Tile
 
@@ -41,7 +42,7 @@ class ProgramPass(Protocol):
     def apply(self, program: Program) -> Program: ...
 
 
-PASSES: dict[str, type] = {cls.name: cls for cls in (Quantize, Basis, Tile, Allocate)}
+PASSES: dict[str, type] = {cls.name: cls for cls in (Quantize, Basis, Nax, Tile, Allocate)}
 
 _PASS_PATTERN = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
 

@@ -27,6 +27,12 @@ where the model needs it to fit the chip in one phase (see `choose_layouts`). Bl
 one tile that read different inputs take separate cycles: the allocate pass orders them,
 inspect counts them.
 
+On a chip of several tile types (`compile --tile-size 32x32,64x64,...`) each array goes on
+the tile type chosen for it (`tile_type=`, set by the nax pass: each layer its own
+crossbar size), or else on the type `rows`/`cols` name (the chip's first by default).
+Each type's arrays are laid out and packed among themselves, and virtual tiles are
+numbered across the types in order of first use.
+
 A `basis` array (BasisN, see passes/basis.py) is always dense: each of its `copies` is
 packed onto tiles of its own, so one input segment reads a whole copy in one cycle.
 
@@ -58,7 +64,8 @@ PACKINGS = ("off", "layer", "model", "auto")
 class Tile:
     """Cut every array into tile-sized blocks on virtual tiles of one tile type.
 
-    On a chip with one tile type, `rows`/`cols` set its size; with several, they pick one."""
+    On a chip with one tile type, `rows`/`cols` set its size; with several, they pick one
+    for the arrays that have no tile type of their own (`tile_type=`, see nax)."""
 
     name: ClassVar[str] = "tile"
     rows: int | None = None  # default: the first tile type of the hardware
@@ -78,29 +85,46 @@ class Tile:
         self.check()
         if not program.arrays and any(True for _ in program.layers()):
             raise XbarcError("tile needs quantized arrays", hint="run quantize before tile")
-        tile_type = choose_tile_type(program.hardware, self.rows, self.cols)
+        default = choose_tile_type(program.hardware, self.rows, self.cols)
+        types = {
+            array.name: array_tile_type(program.hardware, array, default)
+            for array in program.arrays
+        }
         pack = self.pack or default_packing(self.mapping)
-        compactor = None
         # the layers' own weights; a basis is dense and placed whole, once per copy
-        weights = replace(program, arrays=tuple(a for a in program.arrays if a.kind == "weights"))
+        weights = [a for a in program.arrays if a.kind == "weights"]
         if self.mapping != "dense":
-            check_sparse_encoding(weights, self.mapping)
-            compactor = Compactor(weights, tile_type, self.mapping == "squeeze", self.reorder)
-        layouts = array_layouts(weights, tile_type, compactor, pack, self.group_cols, self.groups)
-        if compactor is not None:
+            check_sparse_encoding(replace(program, arrays=tuple(weights)), self.mapping)
+        compactors: dict[str, Compactor | None] = {}
+        layouts: dict[str, Layout] = {}
+        for tile_type in program.hardware.tile_types:  # each type's arrays laid out apart
+            own = tuple(a for a in weights if types[a.name] == tile_type)
+            if not own:
+                continue
+            part = replace(program, arrays=own)
+            compactor = None
+            if self.mapping != "dense":
+                compactor = Compactor(part, tile_type, self.mapping == "squeeze", self.reorder)
+            compactors[tile_type.name] = compactor
+            layouts.update(
+                array_layouts(part, tile_type, compactor, pack, self.group_cols, self.groups)
+            )
+        if self.mapping != "dense":
             arrays = tuple(
                 replace(a, group_cols=layouts[a.name].group_cols) if a.name in layouts else a
                 for a in program.arrays
             )
             program = replace(program, arrays=arrays)
-        packer = Packer(tile_type)
+        packers = {t.name: Packer(t) for t in program.hardware.tile_types}
         blocks: list[Block] = []
         tables: dict[str, np.ndarray] = {}
         for array in program.arrays:
+            packer = packers[types[array.name].name]
             if array.kind == "basis":
                 blocks += place_basis(array, packer, len(blocks))
                 continue
             layout = layouts[array.name]
+            compactor = compactors[packer.tile_type.name]
             placed, array_tables = place_array(
                 array, layout, compactor, packer, len(blocks), self.groups
             )
@@ -108,6 +132,8 @@ class Tile:
             tables.update(array_tables)
             if pack != "model":
                 packer.close()
+        if len({block.tile_type for block in blocks}) > 1:
+            blocks = numbered_vtiles(blocks)
         program = with_tensors(program, tables) if tables else program
         return replace(program, blocks=tuple(blocks), phases=())
 
@@ -197,6 +223,22 @@ def with_tile_size(hardware: Hardware, rows: int | None, cols: int | None) -> Ha
         raise XbarcError(f"tile size must be at least 1x1, got {rows}x{cols}")
     resized = TileType(tile_type_name(rows, cols), rows, cols, only.count)
     return replace(hardware, tile_types=(resized,))
+
+
+def array_tile_type(hardware: Hardware, array: Array, default: TileType) -> TileType:
+    """The tile type an array goes on: the one chosen for it (`tile_type=`, the nax pass),
+    else the pass's."""
+    return default if array.tile_type is None else hardware.tile_type(array.tile_type)
+
+
+def numbered_vtiles(blocks: list[Block]) -> list[Block]:
+    """Blocks placed by one packer per tile type, whose virtual tiles each packer numbered
+    from 0, with virtual tiles numbered across the types in order of first use."""
+    numbers: dict[tuple[str, int], int] = {}
+    return [
+        replace(block, vtile=numbers.setdefault((block.tile_type, block.vtile), len(numbers)))
+        for block in blocks
+    ]
 
 
 def choose_tile_type(hardware: Hardware, rows: int | None, cols: int | None) -> TileType:

@@ -354,6 +354,7 @@ def array(draw: Draw, name: str, const_names: list[str]) -> Array:
         ),
         group_cols=draw(st.none() | small_ints),
         layer=draw(st.none() | names),
+        tile_type=draw(st.none() | names),
     )
 
 

@@ -127,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument(
         "--tile-size",
         default=None,
-        metavar="RxC",
-        help="tile rows x columns (default: the chip's, 128x128 for isaac)",
+        metavar="RxC[,RxC...]",
+        help="tile rows x columns (default: the chip's, 128x128 for isaac); a comma list "
+        "(32x32,64x64,128x128,256x256) gives a chip of several tile types, --tiles of each, "
+        "and the nax pass picks each layer's",
     )
     compile_parser.add_argument(
         "--weight-bits", type=int, default=8, metavar="B", help="weight bits (default 8)"
@@ -280,6 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="also compile the other --strategy at this --tiles budget and print both side by "
         "side: phases, tiles, cycles, writes and write-verify time and energy per inference, "
         "energy, latency, EDP, weight error (the program of --strategy is written)",
+    )
+    compile_parser.add_argument(
+        "--nax-budget",
+        type=float,
+        metavar="B",
+        help="several --tile-size: the allowed increase of NAX's error proxy over the most "
+        "accurate uniform tile size (default 0.25: 25 %% more)",
+    )
+    compile_parser.add_argument(
+        "--nax-noise",
+        default="rram",
+        metavar="PROFILE",
+        help="several --tile-size: the noise profile (name or .toml) whose read noise, "
+        "output noise and wire resistance NAX weighs (default rram)",
+    )
+    compile_parser.add_argument(
+        "--nax-check",
+        type=Path,
+        metavar="DATA.npz",
+        help="several --tile-size: simulate the chosen program and the uniform tile size of "
+        "least EDAP on these samples under --nax-noise (chip seeds 0-2) and print both "
+        "output errors against the float model",
     )
     compile_parser.add_argument(
         "--pipeline",
@@ -633,7 +657,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     check_compile_flags(args)
-    rows, cols = parse_tile_size(args.tile_size) if args.tile_size is not None else (None, None)
+    sizes = parse_tile_sizes(args.tile_size) if args.tile_size is not None else ()
+    rows, cols = sizes[0] if len(sizes) == 1 else (None, None)
     clip, clip_layers = parse_clips(args.clip)
     options = CompileOptions(
         hw=args.hw,
@@ -664,6 +689,9 @@ def run_compile(args: argparse.Namespace) -> int:
         calibration_data=args.calibration_data,
         pipeline=args.pipeline,
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape),
+        tile_sizes=sizes if len(sizes) > 1 else (),
+        nax_budget=args.nax_budget,
+        nax_noise=args.nax_noise,
     )
     from xbarc.compiler import build_hardware
 
@@ -671,6 +699,8 @@ def run_compile(args: argparse.Namespace) -> int:
     check_chip_size(args, chip.tile_types[0].rows, chip.tile_count)
     output = args.output or Path(args.model.stem + ".xbar")
     check_output(args.model, output, calibration_data=args.calibration_data)
+    if args.nax_check is not None:
+        check_nax_check(args.nax_check, options, chip)
     if args.compare_strategies:
         from xbarc.compiler import check_compare_strategies
 
@@ -727,9 +757,32 @@ def run_compile(args: argparse.Namespace) -> int:
             from xbarc.compiler import format_strategies
 
             print(format_strategies(strategies, chip.tile_count))
+    if args.nax_check is not None:
+        print_nax_check(program, args, options)
     for line in mapping_warnings(summary):
         print(line, file=sys.stderr)
     return 0
+
+
+def print_nax_check(program, args: argparse.Namespace, options) -> None:
+    """--nax-check: the chosen program and the best uniform size, simulated."""
+    from xbarc.compiler import nax_check
+
+    rows = nax_check(program, args.nax_check, options.nax_noise)
+    print(
+        f"--nax-check on {args.nax_check} under {options.nax_noise} (chip seeds 0-2): output "
+        "error against the float model (relative RMS), accuracy on its labels y"
+    )
+    for row in rows:
+        accuracy = (
+            f"accuracy {row['accuracy_mean']:.1%} +- {row['accuracy_std']:.1%}"
+            if row["accuracy_mean"] is not None
+            else "no labels"
+        )
+        print(
+            f"  {row['program']:<12} error {row['error_mean']:.2%} +- {row['error_std']:.2%}, "
+            f"{accuracy}"
+        )
 
 
 MAPPING_NAMES = {"dense": "dense blocks", "sparse": "sparse mapping", "squeeze": "squeezed"}
@@ -1057,6 +1110,12 @@ def run_inspect(args: argparse.Namespace) -> int:
     with progress.task("inspect", total=3, unit="step", estimate=False) as task:
         task.describe("layers and tiles")
         result = report(program)
+        if len(program.hardware.tile_types) > 1:
+            from dataclasses import replace
+
+            from xbarc.compiler import uniform_tile_sizes
+
+            result = replace(result, uniform=uniform_tile_sizes(program))
         task.update(1, item="ADC")
         adc = inspect_adc(program, args.program)
         task.update(1, item="weight errors")
@@ -1495,6 +1554,30 @@ NUMBER = re.compile(r"[0-9]{1,18}")
 def parse_number(text: str) -> int | None:
     """`text` as a whole number, or None when it is not ASCII digits."""
     return int(text) if NUMBER.fullmatch(text) else None
+
+
+def check_nax_check(path: Path, options, chip) -> None:
+    """--nax-check simulates the chosen mix: refuse it on a chip of one size or without
+    its data file, before anything is compiled."""
+    if len(chip.tile_types) < 2:
+        raise XbarcError(
+            "--nax-check compares per-layer tile sizes, and the chip has one",
+            hint="give several: --tile-size 32x32,64x64,128x128,256x256",
+        )
+    if options.pipeline is not None:
+        raise XbarcError("--nax-check needs the default pipeline", hint="drop --pipeline")
+    if not path.is_file():
+        raise XbarcError(f"--nax-check {path}: no such file", hint="give a .npz of samples")
+
+
+def parse_tile_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """--tile-size: one RxC, or a comma list of them (a chip of several tile types)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > 1 and not all(parts):
+        raise XbarcError(
+            f"--tile-size {text!r} has an empty size", hint="e.g. --tile-size 32x32,64x64"
+        )
+    return tuple(parse_tile_size(part) for part in parts)
 
 
 def parse_tile_size(text: str) -> tuple[int, int]:

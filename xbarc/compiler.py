@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from xbarc import progress
 from xbarc.diagnostics import XbarcError
 from xbarc.frontend import import_onnx
-from xbarc.hardware import Hardware, with_chip_options, with_overrides
+from xbarc.hardware import Hardware, TileType, tile_type_name, with_chip_options, with_overrides
 from xbarc.ir.tile import Program
 from xbarc.passes.manager import parse_pipeline, run_pipeline
 
@@ -59,14 +59,21 @@ class CompileOptions:
     # the chip's converters, cells and cost constants: section.field=value (`adc.bits=6`),
     # applied in order after the options above (xbarc.hardware.with_overrides)
     hw_set: tuple[str, ...] = ()
+    # a chip of several tile types (compile --tile-size 32x32,64x64,...), `tiles` of each;
+    # empty: one type, tile_rows x tile_cols. With several, NAX picks each layer's type.
+    tile_sizes: tuple[tuple[int, int], ...] = ()
+    nax_budget: float | None = None  # nax{budget}: the allowed error increase (None: nax's)
+    nax_noise: str = "rram"  # the noise profile whose read noise NAX weighs
 
 
-def default_pipeline(options: CompileOptions) -> str:
+def default_pipeline(options: CompileOptions, hardware: Hardware | None = None) -> str:
     """The pipeline the options build. The chip (build_hardware) already holds the tile
     size, budget, cell width and encoding: the passes name only those the user gave, so
-    that they never re-target the chip to values nobody asked for."""
+    that they never re-target the chip to values nobody asked for. On a chip of several
+    tile types (`hardware`, or `options.tile_sizes`) the nax pass picks each layer's."""
+    several = len(options.tile_sizes) > 1 or (hardware is not None and len(hardware.tile_types) > 1)
     tile = f"mapping={options.mapping}"
-    if options.tile_rows is not None:
+    if options.tile_rows is not None and not several:
         tile = f"rows={options.tile_rows},cols={options.tile_cols},{tile}"
     if options.group_cols is not None and options.mapping != "dense":
         tile += f",group-cols={options.group_cols}"
@@ -89,25 +96,84 @@ def default_pipeline(options: CompileOptions) -> str:
     if options.max_ones is not None:
         quantize += f",max-ones={options.max_ones}"
     basis = f"basis{{{basis_options(options)}}}," if options.strategy == "basis" else ""
+    nax = f"nax{{{nax_options(options)}}}," if several else ""
     allocate = f"allocate{{tiles={options.tiles}}}" if options.tiles is not None else "allocate"
-    return f"quantize{{{quantize}}},{basis}tile{{{tile}}},{allocate}"
+    return f"quantize{{{quantize}}},{basis}{nax}tile{{{tile}}},{allocate}"
+
+
+def nax_options(options: CompileOptions) -> str:
+    """The nax pass's options in a pipeline: the budget, and the read noise of the
+    profile `options.nax_noise` (the passes never read profiles: the compiler does)."""
+    from xbarc.runtime.noise import load_profile
+
+    settings = load_profile(options.nax_noise)
+    read_sigma = settings.read_sigma if settings.read_noise != "none" else 0.0
+    parts = [
+        f"read-sigma={read_sigma:g}",
+        f"output-noise={settings.output_noise:g}",
+        f"wire-resistance={settings.wire_resistance:g}",
+    ]
+    if options.nax_budget is not None:
+        parts.insert(0, f"budget={options.nax_budget:g}")
+    return ",".join(parts)
+
+
+def with_tile_sizes(
+    hardware: Hardware, sizes: tuple[tuple[int, int], ...], tiles: int | None
+) -> Hardware:
+    """The chip with one tile type per size in `sizes` (in that order), `tiles` of each
+    (None: as many as the chip's first type has); `hardware` as it is for fewer than two
+    sizes."""
+    if len(sizes) < 2:
+        return hardware
+    tiles = hardware.tile_types[0].count if tiles is None else tiles
+    if len(set(sizes)) != len(sizes):
+        repeated = next(size for size in sizes if sizes.count(size) > 1)
+        raise XbarcError(
+            f"--tile-size lists {repeated[0]}x{repeated[1]} twice", hint="give each size once"
+        )
+    types = tuple(TileType(tile_type_name(r, c), r, c, tiles) for r, c in sizes)
+    return replace(hardware, tile_types=types)
+
+
+def check_nax_options(options: CompileOptions, hardware: Hardware) -> None:
+    """--nax-* options choose among several tile sizes: refuse them on a chip of one."""
+    from xbarc.passes.nax import MAX_BUDGET
+
+    budget = options.nax_budget
+    if budget is not None and not 0.0 <= budget <= MAX_BUDGET:
+        raise XbarcError(
+            f"--nax-budget {budget:g} is out of range",
+            hint=f"give the allowed increase of NAX's error proxy from 0 to {MAX_BUDGET:g}; "
+            "0.25 allows 25 % above the most accurate uniform tile size",
+        )
+    defaults = CompileOptions()
+    several = len(hardware.tile_types) > 1
+    for field_name, flag in (("nax_budget", "--nax-budget"), ("nax_noise", "--nax-noise")):
+        if getattr(options, field_name) != getattr(defaults, field_name) and not several:
+            raise XbarcError(
+                f"{flag} weighs per-layer tile sizes, and the chip has one",
+                hint="give several: --tile-size 32x32,64x64,128x128,256x256",
+            )
 
 
 def build_hardware(options: CompileOptions) -> Hardware:
     """The chip `options` compile for: the preset or hardware file `options.hw`, then
-    the chip options given (tiles, tile size, cell bits, encoding), then the
-    `options.hw_set` items, in that order."""
+    the chip options given (tiles, tile size, cell bits, encoding; several tile sizes:
+    a type per size, `tiles` of each), then the `options.hw_set` items, in that order."""
     from xbarc.presets import load_hardware
 
     hardware = load_hardware(options.hw)
+    several = len(options.tile_sizes) > 1  # --tile-size A,B,...: a type per size
     hardware = with_chip_options(
         hardware,
-        tiles=options.tiles,
-        tile_rows=options.tile_rows,
-        tile_cols=options.tile_cols,
+        tiles=None if several else options.tiles,
+        tile_rows=None if several else options.tile_rows,
+        tile_cols=None if several else options.tile_cols,
         cell_bits=options.cell_bits,
         encoding=options.encoding,
     )
+    hardware = with_tile_sizes(hardware, options.tile_sizes, options.tiles)
     return with_overrides(hardware, options.hw_set)
 
 
@@ -148,7 +214,8 @@ def compile_onnx(
             f"unknown strategy {options.strategy!r}", hint=f"use {' or '.join(STRATEGIES)}"
         )
     hardware = build_hardware(options)
-    pipeline = parse_pipeline(options.pipeline or default_pipeline(options))
+    check_nax_options(options, hardware)
+    pipeline = parse_pipeline(options.pipeline or default_pipeline(options, hardware))
     check_calibration_data(options, pipeline.passes)
     stages = 1 if emit == "graph" else 2 + (options.calibration_data is not None)
     with progress.task("compile", total=stages, unit="stage", estimate=False) as task:
@@ -210,6 +277,8 @@ PIPELINE_OPTIONS = (
     ("basis_keep", "--basis-keep", "basis{keep=LAYER;LAYER}"),
     ("basis_terms", "--basis-terms", "basis{terms=M}"),
     ("basis_copies", "--basis-copies", "basis{copies=R}"),
+    ("nax_budget", "--nax-budget", "nax{budget=B}"),
+    ("nax_noise", "--nax-noise", "nax{read-sigma=S,output-noise=N,wire-resistance=R}"),
 )
 
 
@@ -408,3 +477,85 @@ def format_strategies(rows: list[dict], tiles: int) -> str:
 
 def ratio(value: float, base: float) -> str:
     return f"{value / base:.2%}" if base else "-"
+
+
+def uniform_tile_sizes(program: Program) -> tuple:
+    """A program on a chip of several tile types re-tiled with every layer on each tile
+    type in turn (`retiled`): each uniform size's figures (`report.UniformSize`), for
+    inspect to set the chosen mix against. Empty for a chip of one type or a program not
+    tiled."""
+    from xbarc.report import UniformSize, report
+
+    hardware = program.hardware
+    if len(hardware.tile_types) < 2 or not program.blocks:
+        return ()
+    sizes = []
+    for tile_type in hardware.tile_types:
+        summary = report(retiled(program, tile_type.name))
+        sizes.append(
+            UniformSize(
+                tile_type.name,
+                summary.energy_uj,
+                summary.latency_us,
+                summary.used_area_mm2,
+                summary.edap_used,
+                summary.phases,
+            )
+        )
+    return tuple(sizes)
+
+
+def retiled(program: Program, tile_type: str) -> Program:
+    """`program` with every weights array on `tile_type`: its quantized arrays through
+    the tile and allocate passes again. The tile pass's options are not recorded in the
+    program: arrays with column groups are re-tiled sparse (packed per layer), the rest
+    dense."""
+    mapping = "sparse" if any(a.group_cols is not None for a in program.arrays) else "dense"
+    arrays = tuple(
+        replace(a, tile_type=tile_type, group_cols=None) if a.kind == "weights" else a
+        for a in program.arrays
+    )
+    uniform = replace(program, arrays=arrays, blocks=(), phases=())
+    return run_pipeline(uniform, parse_pipeline(f"tile{{mapping={mapping}}},allocate"))
+
+
+def nax_check(program: Program, data_path: Path, noise: str, seeds: int = 3) -> list[dict]:
+    """--nax-check: the chosen program and the uniform size of least EDAP (used area)
+    simulated on the samples of `data_path` under the profile `noise`, chip seeds
+    0..seeds-1: each one's relative RMS error of the outputs against the float model (the
+    `ideal` run), mean and spread over the seeds, and its accuracy where the data has
+    labels `y` and the program one output of class scores."""
+    from xbarc.evaluate import load_data
+    from xbarc.session import InferenceSession
+
+    data = load_data(data_path)
+    missing = [i.name for i in program.inputs if i.name not in data]
+    if missing:
+        raise XbarcError(
+            f"--nax-check {data_path}: no array {missing[0]!r} for the model's input",
+            hint=f"the file holds {', '.join(sorted(data))}",
+        )
+    feeds = {graph_input.name: data[graph_input.name] for graph_input in program.inputs}
+    labels = data.get("y")
+    best = min(uniform_tile_sizes(program), key=lambda u: u.edap_used)
+    rows = []
+    for label, candidate in (("chosen mix", program), (best.tile_type, None)):
+        candidate = candidate if candidate is not None else retiled(program, best.tile_type)
+        reference = InferenceSession(candidate, "ideal").run(None, feeds)[0]
+        errors, accuracies = [], []
+        for seed in range(seeds):
+            out = InferenceSession(candidate, noise, seed=seed).run(None, feeds)[0]
+            diff = np.asarray(out, np.float64) - reference
+            errors.append(float(np.sqrt(np.mean(diff**2) / max(np.mean(reference**2), 1e-30))))
+            if labels is not None and out.ndim == 2 and len(out) == len(labels):
+                accuracies.append(float(np.mean(np.argmax(out, axis=1) == labels)))
+        rows.append(
+            {
+                "program": label,
+                "error_mean": float(np.mean(errors)),
+                "error_std": float(np.std(errors)),
+                "accuracy_mean": float(np.mean(accuracies)) if accuracies else None,
+                "accuracy_std": float(np.std(accuracies)) if accuracies else None,
+            }
+        )
+    return rows

@@ -245,6 +245,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     columns: dict[str, int] = defaultdict(int)
     rows: dict[str, int] = defaultdict(int)
     cycles: dict[str, int] = defaultdict(int)
+    cycles_ns: dict[str, float] = defaultdict(float)  # a cycle lasts its tile types' longest
     index_bits: dict[str, int] = defaultdict(int)
     for phase in program.phases:
         for run in phase.runs:
@@ -253,6 +254,8 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
                 on_tile: dict[int, list[Read]] = defaultdict(list)
                 for read in cycle.reads:
                     on_tile[blocks[read.block].vtile].append(read)
+                kinds = {blocks[tile_reads[0].block].tile_type for tile_reads in on_tile.values()}
+                cycles_ns[run.layer] += max((units[kind].cycle_ns for kind in kinds), default=0.0)
                 index_bits[run.layer] += table_bits(cycle, blocks, arrays)
                 for tile_reads in on_tile.values():
                     tile_blocks = [blocks[read.block] for read in tile_reads]
@@ -264,7 +267,7 @@ def program_cost(program: Program, patches: dict[str, int]) -> ProgramCost:
     for layer in program.layers():
         layer_patches = patches.get(layer.name, 0)
         repeats = layer_patches * input_slices
-        read_patch_ns = input_slices * cycles[layer.name] * cycle_ns(hardware)
+        read_patch_ns = input_slices * cycles_ns[layer.name]
         table = tables.get(layer.name)
         combine = combine_cost(hardware, table, layer_patches, read_patch_ns)
         layers.append(

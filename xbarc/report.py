@@ -59,6 +59,7 @@ class LayerReport:
     combine_macs: int = 0  # the digital combine's, per forward pass
     combine_energy_nj: float = 0.0  # its MACs and coefficient reads, part of energy_nj
     combine_bound: bool = False  # the combine, not the reads, sets the layer's pace
+    tile_type: str = ""  # the tile type(s) its blocks sit on ("t64x64"; "" before tile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,18 @@ class DigitalWork:
     op_type: str
     reason: str
     macs: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UniformSize:
+    """The program with every layer on one tile type: its figures per forward pass."""
+
+    tile_type: str
+    energy_uj: float
+    latency_us: float
+    used_area_mm2: float
+    edap_used: float
+    phases: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +165,9 @@ class ProgramReport:
     digital_op_energy_uj: float = 0.0  # the digital ops between the layers
     used_area_mm2: float = 0.0  # what the program occupies (xbarc/cost.py)
     edap_used: float = 0.0  # energy x latency x used area
+    # a chip of several tile types: the same program at each uniform size (re-tiled by
+    # the compiler, `compiler.uniform_tile_sizes`), its EDAP against the chosen mix's
+    uniform: tuple[UniformSize, ...] = ()
 
     @property
     def mapped_share(self) -> float:
@@ -289,6 +305,9 @@ def report(program: Program) -> ProgramReport:
                 combine_bound=(
                     layer_costs[layer.name].combine_latency_ns
                     > patches * cycles_by_layer[layer.name] * input_slices * cycle_ns(hardware)
+                ),
+                tile_type="+".join(
+                    t.name for t in hardware.tile_types if t.name in {b.tile_type for b in blocks}
                 ),
             )
         )
@@ -440,6 +459,7 @@ def format_report(result: ProgramReport) -> str:
     squeezed layers get three more columns: column-group width, index-table entries, and
     ADC conversions per forward pass."""
     sparse = any(layer.group_cols is not None for layer in result.layers)
+    several = "," in result.tile_types  # a chip of several tile types: each layer's
     header = (
         f"{'layer':<28} {'kind':<8} {'matrix':>16} {'weights':>10} {'slices':>6} "
         f"{'blocks':>7} {'vtiles':>7} {'tiles':>6} {'util':>6} {'phases':>9} "
@@ -447,6 +467,8 @@ def format_report(result: ProgramReport) -> str:
     )
     if sparse:
         header += f" {'col group':>9} {'index':>8} {'conversions':>13}"
+    if several:
+        header += f" {'tile type':>14}"
     lines = [
         f"chip: {result.tile_types} ({result.tile_budget} tiles)",
         header,
@@ -463,6 +485,8 @@ def format_report(result: ProgramReport) -> str:
         if sparse:
             group = "-" if layer.group_cols is None else str(layer.group_cols)
             line += f" {group:>9} {layer.index_entries:>8} {layer.conversions:>13}"
+        if several:
+            line += f" {layer.tile_type or '-':>14}"
         lines.append(line)
     lines.append("-" * len(header))
     total = (
@@ -518,7 +542,46 @@ def format_report(result: ProgramReport) -> str:
         f"{result.cell_writes_per_inference} per inference; {result.cycles} array cycles per "
         f"inference; EDP {result.edp:.4g} pJ*ns"
     )
+    if several:
+        lines.append(
+            f"used area {result.used_area_mm2:.4f} mm^2 (what the program occupies: the tiles "
+            f"it writes with their periphery, its buffers and digital units); EDAP on it "
+            f"{result.edap_used:.4g} pJ*ns*mm^2"
+        )
+    lines.extend(uniform_lines(result))
     return "\n".join(lines)
+
+
+def uniform_lines(result: ProgramReport) -> list[str]:
+    """The chosen mix of tile types against every uniform size, on used area."""
+    if not result.uniform:
+        return []
+    lines = [
+        "",
+        "tile sizes: this program against every layer on one tile type (EDAP on used area)",
+        f"{'tile type':<14} {'energy uJ':>10} {'latency us':>11} {'used mm^2':>10} "
+        f"{'phases':>6} {'EDAP pJ*ns*mm^2':>16} {'mix vs it':>10}",
+    ]
+    rows = [("chosen mix", result.energy_uj, result.latency_us, result.used_area_mm2,
+             result.phases, result.edap_used)]  # fmt: skip
+    rows += [
+        (u.tile_type, u.energy_uj, u.latency_us, u.used_area_mm2, u.phases, u.edap_used)
+        for u in result.uniform
+    ]
+    for name, energy, latency, area, phases, edap in rows:
+        change = f"{result.edap_used / edap - 1:+.1%}" if edap and name != "chosen mix" else ""
+        lines.append(
+            f"{name:<14} {energy:>10.4f} {latency:>11.2f} {area:>10.4f} {phases:>6} "
+            f"{edap:>16.4g} {change:>10}"
+        )
+    best = min(result.uniform, key=lambda u: u.edap_used)
+    lines.append(
+        f"best uniform size {best.tile_type}: the chosen mix's EDAP is "
+        f"{result.edap_used / best.edap_used - 1:+.1%} against it"
+        if best.edap_used
+        else "no uniform size has a cost"
+    )
+    return lines
 
 
 def basis_lines(result: ProgramReport, basis: BasisReport) -> list[str]:

@@ -218,6 +218,20 @@ def basis_calibrated() -> Tensors:
     }
 
 
+def nax_mlp() -> Tensors:
+    tensors: Tensors = {}
+    for index, (rows, cols) in enumerate(((16, 12), (12, 6), (6, 2))):
+        fc = small_integers(20 + index, (1, rows, cols), largest=3)
+        tensors[f"fc{index}.w"] = weights(fc, 0.5)
+        tensors[f"fc{index}.levels"] = fc
+    return tensors
+
+
+def nax_one_type() -> Tensors:
+    fc = small_integers(23, (1, 6, 2), largest=3)
+    return {"fc.w": weights(fc, 0.5), "fc.levels": fc}
+
+
 INPUTS: dict[str, Callable[[], Tensors]] = {
     "quantize/layers.xbar": quantize_layers,
     "quantize/outliers.xbar": quantize_outliers,
@@ -231,6 +245,8 @@ INPUTS: dict[str, Callable[[], Tensors]] = {
     "allocate/shared.xbar": allocate_shared,
     "allocate/cycles.xbar": allocate_cycles,
     "allocate/two_types.xbar": allocate_two_types,
+    "nax/mlp.xbar": nax_mlp,
+    "nax/one_type.xbar": nax_one_type,
     "pipeline/small_cnn.xbar": pipeline_small_cnn,
     "basis/layers.xbar": basis_layers,
     "basis/calibrated.xbar": basis_calibrated,

@@ -720,7 +720,7 @@ class _Builder(Transformer):
 
     def array(self, children: list[Any]) -> tuple[str, Array, Position, list[Any]]:
         (keyword, name, kind, layer, groups, rows, cols, weight_bits, encoding, scale,
-         values, levels, group_cols, copies, *slices) = children  # fmt: skip
+         values, levels, group_cols, copies, tile_type, *slices) = children  # fmt: skip
         array = Array(
             name=_ref(name),
             kind=_choice(kind, ARRAY_KINDS, "array kind"),  # type: ignore[arg-type]
@@ -736,6 +736,7 @@ class _Builder(Transformer):
             group_cols=None if group_cols is None else _int(group_cols, "group_cols", MAX_DIM),
             layer=None if layer is None else _ref(layer),
             copies=1 if copies is None else _int(copies, "copies", MAX_IDS),
+            tile_type=None if tile_type is None else str(tile_type),
         )
         return "array", array, _position(keyword), slices
 

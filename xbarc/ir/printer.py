@@ -324,6 +324,7 @@ def _print_array(lines: list[str], array: Array, block_count: int) -> None:
     group_cols = "" if array.group_cols is None else f" group_cols={array.group_cols}"
     layer = "" if array.layer is None else f" layer={const_ref(array.layer)}"
     copies = "" if array.copies == 1 else f" copies={array.copies}"
+    tile_type = "" if array.tile_type is None else f" tile_type={format_name(array.tile_type)}"
     lines.append("")
     lines.append(
         f"array {const_ref(array.name)} {array.kind}{layer} groups={array.groups}"
@@ -332,7 +333,7 @@ def _print_array(lines: list[str], array: Array, block_count: int) -> None:
     )
     lines.append(
         f"      scale={_format_scale(array.scale)} values={const_ref(array.values)}"
-        f" levels={const_ref(array.levels)}{group_cols}{copies}"
+        f" levels={const_ref(array.levels)}{group_cols}{copies}{tile_type}"
         f" {{    # {_count(block_count, 'block')}"
     )
     for piece in array.slices:

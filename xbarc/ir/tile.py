@@ -257,6 +257,8 @@ class Array:
     the two names need not be equal); a `basis` array holds BasisN basis vectors as
     columns instead, and names no layer; it may be placed `copies` times (each copy whole,
     on tiles of its own), so that several input segments are read against it in one cycle.
+    `tile_type`, when set (by the nax pass), names the hardware tile type the tile pass
+    places its blocks on: a chip with several tile sizes gives each layer its own.
     """
 
     name: str
@@ -273,6 +275,8 @@ class Array:
     group_cols: int | None = None
     layer: str | None = None  # the crossbar layer whose weights a `weights` array holds
     copies: int = 1  # a `basis` array is placed this many times, on disjoint tiles
+    tile_type: str | None = None  # the tile type its blocks go on (NAX's choice); None: the
+    # tile pass's
 
 
 @dataclass(frozen=True, slots=True)

@@ -601,6 +601,15 @@ class _Verifier:
                 )
             if array.kind == "basis" and array.groups != 1:
                 self.fail(key, f"basis array @{array.name} must have one group")
+            if array.tile_type is not None:
+                known = [t.name for t in self.program.hardware.tile_types]
+                if array.tile_type not in known:
+                    self.fail(
+                        key,
+                        f"array @{array.name}: tile_type={array.tile_type} is not a tile type "
+                        "of the hardware",
+                        hint=f"its tile types: {', '.join(known)}",
+                    )
             self.check_slices(array)
             self.check_levels(array)
 
@@ -703,6 +712,12 @@ class _Verifier:
                 self.fail(key, f"{subject}: a basis block holds a range of rows, not a table")
             self.check_indices(key, subject, "rows", block.rows, array.rows)
             self.check_indices(key, subject, "cols", block.cols, array.cols)
+            if array.tile_type is not None and block.tile_type != array.tile_type:
+                self.fail(
+                    key,
+                    f"block b{block.index} is on a {block.tile_type} tile, but its array "
+                    f"@{array.name} has tile_type={array.tile_type}",
+                )
             try:
                 tile_type = self.program.hardware.tile_type(block.tile_type)
             except XbarcError as error:

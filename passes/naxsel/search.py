@@ -3,15 +3,24 @@
     costs[l][t], errors[l][t]  ->  choice[l]  (an index into the tile types)
 
 EDAP = (sum of energies) x (sum of latencies) x (sum of areas) is not a sum over layers,
-so no layer can be chosen alone. Coordinate descent: from a start, visit the layers in
-order and move each to the tile type that lowers the EDAP most while the summed error
-stays within the bound and every tile type keeps within its tile count (where some
-uniform start does; else the program is reprogrammed in phases anyway); repeat until a
-whole sweep moves nothing; then make the best move of two layers at once (under a tight
-bound one layer may pay in accuracy for another's saving), and sweep again, until
-neither helps. The starts are the uniform choices within the bound (only those that fit
-the tile counts, when any does); the best result wins (ties: the earlier start). A
-single move costs O(1) from running totals: a sweep over ResNet-50's 54 layers and 4
+so no layer can be chosen alone. A mix that needs more virtual tiles of a type than the
+chip has of it runs in several phases, and the cost model then charges what the tables
+alone do not show (`charged`, given the chip's `WriteModel`): every cell written again on
+every inference (program-and-verify, row by row, tiles in parallel: each phase as long
+as its tallest write), and only the physical tiles as area. A mix that fits in one phase
+is always preferred (spreading the layers over the types is what a chip of several types
+is for): the search minimises (tiles over the counts, EDAP), in that order.
+
+Coordinate descent: from a start, visit the layers in order and move each to the tile
+type that lowers that key most while the summed error stays within the bound; repeat
+until a whole sweep moves nothing; then make the best move of two layers at once (under a
+tight bound one layer may pay in accuracy for another's saving, or two layers swap types
+to fit the counts), and sweep again, until neither helps. From a start that fits, no move
+leaves the counts; from one that does not, the first moves bring the mix within them
+where they can. The starts are the uniform choices within the bound; the best result
+wins, a fitting one over any other (ties: the earlier start). Only when no descent finds
+a fitting mix is each start descended again on the EDAP alone (the writes charged). A
+single move costs O(types) from running totals: a sweep over ResNet-50's 54 layers and 4
 types is about 200 moves, a pair round about 23 000.
 """
 
@@ -19,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xbarc.passes.naxsel.tables import LayerCosts
+from xbarc.passes.naxsel.tables import LayerCosts, WriteModel
 
 MAX_SWEEPS = 50
 RELATIVE_GAIN = 1e-9  # a move must lower the EDAP by more than this fraction
@@ -27,14 +36,26 @@ RELATIVE_GAIN = 1e-9  # a move must lower the EDAP by more than this fraction
 
 @dataclass(frozen=True, slots=True)
 class Totals:
+    """A choice's sums over the layers; when it does not fit the tile counts, the
+    writes it pays on every inference and the tiles it needs beyond them (`excess`);
+    `area_um2` is then the physical tiles'."""
+
     energy_pj: float
     latency_ns: float
     area_um2: float
     error: float
+    write_energy_pj: float = 0.0
+    write_latency_ns: float = 0.0
+    phases: int = 1
+    excess: int = 0  # virtual tiles over the chip's counts, summed over the types
 
     @property
     def edap(self) -> float:
-        return self.energy_pj * self.latency_ns * self.area_um2
+        return (
+            (self.energy_pj + self.write_energy_pj)
+            * (self.latency_ns + self.write_latency_ns)
+            * self.area_um2
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +70,14 @@ class Selection:
     sweeps: int
 
 
-def totals(choice: list[int] | tuple[int, ...], costs, errors) -> Totals:
+def totals(
+    choice: list[int] | tuple[int, ...],
+    costs,
+    errors,
+    capacities: list[int] | None = None,
+    writes: WriteModel | None = None,
+) -> Totals:
+    """The choice's totals; with the tile counts, charged as `charged` says."""
     energy = latency = area = error = 0.0
     for layer, t in enumerate(choice):
         cost: LayerCosts = costs[layer][t]
@@ -57,7 +85,42 @@ def totals(choice: list[int] | tuple[int, ...], costs, errors) -> Totals:
         latency += cost.latency_ns
         area += cost.area_um2
         error += errors[layer][t]
-    return Totals(energy, latency, area, error)
+    if capacities is None:
+        return Totals(energy, latency, area, error)
+    used = tile_use(choice, costs, len(capacities))
+    return charged(energy, latency, area, error, used, capacities, writes)
+
+
+def charged(
+    energy: float,
+    latency: float,
+    area: float,
+    error: float,
+    used: list[int],
+    capacities: list[int],
+    writes: WriteModel | None,
+) -> Totals:
+    """The layers' sums with what a mix beyond the tile counts pays, as the cost model
+    charges it: ceil(used / count) phases of the fullest type; all cells written on every
+    inference; each phase's writes as long as the tallest write of the types in use;
+    area only for the physical tiles (the tables count one tile per virtual tile)."""
+    excess = [max(0, u - c) for u, c in zip(used, capacities, strict=True)]
+    over = sum(excess)
+    if not over or writes is None:
+        return Totals(energy, latency, area, error, excess=over)
+    phases = max(-(-u // c) for u, c in zip(used, capacities, strict=True) if u)
+    area -= sum(e * a for e, a in zip(excess, writes.tile_area_um2, strict=True))
+    rows = max(r for r, u in zip(writes.tallest_rows, used, strict=True) if u)
+    return Totals(
+        energy,
+        latency,
+        area,
+        error,
+        write_energy_pj=writes.energy_pj,
+        write_latency_ns=phases * rows * writes.row_ns,
+        phases=phases,
+        excess=over,
+    )
 
 
 def tile_use(choice, costs, types: int) -> list[int]:
@@ -72,30 +135,54 @@ def select(
     errors: list[list[float]],
     capacities: list[int],
     budget: float,
+    writes: WriteModel | None = None,
 ) -> Selection:
     """Each layer's tile type (see the module docstring): the summed error at most
-    (1 + budget) x the most accurate uniform choice's."""
+    (1 + budget) x the most accurate uniform choice's; `writes` charges a mix beyond the
+    tile counts (None: such a mix costs what its layers do, but is still avoided)."""
     types = len(capacities)
-    uniform = tuple(totals([t] * len(costs), costs, errors) for t in range(types))
+    uniform = tuple(
+        totals([t] * len(costs), costs, errors, capacities, writes) for t in range(types)
+    )
     bound = (1.0 + budget) * min(u.error for u in uniform)
     starts = [t for t in range(types) if uniform[t].error <= bound * (1 + 1e-12)]
-    fitting = [t for t in starts if sum(c[t].tiles for c in costs) <= capacities[t]]
-    limits = capacities if fitting else None  # no start fits: tile counts are not kept
+    found = [
+        descend([start] * len(costs), costs, errors, capacities, bound, writes, fit=True)
+        for start in starts
+    ]
+    if not any(result[1].excess == 0 for result in found):  # no mix fits: fewest writes
+        found += [
+            descend([start] * len(costs), costs, errors, capacities, bound, writes, fit=False)
+            for start in starts
+        ]
     best: tuple[list[int], Totals, int] | None = None
-    for start in fitting or starts:
-        choice, found, sweeps = descend([start] * len(costs), costs, errors, limits, bound)
-        if best is None or found.edap < best[1].edap * (1 - RELATIVE_GAIN):
-            best = (choice, found, sweeps)
+    for result in found:
+        if best is None or _better(result[1], best[1], fit=True):
+            best = result
     assert best is not None  # the most accurate uniform choice is always within the bound
     return Selection(tuple(best[0]), best[1], bound, uniform, best[2])
 
 
+def _better(result: Totals, than: Totals, fit: bool) -> bool:
+    """Whether `result` beats `than`: with `fit`, fewer tiles over the counts first
+    (fitting beats any other); then a lower EDAP."""
+    if fit and result.excess != than.excess:
+        return result.excess < than.excess
+    return result.edap < than.edap * (1 - RELATIVE_GAIN)
+
+
 def descend(
-    choice, costs, errors, capacities: list[int] | None, bound: float
+    choice,
+    costs,
+    errors,
+    capacities: list[int],
+    bound: float,
+    writes: WriteModel | None = None,
+    fit: bool = True,
 ) -> tuple[list[int], Totals, int]:
-    """Single moves until none lowers the EDAP, then the best move of two layers at once
-    (one may trade accuracy for the other under a tight bound), until neither helps."""
-    search = _Descent(choice, costs, errors, capacities, bound)
+    """Single moves until none lowers the key (`_better`), then the best move of two
+    layers at once, until neither helps."""
+    search = _Descent(choice, costs, errors, capacities, bound, writes, fit)
     sweeps = 0
     while sweeps < MAX_SWEEPS:
         sweeps += 1
@@ -103,32 +190,38 @@ def descend(
         if not moved and not search.best_pair():
             break
     # the running sums drift by rounding: recompute them once
-    return search.choice, totals(search.choice, costs, errors), sweeps
+    return search.choice, totals(search.choice, costs, errors, capacities, writes), sweeps
+
+
+Moved = tuple[Totals, Totals]  # a move's charged totals, and its layers' sums
 
 
 class _Descent:
     """The current choice, its running totals and tile use, and the moves that may
     change them."""
 
-    def __init__(self, choice, costs, errors, capacities, bound):
+    def __init__(self, choice, costs, errors, capacities, bound, writes, fit):
         self.choice = choice
         self.costs = costs
         self.errors = errors
-        self.capacities = capacities  # None: tile counts not enforced
+        self.capacities = capacities
+        self.writes = writes
+        self.fit = fit  # fewer tiles over the counts first
         self.bound = bound * (1 + 1e-12)
-        self.current = totals(choice, costs, errors)
-        self.used = tile_use(choice, costs, len(costs[0]) if costs else 0)
+        self.sums = totals(choice, costs, errors)  # the layers' sums, uncharged
+        self.current = totals(choice, costs, errors, capacities, writes)
+        self.used = tile_use(choice, costs, len(capacities))
 
-    def moved(self, moves: list[tuple[int, int]]) -> Totals | None:
-        """The totals after moving each (layer, type) of `moves`; None if that breaks
-        the bound or a tile count."""
+    def moved(self, moves: list[tuple[int, int]]) -> Moved | None:
+        """The totals after moving each (layer, type) of `moves` (charged, and the
+        layers' sums); None if that breaks the bound."""
         energy, latency, area, error = (
-            self.current.energy_pj,
-            self.current.latency_ns,
-            self.current.area_um2,
-            self.current.error,
+            self.sums.energy_pj,
+            self.sums.latency_ns,
+            self.sums.area_um2,
+            self.sums.error,
         )
-        used = dict.fromkeys(range(len(self.used)), 0)
+        used = list(self.used)
         for layer, t in moves:
             now, new = self.costs[layer][self.choice[layer]], self.costs[layer][t]
             energy += new.energy_pj - now.energy_pj
@@ -139,33 +232,30 @@ class _Descent:
             used[self.choice[layer]] -= now.tiles
         if error > self.bound:
             return None
-        if self.capacities is not None:
-            for t, change in used.items():
-                if change > 0 and self.used[t] + change > self.capacities[t]:
-                    return None
-        return Totals(energy, latency, area, error)
+        result = charged(energy, latency, area, error, used, self.capacities, self.writes)
+        return result, Totals(energy, latency, area, error)
 
-    def apply(self, moves: list[tuple[int, int]], result: Totals) -> None:
+    def apply(self, moves: list[tuple[int, int]], result: Moved) -> None:
         for layer, t in moves:
             self.used[self.choice[layer]] -= self.costs[layer][self.choice[layer]].tiles
             self.used[t] += self.costs[layer][t].tiles
             self.choice[layer] = t
-        self.current = result
+        self.current, self.sums = result
 
-    def better(self, result: Totals | None, than: Totals) -> bool:
-        return result is not None and result.edap < than.edap * (1 - RELATIVE_GAIN)
+    def better(self, result: Moved | None, than: Totals) -> bool:
+        return result is not None and _better(result[0], than, self.fit)
 
     def single_sweep(self) -> bool:
         """Each layer in turn to its best type; whether any moved."""
         moved = False
         types = range(len(self.used))
         for layer in range(len(self.choice)):
-            best: tuple[list[tuple[int, int]], Totals] | None = None
+            best: tuple[list[tuple[int, int]], Moved] | None = None
             for t in types:
                 if t == self.choice[layer]:
                     continue
                 result = self.moved([(layer, t)])
-                if self.better(result, best[1] if best else self.current):
+                if self.better(result, best[1][0] if best else self.current):
                     assert result is not None
                     best = ([(layer, t)], result)
             if best is not None:
@@ -175,7 +265,7 @@ class _Descent:
 
     def best_pair(self) -> bool:
         """The best move of two layers at once, applied; whether there was one."""
-        best: tuple[list[tuple[int, int]], Totals] | None = None
+        best: tuple[list[tuple[int, int]], Moved] | None = None
         types = range(len(self.used))
         layers = len(self.choice)
         for first in range(layers):
@@ -188,7 +278,7 @@ class _Descent:
                             continue
                         moves = [(first, t1), (second, t2)]
                         result = self.moved(moves)
-                        if self.better(result, best[1] if best else self.current):
+                        if self.better(result, best[1][0] if best else self.current):
                             assert result is not None
                             best = (moves, result)
         if best is None:

@@ -70,6 +70,46 @@ class Selection:
     sweeps: int
 
 
+@dataclass(frozen=True, slots=True)
+class Sums:
+    """A choice's sums over its layers, before `charged`; per type: the layers'
+    latency in one phase (`latency_ns`) and split over phases (`split_ns`: a layer on a
+    type beyond its count is read once per chunk of tiles it gets), the virtual tiles
+    (`used`) and their rows written (`row_work`)."""
+
+    energy_pj: float
+    area_um2: float
+    error: float
+    latency_ns: tuple[float, ...]
+    split_ns: tuple[float, ...]
+    used: tuple[int, ...]
+    row_work: tuple[int, ...]
+
+
+def sums(choice, costs, errors, capacities: list[int]) -> Sums:
+    energy = area = error = 0.0
+    types = len(capacities)
+    latency, split = [0.0] * types, [0.0] * types
+    used, row_work = [0] * types, [0] * types
+    for layer, t in enumerate(choice):
+        cost: LayerCosts = costs[layer][t]
+        energy += cost.energy_pj
+        area += cost.area_um2
+        error += errors[layer][t]
+        latency[t] += cost.latency_ns
+        split[t] += cost.latency_ns * runs(cost.tiles, capacities[t])
+        used[t] += cost.tiles
+        row_work[t] += cost.row_work
+    return Sums(energy, area, error, tuple(latency), tuple(split), tuple(used), tuple(row_work))
+
+
+def runs(tiles: int, capacity: int) -> float:
+    """The runs a layer of `tiles` tiles expects on a type filled beyond its `capacity`:
+    the allocator fills the chip layer after layer, so the layer starts anywhere in a
+    phase and is cut at each phase's end: 1 + (tiles - 1) / capacity on average."""
+    return 1.0 + max(0, tiles - 1) / capacity
+
+
 def totals(
     choice: list[int] | tuple[int, ...],
     costs,
@@ -78,56 +118,45 @@ def totals(
     writes: WriteModel | None = None,
 ) -> Totals:
     """The choice's totals; with the tile counts, charged as `charged` says."""
-    energy = latency = area = error = 0.0
-    for layer, t in enumerate(choice):
-        cost: LayerCosts = costs[layer][t]
-        energy += cost.energy_pj
-        latency += cost.latency_ns
-        area += cost.area_um2
-        error += errors[layer][t]
     if capacities is None:
-        return Totals(energy, latency, area, error)
-    used = tile_use(choice, costs, len(capacities))
-    return charged(energy, latency, area, error, used, capacities, writes)
+        capacities = [1 << 62] * (len(costs[0]) if costs else 0)
+    return charged(sums(choice, costs, errors, capacities), capacities, writes)
 
 
-def charged(
-    energy: float,
-    latency: float,
-    area: float,
-    error: float,
-    used: list[int],
-    capacities: list[int],
-    writes: WriteModel | None,
-) -> Totals:
+def charged(found: Sums, capacities: list[int], writes: WriteModel | None) -> Totals:
     """The layers' sums with what a mix beyond the tile counts pays, as the cost model
-    charges it: ceil(used / count) phases of the fullest type; all cells written on every
-    inference; each phase's writes as long as the tallest write of the types in use;
-    area only for the physical tiles (the tables count one tile per virtual tile)."""
-    excess = [max(0, u - c) for u, c in zip(used, capacities, strict=True)]
+    charges it (xbarc/cost.py): several phases, the layers split over them read once
+    per chunk (`Sums.phased_ns`); all cells written on every inference, the tiles of a
+    phase in parallel, row by row: per type, its rows written over its physical tiles
+    (the phases of the fullest type, each as long as its average write), the slowest
+    type setting the pace; area only for the physical tiles (the tables count one per
+    virtual tile)."""
+    excess = [max(0, u - c) for u, c in zip(found.used, capacities, strict=True)]
     over = sum(excess)
     if not over or writes is None:
-        return Totals(energy, latency, area, error, excess=over)
-    phases = max(-(-u // c) for u, c in zip(used, capacities, strict=True) if u)
-    area -= sum(e * a for e, a in zip(excess, writes.tile_area_um2, strict=True))
-    rows = max(r for r, u in zip(writes.tallest_rows, used, strict=True) if u)
+        latency = sum(found.latency_ns)
+        return Totals(found.energy_pj, latency, found.area_um2, found.error, excess=over)
+    latency = sum(
+        split if e else plain
+        for split, plain, e in zip(found.split_ns, found.latency_ns, excess, strict=True)
+    )
+    phases = max(-(-u // c) for u, c in zip(found.used, capacities, strict=True) if u)
+    area = found.area_um2 - sum(e * a for e, a in zip(excess, writes.tile_area_um2, strict=True))
+    rows = max(
+        work / min(u, c)
+        for work, u, c in zip(found.row_work, found.used, capacities, strict=True)
+        if u
+    )
     return Totals(
-        energy,
+        found.energy_pj,
         latency,
         area,
-        error,
+        found.error,
         write_energy_pj=writes.energy_pj,
-        write_latency_ns=phases * rows * writes.row_ns,
+        write_latency_ns=rows * writes.row_ns,
         phases=phases,
         excess=over,
     )
-
-
-def tile_use(choice, costs, types: int) -> list[int]:
-    used = [0] * types
-    for layer, t in enumerate(choice):
-        used[t] += costs[layer][t].tiles
-    return used
 
 
 def select(
@@ -150,14 +179,15 @@ def select(
         descend([start] * len(costs), costs, errors, capacities, bound, writes, fit=True)
         for start in starts
     ]
-    if not any(result[1].excess == 0 for result in found):  # no mix fits: fewest writes
+    fitting = [result for result in found if result[1].excess == 0]
+    if not fitting:  # no mix found fits: the least EDAP, writes and all
         found += [
             descend([start] * len(costs), costs, errors, capacities, bound, writes, fit=False)
             for start in starts
         ]
     best: tuple[list[int], Totals, int] | None = None
-    for result in found:
-        if best is None or _better(result[1], best[1], fit=True):
+    for result in fitting or found:
+        if best is None or _better(result[1], best[1], fit=False):
             best = result
     assert best is not None  # the most accurate uniform choice is always within the bound
     return Selection(tuple(best[0]), best[1], bound, uniform, best[2])
@@ -197,8 +227,8 @@ Moved = tuple[Totals, Totals]  # a move's charged totals, and its layers' sums
 
 
 class _Descent:
-    """The current choice, its running totals and tile use, and the moves that may
-    change them."""
+    """The current choice, its running sums and totals, and the moves that may change
+    them."""
 
     def __init__(self, choice, costs, errors, capacities, bound, writes, fit):
         self.choice = choice
@@ -208,37 +238,43 @@ class _Descent:
         self.writes = writes
         self.fit = fit  # fewer tiles over the counts first
         self.bound = bound * (1 + 1e-12)
-        self.sums = totals(choice, costs, errors)  # the layers' sums, uncharged
-        self.current = totals(choice, costs, errors, capacities, writes)
-        self.used = tile_use(choice, costs, len(capacities))
+        self.sums = sums(choice, costs, errors, capacities)
+        self.current = charged(self.sums, capacities, writes)
+        self.types = range(len(capacities))
 
     def moved(self, moves: list[tuple[int, int]]) -> Moved | None:
-        """The totals after moving each (layer, type) of `moves` (charged, and the
-        layers' sums); None if that breaks the bound."""
-        energy, latency, area, error = (
-            self.sums.energy_pj,
-            self.sums.latency_ns,
-            self.sums.area_um2,
-            self.sums.error,
-        )
-        used = list(self.used)
+        """The totals after moving each (layer, type) of `moves` (charged, and the new
+        sums); None if that breaks the bound."""
+        now_sums = self.sums
+        energy, area, error = now_sums.energy_pj, now_sums.area_um2, now_sums.error
+        latency = list(now_sums.latency_ns)
+        split = list(now_sums.split_ns)
+        used = list(now_sums.used)
+        row_work = list(now_sums.row_work)
+        capacities = self.capacities
         for layer, t in moves:
-            now, new = self.costs[layer][self.choice[layer]], self.costs[layer][t]
+            was = self.choice[layer]
+            now, new = self.costs[layer][was], self.costs[layer][t]
             energy += new.energy_pj - now.energy_pj
-            latency += new.latency_ns - now.latency_ns
+            latency[t] += new.latency_ns
+            latency[was] -= now.latency_ns
+            split[t] += new.latency_ns * runs(new.tiles, capacities[t])
+            split[was] -= now.latency_ns * runs(now.tiles, capacities[was])
             area += new.area_um2 - now.area_um2
-            error += self.errors[layer][t] - self.errors[layer][self.choice[layer]]
+            error += self.errors[layer][t] - self.errors[layer][was]
             used[t] += new.tiles
-            used[self.choice[layer]] -= now.tiles
+            used[was] -= now.tiles
+            row_work[t] += new.row_work
+            row_work[was] -= now.row_work
         if error > self.bound:
             return None
-        result = charged(energy, latency, area, error, used, self.capacities, self.writes)
-        return result, Totals(energy, latency, area, error)
+        new_sums = Sums(
+            energy, area, error, tuple(latency), tuple(split), tuple(used), tuple(row_work)
+        )
+        return charged(new_sums, capacities, self.writes), new_sums
 
     def apply(self, moves: list[tuple[int, int]], result: Moved) -> None:
         for layer, t in moves:
-            self.used[self.choice[layer]] -= self.costs[layer][self.choice[layer]].tiles
-            self.used[t] += self.costs[layer][t].tiles
             self.choice[layer] = t
         self.current, self.sums = result
 
@@ -248,10 +284,9 @@ class _Descent:
     def single_sweep(self) -> bool:
         """Each layer in turn to its best type; whether any moved."""
         moved = False
-        types = range(len(self.used))
         for layer in range(len(self.choice)):
             best: tuple[list[tuple[int, int]], Moved] | None = None
-            for t in types:
+            for t in self.types:
                 if t == self.choice[layer]:
                     continue
                 result = self.moved([(layer, t)])
@@ -266,14 +301,13 @@ class _Descent:
     def best_pair(self) -> bool:
         """The best move of two layers at once, applied; whether there was one."""
         best: tuple[list[tuple[int, int]], Moved] | None = None
-        types = range(len(self.used))
         layers = len(self.choice)
         for first in range(layers):
             for second in range(first + 1, layers):
-                for t1 in types:
+                for t1 in self.types:
                     if t1 == self.choice[first]:
                         continue
-                    for t2 in types:
+                    for t2 in self.types:
                         if t2 == self.choice[second]:
                             continue
                         moves = [(first, t1), (second, t2)]

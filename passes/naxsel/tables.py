@@ -61,17 +61,18 @@ class LayerCosts:
     energy_pj: float
     latency_ns: float
     area_um2: float
+    row_work: int = 0  # its tiles x the tallest write on one (a phase's write time is its
+    # tallest tile's, row by row)
 
 
 @dataclass(frozen=True, slots=True)
 class WriteModel:
     """What a mix beyond the tile counts pays (search.charged): all the program's cells
-    written once per inference, each phase's writes as long as the tallest write on a
-    tile of the types in use, and the area of a physical tile of each type."""
+    written on every inference, a row's program-and-verify time, and the area of a
+    physical tile of each type."""
 
     energy_pj: float  # every cell of every layer, program-and-verify
     row_ns: float  # one row written: the program-and-verify iterations
-    tallest_rows: tuple[int, ...]  # per tile type: the most rows a layer writes on one
     tile_area_um2: tuple[float, ...]  # per tile type: a tile with its periphery
 
 
@@ -79,15 +80,9 @@ def write_model(shapes: list[LayerShape], hardware: Hardware) -> WriteModel:
     """`WriteModel` of these layers on this chip (xbarc/cost.py write_cost's terms)."""
     cost = hardware.cost
     cells = sum(s.groups * s.slices * s.rows * s.cols for s in shapes)
-    tallest = []
-    areas = []
     scales = any(s.scales for s in shapes)
+    areas = []
     for tile_type in hardware.tile_types:
-        rows = 0
-        for s in shapes:
-            per_tile = diagonal_per_tile(s.groups, s.rows, s.cols, tile_type)
-            rows = max(rows, per_tile * s.rows if per_tile else min(s.rows, tile_type.rows))
-        tallest.append(rows)
         area = unit_costs(hardware, tile_type).tile_area_um2
         if scales:
             area += cost.scale_multiplier_area_um2 / hardware.dac.input_slices
@@ -95,7 +90,6 @@ def write_model(shapes: list[LayerShape], hardware: Hardware) -> WriteModel:
     return WriteModel(
         energy_pj=cells * cost.write_pv_iterations * cost.write_pulse_energy_pj,
         row_ns=cost.write_pv_iterations * (cost.write_pulse_ns + cost.write_verify_ns),
-        tallest_rows=tuple(tallest),
         tile_area_um2=tuple(areas),
     )
 
@@ -180,7 +174,11 @@ def layer_costs(shape: LayerShape, hardware: Hardware, tile_type: TileType) -> L
     if shape.scales:
         area += tiles * cost.scale_multiplier_area_um2 / hardware.dac.input_slices
     return LayerCosts(
-        tiles=tiles, energy_pj=energy, latency_ns=repeats * units.cycle_ns, area_um2=area
+        tiles=tiles,
+        energy_pj=energy,
+        latency_ns=repeats * units.cycle_ns,
+        area_um2=area,
+        row_work=tiles * (per_tile * shape.rows if per_tile else min(shape.rows, tile_type.rows)),
     )
 
 

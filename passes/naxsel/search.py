@@ -223,7 +223,7 @@ def descend(
     return search.choice, totals(search.choice, costs, errors, capacities, writes), sweeps
 
 
-Moved = tuple[Totals, Totals]  # a move's charged totals, and its layers' sums
+Moved = tuple[Totals, Sums]  # a move's charged totals, and its layers' sums
 
 
 class _Descent:

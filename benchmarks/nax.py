@@ -11,6 +11,9 @@ digits) under `quant` and under `rram` (mean +- std over chip seeds 0..N-1; rram
 across chips is large, see "Accuracy under noise") for NAX and the best uniform size,
 the one of least EDAP.
 
+Small chips: the same fixtures with NAX on 16, 64 and 128 tiles of each type (no uniform
+size fits in one phase on most), against the uniform size of least EDAP within the budget.
+
 ResNet-50 and DenseNet-121 (onnx's light models with trained-like weights,
 benchmarks/trained_like.py): the nax pass's selection time, and EDAP of NAX and of each
 uniform size by the cost model (full compiles), with the proxy's summed error (no
@@ -35,7 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import record_if  # noqa: E402
 from benchmarks.trained_like import LIGHT, trained_like  # noqa: E402
-from xbarc.compiler import CompileOptions, compile_onnx, guard_uniform  # noqa: E402
+from xbarc.compiler import (  # noqa: E402
+    CompileOptions,
+    compile_onnx,
+    default_pipeline,
+    guard_uniform,
+    uniform_tile_sizes,
+)
 from xbarc.ir.tile import Program  # noqa: E402
 from xbarc.passes.nax import Nax  # noqa: E402
 from xbarc.report import report  # noqa: E402
@@ -95,6 +104,44 @@ def digits_rows(seeds: int, budget: float) -> list[dict]:
     return rows
 
 
+SMALL_TILES = (16, 64, 128)  # of each type: chips where the uniform sizes need phases
+
+
+def small_chip_rows(budget: float) -> list[dict]:
+    """Every digits fixture with NAX on chips of few tiles of each type: the written
+    program's EDAP and phases against the uniform size of least EDAP within the budget
+    (re-tiled as inspect does), and the compiler guard's line if it replaced the mix."""
+    rows = []
+    for fixture in FIXTURES:
+        model = DIGITS / f"{fixture}.onnx"
+        for tiles in SMALL_TILES:
+            options = CompileOptions(
+                tiles=tiles, tile_sizes=SIZES, nax_budget=budget, input_shapes={"x": (1, 1, 8, 8)}
+            )
+            notes: list[str] = []
+            program = compile_onnx(model, options, notes=notes)
+            stages = default_pipeline(options).split(",nax{")[0]  # the compiler's quantize
+            quantized = compile_onnx(model, replace(options, pipeline=stages, nax_budget=None))
+            within = Nax(budget=budget).within_budget(quantized)
+            uniform = {u.tile_type: u for u in uniform_tile_sizes(program)}
+            best = min(within, key=lambda name: uniform[name].edap_used)
+            summary = report(program)
+            rows.append(
+                {
+                    "fixture": fixture,
+                    "tiles": tiles,
+                    "edap": summary.edap_used,
+                    "phases": summary.phases,
+                    "best": best,
+                    "best_edap": uniform[best].edap_used,
+                    "best_phases": uniform[best].phases,
+                    "guard": notes[0] if notes else "",
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
 def large_rows(budget: float, folder: Path) -> list[dict]:
     rows = []
     for name in ("resnet50", "densenet121"):
@@ -135,7 +182,9 @@ def change(value: float, base: float) -> str:
     return f"{value / base - 1:+.1%}" if base else "-"
 
 
-def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> str:
+def body(
+    digits: list[dict], small: list[dict], large: list[dict], seeds: int, budget: float
+) -> str:
     lines = [
         "## NAX: per-layer tile sizes against the best uniform size (`benchmarks/nax.py`)",
         "",
@@ -163,6 +212,28 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
     for row in digits:
         chosen = ", ".join(f"{name} {kind}" for name, kind in row["nax"]["layers"])
         lines.append(f"- {row['fixture']}: {chosen}")
+    if small:
+        lines += [
+            "",
+            "Small chips (the same fixtures, "
+            + ", ".join(str(t) for t in SMALL_TILES)
+            + " tiles of each type: the uniform sizes need several phases, and pay their "
+            "cell writes on every inference): the program compile writes against the uniform "
+            "size of least EDAP within the budget (re-tiled as inspect's table does). A mix "
+            "that fits in one phase is preferred; the compiler writes a uniform size instead "
+            "where the cost model finds it cheaper (guard).",
+            "",
+            "| model | tiles of each | NAX EDAP | phases | best uniform within budget | its EDAP "
+            "| phases | NAX vs it | guard |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---|",
+        ]
+        for row in small:
+            lines.append(
+                f"| {row['fixture']} | {row['tiles']} | {row['edap']:.4g} | {row['phases']} | "
+                f"{row['best']} | {row['best_edap']:.4g} | {row['best_phases']} | "
+                f"{change(row['edap'], row['best_edap'])} | "
+                f"{'replaced the mix' if row['guard'] else '-'} |"
+            )
     if large:
         lines += [
             "",
@@ -233,7 +304,8 @@ def main() -> None:
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as folder:
             large = large_rows(args.budget, Path(folder))
-    text = body(digits, large, args.seeds, args.budget)
+    small = small_chip_rows(args.budget)
+    text = body(digits, small, large, args.seeds, args.budget)
     print(text)
     record_if(args.record, "nax", text)
 

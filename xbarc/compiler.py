@@ -264,7 +264,10 @@ def guard_uniform(program: Program, nax: Nax) -> tuple[Program, str | None]:
     chosen = report(program).edap_used
     best: tuple[Program, float, str] | None = None
     for name in nax.within_budget(untiled):
-        candidate = retiled(program, name)
+        try:
+            candidate = retiled(program, name)
+        except XbarcError:  # the program cannot take this size alone (a basis too large)
+            continue
         edap = report(candidate).edap_used
         if edap < chosen and (best is None or edap < best[1]):
             best = (candidate, edap, name)

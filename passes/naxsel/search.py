@@ -7,7 +7,9 @@ so no layer can be chosen alone. A mix that needs more virtual tiles of a type t
 chip has of it runs in several phases, and the cost model then charges what the tables
 alone do not show (`charged`, given the chip's `WriteModel`): every cell written again on
 every inference (program-and-verify, row by row, tiles in parallel: each phase as long
-as its tallest write), and only the physical tiles as area. A mix that fits in one phase
+as its tallest write), a layer cut at a phase's end read once more, and only the
+physical tiles as area; `charged` estimates these on average (the allocator's exact
+phases are not known before it runs). A mix that fits in one phase
 is always preferred (spreading the layers over the types is what a chip of several types
 is for): the search minimises (tiles over the counts, EDAP), in that order.
 

@@ -11,6 +11,9 @@ digits) under `quant` and under `rram` (mean +- std over chip seeds 0..N-1; rram
 across chips is large, see "Accuracy under noise") for NAX and the best uniform size,
 the one of least EDAP.
 
+Small chips: the same fixtures with NAX on 16, 64 and 128 tiles of each type (no uniform
+size fits in one phase on most), against the uniform size of least EDAP within the budget.
+
 ResNet-50 and DenseNet-121 (onnx's light models with trained-like weights,
 benchmarks/trained_like.py): the nax pass's selection time, and EDAP of NAX and of each
 uniform size by the cost model (full compiles), with the proxy's summed error (no
@@ -35,7 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import record_if  # noqa: E402
 from benchmarks.trained_like import LIGHT, trained_like  # noqa: E402
-from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
+from xbarc.compiler import (  # noqa: E402
+    CompileOptions,
+    compile_onnx,
+    default_pipeline,
+    guard_uniform,
+    uniform_tile_sizes,
+)
 from xbarc.ir.tile import Program  # noqa: E402
 from xbarc.passes.nax import Nax  # noqa: E402
 from xbarc.report import report  # noqa: E402
@@ -95,6 +104,44 @@ def digits_rows(seeds: int, budget: float) -> list[dict]:
     return rows
 
 
+SMALL_TILES = (16, 64, 128)  # of each type: chips where the uniform sizes need phases
+
+
+def small_chip_rows(budget: float) -> list[dict]:
+    """Every digits fixture with NAX on chips of few tiles of each type: the written
+    program's EDAP and phases against the uniform size of least EDAP within the budget
+    (re-tiled as inspect does), and the compiler guard's line if it replaced the mix."""
+    rows = []
+    for fixture in FIXTURES:
+        model = DIGITS / f"{fixture}.onnx"
+        for tiles in SMALL_TILES:
+            options = CompileOptions(
+                tiles=tiles, tile_sizes=SIZES, nax_budget=budget, input_shapes={"x": (1, 1, 8, 8)}
+            )
+            notes: list[str] = []
+            program = compile_onnx(model, options, notes=notes)
+            stages = default_pipeline(options).split(",nax{")[0]  # the compiler's quantize
+            quantized = compile_onnx(model, replace(options, pipeline=stages, nax_budget=None))
+            within = Nax(budget=budget).within_budget(quantized)
+            uniform = {u.tile_type: u for u in uniform_tile_sizes(program)}
+            best = min(within, key=lambda name: uniform[name].edap_used)
+            summary = report(program)
+            rows.append(
+                {
+                    "fixture": fixture,
+                    "tiles": tiles,
+                    "edap": summary.edap_used,
+                    "phases": summary.phases,
+                    "best": best,
+                    "best_edap": uniform[best].edap_used,
+                    "best_phases": uniform[best].phases,
+                    "guard": notes[0] if notes else "",
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
 def large_rows(budget: float, folder: Path) -> list[dict]:
     rows = []
     for name in ("resnet50", "densenet121"):
@@ -106,7 +153,14 @@ def large_rows(budget: float, folder: Path) -> list[dict]:
         selection = Nax(budget=budget).select(quantized)
         selection_s = time.perf_counter() - started
         row: dict = {"model": name, "selection_s": selection_s, "layers": len(selection.choice)}
-        programs = {"nax": compile_onnx(path, options)}
+        notes: list[str] = []
+        programs = {"nax": compile_onnx(path, options, notes=notes)}
+        # the compiler's guard against a uniform size of lower EDAP, timed on its own (on
+        # the program it already checked: the same work, the program unchanged)
+        started = time.perf_counter()
+        guard_uniform(programs["nax"], Nax(budget=budget))
+        row["guard_s"] = time.perf_counter() - started
+        row["guard"] = notes[0] if notes else ""
         for size in SIZES:
             uniform = replace(options, tile_sizes=(), nax_budget=None)
             programs[label(size)] = compile_onnx(
@@ -128,7 +182,9 @@ def change(value: float, base: float) -> str:
     return f"{value / base - 1:+.1%}" if base else "-"
 
 
-def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> str:
+def body(
+    digits: list[dict], small: list[dict], large: list[dict], seeds: int, budget: float
+) -> str:
     lines = [
         "## NAX: per-layer tile sizes against the best uniform size (`benchmarks/nax.py`)",
         "",
@@ -156,23 +212,48 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
     for row in digits:
         chosen = ", ".join(f"{name} {kind}" for name, kind in row["nax"]["layers"])
         lines.append(f"- {row['fixture']}: {chosen}")
+    if small:
+        lines += [
+            "",
+            "Small chips (the same fixtures, "
+            + ", ".join(str(t) for t in SMALL_TILES)
+            + " tiles of each type: the uniform sizes need several phases, and pay their "
+            "cell writes on every inference): the program compile writes against the uniform "
+            "size of least EDAP within the budget (re-tiled as inspect's table does). A mix "
+            "that fits in one phase is preferred; the compiler writes a uniform size instead "
+            "where the cost model finds it cheaper (guard).",
+            "",
+            "| model | tiles of each | NAX EDAP | phases | best uniform within budget | its EDAP "
+            "| phases | NAX vs it | guard |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---|",
+        ]
+        for row in small:
+            lines.append(
+                f"| {row['fixture']} | {row['tiles']} | {row['edap']:.4g} | {row['phases']} | "
+                f"{row['best']} | {row['best_edap']:.4g} | {row['best_phases']} | "
+                f"{change(row['edap'], row['best_edap'])} | "
+                f"{'replaced the mix' if row['guard'] else '-'} |"
+            )
     if large:
         lines += [
             "",
             "ResNet-50 and DenseNet-121 (light models, trained-like weights, 1x3x224x224): the "
-            "nax pass's selection time (after quantize), EDAP by the cost model (full "
+            "nax pass's selection time (after quantize), the compiler's guard's time (the "
+            "uniform sizes within the budget re-tiled and costed against the chosen mix, "
+            "`compiler.guard_uniform`), EDAP by the cost model (full "
             "compiles), and the summed error proxy of each (the budget allows "
             f"{budget:.0%} over the most accurate uniform size).",
             "",
-            "| model | layers | selection s | "
+            "| model | layers | selection s | guard s | "
             + " | ".join(f"{label(s)} EDAP (proxy)" for s in SIZES)
             + " | NAX EDAP (proxy) | NAX mix |",
-            "|---|---:|---:|" + "---:|" * (len(SIZES) + 1) + "---|",
+            "|---|---:|---:|---:|" + "---:|" * (len(SIZES) + 1) + "---|",
         ]
         for row in large:
             cells = " | ".join(f"{row[label(s)]:.3g} ({row['proxy'][label(s)]:.3f})" for s in SIZES)
             lines.append(
-                f"| {row['model']} | {row['layers']} | {row['selection_s']:.2f} | {cells} | "
+                f"| {row['model']} | {row['layers']} | {row['selection_s']:.2f} | "
+                f"{row['guard_s']:.2f} | {cells} | "
                 f"{row['nax']:.3g} ({row['proxy']['nax']:.3f}) | {row['mix']} |"
             )
         lines.append("")
@@ -186,6 +267,7 @@ def body(digits: list[dict], large: list[dict], seeds: int, budget: float) -> st
                 f"{change(row['nax'], row[cheapest])} against {cheapest}, the least EDAP of "
                 "any uniform size"
                 + ("" if cheapest in within else ", whose proxy is over the budget")
+                + (f"; the compiler's guard: {row['guard']}" if row["guard"] else "")
             )
     return "\n".join(lines)
 
@@ -222,7 +304,8 @@ def main() -> None:
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as folder:
             large = large_rows(args.budget, Path(folder))
-    text = body(digits, large, args.seeds, args.budget)
+    small = small_chip_rows(args.budget)
+    text = body(digits, small, large, args.seeds, args.budget)
     print(text)
     record_if(args.record, "nax", text)
 

@@ -17,7 +17,8 @@ accuracy. On a chip offering several tile types (`compile --tile-size
   gains fitted against the runtime's simulation (`benchmarks/nax.py --calibrate`);
 - search (`naxsel/search.py`): coordinate descent over the layers from each uniform
   choice, minimising the program's EDAP with the summed proxy at most (1 + `budget`)
-  times the most accurate uniform size's, each tile type within its tile count.
+  times the most accurate uniform size's, a mix within the tile counts (one phase)
+  preferred to any other, and a mix beyond them charged its writes on every inference.
 
 A basis array (BasisN) keeps no tile type of its own. Run it after quantize and before
 tile: `quantize,nax,tile,allocate` (the default pipeline on a chip of several types).
@@ -33,7 +34,7 @@ from xbarc.hardware import Hardware
 from xbarc.ir.tile import Program
 from xbarc.passes.naxsel.proxy import NoiseNumbers, error_shape, error_terms
 from xbarc.passes.naxsel.search import Selection, select
-from xbarc.passes.naxsel.tables import fixed_costs, layer_costs, layer_shapes
+from xbarc.passes.naxsel.tables import fixed_costs, layer_costs, layer_shapes, write_model
 
 MAX_BUDGET = 100.0  # the summed error at most 101 times the most accurate size's
 
@@ -78,6 +79,16 @@ class Nax:
         if not program.arrays and any(True for _ in program.layers()):
             raise XbarcError("nax needs quantized arrays", hint="run quantize before nax")
         hardware = program.hardware
+        shapes, costs, errors = self.tables(program)
+        capacities = [t.count for t in hardware.tile_types]
+        writes = write_model(shapes, hardware)
+        selection = select(costs, errors, capacities, self.budget, writes)
+        return replace(selection, choice=selection.choice[:-1])
+
+    def tables(self, program: Program):
+        """Each layer's shape, and its costs and error proxy on every tile type (one row
+        more: what the program pays whatever the choice)."""
+        hardware = program.hardware
         shapes = layer_shapes(program)
         arrays = {array.name: array for array in program.arrays}
         numbers = self.numbers()
@@ -95,9 +106,19 @@ class Nax:
         fixed = fixed_costs(program, shapes)
         costs.append([fixed] * len(hardware.tile_types))
         errors.append([0.0] * len(hardware.tile_types))
-        capacities = [t.count for t in hardware.tile_types]
-        selection = select(costs, errors, capacities, self.budget)
-        return replace(selection, choice=selection.choice[:-1])
+        return shapes, costs, errors
+
+    def within_budget(self, program: Program) -> tuple[str, ...]:
+        """The tile types whose uniform choice keeps the summed error proxy within the
+        search's bound, for the compiler's guard against a uniform size of lower EDAP
+        (xbarc/compiler.py `guard_uniform`); `program` as nax takes it (not tiled)."""
+        _, _, errors = self.tables(program)
+        types = program.hardware.tile_types
+        sums = [sum(row[t] for row in errors) for t in range(len(types))]
+        bound = (1.0 + self.budget) * min(sums)
+        return tuple(
+            t.name for t, error in zip(types, sums, strict=True) if error <= bound * (1 + 1e-12)
+        )
 
     def numbers(self) -> NoiseNumbers:
         return NoiseNumbers(

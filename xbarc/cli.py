@@ -711,7 +711,8 @@ def run_compile(args: argparse.Namespace) -> int:
         print(print_program(program))
 
     after_pass = print_after if args.print_ir_after_all else None
-    program = compile_onnx(args.model, options, emit=args.emit, after_pass=after_pass)
+    notes: list[str] = []  # what the compiler decided after the passes (nax's guard)
+    program = compile_onnx(args.model, options, emit=args.emit, after_pass=after_pass, notes=notes)
     from xbarc import progress
 
     with progress.task("write", total=2, unit="step", estimate=False) as task:
@@ -739,11 +740,14 @@ def run_compile(args: argparse.Namespace) -> int:
         strategies = compare_strategies(args.model, options, program)
     if args.json:
         document = compile_json(args, output, elapsed, program, summary, plain_error)
+        document["notes"] = notes
         document["compare_mappings"] = mappings
         document["compare_strategies"] = strategies
         print(json.dumps(finite_json(document), indent=2))
     else:
         print_compile(args, output, elapsed, program, summary, plain_error)
+        for note in notes:
+            print(note)
         if mappings is not None:
             from xbarc.report import format_mapping_comparison
 

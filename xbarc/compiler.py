@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from xbarc.frontend import import_onnx
 from xbarc.hardware import Hardware, TileType, tile_type_name, with_chip_options, with_overrides
 from xbarc.ir.tile import Program
 from xbarc.passes.manager import parse_pipeline, run_pipeline
+
+if TYPE_CHECKING:
+    from xbarc.passes.nax import Nax
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +206,12 @@ def compile_onnx(
     options: CompileOptions | None = None,
     emit: str = "tile",
     after_pass: Callable[[Any, Program], None] | None = None,
+    notes: list[str] | None = None,
 ) -> Program:
-    """Import `model_path` and, unless `emit="graph"`, run the pipeline over it."""
+    """Import `model_path` and, unless `emit="graph"`, run the pipeline over it. After a
+    nax pass, `guard_uniform` keeps the promise that the mix never loses to a uniform
+    tile size within the error budget; what it did is appended to `notes` (a line of the
+    compile report)."""
     options = options or CompileOptions()
     if emit not in ("graph", "tile"):
         raise XbarcError(f"unknown --emit stage {emit!r}", hint="use graph or tile")
@@ -234,7 +241,44 @@ def compile_onnx(
         task.describe("passes")
         program = run_pipeline(program, pipeline, after_pass)
         task.update()
+    from xbarc.passes.nax import Nax
+
+    nax = next((p for p in pipeline.passes if isinstance(p, Nax)), None)
+    if nax is not None and program.blocks:
+        program, note = guard_uniform(program, nax)
+        if note is not None and notes is not None:
+            notes.append(note)
     return program
+
+
+def guard_uniform(program: Program, nax: Nax) -> tuple[Program, str | None]:
+    """The nax pass's choice, or the uniform tile size of least EDAP on used area among
+    those within its error budget where that is lower, with a line saying so (None:
+    the choice stands). The search estimates the cost (passes/naxsel); this compares
+    what the cost model charges, each uniform size re-tiled as inspect does
+    (`retiled`), so a chip of several types never does worse than one size it could
+    have used."""
+    from xbarc.report import report
+
+    untiled = replace(program, blocks=(), phases=())
+    chosen = report(program).edap_used
+    best: tuple[Program, float, str] | None = None
+    for name in nax.within_budget(untiled):
+        try:
+            candidate = retiled(program, name)
+        except XbarcError:  # the program cannot take this size alone (a basis too large)
+            continue
+        edap = report(candidate).edap_used
+        if edap < chosen and (best is None or edap < best[1]):
+            best = (candidate, edap, name)
+    if best is None:
+        return program, None
+    candidate, edap, name = best
+    return candidate, (
+        f"nax: every layer on {name} instead of the chosen mix: EDAP {edap:.4g} against "
+        f"{chosen:.4g} pJ*ns*mm^2 on used area ({edap / chosen - 1:+.1%}), within the error "
+        "budget (the search's estimate missed it)"
+    )
 
 
 def check_calibration_data(options: CompileOptions, passes: tuple[Any, ...]) -> None:

@@ -18,6 +18,11 @@ them. Per forward pass, a layer of P patches fed as I input slices:
   per output column per patch) and its traffic with the activation buffer (its unfolded
   inputs read and outputs written once per patch).
 
+A mix that needs more virtual tiles of a type than the chip has of it runs in several
+phases and writes its cells on every inference: `write_model` gives the search what the
+cost model's `write_cost` charges for that (program-and-verify, row by row, tiles in
+parallel) and the area of a physical tile of each type.
+
 What every choice pays alike still weighs in the product E x L x A, so `fixed_costs`
 gives the program's own part: the column scales' buffer bytes, the activation buffer
 (the largest input plus output of a layer) and one set of digital units. The digital
@@ -56,6 +61,37 @@ class LayerCosts:
     energy_pj: float
     latency_ns: float
     area_um2: float
+    row_work: int = 0  # its tiles x the tallest write on one (a phase's write time is its
+    # tallest tile's, row by row)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteModel:
+    """What a mix beyond the tile counts pays (search.charged): all the program's cells
+    written on every inference, a row's program-and-verify time, and the area of a
+    physical tile of each type."""
+
+    energy_pj: float  # every cell of every layer, program-and-verify
+    row_ns: float  # one row written: the program-and-verify iterations
+    tile_area_um2: tuple[float, ...]  # per tile type: a tile with its periphery
+
+
+def write_model(shapes: list[LayerShape], hardware: Hardware) -> WriteModel:
+    """`WriteModel` of these layers on this chip (xbarc/cost.py write_cost's terms)."""
+    cost = hardware.cost
+    cells = sum(s.groups * s.slices * s.rows * s.cols for s in shapes)
+    scales = any(s.scales for s in shapes)
+    areas = []
+    for tile_type in hardware.tile_types:
+        area = unit_costs(hardware, tile_type).tile_area_um2
+        if scales:
+            area += cost.scale_multiplier_area_um2 / hardware.dac.input_slices
+        areas.append(area)
+    return WriteModel(
+        energy_pj=cells * cost.write_pv_iterations * cost.write_pulse_energy_pj,
+        row_ns=cost.write_pv_iterations * (cost.write_pulse_ns + cost.write_verify_ns),
+        tile_area_um2=tuple(areas),
+    )
 
 
 def layer_shapes(program: Program) -> list[LayerShape]:
@@ -138,7 +174,11 @@ def layer_costs(shape: LayerShape, hardware: Hardware, tile_type: TileType) -> L
     if shape.scales:
         area += tiles * cost.scale_multiplier_area_um2 / hardware.dac.input_slices
     return LayerCosts(
-        tiles=tiles, energy_pj=energy, latency_ns=repeats * units.cycle_ns, area_um2=area
+        tiles=tiles,
+        energy_pj=energy,
+        latency_ns=repeats * units.cycle_ns,
+        area_um2=area,
+        row_work=tiles * (per_tile * shape.rows if per_tile else min(shape.rows, tile_type.rows)),
     )
 
 

@@ -542,12 +542,6 @@ def format_report(result: ProgramReport) -> str:
         f"{result.cell_writes_per_inference} per inference; {result.cycles} array cycles per "
         f"inference; EDP {result.edp:.4g} pJ*ns"
     )
-    if several:
-        lines.append(
-            f"used area {result.used_area_mm2:.4f} mm^2 (what the program occupies: the tiles "
-            f"it writes with their periphery, its buffers and digital units); EDAP on it "
-            f"{result.edap_used:.4g} pJ*ns*mm^2"
-        )
     lines.extend(uniform_lines(result))
     return "\n".join(lines)
 

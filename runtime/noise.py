@@ -5,7 +5,7 @@
 A profile is a TOML file of `NoiseSettings` fields. Four ship with xbarc (`ideal`,
 `quant`, `rram`, `pcm`, in `runtime/profiles/`); a user's file is named by its path and
 may start from a shipped one with `base = "rram"`, or from another file (a relative path
-is found beside the profile that names it), at most MAX_BASES deep. Profile files are
+is found beside the profile that names it), at most 32 deep. Profile files are
 read as regular UTF-8 files of at most limits.MAX_PROFILE_BYTES, flat enough for tomllib
 to parse in bounded time and recursion. Overrides (`--set field=value` on the
 command line) come last. Every field is checked when the profile is read: an unknown
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from xbarc.diagnostics import XbarcError
-from xbarc.files import read_regular_file
+from xbarc.files import TomlKind, check_toml_structure, read_toml_chain
 from xbarc.limits import MAX_PROFILE_BYTES
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -164,20 +164,25 @@ def format_value(value) -> str:
 def load_profile(name: str | os.PathLike, overrides: Sequence[str] = ()) -> NoiseSettings:
     """The settings of a shipped profile (by name) or a user's TOML file (by path), with
     `field=value` overrides applied last."""
-    values, where = read_profile(name, seen=())
+    values, where = read_profile(name)
     for text in overrides:
         key, value = parse_override(text)
         values[key] = (value, f"--set {text}")
     return build_settings(values, where)
 
 
-# a profile may start from another (`base = ...`), which may start from another: at most
-# this many bases in a chain (a longer one is a mistake, or a file built to exhaust us)
-MAX_BASES = 32
-# '.', '[' and '{' in a profile (keys, tables, arrays, floats): a profile is a flat table of
-# at most two dozen fields, so a few dozen is plenty; hundreds of thousands (a 1 MB file
-# of them) would cost tomllib quadratic time and memory (dotted keys) or its recursion
-MAX_STRUCTURE = 1000
+# a profile is a flat table of at most two dozen fields, so a few dozen '.', '[' and '{' is
+# plenty; hundreds of thousands (a 1 MB file of them) would cost tomllib quadratic time and
+# memory (dotted keys) or its recursion
+PROFILE_FILES = TomlKind(
+    name="noise profile",
+    missing="no such noise profile file",
+    family="profile",
+    max_bytes=MAX_PROFILE_BYTES,
+    max_structure=1000,
+    shape="a flat list of `field = value` lines",
+    start_hint="start the profile from a shipped one or copy the fields it needs",
+)
 
 
 def profile_path(name: str, folder: Path | None) -> Path:
@@ -194,80 +199,18 @@ def profile_path(name: str, folder: Path | None) -> Path:
     )
 
 
-def read_profile(
-    name: str | os.PathLike, seen: tuple[str, ...], folder: Path | None = None
-) -> tuple[dict, str]:
-    """Field values of a profile with where each was set, following `base = ...`; `seen`
-    holds the real paths of the profiles that led here, `folder` the folder of the last
-    one (a relative base is found beside the profile that names it)."""
-    path = profile_path(os.fspath(name), folder)
-    real = os.path.realpath(path)
-    if real in seen:
-        raise XbarcError("profile bases form a cycle", where=path)
-    table = read_toml(path)
+def read_profile(name: str | os.PathLike) -> tuple[dict, str]:
+    """Field values of a profile with where each was set, following `base = ...` (a
+    relative base is found beside the profile that names it)."""
     values: dict = {}
-    base = table.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise XbarcError("base must be a profile name or path", where=path)
-        if len(seen) >= MAX_BASES:
-            raise XbarcError(
-                f"base = {base!r}: more than {MAX_BASES} profile bases in a chain",
-                where=path,
-                hint="start the profile from a shipped one or copy the fields it needs",
-            )
-        try:
-            based = profile_path(base, path.parent)
-            if not os.path.lexists(based):
-                raise XbarcError(f"no such noise profile file {based}")
-            values, _ = read_profile(base, (*seen, real), path.parent)
-        except XbarcError as error:
-            if error.where is not None:
-                raise
-            message = f"base = {base!r}: {error.message}"
-            raise XbarcError(message, where=path, hint=error.hint) from None
-    for key, value in table.items():
-        values[key] = (value, str(path))
+    chain = read_toml_chain(name, PROFILE_FILES, profile_path)
+    for table, path in chain:
+        for key, value in table.items():
+            values[key] = (value, str(path))
+    table, path = chain[-1]
     if "profile" not in table:
         values["profile"] = (path.stem, str(path))
     return values, str(path)
-
-
-def read_toml(path: Path) -> dict:
-    """The table of the profile file at `path`: a regular file of at most
-    MAX_PROFILE_BYTES of UTF-8 TOML, flat enough to parse in bounded time."""
-    if not os.path.lexists(path):
-        raise XbarcError("no such noise profile file", where=path)
-    data = read_regular_file(path, "noise profile", MAX_PROFILE_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise XbarcError(
-            f"not UTF-8 text (byte {error.start} is {data[error.start]:#04x})",
-            where=path,
-            hint="save the profile as UTF-8",
-        ) from None
-    check_flat(text, path)
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise XbarcError(f"not valid TOML: {error}", where=path) from None
-    except RecursionError:
-        message = "arrays or tables nested too deeply for a noise profile"
-        raise XbarcError(message, where=path) from None
-
-
-def check_flat(text: str, where: str | os.PathLike) -> None:
-    """Refuse TOML with more keys, tables and arrays than a noise profile can hold,
-    before tomllib spends quadratic time or its recursion on them."""
-    count = sum(text.count(mark) for mark in ".[{")
-    if count > MAX_STRUCTURE:
-        raise XbarcError(
-            f"{count} '.', '[' and '{{' characters: keys, tables or arrays nested too deeply "
-            f"for a noise profile (at most {MAX_STRUCTURE})",
-            where=where,
-            hint="a profile is a flat list of `field = value` lines",
-        )
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -282,7 +225,7 @@ def parse_override(text: str) -> tuple[str, object]:
     if not equals or not key:
         raise XbarcError(f"--set {text!r}: expected field=value", hint="e.g. --set adc_bits=6")
     raw = raw.strip()
-    check_flat(raw, f"--set {text}")
+    check_toml_structure(raw, f"--set {text}", PROFILE_FILES)
     try:
         value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
@@ -402,7 +345,7 @@ CEILINGS = {
 def noise_settings(profile: str | os.PathLike = "ideal", **changes) -> NoiseSettings:
     """A profile's settings with fields changed, each checked as in a profile file:
     `noise_settings("quant", adc_bits=4)`."""
-    values, where = read_profile(profile, seen=())
+    values, where = read_profile(profile)
     for key, value in changes.items():
         values[key] = (value, f"{key}=")
     return build_settings(values, where)

@@ -338,3 +338,103 @@ def unlink_quietly(path: Path) -> None:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+# --- TOML files that may start from another (`base = ...`) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TomlKind:
+    """What a kind of TOML file is called in errors, and its bounds: noise profiles and
+    hardware files are both small tables that may start from another file."""
+
+    name: str  # "noise profile", "hardware file": read_regular_file's `what`
+    missing: str  # "no such noise profile file"
+    family: str  # "profile", "hardware": "profile bases form a cycle"
+    max_bytes: int
+    max_structure: int  # '.', '[' and '{' a file may hold (tomllib's cost grows with them)
+    shape: str  # what a file of the kind looks like, for the hint when it is far bigger
+    start_hint: str  # how to end a chain of bases that is too long
+    max_bases: int = 32  # a longer chain is a mistake, or a file built to exhaust us
+
+
+def read_toml_file(path: Path, kind: TomlKind) -> dict:
+    """The table of the TOML file at `path`: a regular file of at most `kind.max_bytes`
+    of UTF-8, flat enough (`kind.max_structure`) for tomllib to parse in bounded time and
+    recursion. Every problem is one XbarcError naming the file."""
+    import tomllib
+
+    if not os.path.lexists(path):
+        raise XbarcError(kind.missing, where=path)
+    data = read_regular_file(path, kind.name, kind.max_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise XbarcError(
+            f"not UTF-8 text (byte {error.start} is {data[error.start]:#04x})",
+            where=path,
+            hint=f"save the {kind.name} as UTF-8",
+        ) from None
+    check_toml_structure(text, path, kind)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise XbarcError(f"not valid TOML: {error}", where=path) from None
+    except RecursionError:
+        message = f"tables or arrays nested too deeply for a {kind.name}"
+        raise XbarcError(message, where=path) from None
+
+
+def check_toml_structure(text: str, where: str | os.PathLike, kind: TomlKind) -> None:
+    """Refuse TOML text with more keys, tables and arrays than a file of `kind` holds,
+    before tomllib spends quadratic time or its recursion on them."""
+    count = sum(text.count(mark) for mark in ".[{")
+    if count > kind.max_structure:
+        raise XbarcError(
+            f"{count} '.', '[' and '{{' characters: more keys, tables or arrays than a "
+            f"{kind.name} holds (at most {kind.max_structure})",
+            where=where,
+            hint=f"a {kind.name} is {kind.shape}",
+        )
+
+
+def read_toml_chain(
+    name: str | os.PathLike,
+    kind: TomlKind,
+    locate: Callable[[str, Path | None], Path],
+) -> list[tuple[dict, Path]]:
+    """The tables of the file `name` and of the files it starts from (`base = ...`),
+    the deepest base first, each with its path and without its `base` key. `locate(name,
+    folder)` finds a file by name (a shipped one, or a path relative to `folder`, the
+    folder of the file that names it as its base). A cycle, a base that is not a name,
+    a missing base or a chain longer than `kind.max_bases` is one error naming the file
+    that says so."""
+    chain: list[tuple[dict, Path]] = []
+    seen: list[str] = []
+    path = locate(os.fspath(name), None)
+    while True:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise XbarcError(f"{kind.family} bases form a cycle", where=path)
+        seen.append(real)
+        table = read_toml_file(path, kind)
+        base = table.pop("base", None)
+        chain.append((table, path))
+        if base is None:
+            return chain[::-1]
+        if not isinstance(base, str):
+            raise XbarcError(f"base must be a {kind.family} name or a path", where=path)
+        if len(seen) > kind.max_bases:
+            raise XbarcError(
+                f"base = {base!r}: more than {kind.max_bases} {kind.family} bases in a chain",
+                where=path,
+                hint=kind.start_hint,
+            )
+        try:
+            based = locate(base, path.parent)
+        except XbarcError as error:
+            message = f"base = {base!r}: {error.message}"
+            raise XbarcError(message, where=path, hint=error.hint) from None
+        if not os.path.lexists(based):
+            raise XbarcError(f"base = {base!r}: {kind.missing} {based}", where=path)
+        path = based

@@ -12,7 +12,7 @@ constant there carries its unit in its name and its source beside it.
 
 A file may start from a preset or from another file, `base = "puma"` or
 `base = "other.toml"` (a relative path is found beside the file that names it), at most
-MAX_BASES deep, and then set only the fields it changes; a `[[tile]]` list replaces the
+32 deep, and then set only the fields it changes; a `[[tile]]` list replaces the
 base's whole list. Every field is checked when the file is read: an unknown table or
 field, a wrong type or a value out of range is a one-line error naming the file and the
 field. Files are read as regular UTF-8 files of at most limits.MAX_HARDWARE_FILE_BYTES,
@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from xbarc.diagnostics import XbarcError
-from xbarc.files import read_regular_file
+from xbarc.files import TomlKind, read_toml_chain
 from xbarc.hardware import (
     SIGNED_ENCODINGS,
     AdcSpec,
@@ -50,11 +49,17 @@ PRESET_DIR = Path(__file__).parent / "hw"
 PRESETS = ("isaac", "puma")
 DEFAULT_PRESET = "isaac"
 
-# a file may start from another, which may start from another: at most this many bases
-MAX_BASES = 32
 # '.', '[' and '{' in a hardware file (floats, tables, comments): the presets hold a few
 # hundred; tens of thousands would cost tomllib quadratic time (dotted keys) or recursion
-MAX_STRUCTURE = 5000
+HARDWARE_FILES = TomlKind(
+    name="hardware file",
+    missing="no such hardware file",
+    family="hardware",
+    max_bytes=MAX_HARDWARE_FILE_BYTES,
+    max_structure=5000,
+    shape="a few tables of `field = value` lines",
+    start_hint="start the file from a preset",
+)
 MAX_TILE_TYPES = 64  # tile types of one chip
 
 SECTIONS: dict[str, type] = {"cell": CellSpec, "dac": DacSpec, "adc": AdcSpec, "cost": CostParams}
@@ -65,7 +70,7 @@ HINT = "see the fields of xbarc/hw/isaac.toml"
 
 def load_hardware(name: str | os.PathLike = DEFAULT_PRESET) -> Hardware:
     """The chip of a shipped preset (by name) or of a hardware file (by path)."""
-    values, where = read_hardware_file(name, seen=())
+    values, where = read_hardware_file(name)
     return build_hardware_values(values, where)
 
 
@@ -88,86 +93,27 @@ def hardware_path(name: str, folder: Path | None = None) -> Path:
 Values = dict[Any, tuple[Any, str]]
 
 
-def read_hardware_file(
-    name: str | os.PathLike, seen: tuple[str, ...], folder: Path | None = None
-) -> tuple[Values, str]:
+def read_hardware_file(name: str | os.PathLike) -> tuple[Values, str]:
     """Field values of a hardware file, with the file each was set in, following
-    `base = ...`; `seen` holds the real paths of the files that led here."""
-    path = hardware_path(os.fspath(name), folder)
-    real = os.path.realpath(path)
-    if real in seen:
-        raise XbarcError("hardware bases form a cycle", where=path)
-    table = read_toml(path)
+    `base = ...` (a relative base is found beside the file that names it)."""
     values: Values = {}
-    base = table.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise XbarcError(
-                "base must be a preset name or a path", where=path, hint='e.g. base = "puma"'
-            )
-        if len(seen) >= MAX_BASES:
-            raise XbarcError(
-                f"base = {base!r}: more than {MAX_BASES} hardware bases in a chain",
-                where=path,
-                hint="start the file from a preset",
-            )
-        try:
-            based = hardware_path(base, path.parent)
-            if not os.path.lexists(based):
-                raise XbarcError(f"no such hardware file {based}")
-            values, _ = read_hardware_file(base, (*seen, real), path.parent)
-        except XbarcError as error:
-            if error.where is not None:
-                raise
-            message = f"base = {base!r}: {error.message}"
-            raise XbarcError(message, where=path, hint=error.hint) from None
-    origin = str(path)
-    for key, value in table.items():
-        if key == "tile":
-            values["tile"] = (value, origin)
-        elif key == "encoding":
-            values["encoding"] = (value, origin)
-        elif key in SECTIONS:
-            if not isinstance(value, dict):
-                raise XbarcError(f"{key} must be a table ([{key}])", where=path, hint=HINT)
-            for field_name, field_value in value.items():
-                values[(key, field_name)] = (field_value, origin)
-        else:
-            known = ", ".join(["base", "encoding", "tile", *SECTIONS])
-            raise XbarcError(
-                f"unknown hardware key {key!r}", where=path, hint=f"the keys are {known}"
-            )
-    return values, origin
-
-
-def read_toml(path: Path) -> dict:
-    """The table of the hardware file at `path`: a regular file of at most
-    MAX_HARDWARE_FILE_BYTES of UTF-8 TOML, flat enough to parse in bounded time."""
-    if not os.path.lexists(path):
-        raise XbarcError("no such hardware file", where=path)
-    data = read_regular_file(path, "hardware file", MAX_HARDWARE_FILE_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise XbarcError(
-            f"not UTF-8 text (byte {error.start} is {data[error.start]:#04x})",
-            where=path,
-            hint="save the hardware file as UTF-8",
-        ) from None
-    count = sum(text.count(mark) for mark in ".[{")
-    if count > MAX_STRUCTURE:
-        raise XbarcError(
-            f"{count} '.', '[' and '{{' characters: more keys, tables or arrays than a "
-            f"hardware file holds (at most {MAX_STRUCTURE})",
-            where=path,
-            hint="a hardware file is a few tables of `field = value` lines",
-        )
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise XbarcError(f"not valid TOML: {error}", where=path) from None
-    except RecursionError:
-        raise XbarcError("tables or arrays nested too deeply", where=path) from None
+    chain = read_toml_chain(name, HARDWARE_FILES, hardware_path)
+    for table, path in chain:
+        origin = str(path)
+        for key, value in table.items():
+            if key in ("tile", "encoding"):
+                values[key] = (value, origin)
+            elif key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise XbarcError(f"{key} must be a table ([{key}])", where=path, hint=HINT)
+                for field_name, field_value in value.items():
+                    values[(key, field_name)] = (field_value, origin)
+            else:
+                known = ", ".join(["base", "encoding", "tile", *SECTIONS])
+                raise XbarcError(
+                    f"unknown hardware key {key!r}", where=path, hint=f"the keys are {known}"
+                )
+    return values, str(chain[-1][1])
 
 
 def build_hardware_values(values: Values, where: str) -> Hardware:

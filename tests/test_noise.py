@@ -252,7 +252,7 @@ def test_noisy_run_is_reproducible_and_seeded(mlp_program):
     assert not np.array_equal(first, other)
     assert not np.array_equal(first, quant)
     # noise, not garbage: still correlated with the quantized answer (2-bit slices of 8-bit
-    # weights on 16x16 tiles make rram's relative error ~0.45 here)
+    # weights on 16x16 tiles make rram's relative error 0.24 to 0.41 over chip seeds 0-9)
     assert np.corrcoef(first.ravel(), quant.ravel())[0, 1] > 0.75
 
 

@@ -182,28 +182,18 @@ PROFILE_FILES = TomlKind(
     max_structure=1000,
     shape="a flat list of `field = value` lines",
     start_hint="start the profile from a shipped one or copy the fields it needs",
+    shipped_folder=PROFILE_DIR,
+    shipped=SHIPPED,
+    unknown="unknown noise profile",
+    shipped_hint=f"use one of {', '.join(SHIPPED)}, or the path of a .toml file",
 )
-
-
-def profile_path(name: str, folder: Path | None) -> Path:
-    """The file of profile `name`: a shipped one, or a path (relative to `folder`, the
-    folder of the profile that names it as its base, else to the working folder)."""
-    if name in SHIPPED:
-        return PROFILE_DIR / f"{name}.toml"
-    if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
-        path = Path(name)
-        return path if folder is None or path.is_absolute() else folder / path
-    raise XbarcError(
-        f"unknown noise profile {name!r}",
-        hint=f"use one of {', '.join(SHIPPED)}, or the path of a .toml file",
-    )
 
 
 def read_profile(name: str | os.PathLike) -> tuple[dict, str]:
     """Field values of a profile with where each was set, following `base = ...` (a
     relative base is found beside the profile that names it)."""
     values: dict = {}
-    chain = read_toml_chain(name, PROFILE_FILES, profile_path)
+    chain = read_toml_chain(name, PROFILE_FILES)
     for table, path in chain:
         for key, value in table.items():
             values[key] = (value, str(path))

@@ -355,6 +355,10 @@ class TomlKind:
     max_structure: int  # '.', '[' and '{' a file may hold (tomllib's cost grows with them)
     shape: str  # what a file of the kind looks like, for the hint when it is far bigger
     start_hint: str  # how to end a chain of bases that is too long
+    shipped_folder: Path  # the files that ship with xbarc, found by name
+    shipped: tuple[str, ...]  # their names ("rram", "isaac")
+    unknown: str  # "unknown noise profile": a name that is neither shipped nor a path
+    shipped_hint: str  # "use one of ideal, quant, rram, pcm, or the path of a .toml file"
     max_bases: int = 32  # a longer chain is a mistake, or a file built to exhaust us
 
 
@@ -398,20 +402,25 @@ def check_toml_structure(text: str, where: str | os.PathLike, kind: TomlKind) ->
         )
 
 
-def read_toml_chain(
-    name: str | os.PathLike,
-    kind: TomlKind,
-    locate: Callable[[str, Path | None], Path],
-) -> list[tuple[dict, Path]]:
-    """The tables of the file `name` and of the files it starts from (`base = ...`),
-    the deepest base first, each with its path and without its `base` key. `locate(name,
-    folder)` finds a file by name (a shipped one, or a path relative to `folder`, the
-    folder of the file that names it as its base). A cycle, a base that is not a name,
-    a missing base or a chain longer than `kind.max_bases` is one error naming the file
-    that says so."""
+def toml_path(name: str, folder: Path | None, kind: TomlKind) -> Path:
+    """The file of `name`: a shipped one, or a path (relative to `folder`, the folder of
+    the file that names it as its base, else to the working folder)."""
+    if name in kind.shipped:
+        return kind.shipped_folder / f"{name}.toml"
+    if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
+        path = Path(name)
+        return path if folder is None or path.is_absolute() else folder / path
+    raise XbarcError(f"{kind.unknown} {name!r}", hint=kind.shipped_hint)
+
+
+def read_toml_chain(name: str | os.PathLike, kind: TomlKind) -> list[tuple[dict, Path]]:
+    """The tables of the file `name` (see `toml_path`) and of the files it starts from
+    (`base = ...`), the deepest base first, each with its path and without its `base`
+    key. A cycle, a base that is not a name, a missing base or a chain longer than
+    `kind.max_bases` is one error naming the file that says so."""
     chain: list[tuple[dict, Path]] = []
     seen: list[str] = []
-    path = locate(os.fspath(name), None)
+    path = toml_path(os.fspath(name), None, kind)
     while True:
         real = os.path.realpath(path)
         if real in seen:
@@ -431,7 +440,7 @@ def read_toml_chain(
                 hint=kind.start_hint,
             )
         try:
-            based = locate(base, path.parent)
+            based = toml_path(base, path.parent, kind)
         except XbarcError as error:
             message = f"base = {base!r}: {error.message}"
             raise XbarcError(message, where=path, hint=error.hint) from None

@@ -59,6 +59,10 @@ HARDWARE_FILES = TomlKind(
     max_structure=5000,
     shape="a few tables of `field = value` lines",
     start_hint="start the file from a preset",
+    shipped_folder=PRESET_DIR,
+    shipped=PRESETS,
+    unknown="unknown hardware",
+    shipped_hint=f"use a preset ({', '.join(PRESETS)}) or the path of a .toml file",
 )
 MAX_TILE_TYPES = 64  # tile types of one chip
 
@@ -74,20 +78,6 @@ def load_hardware(name: str | os.PathLike = DEFAULT_PRESET) -> Hardware:
     return build_hardware_values(values, where)
 
 
-def hardware_path(name: str, folder: Path | None = None) -> Path:
-    """The file of `name`: a shipped preset, or a path (relative to `folder`, the folder
-    of the file that names it as its base, else to the working folder)."""
-    if name in PRESETS:
-        return PRESET_DIR / f"{name}.toml"
-    if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
-        path = Path(name)
-        return path if folder is None or path.is_absolute() else folder / path
-    raise XbarcError(
-        f"unknown hardware {name!r}",
-        hint=f"use a preset ({', '.join(PRESETS)}) or the path of a .toml file",
-    )
-
-
 # the values of a file: {"tile": ([tables], origin), "encoding": (value, origin),
 # (section, field): (value, origin)}, origin the file that set it
 Values = dict[Any, tuple[Any, str]]
@@ -97,7 +87,7 @@ def read_hardware_file(name: str | os.PathLike) -> tuple[Values, str]:
     """Field values of a hardware file, with the file each was set in, following
     `base = ...` (a relative base is found beside the file that names it)."""
     values: Values = {}
-    chain = read_toml_chain(name, HARDWARE_FILES, hardware_path)
+    chain = read_toml_chain(name, HARDWARE_FILES)
     for table, path in chain:
         origin = str(path)
         for key, value in table.items():

@@ -183,6 +183,7 @@ class Executor:
         # quant, integer reads: each layer's read columns in sparse form, built on its
         # first run (None: the layer is read read by read)
         self._sparse: dict[str, SparseColumns | None] = {}
+        self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
@@ -468,15 +469,43 @@ class Executor:
         return result
 
     def _accumulate_quantized(self, plans, columns, x: np.ndarray) -> np.ndarray:
-        """Integer accumulation of bit-serial reads through the ADC, [groups, cols, P].
+        """Integer accumulation of bit-serial reads through the ADC, [groups, cols, P],
+        on the layer's read path (`_read_path`)."""
+        path = self._read_path(plans)
+        if path == "sparse":  # integer reads: all groups, reads and columns at once
+            sparse = self._sparse[plans[0].layer.name]
+            assert sparse is not None
+            return self._accumulate_sparse(plans[0], sparse, columns, x)
+        return self._accumulate_by_read(plans, columns, x)
+
+    def _read_path(self, plans: list[LayerPlan]) -> str:
+        """How a layer's reads run: "sparse" (`sparse_read_accumulate`, integer reads) or
+        "by read" (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
+        buffered partial sums; the way every read can take, and the only one an observer
+        of the partial sums sees). Chosen on the layer's first run (`_choose_path`) and
+        kept, except under an observer."""
+        if self.on_read_sums is not None:
+            return "by read"
+        layer = plans[0].layer.name
+        path = self._paths.get(layer)
+        if path is None:
+            path = self._paths[layer] = self._choose_path(plans)
+        return path
+
+    def _choose_path(self, plans: list[LayerPlan]) -> str:
+        """The fastest exact way for a layer's reads (see `_read_path`)."""
+        if self._sparse_columns(plans) is not None:
+            return "sparse"
+        return "by read"
+
+    def _accumulate_by_read(self, plans, columns, x: np.ndarray) -> np.ndarray:
+        """`_accumulate_quantized` read by read: each read and input slice one GEMM, the
+        partial sums of many reads converted together (`ReadOut`).
 
         The DAC's full scale is the largest input magnitude; inputs are quantized before
         they are unfolded (the padding quantizes to zero either way). Integer sums do not
         depend on their order, so reads are taken group by group and their partial sums
         buffered, to pass through the ADC kernel many reads at a time."""
-        sparse = self._sparse_columns(plans)
-        if sparse is not None:  # integer reads: all groups, reads and columns at once
-            return self._accumulate_sparse(plans[0], sparse, columns, x)
         first = plans[0]
         array = first.array
         slice_bits = self.program.hardware.dac.slice_bits

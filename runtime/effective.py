@@ -27,6 +27,7 @@ from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import CrossbarLayer, DigitalOp, Program, Value, all_ops
 from xbarc.ir.types import ONNX_DTYPES, TensorType
 from xbarc.runtime.digital import DEFAULT_DOMAINS, attribute_proto, first_line
+from xbarc.runtime.kernels import thread_count
 
 # The opset of the crossbar layers' ops when no digital op fixes one: Conv, ConvTranspose
 # and MatMul mean the same from opset 11 to the latest.
@@ -231,6 +232,7 @@ class IdealGraph:
             model = effective_model(self.program, self.weights, outputs)
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
+            options.intra_op_num_threads = thread_count()  # XBARC_THREADS
             try:
                 session = onnxruntime.InferenceSession(
                     model.SerializeToString(), options, providers=["CPUExecutionProvider"]

@@ -13,7 +13,10 @@ Numba kernel a module-level function (suffix `_numba`) beside its numpy twin (su
 `set_backend` chooses the backend of every module at once; tests hold the two to
 bit-identical results. Numba is imported on the first call of a Numba kernel
 (`numba_kernel`), so importing the runtime stays cheap; compiled code is cached on disk
-next to the kernel's module. Hot loops index with unsigned integers where it matters: Numba
+next to the kernel's module. Threads: `XBARC_THREADS=N` (default: all the cores this
+process may use) caps the parallel Numba kernels (`use_threads`) and the onnxruntime
+sessions of the GEMMs (`gemm.py`) and of the ideal chip (`effective.py`); `thread_count()`
+reads it. Hot loops index with unsigned integers where it matters: Numba
 wraps negative signed indices, which blocks vectorization.
 
 Layouts ("columns": one row per crossbar row, one column per patch). A crossbar layer
@@ -38,6 +41,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from xbarc.diagnostics import XbarcError
 
 BACKENDS = ("numba", "numpy")
 _backend = "numba"
@@ -68,12 +73,39 @@ def touched(shape: tuple[int, ...], dtype: npt.DTypeLike, fill: float = 0) -> np
 PARALLEL_WORK = 1 << 20
 
 
+THREADS_VARIABLE = "XBARC_THREADS"
+
+
+def thread_count() -> int:
+    """The threads the runtime may use: `XBARC_THREADS` (a whole number from 1) if set, else
+    every core this process may run on. Read at each call, so a process can change it
+    between runs; onnxruntime sessions take it when they are made (the first run of each)."""
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return available_cores()
+    if not value.isdigit() or int(value) < 1:
+        raise XbarcError(
+            f"{THREADS_VARIABLE}={value!r} is not a thread count",
+            hint=f"set {THREADS_VARIABLE} to a whole number from 1, e.g. {THREADS_VARIABLE}=1 "
+            f"for one thread, or unset it to use all {available_cores()} cores",
+        )
+    return int(value)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def use_threads(work: int) -> None:
     """Set the threads of the next Numba kernel, which produces `work` elements: one below
-    PARALLEL_WORK, else all that Numba was configured with (NUMBA_NUM_THREADS). This is
-    Numba's setting for the calling thread: it stays in effect after the kernel."""
+    PARALLEL_WORK, else `thread_count()` (at most the NUMBA_NUM_THREADS that Numba started
+    with). This is Numba's setting for the calling thread: it stays in effect after the
+    kernel."""
     numba = import_numba()
-    threads = numba.config.NUMBA_NUM_THREADS
+    threads = min(thread_count(), numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(1 if work < PARALLEL_WORK else threads)
 
 

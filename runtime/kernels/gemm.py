@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from xbarc.runtime.kernels import backend
+from xbarc.runtime.kernels import backend, thread_count
 
 
 def integer_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
@@ -93,6 +93,7 @@ def _quiet_session(model):
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = thread_count()  # XBARC_THREADS
     return onnxruntime.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )

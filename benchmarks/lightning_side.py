@@ -38,18 +38,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
-import torch
-from onnx import numpy_helper
-from torch import nn
 
+# torch, onnx and aihwkit_lightning are imported inside the functions: xbarc's own
+# environment (which imports this module for its --help test) has none of them.
 EIGHT_BITS = 2**8 - 2  # aihwkit-lightning's resolution for 8 bits: +-127 steps
 PERCENTILE = 99.99  # as xbarc calibrate's default
 TILE_ROWS = 128
 
 
-def make_lenet() -> nn.Module:
+def make_lenet():
     """tests/fixtures/digits/train.py's make_lenet (copied: that script needs sklearn)."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1),
         nn.ReLU(),
@@ -64,8 +64,10 @@ def make_lenet() -> nn.Module:
     )
 
 
-def make_mlp() -> nn.Module:
+def make_mlp():
     """tests/fixtures/digits/train.py's make_mlp."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(64, 64),
@@ -79,8 +81,12 @@ def make_mlp() -> nn.Module:
 MODELS = {"lenet": make_lenet, "mlp": make_mlp}
 
 
-def torch_model(path: Path) -> nn.Module:
+def torch_model(path: Path):
     """The float model of `path` (lenet or mlp of the digits fixtures) with its ONNX weights."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
     stem = path.stem
     if stem not in MODELS:
         raise SystemExit(
@@ -121,9 +127,10 @@ def rpu_config():
     return config
 
 
-def analog_model(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, dict]:
-    """`model` on aihwkit-lightning's analog layers at the matched settings, both ranges
-    calibrated on `calibration`; also the calibrated ranges per layer."""
+def analog_model(model, calibration) -> tuple[object, dict]:
+    """`model` (torch) on aihwkit-lightning's analog layers at the matched settings, both
+    ranges calibrated on `calibration` (a tensor of inputs); also the ranges per layer."""
+    import torch
     from aihwkit_lightning.inference.calibration import (
         InputRangeCalibrationType,
         calibrate_input_ranges,
@@ -148,7 +155,7 @@ def analog_model(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module
         layer.rpu_config.forward.inp_res = EIGHT_BITS
     # the ADC range: capture each layer's input with the DAC on and the ADC off, then set
     # out_bound from the percentile of its slices' outputs in units of input range x max|w|
-    inputs: dict[str, torch.Tensor] = {}
+    inputs: dict[str, object] = {}
     hooks = [
         layer.register_forward_pre_hook(
             lambda mod, args, name=name: inputs.__setitem__(name, args[0])
@@ -172,9 +179,13 @@ def analog_model(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module
     return analog, ranges
 
 
-def out_bound(layer, x: torch.Tensor) -> float:
-    """The PERCENTILE of |slice output| / (input range x max|w| of the slice) over `x`: the
-    read sums each slice's ADC sees, as aihwkit-lightning's forward computes them."""
+def out_bound(layer, x) -> float:
+    """The PERCENTILE of |slice output| / (input range x max|w| of the slice) over the
+    layer's inputs `x`: the read sums each slice's ADC sees, as aihwkit-lightning's forward
+    computes them."""
+    import torch
+    from torch import nn
+
     if hasattr(layer, "kernel_size"):  # AnalogConv2d: the patches its forward unfolds
         x = nn.functional.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
         x = x.transpose(-1, -2)
@@ -204,14 +215,24 @@ def best_of(run, repeats: int) -> tuple[float, list[float]]:
     return min(times), times
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a digits fixture .onnx (lenet or mlp)")
     parser.add_argument("data", type=Path, help=".npz with x [N,1,8,8] and y [N]")
-    parser.add_argument("--batch", type=int, default=540, help="images a run (the data repeated)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs (best of them)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--batch", type=int, default=540, help="images a run: the data repeated (default 540)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs, best taken (default 5)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default 0: torch's own, all cores)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -80,7 +80,13 @@ def thread_count() -> int:
     """The threads the runtime may use: `XBARC_THREADS` (a whole number from 1) if set, else
     every core this process may run on. Read at each call, so a process can change it
     between runs; onnxruntime sessions take it when they are made (the first run of each)."""
-    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    return _thread_count(os.environ.get(THREADS_VARIABLE, ""))
+
+
+@functools.lru_cache(maxsize=16)
+def _thread_count(value: str) -> int:
+    """`thread_count` for the variable's text (cached: every kernel launch asks)."""
+    value = value.strip()
     if not value:
         return available_cores()
     if not value.isdigit() or int(value) < 1:
@@ -92,6 +98,7 @@ def thread_count() -> int:
     return int(value)
 
 
+@functools.cache
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS tells it)."""
     if hasattr(os, "sched_getaffinity"):

@@ -9,20 +9,27 @@ array. The max folds as numpy's `maximum` does on x86: a NaN wins (the running o
 are), equal values (+0 and -0) give the tap. Lower ranks run through the rank-3 kernel with
 leading axes of size 1.
 
-The kernel runs on one thread: a ResNet-50 pool takes about 0.5 ms, memory-bound, and
-measured no faster in parallel. Numba is imported on the first call, so importing this module stays
-cheap; compiled code is cached on disk next to this file.
+Where every window lies inside the input (no padding reached: LeNet's and VGG's 2x2
+pools), `pool_inside` folds each output's taps in a register and writes it once, plane by
+plane: 2.8x faster than the row kernel on the digits LeNet's pools (0.20 ms against 0.56
+for [540, 8, 8, 8]), which was 2x slower than the numpy twin there. Both kernels run their
+planes or rows of outputs in parallel above `kernels.PARALLEL_WORK` taps (`use_threads`,
+XBARC_THREADS); every output folds its own taps, so the bits do not depend on the
+threads. Numba is imported on the first call, so importing this module stays cheap;
+compiled code is cached on disk next to this file.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xbarc.runtime import kernels
 from xbarc.runtime.kernels.im2col import KERNEL_RANK, lift
 
 if TYPE_CHECKING:
@@ -60,8 +67,22 @@ def _pool(
         )
     spatial = tuple(axis.output for axis in axes)
     out = np.empty(x.shape[:2] + spatial, x.dtype)
+    if all(inside(axis) for axis in axes):
+        kernels.use_threads(out.size * math.prod(axis.kernel for axis in axes))
+        _numba().pool_inside(
+            np.ascontiguousarray(x).reshape(x.shape[:2] + lift(x.shape[2:], 1)),
+            lift([axis.kernel for axis in axes], 1),
+            lift([axis.stride for axis in axes], 1),
+            lift([axis.dilation for axis in axes], 1),
+            x.dtype.type(initial),
+            counts,
+            average,
+            out.reshape(x.shape[:2] + lift(spatial, 1)),
+        )
+        return out
     single_tap = np.array([[0, 1, 0]], dtype=np.int64)
     taps = [single_tap] * (KERNEL_RANK - len(axes)) + [_tap_table(axis) for axis in axes]
+    kernels.use_threads(out.size * math.prod(axis.kernel for axis in axes))
     _numba().pool(
         np.ascontiguousarray(x).reshape(x.shape[:2] + lift(x.shape[2:], 1)),
         *taps,
@@ -72,6 +93,12 @@ def _pool(
         out.reshape(x.shape[:2] + lift(spatial, 1)),
     )
     return out
+
+
+def inside(axis: PoolAxis) -> bool:
+    """Whether every tap of every window of `axis` reads the input (no padding reached)."""
+    last = (axis.output - 1) * axis.stride + (axis.kernel - 1) * axis.dilation
+    return axis.pad_begin == 0 and axis.output > 0 and last <= axis.size - 1
 
 
 def _tap_table(axis: PoolAxis) -> np.ndarray:
@@ -95,9 +122,10 @@ def _tap_table(axis: PoolAxis) -> np.ndarray:
 def _numba() -> SimpleNamespace:
     """Compile (or load from the on-disk cache) the Numba kernels."""
     import numba
+    from numba import prange
 
     # the numpy error model: 0 / 0 is NaN, as in numpy, not ZeroDivisionError
-    @numba.njit(cache=True, error_model="numpy")
+    @numba.njit(cache=True, error_model="numpy", parallel=True)
     def pool_kernel(x, taps_d, taps_h, taps_w, strides, initial, counts, average, out):
         batch, channels, in_d, in_h, in_w = x.shape
         out_d, out_h, out_w = out.shape[2:]
@@ -106,7 +134,7 @@ def _numba() -> SimpleNamespace:
         dest = out.reshape(-1)
         # Row by row of outputs, which takes the taps in row-major order, each over the
         # whole row: every output sees its taps in the numpy twin's order.
-        for task in range(batch * channels * out_d * out_h):
+        for task in prange(batch * channels * out_d * out_h):
             plane = task // (out_d * out_h)
             o_d = task // out_h % out_d
             o_h = task % out_h
@@ -152,4 +180,36 @@ def _numba() -> SimpleNamespace:
                 for o_w in range(out_w):
                     dest[row + np.uint64(o_w)] /= counts[o_d, o_h, o_w]
 
-    return SimpleNamespace(pool=pool_kernel)
+    @numba.njit(cache=True, error_model="numpy", parallel=True)
+    def pool_inside_kernel(x, kernel, strides, dilations, initial, counts, average, out):
+        batch, channels, in_d, in_h, in_w = x.shape
+        out_d, out_h, out_w = out.shape[2:]
+        k_d, k_h, k_w = kernel
+        s_d, s_h, s_w = strides
+        d_d, d_h, d_w = dilations
+        source = x.reshape(-1)
+        dest = out.reshape(-1)
+        # Every window inside the input: each output folds its taps in row-major order,
+        # held in a register and written once; planes in parallel.
+        for plane in prange(batch * channels):
+            for o_d in range(out_d):
+                for o_h in range(out_h):
+                    row = np.uint64(((plane * out_d + o_d) * out_h + o_h) * out_w)
+                    for o_w in range(out_w):
+                        acc = initial
+                        for t_d in range(k_d):
+                            i_d = o_d * s_d + t_d * d_d
+                            for t_h in range(k_h):
+                                i_h = o_h * s_h + t_h * d_h
+                                line = ((plane * in_d + i_d) * in_h + i_h) * in_w + o_w * s_w
+                                for t_w in range(k_w):
+                                    value = source[np.uint64(line + t_w * d_w)]
+                                    if average:
+                                        acc += value
+                                    else:
+                                        acc = acc if acc > value or acc != acc else value
+                        if average:
+                            acc /= counts[o_d, o_h, o_w]
+                        dest[row + np.uint64(o_w)] = acc
+
+    return SimpleNamespace(pool=pool_kernel, pool_inside=pool_inside_kernel)

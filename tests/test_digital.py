@@ -1154,3 +1154,60 @@ def test_kernels_cover_the_common_ops():
         "ConstantOfShape", "Resize", "Upsample", "MatMul",
     }  # fmt: skip
     assert expected <= set(digital.native_op_types())
+
+
+@st.composite
+def inside_pool_geometries(draw) -> tuple[np.ndarray, list[pooling.PoolAxis]]:
+    """1 to 3 spatial axes without padding whose windows all lie inside the input (the
+    pool kernels' register path), over data sprinkled with NaN, infinities, signed zeros."""
+    rank = draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 4)) for _ in range(rank)]
+    dilations = [draw(st.integers(1, 3)) for _ in range(rank)]
+    strides = [draw(st.integers(1, 4)) for _ in range(rank)]
+    reach = [d * (k - 1) + 1 for d, k in zip(dilations, kernel, strict=True)]
+    spatial = [r + draw(st.integers(0, 9)) for r in reach]
+    axes = pooling.pool_axes(spatial, kernel, strides, dilations, [0] * 2 * rank, "NOTSET", False)
+    assert all(pool_kernels.inside(axis) for axis in axes)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = randn(
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 5)),
+        *spatial,
+        seed=draw(st.integers(0, 9)),
+        dtype=dtype,
+    )
+    rng = np.random.default_rng(draw(st.integers(0, 9)))
+    specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
+    x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
+    return x, axes
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=inside_pool_geometries(), count_padding=st.booleans())
+def test_pool_kernels_inside_give_the_numpy_twins_bits(case, count_padding):
+    x, axes = case
+    assert_same_bits(pool_kernels.max_pool_numba(x, axes), pooling.max_pool_numpy(x, axes))
+    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
+    counts = pooling.window_counts(axes, count_padding, x.dtype)
+    assert_same_bits(
+        pool_kernels.average_pool_numba(x, axes, counts),
+        pooling.average_pool_numpy(x, axes, counts),
+    )
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1)])
+def test_pool_kernels_same_bits_on_one_thread_and_two(monkeypatch, pads):
+    """Rows of outputs run in parallel above the kernels' work threshold: the bits are the
+    same on any thread count (each output folds its own taps in order)."""
+    x = randn(4, 64, 48, 48, seed=3)  # 1.3 M taps: above PARALLEL_WORK
+    axes = pooling.pool_axes([48, 48], [3, 3], [2, 2], [1, 1], list(pads), "NOTSET", False)
+    counts = pooling.window_counts(axes, False, x.dtype)
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("XBARC_THREADS", threads)
+        results.append(
+            (pool_kernels.max_pool_numba(x, axes), pool_kernels.average_pool_numba(x, axes, counts))
+        )
+    for one, two in zip(*results, strict=True):
+        assert_same_bits(one, two)
+    assert_same_bits(results[0][0], pooling.max_pool_numpy(x, axes))

@@ -203,21 +203,28 @@ def lightning(model: Path, args, log: Callable[[str], None]) -> dict | None:
             "`bash benchmarks/setup_lightning.sh`, or give --lightning-python PATH)"
         )
         return None
-    command = [str(python), str(HERE / "lightning_side.py"), str(model), str(DATA)]
-    command += ["--batch", str(args.batch), "--repeats", str(max(args.repeats, 10))]
-    command += ["--threads", str(thread_count())]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        log(f"aihwkit-lightning: failed ({done.returncode}): {done.stderr.strip()[-800:]}")
-        return None
-    report = json.loads(lines[-1])
-    log(
-        f"aihwkit-lightning {report['aihwkit_lightning']} (torch {report['torch']}, "
-        f"{report['threads']} threads): {ms(report['seconds'])}, accuracy "
-        f"{report['accuracy']:.2%}"
-    )
-    return report
+    reports = []
+    # torch on all the threads and on one: the peer at its best (torch's OpenMP threads
+    # lose badly on a machine whose other cores are busy)
+    for threads in sorted({thread_count(), 1}, reverse=True):
+        command = [str(python), str(HERE / "lightning_side.py"), str(model), str(DATA)]
+        command += ["--batch", str(args.batch), "--repeats", str(max(args.repeats, 10))]
+        command += ["--threads", str(threads)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            log(f"aihwkit-lightning: failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+            return None
+        report = json.loads(lines[-1])
+        log(
+            f"aihwkit-lightning {report['aihwkit_lightning']} (torch {report['torch']}, "
+            f"{report['threads']} threads): {ms(report['seconds'])}, accuracy "
+            f"{report['accuracy']:.2%}"
+        )
+        reports.append(report)
+    best = min(reports, key=lambda report: report["seconds"])
+    best["other_threads"] = {r["threads"]: r["seconds"] for r in reports if r is not best}
+    return best
 
 
 # --- 2. and 3. the faithful default against onnxruntime -----------------------------------------
@@ -348,7 +355,12 @@ def report(results: dict) -> str:
                 "",
                 f"xbarc `quant` is {peer['seconds'] / match['quant']:.2f}x faster than "
                 f"aihwkit-lightning (target: at least 3x, accuracy at least as high). "
-                f"aihwkit-lightning's own float torch model: {ms(peer['torch_float_seconds'])}.",
+                f"aihwkit-lightning: the faster of torch on {thread_count()} threads and on 1"
+                + "".join(
+                    f" (on {threads}: {ms(seconds)})"
+                    for threads, seconds in peer.get("other_threads", {}).items()
+                )
+                + f"; its own float torch model: {ms(peer['torch_float_seconds'])}.",
             ]
         else:
             lines += ["", "aihwkit-lightning: not measured (no environment; see above)."]

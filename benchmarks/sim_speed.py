@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import json
 import os
 import pstats
@@ -118,8 +119,8 @@ def time_ort(path: Path, feeds: dict, repeats: int) -> Timing:
     (on a busy machine a second thread can cost more than it brings)."""
     timings = []
     for threads in sorted({thread_count(), 1}, reverse=True):
-        session = ort_session(path, threads)
-        timings.append(best_time(lambda: session.run(None, feeds), max(repeats, 20), slow=1e9))
+        run = functools.partial(ort_session(path, threads).run, None, feeds)
+        timings.append(best_time(run, max(repeats, 20), slow=1e9))
     return min(timings, key=lambda timing: timing.seconds)
 
 
@@ -286,18 +287,33 @@ def imagenet_rows(args, log) -> list[dict]:
 
 def scaling_rows(args, log) -> list[dict]:
     """Per model and profile, the time on 1 and on 2 threads (subprocesses of this script
-    with XBARC_THREADS set) and the speed-up."""
-    runs = {}
-    for threads in (1, 2):
-        command = [sys.executable, str(Path(__file__).resolve()), "--batch", str(args.batch)]
-        command += ["--repeats", str(args.repeats), "--scaling-worker", ",".join(args.scaling)]
-        env = {**os.environ, "XBARC_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=3600
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"sim_speed: the {threads}-thread run failed:\n{done.stderr[-2000:]}")
-        runs[threads] = json.loads(done.stdout.strip().splitlines()[-1])
+    with XBARC_THREADS set) and the speed-up. The two alternate, --scaling-rounds times
+    each, and each keeps its best: a change in the machine's load meanwhile then weighs on
+    both alike."""
+    runs: dict[int, dict] = {1: {}, 2: {}}
+    for _ in range(args.scaling_rounds):
+        for threads in (1, 2):
+            command = [sys.executable, str(Path(__file__).resolve()), "--batch", str(args.batch)]
+            command += ["--repeats", str(args.repeats), "--scaling-worker", ",".join(args.scaling)]
+            env = {**os.environ, "XBARC_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                check=False,
+                timeout=3600,
+            )
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"sim_speed: the {threads}-thread run failed:\n{done.stderr[-2000:]}"
+                )
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            for name, profiles in found.items():
+                for profile, seconds in profiles.items():
+                    best = runs[threads].setdefault(name, {}).get(profile, seconds)
+                    runs[threads][name][profile] = min(best, seconds)
     rows = []
     for name in args.scaling:
         for profile in PROFILES:
@@ -491,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scaling",
         default="lenet,resnet",
         help="digits fixtures of the 1 to 2 thread scaling (default lenet,resnet)",
+    )
+    parser.add_argument(
+        "--scaling-rounds",
+        type=int,
+        default=2,
+        help="thread scaling: alternate 1- and 2-thread runs this many times each (default 2)",
     )
     parser.add_argument(
         "--no-profile",

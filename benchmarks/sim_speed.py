@@ -77,6 +77,7 @@ MATCHED = CompileOptions(
 MATCHED_OVERRIDES = ("input_range=calibrated", "adc_range=calibrated")
 FAITHFUL = CompileOptions(tiles=4096, input_shapes=DIGITS_SHAPE)
 TOP_FUNCTIONS = 5
+SCALING_FUNCTIONS = 4  # per scaling row, the heaviest functions on one thread and on two
 
 
 # --- timing ---------------------------------------------------------------------------------
@@ -137,16 +138,23 @@ def profile_run(program: Program, profile: str, feeds: dict, overrides=()) -> li
     """The top functions by own time of one run (after a warm-up run): 'name 41%'."""
     session = xbarc.InferenceSession(program, profile, overrides=list(overrides))
     session.run(None, feeds)
+    own = own_times(session, feeds)
+    total = sum(own.values()) or 1.0
+    top = sorted(own.items(), key=lambda item: item[1], reverse=True)[:TOP_FUNCTIONS]
+    return [f"{name} {seconds / total:.0%}" for name, seconds in top]
+
+
+def own_times(session, feeds: dict) -> dict[str, float]:
+    """Seconds of own time per function in one run of `session` (cProfile)."""
     profiler = cProfile.Profile()
     profiler.enable()
     session.run(None, feeds)
     profiler.disable()
-    stats = pstats.Stats(profiler)
-    total = sum(row[2] for row in stats.stats.values()) or 1.0  # type: ignore[attr-defined]
-    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
-    return [
-        f"{function_name(key)} {own / total:.0%}" for key, (_, _, own, *_) in rows[:TOP_FUNCTIONS]
-    ]
+    own: dict[str, float] = {}
+    for key, row in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        name = function_name(key)
+        own[name] = own.get(name, 0.0) + row[2]
+    return own
 
 
 def function_name(key: tuple[str, int, str]) -> str:
@@ -311,14 +319,27 @@ def scaling_rows(args, log) -> list[dict]:
                 )
             found = json.loads(done.stdout.strip().splitlines()[-1])
             for name, profiles in found.items():
-                for profile, seconds in profiles.items():
-                    best = runs[threads].setdefault(name, {}).get(profile, seconds)
-                    runs[threads][name][profile] = min(best, seconds)
+                for profile, measured in profiles.items():
+                    best = runs[threads].setdefault(name, {}).setdefault(profile, measured)
+                    best["seconds"] = min(best["seconds"], measured["seconds"])
+                    for function, seconds in measured["functions"].items():
+                        known = best["functions"].get(function, seconds)
+                        best["functions"][function] = min(known, seconds)
     rows = []
     for name in args.scaling:
         for profile in PROFILES:
             one, two = runs[1][name][profile], runs[2][name][profile]
-            rows.append({"name": name, "profile": profile, "one": one, "two": two})
+            # the functions that take the most time on one thread, and what a second
+            # thread makes of them (own time, cProfile, best of the rounds)
+            heavy = sorted(one["functions"].items(), key=lambda item: item[1], reverse=True)
+            functions = [
+                (function, seconds, two["functions"].get(function))
+                for function, seconds in heavy[:SCALING_FUNCTIONS]
+            ]
+            one, two = one["seconds"], two["seconds"]
+            rows.append(
+                {"name": name, "profile": profile, "one": one, "two": two, "functions": functions}
+            )
             log(
                 f"threads {name} {profile}: 1 thread {ms(one)}, 2 threads {ms(two)} "
                 f"({one / two:.2f}x)"
@@ -330,10 +351,17 @@ def scaling_worker(names: list[str], args) -> None:
     """Print, as JSON, the time of each profile on each digits model in this process (run
     with XBARC_THREADS set by `scaling_rows`)."""
     feeds, _, _ = digits_batch(args.batch)
-    found = {}
+    found: dict = {}
     for name in names:
         program = compile_onnx(DIGITS / f"{name}.onnx", FAITHFUL)
-        found[name] = {p: time_xbarc(program, p, feeds, args).seconds for p in PROFILES}
+        found[name] = {}
+        for profile in PROFILES:
+            session = xbarc.InferenceSession(program, profile)
+            run = functools.partial(session.run, None, feeds)
+            seconds = best_time(run, args.repeats, args.slow).seconds
+            own = own_times(session, feeds)
+            top = dict(sorted(own.items(), key=lambda item: item[1], reverse=True)[:12])
+            found[name][profile] = {"seconds": seconds, "functions": top}
     print(json.dumps(found))
 
 
@@ -425,13 +453,18 @@ def report(results: dict) -> str:
         lines += [
             "Scaling from 1 to 2 threads (XBARC_THREADS), faithful default:",
             "",
-            "| model | profile | 1 thread | 2 threads | speed-up |",
-            "|---|---|---:|---:|---:|",
+            "| model | profile | 1 thread | 2 threads | speed-up | heaviest functions: 1 -> 2 "
+            "threads (own time) |",
+            "|---|---|---:|---:|---:|---|",
         ]
         for row in scaling:
+            functions = ", ".join(
+                f"{function} {ms(one)} -> {'?' if two is None else ms(two)}"
+                for function, one, two in row["functions"]
+            )
             lines.append(
                 f"| {row['name']} | {row['profile']} | {ms(row['one'])} | {ms(row['two'])} | "
-                f"{row['one'] / row['two']:.2f}x |"
+                f"{row['one'] / row['two']:.2f}x | {functions} |"
             )
         lines.append("")
     profiled = [

@@ -57,7 +57,7 @@ import xbarc  # noqa: E402
 from xbarc.calibrate import calibrate  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.ir.tile import Program  # noqa: E402
-from xbarc.runtime.kernels import thread_count  # noqa: E402
+from xbarc.runtime.kernels import available_cores, thread_count  # noqa: E402
 
 SECTION = "Simulation speed (benchmarks/sim_speed.py)"
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
@@ -482,6 +482,12 @@ def report(results: dict) -> str:
         ]
         lines += [f"| {name} | {profile} | {', '.join(top)} |" for name, profile, top in profiled]
         lines.append("")
+    if results.get("busy"):
+        lines.append(
+            f"The machine was busy (1-minute load above its {available_cores()} cores at the "
+            "start or the end): times "
+            "are inflated and ratios move between runs; record on a quiet machine."
+        )
     lines.append(
         f"Best of {results['repeats']} runs after a warm-up (a run over {results['slow']:g} s "
         f"timed once); {results['threads']} threads; load average {results['load_before']} "
@@ -592,6 +598,7 @@ def main() -> None:
         "revision": revision(),
     }
     log(f"xbarc from {Path(xbarc.__file__).parent} ({results['revision']}), load {load()}")
+    first_load = os.getloadavg()[0]
     if "matched" in parts:
         results["matched"] = matched(args, log)
     if "digits" in parts:
@@ -601,6 +608,7 @@ def main() -> None:
     if "scaling" in parts:
         results["scaling"] = scaling_rows(args, log)
     results["load_after"] = load()
+    results["busy"] = max(first_load, os.getloadavg()[0]) > available_cores()
     body = report(results)
     print()
     print(body)

@@ -27,8 +27,9 @@ Matched settings (xbarc: `compile --cell-bits 8 --hw-set dac.slice_bits=8`, `cal
   (--threads to change).
 What stays different is each simulator's own convention: aihwkit-lightning's converters
 are symmetric (+-127 steps), so non-negative inputs (after a ReLU) use 7 of the DAC's bits,
-where xbarc drives them unsigned on all 8; its ADC range is per tile and run, its bound
-scaled by the slice's max|w|, where xbarc's is per layer from the calibration.
+where xbarc drives them unsigned on all 8; its ADC range is per tile (input range x
+out_bound x the slice's max|w|, out_bound calibrated per layer), where xbarc's is per layer
+from the calibration.
 It prints one JSON object: the timings, accuracy on the labels, and the settings.
 """
 

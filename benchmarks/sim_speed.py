@@ -70,6 +70,7 @@ DIGITS_MODELS = tuple(
     for suffix in ("", "_p50", "_p80", "_p90")
 )
 PROFILES = ("ideal", "quant", "rram")
+PARTS = ("matched", "digits", "imagenet", "scaling")
 DIGITS_SHAPE = {"x": (1, 1, 8, 8)}
 MATCHED = CompileOptions(
     cell_bits=8, hw_set=("dac.slice_bits=8",), tiles=4096, input_shapes=DIGITS_SHAPE
@@ -529,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--parts",
-        default="matched,digits,imagenet,scaling",
+        default=",".join(PARTS),
         help="what to measure, comma-separated: matched, digits, imagenet, scaling (default all)",
     )
     parser.add_argument(
@@ -586,6 +587,11 @@ def main() -> None:
         scaling_worker(args.scaling_worker.split(","), args)
         return
     parts = set(args.parts.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        build_parser().error(f"--parts: unknown {', '.join(sorted(unknown))}; use {PARTS}")
+    if args.record and parts != set(PARTS):
+        build_parser().error("--record rewrites the whole RESULTS section: run every part")
 
     def log(line: str) -> None:
         print(line, flush=True)

@@ -40,7 +40,7 @@ SCHEMES = ("tcp", "tls")
 # the environment of a local cluster's worker processes: one worker per core, each on one
 # thread (Numba's parallel kernels and onnxruntime's GEMMs would otherwise each start a
 # thread per core in every worker and fight over the cores)
-WORKER_ENVIRONMENT = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+WORKER_ENVIRONMENT = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "XBARC_THREADS": "1"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,68 @@
+"""A layer's integer reads as bit planes (`BitplaneColumns`), for `bitplane_accumulate`.
+
+    columns = bitplane_columns(reads, rows, cols, levels, offset)
+
+Built once per layer, on its first run, from its read plans: each distinct input segment
+(a group and its source rows) once, each read column's cells cut into bit planes and
+packed 64 rows a word, and for offset encoding one column of ones per offset-corrected
+output and read (its sums are the read's input sums, which the digital correction
+subtracts: `offset` x unit each).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xbarc.runtime.kernels.bitplane import BitplaneColumns, pack_bits
+from xbarc.runtime.reads import ReadPlan, index_key
+
+
+def bitplane_columns(
+    reads: list[ReadPlan], rows: int, cols: int, levels: int, offset: int
+) -> BitplaneColumns:
+    """The read columns of a layer's integer reads (every group): segments on the rows of
+    the flat [groups x `rows`] unfolded input, codes into the flat [groups x `cols`]
+    accumulator, converted over `levels` ADC levels (0: lossless); `offset`: the offset
+    of offset encoding (2^(weight bits - 1)), subtracted times the input sums from the
+    outputs of the reads' `offset_columns`.
+    Columns whose cells are all zero read zero and are left out."""
+    segment_of: dict[tuple, int] = {}
+    segments: list[np.ndarray] = []
+    column_segment, cell_planes, cells, factors, full_scales, targets = [], [], [], [], [], []
+    unit = levels or 1
+    for read in reads:
+        key = (read.group, index_key(read.rows))
+        if key not in segment_of:
+            segment_of[key] = len(segments)
+            segments.append(read.group * rows + np.arange(rows, dtype=np.int64)[read.rows])
+        segment = segment_of[key]
+        cells_t = np.asarray(read.cells_t).astype(np.int64)  # integers: uint8 or exact floats
+        largest = cells_t.max(axis=1, initial=0)
+        packed = pack_bits(cells_t.T, int(largest.max(initial=0)).bit_length())
+        for m in np.flatnonzero(largest):
+            planes = int(largest[m]).bit_length()
+            column_segment.append(segment)
+            cell_planes.append(planes)
+            cells.append(packed[:planes, :, m])
+            factors.append(int(read.factor[m]))
+            full_scales.append(int(read.full_scale[m]) if levels else 0)
+            targets.append(read.group * cols + int(read.target[m]))
+        if read.offset_columns is None:
+            continue
+        ones = pack_bits(np.ones(cells_t.shape[1], dtype=np.int64), 1)
+        for target in np.arange(cols)[read.offset_columns]:
+            column_segment.append(segment)
+            cell_planes.append(1)
+            cells.append(ones)
+            factors.append(-offset * unit)
+            full_scales.append(0)
+            targets.append(read.group * cols + int(target))
+    return BitplaneColumns.of(
+        segments,
+        np.array(column_segment, dtype=np.int64),
+        np.array(cell_planes, dtype=np.int64),
+        cells,
+        np.array(factors, dtype=np.int64),
+        np.array(full_scales, dtype=np.int64),
+        np.array(targets, dtype=np.int64),
+    )

@@ -1,0 +1,564 @@
+"""Bit-plane reads: exact integer sums of bit-serial reads as AND + popcount, converted while hot.
+
+    pack_inputs(levels_in, columns, plane0, planes, packed, flags)   # once per sign and run
+    bitplane_accumulate(packed, flags, columns, slice_bits, acc)     # acc += every read-out
+
+With DAC digits of one bit (or a few) and cells of c bits, a read column's sum for input
+bit plane j is sum_b 2^b popcount(X_j & C_b) over packed 64-bit words: X_j the plane's bits
+of the rows the read drives (one word per 64 rows, per patch), C_b bit b of the column's
+cell levels. The sum of a DAC slice of `slice_bits` planes adds its planes' sums times 2^a.
+The result is today's integer sum exactly, so it passes through the same ADC conversion
+and gives the same bits as `sparse_read_accumulate` and the integer GEMMs of `ReadOut`.
+
+`pack_inputs` packs each distinct input segment of a layer (a group and its source rows)
+once per layer run, from the unfolded uint8 DAC levels of one sign, into `packed` uint64
+[plane, word, P] (patches contiguous, so the kernel's loops over patches vectorize: Zen 4
+has VPOPCNTQ: `popcount` is LLVM's ctpop), and sets `flags` [plane,
+word, run of CHUNK patches] where a word holds a set bit: a zero word of a run (the high
+planes of most inputs) is skipped. The cells' planes are packed once per layer
+(`BitplaneColumns`, built by `xbarc.runtime.bitplane.bitplane_columns`).
+
+`bitplane_accumulate` converts each sum in the pass that makes it, as `adc.adc_accumulate`
+does: code = clip(rint(float64(s) * levels / full_scale), 0, levels) in float64, then
+acc[target] += factor x significance x full_scale x code (factor: the column's signed
+significance). A column of full scale 0 adds factor x significance x s: a
+lossless ADC, or the digital offset correction of offset encoding (a column of ones: the
+input sums). The conversion is computed, not looked up: a code table per full scale
+(one gather per sum) cost 0.6-0.9 ns a sum against 0.3 ns for the vectorized float64
+division (Zen 4, 256 patches, 4 popcounts a sum: 0.3 ns without any conversion). The
+numpy twins (`*_numpy`) compute the same with `np.bitwise_count`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xbarc.runtime.kernels import (
+    PARALLEL_WORK,
+    NumbaKernel,
+    backend,
+    import_numba,
+    numba_kernel,
+    prange,
+    use_threads,
+)
+from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+
+# Patches per run: the unit of the zero skip, of a task's accumulators and of the packed
+# input a task reads.
+CHUNK = 256
+WORD = 64
+
+
+@dataclass(frozen=True)
+class BitplaneColumns:
+    """A layer's read columns as bit planes of their cells, against its input segments.
+
+    Segment s drives the flat rows `segment_rows[segment_start[s]:segment_start[s+1]]` of
+    the unfolded input [groups x rows, P], packed into words `segment_word[s]` to
+    `segment_word[s+1]` (64 rows a word, the last one padded with zero bits). Column m
+    reads segment `column_segment[m]`: bit b of its cells, word w, is
+    `cells[cell_start[m] + b * words + w]` for b < `cell_planes[m]`; its converted sums
+    are converted over `full_scale[m]` (0: not converted) and go to output row
+    `target[m]` times `factor[m]` (the signed significance of its slice) times the full
+    scale where converted. `order[runs[k]:runs[k+1]]` are the columns of one target."""
+
+    segment_start: np.ndarray  # int64 [S + 1]
+    segment_rows: np.ndarray  # int64 [rows of all segments]
+    segment_word: np.ndarray  # int64 [S + 1]
+    column_segment: np.ndarray  # int64 [M]
+    cell_start: np.ndarray  # int64 [M]
+    cell_planes: np.ndarray  # int64 [M]
+    cells: np.ndarray  # uint64 [cell words]
+    factor: np.ndarray  # int64 [M]
+    full_scale: np.ndarray  # int64 [M]
+    target: np.ndarray  # int64 [M]
+    order: np.ndarray  # int64 [M]: columns sorted by target (stable)
+    runs: np.ndarray  # int64 [targets + 1]
+    row_count: int  # flat input rows the segments reach (largest + 1)
+    target_count: int  # outputs the columns reach (largest target + 1)
+
+    @property
+    def words(self) -> int:
+        return int(self.segment_word[-1])
+
+    @property
+    def word_segment(self) -> np.ndarray:
+        """The segment of each packed word, int64 [words]."""
+        return np.repeat(
+            np.arange(len(self.segment_word) - 1, dtype=np.int64), np.diff(self.segment_word)
+        )
+
+    @classmethod
+    def of(
+        cls,
+        segments: list[np.ndarray],
+        column_segment: np.ndarray,
+        cell_planes: np.ndarray,
+        cells: list[np.ndarray],
+        factor: np.ndarray,
+        full_scale: np.ndarray,
+        target: np.ndarray,
+    ) -> BitplaneColumns:
+        """From the segments' flat rows and each column's packed cell planes (uint64
+        [cell_planes[m], words of its segment])."""
+        lengths = np.array([len(rows) for rows in segments], dtype=np.int64)
+        segment_start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        segment_word = np.concatenate([[0], np.cumsum(-(-lengths // WORD))]).astype(np.int64)
+        sizes = np.array([planes.size for planes in cells], dtype=np.int64)
+        target = np.ascontiguousarray(target, dtype=np.int64)
+        order = np.argsort(target, kind="stable").astype(np.int64)
+        runs = np.flatnonzero(np.diff(target[order], prepend=-1, append=-1)).astype(np.int64)
+        if not len(target):
+            runs = np.zeros(1, dtype=np.int64)
+        rows = np.concatenate(segments).astype(np.int64) if segments else np.zeros(0, np.int64)
+        return cls(
+            segment_start,
+            rows,
+            segment_word,
+            np.ascontiguousarray(column_segment, dtype=np.int64),
+            np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            if len(sizes)
+            else np.zeros(0, np.int64),
+            np.ascontiguousarray(cell_planes, dtype=np.int64),
+            np.concatenate([planes.reshape(-1) for planes in cells]).astype(np.uint64)
+            if cells
+            else np.zeros(0, np.uint64),
+            np.ascontiguousarray(factor, dtype=np.int64),
+            np.ascontiguousarray(full_scale, dtype=np.int64),
+            target,
+            order,
+            runs,
+            int(rows.max()) + 1 if len(rows) else 0,
+            int(target.max()) + 1 if len(target) else 0,
+        )
+
+
+def pack_bits(levels: np.ndarray, planes: int) -> np.ndarray:
+    """Bit planes of non-negative integers [n, ...] packed along the first axis: uint64
+    [planes, ceil(n / 64), ...], bit i of word w of plane b = bit b of levels[64 w + i]."""
+    levels = np.asarray(levels, dtype=np.uint64)
+    count = levels.shape[0]
+    words = -(-count // WORD)
+    padded = np.zeros((words * WORD, *levels.shape[1:]), dtype=np.uint64)
+    padded[:count] = levels
+    padded = padded.reshape(words, WORD, *levels.shape[1:])
+    place = (np.arange(WORD, dtype=np.uint64)).reshape((1, WORD) + (1,) * (levels.ndim - 1))
+    out = np.empty((planes, words, *levels.shape[1:]), dtype=np.uint64)
+    for b in range(planes):
+        bits = (padded >> np.uint64(b)) & np.uint64(1)
+        out[b] = np.bitwise_or.reduce(bits << place, axis=1)
+    return out
+
+
+def runs_of(patches: int) -> int:
+    return -(-patches // CHUNK)
+
+
+def pack_inputs(
+    levels_in: np.ndarray,
+    columns: BitplaneColumns,
+    plane0: int,
+    planes: int,
+    packed: np.ndarray,
+    flags: np.ndarray,
+) -> None:
+    """Pack bits 0 to `planes` - 1 of `levels_in` uint8 [rows, P] (one sign's unfolded DAC
+    levels, groups flattened into rows) for every segment of `columns` into planes
+    `plane0`... of `packed` uint64 [planes, words, P], and set `flags` uint8 [planes,
+    words, runs of CHUNK patches] to whether each word holds a set bit in the run."""
+    _check_pack(levels_in, columns, plane0, planes, packed, flags)
+    if backend() == "numpy":
+        pack_inputs_numpy(levels_in, columns, plane0, planes, packed, flags)
+        return
+    use_threads(packed[0].size * planes)
+    pack_inputs_numba(
+        levels_in,
+        columns.segment_start,
+        columns.segment_rows,
+        columns.segment_word,
+        columns.word_segment,
+        int(plane0),
+        int(planes),
+        CHUNK,
+        packed,
+        flags,
+    )
+
+
+def pack_inputs_numpy(levels_in, columns, plane0, planes, packed, flags) -> None:
+    _check_pack(levels_in, columns, plane0, planes, packed, flags)
+    patches = levels_in.shape[1]
+    runs = runs_of(patches)
+    for s in range(len(columns.segment_word) - 1):
+        rows = columns.segment_rows[columns.segment_start[s] : columns.segment_start[s + 1]]
+        words = slice(columns.segment_word[s], columns.segment_word[s + 1])
+        packed[plane0 : plane0 + planes, words] = pack_bits(levels_in[rows], planes)
+    padded = np.zeros((planes, columns.words, runs * CHUNK), dtype=np.uint64)
+    padded[..., :patches] = packed[plane0 : plane0 + planes]
+    reduced = np.bitwise_or.reduce(padded.reshape(planes, columns.words, runs, CHUNK), axis=3)
+    flags[plane0 : plane0 + planes] = reduced != 0
+
+
+def _check_pack(levels_in, columns, plane0, planes, packed, flags) -> None:
+    if levels_in.dtype != np.uint8 or levels_in.ndim != 2 or not levels_in.flags.c_contiguous:
+        raise ValueError(
+            f"pack_inputs: levels are {levels_in.dtype} {levels_in.shape}; "
+            "expected C-contiguous uint8 [rows, P]"
+        )
+    patches = levels_in.shape[1]
+    if (
+        packed.dtype != np.uint64
+        or packed.ndim != 3
+        or packed.shape[1:] != (columns.words, patches)
+        or not packed.flags.c_contiguous
+    ):
+        raise ValueError(
+            f"pack_inputs: packed is {packed.dtype} {packed.shape}; expected C-contiguous "
+            f"uint64 (planes, {columns.words}, {patches})"
+        )
+    if flags.dtype != np.uint8 or flags.shape != (
+        packed.shape[0],
+        columns.words,
+        runs_of(patches),
+    ):
+        raise ValueError(f"pack_inputs: flags are {flags.dtype} {flags.shape}")
+    if not (plane0 >= 0 and 1 <= planes <= 8 and plane0 + planes <= packed.shape[0]):
+        raise ValueError(f"pack_inputs: planes {plane0} to {plane0 + planes - 1}")
+    if columns.row_count > levels_in.shape[0]:
+        raise ValueError("pack_inputs: segments on rows beyond the levels' rows")
+
+
+def bitplane_accumulate(
+    packed: np.ndarray,
+    flags: np.ndarray,
+    columns: BitplaneColumns,
+    slice_bits: int,
+    significance: np.ndarray,
+    levels: int,
+    acc: np.ndarray,
+) -> None:
+    """acc += the read-out of every column of `columns` for every DAC slice q: its sum
+    over the packed input planes q x slice_bits + a (a < slice_bits, bit weight 2^a),
+    converted over `levels` ADC levels, times factor[m] x significance[q] (int64
+    [slices]: the slices' signed significances, e.g. +1, +2, ..., -1, -2, ... for 1-bit
+    slices of both signs). `flags` (from `pack_inputs`) skips zero words; a sum that
+    reads no set bit is 0 and converts to code 0, so it is skipped too."""
+    _check_accumulate(packed, flags, columns, slice_bits, significance, acc)
+    if backend() == "numpy":
+        bitplane_accumulate_numpy(packed, flags, columns, slice_bits, significance, levels, acc)
+        return
+    use_threads(PARALLEL_WORK)
+    bitplane_accumulate_numba(
+        packed,
+        flags,
+        columns.segment_word,
+        columns.column_segment,
+        columns.cell_start,
+        columns.cell_planes,
+        columns.cells,
+        columns.factor,
+        columns.full_scale,
+        int(levels),
+        columns.order,
+        columns.runs,
+        columns.target,
+        significance,
+        int(slice_bits),
+        CHUNK,
+        acc,
+    )
+
+
+def slice_sums_numpy(
+    packed: np.ndarray, columns: BitplaneColumns, chosen: np.ndarray, slice_bits: int, q: int
+) -> np.ndarray:
+    """The sums int64 [len(chosen), P] of the columns `chosen` (all on one segment) for DAC
+    slice q, from the packed planes (numpy)."""
+    s = columns.column_segment[chosen[0]]
+    first, last = columns.segment_word[s], columns.segment_word[s + 1]
+    words = last - first
+    sums = np.zeros((len(chosen), packed.shape[2]), dtype=np.int64)
+    for a in range(slice_bits):
+        plane = packed[q * slice_bits + a, first:last]  # [words, P]
+        for b in range(int(columns.cell_planes[chosen].max())):
+            has = columns.cell_planes[chosen] > b
+            at = columns.cell_start[chosen] + b * words
+            for w in range(words):
+                cells = np.where(has, columns.cells[np.where(has, at + w, 0)], np.uint64(0))
+                counts = np.bitwise_count(plane[w][None, :] & cells[:, None])
+                sums += counts.astype(np.int64) << (a + b)
+    return sums
+
+
+def bitplane_accumulate_numpy(
+    packed, flags, columns, slice_bits, significance, levels, acc
+) -> None:
+    _check_accumulate(packed, flags, columns, slice_bits, significance, acc)
+    # a word whose flag is clear is not read (an absent sign's planes are never packed)
+    read = np.repeat(flags != 0, CHUNK, axis=2)[..., : packed.shape[2]]
+    packed = np.where(read, packed, np.uint64(0))
+    for s in np.unique(columns.column_segment):
+        chosen = np.flatnonzero(columns.column_segment == s)
+        converted = columns.full_scale[chosen] > 0
+        for q in range(len(significance)):
+            sums = slice_sums_numpy(packed, columns, chosen, slice_bits, q)
+            factor = columns.factor[chosen] * significance[q]
+            for kept, adc_levels in ((converted, levels), (~converted, 0)):
+                if kept.any():
+                    adc_accumulate_numpy(
+                        sums[kept],
+                        columns.target[chosen][kept],
+                        factor[kept],
+                        columns.full_scale[chosen][kept],
+                        adc_levels,
+                        acc,
+                    )
+
+
+def _check_accumulate(packed, flags, columns, slice_bits, significance, acc) -> None:
+    if packed.dtype != np.uint64 or packed.ndim != 3 or not packed.flags.c_contiguous:
+        raise ValueError(f"bitplane_accumulate: packed is {packed.dtype} {packed.shape}")
+    planes, words, patches = packed.shape
+    if words != columns.words or flags.shape != (planes, words, runs_of(patches)):
+        raise ValueError(
+            f"bitplane_accumulate: packed {packed.shape} and flags {flags.shape} do not "
+            f"fit {columns.words} words"
+        )
+    if (
+        significance.dtype != np.int64
+        or significance.ndim != 1
+        or not 1 <= slice_bits <= 8
+        or len(significance) * slice_bits > planes
+    ):
+        raise ValueError(
+            f"bitplane_accumulate: {len(significance)} slices of {slice_bits} bits over "
+            f"{planes} planes"
+        )
+    if (
+        acc.dtype != np.int64
+        or acc.ndim != 2
+        or acc.shape[1] != patches
+        or not (acc.flags.writeable and acc.flags.c_contiguous)
+    ):
+        raise ValueError(
+            f"bitplane_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
+            f"C-contiguous int64 (outputs, {patches})"
+        )
+    if columns.target_count > acc.shape[0]:
+        raise ValueError("bitplane_accumulate: targets beyond the accumulator's rows")
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernels, compiled on first use
+
+
+class Popcount(NumbaKernel):
+    """popcount(x): the set bits of uint64 `x`, as LLVM's ctpop intrinsic in a kernel (one
+    VPOPCNTQ for 8 patches on AVX-512; a SWAR popcount was recognised as ctpop in some
+    loops and not in others, which then ran 3x slower), `int.bit_count` in Python."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda x: int(x).bit_count(), {})
+
+    def __call__(self, x: Any) -> Any:
+        return np.uint64(int(x).bit_count())
+
+    def compiled(self) -> Any:
+        if self._compiled is None:
+            import_numba()
+            from numba.core import types
+            from numba.extending import intrinsic
+
+            @intrinsic
+            def ctpop(typingctx, x):
+                signature = types.uint64(types.uint64)
+                return signature, lambda context, builder, sig, args: builder.ctpop(args[0])
+
+            self._compiled = ctpop
+        return self._compiled
+
+
+popcount = Popcount()
+
+
+@numba_kernel(parallel=True)
+def pack_inputs_numba(
+    levels_in,
+    segment_start,
+    segment_rows,
+    segment_word,
+    word_segment,
+    plane0,
+    planes,
+    chunk,
+    packed,
+    flags,
+):
+    """`pack_inputs` on checked arguments."""
+    patches = levels_in.shape[1]
+    words = packed.shape[1]
+    source = levels_in.reshape(-1)
+    dest = packed.reshape(-1)
+    runs = (patches + chunk - 1) // chunk
+    # One task per (word, run of patches): its 64 rows' levels over the run are read once
+    # per plane from L1, every loop over patches contiguous (it vectorizes).
+    for task in prange(words * runs):
+        word = task // runs
+        run = task % runs
+        first = run * chunk
+        length = min(first + chunk, patches) - first
+        s = word_segment[word]
+        low = segment_start[s] + (word - segment_word[s]) * 64
+        high = min(low + 64, segment_start[s + 1])
+        bits = np.zeros((planes, chunk), dtype=np.uint64)
+        for i in range(high - low):
+            line = np.uint64(segment_rows[low + i] * patches + first)
+            place = np.uint64(i)
+            for j in range(planes):
+                shift = np.uint64(j)
+                for p in range(length):
+                    level = np.uint64(source[line + np.uint64(p)])
+                    bits[j, p] |= ((level >> shift) & np.uint64(1)) << place
+        for j in range(planes):
+            into = np.uint64(((plane0 + j) * words + word) * patches + first)
+            seen = np.uint64(0)
+            for p in range(length):
+                dest[into + np.uint64(p)] = bits[j, p]
+                seen |= bits[j, p]
+            flags[plane0 + j, word, run] = 1 if seen != 0 else 0
+
+
+@numba_kernel(parallel=True)
+def bitplane_accumulate_numba(
+    packed,
+    flags,
+    segment_word,
+    column_segment,
+    cell_start,
+    cell_planes,
+    cells,
+    factor,
+    full_scale,
+    levels,
+    order,
+    runs,
+    target,
+    significance,
+    slice_bits,
+    chunk,
+    acc,
+):
+    """`bitplane_accumulate` on checked arguments."""
+    top = np.float64(levels)
+    planes, words_total, patches = packed.shape
+    source = packed.reshape(-1)
+    dest = acc.reshape(-1)
+    slices = len(significance)
+    chunks = flags.shape[2]
+    targets = len(runs) - 1
+    longest = 0  # the most terms (word, pair of cell planes, input plane) of a slice's sum
+    for m in range(len(column_segment)):
+        words = segment_word[column_segment[m] + 1] - segment_word[column_segment[m]]
+        longest = max(longest, words * ((cell_planes[m] + 1) // 2) * slice_bits)
+    one = np.uint64(1)
+    # One task per (run of patches, target), as `sparse_read_accumulate_numba`: the
+    # columns of one target stay in one task (no races on `acc`), their converted sums
+    # gathered in the task's own buffer and added to `acc` once; consecutive tasks (one
+    # thread's) take the same run of patches, whose packed planes stay in the cache.
+    # A slice's sum adds terms (popcount(x & low) + 2 popcount(x & high)) << shift, x a
+    # word of an input plane, low and high two planes of the column's cells on it (one
+    # load for both), over the non-zero words; two terms at a time in one pass over the
+    # patches. Up to two terms (128 rows of 2-bit cells, 1-bit digits: the faithful
+    # default) the same pass converts the sums, else a pass over their buffer does.
+    for task in prange(targets * chunks):
+        k = task % targets
+        run = task // targets
+        first = run * chunk
+        length = min(first + chunk, patches) - first
+        sums = np.zeros(chunk, dtype=np.int64)
+        total = np.zeros(chunk, dtype=np.int64)
+        lines = np.empty(longest + 2, dtype=np.uint64)
+        lows = np.zeros(longest + 2, dtype=np.uint64)
+        highs = np.zeros(longest + 2, dtype=np.uint64)
+        shifts = np.zeros(longest + 2, dtype=np.uint64)
+        touched = False
+        for index in range(runs[k], runs[k + 1]):
+            m = order[index]
+            s = column_segment[m]
+            base = segment_word[s]
+            words = segment_word[s + 1] - base
+            bits = cell_planes[m]
+            start = cell_start[m]
+            for q in range(slices):
+                terms = 0
+                for a in range(slice_bits):
+                    j = q * slice_bits + a
+                    for w in range(words):
+                        if flags[j, base + w, run] == 0:
+                            continue
+                        line = np.uint64(((j * words_total) + base + w) * patches + first)
+                        for b in range(0, bits, 2):
+                            low = cells[start + b * words + w]
+                            high = np.uint64(0)
+                            if b + 1 < bits:
+                                high = cells[start + (b + 1) * words + w]
+                            if low != 0 or high != 0:
+                                lines[terms] = line
+                                lows[terms] = low
+                                highs[terms] = high
+                                shifts[terms] = np.uint64(a + b)
+                                terms += 1
+                if terms == 0:
+                    continue  # every sum is 0, so is every code
+                touched = True
+                if terms % 2:  # pad to two: masks 0
+                    lines[terms] = lines[0]
+                    lows[terms] = 0
+                    highs[terms] = 0
+                    shifts[terms] = 0
+                step = factor[m] * significance[q]
+                scale = np.float64(full_scale[m])
+                if scale > 0:
+                    step *= full_scale[m]
+                if terms <= 2 and scale > 0:  # the common case, in one pass
+                    line0, low0, high0, shift0 = lines[0], lows[0], highs[0], shifts[0]
+                    line1, low1, high1, shift1 = lines[1], lows[1], highs[1], shifts[1]
+                    for i in range(length):
+                        at = np.uint64(i)
+                        x0 = source[line0 + at]
+                        x1 = source[line1 + at]
+                        sum2 = ((popcount(x0 & low0) + (popcount(x0 & high0) << one)) << shift0) + (
+                            (popcount(x1 & low1) + (popcount(x1 & high1) << one)) << shift1
+                        )
+                        code = np.rint(np.float64(np.int64(sum2)) * top / scale)
+                        total[i] += step * np.int64(min(max(code, 0.0), top))
+                    continue
+                for i in range(length):
+                    sums[i] = 0
+                for g in range(0, terms, 2):
+                    line0, low0, high0, shift0 = lines[g], lows[g], highs[g], shifts[g]
+                    line1, low1, high1 = lines[g + 1], lows[g + 1], highs[g + 1]
+                    shift1 = shifts[g + 1]
+                    for i in range(length):
+                        at = np.uint64(i)
+                        x0 = source[line0 + at]
+                        x1 = source[line1 + at]
+                        sums[i] += np.int64(
+                            ((popcount(x0 & low0) + (popcount(x0 & high0) << one)) << shift0)
+                            + ((popcount(x1 & low1) + (popcount(x1 & high1) << one)) << shift1)
+                        )
+                if scale == 0:  # not converted
+                    for i in range(length):
+                        total[i] += step * sums[i]
+                    continue
+                for i in range(length):
+                    code = np.rint(np.float64(sums[i]) * top / scale)
+                    total[i] += step * np.int64(min(max(code, 0.0), top))
+        if touched:
+            into = np.uint64(target[order[runs[k]]] * patches + first)
+            for i in range(length):
+                dest[into + np.uint64(i)] += total[i]

@@ -80,7 +80,7 @@ from xbarc.ir.tile import (
     op_reads,
 )
 from xbarc.runtime import gaussian
-from xbarc.runtime.bitplane import bitplane_columns
+from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.combine import (
     CombineTable,
@@ -509,6 +509,12 @@ class Executor:
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
         if self._bitplane_reads(plans):
+            layer = plans[0].layer.name
+            reads = [read for plan in plans for read in plan.reads]
+            if not prefers_sparse(reads, self._bitplane[layer]):
+                return "bitplane"
+            if self._sparse_columns(plans) is not None:
+                return "sparse"
             return "bitplane"
         if self._sparse_columns(plans) is not None:
             return "sparse"

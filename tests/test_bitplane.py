@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xbarc.runtime import kernels
-from xbarc.runtime.bitplane import bitplane_columns
+from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.kernels import bitplane
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
 from xbarc.runtime.reads import ReadPlan, as_slice
@@ -197,3 +197,25 @@ def test_bitplane_columns_share_segments_and_drop_zero_columns():
     assert columns.target.tolist() == [1, 3, 5, 4, 5]
     assert columns.full_scale.tolist() == [9, 9, 9, 0, 0]
     assert columns.factor.tolist() == [1, 2, 1, -128 * 255, -128 * 255]
+
+
+def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments():
+    rng = np.random.default_rng(0)
+
+    def read(group, rows, cells_t):
+        count = len(cells_t)
+        return ReadPlan(group, rows, cells_t.astype(np.uint8), np.arange(count),
+                        np.ones(count, dtype=np.int64), np.full(count, 99), None)  # fmt: skip
+
+    def prefers(reads, rows):
+        return prefers_sparse(reads, bitplane_columns(reads, rows, 64, 255, 0))
+
+    dense = rng.integers(1, 4, (64, 128))
+    assert not prefers([read(0, slice(0, 128), dense)], 128)
+    one_cell = np.eye(64, 128, dtype=np.int64)  # a unit basis: one cell a column
+    assert prefers([read(0, slice(0, 128), one_cell)], 128)
+    # depthwise: a 9-row segment per group, read by 8 columns
+    depthwise = [read(g, slice(0, 9), rng.integers(1, 4, (8, 9))) for g in range(32)]
+    assert prefers(depthwise, 9)
+    # a first convolution: one 9-row segment read by 64 columns
+    assert not prefers([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9)

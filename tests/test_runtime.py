@@ -191,7 +191,9 @@ def reads(request, monkeypatch):
         monkeypatch.setattr(gemm, "integer_matmul_exact", lambda: False)
     elif request.param != "integer" and not gemm.integer_matmul_exact():
         pytest.skip("onnxruntime's integer GEMM saturates on this machine")
-    if request.param != "integer":
+    if request.param == "integer":  # every layer, even where the sparse kernel is faster
+        monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
+    else:
         monkeypatch.setattr(Executor, "_bitplane_reads", lambda self, plans: False)
     if request.param in ("integer read by read", "float"):
         monkeypatch.setattr(Executor, "_sparse_columns", lambda self, plans: None)
@@ -488,6 +490,8 @@ def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
     sparse = Executor(program, settings)
     if path == "sparse":
         monkeypatch.setattr(sparse, "_bitplane_reads", lambda plans: False)
+    else:  # every layer, even where the sparse kernel is faster
+        monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
     got = sparse.run_all(feeds)
     assert {sparse._paths[layer.name] for layer in program.layers()} == {path}
     one_by_one = Executor(program, settings)

@@ -689,10 +689,16 @@ class Executor:
         outputs = (groups * plan.columns, patches)
         acc = self.workspace(("bitplane", "accumulator"), outputs, np.int64)
         acc.fill(0)
-        significance = np.array(
-            [sign << (j * slice_bits) for sign in (1, -1) for j in range(count)], dtype=np.int64
+        slices = [  # (first packed plane, significance) of each slice of a present sign
+            (index * planes + j * slice_bits, sign << (j * slice_bits))
+            for index, sign in enumerate((1, -1))
+            if present[index]
+            for j in range(count)
+        ]
+        slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
+        bitplane_accumulate(
+            packed, flags, bitplane, slice_bits, slice_plane, significance, self.adc_levels, acc
         )
-        bitplane_accumulate(packed, flags, bitplane, slice_bits, significance, self.adc_levels, acc)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)

@@ -112,11 +112,17 @@ def run_bitplane(reads, groups, rows, cols, slice_bits, magnitude_bits, levels, 
     for sign, levels_in in enumerate(signs):
         if levels_in.any():
             bitplane.pack_inputs(levels_in, columns, sign * planes, planes, packed, flags)
-    significance = np.array(
-        [sign << (j * slice_bits) for sign in (1, -1) for j in range(count)], dtype=np.int64
-    )
+    slices = [  # as the executor: the slices of the signs that have inputs
+        (index * planes + j * slice_bits, sign << (j * slice_bits))
+        for index, sign in enumerate((1, -1))
+        if signs[index].any()
+        for j in range(count)
+    ]
+    slice_plane, significance = np.array(slices, dtype=np.int64).reshape(-1, 2).T.copy()
     acc = np.arange(groups * cols * patches, dtype=np.int64).reshape(groups * cols, patches)
-    bitplane.bitplane_accumulate(packed, flags, columns, slice_bits, significance, levels, acc)
+    bitplane.bitplane_accumulate(
+        packed, flags, columns, slice_bits, slice_plane, significance, levels, acc
+    )
     return acc, packed, flags
 
 
@@ -170,8 +176,9 @@ def test_bitplane_rounds_half_to_even_clips_and_skips_zero_words(backend):
     assert packed[:planes, 0].tolist() == [[3, 2], [2, 0], [0, 1]]  # bit j of rows 0, 1
     assert flags[:, 0, 0].tolist() == [1, 1, 1, 0, 0, 0]
     acc = np.zeros((1, 2), dtype=np.int64)
+    slice_plane = np.arange(2 * planes, dtype=np.int64)
     significance = np.array([1, 2, 4, -1, -2, -4], dtype=np.int64)
-    bitplane.bitplane_accumulate(packed, flags, columns, 1, significance, 4, acc)
+    bitplane.bitplane_accumulate(packed, flags, columns, 1, slice_plane, significance, 4, acc)
     # sums per plane: column 0 (1, 0), (0, 0), (0, 1); column 1 (6, 3), (3, 0), (0, 3);
     # codes rint(s / 2) clipped to 4: 0.5 -> 0, 1.5 -> 2, 3 -> 3, 6 -> 4
     codes0 = [(0, 0), (0, 0), (0, 0)]
@@ -219,3 +226,24 @@ def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments
     assert prefers(depthwise, 9)
     # a first convolution: one 9-row segment read by 64 columns
     assert not prefers([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9)
+
+
+@pytest.mark.parametrize("levels", [1, 15, 255])
+def test_bitplane_converts_every_sum_as_the_adc_does(levels):
+    # patch p drives ones on rows 0 to p - 1: columns of cells 1 and 3 read every sum
+    # from 0 to 128 and 384 (multiples of 3); full scales that make ties, clip and divide
+    rows = 128
+    levels_in = (np.arange(rows)[:, None] < np.arange(rows + 1)[None, :]).astype(np.uint8)
+    full_scales = [1, 2, 3, 4, 7, 8, 100, 128, 200, 255, 256, 384, 1000]
+    reads = [
+        ReadPlan(0, slice(0, rows), np.full((2, rows), cell, dtype=np.uint8),
+                 np.array([0, 1]), np.array([1, -4]), np.array([full_scale, full_scale]), None)
+        for cell in (1, 3)
+        for full_scale in full_scales
+    ]  # fmt: skip
+    signs = [levels_in, np.zeros_like(levels_in)]
+    case = (reads, 1, rows, 2, 1, 1, levels, 0, signs)
+    expected = np.arange(2 * (rows + 1), dtype=np.int64).reshape(2, rows + 1)
+    reference(reads, rows, 2, 1, 1, levels, 0, signs, expected)
+    got, _, _ = run_bitplane(*case)
+    np.testing.assert_array_equal(got, expected, strict=True)

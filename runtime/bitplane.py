@@ -1,6 +1,6 @@
 """A layer's integer reads as bit planes (`BitplaneColumns`), for `bitplane_accumulate`.
 
-    columns = bitplane_columns(reads, rows, cols, levels, offset)
+    columns = bitplane_columns(reads, rows, cols, slice_bits, levels, offset)
 
 Built once per layer, on its first run, from its read plans: each distinct input segment
 (a group and its source rows) once, each read column's cells cut into bit planes and
@@ -18,11 +18,12 @@ from xbarc.runtime.reads import ReadPlan, index_key
 
 
 def bitplane_columns(
-    reads: list[ReadPlan], rows: int, cols: int, levels: int, offset: int
+    reads: list[ReadPlan], rows: int, cols: int, slice_bits: int, levels: int, offset: int
 ) -> BitplaneColumns:
     """The read columns of a layer's integer reads (every group): segments on the rows of
     the flat [groups x `rows`] unfolded input, codes into the flat [groups x `cols`]
-    accumulator, converted over `levels` ADC levels (0: lossless); `offset`: the offset
+    accumulator, read by DAC slices of `slice_bits` bits and converted over `levels` ADC
+    levels (0: lossless); `offset`: the offset
     of offset encoding (2^(weight bits - 1)), subtracted times the input sums from the
     outputs of the reads' `offset_columns`.
     Columns whose cells are all zero read zero and are left out."""
@@ -65,6 +66,8 @@ def bitplane_columns(
         np.array(factors, dtype=np.int64),
         np.array(full_scales, dtype=np.int64),
         np.array(targets, dtype=np.int64),
+        slice_bits,
+        levels,
     )
 
 

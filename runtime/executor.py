@@ -651,6 +651,7 @@ class Executor:
                 [read for plan in plans for read in plan.reads],
                 first.layer.rows,
                 first.columns,
+                hardware.dac.slice_bits,
                 self.adc_levels,
                 2 ** (first.array.weight_bits - 1),
             )
@@ -696,9 +697,7 @@ class Executor:
             for j in range(count)
         ]
         slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
-        bitplane_accumulate(
-            packed, flags, bitplane, slice_bits, slice_plane, significance, self.adc_levels, acc
-        )
+        bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)

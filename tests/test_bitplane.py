@@ -103,7 +103,7 @@ def reference(reads, rows, cols, slice_bits, count, levels, offset, signs, acc) 
 
 def run_bitplane(reads, groups, rows, cols, slice_bits, magnitude_bits, levels, offset, signs):
     """The bit-plane read-out as the executor runs it: pack both signs, then one call."""
-    columns = bitplane_columns(reads, rows, cols, levels, offset)
+    columns = bitplane_columns(reads, rows, cols, slice_bits, levels, offset)
     count = -(-magnitude_bits // slice_bits)
     planes = count * slice_bits
     patches = signs[0].shape[1]
@@ -120,9 +120,7 @@ def run_bitplane(reads, groups, rows, cols, slice_bits, magnitude_bits, levels, 
     ]
     slice_plane, significance = np.array(slices, dtype=np.int64).reshape(-1, 2).T.copy()
     acc = np.arange(groups * cols * patches, dtype=np.int64).reshape(groups * cols, patches)
-    bitplane.bitplane_accumulate(
-        packed, flags, columns, slice_bits, slice_plane, significance, levels, acc
-    )
+    bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
     return acc, packed, flags
 
 
@@ -167,7 +165,7 @@ def test_bitplane_rounds_half_to_even_clips_and_skips_zero_words(backend):
     cells = np.array([[1, 0], [3, 3]], dtype=np.uint8)
     read = ReadPlan(0, slice(0, 2), cells, np.array([0, 0]), np.array([1, -2]),
                     np.array([8, 8]), None)  # fmt: skip
-    columns = bitplane_columns([read], 2, 1, 4, 0)
+    columns = bitplane_columns([read], 2, 1, 1, 4, 0)
     assert columns.cell_planes.tolist() == [1, 2]
     planes = 3
     packed = np.zeros((2 * planes, 1, 2), dtype=np.uint64)
@@ -178,7 +176,7 @@ def test_bitplane_rounds_half_to_even_clips_and_skips_zero_words(backend):
     acc = np.zeros((1, 2), dtype=np.int64)
     slice_plane = np.arange(2 * planes, dtype=np.int64)
     significance = np.array([1, 2, 4, -1, -2, -4], dtype=np.int64)
-    bitplane.bitplane_accumulate(packed, flags, columns, 1, slice_plane, significance, 4, acc)
+    bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
     # sums per plane: column 0 (1, 0), (0, 0), (0, 1); column 1 (6, 3), (3, 0), (0, 3);
     # codes rint(s / 2) clipped to 4: 0.5 -> 0, 1.5 -> 2, 3 -> 3, 6 -> 4
     codes0 = [(0, 0), (0, 0), (0, 0)]
@@ -197,7 +195,7 @@ def test_bitplane_columns_share_segments_and_drop_zero_columns():
         ReadPlan(1, np.array([0, 2, 4]), cells, np.array([0, 1]), np.array([1, 1]),
                  np.array([9, 9]), slice(0, 2)),
     ]  # fmt: skip
-    columns = bitplane_columns(reads, 5, 4, 255, 128)
+    columns = bitplane_columns(reads, 5, 4, 1, 255, 128)
     assert columns.segment_rows.tolist() == [0, 1, 2, 5, 7, 9]
     # the all-zero column of each read left out; two offset columns of ones for the last
     assert columns.column_segment.tolist() == [0, 0, 1, 1, 1]
@@ -215,7 +213,7 @@ def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments
                         np.ones(count, dtype=np.int64), np.full(count, 99), None)  # fmt: skip
 
     def prefers(reads, rows):
-        return prefers_sparse(reads, bitplane_columns(reads, rows, 64, 255, 0))
+        return prefers_sparse(reads, bitplane_columns(reads, rows, 64, 1, 255, 0))
 
     dense = rng.integers(1, 4, (64, 128))
     assert not prefers([read(0, slice(0, 128), dense)], 128)

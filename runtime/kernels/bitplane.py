@@ -89,6 +89,10 @@ class BitplaneColumns:
     term_low: np.ndarray  # uint64 [terms]
     term_high: np.ndarray  # uint64 [terms]
     term_shift: np.ndarray  # uint64 [terms]
+    slice_bits: int  # input bit planes a DAC slice sums
+    levels: int  # ADC levels (0: lossless)
+    magic: np.ndarray  # int64 [M]: the integer conversion's multiplier (0: by division)
+    exponent: np.ndarray  # int64 [M]: ... and shift (`adc_divisors`)
 
     @property
     def words(self) -> int:
@@ -111,9 +115,12 @@ class BitplaneColumns:
         factor: np.ndarray,
         full_scale: np.ndarray,
         target: np.ndarray,
+        slice_bits: int,
+        levels: int,
     ) -> BitplaneColumns:
         """From the segments' flat rows and each column's packed cell planes (uint64
-        [cell_planes[m], words of its segment])."""
+        [cell_planes[m], words of its segment]), for DAC slices of `slice_bits` planes and
+        `levels` ADC levels."""
         lengths = np.array([len(rows) for rows in segments], dtype=np.int64)
         segment_start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         segment_word = np.concatenate([[0], np.cumsum(-(-lengths // WORD))]).astype(np.int64)
@@ -133,6 +140,8 @@ class BitplaneColumns:
             else np.zeros(0, np.uint64)
         )
         terms = cell_terms(segment_word, column_segment, cell_start, cell_planes, flat)
+        full_scale = np.ascontiguousarray(full_scale, dtype=np.int64)
+        magic, exponent = adc_divisors(terms[0], terms[4], full_scale, slice_bits, levels)
         return cls(
             segment_start,
             rows,
@@ -142,14 +151,50 @@ class BitplaneColumns:
             cell_planes,
             flat,
             np.ascontiguousarray(factor, dtype=np.int64),
-            np.ascontiguousarray(full_scale, dtype=np.int64),
+            full_scale,
             target,
             order,
             runs,
             int(rows.max()) + 1 if len(rows) else 0,
             int(target.max()) + 1 if len(target) else 0,
             *terms,
+            int(slice_bits),
+            int(levels),
+            magic,
+            exponent,
         )
+
+
+def adc_divisors(
+    term_start: np.ndarray,
+    term_shift: np.ndarray,
+    full_scale: np.ndarray,
+    slice_bits: int,
+    levels: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the conversion rint(s * levels / full_scale) as integers where that is
+    exact: with n = 2 s levels + full_scale and d = 2 full_scale, rint (half to even) is
+    floor(n / d), less 1 at an odd tie (n a multiple of d); floor(n / d) = (n * magic) >>
+    exponent for every n up to the column's largest, magic = ceil(2^exponent / d) and
+    2^exponent > (largest n) x d. Returns (magic, exponent), magic 0 where a column keeps
+    the float64 division (not converted, or sums too large for int64)."""
+    count = len(full_scale)
+    magic = np.zeros(count, dtype=np.int64)
+    exponent = np.zeros(count, dtype=np.int64)
+    if not count or not levels:
+        return magic, exponent
+    # a term adds at most (64 + 2 x 64) << (shift + a) over the slice's planes a
+    largest_term = (192 * (2**slice_bits - 1)) << term_shift.astype(np.int64)
+    largest = np.add.reduceat(largest_term, term_start[:-1]) if len(largest_term) else magic
+    most = largest * (2 * levels) + full_scale
+    divisor = 2 * full_scale
+    exact = (full_scale > 0) & (most < 2**30) & (divisor < 2**30)
+    product = np.where(exact, most * divisor, 0)
+    for bit in range(63):  # exponent = bit length of product
+        exponent += (product >> bit) > 0
+    magic = np.where(exact, ((np.int64(1) << exponent) + divisor - 1) // np.maximum(divisor, 1), 0)
+    magic[most > (2**62) // np.maximum(magic, 1)] = 0
+    return magic.astype(np.int64), exponent
 
 
 def cell_terms(
@@ -158,7 +203,7 @@ def cell_terms(
     cell_start: np.ndarray,
     cell_planes: np.ndarray,
     cells: np.ndarray,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The columns' cells as the kernel reads them: per column, per pair of cell planes
     (b, b + 1) and word w of its segment where either plane has a set bit, the term (the
     segment's word w of all words, plane b's word, plane b + 1's word or 0, b). Returns
@@ -283,24 +328,20 @@ def bitplane_accumulate(
     packed: np.ndarray,
     flags: np.ndarray,
     columns: BitplaneColumns,
-    slice_bits: int,
     slice_plane: np.ndarray,
     significance: np.ndarray,
-    levels: int,
     acc: np.ndarray,
 ) -> None:
     """acc += the read-out of every column of `columns` for every DAC slice q: its sum
-    over the packed input planes slice_plane[q] + a (a < slice_bits, bit weight 2^a),
-    converted over `levels` ADC levels, times factor[m] x significance[q] (int64
+    over the packed input planes slice_plane[q] + a (a < columns.slice_bits, bit weight
+    2^a), converted over columns.levels ADC levels, times factor[m] x significance[q] (int64
     [slices] both: e.g. planes 0, 1, ..., 7 with significances 1, 2, ..., 128 for the
     1-bit slices of positive inputs, 8, ... with -1, ... for the negative ones; a sign
     without inputs is left out). `flags` (from `pack_inputs`) skips zero words; a sum
     that reads no set bit is 0 and converts to code 0, so it is skipped too."""
-    _check_accumulate(packed, flags, columns, slice_bits, slice_plane, significance, acc)
+    _check_accumulate(packed, flags, columns, slice_plane, significance, acc)
     if backend() == "numpy":
-        bitplane_accumulate_numpy(
-            packed, flags, columns, slice_bits, slice_plane, significance, levels, acc
-        )
+        bitplane_accumulate_numpy(packed, flags, columns, slice_plane, significance, acc)
         return
     use_threads(PARALLEL_WORK)
     bitplane_accumulate_numba(
@@ -313,13 +354,15 @@ def bitplane_accumulate(
         columns.term_shift,
         columns.factor,
         columns.full_scale,
-        int(levels),
+        columns.magic,
+        columns.exponent,
+        columns.levels,
         columns.order,
         columns.runs,
         columns.target,
         slice_plane,
         significance,
-        int(slice_bits),
+        columns.slice_bits,
         CHUNK,
         acc,
     )
@@ -346,10 +389,9 @@ def slice_sums_numpy(
     return sums
 
 
-def bitplane_accumulate_numpy(
-    packed, flags, columns, slice_bits, slice_plane, significance, levels, acc
-) -> None:
-    _check_accumulate(packed, flags, columns, slice_bits, slice_plane, significance, acc)
+def bitplane_accumulate_numpy(packed, flags, columns, slice_plane, significance, acc) -> None:
+    _check_accumulate(packed, flags, columns, slice_plane, significance, acc)
+    slice_bits, levels = columns.slice_bits, columns.levels
     # a word whose flag is clear is not read (an absent sign's planes are never packed)
     read = np.repeat(flags != 0, CHUNK, axis=2)[..., : packed.shape[2]]
     packed = np.where(read, packed, np.uint64(0))
@@ -371,7 +413,8 @@ def bitplane_accumulate_numpy(
                     )
 
 
-def _check_accumulate(packed, flags, columns, slice_bits, slice_plane, significance, acc) -> None:
+def _check_accumulate(packed, flags, columns, slice_plane, significance, acc) -> None:
+    slice_bits = columns.slice_bits
     if packed.dtype != np.uint64 or packed.ndim != 3 or not packed.flags.c_contiguous:
         raise ValueError(f"bitplane_accumulate: packed is {packed.dtype} {packed.shape}")
     planes, words, patches = packed.shape
@@ -500,6 +543,8 @@ def bitplane_accumulate_numba(
     term_shift,
     factor,
     full_scale,
+    magic_of,
+    exponent_of,
     levels,
     order,
     runs,
@@ -545,29 +590,13 @@ def bitplane_accumulate_numba(
         touched = False
         for index in range(runs[k], runs[k + 1]):
             m = order[index]
-            # The conversion rint(s * levels / full scale) as integers, where exact: with
-            # n = 2 s levels + full scale and d = 2 full scale, rint is floor(n / d) less
-            # 1 at an odd tie (n a multiple of d), and floor(n / d) = (n * magic) >> e
-            # for every n up to the column's largest, magic = ceil(2^e / d), 2^e > n_max
-            # d. 10 % faster than the float64 division (the same bits: the double
-            # quotient of integers this small never rounds onto or across a tie).
+            # the conversion as integers where exact (`adc_divisors`): 10 % faster than
+            # the float64 division, the same bits
             fs = full_scale[m]
             divisor = 2 * fs
             twice_levels = np.int64(2 * levels)
-            magic = np.int64(0)
-            exponent = np.int64(0)
-            if fs > 0:
-                largest = np.int64(0)
-                for t in range(term_start[m], term_start[m + 1]):
-                    largest += np.int64(192 * ((1 << slice_bits) - 1)) << np.int64(term_shift[t])
-                most = largest * twice_levels + fs
-                if most < (1 << 30) and divisor < (1 << 30):
-                    product = most * divisor
-                    while (np.int64(1) << exponent) <= product:
-                        exponent += 1
-                    magic = ((np.int64(1) << exponent) + divisor - 1) // divisor
-                    if most > ((np.int64(1) << 62) // magic):
-                        magic = np.int64(0)
+            magic = magic_of[m]
+            exponent = exponent_of[m]
             for q in range(slices):
                 terms = 0
                 for a in range(slice_bits):

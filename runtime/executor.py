@@ -53,7 +53,11 @@ correction and with no observer of the partial sums, take a faster way to the sa
 one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
 times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
-sums).
+sums). Bit-serial ones (DAC steps of at most 2 bits, the faithful default) take the bit
+planes instead (`bitplane_accumulate`): each input segment packed once per run, 64 rows a
+word and bit plane, and each read column's sum a weighted count of the bits set in both
+an input word and its cells' bit planes (AND + popcount), converted in the same pass;
+the sparse kernel stays for layers where it is measured faster (`prefers_sparse`).
 """
 
 from __future__ import annotations

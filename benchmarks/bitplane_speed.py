@@ -47,6 +47,26 @@ from xbarc.runtime.executor import Executor  # noqa: E402
 from xbarc.runtime.kernels import bitplane  # noqa: E402
 from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 
+# Where the targets stand (measured while writing the kernel; the tables above are this run)
+FLOOR = """\
+The floor. The faithful default's semantics convert every read column's sum for every
+input bit and patch: a conversion costs the popcounts of its 128 rows (two 64-row words
+against two cell planes: 4 AND + popcount, one VPOPCNTQ per 8 patches) and the ADC code
+(rint(s x levels / full scale), half to even: an integer multiply-shift where exact, else
+a float64 division) added into the output. A stand-alone loop of exactly that (Zen 4, one
+thread, 256 patches, CPU time) takes 0.30 ns a conversion without the ADC code, 0.55 with
+it, 0.62 with the float64 division, 0.6-0.9 with a code table per full scale (one gather a
+sum: slower, so the kernel computes the code). In the executor the kernel takes 0.65-0.8
+ns of CPU a conversion, one thread, at every layer size of ResNet-50 (49 to 12544 patches:
+ResNet-50's 54 kernel calls replayed alone, 1.5 s of CPU). So ResNet-50's 2.1 G conversions
+an image cost at least 2.1 G x 0.55 ns / 2 cores = 0.58 s, and 0.75-0.8 s as the kernel
+stands (its CPU time over two cores, the column above); the rest of a run (packing,
+unfolding, the DAC, digital ops) adds ~0.1 s. The digits MobileNet's ~100 M bit-plane
+conversions plus its depthwise layers' on the sparse kernel put 40x onnxruntime (26 ms at
+onnxruntime's quiet 0.66 ms) below the floor: 100 M x 0.55 ns / 2 = 28 ms for the bit-plane
+layers alone. Unfolding and packing are 15-35 % of the digits runs (not of ResNet-50's):
+packing while unfolding would save the uint8 unfolded copy (written once, read once)."""
+
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
 FIXTURES = ("lenet", "resnet", "mobilenet", "mlp", "lenet_p90", "mobilenet_p90")
 BATCH = 360
@@ -242,6 +262,8 @@ def main() -> None:
         "conversion, and its CPU time over 2 cores (what a quiet machine would take).",
         "",
         *work_table,
+        "",
+        FLOOR,
         *profiles,
     ]
     print("\n".join(profiles))

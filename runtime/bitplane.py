@@ -73,14 +73,15 @@ def bitplane_columns(
 
 # Layers whose read columns hold fewer than SPARSE_CELLS non-zero cells on average, or
 # whose packed input words serve fewer than SHARED_WORD read columns each, run faster
-# through `sparse_read_accumulate`. Measured (benchmarks/bitplane_speed.py's layers,
-# batch 360 of the digits fixtures, best of 3, sparse time / bit-plane time): depthwise
-# 3x3 convolutions (9-row segments of one channel each, ~8 columns a packed word: the
-# packing writes 8 planes x 8 bytes for 9 levels) 0.72-0.86 unpruned, 0.62-0.84 at 90 %
-# pruning; pruned pointwise and small layers of 0.4-1.4 non-zero cells a column 0.50-0.94;
-# against 1.05-1.22 for first convolutions (one 9-row segment read by 128 columns),
-# 1.4-2.8 for dense reads of 16-96 rows (where the sparse kernel was not even taken:
-# read by read) and 0.98-1.24 for 90 %-pruned 72-row convolutions (2.5 cells a column).
+# through `sparse_read_accumulate`. Measured per layer (each layer's read time on the
+# digits fixtures and their 80/90 %-pruned versions, batch 360, best of 3, the two paths
+# in the same process; sparse time / bit-plane time): depthwise 3x3 convolutions (9-row
+# segments of one channel each, ~8 columns a packed word: the packing writes 8 planes x
+# 8 bytes for 9 levels) 0.72-0.86 unpruned, 0.62-0.84 at 90 % pruning; pruned pointwise
+# and small layers of 0.4-1.4 non-zero cells a column 0.50-0.94; against 1.05-1.22 for
+# first convolutions (one 9-row segment read by 128 columns), 1.4-2.8 for dense reads of
+# 16-96 rows (where the sparse kernel was not even taken: read by read) and 0.98-1.24 for
+# 90 %-pruned 72-row convolutions (2.5 cells a column).
 SPARSE_CELLS = 1.5
 SHARED_WORD = 16
 

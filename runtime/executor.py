@@ -497,8 +497,9 @@ class Executor:
         return self._accumulate_by_read(plans, columns, x)
 
     def _read_path(self, plans: list[LayerPlan]) -> str:
-        """How a layer's reads run: "sparse" (`sparse_read_accumulate`, integer reads) or
-        "by read" (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
+        """How a layer's reads run: "bitplane" (`bitplane_accumulate`, bit-serial integer
+        reads), "sparse" (`sparse_read_accumulate`, integer reads) or "by read"
+        (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
         buffered partial sums; the way every read can take, and the only one an observer
         of the partial sums sees). Chosen on the layer's first run (`_choose_path`) and
         kept, except under an observer."""

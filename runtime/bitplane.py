@@ -16,6 +16,8 @@ import numpy as np
 from xbarc.runtime.kernels.bitplane import BitplaneColumns, pack_bits
 from xbarc.runtime.reads import ReadPlan, index_key
 
+BIT_LENGTH = np.array([value.bit_length() for value in range(256)], dtype=np.int64)
+
 
 def bitplane_columns(
     reads: list[ReadPlan], rows: int, cols: int, slice_bits: int, levels: int, offset: int
@@ -23,13 +25,20 @@ def bitplane_columns(
     """The read columns of a layer's integer reads (every group): segments on the rows of
     the flat [groups x `rows`] unfolded input, codes into the flat [groups x `cols`]
     accumulator, read by DAC slices of `slice_bits` bits and converted over `levels` ADC
-    levels (0: lossless); `offset`: the offset
-    of offset encoding (2^(weight bits - 1)), subtracted times the input sums from the
-    outputs of the reads' `offset_columns`.
+    levels (0: lossless); `offset`: the offset of offset encoding (2^(weight bits - 1)),
+    subtracted times the input sums from the outputs of the reads' `offset_columns`.
     Columns whose cells are all zero read zero and are left out."""
     segment_of: dict[tuple, int] = {}
     segments: list[np.ndarray] = []
-    column_segment, cell_planes, cells, factors, full_scales, targets = [], [], [], [], [], []
+    parts: dict[str, list[np.ndarray]] = {
+        name: [] for name in ("segment", "planes", "cells", "factor", "full_scale", "target")
+    }
+
+    def add(segment, planes, cells, factor, full_scale, target) -> None:
+        values = (segment, planes, cells, factor, full_scale, target)
+        for name, value in zip(parts, values, strict=True):
+            parts[name].append(np.asarray(value))
+
     unit = levels or 1
     for read in reads:
         key = (read.group, index_key(read.rows))
@@ -39,33 +48,47 @@ def bitplane_columns(
         segment = segment_of[key]
         cells_t = np.asarray(read.cells_t).astype(np.int64)  # integers: uint8 or exact floats
         largest = cells_t.max(axis=1, initial=0)
-        packed = pack_bits(cells_t.T, int(largest.max(initial=0)).bit_length())
-        for m in np.flatnonzero(largest):
-            planes = int(largest[m]).bit_length()
-            column_segment.append(segment)
-            cell_planes.append(planes)
-            cells.append(packed[:planes, :, m])
-            factors.append(int(read.factor[m]))
-            full_scales.append(int(read.full_scale[m]) if levels else 0)
-            targets.append(read.group * cols + int(read.target[m]))
+        kept = np.flatnonzero(largest)  # columns of zero cells read zero: left out
+        planes = BIT_LENGTH[largest[kept]]
+        packed = pack_bits(cells_t[kept].T, int(planes.max(initial=0)))  # [b, words, kept]
+        # each kept column's planes below its own, plane-major: [planes[k], words]
+        ordered = packed.transpose(2, 0, 1)
+        used = np.arange(packed.shape[0])[None, :, None] < planes[:, None, None]
+        used = np.broadcast_to(used, ordered.shape)
+        count = len(kept)
+        add(
+            np.full(count, segment),
+            planes,
+            ordered[used],
+            read.factor[kept],
+            read.full_scale[kept] if levels else np.zeros(count, np.int64),
+            read.group * cols + read.target[kept],
+        )
         if read.offset_columns is None:
             continue
-        ones = pack_bits(np.ones(cells_t.shape[1], dtype=np.int64), 1)
-        for target in np.arange(cols)[read.offset_columns]:
-            column_segment.append(segment)
-            cell_planes.append(1)
-            cells.append(ones)
-            factors.append(-offset * unit)
-            full_scales.append(0)
-            targets.append(read.group * cols + int(target))
+        corrected = np.arange(cols)[read.offset_columns]
+        ones = pack_bits(np.ones(cells_t.shape[1], dtype=np.int64), 1).reshape(-1)
+        count = len(corrected)
+        add(
+            np.full(count, segment),
+            np.ones(count, np.int64),
+            np.tile(ones, count),
+            np.full(count, -offset * unit),
+            np.zeros(count, np.int64),
+            read.group * cols + corrected,
+        )
+    joined = {
+        name: np.concatenate(values) if values else np.zeros(0, np.int64)
+        for name, values in parts.items()
+    }
     return BitplaneColumns.of(
         segments,
-        np.array(column_segment, dtype=np.int64),
-        np.array(cell_planes, dtype=np.int64),
-        cells,
-        np.array(factors, dtype=np.int64),
-        np.array(full_scales, dtype=np.int64),
-        np.array(targets, dtype=np.int64),
+        joined["segment"].astype(np.int64),
+        joined["planes"].astype(np.int64),
+        joined["cells"].astype(np.uint64),
+        joined["factor"].astype(np.int64),
+        joined["full_scale"].astype(np.int64),
+        joined["target"].astype(np.int64),
         slice_bits,
         levels,
     )

@@ -111,34 +111,33 @@ class BitplaneColumns:
         segments: list[np.ndarray],
         column_segment: np.ndarray,
         cell_planes: np.ndarray,
-        cells: list[np.ndarray],
+        cells: np.ndarray,
         factor: np.ndarray,
         full_scale: np.ndarray,
         target: np.ndarray,
         slice_bits: int,
         levels: int,
     ) -> BitplaneColumns:
-        """From the segments' flat rows and each column's packed cell planes (uint64
-        [cell_planes[m], words of its segment]), for DAC slices of `slice_bits` planes and
-        `levels` ADC levels."""
+        """From the segments' flat rows and the columns' packed cell planes, one after the
+        other (`cells` uint64: column m's [cell_planes[m], words of its segment] row-major),
+        for DAC slices of `slice_bits` planes and `levels` ADC levels."""
         lengths = np.array([len(rows) for rows in segments], dtype=np.int64)
         segment_start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         segment_word = np.concatenate([[0], np.cumsum(-(-lengths // WORD))]).astype(np.int64)
-        sizes = np.array([planes.size for planes in cells], dtype=np.int64)
+        column_segment = np.ascontiguousarray(column_segment, dtype=np.int64)
+        cell_planes = np.ascontiguousarray(cell_planes, dtype=np.int64)
+        words = segment_word[column_segment + 1] - segment_word[column_segment]
+        sizes = cell_planes * words
         target = np.ascontiguousarray(target, dtype=np.int64)
         order = np.argsort(target, kind="stable").astype(np.int64)
         runs = np.flatnonzero(np.diff(target[order], prepend=-1, append=-1)).astype(np.int64)
         if not len(target):
             runs = np.zeros(1, dtype=np.int64)
         rows = np.concatenate(segments).astype(np.int64) if segments else np.zeros(0, np.int64)
-        column_segment = np.ascontiguousarray(column_segment, dtype=np.int64)
         cell_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        cell_planes = np.ascontiguousarray(cell_planes, dtype=np.int64)
-        flat = (
-            np.concatenate([planes.reshape(-1) for planes in cells]).astype(np.uint64)
-            if cells
-            else np.zeros(0, np.uint64)
-        )
+        flat = np.ascontiguousarray(cells, dtype=np.uint64)
+        if len(flat) != sizes.sum():
+            raise ValueError(f"BitplaneColumns: {len(flat)} cell words for {sizes.sum()}")
         terms = cell_terms(segment_word, column_segment, cell_start, cell_planes, flat)
         full_scale = np.ascontiguousarray(full_scale, dtype=np.int64)
         magic, exponent = adc_divisors(terms[0], terms[4], full_scale, slice_bits, levels)

@@ -53,7 +53,11 @@ correction and with no observer of the partial sums, take a faster way to the sa
 one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
 times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
-sums).
+sums). Bit-serial ones (DAC steps of at most 2 bits, the faithful default) take the bit
+planes instead (`bitplane_accumulate`): each input segment packed once per run, 64 rows a
+word and bit plane, and each read column's sum a weighted count of the bits set in both
+an input word and its cells' bit planes (AND + popcount), converted in the same pass;
+the sparse kernel stays for layers where it is measured faster (`prefers_sparse`).
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ from xbarc.ir.tile import (
     op_reads,
 )
 from xbarc.runtime import gaussian
+from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.combine import (
     CombineTable,
@@ -92,6 +97,12 @@ from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, gemm, touched
+from xbarc.runtime.kernels.bitplane import (
+    BitplaneColumns,
+    bitplane_accumulate,
+    pack_inputs,
+    runs_of,
+)
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
@@ -106,6 +117,9 @@ from xbarc.runtime.reads import (
     sparse_columns,
     sum_type,
 )
+
+# DAC steps of at most this many bits run as bit planes (`_bitplane_reads`).
+BITPLANE_SLICE_BITS = 2
 
 
 class Executor:
@@ -184,6 +198,8 @@ class Executor:
         # first run (None: the layer is read read by read)
         self._sparse: dict[str, SparseColumns | None] = {}
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
+        # quant, bit-serial integer reads: each layer's read columns as bit planes
+        self._bitplane: dict[str, BitplaneColumns] = {}
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
@@ -472,6 +488,8 @@ class Executor:
         """Integer accumulation of bit-serial reads through the ADC, [groups, cols, P],
         on the layer's read path (`_read_path`)."""
         path = self._read_path(plans)
+        if path == "bitplane":  # bit-serial integer reads: AND + popcount, all at once
+            return self._accumulate_bitplane(plans, columns, x)
         if path == "sparse":  # integer reads: all groups, reads and columns at once
             sparse = self._sparse[plans[0].layer.name]
             assert sparse is not None
@@ -479,8 +497,9 @@ class Executor:
         return self._accumulate_by_read(plans, columns, x)
 
     def _read_path(self, plans: list[LayerPlan]) -> str:
-        """How a layer's reads run: "sparse" (`sparse_read_accumulate`, integer reads) or
-        "by read" (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
+        """How a layer's reads run: "bitplane" (`bitplane_accumulate`, bit-serial integer
+        reads), "sparse" (`sparse_read_accumulate`, integer reads) or "by read"
+        (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
         buffered partial sums; the way every read can take, and the only one an observer
         of the partial sums sees). Chosen on the layer's first run (`_choose_path`) and
         kept, except under an observer."""
@@ -494,6 +513,14 @@ class Executor:
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
+        if self._bitplane_reads(plans):
+            layer = plans[0].layer.name
+            reads = [read for plan in plans for read in plan.reads]
+            if not prefers_sparse(reads, self._bitplane[layer]):
+                return "bitplane"
+            if self._sparse_columns(plans) is not None:
+                return "sparse"
+            return "bitplane"
         if self._sparse_columns(plans) is not None:
             return "sparse"
         return "by read"
@@ -600,6 +627,82 @@ class Executor:
         if acc is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
             return touched((groups, plan.layer.cols, patches), np.float32)
+        result = touched((groups, plan.layer.cols, patches), np.float32)
+        accumulated = acc.reshape(groups, plan.columns, patches)
+        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+        return result
+
+    def _bitplane_reads(self, plans: list[LayerPlan]) -> bool:
+        """Whether a layer's reads take `bitplane_accumulate`: exact integer reads (no
+        noise, polarity ADC, cells and DAC levels of at most 8 bits) fed at most
+        BITPLANE_SLICE_BITS bits a step, whose ADC full scales are known before the read
+        (not `dynamic`); builds the layer's `BitplaneColumns` on its first call."""
+        settings = self.settings
+        hardware = self.program.hardware
+        if (
+            settings.cells_noisy
+            or settings.reads_noisy
+            or self.differential_adc
+            or self.cell_max > 255
+            or self.dac_bits > 8  # magnitudes of more than 8 bits: beyond uint8 levels
+            or hardware.dac.slice_bits > BITPLANE_SLICE_BITS
+            or self.adc_range == "dynamic"
+        ):
+            return False
+        layer = plans[0].layer.name
+        if layer not in self._bitplane:
+            first = plans[0]
+            self._bitplane[layer] = bitplane_columns(
+                [read for plan in plans for read in plan.reads],
+                first.layer.rows,
+                first.columns,
+                hardware.dac.slice_bits,
+                self.adc_levels,
+                2 ** (first.array.weight_bits - 1),
+            )
+        return True
+
+    def _accumulate_bitplane(self, plans: list[LayerPlan], columns, x: np.ndarray):
+        """`_accumulate_quantized` with `bitplane_accumulate`: each sign's DAC levels
+        unfolded once and packed into bit planes per input segment, then every read
+        column, slice and sign summed by AND + popcount and converted in one call."""
+        plan = plans[0]
+        bitplane = self._bitplane[plan.layer.name]
+        slice_bits = self.program.hardware.dac.slice_bits
+        bits, input_scale = self._dac_scale(plan.layer.name, x)
+        count = -(-(bits - 1) // slice_bits)
+        planes = count * slice_bits  # input bit planes per sign
+        levels = self.workspace(("bitplane", "levels"), (2, 1, *x.shape), np.uint8)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=levels)
+        packed = flags = None
+        for sign, (part, nonzero) in enumerate(zip(levels, present, strict=True)):
+            if not nonzero:  # e.g. no negative inputs after a ReLU
+                continue
+            memory = lambda shape: self.workspace(("bitplane", "unfolded"), shape, np.uint8)  # noqa: E731
+            unfolded = columns(part[0], memory)
+            groups, _, patches = unfolded.shape
+            if packed is None or flags is None:
+                shape = (2 * planes, bitplane.words, patches)
+                packed = self.workspace(("bitplane", "packed"), shape, np.uint64)
+                runs = (2 * planes, bitplane.words, runs_of(patches))
+                flags = self.workspace(("bitplane", "flags"), runs, np.uint8)
+                flags.fill(0)  # an absent sign's planes are skipped
+            levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
+            pack_inputs(levels_in, bitplane, sign * planes, planes, packed, flags)
+        if packed is None or flags is None:  # an all-zero input: nothing to read
+            groups, _, patches = columns(x).shape
+            return touched((groups, plan.layer.cols, patches), np.float32)
+        outputs = (groups * plan.columns, patches)
+        acc = self.workspace(("bitplane", "accumulator"), outputs, np.int64)
+        acc.fill(0)
+        slices = [  # (first packed plane, significance) of each slice of a present sign
+            (index * planes + j * slice_bits, sign << (j * slice_bits))
+            for index, sign in enumerate((1, -1))
+            if present[index]
+            for j in range(count)
+        ]
+        slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
+        bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)

@@ -179,18 +179,23 @@ def test_tiles_kept_across_phases_compute_what_one_phase_computes(model_name, no
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6 * np.abs(value).max())
 
 
-@pytest.fixture(params=["integer", "integer read by read", "float"])
+@pytest.fixture(params=["integer", "integer sparse", "integer read by read", "float"])
 def reads(request, monkeypatch):
-    """Quantized reads as exact integers (where the machine's integer GEMM is exact): all
+    """Quantized reads as exact integers: bit-serial reads as bit planes
+    (`bitplane_accumulate`, the default), or where the machine's integer GEMM is exact, all
     of a layer's columns at once (`sparse_read_accumulate`) or read by read (integer GEMMs,
     as when an observer takes the partial sums); or float32 GEMMs."""
     from xbarc.runtime.kernels import gemm
 
     if request.param == "float":
         monkeypatch.setattr(gemm, "integer_matmul_exact", lambda: False)
-    elif not gemm.integer_matmul_exact():
+    elif request.param != "integer" and not gemm.integer_matmul_exact():
         pytest.skip("onnxruntime's integer GEMM saturates on this machine")
-    if request.param == "integer read by read":
+    if request.param == "integer":  # every layer, even where the sparse kernel is faster
+        monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
+    else:
+        monkeypatch.setattr(Executor, "_bitplane_reads", lambda self, plans: False)
+    if request.param in ("integer read by read", "float"):
         monkeypatch.setattr(Executor, "_sparse_columns", lambda self, plans: None)
     return request.param
 
@@ -207,17 +212,21 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     executor = Executor(program, noise_settings("quant", adc_bits=adc_bits or "exact"))
     if pipeline == "wide cells":
         assert executor.cell_type == np.float64
-    else:
+    elif reads != "integer":
         assert executor.cell_type == (np.float32 if reads == "float" else np.uint8)
     values = executor.run_all(feeds)
     for layer in program.layers():
         want = quant_layer_reference(program, layer, values[layer.input], adc_bits)
         np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
-    # integer reads take the sparse kernel, but for the offset correction's input sums
-    sparse = reads == "integer" and pipeline not in ("offset", "wide cells")
-    assert all(
-        (executor._sparse.get(layer.name) is not None) == sparse for layer in program.layers()
-    )
+    # bit-serial integer reads take the bit planes; without them, the sparse kernel but
+    # for the offset correction's input sums; 8-bit DAC steps ("wide cells") read by read
+    if pipeline == "wide cells" or reads in ("integer read by read", "float"):
+        path = "by read"
+    elif reads == "integer":
+        path = "bitplane"
+    else:
+        path = "by read" if pipeline == "offset" else "sparse"
+    assert {executor._paths[layer.name] for layer in program.layers()} == {path}
 
 
 @pytest.mark.parametrize("adc_bits", [0, 8, 4])
@@ -462,10 +471,14 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
     return y.astype(np.float32)
 
 
+@pytest.mark.parametrize("path", ["bitplane", "sparse"])
 @pytest.mark.parametrize("pipeline", ["one phase", "per column", "separate groups", "squeeze"])
-def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(pipeline, tmp_path):
-    """Ranges calibrated at the median clip many inputs and read sums: the sparse kernel
-    (all of a layer's columns at once) gives the bits integer GEMMs read by read give."""
+def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
+    pipeline, path, tmp_path, monkeypatch
+):
+    """Ranges calibrated at the median clip many inputs and read sums: the bit-plane and
+    the sparse kernel (all of a layer's columns at once) give the bits integer GEMMs read
+    by read give."""
     from xbarc.calibrate import calibrate
     from xbarc.runtime.kernels import gemm
 
@@ -475,8 +488,12 @@ def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(pipeline, tm
     program = calibrate(compiled(model, PIPELINES[pipeline], tmp_path), feeds, percentile=50)
     settings = noise_settings("quant", input_range="calibrated", adc_range="calibrated")
     sparse = Executor(program, settings)
+    if path == "sparse":
+        monkeypatch.setattr(sparse, "_bitplane_reads", lambda plans: False)
+    else:  # every layer, even where the sparse kernel is faster
+        monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
     got = sparse.run_all(feeds)
-    assert all(sparse._sparse[layer.name] is not None for layer in program.layers())
+    assert {sparse._paths[layer.name] for layer in program.layers()} == {path}
     one_by_one = Executor(program, settings)
     one_by_one.on_read_sums = lambda layer, sums, full_scales: None  # observed: read by read
     want = one_by_one.run_all(feeds)

@@ -1,0 +1,274 @@
+"""Bit-plane reads against the sparse path and onnxruntime, on the faithful default program.
+
+    python benchmarks/bitplane_speed.py [--repeat 3] [--resnet50 r50.onnx] [--record]
+
+The faithful default: `xbarc compile` defaults (8-bit weights in 2-bit cells, differential
+encoding, 128x128 tiles, the 8-bit DAC fed 1 bit a step, 8-bit ADC) with `tiles=4096`,
+run in `quant`. For each digits fixture (batch 360 of tests/fixtures/digits/
+digits_test.npz) the same program runs three ways in the same process: onnxruntime on
+the float model; `quant` as it reads now (bit planes where `_choose_path` takes them);
+and `quant` with the bit-plane path switched off (the sparse kernel or integer GEMMs read
+by read: how main read every layer before). Both `quant` runs must give the same bits
+(checked). Wall seconds best of `--repeat`, CPU seconds (all threads) of that run in
+brackets: the machine is shared, and the CPU time says what a quiet machine would take.
+
+`--resnet50 PATH` (a trained-like ResNet-50: `python benchmarks/trained_like.py
+light_resnet50 PATH`) adds one random 1x3x224x224 image through the same default
+program (warm runs; the sparse path is not timed there: over 100 s an image).
+
+For each program, the bit-plane kernel's work per run is counted from its packed inputs
+and cells: conversions (a read column's sum for one input bit plane and patch, each
+converted by the ADC) and AND + popcount terms (a 64-row word against two cell planes),
+with the kernel's time per conversion: the floor the faithful default's semantics set.
+A profile of a warm run (cProfile, own time) closes each program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an installed one
+from results import record_if  # noqa: E402
+
+import xbarc.runtime.executor as executor_module  # noqa: E402
+from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
+from xbarc.runtime.executor import Executor  # noqa: E402
+from xbarc.runtime.kernels import bitplane  # noqa: E402
+from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
+
+# Where the targets stand (measured while writing the kernel; the tables above are this run)
+FLOOR = """\
+The floor. The faithful default's semantics convert every read column's sum for every
+input bit and patch: a conversion costs the popcounts of its 128 rows (two 64-row words
+against two cell planes: 4 AND + popcount, one VPOPCNTQ per 8 patches) and the ADC code
+(rint(s x levels / full scale), half to even: an integer multiply-shift where exact, else
+a float64 division) added into the output. A stand-alone loop of exactly that (Zen 4, one
+thread, 256 patches, CPU time) takes 0.30 ns a conversion without the ADC code, 0.55 with
+it, 0.62 with the float64 division, 0.6-0.9 with a code table per full scale (one gather a
+sum: slower, so the kernel computes the code). In the executor the kernel takes 0.65-0.8
+ns of CPU a conversion, one thread, at every layer size of ResNet-50 (49 to 12544 patches:
+ResNet-50's 54 kernel calls replayed alone, 1.5 s of CPU). So ResNet-50's 2.1 G conversions
+an image cost at least 2.1 G x 0.55 ns / 2 cores = 0.58 s, and 0.75-0.8 s as the kernel
+stands (its CPU time over two cores, the column above); the rest of a run (packing,
+unfolding, the DAC, digital ops) adds ~0.1 s. The digits MobileNet's ~100 M bit-plane
+conversions plus its depthwise layers' on the sparse kernel put 40x onnxruntime (26 ms at
+onnxruntime's quiet 0.66 ms) below the floor: 100 M x 0.55 ns / 2 = 28 ms for the bit-plane
+layers alone. Unfolding and packing are 15-35 % of the digits runs (not of ResNet-50's):
+packing while unfolding would save the uint8 unfolded copy (written once, read once)."""
+
+DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
+FIXTURES = ("lenet", "resnet", "mobilenet", "mlp", "lenet_p90", "mobilenet_p90")
+BATCH = 360
+
+
+def timed(run, repeat: int) -> tuple[float, float]:
+    """Best wall seconds of `repeat` warm runs (after one), and that run's CPU seconds."""
+    run()
+    best = (float("inf"), float("inf"))
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return best
+
+
+class KernelWork:
+    """Counts the bit-plane kernel's conversions and terms, and its time, per run."""
+
+    def __init__(self) -> None:
+        self.conversions = 0
+        self.terms = 0
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.original = executor_module.bitplane_accumulate
+
+    def __enter__(self) -> KernelWork:
+        def spy(packed, flags, columns, slice_plane, significance, acc):
+            start, cpu = time.perf_counter(), time.process_time()
+            self.original(packed, flags, columns, slice_plane, significance, acc)
+            self.seconds += time.perf_counter() - start
+            self.cpu_seconds += time.process_time() - cpu
+            self.count(packed, flags, columns, columns.slice_bits, slice_plane)
+
+        executor_module.bitplane_accumulate = spy
+        return self
+
+    def __exit__(self, *_) -> None:
+        executor_module.bitplane_accumulate = self.original
+
+    def count(self, packed, flags, columns, slice_bits, slice_plane) -> None:
+        patches = packed.shape[2]
+        runs = flags.shape[2]
+        lengths = np.minimum(bitplane.CHUNK, patches - np.arange(runs) * bitplane.CHUNK)
+        if not len(columns.term_word):
+            return
+        per_term = flags[:, columns.term_word, :] != 0  # [planes, terms, runs]
+        for plane in slice_plane:
+            active = per_term[plane : plane + slice_bits].any(axis=0)  # [terms, runs]
+            self.terms += int((per_term[plane : plane + slice_bits].sum(axis=0) @ lengths).sum())
+            converted = np.maximum.reduceat(active, columns.term_start[:-1], axis=0)
+            self.conversions += int((converted @ lengths).sum())
+
+
+def quant_runs(program, feeds, repeat: int, both: bool):
+    """(wall, cpu, outputs) of the bit-plane path and, if `both`, of the sparse path."""
+    rows = []
+    for bitplanes in (True, False) if both else (True,):
+        executor = Executor(program, noise_settings("quant"), Seeds.derive(0))
+        if not bitplanes:
+            executor._bitplane_reads = lambda plans: False  # type: ignore[method-assign]
+        outputs: dict = {}
+        wall, cpu = timed(
+            lambda executor=executor, outputs=outputs: outputs.update(executor.run(feeds)), repeat
+        )
+        rows.append((wall, cpu, dict(outputs), executor))
+    return rows
+
+
+def kernel_work(executor, feeds) -> KernelWork:
+    with KernelWork() as work:
+        executor.run(feeds)
+    return work
+
+
+def profile(executor, feeds, top: int = 8) -> list[str]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    executor.run(feeds)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
+    entries = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:top]  # type: ignore[attr-defined]
+    lines = []
+    for (path, line, name), (_, _, own, _, _) in entries:
+        where = f"{Path(path).name}:{line}({name})"
+        lines.append(f"- {own:.3f} s ({own / total:.0%}) `{where}`")
+    return lines
+
+
+def onnxruntime_time(model: Path, feeds: dict, repeat: int) -> tuple[float, float]:
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    (value,) = feeds.values()
+    return timed(lambda: session.run(None, {name: value}), max(repeat, 5))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs timed (best taken)")
+    parser.add_argument("--fixtures", nargs="*", default=list(FIXTURES), help="digits fixtures")
+    parser.add_argument("--resnet50", type=Path, help="a trained-like ResNet-50 .onnx")
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    load_before = os.getloadavg()
+    x = np.load(DIGITS / "digits_test.npz")["x"][:BATCH].astype(np.float32)
+    table = [
+        "| program | onnxruntime ms | quant bit planes ms | x onnxruntime | quant sparse path ms "
+        "| x onnxruntime | speed-up | same bits |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    work_table = [
+        "| program | conversions a run | AND+popcount terms | kernel ms (CPU) "
+        "| ns a conversion (CPU) | quiet 2 cores, kernel alone |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    profiles: list[str] = []
+    programs = [
+        (name, DIGITS / f"{name}.onnx", {"x": (1, 1, 8, 8)}, {"x": x}) for name in args.fixtures
+    ]
+    if args.resnet50 is not None:
+        image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        session = onnxruntime.InferenceSession(
+            str(args.resnet50), providers=["CPUExecutionProvider"]
+        )
+        programs.append(
+            ("ResNet-50 (1 image)", args.resnet50, {}, {session.get_inputs()[0].name: image})
+        )
+    for name, model, shapes, feeds in programs:
+        program = compile_onnx(model, CompileOptions(tiles=4096, input_shapes=shapes))
+        ort_wall, ort_cpu = onnxruntime_time(model, feeds, args.repeat)
+        both = not name.startswith("ResNet-50")
+        runs = quant_runs(program, feeds, args.repeat, both)
+        wall, cpu, outputs, executor = runs[0]
+        paths = sorted(set(executor._paths.values()))
+        row = (
+            f"| {name} ({', '.join(paths)}) | {ort_wall * 1e3:.2f} ({ort_cpu * 1e3:.2f}) "
+            f"| {wall * 1e3:.1f} ({cpu * 1e3:.1f}) | {wall / ort_wall:.0f}x ({cpu / ort_cpu:.0f}x) "
+        )
+        if both:
+            old_wall, old_cpu, old_outputs, _ = runs[1]
+            same = all(np.array_equal(outputs[k], old_outputs[k]) for k in outputs)
+            row += (
+                f"| {old_wall * 1e3:.1f} ({old_cpu * 1e3:.1f}) | {old_wall / ort_wall:.0f}x "
+                f"| {old_wall / wall:.2f}x ({old_cpu / cpu:.2f}x) | {'yes' if same else 'NO'} |"
+            )
+        else:
+            row += "| - | - | - | - |"
+        print(row, flush=True)
+        table.append(row)
+        work = kernel_work(executor, feeds)
+        per = work.seconds / work.conversions * 1e9 if work.conversions else 0.0
+        per_cpu = work.cpu_seconds / work.conversions * 1e9 if work.conversions else 0.0
+        line = (
+            f"| {name} | {work.conversions / 1e6:.1f} M | {work.terms / 1e6:.1f} M "
+            f"| {work.seconds * 1e3:.1f} ({work.cpu_seconds * 1e3:.1f}) | {per:.2f} "
+            f"({per_cpu:.2f}) | {work.cpu_seconds / 2 * 1e3:.1f} ms |"
+        )
+        print(line, flush=True)
+        work_table.append(line)
+        if name in ("resnet", "mobilenet") or not both:
+            profiles += [
+                f"\n{name}: top functions of a warm run (own time):\n",
+                *profile(executor, feeds),
+            ]
+    load_after = os.getloadavg()
+    load = (
+        f"Machine shared: load average {' '.join(f'{v:.2f}' for v in load_before)} before, "
+        f"{' '.join(f'{v:.2f}' for v in load_after)} after."
+    )
+    lines = [
+        "## Bit-plane reads (`benchmarks/bitplane_speed.py`)",
+        "",
+        "The faithful default program (`xbarc compile` defaults, `tiles=4096`: 8-bit weights in "
+        "2-bit cells, differential, 128x128 tiles, 8-bit DAC 1 bit a step, 8-bit ADC) in `quant`, "
+        f"digits fixtures at batch {BATCH}: the bit-plane path (AND + popcount, the ADC in the "
+        "same pass; `sparse` kept where `prefers_sparse` says) against the same program with the "
+        "bit-plane path off (main's paths: the sparse kernel or integer GEMMs read by read), in "
+        "the same process, and onnxruntime on the float model. Wall ms best of "
+        f"{args.repeat} warm runs, CPU ms (all threads) of that run in brackets. {load}",
+        "",
+        *table,
+        "",
+        "Work of the bit-plane kernel per run: conversions (a read column's sum for one input "
+        "bit plane and patch, through the ADC) and AND + popcount terms (a 64-row input word "
+        "against two cell planes), the kernel's wall and CPU time (all threads), per "
+        "conversion, and its CPU time over 2 cores (what a quiet machine would take).",
+        "",
+        *work_table,
+        "",
+        FLOOR,
+        *profiles,
+    ]
+    print("\n".join(profiles))
+    record_if(args.record, "bitplane_speed", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

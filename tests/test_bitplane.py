@@ -1,0 +1,247 @@
+"""Bit-plane reads: packed inputs and cells, AND + popcount sums converted by the ADC, against
+a dense integer GEMM and `adc.adc_accumulate_numpy` read by read (the executor's reference),
+on both backends; and whole programs on the bit-plane path against the other read paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xbarc.runtime import kernels
+from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
+from xbarc.runtime.kernels import bitplane
+from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.reads import ReadPlan, as_slice
+
+PROPERTY = settings(max_examples=60, deadline=None)
+
+
+@pytest.fixture(params=kernels.BACKENDS)
+def backend(request):
+    kernels.set_backend(request.param)
+    yield request.param
+    kernels.set_backend("numba")
+
+
+@st.composite
+def layer_reads(draw):
+    """A layer's random integer reads: groups, segments of rows that are slices or gather
+    tables (not multiples of 64 long, shared by several reads), cells of 1 to 8 bits with
+    all-zero columns, repeated targets, full scales below the largest sum (codes clip),
+    offset-corrected columns; and both signs' DAC levels."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    groups = draw(st.integers(1, 3))
+    rows = draw(st.sampled_from([5, 64, 100, 130, 200]))
+    cols = draw(st.integers(1, 6))
+    cell_bits = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    slice_bits = draw(st.sampled_from([1, 2]))
+    magnitude_bits = draw(st.integers(1, 8))
+    patches = draw(st.sampled_from([1, 7, 300, 600]))  # 300, 600: several runs of patches
+    levels = draw(st.sampled_from([0, 1, 15, 255]))
+    offset = draw(st.sampled_from([0, 128]))
+    reads = []
+    for _ in range(draw(st.integers(1, 6))):
+        group = int(rng.integers(groups))
+        length = int(rng.integers(1, rows + 1))
+        if rng.random() < 0.5:  # a run of rows: a slice
+            begin = int(rng.integers(0, rows - length + 1))
+            source: slice | np.ndarray = slice(begin, begin + length)
+        else:  # a gather table
+            source = np.sort(rng.choice(rows, size=length, replace=False)).astype(np.int64)
+        columns = int(rng.integers(1, 8))
+        density = rng.choice([0.05, 0.5, 1.0])
+        cells_t = rng.integers(0, 2**cell_bits, (columns, length)) * (
+            rng.random((columns, length)) < density
+        )
+        cells_t[rng.random(columns) < 0.2] = 0  # columns that read nothing
+        largest = (2**slice_bits - 1) * max(1, int(cells_t.sum(axis=1).max(initial=0)))
+        offset_columns = None
+        if offset and rng.random() < 0.5:
+            offset_columns = as_slice(np.unique(rng.integers(0, cols, size=2)))
+        reads.append(
+            ReadPlan(
+                group,
+                source,
+                cells_t.astype(np.uint8),
+                rng.integers(0, cols, size=columns).astype(np.int64),
+                (rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 7, size=columns)),
+                rng.integers(1, largest + 2, size=columns).astype(np.int64),
+                offset_columns,
+            )
+        )
+    high = 2**magnitude_bits
+    signs = [
+        (rng.integers(0, high, (groups * rows, patches)) >> rng.integers(0, 8)).astype(np.uint8)
+        * (rng.random() < 0.8)
+        for _ in range(2)
+    ]
+    return reads, groups, rows, cols, slice_bits, magnitude_bits, levels, offset, signs
+
+
+def reference(reads, rows, cols, slice_bits, count, levels, offset, signs, acc) -> None:
+    """acc += the read-out read by read, as `Executor._accumulate_by_read` does it: per
+    sign, slice and read, the dense integer GEMM of its cells and digits through
+    `adc_accumulate_numpy`; the offset correction from the reads' input sums."""
+    unit = levels or 1
+    for sign, levels_in in zip((1, -1), signs, strict=True):
+        for j in range(count):
+            shift = j * slice_bits
+            digits = (levels_in.astype(np.int64) >> shift) & (2**slice_bits - 1)
+            significance = sign << shift
+            for read in reads:
+                driven = digits[read.group * rows + np.arange(rows)[read.rows]]
+                partial = read.cells_t.astype(np.int64) @ driven
+                targets = read.group * cols + read.target
+                factor = read.factor * significance
+                adc_accumulate_numpy(partial, targets, factor, read.full_scale, levels, acc)
+                if read.offset_columns is not None:
+                    corrected = read.group * cols + np.arange(cols)[read.offset_columns]
+                    acc[corrected] -= offset * unit * significance * driven.sum(axis=0)
+
+
+def run_bitplane(reads, groups, rows, cols, slice_bits, magnitude_bits, levels, offset, signs):
+    """The bit-plane read-out as the executor runs it: pack both signs, then one call."""
+    columns = bitplane_columns(reads, rows, cols, slice_bits, levels, offset)
+    count = -(-magnitude_bits // slice_bits)
+    planes = count * slice_bits
+    patches = signs[0].shape[1]
+    packed = np.full((2 * planes, columns.words, patches), 0xDEAD, dtype=np.uint64)
+    flags = np.zeros((2 * planes, columns.words, bitplane.runs_of(patches)), dtype=np.uint8)
+    for sign, levels_in in enumerate(signs):
+        if levels_in.any():
+            bitplane.pack_inputs(levels_in, columns, sign * planes, planes, packed, flags)
+    slices = [  # as the executor: the slices of the signs that have inputs
+        (index * planes + j * slice_bits, sign << (j * slice_bits))
+        for index, sign in enumerate((1, -1))
+        if signs[index].any()
+        for j in range(count)
+    ]
+    slice_plane, significance = np.array(slices, dtype=np.int64).reshape(-1, 2).T.copy()
+    acc = np.arange(groups * cols * patches, dtype=np.int64).reshape(groups * cols, patches)
+    bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
+    return acc, packed, flags
+
+
+@PROPERTY
+@given(layer_reads())
+def test_bitplane_reads_equal_a_gemm_then_the_adc_read_by_read(case):
+    reads, groups, rows, cols, slice_bits, magnitude_bits, levels, offset, signs = case
+    count = -(-magnitude_bits // slice_bits)
+    patches = signs[0].shape[1]
+    expected = np.arange(groups * cols * patches, dtype=np.int64).reshape(groups * cols, patches)
+    reference(reads, rows, cols, slice_bits, count, levels, offset, signs, expected)
+    by_numba, packed, flags = run_bitplane(*case)
+    try:
+        kernels.set_backend("numpy")
+        by_numpy, packed_numpy, flags_numpy = run_bitplane(*case)
+    finally:
+        kernels.set_backend("numba")
+    np.testing.assert_array_equal(by_numba, expected, strict=True)
+    np.testing.assert_array_equal(by_numpy, expected, strict=True)
+    present = np.repeat([signs[0].any(), signs[1].any()], len(packed) // 2)
+    np.testing.assert_array_equal(packed[present], packed_numpy[present], strict=True)
+    np.testing.assert_array_equal(flags, flags_numpy, strict=True)
+
+
+def test_pack_bits_puts_row_i_on_bit_i_of_word_i_over_64():
+    levels = np.zeros((130, 2), dtype=np.uint8)
+    levels[0, 0] = 1  # plane 0, word 0, bit 0
+    levels[63, 1] = 2  # plane 1, word 0, bit 63
+    levels[129, 0] = 3  # planes 0 and 1, word 2, bit 1
+    packed = bitplane.pack_bits(levels, 2)
+    assert packed.shape == (2, 3, 2)
+    assert packed[0, :, 0].tolist() == [1, 0, 2]
+    assert packed[1, :, 0].tolist() == [0, 0, 2]
+    assert packed[1, :, 1].tolist() == [2**63, 0, 0]
+    assert not packed[0, :, 1].any()
+
+
+def test_bitplane_rounds_half_to_even_clips_and_skips_zero_words(backend):
+    # one read of 2 rows: column 0 cells (1, 0), column 1 cells (3, 3), both on output
+    # 0 with factors 1 and -2 over full scale 8, 4 ADC levels; 3-bit levels, 1-bit slices
+    levels_in = np.array([[1, 4], [3, 1]], dtype=np.uint8)
+    cells = np.array([[1, 0], [3, 3]], dtype=np.uint8)
+    read = ReadPlan(0, slice(0, 2), cells, np.array([0, 0]), np.array([1, -2]),
+                    np.array([8, 8]), None)  # fmt: skip
+    columns = bitplane_columns([read], 2, 1, 1, 4, 0)
+    assert columns.cell_planes.tolist() == [1, 2]
+    planes = 3
+    packed = np.zeros((2 * planes, 1, 2), dtype=np.uint64)
+    flags = np.zeros((2 * planes, 1, 1), dtype=np.uint8)
+    bitplane.pack_inputs(levels_in, columns, 0, planes, packed, flags)
+    assert packed[:planes, 0].tolist() == [[3, 2], [2, 0], [0, 1]]  # bit j of rows 0, 1
+    assert flags[:, 0, 0].tolist() == [1, 1, 1, 0, 0, 0]
+    acc = np.zeros((1, 2), dtype=np.int64)
+    slice_plane = np.arange(2 * planes, dtype=np.int64)
+    significance = np.array([1, 2, 4, -1, -2, -4], dtype=np.int64)
+    bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
+    # sums per plane: column 0 (1, 0), (0, 0), (0, 1); column 1 (6, 3), (3, 0), (0, 3);
+    # codes rint(s / 2) clipped to 4: 0.5 -> 0, 1.5 -> 2, 3 -> 3, 6 -> 4
+    codes0 = [(0, 0), (0, 0), (0, 0)]
+    codes1 = [(3, 2), (2, 0), (0, 2)]
+    want = [sum(8 * (2**j) * (codes0[j][p] - 2 * codes1[j][p]) for j in range(3)) for p in range(2)]
+    assert acc.tolist() == [want]
+
+
+def test_bitplane_columns_share_segments_and_drop_zero_columns():
+    cells = np.array([[0, 0, 0], [1, 2, 3]], dtype=np.uint8)
+    reads = [
+        ReadPlan(0, slice(0, 3), cells, np.array([0, 1]), np.array([1, 1]), np.array([9, 9]),
+                 None),
+        ReadPlan(0, slice(0, 3), cells, np.array([2, 3]), np.array([2, 2]), np.array([9, 9]),
+                 None),
+        ReadPlan(1, np.array([0, 2, 4]), cells, np.array([0, 1]), np.array([1, 1]),
+                 np.array([9, 9]), slice(0, 2)),
+    ]  # fmt: skip
+    columns = bitplane_columns(reads, 5, 4, 1, 255, 128)
+    assert columns.segment_rows.tolist() == [0, 1, 2, 5, 7, 9]
+    # the all-zero column of each read left out; two offset columns of ones for the last
+    assert columns.column_segment.tolist() == [0, 0, 1, 1, 1]
+    assert columns.target.tolist() == [1, 3, 5, 4, 5]
+    assert columns.full_scale.tolist() == [9, 9, 9, 0, 0]
+    assert columns.factor.tolist() == [1, 2, 1, -128 * 255, -128 * 255]
+
+
+def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments():
+    rng = np.random.default_rng(0)
+
+    def read(group, rows, cells_t):
+        count = len(cells_t)
+        return ReadPlan(group, rows, cells_t.astype(np.uint8), np.arange(count),
+                        np.ones(count, dtype=np.int64), np.full(count, 99), None)  # fmt: skip
+
+    def prefers(reads, rows):
+        return prefers_sparse(reads, bitplane_columns(reads, rows, 64, 1, 255, 0))
+
+    dense = rng.integers(1, 4, (64, 128))
+    assert not prefers([read(0, slice(0, 128), dense)], 128)
+    one_cell = np.eye(64, 128, dtype=np.int64)  # a unit basis: one cell a column
+    assert prefers([read(0, slice(0, 128), one_cell)], 128)
+    # depthwise: a 9-row segment per group, read by 8 columns
+    depthwise = [read(g, slice(0, 9), rng.integers(1, 4, (8, 9))) for g in range(32)]
+    assert prefers(depthwise, 9)
+    # a first convolution: one 9-row segment read by 64 columns
+    assert not prefers([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9)
+
+
+@pytest.mark.parametrize("levels", [1, 15, 255])
+def test_bitplane_converts_every_sum_as_the_adc_does(levels):
+    # patch p drives ones on rows 0 to p - 1: columns of cells 1 and 3 read every sum
+    # from 0 to 128 and 384 (multiples of 3); full scales that make ties, clip and divide
+    rows = 128
+    levels_in = (np.arange(rows)[:, None] < np.arange(rows + 1)[None, :]).astype(np.uint8)
+    full_scales = [1, 2, 3, 4, 7, 8, 100, 128, 200, 255, 256, 384, 1000]
+    reads = [
+        ReadPlan(0, slice(0, rows), np.full((2, rows), cell, dtype=np.uint8),
+                 np.array([0, 1]), np.array([1, -4]), np.array([full_scale, full_scale]), None)
+        for cell in (1, 3)
+        for full_scale in full_scales
+    ]  # fmt: skip
+    signs = [levels_in, np.zeros_like(levels_in)]
+    case = (reads, 1, rows, 2, 1, 1, levels, 0, signs)
+    expected = np.arange(2 * (rows + 1), dtype=np.int64).reshape(2, rows + 1)
+    reference(reads, rows, 2, 1, 1, levels, 0, signs, expected)
+    got, _, _ = run_bitplane(*case)
+    np.testing.assert_array_equal(got, expected, strict=True)

@@ -1,0 +1,335 @@
+"""Fused integer reads: a layer's reads and their ADC conversion in one kernel call per input sign.
+
+    layer = fused_layer(columns, unfolded_index, image)   # once per layer and input shape
+    fused_read_accumulate(levels_in, layer, slice_bits, slices, sign, levels, acc)
+    # acc += the read-out of every input slice of one sign's DAC levels
+
+The path of exact integer `quant` reads that are tall and dense (unsliced cells, DAC steps
+of several bits), where the bit-plane kernels do not apply. Instead of unfolding the whole
+input (im2col, [rows, P]), one GEMM per read into a buffer of partial sums [read columns,
+P] and the ADC kernel reading that buffer back, the kernel works on tiles of patches small
+enough for the cache: it gathers the tile's digits straight from the layer's input levels
+(an implicit im2col through a table of offsets, `PatchGather`), sums every read column of
+every read and group of the layer over the tile (float32 multiply-adds: the sums are exact
+integers below 2^24), and converts and accumulates each sum while it is hot, exactly as
+`adc.adc_accumulate` does: code = clip(rint(float64(s) * levels / full_scale), low,
+levels), acc[target] += factor x significance x full_scale x code. Zero cells are skipped
+(the unused polarity of a differential pair is half the cells) and so are the rows whose
+digits are all zero in the tile (the high slices of most inputs). Nothing of size
+[read columns, P] or [rows, P] is written.
+
+The numpy twin, `fused_read_accumulate_numpy`, unfolds the levels through the same table,
+multiplies a dense copy of the cells and calls `adc.adc_accumulate_numpy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.kernels.sparse_read import SparseColumns
+
+
+@dataclass(frozen=True)
+class PatchGather:
+    """Where the digits of each patch come from: `offsets[row, pixel]` is the position, in
+    one input item's `image` levels, of the level that drives flat unfolded `row` (groups
+    x rows) at `pixel` (of `pixels` patches per item), or `image` where the row reads the
+    padding (the kernel reads a zero placed there). Patch p is pixel p % pixels of item
+    p // pixels."""
+
+    offsets: np.ndarray  # int64 [flat rows, pixels]
+    image: int
+    pixels: int
+
+
+@dataclass(frozen=True)
+class FusedLayer:
+    """A layer's read columns (`SparseColumns`, cells on the flat unfolded rows) and the
+    gather that feeds them."""
+
+    columns: SparseColumns
+    gather: PatchGather
+
+
+def patch_gather(unfolded_index: np.ndarray, image: int) -> PatchGather:
+    """The gather of a layer from its unfold of one input item whose levels are their own
+    position plus one (`unfolded_index` [groups, rows, pixels], float64 or integer; 0 in
+    the padding)."""
+    groups, rows, pixels = unfolded_index.shape
+    index = np.rint(unfolded_index.reshape(groups * rows, pixels)).astype(np.int64) - 1
+    index[index < 0] = image  # the padding reads the zero after the item's levels
+    return PatchGather(np.ascontiguousarray(index), int(image), int(pixels))
+
+
+def fused_layer(columns: SparseColumns, unfolded_index: np.ndarray, image: int) -> FusedLayer:
+    return FusedLayer(columns, patch_gather(unfolded_index, image))
+
+
+# Bytes of a tile's digits (float32 [flat rows, tile patches]): they stay in the L2 cache
+# while every read column of the layer sums over them.
+TILE_BYTES = 1 << 17
+TILE_PATCHES = (16, 512)  # fewest and most patches a tile
+
+
+def tile_patches(flat_rows: int, patches: int) -> int:
+    """Patches per tile: a multiple of 16 whose digits fill about TILE_BYTES."""
+    low, high = TILE_PATCHES
+    tile = TILE_BYTES // (4 * max(flat_rows, 1)) // 16 * 16
+    return int(min(max(tile, low), high, max(16, -(-patches // 16) * 16)))
+
+
+def fused_read_accumulate(
+    levels_in: np.ndarray,
+    layer: FusedLayer,
+    slice_bits: int,
+    slices: int,
+    sign: int,
+    levels: int,
+    acc: np.ndarray,
+    signed: bool = False,
+    tile: int | None = None,
+) -> None:
+    """acc += the ADC read-out of every column of `layer` driven by each input slice.
+
+    `levels_in` uint8: one sign's DAC levels (magnitudes) in the layout of the layer's
+    input, items first (any shape whose size is items x `gather.image`); slice j <
+    `slices` drives the digits (level >> shift) & (2^slice_bits - 1), shift = j x
+    slice_bits, with the significance sign x 2^shift. Each column's sum s[p] = sum of cells
+    x digits is converted as `adc.adc_accumulate` converts it (levels > 0: code =
+    clip(rint(float64(s) * levels / full_scale), low, levels), low = -levels if `signed`
+    else 0, acc[target] += factor * significance * full_scale * code; levels == 0: acc +=
+    factor * significance * s). `acc` int64 [outputs, P], P = items x `gather.pixels`.
+    Every sum must stay below 2^24 in magnitude (float32 exact): the caller checks."""
+    gather = layer.gather
+    columns = layer.columns
+    _check(levels_in, layer, acc)
+    if not 1 <= slice_bits <= 8 or not 0 <= (slices - 1) * slice_bits < 8 or sign not in (1, -1):
+        raise ValueError(
+            f"fused_read_accumulate: {slices} slices of {slice_bits} bits, sign {sign}"
+        )
+    if backend() == "numpy":
+        fused_read_accumulate_numpy(levels_in, layer, slice_bits, slices, sign, levels, acc, signed)
+        return
+    items = levels_in.size // gather.image
+    # each item's levels followed by one zero, which the padding's offsets read
+    padded = np.zeros((items, gather.image + 1), dtype=np.uint8)
+    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
+    flat_rows = gather.offsets.shape[0]
+    use_threads(PARALLEL_WORK)
+    fused_read_accumulate_numba(
+        padded.reshape(-1),
+        gather.offsets,
+        gather.image + 1,
+        gather.pixels,
+        columns.start,
+        columns.rows,
+        columns.cells.astype(np.float32),
+        columns.order,
+        columns.runs,
+        columns.target,
+        columns.factor,
+        columns.full_scale,
+        np.int32(slice_bits),
+        int(slices),
+        np.int64(sign),
+        int(levels),
+        -float(levels) if signed else 0.0,
+        tile or tile_patches(flat_rows, acc.shape[1]),
+        acc,
+    )
+
+
+def fused_read_accumulate_numpy(
+    levels_in: np.ndarray,
+    layer: FusedLayer,
+    slice_bits: int,
+    slices: int,
+    sign: int,
+    levels: int,
+    acc: np.ndarray,
+    signed: bool = False,
+) -> None:
+    _check(levels_in, layer, acc)
+    unfolded = unfold_levels(levels_in, layer.gather)
+    columns = layer.columns
+    cells = columns.dense(unfolded.shape[0])
+    for j in range(slices):
+        shift = j * slice_bits
+        digits = (unfolded >> shift) & ((1 << slice_bits) - 1)
+        factor = columns.factor * (sign << shift)
+        partial = cells @ digits
+        adc_accumulate_numpy(
+            partial, columns.target, factor, columns.full_scale, levels, acc, signed
+        )
+
+
+def unfold_levels(levels_in: np.ndarray, gather: PatchGather) -> np.ndarray:
+    """The levels unfolded through `gather`: int64 [flat rows, items x pixels]."""
+    items = levels_in.size // gather.image
+    padded = np.zeros((items, gather.image + 1), dtype=np.int64)
+    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
+    # [rows, items, pixels] -> [rows, items x pixels]
+    return padded[:, gather.offsets].transpose(1, 0, 2).reshape(gather.offsets.shape[0], -1)
+
+
+def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
+    gather = layer.gather
+    if levels_in.dtype != np.uint8 or not levels_in.flags.c_contiguous:
+        raise ValueError(
+            f"fused_read_accumulate: levels are {levels_in.dtype} {levels_in.shape}; "
+            "expected C-contiguous uint8"
+        )
+    if gather.image <= 0 or levels_in.size % gather.image:
+        raise ValueError(
+            f"fused_read_accumulate: {levels_in.size} levels are not items of {gather.image}"
+        )
+    patches = levels_in.size // gather.image * gather.pixels
+    if (
+        acc.dtype != np.int64
+        or acc.ndim != 2
+        or acc.shape[1] != patches
+        or not (acc.flags.writeable and acc.flags.c_contiguous)
+    ):
+        raise ValueError(
+            f"fused_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
+            f"C-contiguous int64 (outputs, {patches})"
+        )
+    offsets = gather.offsets
+    if offsets.dtype != np.int64 or offsets.ndim != 2 or offsets.shape[1] != gather.pixels:
+        raise ValueError(f"fused_read_accumulate: offsets {offsets.dtype} {offsets.shape}")
+    if offsets.size and (offsets.min() < 0 or offsets.max() > gather.image):
+        raise ValueError("fused_read_accumulate: offsets outside the item's levels")
+    if layer.columns.row_count > offsets.shape[0]:
+        raise ValueError("fused_read_accumulate: cells on rows beyond the gather's rows")
+    if layer.columns.target_count > acc.shape[0]:
+        raise ValueError("fused_read_accumulate: targets beyond the accumulator's rows")
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernel, compiled on first use
+
+
+@numba_kernel(parallel=True)
+def fused_read_accumulate_numba(
+    padded,
+    offsets,
+    stride,
+    pixels,
+    start,
+    rows,
+    cells,
+    order,
+    runs,
+    target,
+    factor,
+    full_scale,
+    slice_bits,
+    slices,
+    sign,
+    levels,
+    low,
+    tile,
+    acc,
+):
+    """`fused_read_accumulate` on checked arguments: `padded` the items' levels, each
+    followed by a zero (`stride` = image + 1), `cells` float32, `tile` patches a task.
+    No fastmath: the loops over patches vectorize without it (each patch's sum is its
+    own), and it would let LLVM turn the conversion's division into a multiplication by a
+    reciprocal (other bits)."""
+    patches = acc.shape[1]
+    flat_rows = offsets.shape[0]
+    dest = acc.reshape(-1)
+    gathers = offsets.reshape(-1)
+    top = np.float64(levels)
+    mask = np.int32((1 << slice_bits) - 1)
+    tiles = (patches + tile - 1) // tile
+    targets = len(runs) - 1
+    longest = 0
+    for m in range(len(start) - 1):
+        longest = max(longest, start[m + 1] - start[m])
+    # One task per tile of patches: its digits [flat rows, tile] gathered once per slice
+    # and kept in the cache while every read column sums over them; the task owns its
+    # patches of `acc`, so tasks never race. Cells are taken four at a time (one pass over
+    # the sums for four rows); loops over patches run over contiguous memory with
+    # unsigned flat indices, so they vectorize.
+    for task in prange(tiles):
+        first = task * tile
+        length = min(first + tile, patches) - first
+        base = np.empty(tile, dtype=np.int64)  # where each patch's item starts
+        pixel = np.empty(tile, dtype=np.int64)
+        for i in range(length):
+            item = (first + i) // pixels
+            base[i] = item * stride
+            pixel[i] = first + i - item * pixels
+        digits = np.empty(flat_rows * tile, dtype=np.float32)
+        live = np.zeros(flat_rows, dtype=np.bool_)
+        sums = np.empty(tile, dtype=np.float32)
+        total = np.empty(tile, dtype=np.int64)
+        lines = np.empty(longest + 4, dtype=np.uint64)
+        weights = np.zeros(longest + 4, dtype=np.float32)
+        for j in range(slices):
+            shift = np.int32(j * slice_bits)
+            for r in range(flat_rows):
+                line = np.uint64(r * tile)
+                row_offsets = r * pixels
+                any_digit = np.int32(0)
+                for i in range(length):
+                    level = np.int32(padded[base[i] + gathers[row_offsets + pixel[i]]])
+                    digit = (level >> shift) & mask
+                    any_digit |= digit
+                    digits[line + np.uint64(i)] = np.float32(digit)
+                live[r] = any_digit != 0
+            for k in range(targets):
+                touched = False
+                for i in range(length):
+                    total[i] = 0
+                for index in range(runs[k], runs[k + 1]):
+                    m = order[index]
+                    active = 0
+                    for e in range(start[m], start[m + 1]):
+                        if live[rows[e]]:
+                            lines[active] = np.uint64(rows[e] * tile)
+                            weights[active] = cells[e]
+                            active += 1
+                    if active == 0:
+                        continue  # every sum is 0, so is every code
+                    touched = True
+                    for a in range(active, (active + 3) // 4 * 4):  # pad to four: weight 0
+                        lines[a] = lines[0]
+                        weights[a] = 0
+                    for i in range(length):
+                        sums[i] = 0
+                    for a in range(0, active, 4):
+                        c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+                        line0, line1, line2, line3 = (
+                            lines[a],
+                            lines[a + 1],
+                            lines[a + 2],
+                            lines[a + 3],
+                        )
+                        for i in range(length):
+                            at = np.uint64(i)
+                            sums[i] += (
+                                c0 * digits[line0 + at]
+                                + c1 * digits[line1 + at]
+                                + c2 * digits[line2 + at]
+                                + c3 * digits[line3 + at]
+                            )
+                    weight = factor[m] * (sign << shift)
+                    if levels == 0:
+                        for i in range(length):
+                            total[i] += weight * np.int64(sums[i])
+                        continue
+                    step = weight * full_scale[m]
+                    scale = np.float64(full_scale[m])
+                    for i in range(length):
+                        code = np.rint(np.float64(sums[i]) * top / scale)
+                        total[i] += step * np.int64(min(max(code, low), top))
+                if touched:
+                    into = np.uint64(target[order[runs[k]]] * patches + first)
+                    for i in range(length):
+                        dest[into + np.uint64(i)] += total[i]

@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from xbarc.runtime.kernels.fused import column_sums
 from xbarc.runtime.kernels.sparse_read import SparseColumns
 
 TABLE = Path(__file__).with_name("engines.toml")
@@ -82,13 +81,9 @@ def read_shape(
 
 def largest_sum(read_columns: SparseColumns, digit_max: int) -> int:
     """The largest magnitude a read column's sum can reach with digits up to `digit_max`."""
-    if not len(read_columns.cells):
+    if not len(read_columns.target):
         return 0
-    sizes = np.abs(read_columns.cells.astype(np.int64))
-    per_column = np.add.reduceat(sizes, read_columns.start[:-1]) if len(sizes) else sizes
-    empty = read_columns.start[:-1] == read_columns.start[1:]
-    per_column[empty] = 0  # reduceat gives an empty column's next cell
-    return int(per_column.max()) * digit_max
+    return int(column_sums(read_columns).max()) * digit_max
 
 
 def fastest(shape: ReadShape, allowed: Sequence[str], table: Path | None = None) -> str:

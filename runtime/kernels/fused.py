@@ -75,11 +75,16 @@ TILE_BYTES = 1 << 17
 TILE_PATCHES = (16, 512)  # fewest and most patches a tile
 
 
+TILE_TASKS = 8  # tiles a call is cut into at least (where the tiles stay >= 16 patches)
+
+
 def tile_patches(flat_rows: int, patches: int) -> int:
-    """Patches per tile: a multiple of 16 whose digits fill about TILE_BYTES."""
+    """Patches per tile: a multiple of 16 whose digits fill about TILE_BYTES, small enough
+    that the call has TILE_TASKS tiles to share among the threads."""
     low, high = TILE_PATCHES
     tile = TILE_BYTES // (4 * max(flat_rows, 1)) // 16 * 16
-    return int(min(max(tile, low), high, max(16, -(-patches // 16) * 16)))
+    shared = -(-patches // TILE_TASKS // 16) * 16
+    return int(min(max(tile, low), high, max(shared, low)))
 
 
 def fused_read_accumulate(
@@ -114,6 +119,8 @@ def fused_read_accumulate(
     if backend() == "numpy":
         fused_read_accumulate_numpy(levels_in, layer, slice_bits, slices, sign, levels, acc, signed)
         return
+    if largest_total(columns, slice_bits, slices, levels) >= 2**53:
+        raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
     items = levels_in.size // gather.image
     # each item's levels followed by one zero, which the padding's offsets read
     padded = np.zeros((items, gather.image + 1), dtype=np.uint8)
@@ -141,6 +148,27 @@ def fused_read_accumulate(
         tile or tile_patches(flat_rows, acc.shape[1]),
         acc,
     )
+
+
+def largest_total(columns: SparseColumns, slice_bits: int, slices: int, levels: int) -> float:
+    """A bound on what one target's read columns add to it from one slice (the kernel
+    sums those in float64, exact below 2^53): full scale x levels per column, or its
+    largest sum (digits below 2^slice_bits) for a lossless ADC, times |factor| x the
+    largest significance."""
+    if not len(columns.target):
+        return 0.0
+    if levels:
+        per_column = columns.full_scale.astype(np.float64) * levels
+    else:
+        per_column = column_sums(columns) * (2**slice_bits - 1)
+    per_column = per_column * np.abs(columns.factor) * 2.0 ** ((slices - 1) * slice_bits)
+    return float(np.bincount(columns.target, weights=per_column).max())
+
+
+def column_sums(columns: SparseColumns) -> np.ndarray:
+    """Each read column's sum of |cells|, float64 [M]."""
+    running = np.concatenate([[0.0], np.cumsum(np.abs(columns.cells.astype(np.float64)))])
+    return running[columns.start[1:]] - running[columns.start[:-1]]
 
 
 def fused_read_accumulate_numpy(
@@ -268,7 +296,7 @@ def fused_read_accumulate_numba(
         digits = np.empty(flat_rows * tile, dtype=np.float32)
         live = np.zeros(flat_rows, dtype=np.bool_)
         sums = np.empty(tile, dtype=np.float32)
-        total = np.empty(tile, dtype=np.int64)
+        total = np.empty(tile, dtype=np.float64)  # exact: integers below 2^53 (checked)
         lines = np.empty(longest + 4, dtype=np.uint64)
         weights = np.zeros(longest + 4, dtype=np.float32)
         for j in range(slices):
@@ -321,15 +349,19 @@ def fused_read_accumulate_numba(
                             )
                     weight = factor[m] * (sign << shift)
                     if levels == 0:
+                        lossless = np.float64(weight)
                         for i in range(length):
-                            total[i] += weight * np.int64(sums[i])
+                            total[i] += lossless * np.float64(sums[i])
                         continue
-                    step = weight * full_scale[m]
+                    # the codes' contributions summed in float64, exact (integers below
+                    # 2^53), and converted to int64 once per target: AVX2 converts
+                    # float64 to int64 one value at a time
+                    step = np.float64(weight * full_scale[m])
                     scale = np.float64(full_scale[m])
                     for i in range(length):
                         code = np.rint(np.float64(sums[i]) * top / scale)
-                        total[i] += step * np.int64(min(max(code, low), top))
+                        total[i] += step * min(max(code, low), top)
                 if touched:
                     into = np.uint64(target[order[runs[k]]] * patches + first)
                     for i in range(length):
-                        dest[into + np.uint64(i)] += total[i]
+                        dest[into + np.uint64(i)] += np.int64(total[i])

@@ -711,16 +711,22 @@ class Executor:
         key = (plans[0].layer.name, patches)
         engine = self.engines.get(key)
         if engine is None:
-            slice_bits = self.program.hardware.dac.slice_bits
-            digit_bits = min(slice_bits, self.dac_bits - 1)
-            cells = sum(read.cells_t.size for plan in plans for read in plan.reads)
-            slices = -(-(self.dac_bits - 1) // digit_bits)
-            shape = engines.read_shape(read_columns, cells, patches, digit_bits, slices)
             allowed = ["fused", "by read"]
             if self.cell_type is np.uint8 and not self.differential_adc:
                 allowed.append("sparse")
+            shape = self.read_shape(plans, read_columns, patches)
             engine = self.engines[key] = engines.fastest(shape, allowed)
         return engine
+
+    def read_shape(
+        self, plans: list[LayerPlan], read_columns: SparseColumns, patches: int
+    ) -> engines.ReadShape:
+        """The shape of a layer's integer reads over `patches`, as the engines table
+        measures it."""
+        digit_bits = min(self.program.hardware.dac.slice_bits, self.dac_bits - 1)
+        cells = sum(read.cells_t.size for plan in plans for read in plan.reads)
+        slices = -(-(self.dac_bits - 1) // digit_bits)
+        return engines.read_shape(read_columns, cells, patches, digit_bits, slices)
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
         """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and

@@ -91,7 +91,7 @@ def gather_of(x: np.ndarray, geometry) -> fused.PatchGather:
 @given(fused_reads())
 def test_fused_read_numba_and_numpy_equal_unfold_gemm_then_the_adc(read):
     x, geometry, packed, cells, slice_bits, slices, sign, levels, signed, outputs, tile = read
-    layer = fused.FusedLayer(packed, gather_of(x, geometry))
+    layer = fused.FusedLayer.of(packed, gather_of(x, geometry))
     patches = x.shape[0] * layer.gather.pixels
     acc = np.random.default_rng(1).integers(-1000, 1000, size=(outputs, patches))
     expected = reference(
@@ -117,7 +117,7 @@ def test_fused_read_rounds_half_to_even_and_clips(backend):
         np.array([0, 1, 3]), np.array([0, 0, 1]), np.array([1, 3, 3]),
         np.array([0, 0]), np.array([1, -2]), np.array([8, 8]),
     )  # fmt: skip
-    layer = fused.FusedLayer(packed, gather)
+    layer = fused.FusedLayer.of(packed, gather)
     kernels.set_backend(backend)
     try:
         # 4 ADC levels, negative sign: codes rint(0.5, 2) = 0, 2 and rint(6, 7.5) = 6, 8
@@ -146,13 +146,13 @@ def test_fused_read_rejects_what_it_cannot_read_exactly():
     )  # fmt: skip
     acc = np.zeros((1, 2), dtype=np.int64)
     with pytest.raises(ValueError, match="2\\^53"):  # 2^46 x 255 levels x 2^7
-        fused.fused_read_accumulate(x, fused.FusedLayer(packed, gather), 1, 8, 1, 255, acc)
+        fused.fused_read_accumulate(x, fused.FusedLayer.of(packed, gather), 1, 8, 1, 255, acc)
     with pytest.raises(ValueError, match="levels are"):
         fused.fused_read_accumulate(
-            x.astype(np.int8), fused.FusedLayer(packed, gather), 1, 1, 1, 3, acc
+            x.astype(np.int8), fused.FusedLayer.of(packed, gather), 1, 1, 1, 3, acc
         )
     with pytest.raises(ValueError, match="acc is"):
-        fused.fused_read_accumulate(x, fused.FusedLayer(packed, gather), 1, 1, 1, 3, acc[:, :1])
+        fused.fused_read_accumulate(x, fused.FusedLayer.of(packed, gather), 1, 1, 1, 3, acc[:, :1])
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,11 +48,28 @@ class PatchGather:
 
 @dataclass(frozen=True)
 class FusedLayer:
-    """A layer's read columns (`SparseColumns`, cells on the flat unfolded rows) and the
-    gather that feeds them."""
+    """A layer's read columns (`SparseColumns`, cells on the flat unfolded rows), the
+    gather that feeds them, and each column's cells padded to a multiple of four (rows
+    repeated with cell 0: the kernel sums four rows at a time)."""
 
     columns: SparseColumns
     gather: PatchGather
+    quad_start: np.ndarray  # int64 [M + 1]
+    quad_rows: np.ndarray  # int64 [sum of counts rounded up to 4]
+    quad_cells: np.ndarray  # float32, likewise
+
+    @classmethod
+    def of(cls, columns: SparseColumns, gather: PatchGather) -> FusedLayer:
+        counts = np.diff(columns.start)
+        padded = -(-counts // 4) * 4
+        quad_start = np.concatenate([[0], np.cumsum(padded)]).astype(np.int64)
+        quad_rows = np.zeros(int(quad_start[-1]), dtype=np.int64)
+        quad_cells = np.zeros(int(quad_start[-1]), dtype=np.float32)
+        column = np.repeat(np.arange(len(counts)), counts)
+        at = quad_start[column] + np.arange(len(columns.cells)) - columns.start[column]
+        quad_rows[at] = columns.rows  # the padding reads row 0, times 0
+        quad_cells[at] = columns.cells
+        return cls(columns, gather, quad_start, quad_rows, quad_cells)
 
 
 def patch_gather(unfolded_index: np.ndarray, image: int) -> PatchGather:
@@ -66,7 +83,7 @@ def patch_gather(unfolded_index: np.ndarray, image: int) -> PatchGather:
 
 
 def fused_layer(columns: SparseColumns, unfolded_index: np.ndarray, image: int) -> FusedLayer:
-    return FusedLayer(columns, patch_gather(unfolded_index, image))
+    return FusedLayer.of(columns, patch_gather(unfolded_index, image))
 
 
 # Bytes of a tile's digits (float32 [flat rows, tile patches]): they stay in the L2 cache
@@ -122,26 +139,27 @@ def fused_read_accumulate(
     if largest_total(columns, slice_bits, slices, levels) >= 2**53:
         raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
     items = levels_in.size // gather.image
-    # each item's levels followed by one zero, which the padding's offsets read
-    padded = np.zeros((items, gather.image + 1), dtype=np.uint8)
-    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
+    # each slice's digits per item, followed by one zero, which the padding's offsets read
+    planes = np.zeros((slices, items, gather.image + 1), dtype=np.int32)
+    whole = levels_in.reshape(items, gather.image).astype(np.int32)
+    for j in range(slices):
+        planes[j, :, : gather.image] = (whole >> (j * slice_bits)) & ((1 << slice_bits) - 1)
     flat_rows = gather.offsets.shape[0]
     use_threads(PARALLEL_WORK)
     fused_read_accumulate_numba(
-        padded.reshape(-1),
+        planes.reshape(slices, -1),
         gather.offsets,
         gather.image + 1,
         gather.pixels,
-        columns.start,
-        columns.rows,
-        columns.cells.astype(np.float32),
+        layer.quad_start,
+        layer.quad_rows,
+        layer.quad_cells,
         columns.order,
         columns.runs,
         columns.target,
         columns.factor,
         columns.full_scale,
         np.int32(slice_bits),
-        int(slices),
         np.int64(sign),
         int(levels),
         -float(levels) if signed else 0.0,
@@ -243,7 +261,7 @@ def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
 
 @numba_kernel(parallel=True)
 def fused_read_accumulate_numba(
-    padded,
+    planes,
     offsets,
     stride,
     pixels,
@@ -256,24 +274,24 @@ def fused_read_accumulate_numba(
     factor,
     full_scale,
     slice_bits,
-    slices,
     sign,
     levels,
     low,
     tile,
     acc,
 ):
-    """`fused_read_accumulate` on checked arguments: `padded` the items' levels, each
-    followed by a zero (`stride` = image + 1), `cells` float32, `tile` patches a task.
-    No fastmath: the loops over patches vectorize without it (each patch's sum is its
-    own), and it would let LLVM turn the conversion's division into a multiplication by a
-    reciprocal (other bits)."""
+    """`fused_read_accumulate` on checked arguments: `planes` int32 [slices, items x
+    stride] each slice's digits per item followed by a zero (`stride` = image + 1);
+    `start`, `rows`, `cells` (float32) the columns' cells in fours (`FusedLayer`); `tile`
+    patches a task. No fastmath: the loops over patches vectorize without it (each
+    patch's sum is its own), and it would let LLVM turn the conversion's division into a
+    multiplication by a reciprocal (other bits)."""
+    slices = planes.shape[0]
     patches = acc.shape[1]
     flat_rows = offsets.shape[0]
     dest = acc.reshape(-1)
     gathers = offsets.reshape(-1)
     top = np.float64(levels)
-    mask = np.int32((1 << slice_bits) - 1)
     tiles = (patches + tile - 1) // tile
     targets = len(runs) - 1
     longest = 0
@@ -287,12 +305,6 @@ def fused_read_accumulate_numba(
     for task in prange(tiles):
         first = task * tile
         length = min(first + tile, patches) - first
-        base = np.empty(tile, dtype=np.int64)  # where each patch's item starts
-        pixel = np.empty(tile, dtype=np.int64)
-        for i in range(length):
-            item = (first + i) // pixels
-            base[i] = item * stride
-            pixel[i] = first + i - item * pixels
         digits = np.empty(flat_rows * tile, dtype=np.float32)
         live = np.zeros(flat_rows, dtype=np.bool_)
         sums = np.empty(tile, dtype=np.float32)
@@ -300,17 +312,40 @@ def fused_read_accumulate_numba(
         lines = np.empty(longest + 4, dtype=np.uint64)
         weights = np.zeros(longest + 4, dtype=np.float32)
         for j in range(slices):
+            plane = planes[j]
             shift = np.int32(j * slice_bits)
-            for r in range(flat_rows):
-                line = np.uint64(r * tile)
-                row_offsets = r * pixels
-                any_digit = np.int32(0)
+            seen = np.zeros(flat_rows, dtype=np.int32)  # per row: its digits or-ed
+            if pixels == 1:  # a Gemm: each patch an item, its rows contiguous levels
                 for i in range(length):
-                    level = np.int32(padded[base[i] + gathers[row_offsets + pixel[i]]])
-                    digit = (level >> shift) & mask
-                    any_digit |= digit
-                    digits[line + np.uint64(i)] = np.float32(digit)
-                live[r] = any_digit != 0
+                    source = np.uint64((first + i) * stride)
+                    for r in range(flat_rows):
+                        digit = plane[source + np.uint64(gathers[r])]
+                        seen[r] |= digit
+                        digits[np.uint64(r * tile + i)] = np.float32(digit)
+            else:
+                for r in range(flat_rows):
+                    any_digit = np.int32(0)
+                    i = 0
+                    while i < length:  # runs of patches of one item: consecutive pixels
+                        item = (first + i) // pixels
+                        pixel = first + i - item * pixels
+                        run = min(length - i, pixels - pixel)
+                        source = np.uint64(item * stride)
+                        at = np.uint64(r * pixels + pixel)
+                        into = np.uint64(r * tile + i)
+                        for q in range(run):
+                            step = np.uint64(q)
+                            digit = plane[source + np.uint64(gathers[at + step])]
+                            any_digit |= digit
+                            digits[into + step] = np.float32(digit)
+                        i += run
+                    seen[r] = any_digit
+            live_rows = 0
+            for r in range(flat_rows):
+                live[r] = seen[r] != 0
+                live_rows += seen[r] != 0
+            if live_rows == 0:
+                continue  # every sum is 0, so is every code
             for k in range(targets):
                 touched = False
                 for i in range(length):
@@ -318,35 +353,26 @@ def fused_read_accumulate_numba(
                 for index in range(runs[k], runs[k + 1]):
                     m = order[index]
                     active = 0
-                    for e in range(start[m], start[m + 1]):
-                        if live[rows[e]]:
+                    if live_rows == flat_rows:  # every cell reads digits
+                        for e in range(start[m], start[m + 1]):
                             lines[active] = np.uint64(rows[e] * tile)
                             weights[active] = cells[e]
                             active += 1
+                    else:
+                        for e in range(start[m], start[m + 1]):
+                            if live[rows[e]] and cells[e] != 0:
+                                lines[active] = np.uint64(rows[e] * tile)
+                                weights[active] = cells[e]
+                                active += 1
+                        padded = (active + 3) // 4 * 4
+                        for a in range(active, padded):  # weight 0
+                            lines[a] = lines[0]
+                            weights[a] = 0
+                        active = padded
                     if active == 0:
                         continue  # every sum is 0, so is every code
                     touched = True
-                    for a in range(active, (active + 3) // 4 * 4):  # pad to four: weight 0
-                        lines[a] = lines[0]
-                        weights[a] = 0
-                    for i in range(length):
-                        sums[i] = 0
-                    for a in range(0, active, 4):
-                        c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
-                        line0, line1, line2, line3 = (
-                            lines[a],
-                            lines[a + 1],
-                            lines[a + 2],
-                            lines[a + 3],
-                        )
-                        for i in range(length):
-                            at = np.uint64(i)
-                            sums[i] += (
-                                c0 * digits[line0 + at]
-                                + c1 * digits[line1 + at]
-                                + c2 * digits[line2 + at]
-                                + c3 * digits[line3 + at]
-                            )
+                    sum_rows(digits, lines, weights, active, length, sums)
                     weight = factor[m] * (sign << shift)
                     if levels == 0:
                         lossless = np.float64(weight)
@@ -354,8 +380,7 @@ def fused_read_accumulate_numba(
                             total[i] += lossless * np.float64(sums[i])
                         continue
                     # the codes' contributions summed in float64, exact (integers below
-                    # 2^53), and converted to int64 once per target: AVX2 converts
-                    # float64 to int64 one value at a time
+                    # 2^53), and converted to int64 once per target
                     step = np.float64(weight * full_scale[m])
                     scale = np.float64(full_scale[m])
                     for i in range(length):
@@ -365,3 +390,43 @@ def fused_read_accumulate_numba(
                     into = np.uint64(target[order[runs[k]]] * patches + first)
                     for i in range(length):
                         dest[into + np.uint64(i)] += np.int64(total[i])
+
+
+@numba_kernel(fastmath={"contract"})
+def sum_rows(digits, lines, weights, active, length, sums):
+    """sums[:length] = the sum over a < `active` (a multiple of four) of weights[a] x the
+    digits at lines[a]: eight rows a pass over the sums (each pass loads and stores the
+    sums once), the last four in a pass of their own. Multiply-adds may fuse (contract):
+    every product and partial sum is an integer below 2^24, exact either way."""
+    for i in range(length):
+        sums[i] = 0
+    eights = active // 8 * 8
+    for a in range(0, eights, 8):
+        c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+        c4, c5, c6, c7 = weights[a + 4], weights[a + 5], weights[a + 6], weights[a + 7]
+        line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
+        line4, line5, line6, line7 = lines[a + 4], lines[a + 5], lines[a + 6], lines[a + 7]
+        for i in range(length):
+            at = np.uint64(i)
+            sums[i] += (
+                c0 * digits[line0 + at]
+                + c1 * digits[line1 + at]
+                + c2 * digits[line2 + at]
+                + c3 * digits[line3 + at]
+                + c4 * digits[line4 + at]
+                + c5 * digits[line5 + at]
+                + c6 * digits[line6 + at]
+                + c7 * digits[line7 + at]
+            )
+    if eights < active:
+        a = eights
+        c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+        line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
+        for i in range(length):
+            at = np.uint64(i)
+            sums[i] += (
+                c0 * digits[line0 + at]
+                + c1 * digits[line1 + at]
+                + c2 * digits[line2 + at]
+                + c3 * digits[line3 + at]
+            )

@@ -145,6 +145,12 @@ def test_fused_read_rejects_what_it_cannot_read_exactly():
         np.array([2**46]),
     )  # fmt: skip
     acc = np.zeros((1, 2), dtype=np.int64)
+    wide = SparseColumns.of(
+        np.array([0, 1]), np.array([0]), np.array([2**17]), np.array([0]), np.array([1]),
+        np.array([4]),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="2\\^24"):  # 2^17 x digits up to 255
+        fused.fused_read_accumulate(x, fused.FusedLayer.of(wide, gather), 8, 1, 1, 255, acc)
     with pytest.raises(ValueError, match="2\\^53"):  # 2^46 x 255 levels x 2^7
         fused.fused_read_accumulate(x, fused.FusedLayer.of(packed, gather), 1, 8, 1, 255, acc)
     with pytest.raises(ValueError, match="levels are"):

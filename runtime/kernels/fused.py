@@ -57,6 +57,7 @@ class FusedLayer:
     quad_start: np.ndarray  # int64 [M + 1]
     quad_rows: np.ndarray  # int64 [sum of counts rounded up to 4]
     quad_cells: np.ndarray  # float32, likewise
+    magnitudes: np.ndarray  # float64 [M]: each column's sum of |cells|
 
     @classmethod
     def of(cls, columns: SparseColumns, gather: PatchGather) -> FusedLayer:
@@ -69,7 +70,7 @@ class FusedLayer:
         at = quad_start[column] + np.arange(len(columns.cells)) - columns.start[column]
         quad_rows[at] = columns.rows  # the padding reads row 0, times 0
         quad_cells[at] = columns.cells
-        return cls(columns, gather, quad_start, quad_rows, quad_cells)
+        return cls(columns, gather, quad_start, quad_rows, quad_cells, column_sums(columns))
 
 
 def patch_gather(unfolded_index: np.ndarray, image: int) -> PatchGather:
@@ -125,7 +126,8 @@ def fused_read_accumulate(
     clip(rint(float64(s) * levels / full_scale), low, levels), low = -levels if `signed`
     else 0, acc[target] += factor * significance * full_scale * code; levels == 0: acc +=
     factor * significance * s). `acc` int64 [outputs, P], P = items x `gather.pixels`.
-    Every sum must stay below 2^24 in magnitude (float32 exact): the caller checks."""
+    Every sum must stay below 2^24 in magnitude (float32 exact) and what a slice adds to
+    a target below 2^53 (float64 exact): checked, a ValueError where they would not."""
     gather = layer.gather
     columns = layer.columns
     _check(levels_in, layer, acc)
@@ -136,7 +138,9 @@ def fused_read_accumulate(
     if backend() == "numpy":
         fused_read_accumulate_numpy(levels_in, layer, slice_bits, slices, sign, levels, acc, signed)
         return
-    if largest_total(columns, slice_bits, slices, levels) >= 2**53:
+    if len(columns.target) and layer.magnitudes.max() * (2**slice_bits - 1) >= 2**24:
+        raise ValueError("fused_read_accumulate: sums beyond 2^24, inexact in float32")
+    if largest_total(layer, slice_bits, slices, levels) >= 2**53:
         raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
     items = levels_in.size // gather.image
     # each slice's digits per item, followed by one zero, which the padding's offsets read
@@ -168,17 +172,18 @@ def fused_read_accumulate(
     )
 
 
-def largest_total(columns: SparseColumns, slice_bits: int, slices: int, levels: int) -> float:
+def largest_total(layer: FusedLayer, slice_bits: int, slices: int, levels: int) -> float:
     """A bound on what one target's read columns add to it from one slice (the kernel
     sums those in float64, exact below 2^53): full scale x levels per column, or its
     largest sum (digits below 2^slice_bits) for a lossless ADC, times |factor| x the
     largest significance."""
+    columns = layer.columns
     if not len(columns.target):
         return 0.0
     if levels:
         per_column = columns.full_scale.astype(np.float64) * levels
     else:
-        per_column = column_sums(columns) * (2**slice_bits - 1)
+        per_column = layer.magnitudes * (2**slice_bits - 1)
     per_column = per_column * np.abs(columns.factor) * 2.0 ** ((slices - 1) * slice_bits)
     return float(np.bincount(columns.target, weights=per_column).max())
 

@@ -3,7 +3,8 @@
     python benchmarks/gemm_engines.py [--quick] [--repeat 5] [--write] [--record]
 
 Each shape is one crossbar layer (a Gemm of R inputs and C outputs, or a 3x3 convolution
-of R/9 input channels on 8x8 images) with random weights (dense, or 90 % pruned), compiled
+of R/9 input channels on 8x8 images, or a depthwise 3x3 convolution of C channels) with
+random weights (dense, or 90 % pruned), compiled
 for a chip of c-bit cells and d-bit DAC steps (8/7: unsliced cells and the 7-bit magnitude
 in one step; 4/4: two slices of each; 2/1: the faithful default), and run in `quant`
 (calibrated-like fixed ranges: the ADC's full scale known before the read) on a batch of
@@ -58,10 +59,14 @@ def layer_model(kind: str, rows: int, cols: int, pruned: bool, seed: int):
         weights = rng.normal(size=(rows, cols)).astype(np.float32)
         node = helper.make_node("Gemm", ["x", "w"], ["y"])
         shape = ["N", rows]
-    else:
+    elif kind == "conv":
         weights = rng.normal(size=(cols, rows // 9, 3, 3)).astype(np.float32)
         node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
         shape = ["N", rows // 9, 8, 8]
+    else:  # depthwise: `cols` channels, each its own group of 9 rows
+        weights = rng.normal(size=(cols, 1, 3, 3)).astype(np.float32)
+        node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=cols)
+        shape = ["N", cols, 8, 8]
     if pruned:
         weights[rng.random(weights.shape) < 0.9] = 0
     graph = helper.make_graph(
@@ -95,7 +100,8 @@ def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
     model = layer_model(kind, rows, cols, pruned, seed=rows * 1000 + cols)
     path = Path(folder) / "layer.onnx"
     path.write_bytes(model.SerializeToString())
-    feature_shape = (1, rows) if kind == "gemm" else (1, rows // 9, 8, 8)
+    channels = cols if kind == "depthwise" else rows // 9
+    feature_shape = (1, rows) if kind == "gemm" else (1, channels, 8, 8)
     program = compile_onnx(
         path,
         CompileOptions(
@@ -142,7 +148,7 @@ def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
 
 def grid(quick: bool):
     layers = [("gemm", 32, 16), ("gemm", 128, 64), ("gemm", 512, 128), ("conv", 9, 8)]
-    layers += [("conv", 72, 16), ("conv", 288, 32)]
+    layers += [("conv", 72, 16), ("conv", 288, 32), ("depthwise", 9, 32)]
     bits = [7, 4, 1]
     density = [False, True]
     patches = [1024, 8192]
@@ -169,6 +175,7 @@ def table_text(rows) -> str:
             f"digit_bits = {shape.digit_bits}",
             f"slices = {shape.slices}",
             f"density = {shape.density:.3f}",
+            f"unfolded_rows = {shape.unfolded_rows}",
             f"ms = {{ {ms} }}",
         ]
     return "\n".join(lines) + "\n"
@@ -183,7 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     measured = []
     header = (
-        f"| layer | digit bits | density | patches | read rows | read cols | "
+        f"| layer | digit bits | density | patches | read rows | read cols | unfolded rows | "
         f"{' | '.join(engines.ENGINES)} | fastest |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -198,7 +205,8 @@ def main() -> None:
             cells = " | ".join(f"{times[name]:.2f}" for name in engines.ENGINES)
             line = (
                 f"| {kind} {rows}x{cols} | {digit_bits} x {shape.slices} | {shape.density:.2f} | "
-                f"{shape.patches} | {shape.rows:.0f} | {shape.columns} | {cells} | {fastest} |"
+                f"{shape.patches} | {shape.rows:.0f} | {shape.columns} | {shape.unfolded_rows} | "
+                f"{cells} | {fastest} |"
             )
             lines.append(line)
             print(line, flush=True)

@@ -726,7 +726,9 @@ class Executor:
         digit_bits = min(self.program.hardware.dac.slice_bits, self.dac_bits - 1)
         cells = sum(read.cells_t.size for plan in plans for read in plan.reads)
         slices = -(-(self.dac_bits - 1) // digit_bits)
-        return engines.read_shape(read_columns, cells, patches, digit_bits, slices)
+        layer = plans[0].layer
+        unfolded_rows = layer.groups * layer.rows
+        return engines.read_shape(read_columns, cells, patches, digit_bits, slices, unfolded_rows)
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
         """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and

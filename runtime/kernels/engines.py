@@ -41,6 +41,7 @@ class ReadShape:
     digit_bits: int  # bits of a DAC step
     slices: int  # DAC steps per input
     density: float  # non-zero cells / cells
+    unfolded_rows: int = 0  # rows of the unfolded input (groups x rows): what im2col fills
 
     def distance(self, other: ReadShape) -> float:
         """How far apart two shapes are: sizes compared by ratio (log2), bits and steps
@@ -52,6 +53,7 @@ class ReadShape:
             + abs(math.log2(max(self.density, 1e-3) / max(other.density, 1e-3)))
             + abs(self.digit_bits - other.digit_bits) / 2
             + abs(self.slices - other.slices)
+            + abs(math.log2(max(self.unfolded_rows, 1) / max(other.unfolded_rows, 1)))
         )
 
 
@@ -64,7 +66,12 @@ class Measured:
 
 
 def read_shape(
-    read_columns: SparseColumns, cells: int, patches: int, digit_bits: int, slices: int
+    read_columns: SparseColumns,
+    cells: int,
+    patches: int,
+    digit_bits: int,
+    slices: int,
+    unfolded_rows: int,
 ) -> ReadShape:
     """The shape of a layer's reads: its read columns (`sparse_read.SparseColumns`, the
     all-zero ones left out), `cells` the cells its reads hold (zeros included)."""
@@ -76,6 +83,7 @@ def read_shape(
         digit_bits=digit_bits,
         slices=slices,
         density=len(read_columns.cells) / max(cells, 1),
+        unfolded_rows=unfolded_rows,
     )
 
 
@@ -116,6 +124,7 @@ def load_table(path: Path) -> tuple[Measured, ...]:
             digit_bits=int(entry["digit_bits"]),
             slices=int(entry["slices"]),
             density=float(entry["density"]),
+            unfolded_rows=int(entry.get("unfolded_rows", 0)),
         )
         entries.append(Measured(shape, ms))
     return tuple(entries)

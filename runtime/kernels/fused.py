@@ -316,6 +316,24 @@ def fused_read_accumulate_numba(
         total = np.empty(tile, dtype=np.float64)  # exact: integers below 2^53 (checked)
         lines = np.empty(longest + 4, dtype=np.uint64)
         weights = np.zeros(longest + 4, dtype=np.float32)
+        # the tile's runs of patches of one item (consecutive pixels): where the item's
+        # digits start, its first pixel, where the run starts in the tile, its length
+        most = tile // pixels + 2
+        sources = np.empty(most, dtype=np.uint64)
+        run_pixels = np.empty(most, dtype=np.uint64)
+        run_starts = np.empty(most, dtype=np.uint64)
+        run_lengths = np.empty(most, dtype=np.int64)
+        run_count = 0
+        i = 0
+        while i < length:
+            item = (first + i) // pixels
+            pixel = first + i - item * pixels
+            sources[run_count] = np.uint64(item * stride)
+            run_pixels[run_count] = np.uint64(pixel)
+            run_starts[run_count] = np.uint64(i)
+            run_lengths[run_count] = min(length - i, pixels - pixel)
+            i += run_lengths[run_count]
+            run_count += 1
         for j in range(slices):
             plane = planes[j]
             shift = np.int32(j * slice_bits)
@@ -330,20 +348,17 @@ def fused_read_accumulate_numba(
             else:
                 for r in range(flat_rows):
                     any_digit = np.int32(0)
-                    i = 0
-                    while i < length:  # runs of patches of one item: consecutive pixels
-                        item = (first + i) // pixels
-                        pixel = first + i - item * pixels
-                        run = min(length - i, pixels - pixel)
-                        source = np.uint64(item * stride)
-                        at = np.uint64(r * pixels + pixel)
-                        into = np.uint64(r * tile + i)
-                        for q in range(run):
+                    row_gathers = np.uint64(r * pixels)
+                    row_digits = np.uint64(r * tile)
+                    for run in range(run_count):
+                        source = sources[run]
+                        at = row_gathers + run_pixels[run]
+                        into = row_digits + run_starts[run]
+                        for q in range(run_lengths[run]):
                             step = np.uint64(q)
                             digit = plane[source + np.uint64(gathers[at + step])]
                             any_digit |= digit
                             digits[into + step] = np.float32(digit)
-                        i += run
                     seen[r] = any_digit
             live_rows = 0
             for r in range(flat_rows):

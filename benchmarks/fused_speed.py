@@ -87,7 +87,7 @@ def layer_times(executor: Executor, values: dict, repeat: int) -> list[str]:
             continue
         x = values[op.input]
         seconds = best(lambda op=op, x=x: executor.run_layer(op, x), repeat)
-        engines = sorted({e for (name, _), e in executor.engines.items() if name == op.name})
+        engines = sorted({e for (name, _), e in executor.layer_engines.items() if name == op.name})
         path = executor._paths.get(op.name, "?")
         shown = path if path != "fused" else f"fused: {', '.join(engines)}"
         lines.append(f"| {op.name} | {op.rows}x{op.cols} | {shown} | {seconds * 1e3:.2f} |")

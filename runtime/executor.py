@@ -53,7 +53,11 @@ correction and with no observer of the partial sums, take a faster way to the sa
 one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
 times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
-sums).
+sums). Exact integer reads take the fused path where they can (`_accumulate_fused`): the
+engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
+(`fused_read_accumulate`: the digits of each tile of patches gathered straight from the
+layer's input, no unfolded copy, all reads converted while in the cache), the sparse one or
+read by read.
 """
 
 from __future__ import annotations
@@ -189,7 +193,7 @@ class Executor:
         # not fused), its gather per input item shape, and the engine per patch count
         self._fused: dict[str, SparseColumns | None] = {}
         self._fused_layers: dict[tuple[str, tuple[int, ...]], FusedLayer] = {}
-        self.engines: dict[tuple[str, int], str] = {}
+        self.layer_engines: dict[tuple[str, int], str] = {}
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
@@ -706,16 +710,16 @@ class Executor:
         self, plans: list[LayerPlan], read_columns: SparseColumns, patches: int
     ) -> str:
         """The engine the measured table names for the layer's reads over `patches`
-        (kept per layer and patch count in `self.engines`): "fused", "sparse" (not for a
+        (kept per layer and patch count in `self.layer_engines`): "fused", "sparse" (not for a
         differential ADC: its codes are signed) or "by read"."""
         key = (plans[0].layer.name, patches)
-        engine = self.engines.get(key)
+        engine = self.layer_engines.get(key)
         if engine is None:
             allowed = ["fused", "by read"]
             if self.cell_type is np.uint8 and not self.differential_adc:
                 allowed.append("sparse")
             shape = self.read_shape(plans, read_columns, patches)
-            engine = self.engines[key] = engines.fastest(shape, allowed)
+            engine = self.layer_engines[key] = engines.fastest(shape, allowed)
         return engine
 
     def read_shape(

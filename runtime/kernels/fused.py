@@ -90,7 +90,7 @@ def fused_layer(columns: SparseColumns, unfolded_index: np.ndarray, image: int) 
 # Bytes of a tile's digits (float32 [flat rows, tile patches]): they stay in the L2 cache
 # while every read column of the layer sums over them.
 TILE_BYTES = 1 << 17
-TILE_PATCHES = (16, 512)  # fewest and most patches a tile
+TILE_PATCHES = (16, 2048)  # fewest and most patches a tile
 
 
 TILE_TASKS = 8  # tiles a call is cut into at least (where the tiles stay >= 16 patches)
@@ -103,6 +103,14 @@ def tile_patches(flat_rows: int, patches: int) -> int:
     tile = TILE_BYTES // (4 * max(flat_rows, 1)) // 16 * 16
     shared = -(-patches // TILE_TASKS // 16) * 16
     return int(min(max(tile, low), high, max(shared, low)))
+
+
+def tile_shape(tile: int, items: int, pixels: int) -> tuple[int, int]:
+    """A tile of about `tile` patches as (items, pixels of each): whole items where an
+    item has fewer pixels than the tile, else a run of one item's pixels."""
+    if pixels >= tile:
+        return 1, tile
+    return max(1, min(items, tile // pixels)), pixels
 
 
 def fused_read_accumulate(
@@ -143,18 +151,21 @@ def fused_read_accumulate(
     if largest_total(layer, slice_bits, slices, levels) >= 2**53:
         raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
     items = levels_in.size // gather.image
-    # each slice's digits per item, followed by one zero, which the padding's offsets read
-    planes = np.zeros((slices, items, gather.image + 1), dtype=np.int32)
-    whole = levels_in.reshape(items, gather.image).astype(np.int32)
+    # each slice's digits, pixel-major ([image + 1, items]: the items' digits of a pixel
+    # side by side, so a tile copies runs of them), and a last row of zeros, which the
+    # padding's offsets read
+    planes = np.zeros((slices, gather.image + 1, items), dtype=np.int32)
+    whole = levels_in.reshape(items, gather.image).T.astype(np.int32)
     for j in range(slices):
-        planes[j, :, : gather.image] = (whole >> (j * slice_bits)) & ((1 << slice_bits) - 1)
+        planes[j, : gather.image] = (whole >> (j * slice_bits)) & ((1 << slice_bits) - 1)
     flat_rows = gather.offsets.shape[0]
+    tile_items, tile_pixels = tile_shape(
+        tile or tile_patches(flat_rows, acc.shape[1]), items, gather.pixels
+    )
     use_threads(PARALLEL_WORK)
     fused_read_accumulate_numba(
-        planes.reshape(slices, -1),
+        planes,
         gather.offsets,
-        gather.image + 1,
-        gather.pixels,
         layer.quad_start,
         layer.quad_rows,
         layer.quad_cells,
@@ -167,7 +178,8 @@ def fused_read_accumulate(
         np.int64(sign),
         int(levels),
         -float(levels) if signed else 0.0,
-        tile or tile_patches(flat_rows, acc.shape[1]),
+        tile_items,
+        tile_pixels,
         acc,
     )
 
@@ -268,8 +280,6 @@ def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
 def fused_read_accumulate_numba(
     planes,
     offsets,
-    stride,
-    pixels,
     start,
     rows,
     cells,
@@ -282,88 +292,61 @@ def fused_read_accumulate_numba(
     sign,
     levels,
     low,
-    tile,
+    tile_items,
+    tile_pixels,
     acc,
 ):
-    """`fused_read_accumulate` on checked arguments: `planes` int32 [slices, items x
-    stride] each slice's digits per item followed by a zero (`stride` = image + 1);
-    `start`, `rows`, `cells` (float32) the columns' cells in fours (`FusedLayer`); `tile`
-    patches a task. No fastmath: the loops over patches vectorize without it (each
-    patch's sum is its own), and it would let LLVM turn the conversion's division into a
-    multiplication by a reciprocal (other bits)."""
-    slices = planes.shape[0]
+    """`fused_read_accumulate` on checked arguments: `planes` int32 [slices, image + 1,
+    items] each slice's digits, pixel-major, and a row of zeros; `start`, `rows`, `cells`
+    (float32) the columns' cells in fours (`FusedLayer`); a task's tile `tile_items` items
+    x `tile_pixels` of their pixels. No fastmath: the loops over patches vectorize without
+    it (each patch's sum is its own), and it would let LLVM turn the conversion's division
+    into a multiplication by a reciprocal (other bits)."""
+    slices, _, items = planes.shape
+    flat_rows, pixels = offsets.shape
     patches = acc.shape[1]
-    flat_rows = offsets.shape[0]
+    source = planes.reshape(-1)
     dest = acc.reshape(-1)
-    gathers = offsets.reshape(-1)
     top = np.float64(levels)
-    tiles = (patches + tile - 1) // tile
+    item_blocks = (items + tile_items - 1) // tile_items
+    pixel_blocks = (pixels + tile_pixels - 1) // tile_pixels
+    tile = tile_items * tile_pixels
     targets = len(runs) - 1
     longest = 0
     for m in range(len(start) - 1):
         longest = max(longest, start[m + 1] - start[m])
-    # One task per tile of patches: its digits [flat rows, tile] gathered once per slice
-    # and kept in the cache while every read column sums over them; the task owns its
-    # patches of `acc`, so tasks never race. Cells are taken four at a time (one pass over
-    # the sums for four rows); loops over patches run over contiguous memory with
-    # unsigned flat indices, so they vectorize.
-    for task in prange(tiles):
-        first = task * tile
-        length = min(first + tile, patches) - first
+    # One task per tile (a block of items x a block of their pixels): its digits [flat
+    # rows, tile] copied once per slice, pixel-major (patch i of the tile is item i % n of
+    # the block at pixel i // n), and kept in the cache while every read column sums over
+    # them; the task owns its patches of `acc`, so tasks never race. Loops over patches run
+    # over contiguous memory with unsigned flat indices, so they vectorize.
+    for task in prange(item_blocks * pixel_blocks):
+        first_item = task // pixel_blocks * tile_items
+        first_pixel = task % pixel_blocks * tile_pixels
+        n = min(tile_items, items - first_item)
+        q = min(tile_pixels, pixels - first_pixel)
+        length = n * q
         digits = np.empty(flat_rows * tile, dtype=np.float32)
         live = np.zeros(flat_rows, dtype=np.bool_)
         sums = np.empty(tile, dtype=np.float32)
         total = np.empty(tile, dtype=np.float64)  # exact: integers below 2^53 (checked)
         lines = np.empty(longest + 4, dtype=np.uint64)
         weights = np.zeros(longest + 4, dtype=np.float32)
-        # the tile's runs of patches of one item (consecutive pixels): where the item's
-        # digits start, its first pixel, where the run starts in the tile, its length
-        most = tile // pixels + 2
-        sources = np.empty(most, dtype=np.uint64)
-        run_pixels = np.empty(most, dtype=np.uint64)
-        run_starts = np.empty(most, dtype=np.uint64)
-        run_lengths = np.empty(most, dtype=np.int64)
-        run_count = 0
-        i = 0
-        while i < length:
-            item = (first + i) // pixels
-            pixel = first + i - item * pixels
-            sources[run_count] = np.uint64(item * stride)
-            run_pixels[run_count] = np.uint64(pixel)
-            run_starts[run_count] = np.uint64(i)
-            run_lengths[run_count] = min(length - i, pixels - pixel)
-            i += run_lengths[run_count]
-            run_count += 1
         for j in range(slices):
-            plane = planes[j]
             shift = np.int32(j * slice_bits)
-            seen = np.zeros(flat_rows, dtype=np.int32)  # per row: its digits or-ed
-            if pixels == 1:  # a Gemm: each patch an item, its rows contiguous levels
-                for i in range(length):
-                    source = np.uint64((first + i) * stride)
-                    for r in range(flat_rows):
-                        digit = plane[source + np.uint64(gathers[r])]
-                        seen[r] |= digit
-                        digits[np.uint64(r * tile + i)] = np.float32(digit)
-            else:
-                for r in range(flat_rows):
-                    any_digit = np.int32(0)
-                    row_gathers = np.uint64(r * pixels)
-                    row_digits = np.uint64(r * tile)
-                    for run in range(run_count):
-                        source = sources[run]
-                        at = row_gathers + run_pixels[run]
-                        into = row_digits + run_starts[run]
-                        for q in range(run_lengths[run]):
-                            step = np.uint64(q)
-                            digit = plane[source + np.uint64(gathers[at + step])]
-                            any_digit |= digit
-                            digits[into + step] = np.float32(digit)
-                    seen[r] = any_digit
             live_rows = 0
             for r in range(flat_rows):
-                live[r] = seen[r] != 0
-                live_rows += seen[r] != 0
+                any_digit = np.int32(0)
+                for p in range(q):
+                    level_row = offsets[r, first_pixel + p]  # the pixel's level, or the zeros
+                    read = np.uint64((j * planes.shape[1] + level_row) * items + first_item)
+                    into = np.uint64(r * tile + p * n)
+                    for b in range(n):
+                        digit = source[read + np.uint64(b)]
+                        any_digit |= digit
+                        digits[into + np.uint64(b)] = np.float32(digit)
+                live[r] = any_digit != 0
+                live_rows += any_digit != 0
             if live_rows == 0:
                 continue  # every sum is 0, so is every code
             for k in range(targets):
@@ -406,10 +389,20 @@ def fused_read_accumulate_numba(
                     for i in range(length):
                         code = np.rint(np.float64(sums[i]) * top / scale)
                         total[i] += step * min(max(code, low), top)
-                if touched:
-                    into = np.uint64(target[order[runs[k]]] * patches + first)
-                    for i in range(length):
-                        dest[into + np.uint64(i)] += np.int64(total[i])
+                if touched:  # back to item-major (item b's pixels contiguous in acc)
+                    into = np.uint64(target[order[runs[k]]] * patches)
+                    into += np.uint64(first_item * pixels + first_pixel)
+                    if n >= q:  # the longer loop inside
+                        for p in range(q):
+                            at = into + np.uint64(p)
+                            for b in range(n):
+                                value = np.int64(total[p * n + b])
+                                dest[at + np.uint64(b * pixels)] += value
+                    else:
+                        for b in range(n):
+                            at = into + np.uint64(b * pixels)
+                            for p in range(q):
+                                dest[at + np.uint64(p)] += np.int64(total[p * n + b])
 
 
 @numba_kernel(fastmath={"contract"})

@@ -176,6 +176,7 @@ def table_text(rows) -> str:
             f"slices = {shape.slices}",
             f"density = {shape.density:.3f}",
             f"unfolded_rows = {shape.unfolded_rows}",
+            f"unfolds = {'true' if shape.unfolds else 'false'}",
             f"ms = {{ {ms} }}",
         ]
     return "\n".join(lines) + "\n"

@@ -731,8 +731,19 @@ class Executor:
         cells = sum(read.cells_t.size for plan in plans for read in plan.reads)
         slices = -(-(self.dac_bits - 1) // digit_bits)
         layer = plans[0].layer
-        unfolded_rows = layer.groups * layer.rows
-        return engines.read_shape(read_columns, cells, patches, digit_bits, slices, unfolded_rows)
+        geometry = layer.geometry
+        unfolds = (
+            layer.kind == "conv"
+            and geometry is not None
+            and not (
+                all(k == 1 for k in geometry.kernel)
+                and all(s == 1 for s in geometry.strides)
+                and not any(geometry.pads)
+            )
+        )  # else its columns are a view or a copy of the input (`patches.layer_columns`)
+        return engines.read_shape(
+            read_columns, cells, patches, digit_bits, slices, layer.groups * layer.rows, unfolds
+        )
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
         """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and

@@ -265,3 +265,14 @@ def test_fastest_takes_the_nearest_measured_shape(tmp_path):
     assert engines.fastest(tall, ["fused", "sparse", "by read"], table) == "fused"
     assert engines.fastest(short, ["fused", "sparse", "by read"], table) == "sparse"
     assert engines.fastest(short, ["fused", "by read"], table) == "by read"
+    # whether the input is unfolded first weighs like a 16x size: a conv takes the conv's
+    # figures where one is measured at its size
+    tall_conv = engines.ReadShape(120, 80, 10000, 7, 1, 0.45, unfolds=True)
+    assert engines.fastest(tall_conv, ["fused", "sparse", "by read"], table) == "fused"
+    convs = tmp_path / "convs.toml"  # another path: tables are cached by path
+    convs.write_text(
+        table.read_text() + "[[shape]]\nrows = 128\ncolumns = 256\npatches = 8192\ndigit_bits = 7\n"
+        'slices = 1\ndensity = 0.5\nunfolds = true\nms = { fused = 3.0, "by read" = 2.0 }\n'
+    )
+    assert engines.fastest(tall_conv, ["fused", "sparse", "by read"], convs) == "by read"
+    assert engines.fastest(tall, ["fused", "sparse", "by read"], convs) == "fused"

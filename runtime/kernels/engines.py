@@ -42,6 +42,7 @@ class ReadShape:
     slices: int  # DAC steps per input
     density: float  # non-zero cells / cells
     unfolded_rows: int = 0  # rows of the unfolded input (groups x rows): what im2col fills
+    unfolds: bool = False  # whether the other engines unfold the input (im2col) first
 
     def distance(self, other: ReadShape) -> float:
         """How far apart two shapes are: sizes compared by ratio (log2), bits and steps
@@ -54,6 +55,7 @@ class ReadShape:
             + abs(self.digit_bits - other.digit_bits) / 2
             + abs(self.slices - other.slices)
             + abs(math.log2(max(self.unfolded_rows, 1) / max(other.unfolded_rows, 1)))
+            + 4 * (self.unfolds != other.unfolds)
         )
 
 
@@ -72,6 +74,7 @@ def read_shape(
     digit_bits: int,
     slices: int,
     unfolded_rows: int,
+    unfolds: bool,
 ) -> ReadShape:
     """The shape of a layer's reads: its read columns (`sparse_read.SparseColumns`, the
     all-zero ones left out), `cells` the cells its reads hold (zeros included)."""
@@ -84,6 +87,7 @@ def read_shape(
         slices=slices,
         density=len(read_columns.cells) / max(cells, 1),
         unfolded_rows=unfolded_rows,
+        unfolds=unfolds,
     )
 
 
@@ -125,6 +129,7 @@ def load_table(path: Path) -> tuple[Measured, ...]:
             slices=int(entry["slices"]),
             density=float(entry["density"]),
             unfolded_rows=int(entry.get("unfolded_rows", 0)),
+            unfolds=bool(entry.get("unfolds", False)),
         )
         entries.append(Measured(shape, ms))
     return tuple(entries)

@@ -108,13 +108,29 @@ def profile(executor: Executor, feeds: dict, runs: int = 5) -> str:
     return "\n".join(keep[start:])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["lenet", "resnet", "mobilenet", "mlp"])
-    parser.add_argument("--batch", type=int, default=540)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "models",
+        nargs="*",
+        default=["lenet", "resnet", "mobilenet", "mlp"],
+        help="digits fixtures to run (default: lenet resnet mobilenet mlp)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=540, help="images a run (the 360 repeated; default 540)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=7, help="timed runs of each; the best is kept (default 7)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     images = np.load(DIGITS / "digits_test.npz")["x"]
     x = images[np.arange(args.batch) % len(images)]
     feeds = {"x": x}

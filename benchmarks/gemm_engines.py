@@ -182,13 +182,24 @@ def table_text(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmarks_cli.py checks that every option has help)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two shapes (a smoke run)")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--write", action="store_true", help="rewrite engines.toml")
-    parser.add_argument("--record", action="store_true", help="write the RESULTS.md section")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed runs per engine; the best is kept (default 5)"
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="rewrite xbarc/runtime/kernels/engines.toml"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     measured = []
     header = (
         f"| layer | digit bits | density | patches | read rows | read cols | unfolded rows | "

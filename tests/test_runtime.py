@@ -213,10 +213,11 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     for layer in program.layers():
         want = quant_layer_reference(program, layer, values[layer.input], adc_bits)
         np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
-    # integer reads take the sparse kernel, but for the offset correction's input sums
-    sparse = reads == "integer" and pipeline not in ("offset", "wide cells")
+    # exact reads take a kernel path (the fused path's engines, which include the sparse
+    # kernel), but for the offset correction's input sums
+    kernel = pipeline != "offset"
     assert all(
-        (executor._sparse.get(layer.name) is not None) == sparse for layer in program.layers()
+        (executor._paths[layer.name] in ("sparse", "fused")) == kernel for layer in program.layers()
     )
 
 
@@ -476,7 +477,7 @@ def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(pipeline, tm
     settings = noise_settings("quant", input_range="calibrated", adc_range="calibrated")
     sparse = Executor(program, settings)
     got = sparse.run_all(feeds)
-    assert all(sparse._sparse[layer.name] is not None for layer in program.layers())
+    assert all(sparse._paths[layer.name] in ("sparse", "fused") for layer in program.layers())
     one_by_one = Executor(program, settings)
     one_by_one.on_read_sums = lambda layer, sums, full_scales: None  # observed: read by read
     want = one_by_one.run_all(feeds)

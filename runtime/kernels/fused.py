@@ -306,6 +306,7 @@ def fused_read_accumulate_numba(
     flat_rows, pixels = offsets.shape
     patches = acc.shape[1]
     source = planes.reshape(-1)
+    gathers = offsets.reshape(-1)
     dest = acc.reshape(-1)
     top = np.float64(levels)
     item_blocks = (items + tile_items - 1) // tile_items
@@ -335,16 +336,28 @@ def fused_read_accumulate_numba(
         for j in range(slices):
             shift = np.int32(j * slice_bits)
             live_rows = 0
+            plane = j * planes.shape[1]
             for r in range(flat_rows):
                 any_digit = np.int32(0)
-                for p in range(q):
-                    level_row = offsets[r, first_pixel + p]  # the pixel's level, or the zeros
-                    read = np.uint64((j * planes.shape[1] + level_row) * items + first_item)
-                    into = np.uint64(r * tile + p * n)
+                if n >= q:  # runs of items: contiguous copies
+                    for p in range(q):
+                        level_row = offsets[r, first_pixel + p]  # the pixel's level, or 0s
+                        read = np.uint64((plane + level_row) * items + first_item)
+                        into = np.uint64(r * tile + p * n)
+                        for b in range(n):
+                            digit = source[read + np.uint64(b)]
+                            any_digit |= digit
+                            digits[into + np.uint64(b)] = np.float32(digit)
+                else:  # few items, many pixels: the pixels of one item at a time
+                    row_offsets = np.uint64(r * pixels + first_pixel)
                     for b in range(n):
-                        digit = source[read + np.uint64(b)]
-                        any_digit |= digit
-                        digits[into + np.uint64(b)] = np.float32(digit)
+                        read = np.uint64(plane * items + first_item + b)
+                        into = np.uint64(r * tile + b)
+                        for p in range(q):
+                            level_row = gathers[row_offsets + np.uint64(p)]
+                            digit = source[read + np.uint64(level_row * items)]
+                            any_digit |= digit
+                            digits[into + np.uint64(p * n)] = np.float32(digit)
                 live[r] = any_digit != 0
                 live_rows += any_digit != 0
             if live_rows == 0:

@@ -154,7 +154,11 @@ def grid(quick: bool):
     patches = [1024, 8192]
     if quick:
         layers, bits, density, patches = layers[1:2] + layers[3:4], [7], [False], [4096]
-    return list(itertools.product(layers, bits, density, patches))
+    shapes = list(itertools.product(layers, bits, density, patches))
+    if not quick:  # convolutions of digits-sized images at batch 540: ~35 k patches
+        convs = [layer for layer in layers if layer[0] != "gemm"]
+        shapes += list(itertools.product(convs, [7, 4], density, [32768]))
+    return shapes
 
 
 def table_text(rows) -> str:

@@ -8,8 +8,10 @@ The path of exact integer `quant` reads that are tall and dense (unsliced cells,
 of several bits), where the bit-plane kernels do not apply. Instead of unfolding the whole
 input (im2col, [rows, P]), one GEMM per read into a buffer of partial sums [read columns,
 P] and the ADC kernel reading that buffer back, the kernel works on tiles of patches small
-enough for the cache: it gathers the tile's digits straight from the layer's input levels
-(an implicit im2col through a table of offsets, `PatchGather`), sums every read column of
+enough for the cache (a block of items x a block of their pixels): it copies the tile's
+digits straight from the layer's input levels (an implicit im2col through a table of
+offsets, `PatchGather`, from each slice's digits laid out pixel-major, so that a tile of
+small images copies runs of items side by side), sums every read column of
 every read and group of the layer over the tile (float32 multiply-adds: the sums are exact
 integers below 2^24), and converts and accumulates each sum while it is hot, exactly as
 `adc.adc_accumulate` does: code = clip(rint(float64(s) * levels / full_scale), low,
@@ -19,7 +21,8 @@ digits are all zero in the tile (the high slices of most inputs). Nothing of siz
 [read columns, P] or [rows, P] is written.
 
 The numpy twin, `fused_read_accumulate_numpy`, unfolds the levels through the same table,
-multiplies a dense copy of the cells and calls `adc.adc_accumulate_numpy`.
+multiplies a dense copy of the cells and calls `adc.adc_accumulate_numpy`. Which layers
+run on this kernel rather than the sparse one or read by read is measured (`engines.py`).
 """
 
 from __future__ import annotations

@@ -58,6 +58,11 @@ planes instead (`bitplane_accumulate`): each input segment packed once per run, 
 word and bit plane, and each read column's sum a weighted count of the bits set in both
 an input word and its cells' bit planes (AND + popcount), converted in the same pass;
 the sparse kernel stays for layers where it is measured faster (`prefers_sparse`).
+The other exact integer reads take the fused path where they can (`_accumulate_fused`): the
+engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
+(`fused_read_accumulate`: the digits of each tile of patches gathered straight from the
+layer's input, no unfolded copy, all reads converted while in the cache), the sparse one or
+read by read.
 """
 
 from __future__ import annotations
@@ -96,13 +101,14 @@ from xbarc.runtime.combine import (
 from xbarc.runtime.control import run_control
 from xbarc.runtime.devices import Chip, read_noise_sigma
 from xbarc.runtime.effective import IdealGraph, IdealLayers
-from xbarc.runtime.kernels import adc, dac, gemm, touched
+from xbarc.runtime.kernels import adc, dac, engines, gemm, touched
 from xbarc.runtime.kernels.bitplane import (
     BitplaneColumns,
     bitplane_accumulate,
     pack_inputs,
     runs_of,
 )
+from xbarc.runtime.kernels.fused import FusedLayer, fused_layer, fused_read_accumulate
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
@@ -200,6 +206,11 @@ class Executor:
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
         # quant, bit-serial integer reads: each layer's read columns as bit planes
         self._bitplane: dict[str, BitplaneColumns] = {}
+        # quant, exact integer reads on the fused path: each layer's read columns (None:
+        # not fused), its gather per input item shape, and the engine per patch count
+        self._fused: dict[str, SparseColumns | None] = {}
+        self._fused_layers: dict[tuple[str, tuple[int, ...]], FusedLayer] = {}
+        self.layer_engines: dict[tuple[str, int], str] = {}
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
@@ -494,6 +505,8 @@ class Executor:
             sparse = self._sparse[plans[0].layer.name]
             assert sparse is not None
             return self._accumulate_sparse(plans[0], sparse, columns, x)
+        if path == "fused":
+            return self._accumulate_fused(plans, columns, x)
         return self._accumulate_by_read(plans, columns, x)
 
     def _read_path(self, plans: list[LayerPlan]) -> str:
@@ -521,6 +534,10 @@ class Executor:
             if self._sparse_columns(plans) is not None:
                 return "sparse"
             return "bitplane"
+        # fused: the remaining exact integer reads (unsliced cells, multi-bit DAC steps);
+        # `_accumulate_fused` runs the engine the measured table names for their shape
+        if self._fused_columns(plans) is not None:
+            return "fused"
         if self._sparse_columns(plans) is not None:
             return "sparse"
         return "by read"
@@ -707,6 +724,130 @@ class Executor:
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
         return result
+
+    def _fused_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
+        """The layer's read columns for `fused_read_accumulate`, where its reads allow it:
+        exact integer reads (no device or read noise on this layer, cells that are
+        integers), DAC levels of at most 8 bits, ADC full scales known before the read
+        (not `dynamic`), no offset correction, and every sum below 2^24 (exact in the
+        kernel's float32). None: another path."""
+        layer = plans[0].layer.name
+        if layer in self._fused:
+            return self._fused[layer]
+        settings = self.settings
+        noisy = (settings.cells_noisy or settings.reads_noisy) and self._is_noisy(layer)
+        reads = [read for plan in plans for read in plan.reads]
+        columns = None
+        if not (
+            noisy
+            or not settings.quantized
+            or self.dac_bits > 8
+            or self.adc_range == "dynamic"
+            or any(read.offset_columns is not None for read in reads)
+            or any(not np.array_equal(read.cells_t, np.rint(read.cells_t)) for read in reads)
+        ):
+            columns = sparse_columns(reads, plans[0].layer.rows, plans[0].columns)
+            if engines.largest_sum(columns, 255) >= 2**24:
+                columns = None
+        self._fused[layer] = columns
+        return columns
+
+    def _accumulate_fused(self, plans, columns, x: np.ndarray) -> np.ndarray:
+        """`_accumulate_quantized` for exact integer reads, on the engine the measured
+        table (`engines.fastest`) names for the layer's shape: `fused_read_accumulate`
+        (each sign's DAC levels read straight from the input, no unfold, one call for all
+        slices, reads and groups), `sparse_read_accumulate` or read by read."""
+        plan = plans[0]
+        layer = plan.layer
+        read_columns = self._fused[layer.name]
+        assert read_columns is not None
+        fused = self._fused_layer(plan, read_columns, x)
+        gather = fused.gather
+        patches = x.size // gather.image * gather.pixels
+        engine = self._fused_engine(plans, read_columns, patches)
+        if engine == "sparse":
+            return self._accumulate_sparse(plan, read_columns, columns, x)
+        if engine == "by read":
+            return self._accumulate_by_read(plans, columns, x)
+        slice_bits = self.program.hardware.dac.slice_bits
+        bits, input_scale = self._dac_scale(layer.name, x)
+        count = -(-(bits - 1) // slice_bits)
+        # each sign's levels whole: one "slice" of all bits - 1 magnitude bits (uint8)
+        planes = self.workspace(("fused", "levels"), (2, 1, *x.shape), np.uint8)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
+        groups = gather.offsets.shape[0] // layer.rows
+        acc = self.workspace(("fused", "accumulator"), (groups * plan.columns, patches), np.int64)
+        acc.fill(0)
+        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+            if nonzero:  # e.g. no negative inputs after a ReLU
+                fused_read_accumulate(
+                    part[0],
+                    fused,
+                    slice_bits,
+                    count,
+                    sign,
+                    self.adc_levels,
+                    acc,
+                    signed=self.differential_adc,
+                )
+        result = touched((groups, layer.cols, patches), np.float32)
+        accumulated = acc.reshape(groups, plan.columns, patches)
+        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+        return result
+
+    def _fused_layer(self, plan: LayerPlan, read_columns: SparseColumns, x) -> FusedLayer:
+        """The layer's read columns with the gather of its input's item shape: the layer's
+        own unfold of one item whose values are their positions plus one."""
+        layer = plan.layer
+        item = (1, x.shape[-1]) if layer.geometry is None else (1, *x.shape[1:])
+        key = (layer.name, item)
+        fused = self._fused_layers.get(key)
+        if fused is None:
+            image = math.prod(item)
+            unfold, _ = layer_columns(layer, item)
+            positions = np.arange(1, image + 1, dtype=np.float64).reshape(item)
+            fused = fused_layer(read_columns, np.asarray(unfold(positions)), image)
+            self._fused_layers[key] = fused
+        return fused
+
+    def _fused_engine(
+        self, plans: list[LayerPlan], read_columns: SparseColumns, patches: int
+    ) -> str:
+        """The engine the measured table names for the layer's reads over `patches`
+        (kept per layer and patch count in `self.layer_engines`): "fused", "sparse" (not for a
+        differential ADC: its codes are signed) or "by read"."""
+        key = (plans[0].layer.name, patches)
+        engine = self.layer_engines.get(key)
+        if engine is None:
+            allowed = ["fused", "by read"]
+            if self.cell_type is np.uint8 and not self.differential_adc:
+                allowed.append("sparse")
+            shape = self.read_shape(plans, read_columns, patches)
+            engine = self.layer_engines[key] = engines.fastest(shape, allowed)
+        return engine
+
+    def read_shape(
+        self, plans: list[LayerPlan], read_columns: SparseColumns, patches: int
+    ) -> engines.ReadShape:
+        """The shape of a layer's integer reads over `patches`, as the engines table
+        measures it."""
+        digit_bits = min(self.program.hardware.dac.slice_bits, self.dac_bits - 1)
+        cells = sum(read.cells_t.size for plan in plans for read in plan.reads)
+        slices = -(-(self.dac_bits - 1) // digit_bits)
+        layer = plans[0].layer
+        geometry = layer.geometry
+        unfolds = (
+            layer.kind == "conv"
+            and geometry is not None
+            and not (
+                all(k == 1 for k in geometry.kernel)
+                and all(s == 1 for s in geometry.strides)
+                and not any(geometry.pads)
+            )
+        )  # else its columns are a view or a copy of the input (`patches.layer_columns`)
+        return engines.read_shape(
+            read_columns, cells, patches, digit_bits, slices, layer.groups * layer.rows, unfolds
+        )
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
         """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and

@@ -307,9 +307,9 @@ def test_identity_basis_reproduces_a_digits_network(name, keep):
     executor = Executor(basis, EXACT)
     got = executor.run(feeds)[output]
     np.testing.assert_array_equal(got, want)
-    # the unit basis is sparse: its layers take the sparse integer kernel, which gives
+    # its layers take an integer kernel (sparse, or the fused path's engines), which gives
     # the bits of reading read by read (an observer of the read sums forces that)
-    assert all(executor._sparse[c.layer] is not None for c in basis.combines)
+    assert all(executor._paths[c.layer] in ("sparse", "fused") for c in basis.combines)
     observed = Executor(basis, EXACT)
     seen: set[str] = set()
     observed.on_read_sums = lambda layer, sums, full_scales: seen.add(layer)

@@ -179,12 +179,15 @@ def test_tiles_kept_across_phases_compute_what_one_phase_computes(model_name, no
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6 * np.abs(value).max())
 
 
-@pytest.fixture(params=["integer", "integer sparse", "integer read by read", "float"])
+@pytest.fixture(
+    params=["integer", "integer fused", "integer sparse", "integer read by read", "float"]
+)
 def reads(request, monkeypatch):
     """Quantized reads as exact integers: bit-serial reads as bit planes
-    (`bitplane_accumulate`, the default), or where the machine's integer GEMM is exact, all
-    of a layer's columns at once (`sparse_read_accumulate`) or read by read (integer GEMMs,
-    as when an observer takes the partial sums); or float32 GEMMs."""
+    (`bitplane_accumulate`, the default), or where the machine's integer GEMM is exact, on
+    the fused path (the engine its measured table names), all of a layer's columns at once
+    (`sparse_read_accumulate`) or read by read (integer GEMMs, as when an observer takes the
+    partial sums); or float32 GEMMs."""
     from xbarc.runtime.kernels import gemm
 
     if request.param == "float":
@@ -195,6 +198,8 @@ def reads(request, monkeypatch):
         monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
     else:
         monkeypatch.setattr(Executor, "_bitplane_reads", lambda self, plans: False)
+    if request.param in ("integer sparse", "integer read by read", "float"):
+        monkeypatch.setattr(Executor, "_fused_columns", lambda self, plans: None)
     if request.param in ("integer read by read", "float"):
         monkeypatch.setattr(Executor, "_sparse_columns", lambda self, plans: None)
     return request.param
@@ -218,15 +223,21 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     for layer in program.layers():
         want = quant_layer_reference(program, layer, values[layer.input], adc_bits)
         np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
-    # bit-serial integer reads take the bit planes; without them, the sparse kernel but
-    # for the offset correction's input sums; 8-bit DAC steps ("wide cells") read by read
-    if pipeline == "wide cells" or reads in ("integer read by read", "float"):
-        path = "by read"
+    # bit-serial integer reads take the bit planes; without them, the fused path (its
+    # engines include the sparse kernel and read by read) or the sparse kernel, but for the
+    # offset correction's input sums; 8-bit DAC steps of wide cells ("wide cells") on the
+    # fused path, else read by read
+    paths = {executor._paths[layer.name] for layer in program.layers()}
+    if reads in ("integer read by read", "float"):
+        assert paths == {"by read"}
+    elif pipeline == "wide cells":
+        assert paths == {"fused" if reads in ("integer", "integer fused") else "by read"}
     elif reads == "integer":
-        path = "bitplane"
+        assert paths == {"bitplane"}
+    elif pipeline == "offset":
+        assert paths == {"by read"}
     else:
-        path = "by read" if pipeline == "offset" else "sparse"
-    assert {executor._paths[layer.name] for layer in program.layers()} == {path}
+        assert paths == {"fused" if reads == "integer fused" else "sparse"}
 
 
 @pytest.mark.parametrize("adc_bits", [0, 8, 4])
@@ -471,14 +482,14 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
     return y.astype(np.float32)
 
 
-@pytest.mark.parametrize("path", ["bitplane", "sparse"])
+@pytest.mark.parametrize("path", ["bitplane", "fused", "sparse"])
 @pytest.mark.parametrize("pipeline", ["one phase", "per column", "separate groups", "squeeze"])
 def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
     pipeline, path, tmp_path, monkeypatch
 ):
-    """Ranges calibrated at the median clip many inputs and read sums: the bit-plane and
-    the sparse kernel (all of a layer's columns at once) give the bits integer GEMMs read
-    by read give."""
+    """Ranges calibrated at the median clip many inputs and read sums: the bit-plane, the
+    fused and the sparse kernel (all of a layer's columns at once) give the bits integer
+    GEMMs read by read give."""
     from xbarc.calibrate import calibrate
     from xbarc.runtime.kernels import gemm
 
@@ -488,9 +499,11 @@ def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
     program = calibrate(compiled(model, PIPELINES[pipeline], tmp_path), feeds, percentile=50)
     settings = noise_settings("quant", input_range="calibrated", adc_range="calibrated")
     sparse = Executor(program, settings)
-    if path == "sparse":
+    if path in ("fused", "sparse"):
         monkeypatch.setattr(sparse, "_bitplane_reads", lambda plans: False)
-    else:  # every layer, even where the sparse kernel is faster
+    if path == "sparse":
+        monkeypatch.setattr(sparse, "_fused_columns", lambda plans: None)
+    if path == "bitplane":  # every layer, even where the sparse kernel is faster
         monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
     got = sparse.run_all(feeds)
     assert {sparse._paths[layer.name] for layer in program.layers()} == {path}

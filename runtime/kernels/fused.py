@@ -1,0 +1,461 @@
+"""Fused integer reads: a layer's reads and their ADC conversion in one kernel call per input sign.
+
+    layer = fused_layer(columns, unfolded_index, image)   # once per layer and input shape
+    fused_read_accumulate(levels_in, layer, slice_bits, slices, sign, levels, acc)
+    # acc += the read-out of every input slice of one sign's DAC levels
+
+The path of exact integer `quant` reads that are tall and dense (unsliced cells, DAC steps
+of several bits), where the bit-plane kernels do not apply. Instead of unfolding the whole
+input (im2col, [rows, P]), one GEMM per read into a buffer of partial sums [read columns,
+P] and the ADC kernel reading that buffer back, the kernel works on tiles of patches small
+enough for the cache (a block of items x a block of their pixels): it copies the tile's
+digits straight from the layer's input levels (an implicit im2col through a table of
+offsets, `PatchGather`, from each slice's digits laid out pixel-major, so that a tile of
+small images copies runs of items side by side), sums every read column of
+every read and group of the layer over the tile (float32 multiply-adds: the sums are exact
+integers below 2^24), and converts and accumulates each sum while it is hot, exactly as
+`adc.adc_accumulate` does: code = clip(rint(float64(s) * levels / full_scale), low,
+levels), acc[target] += factor x significance x full_scale x code. Zero cells are skipped
+(the unused polarity of a differential pair is half the cells) and so are the rows whose
+digits are all zero in the tile (the high slices of most inputs). Nothing of size
+[read columns, P] or [rows, P] is written.
+
+The numpy twin, `fused_read_accumulate_numpy`, unfolds the levels through the same table,
+multiplies a dense copy of the cells and calls `adc.adc_accumulate_numpy`. Which layers
+run on this kernel rather than the sparse one or read by read is measured (`engines.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.kernels.sparse_read import SparseColumns
+
+
+@dataclass(frozen=True)
+class PatchGather:
+    """Where the digits of each patch come from: `offsets[row, pixel]` is the position, in
+    one input item's `image` levels, of the level that drives flat unfolded `row` (groups
+    x rows) at `pixel` (of `pixels` patches per item), or `image` where the row reads the
+    padding (the kernel reads a zero placed there). Patch p is pixel p % pixels of item
+    p // pixels."""
+
+    offsets: np.ndarray  # int64 [flat rows, pixels]
+    image: int
+    pixels: int
+
+
+@dataclass(frozen=True)
+class FusedLayer:
+    """A layer's read columns (`SparseColumns`, cells on the flat unfolded rows), the
+    gather that feeds them, and each column's cells padded to a multiple of four (rows
+    repeated with cell 0: the kernel sums four rows at a time)."""
+
+    columns: SparseColumns
+    gather: PatchGather
+    quad_start: np.ndarray  # int64 [M + 1]
+    quad_rows: np.ndarray  # int64 [sum of counts rounded up to 4]
+    quad_cells: np.ndarray  # float32, likewise
+    magnitudes: np.ndarray  # float64 [M]: each column's sum of |cells|
+
+    @classmethod
+    def of(cls, columns: SparseColumns, gather: PatchGather) -> FusedLayer:
+        counts = np.diff(columns.start)
+        padded = -(-counts // 4) * 4
+        quad_start = np.concatenate([[0], np.cumsum(padded)]).astype(np.int64)
+        quad_rows = np.zeros(int(quad_start[-1]), dtype=np.int64)
+        quad_cells = np.zeros(int(quad_start[-1]), dtype=np.float32)
+        column = np.repeat(np.arange(len(counts)), counts)
+        at = quad_start[column] + np.arange(len(columns.cells)) - columns.start[column]
+        quad_rows[at] = columns.rows  # the padding reads row 0, times 0
+        quad_cells[at] = columns.cells
+        return cls(columns, gather, quad_start, quad_rows, quad_cells, column_sums(columns))
+
+
+def patch_gather(unfolded_index: np.ndarray, image: int) -> PatchGather:
+    """The gather of a layer from its unfold of one input item whose levels are their own
+    position plus one (`unfolded_index` [groups, rows, pixels], float64 or integer; 0 in
+    the padding)."""
+    groups, rows, pixels = unfolded_index.shape
+    index = np.rint(unfolded_index.reshape(groups * rows, pixels)).astype(np.int64) - 1
+    index[index < 0] = image  # the padding reads the zero after the item's levels
+    return PatchGather(np.ascontiguousarray(index), int(image), int(pixels))
+
+
+def fused_layer(columns: SparseColumns, unfolded_index: np.ndarray, image: int) -> FusedLayer:
+    return FusedLayer.of(columns, patch_gather(unfolded_index, image))
+
+
+# Bytes of a tile's digits (float32 [flat rows, tile patches]): they stay in the L2 cache
+# while every read column of the layer sums over them.
+TILE_BYTES = 1 << 17
+TILE_PATCHES = (16, 2048)  # fewest and most patches a tile
+
+
+TILE_TASKS = 8  # tiles a call is cut into at least (where the tiles stay >= 16 patches)
+
+
+def tile_patches(flat_rows: int, patches: int) -> int:
+    """Patches per tile: a multiple of 16 whose digits fill about TILE_BYTES, small enough
+    that the call has TILE_TASKS tiles to share among the threads."""
+    low, high = TILE_PATCHES
+    tile = TILE_BYTES // (4 * max(flat_rows, 1)) // 16 * 16
+    shared = -(-patches // TILE_TASKS // 16) * 16
+    return int(min(max(tile, low), high, max(shared, low)))
+
+
+def tile_shape(tile: int, items: int, pixels: int) -> tuple[int, int]:
+    """A tile of about `tile` patches as (items, pixels of each): whole items where an
+    item has fewer pixels than the tile, else a run of one item's pixels."""
+    if pixels >= tile:
+        return 1, tile
+    return max(1, min(items, tile // pixels)), pixels
+
+
+def fused_read_accumulate(
+    levels_in: np.ndarray,
+    layer: FusedLayer,
+    slice_bits: int,
+    slices: int,
+    sign: int,
+    levels: int,
+    acc: np.ndarray,
+    signed: bool = False,
+    tile: int | None = None,
+) -> None:
+    """acc += the ADC read-out of every column of `layer` driven by each input slice.
+
+    `levels_in` uint8: one sign's DAC levels (magnitudes) in the layout of the layer's
+    input, items first (any shape whose size is items x `gather.image`); slice j <
+    `slices` drives the digits (level >> shift) & (2^slice_bits - 1), shift = j x
+    slice_bits, with the significance sign x 2^shift. Each column's sum s[p] = sum of cells
+    x digits is converted as `adc.adc_accumulate` converts it (levels > 0: code =
+    clip(rint(float64(s) * levels / full_scale), low, levels), low = -levels if `signed`
+    else 0, acc[target] += factor * significance * full_scale * code; levels == 0: acc +=
+    factor * significance * s). `acc` int64 [outputs, P], P = items x `gather.pixels`.
+    Every sum must stay below 2^24 in magnitude (float32 exact) and what a slice adds to
+    a target below 2^53 (float64 exact): checked, a ValueError where they would not."""
+    gather = layer.gather
+    columns = layer.columns
+    _check(levels_in, layer, acc)
+    if not 1 <= slice_bits <= 8 or not 0 <= (slices - 1) * slice_bits < 8 or sign not in (1, -1):
+        raise ValueError(
+            f"fused_read_accumulate: {slices} slices of {slice_bits} bits, sign {sign}"
+        )
+    if backend() == "numpy":
+        fused_read_accumulate_numpy(levels_in, layer, slice_bits, slices, sign, levels, acc, signed)
+        return
+    if len(columns.target) and layer.magnitudes.max() * (2**slice_bits - 1) >= 2**24:
+        raise ValueError("fused_read_accumulate: sums beyond 2^24, inexact in float32")
+    if largest_total(layer, slice_bits, slices, levels) >= 2**53:
+        raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
+    items = levels_in.size // gather.image
+    # each slice's digits, pixel-major ([image + 1, items]: the items' digits of a pixel
+    # side by side, so a tile copies runs of them), and a last row of zeros, which the
+    # padding's offsets read
+    planes = np.zeros((slices, gather.image + 1, items), dtype=np.int32)
+    whole = levels_in.reshape(items, gather.image).T.astype(np.int32)
+    for j in range(slices):
+        planes[j, : gather.image] = (whole >> (j * slice_bits)) & ((1 << slice_bits) - 1)
+    flat_rows = gather.offsets.shape[0]
+    tile_items, tile_pixels = tile_shape(
+        tile or tile_patches(flat_rows, acc.shape[1]), items, gather.pixels
+    )
+    use_threads(PARALLEL_WORK)
+    fused_read_accumulate_numba(
+        planes,
+        gather.offsets,
+        layer.quad_start,
+        layer.quad_rows,
+        layer.quad_cells,
+        columns.order,
+        columns.runs,
+        columns.target,
+        columns.factor,
+        columns.full_scale,
+        np.int32(slice_bits),
+        np.int64(sign),
+        int(levels),
+        -float(levels) if signed else 0.0,
+        tile_items,
+        tile_pixels,
+        acc,
+    )
+
+
+def largest_total(layer: FusedLayer, slice_bits: int, slices: int, levels: int) -> float:
+    """A bound on what one target's read columns add to it from one slice (the kernel
+    sums those in float64, exact below 2^53): full scale x levels per column, or its
+    largest sum (digits below 2^slice_bits) for a lossless ADC, times |factor| x the
+    largest significance."""
+    columns = layer.columns
+    if not len(columns.target):
+        return 0.0
+    if levels:
+        per_column = columns.full_scale.astype(np.float64) * levels
+    else:
+        per_column = layer.magnitudes * (2**slice_bits - 1)
+    per_column = per_column * np.abs(columns.factor) * 2.0 ** ((slices - 1) * slice_bits)
+    return float(np.bincount(columns.target, weights=per_column).max())
+
+
+def column_sums(columns: SparseColumns) -> np.ndarray:
+    """Each read column's sum of |cells|, float64 [M]."""
+    running = np.concatenate([[0.0], np.cumsum(np.abs(columns.cells.astype(np.float64)))])
+    return running[columns.start[1:]] - running[columns.start[:-1]]
+
+
+def fused_read_accumulate_numpy(
+    levels_in: np.ndarray,
+    layer: FusedLayer,
+    slice_bits: int,
+    slices: int,
+    sign: int,
+    levels: int,
+    acc: np.ndarray,
+    signed: bool = False,
+) -> None:
+    _check(levels_in, layer, acc)
+    unfolded = unfold_levels(levels_in, layer.gather)
+    columns = layer.columns
+    cells = columns.dense(unfolded.shape[0])
+    for j in range(slices):
+        shift = j * slice_bits
+        digits = (unfolded >> shift) & ((1 << slice_bits) - 1)
+        factor = columns.factor * (sign << shift)
+        partial = cells @ digits
+        adc_accumulate_numpy(
+            partial, columns.target, factor, columns.full_scale, levels, acc, signed
+        )
+
+
+def unfold_levels(levels_in: np.ndarray, gather: PatchGather) -> np.ndarray:
+    """The levels unfolded through `gather`: int64 [flat rows, items x pixels]."""
+    items = levels_in.size // gather.image
+    padded = np.zeros((items, gather.image + 1), dtype=np.int64)
+    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
+    # [rows, items, pixels] -> [rows, items x pixels]
+    return padded[:, gather.offsets].transpose(1, 0, 2).reshape(gather.offsets.shape[0], -1)
+
+
+def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
+    gather = layer.gather
+    if levels_in.dtype != np.uint8 or not levels_in.flags.c_contiguous:
+        raise ValueError(
+            f"fused_read_accumulate: levels are {levels_in.dtype} {levels_in.shape}; "
+            "expected C-contiguous uint8"
+        )
+    if gather.image <= 0 or levels_in.size % gather.image:
+        raise ValueError(
+            f"fused_read_accumulate: {levels_in.size} levels are not items of {gather.image}"
+        )
+    patches = levels_in.size // gather.image * gather.pixels
+    if (
+        acc.dtype != np.int64
+        or acc.ndim != 2
+        or acc.shape[1] != patches
+        or not (acc.flags.writeable and acc.flags.c_contiguous)
+    ):
+        raise ValueError(
+            f"fused_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
+            f"C-contiguous int64 (outputs, {patches})"
+        )
+    offsets = gather.offsets
+    if offsets.dtype != np.int64 or offsets.ndim != 2 or offsets.shape[1] != gather.pixels:
+        raise ValueError(f"fused_read_accumulate: offsets {offsets.dtype} {offsets.shape}")
+    if offsets.size and (offsets.min() < 0 or offsets.max() > gather.image):
+        raise ValueError("fused_read_accumulate: offsets outside the item's levels")
+    if layer.columns.row_count > offsets.shape[0]:
+        raise ValueError("fused_read_accumulate: cells on rows beyond the gather's rows")
+    if layer.columns.target_count > acc.shape[0]:
+        raise ValueError("fused_read_accumulate: targets beyond the accumulator's rows")
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernel, compiled on first use
+
+
+@numba_kernel(parallel=True)
+def fused_read_accumulate_numba(
+    planes,
+    offsets,
+    start,
+    rows,
+    cells,
+    order,
+    runs,
+    target,
+    factor,
+    full_scale,
+    slice_bits,
+    sign,
+    levels,
+    low,
+    tile_items,
+    tile_pixels,
+    acc,
+):
+    """`fused_read_accumulate` on checked arguments: `planes` int32 [slices, image + 1,
+    items] each slice's digits, pixel-major, and a row of zeros; `start`, `rows`, `cells`
+    (float32) the columns' cells in fours (`FusedLayer`); a task's tile `tile_items` items
+    x `tile_pixels` of their pixels. No fastmath: the loops over patches vectorize without
+    it (each patch's sum is its own), and it would let LLVM turn the conversion's division
+    into a multiplication by a reciprocal (other bits)."""
+    slices, _, items = planes.shape
+    flat_rows, pixels = offsets.shape
+    patches = acc.shape[1]
+    source = planes.reshape(-1)
+    gathers = offsets.reshape(-1)
+    dest = acc.reshape(-1)
+    top = np.float64(levels)
+    item_blocks = (items + tile_items - 1) // tile_items
+    pixel_blocks = (pixels + tile_pixels - 1) // tile_pixels
+    tile = tile_items * tile_pixels
+    targets = len(runs) - 1
+    longest = 0
+    for m in range(len(start) - 1):
+        longest = max(longest, start[m + 1] - start[m])
+    # One task per tile (a block of items x a block of their pixels): its digits [flat
+    # rows, tile] copied once per slice, pixel-major (patch i of the tile is item i % n of
+    # the block at pixel i // n), and kept in the cache while every read column sums over
+    # them; the task owns its patches of `acc`, so tasks never race. Loops over patches run
+    # over contiguous memory with unsigned flat indices, so they vectorize.
+    for task in prange(item_blocks * pixel_blocks):
+        first_item = task // pixel_blocks * tile_items
+        first_pixel = task % pixel_blocks * tile_pixels
+        n = min(tile_items, items - first_item)
+        q = min(tile_pixels, pixels - first_pixel)
+        length = n * q
+        digits = np.empty(flat_rows * tile, dtype=np.float32)
+        live = np.zeros(flat_rows, dtype=np.bool_)
+        sums = np.empty(tile, dtype=np.float32)
+        total = np.empty(tile, dtype=np.float64)  # exact: integers below 2^53 (checked)
+        lines = np.empty(longest + 4, dtype=np.uint64)
+        weights = np.zeros(longest + 4, dtype=np.float32)
+        for j in range(slices):
+            shift = np.int32(j * slice_bits)
+            live_rows = 0
+            plane = j * planes.shape[1]
+            for r in range(flat_rows):
+                any_digit = np.int32(0)
+                if n >= q:  # runs of items: contiguous copies
+                    for p in range(q):
+                        level_row = offsets[r, first_pixel + p]  # the pixel's level, or 0s
+                        read = np.uint64((plane + level_row) * items + first_item)
+                        into = np.uint64(r * tile + p * n)
+                        for b in range(n):
+                            digit = source[read + np.uint64(b)]
+                            any_digit |= digit
+                            digits[into + np.uint64(b)] = np.float32(digit)
+                else:  # few items, many pixels: the pixels of one item at a time
+                    row_offsets = np.uint64(r * pixels + first_pixel)
+                    for b in range(n):
+                        read = np.uint64(plane * items + first_item + b)
+                        into = np.uint64(r * tile + b)
+                        for p in range(q):
+                            level_row = gathers[row_offsets + np.uint64(p)]
+                            digit = source[read + np.uint64(level_row * items)]
+                            any_digit |= digit
+                            digits[into + np.uint64(p * n)] = np.float32(digit)
+                live[r] = any_digit != 0
+                live_rows += any_digit != 0
+            if live_rows == 0:
+                continue  # every sum is 0, so is every code
+            for k in range(targets):
+                touched = False
+                for i in range(length):
+                    total[i] = 0
+                for index in range(runs[k], runs[k + 1]):
+                    m = order[index]
+                    active = 0
+                    if live_rows == flat_rows:  # every cell reads digits
+                        for e in range(start[m], start[m + 1]):
+                            lines[active] = np.uint64(rows[e] * tile)
+                            weights[active] = cells[e]
+                            active += 1
+                    else:
+                        for e in range(start[m], start[m + 1]):
+                            if live[rows[e]] and cells[e] != 0:
+                                lines[active] = np.uint64(rows[e] * tile)
+                                weights[active] = cells[e]
+                                active += 1
+                        padded = (active + 3) // 4 * 4
+                        for a in range(active, padded):  # weight 0
+                            lines[a] = lines[0]
+                            weights[a] = 0
+                        active = padded
+                    if active == 0:
+                        continue  # every sum is 0, so is every code
+                    touched = True
+                    sum_rows(digits, lines, weights, active, length, sums)
+                    weight = factor[m] * (sign << shift)
+                    if levels == 0:
+                        lossless = np.float64(weight)
+                        for i in range(length):
+                            total[i] += lossless * np.float64(sums[i])
+                        continue
+                    # the codes' contributions summed in float64, exact (integers below
+                    # 2^53), and converted to int64 once per target
+                    step = np.float64(weight * full_scale[m])
+                    scale = np.float64(full_scale[m])
+                    for i in range(length):
+                        code = np.rint(np.float64(sums[i]) * top / scale)
+                        total[i] += step * min(max(code, low), top)
+                if touched:  # back to item-major (item b's pixels contiguous in acc)
+                    into = np.uint64(target[order[runs[k]]] * patches)
+                    into += np.uint64(first_item * pixels + first_pixel)
+                    if n >= q:  # the longer loop inside
+                        for p in range(q):
+                            at = into + np.uint64(p)
+                            for b in range(n):
+                                value = np.int64(total[p * n + b])
+                                dest[at + np.uint64(b * pixels)] += value
+                    else:
+                        for b in range(n):
+                            at = into + np.uint64(b * pixels)
+                            for p in range(q):
+                                dest[at + np.uint64(p)] += np.int64(total[p * n + b])
+
+
+@numba_kernel(fastmath={"contract"})
+def sum_rows(digits, lines, weights, active, length, sums):
+    """sums[:length] = the sum over a < `active` (a multiple of four) of weights[a] x the
+    digits at lines[a]: eight rows a pass over the sums (each pass loads and stores the
+    sums once), the last four in a pass of their own. Multiply-adds may fuse (contract):
+    every product and partial sum is an integer below 2^24, exact either way."""
+    for i in range(length):
+        sums[i] = 0
+    eights = active // 8 * 8
+    for a in range(0, eights, 8):
+        c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+        c4, c5, c6, c7 = weights[a + 4], weights[a + 5], weights[a + 6], weights[a + 7]
+        line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
+        line4, line5, line6, line7 = lines[a + 4], lines[a + 5], lines[a + 6], lines[a + 7]
+        for i in range(length):
+            at = np.uint64(i)
+            sums[i] += (
+                c0 * digits[line0 + at]
+                + c1 * digits[line1 + at]
+                + c2 * digits[line2 + at]
+                + c3 * digits[line3 + at]
+                + c4 * digits[line4 + at]
+                + c5 * digits[line5 + at]
+                + c6 * digits[line6 + at]
+                + c7 * digits[line7 + at]
+            )
+    if eights < active:
+        a = eights
+        c0, c1, c2, c3 = weights[a], weights[a + 1], weights[a + 2], weights[a + 3]
+        line0, line1, line2, line3 = lines[a], lines[a + 1], lines[a + 2], lines[a + 3]
+        for i in range(length):
+            at = np.uint64(i)
+            sums[i] += (
+                c0 * digits[line0 + at]
+                + c1 * digits[line1 + at]
+                + c2 * digits[line2 + at]
+                + c3 * digits[line3 + at]
+            )

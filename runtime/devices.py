@@ -128,16 +128,30 @@ def read_noise_sigma(
     normalized units (weights |W| <= 1, inputs |x| <= 1, one cell at g_max driven at full
     scale = 1): additive: read_sigma |x|_2; pcm: read_sigma sqrt(sum |W| x^2); then
     output_noise, independent, added in quadrature."""
-    unit = cell_max * digit_max  # one full cell at full drive, in read units
-    variance = np.full((1, drive.shape[1]), np.square(settings.output_noise))
+    unit, output_variance, coefficient = read_noise_terms(settings, cell_max, digit_max)
+    variance = np.full((1, drive.shape[1]), output_variance)
     if settings.read_noise == "additive":
         squares = np.einsum("rp,rp->p", drive, drive).astype(np.float64)  # one pass
-        variance = variance + np.square(settings.read_sigma / digit_max) * squares[None, :]
+        variance = variance + coefficient * squares[None, :]
     elif settings.read_noise == "pcm":
         weighted = np.abs(cells) @ np.square(drive)  # sum |W| x^2, in level x digit^2 units
-        scale = np.square(settings.read_sigma) / (cell_max * digit_max**2)
-        variance = variance + scale * weighted.astype(np.float64)
+        variance = variance + coefficient * weighted.astype(np.float64)
     return unit * np.sqrt(variance)
+
+
+def read_noise_terms(
+    settings: NoiseSettings, cell_max: int, digit_max: int
+) -> tuple[float, float, float]:
+    """(unit, output variance, coefficient) of the read noise in read units: sigma =
+    unit sqrt(output variance + coefficient S), S = sum x^2 over the read's rows
+    (additive) or sum |W| x^2 (pcm; 0 for no read noise), per patch (and column)."""
+    unit = float(cell_max * digit_max)  # one full cell at full drive, in read units
+    coefficient = 0.0
+    if settings.read_noise == "additive":
+        coefficient = float(np.square(settings.read_sigma / digit_max))
+    elif settings.read_noise == "pcm":
+        coefficient = float(np.square(settings.read_sigma) / (cell_max * digit_max**2))
+    return unit, float(np.square(settings.output_noise)), coefficient
 
 
 class Chip:

@@ -89,9 +89,18 @@ from xbarc.runtime.combine import (
     response_targets,
 )
 from xbarc.runtime.control import run_control
-from xbarc.runtime.devices import Chip, read_noise_sigma
+from xbarc.runtime.devices import Chip, read_noise_sigma, read_noise_terms
 from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, gemm, touched
+from xbarc.runtime.kernels.noisy_read import (
+    ADDITIVE,
+    NO_READ_NOISE,
+    PCM,
+    NoisyColumns,
+    ReadNoise,
+    noisy_columns,
+    noisy_read_accumulate,
+)
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
@@ -184,6 +193,9 @@ class Executor:
         # first run (None: the layer is read read by read)
         self._sparse: dict[str, SparseColumns | None] = {}
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
+        # noisy profiles: each layer's read columns for `noisy_read_accumulate`, built on
+        # its first run (None: the layer is read read by read)
+        self._noisy: dict[str, NoisyColumns | None] = {}
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
@@ -472,6 +484,10 @@ class Executor:
         """Integer accumulation of bit-serial reads through the ADC, [groups, cols, P],
         on the layer's read path (`_read_path`)."""
         path = self._read_path(plans)
+        if path == "noisy":  # float reads of a noisy chip: all of them at once
+            noisy = self._noisy[plans[0].layer.name]
+            assert noisy is not None
+            return self._accumulate_noisy(plans[0], noisy, columns, x)
         if path == "sparse":  # integer reads: all groups, reads and columns at once
             sparse = self._sparse[plans[0].layer.name]
             assert sparse is not None
@@ -494,6 +510,9 @@ class Executor:
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
+        if self.settings.cells_noisy or self.settings.reads_noisy:
+            # float reads (noisy cells or reads, or a layer of a noisy chip left exact)
+            return "noisy" if self._noisy_columns(plans) is not None else "by read"
         if self._sparse_columns(plans) is not None:
             return "sparse"
         return "by read"
@@ -604,6 +623,80 @@ class Executor:
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
         return result
+
+    def _noisy_columns(self, plans: list[LayerPlan]) -> NoisyColumns | None:
+        """The layer's read columns for `noisy_read_accumulate`, where its reads allow it:
+        float32 reads of DAC levels of at most 8 bits, ADC full scales known before the
+        read (not `dynamic`), no offset correction. None: read by read (`ReadOut`)."""
+        if self.cell_type is not np.float32 or self.dac_bits > 8 or self.adc_range == "dynamic":
+            return None
+        layer = plans[0].layer
+        if layer.name not in self._noisy:
+            reads = [read for plan in plans for read in plan.reads]
+            noisy = None
+            if all(read.offset_columns is None for read in reads):
+                pcm = self.settings.read_noise == "pcm"
+                row_count = layer.groups * layer.rows
+                noisy = noisy_columns(reads, layer.rows, plans[0].columns, row_count, pcm)
+            self._noisy[layer.name] = noisy
+        return self._noisy[layer.name]
+
+    def _accumulate_noisy(self, plan: LayerPlan, noisy: NoisyColumns, columns, x):
+        """`_accumulate_quantized` on a noisy chip, with `noisy_read_accumulate`: each
+        sign's DAC levels unfolded once, and all its slices read off them, with their
+        noise, in one call."""
+        slice_bits = self.program.hardware.dac.slice_bits
+        bits, input_scale = self._dac_scale(plan.layer.name, x)
+        count = -(-(bits - 1) // slice_bits)
+        planes = self.workspace(("noise", "input levels"), (2, 1, *x.shape), np.uint8)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
+        acc: np.ndarray | None = None
+        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+            if not nonzero:  # e.g. no negative inputs after a ReLU
+                continue
+            unfolded = columns(
+                part[0], lambda shape: self.workspace(("noise", "unfolded"), shape, np.uint8)
+            )
+            groups, _, patches = unfolded.shape
+            levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
+            if acc is None:
+                shape = (groups * plan.columns, patches)
+                acc = self.workspace(("noise", "accumulator"), shape, np.int64)
+                acc.fill(0)
+            noise = self._read_noise()
+            noisy_read_accumulate(
+                levels_in,
+                noisy,
+                slice_bits,
+                count,
+                sign,
+                self.adc_levels,
+                self.differential_adc,
+                noise,
+                acc,
+            )
+        if acc is None:  # an all-zero input: nothing to read
+            groups, _, patches = columns(x).shape
+            return touched((groups, plan.layer.cols, patches), np.float32)
+        result = touched((groups, plan.layer.cols, patches), np.float32)
+        accumulated = acc.reshape(groups, plan.columns, patches)
+        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+        return result
+
+    def _read_noise(self) -> ReadNoise | None:
+        """The noise of the next read-out of the layer being read (None: none), with the
+        keys of its draws (`next_read_key`)."""
+        if not self.layer_reads_noisy:
+            return None
+        settings = self.settings
+        unit, output_variance, coefficient = read_noise_terms(
+            settings, self.cell_max, self.digit_max
+        )
+        model = {"additive": ADDITIVE, "pcm": PCM}.get(settings.read_noise, NO_READ_NOISE)
+        input_sigma = settings.input_noise * self.digit_max
+        key = self.next_read_key()
+        input_key = self.next_read_key() if input_sigma > 0 else 0
+        return ReadNoise(unit, output_variance, model, coefficient, input_sigma, key, input_key)
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
         """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and

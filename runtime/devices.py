@@ -12,6 +12,10 @@ cell holds its target.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
 import numpy as np
 
 from xbarc.runtime.noise import NoiseSettings
@@ -183,10 +187,27 @@ class Chip:
 
     def program(self, tile: int, levels: np.ndarray) -> np.ndarray:
         """Effective levels a read sees after programming `tile` to `levels` [rows, cols]
-        (level units of cell_max, float) and letting it drift to t_inference."""
-        settings = self.settings
+        (level units of cell_max, float) and letting it drift to t_inference; taken from
+        the memo of `programming_memo` when one is open and holds them."""
         count = self._programmed.get(tile, 0) + 1
         self._programmed[tile] = count
+        memo = _MEMO.get("open")
+        if memo is None:
+            return self._program(tile, count, levels)
+        chip = (self.settings, self.seeds, self.cell_max, self.g_min, self.g_max)
+        if memo.get("chip") != chip:  # one chip at a time: chips can be large
+            memo.clear()
+            memo["chip"] = chip
+        key = (tile, count, levels.shape, hashlib.blake2b(levels.tobytes()).digest())
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._program(tile, count, levels)
+            found.flags.writeable = False
+        return found.copy()
+
+    def _program(self, tile: int, count: int, levels: np.ndarray) -> np.ndarray:
+        """`program` of the `count`-th programming of `tile`, computed."""
+        settings = self.settings
         stuck, g_max = self.devices(tile, levels.shape)
         target = target_conductance(levels, self.cell_max, self.g_min, g_max)
         g = program(
@@ -206,6 +227,28 @@ class Chip:
         if settings.wire_resistance > 0:
             g = ir_drop_first_order(g, settings.wire_resistance)
         return effective_levels(g, self.cell_max, self.g_min, self.g_max)
+
+
+# The open memo of `programming_memo` ("open" -> {"chip": its key, (tile, count, shape,
+# digest of the levels) -> effective levels}), if any.
+_MEMO: dict[str, dict] = {}
+
+
+@contextlib.contextmanager
+def programming_memo() -> Iterator[None]:
+    """Within it, each `Chip.program` result is kept (for the last chip's settings and
+    seeds only) and given again to any chip that programs the same tile, the same time, to
+    the same levels: programming is a function of those and the seeds, so the cells are
+    the same bits. `eval --seeds N --sensitivity` programs each chip seed once instead of
+    once per layer."""
+    if "open" in _MEMO:  # nested: the outer one serves
+        yield
+        return
+    _MEMO["open"] = {}
+    try:
+        yield
+    finally:
+        _MEMO.clear()
 
 
 # --- IR drop ----------------------------------------------------------------------------

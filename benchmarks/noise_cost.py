@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an insta
 from results import record_if  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
+from xbarc.runtime.devices import programming_memo as MEMO  # noqa: E402
 from xbarc.runtime.executor import Executor  # noqa: E402
 from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 
@@ -69,6 +70,59 @@ def timed(function) -> tuple[object, float]:
     started = time.perf_counter()
     result = function()
     return result, time.perf_counter() - started
+
+
+def sensitivity_programming(memo: bool, seeds: int = 10) -> tuple[float, float, int]:
+    """(seconds programming chips, seconds in all, tiles programmed) of `xbarc eval --noise
+    rram --seeds N --sensitivity` on the digits LeNet (360 images), with the programming
+    memo (each chip seed programmed once) or without it (once per pass, as before)."""
+    import contextlib
+    import tempfile
+
+    from xbarc import evaluate
+    from xbarc.ir.io import save_program
+    from xbarc.runtime import devices
+
+    program = compile_onnx(
+        DIGITS / "lenet.onnx", CompileOptions(tiles=4096, input_shapes={"x": (1, 1, 8, 8)})
+    )
+    spent = [0.0, 0]
+    original, compute = devices.Chip.program, devices.Chip._program
+
+    def timed_program(chip, tile, levels):
+        started = time.perf_counter()
+        result = original(chip, tile, levels)
+        spent[0] += time.perf_counter() - started
+        return result
+
+    def counted(chip, tile, count, levels):
+        spent[1] += 1
+        return compute(chip, tile, count, levels)
+
+    devices.Chip.program = timed_program  # type: ignore[method-assign]
+    devices.Chip._program = counted  # type: ignore[method-assign]
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "lenet.xbar"
+            save_program(path, program)
+            if not memo:
+                devices.programming_memo = contextlib.nullcontext  # type: ignore[assignment]
+            started = time.perf_counter()
+            evaluate.evaluate(
+                path,
+                DIGITS / "lenet.onnx",
+                DIGITS / "digits_test.npz",
+                noise="rram",
+                labels_key="y",
+                instances=seeds,
+                sensitivity=True,
+            )
+            total = time.perf_counter() - started
+    finally:
+        devices.Chip.program = original  # type: ignore[method-assign]
+        devices.Chip._program = compute  # type: ignore[method-assign]
+        devices.programming_memo = MEMO
+    return spent[0], total, int(spent[1])
 
 
 def profile_of(executor: Executor, feeds, rows: int = 8) -> str:
@@ -120,6 +174,12 @@ def main() -> None:
         if "mobilenet" in name:
             profile = profile_of(rram, feeds)
             print(profile)
+    programming = {memo: sensitivity_programming(memo) for memo in (False, True)}
+    for memo, (programming_s, total_s, count) in programming.items():
+        print(
+            f"eval --seeds 10 --sensitivity, LeNet, memo {'on' if memo else 'off'}: "
+            f"{programming_s:.2f} s programming ({count} tile programmings) of {total_s:.2f} s"
+        )
     lines = [
         "## Cost of device noise (`benchmarks/noise_cost.py`)",
         "",
@@ -140,7 +200,24 @@ def main() -> None:
             f"| {name} | {quant_s:.3f} | {rram_s:.3f} | {rram_s / quant_s:.2f}x "
             f"| {noise_s:.3f} | {programming_s:.3f} |"
         )
+    (off_s, off_total, off_count), (on_s, on_total, on_count) = (
+        programming[False],
+        programming[True],
+    )
     lines += [
+        "",
+        "`xbarc eval --noise rram --seeds 10 --sensitivity` on the digits LeNet (360 "
+        f"images): {off_s:.2f} s programming chips ({off_count} tile programmings) of "
+        f"{off_total:.2f} s when every pass programs its chip; {on_s:.2f} s ({on_count}) "
+        f"of {on_total:.2f} s with each chip seed programmed once (`devices."
+        "programming_memo`, the same bits).",
+        "",
+        "Noise format 2 (issue 18): read noise is drawn inside `noisy_read_accumulate` "
+        "(one key per layer read-out and input sign, the position of each conversion), "
+        "each normal by a float32 Box-Muller transform of a splitmix64 hash (before: a "
+        "float64 ziggurat), and the noisy cells' sums are float32 in a fixed row order; "
+        "every `rram` and `pcm` output changed (`output_hashes.json`: 352 hashes of the "
+        "26 noisy runs re-recorded; the 576 of the 37 `ideal` and `quant` runs unchanged).",
         "",
         "Goal (issue 18): rram at most 1.5x quant. Where a digits mobilenet `rram` run "
         "spends its time (cProfile, own time):",

@@ -32,7 +32,12 @@ Settings (`noise.NoiseSettings`, from a profile):
 - noisy profiles (`rram`, `pcm`): `quant` on a chip whose tiles are programmed through
   the device models (`devices.Chip`: conductances, programming noise, stuck cells, drift)
   and whose reads add input, read and output noise, all from the seeds. Reads then run
-  in float32.
+  in float32: one `noisy_read_accumulate` call per layer and input sign reads every read,
+  slice and group off the sign's unfolded DAC levels, draws the noise of each conversion
+  (keyed by the read seed, the batch, the read-out and the conversion's position, so the
+  bits do not depend on the thread count) and converts it (`_accumulate_noisy`); the
+  layers of a noisy chip left exact (`noisy_layers`) take the same kernel without draws,
+  and give `quant`'s bits.
 
 Layers combined from a basis (BasisN, `combine.py`) are read the same way, as a virtual
 layer whose columns are the basis responses (s, k) of their input segments: the reads the
@@ -100,6 +105,7 @@ from xbarc.runtime.kernels.noisy_read import (
     ReadNoise,
     noisy_columns,
     noisy_read_accumulate,
+    observe_noisy_reads,
 )
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
@@ -495,17 +501,21 @@ class Executor:
         return self._accumulate_by_read(plans, columns, x)
 
     def _read_path(self, plans: list[LayerPlan]) -> str:
-        """How a layer's reads run: "sparse" (`sparse_read_accumulate`, integer reads) or
-        "by read" (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
-        buffered partial sums; the way every read can take, and the only one an observer
-        of the partial sums sees). Chosen on the layer's first run (`_choose_path`) and
+        """How a layer's reads run: "noisy" (`noisy_read_accumulate`, float reads of a noisy
+        chip), "sparse" (`sparse_read_accumulate`, integer reads) or "by read" (`ReadOut`:
+        one GEMM per read and input slice, the ADC kernel on the buffered partial sums; the
+        way every read can take, and the only one an observer of exact partial sums sees;
+        an observer of noisy reads is shown them by `observe_noisy_reads`, so that it does
+        not change their draws). Chosen on the layer's first run (`_choose_path`) and
         kept, except under an observer."""
-        if self.on_read_sums is not None:
-            return "by read"
         layer = plans[0].layer.name
         path = self._paths.get(layer)
         if path is None:
             path = self._paths[layer] = self._choose_path(plans)
+        if self.on_read_sums is not None and path != "noisy":
+            # noisy reads: the observer sees the values the noisy path converts (other
+            # draws, read by read: an observer must not change a noisy run's bits)
+            return "by read"
         return path
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
@@ -664,6 +674,17 @@ class Executor:
                 acc = self.workspace(("noise", "accumulator"), shape, np.int64)
                 acc.fill(0)
             noise = self._read_noise()
+            if self.on_read_sums is not None:
+                observer = self.on_read_sums
+                name = plan.layer.name
+                observe_noisy_reads(
+                    levels_in,
+                    noisy,
+                    slice_bits,
+                    count,
+                    noise,
+                    lambda sums, scales: observer(name, sums, scales),  # noqa: B023
+                )
             noisy_read_accumulate(
                 levels_in,
                 noisy,

@@ -90,6 +90,17 @@ def standard_normals_at(key: int, index: np.ndarray) -> np.ndarray:
     return z.astype(np.float64).reshape(index.shape)
 
 
+def normals_range(key: int, first: int, count: int) -> np.ndarray:
+    """The normals z(key, first .. first + count - 1), float32 (as the kernels draw them)."""
+    if kernels.backend() == "numpy" or count <= 0:
+        index = np.arange(first, first + max(count, 0), dtype=np.uint64)
+        return _normals_numpy(np.uint64(key % 2**64), index)
+    out = np.empty(count + 2, np.float32)
+    scratch = [np.empty(count // 2 + 2, np.float32) for _ in range(3)]
+    offset = normals(np.uint64(key % 2**64), np.uint64(first), count, out, *scratch)
+    return out[offset : offset + count]
+
+
 def add_noise_numpy(out: np.ndarray, sigma: np.ndarray, rows: np.ndarray, key: int) -> None:
     count, patches = out.shape
     z = _normals_numpy(np.uint64(key % 2**64), np.arange(count * patches)).reshape(count, -1)

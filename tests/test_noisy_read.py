@@ -302,3 +302,22 @@ def test_noisy_outputs_do_not_depend_on_the_thread_count():
         )
         results.append(done.stdout)
     assert results[0] == results[1] and results[0].count("\n") == 2
+
+
+@pytest.mark.parametrize("profile", ["rram", "pcm"])
+def test_an_observer_sees_every_noisy_read_and_changes_no_bit(lenet, profile):
+    """`xbarc run` and `eval` observe the partial sums for their ADC report: the noisy
+    path shows them the values it converts and gives the bits of an unobserved run."""
+    program, feeds = lenet
+    settings = noise_settings(profile)
+    plain = Executor(program, settings, Seeds.derive(5)).run(feeds)
+    executor = Executor(program, settings, Seeds.derive(5))
+    seen: list[tuple[str, np.ndarray, np.ndarray]] = []
+    executor.on_read_sums = lambda layer, sums, scales: seen.append((layer, sums, scales))
+    observed = executor.run(feeds)
+    assert all(np.array_equal(plain[name], observed[name]) for name in plain)
+    assert set(executor._paths.values()) == {"noisy"}
+    assert {layer for layer, _, _ in seen} == set(executor.plans)
+    for _, sums, scales in seen:
+        assert sums.dtype == np.float32 and sums.shape[0] == len(scales) and sums.shape[1] > 0
+        assert np.isfinite(sums).all() and (scales > 0).all()

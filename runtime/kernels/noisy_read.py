@@ -284,6 +284,60 @@ def _numpy(levels_in, columns, active, slice_bits, slices, sign, levels, signed,
             np.add.at(acc, columns.target[first:last], step[:, None] * codes.astype(np.int64))
 
 
+def observe_noisy_reads(
+    levels_in: np.ndarray,
+    columns: NoisyColumns,
+    slice_bits: int,
+    slices: int,
+    noise: ReadNoise | None,
+    observer,
+) -> None:
+    """Call `observer(sums [M_q, P] float32, full_scales [M_q])` with the values each read
+    and slice of `noisy_read_accumulate` converts (its noise drawn again from the same
+    keys; the sums of the cells by a float32 GEMM, so equal to the kernel's up to their
+    last bits): what an observer of the partial sums (the ADC report) measures. The
+    result is the kernel's: observing a run does not change its bits."""
+    from xbarc.runtime.kernels import gemm
+
+    active = active_reads(levels_in, columns, slice_bits, slices)
+    patches = levels_in.shape[1]
+    total_columns, total_rows = columns.columns, len(columns.rows)
+    for j in range(slices):
+        digits = (levels_in.astype(np.int32) >> (j * slice_bits)) & ((1 << slice_bits) - 1)
+        for q in range(len(columns.read_cells)):
+            if not active[q, j]:
+                continue
+            first_row, last_row = columns.read_start[q], columns.read_start[q + 1]
+            first, last = columns.read_columns[q], columns.read_columns[q + 1]
+            count, width = last - first, last_row - first_row
+            drive = np.ascontiguousarray(digits[columns.rows[first_row:last_row]], np.float32)
+            if noise is not None and noise.input_sigma > 0:
+                start = (j * total_rows + first_row) * patches
+                z = gaussian.normals_range(noise.input_key, start, width * patches)
+                noisy = drive.astype(np.float64) + noise.input_sigma * z.reshape(width, patches)
+                drive = noisy.astype(np.float32)
+            start = columns.read_cells[q]
+            cells = columns.cells[start : start + count * width].reshape(count, width)
+            sums = np.empty((count, patches), np.float32)
+            gemm.float_matmul(cells, drive, sums)
+            values = sums.astype(np.float64)
+            if noise is not None:
+                squares = drive.astype(np.float64) ** 2
+                if noise.model == PCM:
+                    held = columns.magnitude[start : start + count * width].reshape(count, width)
+                    spread = noise.coefficient * (held.astype(np.float64) @ squares)
+                elif noise.model == ADDITIVE:
+                    spread = noise.coefficient * squares.sum(axis=0)[None, :]
+                else:
+                    spread = np.zeros((1, patches))
+                sigma = noise.unit * np.sqrt(noise.output_variance + spread)
+                z = gaussian.normals_range(
+                    noise.key, (j * total_columns + first) * patches, count * patches
+                )
+                values = values + sigma * z.reshape(count, patches)
+            observer(values.astype(np.float32), columns.full_scale[first:last])
+
+
 def _check(levels_in, columns: NoisyColumns, slice_bits, slices, sign, levels, acc) -> None:
     if levels_in.dtype != np.uint8 or levels_in.ndim != 2 or not levels_in.flags.c_contiguous:
         raise ValueError(

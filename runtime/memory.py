@@ -20,7 +20,8 @@ The batch size of `xbarc eval` and `xbarc calibrate` is a memory budget divided 
   activations, so the activations are counted once more for it.
 
 Digits are one byte a slice where reads are exact integer GEMMs (uint8 cells, int8
-digits), else four (float32: noisy cells or reads, differential ADCs). The estimate
+digits), else four (float32: differential ADCs); the noisy read path of `rram` and `pcm`
+unfolds each sign's uint8 levels whole, one byte a position for all slices. The estimate
 leans high: integer reads of sparse columns (`kernels/sparse_read.py`) unfold each
 sign's levels once instead of slice by slice and buffer no partial sums.
 The estimate is checked against tracemalloc's peak in tests/test_batching.py and
@@ -68,6 +69,10 @@ def sample_cost(program: Program, settings: NoiseSettings) -> SampleCost:
     slice_bits = program.hardware.dac.slice_bits
     slices = -(-resolved.dac_bits // slice_bits)
     digit = 1 if integer_digits(program, resolved) else 4
+    if reads_noisy_path(program, resolved):
+        # the noisy read path: each sign's uint8 levels whole (not slice by slice), one
+        # sign unfolded at a time; its observer's values take the read buffer's place
+        digit, slices = 1, 1
     responses = basis_responses(program)
     read_columns = read_columns_per_group(program)
     input_slices = patches = accumulator = reads = output = 0
@@ -94,6 +99,17 @@ def integer_digits(program: Program, settings: NoiseSettings) -> bool:
         return False
     cell_bits = max((s.bits for a in program.arrays for s in a.slices), default=0)
     return cell_bits <= 8
+
+
+def reads_noisy_path(program: Program, settings: NoiseSettings) -> bool:
+    """Whether a noisy profile's reads take the executor's noisy path (`_noisy_columns`):
+    DAC levels of at most 8 bits, ADC full scales known before the read, no offset
+    encoding."""
+    noisy = settings.cells_noisy or settings.reads_noisy
+    offset = any(array.encoding == "offset" for array in program.arrays)
+    dac_bits = settings.dac_bits or program.hardware.dac.bits
+    adc_range = settings.adc_range or program.hardware.adc.range
+    return noisy and not offset and dac_bits <= 8 and adc_range != "dynamic"
 
 
 def basis_responses(program: Program) -> dict[str, int]:

@@ -302,15 +302,16 @@ def observe_noisy_reads(
     active = active_reads(levels_in, columns, slice_bits, slices)
     patches = levels_in.shape[1]
     total_columns, total_rows = columns.columns, len(columns.rows)
+    mask = (1 << slice_bits) - 1
     for j in range(slices):
-        digits = (levels_in.astype(np.int32) >> (j * slice_bits)) & ((1 << slice_bits) - 1)
         for q in range(len(columns.read_cells)):
             if not active[q, j]:
                 continue
             first_row, last_row = columns.read_start[q], columns.read_start[q + 1]
             first, last = columns.read_columns[q], columns.read_columns[q + 1]
             count, width = last - first, last_row - first_row
-            drive = np.ascontiguousarray(digits[columns.rows[first_row:last_row]], np.float32)
+            levels = levels_in[columns.rows[first_row:last_row]]  # the read's rows only
+            drive = ((levels >> (j * slice_bits)) & mask).astype(np.float32)
             if noise is not None and noise.input_sigma > 0:
                 start = (j * total_rows + first_row) * patches
                 z = gaussian.normals_range(noise.input_key, start, width * patches)

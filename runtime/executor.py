@@ -100,6 +100,7 @@ from xbarc.runtime.kernels import adc, dac, gemm, touched
 from xbarc.runtime.kernels.noisy_read import (
     ADDITIVE,
     NO_READ_NOISE,
+    NOISY_TALL,
     PCM,
     NoisyColumns,
     ReadNoise,
@@ -522,6 +523,8 @@ class Executor:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
         if self.settings.cells_noisy or self.settings.reads_noisy:
             # float reads (noisy cells or reads, or a layer of a noisy chip left exact)
+            if noisy_reads_tall(plans):
+                return "by read"
             return "noisy" if self._noisy_columns(plans) is not None else "by read"
         if self._sparse_columns(plans) is not None:
             return "sparse"
@@ -872,6 +875,16 @@ class Executor:
         if isinstance(array.scale, Const):
             return self.program.store[array.scale.name]
         return array.scale
+
+
+def noisy_reads_tall(plans: list[LayerPlan]) -> bool:
+    """Whether a noisy layer's reads are tall enough (NOISY_TALL rows per read column on
+    average) for the float GEMMs of `ReadOut`: a property of the program, never of the
+    batch, so that a batch's bits do not depend on the batches before it."""
+    reads = [read for plan in plans for read in plan.reads]
+    cells = sum(read.cells_t.size for read in reads)
+    columns = sum(len(read.target) for read in reads)
+    return columns > 0 and cells / columns >= NOISY_TALL
 
 
 def sole_consumers(program: Program) -> dict[str, int]:

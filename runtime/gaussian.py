@@ -220,16 +220,34 @@ def normals(key, first, count, out, wide, turn, exponents):
     return np.int64(first & np.uint64(1))
 
 
+# Draws per task of `add_noise_numba`: runs of the flat output, whatever its rows' length
+# (a row of 49 patches, ResNet-50's last layers at batch 1, is too short a task).
+NOISE_TASK = 4096
+
+
 @numba_kernel(parallel=True)
 def add_noise_numba(out, sigma, rows, key):
-    """`add_noise` on checked arguments: one task per row of `out`."""
+    """`add_noise` on checked arguments: one task per run of NOISE_TASK elements of the
+    flat `out` (the normals of a run are consecutive indices: one `normals` call)."""
     count, patches = out.shape
-    for m in prange(count):
-        s = rows[m]
-        z = np.empty(patches + 2, dtype=np.float32)
-        wide = np.empty(patches // 2 + 2, dtype=np.float32)
-        turn = np.empty(patches // 2 + 2, dtype=np.float32)
-        exponents = np.empty(patches // 2 + 2, dtype=np.float32)
-        offset = normals(key, np.uint64(m) * np.uint64(patches), patches, z, wide, turn, exponents)
-        for p in range(patches):
-            out[m, p] += sigma[s, p] * np.float64(z[offset + p])
+    total = count * patches
+    flat = out.reshape(-1)
+    tasks = (total + NOISE_TASK - 1) // NOISE_TASK
+    for task in prange(tasks):
+        start = task * NOISE_TASK
+        stop = min(start + NOISE_TASK, total)
+        z = np.empty(NOISE_TASK + 2, dtype=np.float32)
+        wide = np.empty(NOISE_TASK // 2 + 2, dtype=np.float32)
+        turn = np.empty(NOISE_TASK // 2 + 2, dtype=np.float32)
+        exponents = np.empty(NOISE_TASK // 2 + 2, dtype=np.float32)
+        offset = normals(key, np.uint64(start), stop - start, z, wide, turn, exponents)
+        at = start
+        while at < stop:
+            m = at // patches
+            p = at - m * patches
+            run = min(stop - at, patches - p)
+            s = rows[m]
+            base = offset + at - start
+            for k in range(run):
+                flat[at + k] += sigma[s, p + k] * np.float64(z[base + k])
+            at += run

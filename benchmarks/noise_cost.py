@@ -185,7 +185,7 @@ def main() -> None:
         "",
         f"Time per batch, best of {args.repeat}: `quant` and `rram` on the same default "
         "program (8-bit weights in 2-bit cells, 128x128 tiles, 1-bit DAC steps, 8-bit ADC). "
-        "`rram` reads each layer of reads shorter than 64 rows with one "
+        "`rram` reads each layer of reads shorter than 128 rows with one "
         "`noisy_read_accumulate` call per input sign (float32 sums of the noisy cells, "
         "input/read/output noise from the counter-based Gaussian, format 2, and the ADC in "
         "one kernel), taller ones read by read (onnxruntime's float GEMMs, then the "

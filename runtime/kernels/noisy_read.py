@@ -47,12 +47,12 @@ from xbarc.runtime.gaussian import normals
 from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
 from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 
-# Float reads of at least this many rows per read column (on average over a layer) run
-# faster as onnxruntime's float GEMMs read by read (`reads.ReadOut`) than here, where each
-# row is a pass over the patches: ResNet-50 at batch 1 (128-row reads, 49 to 3136
-# patches) took 19 s of CPU read by read against 27 s here; the digits ResNet (72 to 144
-# rows, 360 images) 1.7 s against 1.5 s.
-NOISY_TALL = 64
+# Float reads of at least this many rows per read column (on average over a layer: whole
+# tiles of 128 rows) run as onnxruntime's float GEMMs read by read (`reads.ReadOut`), not
+# here, where each row is a pass over the patches: ResNet-50 at batch 1 (49 to 3136
+# patches) took 16 s of CPU so against 27 s all here; the digits ResNet (reads of 72 to
+# 128 rows, 360 images) 1.4 s here against 1.7 s read by read.
+NOISY_TALL = 128
 
 # read-noise models, as the kernel numbers them
 NO_READ_NOISE, ADDITIVE, PCM = 0, 1, 2

@@ -12,6 +12,10 @@ cell holds its target.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
 import numpy as np
 
 from xbarc.runtime.noise import NoiseSettings
@@ -128,16 +132,30 @@ def read_noise_sigma(
     normalized units (weights |W| <= 1, inputs |x| <= 1, one cell at g_max driven at full
     scale = 1): additive: read_sigma |x|_2; pcm: read_sigma sqrt(sum |W| x^2); then
     output_noise, independent, added in quadrature."""
-    unit = cell_max * digit_max  # one full cell at full drive, in read units
-    variance = np.full((1, drive.shape[1]), np.square(settings.output_noise))
+    unit, output_variance, coefficient = read_noise_terms(settings, cell_max, digit_max)
+    variance = np.full((1, drive.shape[1]), output_variance)
     if settings.read_noise == "additive":
         squares = np.einsum("rp,rp->p", drive, drive).astype(np.float64)  # one pass
-        variance = variance + np.square(settings.read_sigma / digit_max) * squares[None, :]
+        variance = variance + coefficient * squares[None, :]
     elif settings.read_noise == "pcm":
         weighted = np.abs(cells) @ np.square(drive)  # sum |W| x^2, in level x digit^2 units
-        scale = np.square(settings.read_sigma) / (cell_max * digit_max**2)
-        variance = variance + scale * weighted.astype(np.float64)
+        variance = variance + coefficient * weighted.astype(np.float64)
     return unit * np.sqrt(variance)
+
+
+def read_noise_terms(
+    settings: NoiseSettings, cell_max: int, digit_max: int
+) -> tuple[float, float, float]:
+    """(unit, output variance, coefficient) of the read noise in read units: sigma =
+    unit sqrt(output variance + coefficient S), S = sum x^2 over the read's rows
+    (additive) or sum |W| x^2 (pcm; 0 for no read noise), per patch (and column)."""
+    unit = float(cell_max * digit_max)  # one full cell at full drive, in read units
+    coefficient = 0.0
+    if settings.read_noise == "additive":
+        coefficient = float(np.square(settings.read_sigma / digit_max))
+    elif settings.read_noise == "pcm":
+        coefficient = float(np.square(settings.read_sigma) / (cell_max * digit_max**2))
+    return unit, float(np.square(settings.output_noise)), coefficient
 
 
 class Chip:
@@ -169,10 +187,27 @@ class Chip:
 
     def program(self, tile: int, levels: np.ndarray) -> np.ndarray:
         """Effective levels a read sees after programming `tile` to `levels` [rows, cols]
-        (level units of cell_max, float) and letting it drift to t_inference."""
-        settings = self.settings
+        (level units of cell_max, float) and letting it drift to t_inference; taken from
+        the memo of `programming_memo` when one is open and holds them."""
         count = self._programmed.get(tile, 0) + 1
         self._programmed[tile] = count
+        memo = _MEMO.get("open")
+        if memo is None:
+            return self._program(tile, count, levels)
+        chip = (self.settings, self.seeds, self.cell_max, self.g_min, self.g_max)
+        if memo.get("chip") != chip:  # one chip at a time: chips can be large
+            memo.clear()
+            memo["chip"] = chip
+        key = (tile, count, levels.shape, hashlib.blake2b(levels.tobytes()).digest())
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._program(tile, count, levels)
+            found.flags.writeable = False
+        return found.copy()
+
+    def _program(self, tile: int, count: int, levels: np.ndarray) -> np.ndarray:
+        """`program` of the `count`-th programming of `tile`, computed."""
+        settings = self.settings
         stuck, g_max = self.devices(tile, levels.shape)
         target = target_conductance(levels, self.cell_max, self.g_min, g_max)
         g = program(
@@ -192,6 +227,28 @@ class Chip:
         if settings.wire_resistance > 0:
             g = ir_drop_first_order(g, settings.wire_resistance)
         return effective_levels(g, self.cell_max, self.g_min, self.g_max)
+
+
+# The open memo of `programming_memo` ("open" -> {"chip": its key, (tile, count, shape,
+# digest of the levels) -> effective levels}), if any.
+_MEMO: dict[str, dict] = {}
+
+
+@contextlib.contextmanager
+def programming_memo() -> Iterator[None]:
+    """Within it, each `Chip.program` result is kept (for the last chip's settings and
+    seeds only) and given again to any chip that programs the same tile, the same time, to
+    the same levels: programming is a function of those and the seeds, so the cells are
+    the same bits. `eval --seeds N --sensitivity` programs each chip seed once instead of
+    once per layer."""
+    if "open" in _MEMO:  # nested: the outer one serves
+        yield
+        return
+    _MEMO["open"] = {}
+    try:
+        yield
+    finally:
+        _MEMO.clear()
 
 
 # --- IR drop ----------------------------------------------------------------------------

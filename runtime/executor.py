@@ -32,7 +32,12 @@ Settings (`noise.NoiseSettings`, from a profile):
 - noisy profiles (`rram`, `pcm`): `quant` on a chip whose tiles are programmed through
   the device models (`devices.Chip`: conductances, programming noise, stuck cells, drift)
   and whose reads add input, read and output noise, all from the seeds. Reads then run
-  in float32.
+  in float32: one `noisy_read_accumulate` call per layer and input sign reads every read,
+  slice and group off the sign's unfolded DAC levels, draws the noise of each conversion
+  (keyed by the read seed, the batch, the read-out and the conversion's position, so the
+  bits do not depend on the thread count) and converts it (`_accumulate_noisy`); the
+  layers of a noisy chip left exact (`noisy_layers`) take the same kernel without draws,
+  and give `quant`'s bits.
 
 Layers combined from a basis (BasisN, `combine.py`) are read the same way, as a virtual
 layer whose columns are the basis responses (s, k) of their input segments: the reads the
@@ -99,7 +104,7 @@ from xbarc.runtime.combine import (
     response_targets,
 )
 from xbarc.runtime.control import run_control
-from xbarc.runtime.devices import Chip, read_noise_sigma
+from xbarc.runtime.devices import Chip, read_noise_sigma, read_noise_terms
 from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, engines, gemm, touched
 from xbarc.runtime.kernels.bitplane import (
@@ -109,6 +114,17 @@ from xbarc.runtime.kernels.bitplane import (
     runs_of,
 )
 from xbarc.runtime.kernels.fused import FusedLayer, fused_layer, fused_read_accumulate
+from xbarc.runtime.kernels.noisy_read import (
+    ADDITIVE,
+    NO_READ_NOISE,
+    NOISY_TALL,
+    PCM,
+    NoisyColumns,
+    ReadNoise,
+    noisy_columns,
+    noisy_read_accumulate,
+    observe_noisy_reads,
+)
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.patches import layer_columns
@@ -211,6 +227,9 @@ class Executor:
         self._fused: dict[str, SparseColumns | None] = {}
         self._fused_layers: dict[tuple[str, tuple[int, ...]], FusedLayer] = {}
         self.layer_engines: dict[tuple[str, int], str] = {}
+        # noisy profiles: each layer's read columns for `noisy_read_accumulate`, built on
+        # its first run (None: the layer is read read by read)
+        self._noisy: dict[str, NoisyColumns | None] = {}
         if not self.settings.quantized:
             self.effective_weights = {
                 layer: self._effective(layer, matrix) for layer, matrix in matrices.items()
@@ -499,6 +518,10 @@ class Executor:
         """Integer accumulation of bit-serial reads through the ADC, [groups, cols, P],
         on the layer's read path (`_read_path`)."""
         path = self._read_path(plans)
+        if path == "noisy":  # float reads of a noisy chip: all of them at once
+            noisy = self._noisy[plans[0].layer.name]
+            assert noisy is not None
+            return self._accumulate_noisy(plans[0], noisy, columns, x)
         if path == "bitplane":  # bit-serial integer reads: AND + popcount, all at once
             return self._accumulate_bitplane(plans, columns, x)
         if path == "sparse":  # integer reads: all groups, reads and columns at once
@@ -510,22 +533,32 @@ class Executor:
         return self._accumulate_by_read(plans, columns, x)
 
     def _read_path(self, plans: list[LayerPlan]) -> str:
-        """How a layer's reads run: "bitplane" (`bitplane_accumulate`, bit-serial integer
-        reads), "sparse" (`sparse_read_accumulate`, integer reads) or "by read"
-        (`ReadOut`: one GEMM per read and input slice, the ADC kernel on the
-        buffered partial sums; the way every read can take, and the only one an observer
-        of the partial sums sees). Chosen on the layer's first run (`_choose_path`) and
+        """How a layer's reads run: "noisy" (`noisy_read_accumulate`, float reads of a noisy
+        chip), "bitplane" (`bitplane_accumulate`, bit-serial integer reads), "fused"
+        (`_accumulate_fused`: the engine the measured table names), "sparse"
+        (`sparse_read_accumulate`, integer reads) or "by read" (`ReadOut`: one GEMM per read
+        and input slice, the ADC kernel on the buffered partial sums; the way every read can
+        take, and the only one an observer of exact partial sums sees; an observer of noisy
+        reads is shown them by `observe_noisy_reads`, so that it does not change their
+        draws). Chosen on the layer's first run (`_choose_path`) and
         kept, except under an observer."""
-        if self.on_read_sums is not None:
-            return "by read"
         layer = plans[0].layer.name
         path = self._paths.get(layer)
         if path is None:
             path = self._paths[layer] = self._choose_path(plans)
+        if self.on_read_sums is not None and path != "noisy":
+            # noisy reads: the observer sees the values the noisy path converts (other
+            # draws, read by read: an observer must not change a noisy run's bits)
+            return "by read"
         return path
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
+        if self.settings.cells_noisy or self.settings.reads_noisy:
+            # float reads (noisy cells or reads, or a layer of a noisy chip left exact)
+            if noisy_reads_tall(plans):
+                return "by read"
+            return "noisy" if self._noisy_columns(plans) is not None else "by read"
         if self._bitplane_reads(plans):
             layer = plans[0].layer.name
             reads = [read for plan in plans for read in plan.reads]
@@ -725,6 +758,76 @@ class Executor:
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
         return result
 
+    def _noisy_columns(self, plans: list[LayerPlan]) -> NoisyColumns | None:
+        """The layer's read columns for `noisy_read_accumulate`, where its reads allow it:
+        float32 reads of DAC levels of at most 8 bits, ADC full scales known before the
+        read (not `dynamic`), no offset correction. None: read by read (`ReadOut`)."""
+        if self.cell_type is not np.float32 or self.dac_bits > 8 or self.adc_range == "dynamic":
+            return None
+        layer = plans[0].layer
+        if layer.name not in self._noisy:
+            reads = [read for plan in plans for read in plan.reads]
+            noisy = None
+            if all(read.offset_columns is None for read in reads):
+                pcm = self.settings.read_noise == "pcm"
+                row_count = layer.groups * layer.rows
+                noisy = noisy_columns(reads, layer.rows, plans[0].columns, row_count, pcm)
+            self._noisy[layer.name] = noisy
+        return self._noisy[layer.name]
+
+    def _accumulate_noisy(self, plan: LayerPlan, noisy: NoisyColumns, columns, x):
+        """`_accumulate_quantized` on a noisy chip, with `noisy_read_accumulate`: each
+        sign's DAC levels unfolded once, and all its slices read off them, with their
+        noise, in one call."""
+        slice_bits = self.program.hardware.dac.slice_bits
+        bits, input_scale = self._dac_scale(plan.layer.name, x)
+        count = -(-(bits - 1) // slice_bits)
+        planes = self.workspace(("noise", "input levels"), (2, 1, *x.shape), np.uint8)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
+        acc: np.ndarray | None = None
+        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+            if not nonzero:  # e.g. no negative inputs after a ReLU
+                continue
+            unfolded = columns(
+                part[0], lambda shape: self.workspace(("noise", "unfolded"), shape, np.uint8)
+            )
+            groups, _, patches = unfolded.shape
+            levels_in = np.ascontiguousarray(unfolded).reshape(-1, patches)
+            if acc is None:
+                shape = (groups * plan.columns, patches)
+                acc = self.workspace(("noise", "accumulator"), shape, np.int64)
+                acc.fill(0)
+            noise = self._read_noise()
+            if self.on_read_sums is not None:
+                observer = self.on_read_sums
+                name = plan.layer.name
+                observe_noisy_reads(
+                    levels_in,
+                    noisy,
+                    slice_bits,
+                    count,
+                    noise,
+                    lambda sums, scales: observer(name, sums, scales),  # noqa: B023
+                )
+            noisy_read_accumulate(
+                levels_in,
+                noisy,
+                slice_bits,
+                count,
+                sign,
+                self.adc_levels,
+                self.differential_adc,
+                noise,
+                acc,
+            )
+        if acc is None:  # an all-zero input: nothing to read
+            groups, _, patches = columns(x).shape
+            return touched((groups, plan.layer.cols, patches), np.float32)
+        result = touched((groups, plan.layer.cols, patches), np.float32)
+        accumulated = acc.reshape(groups, plan.columns, patches)
+        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+        return result
+
     def _fused_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
         """The layer's read columns for `fused_read_accumulate`, where its reads allow it:
         exact integer reads (no device or read noise on this layer, cells that are
@@ -848,6 +951,21 @@ class Executor:
         return engines.read_shape(
             read_columns, cells, patches, digit_bits, slices, layer.groups * layer.rows, unfolds
         )
+
+    def _read_noise(self) -> ReadNoise | None:
+        """The noise of the next read-out of the layer being read (None: none), with the
+        keys of its draws (`next_read_key`)."""
+        if not self.layer_reads_noisy:
+            return None
+        settings = self.settings
+        unit, output_variance, coefficient = read_noise_terms(
+            settings, self.cell_max, self.digit_max
+        )
+        model = {"additive": ADDITIVE, "pcm": PCM}.get(settings.read_noise, NO_READ_NOISE)
+        input_sigma = settings.input_noise * self.digit_max
+        key = self.next_read_key()
+        input_key = self.next_read_key() if input_sigma > 0 else 0
+        return ReadNoise(unit, output_variance, model, coefficient, input_sigma, key, input_key)
 
     def _dac_scale(self, layer: str, x: np.ndarray) -> tuple[int, float]:
         """The DAC's bits for `x`, a sign included (as `dac.dac_planes` counts them), and
@@ -1002,6 +1120,16 @@ class Executor:
         if isinstance(array.scale, Const):
             return self.program.store[array.scale.name]
         return array.scale
+
+
+def noisy_reads_tall(plans: list[LayerPlan]) -> bool:
+    """Whether a noisy layer's reads are tall enough (NOISY_TALL rows per read column on
+    average) for the float GEMMs of `ReadOut`: a property of the program, never of the
+    batch, so that a batch's bits do not depend on the batches before it."""
+    reads = [read for plan in plans for read in plan.reads]
+    cells = sum(read.cells_t.size for read in reads)
+    columns = sum(len(read.target) for read in reads)
+    return columns > 0 and cells / columns >= NOISY_TALL
 
 
 def sole_consumers(program: Program) -> dict[str, int]:

@@ -20,7 +20,9 @@ The batch size of `xbarc eval` and `xbarc calibrate` is a memory budget divided 
   activations, so the activations are counted once more for it.
 
 Digits are one byte a slice where reads are exact integer GEMMs (uint8 cells, int8
-digits), else four (float32: noisy cells or reads, differential ADCs). The estimate
+digits), else four (float32: differential ADCs); the noisy read path of `rram` and `pcm`
+unfolds each sign's uint8 levels whole, one byte a position for all slices (layers of
+reads shorter than `noisy_read.NOISY_TALL` rows; taller ones are read read by read). The estimate
 leans high: integer reads of sparse columns (`kernels/sparse_read.py`) unfold each
 sign's levels once instead of slice by slice and buffer no partial sums.
 The estimate is checked against tracemalloc's peak in tests/test_batching.py and
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from xbarc.ir.geometry import conv_output_spatial
 from xbarc.ir.tile import CrossbarLayer, Program
 from xbarc.ir.types import NUMPY_DTYPES, TensorType
+from xbarc.runtime.kernels.noisy_read import NOISY_TALL
 from xbarc.runtime.noise import NoiseSettings
 
 
@@ -68,6 +71,9 @@ def sample_cost(program: Program, settings: NoiseSettings) -> SampleCost:
     slice_bits = program.hardware.dac.slice_bits
     slices = -(-resolved.dac_bits // slice_bits)
     digit = 1 if integer_digits(program, resolved) else 4
+    noisy_path = reads_noisy_path(program, resolved)
+    tile_rows = max(tile_type.rows for tile_type in program.hardware.tile_types)
+    slices_of = slices
     responses = basis_responses(program)
     read_columns = read_columns_per_group(program)
     input_slices = patches = accumulator = reads = output = 0
@@ -76,8 +82,13 @@ def sample_cost(program: Program, settings: NoiseSettings) -> SampleCost:
         input_elements = 0 if input_type is None else per_sample_elements(input_type)
         positions = layer_positions(layer, input_type)
         columns = responses.get(layer.name, layer.cols)
-        input_slices = max(input_slices, 2 * slices * input_elements * digit)
-        patches = max(patches, 2 * slices * layer.groups * layer.rows * positions * digit)
+        slices, digit_bytes, signs = slices_of, digit, 2
+        if noisy_path and min(layer.rows, tile_rows) < NOISY_TALL:
+            # the noisy read path: each sign's uint8 levels whole (not slice by slice),
+            # one sign unfolded at a time
+            slices, digit_bytes, signs = 1, 1, 1
+        input_slices = max(input_slices, 2 * slices * input_elements * digit_bytes)
+        patches = max(patches, signs * slices * layer.groups * layer.rows * positions * digit_bytes)
         accumulator = max(accumulator, layer.groups * columns * positions * 8)
         reads = max(reads, read_columns.get(layer.name, 0) * positions * 4)
         transient = 2 * layer.groups * layer.cols * positions * 4
@@ -94,6 +105,17 @@ def integer_digits(program: Program, settings: NoiseSettings) -> bool:
         return False
     cell_bits = max((s.bits for a in program.arrays for s in a.slices), default=0)
     return cell_bits <= 8
+
+
+def reads_noisy_path(program: Program, settings: NoiseSettings) -> bool:
+    """Whether a noisy profile's reads take the executor's noisy path (`_noisy_columns`):
+    DAC levels of at most 8 bits, ADC full scales known before the read, no offset
+    encoding."""
+    noisy = settings.cells_noisy or settings.reads_noisy
+    offset = any(array.encoding == "offset" for array in program.arrays)
+    dac_bits = settings.dac_bits or program.hardware.dac.bits
+    adc_range = settings.adc_range or program.hardware.adc.range
+    return noisy and not offset and dac_bits <= 8 and adc_range != "dynamic"
 
 
 def basis_responses(program: Program) -> dict[str, int]:

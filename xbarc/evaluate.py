@@ -302,7 +302,17 @@ def evaluate(
             run.observe_reads(None)
             return results
 
-        per_pass = [run_pass(one) for one in passes]
+        # chip seed by chip seed (the whole chip noisy, then each layer alone on it), so
+        # that each seed's chip is programmed once (`programming_memo`), results kept in
+        # pass order
+        from xbarc.runtime.devices import programming_memo
+
+        by_seed = sorted(range(len(passes)), key=lambda number: (passes[number].seed, number))
+        done: dict[int, list[BatchResult]] = {}
+        with programming_memo():
+            for number in by_seed:
+                done[number] = run_pass(passes[number])
+        per_pass = [done[number] for number in range(len(passes))]
     else:
         per_pass = distributed_passes(
             workers, session, passes, feeds, wanted, truths, read_sums, counted

@@ -1,0 +1,549 @@
+"""Noisy reads of a layer: float reads of its noisy cells, read noise and the ADC in one kernel.
+
+    noisy_read_accumulate(levels_in, columns, slice_bits, slices, sign, levels, low, noise, acc)
+    # acc += the noisy read-out of every input slice of one sign's DAC levels
+
+The read path of noisy profiles (`rram`, `pcm`, and the exact layers of an executor whose
+other layers are noisy): instead of one float GEMM per read and input slice into a buffer
+that `gaussian.add_noise` and the ADC kernel then read back, one kernel call per input
+sign takes every read column of a layer, all groups and input slices at once. Per run of
+patches (held in the cache) and per read, it cuts the read's input digits out of the
+unfolded uint8 DAC levels (unfolded once per sign, not once per slice), adds the input
+noise, sums the column's cells times the digits in float32 (rows in ascending order; a
+row whose digits are all zero in the run adds exact zeros and is skipped), adds the read
+and output noise and converts the sum as `adc.adc_accumulate` does:
+
+    code = clip(rint(float64(s) * levels / full_scale), low, levels)
+    acc[target] += factor * significance * full_scale * code
+
+where s = the column sum + sigma * z. sigma is the standard deviation of
+`devices.read_noise_sigma`: additive, unit sqrt(output_noise^2 + (read_sigma /
+digit_max)^2 sum x^2) with sum x^2 over the read's rows per patch (the read's columns
+share it); pcm, unit sqrt(output_noise^2 + read_sigma^2 sum |W| x^2 / (cell_max
+digit_max^2)) per column, the same structure as the read with |W| and x^2.
+
+Draws: z is the standard normal of `gaussian` (splitmix64 and the ziggurat) of the call's
+key and the index (slice x columns + column) x patches + patch; input noise, drawn when
+the profile has it, from a second key and the index (slice x rows + row of the read's
+rows, read after read) x patches + patch. So every draw is a function of the seeds, the
+batch, the read-out and its position: the same bits on any number of threads and for any
+split of the work (the kernel runs in parallel over runs of patches and blocks of output
+columns, never over a sum). A (read, slice) whose digits are zero on every patch of the
+batch is not read (no noise, no conversion), as the read-by-read path skips it.
+
+`noisy_read_accumulate_numpy` is the twin: the same float32 sums in the same order, the
+same float64 noise and conversion (equal to the bit, up to the last bit of libm's `exp`
+and `log` in the ziggurat's rare slow path, as `gaussian`'s twin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xbarc.runtime import gaussian
+from xbarc.runtime.gaussian import normals
+from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
+
+# Float reads of at least this many rows per read column (on average over a layer: whole
+# tiles of 128 rows) run as onnxruntime's float GEMMs read by read (`reads.ReadOut`), not
+# here, where each row is a pass over the patches: ResNet-50 at batch 1 (49 to 3136
+# patches) took 16 s of CPU so against 27 s all here; the digits ResNet (reads of 72 to
+# 128 rows, 360 images) 1.4 s here against 1.7 s read by read.
+NOISY_TALL = 128
+
+# read-noise models, as the kernel numbers them
+NO_READ_NOISE, ADDITIVE, PCM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ReadNoise:
+    """The noise a layer's reads get, in read units (levels x DAC digits): sigma = `unit`
+    sqrt(`output_variance` + `coefficient` x (sum x^2, or sum |W| x^2 for pcm)); input
+    noise of `input_sigma` digits per row. `key` and `input_key` key the draws."""
+
+    unit: float
+    output_variance: float
+    model: int  # NO_READ_NOISE | ADDITIVE | PCM
+    coefficient: float
+    input_sigma: float
+    key: int
+    input_key: int
+
+
+@dataclass
+class NoisyColumns:
+    """A layer's read columns for `noisy_read_accumulate`, its reads one after another.
+
+    Read q drives the rows `rows[read_start[q]:read_start[q+1]]` (rows of the flat
+    [groups x rows] unfolded input) onto its columns `read_columns[q]` to
+    `read_columns[q+1]`; column m of read q holds the cells `cells[read_cells[q] + (m -
+    read_columns[q]) x R_q + r]` (R_q the read's rows) and, for pcm, their magnitudes
+    |G+| + |G-| in `magnitude` at the same places. Column m's code goes to row `target[m]`
+    of the flat [groups x columns] accumulator with the signed significance `factor[m]`
+    over `full_scale[m]`."""
+
+    read_start: np.ndarray  # int64 [Q + 1]
+    rows: np.ndarray  # int64 [sum R_q]
+    read_columns: np.ndarray  # int64 [Q + 1]
+    read_cells: np.ndarray  # int64 [Q]
+    cells: np.ndarray  # float32 [sum M_q x R_q]
+    magnitude: np.ndarray  # float32, as `cells` (pcm) or empty
+    target: np.ndarray  # int64 [M]
+    factor: np.ndarray  # int64 [M]
+    full_scale: np.ndarray  # int64 [M]
+    row_count: int  # rows of the unfolded input (groups x layer rows)
+    target_count: int  # rows of the accumulator
+    _blocks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> int:
+        return len(self.target)
+
+    def read_of(self) -> np.ndarray:
+        """The read of each column, int64 [M]."""
+        return np.repeat(np.arange(len(self.read_cells)), np.diff(self.read_columns))
+
+    def blocks(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The columns split into `count` blocks of whole targets (contiguous ranges of
+        target rows, so two blocks never add into the same row), each block's columns
+        read by read: (start int64 [count + 1], columns int64 [M])."""
+        found = self._blocks.get(count)
+        if found is None:
+            block = self.target * count // max(self.target_count, 1)
+            order = np.lexsort((np.arange(self.columns), self.read_of(), block))
+            start = np.searchsorted(block[order], np.arange(count + 1)).astype(np.int64)
+            found = self._blocks[count] = (start, order.astype(np.int64))
+        return found
+
+
+def noisy_columns(reads, rows: int, cols: int, row_count: int, pcm: bool) -> NoisyColumns:
+    """The read plans of a layer (`reads.ReadPlan`s, every group) as `NoisyColumns`:
+    `rows` and `cols` the layer's rows and accumulator columns per group."""
+    read_rows, cells, magnitude, targets, factors, full_scales = [], [], [], [], [], []
+    read_start, read_columns, read_cells = [0], [0], []
+    cell_count = 0
+    for read in reads:
+        source = read.group * rows + np.arange(rows, dtype=np.int64)[read.rows]
+        read_rows.append(source)
+        read_start.append(read_start[-1] + len(source))
+        read_columns.append(read_columns[-1] + len(read.target))
+        read_cells.append(cell_count)
+        cell_count += read.cells_t.size
+        cells.append(np.asarray(read.cells_t, np.float32).reshape(-1))
+        if pcm:
+            held = read.cells_t if read.magnitude_t is None else read.magnitude_t
+            magnitude.append(np.abs(np.asarray(held, np.float32)).reshape(-1))
+        targets.append(read.group * cols + read.target)
+        factors.append(read.factor)
+        full_scales.append(read.full_scale)
+
+    def joined(parts, dtype):
+        return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype=dtype)
+
+    return NoisyColumns(
+        np.asarray(read_start, np.int64),
+        joined(read_rows, np.int64),
+        np.asarray(read_columns, np.int64),
+        np.asarray(read_cells, np.int64),
+        joined(cells, np.float32),
+        joined(magnitude, np.float32),
+        joined(targets, np.int64),
+        joined(factors, np.int64),
+        joined(full_scales, np.int64),
+        row_count,
+        max(1, (max((r.group for r in reads), default=0) + 1) * cols),
+    )
+
+
+def active_reads(levels_in: np.ndarray, columns: NoisyColumns, slice_bits: int, slices: int):
+    """uint8 [Q, slices]: whether read q's digits of slice j are non-zero on some patch."""
+    ored = np.bitwise_or.reduce(levels_in, axis=1) if levels_in.size else np.zeros(0, np.uint8)
+    mask = (1 << slice_bits) - 1
+    active = np.zeros((len(columns.read_cells), slices), np.uint8)
+    for q in range(len(columns.read_cells)):
+        rows = columns.rows[columns.read_start[q] : columns.read_start[q + 1]]
+        bits = int(np.bitwise_or.reduce(ored[rows])) if len(rows) else 0
+        for j in range(slices):
+            active[q, j] = (bits >> (j * slice_bits)) & mask != 0
+    return active
+
+
+def noisy_read_accumulate(
+    levels_in: np.ndarray,
+    columns: NoisyColumns,
+    slice_bits: int,
+    slices: int,
+    sign: int,
+    levels: int,
+    signed: bool,
+    noise: ReadNoise | None,
+    acc: np.ndarray,
+) -> None:
+    """acc += the noisy ADC read-out of every column of `columns` driven by each slice.
+
+    `levels_in` uint8 [rows, P]: the unfolded DAC levels of one sign's magnitude, groups
+    flattened into rows; slice j < `slices` drives the digits (levels_in >> j x
+    slice_bits) & (2^slice_bits - 1) with the significance sign x 2^(j x slice_bits).
+    `levels` > 0 ADC levels (a `signed` ADC clips codes at -levels, else at 0); `noise`:
+    the read's noise (None: exact reads of the cells, no draws). `acc` int64 [outputs, P]."""
+    _check(levels_in, columns, slice_bits, slices, sign, levels, acc)
+    if not columns.columns:
+        return
+    active = active_reads(levels_in, columns, slice_bits, slices)
+    if backend() == "numpy":
+        _numpy(levels_in, columns, active, slice_bits, slices, sign, levels, signed, noise, acc)
+        return
+    patches = levels_in.shape[1]
+    chunks = -(-patches // CHUNK)
+    # enough tasks for every core when the patches are few (ResNet-50 at batch 1: 49 of
+    # them in its last layers); the split does not change a bit of the result
+    count = int(min(max(1, -(-16 // chunks)), columns.target_count))
+    block_start, block_columns = columns.blocks(count)
+    maxima = chunk_maxima(levels_in)
+    use_threads(PARALLEL_WORK)
+    settings = noise or ReadNoise(1.0, 0.0, NO_READ_NOISE, 0.0, 0.0, 0, 0)
+    noisy_read_accumulate_numba(
+        levels_in,
+        maxima,
+        active,
+        columns.read_start,
+        columns.rows,
+        columns.read_columns,
+        columns.read_cells,
+        columns.cells,
+        columns.magnitude if len(columns.magnitude) else columns.cells,
+        columns.target,
+        columns.factor,
+        columns.full_scale,
+        block_start,
+        block_columns,
+        np.int32(slice_bits),
+        int(slices),
+        np.int64(sign),
+        np.float64(levels),
+        -np.float64(levels) if signed else 0.0,
+        noise is not None,
+        np.float64(settings.unit),
+        np.float64(settings.output_variance),
+        int(settings.model),
+        np.float64(settings.coefficient),
+        np.float64(settings.input_sigma),
+        np.uint64(settings.key % 2**64),
+        np.uint64(settings.input_key % 2**64),
+        CHUNK,
+        acc,
+    )
+
+
+def _numpy(levels_in, columns, active, slice_bits, slices, sign, levels, signed, noise, acc):
+    """The twin: per read and slice, the same float32 sums row by row, float64 noise and
+    conversion."""
+    patches = levels_in.shape[1]
+    total_columns, total_rows = columns.columns, len(columns.rows)
+    top = np.float64(levels)
+    low = -top if signed else 0.0
+    for j in range(slices):
+        shift = j * slice_bits
+        digits_all = ((levels_in.astype(np.int32) >> shift) & ((1 << slice_bits) - 1)).astype(
+            np.float32
+        )
+        for q in range(len(columns.read_cells)):
+            if not active[q, j]:
+                continue
+            first_row, last_row = columns.read_start[q], columns.read_start[q + 1]
+            first, last = columns.read_columns[q], columns.read_columns[q + 1]
+            count, width = last - first, last_row - first_row
+            drive = digits_all[columns.rows[first_row:last_row]]
+            if noise is not None and noise.input_sigma > 0:
+                index = (j * total_rows + np.arange(first_row, last_row))[:, None] * patches
+                z = gaussian.standard_normals_at(noise.input_key, index + np.arange(patches))
+                drive = (drive.astype(np.float64) + noise.input_sigma * z).astype(np.float32)
+            start = columns.read_cells[q]
+            cells = columns.cells[start : start + count * width].reshape(count, width)
+            sums = np.zeros((count, patches), np.float32)
+            for r in range(width):
+                sums += cells[:, r : r + 1] * drive[r]
+            values = sums.astype(np.float64)
+            if noise is not None:
+                squares = drive.astype(np.float64) ** 2
+                if noise.model == PCM:
+                    held = columns.magnitude[start : start + count * width].reshape(count, width)
+                    weighted = np.zeros((count, patches))
+                    for r in range(width):
+                        weighted += held[:, r : r + 1].astype(np.float64) * squares[r]
+                    variance = noise.output_variance + noise.coefficient * weighted
+                else:
+                    summed = np.zeros(patches)
+                    for r in range(width):
+                        summed += squares[r]
+                    coefficient = noise.coefficient if noise.model == ADDITIVE else 0.0
+                    variance = (noise.output_variance + coefficient * summed)[None, :]
+                sigma = noise.unit * np.sqrt(variance)
+                index = (j * total_columns + np.arange(first, last))[:, None] * patches
+                z = gaussian.standard_normals_at(noise.key, index + np.arange(patches))
+                values = values + sigma * z
+            full_scale = columns.full_scale[first:last]
+            codes = np.clip(np.rint(values * top / full_scale[:, None]), low, top)
+            step = columns.factor[first:last] * (sign << shift) * full_scale
+            np.add.at(acc, columns.target[first:last], step[:, None] * codes.astype(np.int64))
+
+
+def observe_noisy_reads(
+    levels_in: np.ndarray,
+    columns: NoisyColumns,
+    slice_bits: int,
+    slices: int,
+    noise: ReadNoise | None,
+    observer,
+) -> None:
+    """Call `observer(sums [M_q, P] float32, full_scales [M_q])` with the values each read
+    and slice of `noisy_read_accumulate` converts (its noise drawn again from the same
+    keys; the sums of the cells by a float32 GEMM, so equal to the kernel's up to their
+    last bits): what an observer of the partial sums (the ADC report) measures. The
+    result is the kernel's: observing a run does not change its bits."""
+    from xbarc.runtime.kernels import gemm
+
+    active = active_reads(levels_in, columns, slice_bits, slices)
+    patches = levels_in.shape[1]
+    total_columns, total_rows = columns.columns, len(columns.rows)
+    mask = (1 << slice_bits) - 1
+    for j in range(slices):
+        for q in range(len(columns.read_cells)):
+            if not active[q, j]:
+                continue
+            first_row, last_row = columns.read_start[q], columns.read_start[q + 1]
+            first, last = columns.read_columns[q], columns.read_columns[q + 1]
+            count, width = last - first, last_row - first_row
+            levels = levels_in[columns.rows[first_row:last_row]]  # the read's rows only
+            drive = ((levels >> (j * slice_bits)) & mask).astype(np.float32)
+            if noise is not None and noise.input_sigma > 0:
+                start = (j * total_rows + first_row) * patches
+                z = gaussian.normals_range(noise.input_key, start, width * patches)
+                noisy = drive.astype(np.float64) + noise.input_sigma * z.reshape(width, patches)
+                drive = noisy.astype(np.float32)
+            start = columns.read_cells[q]
+            cells = columns.cells[start : start + count * width].reshape(count, width)
+            sums = np.empty((count, patches), np.float32)
+            gemm.float_matmul(cells, drive, sums)
+            values = sums.astype(np.float64)
+            if noise is not None:
+                squares = drive.astype(np.float64) ** 2
+                if noise.model == PCM:
+                    held = columns.magnitude[start : start + count * width].reshape(count, width)
+                    spread = noise.coefficient * (held.astype(np.float64) @ squares)
+                elif noise.model == ADDITIVE:
+                    spread = noise.coefficient * squares.sum(axis=0)[None, :]
+                else:
+                    spread = np.zeros((1, patches))
+                sigma = noise.unit * np.sqrt(noise.output_variance + spread)
+                z = gaussian.normals_range(
+                    noise.key, (j * total_columns + first) * patches, count * patches
+                )
+                values = values + sigma * z.reshape(count, patches)
+            observer(values.astype(np.float32), columns.full_scale[first:last])
+
+
+def _check(levels_in, columns: NoisyColumns, slice_bits, slices, sign, levels, acc) -> None:
+    if levels_in.dtype != np.uint8 or levels_in.ndim != 2 or not levels_in.flags.c_contiguous:
+        raise ValueError(
+            f"noisy_read_accumulate: levels are {levels_in.dtype} {levels_in.shape}; "
+            "expected C-contiguous uint8 [rows, P]"
+        )
+    if (
+        acc.dtype != np.int64
+        or acc.ndim != 2
+        or acc.shape[1] != levels_in.shape[1]
+        or not (acc.flags.writeable and acc.flags.c_contiguous)
+    ):
+        raise ValueError(
+            f"noisy_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
+            f"C-contiguous int64 (outputs, {levels_in.shape[1]})"
+        )
+    if not 1 <= slice_bits <= 8 or not 0 <= (slices - 1) * slice_bits < 8 or sign not in (1, -1):
+        raise ValueError(
+            f"noisy_read_accumulate: {slices} slices of {slice_bits} bits, sign {sign}"
+        )
+    if levels < 1:
+        raise ValueError(
+            "noisy_read_accumulate: the ADC needs levels (a lossless one sums integers)"
+        )
+    if columns.row_count > levels_in.shape[0] or (
+        len(columns.rows) and columns.rows.max() >= levels_in.shape[0]
+    ):
+        raise ValueError("noisy_read_accumulate: reads of rows beyond the levels' rows")
+    if columns.target_count > acc.shape[0]:
+        raise ValueError("noisy_read_accumulate: targets beyond the accumulator's rows")
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernel, compiled on first use
+
+
+@numba_kernel(parallel=True, error_model="numpy")
+def noisy_read_accumulate_numba(
+    levels_in,
+    maxima,
+    active,
+    read_start,
+    rows,
+    read_columns,
+    read_cells,
+    cells,
+    magnitude,
+    target,
+    factor,
+    full_scale,
+    block_start,
+    block_columns,
+    slice_bits,
+    slices,
+    sign,
+    top,
+    low,
+    noisy,
+    unit,
+    output_variance,
+    model,
+    coefficient,
+    input_sigma,
+    key,
+    input_key,
+    chunk,
+    acc,
+):
+    """`noisy_read_accumulate` on checked arguments; `maxima` per run of `chunk` patches,
+    `active` [Q, slices], the columns split into blocks of whole targets."""
+    patches = levels_in.shape[1]
+    source = levels_in.reshape(-1)
+    dest = acc.reshape(-1)
+    mask = np.int32((1 << slice_bits) - 1)
+    chunks = maxima.shape[1]
+    blocks = len(block_start) - 1
+    total_columns = np.uint64(len(target))
+    total_rows = np.uint64(len(rows))
+    span = np.uint64(patches)
+    longest = 0
+    for q in range(len(read_cells)):
+        longest = max(longest, read_start[q + 1] - read_start[q])
+    input_noise = noisy and input_sigma > 0.0
+    # One task per (run of patches, block of targets): no two tasks add into the same
+    # row and patch of `acc`; each column's sums, noise and codes are computed whole in
+    # one task, so the split changes nothing. A read's digits are cut once per task and
+    # slice into `drive` (float32 [rows, chunk]) and shared by its columns in the block.
+    for task in prange(chunks * blocks):
+        run = task // blocks
+        block = task % blocks
+        first = run * chunk
+        length = min(first + chunk, patches) - first
+        drive = np.empty(max(longest, 1) * chunk, dtype=np.float32)
+        used = np.empty(max(longest, 1), dtype=np.int64)
+        sums = np.empty(chunk, dtype=np.float32)
+        sigma = np.empty(chunk, dtype=np.float64)
+        weighted = np.empty(chunk, dtype=np.float64)
+        z = np.empty(chunk + 2, dtype=np.float32)
+        wide = np.empty(chunk // 2 + 2, dtype=np.float32)
+        turn = np.empty(chunk // 2 + 2, dtype=np.float32)
+        exponents = np.empty(chunk // 2 + 2, dtype=np.float32)
+        for j in range(slices):
+            shift = np.int32(j * slice_bits)
+            lowest = np.uint8(1 << shift)
+            significance = sign << shift
+            index = block_start[block]
+            stop_block = block_start[block + 1]
+            while index < stop_block:
+                q = 0
+                m0 = block_columns[index]
+                # the read of column m0: the last q with read_columns[q] <= m0
+                lo = 0
+                hi = len(read_cells) - 1
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if read_columns[mid] <= m0:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                q = lo
+                end = index
+                while (
+                    end < stop_block and read_columns[q] <= block_columns[end] < read_columns[q + 1]
+                ):
+                    end += 1
+                width = read_start[q + 1] - read_start[q]
+                if active[q, j] == 0:
+                    index = end
+                    continue
+                # the read's digits in this run of patches; rows all zero here skipped
+                # (they add exact zeros), unless input noise makes them non-zero
+                count = 0
+                for r in range(width):
+                    row = rows[read_start[q] + r]
+                    if not input_noise and maxima[row, run] < lowest:
+                        continue
+                    used[count] = r
+                    line = np.uint64(row) * span + np.uint64(first)
+                    into = np.uint64(count * chunk)
+                    for i in range(length):
+                        at = np.uint64(i)
+                        drive[into + at] = np.float32((np.int32(source[line + at]) >> shift) & mask)
+                    if input_noise:
+                        position = (np.uint64(j) * total_rows + np.uint64(read_start[q] + r)) * span
+                        offset = normals(
+                            input_key, position + np.uint64(first), length, z, wide, turn, exponents
+                        )
+                        for i in range(length):
+                            at = np.uint64(i)
+                            noise = input_sigma * np.float64(z[offset + i])
+                            drive[into + at] = np.float32(np.float64(drive[into + at]) + noise)
+                    count += 1
+                if noisy and model != 2:  # sigma shared by the read's columns
+                    for i in range(length):
+                        weighted[i] = 0.0
+                    if model == 1:
+                        for a in range(count):
+                            into = np.uint64(a * chunk)
+                            for i in range(length):
+                                value = np.float64(drive[into + np.uint64(i)])
+                                weighted[i] += value * value
+                    for i in range(length):
+                        sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
+                for e in range(index, end):
+                    m = block_columns[e]
+                    cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                    for i in range(length):
+                        sums[i] = np.float32(0.0)
+                    for a in range(count):
+                        weight = cells[cell0 + np.uint64(used[a])]
+                        into = np.uint64(a * chunk)
+                        for i in range(length):
+                            sums[i] += weight * drive[into + np.uint64(i)]
+                    if noisy and model == 2:
+                        for i in range(length):
+                            weighted[i] = 0.0
+                        for a in range(count):
+                            held = np.float64(magnitude[cell0 + np.uint64(used[a])])
+                            into = np.uint64(a * chunk)
+                            for i in range(length):
+                                value = np.float64(drive[into + np.uint64(i)])
+                                weighted[i] += held * (value * value)
+                        for i in range(length):
+                            sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
+                    step = factor[m] * significance * full_scale[m]
+                    scale = np.float64(full_scale[m])
+                    line = np.uint64(target[m]) * span + np.uint64(first)
+                    if noisy:
+                        position = (np.uint64(j) * total_columns + np.uint64(m)) * span
+                        offset = normals(
+                            key, position + np.uint64(first), length, z, wide, turn, exponents
+                        )
+                        for i in range(length):
+                            value = np.float64(sums[i]) + sigma[i] * np.float64(z[offset + i])
+                            code = np.rint(value * top / scale)
+                            dest[line + np.uint64(i)] += step * np.int64(min(max(code, low), top))
+                    else:
+                        for i in range(length):
+                            code = np.rint(np.float64(sums[i]) * top / scale)
+                            dest[line + np.uint64(i)] += step * np.int64(min(max(code, low), top))
+                index = end

@@ -22,7 +22,7 @@ digit_max)^2 sum x^2) with sum x^2 over the read's rows per patch (the read's co
 share it); pcm, unit sqrt(output_noise^2 + read_sigma^2 sum |W| x^2 / (cell_max
 digit_max^2)) per column, the same structure as the read with |W| and x^2.
 
-Draws: z is the standard normal of `gaussian` (splitmix64 and the ziggurat) of the call's
+Draws: z is the standard normal of `gaussian` (splitmix64 and Box-Muller in float32) of the call's
 key and the index (slice x columns + column) x patches + patch; input noise, drawn when
 the profile has it, from a second key and the index (slice x rows + row of the read's
 rows, read after read) x patches + patch. So every draw is a function of the seeds, the
@@ -32,8 +32,8 @@ columns, never over a sum). A (read, slice) whose digits are zero on every patch
 batch is not read (no noise, no conversion), as the read-by-read path skips it.
 
 `noisy_read_accumulate_numpy` is the twin: the same float32 sums in the same order, the
-same float64 noise and conversion (equal to the bit, up to the last bit of libm's `exp`
-and `log` in the ziggurat's rare slow path, as `gaussian`'s twin).
+same normals (float32 Box-Muller written as polynomials: the same bits in numpy, as
+`gaussian`'s twin), the same float64 noise and conversion: equal to the bit.
 """
 
 from __future__ import annotations

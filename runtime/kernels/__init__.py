@@ -67,6 +67,21 @@ def touched(shape: tuple[int, ...], dtype: npt.DTypeLike, fill: float = 0) -> np
     return np.full(shape, fill, dtype=dtype)
 
 
+def check_accumulator(kernel: str, acc: np.ndarray, patches: int) -> None:
+    """Raise ValueError unless `acc` is the writable C-contiguous int64 [outputs, `patches`]
+    accumulator that `kernel`'s ADC read-out adds its codes into."""
+    if (
+        acc.dtype != np.int64
+        or acc.ndim != 2
+        or acc.shape[1] != patches
+        or not (acc.flags.writeable and acc.flags.c_contiguous)
+    ):
+        raise ValueError(
+            f"{kernel}: acc is {acc.dtype} {acc.shape}; expected writable "
+            f"C-contiguous int64 (outputs, {patches})"
+        )
+
+
 # Work (output elements) below which a copying kernel runs on the calling thread alone:
 # waking sleeping worker threads costs ~0.2 ms. The ADC read-out, the costliest kernel per
 # element, always runs in parallel.

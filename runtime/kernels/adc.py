@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels import (
+    PARALLEL_WORK,
+    backend,
+    check_accumulator,
+    numba_kernel,
+    prange,
+    use_threads,
+)
 
 
 def adc_accumulate(
@@ -90,16 +97,7 @@ def _check_adc(partial, target, factor, full_scale, levels, acc) -> None:
                 f"adc_accumulate: {name} is {array.dtype} {array.shape}; "
                 f"expected int64 ({columns},)"
             )
-    if (
-        acc.dtype != np.int64
-        or acc.ndim != 2
-        or acc.shape[1] != patches
-        or not (acc.flags.writeable and acc.flags.c_contiguous)
-    ):
-        raise ValueError(
-            f"adc_accumulate: acc is {acc.dtype} {acc.shape}; "
-            f"expected writable C-contiguous int64 (outputs, {patches})"
-        )
+    check_accumulator("adc_accumulate", acc, patches)
     if columns and (target.min() < 0 or target.max() >= acc.shape[0]):
         raise ValueError(f"adc_accumulate: targets outside the {acc.shape[0]} output rows")
     if levels < 0:

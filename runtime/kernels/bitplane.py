@@ -40,6 +40,7 @@ from xbarc.runtime.kernels import (
     PARALLEL_WORK,
     NumbaKernel,
     backend,
+    check_accumulator,
     import_numba,
     numba_kernel,
     prange,
@@ -437,16 +438,7 @@ def _check_accumulate(packed, flags, columns, slice_plane, significance, acc) ->
             f"bitplane_accumulate: {len(significance)} slices of {slice_bits} bits over "
             f"{planes} planes"
         )
-    if (
-        acc.dtype != np.int64
-        or acc.ndim != 2
-        or acc.shape[1] != patches
-        or not (acc.flags.writeable and acc.flags.c_contiguous)
-    ):
-        raise ValueError(
-            f"bitplane_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
-            f"C-contiguous int64 (outputs, {patches})"
-        )
+    check_accumulator("bitplane_accumulate", acc, patches)
     if columns.target_count > acc.shape[0]:
         raise ValueError("bitplane_accumulate: targets beyond the accumulator's rows")
 

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels import (
+    PARALLEL_WORK,
+    backend,
+    check_accumulator,
+    numba_kernel,
+    prange,
+    use_threads,
+)
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
 from xbarc.runtime.kernels.sparse_read import SparseColumns
 
@@ -254,16 +261,7 @@ def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
             f"fused_read_accumulate: {levels_in.size} levels are not items of {gather.image}"
         )
     patches = levels_in.size // gather.image * gather.pixels
-    if (
-        acc.dtype != np.int64
-        or acc.ndim != 2
-        or acc.shape[1] != patches
-        or not (acc.flags.writeable and acc.flags.c_contiguous)
-    ):
-        raise ValueError(
-            f"fused_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
-            f"C-contiguous int64 (outputs, {patches})"
-        )
+    check_accumulator("fused_read_accumulate", acc, patches)
     offsets = gather.offsets
     if offsets.dtype != np.int64 or offsets.ndim != 2 or offsets.shape[1] != gather.pixels:
         raise ValueError(f"fused_read_accumulate: offsets {offsets.dtype} {offsets.shape}")

@@ -44,7 +44,14 @@ import numpy as np
 
 from xbarc.runtime import gaussian
 from xbarc.runtime.gaussian import normals
-from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels import (
+    PARALLEL_WORK,
+    backend,
+    check_accumulator,
+    numba_kernel,
+    prange,
+    use_threads,
+)
 from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 
 # Float reads of at least this many rows per read column (on average over a layer: whole
@@ -352,16 +359,7 @@ def _check(levels_in, columns: NoisyColumns, slice_bits, slices, sign, levels, a
             f"noisy_read_accumulate: levels are {levels_in.dtype} {levels_in.shape}; "
             "expected C-contiguous uint8 [rows, P]"
         )
-    if (
-        acc.dtype != np.int64
-        or acc.ndim != 2
-        or acc.shape[1] != levels_in.shape[1]
-        or not (acc.flags.writeable and acc.flags.c_contiguous)
-    ):
-        raise ValueError(
-            f"noisy_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
-            f"C-contiguous int64 (outputs, {levels_in.shape[1]})"
-        )
+    check_accumulator("noisy_read_accumulate", acc, levels_in.shape[1])
     if not 1 <= slice_bits <= 8 or not 0 <= (slices - 1) * slice_bits < 8 or sign not in (1, -1):
         raise ValueError(
             f"noisy_read_accumulate: {slices} slices of {slice_bits} bits, sign {sign}"

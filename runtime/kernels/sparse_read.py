@@ -29,7 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xbarc.runtime.kernels import PARALLEL_WORK, backend, numba_kernel, prange, use_threads
+from xbarc.runtime.kernels import (
+    PARALLEL_WORK,
+    backend,
+    check_accumulator,
+    numba_kernel,
+    prange,
+    use_threads,
+)
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
 
 
@@ -183,16 +190,7 @@ def _check(digits: np.ndarray, columns: SparseColumns, acc: np.ndarray) -> None:
             f"sparse_read_accumulate: levels are {digits.dtype} {digits.shape}; "
             "expected C-contiguous uint8 [rows, P]"
         )
-    if (
-        acc.dtype != np.int64
-        or acc.ndim != 2
-        or acc.shape[1] != digits.shape[1]
-        or not (acc.flags.writeable and acc.flags.c_contiguous)
-    ):
-        raise ValueError(
-            f"sparse_read_accumulate: acc is {acc.dtype} {acc.shape}; expected writable "
-            f"C-contiguous int64 (outputs, {digits.shape[1]})"
-        )
+    check_accumulator("sparse_read_accumulate", acc, digits.shape[1])
     if columns.row_count > digits.shape[0]:
         raise ValueError("sparse_read_accumulate: cells on rows beyond the levels' rows")
     if columns.target_count > acc.shape[0]:

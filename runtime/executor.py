@@ -113,7 +113,12 @@ from xbarc.runtime.kernels.bitplane import (
     pack_inputs,
     runs_of,
 )
-from xbarc.runtime.kernels.fused import FusedLayer, fused_layer, fused_read_accumulate
+from xbarc.runtime.kernels.fused import (
+    FusedLayer,
+    dequantize_items,
+    fused_layer,
+    fused_read_accumulate,
+)
 from xbarc.runtime.kernels.noisy_read import (
     ADDITIVE,
     NO_READ_NOISE,
@@ -893,10 +898,34 @@ class Executor:
                     acc,
                     signed=self.differential_adc,
                 )
-        result = touched((groups, layer.cols, patches), np.float32)
-        accumulated = acc.reshape(groups, plan.columns, patches)
-        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
-        return result
+        if plan.combine is not None or plan.columns != layer.cols or layer.kind == "conv_transpose":
+            result = touched((groups, layer.cols, patches), np.float32)
+            accumulated = acc.reshape(groups, plan.columns, patches)
+            self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+            return result
+        return self._finish_items(plan, groups, acc, input_scale, gather.pixels)
+
+    def _finish_items(
+        self, plan: LayerPlan, groups: int, acc: np.ndarray, input_scale: float, pixels: int
+    ) -> np.ndarray:
+        """`_finish` of a whole layer (no basis combine) into an output laid out items
+        first, as `restore` (`patches.layer_columns`) lays it out: the [groups, cols, P]
+        it returns is a view of a C-contiguous [items, channels, pixels] image, so the
+        layer's output is that image itself, not a transposed copy (the Relu after it then
+        runs in place, the pool reads it in order). Same values, same bits."""
+        layer = plan.layer
+        count = groups * layer.cols
+        items = acc.shape[1] // pixels
+        scale = self.weight_scale(plan.array)
+        if isinstance(scale, np.ndarray):
+            column_scale = scale[:groups].reshape(-1).astype(np.float64)
+        else:
+            column_scale = np.full(count, scale, dtype=np.float64)
+        image = touched((items, count, pixels), np.float32)
+        dequantize_items(acc, self.adc_levels or 1, input_scale, column_scale, image)
+        if layer.geometry is None:  # Gemm, MatMul: [1, cols, items]
+            return image.reshape(items, count).T[None]
+        return image.reshape(items, groups, layer.cols, pixels).transpose(1, 2, 0, 3)
 
     def _fused_layer(self, plan: LayerPlan, read_columns: SparseColumns, x) -> FusedLayer:
         """The layer's read columns with the gather of its input's item shape: the layer's

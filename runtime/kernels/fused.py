@@ -27,7 +27,7 @@ run on this kernel rather than the sparse one or read by read is measured (`engi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,9 +68,13 @@ class FusedLayer:
     quad_rows: np.ndarray  # int64 [sum of counts rounded up to 4]
     quad_cells: np.ndarray  # float32, likewise
     magnitudes: np.ndarray  # float64 [M]: each column's sum of |cells|
+    # the reads (slice_bits, slices, levels) found exact (`check_exact`): a layer's every
+    # run asks again, and the answer depends on these and the layer alone
+    exact: set[tuple[int, int, int]] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def of(cls, columns: SparseColumns, gather: PatchGather) -> FusedLayer:
+        _check_layer(columns, gather)
         counts = np.diff(columns.start)
         padded = -(-counts // 4) * 4
         quad_start = np.concatenate([[0], np.cumsum(padded)]).astype(np.int64)
@@ -156,10 +160,7 @@ def fused_read_accumulate(
     if backend() == "numpy":
         fused_read_accumulate_numpy(levels_in, layer, slice_bits, slices, sign, levels, acc, signed)
         return
-    if len(columns.target) and layer.magnitudes.max() * (2**slice_bits - 1) >= 2**24:
-        raise ValueError("fused_read_accumulate: sums beyond 2^24, inexact in float32")
-    if largest_total(layer, slice_bits, slices, levels) >= 2**53:
-        raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
+    check_exact(layer, slice_bits, slices, levels)
     items = levels_in.size // gather.image
     # each slice's digits, pixel-major ([image + 1, items]: the items' digits of a pixel
     # side by side, so a tile copies runs of them), and a last row of zeros, which the
@@ -192,6 +193,20 @@ def fused_read_accumulate(
         tile_pixels,
         acc,
     )
+
+
+def check_exact(layer: FusedLayer, slice_bits: int, slices: int, levels: int) -> None:
+    """Raise ValueError where the kernel's sums would be inexact: a column's sum beyond
+    2^24 (float32) or what a slice adds to a target beyond 2^53 (float64); once per
+    layer and reads (`FusedLayer.exact`)."""
+    key = (slice_bits, slices, levels)
+    if key in layer.exact:
+        return
+    if len(layer.columns.target) and layer.magnitudes.max() * (2**slice_bits - 1) >= 2**24:
+        raise ValueError("fused_read_accumulate: sums beyond 2^24, inexact in float32")
+    if largest_total(layer, slice_bits, slices, levels) >= 2**53:
+        raise ValueError("fused_read_accumulate: sums beyond 2^53, inexact in float64")
+    layer.exact.add(key)
 
 
 def largest_total(layer: FusedLayer, slice_bits: int, slices: int, levels: int) -> float:
@@ -240,6 +255,37 @@ def fused_read_accumulate_numpy(
         )
 
 
+def dequantize_items(
+    acc: np.ndarray, unit: int, input_scale: float, column_scale: np.ndarray, out: np.ndarray
+) -> None:
+    """`adc.dequantize` into the layout of a layer's output, items first: out[b, c, p] =
+    float32(float64(acc[c, b x pixels + p]) / unit * input_scale * column_scale[c]), the
+    operations in this order in float64; `acc` int64 [C, items x pixels], `column_scale`
+    float64 [C], `out` float32 [items, C, pixels] C-contiguous. The ops after the layer
+    (a bias, a Relu, a pool) then read it in order, and a Relu overwrites it in place
+    instead of a new array."""
+    items, count, pixels = out.shape
+    if (
+        acc.shape != (count, items * pixels)
+        or column_scale.shape != (count,)
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+    ):
+        raise ValueError(
+            f"dequantize_items: acc {acc.shape}, column scales {column_scale.shape}, "
+            f"out {out.dtype} {out.shape}"
+        )
+    if backend() == "numpy":
+        values = acc.astype(np.float64)
+        values /= unit
+        values *= input_scale
+        values *= column_scale[:, None]
+        out[...] = values.reshape(count, items, pixels).transpose(1, 0, 2)
+        return
+    use_threads(acc.size)
+    dequantize_items_numba(acc, np.float64(unit), np.float64(input_scale), column_scale, out)
+
+
 def unfold_levels(levels_in: np.ndarray, gather: PatchGather) -> np.ndarray:
     """The levels unfolded through `gather`: int64 [flat rows, items x pixels]."""
     items = levels_in.size // gather.image
@@ -262,15 +308,19 @@ def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
         )
     patches = levels_in.size // gather.image * gather.pixels
     check_accumulator("fused_read_accumulate", acc, patches)
+    if layer.columns.target_count > acc.shape[0]:
+        raise ValueError("fused_read_accumulate: targets beyond the accumulator's rows")
+
+
+def _check_layer(columns: SparseColumns, gather: PatchGather) -> None:
+    """What a layer must hold whatever it reads (checked when it is made)."""
     offsets = gather.offsets
     if offsets.dtype != np.int64 or offsets.ndim != 2 or offsets.shape[1] != gather.pixels:
         raise ValueError(f"fused_read_accumulate: offsets {offsets.dtype} {offsets.shape}")
     if offsets.size and (offsets.min() < 0 or offsets.max() > gather.image):
         raise ValueError("fused_read_accumulate: offsets outside the item's levels")
-    if layer.columns.row_count > offsets.shape[0]:
+    if columns.row_count > offsets.shape[0]:
         raise ValueError("fused_read_accumulate: cells on rows beyond the gather's rows")
-    if layer.columns.target_count > acc.shape[0]:
-        raise ValueError("fused_read_accumulate: targets beyond the accumulator's rows")
 
 
 # ---------------------------------------------------------------------------------------
@@ -417,6 +467,19 @@ def fused_read_accumulate_numba(
                             at = into + np.uint64(b * pixels)
                             for p in range(q):
                                 dest[at + np.uint64(p)] += np.int64(total[p * n + b])
+
+
+@numba_kernel(parallel=True)
+def dequantize_items_numba(acc, unit, input_scale, column_scale, out):
+    """`dequantize_items` on checked arguments (`unit`, `input_scale` float64)."""
+    items, count, pixels = out.shape
+    for b in prange(items):
+        for c in range(count):
+            scale = column_scale[c]
+            first = b * pixels
+            for p in range(pixels):
+                value = np.float64(acc[c, first + p]) / unit * input_scale * scale
+                out[b, c, p] = np.float32(value)
 
 
 @numba_kernel(fastmath={"contract"})

@@ -84,14 +84,16 @@ def numpy_blas(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     np.matmul(a.astype(np.float32), b.astype(np.float32), out=out, casting="unsafe")
 
 
-def best(run, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+def run_engine(executor: Executor, engine: str, layer: CrossbarLayer, x: np.ndarray):
+    """The layer's output on `executor`, whose reads take `engine` (blas: by read on
+    numpy's GEMM, which the by-read reads call through the `gemm` module)."""
+    saved = gemm.integer_matmul
+    if engine == "blas":
+        gemm.integer_matmul = numpy_blas
+    try:
+        return executor.run_layer(layer, x)
+    finally:
+        gemm.integer_matmul = saved
 
 
 def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
@@ -119,19 +121,11 @@ def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
     times: dict[str, float] = {}
     outputs = {}
     shape = None
+    executors = {}
     for engine in ("by read", "fused", "sparse", "blas"):
-        executor = Executor(program, settings, Seeds.derive(0))
+        executor = executors[engine] = Executor(program, settings, Seeds.derive(0))
         executor._fused_engine = lambda *args, e=engine: "by read" if e == "blas" else e  # type: ignore[method-assign]
-        saved = gemm.integer_matmul
-        if engine == "blas":
-            gemm.integer_matmul = numpy_blas  # the by-read reads call it through the module
-        try:
-            outputs[engine] = executor.run_layer(layer, x)
-            # blas is measured for the record only: one run after the first
-            runs = 1 if engine == "blas" else repeat
-            times[engine] = best(lambda ex=executor: ex.run_layer(layer, x), runs)
-        finally:
-            gemm.integer_matmul = saved
+        outputs[engine] = run_engine(executor, engine, layer, x)
         if executor._paths[layer.name] != "fused":
             raise SystemExit(f"{kind} {rows}x{cols}: the layer's reads are not on the fused path")
         if shape is None:
@@ -139,6 +133,16 @@ def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
             read_columns = executor._fused_columns(plans)
             assert read_columns is not None
             shape = executor.read_shape(plans, read_columns, batch * (1 if kind == "gemm" else 64))
+    # the engines take turns, run after run: a change in the machine's load meanwhile
+    # weighs on each of them alike (blas is measured for the record only: one run)
+    for turn in range(repeat):
+        for engine, executor in executors.items():
+            if engine == "blas" and turn:
+                continue
+            started = time.perf_counter()
+            run_engine(executor, engine, layer, x)
+            seconds = (time.perf_counter() - started) * 1e3
+            times[engine] = min(times.get(engine, seconds), seconds)
     for engine, output in outputs.items():
         if not np.array_equal(output, outputs["by read"]):
             raise SystemExit(f"engine {engine} differs from by read at {kind} {rows}x{cols}")

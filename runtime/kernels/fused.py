@@ -10,10 +10,9 @@ input (im2col, [rows, P]), one GEMM per read into a buffer of partial sums [read
 P] and the ADC kernel reading that buffer back, the kernel works on tiles of patches small
 enough for the cache (a block of items x a block of their pixels): it copies the tile's
 digits straight from the layer's input levels (an implicit im2col through a table of
-offsets, `PatchGather`, from each slice's digits laid out pixel-major, so that a tile of
-small images copies runs of items side by side), sums every read column of
-every read and group of the layer over the tile (float32 multiply-adds: the sums are exact
-integers below 2^24), and converts and accumulates each sum while it is hot, exactly as
+offsets, `PatchGather`, from each slice's digits laid out as `digit_planes` says), sums
+every read column of every read and group of the layer over the tile (float32
+multiply-adds: the sums are exact integers below 2^24), and converts and accumulates each sum while it is hot, exactly as
 `adc.adc_accumulate` does: code = clip(rint(float64(s) * levels / full_scale), low,
 levels), acc[target] += factor x significance x full_scale x code. Zero cells are skipped
 (the unused polarity of a differential pair is half the cells) and so are the rows whose
@@ -162,13 +161,7 @@ def fused_read_accumulate(
         return
     check_exact(layer, slice_bits, slices, levels)
     items = levels_in.size // gather.image
-    # each slice's digits, pixel-major ([image + 1, items]: the items' digits of a pixel
-    # side by side, so a tile copies runs of them), and a last row of zeros, which the
-    # padding's offsets read
-    planes = np.zeros((slices, gather.image + 1, items), dtype=np.int32)
-    whole = levels_in.reshape(items, gather.image).T.astype(np.int32)
-    for j in range(slices):
-        planes[j, : gather.image] = (whole >> (j * slice_bits)) & ((1 << slice_bits) - 1)
+    planes = digit_planes(levels_in, gather, slice_bits, slices)
     flat_rows = gather.offsets.shape[0]
     tile_items, tile_pixels = tile_shape(
         tile or tile_patches(flat_rows, acc.shape[1]), items, gather.pixels
@@ -193,6 +186,29 @@ def fused_read_accumulate(
         tile_pixels,
         acc,
     )
+
+
+def digit_planes(
+    levels_in: np.ndarray, gather: PatchGather, slice_bits: int, slices: int
+) -> np.ndarray:
+    """Each slice's digits as the kernel copies them, int32, with a zero after each
+    item's levels (which the padding's offsets read): for a Gemm (one pixel an item),
+    level-major [slices, image + 1, items], so that a tile copies each row's items in one
+    run; for images, item-major [slices, items, image + 1], so that a tile gathers an
+    item's patches from its own levels and lays them out as the item's pixels, which its
+    read-out adds to `acc` in runs."""
+    items = levels_in.size // gather.image
+    whole = levels_in.reshape(items, gather.image)
+    mask = (1 << slice_bits) - 1
+    if gather.pixels == 1:
+        planes = np.zeros((slices, gather.image + 1, items), dtype=np.int32)
+        for j in range(slices):
+            planes[j, : gather.image] = (whole.T >> (j * slice_bits)) & mask
+        return planes
+    planes = np.zeros((slices, items, gather.image + 1), dtype=np.int32)
+    for j in range(slices):
+        planes[j, :, : gather.image] = (whole >> (j * slice_bits)) & mask
+    return planes
 
 
 def check_exact(layer: FusedLayer, slice_bits: int, slices: int, levels: int) -> None:
@@ -347,14 +363,18 @@ def fused_read_accumulate_numba(
     tile_pixels,
     acc,
 ):
-    """`fused_read_accumulate` on checked arguments: `planes` int32 [slices, image + 1,
-    items] each slice's digits, pixel-major, and a row of zeros; `start`, `rows`, `cells`
-    (float32) the columns' cells in fours (`FusedLayer`); a task's tile `tile_items` items
-    x `tile_pixels` of their pixels. No fastmath: the loops over patches vectorize without
-    it (each patch's sum is its own), and it would let LLVM turn the conversion's division
-    into a multiplication by a reciprocal (other bits)."""
-    slices, _, items = planes.shape
+    """`fused_read_accumulate` on checked arguments: `planes` int32 each slice's digits
+    (`digit_planes`: [slices, image + 1, items] where a patch is an item's one pixel, else
+    [slices, items, image + 1]); `start`, `rows`, `cells` (float32) the columns' cells in
+    fours (`FusedLayer`); a task's tile `tile_items` items x `tile_pixels` of their pixels.
+    No fastmath: the loops over patches vectorize without it (each patch's sum is its
+    own), and it would let LLVM turn the conversion's division into a multiplication by a
+    reciprocal (other bits)."""
+    slices = planes.shape[0]
     flat_rows, pixels = offsets.shape
+    per_pixel = pixels == 1  # the planes' layout (`digit_planes`)
+    items = planes.shape[2] if per_pixel else planes.shape[1]
+    width = planes.shape[1] if per_pixel else planes.shape[2]  # image + 1
     patches = acc.shape[1]
     source = planes.reshape(-1)
     gathers = offsets.reshape(-1)
@@ -368,8 +388,8 @@ def fused_read_accumulate_numba(
     for m in range(len(start) - 1):
         longest = max(longest, start[m + 1] - start[m])
     # One task per tile (a block of items x a block of their pixels): its digits [flat
-    # rows, tile] copied once per slice, pixel-major (patch i of the tile is item i % n of
-    # the block at pixel i // n), and kept in the cache while every read column sums over
+    # rows, tile] copied once per slice, item-major (patch i of the tile is pixel i % q of
+    # item i // q of the block), and kept in the cache while every read column sums over
     # them; the task owns its patches of `acc`, so tasks never race. Loops over patches run
     # over contiguous memory with unsigned flat indices, so they vectorize.
     for task in prange(item_blocks * pixel_blocks):
@@ -387,28 +407,25 @@ def fused_read_accumulate_numba(
         for j in range(slices):
             shift = np.int32(j * slice_bits)
             live_rows = 0
-            plane = j * planes.shape[1]
             for r in range(flat_rows):
                 any_digit = np.int32(0)
-                if n >= q:  # runs of items: contiguous copies
-                    for p in range(q):
-                        level_row = offsets[r, first_pixel + p]  # the pixel's level, or 0s
-                        read = np.uint64((plane + level_row) * items + first_item)
-                        into = np.uint64(r * tile + p * n)
-                        for b in range(n):
-                            digit = source[read + np.uint64(b)]
-                            any_digit |= digit
-                            digits[into + np.uint64(b)] = np.float32(digit)
-                else:  # few items, many pixels: the pixels of one item at a time
+                into = np.uint64(r * tile)
+                if per_pixel:  # one run of items
+                    read = np.uint64((j * width + offsets[r, 0]) * items + first_item)
+                    for b in range(n):
+                        digit = source[read + np.uint64(b)]
+                        any_digit |= digit
+                        digits[into + np.uint64(b)] = np.float32(digit)
+                else:  # each item's patches gathered from its levels
                     row_offsets = np.uint64(r * pixels + first_pixel)
                     for b in range(n):
-                        read = np.uint64(plane * items + first_item + b)
-                        into = np.uint64(r * tile + b)
+                        read = np.uint64((j * items + first_item + b) * width)
+                        at = into + np.uint64(b * q)
                         for p in range(q):
-                            level_row = gathers[row_offsets + np.uint64(p)]
-                            digit = source[read + np.uint64(level_row * items)]
+                            level = gathers[row_offsets + np.uint64(p)]
+                            digit = source[read + np.uint64(level)]
                             any_digit |= digit
-                            digits[into + np.uint64(p * n)] = np.float32(digit)
+                            digits[at + np.uint64(p)] = np.float32(digit)
                 live[r] = any_digit != 0
                 live_rows += any_digit != 0
             if live_rows == 0:
@@ -453,20 +470,13 @@ def fused_read_accumulate_numba(
                     for i in range(length):
                         code = np.rint(np.float64(sums[i]) * top / scale)
                         total[i] += step * min(max(code, low), top)
-                if touched:  # back to item-major (item b's pixels contiguous in acc)
+                if touched:  # item b's pixels run on in acc
                     into = np.uint64(target[order[runs[k]]] * patches)
                     into += np.uint64(first_item * pixels + first_pixel)
-                    if n >= q:  # the longer loop inside
+                    for b in range(n):
+                        at = into + np.uint64(b * pixels)
                         for p in range(q):
-                            at = into + np.uint64(p)
-                            for b in range(n):
-                                value = np.int64(total[p * n + b])
-                                dest[at + np.uint64(b * pixels)] += value
-                    else:
-                        for b in range(n):
-                            at = into + np.uint64(b * pixels)
-                            for p in range(q):
-                                dest[at + np.uint64(p)] += np.int64(total[p * n + b])
+                            dest[at + np.uint64(p)] += np.int64(total[b * q + p])
 
 
 @numba_kernel(parallel=True)

@@ -125,6 +125,9 @@ def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
     for engine in ("by read", "fused", "sparse", "blas"):
         executor = executors[engine] = Executor(program, settings, Seeds.derive(0))
         executor._fused_engine = lambda *args, e=engine: "by read" if e == "blas" else e  # type: ignore[method-assign]
+        # bit-serial reads (1-bit digits) take the bit-plane path first; the table is for
+        # the layers that do not (`Executor._choose_path`)
+        executor._bitplane_reads = lambda plans: False  # type: ignore[method-assign]
         outputs[engine] = run_engine(executor, engine, layer, x)
         if executor._paths[layer.name] != "fused":
             raise SystemExit(f"{kind} {rows}x{cols}: the layer's reads are not on the fused path")

@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from xbarc.compiler import CompileOptions, compile_onnx
+from xbarc.ir.tile import CrossbarLayer
 from xbarc.runtime import kernels
 from xbarc.runtime.executor import Executor
 from xbarc.runtime.kernels import adc, engines, fused, im2col
@@ -161,6 +162,27 @@ def test_fused_read_rejects_what_it_cannot_read_exactly():
         fused.fused_read_accumulate(x, fused.FusedLayer.of(packed, gather), 1, 1, 1, 3, acc[:, :1])
 
 
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("pixels", [1, 5, 64])
+def test_dequantize_items_is_adc_dequantize_laid_out_items_first(backend, pixels):
+    rng = np.random.default_rng(pixels)
+    items, count = 7, 6
+    acc = rng.integers(-(2**40), 2**40, size=(count, items * pixels))
+    column_scale = rng.uniform(1e-4, 1.0, size=count)
+    expected = np.empty((count, items * pixels), dtype=np.float32)
+    adc.dequantize_numpy(acc, 255, 0.0123, column_scale, expected)
+    out = np.full((items, count, pixels), np.nan, dtype=np.float32)
+    kernels.set_backend(backend)
+    try:
+        fused.dequantize_items(acc, 255, 0.0123, column_scale, out)
+    finally:
+        kernels.set_backend("numba")
+    laid_out = expected.reshape(count, items, pixels).transpose(1, 0, 2)
+    np.testing.assert_array_equal(out, laid_out, strict=True)
+    with pytest.raises(ValueError, match="dequantize_items"):
+        fused.dequantize_items(acc, 255, 0.0123, column_scale, out[:-1])
+
+
 # ---------------------------------------------------------------------------------------
 # The executor's fused path
 
@@ -229,6 +251,21 @@ def test_every_engine_gives_the_same_bits(digits):
     for engine in ("fused", "sparse", "by read"):
         result, _ = run(program, settings, digits, engine=engine)
         np.testing.assert_array_equal(result, by_read, strict=True, err_msg=engine)
+
+
+def test_fused_layers_give_their_outputs_in_the_image_layout(digits):
+    # the layer's output is the C-contiguous image itself (a Relu after it runs in place),
+    # not a transposed view of [channels, items x pixels] as read by read
+    program = digits_program("lenet", **MATCHED)
+    layers = [op for op in program.ops if isinstance(op, CrossbarLayer)]
+    layouts = {}
+    for engine in ("fused", "by read"):
+        executor = Executor(program, noise_settings("quant"), Seeds.derive(0))
+        executor._fused_engine = lambda *args, e=engine: e  # type: ignore[method-assign]
+        values = executor.run_all({"x": digits})
+        layouts[engine] = [values[layer.output].flags.c_contiguous for layer in layers]
+    assert layouts["fused"] == [True] * len(layers)
+    assert not all(layouts["by read"])  # the convolutions' outputs: transposed views
 
 
 def test_noisy_and_dynamic_reads_take_another_path(digits):

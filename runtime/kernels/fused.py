@@ -12,12 +12,13 @@ enough for the cache (a block of items x a block of their pixels): it copies the
 digits straight from the layer's input levels (an implicit im2col through a table of
 offsets, `PatchGather`, from each slice's digits laid out as `digit_planes` says), sums
 every read column of every read and group of the layer over the tile (float32
-multiply-adds: the sums are exact integers below 2^24), and converts and accumulates each sum while it is hot, exactly as
-`adc.adc_accumulate` does: code = clip(rint(float64(s) * levels / full_scale), low,
-levels), acc[target] += factor x significance x full_scale x code. Zero cells are skipped
-(the unused polarity of a differential pair is half the cells) and so are the rows whose
-digits are all zero in the tile (the high slices of most inputs). Nothing of size
-[read columns, P] or [rows, P] is written.
+multiply-adds: the sums are exact integers below 2^24), and converts and accumulates each
+sum while it is hot, exactly as `adc.adc_accumulate` does: code = clip(rint(float64(s) *
+levels / full_scale), low, levels), acc[target] += factor x significance x full_scale x
+code. Zero cells are skipped (the unused polarity of a differential pair is half the
+cells) and so are the rows whose digits are all zero in the tile (the high slices of most
+inputs). Nothing of size [read columns, P] or [rows, P] is written. `dequantize_items`
+then writes the layer's output in its image layout, items first.
 
 The numpy twin, `fused_read_accumulate_numpy`, unfolds the levels through the same table,
 multiplies a dense copy of the cells and calls `adc.adc_accumulate_numpy`. Which layers
@@ -481,15 +482,33 @@ def fused_read_accumulate_numba(
 
 @numba_kernel(parallel=True)
 def dequantize_items_numba(acc, unit, input_scale, column_scale, out):
-    """`dequantize_items` on checked arguments (`unit`, `input_scale` float64)."""
+    """`dequantize_items` on checked arguments (`unit`, `input_scale` float64). The loops
+    over patches read and write contiguous memory with unsigned flat indices, so the
+    division vectorizes; where an item has one pixel (a Gemm), each column's values are
+    computed in a row and then spread to the items."""
     items, count, pixels = out.shape
+    patches = acc.shape[1]
+    source = acc.reshape(-1)
+    dest = out.reshape(-1)
+    if pixels == 1:
+        for c in prange(count):
+            scale = column_scale[c]
+            row = np.empty(items, dtype=np.float32)
+            read = np.uint64(c * patches)
+            for b in range(items):
+                value = np.float64(source[read + np.uint64(b)]) / unit * input_scale * scale
+                row[b] = np.float32(value)
+            for b in range(items):
+                dest[np.uint64(b * count + c)] = row[b]
+        return
     for b in prange(items):
         for c in range(count):
             scale = column_scale[c]
-            first = b * pixels
+            read = np.uint64(c * patches + b * pixels)
+            into = np.uint64((b * count + c) * pixels)
             for p in range(pixels):
-                value = np.float64(acc[c, first + p]) / unit * input_scale * scale
-                out[b, c, p] = np.float32(value)
+                value = np.float64(source[read + np.uint64(p)]) / unit * input_scale * scale
+                dest[into + np.uint64(p)] = np.float32(value)
 
 
 @numba_kernel(fastmath={"contract"})

@@ -10,6 +10,8 @@ in one step; 4/4: two slices of each; 2/1: the faithful default), and run in `qu
 (calibrated-like fixed ranges: the ADC's full scale known before the read) on a batch of
 P patches. The layer's reads run on each engine (`Executor._fused_engine` forced):
 - `fused`: `fused.fused_read_accumulate` (no unfold; float32 sums over tiles of patches);
+- `gemm`: `fused.gemm_read_accumulate` (the digits gathered, no im2col; one onnxruntime
+  integer GEMM per layer and slice, then the ADC kernel);
 - `sparse`: `sparse_read.sparse_read_accumulate` (unfolded levels, non-zero cells);
 - `by read`: onnxruntime's integer GEMM per read, the ADC kernel on the buffered sums;
 - `blas`: the same read by read with numpy's float32 GEMM (BLAS) instead.
@@ -122,7 +124,7 @@ def measure(kind, rows, cols, digit_bits, pruned, patches, repeat, folder):
     outputs = {}
     shape = None
     executors = {}
-    for engine in ("by read", "fused", "sparse", "blas"):
+    for engine in ("by read", "fused", "gemm", "sparse", "blas"):
         executor = executors[engine] = Executor(program, settings, Seeds.derive(0))
         executor._fused_engine = lambda *args, e=engine: "by read" if e == "blas" else e  # type: ignore[method-assign]
         # bit-serial reads (1-bit digits) take the bit-plane path first; the table is for

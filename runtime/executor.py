@@ -66,12 +66,15 @@ the sparse kernel stays for layers where it is measured faster (`prefers_sparse`
 The other exact integer reads take the fused path where they can (`_accumulate_fused`): the
 engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
 (`fused_read_accumulate`: the digits of each tile of patches gathered straight from the
-layer's input, no unfolded copy, all reads converted while in the cache), the sparse one or
-read by read.
+layer's input, no unfolded copy, all reads converted while in the cache), one integer GEMM
+per layer (`gemm_read_accumulate`: the digits gathered, onnxruntime's VNNI kernels, then
+the ADC kernel), the sparse one or read by read; their output goes straight into the
+layer's image layout (`_finish_items`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable
@@ -118,6 +121,7 @@ from xbarc.runtime.kernels.fused import (
     dequantize_items,
     fused_layer,
     fused_read_accumulate,
+    gemm_read_accumulate,
 )
 from xbarc.runtime.kernels.noisy_read import (
     ADDITIVE,
@@ -864,7 +868,8 @@ class Executor:
         """`_accumulate_quantized` for exact integer reads, on the engine the measured
         table (`engines.fastest`) names for the layer's shape: `fused_read_accumulate`
         (each sign's DAC levels read straight from the input, no unfold, one call for all
-        slices, reads and groups), `sparse_read_accumulate` or read by read."""
+        slices, reads and groups), `gemm_read_accumulate` (the same on one integer GEMM per
+        slice), `sparse_read_accumulate` or read by read."""
         plan = plans[0]
         layer = plan.layer
         read_columns = self._fused[layer.name]
@@ -877,6 +882,9 @@ class Executor:
             return self._accumulate_sparse(plan, read_columns, columns, x)
         if engine == "by read":
             return self._accumulate_by_read(plans, columns, x)
+        read_layer = fused_read_accumulate
+        if engine == "gemm":
+            read_layer = functools.partial(gemm_read_accumulate, workspace=self.workspace)
         slice_bits = self.program.hardware.dac.slice_bits
         bits, input_scale = self._dac_scale(layer.name, x)
         count = -(-(bits - 1) // slice_bits)
@@ -888,7 +896,7 @@ class Executor:
         acc.fill(0)
         for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
             if nonzero:  # e.g. no negative inputs after a ReLU
-                fused_read_accumulate(
+                read_layer(
                     part[0],
                     fused,
                     slice_bits,
@@ -946,14 +954,17 @@ class Executor:
         self, plans: list[LayerPlan], read_columns: SparseColumns, patches: int
     ) -> str:
         """The engine the measured table names for the layer's reads over `patches`
-        (kept per layer and patch count in `self.layer_engines`): "fused", "sparse" (not for a
+        (kept per layer and patch count in `self.layer_engines`): "fused", "gemm" (uint8
+        cells and int8 digits on an exact integer GEMM), "sparse" (those, and not for a
         differential ADC: its codes are signed) or "by read"."""
         key = (plans[0].layer.name, patches)
         engine = self.layer_engines.get(key)
         if engine is None:
             allowed = ["fused", "by read"]
-            if self.cell_type is np.uint8 and not self.differential_adc:
-                allowed.append("sparse")
+            if self.cell_type is np.uint8:  # uint8 cells, int8 digits, an exact integer GEMM
+                allowed.append("gemm")
+                if not self.differential_adc:
+                    allowed.append("sparse")
             shape = self.read_shape(plans, read_columns, patches)
             engine = self.layer_engines[key] = engines.fastest(shape, allowed)
         return engine

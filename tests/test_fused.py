@@ -107,6 +107,43 @@ def test_fused_read_numba_and_numpy_equal_unfold_gemm_then_the_adc(read):
     np.testing.assert_array_equal(by_numba, expected, strict=True)
 
 
+@PROPERTY
+@given(fused_reads())
+def test_gemm_read_equals_unfold_gemm_then_the_adc(read):
+    # the one-GEMM-per-layer engine: uint8 cells, int8 digits
+    x, geometry, packed, cells, slice_bits, slices, sign, levels, signed, outputs, _ = read
+    assume(cells.min(initial=0) >= 0 and min(2**slice_bits - 1, int(x.max())) <= 127)
+    layer = fused.FusedLayer.of(packed, gather_of(x, geometry))
+    patches = x.shape[0] * layer.gather.pixels
+    acc = np.random.default_rng(2).integers(-1000, 1000, size=(outputs, patches))
+    expected = reference(
+        x, geometry, cells, packed, slice_bits, slices, sign, levels, signed, acc.copy()
+    )
+    by_gemm = acc.copy()
+    fused.gemm_read_accumulate(x, layer, slice_bits, slices, sign, levels, by_gemm, signed)
+    np.testing.assert_array_equal(by_gemm, expected, strict=True)
+
+
+def test_gemm_read_refuses_cells_and_digits_beyond_bytes():
+    x = np.array([[200, 3]], dtype=np.uint8)
+    gather = fused.patch_gather(np.array([[[1.0], [2.0]]]), 2)
+    acc = np.zeros((1, 1), dtype=np.int64)
+
+    def layer(cell):
+        columns = SparseColumns.of(
+            np.array([0, 2]), np.array([0, 1]), np.array([cell, 1]),
+            np.array([0]), np.array([1]), np.array([100]),
+        )  # fmt: skip
+        return fused.FusedLayer.of(columns, gather)
+
+    with pytest.raises(ValueError, match="cells beyond"):
+        fused.gemm_read_accumulate(x, layer(-1), 7, 1, 1, 255, acc)
+    with pytest.raises(ValueError, match="digits beyond"):  # 200 in one 8-bit digit
+        fused.gemm_read_accumulate(x, layer(1), 8, 1, 1, 255, acc)
+    fused.gemm_read_accumulate(x, layer(1), 4, 2, 1, 0, acc)  # 200 in 4-bit digits: exact
+    assert acc.tolist() == [[200 + 3]]
+
+
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
 def test_fused_read_rounds_half_to_even_and_clips(backend):
     # a Gemm-like gather: 2 rows, one pixel per item; items' levels (1, 3) and (4, 1).
@@ -248,7 +285,7 @@ def test_every_engine_gives_the_same_bits(digits):
     program = calibrate(digits_program("lenet", **MATCHED), {"x": digits}, percentile=50)
     settings = noise_settings("quant", input_range="calibrated", adc_range="calibrated")
     by_read, _ = run(program, settings, digits, path="by read")
-    for engine in ("fused", "sparse", "by read"):
+    for engine in ("fused", "gemm", "sparse", "by read"):
         result, _ = run(program, settings, digits, engine=engine)
         np.testing.assert_array_equal(result, by_read, strict=True, err_msg=engine)
 

@@ -5,7 +5,9 @@
 
 Exact integer reads have several ways to the same bits, whose costs cross over with the
 shape of the reads: the fused kernel (`fused.fused_read_accumulate`: no unfold, float32
-multiply-adds over tiles of patches, converted while hot), the sparse kernel
+multiply-adds over tiles of patches, converted while hot), one integer GEMM per layer
+(`fused.gemm_read_accumulate`: the digits gathered without im2col, onnxruntime's
+MatMulInteger, then the ADC kernel), the sparse kernel
 (`sparse_read.sparse_read_accumulate`: non-zero cells times unfolded integer digits), and
 read by read (onnxruntime's integer GEMM per read into a buffer, then the ADC kernel);
 `blas` (numpy's float32 GEMM per read, then the ADC kernel) is measured for the record
@@ -28,7 +30,7 @@ from xbarc.runtime.kernels.fused import column_sums
 from xbarc.runtime.kernels.sparse_read import SparseColumns
 
 TABLE = Path(__file__).with_name("engines.toml")
-ENGINES = ("fused", "sparse", "by read", "blas")
+ENGINES = ("fused", "gemm", "sparse", "by read", "blas")
 
 
 @dataclass(frozen=True, slots=True)

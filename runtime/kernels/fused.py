@@ -27,6 +27,8 @@ run on this kernel rather than the sparse one or read by read is measured (`engi
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,12 +37,15 @@ from xbarc.runtime.kernels import (
     PARALLEL_WORK,
     backend,
     check_accumulator,
+    gemm,
     numba_kernel,
     prange,
     use_threads,
 )
-from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.kernels.adc import adc_accumulate, adc_accumulate_numpy
 from xbarc.runtime.kernels.sparse_read import SparseColumns
+
+Workspace = Callable[[str, tuple[int, ...], type], np.ndarray]  # a reusable buffer
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,16 @@ class FusedLayer:
     # the reads (slice_bits, slices, levels) found exact (`check_exact`): a layer's every
     # run asks again, and the answer depends on these and the layer alone
     exact: set[tuple[int, int, int]] = field(default_factory=set, compare=False, repr=False)
+
+    @functools.cached_property
+    def dense_cells(self) -> np.ndarray:
+        """The columns' cells as one dense matrix over the flat unfolded rows, uint8 [M,
+        flat rows] (`gemm_read_accumulate`): made on first use. ValueError where a cell is
+        not a level of 0 to 255."""
+        cells = self.columns.cells
+        if len(cells) and (cells.min() < 0 or cells.max() > 255):
+            raise ValueError("gemm_read_accumulate: cells beyond 0..255 (uint8)")
+        return np.ascontiguousarray(self.columns.dense(self.gather.offsets.shape[0]), np.uint8)
 
     @classmethod
     def of(cls, columns: SparseColumns, gather: PatchGather) -> FusedLayer:
@@ -187,6 +202,61 @@ def fused_read_accumulate(
         tile_pixels,
         acc,
     )
+
+
+def gemm_read_accumulate(
+    levels_in: np.ndarray,
+    layer: FusedLayer,
+    slice_bits: int,
+    slices: int,
+    sign: int,
+    levels: int,
+    acc: np.ndarray,
+    signed: bool = False,
+    workspace: Workspace | None = None,
+) -> None:
+    """`fused_read_accumulate` (same arguments, same bits) on one integer GEMM per input
+    slice for the whole layer: the slice's digits gathered through the layer's offsets into
+    int8 [flat rows, P] (`gather_digits_numba`: no im2col), onnxruntime's MatMulInteger
+    with the layer's cells dense (`FusedLayer.dense_cells`, uint8) into exact int32 sums
+    [M, P] (its VNNI kernels multiply-add bytes several times faster than the fused
+    kernel's float32), then the ADC read-out `adc.adc_accumulate`. For cells of 0 to 255
+    and digits of 0 to 127 on a machine whose integer GEMM is exact
+    (`gemm.integer_matmul_exact`): a ValueError otherwise. The engines table says where it
+    is the faster one (`engines.py`). `workspace(name, shape, dtype)` may lend the
+    buffers of the digits and the sums (a fresh array's page faults cost more than its
+    GEMM at digits sizes)."""
+    gather = layer.gather
+    columns = layer.columns
+    _check(levels_in, layer, acc)
+    if not 1 <= slice_bits <= 8 or not 0 <= (slices - 1) * slice_bits < 8 or sign not in (1, -1):
+        raise ValueError(f"gemm_read_accumulate: {slices} slices of {slice_bits} bits, sign {sign}")
+    if backend() == "numpy":
+        fused_read_accumulate_numpy(levels_in, layer, slice_bits, slices, sign, levels, acc, signed)
+        return
+    if not gemm.integer_matmul_exact():
+        raise ValueError("gemm_read_accumulate: this machine's integer GEMM is not exact")
+    cells = layer.dense_cells
+    items = levels_in.size // gather.image
+    padded = np.zeros((items, gather.image + 1), dtype=np.uint8)  # a zero for the padding
+    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
+    largest = int(padded.max(initial=0))
+    flat_rows = gather.offsets.shape[0]
+    lend = workspace or (lambda name, shape, dtype: np.empty(shape, dtype))
+    digits = lend("gemm digits", (flat_rows, acc.shape[1]), np.int8)
+    partial = lend("gemm sums", (len(columns.target), acc.shape[1]), np.int32)
+    mask = (1 << slice_bits) - 1
+    for j in range(slices):
+        shift = j * slice_bits
+        if largest >> shift == 0:
+            continue  # every digit is 0, so is every code
+        if min(largest >> shift, mask) > 127:
+            raise ValueError("gemm_read_accumulate: digits beyond 127 (int8)")
+        use_threads(digits.size)
+        gather_digits_numba(padded, gather.offsets, np.int32(shift), np.int32(mask), digits)
+        gemm.integer_matmul(cells, digits, partial)
+        factor = columns.factor * (sign << shift)
+        adc_accumulate(partial, columns.target, factor, columns.full_scale, levels, acc, signed)
 
 
 def digit_planes(
@@ -478,6 +548,24 @@ def fused_read_accumulate_numba(
                         at = into + np.uint64(b * pixels)
                         for p in range(q):
                             dest[at + np.uint64(p)] += np.int64(total[b * q + p])
+
+
+@numba_kernel(parallel=True)
+def gather_digits_numba(padded, offsets, shift, mask, digits):
+    """`gemm_read_accumulate`'s digits: digits[r, b x pixels + p] = (padded[b, offsets[r,
+    p]] >> shift) & mask, int8; `padded` uint8 [items, image + 1] (a zero last)."""
+    items, width = padded.shape
+    flat_rows, pixels = offsets.shape
+    source = padded.reshape(-1)
+    dest = digits.reshape(-1)
+    for r in prange(flat_rows):
+        row = np.uint64(r * items * pixels)
+        for b in range(items):
+            read = np.uint64(b * width)
+            into = row + np.uint64(b * pixels)
+            for p in range(pixels):
+                level = source[read + np.uint64(offsets[r, p])]
+                dest[into + np.uint64(p)] = np.int8((level >> shift) & mask)
 
 
 @numba_kernel(parallel=True)

@@ -52,6 +52,7 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
+from xbarc.runtime.kernels.bitplane import popcount
 from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 
 # Float reads of at least this many rows per read column (on average over a layer: whole
@@ -60,6 +61,12 @@ from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 # patches) took 16 s of CPU so against 27 s all here; the digits ResNet (reads of 72 to
 # 128 rows, 360 images) 1.4 s here against 1.7 s read by read.
 NOISY_TALL = 128
+
+# Reads of 1-bit digits (no input noise) with at least this many columns in a block sum
+# their cells over the set bits only, row by row (`add_set_bits`: a row's cells added to
+# the patches it drives); narrower ones (depthwise reads of 8 columns) multiply every
+# digit, column by column, where the set bits would not fill a vector.
+SET_BIT_COLUMNS = 16
 
 # read-noise models, as the kernel numbers them
 NO_READ_NOISE, ADDITIVE, PCM = 0, 1, 2
@@ -380,6 +387,37 @@ def _check(levels_in, columns: NoisyColumns, slice_bits, slices, sign, levels, a
 # Numba kernel, compiled on first use
 
 
+@numba_kernel(inline="always")
+def pack_digits(source, line, length, shift, bits):
+    """Bit `shift` of the `length` levels `source[line:line + length]` (one row, a run of
+    patches), 64 patches a word: patch i at bit i % 64 of `bits[i // 64]`."""
+    for w in range((length + 63) // 64):
+        word = np.uint64(0)
+        start = line + np.uint64(w * 64)
+        for b in range(min(64, length - w * 64)):
+            digit = np.uint64((np.int32(source[start + np.uint64(b)]) >> shift) & np.int32(1))
+            word |= digit << np.uint64(b)
+        bits[w] = word
+
+
+@numba_kernel(inline="always")
+def add_set_bits(bits, words, cells_row, count, sums):
+    """sums[i * count + k] += cells_row[k] for each patch i whose bit is set in `bits` (as
+    `pack_digits` packs them): a row's cells added to the sums of the patches it drives
+    with digit 1. Rows added in ascending order give each sum the float32 sum over all
+    rows of the cell times its 0/1 digit, to the bit (a zero digit adds an exact zero).
+    Consecutive additions go to different patches, so they do not wait on each other."""
+    for w in range(words):
+        word = bits[w]
+        while word != np.uint64(0):
+            low = word & (~word + np.uint64(1))
+            i = np.uint64(w * 64) + popcount(low - np.uint64(1))
+            word ^= low
+            into = i * np.uint64(count)
+            for k in range(count):
+                sums[into + np.uint64(k)] += cells_row[k]
+
+
 @numba_kernel(parallel=True, error_model="numpy")
 def noisy_read_accumulate_numba(
     levels_in,
@@ -424,9 +462,13 @@ def noisy_read_accumulate_numba(
     total_rows = np.uint64(len(rows))
     span = np.uint64(patches)
     longest = 0
+    widest = 0
     for q in range(len(read_cells)):
         longest = max(longest, read_start[q + 1] - read_start[q])
+        widest = max(widest, read_columns[q + 1] - read_columns[q])
     input_noise = noisy and input_sigma > 0.0
+    # digits of one bit without input noise: sums over the set bits only (`set_bit_sums`)
+    binary = slice_bits == 1 and not input_noise and not (noisy and model == 2)
     # One task per (run of patches, block of targets): no two tasks add into the same
     # row and patch of `acc`; each column's sums, noise and codes are computed whole in
     # one task, so the split changes nothing. A read's digits are cut once per task and
@@ -445,6 +487,9 @@ def noisy_read_accumulate_numba(
         wide = np.empty(chunk // 2 + 2, dtype=np.float32)
         turn = np.empty(chunk // 2 + 2, dtype=np.float32)
         exponents = np.empty(chunk // 2 + 2, dtype=np.float32)
+        bits = np.empty((chunk + 63) // 64, dtype=np.uint64)
+        cells_t = np.empty(longest * widest if binary else 0, dtype=np.float32)
+        block_sums = np.empty(widest * chunk if binary else 0, dtype=np.float32)
         for j in range(slices):
             shift = np.int32(j * slice_bits)
             lowest = np.uint8(1 << shift)
@@ -473,10 +518,40 @@ def noisy_read_accumulate_numba(
                 if active[q, j] == 0:
                     index = end
                     continue
+                columns_here = end - index
+                set_bits = binary and columns_here >= SET_BIT_COLUMNS
+                if set_bits:
+                    # every column's sums at once, row by row over the set bits: the sums
+                    # patch-major in `block_sums` [length, columns_here]
+                    for k in range(columns_here):  # the block's cells of the read, transposed
+                        m = block_columns[index + k]
+                        cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                        for r in range(width):
+                            cells_t[r * columns_here + k] = cells[cell0 + np.uint64(r)]
+                    for x in range(length * columns_here):
+                        block_sums[x] = np.float32(0.0)
+                    for i in range(length):
+                        weighted[i] = 0.0
+                    words = (length + 63) // 64
+                    for r in range(width):
+                        row = rows[read_start[q] + r]
+                        if maxima[row, run] < lowest:  # the bit is zero on the whole run
+                            continue
+                        line = np.uint64(row) * span + np.uint64(first)
+                        pack_digits(source, line, length, shift, bits)
+                        cells_row = cells_t[r * columns_here : (r + 1) * columns_here]
+                        add_set_bits(bits, words, cells_row, columns_here, block_sums)
+                        if noisy and model == 1:  # sum x^2 over the rows: a count of set bits
+                            for i in range(length):
+                                level = np.int32(source[line + np.uint64(i)])
+                                weighted[i] += np.float64((level >> shift) & np.int32(1))
+                    if noisy:  # sigma shared by the read's columns
+                        for i in range(length):
+                            sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
                 # the read's digits in this run of patches; rows all zero here skipped
                 # (they add exact zeros), unless input noise makes them non-zero
                 count = 0
-                for r in range(width):
+                for r in range(width if not set_bits else 0):
                     row = rows[read_start[q] + r]
                     if not input_noise and maxima[row, run] < lowest:
                         continue
@@ -496,7 +571,7 @@ def noisy_read_accumulate_numba(
                             noise = input_sigma * np.float64(z[offset + i])
                             drive[into + at] = np.float32(np.float64(drive[into + at]) + noise)
                     count += 1
-                if noisy and model != 2:  # sigma shared by the read's columns
+                if noisy and model != 2 and not set_bits:  # sigma shared by the read's columns
                     for i in range(length):
                         weighted[i] = 0.0
                     if model == 1:
@@ -510,8 +585,14 @@ def noisy_read_accumulate_numba(
                 for e in range(index, end):
                     m = block_columns[e]
                     cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
-                    for i in range(length):
-                        sums[i] = np.float32(0.0)
+                    if set_bits:
+                        k = np.uint64(e - index)
+                        stride = np.uint64(end - index)
+                        for i in range(length):
+                            sums[i] = block_sums[np.uint64(i) * stride + k]
+                    else:
+                        for i in range(length):
+                            sums[i] = np.float32(0.0)
                     for a in range(count):
                         weight = cells[cell0 + np.uint64(used[a])]
                         into = np.uint64(a * chunk)

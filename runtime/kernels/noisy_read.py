@@ -11,7 +11,12 @@ patches (held in the cache) and per read, it cuts the read's input digits out of
 unfolded uint8 DAC levels (unfolded once per sign, not once per slice), adds the input
 noise, sums the column's cells times the digits in float32 (rows in ascending order; a
 row whose digits are all zero in the run adds exact zeros and is skipped), adds the read
-and output noise and converts the sum as `adc.adc_accumulate` does:
+and output noise and converts the sum as `adc.adc_accumulate` does. Digits of one bit
+(1-bit DAC steps, no input noise, not pcm) in reads of SET_BIT_COLUMNS columns or more
+are summed over their set bits only (`add_set_bits`): each row's cells added to the sums
+of the patches whose bit is set, rows ascending, so the same float32 sums as digit times
+cell over every row (a zero digit adds an exact zero) at a sixth of the additions on the
+digits fixtures (15 % of the bits set). Then
 
     code = clip(rint(float64(s) * levels / full_scale), low, levels)
     acc[target] += factor * significance * full_scale * code
@@ -59,7 +64,9 @@ from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 # tiles of 128 rows) run as onnxruntime's float GEMMs read by read (`reads.ReadOut`), not
 # here, where each row is a pass over the patches: ResNet-50 at batch 1 (49 to 3136
 # patches) took 16 s of CPU so against 27 s all here; the digits ResNet (reads of 72 to
-# 128 rows, 360 images) 1.4 s here against 1.7 s read by read.
+# 128 rows, 360 images) 1.4 s here against 1.7 s read by read. With the set-bit sums
+# (issue 18, round two; load 3-4 on 2 cores): ResNet-50 17.7 s of CPU so against 20.4 s
+# all here (half its input bits set), SqueezeNet 1.97 s against 1.87 s: kept.
 NOISY_TALL = 128
 
 # Reads of 1-bit digits (no input noise) with at least this many columns in a block sum
@@ -67,6 +74,10 @@ NOISY_TALL = 128
 # the patches it drives); narrower ones (depthwise reads of 8 columns) multiply every
 # digit, column by column, where the set bits would not fill a vector.
 SET_BIT_COLUMNS = 16
+# ... in groups of at most this many columns, whose patch-major sums (SET_BIT_GROUP x
+# CHUNK float32, 128 kB) stay in the core's cache (512 columns at once, SqueezeNet's first
+# layer, took 7.5 ns a conversion)
+SET_BIT_GROUP = 64
 
 # read-noise models, as the kernel numbers them
 NO_READ_NOISE, ADDITIVE, PCM = 0, 1, 2
@@ -487,9 +498,9 @@ def noisy_read_accumulate_numba(
         wide = np.empty(chunk // 2 + 2, dtype=np.float32)
         turn = np.empty(chunk // 2 + 2, dtype=np.float32)
         exponents = np.empty(chunk // 2 + 2, dtype=np.float32)
-        bits = np.empty((chunk + 63) // 64, dtype=np.uint64)
-        cells_t = np.empty(longest * widest if binary else 0, dtype=np.float32)
-        block_sums = np.empty(widest * chunk if binary else 0, dtype=np.float32)
+        bits = np.empty(longest * ((chunk + 63) // 64) if binary else 0, dtype=np.uint64)
+        cells_t = np.empty(longest * SET_BIT_GROUP if binary else 0, dtype=np.float32)
+        block_sums = np.empty(SET_BIT_GROUP * chunk if binary else 0, dtype=np.float32)
         for j in range(slices):
             shift = np.int32(j * slice_bits)
             lowest = np.uint8(1 << shift)
@@ -520,27 +531,19 @@ def noisy_read_accumulate_numba(
                     continue
                 columns_here = end - index
                 set_bits = binary and columns_here >= SET_BIT_COLUMNS
+                live = 0  # set_bits: the rows with a set bit in the run, packed in `bits`
                 if set_bits:
-                    # every column's sums at once, row by row over the set bits: the sums
-                    # patch-major in `block_sums` [length, columns_here]
-                    for k in range(columns_here):  # the block's cells of the read, transposed
-                        m = block_columns[index + k]
-                        cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
-                        for r in range(width):
-                            cells_t[r * columns_here + k] = cells[cell0 + np.uint64(r)]
-                    for x in range(length * columns_here):
-                        block_sums[x] = np.float32(0.0)
+                    words = (length + 63) // 64
                     for i in range(length):
                         weighted[i] = 0.0
-                    words = (length + 63) // 64
                     for r in range(width):
                         row = rows[read_start[q] + r]
                         if maxima[row, run] < lowest:  # the bit is zero on the whole run
                             continue
                         line = np.uint64(row) * span + np.uint64(first)
-                        pack_digits(source, line, length, shift, bits)
-                        cells_row = cells_t[r * columns_here : (r + 1) * columns_here]
-                        add_set_bits(bits, words, cells_row, columns_here, block_sums)
+                        pack_digits(source, line, length, shift, bits[live * words :])
+                        used[live] = r
+                        live += 1
                         if noisy and model == 1:  # sum x^2 over the rows: a count of set bits
                             for i in range(length):
                                 level = np.int32(source[line + np.uint64(i)])
@@ -582,47 +585,71 @@ def noisy_read_accumulate_numba(
                                 weighted[i] += value * value
                     for i in range(length):
                         sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
-                for e in range(index, end):
-                    m = block_columns[e]
-                    cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                group = SET_BIT_GROUP if set_bits else columns_here
+                for group_start in range(index, end, group):
+                    group_end = min(group_start + group, end)
                     if set_bits:
-                        k = np.uint64(e - index)
-                        stride = np.uint64(end - index)
-                        for i in range(length):
-                            sums[i] = block_sums[np.uint64(i) * stride + k]
-                    else:
-                        for i in range(length):
-                            sums[i] = np.float32(0.0)
-                    for a in range(count):
-                        weight = cells[cell0 + np.uint64(used[a])]
-                        into = np.uint64(a * chunk)
-                        for i in range(length):
-                            sums[i] += weight * drive[into + np.uint64(i)]
-                    if noisy and model == 2:
-                        for i in range(length):
-                            weighted[i] = 0.0
+                        # the group's sums, patch-major in `block_sums` [length, group_count]
+                        group_count = group_end - group_start
+                        for k in range(group_count):  # the group's cells, transposed
+                            m = block_columns[group_start + k]
+                            cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                            for a in range(live):
+                                cells_t[a * group_count + k] = cells[cell0 + np.uint64(used[a])]
+                        for x in range(length * group_count):
+                            block_sums[x] = np.float32(0.0)
+                        for a in range(live):
+                            cells_row = cells_t[a * group_count : (a + 1) * group_count]
+                            add_set_bits(
+                                bits[a * words :], words, cells_row, group_count, block_sums
+                            )
+                    for e in range(group_start, group_end):
+                        m = block_columns[e]
+                        cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                        if set_bits:
+                            k = np.uint64(e - group_start)
+                            stride = np.uint64(group_end - group_start)
+                            for i in range(length):
+                                sums[i] = block_sums[np.uint64(i) * stride + k]
+                        else:
+                            for i in range(length):
+                                sums[i] = np.float32(0.0)
                         for a in range(count):
-                            held = np.float64(magnitude[cell0 + np.uint64(used[a])])
+                            weight = cells[cell0 + np.uint64(used[a])]
                             into = np.uint64(a * chunk)
                             for i in range(length):
-                                value = np.float64(drive[into + np.uint64(i)])
-                                weighted[i] += held * (value * value)
-                        for i in range(length):
-                            sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
-                    step = factor[m] * significance * full_scale[m]
-                    scale = np.float64(full_scale[m])
-                    line = np.uint64(target[m]) * span + np.uint64(first)
-                    if noisy:
-                        position = (np.uint64(j) * total_columns + np.uint64(m)) * span
-                        offset = normals(
-                            key, position + np.uint64(first), length, z, wide, turn, exponents
-                        )
-                        for i in range(length):
-                            value = np.float64(sums[i]) + sigma[i] * np.float64(z[offset + i])
-                            code = np.rint(value * top / scale)
-                            dest[line + np.uint64(i)] += step * np.int64(min(max(code, low), top))
-                    else:
-                        for i in range(length):
-                            code = np.rint(np.float64(sums[i]) * top / scale)
-                            dest[line + np.uint64(i)] += step * np.int64(min(max(code, low), top))
+                                sums[i] += weight * drive[into + np.uint64(i)]
+                        if noisy and model == 2:
+                            for i in range(length):
+                                weighted[i] = 0.0
+                            for a in range(count):
+                                held = np.float64(magnitude[cell0 + np.uint64(used[a])])
+                                into = np.uint64(a * chunk)
+                                for i in range(length):
+                                    value = np.float64(drive[into + np.uint64(i)])
+                                    weighted[i] += held * (value * value)
+                            for i in range(length):
+                                sigma[i] = unit * np.sqrt(
+                                    output_variance + coefficient * weighted[i]
+                                )
+                        step = factor[m] * significance * full_scale[m]
+                        scale = np.float64(full_scale[m])
+                        line = np.uint64(target[m]) * span + np.uint64(first)
+                        if noisy:
+                            position = (np.uint64(j) * total_columns + np.uint64(m)) * span
+                            offset = normals(
+                                key, position + np.uint64(first), length, z, wide, turn, exponents
+                            )
+                            for i in range(length):
+                                value = np.float64(sums[i]) + sigma[i] * np.float64(z[offset + i])
+                                code = np.rint(value * top / scale)
+                                dest[line + np.uint64(i)] += step * np.int64(
+                                    min(max(code, low), top)
+                                )
+                        else:
+                            for i in range(length):
+                                code = np.rint(np.float64(sums[i]) * top / scale)
+                                dest[line + np.uint64(i)] += step * np.int64(
+                                    min(max(code, low), top)
+                                )
                 index = end

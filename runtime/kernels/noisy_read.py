@@ -12,11 +12,11 @@ unfolded uint8 DAC levels (unfolded once per sign, not once per slice), adds the
 noise, sums the column's cells times the digits in float32 (rows in ascending order; a
 row whose digits are all zero in the run adds exact zeros and is skipped), adds the read
 and output noise and converts the sum as `adc.adc_accumulate` does. Digits of one bit
-(1-bit DAC steps, no input noise, not pcm) in reads of SET_BIT_COLUMNS columns or more
-are summed over their set bits only (`add_set_bits`): each row's cells added to the sums
-of the patches whose bit is set, rows ascending, so the same float32 sums as digit times
-cell over every row (a zero digit adds an exact zero) at a sixth of the additions on the
-digits fixtures (15 % of the bits set). Then
+(1-bit DAC steps, no input noise, not pcm) in reads of SET_BIT_ROWS rows and
+SET_BIT_COLUMNS columns or more are summed over their set bits only (`add_set_bits`):
+each row's cells added to the sums of the patches whose bit is set, rows ascending, so
+the same float32 sums as digit times cell over every row (a zero digit adds an exact
+zero) at a sixth of the additions on the digits fixtures (15 % of the bits set). Then
 
     code = clip(rint(float64(s) * levels / full_scale), low, levels)
     acc[target] += factor * significance * full_scale * code
@@ -69,11 +69,15 @@ from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 # all here (half its input bits set), SqueezeNet 1.97 s against 1.87 s: kept.
 NOISY_TALL = 128
 
-# Reads of 1-bit digits (no input noise) with at least this many columns in a block sum
-# their cells over the set bits only, row by row (`add_set_bits`: a row's cells added to
-# the patches it drives); narrower ones (depthwise reads of 8 columns) multiply every
-# digit, column by column, where the set bits would not fill a vector.
-SET_BIT_COLUMNS = 16
+# Reads of 1-bit digits (no input noise) of at least SET_BIT_ROWS rows and SET_BIT_COLUMNS
+# columns in a block sum their cells over the set bits only, row by row (`add_set_bits`:
+# a row's cells added to the patches it drives); the others multiply every digit, column
+# by column. Measured per layer on the digits fixtures (360 images, one thread, CPU time;
+# set bits / every digit): reads of 128 rows 0.45-0.5 (ResNet), 72 rows x 128 columns
+# 0.69 (LeNet); but 9 rows 1.1-1.6, and 64 rows x 16 columns a block (one run of
+# patches split into 16 blocks) 1.3.
+SET_BIT_ROWS = 24
+SET_BIT_COLUMNS = 32
 # ... in groups of at most this many columns, whose patch-major sums (SET_BIT_GROUP x
 # CHUNK float32, 128 kB) stay in the core's cache (512 columns at once, SqueezeNet's first
 # layer, took 7.5 ns a conversion)
@@ -530,7 +534,7 @@ def noisy_read_accumulate_numba(
                     index = end
                     continue
                 columns_here = end - index
-                set_bits = binary and columns_here >= SET_BIT_COLUMNS
+                set_bits = binary and columns_here >= SET_BIT_COLUMNS and width >= SET_BIT_ROWS
                 live = 0  # set_bits: the rows with a set bit in the run, packed in `bits`
                 if set_bits:
                     words = (length + 63) // 64

@@ -13,10 +13,11 @@ noise, sums the column's cells times the digits in float32 (rows in ascending or
 row whose digits are all zero in the run adds exact zeros and is skipped), adds the read
 and output noise and converts the sum as `adc.adc_accumulate` does. Digits of one bit
 (1-bit DAC steps, no input noise, not pcm) in reads of SET_BIT_ROWS rows and
-SET_BIT_COLUMNS columns or more are summed over their set bits only (`add_set_bits`):
-each row's cells added to the sums of the patches whose bit is set, rows ascending, so
-the same float32 sums as digit times cell over every row (a zero digit adds an exact
-zero) at a sixth of the additions on the digits fixtures (15 % of the bits set). Then
+SET_BIT_COLUMNS columns or more, over runs of SET_BIT_PATCHES patches or more, are summed
+over their set bits only (`add_set_bits`): each row's cells added to the sums of the
+patches whose bit is set, rows ascending, so the same float32 sums as digit times cell
+over every row (a zero digit adds an exact zero) at a sixth of the additions on the
+digits fixtures (15 % of the bits set). Then
 
     code = clip(rint(float64(s) * levels / full_scale), low, levels)
     acc[target] += factor * significance * full_scale * code
@@ -78,6 +79,9 @@ NOISY_TALL = 128
 # patches split into 16 blocks) 1.3.
 SET_BIT_ROWS = 24
 SET_BIT_COLUMNS = 32
+# ... and runs of at least this many patches: the set-bit sums copy the cells of every
+# (read, slice) per run, which a run of a few patches (magika's 8 files) does not repay
+SET_BIT_PATCHES = 128
 # ... in groups of at most this many columns, whose patch-major sums (SET_BIT_GROUP x
 # CHUNK float32, 128 kB) stay in the core's cache (512 columns at once, SqueezeNet's first
 # layer, took 7.5 ns a conversion)
@@ -534,7 +538,12 @@ def noisy_read_accumulate_numba(
                     index = end
                     continue
                 columns_here = end - index
-                set_bits = binary and columns_here >= SET_BIT_COLUMNS and width >= SET_BIT_ROWS
+                set_bits = (
+                    binary
+                    and columns_here >= SET_BIT_COLUMNS
+                    and width >= SET_BIT_ROWS
+                    and length >= SET_BIT_PATCHES
+                )
                 live = 0  # set_bits: the rows with a set bit in the run, packed in `bits`
                 if set_bits:
                     words = (length + 63) // 64

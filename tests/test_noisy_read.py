@@ -161,9 +161,9 @@ def test_numba_kernel_equals_its_numpy_twin(case, noise):
 @pytest.mark.parametrize("model", [None, NO_READ_NOISE, ADDITIVE])
 def test_wide_reads_of_one_bit_digits_sum_their_set_bits_as_the_twin(model):
     """Reads of 1-bit digits of SET_BIT_ROWS rows and SET_BIT_COLUMNS columns or more sum
-    their cells over the set bits, row by row (`add_set_bits`): the twin's bits, over 16
-    runs of patches (one block of columns), rows of 70 (two packed words) and rows zero
-    over a whole run."""
+    their cells over the set bits, row by row (`add_set_bits`): the twin's bits, over 17
+    runs of patches (one block of columns; the last, of 100 patches, digit by digit), rows
+    of 70 (two packed words) and rows zero over a whole run."""
     rng = np.random.default_rng(11)
     width, patches, count = 70, 16 * 512 + 100, noisy_read.SET_BIT_COLUMNS + 5
     assert width >= noisy_read.SET_BIT_ROWS > 9  # the wide read by set bits, the other not

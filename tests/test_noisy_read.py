@@ -158,6 +158,50 @@ def test_numba_kernel_equals_its_numpy_twin(case, noise):
     assert np.array_equal(fast, twin)
 
 
+@pytest.mark.parametrize("model", [None, NO_READ_NOISE, ADDITIVE])
+def test_wide_reads_of_one_bit_digits_sum_their_set_bits_as_the_twin(model):
+    """Reads of 1-bit digits of SET_BIT_ROWS rows and SET_BIT_COLUMNS columns or more sum
+    their cells over the set bits, row by row (`add_set_bits`): the twin's bits, over 17
+    runs of patches (one block of columns; the last, of 100 patches, digit by digit), rows
+    of 70 (two packed words) and rows zero over a whole run."""
+    rng = np.random.default_rng(11)
+    width, patches, count = 70, 16 * 512 + 100, noisy_read.SET_BIT_COLUMNS + 5
+    assert width >= noisy_read.SET_BIT_ROWS > 9  # the wide read by set bits, the other not
+    reads = [
+        ReadPlan(
+            0,
+            slice(0, width),
+            rng.normal(0.5, 1.5, (count, width)).astype(np.float32),
+            rng.integers(0, 8, count).astype(np.int64),
+            rng.choice([-2, 1, 4], count).astype(np.int64),
+            rng.integers(20, 200, count).astype(np.int64),
+            None,
+        ),
+        ReadPlan(  # a narrow read beside it: the column-by-column sums
+            0,
+            rng.choice(width, 9, replace=False).astype(np.int64),
+            rng.normal(0.5, 1.5, (3, 9)).astype(np.float32),
+            np.array([1, 3, 5], np.int64),
+            np.ones(3, np.int64),
+            np.full(3, 30, np.int64),
+            None,
+        ),
+    ]
+    levels_in = rng.integers(0, 256, (width, patches)).astype(np.uint8)
+    levels_in[rng.random(levels_in.shape) < 0.5] = 0
+    levels_in[5, :512] = 0  # zero over the first run of patches
+    levels_in[6] = 0
+    noise = None if model is None else ReadNoise(3.0, 0.05, model, 0.002, 0.0, 99, 0)
+    arguments = {"slice_bits": 1, "slices": 8, "sign": -1, "levels": 127, "signed": True}
+    fast = run_kernel(reads, width, 8, 1, levels_in, arguments, noise)
+    kernels.set_backend("numpy")
+    try:
+        twin = run_kernel(reads, width, 8, 1, levels_in, arguments, noise)
+    finally:
+        kernels.set_backend("numba")
+    assert np.array_equal(fast, twin) and fast.any()
+
+
 def one_read(width: int, patches: int, cells: np.ndarray, magnitude=None) -> ReadPlan:
     count = len(cells)
     return ReadPlan(

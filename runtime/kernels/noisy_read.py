@@ -11,7 +11,13 @@ patches (held in the cache) and per read, it cuts the read's input digits out of
 unfolded uint8 DAC levels (unfolded once per sign, not once per slice), adds the input
 noise, sums the column's cells times the digits in float32 (rows in ascending order; a
 row whose digits are all zero in the run adds exact zeros and is skipped), adds the read
-and output noise and converts the sum as `adc.adc_accumulate` does:
+and output noise and converts the sum as `adc.adc_accumulate` does. Digits of one bit
+(1-bit DAC steps, no input noise, not pcm) in reads of SET_BIT_ROWS rows and
+SET_BIT_COLUMNS columns or more, over runs of SET_BIT_PATCHES patches or more, are summed
+over their set bits only (`add_set_bits`): each row's cells added to the sums of the
+patches whose bit is set, rows ascending, so the same float32 sums as digit times cell
+over every row (a zero digit adds an exact zero) at a sixth of the additions on the
+digits fixtures (15 % of the bits set). Then
 
     code = clip(rint(float64(s) * levels / full_scale), low, levels)
     acc[target] += factor * significance * full_scale * code
@@ -52,14 +58,34 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
+from xbarc.runtime.kernels.bitplane import popcount
 from xbarc.runtime.kernels.sparse_read import CHUNK, chunk_maxima
 
 # Float reads of at least this many rows per read column (on average over a layer: whole
 # tiles of 128 rows) run as onnxruntime's float GEMMs read by read (`reads.ReadOut`), not
 # here, where each row is a pass over the patches: ResNet-50 at batch 1 (49 to 3136
 # patches) took 16 s of CPU so against 27 s all here; the digits ResNet (reads of 72 to
-# 128 rows, 360 images) 1.4 s here against 1.7 s read by read.
+# 128 rows, 360 images) 1.4 s here against 1.7 s read by read. With the set-bit sums
+# (issue 18, round two; load 3-4 on 2 cores): ResNet-50 17.7 s of CPU so against 20.4 s
+# all here (half its input bits set), SqueezeNet 1.97 s against 1.87 s: kept.
 NOISY_TALL = 128
+
+# Reads of 1-bit digits (no input noise) of at least SET_BIT_ROWS rows and SET_BIT_COLUMNS
+# columns in a block sum their cells over the set bits only, row by row (`add_set_bits`:
+# a row's cells added to the patches it drives); the others multiply every digit, column
+# by column. Measured per layer on the digits fixtures (360 images, one thread, CPU time;
+# set bits / every digit): reads of 128 rows 0.45-0.5 (ResNet), 72 rows x 128 columns
+# 0.69 (LeNet); but 9 rows 1.1-1.6, and 64 rows x 16 columns a block (one run of
+# patches split into 16 blocks) 1.3.
+SET_BIT_ROWS = 24
+SET_BIT_COLUMNS = 32
+# ... and runs of at least this many patches: the set-bit sums copy the cells of every
+# (read, slice) per run, which a run of a few patches (magika's 8 files) does not repay
+SET_BIT_PATCHES = 128
+# ... in groups of at most this many columns, whose patch-major sums (SET_BIT_GROUP x
+# CHUNK float32, 128 kB) stay in the core's cache (512 columns at once, SqueezeNet's first
+# layer, took 7.5 ns a conversion)
+SET_BIT_GROUP = 64
 
 # read-noise models, as the kernel numbers them
 NO_READ_NOISE, ADDITIVE, PCM = 0, 1, 2
@@ -380,6 +406,37 @@ def _check(levels_in, columns: NoisyColumns, slice_bits, slices, sign, levels, a
 # Numba kernel, compiled on first use
 
 
+@numba_kernel(inline="always")
+def pack_digits(source, line, length, shift, bits):
+    """Bit `shift` of the `length` levels `source[line:line + length]` (one row, a run of
+    patches), 64 patches a word: patch i at bit i % 64 of `bits[i // 64]`."""
+    for w in range((length + 63) // 64):
+        word = np.uint64(0)
+        start = line + np.uint64(w * 64)
+        for b in range(min(64, length - w * 64)):
+            digit = np.uint64((np.int32(source[start + np.uint64(b)]) >> shift) & np.int32(1))
+            word |= digit << np.uint64(b)
+        bits[w] = word
+
+
+@numba_kernel(inline="always")
+def add_set_bits(bits, words, cells_row, count, sums):
+    """sums[i * count + k] += cells_row[k] for each patch i whose bit is set in `bits` (as
+    `pack_digits` packs them): a row's cells added to the sums of the patches it drives
+    with digit 1. Rows added in ascending order give each sum the float32 sum over all
+    rows of the cell times its 0/1 digit, to the bit (a zero digit adds an exact zero).
+    Consecutive additions go to different patches, so they do not wait on each other."""
+    for w in range(words):
+        word = bits[w]
+        while word != np.uint64(0):
+            low = word & (~word + np.uint64(1))
+            i = np.uint64(w * 64) + popcount(low - np.uint64(1))
+            word ^= low
+            into = i * np.uint64(count)
+            for k in range(count):
+                sums[into + np.uint64(k)] += cells_row[k]
+
+
 @numba_kernel(parallel=True, error_model="numpy")
 def noisy_read_accumulate_numba(
     levels_in,
@@ -424,9 +481,13 @@ def noisy_read_accumulate_numba(
     total_rows = np.uint64(len(rows))
     span = np.uint64(patches)
     longest = 0
+    widest = 0
     for q in range(len(read_cells)):
         longest = max(longest, read_start[q + 1] - read_start[q])
+        widest = max(widest, read_columns[q + 1] - read_columns[q])
     input_noise = noisy and input_sigma > 0.0
+    # digits of one bit without input noise: sums over the set bits only (`set_bit_sums`)
+    binary = slice_bits == 1 and not input_noise and not (noisy and model == 2)
     # One task per (run of patches, block of targets): no two tasks add into the same
     # row and patch of `acc`; each column's sums, noise and codes are computed whole in
     # one task, so the split changes nothing. A read's digits are cut once per task and
@@ -445,6 +506,9 @@ def noisy_read_accumulate_numba(
         wide = np.empty(chunk // 2 + 2, dtype=np.float32)
         turn = np.empty(chunk // 2 + 2, dtype=np.float32)
         exponents = np.empty(chunk // 2 + 2, dtype=np.float32)
+        bits = np.empty(longest * ((chunk + 63) // 64) if binary else 0, dtype=np.uint64)
+        cells_t = np.empty(longest * SET_BIT_GROUP if binary else 0, dtype=np.float32)
+        block_sums = np.empty(SET_BIT_GROUP * chunk if binary else 0, dtype=np.float32)
         for j in range(slices):
             shift = np.int32(j * slice_bits)
             lowest = np.uint8(1 << shift)
@@ -473,10 +537,37 @@ def noisy_read_accumulate_numba(
                 if active[q, j] == 0:
                     index = end
                     continue
+                columns_here = end - index
+                set_bits = (
+                    binary
+                    and columns_here >= SET_BIT_COLUMNS
+                    and width >= SET_BIT_ROWS
+                    and length >= SET_BIT_PATCHES
+                )
+                live = 0  # set_bits: the rows with a set bit in the run, packed in `bits`
+                if set_bits:
+                    words = (length + 63) // 64
+                    for i in range(length):
+                        weighted[i] = 0.0
+                    for r in range(width):
+                        row = rows[read_start[q] + r]
+                        if maxima[row, run] < lowest:  # the bit is zero on the whole run
+                            continue
+                        line = np.uint64(row) * span + np.uint64(first)
+                        pack_digits(source, line, length, shift, bits[live * words :])
+                        used[live] = r
+                        live += 1
+                        if noisy and model == 1:  # sum x^2 over the rows: a count of set bits
+                            for i in range(length):
+                                level = np.int32(source[line + np.uint64(i)])
+                                weighted[i] += np.float64((level >> shift) & np.int32(1))
+                    if noisy:  # sigma shared by the read's columns
+                        for i in range(length):
+                            sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
                 # the read's digits in this run of patches; rows all zero here skipped
                 # (they add exact zeros), unless input noise makes them non-zero
                 count = 0
-                for r in range(width):
+                for r in range(width if not set_bits else 0):
                     row = rows[read_start[q] + r]
                     if not input_noise and maxima[row, run] < lowest:
                         continue
@@ -496,7 +587,7 @@ def noisy_read_accumulate_numba(
                             noise = input_sigma * np.float64(z[offset + i])
                             drive[into + at] = np.float32(np.float64(drive[into + at]) + noise)
                     count += 1
-                if noisy and model != 2:  # sigma shared by the read's columns
+                if noisy and model != 2 and not set_bits:  # sigma shared by the read's columns
                     for i in range(length):
                         weighted[i] = 0.0
                     if model == 1:
@@ -507,41 +598,71 @@ def noisy_read_accumulate_numba(
                                 weighted[i] += value * value
                     for i in range(length):
                         sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
-                for e in range(index, end):
-                    m = block_columns[e]
-                    cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
-                    for i in range(length):
-                        sums[i] = np.float32(0.0)
-                    for a in range(count):
-                        weight = cells[cell0 + np.uint64(used[a])]
-                        into = np.uint64(a * chunk)
-                        for i in range(length):
-                            sums[i] += weight * drive[into + np.uint64(i)]
-                    if noisy and model == 2:
-                        for i in range(length):
-                            weighted[i] = 0.0
+                group = SET_BIT_GROUP if set_bits else columns_here
+                for group_start in range(index, end, group):
+                    group_end = min(group_start + group, end)
+                    if set_bits:
+                        # the group's sums, patch-major in `block_sums` [length, group_count]
+                        group_count = group_end - group_start
+                        for k in range(group_count):  # the group's cells, transposed
+                            m = block_columns[group_start + k]
+                            cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                            for a in range(live):
+                                cells_t[a * group_count + k] = cells[cell0 + np.uint64(used[a])]
+                        for x in range(length * group_count):
+                            block_sums[x] = np.float32(0.0)
+                        for a in range(live):
+                            cells_row = cells_t[a * group_count : (a + 1) * group_count]
+                            add_set_bits(
+                                bits[a * words :], words, cells_row, group_count, block_sums
+                            )
+                    for e in range(group_start, group_end):
+                        m = block_columns[e]
+                        cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                        if set_bits:
+                            k = np.uint64(e - group_start)
+                            stride = np.uint64(group_end - group_start)
+                            for i in range(length):
+                                sums[i] = block_sums[np.uint64(i) * stride + k]
+                        else:
+                            for i in range(length):
+                                sums[i] = np.float32(0.0)
                         for a in range(count):
-                            held = np.float64(magnitude[cell0 + np.uint64(used[a])])
+                            weight = cells[cell0 + np.uint64(used[a])]
                             into = np.uint64(a * chunk)
                             for i in range(length):
-                                value = np.float64(drive[into + np.uint64(i)])
-                                weighted[i] += held * (value * value)
-                        for i in range(length):
-                            sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
-                    step = factor[m] * significance * full_scale[m]
-                    scale = np.float64(full_scale[m])
-                    line = np.uint64(target[m]) * span + np.uint64(first)
-                    if noisy:
-                        position = (np.uint64(j) * total_columns + np.uint64(m)) * span
-                        offset = normals(
-                            key, position + np.uint64(first), length, z, wide, turn, exponents
-                        )
-                        for i in range(length):
-                            value = np.float64(sums[i]) + sigma[i] * np.float64(z[offset + i])
-                            code = np.rint(value * top / scale)
-                            dest[line + np.uint64(i)] += step * np.int64(min(max(code, low), top))
-                    else:
-                        for i in range(length):
-                            code = np.rint(np.float64(sums[i]) * top / scale)
-                            dest[line + np.uint64(i)] += step * np.int64(min(max(code, low), top))
+                                sums[i] += weight * drive[into + np.uint64(i)]
+                        if noisy and model == 2:
+                            for i in range(length):
+                                weighted[i] = 0.0
+                            for a in range(count):
+                                held = np.float64(magnitude[cell0 + np.uint64(used[a])])
+                                into = np.uint64(a * chunk)
+                                for i in range(length):
+                                    value = np.float64(drive[into + np.uint64(i)])
+                                    weighted[i] += held * (value * value)
+                            for i in range(length):
+                                sigma[i] = unit * np.sqrt(
+                                    output_variance + coefficient * weighted[i]
+                                )
+                        step = factor[m] * significance * full_scale[m]
+                        scale = np.float64(full_scale[m])
+                        line = np.uint64(target[m]) * span + np.uint64(first)
+                        if noisy:
+                            position = (np.uint64(j) * total_columns + np.uint64(m)) * span
+                            offset = normals(
+                                key, position + np.uint64(first), length, z, wide, turn, exponents
+                            )
+                            for i in range(length):
+                                value = np.float64(sums[i]) + sigma[i] * np.float64(z[offset + i])
+                                code = np.rint(value * top / scale)
+                                dest[line + np.uint64(i)] += step * np.int64(
+                                    min(max(code, low), top)
+                                )
+                        else:
+                            for i in range(length):
+                                code = np.rint(np.float64(sums[i]) * top / scale)
+                                dest[line + np.uint64(i)] += step * np.int64(
+                                    min(max(code, low), top)
+                                )
                 index = end

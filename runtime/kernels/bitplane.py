@@ -654,6 +654,21 @@ def bitplane_accumulate_numba(
                     line0 = np.uint64((j * words_total + word0) * patches + first)
                     line1 = np.uint64((j * words_total + word1) * patches + first)
                     step = factor[m] * significance[q] * fs
+                    if not (on0 and on1):
+                        # one word (reads of at most 64 rows, or the other word's bits all
+                        # zero in this run): half the loads and popcounts
+                        line = line0 if on0 else line1
+                        low, high = low0 | low1, high0 | high1
+                        shift = shift0 if on0 else shift1
+                        for i in range(length):
+                            x = source[line + np.uint64(i)]
+                            sum1 = (popcount(x & low) + (popcount(x & high) << one)) << shift
+                            numerator = np.int64(sum1) * twice_levels + fs
+                            quotient = (numerator * magic) >> exponent
+                            tie = np.int64(numerator - quotient * divisor == 0)
+                            code = quotient - (tie & quotient & 1)
+                            total[i] += step * min(code, levels)
+                        continue
                     for i in range(length):
                         at = np.uint64(i)
                         x0 = source[line0 + at]

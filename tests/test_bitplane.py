@@ -232,7 +232,9 @@ def test_bitplane_converts_every_sum_as_the_adc_does(levels):
     # from 0 to 128 and 384 (multiples of 3); full scales that make ties, clip and divide
     rows = 128
     levels_in = (np.arange(rows)[:, None] < np.arange(rows + 1)[None, :]).astype(np.uint8)
-    full_scales = [1, 2, 3, 4, 7, 8, 100, 128, 200, 255, 256, 384, 1000]
+    # (22, 26, 100: ties that a product with the float64 reciprocal rounds the other way
+    # at 255 levels, so those columns keep the division)
+    full_scales = [1, 2, 3, 4, 7, 8, 22, 26, 100, 128, 200, 255, 256, 384, 1000]
     reads = [
         ReadPlan(0, slice(0, rows), np.full((2, rows), cell, dtype=np.uint8),
                  np.array([0, 1]), np.array([1, -4]), np.array([full_scale, full_scale]), None)
@@ -245,3 +247,15 @@ def test_bitplane_converts_every_sum_as_the_adc_does(levels):
     reference(reads, rows, 2, 1, 1, levels, 0, signs, expected)
     got, _, _ = run_bitplane(*case)
     np.testing.assert_array_equal(got, expected, strict=True)
+
+
+def test_adc_reciprocals_keep_the_division_where_a_product_would_round_a_tie_otherwise():
+    # 255 / 48 = 5.3125 is exact: every sum converts alike; 77 x 255 / 22 = 892.5 rounds
+    # to 892 (even) but 77 x fl(255 / 22) to 893, so the column of full scale 22 keeps
+    # the division once its sums reach 77, not below
+    largest = np.array([192, 76, 77, 192, 192], dtype=np.int64)
+    full_scale = np.array([48, 22, 22, 0, 2**20], dtype=np.int64)
+    got = bitplane.adc_reciprocals(largest, full_scale, 255)
+    assert np.rint(77 * 255 / 22) == 892 and np.rint(77 * (255 / 22)) == 893
+    assert got.tolist() == [255 / 48, 255 / 22, 0.0, 0.0, 255 / 2**20]
+    assert not bitplane.adc_reciprocals(largest, full_scale, 0).any()  # lossless: no codes

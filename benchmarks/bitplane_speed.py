@@ -1,14 +1,17 @@
-"""Bit-plane reads against the sparse path and onnxruntime, on the faithful default program.
+"""Bit-plane and depthwise reads against earlier paths and onnxruntime, on the faithful default.
 
     python benchmarks/bitplane_speed.py [--repeat 3] [--resnet50 r50.onnx] [--record]
 
 The faithful default: `xbarc compile` defaults (8-bit weights in 2-bit cells, differential
 encoding, 128x128 tiles, the 8-bit DAC fed 1 bit a step, 8-bit ADC) with `tiles=4096`,
 run in `quant`. For each digits fixture (batch 360 of tests/fixtures/digits/
-digits_test.npz) the same program runs three ways in the same process: onnxruntime on
-the float model; `quant` as it reads now (bit planes where `_choose_path` takes them);
-and `quant` with the bit-plane path switched off (the sparse kernel or integer GEMMs read
-by read: how main read every layer before). Both `quant` runs must give the same bits
+digits_test.npz; all 16, dense and pruned, unless `--fixtures` names some) the same
+program runs four ways in the same process: onnxruntime on the float model; `quant` as
+it reads now (the depthwise tables and the bit planes where `_choose_path` takes them,
+conversions by reciprocal where exact); `quant` as issue 18's first round left it ("round
+one": no depthwise tables, every conversion by the integer division); and `quant` with
+the bit-plane path switched off (the sparse kernel or integer GEMMs read by read: how
+main read every layer before issue 18). All `quant` runs must give the same bits
 (checked). Wall seconds best of `--repeat`, CPU seconds (all threads) of that run in
 brackets: the machine is shared, and the CPU time says what a quiet machine would take.
 
@@ -68,7 +71,11 @@ layers alone. Unfolding and packing are 15-35 % of the digits runs (not of ResNe
 packing while unfolding would save the uint8 unfolded copy (written once, read once)."""
 
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
-FIXTURES = ("lenet", "resnet", "mobilenet", "mlp", "lenet_p90", "mobilenet_p90")
+FIXTURES = tuple(
+    f"{model}{suffix}"
+    for model in ("lenet", "resnet", "mobilenet", "mlp")
+    for suffix in ("", "_p50", "_p80", "_p90")
+)
 BATCH = 360
 
 
@@ -121,19 +128,35 @@ class KernelWork:
             self.conversions += int((converted @ lengths).sum())
 
 
-def quant_runs(program, feeds, repeat: int, both: bool):
-    """(wall, cpu, outputs) of the bit-plane path and, if `both`, of the sparse path."""
+def no_reciprocals(largest: np.ndarray, full_scale: np.ndarray, levels: int) -> np.ndarray:
+    """`bitplane.adc_reciprocals` as round one had it: none (every conversion divides)."""
+    return np.zeros(len(full_scale), dtype=np.float64)
+
+
+def quant_runs(program, feeds, repeat: int, variants: tuple[str, ...]):
+    """(wall, cpu, outputs, executor) of each of `variants`: "now", "round one" (no
+    depthwise tables, no conversions by reciprocal) and "sparse" (no bit planes)."""
     rows = []
-    for bitplanes in (True, False) if both else (True,):
+    for variant in variants:
         executor = Executor(program, noise_settings("quant"), Seeds.derive(0))
-        if not bitplanes:
+        if variant == "sparse":
             executor._bitplane_reads = lambda plans: False  # type: ignore[method-assign]
+        if variant == "round one":
+            executor._depthwise_columns = lambda plans: None  # type: ignore[method-assign]
+            bitplane.adc_reciprocals = no_reciprocals  # the columns are built on the first run
         outputs: dict = {}
-        wall, cpu = timed(
-            lambda executor=executor, outputs=outputs: outputs.update(executor.run(feeds)), repeat
-        )
+        try:
+            wall, cpu = timed(
+                lambda executor=executor, outputs=outputs: outputs.update(executor.run(feeds)),
+                repeat,
+            )
+        finally:
+            bitplane.adc_reciprocals = RECIPROCALS
         rows.append((wall, cpu, dict(outputs), executor))
     return rows
+
+
+RECIPROCALS = bitplane.adc_reciprocals
 
 
 def kernel_work(executor, feeds) -> KernelWork:
@@ -180,9 +203,10 @@ def main() -> None:
     load_before = os.getloadavg()
     x = np.load(DIGITS / "digits_test.npz")["x"][:BATCH].astype(np.float32)
     table = [
-        "| program | onnxruntime ms | quant bit planes ms | x onnxruntime | quant sparse path ms "
-        "| x onnxruntime | speed-up | same bits |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| program | onnxruntime ms | quant now ms | x onnxruntime | quant round one ms "
+        "| x onnxruntime | speed-up | quant sparse path ms | x onnxruntime | speed-up "
+        "| same bits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     work_table = [
         "| program | conversions a run | AND+popcount terms | kernel ms (CPU) "
@@ -205,22 +229,24 @@ def main() -> None:
         program = compile_onnx(model, CompileOptions(tiles=4096, input_shapes=shapes))
         ort_wall, ort_cpu = onnxruntime_time(model, feeds, args.repeat)
         both = not name.startswith("ResNet-50")
-        runs = quant_runs(program, feeds, args.repeat, both)
+        variants = ("now", "round one", "sparse") if both else ("now", "round one")
+        runs = quant_runs(program, feeds, args.repeat, variants)
         wall, cpu, outputs, executor = runs[0]
         paths = sorted(set(executor._paths.values()))
         row = (
             f"| {name} ({', '.join(paths)}) | {ort_wall * 1e3:.2f} ({ort_cpu * 1e3:.2f}) "
             f"| {wall * 1e3:.1f} ({cpu * 1e3:.1f}) | {wall / ort_wall:.0f}x ({cpu / ort_cpu:.0f}x) "
         )
-        if both:
-            old_wall, old_cpu, old_outputs, _ = runs[1]
-            same = all(np.array_equal(outputs[k], old_outputs[k]) for k in outputs)
+        same = True
+        for old_wall, old_cpu, old_outputs, _ in runs[1:]:
+            same = same and all(np.array_equal(outputs[k], old_outputs[k]) for k in outputs)
             row += (
                 f"| {old_wall * 1e3:.1f} ({old_cpu * 1e3:.1f}) | {old_wall / ort_wall:.0f}x "
-                f"| {old_wall / wall:.2f}x ({old_cpu / cpu:.2f}x) | {'yes' if same else 'NO'} |"
+                f"| {old_wall / wall:.2f}x ({old_cpu / cpu:.2f}x) "
             )
-        else:
-            row += "| - | - | - | - |"
+        if not both:
+            row += "| - | - | - "
+        row += f"| {'yes' if same else 'NO'} |"
         print(row, flush=True)
         table.append(row)
         work = kernel_work(executor, feeds)
@@ -248,11 +274,14 @@ def main() -> None:
         "",
         "The faithful default program (`xbarc compile` defaults, `tiles=4096`: 8-bit weights in "
         "2-bit cells, differential, 128x128 tiles, 8-bit DAC 1 bit a step, 8-bit ADC) in `quant`, "
-        f"digits fixtures at batch {BATCH}: the bit-plane path (AND + popcount, the ADC in the "
-        "same pass; `sparse` kept where `prefers_sparse` says) against the same program with the "
-        "bit-plane path off (main's paths: the sparse kernel or integer GEMMs read by read), in "
-        "the same process, and onnxruntime on the float model. Wall ms best of "
-        f"{args.repeat} warm runs, CPU ms (all threads) of that run in brackets. {load}",
+        f"digits fixtures at batch {BATCH}: now (the depthwise tables for reads of at most 10 "
+        "rows, the bit-plane path elsewhere: AND + popcount, the ADC in the same pass, by "
+        "reciprocal where exact; `sparse` kept where `prefers_sparse` says) against round one "
+        "(issue 18's first round: bit planes, conversions by integer division, depthwise layers "
+        "on the sparse kernel) and the bit-plane path off (main's paths before issue 18: the "
+        "sparse kernel or integer GEMMs read by read), in the same process, and onnxruntime on "
+        f"the float model. Wall ms best of {args.repeat} warm runs, CPU ms (all threads) of that "
+        f"run in brackets; speed-up: that path's time over now's. {load}",
         "",
         *table,
         "",

@@ -104,7 +104,12 @@ def bitplane_columns(
 # and small layers of 0.4-1.4 non-zero cells a column 0.50-0.94; against 1.05-1.22 for
 # first convolutions (one 9-row segment read by 128 columns), 1.4-2.8 for dense reads of
 # 16-96 rows (where the sparse kernel was not even taken: read by read) and 0.98-1.24 for
-# 90 %-pruned 72-row convolutions (2.5 cells a column).
+# 90 %-pruned 72-row convolutions (2.5 cells a column). With DAC steps of one bit (the
+# faithful default) the depthwise layers take neither: `_choose_path` looks reads of at
+# most 10 rows up in tables first (`depthwise_accumulate`: the digits MobileNet's
+# depthwise layers take 4.6-4.9x less CPU than on the sparse kernel, the whole layer, one
+# thread); this rule still picks between the two kernels for them at DAC steps of 2
+# bits, and for the other layers.
 SPARSE_CELLS = 1.5
 SHARED_WORD = 16
 

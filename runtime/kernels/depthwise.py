@@ -177,9 +177,9 @@ def _check(levels_in, gather, columns, sign, acc) -> None:
     check_accumulator("depthwise_accumulate", acc, items * gather.pixels)
     if columns.target_count > acc.shape[0]:
         raise ValueError("depthwise_accumulate: targets beyond the accumulator's rows")
-    # what a patch adds to an output: at most (2^8 - 1) x the largest entry per entry
-    most = columns.largest * (2**PLANES - 1) * max(np.diff(columns.entry_start).max(initial=0), 1)
-    if most >= 2**62:
+    # what a patch adds to an output: at most (2^8 - 1) x the largest entry per entry on it
+    sharing = int(np.bincount(columns.target).max()) if len(columns.target) else 0
+    if columns.largest * (2**PLANES - 1) * sharing >= 2**62:
         raise ValueError("depthwise_accumulate: table entries too large for int64 sums")
 
 

@@ -53,22 +53,28 @@ from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 # Where the targets stand (measured while writing the kernel; the tables above are this run)
 FLOOR = """\
 The floor. The faithful default's semantics convert every read column's sum for every
-input bit and patch: a conversion costs the popcounts of its 128 rows (two 64-row words
-against two cell planes: 4 AND + popcount, one VPOPCNTQ per 8 patches) and the ADC code
-(rint(s x levels / full scale), half to even: an integer multiply-shift where exact, else
-a float64 division) added into the output. A stand-alone loop of exactly that (Zen 4, one
-thread, 256 patches, CPU time) takes 0.30 ns a conversion without the ADC code, 0.55 with
-it, 0.62 with the float64 division, 0.6-0.9 with a code table per full scale (one gather a
-sum: slower, so the kernel computes the code). In the executor the kernel takes 0.65-0.8
-ns of CPU a conversion, one thread, at every layer size of ResNet-50 (49 to 12544 patches:
-ResNet-50's 54 kernel calls replayed alone, 1.5 s of CPU). So ResNet-50's 2.1 G conversions
-an image cost at least 2.1 G x 0.55 ns / 2 cores = 0.58 s, and 0.75-0.8 s as the kernel
-stands (its CPU time over two cores, the column above); the rest of a run (packing,
-unfolding, the DAC, digital ops) adds ~0.1 s. The digits MobileNet's ~100 M bit-plane
-conversions plus its depthwise layers' on the sparse kernel put 40x onnxruntime (26 ms at
-onnxruntime's quiet 0.66 ms) below the floor: 100 M x 0.55 ns / 2 = 28 ms for the bit-plane
-layers alone. Unfolding and packing are 15-35 % of the digits runs (not of ResNet-50's):
-packing while unfolding would save the uint8 unfolded copy (written once, read once)."""
+input bit and patch: a conversion costs the popcounts of its rows (a 64-row word against
+two cell planes: 2 AND + popcount, one VPOPCNTQ per 8 patches) and the ADC code
+(rint(s x levels / full scale), half to even) added into the output. A stand-alone loop of
+exactly that (Zen 4, one thread, 256 patches, CPU time) takes 0.30 ns a conversion
+without the ADC code, 0.55 with it as an integer multiply-shift, 0.62 with the float64
+division, 0.6-0.9 with a code table per full scale (one gather a sum: slower, so the
+kernel computes the code). Round one converted by the integer multiply-shift, at
+0.65-0.8 ns of CPU a conversion in the executor; the kernel now multiplies by levels /
+full scale where that gives every sum of the column the division's code (checked sum by
+sum when the layer is first read) and adds the codes x steps in float64 (exact below
+2^53), and a column on one word (reads of at most 64 rows) loads and popcounts one word,
+not two: 0.54 ns of CPU a conversion for ResNet-50 (2.1 G conversions an image: 0.57 s
+over 2 cores), 0.3-0.5 ns on the digits fixtures (the table above). Reads of at most 10
+rows (the depthwise 3x3 convolutions and single-channel stems) convert nothing at run
+time: their read-outs are tables over the 2^rows patterns of an input bit on their rows
+(`depthwise_accumulate`), one lookup per output, input bit and patch where the bit planes
+made 8 conversions (one per read column of an 8-bit weight in 2-bit cells,
+differential). What is left of the digits MobileNet is its pointwise layers' 81 M
+conversions (~25 ms of CPU, one thread), the tables (~9 ms), and the ReLUs on the
+layers' outputs (~7 ms of CPU: a transposed view of the [channels, patches]
+accumulator, which a contiguous copy does not make cheaper): ~48 ms of CPU a run, about
+24 ms over 2 cores, against onnxruntime's 0.5-1.1 ms (it moves between runs)."""
 
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
 FIXTURES = tuple(

@@ -720,10 +720,28 @@ def bitplane_accumulate_numba(
                         line = line0 if on0 else line1
                         low, high = low0 | low1, high0 | high1
                         shift = shift0 if on0 else shift1
+                        if shift == 0:  # 2-bit cells: one pair of planes a word
+                            for i in range(length):
+                                x = source[line + np.uint64(i)]
+                                sum1 = popcount(x & low) + (popcount(x & high) << one)
+                                code = min(np.rint(np.float64(np.int64(sum1)) * ratio), top)
+                                floated[i] += step * code
+                            continue
                         for i in range(length):
                             x = source[line + np.uint64(i)]
                             sum1 = (popcount(x & low) + (popcount(x & high) << one)) << shift
                             code = min(np.rint(np.float64(np.int64(sum1)) * ratio), top)
+                            floated[i] += step * code
+                        continue
+                    if shift0 == 0 and shift1 == 0:  # 2-bit cells: one pair of planes a word
+                        for i in range(length):
+                            at = np.uint64(i)
+                            x0 = source[line0 + at]
+                            x1 = source[line1 + at]
+                            ones = popcount(x0 & low0) + popcount(x1 & low1)
+                            twos = popcount(x0 & high0) + popcount(x1 & high1)
+                            sum2 = ones + (twos << one)
+                            code = min(np.rint(np.float64(np.int64(sum2)) * ratio), top)
                             floated[i] += step * code
                         continue
                     for i in range(length):

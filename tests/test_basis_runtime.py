@@ -308,9 +308,9 @@ def test_identity_basis_reproduces_a_digits_network(name, keep):
     got = executor.run(feeds)[output]
     np.testing.assert_array_equal(got, want)
     # its layers take an integer kernel (the depthwise tables for reads of a few rows,
-    # sparse, or the fused path's engines), which gives the bits of reading read by read
-    # (an observer of the read sums forces that)
-    paths = ("depthwise", "sparse", "fused")
+    # the bit planes, sparse, or the fused path's engines), which gives the bits of
+    # reading read by read (an observer of the read sums forces that)
+    paths = ("depthwise", "bitplane", "sparse", "fused")
     assert all(executor._paths[c.layer] in paths for c in basis.combines)
     observed = Executor(basis, EXACT)
     seen: set[str] = set()

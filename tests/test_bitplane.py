@@ -204,7 +204,8 @@ def test_bitplane_columns_share_segments_and_drop_zero_columns():
     assert columns.factor.tolist() == [1, 2, 1, -128 * 255, -128 * 255]
 
 
-def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments():
+def sparse_rule_cases():
+    """Layers' reads for `prefers_sparse`: (reads, rows, the answer at 2-bit DAC steps)."""
     rng = np.random.default_rng(0)
 
     def read(group, rows, cells_t):
@@ -212,18 +213,26 @@ def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments
         return ReadPlan(group, rows, cells_t.astype(np.uint8), np.arange(count),
                         np.ones(count, dtype=np.int64), np.full(count, 99), None)  # fmt: skip
 
-    def prefers(reads, rows):
-        return prefers_sparse(reads, bitplane_columns(reads, rows, 64, 1, 255, 0))
-
     dense = rng.integers(1, 4, (64, 128))
-    assert not prefers([read(0, slice(0, 128), dense)], 128)
     one_cell = np.eye(64, 128, dtype=np.int64)  # a unit basis: one cell a column
-    assert prefers([read(0, slice(0, 128), one_cell)], 128)
-    # depthwise: a 9-row segment per group, read by 8 columns
-    depthwise = [read(g, slice(0, 9), rng.integers(1, 4, (8, 9))) for g in range(32)]
-    assert prefers(depthwise, 9)
-    # a first convolution: one 9-row segment read by 64 columns
-    assert not prefers([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9)
+    return [
+        ([read(0, slice(0, 128), dense)], 128, False),
+        ([read(0, slice(0, 128), one_cell)], 128, True),
+        # depthwise: a 9-row segment per group, read by 8 columns
+        ([read(g, slice(0, 9), rng.integers(1, 4, (8, 9))) for g in range(32)], 9, True),
+        # a first convolution: one 9-row segment read by 64 columns
+        ([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9, False),
+    ]
+
+
+def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments():
+    for reads, rows, sparse in sparse_rule_cases():  # DAC steps of 2 bits
+        assert prefers_sparse(reads, bitplane_columns(reads, rows, 64, 2, 255, 0)) == sparse
+
+
+def test_bit_planes_are_preferred_at_one_bit_dac_steps():
+    for reads, rows, _ in sparse_rule_cases():  # measured faster on every digits layer
+        assert not prefers_sparse(reads, bitplane_columns(reads, rows, 64, 1, 255, 0))
 
 
 @pytest.mark.parametrize("levels", [1, 15, 255])

@@ -9,7 +9,8 @@ digits_test.npz; all 16, dense and pruned, unless `--fixtures` names some) the s
 program runs four ways in the same process: onnxruntime on the float model; `quant` as
 it reads now (the depthwise tables and the bit planes where `_choose_path` takes them,
 conversions by reciprocal where exact); `quant` as issue 18's first round left it ("round
-one": no depthwise tables, every conversion by the integer division); and `quant` with
+one": no depthwise tables, every conversion by the integer division, `prefers_sparse`'s
+rule at every DAC step; the bit-plane loops' other changes stay); and `quant` with
 the bit-plane path switched off (the sparse kernel or integer GEMMs read by read: how
 main read every layer before issue 18). All `quant` runs must give the same bits
 (checked). Wall seconds best of `--repeat`, CPU seconds (all threads) of that run in
@@ -46,6 +47,7 @@ from results import record_if  # noqa: E402
 
 import xbarc.runtime.executor as executor_module  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
+from xbarc.runtime import bitplane as rule  # noqa: E402
 from xbarc.runtime.executor import Executor  # noqa: E402
 from xbarc.runtime.kernels import bitplane  # noqa: E402
 from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
@@ -139,6 +141,16 @@ def no_reciprocals(largest: np.ndarray, full_scale: np.ndarray, levels: int) -> 
     return np.zeros(len(full_scale), dtype=np.float64)
 
 
+def round_one_prefers_sparse(reads, columns) -> bool:
+    """`prefers_sparse` as round one had it: its rule at every DAC step."""
+    read_columns = sum(len(read.target) for read in reads)
+    nonzero = sum(int(np.count_nonzero(read.cells_t)) for read in reads)
+    if not read_columns or not columns.words:
+        return False
+    shared = len(columns.target) / columns.words
+    return nonzero / read_columns < rule.SPARSE_CELLS or shared < rule.SHARED_WORD
+
+
 def quant_runs(program, feeds, repeat: int, variants: tuple[str, ...]):
     """(wall, cpu, outputs, executor) of each of `variants`: "now", "round one" (no
     depthwise tables, no conversions by reciprocal) and "sparse" (no bit planes)."""
@@ -150,6 +162,7 @@ def quant_runs(program, feeds, repeat: int, variants: tuple[str, ...]):
         if variant == "round one":
             executor._depthwise_columns = lambda plans: None  # type: ignore[method-assign]
             bitplane.adc_reciprocals = no_reciprocals  # the columns are built on the first run
+            executor_module.prefers_sparse = round_one_prefers_sparse
         outputs: dict = {}
         try:
             wall, cpu = timed(
@@ -158,11 +171,13 @@ def quant_runs(program, feeds, repeat: int, variants: tuple[str, ...]):
             )
         finally:
             bitplane.adc_reciprocals = RECIPROCALS
+            executor_module.prefers_sparse = PREFERS_SPARSE
         rows.append((wall, cpu, dict(outputs), executor))
     return rows
 
 
 RECIPROCALS = bitplane.adc_reciprocals
+PREFERS_SPARSE = executor_module.prefers_sparse
 
 
 def kernel_work(executor, feeds) -> KernelWork:
@@ -282,9 +297,10 @@ def main() -> None:
         "2-bit cells, differential, 128x128 tiles, 8-bit DAC 1 bit a step, 8-bit ADC) in `quant`, "
         f"digits fixtures at batch {BATCH}: now (the depthwise tables for reads of at most 10 "
         "rows, the bit-plane path elsewhere: AND + popcount, the ADC in the same pass, by "
-        "reciprocal where exact; `sparse` kept where `prefers_sparse` says) against round one "
-        "(issue 18's first round: bit planes, conversions by integer division, depthwise layers "
-        "on the sparse kernel) and the bit-plane path off (main's paths before issue 18: the "
+        "reciprocal where exact; `sparse` kept where `prefers_sparse` says: at 2-bit DAC steps) "
+        "against round one (issue 18's first round: bit planes, conversions by integer "
+        "division, depthwise and very sparse layers on the sparse kernel; the loops' smaller "
+        "changes kept) and the bit-plane path off (main's paths before issue 18: the "
         "sparse kernel or integer GEMMs read by read), in the same process, and onnxruntime on "
         f"the float model. Wall ms best of {args.repeat} warm runs, CPU ms (all threads) of that "
         f"run in brackets; speed-up: that path's time over now's. {load}",

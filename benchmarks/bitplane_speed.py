@@ -1,14 +1,18 @@
-"""Bit-plane reads against the sparse path and onnxruntime, on the faithful default program.
+"""Bit-plane and depthwise reads against earlier paths and onnxruntime, on the faithful default.
 
     python benchmarks/bitplane_speed.py [--repeat 3] [--resnet50 r50.onnx] [--record]
 
 The faithful default: `xbarc compile` defaults (8-bit weights in 2-bit cells, differential
 encoding, 128x128 tiles, the 8-bit DAC fed 1 bit a step, 8-bit ADC) with `tiles=4096`,
 run in `quant`. For each digits fixture (batch 360 of tests/fixtures/digits/
-digits_test.npz) the same program runs three ways in the same process: onnxruntime on
-the float model; `quant` as it reads now (bit planes where `_choose_path` takes them);
-and `quant` with the bit-plane path switched off (the sparse kernel or integer GEMMs read
-by read: how main read every layer before). Both `quant` runs must give the same bits
+digits_test.npz; all 16, dense and pruned, unless `--fixtures` names some) the same
+program runs four ways in the same process: onnxruntime on the float model; `quant` as
+it reads now (the depthwise tables and the bit planes where `_choose_path` takes them,
+conversions by reciprocal where exact); `quant` as issue 18's first round left it ("round
+one": no depthwise tables, every conversion by the integer division, `prefers_sparse`'s
+rule at every DAC step; the bit-plane loops' other changes stay); and `quant` with
+the bit-plane path switched off (the sparse kernel or integer GEMMs read by read: how
+main read every layer before issue 18). All `quant` runs must give the same bits
 (checked). Wall seconds best of `--repeat`, CPU seconds (all threads) of that run in
 brackets: the machine is shared, and the CPU time says what a quiet machine would take.
 
@@ -43,6 +47,7 @@ from results import record_if  # noqa: E402
 
 import xbarc.runtime.executor as executor_module  # noqa: E402
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
+from xbarc.runtime import bitplane as rule  # noqa: E402
 from xbarc.runtime.executor import Executor  # noqa: E402
 from xbarc.runtime.kernels import bitplane  # noqa: E402
 from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
@@ -50,25 +55,35 @@ from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 # Where the targets stand (measured while writing the kernel; the tables above are this run)
 FLOOR = """\
 The floor. The faithful default's semantics convert every read column's sum for every
-input bit and patch: a conversion costs the popcounts of its 128 rows (two 64-row words
-against two cell planes: 4 AND + popcount, one VPOPCNTQ per 8 patches) and the ADC code
-(rint(s x levels / full scale), half to even: an integer multiply-shift where exact, else
-a float64 division) added into the output. A stand-alone loop of exactly that (Zen 4, one
-thread, 256 patches, CPU time) takes 0.30 ns a conversion without the ADC code, 0.55 with
-it, 0.62 with the float64 division, 0.6-0.9 with a code table per full scale (one gather a
-sum: slower, so the kernel computes the code). In the executor the kernel takes 0.65-0.8
-ns of CPU a conversion, one thread, at every layer size of ResNet-50 (49 to 12544 patches:
-ResNet-50's 54 kernel calls replayed alone, 1.5 s of CPU). So ResNet-50's 2.1 G conversions
-an image cost at least 2.1 G x 0.55 ns / 2 cores = 0.58 s, and 0.75-0.8 s as the kernel
-stands (its CPU time over two cores, the column above); the rest of a run (packing,
-unfolding, the DAC, digital ops) adds ~0.1 s. The digits MobileNet's ~100 M bit-plane
-conversions plus its depthwise layers' on the sparse kernel put 40x onnxruntime (26 ms at
-onnxruntime's quiet 0.66 ms) below the floor: 100 M x 0.55 ns / 2 = 28 ms for the bit-plane
-layers alone. Unfolding and packing are 15-35 % of the digits runs (not of ResNet-50's):
-packing while unfolding would save the uint8 unfolded copy (written once, read once)."""
+input bit and patch: a conversion costs the popcounts of its rows (a 64-row word against
+two cell planes: 2 AND + popcount, one VPOPCNTQ per 8 patches) and the ADC code
+(rint(s x levels / full scale), half to even) added into the output. A stand-alone loop of
+exactly that (Zen 4, one thread, 256 patches, CPU time) takes 0.30 ns a conversion
+without the ADC code, 0.55 with it as an integer multiply-shift, 0.62 with the float64
+division, 0.6-0.9 with a code table per full scale (one gather a sum: slower, so the
+kernel computes the code). Round one converted by the integer multiply-shift, at
+0.65-0.8 ns of CPU a conversion in the executor; the kernel now multiplies by levels /
+full scale where that gives every sum of the column the division's code (checked sum by
+sum when the layer is first read) and adds the codes x steps in float64 (exact below
+2^53), and a column on one word (reads of at most 64 rows) loads and popcounts one word,
+not two: 0.54 ns of CPU a conversion for ResNet-50 (2.1 G conversions an image: 0.57 s
+over 2 cores), 0.3-0.5 ns on the digits fixtures (the table above). Reads of at most 10
+rows (the depthwise 3x3 convolutions and single-channel stems) convert nothing at run
+time: their read-outs are tables over the 2^rows patterns of an input bit on their rows
+(`depthwise_accumulate`), one lookup per output, input bit and patch where the bit planes
+made 8 conversions (one per read column of an 8-bit weight in 2-bit cells,
+differential). What is left of the digits MobileNet is its pointwise layers' 81 M
+conversions (~25 ms of CPU, one thread), the tables (~9 ms), and the ReLUs on the
+layers' outputs (~7 ms of CPU: a transposed view of the [channels, patches]
+accumulator, which a contiguous copy does not make cheaper): ~48 ms of CPU a run, about
+24 ms over 2 cores, against onnxruntime's 0.5-1.1 ms (it moves between runs)."""
 
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
-FIXTURES = ("lenet", "resnet", "mobilenet", "mlp", "lenet_p90", "mobilenet_p90")
+FIXTURES = tuple(
+    f"{model}{suffix}"
+    for model in ("lenet", "resnet", "mobilenet", "mlp")
+    for suffix in ("", "_p50", "_p80", "_p90")
+)
 BATCH = 360
 
 
@@ -121,19 +136,48 @@ class KernelWork:
             self.conversions += int((converted @ lengths).sum())
 
 
-def quant_runs(program, feeds, repeat: int, both: bool):
-    """(wall, cpu, outputs) of the bit-plane path and, if `both`, of the sparse path."""
+def no_reciprocals(largest: np.ndarray, full_scale: np.ndarray, levels: int) -> np.ndarray:
+    """`bitplane.adc_reciprocals` as round one had it: none (every conversion divides)."""
+    return np.zeros(len(full_scale), dtype=np.float64)
+
+
+def round_one_prefers_sparse(reads, columns) -> bool:
+    """`prefers_sparse` as round one had it: its rule at every DAC step."""
+    read_columns = sum(len(read.target) for read in reads)
+    nonzero = sum(int(np.count_nonzero(read.cells_t)) for read in reads)
+    if not read_columns or not columns.words:
+        return False
+    shared = len(columns.target) / columns.words
+    return nonzero / read_columns < rule.SPARSE_CELLS or shared < rule.SHARED_WORD
+
+
+def quant_runs(program, feeds, repeat: int, variants: tuple[str, ...]):
+    """(wall, cpu, outputs, executor) of each of `variants`: "now", "round one" (no
+    depthwise tables, no conversions by reciprocal) and "sparse" (no bit planes)."""
     rows = []
-    for bitplanes in (True, False) if both else (True,):
+    for variant in variants:
         executor = Executor(program, noise_settings("quant"), Seeds.derive(0))
-        if not bitplanes:
+        if variant == "sparse":
             executor._bitplane_reads = lambda plans: False  # type: ignore[method-assign]
+        if variant == "round one":
+            executor._depthwise_columns = lambda plans: None  # type: ignore[method-assign]
+            bitplane.adc_reciprocals = no_reciprocals  # the columns are built on the first run
+            executor_module.prefers_sparse = round_one_prefers_sparse
         outputs: dict = {}
-        wall, cpu = timed(
-            lambda executor=executor, outputs=outputs: outputs.update(executor.run(feeds)), repeat
-        )
+        try:
+            wall, cpu = timed(
+                lambda executor=executor, outputs=outputs: outputs.update(executor.run(feeds)),
+                repeat,
+            )
+        finally:
+            bitplane.adc_reciprocals = RECIPROCALS
+            executor_module.prefers_sparse = PREFERS_SPARSE
         rows.append((wall, cpu, dict(outputs), executor))
     return rows
+
+
+RECIPROCALS = bitplane.adc_reciprocals
+PREFERS_SPARSE = executor_module.prefers_sparse
 
 
 def kernel_work(executor, feeds) -> KernelWork:
@@ -180,9 +224,10 @@ def main() -> None:
     load_before = os.getloadavg()
     x = np.load(DIGITS / "digits_test.npz")["x"][:BATCH].astype(np.float32)
     table = [
-        "| program | onnxruntime ms | quant bit planes ms | x onnxruntime | quant sparse path ms "
-        "| x onnxruntime | speed-up | same bits |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| program | onnxruntime ms | quant now ms | x onnxruntime | quant round one ms "
+        "| x onnxruntime | speed-up | quant sparse path ms | x onnxruntime | speed-up "
+        "| same bits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     work_table = [
         "| program | conversions a run | AND+popcount terms | kernel ms (CPU) "
@@ -205,22 +250,24 @@ def main() -> None:
         program = compile_onnx(model, CompileOptions(tiles=4096, input_shapes=shapes))
         ort_wall, ort_cpu = onnxruntime_time(model, feeds, args.repeat)
         both = not name.startswith("ResNet-50")
-        runs = quant_runs(program, feeds, args.repeat, both)
+        variants = ("now", "round one", "sparse") if both else ("now", "round one")
+        runs = quant_runs(program, feeds, args.repeat, variants)
         wall, cpu, outputs, executor = runs[0]
         paths = sorted(set(executor._paths.values()))
         row = (
             f"| {name} ({', '.join(paths)}) | {ort_wall * 1e3:.2f} ({ort_cpu * 1e3:.2f}) "
             f"| {wall * 1e3:.1f} ({cpu * 1e3:.1f}) | {wall / ort_wall:.0f}x ({cpu / ort_cpu:.0f}x) "
         )
-        if both:
-            old_wall, old_cpu, old_outputs, _ = runs[1]
-            same = all(np.array_equal(outputs[k], old_outputs[k]) for k in outputs)
+        same = True
+        for old_wall, old_cpu, old_outputs, _ in runs[1:]:
+            same = same and all(np.array_equal(outputs[k], old_outputs[k]) for k in outputs)
             row += (
                 f"| {old_wall * 1e3:.1f} ({old_cpu * 1e3:.1f}) | {old_wall / ort_wall:.0f}x "
-                f"| {old_wall / wall:.2f}x ({old_cpu / cpu:.2f}x) | {'yes' if same else 'NO'} |"
+                f"| {old_wall / wall:.2f}x ({old_cpu / cpu:.2f}x) "
             )
-        else:
-            row += "| - | - | - | - |"
+        if not both:
+            row += "| - | - | - "
+        row += f"| {'yes' if same else 'NO'} |"
         print(row, flush=True)
         table.append(row)
         work = kernel_work(executor, feeds)
@@ -248,11 +295,15 @@ def main() -> None:
         "",
         "The faithful default program (`xbarc compile` defaults, `tiles=4096`: 8-bit weights in "
         "2-bit cells, differential, 128x128 tiles, 8-bit DAC 1 bit a step, 8-bit ADC) in `quant`, "
-        f"digits fixtures at batch {BATCH}: the bit-plane path (AND + popcount, the ADC in the "
-        "same pass; `sparse` kept where `prefers_sparse` says) against the same program with the "
-        "bit-plane path off (main's paths: the sparse kernel or integer GEMMs read by read), in "
-        "the same process, and onnxruntime on the float model. Wall ms best of "
-        f"{args.repeat} warm runs, CPU ms (all threads) of that run in brackets. {load}",
+        f"digits fixtures at batch {BATCH}: now (the depthwise tables for reads of at most 10 "
+        "rows, the bit-plane path elsewhere: AND + popcount, the ADC in the same pass, by "
+        "reciprocal where exact; `sparse` kept where `prefers_sparse` says: at 2-bit DAC steps) "
+        "against round one (issue 18's first round: bit planes, conversions by integer "
+        "division, depthwise and very sparse layers on the sparse kernel; the loops' smaller "
+        "changes kept) and the bit-plane path off (main's paths before issue 18: the "
+        "sparse kernel or integer GEMMs read by read), in the same process, and onnxruntime on "
+        f"the float model. Wall ms best of {args.repeat} warm runs, CPU ms (all threads) of that "
+        f"run in brackets; speed-up: that path's time over now's. {load}",
         "",
         *table,
         "",

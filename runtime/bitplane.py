@@ -104,15 +104,29 @@ def bitplane_columns(
 # and small layers of 0.4-1.4 non-zero cells a column 0.50-0.94; against 1.05-1.22 for
 # first convolutions (one 9-row segment read by 128 columns), 1.4-2.8 for dense reads of
 # 16-96 rows (where the sparse kernel was not even taken: read by read) and 0.98-1.24 for
-# 90 %-pruned 72-row convolutions (2.5 cells a column).
+# 90 %-pruned 72-row convolutions (2.5 cells a column). With DAC steps of one bit (the
+# faithful default) the depthwise layers take neither: `_choose_path` looks reads of at
+# most 10 rows up in tables first (`depthwise_accumulate`: the digits MobileNet's
+# depthwise layers take 4.6-4.9x less CPU than on the sparse kernel, the whole layer, one
+# thread); this rule still picks between the two kernels for them at DAC steps of 2
+# bits. At DAC steps of one bit the bit-plane kernel's faithful-default loop (conversions
+# by reciprocal, one word per column where it can, no shifts for 2-bit cells) takes the
+# rest: every layer this rule sent to the sparse kernel on the 16 digits fixtures (pruned
+# pointwise convolutions and Gemms of 0.7-1.4 non-zero cells a column) ran 1.0-2.0x
+# faster as bit planes (the whole layer, one thread, CPU time, the same process:
+# mobilenet_p90's pointwise layers 23.4, 7.4 and 8.6 ms against 11.6, 3.6 and 6.5;
+# resnet_p90's shortcut 7.0 against 3.7; the last Gemms of 10 columns alike).
 SPARSE_CELLS = 1.5
 SHARED_WORD = 16
 
 
 def prefers_sparse(reads: list[ReadPlan], columns: BitplaneColumns) -> bool:
     """Whether a layer's integer reads run faster through `sparse_read_accumulate` than
-    as bit planes (see SPARSE_CELLS): very sparse cells, or segments too short to share
-    their packed words among many columns."""
+    as bit planes (see SPARSE_CELLS): at DAC steps of 2 bits, very sparse cells, or
+    segments too short to share their packed words among many columns; at steps of one
+    bit, never."""
+    if columns.slice_bits == 1:
+        return False
     read_columns = sum(len(read.target) for read in reads)
     nonzero = sum(int(np.count_nonzero(read.cells_t)) for read in reads)
     if not read_columns or not columns.words:

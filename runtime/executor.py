@@ -63,6 +63,11 @@ planes instead (`bitplane_accumulate`): each input segment packed once per run, 
 word and bit plane, and each read column's sum a weighted count of the bits set in both
 an input word and its cells' bit planes (AND + popcount), converted in the same pass;
 the sparse kernel stays for layers where it is measured faster (`prefers_sparse`).
+Those of one input bit a step whose reads drive at most 10 rows (depthwise 3x3
+convolutions, single-channel stems) look their read-outs up instead
+(`depthwise_accumulate`): per input segment and output, a table of what its columns add
+for every pattern of one input plane's bits on its rows, made once per layer, indexed
+with patterns made straight from the layer's input.
 The other exact integer reads take the fused path where they can (`_accumulate_fused`): the
 engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
 (`fused_read_accumulate`: the digits of each tile of patches gathered straight from the
@@ -107,6 +112,7 @@ from xbarc.runtime.combine import (
     response_targets,
 )
 from xbarc.runtime.control import run_control
+from xbarc.runtime.depthwise import depthwise_columns
 from xbarc.runtime.devices import Chip, read_noise_sigma, read_noise_terms
 from xbarc.runtime.effective import IdealGraph, IdealLayers
 from xbarc.runtime.kernels import adc, dac, engines, gemm, touched
@@ -116,12 +122,15 @@ from xbarc.runtime.kernels.bitplane import (
     pack_inputs,
     runs_of,
 )
+from xbarc.runtime.kernels.depthwise import DepthwiseColumns, depthwise_accumulate
 from xbarc.runtime.kernels.fused import (
     FusedLayer,
+    PatchGather,
     dequantize_items,
     fused_layer,
     fused_read_accumulate,
     gemm_read_accumulate,
+    patch_gather,
 )
 from xbarc.runtime.kernels.noisy_read import (
     ADDITIVE,
@@ -231,6 +240,10 @@ class Executor:
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
         # quant, bit-serial integer reads: each layer's read columns as bit planes
         self._bitplane: dict[str, BitplaneColumns] = {}
+        # quant, bit-serial reads of at most 10 rows: each layer's tables over input bit
+        # patterns (None: taller reads), and its gather per input item shape
+        self._depthwise: dict[str, DepthwiseColumns | None] = {}
+        self._depthwise_gathers: dict[tuple[str, tuple[int, ...]], PatchGather] = {}
         # quant, exact integer reads on the fused path: each layer's read columns (None:
         # not fused), its gather per input item shape, and the engine per patch count
         self._fused: dict[str, SparseColumns | None] = {}
@@ -531,6 +544,8 @@ class Executor:
             noisy = self._noisy[plans[0].layer.name]
             assert noisy is not None
             return self._accumulate_noisy(plans[0], noisy, columns, x)
+        if path == "depthwise":  # short bit-serial reads: table lookups, all at once
+            return self._accumulate_depthwise(plans, columns, x)
         if path == "bitplane":  # bit-serial integer reads: AND + popcount, all at once
             return self._accumulate_bitplane(plans, columns, x)
         if path == "sparse":  # integer reads: all groups, reads and columns at once
@@ -543,7 +558,9 @@ class Executor:
 
     def _read_path(self, plans: list[LayerPlan]) -> str:
         """How a layer's reads run: "noisy" (`noisy_read_accumulate`, float reads of a noisy
-        chip), "bitplane" (`bitplane_accumulate`, bit-serial integer reads), "fused"
+        chip), "depthwise" (`depthwise_accumulate`, bit-serial integer reads of one bit a
+        step and at most 10 rows), "bitplane" (`bitplane_accumulate`, bit-serial integer
+        reads), "fused"
         (`_accumulate_fused`: the engine the measured table names), "sparse"
         (`sparse_read_accumulate`, integer reads) or "by read" (`ReadOut`: one GEMM per read
         and input slice, the ADC kernel on the buffered partial sums; the way every read can
@@ -569,6 +586,8 @@ class Executor:
                 return "by read"
             return "noisy" if self._noisy_columns(plans) is not None else "by read"
         if self._bitplane_reads(plans):
+            if self._depthwise_columns(plans) is not None:
+                return "depthwise"
             layer = plans[0].layer.name
             reads = [read for plan in plans for read in plan.reads]
             if not prefers_sparse(reads, self._bitplane[layer]):
@@ -763,6 +782,57 @@ class Executor:
         slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
         bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
         result = touched((groups, plan.layer.cols, patches), np.float32)
+        accumulated = acc.reshape(groups, plan.columns, patches)
+        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+        return result
+
+    def _depthwise_columns(self, plans: list[LayerPlan]) -> DepthwiseColumns | None:
+        """The layer's tables for `depthwise_accumulate` (built on its first call), for
+        bit-serial reads (`_bitplane_reads`) of one input bit a step whose reads drive at
+        most `depthwise.TABLE_ROWS` rows; None: other reads."""
+        layer = plans[0].layer.name
+        if layer not in self._depthwise:
+            first = plans[0]
+            columns = None
+            if self.program.hardware.dac.slice_bits == 1:
+                columns = depthwise_columns(
+                    [read for plan in plans for read in plan.reads],
+                    first.layer.rows,
+                    first.columns,
+                    self.adc_levels,
+                    2 ** (first.array.weight_bits - 1),
+                )
+            self._depthwise[layer] = columns
+        return self._depthwise[layer]
+
+    def _accumulate_depthwise(self, plans: list[LayerPlan], columns, x: np.ndarray):
+        """`_accumulate_quantized` with `depthwise_accumulate`: each sign's DAC levels
+        looked up straight from the layer's input (no unfold), every segment, output and
+        input plane in one call."""
+        plan = plans[0]
+        layer = plan.layer
+        tables = self._depthwise[layer.name]
+        assert tables is not None
+        item = (1, x.shape[-1]) if layer.geometry is None else (1, *x.shape[1:])
+        gather = self._depthwise_gathers.get((layer.name, item))
+        if gather is None:  # the layer's own unfold of an item of its positions plus one
+            image = math.prod(item)
+            unfold, _ = layer_columns(layer, item)
+            positions = np.arange(1, image + 1, dtype=np.float64).reshape(item)
+            gather = patch_gather(np.asarray(unfold(positions)), image)
+            self._depthwise_gathers[(layer.name, item)] = gather
+        bits, input_scale = self._dac_scale(layer.name, x)
+        levels = self.workspace(("depthwise", "levels"), (2, 1, *x.shape), np.uint8)
+        present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=levels)
+        groups = gather.offsets.shape[0] // layer.rows
+        patches = x.size // gather.image * gather.pixels
+        outputs = (groups * plan.columns, patches)
+        acc = self.workspace(("depthwise", "accumulator"), outputs, np.int64)
+        acc.fill(0)
+        for sign, part, nonzero in zip((1, -1), levels, present, strict=True):
+            if nonzero:  # e.g. no negative inputs after a ReLU
+                depthwise_accumulate(part[0], gather, tables, sign, acc)
+        result = touched((groups, layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
         return result

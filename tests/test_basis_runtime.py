@@ -307,9 +307,11 @@ def test_identity_basis_reproduces_a_digits_network(name, keep):
     executor = Executor(basis, EXACT)
     got = executor.run(feeds)[output]
     np.testing.assert_array_equal(got, want)
-    # its layers take an integer kernel (sparse, or the fused path's engines), which gives
-    # the bits of reading read by read (an observer of the read sums forces that)
-    assert all(executor._paths[c.layer] in ("sparse", "fused") for c in basis.combines)
+    # its layers take an integer kernel (the depthwise tables for reads of a few rows,
+    # the bit planes, sparse, or the fused path's engines), which gives the bits of
+    # reading read by read (an observer of the read sums forces that)
+    paths = ("depthwise", "bitplane", "sparse", "fused")
+    assert all(executor._paths[c.layer] in paths for c in basis.combines)
     observed = Executor(basis, EXACT)
     seen: set[str] = set()
     observed.on_read_sums = lambda layer, sums, full_scales: seen.add(layer)

@@ -204,7 +204,8 @@ def test_bitplane_columns_share_segments_and_drop_zero_columns():
     assert columns.factor.tolist() == [1, 2, 1, -128 * 255, -128 * 255]
 
 
-def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments():
+def sparse_rule_cases():
+    """Layers' reads for `prefers_sparse`: (reads, rows, the answer at 2-bit DAC steps)."""
     rng = np.random.default_rng(0)
 
     def read(group, rows, cells_t):
@@ -212,18 +213,26 @@ def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments
         return ReadPlan(group, rows, cells_t.astype(np.uint8), np.arange(count),
                         np.ones(count, dtype=np.int64), np.full(count, 99), None)  # fmt: skip
 
-    def prefers(reads, rows):
-        return prefers_sparse(reads, bitplane_columns(reads, rows, 64, 1, 255, 0))
-
     dense = rng.integers(1, 4, (64, 128))
-    assert not prefers([read(0, slice(0, 128), dense)], 128)
     one_cell = np.eye(64, 128, dtype=np.int64)  # a unit basis: one cell a column
-    assert prefers([read(0, slice(0, 128), one_cell)], 128)
-    # depthwise: a 9-row segment per group, read by 8 columns
-    depthwise = [read(g, slice(0, 9), rng.integers(1, 4, (8, 9))) for g in range(32)]
-    assert prefers(depthwise, 9)
-    # a first convolution: one 9-row segment read by 64 columns
-    assert not prefers([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9)
+    return [
+        ([read(0, slice(0, 128), dense)], 128, False),
+        ([read(0, slice(0, 128), one_cell)], 128, True),
+        # depthwise: a 9-row segment per group, read by 8 columns
+        ([read(g, slice(0, 9), rng.integers(1, 4, (8, 9))) for g in range(32)], 9, True),
+        # a first convolution: one 9-row segment read by 64 columns
+        ([read(0, slice(0, 9), rng.integers(1, 4, (64, 9)))], 9, False),
+    ]
+
+
+def test_sparse_kernel_is_preferred_for_sparse_cells_and_short_unshared_segments():
+    for reads, rows, sparse in sparse_rule_cases():  # DAC steps of 2 bits
+        assert prefers_sparse(reads, bitplane_columns(reads, rows, 64, 2, 255, 0)) == sparse
+
+
+def test_bit_planes_are_preferred_at_one_bit_dac_steps():
+    for reads, rows, _ in sparse_rule_cases():  # measured faster on every digits layer
+        assert not prefers_sparse(reads, bitplane_columns(reads, rows, 64, 1, 255, 0))
 
 
 @pytest.mark.parametrize("levels", [1, 15, 255])
@@ -232,7 +241,9 @@ def test_bitplane_converts_every_sum_as_the_adc_does(levels):
     # from 0 to 128 and 384 (multiples of 3); full scales that make ties, clip and divide
     rows = 128
     levels_in = (np.arange(rows)[:, None] < np.arange(rows + 1)[None, :]).astype(np.uint8)
-    full_scales = [1, 2, 3, 4, 7, 8, 100, 128, 200, 255, 256, 384, 1000]
+    # (22, 26, 100: ties that a product with the float64 reciprocal rounds the other way
+    # at 255 levels, so those columns keep the division)
+    full_scales = [1, 2, 3, 4, 7, 8, 22, 26, 100, 128, 200, 255, 256, 384, 1000]
     reads = [
         ReadPlan(0, slice(0, rows), np.full((2, rows), cell, dtype=np.uint8),
                  np.array([0, 1]), np.array([1, -4]), np.array([full_scale, full_scale]), None)
@@ -245,3 +256,15 @@ def test_bitplane_converts_every_sum_as_the_adc_does(levels):
     reference(reads, rows, 2, 1, 1, levels, 0, signs, expected)
     got, _, _ = run_bitplane(*case)
     np.testing.assert_array_equal(got, expected, strict=True)
+
+
+def test_adc_reciprocals_keep_the_division_where_a_product_would_round_a_tie_otherwise():
+    # 255 / 48 = 5.3125 is exact: every sum converts alike; 77 x 255 / 22 = 892.5 rounds
+    # to 892 (even) but 77 x fl(255 / 22) to 893, so the column of full scale 22 keeps
+    # the division once its sums reach 77, not below
+    largest = np.array([192, 76, 77, 192, 192], dtype=np.int64)
+    full_scale = np.array([48, 22, 22, 0, 2**20], dtype=np.int64)
+    got = bitplane.adc_reciprocals(largest, full_scale, 255)
+    assert np.rint(77 * 255 / 22) == 892 and np.rint(77 * (255 / 22)) == 893
+    assert got.tolist() == [255 / 48, 255 / 22, 0.0, 0.0, 255 / 2**20]
+    assert not bitplane.adc_reciprocals(largest, full_scale, 0).any()  # lossless: no codes

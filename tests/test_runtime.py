@@ -14,6 +14,7 @@ from xbarc.hardware import DacSpec
 from xbarc.ir.geometry import conv_output_spatial
 from xbarc.ir.tile import Const, CrossbarLayer, Span
 from xbarc.runtime.executor import Executor
+from xbarc.runtime.kernels import depthwise
 from xbarc.runtime.noise import noise_settings
 
 CNN = """
@@ -180,24 +181,35 @@ def test_tiles_kept_across_phases_compute_what_one_phase_computes(model_name, no
 
 
 @pytest.fixture(
-    params=["integer", "integer fused", "integer sparse", "integer read by read", "float"]
+    params=[
+        "integer",
+        "integer bitplane",
+        "integer fused",
+        "integer sparse",
+        "integer read by read",
+        "float",
+    ]
 )
 def reads(request, monkeypatch):
-    """Quantized reads as exact integers: bit-serial reads as bit planes
-    (`bitplane_accumulate`, the default), or where the machine's integer GEMM is exact, on
-    the fused path (the engine its measured table names), all of a layer's columns at once
-    (`sparse_read_accumulate`) or read by read (integer GEMMs, as when an observer takes the
-    partial sums); or float32 GEMMs."""
+    """Quantized reads as exact integers: bit-serial reads as table lookups where they
+    drive few rows (`depthwise_accumulate`) and as bit planes (`bitplane_accumulate`)
+    elsewhere (the default), or all as bit planes; or where the machine's integer GEMM is
+    exact, on the fused path (the engine its measured table names), all of a layer's
+    columns at once (`sparse_read_accumulate`) or read by read (integer GEMMs, as when an
+    observer takes the partial sums); or float32 GEMMs."""
     from xbarc.runtime.kernels import gemm
 
+    bit_serial = request.param in ("integer", "integer bitplane")
     if request.param == "float":
         monkeypatch.setattr(gemm, "integer_matmul_exact", lambda: False)
-    elif request.param != "integer" and not gemm.integer_matmul_exact():
+    elif not bit_serial and not gemm.integer_matmul_exact():
         pytest.skip("onnxruntime's integer GEMM saturates on this machine")
-    if request.param == "integer":  # every layer, even where the sparse kernel is faster
+    if bit_serial:  # every layer, even where the sparse kernel is faster
         monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
     else:
         monkeypatch.setattr(Executor, "_bitplane_reads", lambda self, plans: False)
+    if request.param == "integer bitplane":
+        monkeypatch.setattr(Executor, "_depthwise_columns", lambda self, plans: None)
     if request.param in ("integer sparse", "integer read by read", "float"):
         monkeypatch.setattr(Executor, "_fused_columns", lambda self, plans: None)
     if request.param in ("integer read by read", "float"):
@@ -217,13 +229,14 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     executor = Executor(program, noise_settings("quant", adc_bits=adc_bits or "exact"))
     if pipeline == "wide cells":
         assert executor.cell_type == np.float64
-    elif reads != "integer":
+    elif reads not in ("integer", "integer bitplane"):
         assert executor.cell_type == (np.float32 if reads == "float" else np.uint8)
     values = executor.run_all(feeds)
     for layer in program.layers():
         want = quant_layer_reference(program, layer, values[layer.input], adc_bits)
         np.testing.assert_array_equal(values[layer.output], want, err_msg=layer.name)
-    # bit-serial integer reads take the bit planes; without them, the fused path (its
+    # bit-serial integer reads take the tables where their reads drive few rows (one
+    # input bit a step) and the bit planes elsewhere; without them, the fused path (its
     # engines include the sparse kernel and read by read) or the sparse kernel, but for the
     # offset correction's input sums; 8-bit DAC steps of wide cells ("wide cells") on the
     # fused path, else read by read
@@ -231,13 +244,27 @@ def test_quant_equals_numpy_reference_bit_for_bit(model_name, pipeline, adc_bits
     if reads in ("integer read by read", "float"):
         assert paths == {"by read"}
     elif pipeline == "wide cells":
-        assert paths == {"fused" if reads in ("integer", "integer fused") else "by read"}
+        fused = ("integer", "integer bitplane", "integer fused")
+        assert paths == {"fused" if reads in fused else "by read"}
     elif reads == "integer":
+        for layer in program.layers():
+            assert executor._paths[layer.name] == bit_serial_path(executor, layer)
+    elif reads == "integer bitplane":
         assert paths == {"bitplane"}
     elif pipeline == "offset":
         assert paths == {"by read"}
     else:
         assert paths == {"fused" if reads == "integer fused" else "sparse"}
+
+
+def bit_serial_path(executor: Executor, layer: CrossbarLayer) -> str:
+    """The path of a layer's bit-serial reads: "depthwise" where the DAC steps are one
+    bit and no read drives more than `depthwise.TABLE_ROWS` rows, else "bitplane"."""
+    plans = executor.plans[layer.name]
+    driven = [np.arange(layer.rows)[read.rows] for plan in plans for read in plan.reads]
+    one_bit = executor.program.hardware.dac.slice_bits == 1
+    short = one_bit and max(len(rows) for rows in driven) <= depthwise.TABLE_ROWS
+    return "depthwise" if short else "bitplane"
 
 
 @pytest.mark.parametrize("adc_bits", [0, 8, 4])
@@ -482,14 +509,15 @@ def reference_output(layer: CrossbarLayer, result: np.ndarray, x: np.ndarray, st
     return y.astype(np.float32)
 
 
-@pytest.mark.parametrize("path", ["bitplane", "fused", "sparse"])
+@pytest.mark.parametrize("path", ["depthwise", "bitplane", "fused", "sparse"])
 @pytest.mark.parametrize("pipeline", ["one phase", "per column", "separate groups", "squeeze"])
 def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
     pipeline, path, tmp_path, monkeypatch
 ):
-    """Ranges calibrated at the median clip many inputs and read sums: the bit-plane, the
-    fused and the sparse kernel (all of a layer's columns at once) give the bits integer
-    GEMMs read by read give."""
+    """Ranges calibrated at the median clip many inputs and read sums: the depthwise
+    tables (with the bit planes for the taller reads), the bit-plane, the fused and the
+    sparse kernel (all of a layer's columns at once) give the bits integer GEMMs read by
+    read give."""
     from xbarc.calibrate import calibrate
     from xbarc.runtime.kernels import gemm
 
@@ -503,10 +531,16 @@ def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
         monkeypatch.setattr(sparse, "_bitplane_reads", lambda plans: False)
     if path == "sparse":
         monkeypatch.setattr(sparse, "_fused_columns", lambda plans: None)
-    if path == "bitplane":  # every layer, even where the sparse kernel is faster
+    if path in ("depthwise", "bitplane"):  # every layer, even where sparse is faster
         monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
+    if path == "bitplane":
+        monkeypatch.setattr(sparse, "_depthwise_columns", lambda plans: None)
     got = sparse.run_all(feeds)
-    assert {sparse._paths[layer.name] for layer in program.layers()} == {path}
+    if path == "depthwise":
+        paths = [sparse._paths[layer.name] for layer in program.layers()]
+        assert paths == [bit_serial_path(sparse, layer) for layer in program.layers()]
+    else:
+        assert {sparse._paths[layer.name] for layer in program.layers()} == {path}
     one_by_one = Executor(program, settings)
     one_by_one.on_read_sums = lambda layer, sums, full_scales: None  # observed: read by read
     want = one_by_one.run_all(feeds)

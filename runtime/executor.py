@@ -127,7 +127,17 @@ from xbarc.runtime.kernels.noisy_read import (
 )
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
+from xbarc.runtime.observed_reads import (
+    ObservedLayer,
+    count_bitplane,
+    count_levels,
+    observed_calls,
+    observed_layer,
+    segment_digits_bitplane,
+    segment_digits_levels,
+)
 from xbarc.runtime.patches import layer_columns
+from xbarc.runtime.read_spread import SAMPLE_EVERY, ReadSpread
 from xbarc.runtime.reads import (
     LayerPlan,
     ReadOut,
@@ -220,6 +230,8 @@ class Executor:
         # first run (None: the layer is read read by read)
         self._sparse: dict[str, SparseColumns | None] = {}
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
+        # a `ReadSpread` observer on the fast paths: each layer's reads as it sees them
+        self._observed: dict[tuple[str, bool], ObservedLayer] = {}
         # quant, bit-serial integer reads: each layer's read columns as bit planes
         self._bitplane: dict[str, BitplaneColumns] = {}
         # quant, exact integer reads on the fused path: each layer's read columns (None:
@@ -527,7 +539,7 @@ class Executor:
         if path == "sparse":  # integer reads: all groups, reads and columns at once
             sparse = self._sparse[plans[0].layer.name]
             assert sparse is not None
-            return self._accumulate_sparse(plans[0], sparse, columns, x)
+            return self._accumulate_sparse(plans, sparse, columns, x)
         if path == "fused":
             return self._accumulate_fused(plans, columns, x)
         return self._accumulate_by_read(plans, columns, x)
@@ -541,16 +553,69 @@ class Executor:
         take, and the only one an observer of exact partial sums sees; an observer of noisy
         reads is shown them by `observe_noisy_reads`, so that it does not change their
         draws). Chosen on the layer's first run (`_choose_path`) and
-        kept, except under an observer."""
+        kept, except under an observer: a `ReadSpread` keeps the fast paths (they count its
+        sample beside their kernels, `_observe_bitplane`, `_observe_levels`), any other
+        observer of exact reads takes them read by read."""
         layer = plans[0].layer.name
         path = self._paths.get(layer)
         if path is None:
             path = self._paths[layer] = self._choose_path(plans)
-        if self.on_read_sums is not None and path != "noisy":
+        if self.on_read_sums is not None and path != "noisy" and self._spread() is None:
             # noisy reads: the observer sees the values the noisy path converts (other
             # draws, read by read: an observer must not change a noisy run's bits)
             return "by read"
         return path
+
+    def _spread(self) -> ReadSpread | None:
+        """The observer of read sums where it is a `ReadSpread` (the fast paths count its
+        sample themselves: `observed_reads`), else None."""
+        observer = self.on_read_sums
+        return observer if isinstance(observer, ReadSpread) else None
+
+    def _observed_layout(self, plans: list[LayerPlan], bitplane: bool) -> ObservedLayer:
+        """The layer's reads as an observer sees them, numbered as the bit-plane
+        (`bitplane`) or the sparse kernel's columns (built on first use)."""
+        layer = plans[0].layer
+        key = (layer.name, bitplane)
+        layout = self._observed.get(key)
+        if layout is None:
+            reads = [read for plan in plans for read in plan.reads]
+            layout = self._observed[key] = observed_layer(
+                reads,
+                layer.rows,
+                plans[0].columns,
+                layer.groups,
+                self.adc_levels,
+                self.program.hardware.dac.slice_bits,
+                bitplane,
+            )
+        return layout
+
+    def _observe_bitplane(self, plans, packed, flags, bitplane, present, count, planes) -> None:
+        """Count the read sums of a bit-plane layer run into the `ReadSpread` observer, as
+        read by read (`observed_reads.count_bitplane`)."""
+        spread = self._spread()
+        assert spread is not None
+        layout = self._observed_layout(plans, bitplane=True)
+        slice_bits = self.program.hardware.dac.slice_bits
+        nonzero = segment_digits_bitplane(flags, bitplane.segment_word, planes, count, slice_bits)
+        patches = packed.shape[2]
+        calls = observed_calls(layout, present, count, nonzero, patches, SAMPLE_EVERY)
+        name = plans[0].layer.name
+        count_bitplane(packed, flags, bitplane, layout, calls, planes, spread, name)
+
+    def _observe_levels(self, plans, read_columns, levels, present, count) -> None:
+        """Count the read sums of a sparse or fused layer run into the `ReadSpread`
+        observer, as read by read, from each present sign's unfolded DAC levels `levels`
+        uint8 [2, flat rows, P] (`observed_reads.count_levels`)."""
+        spread = self._spread()
+        assert spread is not None
+        layout = self._observed_layout(plans, bitplane=False)
+        slice_bits = self.program.hardware.dac.slice_bits
+        signs = [part if there else None for part, there in zip(levels, present, strict=True)]
+        nonzero = segment_digits_levels(signs, layout, count, slice_bits)
+        calls = observed_calls(layout, present, count, nonzero, levels.shape[2], SAMPLE_EVERY)
+        count_levels(levels, read_columns, layout, calls, slice_bits, spread, plans[0].layer.name)
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
@@ -654,9 +719,10 @@ class Executor:
             out.reshape(count * cols, patches),
         )
 
-    def _accumulate_sparse(self, plan: LayerPlan, sparse: SparseColumns, columns, x):
+    def _accumulate_sparse(self, plans: list[LayerPlan], sparse: SparseColumns, columns, x):
         """`_accumulate_quantized` for integer reads, with `sparse_read_accumulate`: each
         sign's DAC levels unfolded once, and all its slices read off them in one call."""
+        plan = plans[0]
         slice_bits = self.program.hardware.dac.slice_bits
         bits, input_scale = self._dac_scale(plan.layer.name, x)
         count = -(-(bits - 1) // slice_bits)
@@ -664,7 +730,8 @@ class Executor:
         planes = self.workspace("input levels", (2, 1, *x.shape), np.uint8)
         present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
         acc: np.ndarray | None = None
-        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+        observed = None  # each sign's unfolded levels, for a `ReadSpread` observer
+        for index, (sign, part, nonzero) in enumerate(zip((1, -1), planes, present, strict=True)):
             if not nonzero:  # e.g. no negative inputs after a ReLU
                 continue
             unfolded = columns(part[0], lambda shape: self.workspace("unfolded", shape, np.uint8))
@@ -674,9 +741,17 @@ class Executor:
                 acc = self.workspace("accumulator", (groups * plan.columns, patches), np.int64)
                 acc.fill(0)
             sparse_read_accumulate(levels_in, sparse, slice_bits, count, sign, self.adc_levels, acc)
+            if self._spread() is not None:
+                if observed is None:
+                    shape = (2, *levels_in.shape)
+                    observed = self.workspace(("observed", "levels"), shape, np.uint8)
+                observed[index] = levels_in
         if acc is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
             return touched((groups, plan.layer.cols, patches), np.float32)
+        if observed is not None:
+            signs = (bool(present[0]), bool(present[1]))
+            self._observe_levels(plans, sparse, observed, signs, count)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
@@ -753,6 +828,9 @@ class Executor:
         ]
         slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
         bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
+        if self._spread() is not None:
+            signs = (bool(present[0]), bool(present[1]))
+            self._observe_bitplane(plans, packed, flags, bitplane, signs, count, planes)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
@@ -869,7 +947,7 @@ class Executor:
         patches = x.size // gather.image * gather.pixels
         engine = self._fused_engine(plans, read_columns, patches)
         if engine == "sparse":
-            return self._accumulate_sparse(plan, read_columns, columns, x)
+            return self._accumulate_sparse(plans, read_columns, columns, x)
         if engine == "by read":
             return self._accumulate_by_read(plans, columns, x)
         slice_bits = self.program.hardware.dac.slice_bits
@@ -893,10 +971,31 @@ class Executor:
                     acc,
                     signed=self.differential_adc,
                 )
+        if self._spread() is not None and any(present):
+            self._observe_fused(plans, read_columns, columns, planes, present, count)
         result = touched((groups, layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
         return result
+
+    def _observe_fused(self, plans, read_columns, columns, planes, present, count) -> None:
+        """Count a fused layer run's read sums into the `ReadSpread` observer: the fused
+        kernel reads the input without unfolding it, so each present sign's DAC levels
+        `planes` [2, 1, ...] are unfolded here for the count (`_observe_levels`)."""
+        observed = None
+        for index, part in enumerate(planes):
+            if not present[index]:
+                continue
+            memory = lambda shape: self.workspace(("observed", "unfolded"), shape, np.uint8)  # noqa: E731
+            unfolded = columns(part[0], memory)
+            levels_in = unfolded.reshape(-1, unfolded.shape[-1])
+            if observed is None:
+                shape = (2, *levels_in.shape)
+                observed = self.workspace(("observed", "levels"), shape, np.uint8)
+            observed[index] = levels_in
+        assert observed is not None
+        signs = (bool(present[0]), bool(present[1]))
+        self._observe_levels(plans, read_columns, observed, signs, count)
 
     def _fused_layer(self, plan: LayerPlan, read_columns: SparseColumns, x) -> FusedLayer:
         """The layer's read columns with the gather of its input's item shape: the layer's
@@ -989,14 +1088,12 @@ class Executor:
     def _sparse_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
         """The layer's read columns for `sparse_read_accumulate`, where its reads allow it:
         exact integer reads (no noise, polarity ADC) whose ADC full scales are known before
-        the read (not `dynamic`), without the offset correction, and no observer of the
-        partial sums (it sees them read by read); and where that is the faster way
-        (`reads_sparsely`). None: read by read (`ReadOut`)."""
+        the read (not `dynamic`), without the offset correction; and where that is the
+        faster way (`reads_sparsely`). None: read by read (`ReadOut`)."""
         if (
             self.cell_type is not np.uint8
             or self.dac_bits > 8  # magnitudes of more than 8 bits: beyond uint8 levels
             or self.adc_range == "dynamic"
-            or self.on_read_sums is not None
         ):
             return None
         layer = plans[0].layer.name

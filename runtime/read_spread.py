@@ -121,6 +121,28 @@ class ReadSpread:
         )
         counts.counted += (int(counts.histogram.sum()) - before) // (sample.every if sample else 1)
 
+    def add_counts(
+        self,
+        layer: str,
+        histogram: np.ndarray,
+        clipped: int,
+        counted: int,
+        sums: int,
+        full_scale: int,
+    ) -> None:
+        """Add read sums counted elsewhere, as the calls that showed them would have
+        counted them (`observed_reads`: the fast read paths count their sample beside the
+        kernels): `histogram` int64 [BINS] (each counted sum for the sums it stands for),
+        `clipped` of them, `counted` sums counted, `sums` seen, the largest full scale."""
+        counts = self._layers.get(layer)
+        if counts is None:
+            counts = self._layers[layer] = LayerCounts()
+        counts.histogram += histogram
+        counts.clipped += clipped
+        counts.counted += counted
+        counts.sums += sums
+        counts.full_scale = max(counts.full_scale, full_scale)
+
     def merge(self, other: ReadSpread) -> None:
         """Add what `other` counted (the reads of other batches, e.g. on a Dask worker):
         the counts are integers, so merging in batch order gives what one observer of

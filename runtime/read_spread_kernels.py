@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from xbarc.runtime.read_spread import FIRST_BIN_KEY, MANTISSA_SHIFT, VALUE_TABLE_LIMIT
 
@@ -133,3 +135,214 @@ def spread_histogram_float(sums, steps_per_unit, top, histogram, offsets, every,
                 steps = abs(np.float64(sums[m, p])) * scale
                 clipped += count(steps, every, top, histogram)
     return clipped
+
+
+@intrinsic
+def popcount(typingctx, x):
+    """The set bits of uint64 `x` (LLVM's ctpop: VPOPCNTQ where the machine has it)."""
+    signature = types.uint64(types.uint64)
+    return signature, lambda context, builder, sig, args: builder.ctpop(args[0])
+
+
+@numba.njit(cache=True)
+def piece(k, turn, every, patches, offsets, run):
+    """The k-th run of patches [start, stop) an entry counts: sampled (`every` > 1), its
+    run in stratum k; else the k-th run of `run` patches."""
+    if every > 1:
+        return run_of(turn, k, patches, offsets, every, run)
+    start = min(k * run, patches)
+    return start, min(start + run, patches)
+
+
+@numba.njit(cache=True)
+def tally(sums, length, tables, stride):
+    """Count |sums[:length]| by value in the four tables (`flush` bins them)."""
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        tables[abs(sums[i])] += 1
+        tables[stride + abs(sums[i + 1])] += 1
+        tables[2 * stride + abs(sums[i + 2])] += 1
+        tables[3 * stride + abs(sums[i + 3])] += 1
+    for i in range(whole, length):
+        tables[abs(sums[i])] += 1
+
+
+@numba.njit(cache=True)
+def table_size(bound, first, last):
+    """The value tables' stride for entries first..last: their largest bound (+ 1) up to
+    VALUE_TABLE_LIMIT (entries beyond it are binned sum by sum)."""
+    stride = 1
+    for e in range(first, last):
+        if bound[e] <= VALUE_TABLE_LIMIT:
+            stride = max(stride, bound[e] + 1)
+    return stride
+
+
+@numba.njit(cache=True, parallel=True)
+def sampled_bitplane(
+    packed,
+    flags,
+    term_start,
+    term_word,
+    term_low,
+    term_high,
+    term_shift,
+    slice_bits,
+    chunk,
+    column,
+    plane,
+    turn,
+    every,
+    steps,
+    bound,
+    offsets,
+    run,
+    top,
+    histograms,
+    clipped,
+    counted,
+):
+    # `observed_reads.count_bitplane`: entry e's sums on its counted patches, as
+    # `bitplane_accumulate` sums them (AND + popcount over the packed planes of its DAC
+    # slice, from `plane[e]`, with the terms of kernel column `column[e]`; -1: cells all
+    # zero, every sum 0), each counted `every[e]` times: by value in the task's tables
+    # (`spread_histogram`'s way: a branch per sum cost several times more), binned where
+    # the step or the weight changes. One histogram per task, the entries in order.
+    planes, words, patches = packed.shape
+    source = packed.reshape(-1)
+    tasks = histograms.shape[0]
+    entries = len(column)
+    one = np.uint64(1)
+    for task in numba.prange(tasks):
+        first_entry = task * entries // tasks
+        last_entry = (task + 1) * entries // tasks
+        stride = table_size(bound, first_entry, last_entry)
+        tables = np.zeros(4 * stride, dtype=np.int64)
+        sums = np.zeros(run, dtype=np.int64)
+        histogram = histograms[task]
+        scale = -1.0
+        weight = 0
+        used = 0
+        lost = 0
+        seen = 0
+        for e in range(first_entry, last_entry):
+            m = column[e]
+            times = every[e]
+            tabled = bound[e] <= VALUE_TABLE_LIMIT
+            if tabled and (steps[e] != scale or times != weight):
+                lost += flush(tables, stride, used, scale, top, histogram, weight)
+                scale = steps[e]
+                weight = times
+                used = 0
+            if tabled:
+                used = max(used, bound[e])
+            pieces = len(offsets) if times > 1 else (patches + run - 1) // run
+            for k in range(pieces):
+                start, stop = piece(k, turn[e], times, patches, offsets, run)
+                length = stop - start
+                if length <= 0:
+                    continue
+                for i in range(length):
+                    sums[i] = 0
+                if m >= 0:
+                    for a in range(slice_bits):
+                        j = plane[e] + a
+                        for t in range(term_start[m], term_start[m + 1]):
+                            word = term_word[t]
+                            if flags[j, word, start // chunk] == 0:
+                                continue
+                            low = term_low[t]
+                            high = term_high[t]
+                            shift = term_shift[t] + np.uint64(a)
+                            line = np.uint64((j * words + word) * patches + start)
+                            for i in range(length):
+                                x = source[line + np.uint64(i)]
+                                sums[i] += np.int64(
+                                    (popcount(x & low) + (popcount(x & high) << one)) << shift
+                                )
+                seen += length
+                if tabled:
+                    tally(sums, length, tables, stride)
+                else:
+                    for i in range(length):
+                        lost += count(abs(np.float64(sums[i])) * steps[e], times, top, histogram)
+        lost += flush(tables, stride, used, scale, top, histogram, weight)
+        clipped[task] += lost
+        counted[task] += seen
+
+
+@numba.njit(cache=True, parallel=True)
+def sampled_levels(
+    levels,
+    start,
+    rows,
+    cells,
+    column,
+    sign,
+    shift,
+    mask,
+    turn,
+    every,
+    steps,
+    bound,
+    offsets,
+    run,
+    top,
+    histograms,
+    clipped,
+    counted,
+):
+    # `observed_reads.count_levels`: entry e's sums on its counted patches, the non-zero
+    # cells of sparse column `column[e]` (-1: none, every sum 0) times the digits
+    # (level >> shift[e]) & mask of sign `sign[e]`'s unfolded levels [2, rows, P],
+    # counted as in `sampled_bitplane`.
+    patches = levels.shape[2]
+    tasks = histograms.shape[0]
+    entries = len(column)
+    for task in numba.prange(tasks):
+        first_entry = task * entries // tasks
+        last_entry = (task + 1) * entries // tasks
+        stride = table_size(bound, first_entry, last_entry)
+        tables = np.zeros(4 * stride, dtype=np.int64)
+        sums = np.zeros(run, dtype=np.int64)
+        histogram = histograms[task]
+        scale = -1.0
+        weight = 0
+        used = 0
+        lost = 0
+        seen = 0
+        for e in range(first_entry, last_entry):
+            m = column[e]
+            times = every[e]
+            tabled = bound[e] <= VALUE_TABLE_LIMIT
+            if tabled and (steps[e] != scale or times != weight):
+                lost += flush(tables, stride, used, scale, top, histogram, weight)
+                scale = steps[e]
+                weight = times
+                used = 0
+            if tabled:
+                used = max(used, bound[e])
+            digits = levels[sign[e]]
+            pieces = len(offsets) if times > 1 else (patches + run - 1) // run
+            for k in range(pieces):
+                first, stop = piece(k, turn[e], times, patches, offsets, run)
+                length = stop - first
+                if length <= 0:
+                    continue
+                for i in range(length):
+                    sums[i] = 0
+                if m >= 0:
+                    for t in range(start[m], start[m + 1]):
+                        row = digits[rows[t]]
+                        cell = np.int64(cells[t])
+                        for i in range(length):
+                            sums[i] += cell * ((np.int64(row[first + i]) >> shift[e]) & mask)
+                seen += length
+                if tabled:
+                    tally(sums, length, tables, stride)
+                else:
+                    for i in range(length):
+                        lost += count(abs(np.float64(sums[i])) * steps[e], times, top, histogram)
+        lost += flush(tables, stride, used, scale, top, histogram, weight)
+        clipped[task] += lost
+        counted[task] += seen

@@ -128,6 +128,7 @@ from xbarc.runtime.kernels.noisy_read import (
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
 from xbarc.runtime.observed_reads import (
+    ObservedCalls,
     ObservedLayer,
     count_bitplane,
     count_levels,
@@ -232,6 +233,7 @@ class Executor:
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
         # a `ReadSpread` observer on the fast paths: each layer's reads as it sees them
         self._observed: dict[tuple[str, bool], ObservedLayer] = {}
+        self._calls: dict[int, tuple[tuple, ObservedCalls]] = {}  # by id of the layout
         # quant, bit-serial integer reads: each layer's read columns as bit planes
         self._bitplane: dict[str, BitplaneColumns] = {}
         # quant, exact integer reads on the fused path: each layer's read columns (None:
@@ -599,10 +601,8 @@ class Executor:
         layout = self._observed_layout(plans, bitplane=True)
         slice_bits = self.program.hardware.dac.slice_bits
         nonzero = segment_digits_bitplane(flags, bitplane.segment_word, planes, count, slice_bits)
-        patches = packed.shape[2]
-        calls = observed_calls(layout, present, count, nonzero, patches, SAMPLE_EVERY)
-        name = plans[0].layer.name
-        count_bitplane(packed, flags, bitplane, layout, calls, planes, spread, name)
+        calls = self._observed_calls(layout, present, count, nonzero, packed.shape[2])
+        count_bitplane(packed, flags, bitplane, calls, planes, spread, plans[0].layer.name)
 
     def _observe_levels(self, plans, read_columns, levels, present, count) -> None:
         """Count the read sums of a sparse or fused layer run into the `ReadSpread`
@@ -614,8 +614,19 @@ class Executor:
         slice_bits = self.program.hardware.dac.slice_bits
         signs = [part if there else None for part, there in zip(levels, present, strict=True)]
         nonzero = segment_digits_levels(signs, layout, count, slice_bits)
-        calls = observed_calls(layout, present, count, nonzero, levels.shape[2], SAMPLE_EVERY)
-        count_levels(levels, read_columns, layout, calls, slice_bits, spread, plans[0].layer.name)
+        calls = self._observed_calls(layout, present, count, nonzero, levels.shape[2])
+        count_levels(levels, read_columns, calls, slice_bits, spread, plans[0].layer.name)
+
+    def _observed_calls(self, layout, present, count, nonzero, patches) -> ObservedCalls:
+        """`observed_calls` for a layer run, kept per layout for the next run with the same
+        signs, slices, patches and non-zero slices (most batches of an eval)."""
+        wanted = (present, count, patches, nonzero.tobytes())
+        kept = self._calls.get(id(layout))
+        if kept is not None and kept[0] == wanted:
+            return kept[1]
+        calls = observed_calls(layout, present, count, nonzero, patches, SAMPLE_EVERY)
+        self._calls[id(layout)] = (wanted, calls)
+        return calls
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""

@@ -2,7 +2,7 @@
 
     layout = observed_layer(reads, rows, levels, offset_columns=True)   # once per layer
     calls = observed_calls(layout, groups, present, slices, nonzero, patches, spread)
-    count_bitplane(packed, flags, bitplane, calls, spread, layer)       # or count_levels
+    count_bitplane(packed, flags, bitplane, calls, planes, spread, layer)   # or count_levels
 
 Read by read (`ReadOut`), an observer of read sums sees, group by group, the sums of each
 read, input sign and DAC slice whose digits are not all zero, in batches of at most
@@ -130,6 +130,9 @@ class ObservedCalls:
     every: np.ndarray  # int64 [E]
     patches: int
     full_scale: int  # the largest full scale among them (0: none)
+    kernel_column: np.ndarray  # int64 [E]: the layout's `kernel_column` of each entry
+    steps: np.ndarray  # float64 [E]
+    bound: np.ndarray  # int64 [E]
 
     @property
     def sums(self) -> int:
@@ -179,7 +182,9 @@ def observed_calls(
             batch_columns.append(columns)
     if not blocks:
         empty = np.zeros(0, dtype=np.int64)
-        return ObservedCalls(empty, empty, empty, empty, empty, patches, 0)
+        return ObservedCalls(
+            empty, empty, empty, empty, empty, patches, 0, empty, np.zeros(0), empty
+        )
     read, sign_of, slices_of, first = (
         np.array(part, dtype=np.int64) for part in zip(*blocks, strict=True)
     )
@@ -197,6 +202,9 @@ def observed_calls(
         np.where(sampled, every, 1),
         patches,
         int(layout.full_scale[column].max(initial=0)),
+        layout.kernel_column[column],
+        layout.steps[column],
+        layout.bound[column],
     )
 
 
@@ -237,7 +245,6 @@ def count_bitplane(
     packed: np.ndarray,
     flags: np.ndarray,
     columns,
-    layout: ObservedLayer,
     calls: ObservedCalls,
     planes: int,
     spread: ReadSpread,
@@ -248,9 +255,9 @@ def count_bitplane(
     if not len(calls.column):
         return
     sample = spread.sample(calls.patches)
-    kernel_column = layout.kernel_column[calls.column]
+    kernel_column = calls.kernel_column
     first_plane = calls.sign * planes + calls.slices * columns.slice_bits
-    steps = layout.steps[calls.column]
+    steps = calls.steps
     histograms = np.zeros((TASKS, BINS), dtype=np.int64)
     clipped = np.zeros(TASKS, dtype=np.int64)
     counted = np.zeros(TASKS, dtype=np.int64)
@@ -277,7 +284,7 @@ def count_bitplane(
             calls.turn,
             calls.every,
             steps,
-            layout.bound[calls.column],
+            calls.bound,
             sample.offsets,
             sample.run,
             float(spread.levels),
@@ -298,7 +305,6 @@ def count_bitplane(
 def count_levels(
     levels: np.ndarray,
     columns,
-    layout: ObservedLayer,
     calls: ObservedCalls,
     slice_bits: int,
     spread: ReadSpread,
@@ -309,9 +315,9 @@ def count_levels(
     if not len(calls.column):
         return
     sample = spread.sample(calls.patches)
-    kernel_column = layout.kernel_column[calls.column]
+    kernel_column = calls.kernel_column
     shift = calls.slices * slice_bits
-    steps = layout.steps[calls.column]
+    steps = calls.steps
     histograms = np.zeros((TASKS, BINS), dtype=np.int64)
     clipped = np.zeros(TASKS, dtype=np.int64)
     counted = np.zeros(TASKS, dtype=np.int64)
@@ -334,7 +340,7 @@ def count_levels(
             calls.turn,
             calls.every,
             steps,
-            layout.bound[calls.column],
+            calls.bound,
             sample.offsets,
             sample.run,
             float(spread.levels),

@@ -157,14 +157,18 @@ def piece(k, turn, every, patches, offsets, run):
 @numba.njit(cache=True)
 def tally(sums, length, tables, stride):
     """Count |sums[:length]| by value in the four tables (`flush` bins them)."""
-    whole = length - length % 4
-    for i in range(0, whole, 4):
-        tables[abs(sums[i])] += 1
-        tables[stride + abs(sums[i + 1])] += 1
-        tables[2 * stride + abs(sums[i + 2])] += 1
-        tables[3 * stride + abs(sums[i + 3])] += 1
-    for i in range(whole, length):
-        tables[abs(sums[i])] += 1
+    # unsigned indices: a signed one costs a wraparound test per increment (2x)
+    whole = np.uint64(length - length % 4)
+    second = np.uint64(stride)
+    third = np.uint64(2 * stride)
+    fourth = np.uint64(3 * stride)
+    for i in range(np.uint64(0), whole, np.uint64(4)):
+        tables[np.uint64(abs(sums[i]))] += 1
+        tables[second + np.uint64(abs(sums[i + np.uint64(1)]))] += 1
+        tables[third + np.uint64(abs(sums[i + np.uint64(2)]))] += 1
+        tables[fourth + np.uint64(abs(sums[i + np.uint64(3)]))] += 1
+    for i in range(whole, np.uint64(length)):
+        tables[np.uint64(abs(sums[i]))] += 1
 
 
 @numba.njit(cache=True)

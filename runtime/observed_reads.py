@@ -33,6 +33,7 @@ from xbarc.runtime import kernels
 from xbarc.runtime.read_spread import (
     BINS,
     SAMPLE_ABOVE,
+    VALUE_TABLE_LIMIT,
     PatchSample,
     ReadSpread,
     spread_histogram_numpy,
@@ -237,8 +238,48 @@ def segment_digits_levels(
     return nonzero
 
 
-# Histograms of the side kernels: one per task (a run of entries), added up after.
+# Histograms of the side kernels: one per task (a run of entries), added up after; one
+# task where the kernel runs on one thread (small work: a task's tables cost a flush).
 TASKS = 8
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a side kernel counts into, per task: the histogram, the clipped and counted
+    sums, and four tables of sums by value as wide as the entries' largest bound up to
+    VALUE_TABLE_LIMIT (wider sums are binned one by one; the zero pages left to the
+    allocator: a task touches the few values its sums take)."""
+
+    histograms: np.ndarray  # int64 [tasks, BINS]
+    clipped: np.ndarray  # int64 [tasks]
+    counted: np.ndarray  # int64 [tasks]
+    tables: np.ndarray  # int64 [tasks, 4 x stride]
+
+    @classmethod
+    def of(cls, calls: ObservedCalls, sample: PatchSample) -> Tally:
+        """For the entries of `calls`; sets the kernel's threads by their work."""
+        work = len(calls.column) * calls.patches // sample.every
+        tasks = TASKS if work >= kernels.PARALLEL_WORK else 1
+        if kernels.backend() != "numpy":
+            kernels.use_threads(work)
+        tabled = calls.bound[calls.bound <= VALUE_TABLE_LIMIT]
+        stride = int(tabled.max(initial=0)) + 1
+        return cls(
+            np.zeros((tasks, BINS), dtype=np.int64),
+            np.zeros(tasks, dtype=np.int64),
+            np.zeros(tasks, dtype=np.int64),
+            np.zeros((tasks, 4 * stride), dtype=np.int64),
+        )
+
+    def add_to(self, spread: ReadSpread, layer: str, calls: ObservedCalls) -> None:
+        spread.add_counts(
+            layer,
+            self.histograms.sum(axis=0),
+            int(self.clipped.sum()),
+            int(self.counted.sum()),
+            calls.sums,
+            calls.full_scale,
+        )
 
 
 def count_bitplane(
@@ -255,20 +296,15 @@ def count_bitplane(
     if not len(calls.column):
         return
     sample = spread.sample(calls.patches)
-    kernel_column = calls.kernel_column
     first_plane = calls.sign * planes + calls.slices * columns.slice_bits
-    steps = calls.steps
-    histograms = np.zeros((TASKS, BINS), dtype=np.int64)
-    clipped = np.zeros(TASKS, dtype=np.int64)
-    counted = np.zeros(TASKS, dtype=np.int64)
+    tally = Tally.of(calls, sample)
     if kernels.backend() == "numpy":
-        sums = bitplane_sums_numpy(packed, columns, kernel_column, first_plane)
-        counts_numpy(sums, steps, calls, sample, spread.levels, histograms, clipped, counted)
+        sums = bitplane_sums_numpy(packed, columns, calls.kernel_column, first_plane)
+        counts_numpy(sums, calls, sample, spread.levels, tally)
     else:
         from xbarc.runtime import read_spread_kernels as compiled
         from xbarc.runtime.kernels.bitplane import CHUNK
 
-        kernels.use_threads(len(calls.column) * calls.patches // sample.every)
         compiled.sampled_bitplane(
             packed,
             flags,
@@ -279,27 +315,21 @@ def count_bitplane(
             columns.term_shift,
             columns.slice_bits,
             CHUNK,
-            kernel_column,
+            calls.kernel_column,
             first_plane,
             calls.turn,
             calls.every,
-            steps,
+            calls.steps,
             calls.bound,
             sample.offsets,
             sample.run,
             float(spread.levels),
-            histograms,
-            clipped,
-            counted,
+            tally.tables,
+            tally.histograms,
+            tally.clipped,
+            tally.counted,
         )
-    spread.add_counts(
-        layer,
-        histograms.sum(axis=0),
-        int(clipped.sum()),
-        int(counted.sum()),
-        calls.sums,
-        calls.full_scale,
-    )
+    tally.add_to(spread, layer, calls)
 
 
 def count_levels(
@@ -315,47 +345,38 @@ def count_levels(
     if not len(calls.column):
         return
     sample = spread.sample(calls.patches)
-    kernel_column = calls.kernel_column
     shift = calls.slices * slice_bits
-    steps = calls.steps
-    histograms = np.zeros((TASKS, BINS), dtype=np.int64)
-    clipped = np.zeros(TASKS, dtype=np.int64)
-    counted = np.zeros(TASKS, dtype=np.int64)
+    tally = Tally.of(calls, sample)
     if kernels.backend() == "numpy":
-        sums = levels_sums_numpy(levels, columns, kernel_column, calls.sign, shift, slice_bits)
-        counts_numpy(sums, steps, calls, sample, spread.levels, histograms, clipped, counted)
+        sums = levels_sums_numpy(
+            levels, columns, calls.kernel_column, calls.sign, shift, slice_bits
+        )
+        counts_numpy(sums, calls, sample, spread.levels, tally)
     else:
         from xbarc.runtime import read_spread_kernels as compiled
 
-        kernels.use_threads(len(calls.column) * calls.patches // sample.every)
         compiled.sampled_levels(
             levels,
             columns.start,
             columns.rows,
             columns.cells,
-            kernel_column,
+            calls.kernel_column,
             calls.sign,
             shift,
             (1 << slice_bits) - 1,
             calls.turn,
             calls.every,
-            steps,
+            calls.steps,
             calls.bound,
             sample.offsets,
             sample.run,
             float(spread.levels),
-            histograms,
-            clipped,
-            counted,
+            tally.tables,
+            tally.histograms,
+            tally.clipped,
+            tally.counted,
         )
-    spread.add_counts(
-        layer,
-        histograms.sum(axis=0),
-        int(clipped.sum()),
-        int(counted.sum()),
-        calls.sums,
-        calls.full_scale,
-    )
+    tally.add_to(spread, layer, calls)
 
 
 def bitplane_sums_numpy(packed, columns, kernel_column, first_plane) -> np.ndarray:
@@ -390,17 +411,18 @@ def levels_sums_numpy(levels, columns, kernel_column, sign, shift, slice_bits) -
     return sums
 
 
-def counts_numpy(sums, steps, calls, sample, levels, histograms, clipped, counted) -> None:
+def counts_numpy(sums, calls, sample, levels, tally: Tally) -> None:
     """Count each entry's sums as `ReadSpread` counts them in its batch (numpy twin)."""
     everything = PatchSample.everything(calls.patches)
     for e in range(len(sums)):
         chosen = sample if calls.every[e] > 1 else everything
         one = np.zeros(BINS, dtype=np.int64)
-        clipped[0] += spread_histogram_numpy(
-            sums[e : e + 1], steps[e : e + 1], levels, one, shifted(chosen, int(calls.turn[e]))
+        turned = shifted(chosen, int(calls.turn[e]))
+        tally.clipped[0] += spread_histogram_numpy(
+            sums[e : e + 1], calls.steps[e : e + 1], levels, one, turned
         )
-        histograms[0] += one
-        counted[0] += int(one.sum()) // chosen.every
+        tally.histograms[0] += one
+        tally.counted[0] += int(one.sum()) // chosen.every
 
 
 def shifted(sample: PatchSample, turn: int) -> PatchSample:

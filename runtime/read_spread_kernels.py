@@ -156,30 +156,29 @@ def piece(k, turn, every, patches, offsets, run):
 
 @numba.njit(cache=True)
 def tally(sums, length, tables, stride):
-    """Count |sums[:length]| by value in the four tables (`flush` bins them)."""
+    """Count |sums[:length]| by value in the four tables (`flush` bins them); returns
+    the largest."""
     # unsigned indices: a signed one costs a wraparound test per increment (2x)
     whole = np.uint64(length - length % 4)
     second = np.uint64(stride)
     third = np.uint64(2 * stride)
     fourth = np.uint64(3 * stride)
+    largest = 0
     for i in range(np.uint64(0), whole, np.uint64(4)):
-        tables[np.uint64(abs(sums[i]))] += 1
-        tables[second + np.uint64(abs(sums[i + np.uint64(1)]))] += 1
-        tables[third + np.uint64(abs(sums[i + np.uint64(2)]))] += 1
-        tables[fourth + np.uint64(abs(sums[i + np.uint64(3)]))] += 1
+        a = abs(sums[i])
+        b = abs(sums[i + np.uint64(1)])
+        c = abs(sums[i + np.uint64(2)])
+        d = abs(sums[i + np.uint64(3)])
+        tables[np.uint64(a)] += 1
+        tables[second + np.uint64(b)] += 1
+        tables[third + np.uint64(c)] += 1
+        tables[fourth + np.uint64(d)] += 1
+        largest = max(largest, max(max(a, b), max(c, d)))
     for i in range(whole, np.uint64(length)):
-        tables[np.uint64(abs(sums[i]))] += 1
-
-
-@numba.njit(cache=True)
-def table_size(bound, first, last):
-    """The value tables' stride for entries first..last: their largest bound (+ 1) up to
-    VALUE_TABLE_LIMIT (entries beyond it are binned sum by sum)."""
-    stride = 1
-    for e in range(first, last):
-        if bound[e] <= VALUE_TABLE_LIMIT:
-            stride = max(stride, bound[e] + 1)
-    return stride
+        a = abs(sums[i])
+        tables[np.uint64(a)] += 1
+        largest = max(largest, a)
+    return largest
 
 
 @numba.njit(cache=True, parallel=True)
@@ -202,6 +201,7 @@ def sampled_bitplane(
     offsets,
     run,
     top,
+    value_tables,
     histograms,
     clipped,
     counted,
@@ -216,12 +216,12 @@ def sampled_bitplane(
     source = packed.reshape(-1)
     tasks = histograms.shape[0]
     entries = len(column)
+    stride = value_tables.shape[1] // 4
     one = np.uint64(1)
     for task in numba.prange(tasks):
         first_entry = task * entries // tasks
         last_entry = (task + 1) * entries // tasks
-        stride = table_size(bound, first_entry, last_entry)
-        tables = np.zeros(4 * stride, dtype=np.int64)
+        tables = value_tables[task]
         sums = np.zeros(run, dtype=np.int64)
         histogram = histograms[task]
         scale = -1.0
@@ -238,8 +238,6 @@ def sampled_bitplane(
                 scale = steps[e]
                 weight = times
                 used = 0
-            if tabled:
-                used = max(used, bound[e])
             pieces = len(offsets) if times > 1 else (patches + run - 1) // run
             for k in range(pieces):
                 start, stop = piece(k, turn[e], times, patches, offsets, run)
@@ -266,7 +264,7 @@ def sampled_bitplane(
                                 )
                 seen += length
                 if tabled:
-                    tally(sums, length, tables, stride)
+                    used = max(used, tally(sums, length, tables, stride))
                 else:
                     for i in range(length):
                         lost += count(abs(np.float64(sums[i])) * steps[e], times, top, histogram)
@@ -292,6 +290,7 @@ def sampled_levels(
     offsets,
     run,
     top,
+    value_tables,
     histograms,
     clipped,
     counted,
@@ -303,11 +302,11 @@ def sampled_levels(
     patches = levels.shape[2]
     tasks = histograms.shape[0]
     entries = len(column)
+    stride = value_tables.shape[1] // 4
     for task in numba.prange(tasks):
         first_entry = task * entries // tasks
         last_entry = (task + 1) * entries // tasks
-        stride = table_size(bound, first_entry, last_entry)
-        tables = np.zeros(4 * stride, dtype=np.int64)
+        tables = value_tables[task]
         sums = np.zeros(run, dtype=np.int64)
         histogram = histograms[task]
         scale = -1.0
@@ -324,8 +323,6 @@ def sampled_levels(
                 scale = steps[e]
                 weight = times
                 used = 0
-            if tabled:
-                used = max(used, bound[e])
             digits = levels[sign[e]]
             pieces = len(offsets) if times > 1 else (patches + run - 1) // run
             for k in range(pieces):
@@ -343,7 +340,7 @@ def sampled_levels(
                             sums[i] += cell * ((np.int64(row[first + i]) >> shift[e]) & mask)
                 seen += length
                 if tabled:
-                    tally(sums, length, tables, stride)
+                    used = max(used, tally(sums, length, tables, stride))
                 else:
                     for i in range(length):
                         lost += count(abs(np.float64(sums[i])) * steps[e], times, top, histogram)

@@ -54,7 +54,8 @@ int8 digits) where onnxruntime's integer kernel is exact on the machine, else in
 (exact too: the sums stay below 2^24). Partial sums of many reads wait in a buffer and pass
 through the ADC kernel together; integer sums do not depend on their order. Integer
 reads whose ADC full scales are known before the read (not `dynamic`), without offset
-correction and with no observer of the partial sums, take a faster way to the same bits:
+correction and with no observer of the partial sums but a `ReadSpread`, take a faster
+way to the same bits:
 one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
 times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
@@ -67,7 +68,11 @@ The other exact integer reads take the fused path where they can (`_accumulate_f
 engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
 (`fused_read_accumulate`: the digits of each tile of patches gathered straight from the
 layer's input, no unfolded copy, all reads converted while in the cache), the sparse one or
-read by read.
+read by read. Under a `ReadSpread` observer (the ADC report of `xbarc run` and `eval`) the
+bit-plane, sparse and fused paths stay: `observed_reads` replays the batches of read sums
+`ReadOut` would have shown it and a side kernel counts the sample it would have taken, from
+the layer's own packed planes or unfolded levels; any other observer of exact reads (a
+calibration's) takes them read by read.
 """
 
 from __future__ import annotations
@@ -552,7 +557,8 @@ class Executor:
         (`_accumulate_fused`: the engine the measured table names), "sparse"
         (`sparse_read_accumulate`, integer reads) or "by read" (`ReadOut`: one GEMM per read
         and input slice, the ADC kernel on the buffered partial sums; the way every read can
-        take, and the only one an observer of exact partial sums sees; an observer of noisy
+        take, and the only one an observer of exact partial sums other than a `ReadSpread`
+        sees; an observer of noisy
         reads is shown them by `observe_noisy_reads`, so that it does not change their
         draws). Chosen on the layer's first run (`_choose_path`) and
         kept, except under an observer: a `ReadSpread` keeps the fast paths (they count its

@@ -13,13 +13,14 @@ of an octave (at most 0.17 bit wide; exact zeros apart), and the sums beyond the
 scale (clipped), so that a run can say how many of the ADC's bits its reads use: log2 of
 a high percentile of |s| / step.
 
-It costs a run one pass of the histogram kernel (Numba, `read_spread_kernels.py`; its
-numpy twin `spread_histogram_numpy` runs under `kernels.set_backend("numpy")`) over the
-sums, on one thread, and nothing when no observer is set. Batches of many sums are
-sampled (one in SAMPLE_EVERY, in runs of patches). Measured against `quant` runs: 4 % of
-the digits ResNet's on 360 samples with 8-bit cells, 10 % with 2-bit cells (reads of 16
-rows are cheap, and there are four times as many), 3.5 % of light ResNet-50's on one
-image; the first call loads the kernel from Numba's cache (0.5 s).
+Read by read (`ReadOut`) it costs a run one pass of the histogram kernel (Numba,
+`read_spread_kernels.py`; its numpy twin `spread_histogram_numpy` runs under
+`kernels.set_backend("numpy")`) over the sums, on one thread, and nothing when no observer
+is set. Batches of many sums are sampled (one in SAMPLE_EVERY, in runs of patches). On the
+bit-plane, sparse and fused read paths the executor does not make the sums: it replays the
+batches `ReadOut` would show and counts their sample beside its kernels
+(`observed_reads.py`, `add_counts`), with the same figures (benchmarks/RESULTS.md,
+"Observed runs", for the cost).
 """
 
 from __future__ import annotations

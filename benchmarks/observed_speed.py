@@ -160,11 +160,17 @@ def eval_times(repeat: int) -> tuple[float, float]:
         return best["now"], best["before"]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs (best taken)")
+    parser.add_argument(
+        "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
+    )
+    return parser
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     load = os.getloadavg()[0]
     header = [
         "| fixture | program | paths | unobserved ms | observed now ms | observed before ms "

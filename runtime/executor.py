@@ -54,8 +54,8 @@ int8 digits) where onnxruntime's integer kernel is exact on the machine, else in
 (exact too: the sums stay below 2^24). Partial sums of many reads wait in a buffer and pass
 through the ADC kernel together; integer sums do not depend on their order. Integer
 reads whose ADC full scales are known before the read (not `dynamic`), without offset
-correction and with no observer of the partial sums but a `ReadSpread`, take a faster
-way to the same bits:
+correction and with no observer of the partial sums but a `ReadSpread` or `ReadFractions`,
+take a faster way to the same bits:
 one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
 times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
@@ -71,8 +71,8 @@ layer's input, no unfolded copy, all reads converted while in the cache), the sp
 read by read. Under a `ReadSpread` observer (the ADC report of `xbarc run` and `eval`) the
 bit-plane, sparse and fused paths stay: `observed_reads` replays the batches of read sums
 `ReadOut` would have shown it and a side kernel counts the sample it would have taken, from
-the layer's own packed planes or unfolded levels; any other observer of exact reads (a
-calibration's) takes them read by read.
+the layer's own packed planes or unfolded levels; calibration's `ReadFractions` the same,
+every sum counted; any other observer of exact reads takes them read by read.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ from xbarc.runtime.observed_reads import (
     segment_digits_levels,
 )
 from xbarc.runtime.patches import layer_columns
-from xbarc.runtime.read_spread import SAMPLE_EVERY, ReadSpread
+from xbarc.runtime.read_spread import SAMPLE_EVERY, ReadFractions, ReadSpread
 from xbarc.runtime.reads import (
     LayerPlan,
     ReadOut,
@@ -558,12 +558,12 @@ class Executor:
         (`sparse_read_accumulate`, integer reads) or "by read" (`ReadOut`: one GEMM per read
         and input slice, the ADC kernel on the buffered partial sums; the way every read can
         take, and the only one an observer of exact partial sums other than a `ReadSpread`
-        sees; an observer of noisy
+        or a `ReadFractions` sees; an observer of noisy
         reads is shown them by `observe_noisy_reads`, so that it does not change their
         draws). Chosen on the layer's first run (`_choose_path`) and
-        kept, except under an observer: a `ReadSpread` keeps the fast paths (they count its
-        sample beside their kernels, `_observe_bitplane`, `_observe_levels`), any other
-        observer of exact reads takes them read by read."""
+        kept, except under an observer: a `ReadSpread` or `ReadFractions` keeps the fast
+        paths (they count for it beside their kernels, `_observe_bitplane`,
+        `_observe_levels`), any other observer of exact reads takes them read by read."""
         layer = plans[0].layer.name
         path = self._paths.get(layer)
         if path is None:
@@ -574,11 +574,16 @@ class Executor:
             return "by read"
         return path
 
-    def _spread(self) -> ReadSpread | None:
-        """The observer of read sums where it is a `ReadSpread` (the fast paths count its
-        sample themselves: `observed_reads`), else None."""
+    def _spread(self) -> ReadSpread | ReadFractions | None:
+        """The observer of read sums where the fast paths count for it themselves
+        (`observed_reads`): a `ReadSpread`, or a `ReadFractions` of sums that are never
+        negative (not a differential ADC's); else None."""
         observer = self.on_read_sums
-        return observer if isinstance(observer, ReadSpread) else None
+        if isinstance(observer, ReadSpread):
+            return observer
+        if isinstance(observer, ReadFractions) and not self.differential_adc:
+            return observer
+        return None
 
     def _observed_layout(self, plans: list[LayerPlan], bitplane: bool) -> ObservedLayer:
         """The layer's reads as an observer sees them, numbered as the bit-plane
@@ -600,7 +605,7 @@ class Executor:
         return layout
 
     def _observe_bitplane(self, plans, packed, flags, bitplane, present, count, planes) -> None:
-        """Count the read sums of a bit-plane layer run into the `ReadSpread` observer, as
+        """Count the read sums of a bit-plane layer run into the observer (`_spread`), as
         read by read (`observed_reads.count_bitplane`)."""
         spread = self._spread()
         assert spread is not None
@@ -611,8 +616,8 @@ class Executor:
         count_bitplane(packed, flags, bitplane, calls, planes, spread, plans[0].layer.name)
 
     def _observe_levels(self, plans, read_columns, levels, present, count) -> None:
-        """Count the read sums of a sparse or fused layer run into the `ReadSpread`
-        observer, as read by read, from each present sign's unfolded DAC levels `levels`
+        """Count the read sums of a sparse or fused layer run into the observer
+        (`_spread`), as read by read, from each present sign's unfolded DAC levels `levels`
         uint8 [2, flat rows, P] (`observed_reads.count_levels`)."""
         spread = self._spread()
         assert spread is not None
@@ -626,11 +631,12 @@ class Executor:
     def _observed_calls(self, layout, present, count, nonzero, patches) -> ObservedCalls:
         """`observed_calls` for a layer run, kept per layout for the next run with the same
         signs, slices, patches and non-zero slices (most batches of an eval)."""
-        wanted = (present, count, patches, nonzero.tobytes())
+        wanted = (present, count, patches, nonzero.tobytes(), type(self.on_read_sums))
         kept = self._calls.get(id(layout))
         if kept is not None and kept[0] == wanted:
             return kept[1]
-        calls = observed_calls(layout, present, count, nonzero, patches, SAMPLE_EVERY)
+        sampled = isinstance(self.on_read_sums, ReadSpread)
+        calls = observed_calls(layout, present, count, nonzero, patches, SAMPLE_EVERY, sampled)
         self._calls[id(layout)] = (wanted, calls)
         return calls
 

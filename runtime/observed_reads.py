@@ -1,4 +1,4 @@
-"""A `ReadSpread`'s view of a layer's reads on the fast paths, counted beside the kernels.
+"""A `ReadSpread`'s (or `ReadFractions`') view of a layer's reads on the fast paths.
 
     layout = observed_layer(reads, rows, levels, offset_columns=True)   # once per layer
     calls = observed_calls(layout, groups, present, slices, nonzero, patches, spread)
@@ -16,11 +16,15 @@ counted sums from the layer's own input (quant is deterministic: the same input 
 way) and bins them as `ReadSpread` does (`read_spread_kernels`): the same histogram,
 clipped, counted and sums figures, for a sixteenth of the work where batches are sampled.
 
+Calibration's `ReadFractions` counts every sum (no sample) as a fraction of its full scale:
+the same replay, every entry on all its patches, binned its way (`read_spread.FRACTIONS`).
+
 Bit-serial layers count from the packed bit planes of `bitplane_accumulate` (AND +
 popcount, as it sums), the others from the unfolded uint8 DAC levels (the non-zero cells
-of `SparseColumns` times the slice's digits). An observer that is not a `ReadSpread`
-(calibration's, a user's callable) still takes the reads one by one, and noisy reads keep
-`observe_noisy_reads`.
+of `SparseColumns` times the slice's digits). The kernels count sums by value first, four
+tables taking turns (as `spread_histogram` does), and bin the distinct values where the
+step changes. Any other observer (a user's callable) still takes the reads one by one, and
+noisy reads keep `observe_noisy_reads`.
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ import numpy as np
 from xbarc.runtime import kernels
 from xbarc.runtime.read_spread import (
     BINS,
+    FRACTIONS,
     SAMPLE_ABOVE,
+    SAMPLE_RUN,
+    STEPS,
     VALUE_TABLE_LIMIT,
     PatchSample,
+    ReadFractions,
     ReadSpread,
     spread_histogram_numpy,
 )
@@ -134,6 +142,7 @@ class ObservedCalls:
     kernel_column: np.ndarray  # int64 [E]: the layout's `kernel_column` of each entry
     steps: np.ndarray  # float64 [E]
     bound: np.ndarray  # int64 [E]
+    full_scales: np.ndarray  # float64 [E]
 
     @property
     def sums(self) -> int:
@@ -147,12 +156,14 @@ def observed_calls(
     nonzero: np.ndarray,
     patches: int,
     every: int,
+    sampled: bool = True,
 ) -> ObservedCalls:
     """Replay `Executor._accumulate_by_read`'s reads for an observer: group by group, each
     present sign, each read of the group (plan order), each of `slices` DAC slices whose
     digits on the read's segment are not all zero (`nonzero` bool [2, slices, segments]),
     read sums gathered into batches of at most READOUT_BUDGET (`ReadOut.add`), a batch of
-    more than SAMPLE_ABOVE sums sampled one column in `every`."""
+    more than SAMPLE_ABOVE sums sampled one column in `every` (`sampled`, as a `ReadSpread`
+    samples; else every sum counted)."""
     blocks: list[tuple[int, int, int, int]] = []  # (read, sign, slice, column in batch)
     batch_of: list[int] = []  # each block's batch
     batch_columns: list[int] = []  # columns of each batch
@@ -184,7 +195,7 @@ def observed_calls(
     if not blocks:
         empty = np.zeros(0, dtype=np.int64)
         return ObservedCalls(
-            empty, empty, empty, empty, empty, patches, 0, empty, np.zeros(0), empty
+            empty, empty, empty, empty, empty, patches, 0, empty, np.zeros(0), empty, np.zeros(0)
         )
     read, sign_of, slices_of, first = (
         np.array(part, dtype=np.int64) for part in zip(*blocks, strict=True)
@@ -194,18 +205,20 @@ def observed_calls(
     column = np.repeat(starts[read], widths) + within
     place = np.repeat(first, widths) + within  # column in its batch
     batches = np.array(batch_columns, dtype=np.int64)[np.array(batch_of, dtype=np.int64)]
-    sampled = np.repeat(batches * patches > SAMPLE_ABOVE, widths)
+    sampled_batch = batches * patches > SAMPLE_ABOVE if sampled else np.zeros(len(batches), bool)
+    chosen = np.repeat(sampled_batch, widths)
     return ObservedCalls(
         column,
         np.repeat(sign_of, widths),
         np.repeat(slices_of, widths),
-        np.where(sampled, place % every, 0),
-        np.where(sampled, every, 1),
+        np.where(chosen, place % every, 0),
+        np.where(chosen, every, 1),
         patches,
         int(layout.full_scale[column].max(initial=0)),
         layout.kernel_column[column],
         layout.steps[column],
         layout.bound[column],
+        layout.full_scale[column].astype(np.float64),
     )
 
 
@@ -243,21 +256,39 @@ def segment_digits_levels(
 TASKS = 8
 
 
+Observer = ReadSpread | ReadFractions
+
+
 @dataclass(frozen=True)
 class Tally:
     """What a side kernel counts into, per task: the histogram, the clipped and counted
     sums, and four tables of sums by value as wide as the entries' largest bound up to
     VALUE_TABLE_LIMIT (wider sums are binned one by one; the zero pages left to the
-    allocator: a task touches the few values its sums take)."""
+    allocator: a task touches the few values its sums take); and how it bins them for
+    the observer: `mode` (`read_spread.STEPS` or FRACTIONS) at `scales` [E] (the
+    entries' steps per unit or full scales) over `top` (ADC levels, or the bins), on the
+    patches of `sample`."""
 
-    histograms: np.ndarray  # int64 [tasks, BINS]
+    histograms: np.ndarray  # int64 [tasks, bins]
     clipped: np.ndarray  # int64 [tasks]
     counted: np.ndarray  # int64 [tasks]
     tables: np.ndarray  # int64 [tasks, 4 x stride]
+    mode: int
+    scales: np.ndarray  # float64 [E]
+    top: float
+    sample: PatchSample
 
     @classmethod
-    def of(cls, calls: ObservedCalls, sample: PatchSample) -> Tally:
-        """For the entries of `calls`; sets the kernel's threads by their work."""
+    def of(cls, calls: ObservedCalls, observer: Observer) -> Tally:
+        """For the entries of `calls` and `observer`; sets the kernel's threads by their
+        work."""
+        if isinstance(observer, ReadSpread):
+            mode, scales, top = STEPS, calls.steps, float(observer.levels)
+            bins, sample = BINS, observer.sample(calls.patches)
+        else:
+            mode, scales, top = FRACTIONS, calls.full_scales, float(observer.bins)
+            bins = observer.bins
+            sample = PatchSample(np.zeros(1, dtype=np.int64), 1, SAMPLE_RUN)
         work = len(calls.column) * calls.patches // sample.every
         tasks = TASKS if work >= kernels.PARALLEL_WORK else 1
         if kernels.backend() != "numpy":
@@ -265,21 +296,51 @@ class Tally:
         tabled = calls.bound[calls.bound <= VALUE_TABLE_LIMIT]
         stride = int(tabled.max(initial=0)) + 1
         return cls(
-            np.zeros((tasks, BINS), dtype=np.int64),
+            np.zeros((tasks, bins), dtype=np.int64),
             np.zeros(tasks, dtype=np.int64),
             np.zeros(tasks, dtype=np.int64),
             np.zeros((tasks, 4 * stride), dtype=np.int64),
+            mode,
+            scales,
+            top,
+            sample,
         )
 
-    def add_to(self, spread: ReadSpread, layer: str, calls: ObservedCalls) -> None:
-        spread.add_counts(
+    def add_to(self, observer: Observer, layer: str, calls: ObservedCalls) -> None:
+        histogram = self.histograms.sum(axis=0)
+        if isinstance(observer, ReadFractions):
+            observer.add_counts(layer, histogram)
+            return
+        observer.add_counts(
             layer,
-            self.histograms.sum(axis=0),
+            histogram,
             int(self.clipped.sum()),
             int(self.counted.sum()),
             calls.sums,
             calls.full_scale,
         )
+
+    def count_numpy(self, sums: np.ndarray, calls: ObservedCalls) -> None:
+        """Count each entry's sums [E, P] as the observer counts them in its batch (the
+        numpy twins' way)."""
+        if self.mode == FRACTIONS:
+            fractions = ReadFractions(len(self.histograms[0]))
+            fractions(LAYER, sums, calls.full_scales)
+            self.histograms[0] += fractions.histograms.get(LAYER, 0)
+            return
+        everything = PatchSample.everything(calls.patches)
+        for e in range(len(sums)):
+            chosen = self.sample if calls.every[e] > 1 else everything
+            one = np.zeros(BINS, dtype=np.int64)
+            turned = shifted(chosen, int(calls.turn[e]))
+            self.clipped[0] += spread_histogram_numpy(
+                sums[e : e + 1], calls.steps[e : e + 1], int(self.top), one, turned
+            )
+            self.histograms[0] += one
+            self.counted[0] += int(one.sum()) // chosen.every
+
+
+LAYER = "-"  # the name the numpy twin's scratch observer counts under
 
 
 def count_bitplane(
@@ -288,19 +349,19 @@ def count_bitplane(
     columns,
     calls: ObservedCalls,
     planes: int,
-    spread: ReadSpread,
+    observer: Observer,
     layer: str,
 ) -> None:
-    """Count the sums of `calls` into `spread` for `layer`, from the packed input planes
+    """Count the sums of `calls` into `observer` for `layer`, from the packed input planes
     of `bitplane_accumulate` (`planes` a sign) and its `BitplaneColumns`."""
     if not len(calls.column):
         return
-    sample = spread.sample(calls.patches)
     first_plane = calls.sign * planes + calls.slices * columns.slice_bits
-    tally = Tally.of(calls, sample)
+    tally = Tally.of(calls, observer)
     if kernels.backend() == "numpy":
-        sums = bitplane_sums_numpy(packed, columns, calls.kernel_column, first_plane)
-        counts_numpy(sums, calls, sample, spread.levels, tally)
+        tally.count_numpy(
+            bitplane_sums_numpy(packed, columns, calls.kernel_column, first_plane), calls
+        )
     else:
         from xbarc.runtime import read_spread_kernels as compiled
         from xbarc.runtime.kernels.bitplane import CHUNK
@@ -319,17 +380,18 @@ def count_bitplane(
             first_plane,
             calls.turn,
             calls.every,
-            calls.steps,
+            tally.scales,
             calls.bound,
-            sample.offsets,
-            sample.run,
-            float(spread.levels),
+            tally.sample.offsets,
+            tally.sample.run,
+            tally.mode,
+            tally.top,
             tally.tables,
             tally.histograms,
             tally.clipped,
             tally.counted,
         )
-    tally.add_to(spread, layer, calls)
+    tally.add_to(observer, layer, calls)
 
 
 def count_levels(
@@ -337,21 +399,20 @@ def count_levels(
     columns,
     calls: ObservedCalls,
     slice_bits: int,
-    spread: ReadSpread,
+    observer: Observer,
     layer: str,
 ) -> None:
-    """Count the sums of `calls` into `spread` for `layer`, from each sign's unfolded DAC
+    """Count the sums of `calls` into `observer` for `layer`, from each sign's unfolded DAC
     levels `levels` uint8 [2, flat rows, P] and the layer's `SparseColumns`."""
     if not len(calls.column):
         return
-    sample = spread.sample(calls.patches)
     shift = calls.slices * slice_bits
-    tally = Tally.of(calls, sample)
+    tally = Tally.of(calls, observer)
     if kernels.backend() == "numpy":
         sums = levels_sums_numpy(
             levels, columns, calls.kernel_column, calls.sign, shift, slice_bits
         )
-        counts_numpy(sums, calls, sample, spread.levels, tally)
+        tally.count_numpy(sums, calls)
     else:
         from xbarc.runtime import read_spread_kernels as compiled
 
@@ -366,17 +427,18 @@ def count_levels(
             (1 << slice_bits) - 1,
             calls.turn,
             calls.every,
-            calls.steps,
+            tally.scales,
             calls.bound,
-            sample.offsets,
-            sample.run,
-            float(spread.levels),
+            tally.sample.offsets,
+            tally.sample.run,
+            tally.mode,
+            tally.top,
             tally.tables,
             tally.histograms,
             tally.clipped,
             tally.counted,
         )
-    tally.add_to(spread, layer, calls)
+    tally.add_to(observer, layer, calls)
 
 
 def bitplane_sums_numpy(packed, columns, kernel_column, first_plane) -> np.ndarray:
@@ -409,20 +471,6 @@ def levels_sums_numpy(levels, columns, kernel_column, sign, shift, slice_bits) -
         digits = (levels[sign[e], columns.rows[cells]].astype(np.int64) >> shift[e]) & mask
         sums[e] = columns.cells[cells].astype(np.int64) @ digits
     return sums
-
-
-def counts_numpy(sums, calls, sample, levels, tally: Tally) -> None:
-    """Count each entry's sums as `ReadSpread` counts them in its batch (numpy twin)."""
-    everything = PatchSample.everything(calls.patches)
-    for e in range(len(sums)):
-        chosen = sample if calls.every[e] > 1 else everything
-        one = np.zeros(BINS, dtype=np.int64)
-        turned = shifted(chosen, int(calls.turn[e]))
-        tally.clipped[0] += spread_histogram_numpy(
-            sums[e : e + 1], calls.steps[e : e + 1], levels, one, turned
-        )
-        tally.histograms[0] += one
-        tally.counted[0] += int(one.sum()) // chosen.every
 
 
 def shifted(sample: PatchSample, turn: int) -> PatchSample:

@@ -190,6 +190,34 @@ class ReadSpread:
         return result
 
 
+# How the side kernels of `observed_reads` bin a sum v of a column (read_spread_kernels):
+STEPS = 0  # `ReadSpread`: v x steps per unit, in its bins of an eighth of an octave
+FRACTIONS = 1  # `ReadFractions`: floor(v / full scale x bins), clipped to its bins
+
+
+class ReadFractions:
+    """A read-sum observer (`Executor.on_read_sums`) that counts every sum: per layer, the
+    histogram of s / full scale over `bins` bins of [0, 1] (bin floor(s / F x bins),
+    clipped to the first and the last). `xbarc calibrate` takes its ADC ranges from it.
+    Like a `ReadSpread`, it keeps the fast read paths (`observed_reads`)."""
+
+    def __init__(self, bins: int):
+        self.bins = bins
+        self.histograms: dict[str, np.ndarray] = {}
+
+    def __call__(self, layer: str, sums: np.ndarray, full_scales: np.ndarray) -> None:
+        fraction = sums / full_scales[:, None].astype(np.float64)
+        bins = np.clip((fraction * self.bins).astype(np.int64), 0, self.bins - 1)
+        self.add_counts(layer, np.bincount(bins.reshape(-1), minlength=self.bins))
+
+    def add_counts(self, layer: str, histogram: np.ndarray) -> None:
+        """Add sums counted elsewhere (`observed_reads`), int64 [bins]."""
+        mine = self.histograms.get(layer)
+        if mine is None:
+            mine = self.histograms[layer] = np.zeros(self.bins, dtype=np.int64)
+        mine += histogram
+
+
 def percentile_steps(histogram: np.ndarray, percentile: float) -> float:
     """The upper edge, in steps, of the bin that holds the percentile of the counted sums
     (0.0 when it falls among the exact zeros or nothing was counted)."""

@@ -13,7 +13,12 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
 
-from xbarc.runtime.read_spread import FIRST_BIN_KEY, MANTISSA_SHIFT, VALUE_TABLE_LIMIT
+from xbarc.runtime.read_spread import (
+    FIRST_BIN_KEY,
+    MANTISSA_SHIFT,
+    STEPS,
+    VALUE_TABLE_LIMIT,
+)
 
 
 @numba.njit(cache=True)
@@ -155,6 +160,37 @@ def piece(k, turn, every, patches, offsets, run):
 
 
 @numba.njit(cache=True)
+def count_by(mode, value, scale, times, top, histogram):
+    """Count `times` sums of `value` (>= 0) as `mode` bins them; returns the clipped."""
+    if mode == STEPS:
+        return count(np.float64(value) * scale, times, top, histogram)
+    index = np.int64((np.float64(value) / scale) * top)
+    histogram[min(max(index, 0), histogram.shape[0] - 1)] += times
+    return 0
+
+
+@numba.njit(cache=True)
+def flush_by(mode, tables, stride, used, scale, top, histogram, weight):
+    """`flush` for `mode`: bin the values 0..used counted in the four tables."""
+    if mode == STEPS:
+        return flush(tables, stride, used, scale, top, histogram, weight)
+    for value in range(used + 1):
+        times = (
+            tables[value]
+            + tables[stride + value]
+            + tables[2 * stride + value]
+            + tables[3 * stride + value]
+        )
+        if times:
+            count_by(mode, value, scale, times * weight, top, histogram)
+            tables[value] = 0
+            tables[stride + value] = 0
+            tables[2 * stride + value] = 0
+            tables[3 * stride + value] = 0
+    return 0
+
+
+@numba.njit(cache=True)
 def tally(sums, length, tables, stride):
     """Count |sums[:length]| by value in the four tables (`flush` bins them); returns
     the largest."""
@@ -200,6 +236,7 @@ def sampled_bitplane(
     bound,
     offsets,
     run,
+    mode,
     top,
     value_tables,
     histograms,
@@ -234,7 +271,7 @@ def sampled_bitplane(
             times = every[e]
             tabled = bound[e] <= VALUE_TABLE_LIMIT
             if tabled and (steps[e] != scale or times != weight):
-                lost += flush(tables, stride, used, scale, top, histogram, weight)
+                lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
                 scale = steps[e]
                 weight = times
                 used = 0
@@ -267,8 +304,9 @@ def sampled_bitplane(
                     used = max(used, tally(sums, length, tables, stride))
                 else:
                     for i in range(length):
-                        lost += count(abs(np.float64(sums[i])) * steps[e], times, top, histogram)
-        lost += flush(tables, stride, used, scale, top, histogram, weight)
+                        value = abs(sums[i])
+                        lost += count_by(mode, value, steps[e], times, top, histogram)
+        lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
         clipped[task] += lost
         counted[task] += seen
 
@@ -289,6 +327,7 @@ def sampled_levels(
     bound,
     offsets,
     run,
+    mode,
     top,
     value_tables,
     histograms,
@@ -319,7 +358,7 @@ def sampled_levels(
             times = every[e]
             tabled = bound[e] <= VALUE_TABLE_LIMIT
             if tabled and (steps[e] != scale or times != weight):
-                lost += flush(tables, stride, used, scale, top, histogram, weight)
+                lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
                 scale = steps[e]
                 weight = times
                 used = 0
@@ -343,7 +382,8 @@ def sampled_levels(
                     used = max(used, tally(sums, length, tables, stride))
                 else:
                     for i in range(length):
-                        lost += count(abs(np.float64(sums[i])) * steps[e], times, top, histogram)
-        lost += flush(tables, stride, used, scale, top, histogram, weight)
+                        value = abs(sums[i])
+                        lost += count_by(mode, value, steps[e], times, top, histogram)
+        lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
         clipped[task] += lost
         counted[task] += seen

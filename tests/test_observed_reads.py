@@ -226,3 +226,96 @@ def test_digits_report_figures_equal_read_by_read(name, cell_bits, monkeypatch):
         measured_layer(row, False) for row in reference.layers()
     ]
     assert any(row.counted < row.sums for row in reference.layers())  # sampled
+
+
+def force_path_everywhere(path: str, monkeypatch) -> None:
+    """`force_path` for every executor made from here on (calibrate makes its own)."""
+    if path == "bitplane":
+        monkeypatch.setattr("xbarc.runtime.executor.prefers_sparse", lambda reads, columns: False)
+        return
+    monkeypatch.setattr(Executor, "_bitplane_reads", lambda self, plans: False)
+    if path == "fused":
+        monkeypatch.setattr(
+            Executor, "_fused_engine", lambda self, plans, columns, patches: "fused"
+        )
+    else:
+        monkeypatch.setattr(Executor, "_fused_columns", lambda self, plans: None)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("pipeline", ["one phase", "per column", "squeeze", "offset"])
+def test_calibration_on_fast_paths_equals_read_by_read(pipeline, path, tmp_path, monkeypatch):
+    """`xbarc calibrate` counts every read sum as a fraction of its full scale
+    (`ReadFractions`): on the fast paths the same histograms, so the same ranges."""
+    from xbarc.calibrate import calibrate
+
+    model, feeds = models()["cnn"]
+    program = compiled(model, PIPELINES[pipeline], tmp_path)
+    counted: list[str] = []
+    real = Executor._observe_levels, Executor._observe_bitplane
+
+    def spy(method):
+        def observe(self, plans, *args):
+            counted.append(plans[0].layer.name)
+            return method(self, plans, *args)
+
+        return observe
+
+    with monkeypatch.context() as patches:
+        patches.setattr(Executor, "_spread", lambda self: None)  # read by read, as before
+        want = calibrate(program, feeds, percentile=90)
+    with monkeypatch.context() as patches:
+        force_path_everywhere(path, patches)
+        patches.setattr(Executor, "_observe_levels", spy(real[0]))
+        patches.setattr(Executor, "_observe_bitplane", spy(real[1]))
+        got = calibrate(program, feeds, percentile=90)
+    assert got.calibration == want.calibration
+    if pipeline != "offset" or path == "bitplane":  # offset encoding: read by read
+        assert counted  # on the fast path
+    assert {r.adc_range for r in want.calibration.layers} != {1.0}  # ranges measured
+
+
+@pytest.mark.parametrize("name", ["lenet", "mobilenet"])
+def test_digits_calibration_equals_read_by_read(name, monkeypatch):
+    """The digits fixtures' calibration on 100 samples: batches of over a million sums,
+    every one counted: the same ranges."""
+    from xbarc.calibrate import calibrate
+    from xbarc.compiler import CompileOptions, compile_onnx
+
+    options = CompileOptions(tiles=4096, input_shapes={"x": (1, 1, 8, 8)})
+    program = compile_onnx(DIGITS / f"{name}.onnx", options)
+    data = {"x": np.load(DIGITS / "digits_test.npz")["x"][:100]}
+    got = calibrate(program, data)
+    with monkeypatch.context() as patches:
+        patches.setattr(Executor, "_spread", lambda self: None)
+        want = calibrate(program, data)
+    assert got.calibration == want.calibration
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("path", PATHS)
+def test_read_fractions_on_fast_paths(path, backend, tmp_path, monkeypatch):
+    """A `ReadFractions` (every sum counted) on each fast path, Numba kernels and numpy
+    twins: the histograms read by read gives, over batches cut by the read-out budget."""
+    from xbarc.runtime.read_spread import ReadFractions
+
+    model, feeds = models()["conv transpose"]
+    program = compiled(model, PIPELINES["per column"], tmp_path)
+    monkeypatch.setattr("xbarc.runtime.reads.READOUT_BUDGET", 500)
+    monkeypatch.setattr("xbarc.runtime.observed_reads.READOUT_BUDGET", 500)
+    fast = Executor(program, noise_settings("quant"))
+    force_path(fast, path, monkeypatch)
+    slow = Executor(program, noise_settings("quant"))
+    fractions, reference = ReadFractions(64), ReadFractions(64)
+    fast.on_read_sums = fractions
+    slow.on_read_sums = lambda layer, sums, scales: reference(layer, sums, scales)
+    kernels.set_backend(backend)
+    try:
+        got, want = fast.run(feeds), slow.run(feeds)
+    finally:
+        kernels.set_backend("numba")
+    np.testing.assert_array_equal(got["y"], want["y"])
+    assert set(fast._paths.values()) == {path} and fast._observed
+    assert list(fractions.histograms) == list(reference.histograms)
+    for layer, histogram in reference.histograms.items():
+        np.testing.assert_array_equal(fractions.histograms[layer], histogram, err_msg=layer)

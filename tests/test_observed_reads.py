@@ -319,3 +319,22 @@ def test_read_fractions_on_fast_paths(path, backend, tmp_path, monkeypatch):
     assert list(fractions.histograms) == list(reference.histograms)
     for layer, histogram in reference.histograms.items():
         np.testing.assert_array_equal(fractions.histograms[layer], histogram, err_msg=layer)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_spread_of_a_basis_program(path, monkeypatch):
+    """Layers combined from a basis (BasisN) read the basis into response columns: the
+    fast paths count their sums as read by read does."""
+    from tests.test_basis_runtime import compiled as compiled_basis
+    from tests.test_basis_runtime import layer_model, pipeline
+
+    model, feeds = layer_model("conv", {"channels": 3, "kernel": 3, "outputs": 4}, 0.0, True, 5)
+    program = compiled_basis(model, pipeline("k=6,coef-bits=6,copies=2"))
+    assert program.combines
+    monkeypatch.setattr("xbarc.runtime.read_spread.SAMPLE_ABOVE", 40)
+    monkeypatch.setattr("xbarc.runtime.observed_reads.SAMPLE_ABOVE", 40)
+    fast, spread, reference = observed_both_ways(
+        program, noise_settings("quant"), feeds, path, monkeypatch
+    )
+    assert set(fast._paths.values()) == {path} and fast._observed
+    assert counts(spread) == counts(reference)

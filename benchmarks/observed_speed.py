@@ -20,6 +20,9 @@ same figures.
    samples), as a subprocess: now, and before (the same command with the executor's
    `_spread` answering None, the old way). Wall seconds best of `--repeat`, including
    Python's start and Numba's cache loads.
+3. `calibrate` (the API of `xbarc calibrate`) on the 360 samples, faithful default, in
+   this process: now (every read sum counted beside the fast kernels, `ReadFractions`)
+   and before (read by read); the same calibration (checked).
 """
 
 from __future__ import annotations
@@ -169,6 +172,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def calibrate_times(repeat: int) -> list[str]:
+    """Part 3: one line per fixture, calibrate's seconds now and before."""
+    from xbarc.calibrate import calibrate
+
+    data = {"x": np.load(DIGITS / "digits_test.npz")["x"][:BATCH]}
+    lines = []
+    fast = Executor._spread
+    for name in FIXTURES:
+        options = CompileOptions(tiles=4096, input_shapes={"x": (1, 1, 8, 8)})
+        program = compile_onnx(DIGITS / f"{name}.onnx", options)
+        best = {"now": float("inf"), "before": float("inf")}
+        found = {}
+        calibrate(program, {"x": data["x"][:8]})  # Numba's caches
+        for _ in range(max(1, repeat // 2)):
+            for key in ("now", "before"):
+                Executor._spread = fast if key == "now" else (lambda self: None)  # type: ignore[method-assign]
+                start = time.perf_counter()
+                found[key] = calibrate(program, data).calibration
+                best[key] = min(best[key], time.perf_counter() - start)
+        Executor._spread = fast  # type: ignore[method-assign]
+        assert found["now"] == found["before"], name
+        lines.append(
+            f"| {name} | {best['now']:.2f} | {best['before']:.2f} | "
+            f"{best['before'] / best['now']:.1f}x |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     args = build_parser().parse_args()
     load = os.getloadavg()[0]
@@ -180,6 +212,7 @@ def main() -> None:
     print("\n".join(header), flush=True)
     rows, ratios = program_table(args.repeat)
     now, before = eval_times(args.repeat)
+    calibration = calibrate_times(args.repeat)
     eval_line = (
         f"`xbarc eval` LeNet (360 samples, `--noise quant`, end to end): {now:.2f} s now, "
         f"{before:.2f} s before ({before / now:.2f}x faster), the same report."
@@ -201,6 +234,12 @@ def main() -> None:
             f"Largest observed / unobserved now: {max(ratios):.2f} (target 1.15).",
             "",
             eval_line,
+            "",
+            "`calibrate` on the 360 samples (faithful default; the same calibration either way):",
+            "",
+            "| fixture | now s | before s | faster |",
+            "|---|---:|---:|---:|",
+            *calibration,
         ]
     )
     record_if(args.record, "observed_speed", body)

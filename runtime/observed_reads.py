@@ -417,7 +417,7 @@ def count_levels(
         from xbarc.runtime import read_spread_kernels as compiled
 
         compiled.sampled_levels(
-            levels,
+            np.ascontiguousarray(levels),
             columns.start,
             columns.rows,
             columns.cells,

@@ -338,7 +338,8 @@ def sampled_levels(
     # cells of sparse column `column[e]` (-1: none, every sum 0) times the digits
     # (level >> shift[e]) & mask of sign `sign[e]`'s unfolded levels [2, rows, P],
     # counted as in `sampled_bitplane`.
-    patches = levels.shape[2]
+    rows_per_sign, patches = levels.shape[1], levels.shape[2]
+    source = levels.reshape(-1)
     tasks = histograms.shape[0]
     entries = len(column)
     stride = value_tables.shape[1] // 4
@@ -362,7 +363,9 @@ def sampled_levels(
                 scale = steps[e]
                 weight = times
                 used = 0
-            digits = levels[sign[e]]
+            plane = sign[e] * rows_per_sign
+            down = np.uint64(shift[e])
+            bits = np.uint64(mask)
             pieces = len(offsets) if times > 1 else (patches + run - 1) // run
             for k in range(pieces):
                 first, stop = piece(k, turn[e], times, patches, offsets, run)
@@ -373,10 +376,12 @@ def sampled_levels(
                     sums[i] = 0
                 if m >= 0:
                     for t in range(start[m], start[m + 1]):
-                        row = digits[rows[t]]
+                        # unsigned offsets into the flat levels: the loop vectorizes
+                        line = np.uint64((plane + rows[t]) * patches + first)
                         cell = np.int64(cells[t])
                         for i in range(length):
-                            sums[i] += cell * ((np.int64(row[first + i]) >> shift[e]) & mask)
+                            level = np.uint64(source[line + np.uint64(i)])
+                            sums[i] += cell * np.int64((level >> down) & bits)
                 seen += length
                 if tabled:
                     used = max(used, tally(sums, length, tables, stride))

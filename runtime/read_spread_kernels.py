@@ -194,26 +194,22 @@ def flush_by(mode, tables, stride, used, scale, top, histogram, weight):
 def tally(sums, length, tables, stride):
     """Count |sums[:length]| by value in the four tables (`flush` bins them); returns
     the largest."""
+    largest = 0
+    for i in range(length):  # a pass of its own: it vectorizes
+        sums[i] = abs(sums[i])
+        largest = max(largest, sums[i])
     # unsigned indices: a signed one costs a wraparound test per increment (2x)
     whole = np.uint64(length - length % 4)
     second = np.uint64(stride)
     third = np.uint64(2 * stride)
     fourth = np.uint64(3 * stride)
-    largest = 0
     for i in range(np.uint64(0), whole, np.uint64(4)):
-        a = abs(sums[i])
-        b = abs(sums[i + np.uint64(1)])
-        c = abs(sums[i + np.uint64(2)])
-        d = abs(sums[i + np.uint64(3)])
-        tables[np.uint64(a)] += 1
-        tables[second + np.uint64(b)] += 1
-        tables[third + np.uint64(c)] += 1
-        tables[fourth + np.uint64(d)] += 1
-        largest = max(largest, max(max(a, b), max(c, d)))
+        tables[np.uint64(sums[i])] += 1
+        tables[second + np.uint64(sums[i + np.uint64(1)])] += 1
+        tables[third + np.uint64(sums[i + np.uint64(2)])] += 1
+        tables[fourth + np.uint64(sums[i + np.uint64(3)])] += 1
     for i in range(whole, np.uint64(length)):
-        a = abs(sums[i])
-        tables[np.uint64(a)] += 1
-        largest = max(largest, a)
+        tables[np.uint64(sums[i])] += 1
     return largest
 
 

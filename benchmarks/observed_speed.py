@@ -49,6 +49,26 @@ from xbarc.runtime.executor import Executor  # noqa: E402
 from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 from xbarc.runtime.read_spread import ReadSpread  # noqa: E402
 
+# Where an observed pass's time went (cProfile own time, 3 warm runs of the digits ResNet,
+# faithful default, batch 360, load about 2; measured while writing observed_reads.py)
+PROFILE = """\
+Where the time went. Before, the digits ResNet's observed `quant` pass read every layer read
+by read: per run 212 ms unfolding each DAC slice of each sign (`unfold_numba`), 139 ms in
+onnxruntime's integer GEMMs (one per read and slice), 94 ms in the ADC kernel over the
+buffered sums and 43 ms in the histogram kernel, against 137 ms for the whole unobserved
+run. Now the bit-plane kernel runs as unobserved, and the side kernel that computes and
+counts the sampled sums from the same packed planes (`read_spread_kernels.sampled_bitplane`:
+AND + popcount of a sixteenth of the sums, then a table increment per sum) takes 19 ms of
+CPU a run on one thread (17.7 M counted sums: about 1.1 ns each, nearly all of it the
+counting; the sums themselves 0.4 ns); the replay of `ReadOut`'s batches (`observed_calls`)
+is kept between batches of the same shape, and the rest (the slices' non-zero flags, the
+tallies) is under 0.1 ms a layer. The counting is the floor: a table increment per counted
+sum, four tables taking turns, unsigned indices (signed ones cost a wraparound test each:
+3x). Small networks pay that per layer: the MLP (three layers, 2 ms a run) the most.
+`calibrate` counts every sum of its second pass (no sample) the same way, binned as
+fractions of the full scale: before, its observer's numpy (a float64 division, a clip and a
+bincount per sum) was 60 to 70 % of a calibration."""
+
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
 FIXTURES = ("lenet", "resnet", "mobilenet", "mlp")
 BATCH = 360
@@ -101,9 +121,10 @@ def program_table(repeat: int) -> tuple[list[str], list[float]]:
             ratio = best["now"][0] / best["plain"][0]
             ratios.append(ratio)
             paths = "/".join(sorted(set(plain._paths.values())))
+            cpu_ratio = best["now"][1] / best["plain"][1]
             rows.append(
                 f"| {name} | {setting} | {paths} | {ms(best['plain'])} | {ms(best['now'])} | "
-                f"{ms(best['before'])} | {ratio:.2f} | "
+                f"{ms(best['before'])} | {ratio:.2f} ({cpu_ratio:.2f}) | "
                 f"{best['before'][0] / best['plain'][0]:.2f} |"
             )
             print(rows[-1], flush=True)
@@ -211,7 +232,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     header = [
         "| fixture | program | paths | unobserved ms | observed now ms | observed before ms "
-        "| now / unobserved | before / unobserved |",
+        "| now / unobserved (CPU) | before / unobserved |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     print("\n".join(header), flush=True)
@@ -243,6 +264,8 @@ def main() -> None:
             f"Largest observed / unobserved now: {max(ratios):.2f} (target 1.15).",
             "",
             eval_line,
+            "",
+            PROFILE,
             "",
             "`calibrate` on the 360 samples (faithful default; the same calibration either way):",
             "",

@@ -156,6 +156,11 @@ from xbarc.runtime.reads import (
     sum_type,
 )
 
+# The read paths that count a `ReadSpread`'s or `ReadFractions`' sums beside their kernels
+# (`_observe_bitplane`, `_observe_levels`); under such an observer any other path (but the
+# noisy one) reads read by read.
+OBSERVED_PATHS = frozenset({"bitplane", "sparse", "fused"})
+
 # DAC steps of at most this many bits run as bit planes (`_bitplane_reads`).
 BITPLANE_SLICE_BITS = 2
 
@@ -568,9 +573,11 @@ class Executor:
         path = self._paths.get(layer)
         if path is None:
             path = self._paths[layer] = self._choose_path(plans)
-        if self.on_read_sums is not None and path != "noisy" and self._spread() is None:
+        if self.on_read_sums is not None and path != "noisy":
             # noisy reads: the observer sees the values the noisy path converts (other
             # draws, read by read: an observer must not change a noisy run's bits)
+            if path in OBSERVED_PATHS and self._spread() is not None:
+                return path
             return "by read"
         return path
 

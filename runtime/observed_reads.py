@@ -1,8 +1,8 @@
 """A `ReadSpread`'s (or `ReadFractions`') view of a layer's reads on the fast paths.
 
-    layout = observed_layer(reads, rows, levels, offset_columns=True)   # once per layer
-    calls = observed_calls(layout, groups, present, slices, nonzero, patches, spread)
-    count_bitplane(packed, flags, bitplane, calls, planes, spread, layer)   # or count_levels
+    layout = observed_layer(reads, rows, cols, groups, levels, slice_bits, True)  # per layer
+    calls = observed_calls(layout, present, slices, nonzero, patches, SAMPLE_EVERY)
+    count_bitplane(packed, flags, bitplane, calls, planes, spread, layer)  # or count_levels
 
 Read by read (`ReadOut`), an observer of read sums sees, group by group, the sums of each
 read, input sign and DAC slice whose digits are not all zero, in batches of at most

@@ -54,7 +54,8 @@ int8 digits) where onnxruntime's integer kernel is exact on the machine, else in
 (exact too: the sums stay below 2^24). Partial sums of many reads wait in a buffer and pass
 through the ADC kernel together; integer sums do not depend on their order. Integer
 reads whose ADC full scales are known before the read (not `dynamic`), without offset
-correction and with no observer of the partial sums, take a faster way to the same bits:
+correction and with no observer of the partial sums but a `ReadSpread` or `ReadFractions`,
+take a faster way to the same bits:
 one `sparse_read_accumulate` call per input sign sums each read column's non-zero cells
 times their rows' digits, for every slice, read and group of the layer at once, and converts
 each sum as it is made (no Python per read, no zero cell multiplied, no buffer of partial
@@ -74,7 +75,12 @@ engine measured fastest for the layer's shape (`kernels/engines.toml`), the fuse
 layer's input, no unfolded copy, all reads converted while in the cache), one integer GEMM
 per layer (`gemm_read_accumulate`: the digits gathered, onnxruntime's VNNI kernels, then
 the ADC kernel), the sparse one or read by read; their output goes straight into the
-layer's image layout (`_finish_items`).
+layer's image layout (`_finish_items`). Under a `ReadSpread` observer (the ADC report of
+`xbarc run` and `eval`) the bit-plane, sparse and fused paths stay: `observed_reads`
+replays the batches of read sums `ReadOut` would have shown it and a side kernel counts
+the sample it would have taken, from the layer's own packed planes or unfolded levels;
+calibration's `ReadFractions` the same, every sum counted; any other observer of exact
+reads takes them read by read.
 """
 
 from __future__ import annotations
@@ -145,7 +151,18 @@ from xbarc.runtime.kernels.noisy_read import (
 )
 from xbarc.runtime.kernels.sparse_read import SparseColumns, sparse_read_accumulate
 from xbarc.runtime.noise import NoiseSettings, Seeds
+from xbarc.runtime.observed_reads import (
+    ObservedCalls,
+    ObservedLayer,
+    count_bitplane,
+    count_levels,
+    observed_calls,
+    observed_layer,
+    segment_digits_bitplane,
+    segment_digits_levels,
+)
 from xbarc.runtime.patches import layer_columns
+from xbarc.runtime.read_spread import SAMPLE_EVERY, ReadFractions, ReadSpread
 from xbarc.runtime.reads import (
     LayerPlan,
     ReadOut,
@@ -157,6 +174,11 @@ from xbarc.runtime.reads import (
     sparse_columns,
     sum_type,
 )
+
+# The read paths that count a `ReadSpread`'s or `ReadFractions`' sums beside their kernels
+# (`_observe_bitplane`, `_observe_levels`); under such an observer any other path (but the
+# noisy one) reads read by read.
+OBSERVED_PATHS = frozenset({"bitplane", "sparse", "fused"})
 
 # DAC steps of at most this many bits run as bit planes (`_bitplane_reads`).
 BITPLANE_SLICE_BITS = 2
@@ -238,6 +260,9 @@ class Executor:
         # first run (None: the layer is read read by read)
         self._sparse: dict[str, SparseColumns | None] = {}
         self._paths: dict[str, str] = {}  # quant: each layer's read path (`_read_path`)
+        # a `ReadSpread` observer on the fast paths: each layer's reads as it sees them
+        self._observed: dict[tuple[str, bool], ObservedLayer] = {}
+        self._calls: dict[int, tuple[tuple, ObservedCalls]] = {}  # by id of the layout
         # quant, bit-serial integer reads: each layer's read columns as bit planes
         self._bitplane: dict[str, BitplaneColumns] = {}
         # quant, bit-serial reads of at most 10 rows: each layer's tables over input bit
@@ -551,7 +576,7 @@ class Executor:
         if path == "sparse":  # integer reads: all groups, reads and columns at once
             sparse = self._sparse[plans[0].layer.name]
             assert sparse is not None
-            return self._accumulate_sparse(plans[0], sparse, columns, x)
+            return self._accumulate_sparse(plans, sparse, columns, x)
         if path == "fused":
             return self._accumulate_fused(plans, columns, x)
         return self._accumulate_by_read(plans, columns, x)
@@ -564,10 +589,13 @@ class Executor:
         (`_accumulate_fused`: the engine the measured table names), "sparse"
         (`sparse_read_accumulate`, integer reads) or "by read" (`ReadOut`: one GEMM per read
         and input slice, the ADC kernel on the buffered partial sums; the way every read can
-        take, and the only one an observer of exact partial sums sees; an observer of noisy
+        take, and the only one an observer of exact partial sums other than a `ReadSpread`
+        or a `ReadFractions` sees; an observer of noisy
         reads is shown them by `observe_noisy_reads`, so that it does not change their
         draws). Chosen on the layer's first run (`_choose_path`) and
-        kept, except under an observer."""
+        kept, except under an observer: a `ReadSpread` or `ReadFractions` keeps the fast
+        paths (they count for it beside their kernels, `_observe_bitplane`,
+        `_observe_levels`), any other observer of exact reads takes them read by read."""
         layer = plans[0].layer.name
         path = self._paths.get(layer)
         if path is None:
@@ -575,8 +603,79 @@ class Executor:
         if self.on_read_sums is not None and path != "noisy":
             # noisy reads: the observer sees the values the noisy path converts (other
             # draws, read by read: an observer must not change a noisy run's bits)
+            if path in OBSERVED_PATHS and self._spread() is not None:
+                return path
+            counted_as_fused = path == "depthwise" and self._fused_columns(plans) is not None
+            if counted_as_fused and self._spread() is not None:
+                return path
             return "by read"
         return path
+
+    def _spread(self) -> ReadSpread | ReadFractions | None:
+        """The observer of read sums where the fast paths count for it themselves
+        (`observed_reads`): a `ReadSpread`, or a `ReadFractions` of sums that are never
+        negative (not a differential ADC's); else None."""
+        observer = self.on_read_sums
+        if isinstance(observer, ReadSpread):
+            return observer
+        if isinstance(observer, ReadFractions) and not self.differential_adc:
+            return observer
+        return None
+
+    def _observed_layout(self, plans: list[LayerPlan], bitplane: bool) -> ObservedLayer:
+        """The layer's reads as an observer sees them, numbered as the bit-plane
+        (`bitplane`) or the sparse kernel's columns (built on first use)."""
+        layer = plans[0].layer
+        key = (layer.name, bitplane)
+        layout = self._observed.get(key)
+        if layout is None:
+            reads = [read for plan in plans for read in plan.reads]
+            layout = self._observed[key] = observed_layer(
+                reads,
+                layer.rows,
+                plans[0].columns,
+                layer.groups,
+                self.adc_levels,
+                self.program.hardware.dac.slice_bits,
+                bitplane,
+            )
+        return layout
+
+    def _observe_bitplane(self, plans, packed, flags, bitplane, present, count, planes) -> None:
+        """Count the read sums of a bit-plane layer run into the observer (`_spread`), as
+        read by read (`observed_reads.count_bitplane`)."""
+        spread = self._spread()
+        assert spread is not None
+        layout = self._observed_layout(plans, bitplane=True)
+        slice_bits = self.program.hardware.dac.slice_bits
+        nonzero = segment_digits_bitplane(flags, bitplane.segment_word, planes, count, slice_bits)
+        calls = self._observed_calls(layout, present, count, nonzero, packed.shape[2])
+        count_bitplane(packed, flags, bitplane, calls, planes, spread, plans[0].layer.name)
+
+    def _observe_levels(self, plans, read_columns, levels, present, count) -> None:
+        """Count the read sums of a sparse or fused layer run into the observer
+        (`_spread`), as read by read, from each present sign's unfolded DAC levels `levels`
+        uint8 [2, flat rows, P] (`observed_reads.count_levels`)."""
+        spread = self._spread()
+        assert spread is not None
+        layout = self._observed_layout(plans, bitplane=False)
+        slice_bits = self.program.hardware.dac.slice_bits
+        signs = [part if there else None for part, there in zip(levels, present, strict=True)]
+        nonzero = segment_digits_levels(signs, layout, count, slice_bits)
+        calls = self._observed_calls(layout, present, count, nonzero, levels.shape[2])
+        count_levels(levels, read_columns, calls, slice_bits, spread, plans[0].layer.name)
+
+    def _observed_calls(self, layout, present, count, nonzero, patches) -> ObservedCalls:
+        """`observed_calls` for a layer run, kept per layout for the next run with the same
+        signs, slices, patches and non-zero slices (most batches of an eval)."""
+        wanted = (present, count, patches, nonzero.tobytes(), type(self.on_read_sums))
+        kept = self._calls.get(id(layout))
+        if kept is not None and kept[0] == wanted:
+            return kept[1]
+        sampled = isinstance(self.on_read_sums, ReadSpread)
+        calls = observed_calls(layout, present, count, nonzero, patches, SAMPLE_EVERY, sampled)
+        self._calls[id(layout)] = (wanted, calls)
+        return calls
 
     def _choose_path(self, plans: list[LayerPlan]) -> str:
         """The fastest exact way for a layer's reads (see `_read_path`)."""
@@ -682,9 +781,10 @@ class Executor:
             out.reshape(count * cols, patches),
         )
 
-    def _accumulate_sparse(self, plan: LayerPlan, sparse: SparseColumns, columns, x):
+    def _accumulate_sparse(self, plans: list[LayerPlan], sparse: SparseColumns, columns, x):
         """`_accumulate_quantized` for integer reads, with `sparse_read_accumulate`: each
         sign's DAC levels unfolded once, and all its slices read off them in one call."""
+        plan = plans[0]
         slice_bits = self.program.hardware.dac.slice_bits
         bits, input_scale = self._dac_scale(plan.layer.name, x)
         count = -(-(bits - 1) // slice_bits)
@@ -692,7 +792,8 @@ class Executor:
         planes = self.workspace("input levels", (2, 1, *x.shape), np.uint8)
         present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=planes)
         acc: np.ndarray | None = None
-        for sign, part, nonzero in zip((1, -1), planes, present, strict=True):
+        observed = None  # each sign's unfolded levels, for a `ReadSpread` observer
+        for index, (sign, part, nonzero) in enumerate(zip((1, -1), planes, present, strict=True)):
             if not nonzero:  # e.g. no negative inputs after a ReLU
                 continue
             unfolded = columns(part[0], lambda shape: self.workspace("unfolded", shape, np.uint8))
@@ -702,9 +803,17 @@ class Executor:
                 acc = self.workspace("accumulator", (groups * plan.columns, patches), np.int64)
                 acc.fill(0)
             sparse_read_accumulate(levels_in, sparse, slice_bits, count, sign, self.adc_levels, acc)
+            if self._spread() is not None:
+                if observed is None:
+                    shape = (2, *levels_in.shape)
+                    observed = self.workspace(("observed", "levels"), shape, np.uint8)
+                observed[index] = levels_in
         if acc is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
             return touched((groups, plan.layer.cols, patches), np.float32)
+        if observed is not None:
+            signs = (bool(present[0]), bool(present[1]))
+            self._observe_levels(plans, sparse, observed, signs, count)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
@@ -781,6 +890,9 @@ class Executor:
         ]
         slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
         bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
+        if self._spread() is not None:
+            signs = (bool(present[0]), bool(present[1]))
+            self._observe_bitplane(plans, packed, flags, bitplane, signs, count, planes)
         result = touched((groups, plan.layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
@@ -832,6 +944,11 @@ class Executor:
         for sign, part, nonzero in zip((1, -1), levels, present, strict=True):
             if nonzero:  # e.g. no negative inputs after a ReLU
                 depthwise_accumulate(part[0], gather, tables, sign, acc)
+        if self._spread() is not None and any(present):
+            # counted from the unfolded levels, as the fused kernel's columns number them
+            read_columns = self._fused_columns(plans)
+            assert read_columns is not None  # `_read_path` reads the layer by read otherwise
+            self._observe_fused(plans, read_columns, columns, levels, present, bits - 1)
         result = touched((groups, layer.cols, patches), np.float32)
         accumulated = acc.reshape(groups, plan.columns, patches)
         self._finish(plan, slice(0, groups), accumulated, input_scale, result)
@@ -949,7 +1066,7 @@ class Executor:
         patches = x.size // gather.image * gather.pixels
         engine = self._fused_engine(plans, read_columns, patches)
         if engine == "sparse":
-            return self._accumulate_sparse(plan, read_columns, columns, x)
+            return self._accumulate_sparse(plans, read_columns, columns, x)
         if engine == "by read":
             return self._accumulate_by_read(plans, columns, x)
         read_layer = fused_read_accumulate
@@ -976,6 +1093,8 @@ class Executor:
                     acc,
                     signed=self.differential_adc,
                 )
+        if self._spread() is not None and any(present):
+            self._observe_fused(plans, read_columns, columns, planes, present, count)
         if plan.combine is not None or plan.columns != layer.cols or layer.kind == "conv_transpose":
             result = touched((groups, layer.cols, patches), np.float32)
             accumulated = acc.reshape(groups, plan.columns, patches)
@@ -1004,6 +1123,25 @@ class Executor:
         if layer.geometry is None:  # Gemm, MatMul: [1, cols, items]
             return image.reshape(items, count).T[None]
         return image.reshape(items, groups, layer.cols, pixels).transpose(1, 2, 0, 3)
+
+    def _observe_fused(self, plans, read_columns, columns, planes, present, count) -> None:
+        """Count a fused layer run's read sums into the `ReadSpread` observer: the fused
+        kernel reads the input without unfolding it, so each present sign's DAC levels
+        `planes` [2, 1, ...] are unfolded here for the count (`_observe_levels`)."""
+        observed = None
+        for index, part in enumerate(planes):
+            if not present[index]:
+                continue
+            memory = lambda shape: self.workspace(("observed", "unfolded"), shape, np.uint8)  # noqa: E731
+            unfolded = columns(part[0], memory)
+            levels_in = unfolded.reshape(-1, unfolded.shape[-1])
+            if observed is None:
+                shape = (2, *levels_in.shape)
+                observed = self.workspace(("observed", "levels"), shape, np.uint8)
+            observed[index] = levels_in
+        assert observed is not None
+        signs = (bool(present[0]), bool(present[1]))
+        self._observe_levels(plans, read_columns, observed, signs, count)
 
     def _fused_layer(self, plan: LayerPlan, read_columns: SparseColumns, x) -> FusedLayer:
         """The layer's read columns with the gather of its input's item shape: the layer's
@@ -1099,14 +1237,12 @@ class Executor:
     def _sparse_columns(self, plans: list[LayerPlan]) -> SparseColumns | None:
         """The layer's read columns for `sparse_read_accumulate`, where its reads allow it:
         exact integer reads (no noise, polarity ADC) whose ADC full scales are known before
-        the read (not `dynamic`), without the offset correction, and no observer of the
-        partial sums (it sees them read by read); and where that is the faster way
-        (`reads_sparsely`). None: read by read (`ReadOut`)."""
+        the read (not `dynamic`), without the offset correction; and where that is the
+        faster way (`reads_sparsely`). None: read by read (`ReadOut`)."""
         if (
             self.cell_type is not np.uint8
             or self.dac_bits > 8  # magnitudes of more than 8 bits: beyond uint8 levels
             or self.adc_range == "dynamic"
-            or self.on_read_sums is not None
         ):
             return None
         layer = plans[0].layer.name

@@ -13,13 +13,14 @@ of an octave (at most 0.17 bit wide; exact zeros apart), and the sums beyond the
 scale (clipped), so that a run can say how many of the ADC's bits its reads use: log2 of
 a high percentile of |s| / step.
 
-It costs a run one pass of the histogram kernel (Numba, `read_spread_kernels.py`; its
-numpy twin `spread_histogram_numpy` runs under `kernels.set_backend("numpy")`) over the
-sums, on one thread, and nothing when no observer is set. Batches of many sums are
-sampled (one in SAMPLE_EVERY, in runs of patches). Measured against `quant` runs: 4 % of
-the digits ResNet's on 360 samples with 8-bit cells, 10 % with 2-bit cells (reads of 16
-rows are cheap, and there are four times as many), 3.5 % of light ResNet-50's on one
-image; the first call loads the kernel from Numba's cache (0.5 s).
+Read by read (`ReadOut`) it costs a run one pass of the histogram kernel (Numba,
+`read_spread_kernels.py`; its numpy twin `spread_histogram_numpy` runs under
+`kernels.set_backend("numpy")`) over the sums, on one thread, and nothing when no observer
+is set. Batches of many sums are sampled (one in SAMPLE_EVERY, in runs of patches). On the
+bit-plane, sparse and fused read paths the executor does not make the sums: it replays the
+batches `ReadOut` would show and counts their sample beside its kernels
+(`observed_reads.py`, `add_counts`), with the same figures (benchmarks/RESULTS.md,
+"Observed runs", for the cost).
 """
 
 from __future__ import annotations
@@ -121,6 +122,28 @@ class ReadSpread:
         )
         counts.counted += (int(counts.histogram.sum()) - before) // (sample.every if sample else 1)
 
+    def add_counts(
+        self,
+        layer: str,
+        histogram: np.ndarray,
+        clipped: int,
+        counted: int,
+        sums: int,
+        full_scale: int,
+    ) -> None:
+        """Add read sums counted elsewhere, as the calls that showed them would have
+        counted them (`observed_reads`: the fast read paths count their sample beside the
+        kernels): `histogram` int64 [BINS] (each counted sum for the sums it stands for),
+        `clipped` of them, `counted` sums counted, `sums` seen, the largest full scale."""
+        counts = self._layers.get(layer)
+        if counts is None:
+            counts = self._layers[layer] = LayerCounts()
+        counts.histogram += histogram
+        counts.clipped += clipped
+        counts.counted += counted
+        counts.sums += sums
+        counts.full_scale = max(counts.full_scale, full_scale)
+
     def merge(self, other: ReadSpread) -> None:
         """Add what `other` counted (the reads of other batches, e.g. on a Dask worker):
         the counts are integers, so merging in batch order gives what one observer of
@@ -165,6 +188,34 @@ class ReadSpread:
                 )
             )
         return result
+
+
+# How the side kernels of `observed_reads` bin a sum v of a column (read_spread_kernels):
+STEPS = 0  # `ReadSpread`: v x steps per unit, in its bins of an eighth of an octave
+FRACTIONS = 1  # `ReadFractions`: floor(v / full scale x bins), clipped to its bins
+
+
+class ReadFractions:
+    """A read-sum observer (`Executor.on_read_sums`) that counts every sum: per layer, the
+    histogram of s / full scale over `bins` bins of [0, 1] (bin floor(s / F x bins),
+    clipped to the first and the last). `xbarc calibrate` takes its ADC ranges from it.
+    Like a `ReadSpread`, it keeps the fast read paths (`observed_reads`)."""
+
+    def __init__(self, bins: int):
+        self.bins = bins
+        self.histograms: dict[str, np.ndarray] = {}
+
+    def __call__(self, layer: str, sums: np.ndarray, full_scales: np.ndarray) -> None:
+        fraction = sums / full_scales[:, None].astype(np.float64)
+        bins = np.clip((fraction * self.bins).astype(np.int64), 0, self.bins - 1)
+        self.add_counts(layer, np.bincount(bins.reshape(-1), minlength=self.bins))
+
+    def add_counts(self, layer: str, histogram: np.ndarray) -> None:
+        """Add sums counted elsewhere (`observed_reads`), int64 [bins]."""
+        mine = self.histograms.get(layer)
+        if mine is None:
+            mine = self.histograms[layer] = np.zeros(self.bins, dtype=np.int64)
+        mine += histogram
 
 
 def percentile_steps(histogram: np.ndarray, percentile: float) -> float:

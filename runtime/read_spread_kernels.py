@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
-from xbarc.runtime.read_spread import FIRST_BIN_KEY, MANTISSA_SHIFT, VALUE_TABLE_LIMIT
+from xbarc.runtime.read_spread import (
+    FIRST_BIN_KEY,
+    MANTISSA_SHIFT,
+    STEPS,
+    VALUE_TABLE_LIMIT,
+)
 
 
 @numba.njit(cache=True)
@@ -133,3 +140,251 @@ def spread_histogram_float(sums, steps_per_unit, top, histogram, offsets, every,
                 steps = abs(np.float64(sums[m, p])) * scale
                 clipped += count(steps, every, top, histogram)
     return clipped
+
+
+@intrinsic
+def popcount(typingctx, x):
+    """The set bits of uint64 `x` (LLVM's ctpop: VPOPCNTQ where the machine has it)."""
+    signature = types.uint64(types.uint64)
+    return signature, lambda context, builder, sig, args: builder.ctpop(args[0])
+
+
+@numba.njit(cache=True)
+def piece(k, turn, every, patches, offsets, run):
+    """The k-th run of patches [start, stop) an entry counts: sampled (`every` > 1), its
+    run in stratum k; else the k-th run of `run` patches."""
+    if every > 1:
+        return run_of(turn, k, patches, offsets, every, run)
+    start = min(k * run, patches)
+    return start, min(start + run, patches)
+
+
+@numba.njit(cache=True)
+def count_by(mode, value, scale, times, top, histogram):
+    """Count `times` sums of `value` (>= 0) as `mode` bins them; returns the clipped."""
+    if mode == STEPS:
+        return count(np.float64(value) * scale, times, top, histogram)
+    index = np.int64((np.float64(value) / scale) * top)
+    histogram[min(max(index, 0), histogram.shape[0] - 1)] += times
+    return 0
+
+
+@numba.njit(cache=True)
+def flush_by(mode, tables, stride, used, scale, top, histogram, weight):
+    """`flush` for `mode`: bin the values 0..used counted in the four tables."""
+    if mode == STEPS:
+        return flush(tables, stride, used, scale, top, histogram, weight)
+    for value in range(used + 1):
+        times = (
+            tables[value]
+            + tables[stride + value]
+            + tables[2 * stride + value]
+            + tables[3 * stride + value]
+        )
+        if times:
+            count_by(mode, value, scale, times * weight, top, histogram)
+            tables[value] = 0
+            tables[stride + value] = 0
+            tables[2 * stride + value] = 0
+            tables[3 * stride + value] = 0
+    return 0
+
+
+@numba.njit(cache=True)
+def tally(sums, length, tables, stride):
+    """Count |sums[:length]| by value in the four tables (`flush` bins them); returns
+    the largest."""
+    largest = 0
+    for i in range(length):  # a pass of its own: it vectorizes
+        sums[i] = abs(sums[i])
+        largest = max(largest, sums[i])
+    # unsigned indices: a signed one costs a wraparound test per increment (2x)
+    whole = np.uint64(length - length % 4)
+    second = np.uint64(stride)
+    third = np.uint64(2 * stride)
+    fourth = np.uint64(3 * stride)
+    for i in range(np.uint64(0), whole, np.uint64(4)):
+        tables[np.uint64(sums[i])] += 1
+        tables[second + np.uint64(sums[i + np.uint64(1)])] += 1
+        tables[third + np.uint64(sums[i + np.uint64(2)])] += 1
+        tables[fourth + np.uint64(sums[i + np.uint64(3)])] += 1
+    for i in range(whole, np.uint64(length)):
+        tables[np.uint64(sums[i])] += 1
+    return largest
+
+
+@numba.njit(cache=True, parallel=True)
+def sampled_bitplane(
+    packed,
+    flags,
+    term_start,
+    term_word,
+    term_low,
+    term_high,
+    term_shift,
+    slice_bits,
+    chunk,
+    column,
+    plane,
+    turn,
+    every,
+    steps,
+    bound,
+    offsets,
+    run,
+    mode,
+    top,
+    value_tables,
+    histograms,
+    clipped,
+    counted,
+):
+    # `observed_reads.count_bitplane`: entry e's sums on its counted patches, as
+    # `bitplane_accumulate` sums them (AND + popcount over the packed planes of its DAC
+    # slice, from `plane[e]`, with the terms of kernel column `column[e]`; -1: cells all
+    # zero, every sum 0), each counted `every[e]` times: by value in the task's tables
+    # (`spread_histogram`'s way: a branch per sum cost several times more), binned where
+    # the step or the weight changes. One histogram per task, the entries in order.
+    planes, words, patches = packed.shape
+    source = packed.reshape(-1)
+    tasks = histograms.shape[0]
+    entries = len(column)
+    stride = value_tables.shape[1] // 4
+    one = np.uint64(1)
+    for task in numba.prange(tasks):
+        first_entry = task * entries // tasks
+        last_entry = (task + 1) * entries // tasks
+        tables = value_tables[task]
+        sums = np.zeros(run, dtype=np.int64)
+        histogram = histograms[task]
+        scale = -1.0
+        weight = 0
+        used = 0
+        lost = 0
+        seen = 0
+        for e in range(first_entry, last_entry):
+            m = column[e]
+            times = every[e]
+            tabled = bound[e] <= VALUE_TABLE_LIMIT
+            if tabled and (steps[e] != scale or times != weight):
+                lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
+                scale = steps[e]
+                weight = times
+                used = 0
+            pieces = len(offsets) if times > 1 else (patches + run - 1) // run
+            for k in range(pieces):
+                start, stop = piece(k, turn[e], times, patches, offsets, run)
+                length = stop - start
+                if length <= 0:
+                    continue
+                for i in range(length):
+                    sums[i] = 0
+                if m >= 0:
+                    for a in range(slice_bits):
+                        j = plane[e] + a
+                        for t in range(term_start[m], term_start[m + 1]):
+                            word = term_word[t]
+                            if flags[j, word, start // chunk] == 0:
+                                continue
+                            low = term_low[t]
+                            high = term_high[t]
+                            shift = term_shift[t] + np.uint64(a)
+                            line = np.uint64((j * words + word) * patches + start)
+                            for i in range(length):
+                                x = source[line + np.uint64(i)]
+                                sums[i] += np.int64(
+                                    (popcount(x & low) + (popcount(x & high) << one)) << shift
+                                )
+                seen += length
+                if tabled:
+                    used = max(used, tally(sums, length, tables, stride))
+                else:
+                    for i in range(length):
+                        value = abs(sums[i])
+                        lost += count_by(mode, value, steps[e], times, top, histogram)
+        lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
+        clipped[task] += lost
+        counted[task] += seen
+
+
+@numba.njit(cache=True, parallel=True)
+def sampled_levels(
+    levels,
+    start,
+    rows,
+    cells,
+    column,
+    sign,
+    shift,
+    mask,
+    turn,
+    every,
+    steps,
+    bound,
+    offsets,
+    run,
+    mode,
+    top,
+    value_tables,
+    histograms,
+    clipped,
+    counted,
+):
+    # `observed_reads.count_levels`: entry e's sums on its counted patches, the non-zero
+    # cells of sparse column `column[e]` (-1: none, every sum 0) times the digits
+    # (level >> shift[e]) & mask of sign `sign[e]`'s unfolded levels [2, rows, P],
+    # counted as in `sampled_bitplane`.
+    rows_per_sign, patches = levels.shape[1], levels.shape[2]
+    source = levels.reshape(-1)
+    tasks = histograms.shape[0]
+    entries = len(column)
+    stride = value_tables.shape[1] // 4
+    for task in numba.prange(tasks):
+        first_entry = task * entries // tasks
+        last_entry = (task + 1) * entries // tasks
+        tables = value_tables[task]
+        sums = np.zeros(run, dtype=np.int64)
+        histogram = histograms[task]
+        scale = -1.0
+        weight = 0
+        used = 0
+        lost = 0
+        seen = 0
+        for e in range(first_entry, last_entry):
+            m = column[e]
+            times = every[e]
+            tabled = bound[e] <= VALUE_TABLE_LIMIT
+            if tabled and (steps[e] != scale or times != weight):
+                lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
+                scale = steps[e]
+                weight = times
+                used = 0
+            plane = sign[e] * rows_per_sign
+            down = np.uint64(shift[e])
+            bits = np.uint64(mask)
+            pieces = len(offsets) if times > 1 else (patches + run - 1) // run
+            for k in range(pieces):
+                first, stop = piece(k, turn[e], times, patches, offsets, run)
+                length = stop - first
+                if length <= 0:
+                    continue
+                for i in range(length):
+                    sums[i] = 0
+                if m >= 0:
+                    for t in range(start[m], start[m + 1]):
+                        # unsigned offsets into the flat levels: the loop vectorizes
+                        line = np.uint64((plane + rows[t]) * patches + first)
+                        cell = np.int64(cells[t])
+                        for i in range(length):
+                            level = np.uint64(source[line + np.uint64(i)])
+                            sums[i] += cell * np.int64((level >> down) & bits)
+                seen += length
+                if tabled:
+                    used = max(used, tally(sums, length, tables, stride))
+                else:
+                    for i in range(length):
+                        value = abs(sums[i])
+                        lost += count_by(mode, value, steps[e], times, top, histogram)
+        lost += flush_by(mode, tables, stride, used, scale, top, histogram, weight)
+        clipped[task] += lost
+        counted[task] += seen

@@ -544,6 +544,7 @@ def test_sparse_reads_equal_reads_one_by_one_with_calibrated_ranges(
     one_by_one = Executor(program, settings)
     one_by_one.on_read_sums = lambda layer, sums, full_scales: None  # observed: read by read
     want = one_by_one.run_all(feeds)
-    assert not one_by_one._sparse
+    layers = [layer.name for layer in program.layers()]
+    assert {one_by_one._read_path(one_by_one.plans[name]) for name in layers} == {"by read"}
     for name, value in want.items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)

@@ -8,7 +8,9 @@ Two passes over the samples:
 2. ADC ranges: the program runs in `quant` with those input ranges and the fixed ADC
    range; each layer's ADC full scale is the percentile of its reads' sums as a fraction
    of the largest sum a read can produce (rounded up to 1/1024), so that the ADC's codes
-   cover the sums that occur instead of the ones that could.
+   cover the sums that occur instead of the ones that could. Every read sum is counted
+   (`runtime.read_spread.ReadFractions`), on the same fast read paths as a plain `quant`
+   run (`runtime/observed_reads.py`).
 
 The result is the program's `calibration` section (ir_spec/SPEC.md); runs use it with
 `--set input_range=calibrated --set adc_range=calibrated`. Calibration is noise-free and
@@ -49,6 +51,7 @@ def calibrate(
     program that runs no other, `batch=fixed`)."""
     from xbarc.runtime.executor import Executor
     from xbarc.runtime.noise import noise_settings
+    from xbarc.runtime.read_spread import ReadFractions
 
     if not 0 < percentile <= 100:
         raise XbarcError(f"--percentile must be in (0, 100], got {percentile}")
@@ -100,23 +103,22 @@ def calibrate(
         ),
     )
     quant = Executor(staged, noise_settings("quant", input_range="calibrated", adc_range="fixed"))
-    histograms = {layer.name: np.zeros(ADC_BINS, dtype=np.int64) for layer in layers}
-
-    def record(layer: str, sums: np.ndarray, full_scale: np.ndarray) -> None:
-        fraction = sums / full_scale[:, None].astype(np.float64)
-        bins = np.clip((fraction * ADC_BINS).astype(np.int64), 0, ADC_BINS - 1)
-        histograms[layer] += np.bincount(bins.reshape(-1), minlength=ADC_BINS)
-
-    quant.on_read_sums = record
+    # every read sum as a fraction of its full scale, in ADC_BINS bins (on the fast read
+    # paths: they count the sums beside their kernels, `runtime/observed_reads.py`)
+    fractions = ReadFractions(ADC_BINS)
+    quant.on_read_sums = fractions
     task.describe("ADC ranges")
     for size, batch in batches:
         quant.run(batch)
         task.update(size)
         if progress is not None:
             progress(size)
+    nothing = np.zeros(ADC_BINS, dtype=np.int64)  # a layer whose reads never ran
     ranges = tuple(
         LayerRange(
-            layer.name, input_ranges[layer.name], adc_fraction(histograms[layer.name], percentile)
+            layer.name,
+            input_ranges[layer.name],
+            adc_fraction(fractions.histograms.get(layer.name, nothing), percentile),
         )
         for layer in layers
     )

@@ -83,7 +83,9 @@ class InferenceSession:
         """Call `observer(layer, sums, full_scales)` with every batch of read sums before
         the ADC converts them (sums [M, P]: M read columns over P patches; full_scales
         int64 [M]), in quantized profiles; None stops. An observer costs run time: none
-        is set unless asked for (`xbarc run` and `eval` set one for their ADC report)."""
+        is set unless asked for (`xbarc run` and `eval` set one for their ADC report). A
+        callable takes exact reads read by read; a `runtime.read_spread.ReadSpread` keeps
+        the fast read paths, which count its sample themselves (its figures the same)."""
         self._executor.on_read_sums = observer
 
     def get_inputs(self) -> list[NodeArg]:

@@ -306,6 +306,25 @@ class Tally:
             sample,
         )
 
+    def kernel_arguments(self, calls: ObservedCalls) -> tuple:
+        """The side kernels' last arguments, the same for both (`sampled_bitplane`,
+        `sampled_levels`): each entry's sample turn, weight, scale and bound, the sample,
+        the binning, and what they count into."""
+        return (
+            calls.turn,
+            calls.every,
+            self.scales,
+            calls.bound,
+            self.sample.offsets,
+            self.sample.run,
+            self.mode,
+            self.top,
+            self.tables,
+            self.histograms,
+            self.clipped,
+            self.counted,
+        )
+
     def add_to(self, observer: Observer, layer: str, calls: ObservedCalls) -> None:
         histogram = self.histograms.sum(axis=0)
         if isinstance(observer, ReadFractions):
@@ -378,18 +397,7 @@ def count_bitplane(
             CHUNK,
             calls.kernel_column,
             first_plane,
-            calls.turn,
-            calls.every,
-            tally.scales,
-            calls.bound,
-            tally.sample.offsets,
-            tally.sample.run,
-            tally.mode,
-            tally.top,
-            tally.tables,
-            tally.histograms,
-            tally.clipped,
-            tally.counted,
+            *tally.kernel_arguments(calls),
         )
     tally.add_to(observer, layer, calls)
 
@@ -425,18 +433,7 @@ def count_levels(
             calls.sign,
             shift,
             (1 << slice_bits) - 1,
-            calls.turn,
-            calls.every,
-            tally.scales,
-            calls.bound,
-            tally.sample.offsets,
-            tally.sample.run,
-            tally.mode,
-            tally.top,
-            tally.tables,
-            tally.histograms,
-            tally.clipped,
-            tally.counted,
+            *tally.kernel_arguments(calls),
         )
     tally.add_to(observer, layer, calls)
 

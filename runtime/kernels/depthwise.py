@@ -38,7 +38,7 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
-from xbarc.runtime.kernels.fused import PatchGather, tile_shape, unfold_levels
+from xbarc.runtime.kernels.fused import PatchGather, check_gather, tile_shape, unfold_levels
 
 # Rows a table's pattern covers at most: 2^10 entries of 8 bytes, 8 KB a table (a 3x3
 # depthwise read has 9 rows: 4 KB), so a task's tables stay in the L1/L2 cache.
@@ -164,13 +164,7 @@ def _check(levels_in, gather, columns, sign, acc) -> None:
             f"depthwise_accumulate: levels are {levels_in.dtype} {levels_in.shape}; expected "
             f"uint8 items of {gather.image}"
         )
-    offsets = gather.offsets
-    if offsets.dtype != np.int64 or offsets.ndim != 2 or offsets.shape[1] != gather.pixels:
-        raise ValueError(f"depthwise_accumulate: offsets {offsets.dtype} {offsets.shape}")
-    if offsets.size and (offsets.min() < 0 or offsets.max() > gather.image):
-        raise ValueError("depthwise_accumulate: offsets outside the item's levels")
-    if columns.row_count > offsets.shape[0]:
-        raise ValueError("depthwise_accumulate: segments on rows beyond the gather's rows")
+    check_gather("depthwise_accumulate", gather, columns.row_count, "segments")
     if sign not in (1, -1):
         raise ValueError(f"depthwise_accumulate: sign {sign}")
     items = levels_in.size // max(gather.image, 1)

@@ -401,13 +401,19 @@ def _check(levels_in: np.ndarray, layer: FusedLayer, acc: np.ndarray) -> None:
 
 def _check_layer(columns: SparseColumns, gather: PatchGather) -> None:
     """What a layer must hold whatever it reads (checked when it is made)."""
+    check_gather("fused_read_accumulate", gather, columns.row_count, "cells")
+
+
+def check_gather(kernel: str, gather: PatchGather, row_count: int, what: str) -> None:
+    """A gather that `kernel` may read through: int64 offsets [flat rows, pixels] within
+    the item's levels (or its padding), for the `row_count` rows its `what` lie on."""
     offsets = gather.offsets
     if offsets.dtype != np.int64 or offsets.ndim != 2 or offsets.shape[1] != gather.pixels:
-        raise ValueError(f"fused_read_accumulate: offsets {offsets.dtype} {offsets.shape}")
+        raise ValueError(f"{kernel}: offsets {offsets.dtype} {offsets.shape}")
     if offsets.size and (offsets.min() < 0 or offsets.max() > gather.image):
-        raise ValueError("fused_read_accumulate: offsets outside the item's levels")
-    if columns.row_count > offsets.shape[0]:
-        raise ValueError("fused_read_accumulate: cells on rows beyond the gather's rows")
+        raise ValueError(f"{kernel}: offsets outside the item's levels")
+    if row_count > offsets.shape[0]:
+        raise ValueError(f"{kernel}: {what} on rows beyond the gather's rows")
 
 
 # ---------------------------------------------------------------------------------------

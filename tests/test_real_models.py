@@ -9,6 +9,7 @@ error against float. The run over a real model is slow and needs its wheel in th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import math
 import sys
@@ -48,6 +49,24 @@ def test_magika_features_pad_short_files():
     # head: lstrip -> "ab " then padded after; tail: rstrip -> " ab" padded before
     assert features[0, :4].tolist() == [ord("a"), ord("b"), ord(" "), 256]
     assert features[0, 4:].tolist() == [256, ord(" "), ord("a"), ord("b")]
+
+
+# The digest of magika's pinned inputs (name, NUL, bytes, in order): an edit to one of
+# them moves magika's rows in RESULTS.md, so it must be deliberate (re-record the table).
+MAGIKA_INPUTS_SHA256 = "cfa05482fedd3f0ac754b5462ed5013491e5ec5b4b592b975af32de9233924f8"
+
+
+def test_magika_inputs_are_small_pinned_files_of_the_repository():
+    test, calibration = real.magika_files()
+    assert len(test) == 8 and len(calibration) == 5 and not set(test) & set(calibration)
+    digest = hashlib.sha256()
+    for path in test + calibration:
+        assert path.parent == BENCHMARKS / "data" / "magika"
+        assert 0 < path.stat().st_size <= 4096, path.name
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    assert digest.hexdigest() == MAGIKA_INPUTS_SHA256
+    # of different kinds: no two test files share an extension
+    assert len({path.suffix for path in test}) == len(test)
 
 
 def test_iou_and_box_matching():
@@ -143,9 +162,14 @@ def test_magika_through_every_profile_when_cached():
     by_profile = {row.profile: row for row in rows}
     assert set(real.PROFILES) <= set(by_profile), header
     assert by_profile["ideal"].kept and by_profile["ideal"].note.startswith("within")
-    assert by_profile["float"].metric.split(" (")[0].split()[:4] == [
+    # the pinned files' kinds, each told apart by float
+    assert by_profile["float"].metric.split(" (")[0].split() == [
         "python",
         "markdown",
         "toml",
         "png",
+        "csv",
+        "json",
+        "shell",
+        "html",
     ]

@@ -82,6 +82,10 @@ class LayerSpread:
     spread_steps: float  # the percentile of |sum| / step, the upper edge of its bin; 0.0
     # when at least that fraction of the sums is zero
     clipped: float  # the fraction beyond the full scale (the ADC saturates)
+    # zero, clipped and spread_steps are figures of the counted sums. A layer that counted
+    # none reports 0.0 for all three (and no bits used): counted == 0 says they are unknown.
+    # Only a sampling threshold lowered below SAMPLE_EVERY * SAMPLE_RUN sums reaches it:
+    # fewer than SAMPLE_EVERY columns whose runs all start beyond the batch's patches.
 
 
 @dataclass
@@ -181,10 +185,10 @@ class ReadSpread:
                     layer,
                     counts.sums,
                     counts.counted,
-                    int(histogram[0]) / weighed,
+                    fraction(int(histogram[0]), weighed),
                     counts.full_scale / self.levels,
                     percentile_steps(histogram, self.percentile),
-                    counts.clipped / weighed,
+                    fraction(counts.clipped, weighed),
                 )
             )
         return result
@@ -216,6 +220,11 @@ class ReadFractions:
         if mine is None:
             mine = self.histograms[layer] = np.zeros(self.bins, dtype=np.int64)
         mine += histogram
+
+
+def fraction(part: int, whole: int) -> float:
+    """part / whole; 0.0 for a layer that counted nothing (`LayerSpread`)."""
+    return part / whole if whole else 0.0
 
 
 def percentile_steps(histogram: np.ndarray, percentile: float) -> float:

@@ -198,6 +198,24 @@ def test_large_batches_of_reads_are_sampled_evenly():
     assert spread.layers()[1].counted == small.size
 
 
+def test_a_layer_whose_sample_counts_nothing_reports_zeros(monkeypatch):
+    monkeypatch.setattr("xbarc.runtime.read_spread.SAMPLE_ABOVE", 4)
+    spread = ReadSpread(255, 99.0)
+    patches = 10  # fewer than a run: only the column whose run is the first counts them
+    offset = int(spread.sample(patches).offsets[0])
+    assert offset != 0  # so the one column below counts none of its sums
+    spread(layer="a", sums=np.full((1, patches), 300, np.int16), full_scales=np.full(1, 255))
+    (row,) = spread.layers()
+    assert (row.sums, row.counted) == (patches, 0)
+    assert (row.zero, row.clipped, row.spread_steps) == (0.0, 0.0, 0.0)
+    assert row.step == 1.0
+    assert bits_used(row.spread_steps, signed=False) is None
+    # once a batch is counted, the figures are those of its sums alone
+    spread(layer="a", sums=np.array([[0, 300]], np.int16), full_scales=np.full(1, 255))
+    (row,) = spread.layers()
+    assert (row.sums, row.counted, row.zero, row.clipped) == (patches + 2, 2, 0.5, 0.5)
+
+
 def test_reads_are_observed_only_when_asked(mlp_program):
     session = xbarc.InferenceSession(mlp_program, noise="quant")
     calls = []

@@ -74,6 +74,9 @@ def spread_histogram(sums, steps_per_unit, top, histogram, offsets, every, run):
     # with one table, 1 with four. Consecutive read columns with the same step (most
     # of them) share the tables: binning and clearing them per column cost more than
     # counting a few patches. Each counted sum stands for `every` (1: all are counted).
+    # The patch and table indices are unsigned, as in `tally`: 0.5-0.6 ns a counted sum,
+    # where signed ones (a wraparound test per increment) cost 0.9-1.1 ns, and copying
+    # each run into int64 for `tally` itself 0.5-1.0 ns (int16, int32, int64 sums).
     columns, patches = sums.shape
     strata = len(offsets)
     largest = np.zeros(columns, dtype=np.int64)

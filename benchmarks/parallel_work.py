@@ -134,11 +134,15 @@ def load() -> str:
     return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40, help="runs per case (default 40)")
     parser.add_argument("--record", action="store_true", help="write the figures to RESULTS.md")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     before = load()
     print(f"load {before}")
     rows = measure(args.repeats)

@@ -21,9 +21,11 @@ Measures, in one run and on this checkout (the repository this script lives in):
    resnet (subprocesses with XBARC_THREADS=1 and 2);
 5. where the time goes: the top functions (cProfile, own time) of one run per case.
 Times are the best of --repeats runs after a warm-up run (the chip programmed, the kernels
-compiled); the slowest cases (a run over --slow seconds) are timed once. onnxruntime and
-aihwkit-lightning are timed on all the threads and on one, and the faster kept: on a busy
-machine their thread pools can lose several times over. Every xbarc time
+compiled); the slowest cases (a run over --slow seconds) are timed once. onnxruntime,
+aihwkit-lightning and the matched xbarc are timed on all the threads and on one (xbarc's
+one in a subprocess with XBARC_THREADS=1), and the faster kept: on a busy machine their
+thread pools can lose several times over; the matched xbarc and aihwkit-lightning are
+timed over at least 10 runs. Every xbarc time
 is `xbarc.InferenceSession.run`, so the script measures whatever read paths the runtime has.
 `--record` writes the section "Simulation speed (benchmarks/sim_speed.py)" of RESULTS.md,
 with the machine's load average before and after.
@@ -196,18 +198,57 @@ def matched(args, log: Callable[[str], None]) -> dict:
     row["ort"] = ort.seconds
     row["ort_accuracy"] = accuracy(ort.outputs, labels)
     program = calibrate(compile_onnx(model, MATCHED), {"x": images})
-    quant = time_xbarc(program, "quant", feeds, args, MATCHED_OVERRIDES)
+    quant = time_xbarc(program, "quant", feeds, matched_repeats(args), MATCHED_OVERRIDES)
     row["quant"] = quant.seconds
+    row["quant_threads"] = thread_count()
     row["quant_accuracy"] = accuracy(quant.outputs, labels)
     log(
         f"matched lenet batch {args.batch}: onnxruntime {ms(ort.seconds)} "
-        f"({row['ort_accuracy']:.2%}), xbarc quant {ms(quant.seconds)} "
-        f"({quant.seconds / ort.seconds:.1f}x, {row['quant_accuracy']:.2%})"
+        f"({row['ort_accuracy']:.2%}), xbarc quant on {thread_count()} threads "
+        f"{ms(quant.seconds)} ({quant.seconds / ort.seconds:.1f}x, {row['quant_accuracy']:.2%})"
     )
+    if thread_count() > 1:
+        # xbarc at its best too, as the peers are: on one thread as well (a subprocess with
+        # XBARC_THREADS=1, so that onnxruntime's GEMM sessions take one thread too)
+        single = matched_single_thread(args)
+        if single["accuracy"] != row["quant_accuracy"]:
+            raise SystemExit("sim_speed: one thread gave another accuracy than two")
+        log(f"xbarc quant on 1 thread: {ms(single['seconds'])}")
+        row["quant_other_threads"] = {1: single["seconds"]}
+        if single["seconds"] < row["quant"]:
+            row["quant_other_threads"] = {thread_count(): row["quant"]}
+            row["quant"], row["quant_threads"] = single["seconds"], 1
     row["lightning"] = lightning(model, args, log)
     if args.profile:
         row["profile"] = profile_run(program, "quant", feeds, MATCHED_OVERRIDES)
     return row
+
+
+def matched_repeats(args) -> argparse.Namespace:
+    """`args` with at least 10 timed runs, as the peer is given (xbarc's run is short)."""
+    return argparse.Namespace(**{**vars(args), "repeats": max(args.repeats, 10)})
+
+
+def matched_single_thread(args) -> dict:
+    """The matched xbarc timing of `matched_worker` in a subprocess on one thread."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--batch", str(args.batch)]
+    command += ["--repeats", str(args.repeats), "--matched-worker"]
+    env = {**os.environ, "XBARC_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=1800
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"sim_speed: the 1-thread matched run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def matched_worker(args) -> None:
+    """Print, as JSON, the matched xbarc time and accuracy in this process (run with
+    XBARC_THREADS=1 by `matched_single_thread`)."""
+    feeds, labels, images = digits_batch(args.batch)
+    program = calibrate(compile_onnx(DIGITS / "lenet.onnx", MATCHED), {"x": images})
+    quant = time_xbarc(program, "quant", feeds, matched_repeats(args), MATCHED_OVERRIDES)
+    print(json.dumps({"seconds": quant.seconds, "accuracy": accuracy(quant.outputs, labels)}))
 
 
 def lightning(model: Path, args, log: Callable[[str], None]) -> dict | None:
@@ -396,7 +437,8 @@ def report(results: dict) -> str:
             "| engine | time | x onnxruntime | accuracy |",
             "|---|---:|---:|---:|",
             f"| onnxruntime float | {ms(reference)} | 1.0x | {match['ort_accuracy']:.2%} |",
-            f"| xbarc `quant` | {ms(match['quant'])} | {match['quant'] / reference:.1f}x | "
+            f"| xbarc `quant` ({match.get('quant_threads', thread_count())} threads) | "
+            f"{ms(match['quant'])} | {match['quant'] / reference:.1f}x | "
             f"{match['quant_accuracy']:.2%} |",
         ]
         peer = match.get("lightning")
@@ -413,7 +455,13 @@ def report(results: dict) -> str:
                     f" (on {threads}: {ms(seconds)})"
                     for threads, seconds in peer.get("other_threads", {}).items()
                 )
-                + f"; its own float torch model: {ms(peer['torch_float_seconds'])}.",
+                + f"; its own float torch model: {ms(peer['torch_float_seconds'])}. "
+                f"xbarc likewise: the faster of {thread_count()} threads and 1"
+                + "".join(
+                    f" (on {threads}: {ms(seconds)})"
+                    for threads, seconds in match.get("quant_other_threads", {}).items()
+                )
+                + f", best of {max(results['repeats'], 10)} runs.",
             ]
         else:
             lines += ["", "aihwkit-lightning: not measured (no environment; see above)."]
@@ -573,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
         "JSON (the subprocesses of the thread scaling, run with XBARC_THREADS set)",
     )
     parser.add_argument(
+        "--matched-worker",
+        action="store_true",
+        help="internal: time matched xbarc quant in this process and print JSON (the "
+        "1-thread subprocess of the matched part, run with XBARC_THREADS=1)",
+    )
+    parser.add_argument(
         "--record", action="store_true", help="write the figures to benchmarks/RESULTS.md"
     )
     return parser
@@ -585,6 +639,9 @@ def main() -> None:
     args.scaling = [name for name in args.scaling.split(",") if name]
     if args.scaling_worker:
         scaling_worker(args.scaling_worker.split(","), args)
+        return
+    if args.matched_worker:
+        matched_worker(args)
         return
     parts = set(args.parts.split(","))
     unknown = parts - set(PARTS)

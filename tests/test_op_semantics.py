@@ -487,10 +487,11 @@ def test_the_semantics_import_no_other_part_of_xbarc():
 
 
 def test_folding_and_running_use_the_same_semantics():
-    """Both paths look the op up in one table: the runtime adds only its Numba pools."""
+    """Both paths look the op up in one table: the runtime adds only its Numba pools and
+    Relu (each bit-equal to the semantics it replaces: tests/test_digital.py)."""
     own = {op for op in digital.native_op_types() if digital._KERNELS[op] is not SEMANTICS.get(op)}
     assert set(digital.native_op_types()) == set(SEMANTICS)
-    assert own == {"MaxPool", "AveragePool"}
+    assert own == {"MaxPool", "AveragePool", "Relu"}
 
 
 # --- properties ---------------------------------------------------------------------------

@@ -46,6 +46,35 @@ def test_a_bad_thread_count_is_a_user_error(monkeypatch, value):
     assert "whole number from 1" in raised.value.hint
 
 
+def test_use_threads_tells_numba_only_when_the_count_changes(monkeypatch):
+    numba = kernels.import_numba()
+    asked = []
+    original = numba.set_num_threads
+
+    def recording(threads):
+        asked.append(threads)
+        original(threads)
+
+    monkeypatch.setattr(numba, "set_num_threads", recording)
+    monkeypatch.setenv("XBARC_THREADS", "2")
+    many = min(2, numba.config.NUMBA_NUM_THREADS)
+    big = kernels.PARALLEL_WORK
+    kernels.forget_threads()
+    try:
+        for work in (big, big + 5, 10, 0, big):
+            kernels.use_threads(work)
+            assert numba.get_num_threads() == (1 if work < big else many)
+        monkeypatch.setenv("XBARC_THREADS", "1")  # a new count: told again
+        kernels.use_threads(big)
+        assert numba.get_num_threads() == 1
+        kernels.forget_threads()  # after a caller set them itself: told again
+        kernels.use_threads(0)
+    finally:
+        original(numba.config.NUMBA_NUM_THREADS)
+        kernels.forget_threads()
+    assert asked == [many, 1, many, 1, 1] if many > 1 else asked == [1, 1]
+
+
 # Runs lenet (the digits fixture) in `quant` and `ideal` and reports, as JSON, every thread
 # count the Numba kernels were set to, the intra-op threads of the onnxruntime sessions the
 # runs made (the GEMMs' and the ideal chip's), and the quant output's bytes.

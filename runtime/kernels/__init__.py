@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -82,10 +83,17 @@ def check_accumulator(kernel: str, acc: np.ndarray, patches: int) -> None:
         )
 
 
-# Work (output elements) below which a copying kernel runs on the calling thread alone:
-# waking sleeping worker threads costs ~0.2 ms. The ADC read-out, the costliest kernel per
-# element, always runs in parallel.
-PARALLEL_WORK = 1 << 20
+# Work (output elements) below which a copying kernel runs on the calling thread alone.
+# Measured (benchmarks/parallel_work.py, RESULTS "Parallel work threshold"): with the other
+# core free, a second thread pays from ~64 k elements on (dequantize_items 1.5x, the pool
+# rows 1.6x there, the 2x2 pool 1.6x at 123 k), and a launch costs microseconds
+# (GOMP_SPINCOUNT below), not the 0.2 ms of the workqueue layer; with the other core
+# busy, a second thread loses at every size (up to 10x on the smallest kernels). 2^18:
+# the quiet gain where it is largest (1.7-2x from 250 k on: on the digits LeNet the gather
+# of the second conv, the first conv's dequantize and pool), the many small kernels kept
+# out of the busy loss. The ADC read-out, the costliest kernel per element, always runs in
+# parallel.
+PARALLEL_WORK = 1 << 18
 
 
 THREADS_VARIABLE = "XBARC_THREADS"
@@ -125,10 +133,28 @@ def use_threads(work: int) -> None:
     """Set the threads of the next Numba kernel, which produces `work` elements: one below
     PARALLEL_WORK, else `thread_count()` (at most the NUMBA_NUM_THREADS that Numba started
     with). This is Numba's setting for the calling thread: it stays in effect after the
-    kernel."""
-    numba = import_numba()
-    threads = min(thread_count(), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(1 if work < PARALLEL_WORK else threads)
+    kernel. Numba is told only when the count changes (`_launch.threads` remembers it per
+    calling thread): setting it costs ~1.5 us, and a LeNet run launches ~17 kernels. Code
+    that calls `numba.set_num_threads` itself should call `forget_threads()` after."""
+    threads = 1 if work < PARALLEL_WORK else parallel_threads()
+    if getattr(_launch, "threads", 0) != threads:
+        import_numba().set_num_threads(threads)
+        _launch.threads = threads
+
+
+def parallel_threads() -> int:
+    """The threads of a parallel kernel: `thread_count()`, at most the NUMBA_NUM_THREADS
+    Numba started with."""
+    return min(thread_count(), import_numba().config.NUMBA_NUM_THREADS)
+
+
+def forget_threads() -> None:
+    """Make the next `use_threads` of the calling thread set Numba's threads whatever it
+    last set (for code that set them behind its back)."""
+    _launch.threads = 0
+
+
+_launch = threading.local()  # per Python thread: the threads `use_threads` last set
 
 
 def import_numba() -> Any:

@@ -42,7 +42,7 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
-from xbarc.runtime.kernels.adc import adc_accumulate, adc_accumulate_numpy
+from xbarc.runtime.kernels.adc import adc_accumulate_numba, adc_accumulate_numpy
 from xbarc.runtime.kernels.sparse_read import SparseColumns
 
 Workspace = Callable[[str, tuple[int, ...], type], np.ndarray]  # a reusable buffer
@@ -86,6 +86,12 @@ class FusedLayer:
         if len(cells) and (cells.min() < 0 or cells.max() > 255):
             raise ValueError("gemm_read_accumulate: cells beyond 0..255 (uint8)")
         return np.ascontiguousarray(self.columns.dense(self.gather.offsets.shape[0]), np.uint8)
+
+    @functools.cached_property
+    def scales_positive(self) -> bool:
+        """Whether every column's ADC full scale is positive (as `adc.adc_accumulate`
+        requires of converted reads)."""
+        return not len(self.columns.full_scale) or bool(self.columns.full_scale.min() > 0)
 
     @classmethod
     def of(cls, columns: SparseColumns, gather: PatchGather) -> FusedLayer:
@@ -236,13 +242,16 @@ def gemm_read_accumulate(
         return
     if not gemm.integer_matmul_exact():
         raise ValueError("gemm_read_accumulate: this machine's integer GEMM is not exact")
+    if levels < 0 or (levels and not layer.scales_positive):
+        raise ValueError("gemm_read_accumulate: ADC levels below 0 or full scales not positive")
     cells = layer.dense_cells
     items = levels_in.size // gather.image
-    padded = np.zeros((items, gather.image + 1), dtype=np.uint8)  # a zero for the padding
-    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
-    largest = int(padded.max(initial=0))
-    flat_rows = gather.offsets.shape[0]
     lend = workspace or (lambda name, shape, dtype: np.empty(shape, dtype))
+    padded = lend("gemm levels", (items, gather.image + 1), np.uint8)
+    padded[:, : gather.image] = levels_in.reshape(items, gather.image)
+    padded[:, gather.image] = 0  # the zero the padding reads
+    largest = int(levels_in.max(initial=0))
+    flat_rows = gather.offsets.shape[0]
     digits = lend("gemm digits", (flat_rows, acc.shape[1]), np.int8)
     partial = lend("gemm sums", (len(columns.target), acc.shape[1]), np.int32)
     mask = (1 << slice_bits) - 1
@@ -255,8 +264,20 @@ def gemm_read_accumulate(
         use_threads(digits.size)
         gather_digits_numba(padded, gather.offsets, np.int32(shift), np.int32(mask), digits)
         gemm.integer_matmul(cells, digits, partial)
-        factor = columns.factor * (sign << shift)
-        adc_accumulate(partial, columns.target, factor, columns.full_scale, levels, acc, signed)
+        # `adc.adc_accumulate`'s kernel on the layer's own columns by target (its checks
+        # and sort ran once, when the layer was made: ~15 us a call at digits sizes)
+        use_threads(PARALLEL_WORK)
+        adc_accumulate_numba(
+            partial,
+            columns.order,
+            columns.runs,
+            columns.target,
+            columns.factor * (sign << shift),
+            columns.full_scale,
+            int(levels),
+            -float(levels) if signed else 0.0,
+            acc,
+        )
 
 
 def digit_planes(

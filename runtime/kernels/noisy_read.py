@@ -728,7 +728,9 @@ def noisy_read_accumulate_numba(
                         step = factor[m] * significance * full_scale[m]
                         scale = np.float64(full_scale[m])
                         line = np.uint64(target[m]) * span + np.uint64(first)
-                        if not convert:
+                        if not convert:  # the sums only; reading one keeps them computed
+                            last = column[length - 1]
+                            dest[line] += np.int64(last != last)  # 0: a sum is never NaN
                             continue
                         offset = 0
                         if noisy:

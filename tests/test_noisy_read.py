@@ -202,6 +202,68 @@ def test_wide_reads_of_one_bit_digits_sum_their_set_bits_as_the_twin(model):
     assert np.array_equal(fast, twin) and fast.any()
 
 
+def converted(values, sigma, z, noisy, top, scale):
+    """`convert_add`'s codes of float32 `values` (+ sigma x z[1:]), and whether they differ
+    from the product's by the reciprocal somewhere (where its second pass is needed)."""
+    low, step, line = -top, -12, 3
+    exact = values.astype(np.float64) + (sigma * z[1:].astype(np.float64) if noisy else 0.0)
+    codes = np.clip(np.rint(exact * top / scale), low, top).astype(np.int64)
+    by_product = np.clip(np.rint(exact * (top / scale)), low, top).astype(np.int64)
+    dest = np.full(len(values) + line, 5, np.int64)
+    noisy_read.convert_add(
+        values, sigma, z, noisy, (1, len(values), top, low, scale, step), dest, np.uint64(line)
+    )
+    assert np.array_equal(dest[line:], 5 + step * codes) and (dest[:line] == 5).all()
+    return (codes != by_product).any()
+
+
+@pytest.mark.parametrize("top", [1.0, 7.0, 127.0, 255.0])
+def test_conversion_by_the_reciprocal_gives_the_codes_of_the_division(top):
+    """`convert_add` multiplies by levels / full scale and redoes the products near a
+    rounding tie by division: the codes of `clip(rint(value x top / scale))` to the bit.
+    Exact ties k + 1/2 of float32 sums (full scales 2 x levels x m, m odd: the reciprocal
+    inexact), noisy values a few ulp either side of every tie (the noise term sets them in
+    float64), and random ones; the test checks that the product alone would differ."""
+    rng = np.random.default_rng(int(top))
+    ties = np.arange(-top - 2, top + 2) + 0.5
+    needed = []
+    for m in range(3, 60, 2):
+        scale = 2 * top * m
+        values = np.concatenate([ties * 2 * m, rng.normal(0, scale, 100)]).astype(np.float32)
+        none = np.zeros(len(values))
+        needed.append(
+            converted(values, none, np.ones(len(values) + 1, np.float32), False, top, scale)
+        )
+    scale = float(rng.integers(3, 5000))
+    near = np.repeat(ties * scale / top, 9)
+    for ulps in range(-4, 5):  # each tie's value moved by -4 to 4 ulp: sigma x 1
+        moved = near[ulps + 4 :: 9]
+        for _ in range(abs(ulps)):
+            moved = np.nextafter(moved, np.sign(ulps) * np.inf)
+        near[ulps + 4 :: 9] = moved
+    sigma = np.concatenate([near, rng.uniform(0, 2, 300)])
+    values = np.concatenate([np.zeros(len(near)), rng.normal(0, scale, 300)]).astype(np.float32)
+    z = np.concatenate([[0.0], np.ones(len(near)), rng.normal(size=300)]).astype(np.float32)
+    needed.append(converted(values, sigma, z, True, top, scale))
+    assert any(needed)  # the second pass is needed
+
+
+@pytest.mark.parametrize("shift", [0, 3, 7])
+def test_pack_digits_packs_bit_shift_of_each_level(shift):
+    """`pack_digits` (8 levels a multiply): bit `shift` of patch i at bit i % 64 of word
+    i // 64, for runs of any length (tails of 1-7 levels) from any offset."""
+    rng = np.random.default_rng(shift)
+    source = rng.integers(0, 256, 3000).astype(np.uint8)
+    for line, length in [(0, 512), (5, 1), (13, 7), (1, 64), (100, 130), (999, 301)]:
+        bits = np.zeros((length + 63) // 64, np.uint64)
+        noisy_read.pack_digits(source, np.uint64(line), length, np.int32(shift), bits)
+        digits = (source[line : line + length] >> shift) & 1
+        padded = np.zeros(len(bits) * 64, np.uint8)
+        padded[:length] = digits
+        expected = np.packbits(padded, bitorder="little").view(np.uint64)
+        assert np.array_equal(bits, expected)
+
+
 def one_read(width: int, patches: int, cells: np.ndarray, magnitude=None) -> ReadPlan:
     count = len(cells)
     return ReadPlan(

@@ -22,6 +22,9 @@ digits fixtures (15 % of the bits set). Then
     code = clip(rint(float64(s) * levels / full_scale), low, levels)
     acc[target] += factor * significance * full_scale * code
 
+(computed as a product by the reciprocal levels / full_scale, the rare products near a
+rounding tie redone by the division: `convert_add`, the same codes to the bit)
+
 where s = the column sum + sigma * z. sigma is the standard deviation of
 `devices.read_noise_sigma`: additive, unit sqrt(output_noise^2 + (read_sigma /
 digit_max)^2 sum x^2) with sum x^2 over the read's rows per patch (the read's columns
@@ -214,6 +217,7 @@ def noisy_read_accumulate(
     signed: bool,
     noise: ReadNoise | None,
     acc: np.ndarray,
+    convert: bool = True,
 ) -> None:
     """acc += the noisy ADC read-out of every column of `columns` driven by each slice.
 
@@ -221,7 +225,9 @@ def noisy_read_accumulate(
     flattened into rows; slice j < `slices` drives the digits (levels_in >> j x
     slice_bits) & (2^slice_bits - 1) with the significance sign x 2^(j x slice_bits).
     `levels` > 0 ADC levels (a `signed` ADC clips codes at -levels, else at 0); `noise`:
-    the read's noise (None: exact reads of the cells, no draws). `acc` int64 [outputs, P]."""
+    the read's noise (None: exact reads of the cells, no draws). `acc` int64 [outputs, P].
+    `convert` False (benchmarks/rram_floor.py: the cost of the sums alone): the sums only,
+    no draws, no conversion, `acc` left as it is (the Numba kernel; the twin ignores it)."""
     _check(levels_in, columns, slice_bits, slices, sign, levels, acc)
     if not columns.columns:
         return
@@ -268,6 +274,7 @@ def noisy_read_accumulate(
         np.uint64(settings.input_key % 2**64),
         CHUNK,
         acc,
+        convert,
     )
 
 
@@ -406,6 +413,12 @@ def _check(levels_in, columns: NoisyColumns, slice_bits, slices, sign, levels, a
 # Numba kernel, compiled on first use
 
 
+# pack_digits: the bits of 8 levels at once (one 64-bit word of bytes): bit 0 of each byte
+# masked, then a multiply by SPREAD gathers the 8 bits into the top byte, byte b at bit b
+BYTE_BITS = np.uint64(0x0101010101010101)
+SPREAD = np.uint64(0x0102040810204080)
+
+
 @numba_kernel(inline="always")
 def pack_digits(source, line, length, shift, bits):
     """Bit `shift` of the `length` levels `source[line:line + length]` (one row, a run of
@@ -413,7 +426,15 @@ def pack_digits(source, line, length, shift, bits):
     for w in range((length + 63) // 64):
         word = np.uint64(0)
         start = line + np.uint64(w * 64)
-        for b in range(min(64, length - w * 64)):
+        here = min(64, length - w * 64)
+        for t in range(here // 8):
+            at = start + np.uint64(8 * t)
+            eight = np.uint64(0)
+            for b in range(8):
+                eight |= np.uint64(source[at + np.uint64(b)]) << np.uint64(8 * b)
+            eight = (eight >> np.uint64(shift)) & BYTE_BITS
+            word |= ((eight * SPREAD) >> np.uint64(56)) << np.uint64(8 * t)
+        for b in range(here - here % 8, here):
             digit = np.uint64((np.int32(source[start + np.uint64(b)]) >> shift) & np.int32(1))
             word |= digit << np.uint64(b)
         bits[w] = word
@@ -435,6 +456,52 @@ def add_set_bits(bits, words, cells_row, count, sums):
             into = i * np.uint64(count)
             for k in range(count):
                 sums[into + np.uint64(k)] += cells_row[k]
+
+
+# The quotient of a sum by the ADC's step, as a product by the reciprocal levels / full
+# scale, is within a few ulp (2^-52 relative each) of the division `adc.adc_accumulate`
+# rounds; the two round to different codes only near a tie k + 1/2. Products whose distance
+# to their rounding is at least 1/2 - (levels + 2) x TIE_MARGIN (within a margin far
+# wider than the error of any quotient that is not clipped) are converted again by the
+# division, so every code is the division's to the bit.
+TIE_MARGIN = 2.0**-44
+
+
+@numba_kernel(inline="always")
+def convert_add(column, sigma, z, noisy, at, dest, line):
+    """dest[line + i] += step x clip(rint(value x top / scale), low, top), i < `length`, the
+    ADC's code of each value = float64(column[i]) (+ sigma[i] x z[offset + i] if `noisy`)
+    as `adc.adc_accumulate` converts it, to the bit: one product by the reciprocal a
+    conversion (a division costs several), then the rare products near a rounding tie
+    corrected by the division's code, in a second pass over the values. `at`: (offset,
+    length, top, low, scale, step)."""
+    offset, length, top, low, scale, step = at
+    reciprocal = top / scale
+    edge = 0.5 - (top + 2.0) * TIE_MARGIN
+    near = 0
+    if noisy:
+        for i in range(length):
+            quotient = (np.float64(column[i]) + sigma[i] * np.float64(z[offset + i])) * reciprocal
+            rounded = np.rint(quotient)
+            near += abs(quotient - rounded) >= edge
+            dest[line + np.uint64(i)] += step * np.int64(min(max(rounded, low), top))
+    else:
+        for i in range(length):
+            quotient = np.float64(column[i]) * reciprocal
+            rounded = np.rint(quotient)
+            near += abs(quotient - rounded) >= edge
+            dest[line + np.uint64(i)] += step * np.int64(min(max(rounded, low), top))
+    if near:
+        for i in range(length):
+            value = np.float64(column[i])
+            if noisy:
+                value = value + sigma[i] * np.float64(z[offset + i])
+            quotient = value * reciprocal
+            rounded = np.rint(quotient)
+            if abs(quotient - rounded) >= edge:
+                fast = np.int64(min(max(rounded, low), top))
+                exact = np.int64(min(max(np.rint(value * top / scale), low), top))
+                dest[line + np.uint64(i)] += step * (exact - fast)
 
 
 @numba_kernel(parallel=True, error_model="numpy")
@@ -468,6 +535,7 @@ def noisy_read_accumulate_numba(
     input_key,
     chunk,
     acc,
+    convert,
 ):
     """`noisy_read_accumulate` on checked arguments; `maxima` per run of `chunk` patches,
     `active` [Q, slices], the columns split into blocks of whole targets."""
@@ -502,13 +570,15 @@ def noisy_read_accumulate_numba(
         sums = np.empty(chunk, dtype=np.float32)
         sigma = np.empty(chunk, dtype=np.float64)
         weighted = np.empty(chunk, dtype=np.float64)
+        set_count = np.empty(chunk, dtype=np.int32)
         z = np.empty(chunk + 2, dtype=np.float32)
         wide = np.empty(chunk // 2 + 2, dtype=np.float32)
         turn = np.empty(chunk // 2 + 2, dtype=np.float32)
         exponents = np.empty(chunk // 2 + 2, dtype=np.float32)
         bits = np.empty(longest * ((chunk + 63) // 64) if binary else 0, dtype=np.uint64)
         cells_t = np.empty(longest * SET_BIT_GROUP if binary else 0, dtype=np.float32)
-        block_sums = np.empty(SET_BIT_GROUP * chunk if binary else 0, dtype=np.float32)
+        block_sums = np.empty(SET_BIT_GROUP * 64 if binary else 0, dtype=np.float32)
+        group_sums = np.empty(SET_BIT_GROUP * chunk if binary else 0, dtype=np.float32)
         for j in range(slices):
             shift = np.int32(j * slice_bits)
             lowest = np.uint8(1 << shift)
@@ -548,7 +618,7 @@ def noisy_read_accumulate_numba(
                 if set_bits:
                     words = (length + 63) // 64
                     for i in range(length):
-                        weighted[i] = 0.0
+                        set_count[i] = 0
                     for r in range(width):
                         row = rows[read_start[q] + r]
                         if maxima[row, run] < lowest:  # the bit is zero on the whole run
@@ -560,10 +630,11 @@ def noisy_read_accumulate_numba(
                         if noisy and model == 1:  # sum x^2 over the rows: a count of set bits
                             for i in range(length):
                                 level = np.int32(source[line + np.uint64(i)])
-                                weighted[i] += np.float64((level >> shift) & np.int32(1))
-                    if noisy:  # sigma shared by the read's columns
+                                set_count[i] += (level >> shift) & np.int32(1)
+                    if noisy:  # sigma shared by the read's columns (the count exact in float64)
                         for i in range(length):
-                            sigma[i] = unit * np.sqrt(output_variance + coefficient * weighted[i])
+                            spread = coefficient * np.float64(set_count[i])
+                            sigma[i] = unit * np.sqrt(output_variance + spread)
                 # the read's digits in this run of patches; rows all zero here skipped
                 # (they add exact zeros), unless input noise makes them non-zero
                 count = 0
@@ -609,21 +680,30 @@ def noisy_read_accumulate_numba(
                             cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
                             for a in range(live):
                                 cells_t[a * group_count + k] = cells[cell0 + np.uint64(used[a])]
-                        for x in range(length * group_count):
-                            block_sums[x] = np.float32(0.0)
-                        for a in range(live):
-                            cells_row = cells_t[a * group_count : (a + 1) * group_count]
-                            add_set_bits(
-                                bits[a * words :], words, cells_row, group_count, block_sums
-                            )
+                        # 64 patches at a time, their sums patch-major in `block_sums`
+                        # [64, group_count] (16 kB: in the core's first-level cache while
+                        # every live row adds into it), then column-major in `group_sums`
+                        # [group_count, chunk] for the conversion
+                        for w in range(words):
+                            for x in range(64 * group_count):
+                                block_sums[x] = np.float32(0.0)
+                            for a in range(live):
+                                cells_row = cells_t[a * group_count : (a + 1) * group_count]
+                                add_set_bits(
+                                    bits[a * words + w :], 1, cells_row, group_count, block_sums
+                                )
+                            here = min(64, length - w * 64)
+                            for k in range(group_count):
+                                into = k * chunk + w * 64
+                                for i in range(here):
+                                    group_sums[into + i] = block_sums[i * group_count + k]
                     for e in range(group_start, group_end):
                         m = block_columns[e]
                         cell0 = np.uint64(read_cells[q] + (m - read_columns[q]) * width)
+                        column = sums
                         if set_bits:
-                            k = np.uint64(e - group_start)
-                            stride = np.uint64(group_end - group_start)
-                            for i in range(length):
-                                sums[i] = block_sums[np.uint64(i) * stride + k]
+                            k = (e - group_start) * chunk
+                            column = group_sums[k : k + length]
                         else:
                             for i in range(length):
                                 sums[i] = np.float32(0.0)
@@ -648,21 +728,16 @@ def noisy_read_accumulate_numba(
                         step = factor[m] * significance * full_scale[m]
                         scale = np.float64(full_scale[m])
                         line = np.uint64(target[m]) * span + np.uint64(first)
+                        if not convert:  # the sums only; reading one keeps them computed
+                            last = column[length - 1]
+                            dest[line] += np.int64(last != last)  # 0: a sum is never NaN
+                            continue
+                        offset = 0
                         if noisy:
                             position = (np.uint64(j) * total_columns + np.uint64(m)) * span
                             offset = normals(
                                 key, position + np.uint64(first), length, z, wide, turn, exponents
                             )
-                            for i in range(length):
-                                value = np.float64(sums[i]) + sigma[i] * np.float64(z[offset + i])
-                                code = np.rint(value * top / scale)
-                                dest[line + np.uint64(i)] += step * np.int64(
-                                    min(max(code, low), top)
-                                )
-                        else:
-                            for i in range(length):
-                                code = np.rint(np.float64(sums[i]) * top / scale)
-                                dest[line + np.uint64(i)] += step * np.int64(
-                                    min(max(code, low), top)
-                                )
+                        at = (offset, length, top, low, scale, step)
+                        convert_add(column, sigma, z, noisy, at, dest, line)
                 index = end

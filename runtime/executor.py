@@ -893,10 +893,7 @@ class Executor:
         if self._spread() is not None:
             signs = (bool(present[0]), bool(present[1]))
             self._observe_bitplane(plans, packed, flags, bitplane, signs, count, planes)
-        result = touched((groups, plan.layer.cols, patches), np.float32)
-        accumulated = acc.reshape(groups, plan.columns, patches)
-        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
-        return result
+        return self._finish_layer(plan, groups, acc, input_scale, x)
 
     def _depthwise_columns(self, plans: list[LayerPlan]) -> DepthwiseColumns | None:
         """The layer's tables for `depthwise_accumulate` (built on its first call), for
@@ -949,10 +946,7 @@ class Executor:
             read_columns = self._fused_columns(plans)
             assert read_columns is not None  # `_read_path` reads the layer by read otherwise
             self._observe_fused(plans, read_columns, columns, levels, present, bits - 1)
-        result = touched((groups, layer.cols, patches), np.float32)
-        accumulated = acc.reshape(groups, plan.columns, patches)
-        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
-        return result
+        return self._finish_layer(plan, groups, acc, input_scale, x)
 
     def _noisy_columns(self, plans: list[LayerPlan]) -> NoisyColumns | None:
         """The layer's read columns for `noisy_read_accumulate`, where its reads allow it:
@@ -1101,6 +1095,24 @@ class Executor:
             self._finish(plan, slice(0, groups), accumulated, input_scale, result)
             return result
         return self._finish_items(plan, groups, acc, input_scale, gather.pixels)
+
+    def _finish_layer(
+        self, plan: LayerPlan, groups: int, acc: np.ndarray, input_scale: float, x: np.ndarray
+    ) -> np.ndarray:
+        """The layer's output [groups, cols, P] from the accumulators `acc` int64
+        [groups x plan columns, P] of a whole layer run on the input `x` (the bit-plane and
+        depthwise paths): laid out items first (`_finish_items`) where the layer's output
+        is its read columns as they are (no basis combine, no ConvTranspose fold), else
+        `_finish` into [groups, cols, P]. Same values, same bits either way."""
+        layer = plan.layer
+        patches = acc.shape[1]
+        if plan.combine is not None or plan.columns != layer.cols or layer.kind == "conv_transpose":
+            result = touched((groups, layer.cols, patches), np.float32)
+            accumulated = acc.reshape(groups, plan.columns, patches)
+            self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+            return result
+        pixels = 1 if layer.geometry is None else patches // x.shape[0]
+        return self._finish_items(plan, groups, acc, input_scale, pixels)
 
     def _finish_items(
         self, plan: LayerPlan, groups: int, acc: np.ndarray, input_scale: float, pixels: int

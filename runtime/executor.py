@@ -125,10 +125,16 @@ from xbarc.runtime.kernels import adc, dac, engines, gemm, touched
 from xbarc.runtime.kernels.bitplane import (
     BitplaneColumns,
     bitplane_accumulate,
+    bitplane_finish,
     pack_inputs,
     runs_of,
 )
-from xbarc.runtime.kernels.depthwise import DepthwiseColumns, depthwise_accumulate
+from xbarc.runtime.kernels.depthwise import (
+    DepthwiseColumns,
+    depthwise_accumulate,
+    depthwise_finish,
+    one_entry_each,
+)
 from xbarc.runtime.kernels.fused import (
     FusedLayer,
     PatchGather,
@@ -879,9 +885,6 @@ class Executor:
         if packed is None or flags is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
             return touched((groups, plan.layer.cols, patches), np.float32)
-        outputs = (groups * plan.columns, patches)
-        acc = self.workspace(("bitplane", "accumulator"), outputs, np.int64)
-        acc.fill(0)
         slices = [  # (first packed plane, significance) of each slice of a present sign
             (index * planes + j * slice_bits, sign << (j * slice_bits))
             for index, sign in enumerate((1, -1))
@@ -889,10 +892,25 @@ class Executor:
             for j in range(count)
         ]
         slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
-        bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
         if self._spread() is not None:
             signs = (bool(present[0]), bool(present[1]))
             self._observe_bitplane(plans, packed, flags, bitplane, signs, count, planes)
+        if self._items_first(plan):  # converted and dequantized in one pass
+            items = x.shape[0] if plan.layer.geometry is not None else patches
+            count_out = groups * plan.layer.cols
+            image = touched((items, count_out, patches // items), np.float32)
+            unit = self.adc_levels or 1
+            column_scale = self._column_scale(plan, groups)
+            bitplane_finish(
+                packed, flags, bitplane, slice_plane, significance, unit, input_scale,
+                column_scale, image,
+            )  # fmt: skip
+            return self._items_view(plan.layer, image, groups)
+        acc = self.workspace(
+            ("bitplane", "accumulator"), (groups * plan.columns, patches), np.int64
+        )
+        acc.fill(0)
+        bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
         return self._finish_layer(plan, groups, acc, input_scale, x)
 
     def _depthwise_columns(self, plans: list[LayerPlan]) -> DepthwiseColumns | None:
@@ -935,17 +953,29 @@ class Executor:
         present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=levels)
         groups = gather.offsets.shape[0] // layer.rows
         patches = x.size // gather.image * gather.pixels
+        if self._spread() is not None and any(present):
+            # counted from the unfolded levels, as the fused kernel's columns number them
+            read_columns = self._fused_columns(plans)
+            assert read_columns is not None  # `_read_path` reads the layer by read otherwise
+            self._observe_fused(plans, read_columns, columns, levels, present, bits - 1)
+        if sum(present) == 1 and self._items_first(plan) and one_entry_each(tables):
+            # one sign (after a ReLU): converted and dequantized in one pass
+            index = 0 if present[0] else 1
+            items = patches // gather.pixels
+            image = touched((items, groups * layer.cols, gather.pixels), np.float32)
+            column_scale = self._column_scale(plan, groups)
+            unit = self.adc_levels or 1
+            sign = 1 - 2 * index
+            depthwise_finish(
+                levels[index][0], gather, tables, sign, unit, input_scale, column_scale, image
+            )
+            return self._items_view(layer, image, groups)
         outputs = (groups * plan.columns, patches)
         acc = self.workspace(("depthwise", "accumulator"), outputs, np.int64)
         acc.fill(0)
         for sign, part, nonzero in zip((1, -1), levels, present, strict=True):
             if nonzero:  # e.g. no negative inputs after a ReLU
                 depthwise_accumulate(part[0], gather, tables, sign, acc)
-        if self._spread() is not None and any(present):
-            # counted from the unfolded levels, as the fused kernel's columns number them
-            read_columns = self._fused_columns(plans)
-            assert read_columns is not None  # `_read_path` reads the layer by read otherwise
-            self._observe_fused(plans, read_columns, columns, levels, present, bits - 1)
         return self._finish_layer(plan, groups, acc, input_scale, x)
 
     def _noisy_columns(self, plans: list[LayerPlan]) -> NoisyColumns | None:
@@ -1106,13 +1136,38 @@ class Executor:
         `_finish` into [groups, cols, P]. Same values, same bits either way."""
         layer = plan.layer
         patches = acc.shape[1]
-        if plan.combine is not None or plan.columns != layer.cols or layer.kind == "conv_transpose":
+        if not self._items_first(plan):
             result = touched((groups, layer.cols, patches), np.float32)
             accumulated = acc.reshape(groups, plan.columns, patches)
             self._finish(plan, slice(0, groups), accumulated, input_scale, result)
             return result
         pixels = 1 if layer.geometry is None else patches // x.shape[0]
         return self._finish_items(plan, groups, acc, input_scale, pixels)
+
+    @staticmethod
+    def _items_first(plan: LayerPlan) -> bool:
+        """Whether the layer's output is its read columns as they are (no basis combine,
+        no ConvTranspose fold), so it can be written items first (`_finish_items`)."""
+        layer = plan.layer
+        return (
+            plan.combine is None and plan.columns == layer.cols and layer.kind != "conv_transpose"
+        )
+
+    def _column_scale(self, plan: LayerPlan, groups: int) -> np.ndarray:
+        """The weight scale of each of the layer's `groups` x cols outputs, float64."""
+        scale = self.weight_scale(plan.array)
+        if isinstance(scale, np.ndarray):
+            return scale[:groups].reshape(-1).astype(np.float64)
+        return np.full(groups * plan.layer.cols, scale, dtype=np.float64)
+
+    @staticmethod
+    def _items_view(layer: CrossbarLayer, image: np.ndarray, groups: int) -> np.ndarray:
+        """The [groups, cols, P] view of a layer's output `image` [items, outputs,
+        pixels] as `restore` (`patches.layer_columns`) takes it."""
+        items, count, pixels = image.shape
+        if layer.geometry is None:  # Gemm, MatMul: [1, cols, items]
+            return image.reshape(items, count).T[None]
+        return image.reshape(items, groups, layer.cols, pixels).transpose(1, 2, 0, 3)
 
     def _finish_items(
         self, plan: LayerPlan, groups: int, acc: np.ndarray, input_scale: float, pixels: int
@@ -1122,19 +1177,12 @@ class Executor:
         it returns is a view of a C-contiguous [items, channels, pixels] image, so the
         layer's output is that image itself, not a transposed copy (the Relu after it then
         runs in place, the pool reads it in order). Same values, same bits."""
-        layer = plan.layer
-        count = groups * layer.cols
+        count = groups * plan.layer.cols
         items = acc.shape[1] // pixels
-        scale = self.weight_scale(plan.array)
-        if isinstance(scale, np.ndarray):
-            column_scale = scale[:groups].reshape(-1).astype(np.float64)
-        else:
-            column_scale = np.full(count, scale, dtype=np.float64)
+        column_scale = self._column_scale(plan, groups)
         image = touched((items, count, pixels), np.float32)
         dequantize_items(acc, self.adc_levels or 1, input_scale, column_scale, image)
-        if layer.geometry is None:  # Gemm, MatMul: [1, cols, items]
-            return image.reshape(items, count).T[None]
-        return image.reshape(items, groups, layer.cols, pixels).transpose(1, 2, 0, 3)
+        return self._items_view(plan.layer, image, groups)
 
     def _observe_fused(self, plans, read_columns, columns, planes, present, count) -> None:
         """Count a fused layer run's read sums into the `ReadSpread` observer: the fused

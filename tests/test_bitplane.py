@@ -13,6 +13,7 @@ from xbarc.runtime import kernels
 from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.kernels import bitplane
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.kernels.fused import dequantize_items
 from xbarc.runtime.reads import ReadPlan, as_slice
 
 PROPERTY = settings(max_examples=60, deadline=None)
@@ -317,3 +318,46 @@ def test_narrow_quads_keep_float64_where_float32_would_round_otherwise():
     assert wide[7] == np.rint(7 * 255 / 14) == 128 and single[7] == 127
     assert narrow.tolist() == [1, 0, 0]
     assert ratio32.dtype == np.float32
+
+
+@PROPERTY
+@given(layer_reads(), st.sampled_from([1, 3, 4]))
+def test_bitplane_finish_equals_accumulate_then_dequantize_items(case, items):
+    # the read-out written dequantized, items first, by the kernel itself: the same bits
+    # as accumulating from zero and `dequantize_items`; outputs no column reaches (beyond
+    # the reads' targets) the dequantized zero
+    reads, groups, rows, cols, slice_bits, magnitude_bits, levels, offset, signs = case
+    patches = signs[0].shape[1]
+    if patches % items:
+        items = 1
+    columns = bitplane_columns(reads, rows, cols, slice_bits, levels, offset)
+    count = -(-magnitude_bits // slice_bits)
+    planes = count * slice_bits
+    packed = np.zeros((2 * planes, columns.words, patches), dtype=np.uint64)
+    flags = np.zeros((2 * planes, columns.words, bitplane.runs_of(patches)), dtype=np.uint8)
+    for sign, levels_in in enumerate(signs):
+        if levels_in.any():
+            bitplane.pack_inputs(levels_in, columns, sign * planes, planes, packed, flags)
+    slices = [
+        (index * planes + j * slice_bits, sign << (j * slice_bits))
+        for index, sign in enumerate((1, -1))
+        if signs[index].any()
+        for j in range(count)
+    ]
+    slice_plane, significance = np.array(slices, dtype=np.int64).reshape(-1, 2).T.copy()
+    outputs = groups * cols + 1  # one output that no column reaches
+    column_scale = np.linspace(-0.5, 2.0, outputs)
+    unit, input_scale = levels or 1, 0.37
+    acc = np.zeros((outputs, patches), dtype=np.int64)
+    bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
+    expected = np.full((items, outputs, patches // items), np.nan, dtype=np.float32)
+    dequantize_items(acc, unit, input_scale, column_scale, expected)
+    for name in kernels.BACKENDS:
+        kernels.set_backend(name)
+        try:
+            got = np.full_like(expected, np.nan)
+            bitplane.bitplane_finish(packed, flags, columns, slice_plane, significance, unit,
+                                     input_scale, column_scale, got)  # fmt: skip
+        finally:
+            kernels.set_backend("numba")
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32), strict=True)

@@ -51,6 +51,7 @@ from xbarc.runtime.kernels import (
     use_threads,
 )
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.kernels.fused import dequantize_items
 
 # Patches per run: the unit of the zero skip, of a task's accumulators and of the packed
 # input a task reads.
@@ -534,6 +535,59 @@ def bitplane_accumulate(
     if backend() == "numpy":
         bitplane_accumulate_numpy(packed, flags, columns, slice_plane, significance, acc)
         return
+    _run_kernel(packed, flags, columns, slice_plane, significance, acc, None)
+
+
+def bitplane_finish(
+    packed: np.ndarray,
+    flags: np.ndarray,
+    columns: BitplaneColumns,
+    slice_plane: np.ndarray,
+    significance: np.ndarray,
+    unit: int,
+    input_scale: float,
+    column_scale: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """`bitplane_accumulate` into a zero accumulator, then `fused.dequantize_items` of it
+    into `out` (float32 [items, outputs, pixels] C-contiguous, the layer's image items
+    first; `column_scale` float64 [outputs]), in one pass: each task converts its target's
+    totals for its run of patches while they are in the cache and writes them dequantized
+    (float32(float64(total) / unit x input_scale x column_scale[t]): the same operations,
+    the same bits), with no accumulator filled, added to and read back. Outputs no column
+    reaches are the dequantized zero."""
+    items, count, pixels = out.shape
+    patches = packed.shape[2]
+    if (
+        out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or items * pixels != patches
+        or column_scale.shape != (count,)
+        or columns.target_count > count
+    ):
+        raise ValueError(
+            f"bitplane_finish: out {out.dtype} {out.shape}, column scales "
+            f"{column_scale.shape} for {patches} patches and {columns.target_count} targets"
+        )
+    column_scale = np.ascontiguousarray(column_scale, dtype=np.float64)
+    if backend() == "numpy":
+        acc = np.zeros((count, patches), dtype=np.int64)
+        bitplane_accumulate_numpy(packed, flags, columns, slice_plane, significance, acc)
+        dequantize_items(acc, unit, input_scale, column_scale, out)
+        return
+    _check_accumulate(packed, flags, columns, slice_plane, significance, None)
+    reached = np.zeros(count, dtype=bool)
+    reached[columns.target] = True
+    if not reached.all():  # the dequantized zero, as `dequantize_items` makes it
+        zero = (np.float64(0) / unit * np.float64(input_scale) * column_scale).astype(np.float32)
+        out[:, ~reached, :] = zero[~reached][None, :, None]
+    finish = (np.float64(unit), np.float64(input_scale), column_scale, out)
+    _run_kernel(packed, flags, columns, slice_plane, significance, None, finish)
+
+
+def _run_kernel(packed, flags, columns, slice_plane, significance, acc, finish) -> None:
+    """`bitplane_accumulate_numba` into `acc` (int64, added to) or, with `finish` (unit,
+    input scale, column scales, out), dequantized into `out` (`bitplane_finish`)."""
     reciprocal = columns.reciprocal
     quads = columns.quads
     if columns.float_total * float(np.abs(significance).sum()) >= 2**53:
@@ -572,8 +626,14 @@ def bitplane_accumulate(
         quads.narrow,
         quads.ratio32,
         quads.step32,
-        acc,
+        np.zeros((1, 1), dtype=np.int64) if acc is None else acc,
+        finish is not None,
+        *(finish if finish is not None else EMPTY_FINISH),
     )
+
+
+# `bitplane_accumulate_numba`'s finishing arguments when it adds into an accumulator
+EMPTY_FINISH = (np.float64(1), np.float64(1), np.zeros(1), np.zeros((1, 1, 1), np.float32))
 
 
 def slice_sums_numpy(
@@ -646,6 +706,8 @@ def _check_accumulate(packed, flags, columns, slice_plane, significance, acc) ->
             f"bitplane_accumulate: {len(significance)} slices of {slice_bits} bits over "
             f"{planes} planes"
         )
+    if acc is None:  # `bitplane_finish`: no accumulator
+        return
     check_accumulator("bitplane_accumulate", acc, patches)
     if columns.target_count > acc.shape[0]:
         raise ValueError("bitplane_accumulate: targets beyond the accumulator's rows")
@@ -878,8 +940,14 @@ def bitplane_accumulate_numba(
     quad_ratio32,
     quad_step32,
     acc,
+    finish,
+    unit,
+    input_scale,
+    column_scale,
+    out,
 ):
-    """`bitplane_accumulate` on checked arguments; the quad_* arrays: `ColumnQuads`."""
+    """`bitplane_accumulate` on checked arguments; the quad_* arrays: `ColumnQuads`.
+    With `finish`, `bitplane_finish`: the totals dequantized into `out` (`acc` unused)."""
     top = np.float64(levels)
     planes, words_total, patches = packed.shape
     source = packed.reshape(-1)
@@ -1128,7 +1196,24 @@ def bitplane_accumulate_numba(
         if any_floated:
             for i in range(length):
                 total[i] += np.int64(floated[i])
-        if touched:
+        if finish:  # every (target, run) once: written, touched or not
+            t = target[order[runs[k]]]
+            scale = column_scale[t]
+            _, count, pixels = out.shape
+            image = out.reshape(-1)
+            item = first // pixels
+            pixel = first - item * pixels
+            i = 0
+            while i < length:  # the run's patches item by item
+                span = min(pixels - pixel, length - i)
+                into = np.uint64((item * count + t) * pixels + pixel)
+                for e in range(span):
+                    value = np.float64(total[i + e]) / unit * input_scale * scale
+                    image[into + np.uint64(e)] = np.float32(value)
+                i += span
+                item += 1
+                pixel = 0
+        elif touched:
             into = np.uint64(target[order[runs[k]]] * patches + first)
             for i in range(length):
                 dest[into + np.uint64(i)] += total[i]

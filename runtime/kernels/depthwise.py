@@ -38,7 +38,13 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
-from xbarc.runtime.kernels.fused import PatchGather, check_gather, tile_shape, unfold_levels
+from xbarc.runtime.kernels.fused import (
+    PatchGather,
+    check_gather,
+    dequantize_items,
+    tile_shape,
+    unfold_levels,
+)
 
 # Rows a table's pattern covers at most: 2^10 entries of 8 bytes, 8 KB a table (a 3x3
 # depthwise read has 9 rows: 4 KB), so a task's tables stay in the L1/L2 cache.
@@ -119,6 +125,69 @@ def depthwise_accumulate(
     if backend() == "numpy":
         depthwise_accumulate_numpy(levels_in, gather, columns, sign, acc)
         return
+    _run_kernel(levels_in, gather, columns, sign, acc, None)
+
+
+def depthwise_finish(
+    levels_in: np.ndarray,
+    gather: PatchGather,
+    columns: DepthwiseColumns,
+    sign: int,
+    unit: int,
+    input_scale: float,
+    column_scale: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """`depthwise_accumulate` of one sign into a zero accumulator, then
+    `fused.dequantize_items` of it into `out` (float32 [items, outputs, pixels]
+    C-contiguous, the layer's image items first; `column_scale` float64 [outputs]), in
+    one pass: each task writes its outputs dequantized (float32(float64(total) / unit x
+    input_scale x column_scale[t]): the same operations, the same bits), with no
+    accumulator filled, added to and read back. For layers whose outputs each one entry
+    reaches at most (`one_entry_each`); outputs none reaches are the dequantized zero."""
+    items, count, pixels = out.shape
+    if (
+        out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or pixels != gather.pixels
+        or items * gather.image != levels_in.size
+        or column_scale.shape != (count,)
+        or not one_entry_each(columns)
+    ):
+        raise ValueError(
+            f"depthwise_finish: out {out.dtype} {out.shape}, column scales "
+            f"{column_scale.shape}, {gather.pixels} pixels an item, entries a target "
+            f"{np.bincount(columns.target).max(initial=0)}"
+        )
+    column_scale = np.ascontiguousarray(column_scale, dtype=np.float64)
+    patches = items * pixels
+    if backend() == "numpy":
+        acc = np.zeros((count, patches), dtype=np.int64)
+        depthwise_accumulate_numpy(levels_in, gather, columns, sign, acc)
+        dequantize_items(acc, unit, input_scale, column_scale, out)
+        return
+    _check(levels_in, gather, columns, sign, np.zeros((count, patches), dtype=np.int64))
+    reached = np.zeros(count, dtype=bool)
+    reached[columns.target] = True
+    if not reached.all():  # the dequantized zero, as `dequantize_items` makes it
+        zero = (np.float64(0) / unit * np.float64(input_scale) * column_scale).astype(np.float32)
+        out[:, ~reached, :] = zero[~reached][None, :, None]
+    finish = (np.float64(unit), np.float64(input_scale), column_scale, out)
+    _run_kernel(levels_in, gather, columns, sign, None, finish)
+
+
+def one_entry_each(columns: DepthwiseColumns) -> bool:
+    """Whether every output of `columns` is reached by one entry at most."""
+    return int(np.bincount(columns.target).max(initial=0)) <= 1
+
+
+# `depthwise_accumulate_numba`'s finishing arguments when it adds into an accumulator
+EMPTY_FINISH = (np.float64(1), np.float64(1), np.zeros(1), np.zeros((1, 1, 1), np.float32))
+
+
+def _run_kernel(levels_in, gather, columns, sign, acc, finish) -> None:
+    """`depthwise_accumulate_numba` adding into `acc` or, with `finish` (unit, input
+    scale, column scales, out), writing dequantized into `out` (`depthwise_finish`)."""
     items = levels_in.size // gather.image
     # a zero after each item's levels, which the padding's offsets read
     padded = np.zeros((items, gather.image + 1), dtype=np.uint8)
@@ -136,7 +205,9 @@ def depthwise_accumulate(
         np.int64(sign),
         tile_items,
         tile_pixels,
-        acc,
+        np.zeros((1, 1), dtype=np.int64) if acc is None else acc,
+        finish is not None,
+        *(finish if finish is not None else EMPTY_FINISH),
     )
 
 
@@ -194,9 +265,15 @@ def depthwise_accumulate_numba(
     tile_items,
     tile_pixels,
     acc,
+    finish,
+    unit,
+    input_scale,
+    column_scale,
+    out,
 ):
     """`depthwise_accumulate` on checked arguments: `levels_in` uint8 [items, image + 1],
-    each item's levels and a zero (read by the padding's offsets)."""
+    each item's levels and a zero (read by the padding's offsets). With `finish`,
+    `depthwise_finish`: the totals dequantized into `out` (`acc` unused)."""
     items, stride = levels_in.shape
     pixels = offsets.shape[1]
     patches = acc.shape[1]
@@ -250,8 +327,14 @@ def depthwise_accumulate_numba(
             seen |= seen >> np.uint64(32)
             seen |= seen >> np.uint64(16)
             seen |= seen >> np.uint64(8)
-            if seen & byte == 0:
-                continue  # every pattern is 0: adds table[0] = 0
+            if seen & byte == 0:  # every pattern is 0: adds table[0] = 0
+                if finish:  # the outputs' dequantized zero
+                    for i in range(length):
+                        total[i] = 0
+                    for e in range(entry_start[s], entry_start[s + 1]):
+                        write_items(total, target[e], first_item, first_pixel, n, q,
+                                    unit, input_scale, column_scale[target[e]], out)  # fmt: skip
+                continue
             for i in range(length):
                 x = transpose8(low_rows[i])
                 y = transpose8(high_rows[i]) if count > 8 else np.uint64(0)
@@ -267,11 +350,32 @@ def depthwise_accumulate_numba(
                         continue  # pattern 0 throughout
                     for i in range(length):
                         total[i] += flat_tables[table + pattern[j, i]] << j
+                if finish:
+                    if sign < 0:
+                        for i in range(length):
+                            total[i] = -total[i]
+                    write_items(total, target[e], first_item, first_pixel, n, q,
+                                unit, input_scale, column_scale[target[e]], out)  # fmt: skip
+                    continue
                 into = np.uint64(target[e] * patches + first_item * pixels + first_pixel)
                 for b in range(n):
                     at = into + np.uint64(b * pixels)
                     for p in range(q):
                         dest[at + np.uint64(p)] += sign * total[b * q + p]
+
+
+@numba_kernel(inline="always")
+def write_items(total, t, first_item, first_pixel, n, q, unit, input_scale, scale, out):
+    """out[first_item + b, t, first_pixel + p] = total[b x q + p] dequantized, as
+    `fused.dequantize_items` computes it, for b < n, p < q."""
+    _, count, pixels = out.shape
+    image = out.reshape(-1)
+    for b in range(n):
+        into = np.uint64(((first_item + b) * count + t) * pixels + first_pixel)
+        at = b * q
+        for p in range(q):
+            value = np.float64(total[at + p]) / unit * input_scale * scale
+            image[into + np.uint64(p)] = np.float32(value)
 
 
 @numba_kernel(inline="always")

@@ -241,6 +241,7 @@ class Executor:
             cell = hardware.cell
             self._device = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
         self.layer_reads_noisy = False  # whether the layer being read gets read noise
+        self._biased = False  # whether the layer being read had its bias added by its path
         # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
         # before each batch of reads passes through the ADC
         self.on_read_sums: Callable[[str, np.ndarray, np.ndarray], None] | None = None
@@ -555,8 +556,22 @@ class Executor:
         if not plans:
             raise XbarcError(f"layer @{layer.name} has no runs in the schedule")
         columns, restore = layer_columns(layer, x.shape)
-        accumulated = self._accumulate_quantized(plans, columns, x)
-        return self._plus_bias(layer, restore(accumulated))
+        self._biased = False  # set by a path that adds the bias itself (`_fused_bias`)
+        result = restore(self._accumulate_quantized(plans, columns, x))
+        return result if self._biased else self._plus_bias(layer, result)
+
+    def _fused_bias(self, layer: CrossbarLayer, outputs: int) -> np.ndarray | None:
+        """The layer's float32 bias, one per of its `outputs`, for a kernel that adds it
+        while it writes the output (as `_plus_bias` would: float32 + float32), which
+        `run_layer` then leaves out; None: no bias, or one of another type or size
+        (`_plus_bias` adds it)."""
+        if layer.bias is None:
+            return None
+        bias = self.program.store[layer.bias]
+        if bias.dtype != np.float32 or bias.size != outputs:
+            return None
+        self._biased = True
+        return np.ascontiguousarray(bias.reshape(-1))
 
     def _plus_bias(self, layer: CrossbarLayer, result: np.ndarray) -> np.ndarray:
         """The result with the layer's bias added (in place: the result is ours)."""
@@ -901,9 +916,10 @@ class Executor:
             image = touched((items, count_out, patches // items), np.float32)
             unit = self.adc_levels or 1
             column_scale = self._column_scale(plan, groups)
+            bias = self._fused_bias(plan.layer, count_out)
             bitplane_finish(
                 packed, flags, bitplane, slice_plane, significance, unit, input_scale,
-                column_scale, image,
+                column_scale, image, bias,
             )  # fmt: skip
             return self._items_view(plan.layer, image, groups)
         acc = self.workspace(
@@ -966,9 +982,11 @@ class Executor:
             column_scale = self._column_scale(plan, groups)
             unit = self.adc_levels or 1
             sign = 1 - 2 * index
+            bias = self._fused_bias(layer, groups * layer.cols)
             depthwise_finish(
-                levels[index][0], gather, tables, sign, unit, input_scale, column_scale, image
-            )
+                levels[index][0], gather, tables, sign, unit, input_scale, column_scale, image,
+                bias,
+            )  # fmt: skip
             return self._items_view(layer, image, groups)
         outputs = (groups * plan.columns, patches)
         acc = self.workspace(("depthwise", "accumulator"), outputs, np.int64)

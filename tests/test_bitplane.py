@@ -352,12 +352,18 @@ def test_bitplane_finish_equals_accumulate_then_dequantize_items(case, items):
     bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
     expected = np.full((items, outputs, patches // items), np.nan, dtype=np.float32)
     dequantize_items(acc, unit, input_scale, column_scale, expected)
+    bias = np.linspace(-3, 3, outputs, dtype=np.float32)
+    biased = expected + bias[None, :, None]  # float32 + float32, as `_plus_bias`
     for name in kernels.BACKENDS:
         kernels.set_backend(name)
         try:
             got = np.full_like(expected, np.nan)
             bitplane.bitplane_finish(packed, flags, columns, slice_plane, significance, unit,
                                      input_scale, column_scale, got)  # fmt: skip
+            with_bias = np.full_like(expected, np.nan)
+            bitplane.bitplane_finish(packed, flags, columns, slice_plane, significance, unit,
+                                     input_scale, column_scale, with_bias, bias)  # fmt: skip
         finally:
             kernels.set_backend("numba")
         np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32), strict=True)
+        np.testing.assert_array_equal(with_bias.view(np.uint32), biased.view(np.uint32))

@@ -161,9 +161,10 @@ def test_depthwise_accumulate_rejects_wrong_arrays(name):
         depthwise.depthwise_accumulate(levels_in, gather, columns, 1, acc)
 
 
+@pytest.mark.parametrize("biased", [False, True])
 @pytest.mark.parametrize("sign", [1, -1])
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
-def test_depthwise_finish_equals_accumulate_then_dequantize_items(sign, backend):
+def test_depthwise_finish_equals_accumulate_then_dequantize_items(sign, backend, biased):
     # depthwise 3x3 reads (9 rows of one group each, 2-bit cells in 4 slices x 2 signs on
     # its output column); cols 2: the second output of each group no column reaches, so
     # it is the dequantized zero; items x pixels of images
@@ -188,10 +189,15 @@ def test_depthwise_finish_equals_accumulate_then_dequantize_items(sign, backend)
     depthwise.depthwise_accumulate(levels_in, gather, columns, sign, acc)
     expected = np.empty((items, outputs, pixels), dtype=np.float32)
     dequantize_items(acc, 255, 0.37, column_scale, expected)
+    bias = np.linspace(-3, 3, outputs, dtype=np.float32) if biased else None
+    if bias is not None:  # float32 + float32, as `Executor._plus_bias` adds it
+        expected += bias[None, :, None]
     kernels.set_backend(backend)
     try:
         got = np.full_like(expected, np.nan)
-        depthwise.depthwise_finish(levels_in, gather, columns, sign, 255, 0.37, column_scale, got)
+        depthwise.depthwise_finish(
+            levels_in, gather, columns, sign, 255, 0.37, column_scale, got, bias
+        )
     finally:
         kernels.set_backend("numba")
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32), strict=True)

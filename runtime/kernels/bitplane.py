@@ -548,6 +548,7 @@ def bitplane_finish(
     input_scale: float,
     column_scale: np.ndarray,
     out: np.ndarray,
+    bias: np.ndarray | None = None,
 ) -> None:
     """`bitplane_accumulate` into a zero accumulator, then `fused.dequantize_items` of it
     into `out` (float32 [items, outputs, pixels] C-contiguous, the layer's image items
@@ -555,7 +556,8 @@ def bitplane_finish(
     totals for its run of patches while they are in the cache and writes them dequantized
     (float32(float64(total) / unit x input_scale x column_scale[t]): the same operations,
     the same bits), with no accumulator filled, added to and read back. Outputs no column
-    reaches are the dequantized zero."""
+    reaches are the dequantized zero. `bias` (float32 [outputs], optional): added to each
+    output in float32 in the same pass, as the layer's bias after the dequantization."""
     items, count, pixels = out.shape
     patches = packed.shape[2]
     if (
@@ -564,6 +566,7 @@ def bitplane_finish(
         or items * pixels != patches
         or column_scale.shape != (count,)
         or columns.target_count > count
+        or not (bias is None or (bias.dtype == np.float32 and bias.shape == (count,)))
     ):
         raise ValueError(
             f"bitplane_finish: out {out.dtype} {out.shape}, column scales "
@@ -574,15 +577,28 @@ def bitplane_finish(
         acc = np.zeros((count, patches), dtype=np.int64)
         bitplane_accumulate_numpy(packed, flags, columns, slice_plane, significance, acc)
         dequantize_items(acc, unit, input_scale, column_scale, out)
+        if bias is not None:
+            out += bias[None, :, None]
         return
     _check_accumulate(packed, flags, columns, slice_plane, significance, None)
-    reached = np.zeros(count, dtype=bool)
-    reached[columns.target] = True
-    if not reached.all():  # the dequantized zero, as `dequantize_items` makes it
-        zero = (np.float64(0) / unit * np.float64(input_scale) * column_scale).astype(np.float32)
-        out[:, ~reached, :] = zero[~reached][None, :, None]
-    finish = (np.float64(unit), np.float64(input_scale), column_scale, out)
+    finish = finishing(columns.target, unit, input_scale, column_scale, out, bias)
     _run_kernel(packed, flags, columns, slice_plane, significance, None, finish)
+
+
+def finishing(target, unit, input_scale, column_scale, out, bias) -> tuple:
+    """The finishing arguments of a kernel that writes `out` dequantized (`bitplane_finish`,
+    `depthwise.depthwise_finish`); first writes the outputs no `target` reaches: the
+    dequantized zero, as `dequantize_items` makes it, plus the bias."""
+    count = out.shape[1]
+    reached = np.zeros(count, dtype=bool)
+    reached[target] = True
+    if not reached.all():
+        zero = (np.float64(0) / unit * np.float64(input_scale) * column_scale).astype(np.float32)
+        if bias is not None:
+            zero += bias
+        out[:, ~reached, :] = zero[~reached][None, :, None]
+    added = np.zeros(count, np.float32) if bias is None else np.ascontiguousarray(bias)
+    return (np.float64(unit), np.float64(input_scale), column_scale, out, bias is not None, added)
 
 
 def _run_kernel(packed, flags, columns, slice_plane, significance, acc, finish) -> None:
@@ -633,7 +649,14 @@ def _run_kernel(packed, flags, columns, slice_plane, significance, acc, finish) 
 
 
 # `bitplane_accumulate_numba`'s finishing arguments when it adds into an accumulator
-EMPTY_FINISH = (np.float64(1), np.float64(1), np.zeros(1), np.zeros((1, 1, 1), np.float32))
+EMPTY_FINISH = (
+    np.float64(1),
+    np.float64(1),
+    np.zeros(1),
+    np.zeros((1, 1, 1), np.float32),
+    False,
+    np.zeros(1, np.float32),
+)
 
 
 def slice_sums_numpy(
@@ -945,6 +968,8 @@ def bitplane_accumulate_numba(
     input_scale,
     column_scale,
     out,
+    has_bias,
+    bias,
 ):
     """`bitplane_accumulate` on checked arguments; the quad_* arrays: `ColumnQuads`.
     With `finish`, `bitplane_finish`: the totals dequantized into `out` (`acc` unused)."""
@@ -1207,9 +1232,15 @@ def bitplane_accumulate_numba(
             while i < length:  # the run's patches item by item
                 span = min(pixels - pixel, length - i)
                 into = np.uint64((item * count + t) * pixels + pixel)
-                for e in range(span):
-                    value = np.float64(total[i + e]) / unit * input_scale * scale
-                    image[into + np.uint64(e)] = np.float32(value)
+                if has_bias:
+                    added = bias[t]
+                    for e in range(span):
+                        value = np.float64(total[i + e]) / unit * input_scale * scale
+                        image[into + np.uint64(e)] = np.float32(value) + added
+                else:
+                    for e in range(span):
+                        value = np.float64(total[i + e]) / unit * input_scale * scale
+                        image[into + np.uint64(e)] = np.float32(value)
                 i += span
                 item += 1
                 pixel = 0

@@ -38,6 +38,7 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
+from xbarc.runtime.kernels.bitplane import EMPTY_FINISH, finishing
 from xbarc.runtime.kernels.fused import (
     PatchGather,
     check_gather,
@@ -137,6 +138,7 @@ def depthwise_finish(
     input_scale: float,
     column_scale: np.ndarray,
     out: np.ndarray,
+    bias: np.ndarray | None = None,
 ) -> None:
     """`depthwise_accumulate` of one sign into a zero accumulator, then
     `fused.dequantize_items` of it into `out` (float32 [items, outputs, pixels]
@@ -144,7 +146,8 @@ def depthwise_finish(
     one pass: each task writes its outputs dequantized (float32(float64(total) / unit x
     input_scale x column_scale[t]): the same operations, the same bits), with no
     accumulator filled, added to and read back. For layers whose outputs each one entry
-    reaches at most (`one_entry_each`); outputs none reaches are the dequantized zero."""
+    reaches at most (`one_entry_each`); outputs none reaches are the dequantized zero.
+    `bias` (float32 [outputs], optional): added in float32 in the same pass."""
     items, count, pixels = out.shape
     if (
         out.dtype != np.float32
@@ -153,6 +156,7 @@ def depthwise_finish(
         or items * gather.image != levels_in.size
         or column_scale.shape != (count,)
         or not one_entry_each(columns)
+        or not (bias is None or (bias.dtype == np.float32 and bias.shape == (count,)))
     ):
         raise ValueError(
             f"depthwise_finish: out {out.dtype} {out.shape}, column scales "
@@ -165,14 +169,11 @@ def depthwise_finish(
         acc = np.zeros((count, patches), dtype=np.int64)
         depthwise_accumulate_numpy(levels_in, gather, columns, sign, acc)
         dequantize_items(acc, unit, input_scale, column_scale, out)
+        if bias is not None:
+            out += bias[None, :, None]
         return
     _check(levels_in, gather, columns, sign, np.zeros((count, patches), dtype=np.int64))
-    reached = np.zeros(count, dtype=bool)
-    reached[columns.target] = True
-    if not reached.all():  # the dequantized zero, as `dequantize_items` makes it
-        zero = (np.float64(0) / unit * np.float64(input_scale) * column_scale).astype(np.float32)
-        out[:, ~reached, :] = zero[~reached][None, :, None]
-    finish = (np.float64(unit), np.float64(input_scale), column_scale, out)
+    finish = finishing(columns.target, unit, input_scale, column_scale, out, bias)
     _run_kernel(levels_in, gather, columns, sign, None, finish)
 
 
@@ -182,7 +183,6 @@ def one_entry_each(columns: DepthwiseColumns) -> bool:
 
 
 # `depthwise_accumulate_numba`'s finishing arguments when it adds into an accumulator
-EMPTY_FINISH = (np.float64(1), np.float64(1), np.zeros(1), np.zeros((1, 1, 1), np.float32))
 
 
 def _run_kernel(levels_in, gather, columns, sign, acc, finish) -> None:
@@ -270,6 +270,8 @@ def depthwise_accumulate_numba(
     input_scale,
     column_scale,
     out,
+    has_bias,
+    bias,
 ):
     """`depthwise_accumulate` on checked arguments: `levels_in` uint8 [items, image + 1],
     each item's levels and a zero (read by the padding's offsets). With `finish`,
@@ -332,8 +334,20 @@ def depthwise_accumulate_numba(
                     for i in range(length):
                         total[i] = 0
                     for e in range(entry_start[s], entry_start[s + 1]):
-                        write_items(total, target[e], first_item, first_pixel, n, q,
-                                    unit, input_scale, column_scale[target[e]], out)  # fmt: skip
+                        write_items(
+                            total,
+                            target[e],
+                            first_item,
+                            first_pixel,
+                            n,
+                            q,
+                            unit,
+                            input_scale,
+                            column_scale[target[e]],
+                            has_bias,
+                            bias,
+                            out,
+                        )
                 continue
             for i in range(length):
                 x = transpose8(low_rows[i])
@@ -354,8 +368,20 @@ def depthwise_accumulate_numba(
                     if sign < 0:
                         for i in range(length):
                             total[i] = -total[i]
-                    write_items(total, target[e], first_item, first_pixel, n, q,
-                                unit, input_scale, column_scale[target[e]], out)  # fmt: skip
+                    write_items(
+                        total,
+                        target[e],
+                        first_item,
+                        first_pixel,
+                        n,
+                        q,
+                        unit,
+                        input_scale,
+                        column_scale[target[e]],
+                        has_bias,
+                        bias,
+                        out,
+                    )
                     continue
                 into = np.uint64(target[e] * patches + first_item * pixels + first_pixel)
                 for b in range(n):
@@ -365,17 +391,26 @@ def depthwise_accumulate_numba(
 
 
 @numba_kernel(inline="always")
-def write_items(total, t, first_item, first_pixel, n, q, unit, input_scale, scale, out):
+def write_items(
+    total, t, first_item, first_pixel, n, q, unit, input_scale, scale, has_bias, bias, out
+):
     """out[first_item + b, t, first_pixel + p] = total[b x q + p] dequantized, as
-    `fused.dequantize_items` computes it, for b < n, p < q."""
+    `fused.dequantize_items` computes it, plus bias[t] in float32 if `has_bias`, for b <
+    n, p < q."""
     _, count, pixels = out.shape
     image = out.reshape(-1)
+    added = bias[t] if has_bias else np.float32(0)
     for b in range(n):
         into = np.uint64(((first_item + b) * count + t) * pixels + first_pixel)
         at = b * q
-        for p in range(q):
-            value = np.float64(total[at + p]) / unit * input_scale * scale
-            image[into + np.uint64(p)] = np.float32(value)
+        if has_bias:
+            for p in range(q):
+                value = np.float64(total[at + p]) / unit * input_scale * scale
+                image[into + np.uint64(p)] = np.float32(value) + added
+        else:
+            for p in range(q):
+                value = np.float64(total[at + p]) / unit * input_scale * scale
+                image[into + np.uint64(p)] = np.float32(value)
 
 
 @numba_kernel(inline="always")

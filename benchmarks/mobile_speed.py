@@ -146,7 +146,7 @@ def report(trees: dict[str, Path], best: dict, batches: list[int], before: str) 
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, help="another checkout to time beside this one")
     parser.add_argument("--batches", default="360,540", help="batch sizes (default 360,540)")
@@ -154,6 +154,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per worker")
     parser.add_argument("--models", default=",".join(MODELS), help="digits fixtures")
     parser.add_argument("--record", action="store_true", help="write RESULTS.md's section")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     batches = [int(batch) for batch in args.batches.split(",")]
     trees = {revision(ROOT): ROOT}

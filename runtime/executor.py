@@ -68,7 +68,12 @@ Those of one input bit a step whose reads drive at most 10 rows (depthwise 3x3
 convolutions, single-channel stems) look their read-outs up instead
 (`depthwise_accumulate`): per input segment and output, a table of what its columns add
 for every pattern of one input plane's bits on its rows, made once per layer, indexed
-with patterns made straight from the layer's input.
+with patterns made straight from the layer's input. For a whole layer (no basis combine,
+no ConvTranspose; for the tables, one sign of inputs present, as after a ReLU) both
+kernels write the layer's output themselves (`bitplane_finish`, `depthwise_finish`):
+dequantized as `dequantize_items` does it, items first (the Relu after it runs in place)
+and with the layer's float32 bias added (`_fused_bias`), the same bits, with no int64
+accumulator filled, added to and read back.
 The other exact integer reads take the fused path where they can (`_accumulate_fused`): the
 engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
 (`fused_read_accumulate`: the digits of each tile of patches gathered straight from the

@@ -29,7 +29,16 @@ division (Zen 4, 256 patches, 4 popcounts a sum: 0.3 ns without any conversion).
 a column's every possible sum converts alike (`adc_reciprocals`, checked one by one), it
 is a product with levels / full scale instead, and the faithful default's columns
 (slices of one bit, at most two words) sum their codes x steps in float64 (exact below
-2^53, checked): 10-50 % less time than the integer division on the digits fixtures. The
+2^53, checked): 10-50 % less time than the integer division on the digits fixtures.
+Those columns of one word and cell planes 0 and 1 run four at a time per target and word
+(`ColumnQuads`): one load of the input word and one update of the totals for four
+conversions; where the four's cells lie on the word's first 32 rows and every sum they
+can make converts alike in float32 (`narrow_quads`, checked sum by sum, and their codes x
+steps below 2^24), the sums, conversions and their total are float32 on 32-bit words, 16
+patches a 512-bit vector where float64 takes 8 (the digits MobileNet's pointwise layers:
+0.29 ns a conversion on one thread before, 0.19-0.21 after). `bitplane_finish` writes a
+whole layer's output itself: each task's totals dequantized as `fused.dequantize_items`
+does it (plus the float32 bias), into the image items first, with no accumulator. The
 numpy twins (`*_numpy`) compute the same with `np.bitwise_count`.
 """
 

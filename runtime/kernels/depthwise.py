@@ -20,7 +20,10 @@ offsets of `fused.PatchGather`; nothing of size [rows, P] is written), and every
 is made in the pass that looks it up. Integer sums in any order give the same int64, so the
 result is bit-identical to the by-read reference; a plane whose bits are all zero over a
 tile has pattern 0 everywhere, which adds table[0] = 0 (a zero sum converts to code 0),
-and is skipped. The numpy twin (`depthwise_accumulate_numpy`) unfolds the levels through
+and is skipped. `depthwise_finish` writes a whole layer's output itself for one sign of
+inputs (after a ReLU) where each output has one entry: its totals dequantized as
+`fused.dequantize_items` does it (plus the float32 bias), items first, with no
+accumulator. The numpy twin (`depthwise_accumulate_numpy`) unfolds the levels through
 the same offsets and indexes the tables with numpy.
 """
 

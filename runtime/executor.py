@@ -68,7 +68,12 @@ Those of one input bit a step whose reads drive at most 10 rows (depthwise 3x3
 convolutions, single-channel stems) look their read-outs up instead
 (`depthwise_accumulate`): per input segment and output, a table of what its columns add
 for every pattern of one input plane's bits on its rows, made once per layer, indexed
-with patterns made straight from the layer's input.
+with patterns made straight from the layer's input. For a whole layer (no basis combine,
+no ConvTranspose; for the tables, one sign of inputs present, as after a ReLU) both
+kernels write the layer's output themselves (`bitplane_finish`, `depthwise_finish`):
+dequantized as `dequantize_items` does it, items first (the Relu after it runs in place)
+and with the layer's float32 bias added (`_fused_bias`), the same bits, with no int64
+accumulator filled, added to and read back.
 The other exact integer reads take the fused path where they can (`_accumulate_fused`): the
 engine measured fastest for the layer's shape (`kernels/engines.toml`), the fused kernel
 (`fused_read_accumulate`: the digits of each tile of patches gathered straight from the
@@ -125,10 +130,16 @@ from xbarc.runtime.kernels import adc, dac, engines, gemm, touched
 from xbarc.runtime.kernels.bitplane import (
     BitplaneColumns,
     bitplane_accumulate,
+    bitplane_finish,
     pack_inputs,
     runs_of,
 )
-from xbarc.runtime.kernels.depthwise import DepthwiseColumns, depthwise_accumulate
+from xbarc.runtime.kernels.depthwise import (
+    DepthwiseColumns,
+    depthwise_accumulate,
+    depthwise_finish,
+    one_entry_each,
+)
 from xbarc.runtime.kernels.fused import (
     FusedLayer,
     PatchGather,
@@ -235,6 +246,7 @@ class Executor:
             cell = hardware.cell
             self._device = Chip(settings, self.seeds, cell.bits, cell.g_min_us, cell.g_max_us)
         self.layer_reads_noisy = False  # whether the layer being read gets read noise
+        self._biased = False  # whether the layer being read had its bias added by its path
         # calibration's hook: called with (layer, read sums [M, P], ADC full scales [M])
         # before each batch of reads passes through the ADC
         self.on_read_sums: Callable[[str, np.ndarray, np.ndarray], None] | None = None
@@ -549,8 +561,22 @@ class Executor:
         if not plans:
             raise XbarcError(f"layer @{layer.name} has no runs in the schedule")
         columns, restore = layer_columns(layer, x.shape)
-        accumulated = self._accumulate_quantized(plans, columns, x)
-        return self._plus_bias(layer, restore(accumulated))
+        self._biased = False  # set by a path that adds the bias itself (`_fused_bias`)
+        result = restore(self._accumulate_quantized(plans, columns, x))
+        return result if self._biased else self._plus_bias(layer, result)
+
+    def _fused_bias(self, layer: CrossbarLayer, outputs: int) -> np.ndarray | None:
+        """The layer's float32 bias, one per of its `outputs`, for a kernel that adds it
+        while it writes the output (as `_plus_bias` would: float32 + float32), which
+        `run_layer` then leaves out; None: no bias, or one of another type or size
+        (`_plus_bias` adds it)."""
+        if layer.bias is None:
+            return None
+        bias = self.program.store[layer.bias]
+        if bias.dtype != np.float32 or bias.size != outputs:
+            return None
+        self._biased = True
+        return np.ascontiguousarray(bias.reshape(-1))
 
     def _plus_bias(self, layer: CrossbarLayer, result: np.ndarray) -> np.ndarray:
         """The result with the layer's bias added (in place: the result is ours)."""
@@ -889,9 +915,6 @@ class Executor:
         if packed is None or flags is None:  # an all-zero input: nothing to read
             groups, _, patches = columns(x).shape
             return touched((groups, plan.layer.cols, patches), np.float32)
-        outputs = (groups * plan.columns, patches)
-        acc = self.workspace(("bitplane", "accumulator"), outputs, np.int64)
-        acc.fill(0)
         slices = [  # (first packed plane, significance) of each slice of a present sign
             (index * planes + j * slice_bits, sign << (j * slice_bits))
             for index, sign in enumerate((1, -1))
@@ -899,14 +922,27 @@ class Executor:
             for j in range(count)
         ]
         slice_plane, significance = np.array(slices, dtype=np.int64).T.copy()
-        bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
         if self._spread() is not None:
             signs = (bool(present[0]), bool(present[1]))
             self._observe_bitplane(plans, packed, flags, bitplane, signs, count, planes)
-        result = touched((groups, plan.layer.cols, patches), np.float32)
-        accumulated = acc.reshape(groups, plan.columns, patches)
-        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
-        return result
+        if self._items_first(plan):  # converted and dequantized in one pass
+            items = x.shape[0] if plan.layer.geometry is not None else patches
+            count_out = groups * plan.layer.cols
+            image = touched((items, count_out, patches // items), np.float32)
+            unit = self.adc_levels or 1
+            column_scale = self._column_scale(plan, groups)
+            bias = self._fused_bias(plan.layer, count_out)
+            bitplane_finish(
+                packed, flags, bitplane, slice_plane, significance, unit, input_scale,
+                column_scale, image, bias,
+            )  # fmt: skip
+            return self._items_view(plan.layer, image, groups)
+        acc = self.workspace(
+            ("bitplane", "accumulator"), (groups * plan.columns, patches), np.int64
+        )
+        acc.fill(0)
+        bitplane_accumulate(packed, flags, bitplane, slice_plane, significance, acc)
+        return self._finish_layer(plan, groups, acc, input_scale, x)
 
     def _depthwise_columns(self, plans: list[LayerPlan]) -> DepthwiseColumns | None:
         """The layer's tables for `depthwise_accumulate` (built on its first call), for
@@ -948,21 +984,32 @@ class Executor:
         present = dac.dac_planes(x, input_scale, bits, bits - 1, 1, out=levels)
         groups = gather.offsets.shape[0] // layer.rows
         patches = x.size // gather.image * gather.pixels
+        if self._spread() is not None and any(present):
+            # counted from the unfolded levels, as the fused kernel's columns number them
+            read_columns = self._fused_columns(plans)
+            assert read_columns is not None  # `_read_path` reads the layer by read otherwise
+            self._observe_fused(plans, read_columns, columns, levels, present, bits - 1)
+        if sum(present) == 1 and self._items_first(plan) and one_entry_each(tables):
+            # one sign (after a ReLU): converted and dequantized in one pass
+            index = 0 if present[0] else 1
+            items = patches // gather.pixels
+            image = touched((items, groups * layer.cols, gather.pixels), np.float32)
+            column_scale = self._column_scale(plan, groups)
+            unit = self.adc_levels or 1
+            sign = 1 - 2 * index
+            bias = self._fused_bias(layer, groups * layer.cols)
+            depthwise_finish(
+                levels[index][0], gather, tables, sign, unit, input_scale, column_scale, image,
+                bias,
+            )  # fmt: skip
+            return self._items_view(layer, image, groups)
         outputs = (groups * plan.columns, patches)
         acc = self.workspace(("depthwise", "accumulator"), outputs, np.int64)
         acc.fill(0)
         for sign, part, nonzero in zip((1, -1), levels, present, strict=True):
             if nonzero:  # e.g. no negative inputs after a ReLU
                 depthwise_accumulate(part[0], gather, tables, sign, acc)
-        if self._spread() is not None and any(present):
-            # counted from the unfolded levels, as the fused kernel's columns number them
-            read_columns = self._fused_columns(plans)
-            assert read_columns is not None  # `_read_path` reads the layer by read otherwise
-            self._observe_fused(plans, read_columns, columns, levels, present, bits - 1)
-        result = touched((groups, layer.cols, patches), np.float32)
-        accumulated = acc.reshape(groups, plan.columns, patches)
-        self._finish(plan, slice(0, groups), accumulated, input_scale, result)
-        return result
+        return self._finish_layer(plan, groups, acc, input_scale, x)
 
     def _noisy_columns(self, plans: list[LayerPlan]) -> NoisyColumns | None:
         """The layer's read columns for `noisy_read_accumulate`, where its reads allow it:
@@ -1112,6 +1159,49 @@ class Executor:
             return result
         return self._finish_items(plan, groups, acc, input_scale, gather.pixels)
 
+    def _finish_layer(
+        self, plan: LayerPlan, groups: int, acc: np.ndarray, input_scale: float, x: np.ndarray
+    ) -> np.ndarray:
+        """The layer's output [groups, cols, P] from the accumulators `acc` int64
+        [groups x plan columns, P] of a whole layer run on the input `x` (the bit-plane and
+        depthwise paths): laid out items first (`_finish_items`) where the layer's output
+        is its read columns as they are (no basis combine, no ConvTranspose fold), else
+        `_finish` into [groups, cols, P]. Same values, same bits either way."""
+        layer = plan.layer
+        patches = acc.shape[1]
+        if not self._items_first(plan):
+            result = touched((groups, layer.cols, patches), np.float32)
+            accumulated = acc.reshape(groups, plan.columns, patches)
+            self._finish(plan, slice(0, groups), accumulated, input_scale, result)
+            return result
+        pixels = 1 if layer.geometry is None else patches // x.shape[0]
+        return self._finish_items(plan, groups, acc, input_scale, pixels)
+
+    @staticmethod
+    def _items_first(plan: LayerPlan) -> bool:
+        """Whether the layer's output is its read columns as they are (no basis combine,
+        no ConvTranspose fold), so it can be written items first (`_finish_items`)."""
+        layer = plan.layer
+        return (
+            plan.combine is None and plan.columns == layer.cols and layer.kind != "conv_transpose"
+        )
+
+    def _column_scale(self, plan: LayerPlan, groups: int) -> np.ndarray:
+        """The weight scale of each of the layer's `groups` x cols outputs, float64."""
+        scale = self.weight_scale(plan.array)
+        if isinstance(scale, np.ndarray):
+            return scale[:groups].reshape(-1).astype(np.float64)
+        return np.full(groups * plan.layer.cols, scale, dtype=np.float64)
+
+    @staticmethod
+    def _items_view(layer: CrossbarLayer, image: np.ndarray, groups: int) -> np.ndarray:
+        """The [groups, cols, P] view of a layer's output `image` [items, outputs,
+        pixels] as `restore` (`patches.layer_columns`) takes it."""
+        items, count, pixels = image.shape
+        if layer.geometry is None:  # Gemm, MatMul: [1, cols, items]
+            return image.reshape(items, count).T[None]
+        return image.reshape(items, groups, layer.cols, pixels).transpose(1, 2, 0, 3)
+
     def _finish_items(
         self, plan: LayerPlan, groups: int, acc: np.ndarray, input_scale: float, pixels: int
     ) -> np.ndarray:
@@ -1120,19 +1210,12 @@ class Executor:
         it returns is a view of a C-contiguous [items, channels, pixels] image, so the
         layer's output is that image itself, not a transposed copy (the Relu after it then
         runs in place, the pool reads it in order). Same values, same bits."""
-        layer = plan.layer
-        count = groups * layer.cols
+        count = groups * plan.layer.cols
         items = acc.shape[1] // pixels
-        scale = self.weight_scale(plan.array)
-        if isinstance(scale, np.ndarray):
-            column_scale = scale[:groups].reshape(-1).astype(np.float64)
-        else:
-            column_scale = np.full(count, scale, dtype=np.float64)
+        column_scale = self._column_scale(plan, groups)
         image = touched((items, count, pixels), np.float32)
         dequantize_items(acc, self.adc_levels or 1, input_scale, column_scale, image)
-        if layer.geometry is None:  # Gemm, MatMul: [1, cols, items]
-            return image.reshape(items, count).T[None]
-        return image.reshape(items, groups, layer.cols, pixels).transpose(1, 2, 0, 3)
+        return self._items_view(plan.layer, image, groups)
 
     def _observe_fused(self, plans, read_columns, columns, planes, present, count) -> None:
         """Count a fused layer run's read sums into the `ReadSpread` observer: the fused

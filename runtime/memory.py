@@ -6,7 +6,14 @@ The batch size of `xbarc eval` and `xbarc calibrate` is a memory budget divided 
 (`xbarc/batching.py`). It counts what `executor.Executor` holds per sample of a batch:
 
 - the activations: a run keeps every value of the graph until it ends (`values`);
-- `quant` and the noisy profiles, per crossbar layer: the DAC's input slices (2 signs x
+- `quant` on the bit-plane path (the faithful default: `bitplane_path`), per crossbar
+  layer: both signs' uint8 DAC levels, one sign's levels unfolded, both signs' packed bit
+  planes (a 64-bit word per 64 rows, plane and position; reads of at most
+  `depthwise.TABLE_ROWS` rows at 1-bit steps: a copy of one sign's levels, looked up in
+  place) and the layer's float32 result,
+  which its kernel writes dequantized (no accumulator but for a basis combine or a
+  ConvTranspose);
+- `quant` otherwise and the noisy profiles, per crossbar layer: the DAC's input slices (2 signs x
   slices x the input), the input unfolded into patches (2 signs x slices x groups x rows x
   output positions: im2col of a convolution), the int64 accumulator (groups x read columns
   x positions; for a layer combined from a basis its responses, G x S x K x P), and the
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 from xbarc.ir.geometry import conv_output_spatial
 from xbarc.ir.tile import CrossbarLayer, Program
 from xbarc.ir.types import NUMPY_DTYPES, TensorType
+from xbarc.runtime.kernels.depthwise import TABLE_ROWS
 from xbarc.runtime.kernels.noisy_read import NOISY_TALL
 from xbarc.runtime.noise import NoiseSettings
 
@@ -76,12 +84,28 @@ def sample_cost(program: Program, settings: NoiseSettings) -> SampleCost:
     slices_of = slices
     responses = basis_responses(program)
     read_columns = read_columns_per_group(program)
+    bit_planes = bitplane_path(program, resolved)
     input_slices = patches = accumulator = reads = output = 0
     for layer in program.layers():
         input_type = types.get(layer.input)
         input_elements = 0 if input_type is None else per_sample_elements(input_type)
         positions = layer_positions(layer, input_type)
         columns = responses.get(layer.name, layer.cols)
+        if bit_planes:
+            # the bit-plane and depthwise paths: each sign's uint8 levels whole, one sign
+            # unfolded at a time, both packed (64 rows a word, a word a plane); a whole
+            # layer's output written by the kernel, no accumulator (`bitplane_finish`)
+            input_slices = max(input_slices, 2 * input_elements)
+            if slice_bits == 1 and layer.rows <= TABLE_ROWS:  # tables: levels read in place
+                patches = max(patches, input_elements)  # (one sign's copy, padded)
+            else:
+                words = layer.groups * math.ceil(layer.rows / 64)
+                unfolded = layer.groups * layer.rows * positions
+                patches = max(patches, unfolded + 2 * slices_of * words * positions * 8)
+            if layer.name in responses or layer.kind == "conv_transpose":
+                accumulator = max(accumulator, layer.groups * columns * positions * 8)
+            output = max(output, 2 * layer.groups * layer.cols * positions * 4)
+            continue
         slices, digit_bytes, signs = slices_of, digit, 2
         if noisy_path and min(layer.rows, tile_rows) < NOISY_TALL:
             # the noisy read path: each sign's uint8 levels whole (not slice by slice),
@@ -105,6 +129,20 @@ def integer_digits(program: Program, settings: NoiseSettings) -> bool:
         return False
     cell_bits = max((s.bits for a in program.arrays for s in a.slices), default=0)
     return cell_bits <= 8
+
+
+def bitplane_path(program: Program, settings: NoiseSettings) -> bool:
+    """Whether exact integer reads take the bit-plane and depthwise paths (the executor's
+    `_bitplane_reads`): one-byte digits (`integer_digits`), DAC levels of at most 8 bits
+    fed at most 2 bits a step, ADC full scales known before the read."""
+    dac_bits = settings.dac_bits or program.hardware.dac.bits
+    adc_range = settings.adc_range or program.hardware.adc.range
+    return (
+        integer_digits(program, settings)
+        and dac_bits <= 8
+        and program.hardware.dac.slice_bits <= 2
+        and adc_range != "dynamic"
+    )
 
 
 def reads_noisy_path(program: Program, settings: NoiseSettings) -> bool:

@@ -14,6 +14,7 @@ from xbarc.runtime import kernels
 from xbarc.runtime.bitplane import bitplane_columns, prefers_sparse
 from xbarc.runtime.kernels import bitplane
 from xbarc.runtime.kernels.adc import adc_accumulate_numpy
+from xbarc.runtime.kernels.fused import dequantize_items
 from xbarc.runtime.reads import ReadPlan
 
 PROPERTY = settings(max_examples=60, deadline=None)
@@ -243,3 +244,101 @@ def test_adc_reciprocals_keep_the_division_where_a_product_would_round_a_tie_oth
     assert np.rint(77 * 255 / 22) == 892 and np.rint(77 * (255 / 22)) == 893
     assert got.tolist() == [255 / 48, 255 / 22, 0.0, 0.0, 255 / 2**20]
     assert not bitplane.adc_reciprocals(largest, full_scale, 0).any()  # lossless: no codes
+
+
+@pytest.mark.parametrize("rows", [16, 32, 40, 64])
+def test_quads_of_the_faithful_default_equal_the_read_by_read_adc(rows):
+    # the faithful default's reads (2-bit cells, 1-bit DAC steps, one word a column):
+    # eight columns a target (4 slices x 2 signs), taken four at a time; cells past row 32
+    # (rows 40, 64) keep the quads in float64, those within it take float32 (`narrow`);
+    # full scales below the largest sum clip, 22 keeps the division (`adc_reciprocals`)
+    rng = np.random.default_rng(rows)
+    cols, patches = 5, 600
+    reads = []
+    for full_scale in (3 * rows, rows, 22, 7):
+        cells_t = rng.integers(0, 4, (8 * cols, rows)).astype(np.uint8)
+        factor = np.tile([1, 4, 16, 64, -1, -4, -16, -64], cols)
+        target = np.repeat(np.arange(cols), 8)
+        scales = np.full(8 * cols, full_scale, dtype=np.int64)
+        reads.append(ReadPlan(0, slice(0, rows), cells_t, target, factor, scales, None))
+    levels_in = (rng.integers(0, 256, (rows, patches)) * (rng.random(patches) < 0.9)).astype(
+        np.uint8
+    )
+    signs = [levels_in, np.zeros_like(levels_in)]
+    columns = bitplane_columns(reads, rows, cols, 1, 255, 0)
+    quads = columns.quads
+    assert quads.member.sum() >= len(quads.member) // 2  # most columns in quads
+    assert quads.clips.any() and not quads.clips.all()
+    assert quads.narrow.any() == (rows <= 32)
+    case = (reads, 1, rows, cols, 1, 8, 255, 0, signs)
+    expected = np.arange(cols * patches, dtype=np.int64).reshape(cols, patches)
+    reference(reads, rows, cols, 1, 8, 255, 0, signs, expected)
+    got, _, _ = run_bitplane(*case)
+    np.testing.assert_array_equal(got, expected, strict=True)
+
+
+def test_narrow_quads_keep_float64_where_float32_would_round_otherwise():
+    # 7 x 255 / 14 = 127.5 is a tie: float64's product rounds it to 128 as the division
+    # does, float32's to 127, so that quad stays in float64; steps whose codes add up
+    # past 2^24 too
+    low = np.full((3, 4), 0xFFFF, dtype=np.uint64)
+    high = np.full((3, 4), 0xFFFF, dtype=np.uint64)
+    ratio = np.array([[255 / 48] * 4, [255 / 48] * 3 + [255 / 14], [255 / 48] * 4])
+    largest = np.full((3, 4), 48, dtype=np.int64)
+    step = np.array([[48.0] * 4, [48.0] * 4, [2.0**15] * 4])
+    narrow, ratio32 = bitplane.narrow_quads(low, high, ratio, largest, step, 255)
+    sums = np.arange(49)
+    wide = np.rint(sums * (255 / 14))
+    single = np.rint(sums.astype(np.float32) * np.float32(255 / 14))
+    assert wide[7] == np.rint(7 * 255 / 14) == 128 and single[7] == 127
+    assert narrow.tolist() == [1, 0, 0]
+    assert ratio32.dtype == np.float32
+
+
+@PROPERTY
+@given(layer_reads(), st.sampled_from([1, 3, 4]))
+def test_bitplane_finish_equals_accumulate_then_dequantize_items(case, items):
+    # the read-out written dequantized, items first, by the kernel itself: the same bits
+    # as accumulating from zero and `dequantize_items`; outputs no column reaches (beyond
+    # the reads' targets) the dequantized zero
+    reads, groups, rows, cols, slice_bits, magnitude_bits, levels, offset, signs = case
+    patches = signs[0].shape[1]
+    if patches % items:
+        items = 1
+    columns = bitplane_columns(reads, rows, cols, slice_bits, levels, offset)
+    count = -(-magnitude_bits // slice_bits)
+    planes = count * slice_bits
+    packed = np.zeros((2 * planes, columns.words, patches), dtype=np.uint64)
+    flags = np.zeros((2 * planes, columns.words, bitplane.runs_of(patches)), dtype=np.uint8)
+    for sign, levels_in in enumerate(signs):
+        if levels_in.any():
+            bitplane.pack_inputs(levels_in, columns, sign * planes, planes, packed, flags)
+    slices = [
+        (index * planes + j * slice_bits, sign << (j * slice_bits))
+        for index, sign in enumerate((1, -1))
+        if signs[index].any()
+        for j in range(count)
+    ]
+    slice_plane, significance = np.array(slices, dtype=np.int64).reshape(-1, 2).T.copy()
+    outputs = groups * cols + 1  # one output that no column reaches
+    column_scale = np.linspace(-0.5, 2.0, outputs)
+    unit, input_scale = levels or 1, 0.37
+    acc = np.zeros((outputs, patches), dtype=np.int64)
+    bitplane.bitplane_accumulate(packed, flags, columns, slice_plane, significance, acc)
+    expected = np.full((items, outputs, patches // items), np.nan, dtype=np.float32)
+    dequantize_items(acc, unit, input_scale, column_scale, expected)
+    bias = np.linspace(-3, 3, outputs, dtype=np.float32)
+    biased = expected + bias[None, :, None]  # float32 + float32, as `_plus_bias`
+    for name in kernels.BACKENDS:
+        kernels.set_backend(name)
+        try:
+            got = np.full_like(expected, np.nan)
+            bitplane.bitplane_finish(packed, flags, columns, slice_plane, significance, unit,
+                                     input_scale, column_scale, got)  # fmt: skip
+            with_bias = np.full_like(expected, np.nan)
+            bitplane.bitplane_finish(packed, flags, columns, slice_plane, significance, unit,
+                                     input_scale, column_scale, with_bias, bias)  # fmt: skip
+        finally:
+            kernels.set_backend("numba")
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32), strict=True)
+        np.testing.assert_array_equal(with_bias.view(np.uint32), biased.view(np.uint32))

@@ -14,7 +14,7 @@ from tests.test_bitplane import reference
 from xbarc.runtime import kernels
 from xbarc.runtime.depthwise import depthwise_columns
 from xbarc.runtime.kernels import depthwise
-from xbarc.runtime.kernels.fused import PatchGather, unfold_levels
+from xbarc.runtime.kernels.fused import PatchGather, dequantize_items, unfold_levels
 from xbarc.runtime.reads import ReadPlan
 
 PROPERTY = settings(max_examples=60, deadline=None)
@@ -132,3 +132,62 @@ def test_depthwise_accumulate_rejects_wrong_arrays(name):
         levels_in = levels_in.astype(np.float32)
     with pytest.raises(ValueError, match="depthwise_accumulate"):
         depthwise.depthwise_accumulate(levels_in, gather, columns, 1, acc)
+
+
+@pytest.mark.parametrize("biased", [False, True])
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_depthwise_finish_equals_accumulate_then_dequantize_items(sign, backend, biased):
+    # depthwise 3x3 reads (9 rows of one group each, 2-bit cells in 4 slices x 2 signs on
+    # its output column); cols 2: the second output of each group no column reaches, so
+    # it is the dequantized zero; items x pixels of images
+    # with padding, several tiles
+    rng = np.random.default_rng(7)
+    groups, rows, cols, items, pixels, image = 3, 9, 2, 40, 64, 64
+    reads = [
+        ReadPlan(group, slice(0, rows), rng.integers(0, 4, (8, rows)).astype(np.uint8),
+                 np.zeros(8, dtype=np.int64), np.array([1, 4, 16, 64, -1, -4, -16, -64]),
+                 np.full(8, 27, dtype=np.int64), None)
+        for group in range(groups)
+    ]  # fmt: skip
+    columns = depthwise_columns(reads, rows, cols, 255, 0)
+    assert columns is not None and depthwise.one_entry_each(columns)
+    offsets = rng.integers(0, image + 1, (groups * rows, pixels)).astype(np.int64)
+    gather = PatchGather(offsets, image, pixels)
+    levels_in = rng.integers(0, 256, (items, image)).astype(np.uint8)
+    levels_in[:10] = 0  # tiles whose every pattern is 0
+    outputs = groups * cols
+    column_scale = np.linspace(-0.5, 2.0, outputs)
+    acc = np.zeros((outputs, items * pixels), dtype=np.int64)
+    depthwise.depthwise_accumulate(levels_in, gather, columns, sign, acc)
+    expected = np.empty((items, outputs, pixels), dtype=np.float32)
+    dequantize_items(acc, 255, 0.37, column_scale, expected)
+    bias = np.linspace(-3, 3, outputs, dtype=np.float32) if biased else None
+    if bias is not None:  # float32 + float32, as `Executor._plus_bias` adds it
+        expected += bias[None, :, None]
+    kernels.set_backend(backend)
+    try:
+        got = np.full_like(expected, np.nan)
+        depthwise.depthwise_finish(
+            levels_in, gather, columns, sign, 255, 0.37, column_scale, got, bias
+        )
+    finally:
+        kernels.set_backend("numba")
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32), strict=True)
+
+
+def test_depthwise_finish_rejects_outputs_that_two_entries_reach():
+    # two segments (groups 0 and 1 of a read of group 0 and one of group 1) on output 0:
+    # their sums add up in an accumulator, so they cannot be written one at a time
+    cells = np.ones((1, 4), dtype=np.uint8)
+    reads = [
+        ReadPlan(0, slice(0, 4), cells, np.array([0]), np.array([1]), np.array([4]), None),
+        ReadPlan(0, slice(4, 8), cells, np.array([0]), np.array([1]), np.array([4]), None),
+    ]
+    columns = depthwise_columns(reads, 8, 1, 255, 0)
+    assert columns is not None and not depthwise.one_entry_each(columns)
+    gather = PatchGather(np.zeros((8, 2), dtype=np.int64), 4, 2)
+    out = np.zeros((3, 1, 2), dtype=np.float32)
+    levels_in = np.ones((3, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match="depthwise_finish"):
+        depthwise.depthwise_finish(levels_in, gather, columns, 1, 255, 1.0, np.ones(1), out)

@@ -20,7 +20,10 @@ offsets of `fused.PatchGather`; nothing of size [rows, P] is written), and every
 is made in the pass that looks it up. Integer sums in any order give the same int64, so the
 result is bit-identical to the by-read reference; a plane whose bits are all zero over a
 tile has pattern 0 everywhere, which adds table[0] = 0 (a zero sum converts to code 0),
-and is skipped. The numpy twin (`depthwise_accumulate_numpy`) unfolds the levels through
+and is skipped. `depthwise_finish` writes a whole layer's output itself for one sign of
+inputs (after a ReLU) where each output has one entry: its totals dequantized as
+`fused.dequantize_items` does it (plus the float32 bias), items first, with no
+accumulator. The numpy twin (`depthwise_accumulate_numpy`) unfolds the levels through
 the same offsets and indexes the tables with numpy.
 """
 
@@ -38,7 +41,14 @@ from xbarc.runtime.kernels import (
     prange,
     use_threads,
 )
-from xbarc.runtime.kernels.fused import PatchGather, check_gather, tile_shape, unfold_levels
+from xbarc.runtime.kernels.bitplane import EMPTY_FINISH, finishing
+from xbarc.runtime.kernels.fused import (
+    PatchGather,
+    check_gather,
+    dequantize_items,
+    tile_shape,
+    unfold_levels,
+)
 
 # Rows a table's pattern covers at most: 2^10 entries of 8 bytes, 8 KB a table (a 3x3
 # depthwise read has 9 rows: 4 KB), so a task's tables stay in the L1/L2 cache.
@@ -119,6 +129,68 @@ def depthwise_accumulate(
     if backend() == "numpy":
         depthwise_accumulate_numpy(levels_in, gather, columns, sign, acc)
         return
+    _run_kernel(levels_in, gather, columns, sign, acc, None)
+
+
+def depthwise_finish(
+    levels_in: np.ndarray,
+    gather: PatchGather,
+    columns: DepthwiseColumns,
+    sign: int,
+    unit: int,
+    input_scale: float,
+    column_scale: np.ndarray,
+    out: np.ndarray,
+    bias: np.ndarray | None = None,
+) -> None:
+    """`depthwise_accumulate` of one sign into a zero accumulator, then
+    `fused.dequantize_items` of it into `out` (float32 [items, outputs, pixels]
+    C-contiguous, the layer's image items first; `column_scale` float64 [outputs]), in
+    one pass: each task writes its outputs dequantized (float32(float64(total) / unit x
+    input_scale x column_scale[t]): the same operations, the same bits), with no
+    accumulator filled, added to and read back. For layers whose outputs each one entry
+    reaches at most (`one_entry_each`); outputs none reaches are the dequantized zero.
+    `bias` (float32 [outputs], optional): added in float32 in the same pass."""
+    items, count, pixels = out.shape
+    if (
+        out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or pixels != gather.pixels
+        or items * gather.image != levels_in.size
+        or column_scale.shape != (count,)
+        or not one_entry_each(columns)
+        or not (bias is None or (bias.dtype == np.float32 and bias.shape == (count,)))
+    ):
+        raise ValueError(
+            f"depthwise_finish: out {out.dtype} {out.shape}, column scales "
+            f"{column_scale.shape}, {gather.pixels} pixels an item, entries a target "
+            f"{np.bincount(columns.target).max(initial=0)}"
+        )
+    column_scale = np.ascontiguousarray(column_scale, dtype=np.float64)
+    patches = items * pixels
+    if backend() == "numpy":
+        acc = np.zeros((count, patches), dtype=np.int64)
+        depthwise_accumulate_numpy(levels_in, gather, columns, sign, acc)
+        dequantize_items(acc, unit, input_scale, column_scale, out)
+        if bias is not None:
+            out += bias[None, :, None]
+        return
+    _check(levels_in, gather, columns, sign, np.zeros((count, patches), dtype=np.int64))
+    finish = finishing(columns.target, unit, input_scale, column_scale, out, bias)
+    _run_kernel(levels_in, gather, columns, sign, None, finish)
+
+
+def one_entry_each(columns: DepthwiseColumns) -> bool:
+    """Whether every output of `columns` is reached by one entry at most."""
+    return int(np.bincount(columns.target).max(initial=0)) <= 1
+
+
+# `depthwise_accumulate_numba`'s finishing arguments when it adds into an accumulator
+
+
+def _run_kernel(levels_in, gather, columns, sign, acc, finish) -> None:
+    """`depthwise_accumulate_numba` adding into `acc` or, with `finish` (unit, input
+    scale, column scales, out), writing dequantized into `out` (`depthwise_finish`)."""
     items = levels_in.size // gather.image
     # a zero after each item's levels, which the padding's offsets read
     padded = np.zeros((items, gather.image + 1), dtype=np.uint8)
@@ -136,7 +208,9 @@ def depthwise_accumulate(
         np.int64(sign),
         tile_items,
         tile_pixels,
-        acc,
+        np.zeros((1, 1), dtype=np.int64) if acc is None else acc,
+        finish is not None,
+        *(finish if finish is not None else EMPTY_FINISH),
     )
 
 
@@ -194,9 +268,17 @@ def depthwise_accumulate_numba(
     tile_items,
     tile_pixels,
     acc,
+    finish,
+    unit,
+    input_scale,
+    column_scale,
+    out,
+    has_bias,
+    bias,
 ):
     """`depthwise_accumulate` on checked arguments: `levels_in` uint8 [items, image + 1],
-    each item's levels and a zero (read by the padding's offsets)."""
+    each item's levels and a zero (read by the padding's offsets). With `finish`,
+    `depthwise_finish`: the totals dequantized into `out` (`acc` unused)."""
     items, stride = levels_in.shape
     pixels = offsets.shape[1]
     patches = acc.shape[1]
@@ -250,8 +332,26 @@ def depthwise_accumulate_numba(
             seen |= seen >> np.uint64(32)
             seen |= seen >> np.uint64(16)
             seen |= seen >> np.uint64(8)
-            if seen & byte == 0:
-                continue  # every pattern is 0: adds table[0] = 0
+            if seen & byte == 0:  # every pattern is 0: adds table[0] = 0
+                if finish:  # the outputs' dequantized zero
+                    for i in range(length):
+                        total[i] = 0
+                    for e in range(entry_start[s], entry_start[s + 1]):
+                        write_items(
+                            total,
+                            target[e],
+                            first_item,
+                            first_pixel,
+                            n,
+                            q,
+                            unit,
+                            input_scale,
+                            column_scale[target[e]],
+                            has_bias,
+                            bias,
+                            out,
+                        )
+                continue
             for i in range(length):
                 x = transpose8(low_rows[i])
                 y = transpose8(high_rows[i]) if count > 8 else np.uint64(0)
@@ -267,11 +367,53 @@ def depthwise_accumulate_numba(
                         continue  # pattern 0 throughout
                     for i in range(length):
                         total[i] += flat_tables[table + pattern[j, i]] << j
+                if finish:
+                    if sign < 0:
+                        for i in range(length):
+                            total[i] = -total[i]
+                    write_items(
+                        total,
+                        target[e],
+                        first_item,
+                        first_pixel,
+                        n,
+                        q,
+                        unit,
+                        input_scale,
+                        column_scale[target[e]],
+                        has_bias,
+                        bias,
+                        out,
+                    )
+                    continue
                 into = np.uint64(target[e] * patches + first_item * pixels + first_pixel)
                 for b in range(n):
                     at = into + np.uint64(b * pixels)
                     for p in range(q):
                         dest[at + np.uint64(p)] += sign * total[b * q + p]
+
+
+@numba_kernel(inline="always")
+def write_items(
+    total, t, first_item, first_pixel, n, q, unit, input_scale, scale, has_bias, bias, out
+):
+    """out[first_item + b, t, first_pixel + p] = total[b x q + p] dequantized, as
+    `fused.dequantize_items` computes it, plus bias[t] in float32 if `has_bias`, for b <
+    n, p < q."""
+    _, count, pixels = out.shape
+    image = out.reshape(-1)
+    added = bias[t] if has_bias else np.float32(0)
+    for b in range(n):
+        into = np.uint64(((first_item + b) * count + t) * pixels + first_pixel)
+        at = b * q
+        if has_bias:
+            for p in range(q):
+                value = np.float64(total[at + p]) / unit * input_scale * scale
+                image[into + np.uint64(p)] = np.float32(value) + added
+        else:
+            for p in range(q):
+                value = np.float64(total[at + p]) / unit * input_scale * scale
+                image[into + np.uint64(p)] = np.float32(value)
 
 
 @numba_kernel(inline="always")

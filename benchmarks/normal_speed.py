@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--avx2", action="store_true", help="also time code compiled for AVX2 only (a child)"
     )
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", action="store_true", help="print the figures as JSON (--avx2's child process)"
+    )
     parser.add_argument("--record", action="store_true", help="write RESULTS.md's section")
     return parser
 

@@ -28,11 +28,12 @@ sequential; Numba's are per thread.)
 History. Format 1, until issue 18: a Marsaglia-Tsang ziggurat in float64, about 4 ns a
 draw (its table lookups and slow draws do not vectorize). Format 2 (issue 18): one
 splitmix64 hash per pair and polynomials accurate to float32's last bit (the logarithm
-through a division), 0.8-1 ns a draw on one thread of this AVX-512 machine, 2.3 ns with
+through a division), 0.8-1 ns a draw on one thread of this AVX-512 machine, 1.3 ns with
 AVX2 only. Format 3 (issue 18, third round): the 32-bit hashes, the angle reduced to an
-octant and shorter polynomials take 1.4-2.5x less time (`benchmarks/normal_speed.py`
-keeps format 2 to measure against). Every noisy output changed with each format, with the
-same statistics.
+octant and shorter polynomials (errors of 1e-6, far below what any statistic of the noise
+can see) take 1.4-1.6x less time: 0.55-0.6 ns a draw on AVX-512, 0.8 on AVX2
+(`benchmarks/normal_speed.py` keeps format 2 to measure against). Every noisy output
+changed with each format, with the same statistics.
 """
 
 from __future__ import annotations

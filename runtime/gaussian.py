@@ -2,23 +2,38 @@
 
     add_noise(out, sigma, rows, key)   # out[m, p] += sigma[rows[m], p] * z(key, m * P + p)
 
-Each normal z is a pure function of a 64-bit key and the element's index: normals come in
-pairs, z(key, 2k) and z(key, 2k + 1) from the splitmix64 hash of (key, k), by the
-Box-Muller transform in float32: r = sqrt(-2 ln u), (z0, z1) = (r cos 2 pi v, r sin 2 pi
-v), u from the hash's top 24 bits and v from its low 24 bits (u, v = (k + 1/2) / 2^24).
-The logarithm, cosine and sine are polynomials written out here (an atanh series on the
-mantissa, Taylor terms on an angle reduced to [0, pi/2]; accurate to float32's last bits),
-so a draw is a fixed sequence of float32 +, -, x, / and sqrt: it vectorizes (no table, no
-branch, no rejection loop; 16 lanes at a time) and numpy computes the same bits. |z| is at
-most sqrt(50 ln 2) = 5.89 (u >= 2^-25): the tails beyond it (probability 3.9e-9) are cut.
-So a read's noise does not depend on how the work is split between threads, and `Seeds`
-stay reproducible across processes. (numpy's generators are sequential; Numba's are per
-thread.)
+Each normal z is a pure function of a 64-bit key and the element's index (noise format 3):
+normals come in pairs, z(key, 2k) and z(key, 2k + 1), by the Box-Muller transform in
+float32 from two 32-bit hashes of the pair number k:
+- blocks of 1024 pairs share a 64-bit base, the splitmix64 hash of (key, k >> 10) (one
+  64-bit hash per block, so the per-pair work is 32-bit: 16 lanes of AVX-512, 8 of AVX2,
+  where 64-bit multiplies are slow or emulated); a and b are its low and high halves;
+- with t = (k mod 1024) * 0x9E3779B9 (mod 2^32), h1 = mix32(a + t) and h2 = mix32(b + t),
+  mix32 Wellons' lowbias32 (x ^= x >> 16; x *= 0x21F0AAAD; x ^= x >> 15;
+  x *= 0x735A2D97; x ^= x >> 15; a bijection with strong avalanche);
+- radius r = sqrt(-2 ln u), u = (2 (h1 >> 8) + 1) / 2^25 (h1's top 24 bits), the logarithm
+  from u's float32 exponent and mantissa m in [sqrt 1/2, sqrt 2): ln m = f + f^2 Q(f),
+  f = m - 1, Q of degree 5 (absolute error under 1e-6);
+- angle phi = (h2's low 24 bits + 1/2) pi / 2^26 in (0, pi/4), cos and sin by their Taylor
+  terms (to phi^8 and phi^7: error under 4e-7); h2's bit 29 swaps them, bits 31 and 30 give
+  the two signs (together a uniform angle in [0, 2 pi));
+- (z0, z1) = (r cos, r sin) with those swaps and signs.
+So a draw is a fixed sequence of 32-bit integer operations and float32 +, -, x and sqrt
+(no division, table, branch or rejection loop): it vectorizes, and numpy computes the
+same bits. |z| is at most sqrt(50 ln 2) = 5.89 (u >= 2^-25): the tails beyond it
+(probability 3.9e-9) are cut. A read's noise does not depend on how the work is split
+between threads, and `Seeds` stay reproducible across processes. (numpy's generators are
+sequential; Numba's are per thread.)
 
-Format 2 (issue 18): until then a Marsaglia-Tsang ziggurat in float64 turned each index's
-hash into one normal; its table lookups do not vectorize and its slow draws (2.8 % of
-them) cost as much as the rest, about 4 ns a draw against 0.8 ns now. Every noisy output
-changed with the switch, with the same statistics.
+History. Format 1, until issue 18: a Marsaglia-Tsang ziggurat in float64, about 4 ns a
+draw (its table lookups and slow draws do not vectorize). Format 2 (issue 18): one
+splitmix64 hash per pair and polynomials accurate to float32's last bit (the logarithm
+through a division), 0.8-1 ns a draw on one thread of this AVX-512 machine, 1.3 ns with
+AVX2 only. Format 3 (issue 18, third round): the 32-bit hashes, the angle reduced to an
+octant and shorter polynomials (errors of 1e-6, far below what any statistic of the noise
+can see) take 1.4-1.6x less time: 0.55-0.6 ns a draw on AVX-512, 0.8 on AVX2
+(`benchmarks/normal_speed.py` keeps format 2 to measure against). Every noisy output
+changed with each format, with the same statistics.
 """
 
 from __future__ import annotations
@@ -32,15 +47,29 @@ from xbarc.runtime.kernels import numba_kernel, prange
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment
 ATTEMPT = np.uint64(0xD1B54A32D192ED03)  # another odd constant, for stream keys
+BLOCK_BITS = 10  # pairs per 64-bit base: 2^BLOCK_BITS
+WEYL = np.uint32(0x9E3779B9)  # the pair's step within its block (2^32 / golden ratio)
+MIX1 = np.uint32(0x21F0AAAD)  # lowbias32's multipliers
+MIX2 = np.uint32(0x735A2D97)
 F32 = np.float32
-LN2 = F32(math.log(2.0))
-SQRT2 = F32(math.sqrt(2.0))
-TWO_PI = F32(2 * math.pi)
-# atanh series: ln m = 2 s (1 + s^2/3 + s^4/5 + ...), s = (m - 1) / (m + 1), |s| < 0.172
-LOG_TERMS = tuple(F32(1.0 / k) for k in range(11, 0, -2))  # 1/11, 1/9, ..., 1
-# cos y and sin y / y in powers of y^2, y in [0, pi/2]: highest term first
-COS_TERMS = tuple(F32((-1) ** k / math.factorial(2 * k)) for k in range(7, -1, -1))
-SIN_TERMS = tuple(F32((-1) ** k / math.factorial(2 * k + 1)) for k in range(6, -1, -1))
+TWO_LN2 = F32(2 * math.log(2.0))
+# ln(1 + f) = f + f^2 Q(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1]: Q's coefficients, the
+# highest power first (a least-squares fit at Chebyshev nodes, rounded to float32)
+LOG_TERMS = (
+    F32(0.12282627),
+    F32(-0.18482634),
+    F32(0.20346346),
+    F32(-0.24932815),
+    F32(0.33324924),
+    F32(-0.5000041),
+)
+SQRT_HALF_BITS = np.int32(0x3F3504F3)  # float32 sqrt(1/2)'s bits
+# the angle: (h2 & 0xFFFFFF) * ANGLE_STEP + ANGLE_HALF, in (0, pi/4)
+ANGLE_STEP = F32(math.pi / 2**26)
+ANGLE_HALF = F32(math.pi / 2**27)
+# cos y = 1 + y^2 C(y^2), sin y = y + y^3 S(y^2): Taylor terms, the highest first
+COS_TERMS = tuple(F32((-1) ** k / math.factorial(2 * k)) for k in range(4, 0, -1))
+SIN_TERMS = tuple(F32((-1) ** k / math.factorial(2 * k + 1)) for k in range(3, 0, -1))
 
 
 def add_noise(
@@ -96,8 +125,8 @@ def normals_range(key: int, first: int, count: int) -> np.ndarray:
         index = np.arange(first, first + max(count, 0), dtype=np.uint64)
         return _normals_numpy(np.uint64(key % 2**64), index)
     out = np.empty(count + 2, np.float32)
-    scratch = [np.empty(count // 2 + 2, np.float32) for _ in range(3)]
-    offset = normals(np.uint64(key % 2**64), np.uint64(first), count, out, *scratch)
+    unused = np.empty(1, np.float32)  # `normals`' format-2 scratch
+    offset = normals(np.uint64(key % 2**64), np.uint64(first), count, out, unused, unused, unused)
     return out[offset : offset + count]
 
 
@@ -114,40 +143,58 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _mix32(x: np.ndarray) -> np.ndarray:
+    """lowbias32 (uint32 arithmetic wraps)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * MIX1
+    x = x ^ (x >> np.uint32(15))
+    x = x * MIX2
+    return x ^ (x >> np.uint32(15))
+
+
+def transform_numpy(h1: np.ndarray, h2: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The radius sqrt(-2 ln u) of hashes `h1` and the cosine and sine of the octant's angle
+    of hashes `h2` (uint32 arrays), float32: `block_numba`'s operations."""
+    wide = ((h1 >> np.uint32(7)) | np.uint32(1)).astype(np.int32).astype(F32)
+    bits = wide.view(np.int32) - SQRT_HALF_BITS  # wide = m 2^exponent, m in [sqrt .5, sqrt 2)
+    exponent = (bits >> np.int32(23)).astype(F32)
+    f = ((bits & np.int32(0x7FFFFF)) + SQRT_HALF_BITS).view(F32) - F32(1.0)
+    q = np.full_like(f, LOG_TERMS[0])
+    for term in LOG_TERMS[1:]:
+        q = q * f + term
+    ln_m = f + f * f * q
+    radius = np.sqrt((F32(25.0) - exponent) * TWO_LN2 - F32(2.0) * ln_m)
+    angle = (h2 & np.uint32(0xFFFFFF)).astype(np.int32).astype(F32) * ANGLE_STEP + ANGLE_HALF
+    y2 = angle * angle
+    c = np.full_like(y2, COS_TERMS[0])
+    for term in COS_TERMS[1:]:
+        c = c * y2 + term
+    cosine = c * y2 + F32(1.0)
+    s = np.full_like(y2, SIN_TERMS[0])
+    for term in SIN_TERMS[1:]:
+        s = s * y2 + term
+    sine = s * y2 * angle + angle
+    return radius, cosine, sine
+
+
 def _normals_numpy(key: np.uint64, index: np.ndarray) -> np.ndarray:
     """z(key, index) for a 1-D array of indices, float32: `pairs_numba`'s operations."""
-    index = index.astype(np.uint64)
+    pair = index.astype(np.uint64) >> np.uint64(1)
     with np.errstate(over="ignore"):
-        h = _mix(key + (index >> np.uint64(1)) * GOLDEN)
-    wide = ((h >> np.uint64(40)) * np.uint64(2) + np.uint64(1)).astype(F32)
-    turn = (h & np.uint64(0xFFFFFF)).astype(F32) * F32(1.0 / 16777216.0) + F32(0.5 / 16777216.0)
-    mantissa, exponent = np.frexp(wide)  # wide = mantissa 2^exponent, mantissa in [0.5, 1)
-    mantissa = mantissa * F32(2.0)
-    exponent = (exponent - 1).astype(F32)
-    big = mantissa > SQRT2
-    mantissa = np.where(big, mantissa * F32(0.5), mantissa)
-    exponent = np.where(big, exponent + F32(1.0), exponent)
-    s = (mantissa - F32(1.0)) / (mantissa + F32(1.0))
-    s2 = s * s
-    series = np.full_like(s, LOG_TERMS[0])
-    for term in LOG_TERMS[1:]:
-        series = series * s2 + term
-    radius = np.sqrt(F32(-2.0) * (F32(2.0) * s * series + (exponent - F32(25.0)) * LN2))
-    d = F32(0.5) - turn  # 2 pi v = pi - 2 pi d, d in (-1/2, 1/2)
-    t = np.abs(d)
-    far = t > F32(0.25)
-    y = TWO_PI * np.where(far, F32(0.5) - t, t)
-    y2 = y * y
-    cosine = np.full_like(y, COS_TERMS[0])
-    for term in COS_TERMS[1:]:
-        cosine = cosine * y2 + term
-    sine = np.full_like(y, SIN_TERMS[0])
-    for term in SIN_TERMS[1:]:
-        sine = sine * y2 + term
-    sine = sine * y
-    first = radius * np.where(far, cosine, -cosine)
-    second = radius * np.where(d >= F32(0.0), sine, -sine)
-    return np.where((index & np.uint64(1)) == 0, first, second)
+        base = _mix(key + (pair >> np.uint64(BLOCK_BITS)) * GOLDEN)
+        low = (base & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        high = (base >> np.uint64(32)).astype(np.uint32)
+        step = (pair & np.uint64(2**BLOCK_BITS - 1)).astype(np.uint32) * WEYL
+        h1 = _mix32(low + step)
+        h2 = _mix32(high + step)
+    radius, cosine, sine = transform_numpy(h1, h2)
+    swap = (h2 & np.uint32(1 << 29)) != 0
+    first = np.where(swap, sine, cosine).view(np.int32) ^ (h2 & np.uint32(1 << 31)).view(np.int32)
+    second = np.where(swap, cosine, sine).view(np.int32) ^ (
+        (h2 << np.uint32(1)) & np.uint32(1 << 31)
+    ).view(np.int32)
+    odd = (index & 1) == 1
+    return radius * np.where(odd, second, first).view(F32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,60 +210,79 @@ def mix_numba(z):
     return z ^ (z >> np.uint64(31))
 
 
+@numba_kernel(inline="always")
+def mix32_numba(x):
+    """lowbias32 (uint32)."""
+    x = np.uint32(x ^ (x >> np.uint32(16)))
+    x = np.uint32(x * MIX1)
+    x = np.uint32(x ^ (x >> np.uint32(15)))
+    x = np.uint32(x * MIX2)
+    return np.uint32(x ^ (x >> np.uint32(15)))
+
+
 @numba_kernel(error_model="numpy")
-def pairs_numba(key, first_pair, count, out, wide, turn, exponents):
-    """out[2i], out[2i + 1] = the pair of normals of (`key`, `first_pair` + i), i <
-    `count`; `wide`, `turn`, `exponents` float32 scratch of at least `count`."""
-    for k in range(count):
-        h = mix_numba(key + (first_pair + np.uint64(k)) * GOLDEN)
-        wide[k] = np.float32((h >> np.uint64(40)) * np.uint64(2) + np.uint64(1))
-        turn[k] = np.float32(h & np.uint64(0xFFFFFF)) * np.float32(1.0 / 16777216.0) + np.float32(
-            0.5 / 16777216.0
-        )
-    bits = wide.view(np.int32)
-    for k in range(count):  # wide = mantissa 2^exponent, mantissa in [1, 2)
-        b = bits[k]
-        exponents[k] = np.float32((b >> 23) - 127)
-        bits[k] = (b & np.int32(0x7FFFFF)) | np.int32(0x3F800000)
-    for k in range(count):
-        mantissa = wide[k]
-        exponent = exponents[k]
-        big = mantissa > SQRT2
-        mantissa = mantissa * np.float32(0.5) if big else mantissa
-        exponent = exponent + np.float32(1.0) if big else exponent
-        s = (mantissa - np.float32(1.0)) / (mantissa + np.float32(1.0))
-        s2 = s * s
-        series = LOG_TERMS[0]
+def block_numba(low, high, first, count, out):
+    """out[2i], out[2i + 1] = the pair of normals of pair `first` + i of a block whose base
+    halves are `low` and `high`, i < `count` (a loop of its own: it vectorizes)."""
+    for i in range(count):
+        step = np.uint32(np.uint32(first + np.uint32(i)) * WEYL)
+        h1 = mix32_numba(np.uint32(low + step))
+        h2 = mix32_numba(np.uint32(high + step))
+        wide = np.float32(np.int32((h1 >> np.uint32(7)) | np.uint32(1)))
+        bits = np.int32(wide.view(np.int32) - SQRT_HALF_BITS)  # m 2^exponent, m in [.71, 1.41)
+        exponent = np.float32(bits >> np.int32(23))
+        mantissa = np.int32((bits & np.int32(0x7FFFFF)) + SQRT_HALF_BITS).view(np.float32)
+        f = mantissa - np.float32(1.0)
+        q = LOG_TERMS[0]
         for j in range(1, len(LOG_TERMS)):
-            series = series * s2 + LOG_TERMS[j]
-        log_u = np.float32(2.0) * s * series + (exponent - np.float32(25.0)) * LN2
-        radius = np.sqrt(np.float32(-2.0) * log_u)
-        d = np.float32(0.5) - turn[k]
-        t = abs(d)
-        far = t > np.float32(0.25)
-        y = TWO_PI * (np.float32(0.5) - t if far else t)
-        y2 = y * y
-        cosine = COS_TERMS[0]
+            q = q * f + LOG_TERMS[j]
+        ln_m = f + f * f * q
+        radius = np.sqrt((np.float32(25.0) - exponent) * TWO_LN2 - np.float32(2.0) * ln_m)
+        angle = np.float32(np.int32(h2 & np.uint32(0xFFFFFF))) * ANGLE_STEP + ANGLE_HALF
+        y2 = angle * angle
+        c = COS_TERMS[0]
         for j in range(1, len(COS_TERMS)):
-            cosine = cosine * y2 + COS_TERMS[j]
-        sine = SIN_TERMS[0]
+            c = c * y2 + COS_TERMS[j]
+        cosine = c * y2 + np.float32(1.0)
+        s = SIN_TERMS[0]
         for j in range(1, len(SIN_TERMS)):
-            sine = sine * y2 + SIN_TERMS[j]
-        sine = sine * y
-        out[2 * k] = radius * (cosine if far else -cosine)
-        out[2 * k + 1] = radius * (sine if d >= np.float32(0.0) else -sine)
+            s = s * y2 + SIN_TERMS[j]
+        sine = s * y2 * angle + angle
+        swap = (h2 & np.uint32(1 << 29)) != np.uint32(0)
+        one = sine if swap else cosine
+        two = cosine if swap else sine
+        sign1 = np.int32(h2 & np.uint32(1 << 31))
+        sign2 = np.int32((h2 << np.uint32(1)) & np.uint32(1 << 31))
+        out[2 * i] = radius * np.int32(np.float32(one).view(np.int32) ^ sign1).view(np.float32)
+        out[2 * i + 1] = radius * np.int32(np.float32(two).view(np.int32) ^ sign2).view(np.float32)
+
+
+@numba_kernel()
+def pairs_numba(key, first_pair, count, out):
+    """out[2i], out[2i + 1] = the pair of normals of (`key`, `first_pair` + i), i <
+    `count`: one `block_numba` call per block of pairs."""
+    done = 0
+    while done < count:
+        pair = first_pair + np.uint64(done)
+        first = np.uint32(pair & np.uint64(2**BLOCK_BITS - 1))
+        run = min(count - done, 2**BLOCK_BITS - np.int64(first))
+        base = mix_numba(key + (pair >> np.uint64(BLOCK_BITS)) * GOLDEN)
+        low = np.uint32(base & np.uint64(0xFFFFFFFF))
+        high = np.uint32(base >> np.uint64(32))
+        block_numba(low, high, first, run, out[2 * done : 2 * (done + run)])
+        done += run
 
 
 @numba_kernel()
 def normals(key, first, count, out, wide, turn, exponents):
     """The normals of (`key`, `first` + i), i < `count`, into `out` (float32, at least
-    `count` + 2) from `out[offset]` on; returns the offset (0 or 1). Scratch: `wide`,
-    `turn`, `exponents` float32 of at least `count` // 2 + 2."""
+    `count` + 2) from `out[offset]` on; returns the offset (0 or 1). `wide`, `turn`,
+    `exponents`: format 2's scratch, unused since format 3 (kept: the callers' signature)."""
     if count <= 0:
         return 0
     first_pair = first >> np.uint64(1)
     last_pair = (first + np.uint64(count - 1)) >> np.uint64(1)
-    pairs_numba(key, first_pair, np.int64(last_pair - first_pair) + 1, out, wide, turn, exponents)
+    pairs_numba(key, first_pair, np.int64(last_pair - first_pair) + 1, out)
     return np.int64(first & np.uint64(1))
 
 
@@ -237,10 +303,8 @@ def add_noise_numba(out, sigma, rows, key):
         start = task * NOISE_TASK
         stop = min(start + NOISE_TASK, total)
         z = np.empty(NOISE_TASK + 2, dtype=np.float32)
-        wide = np.empty(NOISE_TASK // 2 + 2, dtype=np.float32)
-        turn = np.empty(NOISE_TASK // 2 + 2, dtype=np.float32)
-        exponents = np.empty(NOISE_TASK // 2 + 2, dtype=np.float32)
-        offset = normals(key, np.uint64(start), stop - start, z, wide, turn, exponents)
+        unused = np.empty(1, dtype=np.float32)  # `normals`' format-2 scratch
+        offset = normals(key, np.uint64(start), stop - start, z, unused, unused, unused)
         at = start
         while at < stop:
             m = at // patches

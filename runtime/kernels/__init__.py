@@ -13,11 +13,13 @@ Numba kernel a module-level function (suffix `_numba`) beside its numpy twin (su
 `set_backend` chooses the backend of every module at once; tests hold the two to
 bit-identical results. Numba is imported on the first call of a Numba kernel
 (`numba_kernel`), so importing the runtime stays cheap; compiled code is cached on disk
-next to the kernel's module. Threads: `XBARC_THREADS=N` (default: all the cores this
-process may use) caps the parallel Numba kernels (`use_threads`) and the onnxruntime
-sessions of the GEMMs (`gemm.py`) and of the ideal chip (`effective.py`); `thread_count()`
-reads it. Hot loops index with unsigned integers where it matters: Numba
-wraps negative signed indices, which blocks vectorization.
+next to the kernel's module, under a name that carries a digest of the source files of the
+kernels it calls (`NumbaKernel.callee_digest`): Numba checks only the caller's own file, so
+without it a kernel would keep calling the old code of a callee edited since. Threads:
+`XBARC_THREADS=N` (default: all the cores this process may use) caps the parallel Numba
+kernels (`use_threads`) and the onnxruntime sessions of the GEMMs (`gemm.py`) and of the
+ideal chip (`effective.py`); `thread_count()` reads it. Hot loops index with unsigned
+integers where it matters: Numba wraps negative signed indices, which blocks vectorization.
 
 Layouts ("columns": one row per crossbar row, one column per patch). A crossbar layer
 computes, per group g, `y[g] = W[g]^T @ columns[g]`, one GEMM for the whole batch:
@@ -34,10 +36,13 @@ vectorizes over them.
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import os
 import threading
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,6 +184,7 @@ class NumbaKernel:
         self.function = function
         self.options = options
         self._compiled: Any = None
+        self._source_digest: str | None = None
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any) -> Any:
@@ -195,14 +201,40 @@ class NumbaKernel:
         # one calls compiled (only those: the module's others may not be compiled yet)
         names = dict(function.__globals__)
         names["prange"] = numba.prange
-        for name in function.__code__.co_names:
-            callee = names.get(name)
-            if isinstance(callee, NumbaKernel):
-                names[name] = callee.compiled()
+        for name, callee in self.callees().items():
+            names[name] = callee.compiled()
         twin = types.FunctionType(function.__code__, names, function.__name__)
-        twin.__qualname__ = function.__qualname__  # names the on-disk cache's files
+        # names the on-disk cache's files: Numba checks the stamp of this kernel's file only,
+        # so the name changes with the sources of the kernels it calls
+        digest = self.callee_digest()
+        twin.__qualname__ = function.__qualname__ + (f"_{digest}" if digest else "")
         self._compiled = numba.njit(cache=True, **self.options)(twin)
         return self._compiled
+
+    def callees(self) -> dict[str, NumbaKernel]:
+        """The Numba kernels this one calls, by their global names in its module."""
+        names = self.function.__globals__
+        found = {name: names.get(name) for name in self.function.__code__.co_names}
+        return {name: kernel for name, kernel in found.items() if isinstance(kernel, NumbaKernel)}
+
+    def source_digest(self) -> str:
+        """A digest of this kernel's module file and, through `callee_digest`, of every
+        kernel it calls, directly or not."""
+        if self._source_digest is None:
+            digest = hashlib.sha256(Path(inspect.getfile(self.function)).read_bytes())
+            digest.update(self.callee_digest().encode())
+            self._source_digest = digest.hexdigest()[:12]
+        return self._source_digest
+
+    def callee_digest(self) -> str:
+        """A digest of the kernels this one calls ("" when it calls none)."""
+        callees = self.callees()
+        if not callees:
+            return ""
+        digest = hashlib.sha256()
+        for callee in callees.values():
+            digest.update(callee.source_digest().encode())
+        return digest.hexdigest()[:12]
 
 
 def numba_kernel(**options: Any) -> Callable[[Callable[..., Any]], NumbaKernel]:

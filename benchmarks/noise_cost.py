@@ -195,7 +195,7 @@ def main() -> None:
         "`rram` reads each layer of reads shorter than 128 rows with one "
         "`noisy_read_accumulate` call per input sign (float32 sums of the noisy cells, "
         "over the set bits of 1-bit digits in reads of 24 rows and 32 columns or more, "
-        "input/read/output noise from the counter-based Gaussian, format 2, and the ADC in "
+        "input/read/output noise from the counter-based Gaussian, format 3, and the ADC in "
         "one kernel), taller ones read by read (onnxruntime's float GEMMs, then the "
         "Gaussian and the ADC kernels). `rram / quant` compares wall times, `CPU` the "
         "processes' CPU times (both threads; steadier when other work shares the cores); "
@@ -231,7 +231,11 @@ def main() -> None:
         "every `rram` and `pcm` output changed (`output_hashes.json`: 352 hashes of the "
         "26 noisy runs re-recorded; the 576 of the 37 `ideal` and `quant` runs unchanged). "
         "The set-bit sums (issue 18, round two) add the same float32 terms in the same "
-        "order: no output changed (`output_hashes.py --check`: 0 of 964 differ).",
+        "order: no output changed (`output_hashes.py --check`: 0 of 964 differ). Noise "
+        "format 3 (round three): each pair of normals from two 32-bit lowbias32 hashes "
+        "within a block of 1024 pairs keyed by splitmix64, the angle reduced to an octant "
+        "and shorter polynomials, 1.4-1.6x cheaper a draw (`benchmarks/normal_speed.py`); "
+        "the 352 noisy hashes re-recorded again, the 576 others unchanged.",
         "",
         "Goal (issue 18): rram at most 1.5x quant. Where a digits mobilenet `rram` run "
         "spends its time (cProfile, own time):",

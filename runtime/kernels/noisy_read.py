@@ -31,12 +31,13 @@ digit_max)^2 sum x^2) with sum x^2 over the read's rows per patch (the read's co
 share it); pcm, unit sqrt(output_noise^2 + read_sigma^2 sum |W| x^2 / (cell_max
 digit_max^2)) per column, the same structure as the read with |W| and x^2.
 
-Draws: z is the standard normal of `gaussian` (splitmix64 and Box-Muller in float32) of the call's
-key and the index (slice x columns + column) x patches + patch; input noise, drawn when
-the profile has it, from a second key and the index (slice x rows + row of the read's
-rows, read after read) x patches + patch. So every draw is a function of the seeds, the
-batch, the read-out and its position: the same bits on any number of threads and for any
-split of the work (the kernel runs in parallel over runs of patches and blocks of output
+Draws: z is the standard normal of `gaussian` (noise format 3: 32-bit hashes and Box-Muller
+in float32) of the call's key and the index (slice x columns + column) x patches + patch;
+input noise, drawn when the profile has it, from a second key and the index (slice x rows +
+row of the read's rows, read after read) x patches + patch. So every draw is a function of
+the seeds, the batch, the read-out and its position: the same bits on any number of threads
+and for any split of the work (the kernel runs in parallel over runs of patches and blocks
+of output
 columns, never over a sum). A (read, slice) whose digits are zero on every patch of the
 batch is not read (no noise, no conversion), as the read-by-read path skips it.
 

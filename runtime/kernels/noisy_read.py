@@ -37,9 +37,8 @@ input noise, drawn when the profile has it, from a second key and the index (sli
 row of the read's rows, read after read) x patches + patch. So every draw is a function of
 the seeds, the batch, the read-out and its position: the same bits on any number of threads
 and for any split of the work (the kernel runs in parallel over runs of patches and blocks
-of output
-columns, never over a sum). A (read, slice) whose digits are zero on every patch of the
-batch is not read (no noise, no conversion), as the read-by-read path skips it.
+of output columns, never over a sum). A (read, slice) whose digits are zero on every patch
+of the batch is not read (no noise, no conversion), as the read-by-read path skips it.
 
 `noisy_read_accumulate_numpy` is the twin: the same float32 sums in the same order, the
 same normals (float32 Box-Muller written as polynomials: the same bits in numpy, as

@@ -28,6 +28,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]  # this checkout's xbarc
 
 from results import record_if  # noqa: E402
+from timing import load  # noqa: E402
 
 SECTION = "Matched run, op by op (benchmarks/matched_profile.py)"
 
@@ -147,10 +148,6 @@ def report(results: dict[int, dict], before: str, after: str) -> str:
     )
     lines += ["", f"Load average {before} before, {after} after."]
     return "\n".join(lines)
-
-
-def load() -> str:
-    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an installed one
 from results import record_if  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.runtime.devices import programming_memo as MEMO  # noqa: E402
@@ -55,20 +56,6 @@ def cases():
         shape = tuple(graph_input.type.shape)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         yield f"{name} (batch 1)", program, {graph_input.name: x}
-
-
-def best_time(function, repeat: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of `function`, each the best of `repeat`
-    runs after a warm-up: the CPU time, summed over the threads, moves less than the wall
-    time when other work shares the cores."""
-    function()  # warm up
-    walls, cpus = [], []
-    for _ in range(repeat):
-        started, cpu = time.perf_counter(), time.process_time()
-        function()
-        walls.append(time.perf_counter() - started)
-        cpus.append(time.process_time() - cpu)
-    return min(walls), min(cpus)
 
 
 def timed(function) -> tuple[object, float]:

@@ -28,6 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]  # this checkout's xbarc
 
 import numpy as np  # noqa: E402
 from results import record_if  # noqa: E402
+from timing import load  # noqa: E402
 
 from xbarc.onnx_ops.pooling import pool_axes  # noqa: E402
 from xbarc.runtime import kernels, pool_kernels  # noqa: E402
@@ -128,10 +129,6 @@ def report(rows: list[tuple[str, int, float, float]], before: str, after: str) -
         )
     lines += ["", f"Load average {before} before, {after} after."]
     return "\n".join(lines)
-
-
-def load() -> str:
-    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def build_parser() -> argparse.ArgumentParser:

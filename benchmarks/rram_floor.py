@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # the xbarc of this checkout, not an installed one
 from results import record_if  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from xbarc.compiler import CompileOptions, compile_onnx  # noqa: E402
 from xbarc.runtime import executor as executor_module  # noqa: E402
@@ -49,19 +49,6 @@ from xbarc.runtime.noise import Seeds, noise_settings  # noqa: E402
 
 DIGITS = HERE.parent / "tests" / "fixtures" / "digits"
 KERNEL = executor_module.noisy_read_accumulate
-
-
-def best_time(function, repeat: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, summed over its threads) of
-    `function`, each the best of `repeat` runs after a warm-up."""
-    function()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        started, cpu = time.perf_counter(), time.process_time()
-        function()
-        walls.append(time.perf_counter() - started)
-        cpus.append(time.process_time() - cpu)
-    return min(walls), min(cpus)
 
 
 def kernel_variant(mode: str):

@@ -17,7 +17,8 @@ import pytest
 from xbarc.cli import build_parser
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
-HELPERS = {"results", "light_models"}  # modules the scripts import, without a command line
+# modules the scripts import, without a command line
+HELPERS = {"results", "light_models", "timing"}
 SCRIPTS = sorted(path.stem for path in BENCHMARKS.glob("*.py") if path.stem not in HELPERS)
 
 

@@ -554,10 +554,26 @@ def pool_geometries(draw) -> tuple[np.ndarray, list[pooling.PoolAxis]]:
         seed=draw(st.integers(0, 9)),
         dtype=dtype,
     )
+    return sprinkled(draw, x), axes
+
+
+def sprinkled(draw, x: np.ndarray) -> np.ndarray:
+    """`x` with a drawn share (0, 10 or 50 %) of its entries NaN, infinite or signed zero."""
     rng = np.random.default_rng(draw(st.integers(0, 9)))
     specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
     x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
-    return x, axes
+    return x
+
+
+def assert_pools_give_the_numpy_twins_bits(x, axes, count_padding) -> None:
+    """The max and average pool kernels give their numpy twins' bits on `x`."""
+    assert_same_bits(pool_kernels.max_pool_numba(x, axes), pooling.max_pool_numpy(x, axes))
+    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
+    counts = pooling.window_counts(axes, count_padding, x.dtype)
+    assert_same_bits(
+        pool_kernels.average_pool_numba(x, axes, counts),
+        pooling.average_pool_numpy(x, axes, counts),
+    )
 
 
 def assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
@@ -1176,23 +1192,13 @@ def inside_pool_geometries(draw) -> tuple[np.ndarray, list[pooling.PoolAxis]]:
         seed=draw(st.integers(0, 9)),
         dtype=dtype,
     )
-    rng = np.random.default_rng(draw(st.integers(0, 9)))
-    specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
-    x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
-    return x, axes
+    return sprinkled(draw, x), axes
 
 
 @settings(max_examples=150, deadline=None)
 @given(case=inside_pool_geometries(), count_padding=st.booleans())
 def test_pool_kernels_inside_give_the_numpy_twins_bits(case, count_padding):
-    x, axes = case
-    assert_same_bits(pool_kernels.max_pool_numba(x, axes), pooling.max_pool_numpy(x, axes))
-    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
-    counts = pooling.window_counts(axes, count_padding, x.dtype)
-    assert_same_bits(
-        pool_kernels.average_pool_numba(x, axes, counts),
-        pooling.average_pool_numpy(x, axes, counts),
-    )
+    assert_pools_give_the_numpy_twins_bits(*case, count_padding)
 
 
 @st.composite
@@ -1205,23 +1211,13 @@ def pair_pool_geometries(draw) -> tuple[np.ndarray, list[pooling.PoolAxis]]:
     assert pool_kernels.pairs(axes)
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     x = randn(draw(st.integers(1, 3)), draw(st.integers(1, 5)), *spatial, dtype=dtype)
-    rng = np.random.default_rng(draw(st.integers(0, 9)))
-    specials = rng.random(x.shape) < draw(st.sampled_from([0.0, 0.1, 0.5]))
-    x[specials] = rng.choice(SPECIAL_FLOATS, size=int(specials.sum()))
-    return x, axes
+    return sprinkled(draw, x), axes
 
 
 @settings(max_examples=100, deadline=None)
 @given(case=pair_pool_geometries(), count_padding=st.booleans())
 def test_pool_kernels_of_pairs_give_the_numpy_twins_bits(case, count_padding):
-    x, axes = case
-    assert_same_bits(pool_kernels.max_pool_numba(x, axes), pooling.max_pool_numpy(x, axes))
-    x[x == -np.inf] = np.inf  # inf - inf makes a NaN whose sign depends on operand order
-    counts = pooling.window_counts(axes, count_padding, x.dtype)
-    assert_same_bits(
-        pool_kernels.average_pool_numba(x, axes, counts),
-        pooling.average_pool_numpy(x, axes, counts),
-    )
+    assert_pools_give_the_numpy_twins_bits(*case, count_padding)
 
 
 def test_pairs_are_two_axes_of_2x2_windows_by_2_inside():
